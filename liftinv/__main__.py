@@ -1,0 +1,3 @@
+from liftinv.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Forward operators of imaging as deepinv ``LinearPhysics`` with exact adjoints."""
