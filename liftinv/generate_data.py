@@ -1,0 +1,150 @@
+r"""Write the bundled data sets of ``data/`` (run ``python -m liftinv.generate_data``).
+
+Everything is deterministic: one ``numpy.random.Generator`` per data set with a fixed seed, and
+only images that ship inside scikit-image (no download). Images are stored as ``uint8`` arrays of
+shape (N, H, W) with keys ``train``, ``val`` and ``test`` in compressed ``.npz`` files; a stored
+value ``k`` stands for the intensity ``k / 255``.
+
+- ``ellipses.npz``: 64x64 random ellipse phantoms (512 / 64 / 64).
+- ``patches.npz``: 32x32 grey natural-image patches (2048 / 256 / 256).
+- ``patches64.npz``: 64x64 grey natural-image patches (512 / 64 / 64).
+
+Natural-image patches of the three splits come from disjoint source images (:data:`SOURCES`).
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import skimage.data
+from skimage.color import rgb2gray, rgba2rgb
+from skimage.transform import rescale
+from skimage.util import img_as_float
+
+ELLIPSE_SEED = 20240601
+PATCH_SEED = 20240602
+ELLIPSE_COUNTS = {"train": 512, "val": 64, "test": 64}
+PATCH_COUNTS = {32: {"train": 2048, "val": 256, "test": 256}, 64: {"train": 512, "val": 64, "test": 64}}
+SUPERSAMPLE = 4
+MIN_PATCH_STD = 0.01
+
+SOURCES: dict[str, tuple[str, ...]] = {
+    "train": (
+        "astronaut", "brick", "cell", "clock", "coins", "grass", "gravel", "hubble_deep_field",
+        "immunohistochemistry", "moon", "motorcycle", "page", "retina", "rocket", "text",
+    ),
+    "val": ("coffee",),
+    "test": ("camera", "chelsea"),
+}
+
+
+def _skimage_image(name: str) -> np.ndarray:
+    """Grey float64 image in [0, 1] of a bundled scikit-image picture."""
+    img = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+    if img.ndim == 3 and img.shape[-1] == 4:
+        img = rgba2rgb(img)
+    if img.ndim == 3:
+        img = rgb2gray(img)
+    return img_as_float(img)
+
+
+def random_ellipse_phantom(rng: np.random.Generator, size: int, supersample: int = SUPERSAMPLE) -> np.ndarray:
+    r"""One Shepp-Logan-like phantom in [0, 1] of shape (size, size).
+
+    An outer ellipse (centre within 0.05 of the origin, semi-axes in [0.7, 0.9], intensity in
+    [0.3, 0.6]) holds 3 to 10 inner ellipses (centre in the disc of radius 0.55, semi-axes in
+    [0.05, 0.4], angle in [0, pi), additive intensity in [-0.3, 0.5]); the sum is restricted to the
+    outer ellipse, clipped to [0, 1] and averaged over ``supersample`` x ``supersample``
+    sub-pixels, on the square [-1, 1]^2.
+    """
+    fine = size * supersample
+    t = (np.arange(fine) + 0.5) / fine * 2.0 - 1.0
+    yy, xx = np.meshgrid(t, t, indexing="ij")
+
+    def inside(cy: float, cx: float, a: float, b: float, theta: float) -> np.ndarray:
+        c, s = np.cos(theta), np.sin(theta)
+        u = (xx - cx) * c + (yy - cy) * s
+        v = -(xx - cx) * s + (yy - cy) * c
+        return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+
+    outer = inside(*rng.uniform(-0.05, 0.05, 2), *rng.uniform(0.7, 0.9, 2), rng.uniform(0, np.pi))
+    img = rng.uniform(0.3, 0.6) * outer.astype(np.float64)
+    for _ in range(rng.integers(3, 11)):
+        r, phi = 0.55 * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+        mask = inside(r * np.sin(phi), r * np.cos(phi), *rng.uniform(0.05, 0.4, 2), rng.uniform(0, np.pi))
+        img += rng.uniform(-0.3, 0.5) * (mask & outer)
+    img = np.clip(img, 0.0, 1.0)
+    return img.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
+
+
+def random_patches(
+    rng: np.random.Generator, images: list[np.ndarray], count: int, size: int
+) -> np.ndarray:
+    """``count`` random ``size`` x ``size`` crops, each from a random image at a random scale in
+    {1, 1/2}; near-constant crops (standard deviation below :data:`MIN_PATCH_STD`) are redrawn."""
+    pyramids = [[img, rescale(img, 0.5, anti_aliasing=True)] for img in images]
+    out = np.empty((count, size, size))
+    k = 0
+    while k < count:
+        img = pyramids[rng.integers(len(images))][rng.integers(2)]
+        i = rng.integers(img.shape[0] - size + 1)
+        j = rng.integers(img.shape[1] - size + 1)
+        patch = img[i : i + size, j : j + size]
+        if patch.std() >= MIN_PATCH_STD:
+            out[k] = patch
+            k += 1
+    return out
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Round images in [0, 1] to ``uint8`` levels ``k / 255``."""
+    return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def ellipse_splits(size: int = 64) -> dict[str, np.ndarray]:
+    """The ``ellipses`` data set: ``{split: uint8 array (N, size, size)}``."""
+    rng = np.random.default_rng(ELLIPSE_SEED)
+    return {
+        split: to_uint8(np.stack([random_ellipse_phantom(rng, size) for _ in range(n)]))
+        for split, n in ELLIPSE_COUNTS.items()
+    }
+
+
+def patch_splits(size: int) -> dict[str, np.ndarray]:
+    """The natural-patch data set of side ``size``: ``{split: uint8 array (N, size, size)}``."""
+    rng = np.random.default_rng(PATCH_SEED + size)
+    return {
+        split: to_uint8(random_patches(rng, [_skimage_image(n) for n in SOURCES[split]], n, size))
+        for split, n in PATCH_COUNTS[size].items()
+    }
+
+
+BUILDERS: dict[str, Callable[[], dict[str, np.ndarray]]] = {
+    "ellipses": ellipse_splits,
+    "patches": lambda: patch_splits(32),
+    "patches64": lambda: patch_splits(64),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write every bundled data set to ``--out`` (default: the repository's ``data/``)."""
+    from liftinv.data import data_dir
+
+    parser = argparse.ArgumentParser(prog="python -m liftinv.generate_data", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: %(default)s -> data_dir())")
+    args = parser.parse_args(argv)
+    out = args.out if args.out is not None else data_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    for name, build in BUILDERS.items():
+        path = out / f"{name}.npz"
+        splits = build()
+        np.savez_compressed(path, **splits)
+        shapes = ", ".join(f"{k} {v.shape}" for k, v in splits.items())
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {shapes}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
