@@ -1,0 +1,61 @@
+r"""A lifted layer: :math:`x_k = \sigma_k\big(\sum_j M_{kj} x_{i_j} + c_k(y)\big)` with weight
+:math:`\lambda_k` on its penalty."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from liftinv.activations import Activation, as_activation
+
+
+class Layer(nn.Module):
+    r"""One layer of a :class:`~liftinv.network.LiftedNetwork`.
+
+    Args:
+        inputs: indices of the variables it reads (0 is the network input; all smaller than the
+            index of the variable this layer produces).
+        maps: one affine ``nn.Module`` per input, :math:`M_{kj}`.
+        activation: a proximal activation (a torch activation is converted by
+            :func:`~liftinv.activations.as_activation`).
+        data_map: optional affine map :math:`c_k` of the measurements ``y``.
+        weight: the penalty weight :math:`\lambda_k > 0`.
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[int],
+        maps: Sequence[nn.Module],
+        activation: nn.Module,
+        *,
+        data_map: nn.Module | None = None,
+        weight: float = 1.0,
+    ):
+        super().__init__()
+        inputs = tuple(int(i) for i in inputs)
+        if len(inputs) == 0 or len(inputs) != len(maps):
+            raise ValueError(f"inputs and maps must be non-empty and of equal length, got {len(inputs)} and {len(maps)}")
+        if len(set(inputs)) != len(inputs):
+            raise ValueError(f"inputs must be distinct, got {inputs}")
+        if not weight > 0:
+            raise ValueError(f"weight must be positive, got {weight}")
+        self.inputs = inputs
+        self.maps = nn.ModuleList(maps)
+        self.activation: Activation = as_activation(activation)
+        self.data_map = data_map
+        self.weight = float(weight)
+
+    def preactivation(self, xs: Sequence[Tensor], y: Tensor | None = None) -> Tensor:
+        r""":math:`a_k = \sum_j M_{kj} x_{i_j} + c_k(y)`."""
+        a = sum(m(xs[i]) for i, m in zip(self.inputs, self.maps))
+        if self.data_map is not None:
+            if y is None:
+                raise ValueError("this network needs measurements y (a layer has a data term)")
+            a = a + self.data_map(y)
+        return a
+
+    def forward(self, xs: Sequence[Tensor], y: Tensor | None = None) -> Tensor:
+        return self.activation(self.preactivation(xs, y))
+
+    def extra_repr(self) -> str:
+        return f"inputs={self.inputs}, weight={self.weight}"

@@ -1,0 +1,106 @@
+r"""Lifted networks: layers wired into a directed acyclic graph of variables.
+
+Variable 0 is the network input :math:`u`; layer :math:`k = 1..K` produces variable :math:`k`,
+:math:`x_k = \sigma_k(a_k)` with :math:`a_k = \sum_j M_{kj} x_{i_j} + c_k(y)`. The output is
+:math:`x_K`. The lifted energy replaces every constraint by a penalty,
+
+.. math:: E(x_1..x_K) = \sum_k \lambda_k P_k(x_k, a_k(x)),
+
+which is zero exactly at the forward pass (:meth:`LiftedNetwork.feasible`). MLPs, ResNets,
+unrolled proximal networks and unrolled reconstruction networks all share this shape.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from liftinv import penalty as penalties
+from liftinv.layer import Layer
+
+
+class LiftedNetwork(nn.Module):
+    """A network of :class:`~liftinv.layer.Layer` s.
+
+    Args:
+        layers: layer ``k-1`` of the list produces variable ``k``; its inputs must be ``< k``.
+        input_shape: shape of one input sample (without batch), used to validate inputs.
+    """
+
+    def __init__(self, layers: Sequence[Layer], *, input_shape: Sequence[int] | None = None):
+        super().__init__()
+        if len(layers) == 0:
+            raise ValueError("layers must not be empty")
+        for k, layer in enumerate(layers, start=1):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers[{k - 1}] must be a liftinv Layer, got {type(layer).__name__}")
+            if max(layer.inputs) >= k or min(layer.inputs) < 0:
+                raise ValueError(f"layer {k} reads variables {layer.inputs}; they must lie in [0, {k - 1}]")
+        self.layers = nn.ModuleList(layers)
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        self._consumers = [[] for _ in range(len(layers) + 1)]
+        for k, layer in enumerate(layers, start=1):
+            for pos, i in enumerate(layer.inputs):
+                self._consumers[i].append((k, pos))
+
+    @property
+    def depth(self) -> int:
+        """Number of layers ``K`` (variables are ``0..K``)."""
+        return len(self.layers)
+
+    def layer(self, k: int) -> Layer:
+        """The layer producing variable ``k`` (``1 <= k <= K``)."""
+        return self.layers[k - 1]
+
+    def consumers(self, i: int) -> list[tuple[int, int]]:
+        """``(k, position)`` of every layer ``k`` that reads variable ``i``."""
+        return self._consumers[i]
+
+    def check_input(self, u: Tensor, name: str = "u") -> None:
+        """Validate an input batch: a finite floating tensor of the parameters' dtype and device
+        whose sample shape is ``input_shape``."""
+        if not isinstance(u, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(u).__name__}")
+        ref = next(self.parameters(), None)
+        if ref is not None and (u.dtype != ref.dtype or u.device != ref.device):
+            raise TypeError(f"{name} has dtype {u.dtype} on {u.device}, the network uses {ref.dtype} on {ref.device}")
+        if self.input_shape is not None and tuple(u.shape[1:]) != self.input_shape:
+            raise ValueError(f"{name} must have shape (B, {', '.join(map(str, self.input_shape))}), got {tuple(u.shape)}")
+        if not bool(torch.isfinite(u).all()):
+            raise ValueError(f"{name} contains NaN or Inf entries")
+
+    def feasible(self, u: Tensor, y: Tensor | None = None) -> list[Tensor]:
+        """All variables ``[x_0 = u, x_1, ..., x_K]`` of the forward pass (every penalty is zero)."""
+        self.check_input(u)
+        xs = [u]
+        for layer in self.layers:
+            xs.append(layer(xs, y))
+        return xs
+
+    def forward(self, u: Tensor, y: Tensor | None = None) -> Tensor:
+        """Plain forward pass (inference): the output ``x_K``."""
+        return self.feasible(u, y)[-1]
+
+    def preactivation(self, k: int, xs: Sequence[Tensor], y: Tensor | None = None) -> Tensor:
+        r""":math:`a_k` computed from the variables ``xs``."""
+        return self.layer(k).preactivation(xs, y)
+
+    def penalties(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty=penalties.BREGMAN) -> Tensor:
+        r"""Unweighted per-sample penalties :math:`P_k(x_k, a_k)`, shape ``(K, B)``."""
+        return torch.stack(
+            [penalty.value(self.layer(k).activation, xs[k], self.preactivation(k, xs, y)) for k in range(1, self.depth + 1)]
+        )
+
+    def weights(self) -> Tensor:
+        r"""Penalty weights :math:`\lambda_k`, shape ``(K,)``."""
+        return torch.tensor([layer.weight for layer in self.layers])
+
+    def energy(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty=penalties.BREGMAN) -> Tensor:
+        r"""Per-sample lifted energy :math:`\sum_k \lambda_k P_k(x_k, a_k)`, shape ``(B,)``."""
+        p = self.penalties(xs, y, penalty)
+        return (self.weights().to(p) [:, None] * p).sum(0)
+
+    def gaps(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty=penalties.BREGMAN) -> Tensor:
+        r"""Batch-mean penalty of each layer, shape ``(K,)``: how far each constraint is violated."""
+        return self.penalties(xs, y, penalty).mean(1)

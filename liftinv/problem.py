@@ -1,0 +1,294 @@
+r"""The lifted problem: one energy over variable and parameter blocks, as solvers see it.
+
+.. math::
+    E(\Theta, X) = \sum_{\text{samples}} \Big[ \sum_{k=1}^K \lambda_k P_k\big(x_k, a_k(X, \Theta)\big)
+    + \sum_{i} T_i(x_i) \Big]
+
+with :math:`a_k = \sum_j M_{kj} x_{i_j} + c_k(y)` (see :mod:`liftinv.network`) and potentials
+:math:`T_i` on chosen variables (a loss on a free output, a regulariser on a free input).
+Training frees the hidden variables and the parameters; inversion frees every variable but the
+clamped output and freezes the parameters: one code path.
+
+Block structure (everything local to one layer, never a graph through :math:`\sigma`):
+
+* ``Var(k)``: smooth part :math:`f_k = \sum_{j \ni k} \lambda_j P_j(x_j, a_j)` plus smooth terms,
+  gradient :math:`\sum_j \lambda_j M_{jk}^* r_j` with residuals :math:`r_j = \partial_a P_j`
+  (for Bregman :math:`r_j = \sigma_j(a_j) - x_j`); nonsmooth part :math:`\lambda_k P_k(\cdot, a_k)`
+  (or a nonsmooth term on the input), handled by its prox.
+* ``Params(g)``: a group of parameters (one per layer; shared parameters join the first layer
+  using them); smooth, gradient by autograd of :math:`\sum_k \lambda_k\langle r_k, a_k(\Theta)\rangle`
+  with :math:`r_k` detached.
+
+Lipschitz constants are Gauss-Newton bounds :math:`\lambda_{\max}(\sum_j \lambda_j J_j^*J_j)`
+(exact for Bregman, whose Hessian in :math:`a` is :math:`\operatorname{diag}\sigma' \preceq I`),
+by warm-started power iteration.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from liftinv import penalty as penalties
+from liftinv.affine import linear_part
+from liftinv.blocks import Block, Params, Var
+from liftinv.network import LiftedNetwork
+from liftinv.potentials import Potential
+
+
+
+#: Relative safety margin on power-iteration Lipschitz estimates (they converge from below).
+LIPSCHITZ_MARGIN = 1.05
+
+
+def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
+    return sum((x * z).sum() for x, z in zip(a, b))
+
+
+def _power_iteration(apply, v: list[Tensor], iters: int) -> tuple[float, list[Tensor]]:
+    """Largest eigenvalue of the PSD map ``apply`` on lists of tensors, from ``v``."""
+    lam = 0.0
+    for _ in range(iters):
+        norm = _dot(v, v).sqrt()
+        if norm == 0:
+            return 0.0, v
+        v = [t / norm for t in v]
+        w = apply(v)
+        lam = float(_dot(v, w))
+        v = w
+    return max(lam, 0.0), v
+
+
+class LiftedProblem:
+    r"""A lifted network bound to one batch: the energy, its blocks, gradients and proxes.
+
+    Args:
+        network: the lifted network (its parameters are updated in place by :meth:`set`).
+        xs: initial variables ``[x_0, ..., x_K]`` (e.g. ``network.feasible(u)``, with ``x_K``
+            replaced by a clamped target); they are detached and owned by the problem.
+        y: measurements for layers with a data term.
+        free_vars: indices of the variables that are optimised; the others stay fixed.
+        train_params: whether the parameters are blocks.
+        penalty: ``BREGMAN`` (default), ``MAC`` or ``FENCHEL``.
+        terms: potentials on variables, ``{index: Potential}`` (a loss on a free output, a
+            regulariser on a free input). A nonsmooth term is allowed on the input only.
+        power_iters: power iterations per Lipschitz refresh (warm started).
+    """
+
+    def __init__(
+        self,
+        network: LiftedNetwork,
+        xs: Sequence[Tensor],
+        y: Tensor | None = None,
+        *,
+        free_vars: Sequence[int],
+        train_params: bool,
+        penalty=penalties.BREGMAN,
+        terms: Mapping[int, Potential] | None = None,
+        power_iters: int = 8,
+    ):
+        K = network.depth
+        if len(xs) != K + 1:
+            raise ValueError(f"xs must hold K + 1 = {K + 1} variables, got {len(xs)}")
+        terms = dict(terms or {})
+        for i in sorted(set(free_vars) | set(terms)):
+            if not 0 <= i <= K:
+                raise ValueError(f"variable index {i} out of range [0, {K}]")
+        for i, term in terms.items():
+            if i > 0 and not term.smooth:
+                raise ValueError(f"terms[{i}] is nonsmooth; nonsmooth terms are supported on the input (0) only")
+        self.network = network
+        self.xs = [x.detach().clone() for x in xs]
+        self.y = y
+        self.penalty = penalty
+        self.terms = terms
+        self.free_vars = tuple(sorted(set(free_vars)))
+        self.power_iters = power_iters
+        self.param_groups = self._group_parameters() if train_params else []
+        self._layers_of_group = [self._layers_using(g) for g in self.param_groups]
+        self._pre: dict[int, Tensor] = {}
+        self._lip: dict[Block, float] = {}
+        self._eigvec: dict[Block, list[Tensor]] = {}
+
+    # ----------------------------------------------------------------- structure
+    def _group_parameters(self) -> list[list[Tensor]]:
+        seen: set[int] = set()
+        groups = []
+        for layer in self.network.layers:
+            group = [p for p in layer.parameters() if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in group)
+            if group:
+                groups.append(group)
+        return groups
+
+    def _layers_using(self, group: Sequence[Tensor]) -> list[int]:
+        ids = {id(p) for p in group}
+        return [k for k in range(1, self.network.depth + 1) if ids & {id(p) for p in self.network.layer(k).parameters()}]
+
+    def blocks(self) -> list[Block]:
+        """Free variable blocks (in index order) followed by parameter blocks."""
+        return [Var(k) for k in self.free_vars] + [Params(g) for g in range(len(self.param_groups))]
+
+    # ----------------------------------------------------------------- state
+    def get(self, block: Block) -> list[Tensor]:
+        """Current values of a block (detached tensors; do not modify in place)."""
+        if isinstance(block, Var):
+            return [self.xs[block.index]]
+        return [p.detach() for p in self.param_groups[block.index]]
+
+    def set(self, block: Block, values: Sequence[Tensor]) -> None:
+        """Replace the values of a block and invalidate what depends on them."""
+        if isinstance(block, Var):
+            self.xs[block.index] = values[0].detach()
+            for k, _ in self.network.consumers(block.index):
+                self._pre.pop(k, None)
+        else:
+            with torch.no_grad():
+                for p, v in zip(self.param_groups[block.index], values):
+                    p.copy_(v)
+            self._pre.clear()
+            self._lip.clear()
+
+    def preactivation(self, k: int) -> Tensor:
+        r""":math:`a_k` at the current state (cached, no graph)."""
+        if k not in self._pre:
+            with torch.no_grad():
+                self._pre[k] = self.network.preactivation(k, self.xs, self.y)
+        return self._pre[k]
+
+    def _residual(self, k: int) -> Tensor:
+        return self.penalty.residual(self.network.layer(k).activation, self.xs[k], self.preactivation(k))
+
+    # ----------------------------------------------------------------- energy
+    def penalties(self) -> Tensor:
+        r"""Unweighted per-sample penalties :math:`P_k`, shape ``(K, B)``."""
+        return torch.stack(
+            [self.penalty.value(self.network.layer(k).activation, self.xs[k], self.preactivation(k)) for k in range(1, self.network.depth + 1)]
+        )
+
+    def energy(self) -> Tensor:
+        r"""The lifted energy summed over the batch (a scalar tensor)."""
+        p = self.penalties()
+        total = (self.network.weights().to(p)[:, None] * p).sum()
+        for i, term in self.terms.items():
+            total = total + term.value(self.xs[i]).sum()
+        return total
+
+    def gaps(self) -> Tensor:
+        """Batch-mean penalty of each layer, shape ``(K,)``."""
+        return self.penalties().mean(1)
+
+    # ----------------------------------------------------------------- gradients
+    def grads(self, blocks: Sequence[Block]) -> list[list[Tensor]]:
+        """Gradients of the smooth part of each block, all at the current state (Jacobi)."""
+        out: dict[Block, list[Tensor]] = {}
+        params = [b for b in blocks if isinstance(b, Params)]
+        if params:
+            out.update(zip(params, self._param_grads(params)))
+        for b in blocks:
+            if isinstance(b, Var):
+                out[b] = [self._var_grad(b.index)]
+        return [out[b] for b in blocks]
+
+    def _var_grad(self, i: int) -> Tensor:
+        x = self.xs[i].detach().requires_grad_()
+        total = x.new_zeros(())
+        with torch.enable_grad():
+            for k, pos in self.network.consumers(i):
+                layer = self.network.layer(k)
+                total = total + layer.weight * (self._residual(k) * layer.maps[pos](x)).sum()
+            if i in self.terms and self.terms[i].smooth:
+                total = total + (self.terms[i].grad(self.xs[i]) * x).sum()
+            if not total.requires_grad:
+                return torch.zeros_like(x)
+            return torch.autograd.grad(total, x)[0]
+
+    def _param_grads(self, blocks: Sequence[Params]) -> list[list[Tensor]]:
+        layers = sorted({k for b in blocks for k in self._layers_of_group[b.index]})
+        tensors = [p for b in blocks for p in self.param_groups[b.index]]
+        with torch.enable_grad():
+            s = sum(
+                self.network.layer(k).weight * (self._residual(k) * self.network.preactivation(k, self.xs, self.y)).sum()
+                for k in layers
+            )
+            flat = torch.autograd.grad(s, tensors, allow_unused=True)
+        flat = [torch.zeros_like(p) if g is None else g for p, g in zip(tensors, flat)]
+        out, start = [], 0
+        for b in blocks:
+            n = len(self.param_groups[b.index])
+            out.append(flat[start : start + n])
+            start += n
+        return out
+
+    # ----------------------------------------------------------------- Lipschitz constants
+    def lipschitz(self, block: Block) -> float:
+        """Lipschitz constant of the gradient of the block's smooth part (cached until the
+        parameters change; power iterations warm-start from the last eigenvector)."""
+        if block not in self._lip:
+            if isinstance(block, Var):
+                lam = self._var_lipschitz(block)
+            else:
+                lam = self._param_lipschitz(block)
+            self._lip[block] = LIPSCHITZ_MARGIN * lam
+        return self._lip[block]
+
+    def _var_lipschitz(self, block: Var) -> float:
+        i = block.index
+        x = self.xs[i]
+
+        def normal(v: list[Tensor]) -> list[Tensor]:
+            out = torch.zeros_like(x)
+            for k, pos in self.network.consumers(i):
+                layer = self.network.layer(k)
+                with torch.enable_grad():
+                    xx = x.detach().requires_grad_()
+                    mv = linear_part(layer.maps[pos], v[0]).detach()
+                    out = out + layer.weight * torch.autograd.grad(layer.maps[pos](xx), xx, mv)[0]
+            return [out]
+
+        lam = self._power(block, normal, [x])
+        term = self.terms.get(i)
+        return lam + (term.lipschitz() if term is not None and term.smooth else 0.0)
+
+    def _param_lipschitz(self, block: Params) -> float:
+        group = self.param_groups[block.index]
+
+        def normal(v: list[Tensor]) -> list[Tensor]:
+            out = [torch.zeros_like(p) for p in group]
+            for k in self._layers_of_group[block.index]:
+                with torch.enable_grad():
+                    a = self.network.preactivation(k, self.xs, self.y)
+                    r = torch.zeros_like(a, requires_grad=True)
+                    jt = torch.autograd.grad(a, group, r, create_graph=True, allow_unused=True)
+                    pairs = [(g, vv) for g, vv in zip(jt, v) if g is not None]
+                    jv = torch.autograd.grad([g for g, _ in pairs], r, [vv for _, vv in pairs])[0]
+                    jtjv = torch.autograd.grad(a, group, jv, allow_unused=True)
+                w = self.network.layer(k).weight
+                out = [o + w * g if g is not None else o for o, g in zip(out, jtjv)]
+            return out
+
+        return self._power(block, normal, [p.detach() for p in group])
+
+    def _power(self, block: Block, normal, like: list[Tensor]) -> float:
+        v = self._eigvec.get(block)
+        iters = self.power_iters
+        if v is None:
+            g = torch.Generator(device=like[0].device).manual_seed(0)
+            v = [torch.randn(t.shape, dtype=t.dtype, device=t.device, generator=g) for t in like]
+            iters = 4 * self.power_iters
+        lam, v = _power_iteration(lambda w: [t.detach() for t in normal(w)], v, iters)
+        self._eigvec[block] = v
+        return lam
+
+    # ----------------------------------------------------------------- proxes
+    def prox(self, block: Block, values: Sequence[Tensor], step: float) -> list[Tensor]:
+        """Prox of ``step`` times the block's nonsmooth part at ``values``."""
+        if isinstance(block, Params):
+            return list(values)
+        i = block.index
+        if i == 0:
+            term = self.terms.get(0)
+            return [values[0] if term is None or term.smooth else term.prox(values[0], step)]
+        layer = self.network.layer(i)
+        return [self.penalty.prox_output(layer.activation, self.preactivation(i), values[0], step * layer.weight)]
