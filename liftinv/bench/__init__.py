@@ -1,0 +1,61 @@
+"""Benchmarks: ``python -m liftinv.bench {operators,training,inversion,all} [--quick] [--json FILE]``.
+
+Each section is a module with ``run(quick, device) -> list[dict]``; records are printed as one
+table per section, side by side with the reference implementations measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+
+import torch
+
+#: section name -> modules whose ``run`` it calls
+SECTIONS = {
+    "operators": ("liftinv.bench.ct", "liftinv.bench.blur_mri"),
+    "training": ("liftinv.bench.training",),
+    "inversion": ("liftinv.bench.inversion",),
+}
+
+
+def format_table(records: list[dict]) -> str:
+    """Render records as a Markdown table with the union of their keys as columns."""
+    if not records:
+        return "(no records)"
+    cols: list[str] = []
+    for r in records:
+        cols += [k for k in r if k not in cols]
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "" if v is None else str(v)
+
+    rows = [[cell(r.get(c)) for c in cols] for r in records]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    line = lambda xs: "| " + " | ".join(x.ljust(w) for x, w in zip(xs, widths)) + " |"
+    return "\n".join([line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="liftinv bench", description=__doc__.splitlines()[0])
+    parser.add_argument("section", choices=[*SECTIONS, "all"], help="which benchmark to run")
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (minutes on 2 cores)")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the records as JSON")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    args = parser.parse_args(argv)
+    names = list(SECTIONS) if args.section == "all" else [args.section]
+    records: list[dict] = []
+    for name in names:
+        for module in SECTIONS[name]:
+            rows = importlib.import_module(module).run(quick=args.quick, device=args.device)
+            print(f"\n## {module.rsplit('.', 1)[-1]} ({args.device}{', quick' if args.quick else ''})\n")
+            print(format_table(rows), flush=True)
+            records += rows
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(records, indent=1))
+        print(f"\nwrote {len(records)} records to {args.json}")
+    return 0

@@ -1,0 +1,3 @@
+from liftinv.bench import main
+
+raise SystemExit(main())
