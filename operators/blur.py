@@ -1,0 +1,187 @@
+r"""Blur (2-D convolution) with circular, reflect, replicate or zero boundaries, exact adjoint.
+
+The forward map is the true convolution, centred as in :class:`deepinv.physics.BlurFFT` and
+:class:`deepinv.physics.Blur`: with a kernel :math:`k` of size :math:`h \times w` and centre
+:math:`c = (\lfloor h/2 \rfloor, \lfloor w/2 \rfloor)`,
+
+.. math::
+
+    (Ax)[b, ch, i, j] = \sum_{p, q} k[p, q]\, \tilde x[b, ch, i - p + c_0, j - q + c_1],
+
+where :math:`\tilde x` extends the image beyond its border according to ``boundary``:
+``"circular"`` (periodic), ``"reflect"`` (mirror without repeating the edge, torch's
+``reflect`` = scipy's ``mirror``), ``"replicate"`` (edge value, scipy's ``nearest``) or ``"zero"``.
+The output has the size of the input. Writing :math:`A = K P` with :math:`P` the padding and
+:math:`K` the valid convolution, the adjoint is :math:`A^* = P^* K^*`: the transposed
+convolution followed by folding the padded border back onto the image.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from deepinv.physics import LinearPhysics
+from deepinv.physics.noise import NoiseModel, ZeroNoise
+from scipy.fft import next_fast_len
+from torch import Tensor
+
+from operators.checks import check_tensor
+
+BOUNDARIES = ("circular", "reflect", "replicate", "zero")
+#: Kernels with more entries than this use FFT convolution for non-circular boundaries by default.
+FFT_MIN_KERNEL_AREA = 256
+
+
+def _fold(z: Tensor, before: int, after: int, boundary: str, dim: int) -> Tensor:
+    """Adjoint of padding ``before``/``after`` entries along ``dim`` with torch's ``F.pad`` modes."""
+    n = z.shape[dim] - before - after
+    out = z.narrow(dim, before, n)
+    if boundary == "zero":
+        return out
+    out = out.clone()
+    low, high = z.narrow(dim, 0, before), z.narrow(dim, before + n, after)
+    if boundary == "circular":
+        out.narrow(dim, n - before, before).add_(low)
+        out.narrow(dim, 0, after).add_(high)
+    elif boundary == "reflect":
+        out.narrow(dim, 1, before).add_(low.flip(dim))
+        out.narrow(dim, n - 1 - after, after).add_(high.flip(dim))
+    else:  # replicate
+        out.narrow(dim, 0, 1).add_(low.sum(dim, keepdim=True))
+        out.narrow(dim, n - 1, 1).add_(high.sum(dim, keepdim=True))
+    return out
+
+
+class Blur(LinearPhysics):
+    r"""Convolution :math:`y = k * x` with a fixed kernel, as a deepinv ``LinearPhysics``.
+
+    Args:
+        kernel: real kernel of shape ``(h, w)`` shared by all channels, or ``(C, h, w)`` one per
+            channel; it is copied to ``dtype``/``device``.
+        img_size: optional image size ``(C, H, W)``; inputs are then checked against it and it is
+            the default shape of :func:`operators.checks.opnorm`.
+        boundary: one of ``"circular"``, ``"reflect"``, ``"replicate"``, ``"zero"``.
+        use_fft: ``True`` convolves by FFT (on the image grid for ``"circular"``, on a padded grid
+            otherwise), ``False`` by padding and direct depthwise convolution; ``None`` picks FFT
+            for ``"circular"`` or when ``h * w > FFT_MIN_KERNEL_AREA``. Same result either way.
+        noise_model: deepinv noise model applied by ``physics(x)``; default ``ZeroNoise``.
+        dtype: real floating dtype of the operator (inputs must match).
+        device: device of the operator (inputs must match).
+    """
+
+    def __init__(
+        self,
+        kernel: Tensor,
+        *,
+        img_size: tuple[int, int, int] | None = None,
+        boundary: str = "circular",
+        use_fft: bool | None = None,
+        noise_model: NoiseModel | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ):
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a real floating torch.dtype, got {dtype}")
+        check_tensor(kernel, "kernel")
+        if kernel.is_complex() or kernel.ndim not in (2, 3) or min(kernel.shape) < 1:
+            raise ValueError(f"kernel must be a real (h, w) or (C, h, w) tensor, got {kernel.dtype} {tuple(kernel.shape)}")
+        if use_fft is not None and not isinstance(use_fft, bool):
+            raise TypeError(f"use_fft must be a bool or None, got {use_fft!r}")
+        super().__init__(
+            img_size=None if img_size is None else tuple(img_size),
+            noise_model=ZeroNoise() if noise_model is None else noise_model,
+            device=device,
+        )
+        self.boundary = boundary
+        kernel = kernel.detach().to(dtype=dtype, device=device)
+        self.register_buffer("kernel", (kernel if kernel.ndim == 3 else kernel[None]).contiguous())
+        h, w = self.kernel.shape[-2:]
+        self.use_fft = (boundary == "circular" or h * w > FFT_MIN_KERNEL_AREA) if use_fft is None else use_fft
+        self._spectra: dict[tuple, Tensor] = {}
+        if img_size is not None:
+            if len(self.img_size) != 3 or any(not isinstance(n, int) or n < 1 for n in self.img_size):
+                raise ValueError(f"img_size must be (C, H, W) positive integers, got {img_size!r}")
+            self._check_kernel_fits(self.img_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Real dtype of the operator."""
+        return self.kernel.dtype
+
+    def _check_kernel_fits(self, shape: tuple[int, ...]) -> None:
+        channels, height, width = shape[-3:]
+        n_k, h, w = self.kernel.shape
+        if h > height or w > width:
+            raise ValueError(f"kernel of spatial size {(h, w)} is larger than the image {(height, width)}")
+        if n_k not in (1, channels):
+            raise ValueError(f"kernel has {n_k} channels but the image has {channels}")
+
+    def _check(self, x: Tensor, name: str) -> Tensor:
+        if self.img_size is None:
+            check_tensor(x, name, ndim=4, like=self.kernel)
+            self._check_kernel_fits(tuple(x.shape))
+        else:
+            check_tensor(x, name, ndim=4, channels=self.img_size[0], spatial=self.img_size[1:], like=self.kernel)
+        if x.is_complex():
+            raise TypeError(f"{name} must be real, got dtype {x.dtype}")
+        return x
+
+    def _pads(self) -> tuple[int, int, int, int]:
+        """``F.pad`` widths (left, right, top, bottom): ``h - 1 - c`` before and ``c`` after."""
+        h, w = self.kernel.shape[-2:]
+        return (w - 1 - w // 2, w // 2, h - 1 - h // 2, h // 2)
+
+    def _spectrum(self, grid: tuple[int, int], shift: tuple[int, int]) -> Tensor:
+        r"""rfft2 of :math:`g` on ``grid`` with :math:`g[(p - s) \bmod N] = k[p]`, so that
+        :math:`(g \circledast u)[i] = \sum_p k[p] u[i - p + s]`. Cached per grid/shift/dtype/device."""
+        key = (grid, shift, self.kernel.dtype, self.kernel.device)
+        if key not in self._spectra:
+            h, w = self.kernel.shape[-2:]
+            placed = F.pad(self.kernel, (0, grid[1] - w, 0, grid[0] - h))
+            placed = torch.roll(placed, shifts=(-shift[0], -shift[1]), dims=(-2, -1))
+            self._spectra[key] = torch.fft.rfft2(placed)
+        return self._spectra[key]
+
+    def _fft_grid(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """FFT grid and kernel shift: the image grid for circular, else a fast size >= H + h - 1."""
+        h, w = self.kernel.shape[-2:]
+        if self.boundary == "circular":
+            return (height, width), (h // 2, w // 2)
+        grid = (next_fast_len(height + h - 1, real=True), next_fast_len(width + w - 1, real=True))
+        # Zero boundary: rfft2's own zero extension replaces the padding, centre shift c.
+        return grid, ((h // 2, w // 2) if self.boundary == "zero" else (h - 1, w - 1))
+
+    def _depthwise(self, channels: int) -> Tensor:
+        """Flipped kernel as a grouped-convolution weight of shape ``(C, 1, h, w)``."""
+        return self.kernel.flip((-2, -1))[:, None].expand(channels, 1, *self.kernel.shape[-2:])
+
+    def A(self, x: Tensor) -> Tensor:
+        r"""Blurred image :math:`k * x` of shape ``(B, C, H, W)`` (see the module formula)."""
+        self._check(x, "x")
+        height, width = x.shape[-2:]
+        mode = "constant" if self.boundary == "zero" else self.boundary
+        if not self.use_fft:
+            return F.conv2d(F.pad(x, self._pads(), mode=mode), self._depthwise(x.shape[1]), groups=x.shape[1])
+        grid, shift = self._fft_grid(height, width)
+        if self.boundary not in ("circular", "zero"):
+            x = F.pad(x, self._pads(), mode=mode)
+        out = torch.fft.irfft2(torch.fft.rfft2(x, s=grid) * self._spectrum(grid, shift), s=grid)
+        return out if self.boundary == "circular" else out[..., :height, :width]
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        r"""Adjoint :math:`A^* y = P^*(\bar k \star y)`: correlation with the kernel (transposed
+        convolution), then the adjoint of the boundary padding (border folded back)."""
+        self._check(y, "y")
+        height, width = y.shape[-2:]
+        if not self.use_fft:
+            z = F.conv_transpose2d(y, self._depthwise(y.shape[1]), groups=y.shape[1])
+        else:
+            grid, shift = self._fft_grid(height, width)
+            z = torch.fft.irfft2(torch.fft.rfft2(y, s=grid) * self._spectrum(grid, shift).conj(), s=grid)
+            if self.boundary in ("circular", "zero"):
+                return z if self.boundary == "circular" else z[..., :height, :width]
+            h, w = self.kernel.shape[-2:]
+            z = z[..., : height + h - 1, : width + w - 1]
+        left, right, top, bottom = self._pads()
+        return _fold(_fold(z, top, bottom, self.boundary, -2), left, right, self.boundary, -1)

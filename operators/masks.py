@@ -1,0 +1,107 @@
+r"""k-space sampling masks for :class:`operators.mri.MRI`, in centred (fftshift) k-space layout.
+
+Each function returns a boolean ``(H, W)`` tensor with exactly ``round(H W / acceleration)``
+sampled entries (Cartesian masks: ``round(W / acceleration)`` sampled columns). Cartesian masks
+sample whole columns (phase encoding along the last axis, readout along the rows, as fastMRI) and
+always contain the ``round(W * center_fraction)`` central columns, starting at column
+``(W - n_low + 1) // 2`` (fastMRI's convention; the zero frequency sits at column ``W // 2``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    if len(shape) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+        raise ValueError(f"shape must be (H, W) with positive integers, got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def _check_acceleration(acceleration: float) -> float:
+    if isinstance(acceleration, bool) or not isinstance(acceleration, (int, float)) or not math.isfinite(acceleration):
+        raise ValueError(f"acceleration must be a finite number, got {acceleration!r}")
+    if acceleration < 1:
+        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+    return float(acceleration)
+
+
+def _centre_columns(width: int, acceleration: float, center_fraction: float) -> tuple[int, int, Tensor]:
+    """Number of sampled columns, number of centre columns, and the mask of the centre columns."""
+    if isinstance(center_fraction, bool) or not isinstance(center_fraction, (int, float)) or not 0 <= center_fraction <= 1:
+        raise ValueError(f"center_fraction must be in [0, 1], got {center_fraction!r}")
+    n_total = max(1, round(width / _check_acceleration(acceleration)))
+    n_low = round(width * center_fraction)
+    if n_low > n_total:
+        raise ValueError(
+            f"center_fraction={center_fraction} gives {n_low} centre columns, more than the "
+            f"{n_total} columns allowed by acceleration={acceleration}"
+        )
+    centre = torch.zeros(width, dtype=torch.bool)
+    start = (width - n_low + 1) // 2
+    centre[start : start + n_low] = True
+    return n_total, n_low, centre
+
+
+def random_mask(
+    shape: tuple[int, int], acceleration: float, center_fraction: float = 0.08, generator: torch.Generator | None = None
+) -> Tensor:
+    """Random Cartesian mask (fastMRI ``RandomMaskFunc`` with an exact line count): the centre
+    columns plus ``n_total - n_low`` columns drawn uniformly without replacement from the rest.
+
+    Args:
+        shape: ``(H, W)``.
+        acceleration: >= 1; ``round(W / acceleration)`` columns are sampled.
+        center_fraction: fraction of fully sampled central columns, in [0, 1].
+        generator: CPU ``torch.Generator`` for the draw.
+    """
+    height, width = _check_shape(shape)
+    n_total, n_low, columns = _centre_columns(width, acceleration, center_fraction)
+    outer = torch.nonzero(~columns).flatten()
+    columns[outer[torch.randperm(outer.numel(), generator=generator)[: n_total - n_low]]] = True
+    return columns.expand(height, width).clone()
+
+
+def equispaced_mask(shape: tuple[int, int], acceleration: float, center_fraction: float = 0.08) -> Tensor:
+    """Deterministic Cartesian mask: the centre columns plus ``n_total - n_low`` columns equally
+    spaced (index ``floor(m * n_outer / (n_total - n_low))``) among the ``n_outer`` other columns.
+
+    Args:
+        shape: ``(H, W)``.
+        acceleration: >= 1; ``round(W / acceleration)`` columns are sampled.
+        center_fraction: fraction of fully sampled central columns, in [0, 1].
+    """
+    height, width = _check_shape(shape)
+    n_total, n_low, columns = _centre_columns(width, acceleration, center_fraction)
+    outer = torch.nonzero(~columns).flatten()
+    n_extra = n_total - n_low
+    columns[outer[torch.arange(n_extra) * outer.numel() // max(n_extra, 1)]] = True
+    return columns.expand(height, width).clone()
+
+
+def gaussian_mask(
+    shape: tuple[int, int], acceleration: float, generator: torch.Generator | None = None, *, std: float = 0.3
+) -> Tensor:
+    r"""2-D variable-density mask: ``round(H W / acceleration)`` k-space points drawn without
+    replacement with probability proportional to :math:`\exp(-(u^2 + v^2) / (2\,\text{std}^2))`,
+    where :math:`u = (i - \lfloor H/2 \rfloor)/H`, :math:`v = (j - \lfloor W/2 \rfloor)/W` are
+    frequencies in cycles per pixel (so the density peaks at the zero frequency).
+
+    Args:
+        shape: ``(H, W)``.
+        acceleration: >= 1.
+        generator: CPU ``torch.Generator`` for the draw.
+        std: standard deviation of the density in cycles per pixel, > 0.
+    """
+    height, width = _check_shape(shape)
+    n_total = max(1, round(height * width / _check_acceleration(acceleration)))
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not (math.isfinite(std) and std > 0):
+        raise ValueError(f"std must be a finite number > 0, got {std!r}")
+    u = (torch.arange(height, dtype=torch.float64) - height // 2) / height
+    v = (torch.arange(width, dtype=torch.float64) - width // 2) / width
+    density = torch.exp(-(u[:, None] ** 2 + v[None, :] ** 2) / (2 * std**2)).flatten()
+    mask = torch.zeros(height * width, dtype=torch.bool)
+    mask[torch.multinomial(density, n_total, replacement=False, generator=generator)] = True
+    return mask.reshape(height, width)

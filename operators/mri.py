@@ -1,0 +1,157 @@
+r"""Single- and multi-coil Cartesian MRI :math:`y_n = M F (S_n x)` with exact adjoint.
+
+:math:`F` is the orthonormal centred 2-D DFT of deepinv's ``MRIMixin.fft``,
+:math:`F x = \operatorname{fftshift}(\operatorname{fft2}(\operatorname{ifftshift}(x)))`,
+:math:`M` multiplies by a real ``(H, W)`` mask and :math:`S_n` by the complex sensitivity map of
+coil :math:`n` (single coil: :math:`S = 1`). The adjoint is
+:math:`A^* y = \sum_n \bar S_n F^{-1}(M y_n)` (:math:`F` is unitary).
+
+The shifts are applied as diagonal phase factors instead of copies: with :math:`s = \lfloor N/2 \rfloor`
+per axis, :math:`F x = D_{\text{out}} \operatorname{fft2}(D_{\text{in}} x)` where
+:math:`D_{\text{in}}[i] = e^{2\pi i s (i - s)/N}` and :math:`D_{\text{out}}[k] = e^{2\pi i k s/N}`
+(separable over the two axes).
+
+Representations (the output uses the input's): real ``(B, 2, H, W)`` (real, imaginary channels),
+complex ``(B, 1, H, W)`` or complex ``(B, H, W)``. Measurements have the same layout with a coil
+axis after the channel axis for multi-coil data: ``(B, 2, N, H, W)`` as deepinv's
+``MultiCoilMRI``, complex ``(B, 1, N, H, W)`` or ``(B, N, H, W)``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from deepinv.physics import LinearPhysics
+from deepinv.physics.noise import NoiseModel, ZeroNoise
+from torch import Tensor
+
+from operators.checks import check_tensor, clear_opnorm
+
+_COMPLEX = {torch.float16: torch.complex32, torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def _centring_phases(n: int) -> tuple[Tensor, Tensor]:
+    r"""1-D factors :math:`(D_\text{in}, D_\text{out})` with
+    :math:`\operatorname{fftshift}(\operatorname{fft}(\operatorname{ifftshift}(x))) = D_\text{out}\operatorname{fft}(D_\text{in} x)`,
+    in complex128; exponents reduced modulo ``n`` so that even sizes give exactly +-1 real parts."""
+    s, idx = n // 2, torch.arange(n, dtype=torch.int64)
+    angle = lambda m: (2 * math.pi / n) * torch.remainder(m, n).to(torch.float64)  # noqa: E731
+    return torch.polar(torch.ones(n, dtype=torch.float64), angle(s * (idx - s))), torch.polar(
+        torch.ones(n, dtype=torch.float64), angle(s * idx)
+    )
+
+
+class MRI(LinearPhysics):
+    r"""Cartesian MRI :math:`y_n = M F (S_n x)` as a deepinv ``LinearPhysics`` (see module docstring).
+
+    Args:
+        mask: real ``(H, W)`` sampling mask (bool or float, usually 0/1) in centred k-space.
+        coil_maps: complex ``(N, H, W)`` sensitivity maps; ``None`` for single-coil data.
+        noise_model: deepinv noise model; ``physics(x)`` returns :math:`M \odot N(Ax)` (noise only
+            on sampled k-space entries, as deepinv's MRI operators).
+        dtype: real floating dtype; complex inputs must have the matching complex dtype.
+        device: device of the operator (inputs must match).
+    """
+
+    def __init__(
+        self,
+        mask: Tensor,
+        *,
+        coil_maps: Tensor | None = None,
+        noise_model: NoiseModel | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ):
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        super().__init__(noise_model=ZeroNoise() if noise_model is None else noise_model, device=device)
+        self.register_buffer("mask", torch.zeros((), dtype=dtype, device=device))
+        self.register_buffer("coil_maps", None)
+        self.update_parameters(mask=mask, coil_maps=coil_maps)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Real dtype of the operator."""
+        return self.mask.dtype
+
+    @property
+    def n_coils(self) -> int | None:
+        """Number of coils, ``None`` for the single-coil operator."""
+        return None if self.coil_maps is None else self.coil_maps.shape[0]
+
+    def update_parameters(self, mask: Tensor | None = None, coil_maps: Tensor | None = None, **noise_params) -> None:
+        """Replace the mask and/or coil maps (validated, cast to the operator's dtype/device).
+
+        ``noise_params`` are the noise model's parameters, which deepinv's ``Physics.update``
+        passes to every ``update_parameters``; they are not used here.
+        """
+        if mask is not None:
+            if not isinstance(mask, Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
+                raise TypeError(f"mask must be a bool or real floating tensor, got {getattr(mask, 'dtype', type(mask))}")
+            mask = mask.detach().to(dtype=self.dtype, device=self.mask.device)
+            check_tensor(mask, "mask", ndim=2)
+            if coil_maps is None and self.coil_maps is not None and mask.shape != self.coil_maps.shape[1:3]:
+                raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the coil maps {tuple(self.coil_maps.shape[:3])}")
+            self.mask = mask
+        if coil_maps is not None:
+            check_tensor(coil_maps, "coil_maps", ndim=3, spatial=tuple(self.mask.shape))
+            if not coil_maps.is_complex():
+                raise TypeError(f"coil_maps must be a complex tensor, got dtype {coil_maps.dtype}")
+            self.coil_maps = torch.view_as_real(coil_maps.detach().to(dtype=_COMPLEX[self.dtype], device=self.mask.device))
+        self.img_size = (2, *self.mask.shape)
+        self._factors = {}
+        clear_opnorm(self)
+
+    def _phases(self) -> tuple[Tensor, Tensor]:
+        r"""``(D_in S_n or D_in, M D_out)`` in the operator's complex dtype, cached per dtype/device."""
+        key = (self.mask.dtype, self.mask.device)
+        if key not in self._factors:
+            (in_h, out_h), (in_w, out_w) = (_centring_phases(n) for n in self.mask.shape)
+            cdtype, device = _COMPLEX[self.mask.dtype], self.mask.device
+            d_in = (in_h[:, None] * in_w[None, :]).to(cdtype).to(device)
+            if self.coil_maps is not None:
+                d_in = torch.view_as_complex(self.coil_maps) * d_in
+            m_out = (out_h[:, None] * out_w[None, :]).to(cdtype).to(device) * self.mask
+            self._factors[key] = (d_in, m_out)
+        return self._factors[key]
+
+    def _to_complex(self, t: Tensor, name: str, coil_axis: bool) -> tuple[Tensor, str]:
+        """Validate ``t`` and return its complex core ``(B, [N,] H, W)`` and its representation."""
+        core_ndim = 4 if coil_axis else 3
+        if t.is_complex() and t.ndim == core_ndim:
+            rep, channels = "complex", None
+        else:
+            rep, channels = ("complex1", 1) if t.is_complex() else ("real", 2)
+        check_tensor(t, name, ndim=core_ndim + (rep != "complex"), channels=channels, spatial=tuple(self.mask.shape), like=self.mask)
+        if t.is_complex() and t.dtype != _COMPLEX[self.dtype]:
+            raise TypeError(f"{name} has dtype {t.dtype} but the operator uses {_COMPLEX[self.dtype]}")
+        if coil_axis and t.shape[-3] != self.n_coils:
+            raise ValueError(f"{name} must have {self.n_coils} coils (dim -3), got shape {tuple(t.shape)}")
+        if rep == "real":
+            return torch.complex(t[:, 0], t[:, 1]), rep
+        return (t[:, 0] if rep == "complex1" else t), rep
+
+    @staticmethod
+    def _from_complex(z: Tensor, rep: str) -> Tensor:
+        if rep == "real":
+            return torch.view_as_real(z).movedim(-1, 1)
+        return z.unsqueeze(1) if rep == "complex1" else z
+
+    def A(self, x: Tensor) -> Tensor:
+        r"""k-space data :math:`M F (S_n x)` in the representation of ``x`` (see module docstring)."""
+        z, rep = self._to_complex(x, "x", coil_axis=False)
+        d_in, m_out = self._phases()
+        if self.coil_maps is not None:
+            z = z[:, None]
+        return self._from_complex(torch.fft.fft2(z * d_in, norm="ortho").mul_(m_out), rep)
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        r"""Image :math:`\sum_n \bar S_n F^{-1}(M y_n)` in the representation of ``y``."""
+        z, rep = self._to_complex(y, "y", coil_axis=self.coil_maps is not None)
+        d_in, m_out = self._phases()
+        x = torch.fft.ifft2(z * m_out.conj(), norm="ortho").mul_(d_in.conj())
+        return self._from_complex(x if self.coil_maps is None else x.sum(1), rep)
+
+    def noise(self, y: Tensor) -> Tensor:
+        r""":math:`M \odot N(y)`: noise only on the sampled k-space entries."""
+        return self.noise_model(y) * self.mask
