@@ -9,11 +9,16 @@ proper, convex, lower semicontinuous :math:`\Psi`. With :math:`\Phi = \tfrac12|\
 * the lifted Bregman divergence
   :math:`B_\Psi(z, a) = \Phi(z) + \Phi^*(a) - za = \tfrac12 (z-a)^2 + \Psi(z) - \operatorname{env}_\Psi(a)`.
 
-Every quantity is elementwise (same shape as its input); reductions over a sample happen in
-:mod:`liftinv.penalty`. Reference: Wang & Benning, *Lifted Bregman training of neural networks*,
-JMLR 2023.
+Every quantity is elementwise (same shape as its input), except for activations with
+``elementwise = False`` (softmax), whose :meth:`~Activation.psi`, :meth:`~Activation.envelope`,
+:meth:`~Activation.conjugate` and :meth:`~Activation.divergence` reduce over dim 1 and keep it with
+size 1. Reductions over a sample happen in :mod:`liftinv.penalty`. Reference: Wang & Benning,
+*Lifted Bregman training of neural networks*, JMLR 2023.
 """
 from __future__ import annotations
+
+import math
+import numbers
 
 import torch
 from torch import Tensor, nn
@@ -21,11 +26,40 @@ from torch import Tensor, nn
 Gamma = float | Tensor
 
 
+def real_hparam(name: str, value: object) -> float:
+    """Return ``value`` as a finite Python float, or raise naming ``name``.
+
+    Raises:
+        TypeError: ``value`` is not a real number (``bool`` is refused).
+        ValueError: ``value`` is NaN or infinite.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_step(name: str, value: Gamma) -> None:
+    """Check that a scalar step size is a finite positive real; tensors are not inspected
+    (that would synchronise a GPU inside hot loops).
+
+    Raises:
+        TypeError: ``value`` is neither a tensor nor a real number.
+        ValueError: ``value`` is not finite or not positive.
+    """
+    if isinstance(value, Tensor):
+        return
+    if real_hparam(name, value) <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
 class Activation(nn.Module):
     """Base class of proximal activations. Subclasses implement :meth:`psi` and :meth:`prox`.
 
-    :meth:`forward` (= prox with gamma 1), :meth:`envelope`, :meth:`prox_phi` and
-    :meth:`divergence` are derived; subclasses override them with closed or stable forms.
+    :meth:`forward` (= prox with gamma 1), :meth:`envelope`, :meth:`conjugate`, :meth:`prox_phi`
+    and :meth:`divergence` are derived; subclasses override them with closed or stable forms.
     """
 
     #: True when Psi is separable over entries (all activations except softmax).
@@ -55,12 +89,21 @@ class Activation(nn.Module):
 
     def prox_phi(self, v: Tensor, mu: Gamma) -> Tensor:
         r""":math:`\operatorname{prox}_{\mu\Phi}(v) = \operatorname{prox}_{\frac{\mu}{1+\mu}\Psi}(v/(1+\mu))`
-        for :math:`\Phi = \tfrac12|\cdot|^2 + \Psi`."""
+        for :math:`\Phi = \tfrac12|\cdot|^2 + \Psi`; ``mu`` is a positive scalar or tensor."""
+        check_step("mu", mu)
         return self.prox(v / (1 + mu), mu / (1 + mu))
 
     def divergence(self, z: Tensor, a: Tensor) -> Tensor:
-        r"""Elementwise :math:`B_\Psi(z, a) = \tfrac12(z-a)^2 + \Psi(z) - \operatorname{env}_\Psi(a) \ge 0`."""
-        return 0.5 * (z - a) ** 2 + self.psi(z) - self.envelope(a)
+        r"""Elementwise :math:`B_\Psi(z, a) = \tfrac12(z-a)^2 + \Psi(z) - \operatorname{env}_\Psi(a)`,
+        computed in the cancellation-free three-point form with :math:`s = \sigma(a)`:
+
+        .. math:: B_\Psi(z, a) = \tfrac12 (z - s)^2 + \Psi(z) - \Psi(s) - (a - s)(z - s)
+           \;\ge\; \tfrac12 (z - s)^2,
+
+        since :math:`a - s \in \partial\Psi(s)`. ``inf`` where :math:`z \notin \operatorname{dom}\Psi`.
+        """
+        s = self(a)
+        return 0.5 * (z - s) ** 2 + (self.psi(z) - self.psi(s)) - (a - s) * (z - s)
 
     def in_domain(self, z: Tensor) -> Tensor:
         r"""Boolean mask of entries where :math:`\Psi(z) < \infty`."""

@@ -1,0 +1,155 @@
+r"""Piecewise-linear proximal activations: identity, ReLU, leaky ReLU, soft-threshold, clip.
+
+Their envelopes and Bregman divergences use the generic forms of
+:class:`~liftinv.activations.base.Activation`, which are exact here:
+
+========================  =====================================  ======================================
+:math:`\sigma(a)`          :math:`\Psi(u)`                         :math:`\operatorname{env}_\Psi(a)`
+========================  =====================================  ======================================
+:math:`a`                  :math:`0`                               :math:`0`
+:math:`\max(a, 0)`         :math:`\iota_{[0,\infty)}(u)`           :math:`\tfrac12\min(a,0)^2`
+:math:`\max(a, ca)`        :math:`\tfrac{1-c}{2c}\min(u,0)^2`      :math:`\tfrac{1-c}{2}\min(a,0)^2`
+:math:`S_t(a)`             :math:`t|u|`                            :math:`\mathrm{huber}_t(a)`
+:math:`\mathrm{clip}(a)`   :math:`\iota_{[lo,hi]}(u)`              :math:`\tfrac12(a-\mathrm{clip}(a))^2`
+========================  =====================================  ======================================
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Activation, Gamma, check_step, real_hparam
+
+
+def _indicator(mask: Tensor, like: Tensor) -> Tensor:
+    """0 where ``mask`` holds, ``inf`` elsewhere, in the dtype of ``like``."""
+    zero = torch.zeros((), dtype=like.dtype, device=like.device)
+    return torch.where(mask, zero, torch.inf)
+
+
+class Identity(Activation):
+    r""":math:`\sigma(a) = a`, :math:`\Psi = 0`, :math:`B_\Psi(z, a) = \tfrac12(z-a)^2`."""
+
+    def psi(self, z: Tensor) -> Tensor:
+        return torch.zeros_like(z)
+
+    def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
+        check_step("gamma", gamma)
+        return v
+
+
+class ReLU(Activation):
+    r""":math:`\sigma(a) = \max(a, 0)`, :math:`\Psi = \iota_{[0,\infty)}`,
+    :math:`B_\Psi(z, a) = \tfrac12(z - \sigma(a))^2 + z\max(-a, 0)` for :math:`z \ge 0`."""
+
+    def psi(self, z: Tensor) -> Tensor:
+        return _indicator(self.in_domain(z), z)
+
+    def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
+        check_step("gamma", gamma)
+        return torch.relu(v)
+
+    def in_domain(self, z: Tensor) -> Tensor:
+        return z >= 0
+
+    def project_domain(self, z: Tensor) -> Tensor:
+        return z.clamp_min(0)
+
+
+class LeakyReLU(Activation):
+    r""":math:`\sigma(a) = \max(a, c\,a)` with slope :math:`0 < c < 1`,
+    :math:`\Psi(u) = \tfrac{1-c}{2c}\min(u, 0)^2`,
+    :math:`\operatorname{prox}_{\gamma\Psi}(v) = v` for :math:`v \ge 0`, else
+    :math:`v / (1 + \gamma\tfrac{1-c}{c})`.
+
+    Args:
+        slope: the negative slope :math:`c \in (0, 1)`.
+    """
+
+    def __init__(self, slope: float = 0.01) -> None:
+        super().__init__()
+        self.slope = real_hparam("slope", slope)
+        if not 0 < self.slope < 1:
+            raise ValueError(f"slope must be in (0, 1), got {self.slope}")
+        self._k = (1 - self.slope) / self.slope
+
+    def psi(self, z: Tensor) -> Tensor:
+        return 0.5 * self._k * z.clamp_max(0) ** 2
+
+    def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
+        check_step("gamma", gamma)
+        return torch.where(v >= 0, v, v / (1 + gamma * self._k))
+
+    def forward(self, a: Tensor) -> Tensor:
+        return F.leaky_relu(a, self.slope)
+
+    def divergence(self, z: Tensor, a: Tensor) -> Tensor:
+        r"""Nonnegative closed form, with :math:`s = \sigma(a)` and :math:`k = (1-c)/c`:
+        :math:`\tfrac12(z-s)^2 + \tfrac k2(\min(z,0) - \min(s,0))^2 + k\max(-s,0)\max(z,0)`."""
+        s = self(a)
+        return (
+            0.5 * (z - s) ** 2
+            + 0.5 * self._k * (z.clamp_max(0) - s.clamp_max(0)) ** 2
+            + self._k * torch.relu(-s) * torch.relu(z)
+        )
+
+    def hparams(self) -> dict[str, float]:
+        return {"slope": self.slope}
+
+
+class SoftThreshold(Activation):
+    r""":math:`\sigma(a) = S_t(a) = \operatorname{sign}(a)\max(|a| - t, 0)`, :math:`\Psi = t|\cdot|`,
+    :math:`\operatorname{env}_\Psi = \mathrm{huber}_t`.
+
+    Args:
+        threshold: :math:`t > 0`.
+    """
+
+    def __init__(self, threshold: float = 0.1) -> None:
+        super().__init__()
+        self.threshold = real_hparam("threshold", threshold)
+        if self.threshold <= 0:
+            raise ValueError(f"threshold must be positive, got {self.threshold}")
+
+    def psi(self, z: Tensor) -> Tensor:
+        return self.threshold * z.abs()
+
+    def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
+        check_step("gamma", gamma)
+        return v.sign() * torch.relu(v.abs() - gamma * self.threshold)
+
+    def hparams(self) -> dict[str, float]:
+        return {"threshold": self.threshold}
+
+
+class Clip(Activation):
+    r""":math:`\sigma(a) = \min(\max(a, lo), hi)` (hard-tanh, box), :math:`\Psi = \iota_{[lo, hi]}`.
+
+    Args:
+        lo: lower bound.
+        hi: upper bound, ``hi > lo``.
+    """
+
+    def __init__(self, lo: float = -1.0, hi: float = 1.0) -> None:
+        super().__init__()
+        self.lo = real_hparam("lo", lo)
+        self.hi = real_hparam("hi", hi)
+        if not self.lo < self.hi:
+            raise ValueError(f"lo must be smaller than hi, got lo={self.lo}, hi={self.hi}")
+
+    def psi(self, z: Tensor) -> Tensor:
+        return _indicator(self.in_domain(z), z)
+
+    def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
+        check_step("gamma", gamma)
+        return v.clamp(self.lo, self.hi)
+
+    def in_domain(self, z: Tensor) -> Tensor:
+        return (z >= self.lo) & (z <= self.hi)
+
+    def project_domain(self, z: Tensor) -> Tensor:
+        return z.clamp(self.lo, self.hi)
+
+    def hparams(self) -> dict[str, float]:
+        return {"lo": self.lo, "hi": self.hi}

@@ -1,0 +1,119 @@
+"""Example instances of every activation, and conversion of ``torch.nn`` activation modules.
+
+A scalar map is the proximal map of a proper convex lsc function exactly when it is
+non-decreasing and 1-Lipschitz (firmly non-expansive); :func:`as_activation` converts the torch
+modules whose :math:`\\Psi` liftinv implements and refuses the others with the reason.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .base import Activation
+from .piecewise import Clip, Identity, LeakyReLU, ReLU, SoftThreshold
+from .smooth import Sigmoid, Tanh
+from .softmax import Softmax
+
+#: One small instance of every activation, for contract tests.
+ACTIVATIONS: tuple[Activation, ...] = (
+    Identity(),
+    ReLU(),
+    LeakyReLU(0.2),
+    SoftThreshold(0.3),
+    Clip(-0.5, 1.5),
+    Tanh(),
+    Sigmoid(),
+    Softmax(),
+)
+
+SUPPORTED = (
+    "nn.Identity, nn.ReLU, nn.LeakyReLU(0 <= negative_slope <= 1), nn.Hardtanh (and nn.ReLU6), "
+    "nn.Softshrink, nn.Tanh, nn.Sigmoid, nn.Softmax(dim=1), liftinv activations"
+)
+
+_MONOTONE_LIPSCHITZ = "is monotone and 1-Lipschitz, hence a proximal map, but liftinv has no closed form of its Psi"
+_NOT_PROX = ", hence not a proximal map"
+#: Refused torch modules (checked in order with isinstance) and why.
+_REASONS: dict[type, str] = {
+    nn.GELU: "is non-monotone" + _NOT_PROX,
+    nn.SiLU: "is non-monotone" + _NOT_PROX,
+    nn.Mish: "is non-monotone" + _NOT_PROX,
+    nn.Hardswish: "is non-monotone" + _NOT_PROX,
+    nn.Softmin: "is decreasing (non-monotone)" + _NOT_PROX,
+    nn.LogSoftmax: "has the non-symmetric Jacobian I - 1 softmax^T, so it is not the gradient of a convex function" + _NOT_PROX,
+    nn.SELU: "has slope scale = 1.0507 > 1 (not non-expansive)" + _NOT_PROX,
+    nn.PReLU: "has an unconstrained learnable slope (it may be negative or above 1); use nn.LeakyReLU with a fixed slope in [0, 1]",
+    nn.RReLU: "has a random slope in training mode; use nn.LeakyReLU with a fixed slope in [0, 1]",
+    nn.Hardshrink: "is discontinuous" + _NOT_PROX,
+    nn.Threshold: "is discontinuous" + _NOT_PROX,
+    nn.Softplus: _MONOTONE_LIPSCHITZ,
+    nn.CELU: _MONOTONE_LIPSCHITZ,
+    nn.LogSigmoid: _MONOTONE_LIPSCHITZ,
+    nn.Softsign: _MONOTONE_LIPSCHITZ,
+    nn.Tanhshrink: _MONOTONE_LIPSCHITZ,
+    nn.Hardsigmoid: _MONOTONE_LIPSCHITZ,
+}
+
+def as_activation(module: nn.Module) -> Activation:
+    """Convert a torch activation module to the liftinv activation with the same forward map.
+
+    Args:
+        module: a liftinv :class:`Activation` (returned as it is) or one of ``nn.Identity``,
+            ``nn.ReLU``, ``nn.LeakyReLU`` (``0 <= negative_slope <= 1``; 0 gives ReLU, 1 the
+            identity), ``nn.Hardtanh`` (incl. ``nn.ReLU6``) -> :class:`Clip`, ``nn.Softshrink``
+            -> :class:`SoftThreshold` (``lambd = 0`` gives the identity), ``nn.Tanh``,
+            ``nn.Sigmoid``, ``nn.Softmax(dim=1)``.
+
+    Raises:
+        TypeError: the module is not a proximal map (non-monotone, slope above 1, discontinuous)
+            or is one whose :math:`\\Psi` liftinv does not implement; the message says which.
+    """
+    if isinstance(module, Activation):
+        return module
+    converted = _convert(module)
+    if converted is None:
+        raise TypeError(f"{module!r} cannot be used as a proximal activation: {_reason(module)}. "
+                        f"Supported: {SUPPORTED}.")
+    return converted
+
+
+def _convert(module: nn.Module) -> Activation | None:
+    # Exact type checks where torch subclasses change the map (nn.ReLU6 is a Hardtanh: allowed).
+    if type(module) is nn.Identity:
+        return Identity()
+    if type(module) is nn.ReLU:
+        return ReLU()
+    if type(module) is nn.LeakyReLU and 0 <= module.negative_slope <= 1:
+        slope = module.negative_slope
+        return ReLU() if slope == 0 else Identity() if slope == 1 else LeakyReLU(slope)
+    if isinstance(module, nn.Hardtanh):
+        return Clip(module.min_val, module.max_val)
+    if type(module) is nn.Softshrink:
+        return Identity() if module.lambd == 0 else SoftThreshold(module.lambd)
+    if type(module) is nn.Tanh:
+        return Tanh()
+    if type(module) is nn.Sigmoid:
+        return Sigmoid()
+    if type(module) is nn.Softmax and module.dim == 1:
+        return Softmax()
+    return None
+
+
+def _reason(module: nn.Module) -> str:
+    name = type(module).__name__
+    if isinstance(module, nn.LeakyReLU):
+        slope = module.negative_slope
+        if slope < 0:
+            return f"LeakyReLU with negative_slope={slope} < 0 is non-monotone" + _NOT_PROX
+        return f"LeakyReLU with negative_slope={slope} > 1 has slope above 1 (not non-expansive)" + _NOT_PROX
+    if isinstance(module, nn.ELU):
+        if module.alpha < 0:
+            return f"ELU with alpha={module.alpha} < 0 is non-monotone" + _NOT_PROX
+        if module.alpha > 1:
+            return f"ELU with alpha={module.alpha} > 1 has slope above 1 (not non-expansive)" + _NOT_PROX
+        return f"ELU with alpha={module.alpha} in [0, 1] " + _MONOTONE_LIPSCHITZ
+    if isinstance(module, nn.Softmax):
+        return f"Softmax is supported over dim=1 only (the class dimension), got dim={module.dim}"
+    for cls, why in _REASONS.items():
+        if isinstance(module, cls):
+            return f"{name} {why}"
+    return f"{name} is not a recognised proximal activation"

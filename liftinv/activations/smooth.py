@@ -1,0 +1,176 @@
+r"""Smooth proximal activations of Legendre type: tanh and the logistic sigmoid.
+
+Here :math:`\sigma = (\Phi')^{-1}` for a strictly convex :math:`\Phi` on a bounded interval
+:math:`[lo, hi]`, and :math:`\Psi = \Phi - \tfrac12|\cdot|^2` is convex there (``inf`` outside).
+The prox :math:`u = \operatorname{prox}_{\gamma\Psi}(v)` solves
+:math:`u - v + \gamma(\Phi'(u) - u) = 0`; substituting :math:`u = \sigma(s)` (so :math:`s = \Phi'(u)`
+ranges over the whole line) gives the well-conditioned scalar equation
+
+.. math:: f(s) = (1-\gamma)\,\sigma(s) + \gamma s - v = 0,
+   \qquad f'(s) = (1-\gamma)\,\sigma'(s) + \gamma > 0,
+
+whose root lies in the bracket :math:`\gamma s \in v - (1-\gamma)[lo, hi]`. It is solved by a
+vectorised Newton iteration safeguarded by bisection, in float64, to roundoff accuracy.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import Activation, Gamma, check_step
+
+_EPS = torch.finfo(torch.float64).eps
+_MAX_ITER = 100
+
+
+def softplus(x: Tensor) -> Tensor:
+    r"""Stable :math:`\log(1 + e^x)` (no linear cut-off, exact gradient :math:`\mathrm{sigmoid}(x)`)."""
+    return torch.logaddexp(x, torch.zeros_like(x))
+
+
+def logcosh(x: Tensor) -> Tensor:
+    r"""Stable :math:`\log\cosh x = \log(e^x + e^{-x}) - \log 2`."""
+    return torch.logaddexp(x, -x) - math.log(2.0)
+
+
+class LegendreActivation(Activation):
+    r"""Base of smooth activations :math:`\sigma = (\Phi')^{-1}` with :math:`\operatorname{dom}\Phi = [lo, hi]`.
+
+    Subclasses set ``lo``, ``hi`` and implement :meth:`forward`, :meth:`conjugate`
+    (:math:`\Phi^*`, stable), :meth:`_phi` (:math:`\Phi` on :math:`[lo, hi]`), :meth:`_slope`
+    (:math:`\sigma'` as a function of :math:`\sigma`) and :meth:`_coupling`
+    (:math:`\Phi^*(a) - za`, stable).
+    """
+
+    lo: float
+    hi: float
+
+    def _phi(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _slope(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _coupling(self, z: Tensor, a: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def psi(self, z: Tensor) -> Tensor:
+        r""":math:`\Psi(z) = \Phi(z) - \tfrac12 z^2` on :math:`[lo, hi]`, ``inf`` outside."""
+        zc = self.project_domain(z)
+        return torch.where(self.in_domain(z), self._phi(zc) - 0.5 * zc**2, torch.inf)
+
+    def envelope(self, a: Tensor) -> Tensor:
+        r""":math:`\operatorname{env}_\Psi(a) = \tfrac12 a^2 - \Phi^*(a)`."""
+        return 0.5 * a**2 - self.conjugate(a)
+
+    def divergence(self, z: Tensor, a: Tensor) -> Tensor:
+        r""":math:`B_\Psi(z, a) = \Phi(z) + \Phi^*(a) - za` (a Bernoulli KL divergence), ``inf``
+        for :math:`z \notin [lo, hi]`."""
+        zc = self.project_domain(z)
+        return torch.where(self.in_domain(z), self._phi(zc) + self._coupling(zc, a), torch.inf)
+
+    def in_domain(self, z: Tensor) -> Tensor:
+        return (z >= self.lo) & (z <= self.hi)
+
+    def project_domain(self, z: Tensor) -> Tensor:
+        return z.clamp(self.lo, self.hi)
+
+    def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
+        r""":math:`\operatorname{prox}_{\gamma\Psi}(v) = \sigma(s)` with :math:`f(s) = 0` (module doc).
+
+        Exactly :math:`\sigma(v)` where :math:`\gamma = 1`. Differentiable in ``v`` and ``gamma``
+        (implicit differentiation through one final Newton step).
+        """
+        check_step("gamma", gamma)
+        if not isinstance(gamma, Tensor) and gamma == 1:
+            return self(v)
+        u = self(self._solve(v.to(torch.float64), _float64(gamma, v))).to(v.dtype)
+        return torch.where(gamma == 1, self(v), u) if isinstance(gamma, Tensor) else u
+
+    def _solve(self, v: Tensor, g: Gamma) -> Tensor:
+        """Root of f(s) = (1-g) sigma(s) + g s - v, in float64."""
+        with torch.no_grad():
+            vb, gb = torch.broadcast_tensors(v, torch.as_tensor(g, dtype=v.dtype, device=v.device))
+            c = 1 - gb
+            lo = (vb - torch.maximum(c * self.lo, c * self.hi)) / gb
+            hi = (vb - torch.minimum(c * self.lo, c * self.hi)) / gb
+            s = torch.minimum(torch.maximum((vb - c * self(vb)) / gb, lo), hi)
+            bound = max(abs(self.lo), abs(self.hi))
+            for _ in range(_MAX_ITER):
+                t = self(s)
+                f = c * t + gb * s - vb
+                step = f / (c * self._slope(t) + gb)
+                done = (
+                    (f.abs() <= 8 * _EPS * (vb.abs() + (gb * s).abs() + c.abs() * bound))
+                    | (step.abs() <= 2 * _EPS * s.abs())
+                    | f.isnan()
+                )
+                if bool(done.all()):
+                    break
+                lo = torch.where(f < 0, s, lo)
+                hi = torch.where(f > 0, s, hi)
+                s_new = s - step
+                s_new = torch.where((s_new <= lo) | (s_new >= hi), 0.5 * (lo + hi), s_new)
+                s = torch.where(done, s, s_new)
+            else:
+                raise RuntimeError(f"{type(self).__name__}.prox: Newton did not converge")
+            t = self(s)
+            slope = c * self._slope(t) + gb
+        # One Newton step with a graph in (v, g): exact first derivatives by the implicit function theorem.
+        return s - ((1 - g) * t + g * s - v) / slope
+
+
+def _float64(gamma: Gamma, like: Tensor) -> Gamma:
+    return gamma.to(device=like.device, dtype=torch.float64) if isinstance(gamma, Tensor) else float(gamma)
+
+
+class Tanh(LegendreActivation):
+    r""":math:`\sigma = \tanh`, :math:`\Phi(u) = \tfrac12[(1+u)\log(1+u) + (1-u)\log(1-u)]` on
+    :math:`[-1, 1]`, :math:`\Phi^*(a) = \log\cosh a`, :math:`\Psi(u) = \Phi(u) - u^2/2`,
+    :math:`B_\Psi(z, a) = \tfrac12[(1+z)\log(1+z) + (1-z)\log(1-z)] + \log\cosh a - za`.
+    """
+
+    lo, hi = -1.0, 1.0
+
+    def forward(self, a: Tensor) -> Tensor:
+        return torch.tanh(a)
+
+    def conjugate(self, a: Tensor) -> Tensor:
+        return logcosh(a)
+
+    def _phi(self, z: Tensor) -> Tensor:
+        return 0.5 * (torch.special.xlog1py(1 + z, z) + torch.special.xlog1py(1 - z, -z))
+
+    def _slope(self, t: Tensor) -> Tensor:
+        return 1 - t * t
+
+    def _coupling(self, z: Tensor, a: Tensor) -> Tensor:
+        r""":math:`\log\cosh a - za = \tfrac12(1+z)\,\mathrm{softplus}(-2a) + \tfrac12(1-z)\,\mathrm{softplus}(2a) - \log 2`."""
+        return 0.5 * ((1 + z) * softplus(-2 * a) + (1 - z) * softplus(2 * a)) - math.log(2.0)
+
+
+class Sigmoid(LegendreActivation):
+    r""":math:`\sigma(a) = 1/(1 + e^{-a})`, :math:`\Phi(u) = u\log u + (1-u)\log(1-u)` on :math:`[0, 1]`,
+    :math:`\Phi^* = \mathrm{softplus}`, :math:`\Psi(u) = \Phi(u) - u^2/2`,
+    :math:`B_\Psi(z, a) = z\log z + (1-z)\log(1-z) + \mathrm{softplus}(a) - za`.
+    """
+
+    lo, hi = 0.0, 1.0
+
+    def forward(self, a: Tensor) -> Tensor:
+        return torch.sigmoid(a)
+
+    def conjugate(self, a: Tensor) -> Tensor:
+        return softplus(a)
+
+    def _phi(self, z: Tensor) -> Tensor:
+        return torch.xlogy(z, z) + torch.xlogy(1 - z, 1 - z)
+
+    def _slope(self, t: Tensor) -> Tensor:
+        return t * (1 - t)
+
+    def _coupling(self, z: Tensor, a: Tensor) -> Tensor:
+        r""":math:`\mathrm{softplus}(a) - za = z\,\mathrm{softplus}(-a) + (1-z)\,\mathrm{softplus}(a)`."""
+        return z * softplus(-a) + (1 - z) * softplus(a)
