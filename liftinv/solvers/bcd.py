@@ -1,0 +1,143 @@
+r"""Block-coordinate descent (proximal alternating linearised minimisation, PALM).
+
+One sweep (``var_sweeps`` passes over the variable groups of the schedule, then every parameter
+block as one Jacobi group), each block :math:`b` moved by its rule with the step
+:math:`s_b = \text{step\_scale} / L_b`:
+
+.. math:: x_b^+ = \operatorname{prox}_{s_b h_b}\big(y_b - s_b \nabla_b f(\ldots, y_b, \ldots)\big)
+
+(:math:`y_b = x_b` for :class:`~liftinv.solvers.rules.Plain`). With ``Plain`` rules and
+``step_scale`` < 2 every block update decreases the energy (descent lemma); ``step_scale`` = 1
+is the classical PALM step (Bolte, Sabach & Teboulle 2014).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+
+from liftinv.blocks import Block, Params, Var
+from liftinv.solvers.protocol import BlockProblem
+from liftinv.solvers.rules import Plain, Rule, check_real
+from liftinv.solvers.schedules import Schedule, TopDown
+
+
+class NonFiniteError(FloatingPointError):
+    """A block update produced NaN or Inf; the problem keeps its last finite values."""
+
+    def __init__(self, block: Block, iteration: int):
+        self.block, self.iteration = block, iteration
+        super().__init__(
+            f"non-finite values in {type(block).__name__}({block.index}) at iteration {iteration}; "
+            "the last finite state was kept"
+        )
+
+
+@dataclass
+class SolverState:
+    """Solver state: iterations done and the rule states of the variable and parameter blocks,
+    keyed by block index (parameter states survive a rebuilt problem, variable states do not)."""
+
+    iteration: int = 0
+    var_states: dict[int, dict] = field(default_factory=dict)
+    param_states: dict[int, dict] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """Plain containers only (loadable with ``torch.load(..., weights_only=True)``)."""
+        return {"iteration": self.iteration, "var_states": dict(self.var_states), "param_states": dict(self.param_states)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SolverState:
+        """Inverse of :meth:`as_dict`."""
+        return cls(int(d["iteration"]), dict(d["var_states"]), dict(d["param_states"]))
+
+
+def _snapshot(problem: BlockProblem, block: Block) -> list[torch.Tensor]:
+    return [v.clone() for v in problem.get(block)]
+
+
+def _step(scale: float, lipschitz: float) -> float:
+    # L = 0: the smooth part is affine in the block and any step decreases the energy.
+    return scale / lipschitz if lipschitz > 0 else scale
+
+
+@dataclass(frozen=True)
+class BCD:
+    r"""Block-coordinate descent with per-block update rules.
+
+    Args:
+        var_rule: rule of the variable blocks (state per problem, see :meth:`reset_vars`).
+        param_rule: rule of the parameter blocks (state kept across problems, keyed by group).
+        schedule: order of the variable blocks.
+        step_scale: step :math:`s_b = \text{step\_scale}/L_b`, in (0, 2).
+        var_sweeps: passes over the variable blocks per iteration, before the parameters.
+    """
+
+    var_rule: Rule = Plain()
+    param_rule: Rule = Plain()
+    schedule: Schedule = TopDown()
+    step_scale: float = 1.0
+    var_sweeps: int = 1
+
+    def __post_init__(self):
+        for name, kind in (("var_rule", Rule), ("param_rule", Rule), ("schedule", Schedule)):
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+        check_real("step_scale", self.step_scale)
+        if not 0 < self.step_scale < 2:
+            raise ValueError(f"step_scale must be in (0, 2), got {self.step_scale}")
+        if isinstance(self.var_sweeps, bool) or not isinstance(self.var_sweeps, int) or self.var_sweeps < 1:
+            raise ValueError(f"var_sweeps must be an integer >= 1, got {self.var_sweeps}")
+
+    def init(self, problem: BlockProblem) -> SolverState:
+        """Fresh rule states for every block of ``problem``."""
+        return self._complete(problem, SolverState())
+
+    def reset_vars(self, state: SolverState) -> SolverState:
+        """Drop the variable-block states (a new mini-batch); keep iteration and parameter states."""
+        return SolverState(state.iteration, {}, dict(state.param_states))
+
+    def _complete(self, problem: BlockProblem, state: SolverState) -> SolverState:
+        var_states, param_states = dict(state.var_states), dict(state.param_states)
+        for b in problem.blocks():
+            rule, states = (self.var_rule, var_states) if isinstance(b, Var) else (self.param_rule, param_states)
+            if b.index not in states:
+                states[b.index] = rule.init(_snapshot(problem, b))
+        return SolverState(state.iteration, var_states, param_states)
+
+    def step(self, problem: BlockProblem, state: SolverState) -> SolverState:
+        """One sweep. Raises :class:`NonFiniteError` (a ``FloatingPointError``) when a block
+        update is not finite; that update is not applied."""
+        state = self._complete(problem, state)
+        iteration = state.iteration + 1
+        blocks = problem.blocks()
+        var_blocks = [b for b in blocks if isinstance(b, Var)]
+        param_blocks = [b for b in blocks if isinstance(b, Params)]
+        for _ in range(self.var_sweeps):
+            for group in self.schedule(var_blocks):
+                self._update(problem, group, self.var_rule, state.var_states, iteration)
+        if param_blocks:
+            self._update(problem, param_blocks, self.param_rule, state.param_states, iteration)
+        return SolverState(iteration, state.var_states, state.param_states)
+
+    def _update(self, problem: BlockProblem, group: list[Block], rule: Rule, states: dict[int, dict], iteration: int) -> None:
+        """Move every block of ``group`` by ``rule`` from gradients taken at one state (Jacobi)."""
+        values = [_snapshot(problem, b) for b in group]
+        looks = [rule.lookahead(v, states[b.index]) for b, v in zip(group, values)]
+        moved = [(b, v, y) for b, v, y in zip(group, values, looks) if y is not v]
+        for b, _, y in moved:
+            problem.set(b, y)
+        grads = problem.grads(group)
+        results = []
+        for b, v, y, g in zip(group, values, looks, grads):
+            step = _step(self.step_scale, problem.lipschitz(b)) if rule.needs_step else None
+            results.append(rule.advance(v, y, g, step, partial(problem.prox, b), states[b.index]))
+        for b, (new, _) in zip(group, results):
+            if not all(bool(torch.isfinite(t).all()) for t in new):
+                for m, v, _ in moved:
+                    problem.set(m, v)
+                raise NonFiniteError(b, iteration)
+        for b, (new, st) in zip(group, results):
+            problem.set(b, new)
+            states[b.index] = st

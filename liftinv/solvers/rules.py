@@ -1,0 +1,160 @@
+r"""Update rules for one block: explicit state in, explicit state out (optax-like).
+
+A rule maps the block values :math:`x` (a list of tensors), the gradient :math:`g` of the smooth
+part taken at the look-ahead point :math:`y` = ``lookahead(x, state)``, a step :math:`s` and the
+block prox :math:`\operatorname{prox}_{s h}` to the next values. The caller passes snapshots
+(tensors it owns and never modifies), so a rule may keep references to them in its state. States
+are dicts of tensors, lists of tensors and numbers, so they serialise with ``torch.save``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+Values = list[Tensor]
+Prox = Callable[[Values, float], Values]
+
+
+def check_real(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+
+
+def _check_momentum(name: str, value: float) -> None:
+    check_real(name, value)
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
+class Rule:
+    """Base class: the identity look-ahead and an empty state; subclasses implement :meth:`advance`."""
+
+    #: Whether :meth:`advance` uses the Lipschitz step (solvers skip computing it otherwise).
+    needs_step: bool = True
+
+    def init(self, values: Values) -> dict:
+        """The state before the first update of a block with values ``values``."""
+        return {}
+
+    def lookahead(self, values: Values, state: dict) -> Values:
+        """The point where the gradient is taken (``values`` itself when there is no extrapolation)."""
+        return values
+
+    def advance(self, values: Values, look: Values, grads: Values, step: float | None, prox: Prox, state: dict) -> tuple[Values, dict]:
+        """The next values and state, from the gradient ``grads`` taken at ``look``."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Plain(Rule):
+    r"""Proximal gradient: :math:`x^+ = \operatorname{prox}_{s h}(x - s\nabla f(x))`."""
+
+    def advance(self, values, look, grads, step, prox, state):
+        return prox([x - step * g for x, g in zip(values, grads)], step), state
+
+
+@dataclass(frozen=True)
+class HeavyBall(Rule):
+    r"""Inertial proximal gradient (Polyak's heavy ball, iPiano):
+    :math:`x^+ = \operatorname{prox}_{s h}\big(x - s\nabla f(x) + \beta (x - x^-)\big)`, with
+    :math:`x^- = x` at the first step. For :math:`h = 0` and step ``lr`` this is
+    ``torch.optim.SGD(lr=lr, momentum=beta)``.
+    """
+
+    beta: float = 0.9
+
+    def __post_init__(self):
+        _check_momentum("beta", self.beta)
+
+    def init(self, values):
+        return {"prev": values}
+
+    def advance(self, values, look, grads, step, prox, state):
+        moved = [x - step * g + self.beta * (x - p) for x, g, p in zip(values, grads, state["prev"])]
+        return prox(moved, step), {"prev": values}
+
+
+@dataclass(frozen=True)
+class Nesterov(Rule):
+    r"""Nesterov / FISTA extrapolation (inertial PALM):
+    :math:`y = x + \beta_k (x - x^-)`, :math:`x^+ = \operatorname{prox}_{s h}(y - s\nabla f(y))`.
+
+    With ``beta=None``, :math:`\beta_k = (t_k - 1)/t_{k+1}`, :math:`t_0 = 1`,
+    :math:`t_{k+1} = \tfrac12\big(1 + \sqrt{1 + 4t_k^2}\big)` (Beck & Teboulle 2009); otherwise
+    :math:`\beta_k = \beta`. The first step (:math:`x^- = x`) is a plain step. For :math:`h = 0`,
+    fixed :math:`\beta` and step ``lr``, the look-ahead points :math:`y` are the iterates of
+    ``torch.optim.SGD(lr=lr, momentum=beta, nesterov=True)``.
+    """
+
+    beta: float | None = None
+
+    def __post_init__(self):
+        if self.beta is not None:
+            _check_momentum("beta", self.beta)
+
+    def init(self, values):
+        return {"prev": values, "t": 1.0}
+
+    def _next_t(self, t: float) -> float:
+        return 0.5 * (1 + math.sqrt(1 + 4 * t * t))
+
+    def _momentum(self, state: dict) -> float:
+        if self.beta is not None:
+            return self.beta
+        return (state["t"] - 1) / self._next_t(state["t"])
+
+    def lookahead(self, values, state):
+        beta = self._momentum(state)
+        return [x + beta * (x - p) for x, p in zip(values, state["prev"])]
+
+    def advance(self, values, look, grads, step, prox, state):
+        new = prox([y - step * g for y, g in zip(look, grads)], step)
+        return new, {"prev": values, "t": self._next_t(state["t"])}
+
+
+@dataclass(frozen=True)
+class Adam(Rule):
+    r"""Adam (Kingma & Ba 2015) on a block, with its own step ``lr`` (the Lipschitz step is unused):
+
+    .. math::
+        m_k = \beta_1 m_{k-1} + (1-\beta_1) g_k, \quad v_k = \beta_2 v_{k-1} + (1-\beta_2) g_k^2,
+        \quad x^+ = \operatorname{prox}_{\mathrm{lr}\, h}\Big(x - \mathrm{lr}\,
+        \frac{m_k/(1-\beta_1^k)}{\sqrt{v_k/(1-\beta_2^k)} + \epsilon}\Big),
+
+    :math:`m_0 = v_0 = 0`: ``torch.optim.Adam(lr, betas=(b1, b2), eps=eps)`` when :math:`h = 0`
+    (parameter blocks). The prox with step ``lr`` ignores the diagonal metric; use Adam on blocks
+    without a nonsmooth part.
+    """
+
+    lr: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+    needs_step = False
+
+    def __post_init__(self):
+        check_real("lr", self.lr)
+        check_real("eps", self.eps)
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        _check_momentum("b1", self.b1)
+        _check_momentum("b2", self.b2)
+        if not 0 < self.eps < math.inf:
+            raise ValueError(f"eps must be a positive finite number, got {self.eps}")
+
+    def init(self, values):
+        return {"m": [torch.zeros_like(x) for x in values], "v": [torch.zeros_like(x) for x in values], "count": 0}
+
+    def advance(self, values, look, grads, step, prox, state):
+        count = state["count"] + 1
+        m = [mm.lerp(g, 1 - self.b1) for mm, g in zip(state["m"], grads)]
+        v = [self.b2 * vv + (1 - self.b2) * g * g for vv, g in zip(state["v"], grads)]
+        rate = self.lr / (1 - self.b1**count)
+        root = math.sqrt(1 - self.b2**count)
+        moved = [x - rate * mm / (vv.sqrt() / root + self.eps) for x, mm, vv in zip(values, m, v)]
+        return prox(moved, self.lr), {"m": m, "v": v, "count": count}
