@@ -1,0 +1,72 @@
+r"""Helpers shared by the architecture builders: argument checks, seeded initialisation and
+convolution norms."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import nn
+
+
+def positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an integer >= 1, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def positive_float(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is finite and > 0, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    return float(value)
+
+
+def odd_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an odd positive integer (a 'same'-padded kernel size)."""
+    value = positive_int(name, value)
+    if value % 2 == 0:
+        raise ValueError(f"{name} must be odd, got {value}")
+    return value
+
+
+def init_parameters_(module: nn.Module, generator: torch.Generator | None) -> None:
+    r"""Redraw the weight and bias of every ``nn.Linear``/``nn.Conv2d`` in ``module`` i.i.d.
+    uniform on :math:`[-1/\sqrt{n_{in}}, 1/\sqrt{n_{in}}]` (PyTorch's default bounds, with
+    :math:`n_{in}` the fan-in) from ``generator``; ``None`` keeps PyTorch's initialisation."""
+    if generator is None:
+        return
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            bound = 1.0 / math.sqrt(m.weight[0].numel())
+            for p in (m.weight, m.bias):
+                if p is not None:
+                    nn.init.uniform_(p, -bound, bound, generator=generator)
+
+
+def conv_norm(conv: nn.Conv2d, grid: int = 64) -> float:
+    r"""Operator norm of a stride-1 convolution :math:`L`, from its symbol.
+
+    Returns :math:`\max_\omega \|\hat L(\omega)\|_2` over a ``grid`` x ``grid`` frequency grid,
+    with :math:`\hat L(\omega) = \sum_s W_s e^{-i\langle\omega, s\rangle}` the (out x in) matrix
+    symbol. A zero-padded convolution on any image size is a compression of the convolution on
+    :math:`\mathbb Z^2`, whose norm is :math:`\sup_\omega\|\hat L(\omega)\|_2`; the grid maximum
+    approximates that supremum from below (relative error :math:`O((k/\text{grid})^2)` for a
+    ``k`` x ``k`` kernel).
+    """
+    symbol = torch.fft.fft2(conv.weight.detach(), s=(grid, grid))
+    return float(torch.linalg.matrix_norm(symbol.permute(2, 3, 0, 1), ord=2).max())
+
+
+def normalised_conv(
+    in_channels: int, out_channels: int, kernel_size: int, generator: torch.Generator | None
+) -> nn.Conv2d:
+    r"""A bias-free 'same'-padded ``nn.Conv2d`` rescaled so that :func:`conv_norm` is 1."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+    init_parameters_(conv, generator)
+    with torch.no_grad():
+        conv.weight.div_(conv_norm(conv))
+    return conv

@@ -1,0 +1,118 @@
+r"""Unrolled primal-dual reconstruction for :math:`y = Ax + \text{noise}`.
+
+Condat-Vu iterations for :math:`\min_x \tfrac12\|Ax - y\|^2 + \iota_{[0,1]}(x) + \lambda\|Lx\|_1`,
+unrolled with one learnable convolution :math:`L_k` per iteration:
+
+.. math::
+    x_{k+1} = \operatorname{clip}_{[0,1]}\big(x_k - \tau(A^*(Ax_k - y) + L_k^* u_k)\big), \qquad
+    u_{k+1} = \operatorname{clip}_{[-\lambda,\lambda]}\big(u_k + s L_k(2x_{k+1} - x_k)\big).
+
+Every update is a layer (affine map of earlier states, then a prox), so each gets a penalty and
+an auxiliary variable; :math:`A` enters only through :math:`A` and :math:`A^*`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from liftinv.activations import Clip
+from liftinv.affine import ConvAdjoint, GradientStep, MeasurementAdjoint, Scale
+from liftinv.architectures._common import normalised_conv, odd_int, positive_float, positive_int
+from liftinv.layer import Layer
+from liftinv.network import LiftedNetwork
+from operators.checks import opnorm
+
+
+class UnrolledPrimalDual(nn.Module):
+    r"""Unrolled primal-dual network :math:`y \mapsto x_K`, usable like a deepinv reconstructor.
+
+    With :math:`u_0 = 0` and :math:`x_0 = A^* y` (or 0), ``n_iter`` = :math:`K` primal updates and
+    :math:`K - 1` dual updates (the last dual update would not reach the output). The steps are
+    :math:`\tau = 1/\|A\|^2` and :math:`s = \|A\|^2 / 2.02`, computed from ``physics`` at
+    construction; the :math:`L_k` start with norm 1 (see ``conv_norm``), so the Condat-Vu
+    condition :math:`1/\tau - s\|L_k\|^2 > \|A\|^2/2` holds at initialisation.
+
+    The lifted network is :attr:`lifted`: variable 0 is :math:`x_0`, then
+    :math:`x_1, u_1, x_2, u_2, \dots, u_{K-1}, x_K`; the measurements :math:`y` enter through
+    data maps :math:`\tau A^* y`. Trainers use it as::
+
+        u, y = net.lifted_inputs(y, physics)
+        xs = net.lifted.feasible(u, y)      # xs[-1] == net(y, physics)
+
+    Args:
+        physics: a deepinv ``LinearPhysics`` (``A``, ``A_adjoint``) on images of ``img_size``.
+        n_iter: number of iterations :math:`K \ge 2`.
+        features: channels of :math:`L_k x` (dual variables).
+        img_size: ``(C, H, W)`` of the images :math:`x`.
+        threshold: :math:`\lambda > 0`.
+        kernel_size: odd kernel size of the :math:`L_k`.
+        adjoint_init: start from :math:`x_0 = A^* y` (else :math:`x_0 = 0`).
+        generator: seeds the initialisation; ``None`` uses PyTorch's global generator.
+    """
+
+    def __init__(
+        self,
+        physics,
+        n_iter: int,
+        features: int,
+        img_size: Sequence[int],
+        *,
+        threshold: float = 0.05,
+        kernel_size: int = 3,
+        adjoint_init: bool = True,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        n_iter, features = positive_int("n_iter", n_iter), positive_int("features", features)
+        if n_iter < 2:
+            raise ValueError(f"n_iter must be at least 2, got {n_iter}")
+        if len(img_size) != 3:
+            raise ValueError(f"img_size must be (C, H, W), got {tuple(img_size)}")
+        self.img_size = tuple(positive_int(f"img_size[{i}]", s) for i, s in enumerate(img_size))
+        threshold, kernel_size = positive_float("threshold", threshold), odd_int("kernel_size", kernel_size)
+        norm2 = opnorm(physics, (1, *self.img_size)) ** 2
+        if not norm2 > 0:
+            raise ValueError(f"physics has operator norm 0 on images of size {self.img_size}")
+        self.tau, self.s = 1.0 / norm2, norm2 / 2.02
+        convs = [normalised_conv(self.img_size[0], features, kernel_size, generator) for _ in range(n_iter)]
+        layers, x_prev, u_prev = [], 0, None
+        for k in range(n_iter):
+            step = GradientStep(physics, self.tau)
+            inputs, maps = [x_prev], [step]
+            if u_prev is not None:
+                inputs, maps = inputs + [u_prev], maps + [ConvAdjoint(convs[k], -self.tau)]
+            layers.append(Layer(inputs, maps, Clip(0.0, 1.0), data_map=MeasurementAdjoint(step)))
+            x_new = len(layers)
+            if k == n_iter - 1:
+                break
+            maps = [nn.Sequential(convs[k], Scale(2 * self.s)), nn.Sequential(convs[k], Scale(-self.s))]
+            inputs = [x_new, x_prev]
+            if u_prev is not None:
+                inputs, maps = inputs + [u_prev], maps + [nn.Identity()]
+            layers.append(Layer(inputs, maps, Clip(-threshold, threshold)))
+            x_prev, u_prev = x_new, len(layers)
+        self.lifted = LiftedNetwork(layers, input_shape=self.img_size)
+        self.adjoint_init = bool(adjoint_init)
+
+    def bind(self, physics) -> None:
+        """Use ``physics`` in every gradient step from now on (the steps keep their ``tau``)."""
+        for m in self.lifted.modules():
+            if isinstance(m, GradientStep):
+                m.bind(physics)
+
+    def lifted_inputs(self, y: Tensor, physics=None) -> tuple[Tensor, Tensor]:
+        """Bind ``physics`` if given, and return the network input :math:`x_0` and the
+        measurements for ``self.lifted.feasible(x0, y)``."""
+        if not isinstance(y, Tensor):
+            raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        if physics is not None:
+            self.bind(physics)
+        physics = self.lifted.layer(1).maps[0].physics
+        x0 = physics.A_adjoint(y)
+        return (x0 if self.adjoint_init else torch.zeros_like(x0)), y
+
+    def forward(self, y: Tensor, physics=None) -> Tensor:
+        r"""Reconstruction :math:`x_K` from measurements ``y`` (``physics`` as in :meth:`lifted_inputs`)."""
+        return self.lifted(*self.lifted_inputs(y, physics))

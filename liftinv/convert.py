@@ -1,0 +1,99 @@
+r"""Convert a plain torch network into a :class:`~liftinv.network.LiftedNetwork`.
+
+An ``nn.Sequential`` (nested ones are flattened) of affine modules and proximal activations
+becomes one layer per activation: the affine modules between two activations compose into the
+layer's map :math:`M_k` and the activation closes the layer,
+:math:`x_k = \sigma_k(M_k x_{k-1})`; a trailing affine chain gets the identity activation. The
+lifted network reuses the original modules, so it shares their parameters and computes the same
+function.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from liftinv.activations import Identity, as_activation
+from liftinv.layer import Layer
+from liftinv.network import LiftedNetwork
+
+#: Affine modules that may appear between activations (``nn.Identity`` is dropped).
+AFFINE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn.Identity)
+
+
+def _leaves(module: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
+    """``(path, module)`` of the modules of a possibly nested ``nn.Sequential``, in order."""
+    if type(module) is not nn.Sequential:
+        return [(path, module)]
+    return [leaf for name, child in module.named_children() for leaf in _leaves(child, f"{path}.{name}".lstrip("."))]
+
+
+def _chain(modules: list[nn.Module]) -> nn.Module:
+    if not modules:
+        return nn.Identity()
+    return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+
+def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedNetwork:
+    r"""The lifted form of ``module``, computing the same function with shared parameters.
+
+    Args:
+        module: an ``nn.Sequential`` (nested ones are flattened) of ``nn.Linear``,
+            ``nn.Conv2d``, ``nn.ConvTranspose2d``, ``nn.Flatten``, ``nn.Unflatten``,
+            ``nn.Identity`` and proximal activations (``nn.ReLU``, ``nn.LeakyReLU``,
+            ``nn.Hardtanh``, ``nn.Softshrink``, ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)``
+            or liftinv activations; see :func:`~liftinv.activations.as_activation`); a single
+            such module; or a :class:`LiftedNetwork`, returned as it is.
+        input_shape: shape of one input sample (without batch). The lifted network then checks
+            its inputs against it, and the conversion runs a zero input through it.
+
+    Raises:
+        TypeError: a module is neither affine nor a proximal activation (the message names its
+            index in ``module``, its class and the supported set).
+        ValueError: no layer, or ``input_shape`` does not fit the network.
+    """
+    if isinstance(module, LiftedNetwork):
+        return module
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    layers, chain = [], []
+    for path, m in _leaves(module, ""):
+        if isinstance(m, AFFINE):
+            if not isinstance(m, nn.Identity):
+                chain.append(m)
+            continue
+        try:
+            act = as_activation(m)
+        except TypeError as err:
+            names = ", ".join(f"nn.{c.__name__}" for c in AFFINE)
+            raise TypeError(
+                f"cannot lift layer {path or '(root)'} ({type(m).__name__}): it is neither affine "
+                f"({names}, nested nn.Sequential) nor a proximal activation: {err}"
+            ) from err
+        layers.append(Layer([len(layers)], [_chain(chain)], act))
+        chain = []
+    if chain:
+        layers.append(Layer([len(layers)], [_chain(chain)], Identity()))
+    if not layers:
+        raise ValueError(f"module has no layer to lift: {module}")
+    net = LiftedNetwork(layers, input_shape=input_shape)
+    if input_shape is not None:
+        _dry_run(net)
+    return net
+
+
+def _dry_run(net: LiftedNetwork) -> None:
+    """Run a zero input of ``net.input_shape`` through every layer, naming the one that fails."""
+    ref = next(net.parameters(), None)
+    dtype, device = (torch.get_default_dtype(), "cpu") if ref is None else (ref.dtype, ref.device)
+    xs = [torch.zeros((1, *net.input_shape), dtype=dtype, device=device)]
+    with torch.no_grad():
+        for k in range(1, net.depth + 1):
+            try:
+                xs.append(net.layer(k)(xs))
+            except RuntimeError as err:
+                raise ValueError(
+                    f"input_shape={net.input_shape} does not fit lifted layer {k} "
+                    f"(map {net.layer(k).maps[0]}): {err}"
+                ) from err
