@@ -79,7 +79,8 @@ class LeakyReLU(Activation):
 
     def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
         check_step("gamma", gamma)
-        return torch.where(v >= 0, v, v / (1 + gamma * self._k))
+        # v / (1 + gamma k) written so that gamma = 1 gives exactly slope * v
+        return torch.where(v >= 0, v, v * (self.slope / (self.slope + gamma * (1 - self.slope))))
 
     def forward(self, a: Tensor) -> Tensor:
         return F.leaky_relu(a, self.slope)

@@ -1,0 +1,419 @@
+"""Contract tests of the proximal activations against brute-force 1-D minimisers, autograd in
+float64, high-precision root finding (mpmath), scipy on the simplex and torch's own modules."""
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize
+from scipy.special import xlogy
+from torch import nn
+
+from liftinv.activations import (
+    ACTIVATIONS,
+    Activation,
+    Clip,
+    Identity,
+    LeakyReLU,
+    LegendreActivation,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    SoftThreshold,
+    Tanh,
+    as_activation,
+)
+
+DT = torch.float64
+ELEMENTWISE = [act for act in ACTIVATIONS if act.elementwise]
+LEGENDRE = [act for act in ACTIVATIONS if isinstance(act, LegendreActivation)]
+SHAPE = (3, 5)  # batch 3, odd width
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape: int, g: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+    return scale * torch.randn(*shape, generator=g, dtype=DT)
+
+
+def domain_points(act: Activation, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    """Points of dom Psi: a mix of sigma(random) (interior) and projections (often boundary)."""
+    inner = act(randn(*shape, g=g, scale=3.0))
+    proj = act.project_domain(randn(*shape, g=g, scale=3.0))
+    mask_shape = shape if act.elementwise else (shape[0],) + (1,) * (len(shape) - 1)
+    return torch.where(torch.rand(mask_shape, generator=g, dtype=DT) < 0.6, inner, proj)
+
+
+def reduce(act: Activation, t: torch.Tensor) -> torch.Tensor:
+    """Match the keepdim reduction of non-elementwise activations."""
+    return t if act.elementwise else t.sum(1, keepdim=True)
+
+
+def brute_min(obj, lo: torch.Tensor, hi: torch.Tensor, points: int = 201, rounds: int = 12):
+    """Minimise N independent convex 1-D functions by grid search with zooming.
+
+    ``obj`` maps candidates of shape (N, K) to values (N, K). Returns (argmin, min), each (N,).
+    """
+    t = torch.linspace(0, 1, points, dtype=DT)
+    for _ in range(rounds):
+        u = lo[:, None] + (hi - lo)[:, None] * t
+        vals = obj(u)
+        idx = vals.argmin(1, keepdim=True)
+        best, fbest = u.gather(1, idx)[:, 0], vals.gather(1, idx)[:, 0]
+        h = (hi - lo) / (points - 1)
+        lo, hi = best - 2 * h, best + 2 * h
+    return best, fbest
+
+
+def scalar_problems(g: torch.Generator) -> torch.Tensor:
+    """Flat float64 test points: random, plus kinks and domain ends of the example activations."""
+    special = torch.tensor([0.0, 1e-3, -1e-3, 0.3, -0.3, -0.5, 1.5, 1.0, -1.0, 4.0, -4.0], dtype=DT)
+    return torch.cat([randn(15, g=g, scale=2.5), special])
+
+
+def psi_obj(act: Activation, center: torch.Tensor, weight: torch.Tensor):
+    """u -> 1/2 (u - center)^2 + weight psi(u), vectorised over (N, K) candidates."""
+    return lambda u: 0.5 * (u - center[:, None]) ** 2 + weight[:, None] * act.psi(u)
+
+
+GAMMAS = [0.25, 1.0, 3.0, "tensor"]
+
+
+def gamma_for(gamma, v: torch.Tensor, g: torch.Generator):
+    if gamma == "tensor":
+        gam = 0.1 + 3 * torch.rand(v.shape, generator=g, dtype=DT)
+        return gam, gam
+    return gamma, torch.full_like(v, gamma)
+
+
+# ---------------------------------------------------------------- prox and its consequences
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("act", ELEMENTWISE, ids=repr)
+def test_prox_matches_brute_force(act, gamma):
+    g = gen(1)
+    v = scalar_problems(g)
+    gam, gam_full = gamma_for(gamma, v, g)
+    u = act.prox(v, gam)
+    radius = v.abs() + 3
+    u_bf, _ = brute_min(psi_obj(act, v, gam_full), -radius, radius)
+    torch.testing.assert_close(u, u_bf, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("mu", [0.4, 2.5, "tensor"])
+@pytest.mark.parametrize("act", ELEMENTWISE, ids=repr)
+def test_prox_phi_matches_brute_force(act, mu):
+    g = gen(2)
+    v = scalar_problems(g)
+    m, m_full = gamma_for(mu, v, g)
+    u = act.prox_phi(v, m)
+    radius = v.abs() + 3
+    obj = lambda w: 0.5 * (w - v[:, None]) ** 2 + m_full[:, None] * (0.5 * w**2 + act.psi(w))  # noqa: E731
+    u_bf, _ = brute_min(obj, -radius, radius)
+    torch.testing.assert_close(u, u_bf, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("act", ELEMENTWISE, ids=repr)
+def test_envelope_and_conjugate_by_definition(act):
+    g = gen(3)
+    a = scalar_problems(g)
+    radius = a.abs() + 3
+    _, env_bf = brute_min(psi_obj(act, a, torch.ones_like(a)), -radius, radius)
+    torch.testing.assert_close(act.envelope(a), env_bf, atol=1e-10, rtol=0)
+    # Phi*(a) = sup_u u a - Phi(u) = -min_u (u^2/2 + psi(u) - u a)
+    _, neg_conj = brute_min(lambda u: 0.5 * u**2 + act.psi(u) - u * a[:, None], -radius, radius)
+    torch.testing.assert_close(act.conjugate(a), -neg_conj, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=repr)
+def test_conjugate_gradient_is_activation(act):
+    a = randn(3, 4, 5, g=gen(4), scale=2.0).requires_grad_(True)
+    (grad,) = torch.autograd.grad(act.conjugate(a).sum(), a)
+    torch.testing.assert_close(grad, act(a).detach(), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=repr)
+def test_forward_is_prox_with_gamma_one_exactly(act):
+    for dtype in (torch.float32, torch.float64):
+        v = randn(3, 7, g=gen(5), scale=3.0).to(dtype)
+        assert torch.equal(act(v), act.prox(v, 1.0))
+        assert torch.equal(act(v), act.prox(v, torch.ones_like(v)))
+
+
+@pytest.mark.parametrize("gamma", [0.3, 1.0, 4.0])
+@pytest.mark.parametrize("act", ELEMENTWISE, ids=repr)
+def test_prox_is_firmly_nonexpansive(act, gamma):
+    g = gen(6)
+    x, y = randn(4, 51, g=g, scale=3.0), randn(4, 51, g=g, scale=3.0)
+    px, py = act.prox(x, gamma), act.prox(y, gamma)
+    assert torch.all((px - py) * (x - y) >= (px - py) ** 2 - 1e-12)
+
+
+def test_softmax_is_firmly_nonexpansive():
+    g = gen(7)
+    x, y = randn(6, 5, 3, g=g, scale=3.0), randn(6, 5, 3, g=g, scale=3.0)
+    act = Softmax()
+    d = act(x) - act(y)
+    assert torch.all((d * (x - y)).sum(1) >= (d**2).sum(1) - 1e-12)
+
+
+@pytest.mark.parametrize("act", LEGENDRE, ids=repr)
+def test_smooth_prox_float64_accurate_against_mpmath(act):
+    """Root of (1-g) sigma(s) + g s = v in 40 digits; u = sigma(s)."""
+    sigma = {Tanh: mpmath.tanh, Sigmoid: lambda s: 1 / (1 + mpmath.exp(-s))}[type(act)]
+    vs = [-7.0, -1.3, -0.2, 0.0, 0.45, 2.0, 9.0]
+    gammas = [1e-3, 0.2, 0.7, 1.6, 25.0]
+    v = torch.tensor(vs, dtype=DT)[:, None].expand(-1, len(gammas))
+    gam = torch.tensor(gammas, dtype=DT).expand(len(vs), -1)
+    u = act.prox(v, gam)
+    with mpmath.workdps(40):
+        for i, vi in enumerate(vs):
+            for j, gj in enumerate(gammas):
+                c = 1 - mpmath.mpf(gj)
+                f = lambda s: c * sigma(s) + gj * s - vi  # noqa: E731
+                lo, hi = (vi - abs(c) * 1.01 - 1) / gj, (vi + abs(c) * 1.01 + 1) / gj
+                ref = float(sigma(mpmath.findroot(f, (lo, hi), solver="anderson")))
+                # prox is 1-Lipschitz in v: float64 accuracy is eps (1 + |v|)
+                assert abs(u[i, j].item() - ref) <= 4 * 2.3e-16 * (1 + abs(vi)), (vi, gj)
+
+
+@pytest.mark.parametrize("act", LEGENDRE, ids=repr)
+def test_smooth_prox_extreme_steps_and_dtype(act):
+    v = torch.linspace(-60, 60, 41, dtype=DT)
+    for gamma in (1e-5, 1e-2, 1e2, 1e5):
+        u = act.prox(v, gamma)
+        assert torch.all(act.in_domain(u))
+        assert torch.all(u.diff() >= 0)  # prox is monotone
+    u32 = act.prox(v.float(), 0.5)
+    assert u32.dtype == torch.float32
+    torch.testing.assert_close(u32, act.prox(v, 0.5).float())
+    # tensor gamma: exactly sigma where gamma == 1
+    gam = torch.where(torch.arange(41) % 2 == 0, 1.0, 0.3).to(DT)
+    u = act.prox(v, gam)
+    assert torch.equal(u[::2], act(v)[::2])
+    torch.testing.assert_close(u[1::2], act.prox(v[1::2], 0.3))
+
+
+@pytest.mark.parametrize("act", LEGENDRE, ids=repr)
+def test_smooth_prox_gradient(act):
+    g = gen(8)
+    v = randn(2, 3, g=g, scale=2.0).requires_grad_(True)
+    gam = (0.2 + 2 * torch.rand(2, 3, generator=g, dtype=DT)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v, gam: act.prox(v, gam), (v, gam))
+
+
+# ---------------------------------------------------------------- domain
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=repr)
+def test_psi_domain_and_projection(act):
+    g = gen(9)
+    z = randn(3, 4, 5, g=g, scale=3.0)
+    psi = act.psi(z)
+    assert psi.shape == reduce(act, z).shape
+    assert torch.equal(act.in_domain(z), torch.isfinite(psi))
+    p = act.project_domain(z)
+    assert torch.all(act.in_domain(p))
+    torch.testing.assert_close(act.project_domain(p), p, atol=1e-15, rtol=0)
+    # variational inequality of the projection: <z - p, q - p> <= 0 for q in the domain
+    q = domain_points(act, z.shape, g)
+    assert torch.all(reduce(act, (z - p) * (q - p)) <= 1e-12)
+    assert torch.all(torch.isfinite(act.psi(q)))
+
+
+def test_domain_boundaries():
+    assert ReLU().psi(torch.tensor([-1e-12, 0.0])).tolist() == [math.inf, 0.0]
+    assert Clip(-0.5, 1.5).in_domain(torch.tensor([-0.5, 1.5, 1.6, -0.6])).tolist() == [True, True, False, False]
+    torch.testing.assert_close(Tanh().psi(torch.tensor([1.0, -1.0], dtype=DT)),
+                               torch.full((2,), math.log(2) - 0.5, dtype=DT))
+    torch.testing.assert_close(Sigmoid().psi(torch.tensor([0.0, 1.0], dtype=DT)),
+                               torch.tensor([0.0, -0.5], dtype=DT))
+    assert torch.isinf(Tanh().psi(torch.tensor([1.0 + 1e-12], dtype=DT))).all()
+    assert torch.isinf(Softmax().psi(torch.tensor([[0.5, 0.6]], dtype=DT))).all()
+
+
+# ---------------------------------------------------------------- softmax on the simplex
+def _simplex_min(objective, n: int) -> tuple[np.ndarray, float]:
+    """scipy SLSQP over the probability simplex."""
+    res = minimize(objective, np.full(n, 1.0 / n), method="SLSQP", bounds=[(0, 1)] * n,
+                   constraints=[{"type": "eq", "fun": lambda u: u.sum() - 1}],
+                   options={"ftol": 1e-15, "maxiter": 500})
+    return res.x, res.fun
+
+
+def _softmax_psi(u: np.ndarray) -> float:
+    """SPEC: sum u log u - |u|^2 / 2 on the simplex."""
+    u = np.clip(u, 0, 1)
+    return float(np.sum(xlogy(u, u)) - 0.5 * u @ u)
+
+
+def test_softmax_prox_envelope_conjugate_on_simplex():
+    act = Softmax()
+    a = randn(4, 3, g=gen(10), scale=1.5)
+    for ai, s, env, conj in zip(a.numpy(), act(a), act.envelope(a)[:, 0], act.conjugate(a)[:, 0]):
+        u, val = _simplex_min(lambda u: 0.5 * np.sum((u - ai) ** 2) + _softmax_psi(u), 3)
+        np.testing.assert_allclose(u, s.numpy(), atol=1e-5)
+        assert abs(val - env.item()) <= 1e-9
+        _, neg = _simplex_min(lambda u: 0.5 * u @ u + _softmax_psi(u) - u @ ai, 3)
+        assert abs(-neg - conj.item()) <= 1e-9
+
+
+def test_softmax_divergence_is_kl_and_prox_only_gamma_one():
+    act = Softmax()
+    g = gen(11)
+    a = randn(3, 5, 2, 3, g=g, scale=2.0)
+    z = torch.softmax(randn(3, 5, 2, 3, g=g, scale=2.0), dim=1)
+    kl = F.kl_div(torch.log_softmax(a, dim=1), z, reduction="none").sum(1, keepdim=True)
+    torch.testing.assert_close(act.divergence(z, a), kl, atol=1e-13, rtol=1e-12)
+    with pytest.raises(ValueError, match="gamma == 1"):
+        act.prox(a, 0.5)
+    with pytest.raises(ValueError, match="gamma == 1"):
+        act.prox_phi(a, 1.0)
+
+
+# ---------------------------------------------------------------- Bregman divergence
+_TABLE = {  # SPEC section 1, closed forms as written there
+    Identity: lambda act, z, a: 0.5 * (z - a) ** 2,
+    ReLU: lambda act, z, a: 0.5 * (z - a) ** 2 - 0.5 * a.clamp_max(0) ** 2,
+    LeakyReLU: lambda act, z, a: 0.5 * (z - a) ** 2
+    + (1 - act.slope) / (2 * act.slope) * z.clamp_max(0) ** 2
+    - (1 - act.slope) / 2 * a.clamp_max(0) ** 2,
+    SoftThreshold: lambda act, z, a: 0.5 * (z - a) ** 2 + act.threshold * z.abs()
+    - F.huber_loss(a, torch.zeros_like(a), reduction="none", delta=act.threshold),
+    Clip: lambda act, z, a: 0.5 * (z - a) ** 2 - 0.5 * (a - a.clamp(act.lo, act.hi)) ** 2,
+    Tanh: lambda act, z, a: 0.5 * (torch.xlogy(1 + z, 1 + z) + torch.xlogy(1 - z, 1 - z))
+    + torch.log(torch.cosh(a)) - z * a,
+    Sigmoid: lambda act, z, a: torch.xlogy(z, z) + torch.xlogy(1 - z, 1 - z) + torch.log1p(torch.exp(a)) - z * a,
+    Softmax: lambda act, z, a: F.kl_div(torch.log_softmax(a, 1), z, reduction="none").sum(1, keepdim=True),
+}
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=repr)
+def test_divergence_properties(act):
+    g = gen(12)
+    shape = (3, 5, 7)
+    a = randn(*shape, g=g, scale=2.0).requires_grad_(True)
+    z = domain_points(act, shape, g)
+    s = act(a).detach()
+    div = act.divergence(z, a)
+    # the SPEC table's closed form
+    torch.testing.assert_close(div, _TABLE[type(act)](act, z, a), atol=1e-10, rtol=1e-10)
+    # B >= 1/2 |z - sigma(a)|^2 >= 0 and B(sigma(a), a) = 0
+    assert torch.all(div >= reduce(act, 0.5 * (z - s) ** 2) - 1e-12)
+    torch.testing.assert_close(act.divergence(s, a), torch.zeros_like(div), atol=1e-12, rtol=0)
+    # grad_a B = sigma(a) - z by autograd of the closed form
+    (grad,) = torch.autograd.grad(div.sum(), a)
+    torch.testing.assert_close(grad, s - z, atol=1e-12, rtol=0)
+    # infinite exactly outside the domain
+    bad = torch.full(shape, -7.0, dtype=DT)
+    assert torch.equal(torch.isinf(act.divergence(bad, a.detach())), ~act.in_domain(bad))
+
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=repr)
+def test_divergence_strongly_convex_in_z_convex_in_a(act):
+    g = gen(13)
+    shape = (4, 5, 3)
+    a = randn(*shape, g=g, scale=2.0)
+    z1, z2 = domain_points(act, shape, g), domain_points(act, shape, g)
+    a1, a2 = randn(*shape, g=g, scale=2.0), randn(*shape, g=g, scale=2.0)
+    for t in (0.1, 0.5, 0.8):
+        lhs = act.divergence(t * z1 + (1 - t) * z2, a)
+        rhs = t * act.divergence(z1, a) + (1 - t) * act.divergence(z2, a)
+        assert torch.all(lhs <= rhs - reduce(act, 0.5 * t * (1 - t) * (z1 - z2) ** 2) + 1e-11)
+        lhs = act.divergence(z1, t * a1 + (1 - t) * a2)
+        assert torch.all(lhs <= t * act.divergence(z1, a1) + (1 - t) * act.divergence(z1, a2) + 1e-11)
+
+
+# ---------------------------------------------------------------- hyper-parameters and steps
+@pytest.mark.parametrize(
+    "make, err, match",
+    [
+        (lambda: LeakyReLU(0.0), ValueError, "slope must be in"),
+        (lambda: LeakyReLU(1.0), ValueError, "slope must be in"),
+        (lambda: LeakyReLU(-0.2), ValueError, "got -0.2"),
+        (lambda: LeakyReLU(float("nan")), ValueError, "slope must be finite"),
+        (lambda: LeakyReLU("0.1"), TypeError, "slope must be a real number"),
+        (lambda: LeakyReLU(True), TypeError, "slope"),
+        (lambda: SoftThreshold(0.0), ValueError, "threshold must be positive, got 0.0"),
+        (lambda: SoftThreshold(-1), ValueError, "threshold"),
+        (lambda: Clip(1.0, 0.0), ValueError, "lo=1.0, hi=0.0"),
+        (lambda: Clip(0.0, 0.0), ValueError, "lo must be smaller than hi"),
+        (lambda: Clip(0.0, math.inf), ValueError, "hi must be finite"),
+    ],
+)
+def test_bad_hyper_parameters(make, err, match):
+    with pytest.raises(err, match=match):
+        make()
+
+
+def test_hparams_and_repr():
+    assert LeakyReLU(0.3).hparams() == {"slope": 0.3}
+    assert SoftThreshold(2).hparams() == {"threshold": 2.0}
+    assert Clip(-2, 3).hparams() == {"lo": -2.0, "hi": 3.0}
+    assert Tanh().hparams() == {}
+    assert repr(Clip(-2, 3)) == "Clip(lo=-2.0, hi=3.0)"
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=repr)
+def test_bad_steps(act):
+    v = torch.zeros(2, 3, dtype=DT)
+    with pytest.raises(ValueError, match="gamma must be positive, got 0"):
+        act.prox(v, 0.0)
+    with pytest.raises(ValueError, match="mu must be positive, got -2"):
+        act.prox_phi(v, -2.0)
+    with pytest.raises(TypeError, match="gamma must be a real number"):
+        act.prox(v, "1")
+
+
+# ---------------------------------------------------------------- torch modules
+_ACCEPTED = [
+    (nn.Identity(), Identity),
+    (nn.ReLU(), ReLU),
+    (nn.LeakyReLU(0.1), LeakyReLU),
+    (nn.LeakyReLU(0.0), ReLU),
+    (nn.LeakyReLU(1.0), Identity),
+    (nn.Hardtanh(-0.3, 2.0), Clip),
+    (nn.ReLU6(), Clip),
+    (nn.Softshrink(0.4), SoftThreshold),
+    (nn.Softshrink(0.0), Identity),
+    (nn.Tanh(), Tanh),
+    (nn.Sigmoid(), Sigmoid),
+    (nn.Softmax(dim=1), Softmax),
+]
+
+
+@pytest.mark.parametrize("module, cls", _ACCEPTED, ids=[repr(m) for m, _ in _ACCEPTED])
+def test_as_activation_same_forward(module, cls):
+    act = as_activation(module)
+    assert type(act) is cls
+    x = randn(3, 4, 5, 3, g=gen(14), scale=4.0)
+    torch.testing.assert_close(act(x), module(x), atol=1e-15, rtol=1e-15)
+    assert as_activation(act) is act
+
+
+@pytest.mark.parametrize(
+    "module, match",
+    [
+        (nn.GELU(), "GELU is non-monotone"),
+        (nn.SiLU(), "SiLU is non-monotone"),
+        (nn.Mish(), "non-monotone"),
+        (nn.ELU(alpha=2.0), "slope above 1"),
+        (nn.ELU(), "has no closed form of its Psi"),
+        (nn.Softplus(), "monotone and 1-Lipschitz"),
+        (nn.SELU(), "1.0507 > 1"),
+        (nn.LeakyReLU(1.5), "negative_slope=1.5 > 1"),
+        (nn.LeakyReLU(-0.1), "non-monotone"),
+        (nn.Hardshrink(), "discontinuous"),
+        (nn.PReLU(), "learnable slope"),
+        (nn.Softmax(dim=-1), "dim=1 only"),
+        (nn.LogSoftmax(dim=1), "non-symmetric Jacobian"),
+        (nn.Linear(2, 2), "Linear is not a recognised proximal activation"),
+    ],
+    ids=repr,
+)
+def test_as_activation_refuses(module, match):
+    with pytest.raises(TypeError, match=match) as info:
+        as_activation(module)
+    assert "Supported: nn.Identity, nn.ReLU" in str(info.value)
