@@ -1,0 +1,204 @@
+"""Solvers on problems with known minimisers: least squares (closed form), lasso (KKT), a proximal
+point (closed form), update rules against torch.optim and a textbook FISTA, lifted networks."""
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from liftinv.blocks import Params, Var
+from liftinv.solvers import (
+    BCD,
+    ISGM,
+    Adam,
+    BlockProblem,
+    BottomUp,
+    HeavyBall,
+    Nesterov,
+    NonFiniteError,
+    OddEven,
+    Plain,
+    ProximalPoint,
+    SolverState,
+    TopDown,
+    run,
+)
+
+DT = torch.float64
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _soft(v, t):
+    return torch.sign(v) * torch.clamp(v.abs() - t, min=0)
+
+
+class Quadratic:
+    r"""Toy problem :math:`\tfrac12\sum_j |\sum_b A_{jb} z_b - c_j|^2 + \sum_b \lambda_b |z_b|_1`, one
+    vector per block; gradients, exact Lipschitz constants, soft-thresholding prox."""
+
+    def __init__(self, z, terms, l1=None):
+        self.z = {b: v.clone() for b, v in z.items()}
+        self.terms = terms  # list of ({block: matrix}, c)
+        self.l1 = l1 or {}
+        self._lip = {b: float(torch.linalg.eigvalsh(sum(m[b].T @ m[b] for m, _ in terms if b in m))[-1]) for b in z}
+
+    def blocks(self):
+        return [b for b in self.z if isinstance(b, Var)] + [b for b in self.z if isinstance(b, Params)]
+
+    def get(self, block):
+        return [self.z[block]]
+
+    def set(self, block, values):
+        self.z[block] = values[0]
+
+    def _residuals(self):
+        return [sum(m @ self.z[b] for b, m in mats.items()) - c for mats, c in self.terms]
+
+    def grads(self, blocks):
+        rs = self._residuals()
+        return [[sum(mats[b].T @ r for (mats, _), r in zip(self.terms, rs) if b in mats)] for b in blocks]
+
+    def lipschitz(self, block):
+        return self._lip[block]
+
+    def prox(self, block, values, step):
+        return [_soft(values[0], step * self.l1.get(block, 0.0))]
+
+    def energy(self):
+        smooth = sum(0.5 * (r**2).sum() for r in self._residuals())
+        return smooth + sum(w * self.z[b].abs().sum() for b, w in self.l1.items())
+
+    def stacked(self):
+        """The whole smooth part as one least-squares system ``G z - c`` (blocks in ``blocks()`` order)."""
+        order = self.blocks()
+        rows = [torch.cat([mats.get(b, torch.zeros(len(c), len(self.z[b]), dtype=DT)) for b in order], 1) for mats, c in self.terms]
+        return order, torch.cat(rows), torch.cat([c for _, c in self.terms])
+
+    def least_squares(self):
+        order, g, c = self.stacked()
+        sol = torch.linalg.lstsq(g, c[:, None]).solution[:, 0]
+        return dict(zip(order, sol.split([len(self.z[b]) for b in order])))
+
+
+def two_blocks(seed=0, l1=0.0, m=13, n=5, p=3):
+    r""":math:`\tfrac12|Ax + Bw - c|^2 + \lambda|x|_1` with x = Var(1), w = Params(0)."""
+    g = _gen(seed)
+    a, b = torch.randn(m, n, generator=g, dtype=DT), torch.randn(m, p, generator=g, dtype=DT)
+    c = torch.randn(m, generator=g, dtype=DT)
+    z = {Var(1): torch.zeros(n, dtype=DT), Params(0): torch.zeros(p, dtype=DT)}
+    return Quadratic(z, [({Var(1): a, Params(0): b}, c)], {Var(1): l1} if l1 else None)
+
+
+def chain(seed=0, depth=4, n=4, ridge=1.0):
+    r"""Lifted linear chain :math:`\sum_k \tfrac12|x_k - M_k x_{k-1} - b_k|^2 + \tfrac{\rho}{2}|b_k|^2`,
+    x_0 and x_K fixed, x_1..x_{K-1} = Var blocks, b_k = Params(k) blocks (strongly convex)."""
+    g = _gen(seed)
+    u, t = torch.randn(n, generator=g, dtype=DT), torch.randn(n, generator=g, dtype=DT)
+    ms = [torch.randn(n, n, generator=g, dtype=DT) / math.sqrt(n) for _ in range(depth)]
+    eye = torch.eye(n, dtype=DT)
+    z = {Var(k): torch.randn(n, generator=g, dtype=DT) for k in range(1, depth)}
+    z.update({Params(k): torch.zeros(n, dtype=DT) for k in range(1, depth + 1)})
+    terms = []
+    for k in range(1, depth + 1):
+        mats = {Params(k): -eye}
+        if k < depth:
+            mats[Var(k)] = eye
+        if k > 1:
+            mats[Var(k - 1)] = -ms[k - 1]
+        c = (ms[0] @ u if k == 1 else torch.zeros(n, dtype=DT)) - (t if k == depth else 0)
+        terms.append((mats, c))
+        terms.append(({Params(k): math.sqrt(ridge) * eye}, torch.zeros(n, dtype=DT)))
+    return Quadratic(z, terms)
+
+
+def _assert_close_blocks(problem, reference, atol):
+    for b, v in reference.items():
+        torch.testing.assert_close(problem.get(b)[0], v, atol=atol, rtol=0)
+
+
+def test_quadratic_is_a_block_problem():
+    assert isinstance(two_blocks(), BlockProblem)
+
+
+# ----------------------------------------------------------------------------- schedules
+def test_schedules_groups():
+    blocks = [Var(1), Var(2), Var(3), Var(4), Var(5)]
+    assert TopDown()(blocks) == [[Var(5)], [Var(4)], [Var(3)], [Var(2)], [Var(1)]]
+    assert BottomUp()(blocks) == [[b] for b in blocks]
+    assert OddEven()(blocks) == [[Var(1), Var(3), Var(5)], [Var(2), Var(4)]]
+    assert OddEven()([Var(2)]) == [[Var(2)]]
+
+
+# ----------------------------------------------------------------------------- BCD
+def test_plain_bcd_converges_to_least_squares_and_decreases_energy():
+    problem = two_blocks()
+    state, history = run(BCD(), problem, max_iter=600, rtol=1e-15)
+    _assert_close_blocks(problem, problem.least_squares(), atol=1e-7)
+    e = torch.tensor(history.energy)
+    assert (e[1:] <= e[:-1] + 1e-12 * e[0]).all()
+    assert history.iterations == state.iteration == len(history.time) - 1
+
+
+def test_plain_bcd_lasso_satisfies_kkt():
+    lam = 1.5
+    problem = two_blocks(seed=1, l1=lam)
+    run(BCD(), problem, max_iter=600)
+    (ga,), (gb,) = problem.grads([Var(1), Params(0)])
+    x = problem.get(Var(1))[0]
+    assert gb.abs().max() < 1e-7
+    nz = x != 0
+    assert nz.any() and (~nz).any()
+    torch.testing.assert_close(ga[nz], -lam * x[nz].sign(), atol=1e-7, rtol=0)
+    assert (ga[~nz].abs() <= lam + 1e-9).all()
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [BCD(schedule=TopDown()), BCD(schedule=BottomUp()), BCD(schedule=OddEven()), BCD(schedule=OddEven(), var_sweeps=2)],
+    ids=["topdown", "bottomup", "oddeven", "oddeven-2sweeps"],
+)
+def test_schedules_converge_on_a_chain(solver):
+    problem = chain()
+    reference = problem.least_squares()
+    _, history = run(solver, problem, max_iter=500)
+    _assert_close_blocks(problem, reference, atol=1e-6)
+    e = torch.tensor(history.energy)
+    assert (e[1:] <= e[:-1] + 1e-12 * e[0]).all()
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [BCD(var_rule=HeavyBall(0.3), param_rule=HeavyBall(0.3)), BCD(var_rule=Nesterov(), param_rule=Nesterov(0.5))],
+    ids=["heavyball", "nesterov"],
+)
+def test_inertial_bcd_converges(solver):
+    problem = chain(seed=2)
+    run(solver, problem, max_iter=300)
+    _assert_close_blocks(problem, problem.least_squares(), atol=1e-6)
+
+
+def _iterations_to(solver, problem, target, tol):
+    stop = lambda state, history: history.energy[-1] - target < tol  # noqa: E731
+    _, history = run(solver, problem, max_iter=20000, callback=stop)
+    assert history.energy[-1] - target < tol
+    return history.iterations
+
+
+def test_nesterov_faster_than_plain_when_ill_conditioned():
+    g = _gen(3)
+    q, _ = torch.linalg.qr(torch.randn(15, 15, generator=g, dtype=DT))
+    a = q @ torch.diag(torch.logspace(0, -1.25, 15, dtype=DT))  # condition number of A^T A: 316
+    c = torch.randn(15, generator=g, dtype=DT)
+    make = lambda: Quadratic({Var(1): torch.zeros(15, dtype=DT)}, [({Var(1): a}, c)])  # noqa: E731
+    x_star = make().least_squares()[Var(1)]
+    target = float(0.5 * ((a @ x_star - c) ** 2).sum())
+    tol = 1e-6 * float(0.5 * (c**2).sum())
+    plain = _iterations_to(BCD(), make(), target, tol)
+    fista = _iterations_to(BCD(var_rule=Nesterov()), make(), target, tol)
+    assert 3 * fista < plain
