@@ -202,3 +202,89 @@ def test_nesterov_faster_than_plain_when_ill_conditioned():
     plain = _iterations_to(BCD(), make(), target, tol)
     fista = _iterations_to(BCD(var_rule=Nesterov()), make(), target, tol)
     assert 3 * fista < plain
+
+
+# ----------------------------------------------------------------------------- update rules
+def _smooth_block(seed=4):
+    r"""Gradient of :math:`f(W, b) = \tfrac12|X W^\top + b - Y|^2` and a starting point."""
+    g = _gen(seed)
+    x, y = torch.randn(9, 3, generator=g, dtype=DT), torch.randn(9, 2, generator=g, dtype=DT)
+    start = [torch.randn(2, 3, generator=g, dtype=DT), torch.randn(2, generator=g, dtype=DT)]
+
+    def grad(values):
+        r = x @ values[0].T + values[1] - y
+        return [r.T @ x, r.sum(0)]
+
+    return start, grad
+
+
+def _identity(values, step):
+    return values
+
+
+def _torch_iterates(optimizer_factory, start, grad, steps):
+    params = [nn.Parameter(v.clone()) for v in start]
+    opt = optimizer_factory(params)
+    out = []
+    for _ in range(steps):
+        out.append([p.detach().clone() for p in params])
+        for p, g in zip(params, grad([p.detach() for p in params])):
+            p.grad = g
+        opt.step()
+    return out
+
+
+def _rule_iterates(rule, start, grad, step, steps, prox=_identity, record=lambda values, look: values):
+    values, state, out = start, rule.init(start), []
+    for _ in range(steps):
+        look = rule.lookahead(values, state)
+        out.append(record(values, look))
+        values, state = rule.advance(values, look, grad(look), step, prox, state)
+    return out
+
+
+def _assert_trajectories(ours, theirs, atol):
+    for a, b in zip(ours, theirs, strict=True):
+        for u, v in zip(a, b, strict=True):
+            torch.testing.assert_close(u, v, atol=atol, rtol=0)
+
+
+def test_heavy_ball_is_torch_sgd_momentum():
+    start, grad = _smooth_block()
+    lr, beta = 0.01, 0.7
+    theirs = _torch_iterates(lambda p: torch.optim.SGD(p, lr=lr, momentum=beta), start, grad, 15)
+    _assert_trajectories(_rule_iterates(HeavyBall(beta), start, grad, lr, 15), theirs, 1e-12)
+
+
+def test_nesterov_lookahead_points_are_torch_sgd_nesterov():
+    # torch's iterate p_k is the look-ahead y_k = x_k + beta (x_k - x_{k-1}) of the inertial form.
+    start, grad = _smooth_block()
+    lr, beta = 0.01, 0.6
+    theirs = _torch_iterates(lambda p: torch.optim.SGD(p, lr=lr, momentum=beta, nesterov=True), start, grad, 15)
+    ours = _rule_iterates(Nesterov(beta), start, grad, lr, 15, record=lambda values, look: look)
+    _assert_trajectories(ours, theirs, 1e-12)
+
+
+def test_adam_is_torch_adam():
+    start, grad = _smooth_block()
+    rule = Adam(lr=0.05, b1=0.8, b2=0.95, eps=1e-6)
+    theirs = _torch_iterates(lambda p: torch.optim.Adam(p, lr=0.05, betas=(0.8, 0.95), eps=1e-6), start, grad, 20)
+    _assert_trajectories(_rule_iterates(rule, start, grad, None, 20), theirs, 1e-12)
+
+
+def test_nesterov_default_is_textbook_fista():
+    g = _gen(5)
+    a, c, lam = torch.randn(11, 6, generator=g, dtype=DT), torch.randn(11, generator=g, dtype=DT), 0.8
+    step = 1 / float(torch.linalg.matrix_norm(a, 2) ** 2)
+    grad = lambda v: [a.T @ (a @ v[0] - c)]  # noqa: E731
+    prox = lambda v, s: [_soft(v[0], s * lam)]  # noqa: E731
+    x0 = torch.randn(6, generator=g, dtype=DT)
+    # Beck & Teboulle (2009), FISTA with constant step.
+    expected, x_prev, y, t = [], x0, x0, 1.0
+    for _ in range(25):
+        expected.append([x_prev])
+        x = _soft(y - step * grad([y])[0], step * lam)
+        t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
+        y = x + (t - 1) / t_next * (x - x_prev)
+        x_prev, t = x, t_next
+    _assert_trajectories(_rule_iterates(Nesterov(), [x0], grad, step, 25, prox), expected, 1e-12)

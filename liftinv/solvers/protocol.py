@@ -18,7 +18,7 @@ from liftinv.blocks import Block
 
 @runtime_checkable
 class BlockProblem(Protocol):
-    """A block-structured composite energy :math:`E(z) = f(z) + \sum_b h_b(z_b)`."""
+    r"""A block-structured composite energy :math:`E(z) = f(z) + \sum_b h_b(z_b)`."""
 
     def blocks(self) -> list[Block]:
         """Free ``Var`` blocks, then ``Params`` blocks."""

@@ -83,10 +83,11 @@ class Nesterov(Rule):
     r"""Nesterov / FISTA extrapolation (inertial PALM):
     :math:`y = x + \beta_k (x - x^-)`, :math:`x^+ = \operatorname{prox}_{s h}(y - s\nabla f(y))`.
 
-    With ``beta=None``, :math:`\beta_k = (t_k - 1)/t_{k+1}`, :math:`t_0 = 1`,
-    :math:`t_{k+1} = \tfrac12\big(1 + \sqrt{1 + 4t_k^2}\big)` (Beck & Teboulle 2009); otherwise
-    :math:`\beta_k = \beta`. The first step (:math:`x^- = x`) is a plain step. For :math:`h = 0`,
-    fixed :math:`\beta` and step ``lr``, the look-ahead points :math:`y` are the iterates of
+    With ``beta=None``, :math:`\beta_k = \max(t_{k-1} - 1, 0)/t_k` with :math:`t_{-1} = 0`,
+    :math:`t_k = \tfrac12\big(1 + \sqrt{1 + 4t_{k-1}^2}\big)` (so :math:`t_0 = 1` and
+    :math:`\beta_0 = \beta_1 = 0`): FISTA (Beck & Teboulle 2009); otherwise :math:`\beta_k = \beta`.
+    The first step (:math:`x^- = x`) is a plain step. For :math:`h = 0`, fixed :math:`\beta` and
+    step ``lr``, the look-ahead points :math:`y` are the iterates of
     ``torch.optim.SGD(lr=lr, momentum=beta, nesterov=True)``.
     """
 
@@ -97,7 +98,7 @@ class Nesterov(Rule):
             _check_momentum("beta", self.beta)
 
     def init(self, values):
-        return {"prev": values, "t": 1.0}
+        return {"prev": values, "t": 0.0}
 
     def _next_t(self, t: float) -> float:
         return 0.5 * (1 + math.sqrt(1 + 4 * t * t))
@@ -105,7 +106,7 @@ class Nesterov(Rule):
     def _momentum(self, state: dict) -> float:
         if self.beta is not None:
             return self.beta
-        return (state["t"] - 1) / self._next_t(state["t"])
+        return max(state["t"] - 1, 0.0) / self._next_t(state["t"])
 
     def lookahead(self, values, state):
         beta = self._momentum(state)
