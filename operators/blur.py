@@ -24,7 +24,7 @@ from deepinv.physics.noise import NoiseModel, ZeroNoise
 from scipy.fft import next_fast_len
 from torch import Tensor
 
-from operators.checks import check_tensor
+from operators.checks import check_tensor, clear_opnorm
 
 BOUNDARIES = ("circular", "reflect", "replicate", "zero")
 #: Kernels with more entries than this use FFT convolution for non-circular boundaries by default.
@@ -49,6 +49,16 @@ def _fold(z: Tensor, before: int, after: int, boundary: str, dim: int) -> Tensor
         out.narrow(dim, 0, 1).add_(low.sum(dim, keepdim=True))
         out.narrow(dim, n - 1, 1).add_(high.sum(dim, keepdim=True))
     return out
+
+
+def _check_kernel_fits(kernel: Tensor, shape: tuple[int, ...]) -> None:
+    """``kernel`` ``(C_k, h, w)`` must fit in an image of shape ``(..., C, H, W)``, with ``C_k`` 1 or ``C``."""
+    channels, height, width = shape[-3:]
+    n_k, h, w = kernel.shape
+    if h > height or w > width:
+        raise ValueError(f"kernel of spatial size {(h, w)} is larger than the image {(height, width)}")
+    if n_k not in (1, channels):
+        raise ValueError(f"kernel has {n_k} channels but the image has {channels}")
 
 
 class Blur(LinearPhysics):
@@ -83,44 +93,59 @@ class Blur(LinearPhysics):
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a real floating torch.dtype, got {dtype}")
-        check_tensor(kernel, "kernel")
-        if kernel.is_complex() or kernel.ndim not in (2, 3) or min(kernel.shape) < 1:
-            raise ValueError(f"kernel must be a real (h, w) or (C, h, w) tensor, got {kernel.dtype} {tuple(kernel.shape)}")
         if use_fft is not None and not isinstance(use_fft, bool):
             raise TypeError(f"use_fft must be a bool or None, got {use_fft!r}")
+        if img_size is not None and (
+            len(img_size) != 3 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in img_size)
+        ):
+            raise ValueError(f"img_size must be (C, H, W) positive integers, got {img_size!r}")
         super().__init__(
             img_size=None if img_size is None else tuple(img_size),
             noise_model=ZeroNoise() if noise_model is None else noise_model,
             device=device,
         )
         self.boundary = boundary
-        kernel = kernel.detach().to(dtype=dtype, device=device)
-        self.register_buffer("kernel", (kernel if kernel.ndim == 3 else kernel[None]).contiguous())
-        h, w = self.kernel.shape[-2:]
-        self.use_fft = (boundary == "circular" or h * w > FFT_MIN_KERNEL_AREA) if use_fft is None else use_fft
-        self._spectra: dict[tuple, Tensor] = {}
-        if img_size is not None:
-            if len(self.img_size) != 3 or any(not isinstance(n, int) or n < 1 for n in self.img_size):
-                raise ValueError(f"img_size must be (C, H, W) positive integers, got {img_size!r}")
-            self._check_kernel_fits(self.img_size)
+        self._use_fft = use_fft
+        self.register_buffer("kernel", torch.zeros(1, 1, 1, dtype=dtype, device=device))
+        self.update_parameters(kernel=kernel)
 
     @property
     def dtype(self) -> torch.dtype:
         """Real dtype of the operator."""
         return self.kernel.dtype
 
-    def _check_kernel_fits(self, shape: tuple[int, ...]) -> None:
-        channels, height, width = shape[-3:]
-        n_k, h, w = self.kernel.shape
-        if h > height or w > width:
-            raise ValueError(f"kernel of spatial size {(h, w)} is larger than the image {(height, width)}")
-        if n_k not in (1, channels):
-            raise ValueError(f"kernel has {n_k} channels but the image has {channels}")
+    @property
+    def use_fft(self) -> bool:
+        """Whether :meth:`A` and :meth:`A_adjoint` convolve by FFT (see the ``use_fft`` argument)."""
+        if self._use_fft is not None:
+            return self._use_fft
+        h, w = self.kernel.shape[-2:]
+        return self.boundary == "circular" or h * w > FFT_MIN_KERNEL_AREA
+
+    def update_parameters(self, kernel: Tensor | None = None, **noise_params) -> None:
+        """Replace the kernel (validated, cast to the operator's dtype/device); clears the cached
+        spectra and operator norms.
+
+        ``noise_params`` are the noise model's parameters, which deepinv's ``Physics.update``
+        passes to every ``update_parameters``; they are not used here.
+        """
+        if kernel is None:
+            return
+        check_tensor(kernel, "kernel")
+        if kernel.is_complex() or kernel.ndim not in (2, 3) or min(kernel.shape) < 1:
+            raise ValueError(f"kernel must be a real (h, w) or (C, h, w) tensor, got {kernel.dtype} {tuple(kernel.shape)}")
+        kernel = kernel.detach().to(dtype=self.dtype, device=self.kernel.device)
+        kernel = (kernel if kernel.ndim == 3 else kernel[None]).contiguous()
+        if self.img_size is not None:
+            _check_kernel_fits(kernel, self.img_size)
+        self.kernel = kernel
+        self._spectra: dict[tuple, Tensor] = {}
+        clear_opnorm(self)
 
     def _check(self, x: Tensor, name: str) -> Tensor:
         if self.img_size is None:
             check_tensor(x, name, ndim=4, like=self.kernel)
-            self._check_kernel_fits(tuple(x.shape))
+            _check_kernel_fits(self.kernel, tuple(x.shape))
         else:
             check_tensor(x, name, ndim=4, channels=self.img_size[0], spatial=self.img_size[1:], like=self.kernel)
         if x.is_complex():

@@ -1,0 +1,268 @@
+"""Blur operator and blur kernels: scipy/deepinv oracles, adjoint, operator norm, bad input."""
+from __future__ import annotations
+
+import math
+
+import deepinv as dinv
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+
+from operators.blur import BOUNDARIES, Blur
+from operators.checks import adjoint_error, opnorm
+from operators.kernels import disk_kernel, gaussian_kernel, motion_kernel
+
+#: scipy.ndimage mode reproducing each boundary (torch "reflect" skips the edge = scipy "mirror").
+SCIPY_MODE = {"circular": "wrap", "reflect": "mirror", "replicate": "nearest", "zero": "constant"}
+KERNEL_SHAPES = [(3, 5), (4, 6), (1, 2), (3, 3, 5)]  # odd, even, degenerate, one per channel
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _scipy_blur(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> np.ndarray:
+    """Reference: scipy.ndimage.convolve per image and channel (same centre for all sizes)."""
+    k = kernel if kernel.ndim == 3 else kernel.expand(x.shape[1], *kernel.shape)
+    return np.stack(
+        [[ndi.convolve(img[c].numpy(), k[c].numpy(), mode=mode, cval=0.0) for c in range(x.shape[1])] for img in x]
+    )
+
+
+def _dense(op: Blur, shape: tuple[int, ...], adjoint: bool = False) -> torch.Tensor:
+    """Matrix of ``A`` (or ``A_adjoint``) by applying it to the canonical basis."""
+    n = math.prod(shape)
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, *shape)
+    apply = op.A_adjoint if adjoint else op.A
+    return torch.stack([apply(e[None]).flatten() for e in basis], dim=1)
+
+
+# ---------------------------------------------------------------- kernels
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [gaussian_kernel(1.3), gaussian_kernel((0.7, 2.0), size=(5, 9)), motion_kernel(5.5, 30), motion_kernel(0, 0), disk_kernel(2.5)],
+)
+def test_kernels_are_normalised_nonnegative_odd(kernel):
+    assert kernel.dtype == torch.float64 and kernel.ndim == 2
+    assert all(n % 2 == 1 for n in kernel.shape)
+    assert (kernel >= 0).all()
+    assert kernel.sum().item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_gaussian_kernel_matches_formula():
+    sigma_y, sigma_x = 0.9, 1.6
+    k = gaussian_kernel((sigma_y, sigma_x), dtype=torch.float32)
+    assert k.shape == (2 * math.ceil(3 * sigma_y) + 1, 2 * math.ceil(3 * sigma_x) + 1) and k.dtype == torch.float32
+    i, j = np.mgrid[: k.shape[0], : k.shape[1]]
+    ref = np.exp(-((i - k.shape[0] // 2) ** 2) / (2 * sigma_y**2) - (j - k.shape[1] // 2) ** 2 / (2 * sigma_x**2))
+    np.testing.assert_allclose(k.numpy(), ref / ref.sum(), rtol=1e-5, atol=1e-8)
+
+
+def test_motion_kernel_geometry():
+    np.testing.assert_array_equal(motion_kernel(0, 17).numpy(), np.ones((1, 1)))
+    horizontal = motion_kernel(4, 0)
+    assert horizontal.shape == (5, 5)
+    np.testing.assert_allclose(horizontal[2].numpy(), np.full(5, 0.2), atol=1e-15)
+    assert horizontal.sum(1)[[0, 1, 3, 4]].abs().max() == 0
+    torch.testing.assert_close(motion_kernel(6, 90), horizontal_t := motion_kernel(6, 0).T)
+    torch.testing.assert_close(motion_kernel(6, 180 + 37), motion_kernel(6, 37))
+    assert horizontal_t.shape == (7, 7)
+    # Centred (zero first moment) and elongated along (-sin, cos) in (row, col) coordinates.
+    angle = 30.0
+    k = motion_kernel(9, angle)
+    r, c = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) - n // 2 for n in k.shape), indexing="ij")
+    assert abs((k * r).sum()) < 1e-12 and abs((k * c).sum()) < 1e-12
+    cov = torch.stack([torch.stack([(k * a * b).sum() for b in (r, c)]) for a in (r, c)])
+    principal = torch.linalg.eigh(cov).eigenvectors[:, -1]
+    expected = torch.tensor([-math.sin(math.radians(angle)), math.cos(math.radians(angle))], dtype=torch.float64)
+    assert abs(principal @ expected) > 0.999
+
+
+def test_disk_kernel_support():
+    k = disk_kernel(2.0)
+    assert k.shape == (5, 5)
+    assert int((k > 0).sum()) == 13  # lattice points with i^2 + j^2 <= 4
+    assert torch.allclose(k[k > 0], torch.full((13,), 1 / 13, dtype=torch.float64))
+    np.testing.assert_array_equal(disk_kernel(0.5).numpy(), np.ones((1, 1)))
+
+
+@pytest.mark.parametrize(
+    "call, exc, name",
+    [
+        (lambda: gaussian_kernel(0.0), ValueError, "sigma"),
+        (lambda: gaussian_kernel(float("nan")), ValueError, "sigma"),
+        (lambda: gaussian_kernel((1.0, 2.0, 3.0)), ValueError, "sigma"),
+        (lambda: gaussian_kernel(1.0, size=4), ValueError, "size"),
+        (lambda: gaussian_kernel(1.0, size=0), ValueError, "size"),
+        (lambda: gaussian_kernel(1.0, dtype=torch.int64), TypeError, "dtype"),
+        (lambda: motion_kernel(-1.0, 0), ValueError, "length"),
+        (lambda: motion_kernel(3.0, float("inf")), ValueError, "angle_degrees"),
+        (lambda: disk_kernel(-0.5), ValueError, "radius"),
+        (lambda: disk_kernel(1.0, dtype=torch.complex64), TypeError, "dtype"),
+    ],
+)
+def test_kernel_bad_arguments(call, exc, name):
+    with pytest.raises(exc, match=name):
+        call()
+
+
+# ---------------------------------------------------------------- Blur: oracles
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("use_fft", [False, True])
+@pytest.mark.parametrize("kernel_shape", KERNEL_SHAPES)
+def test_blur_matches_scipy_convolve(boundary, use_fft, kernel_shape):
+    g = _gen(1)
+    kernel = torch.rand(kernel_shape, dtype=torch.float64, generator=g)
+    x = torch.randn(2, 3, 11, 13, dtype=torch.float64, generator=g)
+    op = Blur(kernel, boundary=boundary, use_fft=use_fft, dtype=torch.float64)
+    y = op.A(x)
+    assert y.shape == x.shape
+    np.testing.assert_allclose(y.numpy(), _scipy_blur(x, kernel, SCIPY_MODE[boundary]), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("use_fft", [False, True])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("kernel_shape", KERNEL_SHAPES)
+def test_blur_adjoint_dot_product(boundary, use_fft, dtype, tol, kernel_shape):
+    g = _gen(2)
+    op = Blur(torch.rand(kernel_shape, generator=g), boundary=boundary, use_fft=use_fft, dtype=dtype)
+    x = torch.randn(3, 3, 11, 13, dtype=dtype, generator=g)
+    assert adjoint_error(op, x, generator=g) < tol
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_blur_adjoint_is_autograd_transpose(boundary):
+    """A^T y equals the gradient of <A x, y> in x (float64 autograd through pad + conv)."""
+    g = _gen(3)
+    op = Blur(torch.rand(4, 5, generator=g), boundary=boundary, use_fft=False, dtype=torch.float64)
+    x = torch.randn(2, 2, 9, 10, dtype=torch.float64, generator=g, requires_grad=True)
+    y = torch.randn(2, 2, 9, 10, dtype=torch.float64, generator=g)
+    (grad,) = torch.autograd.grad((op.A(x) * y).sum(), x)
+    torch.testing.assert_close(op.A_adjoint(y), grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_blur_dense_matrix_transpose_and_norm(boundary):
+    """Dense matrices on a tiny image: A_adjoint is exactly A^T; opnorm equals the top singular value."""
+    op = Blur(torch.rand(3, 4, generator=_gen(4)), boundary=boundary, dtype=torch.float64)
+    shape = (1, 5, 6)
+    mat = _dense(op, shape)
+    torch.testing.assert_close(_dense(op, shape, adjoint=True), mat.T, rtol=0, atol=1e-12)
+    sigma_max = torch.linalg.matrix_norm(mat, ord=2).item()
+    assert opnorm(op, (1, *shape), max_iter=2000, rtol=1e-12) == pytest.approx(sigma_max, rel=1e-6)
+
+
+def test_circular_gaussian_blur_has_unit_norm():
+    op = Blur(gaussian_kernel(1.5), img_size=(2, 17, 19), dtype=torch.float64)
+    assert opnorm(op) == pytest.approx(1.0, rel=1e-6)  # non-negative kernel with sum 1: DC gain 1
+
+
+@pytest.mark.parametrize("kernel_shape", [(5, 3), (4, 6), (3, 5, 3)])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_circular_blur_matches_deepinv_blurfft(kernel_shape, dtype, tol):
+    g = _gen(5)
+    kernel = torch.rand(kernel_shape, dtype=dtype, generator=g)
+    x = torch.randn(2, 3, 11, 12, dtype=dtype, generator=g)
+    ours = Blur(kernel, boundary="circular", dtype=dtype)
+    filt = kernel[None] if kernel.ndim == 3 else kernel[None, None]
+    ref = dinv.physics.BlurFFT(img_size=(3, 11, 12), filter=filt)
+    torch.testing.assert_close(ours.A(x), ref.A(x), rtol=0, atol=tol)
+    torch.testing.assert_close(ours.A_adjoint(x), ref.A_adjoint(x), rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("boundary, padding", [("reflect", "reflect"), ("replicate", "replicate"), ("zero", "constant")])
+def test_padded_blur_matches_deepinv_blur(boundary, padding):
+    g = _gen(6)
+    kernel = torch.rand(5, 3, dtype=torch.float64, generator=g)
+    x = torch.randn(2, 3, 11, 12, dtype=torch.float64, generator=g)
+    ours = Blur(kernel, boundary=boundary, dtype=torch.float64)
+    ref = dinv.physics.Blur(filter=kernel[None, None], padding=padding)
+    torch.testing.assert_close(ours.A(x), ref.A(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(ours.A_adjoint(x), ref.A_adjoint(x), rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------- Blur: deepinv integration
+
+
+def test_blur_noise_model_and_deepinv_data_fidelity():
+    g = _gen(7)
+    op = Blur(gaussian_kernel(1.0), boundary="reflect", noise_model=dinv.physics.GaussianNoise(sigma=0.1), dtype=torch.float64)
+    x = torch.rand(4, 1, 31, 33, dtype=torch.float64, generator=g)
+    noise = op(x) - op.A(x)
+    assert noise.std().item() == pytest.approx(0.1, rel=0.05)
+    y = op.A(x)
+    z = torch.rand_like(x)
+    grad = dinv.optim.data_fidelity.L2().grad(z, y, op)
+    torch.testing.assert_close(grad, op.A_adjoint(op.A(z) - y))
+
+
+def test_blur_update_kernel_refreshes_cached_spectrum():
+    g = _gen(8)
+    x = torch.randn(2, 1, 9, 9, dtype=torch.float64, generator=g)
+    op = Blur(torch.rand(3, 3, generator=g), boundary="zero", use_fft=True, dtype=torch.float64)
+    op.A(x)
+    new = torch.rand(5, 5, generator=g)
+    op.update(kernel=new)
+    torch.testing.assert_close(op.A(x), Blur(new, boundary="zero", dtype=torch.float64).A(x))
+
+
+# ---------------------------------------------------------------- Blur: bad input
+
+
+@pytest.mark.parametrize(
+    "build, exc, name",
+    [
+        (lambda: Blur(torch.ones(3, 3), boundary="periodic"), ValueError, "boundary"),
+        (lambda: Blur(torch.ones(3, 3), dtype=torch.int32), TypeError, "dtype"),
+        (lambda: Blur(torch.ones(3), boundary="zero"), ValueError, "kernel"),
+        (lambda: Blur(torch.ones(1, 1, 3, 3)), ValueError, "kernel"),
+        (lambda: Blur(torch.tensor([[1.0, float("nan")]])), ValueError, "kernel"),
+        (lambda: Blur(torch.ones(3, 3, dtype=torch.int64)), TypeError, "kernel"),
+        (lambda: Blur(torch.ones(3, 3), img_size=(1, 2, 9)), ValueError, "kernel"),
+        (lambda: Blur(torch.ones(2, 3, 3), img_size=(3, 9, 9)), ValueError, "kernel"),
+        (lambda: Blur(torch.ones(3, 3), img_size=(9, 9)), ValueError, "img_size"),
+        (lambda: Blur(torch.ones(3, 3), use_fft="yes"), TypeError, "use_fft"),
+    ],
+)
+def test_blur_bad_construction(build, exc, name):
+    with pytest.raises(exc, match=name):
+        build()
+
+
+def _bad_inputs():
+    x = torch.randn(2, 3, 9, 10)
+    nan, inf = x.clone(), x.clone()
+    nan[0, 0, 0, 0], inf[1, 2, 3, 4] = float("nan"), float("inf")
+    return [
+        (nan, ValueError, "NaN"),
+        (inf, ValueError, "Inf"),
+        (x[0], ValueError, "dimensions"),
+        (x[:, :2], ValueError, "channels"),
+        (x[..., :8], ValueError, "spatial"),
+        (x.double(), TypeError, "dtype"),
+        (torch.complex(x, x), TypeError, "complex|dtype"),
+        (torch.empty(2, 3, 9, 10, device="meta"), TypeError, "meta"),
+        (x.numpy(), TypeError, "Tensor"),
+    ]
+
+
+@pytest.mark.parametrize("bad, exc, what", _bad_inputs())
+@pytest.mark.parametrize("method, name", [("A", "x"), ("A_adjoint", "y")])
+def test_blur_bad_inputs(bad, exc, what, method, name):
+    op = Blur(torch.ones(3, 3) / 9, img_size=(3, 9, 10), boundary="reflect")
+    with pytest.raises(exc, match=f"^{name} .*({what})"):
+        getattr(op, method)(bad)
+
+
+def test_blur_kernel_larger_than_image_at_call():
+    op = Blur(torch.ones(5, 3) / 15)
+    with pytest.raises(ValueError, match="kernel"):
+        op.A(torch.zeros(1, 1, 4, 9))
+    with pytest.raises(ValueError, match="kernel"):
+        Blur(torch.ones(2, 3, 3)).A(torch.zeros(1, 3, 9, 9))
