@@ -143,6 +143,9 @@ class LiftedProblem:
             self.xs[block.index] = values[0].detach()
             for k, _ in self.network.consumers(block.index):
                 self._pre.pop(k, None)
+            # parameter Lipschitz constants depend on the layer inputs X
+            for b in [b for b in self._lip if isinstance(b, Params)]:
+                del self._lip[b]
         else:
             with torch.no_grad():
                 for p, v in zip(self.param_groups[block.index], values):
