@@ -82,7 +82,7 @@ def equispaced_mask(shape: tuple[int, int], acceleration: float, center_fraction
 
 
 def gaussian_mask(
-    shape: tuple[int, int], acceleration: float, generator: torch.Generator | None = None, *, std: float = 0.3
+    shape: tuple[int, int], acceleration: float, generator: torch.Generator | None = None, *, std: float = 0.15
 ) -> Tensor:
     r"""2-D variable-density mask: ``round(H W / acceleration)`` k-space points drawn without
     replacement with probability proportional to :math:`\exp(-(u^2 + v^2) / (2\,\text{std}^2))`,

@@ -1,0 +1,281 @@
+"""MRI operator and k-space masks: deepinv oracles, adjoint, operator norm, mask statistics, bad input."""
+from __future__ import annotations
+
+import math
+
+import deepinv as dinv
+import pytest
+import torch
+
+from operators.checks import adjoint_error, opnorm
+from operators.masks import equispaced_mask, gaussian_mask, random_mask
+from operators.mri import MRI
+
+COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+SIZES = [(9, 11), (8, 12)]  # odd and even sizes (the centring shifts differ)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _masks(shape: tuple[int, int], seed: int = 0) -> dict[str, torch.Tensor]:
+    return {
+        "random": random_mask(shape, 3, 0.2, generator=_gen(seed)),
+        "equispaced": equispaced_mask(shape, 2.5, 0.1),
+        "gaussian": gaussian_mask(shape, 2, generator=_gen(seed)),
+    }
+
+
+def _coil_maps(n: int, shape: tuple[int, int], dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, *shape, dtype=COMPLEX[dtype], generator=_gen(seed))
+
+
+# ---------------------------------------------------------------- deepinv oracles
+
+
+@pytest.mark.parametrize("shape", SIZES)
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_single_coil_matches_deepinv_mri(shape, dtype, tol):
+    mask = random_mask(shape, 2, 0.25, generator=_gen(1))
+    x = torch.randn(3, 2, *shape, dtype=dtype, generator=_gen(2))
+    ours, ref = MRI(mask, dtype=dtype), dinv.physics.MRI(mask=mask.to(dtype), img_size=shape)
+    y = ours.A(x)
+    assert y.shape == x.shape and y.dtype == dtype
+    torch.testing.assert_close(y, ref.A(x), rtol=0, atol=tol)
+    torch.testing.assert_close(ours.A_adjoint(y), ref.A_adjoint(y), rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("shape", SIZES)
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_multi_coil_matches_deepinv_multicoil_mri(shape, dtype, tol):
+    mask = gaussian_mask(shape, 2, generator=_gen(1))
+    maps = _coil_maps(4, shape, dtype)
+    x = torch.randn(3, 2, *shape, dtype=dtype, generator=_gen(2))
+    ours = MRI(mask, coil_maps=maps, dtype=dtype)
+    ref = dinv.physics.MultiCoilMRI(mask=mask.to(dtype), coil_maps=maps, img_size=shape)
+    y = ours.A(x)
+    assert y.shape == (3, 2, 4, *shape)
+    torch.testing.assert_close(y, ref.A(x), rtol=0, atol=tol)
+    torch.testing.assert_close(ours.A_adjoint(y), ref.A_adjoint(y), rtol=0, atol=tol)
+
+
+def test_full_mask_single_coil_is_unitary_centred_fft():
+    shape = (7, 10)
+    op = MRI(torch.ones(shape), dtype=torch.float64)
+    x = torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(3))
+    z = torch.complex(x[:, 0], x[:, 1])
+    ref = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(z, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+    torch.testing.assert_close(op.A(z), ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(op.A_adjoint(op.A(x)), x, rtol=0, atol=1e-12)
+    assert opnorm(op) == pytest.approx(1.0, rel=1e-9)
+
+
+# ---------------------------------------------------------------- adjoint and norm
+
+
+@pytest.mark.parametrize("shape", SIZES)
+@pytest.mark.parametrize("mask_type", ["random", "equispaced", "gaussian"])
+@pytest.mark.parametrize("n_coils", [None, 3])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("complex_input", [False, True])
+def test_mri_adjoint_dot_product(shape, mask_type, n_coils, dtype, tol, complex_input):
+    g = _gen(4)
+    maps = None if n_coils is None else _coil_maps(n_coils, shape, dtype)
+    op = MRI(_masks(shape)[mask_type], coil_maps=maps, dtype=dtype)
+    x = torch.randn(3, 2, *shape, dtype=dtype, generator=g)
+    if complex_input:
+        x = torch.complex(x[:, 0], x[:, 1])
+    assert adjoint_error(op, x, generator=g) < tol
+
+
+@pytest.mark.parametrize("n_coils", [None, 2])
+def test_mri_adjoint_is_autograd_transpose(n_coils):
+    shape = (5, 6)
+    maps = None if n_coils is None else _coil_maps(n_coils, shape, torch.float64)
+    op = MRI(random_mask(shape, 2, 0.2, generator=_gen(5)), coil_maps=maps, dtype=torch.float64)
+    x = torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(6), requires_grad=True)
+    y = torch.randn(op.A(x).shape, dtype=torch.float64, generator=_gen(7))
+    (grad,) = torch.autograd.grad((op.A(x) * y).sum(), x)
+    torch.testing.assert_close(op.A_adjoint(y), grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_coils", [None, 3])
+def test_mri_opnorm_matches_dense_svd(n_coils):
+    shape = (4, 5)
+    maps = None if n_coils is None else _coil_maps(n_coils, shape, torch.float64, seed=8)
+    op = MRI(gaussian_mask(shape, 2, generator=_gen(8)), coil_maps=maps, dtype=torch.float64)
+    n = 2 * math.prod(shape)
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, 1, 2, *shape)
+    mat = torch.stack([op.A(e).flatten() for e in basis], dim=1)
+    mat_adj = torch.stack([op.A_adjoint(e.reshape(op.A(basis[0]).shape)).flatten() for e in torch.eye(mat.shape[0], dtype=torch.float64)], 1)
+    torch.testing.assert_close(mat_adj, mat.T, rtol=0, atol=1e-12)
+    sigma_max = torch.linalg.matrix_norm(mat, ord=2).item()
+    assert opnorm(op, max_iter=2000, rtol=1e-12) == pytest.approx(sigma_max, rel=1e-6)
+
+
+# ---------------------------------------------------------------- representations and noise
+
+
+@pytest.mark.parametrize("n_coils", [None, 3])
+def test_complex_representations_agree_with_real(n_coils):
+    shape = (9, 8)
+    maps = None if n_coils is None else _coil_maps(n_coils, shape, torch.float32)
+    op = MRI(random_mask(shape, 2, 0.2, generator=_gen(9)), coil_maps=maps)
+    x = torch.randn(2, 2, *shape, generator=_gen(10))
+    z = torch.complex(x[:, 0], x[:, 1])
+    y = op.A(x)
+    y_bare, y_channel = op.A(z), op.A(z[:, None])
+    assert y_bare.is_complex() and y_bare.shape == (2, *([] if n_coils is None else [n_coils]), *shape)
+    assert y_channel.shape == (2, 1, *y_bare.shape[1:])
+    torch.testing.assert_close(torch.view_as_real(y_bare).movedim(-1, 1), y)
+    torch.testing.assert_close(y_channel[:, 0], y_bare)
+    torch.testing.assert_close(op.A_adjoint(y_bare), torch.complex(*op.A_adjoint(y).unbind(1)))
+    assert op.A_adjoint(y_channel).shape == (2, 1, *shape)
+
+
+def test_mri_noise_only_on_sampled_entries():
+    shape = (16, 17)
+    mask = random_mask(shape, 4, 0.1, generator=_gen(11))
+    op = MRI(mask, noise_model=dinv.physics.GaussianNoise(sigma=0.2, rng=_gen(12)), dtype=torch.float64)
+    x = torch.randn(4, 2, *shape, dtype=torch.float64, generator=_gen(13))
+    noise = op(x) - op.A(x)
+    assert noise[..., ~mask].abs().max() == 0
+    assert noise[..., mask].std().item() == pytest.approx(0.2, rel=0.1)
+
+
+# ---------------------------------------------------------------- masks
+
+
+@pytest.mark.parametrize("build", [lambda s, a, c: random_mask(s, a, c, generator=_gen(14)), equispaced_mask])
+@pytest.mark.parametrize("shape, acceleration, center_fraction", [((32, 40), 4, 0.08), ((15, 33), 3, 0.1), ((8, 64), 8, 0.0)])
+def test_cartesian_mask_statistics(build, shape, acceleration, center_fraction):
+    mask = build(shape, acceleration, center_fraction)
+    height, width = shape
+    assert mask.shape == shape and mask.dtype == torch.bool
+    assert (mask == mask[:1]).all()  # whole columns: phase encoding along the last axis
+    columns = mask[0]
+    assert int(columns.sum()) == round(width / acceleration)
+    n_low = round(width * center_fraction)
+    start = (width - n_low + 1) // 2
+    assert columns[start : start + n_low].all()
+    if n_low:
+        assert start <= width // 2 < start + n_low  # the zero frequency is in the centre block
+    assert mask.float().mean().item() == pytest.approx(1 / acceleration, abs=0.5 / width)
+
+
+def test_random_mask_uses_generator():
+    a, b = (random_mask((4, 64), 4, 0.1, generator=_gen(seed)) for seed in (15, 15))
+    c = random_mask((4, 64), 4, 0.1, generator=_gen(16))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_equispaced_mask_outer_columns_are_evenly_spaced():
+    width, n_low = 60, 6
+    columns = equispaced_mask((2, width), 5, n_low / width)[0]
+    start = (width - n_low + 1) // 2
+    outer = torch.cat([columns[:start], columns[start + n_low :]])
+    gaps = torch.diff(torch.nonzero(outer).flatten())
+    assert gaps.max() - gaps.min() <= 1
+
+
+def test_gaussian_mask_density():
+    """Exact count; the sampled fraction decreases from the k-space centre outwards."""
+    shape = (48, 50)
+    masks = [gaussian_mask(shape, 4, generator=_gen(seed)) for seed in range(5)]
+    assert all(int(m.sum()) == round(48 * 50 / 4) and m.dtype == torch.bool for m in masks)
+    assert not torch.equal(masks[0], masks[1])
+    u = (torch.arange(48) - 24)[:, None] / 48
+    v = (torch.arange(50) - 25)[None, :] / 50
+    radius = torch.hypot(u, v)
+    density = torch.stack(masks).float().mean(0)
+    rings = torch.stack([density[(radius >= r) & (radius < r + 0.1)].mean() for r in (0.0, 0.1, 0.2, 0.3)])
+    assert (torch.diff(rings) < 0).all() and rings[0] > 4 * rings[-1]
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: random_mask((8, 8), 0.5), "acceleration"),
+        (lambda: random_mask((8, 8), float("nan")), "acceleration"),
+        (lambda: random_mask((8, 8), 4, center_fraction=1.5), "center_fraction"),
+        (lambda: random_mask((8, 40), 8, center_fraction=0.5), "center_fraction"),
+        (lambda: equispaced_mask((8, 0), 2), "shape"),
+        (lambda: equispaced_mask((8, 8, 8), 2), "shape"),
+        (lambda: gaussian_mask((8, 8), 0), "acceleration"),
+        (lambda: gaussian_mask((8, 8), 2, std=0.0), "std"),
+    ],
+)
+def test_mask_bad_arguments(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+# ---------------------------------------------------------------- MRI: bad input
+
+
+@pytest.mark.parametrize(
+    "build, exc, name",
+    [
+        (lambda: MRI(torch.ones(2, 4, 4)), ValueError, "mask"),
+        (lambda: MRI(torch.ones(4, 4, dtype=torch.complex64)), TypeError, "mask"),
+        (lambda: MRI(torch.ones(4, 4, dtype=torch.int64)), TypeError, "mask"),
+        (lambda: MRI(torch.full((4, 4), float("nan"))), ValueError, "mask"),
+        (lambda: MRI(torch.ones(4, 4), coil_maps=torch.ones(2, 4, 4)), TypeError, "coil_maps"),
+        (lambda: MRI(torch.ones(4, 4), coil_maps=torch.ones(2, 4, 5, dtype=torch.complex64)), ValueError, "coil_maps"),
+        (lambda: MRI(torch.ones(4, 4), coil_maps=torch.ones(4, 4, dtype=torch.complex64)), ValueError, "coil_maps"),
+        (lambda: MRI(torch.ones(4, 4), dtype=torch.float16), TypeError, "dtype"),
+    ],
+)
+def test_mri_bad_construction(build, exc, name):
+    with pytest.raises(exc, match=name):
+        build()
+
+
+def _bad_images():
+    x = torch.randn(2, 2, 6, 7)
+    nan = x.clone()
+    nan[1, 1, 2, 3] = float("nan")
+    return [
+        (torch.randn(2, 1, 6, 7), ValueError, "2 channels"),
+        (torch.randn(2, 3, 6, 7), ValueError, "2 channels"),
+        (torch.randn(2, 6, 7), ValueError, "dimensions"),
+        (x[..., :6], ValueError, "spatial"),
+        (nan, ValueError, "NaN"),
+        (x.double(), TypeError, "dtype"),
+        (torch.randn(2, 6, 7, dtype=torch.complex128), TypeError, "dtype"),
+        (torch.randn(2, 2, 6, 7, dtype=torch.complex64), ValueError, "1 channels"),
+    ]
+
+
+@pytest.mark.parametrize("bad, exc, what", _bad_images())
+def test_mri_bad_images(bad, exc, what):
+    with pytest.raises(exc, match=f"^x .*{what}"):
+        MRI(torch.ones(6, 7)).A(bad)
+
+
+@pytest.mark.parametrize(
+    "bad, what",
+    [
+        (torch.randn(2, 2, 3, 6, 7), "coils"),
+        (torch.randn(2, 2, 6, 7), "dimensions"),
+        (torch.randn(2, 4, 6, 7, dtype=torch.complex64), "coils"),
+        (torch.randn(2, 3, 2, 6, 7), "2 channels"),
+    ],
+)
+def test_mri_bad_multicoil_measurements(bad, what):
+    op = MRI(torch.ones(6, 7), coil_maps=torch.ones(2, 6, 7, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=f"^y .*{what}"):
+        op.A_adjoint(bad)
+
+
+def test_mri_update_mask_refreshes_operator():
+    shape = (6, 7)
+    op = MRI(torch.ones(shape), dtype=torch.float64)
+    x = torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(17))
+    op.A(x)
+    new = random_mask(shape, 2, 0.2, generator=_gen(18))
+    op.update(mask=new)
+    torch.testing.assert_close(op.A(x), MRI(new, dtype=torch.float64).A(x))
+    with pytest.raises(ValueError, match="mask"):
+        MRI(torch.ones(shape), coil_maps=torch.ones(1, *shape, dtype=torch.complex64)).update(mask=torch.ones(5, 5))
