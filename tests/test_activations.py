@@ -184,11 +184,11 @@ def test_smooth_prox_float64_accurate_against_mpmath(act):
 
 @pytest.mark.parametrize("act", LEGENDRE, ids=repr)
 def test_smooth_prox_extreme_steps_and_dtype(act):
+    grid = torch.linspace(-80, 80, 161, dtype=DT)[:, None]
+    u = act.prox(grid, torch.logspace(-6, 6, 25, dtype=DT))  # converges (else RuntimeError)
+    assert torch.all(act.in_domain(u))
+    assert torch.all(u.diff(dim=0) >= 0)  # prox is monotone
     v = torch.linspace(-60, 60, 41, dtype=DT)
-    for gamma in (1e-5, 1e-2, 1e2, 1e5):
-        u = act.prox(v, gamma)
-        assert torch.all(act.in_domain(u))
-        assert torch.all(u.diff() >= 0)  # prox is monotone
     u32 = act.prox(v.float(), 0.5)
     assert u32.dtype == torch.float32
     torch.testing.assert_close(u32, act.prox(v, 0.5).float())

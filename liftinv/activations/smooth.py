@@ -9,8 +9,10 @@ ranges over the whole line) gives the well-conditioned scalar equation
 .. math:: f(s) = (1-\gamma)\,\sigma(s) + \gamma s - v = 0,
    \qquad f'(s) = (1-\gamma)\,\sigma'(s) + \gamma > 0,
 
-whose root lies in the bracket :math:`\gamma s \in v - (1-\gamma)[lo, hi]`. It is solved by a
-vectorised Newton iteration safeguarded by bisection, in float64, to roundoff accuracy.
+whose root lies in the bracket :math:`\gamma s \in v - (1-\gamma)[lo, hi]`. Both activations are
+convex for :math:`s < 0` and concave for :math:`s > 0`; a vectorised Newton iteration started at
+the bracket end (or 0) from which it is monotone converges to the root in float64 to roundoff
+accuracy, typically in fewer than 10 steps.
 """
 from __future__ import annotations
 
@@ -96,24 +98,26 @@ class LegendreActivation(Activation):
             c = 1 - gb
             lo = (vb - torch.maximum(c * self.lo, c * self.hi)) / gb
             hi = (vb - torch.minimum(c * self.lo, c * self.hi)) / gb
-            s = torch.minimum(torch.maximum((vb - c * self(vb)) / gb, lo), hi)
-            bound = max(abs(self.lo), abs(self.hi))
+            # sigma is convex on s < 0 and concave on s > 0, so is f where c > 0 (flipped where
+            # c < 0). Newton started on the side where f is concave from the left (f < 0), or
+            # convex from the right (f > 0), moves monotonically to the root and stays there.
+            zero = torch.zeros((), dtype=v.dtype, device=v.device)
+            right = c * self(zero) < vb  # the root is positive
+            from_left = right == (c > 0)
+            s = torch.where(
+                from_left,
+                torch.where(right, lo.clamp_min(0), lo),
+                torch.where(right, hi, hi.clamp_max(0)),
+            )
+            noise = 8 * _EPS * (vb.abs() + c.abs() * max(abs(self.lo), abs(self.hi)))
             for _ in range(_MAX_ITER):
                 t = self(s)
                 f = c * t + gb * s - vb
                 step = f / (c * self._slope(t) + gb)
-                done = (
-                    (f.abs() <= 8 * _EPS * (vb.abs() + (gb * s).abs() + c.abs() * bound))
-                    | (step.abs() <= 2 * _EPS * s.abs())
-                    | f.isnan()
-                )
-                if bool(done.all()):
+                done = (f.abs() <= noise + 8 * _EPS * (gb * s).abs()) | (step.abs() <= 2 * _EPS * s.abs())
+                if bool((done | f.isnan()).all()):
                     break
-                lo = torch.where(f < 0, s, lo)
-                hi = torch.where(f > 0, s, hi)
-                s_new = s - step
-                s_new = torch.where((s_new <= lo) | (s_new >= hi), 0.5 * (lo + hi), s_new)
-                s = torch.where(done, s, s_new)
+                s = torch.where(done, s, s - step)
             else:
                 raise RuntimeError(f"{type(self).__name__}.prox: Newton did not converge")
             t = self(s)

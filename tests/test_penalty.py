@@ -1,0 +1,152 @@
+"""Contract tests of the penalty family (Bregman, MAC, Fenchel) over every activation: values,
+gradients against float64 autograd, surrogates through an affine map, output prox against
+brute-force and scipy minimisers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize
+from test_activations import DT, brute_min, domain_points, gen, randn
+
+from liftinv.activations import ACTIVATIONS, Softmax, Tanh
+from liftinv.penalty import BREGMAN, FENCHEL, MAC, PENALTIES, bregman
+
+ELEMENTWISE = [act for act in ACTIVATIONS if act.elementwise]
+PEN_IDS = {BREGMAN: "bregman", MAC: "mac", FENCHEL: "fenchel"}
+penalties = pytest.mark.parametrize("pen", PENALTIES, ids=PEN_IDS.get)
+activations = pytest.mark.parametrize("act", ACTIVATIONS, ids=repr)
+
+
+@penalties
+@activations
+def test_value_nonnegative_and_zero_on_constraint(pen, act):
+    g = gen(20)
+    shape = (3, 5, 2, 3)
+    a = randn(*shape, g=g, scale=2.0)
+    z = domain_points(act, shape, g)
+    val = pen.value(act, z, a)
+    assert val.shape == (3,)
+    assert torch.all(val >= -1e-12)
+    assert torch.all(pen.value(act, z + 0.1 * (act(a) - z), a) <= val + 1e-12)  # convex in z
+    torch.testing.assert_close(pen.value(act, act(a), a), torch.zeros(3, dtype=DT), atol=1e-11, rtol=0)
+
+
+@penalties
+@activations
+def test_residual_is_gradient_of_value(pen, act):
+    g = gen(21)
+    shape = (3, 5, 3)
+    a = randn(*shape, g=g, scale=2.0).requires_grad_(True)
+    z = domain_points(act, shape, g)
+    (grad,) = torch.autograd.grad(pen.value(act, z, a).sum(), a)
+    torch.testing.assert_close(pen.residual(act, z, a), grad, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("conv", [False, True], ids=["linear", "conv"])
+@penalties
+@activations
+def test_surrogate_gives_exact_affine_gradients(pen, act, conv):
+    """a = W x + b: autograd of the surrogate equals autograd of the value in W, b and x."""
+    g = gen(22)
+    if conv:
+        x = randn(3, 2, 5, 4, g=g).requires_grad_(True)
+        w, b = randn(5, 2, 3, 3, g=g, scale=0.5), randn(5, g=g)
+        affine = lambda x, w, b: F.conv2d(x, w, b, padding=1)  # noqa: E731
+    else:
+        x = randn(3, 7, g=g).requires_grad_(True)
+        w, b = randn(5, 7, g=g, scale=0.5), randn(5, g=g)
+        affine = F.linear
+    w.requires_grad_(True)
+    b.requires_grad_(True)
+    z = domain_points(act, affine(x, w, b).shape, g)
+    exact = torch.autograd.grad(pen.value(act, z, affine(x, w, b)).sum(), (w, b, x))
+    surrogate = pen.surrogate(act, z, affine(x, w, b))
+    assert surrogate.shape == (3,)
+    for got, want in zip(torch.autograd.grad(surrogate.sum(), (w, b, x)), exact):
+        torch.testing.assert_close(got, want, atol=1e-11, rtol=1e-11)
+
+
+@pytest.mark.parametrize("tau", [0.5, 2.0, "tensor"])
+@penalties
+@pytest.mark.parametrize("act", ELEMENTWISE, ids=repr)
+def test_prox_output_matches_brute_force(pen, act, tau):
+    """argmin_z P(z, a) + |z - v|^2 / (2 tau), entry by entry (each entry a batch of one)."""
+    g = gen(23)
+    a, v = randn(13, g=g, scale=2.0), randn(13, g=g, scale=2.0)
+    t_full = 0.2 + 2 * torch.rand(13, generator=g, dtype=DT) if tau == "tensor" else torch.full((13,), tau, dtype=DT)
+    z = pen.prox_output(act, a[:, None], v[:, None], t_full[:, None] if tau == "tensor" else tau)[:, 0]
+
+    def objective(cand: torch.Tensor) -> torch.Tensor:
+        n, k = cand.shape
+        p = pen.value(act, cand.reshape(-1, 1), a.repeat_interleave(k)[:, None]).reshape(n, k)
+        return p + (cand - v[:, None]) ** 2 / (2 * t_full[:, None])
+
+    radius = v.abs() + t_full * a.abs() + 3
+    z_bf, _ = brute_min(objective, -radius, radius)
+    torch.testing.assert_close(z, z_bf, atol=1e-7, rtol=0)
+
+
+def test_mac_prox_output_softmax_against_scipy():
+    act, g = Softmax(), gen(24)
+    a, v = randn(2, 4, g=g, scale=2.0), randn(2, 4, g=g)
+    z = MAC.prox_output(act, a, v, 0.7)
+    for i in range(2):
+        def objective(zi: np.ndarray) -> float:
+            zt = torch.tensor(zi, dtype=DT)[None]
+            return (MAC.value(act, zt, a[i : i + 1]) + ((zt - v[i]) ** 2).sum() / 1.4).item()
+
+        res = minimize(objective, np.zeros(4), method="BFGS", options={"gtol": 1e-10})
+        np.testing.assert_allclose(z[i].numpy(), res.x, atol=1e-6)
+    with pytest.raises(ValueError, match="gamma == 1"):
+        BREGMAN.prox_output(act, a, v, 0.7)
+
+
+@activations
+def test_bregman_and_fenchel_agree(act):
+    g = gen(25)
+    shape = (4, 3, 5)
+    a = randn(*shape, g=g, scale=2.0)
+    z = domain_points(act, shape, g)
+    torch.testing.assert_close(FENCHEL.value(act, z, a), BREGMAN.value(act, z, a), atol=1e-11, rtol=1e-11)
+    torch.testing.assert_close(bregman(act, z, a), act.divergence(z, a).flatten(1).sum(1))
+
+
+def test_bregman_is_cross_entropy_for_one_hot_softmax():
+    g = gen(26)
+    a = randn(5, 4, g=g, scale=2.0)
+    labels = torch.randint(0, 4, (5,), generator=g)
+    z = F.one_hot(labels, 4).to(DT)
+    torch.testing.assert_close(bregman(Softmax(), z, a), F.cross_entropy(a, labels, reduction="none"))
+
+
+def test_mac_residual_has_sigma_prime():
+    """MAC's gradient is sigma'(a)(sigma(a) - z); Bregman's is sigma(a) - z."""
+    g = gen(27)
+    a, z = randn(3, 5, g=g, scale=2.0), randn(3, 5, g=g).clamp(-0.9, 0.9)
+    s = torch.tanh(a)
+    torch.testing.assert_close(MAC.residual(Tanh(), z, a), (1 - s**2) * (s - z))
+    torch.testing.assert_close(BREGMAN.residual(Tanh(), z, a), s - z)
+
+
+@penalties
+def test_bad_inputs(pen):
+    act = Tanh()
+    z, a = torch.zeros(2, 3, dtype=DT), torch.zeros(2, 3, dtype=DT)
+    with pytest.raises(ValueError, match=r"z and a must have the same shape, got z \(2, 3\) and a \(2, 4\)"):
+        pen.value(act, z, torch.zeros(2, 4, dtype=DT))
+    with pytest.raises(ValueError, match="z and a must have the same shape"):
+        pen.residual(act, z, a[:, :2])
+    with pytest.raises(ValueError, match="z and a must have the same shape"):
+        pen.surrogate(act, z[:1], a)
+    with pytest.raises(ValueError, match="a and v must have the same shape"):
+        pen.prox_output(act, a, z[:, :1], 1.0)
+    with pytest.raises(TypeError, match="same dtype"):
+        pen.value(act, z.float(), a)
+    with pytest.raises(ValueError, match="batch dimension"):
+        pen.value(act, z[0, 0], a[0, 0])
+    with pytest.raises(TypeError, match="a must be a torch.Tensor"):
+        pen.residual(act, z, a.tolist())
+    with pytest.raises(ValueError, match="tau must be positive, got -1"):
+        pen.prox_output(act, a, z, -1.0)
