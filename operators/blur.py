@@ -157,6 +157,10 @@ class Blur(LinearPhysics):
         h, w = self.kernel.shape[-2:]
         return (w - 1 - w // 2, w // 2, h - 1 - h // 2, h // 2)
 
+    def _half(self) -> tuple[int, int]:
+        r"""Kernel centre :math:`c = (\lfloor h/2 \rfloor, \lfloor w/2 \rfloor)`."""
+        return self.kernel.shape[-2] // 2, self.kernel.shape[-1] // 2
+
     def _spectrum(self, grid: tuple[int, int], shift: tuple[int, int]) -> Tensor:
         r"""rfft2 of :math:`g` on ``grid`` with :math:`g[(p - s) \bmod N] = k[p]`, so that
         :math:`(g \circledast u)[i] = \sum_p k[p] u[i - p + s]`. Cached per grid/shift/dtype/device."""
@@ -172,10 +176,10 @@ class Blur(LinearPhysics):
         """FFT grid and kernel shift: the image grid for circular, else a fast size >= H + h - 1."""
         h, w = self.kernel.shape[-2:]
         if self.boundary == "circular":
-            return (height, width), (h // 2, w // 2)
+            return (height, width), self._half()
         grid = (next_fast_len(height + h - 1, real=True), next_fast_len(width + w - 1, real=True))
         # Zero boundary: rfft2's own zero extension replaces the padding, centre shift c.
-        return grid, ((h // 2, w // 2) if self.boundary == "zero" else (h - 1, w - 1))
+        return grid, (self._half() if self.boundary == "zero" else (h - 1, w - 1))
 
     def _direct(self, x: Tensor, transpose: bool) -> Tensor:
         """Depthwise (transposed) valid convolution with the flipped kernel, every image and

@@ -1,0 +1,116 @@
+"""Blur and MRI operators against deepinv, side by side in one run.
+
+``python -m liftinv.bench.blur_mri [--quick] [--device cpu]`` prints the table; the
+``operators`` section of ``python -m liftinv.bench`` calls :func:`run`.
+
+Cases (batch 8, float32): circular Gaussian blur vs ``deepinv.physics.BlurFFT``; reflect and zero
+boundary blur vs ``deepinv.physics.Blur`` with the same padding; single-coil MRI vs
+``deepinv.physics.MRI``; 4-coil MRI vs ``deepinv.physics.MultiCoilMRI``. Each operator's ``A`` and
+``A_adjoint`` is timed as the median of repeats after warm-up, the two implementations called
+in turn; ``ratio_vs_project`` is the time
+divided by the project's time for the same case and map (> 1: slower than the project).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import deepinv as dinv
+import torch
+
+from operators.blur import Blur
+from operators.kernels import gaussian_kernel
+from operators.masks import random_mask
+from operators.mri import MRI
+
+BATCH = 8
+BLUR_CHANNELS = 3
+N_COILS = 4
+SIGMA = 2.0
+
+
+def _median_seconds(fns: list[Callable[[], torch.Tensor]], repeats: int, device: str) -> list[float]:
+    """Median wall time of each function over ``repeats`` calls after two warm-up calls; the
+    functions are called in turn within each repeat so that they share the machine's load."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    times: list[list[float]] = [[] for _ in fns]
+    for i in range(repeats + 2):
+        for fn, record in zip(fns, times):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            if i >= 2:
+                record.append(time.perf_counter() - start)
+    return [statistics.median(record) for record in times]
+
+
+def _pairs(size: int, device: str, generator: torch.Generator) -> list[tuple[str, object, object, torch.Tensor]]:
+    """``(case, project operator, deepinv operator, input)`` for one image size."""
+    kernel = gaussian_kernel(SIGMA, dtype=torch.float32)
+    filt = kernel[None, None].to(device)
+    img = torch.rand(BATCH, BLUR_CHANNELS, size, size, generator=generator).to(device)
+    mask = random_mask((size, size), 4, 0.08, generator=generator)
+    coils = torch.randn(N_COILS, size, size, dtype=torch.complex64, generator=generator).to(device)
+    mri_x = torch.randn(BATCH, 2, size, size, generator=generator).to(device)
+    dmask = mask.float().to(device)
+    blur = lambda b: Blur(kernel, img_size=(BLUR_CHANNELS, size, size), boundary=b, device=device)  # noqa: E731
+    return [
+        ("blur circular", blur("circular"), dinv.physics.BlurFFT((BLUR_CHANNELS, size, size), filt, device=device), img),
+        ("blur reflect", blur("reflect"), dinv.physics.Blur(filt, padding="reflect", device=device), img),
+        ("blur zero", blur("zero"), dinv.physics.Blur(filt, padding="constant", device=device), img),
+        ("mri 1 coil", MRI(mask, device=device), dinv.physics.MRI(dmask, img_size=(size, size), device=device), mri_x),
+        (
+            f"mri {N_COILS} coils",
+            MRI(mask, coil_maps=coils, device=device),
+            dinv.physics.MultiCoilMRI(dmask, coils, img_size=(size, size), device=device),
+            mri_x,
+        ),
+    ]
+
+
+def run(quick: bool = False, device: str = "cpu") -> list[dict]:
+    """Time ``A`` and ``A_adjoint`` of each project operator and its deepinv counterpart.
+
+    Args:
+        quick: 128x128 only and fewer repeats; otherwise 128x128 and 256x256.
+        device: torch device string.
+
+    Returns:
+        One record per (case, map, method) with keys ``section, case, method, seconds,
+        ratio_vs_project``.
+    """
+    generator = torch.Generator().manual_seed(0)
+    repeats = 7 if quick else 21
+    records = []
+    with torch.no_grad():
+        for size in (128,) if quick else (128, 256):
+            for case, project, reference, x in _pairs(size, device, generator):
+                y = project.A(x)
+                for name, inp in (("A", x), ("A_adjoint", y)):
+                    methods = (("liftinv", project), ("deepinv", reference))
+                    fns = [lambda op=op: getattr(op, name)(inp) for _, op in methods]
+                    seconds = _median_seconds(fns, repeats, device)
+                    for (method, _), sec in zip(methods, seconds):
+                        records.append(
+                            {
+                                "section": "blur_mri",
+                                "case": f"{case} {size}x{size} b{BATCH} {name}",
+                                "method": method,
+                                "seconds": sec,
+                                "ratio_vs_project": sec / seconds[0],
+                            }
+                        )
+    return records
+
+
+if __name__ == "__main__":
+    from liftinv.bench import format_table
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="128x128 only, fewer repeats")
+    parser.add_argument("--device", default="cpu", help="torch device")
+    args = parser.parse_args()
+    print(format_table(run(quick=args.quick, device=args.device)))
