@@ -36,7 +36,9 @@ def _check_pair(name1: str, t1: Tensor, name2: str, t2: Tensor) -> None:
     if t1.dtype != t2.dtype:
         raise TypeError(f"{name1} and {name2} must have the same dtype, got {t1.dtype} and {t2.dtype}")
     if t1.device != t2.device:
-        raise ValueError(f"{name1} and {name2} must be on the same device, got {t1.device} and {t2.device}")
+        raise ValueError(
+            f"{name1} and {name2} must be on the same device, got {t1.device} and {t2.device}"
+        )
 
 
 def per_sample(t: Tensor) -> Tensor:

@@ -75,7 +75,10 @@ def test_prox_output_matches_brute_force(pen, act, tau):
     """argmin_z P(z, a) + |z - v|^2 / (2 tau), entry by entry (each entry a batch of one)."""
     g = gen(23)
     a, v = randn(13, g=g, scale=2.0), randn(13, g=g, scale=2.0)
-    t_full = 0.2 + 2 * torch.rand(13, generator=g, dtype=DT) if tau == "tensor" else torch.full((13,), tau, dtype=DT)
+    if tau == "tensor":
+        t_full = 0.2 + 2 * torch.rand(13, generator=g, dtype=DT)
+    else:
+        t_full = torch.full((13,), tau, dtype=DT)
     z = pen.prox_output(act, a[:, None], v[:, None], t_full[:, None] if tau == "tensor" else tau)[:, 0]
 
     def objective(cand: torch.Tensor) -> torch.Tensor:
@@ -134,7 +137,8 @@ def test_mac_residual_has_sigma_prime():
 def test_bad_inputs(pen):
     act = Tanh()
     z, a = torch.zeros(2, 3, dtype=DT), torch.zeros(2, 3, dtype=DT)
-    with pytest.raises(ValueError, match=r"z and a must have the same shape, got z \(2, 3\) and a \(2, 4\)"):
+    shapes = r"z and a must have the same shape, got z \(2, 3\) and a \(2, 4\)"
+    with pytest.raises(ValueError, match=shapes):
         pen.value(act, z, torch.zeros(2, 4, dtype=DT))
     with pytest.raises(ValueError, match="z and a must have the same shape"):
         pen.residual(act, z, a[:, :2])

@@ -30,8 +30,11 @@ SUPPORTED = (
     "nn.Softshrink, nn.Tanh, nn.Sigmoid, nn.Softmax(dim=1), liftinv activations"
 )
 
-_MONOTONE_LIPSCHITZ = "is monotone and 1-Lipschitz, hence a proximal map, but liftinv has no closed form of its Psi"
+_MONOTONE_LIPSCHITZ = (
+    "is monotone and 1-Lipschitz, hence a proximal map, but liftinv has no closed form of its Psi"
+)
 _NOT_PROX = ", hence not a proximal map"
+_STEEP = "has slope above 1 (not non-expansive)" + _NOT_PROX
 #: Refused torch modules (checked in order with isinstance) and why.
 _REASONS: dict[type, str] = {
     nn.GELU: "is non-monotone" + _NOT_PROX,
@@ -39,9 +42,11 @@ _REASONS: dict[type, str] = {
     nn.Mish: "is non-monotone" + _NOT_PROX,
     nn.Hardswish: "is non-monotone" + _NOT_PROX,
     nn.Softmin: "is decreasing (non-monotone)" + _NOT_PROX,
-    nn.LogSoftmax: "has the non-symmetric Jacobian I - 1 softmax^T, so it is not the gradient of a convex function" + _NOT_PROX,
+    nn.LogSoftmax: "has the non-symmetric Jacobian I - 1 softmax^T, so it is not the gradient of "
+    "a convex function" + _NOT_PROX,
     nn.SELU: "has slope scale = 1.0507 > 1 (not non-expansive)" + _NOT_PROX,
-    nn.PReLU: "has an unconstrained learnable slope (it may be negative or above 1); use nn.LeakyReLU with a fixed slope in [0, 1]",
+    nn.PReLU: "has an unconstrained learnable slope (it may be negative or above 1); "
+    "use nn.LeakyReLU with a fixed slope in [0, 1]",
     nn.RReLU: "has a random slope in training mode; use nn.LeakyReLU with a fixed slope in [0, 1]",
     nn.Hardshrink: "is discontinuous" + _NOT_PROX,
     nn.Threshold: "is discontinuous" + _NOT_PROX,
@@ -104,12 +109,12 @@ def _reason(module: nn.Module) -> str:
         slope = module.negative_slope
         if slope < 0:
             return f"LeakyReLU with negative_slope={slope} < 0 is non-monotone" + _NOT_PROX
-        return f"LeakyReLU with negative_slope={slope} > 1 has slope above 1 (not non-expansive)" + _NOT_PROX
+        return f"LeakyReLU with negative_slope={slope} > 1 " + _STEEP
     if isinstance(module, nn.ELU):
         if module.alpha < 0:
             return f"ELU with alpha={module.alpha} < 0 is non-monotone" + _NOT_PROX
         if module.alpha > 1:
-            return f"ELU with alpha={module.alpha} > 1 has slope above 1 (not non-expansive)" + _NOT_PROX
+            return f"ELU with alpha={module.alpha} > 1 " + _STEEP
         return f"ELU with alpha={module.alpha} in [0, 1] " + _MONOTONE_LIPSCHITZ
     if isinstance(module, nn.Softmax):
         return f"Softmax is supported over dim=1 only (the class dimension), got dim={module.dim}"

@@ -114,7 +114,8 @@ class LegendreActivation(Activation):
                 t = self(s)
                 f = c * t + gb * s - vb
                 step = f / (c * self._slope(t) + gb)
-                done = (f.abs() <= noise + 8 * _EPS * (gb * s).abs()) | (step.abs() <= 2 * _EPS * s.abs())
+                done = f.abs() <= noise + 8 * _EPS * (gb * s).abs()
+                done |= step.abs() <= 2 * _EPS * s.abs()
                 if bool((done | f.isnan()).all()):
                     break
                 s = torch.where(done, s, s - step)
