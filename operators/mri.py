@@ -27,18 +27,20 @@ from torch import Tensor
 
 from operators.checks import check_tensor, clear_opnorm
 
-_COMPLEX = {torch.float16: torch.complex32, torch.float32: torch.complex64, torch.float64: torch.complex128}
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 
 def _centring_phases(n: int) -> tuple[Tensor, Tensor]:
-    r"""1-D factors :math:`(D_\text{in}, D_\text{out})` with
-    :math:`\operatorname{fftshift}(\operatorname{fft}(\operatorname{ifftshift}(x))) = D_\text{out}\operatorname{fft}(D_\text{in} x)`,
-    in complex128; exponents reduced modulo ``n`` so that even sizes give exactly +-1 real parts."""
+    r"""1-D factors :math:`(D_\text{in}, D_\text{out})` in complex128 with
+    :math:`\operatorname{fftshift}(\operatorname{fft}(\operatorname{ifftshift}(x))) = D_\text{out}\operatorname{fft}(D_\text{in} x)`;
+    exponents are reduced modulo ``n`` so that even sizes give real parts of exactly +-1."""
     s, idx = n // 2, torch.arange(n, dtype=torch.int64)
-    angle = lambda m: (2 * math.pi / n) * torch.remainder(m, n).to(torch.float64)  # noqa: E731
-    return torch.polar(torch.ones(n, dtype=torch.float64), angle(s * (idx - s))), torch.polar(
-        torch.ones(n, dtype=torch.float64), angle(s * idx)
-    )
+
+    def phase(m: Tensor) -> Tensor:
+        angle = (2 * math.pi / n) * torch.remainder(m, n).to(torch.float64)
+        return torch.polar(torch.ones_like(angle), angle)
+
+    return phase(s * (idx - s)), phase(s * idx)
 
 
 class MRI(LinearPhysics):
@@ -117,6 +119,8 @@ class MRI(LinearPhysics):
 
     def _to_complex(self, t: Tensor, name: str, coil_axis: bool) -> tuple[Tensor, str]:
         """Validate ``t`` and return its complex core ``(B, [N,] H, W)`` and its representation."""
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         core_ndim = 4 if coil_axis else 3
         if t.is_complex() and t.ndim == core_ndim:
             rep, channels = "complex", None
@@ -133,6 +137,7 @@ class MRI(LinearPhysics):
 
     @staticmethod
     def _from_complex(z: Tensor, rep: str) -> Tensor:
+        """Complex core ``(B, [N,] H, W)`` back to the representation ``rep`` (a view, no copy)."""
         if rep == "real":
             return torch.view_as_real(z).movedim(-1, 1)
         return z.unsqueeze(1) if rep == "complex1" else z

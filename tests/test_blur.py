@@ -202,6 +202,18 @@ def test_blur_noise_model_and_deepinv_data_fidelity():
     torch.testing.assert_close(grad, op.A_adjoint(op.A(z) - y))
 
 
+def test_blur_works_with_deepinv_least_squares_prox():
+    """deepinv's iterative prox_l2 (lsqr through our A and A_adjoint) meets its optimality condition
+    A^T (A z - y) + (z - u) / gamma = 0."""
+    g = _gen(9)
+    op = Blur(gaussian_kernel(1.0), boundary="replicate", dtype=torch.float64)
+    y = op.A(torch.rand(2, 1, 15, 17, dtype=torch.float64, generator=g))
+    u = torch.rand(2, 1, 15, 17, dtype=torch.float64, generator=g)
+    z = op.prox_l2(u, y, gamma=0.5)
+    residual = op.A_adjoint(op.A(z) - y) + (z - u) / 0.5
+    assert residual.norm() < 1e-3 * u.norm()
+
+
 def test_blur_update_kernel_refreshes_cached_spectrum():
     g = _gen(8)
     x = torch.randn(2, 1, 9, 9, dtype=torch.float64, generator=g)

@@ -144,6 +144,17 @@ def test_mri_noise_only_on_sampled_entries():
     assert noise[..., mask].std().item() == pytest.approx(0.2, rel=0.1)
 
 
+def test_mri_works_with_deepinv_least_squares_prox():
+    """deepinv's iterative prox_l2 through our A and A_adjoint meets A^T (A z - y) + (z - u) / gamma = 0."""
+    shape = (9, 10)
+    op = MRI(random_mask(shape, 2, 0.2, generator=_gen(19)), coil_maps=_coil_maps(3, shape, torch.float64), dtype=torch.float64)
+    y = op.A(torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(20)))
+    u = torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(21))
+    z = op.prox_l2(u, y, gamma=0.5)
+    residual = op.A_adjoint(op.A(z) - y) + (z - u) / 0.5
+    assert residual.norm() < 1e-3 * u.norm()
+
+
 # ---------------------------------------------------------------- masks
 
 
@@ -245,6 +256,7 @@ def _bad_images():
         (x.double(), TypeError, "dtype"),
         (torch.randn(2, 6, 7, dtype=torch.complex128), TypeError, "dtype"),
         (torch.randn(2, 2, 6, 7, dtype=torch.complex64), ValueError, "1 channels"),
+        (x.numpy(), TypeError, "Tensor"),
     ]
 
 
