@@ -67,9 +67,10 @@ def test_motion_kernel_geometry():
     assert horizontal.shape == (5, 5)
     np.testing.assert_allclose(horizontal[2].numpy(), np.full(5, 0.2), atol=1e-15)
     assert horizontal.sum(1)[[0, 1, 3, 4]].abs().max() == 0
-    torch.testing.assert_close(motion_kernel(6, 90), horizontal_t := motion_kernel(6, 0).T)
+    vertical = motion_kernel(6, 90)
+    assert vertical.shape == (7, 7)
+    torch.testing.assert_close(vertical, motion_kernel(6, 0).T)
     torch.testing.assert_close(motion_kernel(6, 180 + 37), motion_kernel(6, 37))
-    assert horizontal_t.shape == (7, 7)
     # Centred (zero first moment) and elongated along (-sin, cos) in (row, col) coordinates.
     angle = 30.0
     k = motion_kernel(9, angle)
