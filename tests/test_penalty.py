@@ -44,16 +44,17 @@ def test_residual_is_gradient_of_value(pen, act):
     torch.testing.assert_close(pen.residual(act, z, a), grad, atol=1e-12, rtol=1e-12)
 
 
-@pytest.mark.parametrize("conv", [False, True], ids=["linear", "conv"])
+@pytest.mark.parametrize("conv", [False, True], ids=["linear", "conv1x1"])
 @penalties
 @activations
 def test_surrogate_gives_exact_affine_gradients(pen, act, conv):
     """a = W x + b: autograd of the surrogate equals autograd of the value in W, b and x."""
     g = gen(22)
     if conv:
+        # 1x1 convolution on images: softmax then runs over channels
         x = randn(3, 2, 5, 4, g=g).requires_grad_(True)
-        w, b = randn(5, 2, 3, 3, g=g, scale=0.5), randn(5, g=g)
-        affine = lambda x, w, b: F.conv2d(x, w, b, padding=1)  # noqa: E731
+        w, b = randn(5, 2, g=g, scale=0.5), randn(5, g=g)
+        affine = lambda x, w, b: torch.einsum("oc,bchw->bohw", w, x) + b[:, None, None]  # noqa: E731
     else:
         x = randn(3, 7, g=g).requires_grad_(True)
         w, b = randn(5, 7, g=g, scale=0.5), randn(5, g=g)
