@@ -301,11 +301,12 @@ class Radon(LinearPhysics):
         rays = _SparseMatmul.apply(stacked.T, self._matrix, self._matrix_t)  # (n_ang * n_det, BC)
         return rays.T.reshape(b, ch, self.angles.numel(), self.n_detectors).transpose(-1, -2).contiguous()
 
-    def _backward(self, y: Tensor) -> Tensor:
-        """Unchecked :math:`A^\top y`: the two halves of ``M^T y`` are :math:`x` and :math:`x^\top`."""
-        b, ch, n = y.shape[0], y.shape[1], self.n
-        rays = y.transpose(-1, -2).reshape(b * ch, -1)
-        both = _SparseMatmul.apply(rays.T, self._matrix_t, self._matrix).T.reshape(b, ch, 2, n, n)
+    def _backward(self, rays: Tensor) -> Tensor:
+        """Unchecked :math:`A^\top y` of ``rays`` = ``y`` in ray order ``(B, C, n_angles, n_detectors)``;
+        the two halves of ``M^T y`` are the contributions to :math:`x` and to :math:`x^\top`."""
+        b, ch, n = rays.shape[0], rays.shape[1], self.n
+        columns = rays.reshape(b * ch, -1).T
+        both = _SparseMatmul.apply(columns, self._matrix_t, self._matrix).T.reshape(b, ch, 2, n, n)
         return both[:, :, 0] + both[:, :, 1].transpose(-1, -2)
 
     def A(self, x: Tensor) -> Tensor:
@@ -314,14 +315,14 @@ class Radon(LinearPhysics):
 
     def A_adjoint(self, y: Tensor) -> Tensor:
         r"""Back-projection :math:`A^\top y` (exact transpose of :meth:`A`) of shape ``(B, C, N, N)``."""
-        return self._backward(self._check(y, "y", self.sinogram_shape))
+        return self._backward(self._check(y, "y", self.sinogram_shape).transpose(-1, -2))
 
     def _filter(self, name: str, size: int) -> Tensor:
         """Cached rFFT half of :func:`fourier_filter` on this operator's dtype and device."""
         key = (name, size, self.dtype, self._matrix.device)
         if key not in self._filters:
             full = fourier_filter(size, name, dtype=self.dtype, device=self._matrix.device)
-            self._filters[key] = full[: size // 2 + 1, None]
+            self._filters[key] = full[: size // 2 + 1]
         return self._filters[key]
 
     def fbp(self, y: Tensor, filter: str = "ramp") -> Tensor:
@@ -342,7 +343,6 @@ class Radon(LinearPhysics):
         self._check(y, "y", self.sinogram_shape)
         m = default_detectors(self.n_detectors, False) if self.circle else self.n_detectors
         size = max(64, 2 ** math.ceil(math.log2(2 * m)))
-        spectrum = torch.fft.rfft(y, n=size, dim=-2) * self._filter(filter, size)
-        filtered = torch.fft.irfft(spectrum, n=size, dim=-2)[..., : self.n_detectors, :]
-        scale = math.pi / (2 * self.angles.numel())
-        return self._backward(filtered) * scale
+        spectrum = torch.fft.rfft(y.transpose(-1, -2), n=size) * self._filter(filter, size)
+        filtered = torch.fft.irfft(spectrum, n=size)[..., : self.n_detectors]
+        return self._backward(filtered) * (math.pi / (2 * self.angles.numel()))
