@@ -2,6 +2,7 @@
 point (closed form), update rules against torch.optim and a textbook FISTA, lifted networks."""
 from __future__ import annotations
 
+import copy
 import io
 import math
 
@@ -288,3 +289,224 @@ def test_nesterov_default_is_textbook_fista():
         y = x + (t - 1) / t_next * (x - x_prev)
         x_prev, t = x, t_next
     _assert_trajectories(_rule_iterates(Nesterov(), [x0], grad, step, 25, prox), expected, 1e-12)
+
+
+# ----------------------------------------------------------------------------- solver state
+def test_parameter_state_survives_a_new_batch():
+    solver = BCD(var_rule=Nesterov(), param_rule=HeavyBall(0.5))
+    first = two_blocks(seed=0)
+    state = solver.step(first, solver.init(first))
+    second = two_blocks(seed=6)  # a new batch with the same parameter group
+    second.set(Params(0), first.get(Params(0)))
+    state = solver.reset_vars(state)
+    assert state.var_states == {} and set(state.param_states) == {0}
+    w, w_prev = first.get(Params(0))[0], state.param_states[0]["prev"][0]
+    state = solver.step(second, state)
+    # the parameter momentum continued from the first batch: heavy ball at the new variables
+    (mats, c), x = second.terms[0], second.get(Var(1))[0]
+    g = mats[Params(0)].T @ (mats[Var(1)] @ x + mats[Params(0)] @ w - c)
+    expected = w - g / second.lipschitz(Params(0)) + 0.5 * (w - w_prev)
+    torch.testing.assert_close(second.get(Params(0))[0], expected, atol=1e-14, rtol=0)
+
+
+def test_state_round_trips_through_a_weights_only_checkpoint():
+    solver = BCD(var_rule=Nesterov(), param_rule=Adam(lr=0.05))
+    problem = chain(seed=7)
+    state, _ = run(solver, problem, max_iter=4)
+    buffer = io.BytesIO()
+    torch.save(state.as_dict(), buffer)
+    buffer.seek(0)
+    loaded = SolverState.from_dict(torch.load(buffer, weights_only=True))
+    twin = copy.deepcopy(problem)
+    run(solver, problem, state, max_iter=5)
+    run(solver, twin, loaded, max_iter=5)
+    _assert_close_blocks(twin, {b: problem.get(b)[0] for b in problem.blocks()}, atol=0)
+
+
+# ----------------------------------------------------------------------------- ISGM
+def test_proximal_point_gradients_lipschitz_and_energy():
+    problem = two_blocks(seed=8)
+    g = _gen(9)
+    for b in problem.blocks():
+        problem.set(b, [torch.randn(problem.get(b)[0].shape, generator=g, dtype=DT)])
+    eta = 0.3
+    wrapped = ProximalPoint(problem, eta)
+    anchor = problem.get(Params(0))[0].clone()
+    w = anchor + torch.randn(anchor.shape, generator=g, dtype=DT)
+    wrapped.set(Params(0), [w])
+    base_energy = float(problem.energy())
+    torch.testing.assert_close(float(wrapped.energy()), base_energy + ((w - anchor) ** 2).sum().item() / (2 * eta))
+    assert wrapped.lipschitz(Params(0)) == pytest.approx(problem.lipschitz(Params(0)) + 1 / eta)
+    assert wrapped.lipschitz(Var(1)) == problem.lipschitz(Var(1))
+    leaves = {b: problem.get(b)[0].detach().requires_grad_() for b in problem.blocks()}
+    for b, v in leaves.items():
+        problem.set(b, [v])
+    autograd = torch.autograd.grad(wrapped.energy(), list(leaves.values()))
+    for b, v in leaves.items():
+        problem.set(b, [v.detach()])
+    for (ours,), theirs in zip(wrapped.grads(problem.blocks()), autograd):
+        torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=0)
+
+
+def test_isgm_step_is_the_proximal_point():
+    r"""Many inner sweeps solve :math:`\min_{x,w} \tfrac12|Ax + Bw - c|^2 + \tfrac1{2\eta}|w - w^k|^2`,
+    the least-squares problem with the extra rows :math:`[0,\ I/\sqrt\eta]\,[x; w] = w^k/\sqrt\eta`."""
+    eta = 0.2
+    problem = two_blocks(seed=10)
+    anchor = torch.randn(3, generator=_gen(11), dtype=DT)
+    problem.set(Params(0), [anchor])
+    (mats, c) = problem.terms[0]
+    rows = torch.cat([torch.cat([mats[Var(1)], mats[Params(0)]], 1), torch.cat([torch.zeros(3, 5, dtype=DT), torch.eye(3, dtype=DT) / math.sqrt(eta)], 1)])
+    target = torch.cat([c, anchor / math.sqrt(eta)])
+    solution = torch.linalg.lstsq(rows, target[:, None]).solution[:, 0]
+    state = ISGM(eta, inner_steps=400).step(problem, ISGM(eta).init(problem))
+    assert state.iteration == 1
+    _assert_close_blocks(problem, {Var(1): solution[:5], Params(0): solution[5:]}, atol=1e-9)
+
+
+@pytest.mark.parametrize("solver", [ISGM(1e3), ISGM(2.0, BCD(var_rule=Nesterov()), inner_steps=3)], ids=["large-eta", "nesterov-inner"])
+def test_isgm_converges_to_least_squares(solver):
+    problem = two_blocks(seed=12)
+    _, history = run(solver, problem, max_iter=400)
+    _assert_close_blocks(problem, problem.least_squares(), atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- run
+def test_run_stops_on_rtol_and_on_callback():
+    _, history = run(BCD(), two_blocks(), max_iter=10_000, rtol=1e-6)
+    e = history.energy
+    changes = [abs(b - a) / abs(a) for a, b in zip(e[:-1], e[1:])]
+    assert history.iterations < 10_000 and changes[-1] < 1e-6 and min(changes[:-1]) >= 1e-6
+    _, history = run(BCD(), two_blocks(), max_iter=50, callback=lambda state, h: state.iteration == 3)
+    assert history.iterations == 3
+    state, history = run(BCD(), two_blocks(), max_iter=0)
+    assert state.iteration == 0 and history.as_dict() == {"energy": history.energy, "time": [0.0], "gaps": []}
+    assert len(history.energy) == 1
+
+
+# ----------------------------------------------------------------------------- non-finite guard
+class NaNGradient(Quadratic):
+    """A chain whose gradient of ``bad`` is NaN from its ``after + 1``-th evaluation on."""
+
+    def __init__(self, base, bad, after):
+        super().__init__(base.z, base.terms, base.l1)
+        self.bad, self.after, self.calls = bad, after, 0
+
+    def grads(self, blocks):
+        out = super().grads(blocks)
+        if self.bad in blocks:
+            self.calls += 1
+            if self.calls > self.after:
+                i = list(blocks).index(self.bad)
+                out[i] = [torch.full_like(g, math.nan) for g in out[i]]
+        return out
+
+
+@pytest.mark.parametrize("rule", [Plain(), Nesterov()], ids=repr)
+@pytest.mark.parametrize("bad", [Var(2), Params(3)], ids=repr)
+def test_non_finite_update_raises_and_keeps_last_finite_values(rule, bad):
+    problem = NaNGradient(chain(seed=13), bad, after=2)
+    solver = BCD(var_rule=rule, param_rule=rule)
+    state, _ = run(solver, problem, max_iter=2)
+    kept = problem.get(bad)[0].clone()
+    name = f"{type(bad).__name__}\\({bad.index}\\)"
+    with pytest.raises(FloatingPointError, match=f"non-finite values in {name} at iteration 3; the last finite state was kept"):
+        run(solver, problem, state, max_iter=5)
+    assert all(torch.isfinite(problem.get(b)[0]).all() for b in problem.blocks())
+    torch.testing.assert_close(problem.get(bad)[0], kept, atol=0, rtol=0)
+
+
+def test_isgm_non_finite_error_names_the_outer_iteration():
+    problem = NaNGradient(chain(seed=13), Var(1), after=5)  # 2 inner sweeps per outer step
+    with pytest.raises(NonFiniteError, match=r"Var\(1\) at iteration 3;"):
+        run(ISGM(1.0, inner_steps=2), problem, max_iter=10)
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda: HeavyBall(1.2), ValueError, r"beta must be in \[0, 1\), got 1.2"),
+        (lambda: HeavyBall(-0.1), ValueError, "beta must be in"),
+        (lambda: HeavyBall("0.5"), TypeError, "beta must be a real number, got str"),
+        (lambda: Nesterov(1.0), ValueError, "beta must be in"),
+        (lambda: Adam(lr=0.0), ValueError, "lr must be a positive finite number, got 0.0"),
+        (lambda: Adam(lr=math.inf), ValueError, "lr must be"),
+        (lambda: Adam(b1=1.0), ValueError, "b1 must be in"),
+        (lambda: Adam(b2=-0.5), ValueError, "b2 must be in"),
+        (lambda: Adam(eps=0.0), ValueError, "eps must be"),
+        (lambda: BCD(step_scale=0.0), ValueError, r"step_scale must be in \(0, 2\), got 0.0"),
+        (lambda: BCD(step_scale=2.0), ValueError, "step_scale must be in"),
+        (lambda: BCD(step_scale=math.nan), ValueError, "step_scale must be in"),
+        (lambda: BCD(var_sweeps=0), ValueError, "var_sweeps must be an integer >= 1, got 0"),
+        (lambda: BCD(var_rule=Plain), TypeError, "var_rule must be a Rule, got type"),
+        (lambda: BCD(param_rule=torch.optim.Adam), TypeError, "param_rule must be a Rule"),
+        (lambda: BCD(schedule="topdown"), TypeError, "schedule must be a Schedule, got str"),
+        (lambda: ISGM(0.0), ValueError, "eta must be positive, got 0.0"),
+        (lambda: ISGM(-1.0), ValueError, "eta must be positive"),
+        (lambda: ISGM(1.0, inner_steps=0), ValueError, "inner_steps must be an integer >= 1, got 0"),
+        (lambda: ISGM(1.0, inner=Plain()), TypeError, "inner must be a BCD, got Plain"),
+        (lambda: run(BCD(), two_blocks(), max_iter=-1), ValueError, "max_iter must be an integer >= 0, got -1"),
+        (lambda: run(BCD(), two_blocks(), max_iter=2.5), ValueError, "max_iter must be"),
+        (lambda: run(BCD(), two_blocks(), max_iter=3, rtol=-1.0), ValueError, "rtol must be a finite number >= 0, got -1.0"),
+        (lambda: run(BCD(), two_blocks(), max_iter=3, rtol=math.nan), ValueError, "rtol must be"),
+        (lambda: run(BCD(), two_blocks(), max_iter=3, callback=3), TypeError, "callback must be callable, got int"),
+    ],
+)
+def test_invalid_hyper_parameters(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+# ----------------------------------------------------------------------------- lifted problems
+def _linear(n, m, g):
+    lin = nn.Linear(n, m, dtype=DT)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(m, n, generator=g, dtype=DT) / math.sqrt(n))
+        lin.bias.copy_(torch.randn(m, generator=g, dtype=DT))
+    return lin
+
+
+def _one_layer_least_squares(seed):
+    from liftinv.activations import Identity
+    from liftinv.layer import Layer
+    from liftinv.network import LiftedNetwork
+    from liftinv.problem import LiftedProblem
+
+    g = _gen(seed)
+    u, y = torch.randn(23, 4, generator=g, dtype=DT), torch.randn(23, 3, generator=g, dtype=DT)
+    lin = _linear(4, 3, g)
+    net = LiftedNetwork([Layer([0], [lin], Identity())])
+    problem = LiftedProblem(net, [u, y], free_vars=(), train_params=True)
+    design = torch.cat([u, torch.ones(23, 1, dtype=DT)], 1)
+    sol = torch.linalg.lstsq(design, y).solution
+    return problem, lin, sol[:4].T, sol[4]
+
+
+@pytest.mark.parametrize("solver", [BCD(), ISGM(1e3, inner_steps=2)], ids=["bcd", "isgm"])
+def test_one_layer_identity_is_least_squares(solver):
+    problem, lin, w_star, b_star = _one_layer_least_squares(seed=14)
+    assert problem.blocks() == [Params(0)]
+    _, history = run(solver, problem, max_iter=120)
+    torch.testing.assert_close(lin.weight.detach(), w_star, atol=1e-8, rtol=0)
+    torch.testing.assert_close(lin.bias.detach(), b_star, atol=1e-8, rtol=0)
+    assert len(history.gaps) == history.iterations + 1 and len(history.gaps[-1]) == 1
+
+
+def test_two_layer_relu_energy_decreases_monotonically():
+    from liftinv.activations import Identity, ReLU
+    from liftinv.layer import Layer
+    from liftinv.network import LiftedNetwork
+    from liftinv.problem import LiftedProblem
+
+    g = _gen(15)
+    u, y = torch.randn(19, 5, generator=g, dtype=DT), torch.randn(19, 3, generator=g, dtype=DT)
+    net = LiftedNetwork([Layer([0], [_linear(5, 7, g)], ReLU()), Layer([1], [_linear(7, 3, g)], Identity())])
+    xs = net.feasible(u)
+    xs[2] = y
+    problem = LiftedProblem(net, xs, free_vars=(1,), train_params=True)
+    assert problem.blocks() == [Var(1), Params(0), Params(1)]
+    _, history = run(BCD(), problem, max_iter=30)
+    e = torch.tensor(history.energy)
+    assert (e[1:] <= e[:-1] + 1e-12 * e[0]).all()
+    assert e[-1] < 0.5 * e[0]
