@@ -185,7 +185,9 @@ def test_inertial_bcd_converges(solver):
 
 
 def _iterations_to(solver, problem, target, tol):
-    stop = lambda state, history: history.energy[-1] - target < tol  # noqa: E731
+    def stop(state, history):
+        return history.energy[-1] - target < tol
+
     _, history = run(solver, problem, max_iter=20000, callback=stop)
     assert history.energy[-1] - target < tol
     return history.iterations
@@ -196,7 +198,10 @@ def test_nesterov_faster_than_plain_when_ill_conditioned():
     q, _ = torch.linalg.qr(torch.randn(15, 15, generator=g, dtype=DT))
     a = q @ torch.diag(torch.logspace(0, -1.25, 15, dtype=DT))  # condition number of A^T A: 316
     c = torch.randn(15, generator=g, dtype=DT)
-    make = lambda: Quadratic({Var(1): torch.zeros(15, dtype=DT)}, [({Var(1): a}, c)])  # noqa: E731
+
+    def make():
+        return Quadratic({Var(1): torch.zeros(15, dtype=DT)}, [({Var(1): a}, c)])
+
     x_star = make().least_squares()[Var(1)]
     target = float(0.5 * ((a @ x_star - c) ** 2).sum())
     tol = 1e-6 * float(0.5 * (c**2).sum())
@@ -277,8 +282,13 @@ def test_nesterov_default_is_textbook_fista():
     g = _gen(5)
     a, c, lam = torch.randn(11, 6, generator=g, dtype=DT), torch.randn(11, generator=g, dtype=DT), 0.8
     step = 1 / float(torch.linalg.matrix_norm(a, 2) ** 2)
-    grad = lambda v: [a.T @ (a @ v[0] - c)]  # noqa: E731
-    prox = lambda v, s: [_soft(v[0], s * lam)]  # noqa: E731
+
+    def grad(v):
+        return [a.T @ (a @ v[0] - c)]
+
+    def prox(v, s):
+        return [_soft(v[0], s * lam)]
+
     x0 = torch.randn(6, generator=g, dtype=DT)
     # Beck & Teboulle (2009), FISTA with constant step.
     expected, x_prev, y, t = [], x0, x0, 1.0
@@ -367,7 +377,7 @@ def test_isgm_step_is_the_proximal_point():
 @pytest.mark.parametrize("solver", [ISGM(1e3), ISGM(2.0, BCD(var_rule=Nesterov()), inner_steps=3)], ids=["large-eta", "nesterov-inner"])
 def test_isgm_converges_to_least_squares(solver):
     problem = two_blocks(seed=12)
-    _, history = run(solver, problem, max_iter=400)
+    run(solver, problem, max_iter=400)
     _assert_close_blocks(problem, problem.least_squares(), atol=1e-7)
 
 
