@@ -1,0 +1,70 @@
+r"""Held-out evaluation by the plain forward pass: unlifted loss, PSNR and SSIM.
+
+The observations of a held-out set are drawn once, from a generator seeded with ``seed``, so
+every model (and every method being compared) is scored on the same noisy inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from liftinv.metrics import SSIM_RADIUS, psnr, ssim
+from liftinv.tasks import Task
+
+
+def sample_loss(output: Tensor, target: Tensor) -> Tensor:
+    r"""Per-sample unlifted loss :math:`\tfrac12\|N(u) - t\|^2`, shape ``(B,)``."""
+    return 0.5 * (output - target).pow(2).flatten(1).sum(1)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Means over a held-out set: ``loss`` (:func:`sample_loss`), ``psnr`` (dB, data range 1) and
+    ``ssim`` (NaN when the images are smaller than the 11x11 SSIM window)."""
+
+    loss: float
+    psnr: float
+    ssim: float
+
+
+class HeldOut:
+    """A held-out set with fixed observations, evaluated chunk by chunk without gradients.
+
+    Args:
+        images: clean images ``(N, C, H, W)``.
+        task: turns them into observations and targets.
+        batch_size: chunk size of the forward passes.
+        seed: seed of the generator (on the images' device) drawing the observation noise.
+    """
+
+    def __init__(self, images: Tensor, task: Task, batch_size: int, seed: int = 0):
+        generator = torch.Generator(device=images.device).manual_seed(seed)
+        self.chunks = []
+        for clean in images.split(batch_size):
+            batch = task.observe(clean, generator)
+            self.chunks.append((batch.observation, batch.target, clean))
+        self.task = task
+        self.count = images.shape[0]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> Metrics:
+        """Mean loss, PSNR and SSIM of ``model(observation)`` against the targets."""
+        loss = value_psnr = value_ssim = 0.0
+        for obs, target, clean in self.chunks:
+            out = model(obs)
+            loss += float(sample_loss(out, target).sum())
+            image = self.task.image(out, clean)
+            value_psnr += float(psnr(image, clean).sum())
+            if min(clean.shape[-2:]) >= 2 * SSIM_RADIUS + 1:
+                value_ssim += float(ssim(image, clean).sum())
+            else:
+                value_ssim = float("nan")
+        n = self.count
+        return Metrics(loss / n, value_psnr / n, value_ssim / n)
+
+
+def evaluate(model: nn.Module, images: Tensor, *, task: Task, batch_size: int = 64, seed: int = 0) -> Metrics:
+    """Score ``model`` on clean ``images`` ``(N, C, H, W)`` under ``task`` (see :class:`HeldOut`)."""
+    return HeldOut(images, task, batch_size, seed).evaluate(model)

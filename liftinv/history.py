@@ -1,0 +1,140 @@
+"""Training history (one record per evaluation) and its plots."""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+_NAN = float("nan")
+
+
+@dataclass
+class TrainHistory:
+    r"""What training records. Index 0 is the untrained model, index ``k`` the model after the
+    ``k``-th (possibly partial) epoch. Lifted-only entries are NaN (or empty) for backprop.
+
+    Attributes:
+        epoch: epochs done, fractional for a final epoch cut short by a time budget.
+        seconds: cumulative wall-clock seconds spent in training steps (validation and
+            checkpointing excluded; the device is synchronised before reading the clock).
+        energy: per-sample lifted energy :math:`E/B` after the sweeps, averaged over the epoch's batches.
+        gaps: per-layer batch-mean penalties :math:`P_k` after the sweeps, averaged over the epoch.
+        train_loss: per-sample unlifted loss :math:`\tfrac12\|N(u) - t\|^2` of each batch
+            before its update, averaged over the epoch.
+        val_loss: the same loss on the validation set (plain forward pass).
+        val_psnr: mean PSNR (dB) of the validation outputs.
+        val_ssim: mean SSIM of the validation outputs (NaN for images smaller than 11x11).
+    """
+
+    epoch: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    energy: list[float] = field(default_factory=list)
+    gaps: list[list[float]] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_psnr: list[float] = field(default_factory=list)
+    val_ssim: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def append(
+        self,
+        *,
+        epoch: float,
+        seconds: float,
+        train_loss: float = _NAN,
+        energy: float = _NAN,
+        gaps: list[float] | None = None,
+        val_loss: float = _NAN,
+        val_psnr: float = _NAN,
+        val_ssim: float = _NAN,
+    ) -> None:
+        """Add one record."""
+        self.epoch.append(float(epoch))
+        self.seconds.append(float(seconds))
+        self.energy.append(float(energy))
+        self.gaps.append([float(g) for g in (gaps or [])])
+        self.train_loss.append(float(train_loss))
+        self.val_loss.append(float(val_loss))
+        self.val_psnr.append(float(val_psnr))
+        self.val_ssim.append(float(val_ssim))
+
+    def as_dict(self) -> dict[str, list]:
+        """Plain lists (JSON- and ``torch.load(weights_only=True)``-safe)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, list]) -> TrainHistory:
+        """Inverse of :meth:`as_dict`.
+
+        Raises:
+            ValueError: a field is missing or the fields have different lengths.
+        """
+        missing = [f.name for f in fields(cls) if f.name not in d]
+        if missing:
+            raise ValueError(f"history is missing the fields {missing}")
+        lengths = {f.name: len(d[f.name]) for f in fields(cls)}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"history fields have different lengths: {lengths}")
+        return cls(**{f.name: [list(v) if isinstance(v, list) else float(v) for v in d[f.name]] for f in fields(cls)})
+
+
+def plot_history(history: TrainHistory, path: str | os.PathLike | None = None, *, title: str = ""):
+    """Four panels against epochs: training and validation loss, lifted energy, per-layer gaps
+    (log scale), validation PSNR. Saves a PNG to ``path`` when given; returns the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    ep = history.epoch
+    axes[0].plot(ep, history.train_loss, "o-", label="train (before update)")
+    axes[0].plot(ep, history.val_loss, "s-", label="validation")
+    axes[0].set(title="unlifted loss per sample", xlabel="epoch", yscale="log")
+    axes[0].legend()
+    axes[1].plot(ep, history.energy, "o-")
+    axes[1].set(title="lifted energy per sample", xlabel="epoch")
+    depth = max((len(g) for g in history.gaps), default=0)
+    for k in range(depth):
+        values = [g[k] if len(g) > k else _NAN for g in history.gaps]
+        axes[2].plot(ep, [max(v, 1e-16) if math.isfinite(v) else _NAN for v in values], label=f"layer {k + 1}")
+    axes[2].set(title="per-layer gaps", xlabel="epoch", yscale="log" if depth else "linear")
+    if depth:
+        axes[2].legend(fontsize="small", ncol=2)
+    axes[3].plot(ep, history.val_psnr, "o-")
+    axes[3].set(title="validation PSNR (dB)", xlabel="epoch")
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return fig
+
+
+def plot_psnr_vs_time(
+    histories: Mapping[str, TrainHistory], path: str | os.PathLike | None = None, *, title: str = ""
+):
+    """Validation PSNR against training seconds, one line per named history (a convergence plot
+    for comparing methods at equal wall-clock time). Saves a PNG to ``path`` when given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, h in histories.items():
+        ax.plot(h.seconds, h.val_psnr, "o-", ms=3, label=name)
+    ax.set(xlabel="training time (s)", ylabel="validation PSNR (dB)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return fig

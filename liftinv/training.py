@@ -1,0 +1,420 @@
+r"""Training entry point: lifted training (BCD or ISGM on the lifted energy) or backpropagation,
+through one function so that comparisons are one argument apart.
+
+Per mini-batch (SPEC section 3, ARCHITECTURE "Data flow"): clean images -> ``task.observe`` ->
+network input :math:`u` and measurements :math:`y` -> forward pass :math:`x_0..x_K` (the
+auxiliaries start feasible) -> top variable clamped to the target -> a
+:class:`~liftinv.problem.LiftedProblem` with the hidden variables and the parameters free ->
+``sweeps_per_batch`` solver steps, parameters updated in place. For each layer :math:`k` the
+energy is :math:`\sum_i \lambda_k P_k(x_k^i, a_k^i)` with :math:`x_K^i` the target, so at a
+feasible point only the top term, the loss, remains. Backpropagation minimises the unlifted loss
+:math:`\tfrac1B\sum_i \tfrac12\|N(u^i) - t^i\|^2` with ``torch.optim.Adam`` or ``SGD``.
+
+Inference is always the plain forward pass ``model(observation)``; validation reports its loss,
+PSNR and SSIM. Every epoch ends with an atomic checkpoint (network, solver or optimizer state,
+epoch, generator state, history); ``resume=True`` continues from it to the same result as an
+uninterrupted run (bit-identical on CPU: every random draw comes from ``generator``, and the
+lifted problem, with its warm-started power iterations, is rebuilt at the start of every epoch).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import TensorDataset
+from tqdm.auto import tqdm
+
+from liftinv import penalty as penalties
+from liftinv.blocks import Var
+from liftinv.checkpoint import load_checkpoint, save_checkpoint
+from liftinv.evaluation import HeldOut, sample_loss
+from liftinv.history import TrainHistory
+from liftinv.network import LiftedNetwork
+from liftinv.problem import LiftedProblem
+from liftinv.solvers import BCD, ISGM, SolverState
+from liftinv.solvers.rules import check_real
+from liftinv.tasks import Batch, Task
+
+CHECKPOINT_FORMAT = 1
+OPTIMIZERS = ("adam", "sgd")
+_PENALTY_NAMES = {penalties.BREGMAN: "bregman", penalties.MAC: "mac", penalties.FENCHEL: "fenchel"}
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Lifted:
+    r"""Lifted training: ``sweeps_per_batch`` steps of ``solver`` on each batch's lifted energy.
+
+    Args:
+        penalty: ``BREGMAN`` (default), ``MAC`` or ``FENCHEL`` (:mod:`liftinv.penalty`).
+        solver: :class:`~liftinv.solvers.BCD` (parameter-rule states persist across batches) or
+            :class:`~liftinv.solvers.ISGM` (a proximal-point step on the parameters per batch).
+        sweeps_per_batch: solver steps per batch.
+        power_iters: warm-started power iterations per Lipschitz estimate
+            (:class:`~liftinv.problem.LiftedProblem`; the first estimate of an epoch uses four times as many).
+    """
+
+    penalty: penalties.Penalty = penalties.BREGMAN
+    solver: BCD | ISGM = field(default_factory=BCD)
+    sweeps_per_batch: int = 1
+    power_iters: int = 2
+
+    def __post_init__(self):
+        if self.penalty not in _PENALTY_NAMES:
+            raise ValueError(f"penalty must be one of BREGMAN, MAC, FENCHEL, got {self.penalty!r}")
+        if not isinstance(self.solver, (BCD, ISGM)):
+            raise TypeError(f"solver must be a BCD or an ISGM, got {type(self.solver).__name__}")
+        _positive_int("sweeps_per_batch", self.sweeps_per_batch)
+        _positive_int("power_iters", self.power_iters)
+
+    @property
+    def name(self) -> str:
+        """Short label, e.g. ``bregman-bcd``."""
+        return f"{_PENALTY_NAMES[self.penalty]}-{type(self.solver).__name__.lower()}"
+
+
+@dataclass(frozen=True)
+class Backprop:
+    """Backpropagation on the unlifted loss with ``torch.optim.Adam`` or ``torch.optim.SGD``.
+
+    Args:
+        optimizer: ``"adam"`` or ``"sgd"``.
+        lr: learning rate (> 0).
+        momentum: SGD momentum in [0, 1) (unused by Adam).
+    """
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check_real("lr", self.lr)
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        check_real("momentum", self.momentum)
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+    @property
+    def name(self) -> str:
+        """Short label, e.g. ``backprop-adam``."""
+        return f"backprop-{self.optimizer}"
+
+
+@dataclass
+class TrainResult:
+    """The trained ``model`` (the object passed in, updated in place) and its ``history``."""
+
+    model: nn.Module
+    history: TrainHistory
+
+
+@dataclass
+class _Stats:
+    loss: float
+    energy: float = math.nan
+    gaps: list[float] | None = None
+
+
+def lifted_view(model: nn.Module) -> tuple[LiftedNetwork, object]:
+    """The lifted network of ``model`` and a map ``observation -> (u, y)`` to its input and
+    measurements: ``(obs, None)`` for a :class:`~liftinv.network.LiftedNetwork`, else
+    ``model.lifted`` and ``model.lifted_inputs`` (e.g. an unrolled reconstruction network)."""
+    if isinstance(model, LiftedNetwork):
+        return model, lambda obs: (obs, None)
+    lifted, inputs = getattr(model, "lifted", None), getattr(model, "lifted_inputs", None)
+    if isinstance(lifted, LiftedNetwork) and callable(inputs):
+        return lifted, inputs
+    raise TypeError(
+        f"lifted training needs a LiftedNetwork or a model with .lifted and .lifted_inputs, got {type(model).__name__}"
+    )
+
+
+class _LiftedRunner:
+    """Lifted training steps. One :class:`LiftedProblem` per epoch, rebound to each batch, so the
+    power iterations of its Lipschitz estimates stay warm from batch to batch."""
+
+    def __init__(self, model: nn.Module, method: Lifted):
+        self.net, self.inputs = lifted_view(model)
+        self.method = method
+        self.state = None
+        self.problem: LiftedProblem | None = None
+
+    def start_epoch(self) -> None:
+        self.problem = None
+
+    def _bind(self, xs: list[Tensor], y: Tensor | None) -> LiftedProblem:
+        if self.problem is None:
+            self.problem = LiftedProblem(
+                self.net, xs, y, free_vars=range(1, self.net.depth), train_params=True,
+                penalty=self.method.penalty, power_iters=self.method.power_iters,
+            )
+        else:  # same blocks, new batch: replacing every variable drops every cached pre-activation
+            self.problem.y = y
+            for k, x in enumerate(xs):
+                self.problem.set(Var(k), [x])
+        return self.problem
+
+    def step(self, batch: Batch, iteration: int) -> _Stats:
+        u, y = self.inputs(batch.observation)
+        with torch.no_grad():
+            xs = self.net.feasible(u, y)
+        loss = float(sample_loss(xs[-1], batch.target).mean())
+        xs[-1] = batch.target
+        problem = self._bind(xs, y)
+        solver = self.method.solver
+        self.state = solver.init(problem) if self.state is None else solver.reset_vars(self.state)
+        for _ in range(self.method.sweeps_per_batch):
+            self.state = solver.step(problem, self.state)
+        with torch.no_grad():
+            p = problem.penalties()
+        gaps = p.mean(1)
+        bad = (~torch.isfinite(gaps)).nonzero().flatten().tolist()
+        if bad:
+            raise FloatingPointError(f"non-finite penalty of layer {bad[0] + 1} (block Var({bad[0] + 1})) at iteration {iteration}")
+        energy = float((self.net.weights().to(p)[:, None] * p).sum()) / p.shape[1]
+        return _Stats(loss, energy, gaps.tolist())
+
+    def state_dict(self) -> dict:
+        state = None if self.state is None else self.method.solver.reset_vars(self.state).as_dict()
+        return {"solver": state}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.state = None if d["solver"] is None else SolverState.from_dict(d["solver"])
+
+
+class _BackpropRunner:
+    """Backpropagation steps on the mean per-sample unlifted loss."""
+
+    def __init__(self, model: nn.Module, method: Backprop):
+        self.model = model
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for _, p in self.named]
+        if method.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=method.lr)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=method.lr, momentum=method.momentum)
+
+    def start_epoch(self) -> None:
+        pass
+
+    def step(self, batch: Batch, iteration: int) -> _Stats:
+        loss = sample_loss(self.model(batch.observation), batch.target).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at iteration {iteration}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for name, p in self.named:
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                raise FloatingPointError(f"non-finite gradient of parameter {name} at iteration {iteration}")
+        self.optimizer.step()
+        return _Stats(float(loss))
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.optimizer.load_state_dict(d["optimizer"])
+
+
+def _images(data: TensorDataset | Tensor, name: str, like: Tensor) -> Tensor:
+    """Clean images ``(N, C, H, W)`` of ``data`` in the dtype and on the device of ``like``."""
+    images = data.tensors[0] if isinstance(data, TensorDataset) else data
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{name} must be a TensorDataset or a Tensor of images, got {type(data).__name__}")
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"{name} must hold images (N, C, H, W) with N >= 1, got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must hold floating-point images, got dtype {images.dtype}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{name} contains NaN or Inf entries")
+    return images.to(dtype=like.dtype, device=like.device)
+
+
+def _check_fit(model: nn.Module, task: Task, images: Tensor) -> None:
+    """Run one observation through ``model``: it must accept it and output the target's shape."""
+    batch = task.observe(images[:2], torch.Generator(device=images.device).manual_seed(0))
+    try:
+        with torch.no_grad():
+            out = model(batch.observation)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"train_set images of shape {tuple(images.shape[1:])} do not fit the model under {task!r}: {err}") from err
+    if out.shape != batch.target.shape:
+        raise ValueError(f"the model outputs shape {tuple(out.shape)} but the task's target has shape {tuple(batch.target.shape)}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(
+    model: nn.Module,
+    train_set: TensorDataset | Tensor,
+    *,
+    task: Task,
+    method: Lifted | Backprop = Lifted(),
+    epochs: int,
+    batch_size: int,
+    val_set: TensorDataset | Tensor | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    time_budget: float | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    r"""Train ``model`` on clean images ``train_set`` for ``task`` with ``method``.
+
+    Each epoch visits ``N // batch_size`` batches of a random permutation (the last incomplete
+    batch is dropped). Training data and validation data are moved to the model's dtype and device.
+
+    Args:
+        model: a :class:`~liftinv.network.LiftedNetwork`, or a module with ``.lifted`` and
+            ``.lifted_inputs`` (unrolled reconstruction); any module for :class:`Backprop`.
+        train_set: clean images ``(N, C, H, W)`` (a ``TensorDataset`` whose first tensor they are).
+        task: :class:`~liftinv.tasks.Denoising`, :class:`~liftinv.tasks.Reconstruction` (the
+            model must use the same physics) or :class:`~liftinv.tasks.Autoencoder`.
+        method: :class:`Lifted` (default: lifted Bregman, plain BCD) or :class:`Backprop`.
+        epochs: total number of epochs (a resumed run continues up to it).
+        batch_size: samples per batch, at most ``N``.
+        val_set: clean held-out images of the training images' shape, scored after every epoch
+            (observations drawn once with seed 0, see :class:`~liftinv.evaluation.HeldOut`).
+        checkpoint: file written atomically after every complete epoch.
+        resume: continue from ``checkpoint`` (which must exist and come from the same method).
+        time_budget: stop after the batch at which the cumulative training time reaches this many
+            seconds (the last epoch is then partial and not checkpointed).
+        generator: source of every random draw (shuffling, noise); default seeded with 0 on CPU.
+        progress: show a tqdm progress bar and a log line per epoch.
+
+    Returns:
+        :class:`TrainResult` with the model and its :class:`~liftinv.history.TrainHistory`.
+
+    Raises:
+        ValueError: bad sizes, data that do not fit the model, NaN/Inf data, invalid arguments.
+        TypeError: wrong argument types.
+        FloatingPointError: a non-finite block update, penalty, loss or gradient; the message names
+            the block (or parameter) and the iteration; the last checkpoint stays as it was.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a liftinv.tasks.Task, got {type(task).__name__}")
+    if not isinstance(method, (Lifted, Backprop)):
+        raise TypeError(f"method must be Lifted(...) or Backprop(...), got {type(method).__name__}")
+    _positive_int("epochs", epochs)
+    _positive_int("batch_size", batch_size)
+    if time_budget is not None:
+        check_real("time_budget", time_budget)
+        if not time_budget > 0:
+            raise ValueError(f"time_budget must be positive, got {time_budget}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+    ref = next(model.parameters(), None)
+    if ref is None:
+        raise ValueError("model has no parameters to train")
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    images = _images(train_set, "train_set", ref)
+    if batch_size > images.shape[0]:
+        raise ValueError(f"batch_size must be at most the number of training images {images.shape[0]}, got {batch_size}")
+    heldout = None
+    if val_set is not None:
+        val_images = _images(val_set, "val_set", ref)
+        if val_images.shape[1:] != images.shape[1:]:
+            raise ValueError(f"val_set images have shape {tuple(val_images.shape[1:])}, train_set images {tuple(images.shape[1:])}")
+        heldout = HeldOut(val_images, task, batch_size)
+    _check_fit(model, task, images)
+    runner = _LiftedRunner(model, method) if isinstance(method, Lifted) else _BackpropRunner(model, method)
+    config = {"method": repr(method), "task": type(task).__name__, "batch_size": batch_size, "n_train": int(images.shape[0])}
+
+    history, start = TrainHistory(), 0
+    if resume:
+        ckpt = load_checkpoint(checkpoint, map_location=ref.device)
+        if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("config") != config:
+            raise ValueError(f"checkpoint {checkpoint} was written with {ckpt.get('config')}, this run uses {config}")
+        model.load_state_dict(ckpt["model"])
+        runner.load_state_dict(ckpt["runner"])
+        generator.set_state(ckpt["generator"])
+        history, start = TrainHistory.from_dict(ckpt["history"]), int(ckpt["epoch"])
+    else:
+        metrics = heldout.evaluate(model) if heldout is not None else None
+        history.append(epoch=0, seconds=0.0, **_metric_fields(metrics))
+
+    n_batches = images.shape[0] // batch_size
+    seconds = history.seconds[-1]
+    device = ref.device
+    bar = tqdm(total=(epochs - start) * n_batches, disable=not progress, unit="batch", desc=method.name)
+    try:
+        for epoch in range(start, epochs):
+            runner.start_epoch()
+            order = torch.randperm(images.shape[0], generator=generator, device=generator.device).to(device)
+            stats: list[_Stats] = []
+            for b in range(n_batches):
+                _sync(device)
+                tic = time.perf_counter()
+                batch = task.observe(images[order[b * batch_size : (b + 1) * batch_size]], generator)
+                iteration = epoch * n_batches + b + 1
+                try:
+                    stats.append(runner.step(batch, iteration))
+                except FloatingPointError as err:
+                    kept = f"; checkpoint {checkpoint} keeps epoch {history.epoch[-1]:g}" if checkpoint else ""
+                    raise FloatingPointError(f"{err} (epoch {epoch + 1}, batch {b + 1}){kept}") from err
+                _sync(device)
+                seconds += time.perf_counter() - tic
+                bar.update()
+                bar.set_postfix(loss=f"{stats[-1].loss:.4g}", refresh=False)
+                if time_budget is not None and seconds >= time_budget:
+                    break
+            complete = len(stats) == n_batches
+            metrics = heldout.evaluate(model) if heldout is not None else None
+            history.append(epoch=epoch + len(stats) / n_batches, seconds=seconds, **_epoch_fields(stats), **_metric_fields(metrics))
+            if progress:
+                tqdm.write(_log_line(history))
+            if checkpoint is not None and complete:
+                payload = {
+                    "format": CHECKPOINT_FORMAT, "config": config, "epoch": epoch + 1, "model": model.state_dict(),
+                    "runner": runner.state_dict(), "generator": generator.get_state(), "history": history.as_dict(),
+                }
+                save_checkpoint(checkpoint, payload)
+            if not complete:
+                break
+    finally:
+        bar.close()
+    return TrainResult(model, history)
+
+
+def _metric_fields(metrics) -> dict:
+    if metrics is None:
+        return {}
+    return {"val_loss": metrics.loss, "val_psnr": metrics.psnr, "val_ssim": metrics.ssim}
+
+
+def _epoch_fields(stats: list[_Stats]) -> dict:
+    n = len(stats)
+    out = {"train_loss": sum(s.loss for s in stats) / n, "energy": sum(s.energy for s in stats) / n}
+    if stats[0].gaps is not None:
+        out["gaps"] = [sum(g) / n for g in zip(*(s.gaps for s in stats))]
+    return out
+
+
+def _log_line(h: TrainHistory) -> str:
+    gaps = " ".join(f"{g:.2e}" for g in h.gaps[-1])
+    return (
+        f"epoch {h.epoch[-1]:.3g} ({h.seconds[-1]:.1f}s): train loss {h.train_loss[-1]:.4g}, energy {h.energy[-1]:.4g}, "
+        f"gaps [{gaps}], val loss {h.val_loss[-1]:.4g}, PSNR {h.val_psnr[-1]:.2f} dB, SSIM {h.val_ssim[-1]:.3f}"
+    )
+
+
+__all__ = ["Backprop", "Lifted", "TrainResult", "lifted_view", "train"]
