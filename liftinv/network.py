@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from liftinv import penalty as penalties
+from liftinv.penalty import BREGMAN, Penalty
 from liftinv.layer import Layer
 
 
@@ -86,7 +86,7 @@ class LiftedNetwork(nn.Module):
         r""":math:`a_k` computed from the variables ``xs``."""
         return self.layer(k).preactivation(xs, y)
 
-    def penalties(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty=penalties.BREGMAN) -> Tensor:
+    def penalties(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty: Penalty = BREGMAN) -> Tensor:
         r"""Unweighted per-sample penalties :math:`P_k(x_k, a_k)`, shape ``(K, B)``."""
         return torch.stack(
             [penalty.value(self.layer(k).activation, xs[k], self.preactivation(k, xs, y)) for k in range(1, self.depth + 1)]
@@ -96,11 +96,11 @@ class LiftedNetwork(nn.Module):
         r"""Penalty weights :math:`\lambda_k`, shape ``(K,)``."""
         return torch.tensor([layer.weight for layer in self.layers])
 
-    def energy(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty=penalties.BREGMAN) -> Tensor:
+    def energy(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty: Penalty = BREGMAN) -> Tensor:
         r"""Per-sample lifted energy :math:`\sum_k \lambda_k P_k(x_k, a_k)`, shape ``(B,)``."""
         p = self.penalties(xs, y, penalty)
         return (self.weights().to(p) [:, None] * p).sum(0)
 
-    def gaps(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty=penalties.BREGMAN) -> Tensor:
+    def gaps(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty: Penalty = BREGMAN) -> Tensor:
         r"""Batch-mean penalty of each layer, shape ``(K,)``: how far each constraint is violated."""
         return self.penalties(xs, y, penalty).mean(1)

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from liftinv import penalty as penalties
+from liftinv.penalty import BREGMAN, Penalty
 from liftinv.affine import linear_part
 from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
@@ -84,7 +84,7 @@ class LiftedProblem:
         *,
         free_vars: Sequence[int],
         train_params: bool,
-        penalty=penalties.BREGMAN,
+        penalty: Penalty = BREGMAN,
         terms: Mapping[int, Potential] | None = None,
         power_iters: int = 8,
     ):
