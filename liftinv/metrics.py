@@ -1,0 +1,67 @@
+r"""Image quality metrics per sample of a batch (B, C, H, W): PSNR and SSIM."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from operators.checks import check_tensor
+
+SSIM_SIGMA = 1.5
+SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5): scikit-image's truncation of the Gaussian window
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def _check_pair(x: Tensor, ref: Tensor, data_range: float) -> None:
+    check_tensor(ref, "ref", ndim=4)
+    check_tensor(x, "x", ndim=4, like=ref)
+    if x.shape != ref.shape:
+        raise ValueError(f"x and ref must have the same shape, got {tuple(x.shape)} and {tuple(ref.shape)}")
+    if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
+        raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
+
+
+def psnr(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
+    r"""Peak signal-to-noise ratio per sample,
+    :math:`10\log_{10}(R^2 / \mathrm{mean}_{c,h,w}(x - \mathrm{ref})^2)` in dB, shape (B,)
+    (``inf`` where ``x == ref``)."""
+    _check_pair(x, ref, data_range)
+    mse = (x - ref).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def _gaussian_window(dtype: torch.dtype, device: torch.device) -> Tensor:
+    t = torch.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=dtype, device=device)
+    g = torch.exp(-0.5 * (t / SSIM_SIGMA) ** 2)
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
+    r"""Structural similarity per sample (Wang et al. 2004), shape (B,).
+
+    With Gaussian local means :math:`\mu` (11x11 window, :math:`\sigma = 1.5`), local (population)
+    variances :math:`v` and covariance :math:`v_{x,r}`, :math:`C_1 = (0.01R)^2`,
+    :math:`C_2 = (0.03R)^2`:
+
+    .. math::
+        S = \frac{(2\mu_x\mu_r + C_1)(2 v_{x,r} + C_2)}{(\mu_x^2 + \mu_r^2 + C_1)(v_x + v_r + C_2)},
+
+    averaged over the pixels whose window lies inside the image and over channels. This equals
+    ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=R)``. Images must be at least 11x11.
+    """
+    _check_pair(x, ref, data_range)
+    side = 2 * SSIM_RADIUS + 1
+    if min(x.shape[-2:]) < side:
+        raise ValueError(f"ssim needs images of at least {side}x{side}, got shape {tuple(x.shape)}")
+    b, c, h, w = x.shape
+    win = _gaussian_window(x.dtype, x.device)
+    stack = torch.cat([x, ref, x * x, ref * ref, x * ref], dim=1).reshape(b * 5 * c, 1, h, w)
+    mu_x, mu_r, xx, rr, xr = F.conv2d(stack, win).reshape(b, 5, c, h - side + 1, w - side + 1).unbind(1)
+    var_x, var_r, cov = xx - mu_x**2, rr - mu_r**2, xr - mu_x * mu_r
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    s = ((2 * mu_x * mu_r + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_r**2 + c1) * (var_x + var_r + c2))
+    return s.flatten(1).mean(1)

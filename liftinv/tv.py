@@ -1,0 +1,240 @@
+r"""Isotropic total variation: discrete gradient and divergence, TV prox, and TV-regularised
+reconstruction by PDHG.
+
+Conventions for images :math:`x` of shape (B, C, H, W): forward differences with Neumann boundary,
+
+.. math::
+    (\nabla x)_{0,i,j} = x_{i+1,j} - x_{i,j} \ (i < H-1), \quad
+    (\nabla x)_{1,i,j} = x_{i,j+1} - x_{i,j} \ (j < W-1),
+
+and zero on the last row / column; :math:`\operatorname{div} = -\nabla^*`. TV is isotropic per
+channel and summed over channels:
+:math:`\mathrm{TV}(x) = \sum_{c,i,j} \sqrt{(\nabla x)_{0,c,i,j}^2 + (\nabla x)_{1,c,i,j}^2}`.
+:math:`\|\nabla\|_2^2 \le 8` (Chambolle 2004).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from operators.checks import check_tensor, opnorm
+
+GRAD_NORM_SQ = 8.0  # bound on ||grad||_2^2
+_CHECK_EVERY = 10  # prox_tv evaluates its duality gap every _CHECK_EVERY iterations
+_SIGMA_DATA = 0.1  # pdhg_tv's dual step on the data block (dimensionless; tuned on CT/blur/dense tests)
+
+
+@dataclass(frozen=True)
+class TVHistory:
+    """What an iterative TV solver did.
+
+    Attributes:
+        objective: (n_iter, B) primal objective after each iteration.
+        converged: whether the stopping tolerance was met before the iteration limit.
+    """
+
+    objective: Tensor
+    converged: bool
+
+    @property
+    def n_iter(self) -> int:
+        """Number of iterations run."""
+        return self.objective.shape[0]
+
+
+def grad2d(x: Tensor) -> Tensor:
+    r"""Forward differences with Neumann boundary: (B, C, H, W) -> (B, C, 2, H, W), component 0
+    along H, component 1 along W, last difference zero (see module docstring)."""
+    g = x.new_zeros(*x.shape[:2], 2, *x.shape[2:])
+    g[:, :, 0, :-1, :] = x[:, :, 1:, :] - x[:, :, :-1, :]
+    g[:, :, 1, :, :-1] = x[:, :, :, 1:] - x[:, :, :, :-1]
+    return g
+
+
+def div2d(p: Tensor) -> Tensor:
+    r"""Discrete divergence :math:`\operatorname{div} = -\nabla^*`: (B, C, 2, H, W) -> (B, C, H, W),
+
+    .. math::
+        (\operatorname{div} p)_{i,j} = p_{0,i,j} - p_{0,i-1,j} + p_{1,i,j} - p_{1,i,j-1}
+
+    with :math:`p_{0,-1,j} = p_{0,H-1,j} = 0` and :math:`p_{1,i,-1} = p_{1,i,W-1} = 0`.
+    """
+    p0, p1 = p[:, :, 0], p[:, :, 1]
+    d = torch.zeros_like(p0)
+    d[:, :, :-1, :] += p0[:, :, :-1, :]
+    d[:, :, 1:, :] -= p0[:, :, :-1, :]
+    d[:, :, :, :-1] += p1[:, :, :, :-1]
+    d[:, :, :, 1:] -= p1[:, :, :, :-1]
+    return d
+
+
+def _pointwise_norm(g: Tensor) -> Tensor:
+    """Euclidean norm over the gradient component axis: (B, C, 2, H, W) -> (B, C, 1, H, W)."""
+    return g.pow(2).sum(dim=2, keepdim=True).sqrt()
+
+
+def tv(x: Tensor) -> Tensor:
+    r"""Isotropic total variation per sample, :math:`\sum_{c,i,j} |(\nabla x)_{c,i,j}|_2`, shape (B,)."""
+    check_tensor(x, "x", ndim=4)
+    return _pointwise_norm(grad2d(x)).flatten(1).sum(1)
+
+
+def _project_ball(p: Tensor, radius: float) -> Tensor:
+    """Pointwise projection onto the Euclidean ball of ``radius``: p / max(1, |p| / radius)."""
+    return p / torch.clamp(_pointwise_norm(p) / radius, min=1.0)
+
+
+def _sq(x: Tensor) -> Tensor:
+    """Squared norm per sample, shape (B,)."""
+    return x.pow(2).flatten(1).sum(1)
+
+
+def _check_params(weight: float, n_iter: int, tol: float) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+        raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+
+
+def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> Tensor:
+    r"""Proximal map of TV: :math:`\operatorname{argmin}_u \tfrac12\|u - v\|^2 + w\,\mathrm{TV}(u)`
+    per sample, by FISTA on the dual (Beck & Teboulle 2009, fast gradient projection).
+
+    Dual problem: :math:`\min_{|p_{c,i,j}|_2 \le 1} D(p) = \tfrac12\|v + w \operatorname{div} p\|^2`
+    with :math:`\nabla D(p) = -w\nabla(v + w\operatorname{div} p)`, Lipschitz constant :math:`8w^2`;
+    primal solution :math:`u = v + w\operatorname{div} p`. Iterations (:math:`t_1 = 1`, :math:`r_1 = p_0 = 0`):
+
+    .. math::
+        p_k = \Pi\big(r_k + \tfrac{1}{8w}\nabla(v + w\operatorname{div} r_k)\big),\quad
+        t_{k+1} = \tfrac{1 + \sqrt{1 + 4t_k^2}}{2},\quad
+        r_{k+1} = p_k + \tfrac{t_k - 1}{t_{k+1}}(p_k - p_{k-1}).
+
+    Stops when the duality gap
+    :math:`P(u) - (\tfrac12\|v\|^2 - \tfrac12\|u\|^2)`, with
+    :math:`P(u) = \tfrac12\|u - v\|^2 + w\,\mathrm{TV}(u)`, is at most ``tol`` times :math:`P(u)` for
+    every sample (checked every 10 iterations), or after ``n_iter`` iterations. The gap bounds
+    :math:`\tfrac12\|u - u^\star\|^2`.
+
+    Args:
+        v: images (B, C, H, W).
+        weight: :math:`w \ge 0`; ``0`` returns a copy of ``v``.
+        n_iter: maximum number of iterations.
+        tol: relative duality-gap tolerance.
+    """
+    check_tensor(v, "v", ndim=4)
+    _check_params(weight, n_iter, tol)
+    if weight == 0:
+        return v.clone()
+    step = 1.0 / (GRAD_NORM_SQ * weight)
+    p_prev = torch.zeros(*v.shape[:2], 2, *v.shape[2:], dtype=v.dtype, device=v.device)
+    r, t = p_prev, 1.0
+    half_v_sq = 0.5 * _sq(v)
+    for k in range(1, n_iter + 1):
+        p = _project_ball(r + step * grad2d(v + weight * div2d(r)), 1.0)
+        t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
+        r = p + ((t - 1.0) / t_next) * (p - p_prev)
+        p_prev, t = p, t_next
+        if k % _CHECK_EVERY == 0 or k == n_iter:
+            u = v + weight * div2d(p)
+            primal = 0.5 * _sq(u - v) + weight * _pointwise_norm(grad2d(u)).flatten(1).sum(1)
+            gap = primal - (half_v_sq - 0.5 * _sq(u))
+            if bool((gap <= tol * primal).all()):
+                break
+    return u
+
+
+def _check_box(box: tuple[float, float] | None) -> None:
+    if box is None:
+        return
+    ok = isinstance(box, tuple) and len(box) == 2 and all(isinstance(b, (int, float)) for b in box)
+    if not (ok and math.isfinite(box[0]) and math.isfinite(box[1]) and box[0] < box[1]):
+        raise ValueError(f"box must be None or a pair (lo, hi) of finite numbers with lo < hi, got {box!r}")
+
+
+def pdhg_tv(
+    physics,
+    y: Tensor,
+    weight: float,
+    *,
+    box: tuple[float, float] | None = (0.0, 1.0),
+    n_iter: int = 500,
+    tol: float = 1e-5,
+    x0: Tensor | None = None,
+) -> tuple[Tensor, TVHistory]:
+    r"""TV-regularised least squares by the primal-dual hybrid gradient method (Chambolle & Pock 2011):
+
+    .. math::
+        \min_x \tfrac12\|Ax - y\|^2 + w\,\mathrm{TV}(x) + \iota_{[lo, hi]}(x)
+
+    per sample, with :math:`K = (A; \nabla)`, dual variables :math:`q = (q_1, q_2)` and one dual
+    step per block (diagonal preconditioning, Pock & Chambolle 2011), chosen scale-free in the
+    units of :math:`x` and :math:`y`: with :math:`L = \|A\|^2`, :math:`\sigma_1 = 0.1`,
+    :math:`\sigma_2 = L/8` and :math:`\tau = 0.99 / (1.1 L)`, so that
+    :math:`\tau(\sigma_1 L + 8\sigma_2) = 0.99 < 1`:
+
+    .. math::
+        q_1 &\leftarrow (q_1 + \sigma_1(A\bar x - y)) / (1 + \sigma_1), \\
+        q_2 &\leftarrow \Pi_{|\cdot| \le w}(q_2 + \sigma_2\nabla\bar x), \\
+        x^+ &= \Pi_{[lo,hi]}(x - \tau(A^* q_1 - \operatorname{div} q_2)), \quad \bar x = 2x^+ - x.
+
+    :math:`\|A\|` comes from :func:`operators.checks.opnorm` (cached power iteration);
+    :math:`A\bar x` and :math:`\nabla\bar x` are formed by linearity, so an iteration costs one
+    :math:`A`, one :math:`A^*`, one gradient and one divergence. Stops when
+    :math:`\|x^+ - x\| \le \mathrm{tol}\,\|x^+\|` for every sample, or after ``n_iter`` iterations.
+
+    Args:
+        physics: linear operator with ``A`` and ``A_adjoint`` (a deepinv ``LinearPhysics``).
+        y: measurements of the shape of ``physics.A(x)``.
+        weight: :math:`w \ge 0`.
+        box: ``(lo, hi)`` constraint on every entry of :math:`x`, or ``None``.
+        n_iter: maximum number of iterations.
+        tol: relative-change tolerance.
+        x0: initial image (B, C, H, W); default :math:`\Pi_{[lo,hi]}(A^* y)`.
+
+    Returns:
+        ``(x, history)`` with the objective :math:`\tfrac12\|Ax - y\|^2 + w\,\mathrm{TV}(x)` per
+        iteration and sample in ``history``.
+    """
+    check_tensor(y, "y")
+    _check_params(weight, n_iter, tol)
+    _check_box(box)
+    x = physics.A_adjoint(y) if x0 is None else x0.clone()
+    if x0 is not None:
+        ref = physics.A_adjoint(y)
+        check_tensor(x0, "x0", ndim=4, like=ref)
+        if x0.shape != ref.shape:
+            raise ValueError(f"x0 must have the shape {tuple(ref.shape)} of A^*y, got {tuple(x0.shape)}")
+    elif x.ndim != 4:
+        raise ValueError(f"pdhg_tv needs images (B, C, H, W); A^*y has shape {tuple(x.shape)}")
+    if box is not None:
+        x = x.clamp(*box)
+    norm_a = opnorm(physics, (1, *x.shape[1:]))
+    if norm_a == 0:
+        raise ValueError("physics has a zero operator norm")
+    lip = norm_a**2
+    sigma1, sigma2 = _SIGMA_DATA, lip / GRAD_NORM_SQ
+    tau = 0.99 / (lip * (sigma1 + 1.0))
+    ax, gx = physics.A(x), grad2d(x)
+    ax_bar, gx_bar = ax, gx
+    q1, q2 = torch.zeros_like(ax), torch.zeros_like(gx)
+    objective, converged = [], False
+    for _ in range(n_iter):
+        q1 = (q1 + sigma1 * (ax_bar - y)) / (1.0 + sigma1)
+        q2 = _project_ball(q2 + sigma2 * gx_bar, weight) if weight > 0 else torch.zeros_like(q2)
+        x_new = x - tau * (physics.A_adjoint(q1) - div2d(q2))
+        if box is not None:
+            x_new = x_new.clamp(*box)
+        ax_new, gx_new = physics.A(x_new), grad2d(x_new)
+        objective.append(0.5 * _sq(ax_new - y) + weight * _pointwise_norm(gx_new).flatten(1).sum(1))
+        ax_bar, gx_bar = 2 * ax_new - ax, 2 * gx_new - gx
+        change, size = _sq(x_new - x).sqrt(), _sq(x_new).sqrt()
+        x, ax, gx = x_new, ax_new, gx_new
+        if bool((change <= tol * size).all()):
+            converged = True
+            break
+    return x, TVHistory(torch.stack(objective), converged)

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from liftinv.metrics import psnr, ssim
+
+
+def pair(shape, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    ref = torch.rand(shape, dtype=dtype, generator=g)
+    x = (ref + 0.1 * torch.randn(shape, dtype=dtype, generator=g)).clamp(0, 1)
+    return x, ref
+
+
+def test_psnr_matches_skimage():
+    x, ref = pair((3, 2, 13, 17))
+    out = psnr(x, ref, data_range=1.0)
+    assert out.shape == (3,)
+    for b in range(3):
+        expected = peak_signal_noise_ratio(ref[b].numpy(), x[b].numpy(), data_range=1.0)
+        assert abs(out[b].item() - expected) < 1e-10
+    assert abs(psnr(2 * x, 2 * ref, data_range=2.0) - out).max() < 1e-10
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 23, 19), (3, 3, 15, 31)])
+def test_ssim_matches_skimage(shape):
+    x, ref = pair(shape, seed=1)
+    out = ssim(x, ref)
+    assert out.shape == (shape[0],)
+    for b in range(shape[0]):
+        expected = structural_similarity(
+            ref[b].numpy(), x[b].numpy(), data_range=1.0, channel_axis=0,
+            gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+        )
+        assert abs(out[b].item() - expected) < 1e-10
+
+
+def test_ssim_of_identical_images_is_one_and_float32_works():
+    x, _ = pair((2, 1, 16, 16), dtype=torch.float32)
+    torch.testing.assert_close(ssim(x, x), torch.ones(2))
+    assert torch.isinf(psnr(x, x)).all()
+
+
+def test_metric_bad_inputs():
+    x, ref = pair((2, 1, 16, 16))
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(x[:, :, :8], ref)
+    with pytest.raises(ValueError, match="data_range"):
+        psnr(x, ref, data_range=0.0)
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ssim(x[..., :8, :8], ref[..., :8, :8])
+    with pytest.raises(TypeError, match="x"):
+        ssim(x.float(), ref)
+    with pytest.raises(ValueError, match="ref"):
+        psnr(x[0], ref[0])
+    with pytest.raises(TypeError, match="x"):
+        psnr(np.zeros((2, 1, 16, 16)), ref)

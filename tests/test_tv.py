@@ -1,0 +1,187 @@
+import numpy as np
+import pytest
+import torch
+from deepinv.physics import Denoising, LinearPhysics
+from skimage.restoration import denoise_tv_chambolle
+
+from liftinv.tv import TVHistory, div2d, grad2d, pdhg_tv, prox_tv, tv
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def matrix_physics(m, shape, seed=0):
+    """y = M vec(x) per sample with a random dense M (m x prod(shape)), float64."""
+    n = int(np.prod(shape))
+    mat = torch.randn(m, n, dtype=torch.float64, generator=gen(seed)) / np.sqrt(m)
+    return LinearPhysics(
+        A=lambda x: x.flatten(1) @ mat.T,
+        A_adjoint=lambda y: (y @ mat).reshape(y.shape[0], *shape),
+    )
+
+
+def objective(physics, x, y, w):
+    return 0.5 * (physics.A(x) - y).pow(2).flatten(1).sum(1) + w * tv(x)
+
+
+def test_grad_div_adjoint():
+    x = torch.randn(3, 2, 7, 9, dtype=torch.float64, generator=gen(1))
+    p = torch.randn(3, 2, 2, 7, 9, dtype=torch.float64, generator=gen(2))
+    lhs, rhs = (grad2d(x) * p).sum(), -(x * div2d(p)).sum()
+    assert abs(lhs - rhs) <= 1e-12 * abs(lhs)
+
+
+def test_grad_formula_and_neumann_boundary():
+    x = torch.randn(2, 1, 5, 6, dtype=torch.float64, generator=gen(3))
+    g = grad2d(x)
+    assert g.shape == (2, 1, 2, 5, 6)
+    assert torch.equal(g[:, :, 0, :-1], x[:, :, 1:] - x[:, :, :-1])
+    assert torch.equal(g[:, :, 1, :, :-1], x[..., 1:] - x[..., :-1])
+    assert g[:, :, 0, -1].abs().max() == 0 and g[:, :, 1, :, -1].abs().max() == 0
+
+
+def test_grad_norm_bound():
+    # power iteration on -div grad stays below the bound 8
+    x = torch.randn(1, 1, 15, 17, dtype=torch.float64, generator=gen(4))
+    for _ in range(300):
+        x = -div2d(grad2d(x))
+        lam = x.norm()
+        x = x / lam
+    assert 7.0 < lam <= 8.0
+
+
+def test_tv_matches_explicit_sum():
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=gen(5))
+    expected = torch.zeros(2, dtype=torch.float64)
+    for b in range(2):
+        for c in range(3):
+            for i in range(4):
+                for j in range(5):
+                    di = x[b, c, i + 1, j] - x[b, c, i, j] if i < 3 else 0.0
+                    dj = x[b, c, i, j + 1] - x[b, c, i, j] if j < 4 else 0.0
+                    expected[b] += (di**2 + dj**2) ** 0.5
+    torch.testing.assert_close(tv(x), expected, rtol=1e-12, atol=0)
+
+
+def prox_objective(u, v, w):
+    return 0.5 * (u - v).pow(2).flatten(1).sum(1) + w * tv(u)
+
+
+def test_prox_tv_matches_skimage():
+    v = torch.rand(2, 1, 13, 11, dtype=torch.float64, generator=gen(6))
+    w = 0.15
+    u = prox_tv(v, w, n_iter=3000, tol=1e-12)
+    for b in range(2):
+        ref = denoise_tv_chambolle(v[b, 0].numpy(), weight=w, eps=1e-14, max_num_iter=20000)
+        assert np.abs(u[b, 0].numpy() - ref).max() < 1e-4
+        # skimage solves the same problem: same objective value
+        r = torch.from_numpy(ref)[None, None]
+        assert abs(prox_objective(u[b : b + 1], v[b : b + 1], w) - prox_objective(r, v[b : b + 1], w)) < 1e-7
+
+
+def test_prox_tv_optimality_against_perturbations():
+    v = torch.randn(3, 2, 9, 7, dtype=torch.float64, generator=gen(7))
+    w = 0.3
+    u = prox_tv(v, w, n_iter=2000, tol=1e-12)
+    f0 = prox_objective(u, v, w)
+    g = gen(8)
+    for scale in (1e-2, 1e-3):
+        for _ in range(20):
+            d = torch.randn(u.shape, dtype=u.dtype, generator=g)
+            assert (prox_objective(u + scale * d, v, w) >= f0 - 1e-10).all()
+
+
+def test_prox_tv_tolerance_stops_early_with_small_gap():
+    v = torch.rand(2, 1, 15, 15, dtype=torch.float64, generator=gen(9))
+    w = 0.1
+    ref = prox_tv(v, w, n_iter=4000, tol=1e-13)
+    loose = prox_tv(v, w, n_iter=4000, tol=1e-3)
+    # duality gap <= tol * P bounds 1/2 |u - u*|^2
+    bound = (2 * 1e-3 * prox_objective(loose, v, w)).sqrt()
+    assert ((loose - ref).flatten(1).norm(dim=1) <= bound).all()
+    assert (loose - ref).abs().max() > 1e-9  # it did stop early
+
+
+def test_prox_tv_zero_weight_and_constant():
+    v = torch.rand(2, 1, 5, 5, generator=gen(10))
+    assert torch.equal(prox_tv(v, 0.0), v)
+    c = torch.full((2, 1, 5, 5), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(prox_tv(c, 1.0), c)
+
+
+def test_pdhg_identity_equals_prox_tv():
+    v = torch.rand(2, 1, 11, 9, dtype=torch.float64, generator=gen(11))
+    w = 0.1
+    x, hist = pdhg_tv(Denoising(), v, w, box=None, n_iter=5000, tol=1e-10)
+    torch.testing.assert_close(x, prox_tv(v, w, n_iter=3000, tol=1e-13), atol=1e-6, rtol=0)
+    assert isinstance(hist, TVHistory) and hist.converged
+
+
+def test_pdhg_zero_weight_identity_returns_y():
+    y = torch.rand(3, 1, 7, 5, dtype=torch.float64, generator=gen(12))
+    x, hist = pdhg_tv(Denoising(), y, 0.0, n_iter=2000, tol=1e-12)
+    torch.testing.assert_close(x, y, atol=1e-9, rtol=0)
+
+
+def test_pdhg_converges_to_optimal_point():
+    shape = (1, 7, 8)
+    phys = matrix_physics(40, shape, seed=13)
+    x_true = torch.rand(2, *shape, dtype=torch.float64, generator=gen(14))
+    y = phys.A(x_true) + 0.05 * torch.randn(2, 40, dtype=torch.float64, generator=gen(15))
+    w = 0.05
+    ref, ref_hist = pdhg_tv(phys, y, w, n_iter=20000, tol=1e-12)
+    f_ref = objective(phys, ref, y, w)
+    assert ref.min() >= 0 and ref.max() <= 1
+    torch.testing.assert_close(ref_hist.objective[-1], f_ref)
+    # optimality of the reference: feasible perturbations do not decrease the objective
+    g = gen(16)
+    for _ in range(30):
+        pert = (ref + 1e-3 * torch.randn(ref.shape, dtype=ref.dtype, generator=g)).clamp(0, 1)
+        assert (objective(phys, pert, y, w) >= f_ref - 1e-9).all()
+    # a short run: objective decreasing towards the reference
+    _, hist = pdhg_tv(phys, y, w, n_iter=400, tol=0.0)
+    gaps = hist.objective - f_ref
+    assert hist.n_iter == 400 and not hist.converged
+    assert (gaps[-1] < 1e-3 * f_ref).all()
+    assert (gaps[-1] < 0.01 * gaps[10]).all()
+
+
+def test_pdhg_warm_start_and_box():
+    y = torch.rand(2, 1, 6, 6, dtype=torch.float64, generator=gen(17)) * 3 - 1
+    x, _ = pdhg_tv(Denoising(), y, 0.0, box=(0.0, 1.0), n_iter=3000, tol=1e-12, x0=torch.full_like(y, 0.5))
+    torch.testing.assert_close(x, y.clamp(0, 1), atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"weight": -1.0}, "weight"),
+        ({"weight": float("nan")}, "weight"),
+        ({"weight": 0.1, "n_iter": 0}, "n_iter"),
+        ({"weight": 0.1, "tol": -1.0}, "tol"),
+        ({"weight": 0.1, "box": (1.0, 0.0)}, "box"),
+        ({"weight": 0.1, "box": [0.0, 1.0]}, "box"),
+    ],
+)
+def test_pdhg_bad_parameters(kwargs, match):
+    y = torch.rand(2, 1, 5, 5)
+    with pytest.raises(ValueError, match=match):
+        pdhg_tv(Denoising(), y, **kwargs)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="v"):
+        prox_tv(torch.rand(5, 5), 0.1)
+    with pytest.raises(ValueError, match="NaN"):
+        prox_tv(torch.full((1, 1, 3, 3), float("nan")), 0.1)
+    with pytest.raises(TypeError, match="v"):
+        prox_tv(np.zeros((1, 1, 3, 3)), 0.1)
+    with pytest.raises(ValueError, match="x"):
+        tv(torch.rand(3, 3))
+    with pytest.raises(ValueError, match="x0"):
+        pdhg_tv(Denoising(), torch.rand(2, 1, 5, 5), 0.1, x0=torch.rand(2, 1, 4, 5))
+    with pytest.raises(TypeError, match="x0"):
+        pdhg_tv(Denoising(), torch.rand(2, 1, 5, 5), 0.1, x0=torch.rand(2, 1, 5, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="y"):
+        pdhg_tv(Denoising(), torch.full((2, 1, 5, 5), float("inf")), 0.1)
