@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from liftinv.activations import LeakyReLU, ReLU, Sigmoid, SoftThreshold, Tanh
+from liftinv.architectures._common import init_parameters_
+from liftinv.convert import lift
 from liftinv.network import LiftedNetwork
 from operators.blur import Blur
 
@@ -72,6 +74,15 @@ def _unrolled(generator: torch.Generator) -> Example:
     return Example(net.lifted, u, y)
 
 
+def _lifted_convnet(generator: torch.Generator) -> Example:
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, stride=2), nn.Hardtanh(-0.5, 0.5), nn.Flatten(), nn.Linear(18, 5), nn.Softshrink(0.05),
+        nn.Linear(5, 18), nn.Unflatten(1, (3, 2, 3)), nn.ConvTranspose2d(3, 1, 3, stride=2), nn.Tanh(),
+    )
+    init_parameters_(model, generator)
+    return Example(lift(model.double(), input_shape=(2, 5, 7)), _randn(generator, 3, 2, 5, 7))
+
+
 #: Tiny instances of every architecture: name -> ``generator -> Example``.
 ARCHITECTURES: dict[str, Callable[[torch.Generator], Example]] = {
     "mlp": _mlp,
@@ -80,6 +91,7 @@ ARCHITECTURES: dict[str, Callable[[torch.Generator], Example]] = {
     "resnet_conv": _resnet_conv,
     "pnn": _pnn,
     "unrolled_primal_dual": _unrolled,
+    "lifted_convnet": _lifted_convnet,
 }
 
 __all__ = [

@@ -34,13 +34,13 @@ def odd_int(name: str, value: object) -> int:
 
 
 def init_parameters_(module: nn.Module, generator: torch.Generator | None) -> None:
-    r"""Redraw the weight and bias of every ``nn.Linear``/``nn.Conv2d`` in ``module`` i.i.d.
-    uniform on :math:`[-1/\sqrt{n_{in}}, 1/\sqrt{n_{in}}]` (PyTorch's default bounds, with
-    :math:`n_{in}` the fan-in) from ``generator``; ``None`` keeps PyTorch's initialisation."""
+    r"""Redraw the weight and bias of every ``nn.Linear``/``nn.Conv2d``/``nn.ConvTranspose2d`` in
+    ``module`` i.i.d. uniform on :math:`[-1/\sqrt{n}, 1/\sqrt{n}]` with :math:`n` = ``weight[0].numel()``
+    (PyTorch's default bounds) from ``generator``; ``None`` keeps PyTorch's initialisation."""
     if generator is None:
         return
     for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
             bound = 1.0 / math.sqrt(m.weight[0].numel())
             for p in (m.weight, m.bias):
                 if p is not None:

@@ -75,11 +75,11 @@ class UnrolledPrimalDual(nn.Module):
         norm2 = opnorm(physics, (1, *self.img_size)) ** 2
         if not norm2 > 0:
             raise ValueError(f"physics has operator norm 0 on images of size {self.img_size}")
-        self.tau, self.s = 1.0 / norm2, norm2 / 2.02
+        steps = [GradientStep(physics, 1.0 / norm2) for _ in range(n_iter)]
+        self.tau, self.s = float(steps[0].tau), norm2 / 2.02  # tau as the steps store it
         convs = [normalised_conv(self.img_size[0], features, kernel_size, generator) for _ in range(n_iter)]
         layers, x_prev, u_prev = [], 0, None
-        for k in range(n_iter):
-            step = GradientStep(physics, self.tau)
+        for k, step in enumerate(steps):
             inputs, maps = [x_prev], [step]
             if u_prev is not None:
                 inputs, maps = inputs + [u_prev], maps + [ConvAdjoint(convs[k], -self.tau)]

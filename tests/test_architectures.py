@@ -1,0 +1,445 @@
+"""Contract tests of the lifted architectures (every entry of ARCHITECTURES) and specific oracles
+for each architecture (explicit forward loops, dual gaps, monotonicity)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from liftinv.activations import Clip, ReLU, Tanh
+from liftinv.architectures import (
+    ARCHITECTURES,
+    MLP,
+    ProximalNeuralNetwork,
+    ResNet,
+    Transposed,
+    UnrolledPrimalDual,
+    conv_norm,
+)
+from liftinv.architectures._common import normalised_conv
+from liftinv.blocks import Params, Var
+from liftinv.penalty import BREGMAN, FENCHEL, MAC
+from liftinv.problem import LiftedProblem
+from operators.blur import Blur
+
+PENALTIES = {"bregman": BREGMAN, "mac": MAC, "fenchel": FENCHEL}
+DT = torch.float64
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn_like(t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return torch.randn(t.shape, dtype=t.dtype, generator=g)
+
+
+def perturbed(net, xs, g, scale=0.1):
+    """A random infeasible point (detached): every variable moved, auxiliaries kept in dom Psi."""
+    out = [xs[0] + scale * randn_like(xs[0], g)]
+    for k in range(1, net.depth + 1):
+        out.append(net.layer(k).activation.project_domain(xs[k] + scale * randn_like(xs[k], g)))
+    return [x.detach() for x in out]
+
+
+def energy(net, xs, y, penalty, own=None):
+    r"""Differentiable :math:`\sum_k \lambda_k P_k(x_k, a_k(x))`; the first argument of ``P_own``
+    is detached (that term is the nonsmooth part of block ``Var(own)``)."""
+    total = 0.0
+    for k in range(1, net.depth + 1):
+        layer = net.layer(k)
+        z = xs[k].detach() if k == own else xs[k]
+        total = total + layer.weight * penalty.value(layer.activation, z, layer.preactivation(xs, y)).sum()
+    return total
+
+
+def layers_using(net, group):
+    ids = {id(p) for p in group}
+    return [k for k in range(1, net.depth + 1) if ids & {id(p) for p in net.layer(k).parameters()}]
+
+
+def group_terms(net, layers, xs, group):
+    r"""Stacked :math:`\sqrt{\lambda_k}\sum_j M_{kj} x_{i_j}` over the maps that use ``group``: the
+    part of the preactivations that depends on the group (the rest is constant in it)."""
+    ids = {id(p) for p in group}
+    parts = []
+    for k in layers:
+        layer = net.layer(k)
+        uses = [(i, m) for i, m in zip(layer.inputs, layer.maps) if ids & {id(p) for p in m.parameters()}]
+        parts.append(math.sqrt(layer.weight) * sum(m(xs[i]) for i, m in uses).flatten())
+    return torch.cat(parts)
+
+
+@pytest.fixture(params=sorted(ARCHITECTURES))
+def example(request):
+    return ARCHITECTURES[request.param](gen(1))
+
+
+# ----------------------------------------------------------------------------- contracts
+def test_feasible_ends_with_forward(example):
+    net, u, y = example.network, example.u, example.y
+    xs = net.feasible(u, y)
+    assert len(xs) == net.depth + 1 and xs[0] is u
+    assert torch.equal(xs[-1], net(u, y))
+    assert xs[-1].dtype == DT and bool(torch.isfinite(xs[-1]).all())
+
+
+@pytest.mark.parametrize("name", sorted(PENALTIES))
+def test_gaps_vanish_exactly_at_feasible_points(example, name):
+    net, penalty = example.network, PENALTIES[name]
+    xs = net.feasible(example.u, example.y)
+    gaps = net.gaps(xs, example.y, penalty)
+    assert gaps.shape == (net.depth,)
+    assert gaps.abs().max() < 1e-10
+    moved = net.gaps(perturbed(net, xs, gen(2)), example.y, penalty)
+    assert bool((moved > 1e-6).all()), moved
+
+
+@pytest.mark.parametrize("name", sorted(PENALTIES))
+def test_block_gradients_equal_autograd_of_energy(example, name):
+    net, y, penalty = example.network, example.y, PENALTIES[name]
+    xs = perturbed(net, net.feasible(example.u, y), gen(3))
+    problem = LiftedProblem(net, xs, y, free_vars=range(net.depth + 1), train_params=True, penalty=penalty)
+    blocks = problem.blocks()
+    assert len(problem.param_groups) >= 1
+    grads = problem.grads(blocks)
+    torch.testing.assert_close(problem.energy(), energy(net, xs, y, penalty).detach(), rtol=1e-12, atol=1e-12)
+    for block, grad in zip(blocks, grads):
+        if isinstance(block, Var):
+            leaves = [x.detach().clone().requires_grad_() for x in xs]
+            e = energy(net, leaves, y, penalty, own=block.index)
+            expected = torch.autograd.grad(e, leaves[block.index], allow_unused=True)[0]
+            expected = torch.zeros_like(xs[block.index]) if expected is None else expected
+            torch.testing.assert_close(grad[0], expected, rtol=1e-9, atol=1e-11, msg=f"{block}")
+        else:
+            group = problem.param_groups[block.index]
+            expected = torch.autograd.grad(energy(net, xs, y, penalty), group)
+            for g, e in zip(grad, expected):
+                torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11, msg=f"{block}")
+
+
+def test_variable_lipschitz_bounds_are_tight_gauss_newton_bounds(example):
+    """L(Var i) lies in [lam, 1.06 lam], lam = lambda_max(sum_k lambda_k M_k^* M_k) from the
+    explicit matrix of the maps on one sample (the supremum over points of the Lipschitz constant
+    of the Bregman gradient, since 0 <= sigma' <= 1), and bounds gradient differences."""
+    net, y = example.network, example.y
+    xs = perturbed(net, net.feasible(example.u, y), gen(4))
+    problem = LiftedProblem(net, xs, y, free_vars=range(net.depth), train_params=False)
+    g = gen(5)
+    for i in range(net.depth):
+        shape = xs[i].shape[1:]
+        n = math.prod(shape)
+        basis = torch.eye(n, dtype=DT).reshape(n, *shape)
+        gram = torch.zeros(n, n, dtype=DT)
+        for k, pos in net.consumers(i):
+            m = net.layer(k).maps[pos]
+            with torch.no_grad():
+                cols = (m(basis) - m(torch.zeros_like(basis))).reshape(n, -1)
+            gram += net.layer(k).weight * cols @ cols.T
+        lam = float(torch.linalg.eigvalsh(gram).max())
+        lip = problem.lipschitz(Var(i))
+        assert lam * (1 - 1e-9) <= lip <= 1.06 * lam + 1e-12, (i, lip, lam)
+        grad0 = problem.grads([Var(i)])[0][0]
+        for _ in range(2):
+            x1 = xs[i] + randn_like(xs[i], g)
+            problem.set(Var(i), [x1])
+            grad1 = problem.grads([Var(i)])[0][0]
+            assert (grad1 - grad0).norm() <= lip * (x1 - xs[i]).norm() * (1 + 1e-9)
+        problem.set(Var(i), [xs[i]])
+
+
+def test_parameter_lipschitz_bounds_are_tight_gauss_newton_bounds(example):
+    """Same for Params blocks, J from differences (exact for groups entering affinely; groups
+    entering through a product of parameters, where no global bound exists, are left out)."""
+    net, y = example.network, example.y
+    xs = perturbed(net, net.feasible(example.u, y), gen(6))
+    problem = LiftedProblem(net, xs, y, free_vars=[], train_params=True)
+    g = gen(7)
+    tested = 0
+    for b in range(len(problem.param_groups)):
+        group = problem.param_groups[b]
+        layers = layers_using(net, group)
+        with torch.no_grad():
+            base = group_terms(net, layers, xs, group)
+            step = [randn_like(p, g) for p in group]
+            shifted = []
+            for t in (1.0, 2.0):
+                for p, d in zip(group, step):
+                    p.add_(t * d)
+                shifted.append(group_terms(net, layers, xs, group))
+                for p, d in zip(group, step):
+                    p.sub_(t * d)
+            if (shifted[1] - 2 * shifted[0] + base).abs().max() > 1e-9 * (1 + base.abs().max()):
+                continue  # a product of parameters (L L^*, or two parametrised maps in one chain)
+            cols = []
+            for p in group:
+                for j in range(p.numel()):
+                    p.view(-1)[j] += 1.0
+                    cols.append(group_terms(net, layers, xs, group) - base)
+                    p.view(-1)[j] -= 1.0
+        jac = torch.stack(cols, 1)
+        lam = float(torch.linalg.eigvalsh(jac.T @ jac).max())
+        lip = problem.lipschitz(Params(b))
+        assert lam * (1 - 1e-9) <= lip <= 1.06 * lam, (b, lip, lam)
+        theta0 = [t.clone() for t in problem.get(Params(b))]
+        grad0 = problem.grads([Params(b)])[0]
+        for _ in range(2):
+            theta1 = [t + 0.3 * randn_like(t, g) for t in theta0]
+            problem.set(Params(b), theta1)
+            grad1 = problem.grads([Params(b)])[0]
+            dg = math.sqrt(sum(float(((a - c) ** 2).sum()) for a, c in zip(grad1, grad0)))
+            dt = math.sqrt(sum(float(((a - c) ** 2).sum()) for a, c in zip(theta1, theta0)))
+            assert dg <= lip * dt * (1 + 1e-9)
+        problem.set(Params(b), theta0)
+        tested += 1
+    if not tested:
+        pytest.skip("no parameter group enters the preactivations affinely")
+
+
+def test_registry_is_seeded_by_the_generator():
+    for name, build in ARCHITECTURES.items():
+        a, b, c = build(gen(11)), build(gen(11)), build(gen(12))
+        sa, sb, sc = (e.network.state_dict() for e in (a, b, c))
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+        assert torch.equal(a.u, b.u) and not torch.equal(a.u, c.u), name
+        assert any(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point() and sa[k].numel() > 1), name
+
+
+# ----------------------------------------------------------------------------- MLP
+def test_mlp_forward_is_the_explicit_composition():
+    ex = ARCHITECTURES["mlp"](gen(8))
+    linears = [m for m in ex.network.modules() if isinstance(m, nn.Linear)]
+    x = ex.u
+    for lin, f in zip(linears, [F.relu, lambda a: F.leaky_relu(a, 0.2), lambda a: F.softshrink(a, 0.1), torch.sigmoid]):
+        x = f(x @ lin.weight.T + lin.bias)
+    torch.testing.assert_close(ex.network(ex.u), x, rtol=1e-13, atol=1e-14)
+    assert [layer.weight for layer in ex.network.layers] == [1.0, 0.5, 2.0, 1.0]
+
+
+def test_mlp_validates_its_arguments():
+    with pytest.raises(ValueError, match="sizes"):
+        MLP([4], ReLU())
+    with pytest.raises(ValueError, match="sizes\\[1\\]"):
+        MLP([4, 0, 3], ReLU())
+    with pytest.raises(ValueError, match="activations"):
+        MLP([4, 5, 6, 3], [ReLU()])
+    with pytest.raises(ValueError, match="weights"):
+        MLP([4, 5, 3], ReLU(), weights=[1.0])
+    with pytest.raises(ValueError, match="weight"):
+        MLP([4, 5, 3], ReLU(), weights=-1.0)
+    with pytest.raises(TypeError, match="GELU"):
+        MLP([4, 5, 3], nn.GELU())
+    net = MLP([4, 5, 3], ReLU()).double()
+    with pytest.raises(ValueError, match=r"\(B, 4\)"):
+        net(torch.zeros(2, 5, dtype=DT))
+
+
+# ----------------------------------------------------------------------------- ResNet
+@pytest.mark.parametrize("name", ["resnet", "resnet_tied", "resnet_conv"])
+def test_resnet_forward_is_the_residual_recursion(name):
+    ex = ARCHITECTURES[name](gen(9))
+    net = ex.network
+    act = {"resnet": torch.tanh, "resnet_tied": F.relu, "resnet_conv": lambda a: F.leaky_relu(a, 0.1)}[name]
+    conv = name == "resnet_conv"
+    first = net.layer(1)
+    blocks = [k for k in range(1, net.depth + 1) if len(net.layer(k).inputs) == 2]
+    u = first.maps[0](ex.u) if blocks[0] == 3 else ex.u
+    for k in blocks:
+        w, v = net.layer(k - 1).maps[0], net.layer(k).maps[1]
+        z = act(F.conv2d(u, w.weight, w.bias, padding=1) if conv else u @ w.weight.T + w.bias)
+        if isinstance(v, Transposed):
+            u = u + (F.conv_transpose2d(z, w.weight, padding=1) if conv else z @ w.weight)
+        else:
+            u = u + z @ v.weight.T
+    if blocks[-1] < net.depth:
+        u = net.layer(net.depth).maps[0](u)
+    torch.testing.assert_close(net(ex.u), u, rtol=1e-13, atol=1e-13)
+    assert [net.layer(k).weight for k in blocks] == [2.0 if name == "resnet" else 1.0] * len(blocks)
+
+
+@pytest.mark.parametrize("kernel_size", [None, 3])
+def test_tied_resnet_block_is_strongly_monotone(kernel_size):
+    r"""u -> u + W^T sigma(W u + b) satisfies <B(u) - B(v), u - v> >= |u - v|^2."""
+    net = ResNet(4, 1, Tanh(), tied=True, kernel_size=kernel_size, generator=gen(10)).double()
+    shape = (5, 4) if kernel_size is None else (5, 4, 5, 7)
+    g = gen(11)
+    u, v = torch.randn(shape, dtype=DT, generator=g), torch.randn(shape, dtype=DT, generator=g)
+    inner = ((net(u) - net(v)) * (u - v)).flatten(1).sum(1)
+    assert bool((inner >= ((u - v) ** 2).flatten(1).sum(1) * (1 - 1e-12)).all())
+    assert net.layer(2).maps[1].module.weight is net.layer(1).maps[0].weight
+
+
+@pytest.mark.parametrize("module", [nn.Linear(5, 3), nn.Conv2d(2, 3, 5, padding=2)])
+def test_transposed_is_the_adjoint_of_the_linear_part(module):
+    module = module.double()
+    g = gen(12)
+    x = torch.randn((2, 5) if isinstance(module, nn.Linear) else (2, 2, 7, 9), dtype=DT, generator=g)
+    with torch.no_grad():
+        mx = module(x) - module(torch.zeros_like(x))
+        z = torch.randn(mx.shape, dtype=DT, generator=g)
+        lhs, rhs = (mx * z).sum(), (x * Transposed(module)(z)).sum()
+    assert abs(lhs - rhs) <= 1e-12 * mx.norm() * z.norm()
+
+
+def test_resnet_and_transposed_validate_their_arguments():
+    with pytest.raises(ValueError, match="kernel_size"):
+        ResNet(3, 2, ReLU(), kernel_size=4)
+    with pytest.raises(ValueError, match="depth"):
+        ResNet(3, 0, ReLU())
+    with pytest.raises(ValueError, match="rho"):
+        ResNet(3, 1, ReLU(), rho=0.0)
+    with pytest.raises(ValueError, match="stride"):
+        Transposed(nn.Conv2d(2, 2, 3, stride=2, padding=1))
+    with pytest.raises(TypeError, match="ReLU"):
+        Transposed(nn.ReLU())
+
+
+# ----------------------------------------------------------------------------- PNN
+def convs_of(module):
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+def dual_forward_backward(z, weights, tau, lam):
+    """Independent loop: u_k = clip(u - tau L_k (L_k^* u - z)), x = z - L_K^* u_K."""
+    pad = weights[0].shape[-1] // 2
+    u = torch.zeros_like(F.conv2d(z, weights[0], padding=pad))
+    for w in weights:
+        u = (u - tau * F.conv2d(F.conv_transpose2d(u, w, padding=pad) - z, w, padding=pad)).clamp(-lam, lam)
+    return z - F.conv_transpose2d(u, weights[-1], padding=pad), u
+
+
+def test_pnn_forward_is_dual_forward_backward():
+    ex = ARCHITECTURES["pnn"](gen(13))
+    net = ex.network
+    weights = [c.weight for c in convs_of(net)]
+    assert len(weights) == 3
+    x, _ = dual_forward_backward(ex.u, weights, net.tau, net.threshold)
+    torch.testing.assert_close(net(ex.u), x, rtol=1e-13, atol=1e-14)
+    assert all(abs(conv_norm(c) - 1) < 1e-6 for c in convs_of(net))  # float32 construction
+    assert abs(net.tau - 1 / 1.01) < 1e-15
+
+
+def test_pnn_with_one_operator_solves_the_l1_analysis_denoising_problem():
+    r"""With L_k = L for all k the network runs dual forward-backward on
+    min_x 1/2|x - z|^2 + lam |L x|_1; the duality gap P(x_K) - D(u_K) (an optimality
+    certificate, D(u) = 1/2|z|^2 - 1/2|z - L^* u|^2 on |u|_inf <= lam) goes to zero."""
+    lam = 0.2
+    z = torch.rand(2, 1, 7, 9, dtype=DT, generator=gen(14))
+    gaps = []
+    for n_layers in (3, 100):
+        net = ProximalNeuralNetwork(1, 2, n_layers, threshold=lam, tau=1.9 / 1.01, generator=gen(15)).double()
+        w = convs_of(net)[0].weight.detach()
+        with torch.no_grad():
+            for c in convs_of(net):
+                c.weight.copy_(w)
+            x = net(z)
+            x_ref, u = dual_forward_backward(z, [w] * n_layers, net.tau, lam)
+        torch.testing.assert_close(x, x_ref, rtol=1e-12, atol=1e-13)
+        primal = 0.5 * ((x - z) ** 2).sum() + lam * F.conv2d(x, w, padding=1).abs().sum()
+        dual = 0.5 * (z**2).sum() - 0.5 * ((z - F.conv_transpose2d(u, w, padding=1)) ** 2).sum()
+        gaps.append(float((primal - dual) / primal))
+    assert gaps[1] >= -1e-12 and gaps[1] < 1e-6 and gaps[0] > 1e2 * gaps[1], gaps
+
+
+def test_pnn_validates_its_arguments():
+    with pytest.raises(ValueError, match="threshold"):
+        ProximalNeuralNetwork(1, 2, 2, threshold=0.0)
+    with pytest.raises(ValueError, match="tau"):
+        ProximalNeuralNetwork(1, 2, 2, tau=float("nan"))
+    with pytest.raises(ValueError, match="kernel_size"):
+        ProximalNeuralNetwork(1, 2, 2, kernel_size=2)
+    with pytest.raises(ValueError, match="n_layers"):
+        ProximalNeuralNetwork(1, 2, 0)
+    net = ProximalNeuralNetwork(2, 3, 2).double()
+    with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):
+        net(torch.zeros(2, 1, 5, 5, dtype=DT))
+    with pytest.raises(ValueError, match="NaN"):
+        net(torch.full((2, 2, 5, 5), float("nan"), dtype=DT))
+
+
+def test_conv_norm_bounds_the_norm_on_every_image_size():
+    conv = nn.Conv2d(2, 3, 3, padding=1, bias=False).double()
+    nn.init.normal_(conv.weight, generator=gen(16))
+    bound = conv_norm(conv)
+    for h, w in [(3, 4), (6, 5), (11, 13)]:
+        n = 2 * h * w
+        basis = torch.eye(n, dtype=DT).reshape(n, 2, h, w)
+        with torch.no_grad():
+            matrix = conv(basis).reshape(n, -1)
+        norm = float(torch.linalg.matrix_norm(matrix, ord=2))
+        assert norm <= bound * (1 + 1e-3)
+    assert norm >= 0.9 * bound
+    assert abs(conv_norm(normalised_conv(2, 3, 5, gen(17))) - 1) < 1e-6
+
+
+# ----------------------------------------------------------------------------- unrolled
+def primal_dual_loop(y, physics, weights, tau, s, lam, x0):
+    """Independent loop of the Condat-Vu iterations with u_0 = 0."""
+    pad = weights[0].shape[-1] // 2
+    x, u = x0, None
+    for k, w in enumerate(weights):
+        grad = physics.A_adjoint(physics.A(x) - y) + (0 if u is None else F.conv_transpose2d(u, w, padding=pad))
+        x_new = (x - tau * grad).clamp(0, 1)
+        if k < len(weights) - 1:
+            u = (0 if u is None else u) + s * F.conv2d(2 * x_new - x, w, padding=pad)
+            u = u.clamp(-lam, lam)
+        x = x_new
+    return x
+
+
+def blur(seed, boundary="zero"):
+    kernel = torch.rand(3, 3, dtype=DT, generator=gen(seed))
+    return Blur(kernel / kernel.sum(), img_size=(1, 7, 9), boundary=boundary, dtype=DT)
+
+
+def dense_norm(physics, shape):
+    n = math.prod(shape)
+    with torch.no_grad():
+        return float(torch.linalg.matrix_norm(physics.A(torch.eye(n, dtype=DT).reshape(n, *shape)).reshape(n, -1), ord=2))
+
+
+def test_unrolled_forward_is_the_primal_dual_loop():
+    physics = blur(18)
+    net = UnrolledPrimalDual(physics, 4, 3, (1, 7, 9), threshold=0.05, generator=gen(19)).double()
+    norm = dense_norm(physics, (1, 7, 9))
+    assert abs(net.tau * norm**2 - 1) < 1e-4 and abs(net.s - norm**2 / 2.02) < 1e-4
+    y = physics.A(torch.rand(2, 1, 7, 9, dtype=DT, generator=gen(20)))
+    weights = [c.weight for c in convs_of(net)]
+    assert len(weights) == 4
+    expected = primal_dual_loop(y, physics, weights, net.tau, net.s, 0.05, physics.A_adjoint(y))
+    torch.testing.assert_close(net(y), expected, rtol=1e-13, atol=1e-14)
+    u, yy = net.lifted_inputs(y)
+    assert yy is y and torch.equal(net.lifted.feasible(u, y)[-1], net(y))
+    assert net.lifted.depth == 7
+
+
+def test_unrolled_binds_a_deepinv_physics():
+    import deepinv as dinv
+
+    net = UnrolledPrimalDual(blur(21), 3, 2, (1, 7, 9), adjoint_init=False, generator=gen(22)).double()
+    kernel = torch.rand(1, 1, 3, 3, dtype=DT, generator=gen(23))
+    other = dinv.physics.BlurFFT(img_size=(1, 7, 9), filter=kernel / kernel.sum())
+    y = other.A(torch.rand(2, 1, 7, 9, dtype=DT, generator=gen(24)))
+    weights = [c.weight for c in convs_of(net)]
+    expected = primal_dual_loop(y, other, weights, net.tau, net.s, 0.05, torch.zeros(2, 1, 7, 9, dtype=DT))
+    x = net(y, other)
+    torch.testing.assert_close(x, expected, rtol=1e-13, atol=1e-14)
+    assert torch.equal(net(y), x)
+    u, _ = net.lifted_inputs(y)
+    assert torch.equal(u, torch.zeros_like(u))
+
+
+def test_unrolled_validates_its_arguments():
+    physics = blur(25)
+    with pytest.raises(ValueError, match="n_iter"):
+        UnrolledPrimalDual(physics, 1, 2, (1, 7, 9))
+    with pytest.raises(ValueError, match="img_size"):
+        UnrolledPrimalDual(physics, 2, 2, (7, 9))
+    with pytest.raises(ValueError, match="threshold"):
+        UnrolledPrimalDual(physics, 2, 2, (1, 7, 9), threshold=-1.0)
+    net = UnrolledPrimalDual(physics, 2, 2, (1, 7, 9)).double()
+    with pytest.raises(TypeError, match="y"):
+        net([1.0])

@@ -1,0 +1,130 @@
+"""lift(): same function, shared parameters, one layer per activation, clear refusals."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from liftinv.activations import Clip, Identity, LeakyReLU, ReLU, Sigmoid, SoftThreshold, Tanh
+from liftinv.architectures import MLP
+from liftinv.architectures._common import init_parameters_
+from liftinv.convert import lift
+from liftinv.network import LiftedNetwork
+
+DT = torch.float64
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def build(model: nn.Module, seed: int) -> nn.Module:
+    init_parameters_(model, gen(seed))
+    return model.double()
+
+
+def dense_model():
+    """Every supported activation, with two affine maps composed before the first one."""
+    return nn.Sequential(
+        nn.Linear(5, 7), nn.Linear(7, 6), nn.ReLU(),
+        nn.Linear(6, 7), nn.LeakyReLU(0.1),
+        nn.Linear(7, 5), nn.Hardtanh(-0.5, 0.7),
+        nn.Linear(5, 6), nn.Softshrink(0.2),
+        nn.Linear(6, 4), nn.Tanh(),
+        nn.Identity(), nn.Linear(4, 5), nn.Sigmoid(),
+        nn.Linear(5, 3), nn.ReLU6(),
+        nn.Linear(3, 3),
+    )
+
+
+def conv_model():
+    """Convolutions, nesting, Flatten/Unflatten and ConvTranspose2d."""
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
+        nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.Tanh(), nn.Flatten()),
+        nn.Linear(24, 9), nn.Softshrink(0.05),
+        nn.Linear(9, 24), nn.Unflatten(1, (4, 2, 3)), nn.ConvTranspose2d(4, 2, 3, stride=2),
+        nn.Sequential(nn.Sequential(nn.Sigmoid())),
+    )
+
+
+@pytest.mark.parametrize(
+    "make, shape, n_layers, acts",
+    [
+        (dense_model, (3, 5), 8, [ReLU, LeakyReLU, Clip, SoftThreshold, Tanh, Sigmoid, Clip, Identity]),
+        (conv_model, (4, 2, 5, 7), 4, [ReLU, Tanh, SoftThreshold, Sigmoid]),
+    ],
+)
+def test_lift_computes_the_same_function_with_shared_parameters(make, shape, n_layers, acts):
+    model = build(make(), 1)
+    net = lift(model, input_shape=shape[1:])
+    u = torch.randn(shape, dtype=DT, generator=gen(2))
+    torch.testing.assert_close(net(u), model(u), rtol=1e-14, atol=1e-15)
+    assert net.depth == n_layers and [type(layer.activation) for layer in net.layers] == acts
+    assert all(layer.inputs == (k - 1,) for k, layer in enumerate(net.layers, start=1))
+    assert {id(p) for p in net.parameters()} == {id(p) for p in model.parameters()}
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)  # shared, not copied: the lifted network follows
+    torch.testing.assert_close(net(u), model(u), rtol=1e-14, atol=1e-15)
+
+
+def test_consecutive_affine_modules_compose_into_one_map():
+    model = build(nn.Sequential(nn.Linear(4, 6), nn.Identity(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 2)), 3)
+    net = lift(model)
+    assert net.depth == 2
+    first = net.layer(1).maps[0]
+    assert isinstance(first, nn.Sequential) and list(first) == [model[0], model[2]]
+    assert net.layer(2).maps[0] is model[4] and isinstance(net.layer(2).activation, Identity)
+
+
+def test_leading_and_repeated_activations_get_identity_maps():
+    model = build(nn.Sequential(nn.Tanh(), nn.Sigmoid(), nn.Linear(4, 3), nn.ReLU()), 4)
+    net = lift(model)
+    u = torch.randn(3, 4, dtype=DT, generator=gen(5))
+    assert net.depth == 3 and isinstance(net.layer(1).maps[0], nn.Identity)
+    torch.testing.assert_close(net(u), model(u), rtol=1e-14, atol=1e-15)
+
+
+def test_single_modules_and_lifted_networks():
+    linear = build(nn.Linear(4, 3), 6)
+    net = lift(linear)
+    u = torch.randn(2, 4, dtype=DT, generator=gen(7))
+    assert net.depth == 1 and torch.equal(net(u), linear(u))
+    mlp = MLP([3, 4, 2], ReLU())
+    assert lift(mlp) is mlp
+    assert isinstance(lift(nn.Sequential(nn.Sigmoid())), LiftedNetwork)
+
+
+@pytest.mark.parametrize(
+    "bad, where",
+    [
+        (nn.GELU(), "1 (GELU)"),
+        (nn.SiLU(), "1 (SiLU)"),
+        (nn.BatchNorm1d(4), "1 (BatchNorm1d)"),
+        (nn.Dropout(0.1), "1 (Dropout)"),
+        (nn.LeakyReLU(-0.1), "1 (LeakyReLU)"),
+        (nn.Sequential(nn.ReLU(), nn.ELU()), "1.1 (ELU)"),
+    ],
+)
+def test_unsupported_layers_are_refused_by_index_and_class(bad, where):
+    model = nn.Sequential(nn.Linear(3, 4), bad, nn.Linear(4, 2))
+    with pytest.raises(TypeError, match=r"layer " + where.replace("(", r"\(").replace(")", r"\)")) as info:
+        lift(model)
+    assert "nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten" in str(info.value)
+
+
+def test_invalid_modules_and_shapes_are_refused():
+    with pytest.raises(TypeError, match="nn.Module"):
+        lift(lambda x: x)
+    with pytest.raises(ValueError, match="no layer"):
+        lift(nn.Sequential(nn.Identity()))
+    model = build(conv_model(), 8)
+    with pytest.raises(ValueError, match=r"input_shape=\(2, 7, 9\) does not fit lifted layer 3"):
+        lift(model, input_shape=(2, 7, 9))
+    with pytest.raises(ValueError, match="input_shape"):
+        lift(build(dense_model(), 9), input_shape=(4,))
+    net = lift(build(dense_model(), 10), input_shape=(5,))
+    with pytest.raises(ValueError, match=r"\(B, 5\)"):
+        net(torch.zeros(2, 4, dtype=DT))
+    with pytest.raises(TypeError, match="dtype"):
+        net(torch.zeros(2, 5, dtype=torch.float32))
