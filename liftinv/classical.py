@@ -1,0 +1,151 @@
+r"""Classical reconstructions :math:`y \mapsto x` for linear inverse problems :math:`y = Ax + e`.
+
+Every function takes the measurements first and the operator second and returns images
+(B, C, H, W). They use only ``physics.A`` and ``physics.A_adjoint`` unless named after a
+specific operator (:func:`fbp` for :class:`operators.radon.Radon`, :func:`wiener` for a circular
+:class:`operators.blur.Blur`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from liftinv.tv import pdhg_tv
+from operators.checks import check_tensor
+
+
+def _check_nonneg(value: float, name: str, *, strict: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or value < 0 or (strict and value == 0):
+        bound = "> 0" if strict else ">= 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def adjoint(y: Tensor, physics) -> Tensor:
+    r"""Back-projection :math:`A^* y`."""
+    check_tensor(y, "y")
+    return physics.A_adjoint(y)
+
+
+def fbp(y: Tensor, radon, filter: str = "ramp") -> Tensor:
+    r"""Filtered back-projection of a sinogram (B, C, n_detectors, n_angles) by ``radon.fbp``
+    (scikit-image's ``iradon`` convention); ``filter`` is one of ``"ramp"``, ``"shepp-logan"``,
+    ``"cosine"``, ``"hamming"``, ``"hann"``."""
+    if not callable(getattr(radon, "fbp", None)):
+        raise TypeError(f"radon must provide fbp(y, filter) (operators.radon.Radon), got {type(radon).__name__}")
+    check_tensor(y, "y", ndim=4)
+    return radon.fbp(y, filter=filter)
+
+
+def zero_filled(y: Tensor, mri) -> Tensor:
+    r"""Zero-filled reconstruction :math:`A^* y`: inverse FFT of the k-space data with unsampled
+    entries set to zero (coil-combined with the conjugate sensitivities for multi-coil data),
+    as (B, 2, H, W) real/imaginary channels."""
+    if not hasattr(mri, "mask"):
+        raise TypeError(f"mri must be an MRI operator with a sampling mask, got {type(mri).__name__}")
+    return adjoint(y, mri)
+
+
+def tikhonov(
+    y: Tensor, physics, lam: float, *, n_iter: int = 200, tol: float = 1e-6, x0: Tensor | None = None
+) -> Tensor:
+    r"""Tikhonov-regularised least squares
+    :math:`\operatorname{argmin}_x \tfrac12\|Ax - y\|^2 + \tfrac{\lambda}{2}\|x\|^2`, i.e. the solution of
+    :math:`(A^*A + \lambda I)x = A^*y`, by conjugate gradients per sample (matrix-free: only
+    :math:`A` and :math:`A^*`).
+
+    Stops when the residual :math:`\|A^*y - (A^*A + \lambda I)x\| \le \mathrm{tol}\,\|A^*y\|` for
+    every sample, or after ``n_iter`` iterations. With :math:`\lambda = 0` and ``x0 = 0`` CG
+    converges to the minimum-norm least-squares solution.
+
+    Args:
+        y: measurements.
+        physics: linear operator with ``A`` and ``A_adjoint``.
+        lam: :math:`\lambda \ge 0`.
+        n_iter: maximum number of CG iterations.
+        tol: relative residual tolerance.
+        x0: initial image; default zero.
+    """
+    check_tensor(y, "y")
+    _check_nonneg(lam, "lam")
+    _check_nonneg(tol, "tol")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+        raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
+    b = physics.A_adjoint(y)
+
+    def normal(v: Tensor) -> Tensor:
+        return physics.A_adjoint(physics.A(v)) + lam * v
+
+    def dot(u: Tensor, v: Tensor) -> Tensor:
+        return (u * v).flatten(1).sum(1).view(-1, *([1] * (u.ndim - 1)))
+
+    if x0 is None:
+        x, r = torch.zeros_like(b), b.clone()
+    else:
+        check_tensor(x0, "x0", like=b)
+        if x0.shape != b.shape:
+            raise ValueError(f"x0 must have the shape {tuple(b.shape)} of A^*y, got {tuple(x0.shape)}")
+        x = x0.clone()
+        r = b - normal(x)
+    p, rs = r.clone(), dot(r, r)
+    threshold = tol**2 * dot(b, b)
+    for _ in range(n_iter):
+        if bool((rs <= threshold).all()):
+            break
+        ap = normal(p)
+        curv = dot(p, ap)
+        alpha = torch.where(curv > 0, rs / curv, torch.zeros_like(rs))
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = dot(r, r)
+        p = r + torch.where(rs > 0, rs_new / rs, torch.zeros_like(rs)) * p
+        rs = rs_new
+    return x
+
+
+def wiener(y: Tensor, blur, lam: float) -> Tensor:
+    r"""Closed-form Tikhonov deconvolution for a circular blur (Wiener filter with constant
+    noise-to-signal ratio :math:`\lambda`):
+
+    .. math::
+        x = \mathcal F^{-1}\Big[\frac{\overline{H}\,\mathcal F y}{|H|^2 + \lambda}\Big],
+        \qquad H = \mathcal F\big(A\delta_0\big),
+
+    the minimiser of :math:`\tfrac12\|Ax - y\|^2 + \tfrac{\lambda}{2}\|x\|^2` (same as
+    :func:`tikhonov`). The transfer function :math:`H` is read off the operator as the FFT of its
+    impulse response, so no kernel-centring convention is assumed.
+
+    Raises:
+        ValueError: ``blur`` is not circular (``blur.boundary != "circular"``) or ``lam <= 0``.
+    """
+    if getattr(blur, "boundary", None) != "circular":
+        raise ValueError(
+            f"wiener needs a circular blur (boundary='circular'), got boundary={getattr(blur, 'boundary', None)!r}; "
+            "use tikhonov for other boundaries"
+        )
+    _check_nonneg(lam, "lam", strict=True)
+    check_tensor(y, "y", ndim=4)
+    delta = torch.zeros((1, *y.shape[1:]), dtype=y.dtype, device=y.device)
+    delta[..., 0, 0] = 1.0
+    transfer = torch.fft.fft2(blur.A(delta))
+    x = torch.fft.ifft2(transfer.conj() * torch.fft.fft2(y) / (transfer.abs() ** 2 + lam))
+    return x.real
+
+
+def tv_reconstruction(
+    y: Tensor,
+    physics,
+    weight: float,
+    *,
+    box: tuple[float, float] | None = (0.0, 1.0),
+    n_iter: int = 500,
+    tol: float = 1e-5,
+    x0: Tensor | None = None,
+) -> Tensor:
+    r"""TV-regularised reconstruction
+    :math:`\operatorname{argmin}_x \tfrac12\|Ax - y\|^2 + w\,\mathrm{TV}(x) + \iota_{[lo,hi]}(x)` by
+    :func:`liftinv.tv.pdhg_tv` (which also returns the objective history)."""
+    x, _ = pdhg_tv(physics, y, weight, box=box, n_iter=n_iter, tol=tol, x0=x0)
+    return x

@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+import torch
+from deepinv.physics import GaussianNoise, LinearPhysics
+
+from liftinv.classical import adjoint, fbp, tikhonov, tv_reconstruction, wiener, zero_filled
+from liftinv.data import shepp_logan
+from liftinv.metrics import psnr
+from operators.blur import Blur
+from operators.kernels import gaussian_kernel
+from operators.masks import random_mask
+from operators.mri import MRI
+from operators.radon import Radon
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def dense_matrix(physics, shape):
+    """Matrix of physics.A on images of ``shape`` (C, H, W), column by column."""
+    n = int(np.prod(shape))
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, *shape)
+    return physics.A(basis).reshape(n, -1).T
+
+
+def dense_tikhonov(mat, y, lam):
+    lhs = mat.T @ mat + lam * torch.eye(mat.shape[1], dtype=mat.dtype)
+    return torch.linalg.solve(lhs, mat.T @ y.flatten(1).T).T
+
+
+def test_tikhonov_cg_matches_dense_solve_on_random_matrix():
+    shape = (1, 5, 7)
+    mat = torch.randn(20, 35, dtype=torch.float64, generator=gen(1))
+    phys = LinearPhysics(A=lambda x: x.flatten(1) @ mat.T, A_adjoint=lambda y: (y @ mat).reshape(y.shape[0], *shape))
+    y = torch.randn(3, 20, dtype=torch.float64, generator=gen(2))
+    for lam in (1e-2, 1.0):
+        x = tikhonov(y, phys, lam, n_iter=500, tol=1e-13)
+        torch.testing.assert_close(x.flatten(1), dense_tikhonov(mat, y, lam), rtol=1e-9, atol=1e-10)
+
+
+def test_tikhonov_cg_matches_dense_solve_on_reflect_blur():
+    shape = (1, 9, 11)
+    blur = Blur(gaussian_kernel(1.2, 5), boundary="reflect", dtype=torch.float64)
+    mat = dense_matrix(blur, shape)
+    y = torch.rand(2, *shape, dtype=torch.float64, generator=gen(3))
+    x = tikhonov(y, blur, 0.05, n_iter=500, tol=1e-13)
+    torch.testing.assert_close(x.flatten(1), dense_tikhonov(mat, y, 0.05), rtol=1e-9, atol=1e-10)
+
+
+def test_tikhonov_warm_start_and_zero_lambda_least_squares():
+    shape = (1, 4, 4)
+    mat = torch.randn(30, 16, dtype=torch.float64, generator=gen(4))  # overdetermined, full column rank
+    phys = LinearPhysics(A=lambda x: x.flatten(1) @ mat.T, A_adjoint=lambda y: (y @ mat).reshape(y.shape[0], *shape))
+    y = torch.randn(2, 30, dtype=torch.float64, generator=gen(5))
+    lstsq = torch.linalg.lstsq(mat, y.T).solution.T
+    x = tikhonov(y, phys, 0.0, n_iter=200, tol=1e-13, x0=torch.ones(2, *shape, dtype=torch.float64))
+    torch.testing.assert_close(x.flatten(1), lstsq, rtol=1e-9, atol=1e-10)
+
+
+def test_wiener_equals_tikhonov_and_dense_on_circular_blur():
+    shape = (2, 9, 12)
+    kernel = torch.rand(2, 3, 5, dtype=torch.float64, generator=gen(6))  # per-channel, asymmetric
+    blur = Blur(kernel, boundary="circular", dtype=torch.float64)
+    y = torch.rand(2, *shape, dtype=torch.float64, generator=gen(7))
+    lam = 0.03
+    x = wiener(y, blur, lam)
+    torch.testing.assert_close(x.flatten(1), dense_tikhonov(dense_matrix(blur, shape), y, lam), rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(x, tikhonov(y, blur, lam, n_iter=500, tol=1e-13), rtol=1e-8, atol=1e-9)
+
+
+def test_wiener_refuses_non_circular_blur_and_bad_lambda():
+    y = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="circular"):
+        wiener(y, Blur(gaussian_kernel(1.0, 3), boundary="reflect", dtype=torch.float64), 0.1)
+    with pytest.raises(ValueError, match="lam"):
+        wiener(y, Blur(gaussian_kernel(1.0, 3), boundary="circular", dtype=torch.float64), 0.0)
+
+
+def test_tv_beats_adjoint_and_best_tikhonov_on_noisy_blurred_phantom():
+    x = torch.cat([shepp_logan(33, dtype=torch.float64)] * 2)
+    blur = Blur(
+        gaussian_kernel(1.5), boundary="circular", dtype=torch.float64,
+        noise_model=GaussianNoise(sigma=0.03, rng=gen(8)),
+    )
+    y = blur(x)
+    p_adj = psnr(adjoint(y, blur), x)
+    p_tik = torch.stack([psnr(wiener(y, blur, lam), x) for lam in (0.003, 0.01, 0.03, 0.1)]).max(0).values
+    p_tv = psnr(tv_reconstruction(y, blur, 0.002, n_iter=300), x)
+    assert (p_tv > p_adj + 2).all() and (p_tv > p_tik + 0.5).all()
+
+
+def test_fbp_and_zero_filled_dispatch():
+    x = shepp_logan(17, dtype=torch.float64).repeat(2, 1, 1, 1)
+    radon = Radon(17, 40, dtype=torch.float64)
+    y = radon.A(x)
+    torch.testing.assert_close(fbp(y, radon, "hann"), radon.fbp(y, filter="hann"))
+    with pytest.raises(TypeError, match="radon"):
+        fbp(y, Blur(gaussian_kernel(1.0, 3)), "ramp")
+    # fully sampled single-coil MRI: zero-filled = inverse FFT = x (orthonormal FFT)
+    mri = MRI(torch.ones(15, 13), dtype=torch.float64)
+    z = torch.randn(2, 2, 15, 13, dtype=torch.float64, generator=gen(9))
+    torch.testing.assert_close(zero_filled(mri.A(z), mri), z)
+    # undersampled: A^* y is the inverse FFT of the zero-filled k-space
+    mask = random_mask((15, 13), 3.0, generator=gen(10))
+    mri = MRI(mask, dtype=torch.float64)
+    full = MRI(torch.ones(15, 13), dtype=torch.float64)
+    torch.testing.assert_close(zero_filled(mri.A(z), mri), full.A_adjoint(mask * full.A(z)))
+    with pytest.raises(TypeError, match="mri"):
+        zero_filled(y, radon)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"lam": -1.0}, "lam"), ({"lam": float("inf")}, "lam"), ({"lam": 0.1, "n_iter": 0}, "n_iter"), ({"lam": 0.1, "tol": -1.0}, "tol")],
+)
+def test_tikhonov_bad_parameters(kwargs, match):
+    blur = Blur(gaussian_kernel(1.0, 3), dtype=torch.float64)
+    with pytest.raises(ValueError, match=match):
+        tikhonov(torch.rand(2, 1, 6, 6, dtype=torch.float64), blur, **kwargs)
+
+
+def test_bad_measurements_and_x0():
+    blur = Blur(gaussian_kernel(1.0, 3), dtype=torch.float64)
+    with pytest.raises(ValueError, match="y"):
+        adjoint(torch.full((2, 1, 5, 5), float("nan"), dtype=torch.float64), blur)
+    with pytest.raises(ValueError, match="x0"):
+        tikhonov(torch.rand(2, 1, 6, 6, dtype=torch.float64), blur, 0.1, x0=torch.zeros(2, 1, 5, 6, dtype=torch.float64))
+    with pytest.raises(TypeError, match="x0"):
+        tikhonov(torch.rand(2, 1, 6, 6, dtype=torch.float64), blur, 0.1, x0=torch.zeros(2, 1, 6, 6))

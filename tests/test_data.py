@@ -1,0 +1,165 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+from skimage.color import rgb2gray
+from skimage.data import shepp_logan_phantom
+from skimage.io import imsave
+
+from liftinv import generate_data
+from liftinv.data import (
+    DATASETS,
+    SPLITS,
+    data_dir,
+    load_dataset,
+    load_image_folder,
+    load_mnist_idx,
+    shepp_logan,
+)
+
+COUNTS = {
+    "ellipses": generate_data.ELLIPSE_COUNTS,
+    "patches": generate_data.PATCH_COUNTS[32],
+    "patches64": generate_data.PATCH_COUNTS[64],
+}
+SIDES = {"ellipses": 64, "patches": 32, "patches64": 64}
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize("split", SPLITS)
+def test_bundled_datasets_shapes_and_range(name, split):
+    (x,) = load_dataset(name, split).tensors
+    side = SIDES[name]
+    assert x.shape == (COUNTS[name][split], 1, side, side) and x.dtype == torch.float32
+    assert x.min() >= 0 and x.max() <= 1
+    assert x.flatten(1).std(1).min() > 0  # no blank image
+    # stored as uint8 levels k / 255
+    torch.testing.assert_close(x * 255, (x * 255).round(), atol=1e-4, rtol=0)
+
+
+def test_bundled_ellipses_equal_generator_output():
+    splits = generate_data.ellipse_splits()
+    for split in SPLITS:
+        (x,) = load_dataset("ellipses", split, dtype=torch.float64).tensors
+        np.testing.assert_array_equal(np.round(x[:, 0].numpy() * 255).astype(np.uint8), splits[split])
+
+
+def test_patch_sources_are_disjoint_and_offline():
+    seen = set()
+    for split in SPLITS:
+        names = set(generate_data.SOURCES[split])
+        assert not names & seen
+        seen |= names
+    img = generate_data._skimage_image("chelsea")
+    assert img.ndim == 2 and 0 <= img.min() and img.max() <= 1
+
+
+def test_ellipse_phantom_is_deterministic_and_supported_in_disc():
+    a = generate_data.random_ellipse_phantom(np.random.default_rng(3), 32)
+    b = generate_data.random_ellipse_phantom(np.random.default_rng(3), 32)
+    np.testing.assert_array_equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1 and a.max() > 0
+    # the outer ellipse has semi-axes <= 0.9 and centre within 0.05: corners are empty
+    assert a[0, 0] == a[0, -1] == a[-1, 0] == a[-1, -1] == 0
+
+
+def test_resize_and_dtype():
+    (x,) = load_dataset("ellipses", "val", size=31, dtype=torch.float64).tensors
+    (full,) = load_dataset("ellipses", "val", dtype=torch.float64).tensors
+    assert x.shape == (64, 1, 31, 31) and x.dtype == torch.float64
+    assert x.min() >= 0 and x.max() <= 1
+    torch.testing.assert_close(x.mean((1, 2, 3)), full.mean((1, 2, 3)), atol=0.02, rtol=0)
+
+
+def test_dataset_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="name must be one of"):
+        load_dataset("mnist", "train")
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_dataset("ellipses", "validation")
+    with pytest.raises(ValueError, match="size"):
+        load_dataset("ellipses", "val", size=0)
+    with pytest.raises(TypeError, match="dtype"):
+        load_dataset("ellipses", "val", dtype=torch.int64)
+    monkeypatch.setenv("LIFTINV_DATA", str(tmp_path))
+    assert data_dir() == tmp_path
+    with pytest.raises(FileNotFoundError, match="generate_data") as err:
+        load_dataset("ellipses", "val")
+    assert str(tmp_path / "ellipses.npz") in str(err.value)
+
+
+def test_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (12, 10), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    imsave(tmp_path / "a.png", grey, check_contrast=False)
+    imsave(tmp_path / "b.PNG", rgb, check_contrast=False)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (x,) = load_image_folder(tmp_path, dtype=torch.float64).tensors
+    assert x.shape == (2, 1, 12, 10)
+    np.testing.assert_allclose(x[0, 0].numpy(), grey / 255.0, atol=1e-12)
+    np.testing.assert_allclose(x[1, 0].numpy(), rgb2gray(rgb), atol=1e-12)
+    imsave(tmp_path / "c.png", grey[:8], check_contrast=False)
+    with pytest.raises(ValueError, match="different shapes"):
+        load_image_folder(tmp_path)
+    (small,) = load_image_folder(tmp_path, size=8).tensors
+    assert small.shape == (3, 1, 8, 8) and small.dtype == torch.float32
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_image_folder(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no image"):
+        load_image_folder(tmp_path)
+
+
+def write_idx(path, array, compress):
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    raw = header + array.tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_idx(tmp_path, compress):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (5, 7, 6), dtype=np.uint8)
+    labels = rng.integers(0, 10, 5).astype(np.uint8)
+    write_idx(tmp_path / "img.idx", images, compress)
+    write_idx(tmp_path / "lab.idx", labels, compress)
+    x, y = load_mnist_idx(tmp_path / "img.idx", tmp_path / "lab.idx", dtype=torch.float64).tensors
+    assert x.shape == (5, 1, 7, 6) and y.dtype == torch.int64
+    np.testing.assert_allclose(x[:, 0].numpy(), images / 255.0)
+    np.testing.assert_array_equal(y.numpy(), labels)
+    (only,) = load_mnist_idx(tmp_path / "img.idx").tensors
+    assert only.dtype == torch.float32
+
+
+def test_mnist_idx_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load_mnist_idx(tmp_path / "train-images-idx3-ubyte")
+    (tmp_path / "bad").write_bytes(b"\x12\x34\x56\x78" + bytes(10))
+    with pytest.raises(ValueError, match="not an IDX file"):
+        load_mnist_idx(tmp_path / "bad")
+    write_idx(tmp_path / "img", np.zeros((3, 4, 4), dtype=np.uint8), False)
+    (tmp_path / "short").write_bytes((tmp_path / "img").read_bytes()[:-1])
+    with pytest.raises(ValueError, match="header announces"):
+        load_mnist_idx(tmp_path / "short")
+    write_idx(tmp_path / "lab", np.zeros(2, dtype=np.uint8), False)
+    with pytest.raises(ValueError, match="expected 3 labels"):
+        load_mnist_idx(tmp_path / "img", tmp_path / "lab")
+    write_idx(tmp_path / "int", np.zeros((3, 4, 4), dtype=">i4"), True)
+    with pytest.raises(ValueError, match="uint8"):
+        load_mnist_idx(tmp_path / "int")
+
+
+def test_shepp_logan():
+    full = shepp_logan(400, dtype=torch.float64)
+    np.testing.assert_allclose(full[0, 0].numpy(), shepp_logan_phantom(), atol=1e-12)
+    small = shepp_logan(37)
+    assert small.shape == (1, 1, 37, 37) and small.min() >= 0 and small.max() <= 1
+    assert abs(small.mean().item() - shepp_logan_phantom().mean()) < 0.01
+    with pytest.raises(ValueError, match="size"):
+        shepp_logan(None)
