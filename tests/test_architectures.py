@@ -23,6 +23,7 @@ from liftinv.architectures._common import normalised_conv
 from liftinv.blocks import Params, Var
 from liftinv.penalty import BREGMAN, FENCHEL, MAC
 from liftinv.problem import LiftedProblem
+from operators import OPERATORS
 from operators.blur import Blur
 
 PENALTIES = {"bregman": BREGMAN, "mac": MAC, "fenchel": FENCHEL}
@@ -295,6 +296,11 @@ def test_resnet_and_transposed_validate_their_arguments():
         Transposed(nn.Conv2d(2, 2, 3, stride=2, padding=1))
     with pytest.raises(TypeError, match="ReLU"):
         Transposed(nn.ReLU())
+    conv = ResNet(3, 1, ReLU(), in_features=2, kernel_size=3).double()
+    with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):
+        conv(torch.zeros(2, 3, 5, 5, dtype=DT))
+    with pytest.raises(ValueError, match=r"\(B, 3\)"):
+        ResNet(3, 1, ReLU()).double()(torch.zeros(2, 2, dtype=DT))
 
 
 # ----------------------------------------------------------------------------- PNN
@@ -430,6 +436,22 @@ def test_unrolled_binds_a_deepinv_physics():
     assert torch.equal(net(y), x)
     u, _ = net.lifted_inputs(y)
     assert torch.equal(u, torch.zeros_like(u))
+    assert isinstance(net, dinv.models.Reconstructor)
+
+
+FAST_OPERATORS = ("radon-circle", "mri-random")
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in FAST_OPERATORS else pytest.param(n, marks=pytest.mark.slow) for n in sorted(OPERATORS)]
+)
+def test_unrolled_runs_on_every_operator(name):
+    physics, shape = OPERATORS[name](DT, "cpu")
+    net = UnrolledPrimalDual(physics, 3, 2, shape[1:], generator=gen(26)).double()
+    y = physics.A(torch.rand(shape, dtype=DT, generator=gen(27)))
+    weights = [c.weight for c in convs_of(net)]
+    expected = primal_dual_loop(y, physics, weights, net.tau, net.s, 0.05, physics.A_adjoint(y))
+    torch.testing.assert_close(net(y), expected, rtol=1e-12, atol=1e-13)
 
 
 def test_unrolled_validates_its_arguments():
@@ -443,3 +465,5 @@ def test_unrolled_validates_its_arguments():
     net = UnrolledPrimalDual(physics, 2, 2, (1, 7, 9)).double()
     with pytest.raises(TypeError, match="y"):
         net([1.0])
+    with pytest.raises(ValueError, match="y contains NaN"):
+        net(torch.full((2, 1, 7, 9), float("nan"), dtype=DT))

@@ -13,12 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from liftinv.activations import LeakyReLU, ReLU, Sigmoid, SoftThreshold, Tanh
-from liftinv.architectures._common import init_parameters_
 from liftinv.convert import lift
 from liftinv.network import LiftedNetwork
 from operators.blur import Blur
 
-from ._common import conv_norm
+from ._common import conv_norm, init_parameters_
 from .mlp import MLP
 from .pnn import ProximalNeuralNetwork
 from .resnet import ResNet, Transposed

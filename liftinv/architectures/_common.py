@@ -6,7 +6,7 @@ import math
 import numbers
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 def positive_int(name: str, value: object) -> int:
@@ -31,6 +31,12 @@ def odd_int(name: str, value: object) -> int:
     if value % 2 == 0:
         raise ValueError(f"{name} must be odd, got {value}")
     return value
+
+
+def check_channels(u: Tensor, channels: int, name: str) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``u`` has shape ``(B, channels, H, W)``."""
+    if u.ndim != 4 or u.shape[1] != channels:
+        raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(u.shape)}")
 
 
 def init_parameters_(module: nn.Module, generator: torch.Generator | None) -> None:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from liftinv.activations import Clip, Identity
 from liftinv.affine import ConvAdjoint, NormalStep, Scale
-from liftinv.architectures._common import normalised_conv, odd_int, positive_float, positive_int
+from liftinv.architectures._common import check_channels, normalised_conv, odd_int, positive_float, positive_int
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 
@@ -71,5 +71,4 @@ class ProximalNeuralNetwork(LiftedNetwork):
     def check_input(self, u: Tensor, name: str = "u") -> None:
         """Validate an input batch: as :class:`LiftedNetwork`, of shape ``(B, channels, H, W)``."""
         super().check_input(u, name)
-        if u.ndim != 4 or u.shape[1] != self.channels:
-            raise ValueError(f"{name} must have shape (B, {self.channels}, H, W), got {tuple(u.shape)}")
+        check_channels(u, self.channels, name)

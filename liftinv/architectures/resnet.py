@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from liftinv.activations import Identity
-from liftinv.architectures._common import init_parameters_, odd_int, positive_float, positive_int
+from liftinv.architectures._common import check_channels, init_parameters_, odd_int, positive_float, positive_int
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 
@@ -102,3 +102,11 @@ class ResNet(LiftedNetwork):
         super().__init__(layers, input_shape=(n_in,) if kernel_size is None else None)
         init_parameters_(self, generator)
         self.tied = bool(tied)
+        self.in_channels = None if kernel_size is None else n_in
+
+    def check_input(self, u: Tensor, name: str = "u") -> None:
+        """Validate an input batch: as :class:`LiftedNetwork`; convolutional networks also need
+        shape ``(B, in_channels, H, W)``."""
+        super().check_input(u, name)
+        if self.in_channels is not None:
+            check_channels(u, self.in_channels, name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from deepinv.models import Reconstructor
 from torch import Tensor, nn
 
 from liftinv.activations import Clip
@@ -22,21 +23,26 @@ from liftinv.affine import ConvAdjoint, GradientStep, MeasurementAdjoint, Scale
 from liftinv.architectures._common import normalised_conv, odd_int, positive_float, positive_int
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
-from operators.checks import opnorm
+from operators.checks import check_tensor, opnorm
 
 
-class UnrolledPrimalDual(nn.Module):
-    r"""Unrolled primal-dual network :math:`y \mapsto x_K`, usable like a deepinv reconstructor.
+class UnrolledPrimalDual(Reconstructor):
+    r"""Unrolled primal-dual network :math:`y \mapsto x_K`, a deepinv ``Reconstructor``.
 
     With :math:`u_0 = 0` and :math:`x_0 = A^* y` (or 0), ``n_iter`` = :math:`K` primal updates and
     :math:`K - 1` dual updates (the last dual update would not reach the output). The steps are
-    :math:`\tau = 1/\|A\|^2` and :math:`s = \|A\|^2 / 2.02`, computed from ``physics`` at
-    construction; the :math:`L_k` start with norm 1 (see ``conv_norm``), so the Condat-Vu
-    condition :math:`1/\tau - s\|L_k\|^2 > \|A\|^2/2` holds at initialisation.
+    :math:`\tau = 1/\|A\|^2` (stored in the default dtype by the ``GradientStep`` s) and
+    :math:`s = \|A\|^2 / 2.02`, computed from ``physics`` at construction (by power iteration,
+    ``operators.checks.opnorm``) and kept when another physics is bound; the :math:`L_k` start
+    with norm 1 (see ``conv_norm``), so the Condat-Vu condition
+    :math:`1/\tau - s\|L_k\|^2 > \|A\|^2/2` holds at initialisation.
 
     The lifted network is :attr:`lifted`: variable 0 is :math:`x_0`, then
-    :math:`x_1, u_1, x_2, u_2, \dots, u_{K-1}, x_K`; the measurements :math:`y` enter through
-    data maps :math:`\tau A^* y`. Trainers use it as::
+    :math:`x_1, u_1, x_2, u_2, \dots, u_{K-1}, x_K`. The layer of :math:`x_{k+1}` reads
+    :math:`(x_k, u_k)` through ``GradientStep`` (:math:`x - \tau A^*Ax`) and
+    ``ConvAdjoint(L_k, -tau)``, with data map :math:`\tau A^* y`; the layer of :math:`u_{k+1}`
+    reads :math:`(x_{k+1}, x_k, u_k)` through :math:`2sL_k`, :math:`-sL_k` and the identity.
+    Trainers use it as::
 
         u, y = net.lifted_inputs(y, physics)
         xs = net.lifted.feasible(u, y)      # xs[-1] == net(y, physics)
@@ -105,8 +111,7 @@ class UnrolledPrimalDual(nn.Module):
     def lifted_inputs(self, y: Tensor, physics=None) -> tuple[Tensor, Tensor]:
         """Bind ``physics`` if given, and return the network input :math:`x_0` and the
         measurements for ``self.lifted.feasible(x0, y)``."""
-        if not isinstance(y, Tensor):
-            raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        check_tensor(y, "y")
         if physics is not None:
             self.bind(physics)
         physics = self.lifted.layer(1).maps[0].physics
