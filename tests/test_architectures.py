@@ -261,6 +261,20 @@ def test_resnet_forward_is_the_residual_recursion(name):
     assert [net.layer(k).weight for k in blocks] == [2.0 if name == "resnet" else 1.0] * len(blocks)
 
 
+def test_resnet_residual_layers_carry_the_quadratic_penalty():
+    r"""lambda_k B_k = rho/2 |u_j - u_{j-1} - V_j z_j|^2 on the residual layers (rho = 2)."""
+    ex = ARCHITECTURES["resnet"](gen(28))
+    net = ex.network
+    xs = perturbed(net, net.feasible(ex.u), gen(29))
+    weighted = net.weights()[:, None] * net.penalties(xs, penalty=BREGMAN)
+    residual = [k for k in range(1, net.depth + 1) if len(net.layer(k).inputs) == 2]
+    assert residual == [3, 5]
+    for k in residual:
+        v = net.layer(k).maps[1]
+        expected = 0.5 * 2.0 * ((xs[k] - xs[k - 2] - xs[k - 1] @ v.weight.T) ** 2).sum(1)
+        torch.testing.assert_close(weighted[k - 1], expected, rtol=1e-13, atol=1e-15)
+
+
 @pytest.mark.parametrize("kernel_size", [None, 3])
 def test_tied_resnet_block_is_strongly_monotone(kernel_size):
     r"""u -> u + W^T sigma(W u + b) satisfies <B(u) - B(v), u - v> >= |u - v|^2."""
