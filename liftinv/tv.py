@@ -203,14 +203,14 @@ def pdhg_tv(
     check_tensor(y, "y")
     _check_params(weight, n_iter, tol)
     _check_box(box)
-    x = physics.A_adjoint(y) if x0 is None else x0.clone()
-    if x0 is not None:
-        ref = physics.A_adjoint(y)
-        check_tensor(x0, "x0", ndim=4, like=ref)
-        if x0.shape != ref.shape:
-            raise ValueError(f"x0 must have the shape {tuple(ref.shape)} of A^*y, got {tuple(x0.shape)}")
-    elif x.ndim != 4:
+    x = physics.A_adjoint(y)
+    if x.ndim != 4:
         raise ValueError(f"pdhg_tv needs images (B, C, H, W); A^*y has shape {tuple(x.shape)}")
+    if x0 is not None:
+        check_tensor(x0, "x0", ndim=4, like=x)
+        if x0.shape != x.shape:
+            raise ValueError(f"x0 must have the shape {tuple(x.shape)} of A^*y, got {tuple(x0.shape)}")
+        x = x0.clone()
     if box is not None:
         x = x.clamp(*box)
     norm_a = opnorm(physics, (1, *x.shape[1:]))

@@ -185,3 +185,7 @@ def test_bad_inputs():
         pdhg_tv(Denoising(), torch.rand(2, 1, 5, 5), 0.1, x0=torch.rand(2, 1, 5, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match="y"):
         pdhg_tv(Denoising(), torch.full((2, 1, 5, 5), float("inf")), 0.1)
+    with pytest.raises(TypeError, match="x0"):
+        pdhg_tv(Denoising(), torch.rand(2, 1, 5, 5), 0.1, x0=np.zeros((2, 1, 5, 5)))
+    with pytest.raises(ValueError, match="images"):
+        pdhg_tv(Denoising(), torch.rand(2, 25), 0.1)
