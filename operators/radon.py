@@ -318,11 +318,12 @@ class Radon(LinearPhysics):
         return self._backward(self._check(y, "y", self.sinogram_shape).transpose(-1, -2))
 
     def _filter(self, name: str, size: int) -> Tensor:
-        """Cached rFFT half of :func:`fourier_filter` on this operator's dtype and device."""
+        r"""Cached rFFT half of :func:`fourier_filter` times :math:`\pi / (2 n_{angles})`, on this
+        operator's dtype and device."""
         key = (name, size, self.dtype, self._matrix.device)
         if key not in self._filters:
-            full = fourier_filter(size, name, dtype=self.dtype, device=self._matrix.device)
-            self._filters[key] = full[: size // 2 + 1]
+            full = fourier_filter(size, name, dtype=torch.float64) * (math.pi / (2 * self.angles.numel()))
+            self._filters[key] = full[: size // 2 + 1].to(dtype=self.dtype, device=self._matrix.device)
         return self._filters[key]
 
     def fbp(self, y: Tensor, filter: str = "ramp") -> Tensor:
@@ -341,8 +342,7 @@ class Radon(LinearPhysics):
         if filter not in FILTERS:
             raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
         self._check(y, "y", self.sinogram_shape)
-        m = default_detectors(self.n_detectors, False) if self.circle else self.n_detectors
+        m = math.ceil(math.sqrt(2) * self.n_detectors) if self.circle else self.n_detectors
         size = max(64, 2 ** math.ceil(math.log2(2 * m)))
-        spectrum = torch.fft.rfft(y.transpose(-1, -2), n=size) * self._filter(filter, size)
-        filtered = torch.fft.irfft(spectrum, n=size)[..., : self.n_detectors]
-        return self._backward(filtered) * (math.pi / (2 * self.angles.numel()))
+        spectrum = torch.fft.rfft(y.transpose(-1, -2).contiguous(), n=size) * self._filter(filter, size)
+        return self._backward(torch.fft.irfft(spectrum, n=size)[..., : self.n_detectors])

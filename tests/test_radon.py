@@ -201,7 +201,7 @@ def test_is_deepinv_linear_physics_with_noise_model():
     assert physics.img_size == (1, 15, 15)
     x = torch.rand(4, 1, 15, 15, dtype=torch.float64, generator=_gen())
     residual = physics(x) - physics.A(x)
-    assert residual.std().item() == pytest.approx(0.5, rel=0.05)
+    assert residual.std().item() == pytest.approx(0.5, rel=0.1)
     assert torch.equal(Radon(15, 9, dtype=torch.float64)(x), physics.A(x))
 
 
