@@ -19,8 +19,9 @@ class TrainHistory:
         epoch: epochs done, fractional for a final epoch cut short by a time budget.
         seconds: cumulative wall-clock seconds spent in training steps (validation and
             checkpointing excluded; the device is synchronised before reading the clock).
-        energy: per-sample lifted energy :math:`E/B` after the sweeps, averaged over the epoch's batches.
-        gaps: per-layer batch-mean penalties :math:`P_k` after the sweeps, averaged over the epoch.
+        energy: per-sample lifted energy :math:`E/B` of the epoch's last batch after its sweeps.
+        gaps: per-layer batch-mean penalties :math:`P_k` of that batch (the weights
+            :math:`\lambda_k` not applied).
         train_loss: per-sample unlifted loss :math:`\tfrac12\|N(u) - t\|^2` of each batch
             before its update, averaged over the epoch.
         val_loss: the same loss on the validation set (plain forward pass).

@@ -61,12 +61,17 @@ class Lifted:
         sweeps_per_batch: solver steps per batch.
         power_iters: warm-started power iterations per Lipschitz estimate
             (:class:`~liftinv.problem.LiftedProblem`; the first estimate of an epoch uses four times as many).
+        lipschitz_every: 1 recomputes the variable blocks' Lipschitz constants whenever the
+            parameters change (exact PALM steps); ``n > 1`` keeps them for ``n`` batches (they
+            depend on the parameters only, which move little per batch), which saves most of the
+            power iterations at the price of possibly stale steps.
     """
 
     penalty: penalties.Penalty = penalties.BREGMAN
     solver: BCD | ISGM = field(default_factory=BCD)
     sweeps_per_batch: int = 1
     power_iters: int = 2
+    lipschitz_every: int = 1
 
     def __post_init__(self):
         if self.penalty not in _PENALTY_NAMES:
@@ -75,6 +80,7 @@ class Lifted:
             raise TypeError(f"solver must be a BCD or an ISGM, got {type(self.solver).__name__}")
         _positive_int("sweeps_per_batch", self.sweeps_per_batch)
         _positive_int("power_iters", self.power_iters)
+        _positive_int("lipschitz_every", self.lipschitz_every)
 
     @property
     def name(self) -> str:
@@ -120,13 +126,6 @@ class TrainResult:
     history: TrainHistory
 
 
-@dataclass
-class _Stats:
-    loss: float
-    energy: float = math.nan
-    gaps: list[float] | None = None
-
-
 def lifted_view(model: nn.Module) -> tuple[LiftedNetwork, object]:
     """The lifted network of ``model`` and a map ``observation -> (u, y)`` to its input and
     measurements: ``(obs, None)`` for a :class:`~liftinv.network.LiftedNetwork`, else
@@ -141,6 +140,43 @@ def lifted_view(model: nn.Module) -> tuple[LiftedNetwork, object]:
     )
 
 
+class _CachedVarLipschitz:
+    """A :class:`~liftinv.solvers.protocol.BlockProblem` that delegates to ``problem`` but keeps
+    the variable blocks' Lipschitz constants until :meth:`refresh`."""
+
+    def __init__(self, problem: LiftedProblem):
+        self.problem = problem
+        self.cache: dict[Var, float] = {}
+
+    def refresh(self) -> None:
+        self.cache.clear()
+
+    def blocks(self):
+        return self.problem.blocks()
+
+    def get(self, block):
+        return self.problem.get(block)
+
+    def set(self, block, values):
+        self.problem.set(block, values)
+
+    def grads(self, blocks):
+        return self.problem.grads(blocks)
+
+    def prox(self, block, values, step):
+        return self.problem.prox(block, values, step)
+
+    def energy(self):
+        return self.problem.energy()
+
+    def lipschitz(self, block):
+        if not isinstance(block, Var):
+            return self.problem.lipschitz(block)
+        if block not in self.cache:
+            self.cache[block] = self.problem.lipschitz(block)
+        return self.cache[block]
+
+
 class _LiftedRunner:
     """Lifted training steps. One :class:`LiftedProblem` per epoch, rebound to each batch, so the
     power iterations of its Lipschitz estimates stay warm from batch to batch."""
@@ -150,41 +186,55 @@ class _LiftedRunner:
         self.method = method
         self.state = None
         self.problem: LiftedProblem | None = None
+        self.view: LiftedProblem | _CachedVarLipschitz | None = None
+        self.batches = 0
 
     def start_epoch(self) -> None:
-        self.problem = None
+        self.problem = self.view = None
+        self.batches = 0
 
-    def _bind(self, xs: list[Tensor], y: Tensor | None) -> LiftedProblem:
+    def _bind(self, xs: list[Tensor], y: Tensor | None) -> LiftedProblem | _CachedVarLipschitz:
         if self.problem is None:
             self.problem = LiftedProblem(
                 self.net, xs, y, free_vars=range(1, self.net.depth), train_params=True,
                 penalty=self.method.penalty, power_iters=self.method.power_iters,
             )
+            every = self.method.lipschitz_every
+            self.view = self.problem if every == 1 else _CachedVarLipschitz(self.problem)
         else:  # same blocks, new batch: replacing every variable drops every cached pre-activation
             self.problem.y = y
             for k, x in enumerate(xs):
                 self.problem.set(Var(k), [x])
-        return self.problem
+            if isinstance(self.view, _CachedVarLipschitz) and self.batches % self.method.lipschitz_every == 0:
+                self.view.refresh()
+        self.batches += 1
+        return self.view
 
-    def step(self, batch: Batch, iteration: int) -> _Stats:
+    def step(self, batch: Batch, iteration: int) -> float:
         u, y = self.inputs(batch.observation)
         with torch.no_grad():
             xs = self.net.feasible(u, y)
         loss = float(sample_loss(xs[-1], batch.target).mean())
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"non-finite output of the forward pass (block Var({self.net.depth})) at iteration {iteration}")
         xs[-1] = batch.target
         problem = self._bind(xs, y)
         solver = self.method.solver
         self.state = solver.init(problem) if self.state is None else solver.reset_vars(self.state)
         for _ in range(self.method.sweeps_per_batch):
             self.state = solver.step(problem, self.state)
+        return loss
+
+    def summary(self) -> dict:
+        """Per-sample energy and per-layer gaps of the last batch after its sweeps."""
         with torch.no_grad():
-            p = problem.penalties()
+            p = self.problem.penalties()
         gaps = p.mean(1)
         bad = (~torch.isfinite(gaps)).nonzero().flatten().tolist()
         if bad:
-            raise FloatingPointError(f"non-finite penalty of layer {bad[0] + 1} (block Var({bad[0] + 1})) at iteration {iteration}")
+            raise FloatingPointError(f"non-finite penalty of layer {bad[0] + 1} (block Var({bad[0] + 1})) after the last batch")
         energy = float((self.net.weights().to(p)[:, None] * p).sum()) / p.shape[1]
-        return _Stats(loss, energy, gaps.tolist())
+        return {"energy": energy, "gaps": gaps.tolist()}
 
     def state_dict(self) -> dict:
         state = None if self.state is None else self.method.solver.reset_vars(self.state).as_dict()
@@ -209,7 +259,7 @@ class _BackpropRunner:
     def start_epoch(self) -> None:
         pass
 
-    def step(self, batch: Batch, iteration: int) -> _Stats:
+    def step(self, batch: Batch, iteration: int) -> float:
         loss = sample_loss(self.model(batch.observation), batch.target).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at iteration {iteration}")
@@ -219,7 +269,10 @@ class _BackpropRunner:
             if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
                 raise FloatingPointError(f"non-finite gradient of parameter {name} at iteration {iteration}")
         self.optimizer.step()
-        return _Stats(float(loss))
+        return float(loss.detach())
+
+    def summary(self) -> dict:
+        return {}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict()}
@@ -360,26 +413,29 @@ def train(
         for epoch in range(start, epochs):
             runner.start_epoch()
             order = torch.randperm(images.shape[0], generator=generator, device=generator.device).to(device)
-            stats: list[_Stats] = []
+            losses: list[float] = []
             for b in range(n_batches):
                 _sync(device)
                 tic = time.perf_counter()
                 batch = task.observe(images[order[b * batch_size : (b + 1) * batch_size]], generator)
                 iteration = epoch * n_batches + b + 1
                 try:
-                    stats.append(runner.step(batch, iteration))
+                    losses.append(runner.step(batch, iteration))
                 except FloatingPointError as err:
                     kept = f"; checkpoint {checkpoint} keeps epoch {history.epoch[-1]:g}" if checkpoint else ""
                     raise FloatingPointError(f"{err} (epoch {epoch + 1}, batch {b + 1}){kept}") from err
                 _sync(device)
                 seconds += time.perf_counter() - tic
                 bar.update()
-                bar.set_postfix(loss=f"{stats[-1].loss:.4g}", refresh=False)
+                bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
                 if time_budget is not None and seconds >= time_budget:
                     break
-            complete = len(stats) == n_batches
+            complete = len(losses) == n_batches
             metrics = heldout.evaluate(model) if heldout is not None else None
-            history.append(epoch=epoch + len(stats) / n_batches, seconds=seconds, **_epoch_fields(stats), **_metric_fields(metrics))
+            history.append(
+                epoch=epoch + len(losses) / n_batches, seconds=seconds, train_loss=sum(losses) / len(losses),
+                **runner.summary(), **_metric_fields(metrics),
+            )
             if progress:
                 tqdm.write(_log_line(history))
             if checkpoint is not None and complete:
@@ -399,14 +455,6 @@ def _metric_fields(metrics) -> dict:
     if metrics is None:
         return {}
     return {"val_loss": metrics.loss, "val_psnr": metrics.psnr, "val_ssim": metrics.ssim}
-
-
-def _epoch_fields(stats: list[_Stats]) -> dict:
-    n = len(stats)
-    out = {"train_loss": sum(s.loss for s in stats) / n, "energy": sum(s.energy for s in stats) / n}
-    if stats[0].gaps is not None:
-        out["gaps"] = [sum(g) / n for g in zip(*(s.gaps for s in stats))]
-    return out
 
 
 def _log_line(h: TrainHistory) -> str:

@@ -1,0 +1,65 @@
+"""Atomic checkpoints: complete files only, no temporary left behind, a failed write keeps the old file."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from liftinv.checkpoint import load_checkpoint, save_checkpoint
+
+
+def _payload(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"epoch": seed, "model": {"w": torch.randn(3, 5, generator=g, dtype=torch.float64)}, "rng": g.get_state(),
+            "history": {"loss": [1.0, 0.5]}, "state": {"iteration": 7, "param_states": {0: {"prev": [torch.ones(2)]}}}}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    assert a["epoch"] == b["epoch"] and a["history"] == b["history"]
+    assert torch.equal(a["model"]["w"], b["model"]["w"]) and torch.equal(a["rng"], b["rng"])
+    assert torch.equal(a["state"]["param_states"][0]["prev"][0], b["state"]["param_states"][0]["prev"][0])
+
+
+def test_roundtrip_leaves_only_the_file(tmp_path):
+    path = tmp_path / "sub" / "ckpt.pt"
+    save_checkpoint(path, _payload(1))
+    _assert_same(load_checkpoint(path), _payload(1))
+    save_checkpoint(path, _payload(2))  # overwrite
+    _assert_same(load_checkpoint(path), _payload(2))
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"]
+
+
+def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, _payload(1))
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"partial bytes of a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, _payload(2))
+    monkeypatch.undo()
+    _assert_same(load_checkpoint(path), _payload(1))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_crash_before_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
+    def interrupt(obj, f, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "ckpt.pt", _payload(1))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(TypeError, match="payload"):
+        save_checkpoint(tmp_path / "c.pt", [1, 2])
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="checkpoint dict"):
+        load_checkpoint(tmp_path / "list.pt")
