@@ -15,6 +15,8 @@ marked CC0, public domain or "no known copyright restrictions" in scikit-image's
 from __future__ import annotations
 
 import argparse
+import io
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,19 +131,31 @@ BUILDERS: dict[str, Callable[[], dict[str, np.ndarray]]] = {
 }
 
 
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` like ``np.savez_compressed`` but byte-for-byte reproducibly (fixed zip
+    timestamps), so regenerating unchanged data leaves the files identical."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, buffer.getvalue())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write every bundled data set to ``--out`` (default: the repository's ``data/``)."""
     from liftinv.data import data_dir
 
     parser = argparse.ArgumentParser(prog="python -m liftinv.generate_data", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: %(default)s -> data_dir())")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: liftinv.data.data_dir())")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else data_dir()
     out.mkdir(parents=True, exist_ok=True)
     for name, build in BUILDERS.items():
         path = out / f"{name}.npz"
         splits = build()
-        np.savez_compressed(path, **splits)
+        save_npz(path, splits)
         shapes = ", ".join(f"{k} {v.shape}" for k, v in splits.items())
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {shapes}")
     return 0

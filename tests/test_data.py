@@ -163,3 +163,14 @@ def test_shepp_logan():
     assert abs(small.mean().item() - shepp_logan_phantom().mean()) < 0.01
     with pytest.raises(ValueError, match="size"):
         shepp_logan(None)
+
+
+def test_save_npz_round_trip_is_byte_reproducible(tmp_path):
+    arrays = {"train": np.arange(24, dtype=np.uint8).reshape(2, 3, 4), "test": np.ones((1, 2, 2), np.uint8)}
+    generate_data.save_npz(tmp_path / "a.npz", arrays)
+    generate_data.save_npz(tmp_path / "b.npz", arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    with np.load(tmp_path / "a.npz") as loaded:
+        assert set(loaded.files) == set(arrays)
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(loaded[key], value)
