@@ -100,7 +100,9 @@ def opnorm(physics, x_shape: tuple[int, ...] | None = None, *, max_iter: int = 6
     shape and dtype; operators call :func:`clear_opnorm` when they change.
     """
     shape = tuple(x_shape) if x_shape is not None else (1, *physics.img_size)
-    dtype = getattr(physics, "dtype", torch.float64)
+    dtype = getattr(physics, "dtype", None) or next(
+        (t.dtype for t in physics.buffers() if t.is_floating_point()), torch.get_default_dtype()
+    )
     key = (shape, dtype)
     cache = physics.__dict__.setdefault("_opnorm_cache", {})
     if key not in cache:
