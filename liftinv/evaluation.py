@@ -35,16 +35,14 @@ class HeldOut:
     Args:
         images: clean images ``(N, C, H, W)``.
         task: turns them into observations and targets.
-        batch_size: chunk size of the forward passes.
-        seed: seed of the generator (on the images' device) drawing the observation noise.
+        batch_size: chunk size of the forward passes (the observations do not depend on it).
+        seed: seed of the generator (on the images' device) drawing the observation noise, all
+            at once.
     """
 
     def __init__(self, images: Tensor, task: Task, batch_size: int, seed: int = 0):
-        generator = torch.Generator(device=images.device).manual_seed(seed)
-        self.chunks = []
-        for clean in images.split(batch_size):
-            batch = task.observe(clean, generator)
-            self.chunks.append((batch.observation, batch.target, clean))
+        batch = task.observe(images, torch.Generator(device=images.device).manual_seed(seed))
+        self.chunks = list(zip(batch.observation.split(batch_size), batch.target.split(batch_size), images.split(batch_size)))
         self.task = task
         self.count = images.shape[0]
 

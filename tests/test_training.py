@@ -1,0 +1,278 @@
+"""Training entry point: lifted runs improve held-out PSNR, resume equals an uninterrupted run
+bit for bit, non-finite states stop with the block named and the last good checkpoint kept,
+bad input raises clear errors."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from liftinv.architectures import MLP, ProximalNeuralNetwork, UnrolledPrimalDual
+from liftinv.activations import ReLU, SoftThreshold
+from liftinv.blocks import Var
+from liftinv.checkpoint import load_checkpoint
+from liftinv.data import load_dataset
+from liftinv.evaluation import evaluate, sample_loss
+from liftinv.history import TrainHistory, plot_history, plot_psnr_vs_time
+from liftinv.penalty import MAC
+from liftinv.solvers import BCD, ISGM, Adam, Nesterov, OddEven
+from liftinv.tasks import Autoencoder, Denoising, Reconstruction
+from liftinv.training import Backprop, Lifted, train
+from operators.blur import Blur
+from operators.kernels import gaussian_kernel
+
+DT = torch.float64
+
+
+@pytest.fixture(scope="module")
+def patches() -> tuple[torch.Tensor, torch.Tensor]:
+    """Tiny train/val sets of 15x15 natural patches (odd size, float64)."""
+    train_set = load_dataset("patches", "train", size=15, dtype=DT).tensors[0][:30]
+    val_set = load_dataset("patches", "val", size=15, dtype=DT).tensors[0][:12]
+    return train_set, val_set
+
+
+def _pnn(seed: int = 1) -> ProximalNeuralNetwork:
+    return ProximalNeuralNetwork(1, 4, 3, kernel_size=3, threshold=0.05, generator=torch.Generator().manual_seed(seed)).to(DT)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _same(a, b) -> bool:
+    """Exact equality of nested lists of floats, NaN equal to NaN."""
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+# ----------------------------------------------------------------------------- learning
+@pytest.mark.parametrize(
+    "method",
+    [
+        Lifted(solver=BCD(param_rule=Adam(1e-2))),
+        Lifted(solver=BCD(param_rule=Nesterov(), schedule=OddEven()), lipschitz_every=3),
+        Lifted(solver=ISGM(eta=10.0, inner_steps=2)),
+    ],
+    ids=["bcd-adam", "bcd-nesterov-oddeven", "isgm"],
+)
+def test_lifted_pnn_denoiser_beats_untrained(patches, method):
+    train_set, val_set = patches
+    task = Denoising(0.1)
+    net = _pnn()
+    before = evaluate(net, val_set, task=task, batch_size=5)
+    result = train(net, train_set, task=task, method=method, epochs=4, batch_size=10, val_set=val_set, progress=False, generator=_gen())
+    h = result.history
+    after = evaluate(net, val_set, task=task, batch_size=5)
+    assert h.val_psnr[0] == pytest.approx(before.psnr) and h.val_psnr[-1] == pytest.approx(after.psnr)
+    assert after.psnr > before.psnr + 0.5
+    assert after.loss < before.loss
+    assert h.epoch == [0, 1, 2, 3, 4] and all(b > a for a, b in zip(h.seconds, h.seconds[1:]))
+    assert all(math.isfinite(e) for e in h.energy[1:]) and all(len(g) == net.depth and min(g) >= 0 for g in h.gaps[1:])
+
+
+def test_lifted_autoencoder_float32_beats_untrained(patches):
+    train_set, val_set = (t.float()[:, :, :12, :12] for t in patches)
+    net = MLP([144, 32, 16, 144], [ReLU(), SoftThreshold(0.01)], generator=_gen(3))
+    task = Autoencoder(noise_sigma=0.05)
+    method = Lifted(solver=BCD(param_rule=Adam(3e-3)), sweeps_per_batch=2)
+    h = train(net, train_set, task=task, method=method, epochs=5, batch_size=10, val_set=val_set, progress=False).history
+    assert h.val_psnr[-1] > h.val_psnr[0] + 3
+    assert h.val_loss[-1] < h.val_loss[0]
+
+
+def test_lifted_unrolled_deblurring_beats_untrained(patches):
+    train_set, val_set = patches
+    physics = Blur(gaussian_kernel(1.0, dtype=DT), img_size=(1, 15, 15), boundary="zero", dtype=DT)
+    net = UnrolledPrimalDual(physics, 3, 4, (1, 15, 15), threshold=0.02, generator=_gen(2)).to(DT)
+    task = Reconstruction(physics, noise_sigma=0.02)
+    h = train(net, train_set, task=task, method=Lifted(solver=BCD(param_rule=Adam(1e-2))), epochs=4, batch_size=10,
+              val_set=val_set, progress=False).history
+    assert h.val_psnr[-1] > h.val_psnr[0] + 0.5
+
+
+def test_backprop_same_entry_point(patches):
+    train_set, val_set = patches
+    net = _pnn()
+    h = train(net, train_set, task=Denoising(0.1), method=Backprop(lr=1e-2), epochs=3, batch_size=10, val_set=val_set,
+              progress=False).history
+    assert h.val_psnr[-1] > h.val_psnr[0] + 0.5
+    assert all(math.isnan(e) for e in h.energy) and h.gaps == [[]] * 4
+
+
+# ----------------------------------------------------------------------------- resume
+@pytest.mark.parametrize(
+    "method",
+    [
+        Lifted(solver=BCD(param_rule=Nesterov())),
+        Lifted(penalty=MAC, solver=ISGM(eta=5.0, inner=BCD(param_rule=Adam(1e-2)), inner_steps=2), lipschitz_every=2),
+        Backprop(lr=1e-2),
+    ],
+    ids=["bregman-bcd-nesterov", "mac-isgm-adam", "backprop-adam"],
+)
+def test_resume_is_bit_identical(patches, tmp_path, method):
+    train_set, val_set = patches
+    kwargs = dict(task=Denoising(0.1), method=method, batch_size=10, val_set=val_set, progress=False)
+    full = train(_pnn(), train_set, epochs=2, checkpoint=tmp_path / "full.pt", generator=_gen(), **kwargs)
+    train(_pnn(), train_set, epochs=1, checkpoint=tmp_path / "part.pt", generator=_gen(), **kwargs)
+    other = _pnn(seed=9)  # parameters, solver state and generator all come from the checkpoint
+    resumed = train(other, train_set, epochs=2, checkpoint=tmp_path / "part.pt", resume=True, generator=_gen(5), **kwargs)
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for field in ("epoch", "energy", "gaps", "train_loss", "val_loss", "val_psnr", "val_ssim"):
+        assert _same(getattr(full.history, field), getattr(resumed.history, field)), field
+    assert load_checkpoint(tmp_path / "part.pt")["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.pt", "part.pt"]
+
+
+def test_resume_refuses_other_method(patches, tmp_path):
+    train_set, _ = patches
+    kwargs = dict(task=Denoising(0.1), epochs=2, batch_size=10, checkpoint=tmp_path / "c.pt", progress=False)
+    train(_pnn(), train_set, method=Backprop(lr=1e-2), **{**kwargs, "epochs": 1})
+    with pytest.raises(ValueError, match="checkpoint"):
+        train(_pnn(), train_set, method=Lifted(), resume=True, **kwargs)
+    with pytest.raises(FileNotFoundError):
+        train(_pnn(), train_set, method=Lifted(), resume=True, **{**kwargs, "checkpoint": tmp_path / "none.pt"})
+
+
+def test_time_budget_stops_inside_an_epoch_without_checkpoint(patches, tmp_path):
+    train_set, _ = patches
+    h = train(_pnn(), train_set, task=Denoising(0.1), method=Lifted(), epochs=5, batch_size=10, time_budget=1e-9,
+              checkpoint=tmp_path / "c.pt", progress=False).history
+    assert h.epoch == [0, pytest.approx(1 / 3)]
+    assert not (tmp_path / "c.pt").exists()
+
+
+# ----------------------------------------------------------------------------- non-finite
+@dataclass(frozen=True)
+class _PoisonedBCD(BCD):
+    """BCD that overwrites hidden variable 1 with NaN before sweep ``at``."""
+
+    at: int = 4
+
+    def step(self, problem, state):
+        if state.iteration + 1 == self.at:
+            x = problem.get(Var(1))[0]
+            problem.set(Var(1), [torch.full_like(x, math.nan)])
+        return super().step(problem, state)
+
+
+def test_non_finite_state_names_block_and_keeps_last_checkpoint(patches, tmp_path):
+    train_set, _ = patches
+    net = _pnn()
+    path = tmp_path / "c.pt"
+    with pytest.raises(FloatingPointError, match=r"Var\(\d\) at iteration 4.*epoch 2, batch 1.*keeps epoch 1"):
+        train(net, train_set, task=Denoising(0.1), method=Lifted(solver=_PoisonedBCD()), epochs=3, batch_size=10,
+              checkpoint=path, progress=False)
+    ckpt = load_checkpoint(path)
+    assert ckpt["epoch"] == 1 and all(bool(torch.isfinite(v).all()) for v in ckpt["model"].values())
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_backprop_divergence_names_loss(patches):
+    train_set, _ = patches
+    with pytest.raises(FloatingPointError, match="non-finite (loss|gradient).*iteration 2"):
+        train(_pnn(), train_set, task=Denoising(0.1), method=Backprop("sgd", lr=1e200, momentum=0.0), epochs=1,
+              batch_size=10, progress=False)
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_data(patches):
+    train_set, val_set = patches
+    kwargs = dict(task=Denoising(0.1), epochs=1, batch_size=5, progress=False)
+    bad = train_set.clone()
+    bad[3, 0, 2, 2] = math.nan
+    with pytest.raises(ValueError, match="train_set contains NaN or Inf"):
+        train(_pnn(), bad, **kwargs)
+    bad_val = val_set.clone()
+    bad_val[0, 0, 0, 0] = math.inf
+    with pytest.raises(ValueError, match="val_set contains NaN or Inf"):
+        train(_pnn(), train_set, val_set=bad_val, **kwargs)
+    with pytest.raises(ValueError, match="val_set images have shape"):
+        train(_pnn(), train_set, val_set=val_set[:, :, :13, :13], **kwargs)
+    with pytest.raises(ValueError, match="train_set must hold images"):
+        train(_pnn(), train_set[:, 0], **kwargs)
+    with pytest.raises(ValueError, match="do not fit the model"):
+        train(MLP([100, 8, 100], ReLU()).to(DT), train_set, **{**kwargs, "task": Autoencoder()})
+    with pytest.raises(ValueError, match="target has shape"):
+        train(MLP([225, 8, 100], ReLU()).to(DT), train_set, **{**kwargs, "task": Autoencoder()})
+    with pytest.raises(ValueError, match="batch_size must be at most"):
+        train(_pnn(), train_set, **{**kwargs, "batch_size": 31})
+    with pytest.raises(TypeError, match="lifted training needs a LiftedNetwork"):
+        train(torch.nn.Conv2d(1, 1, 3, padding=1).to(DT), train_set, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: Lifted(sweeps_per_batch=0), ValueError, "sweeps_per_batch"),
+        (lambda: Lifted(power_iters=1.5), ValueError, "power_iters"),
+        (lambda: Lifted(lipschitz_every=-1), ValueError, "lipschitz_every"),
+        (lambda: Lifted(solver="bcd"), TypeError, "solver"),
+        (lambda: Lifted(penalty="bregman"), ValueError, "penalty"),
+        (lambda: Backprop(optimizer="rmsprop"), ValueError, "optimizer"),
+        (lambda: Backprop(lr=0.0), ValueError, "lr"),
+        (lambda: Backprop(lr=math.nan), ValueError, "lr"),
+        (lambda: Backprop(momentum=1.0), ValueError, "momentum"),
+        (lambda: Denoising(-0.1), ValueError, "sigma"),
+        (lambda: Autoencoder(noise_sigma=math.inf), ValueError, "noise_sigma"),
+        (lambda: Reconstruction(object(), 0.1), TypeError, "physics"),
+    ],
+)
+def test_bad_hyper_parameters(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+@pytest.mark.parametrize(
+    "override, error, match",
+    [
+        ({"epochs": 0}, ValueError, "epochs"),
+        ({"batch_size": 2.0}, ValueError, "batch_size"),
+        ({"time_budget": -1.0}, ValueError, "time_budget"),
+        ({"resume": True}, ValueError, "resume"),
+        ({"task": "denoising"}, TypeError, "task"),
+        ({"method": "bregman"}, TypeError, "method"),
+        ({"generator": 0}, TypeError, "generator"),
+    ],
+)
+def test_bad_train_arguments(patches, override, error, match):
+    kwargs = {**dict(task=Denoising(0.1), method=Lifted(), epochs=1, batch_size=5, progress=False), **override}
+    with pytest.raises(error, match=match):
+        train(_pnn(), patches[0], **kwargs)
+
+
+# ----------------------------------------------------------------------------- tasks, history
+def test_tasks_draw_from_the_generator(patches):
+    clean = patches[0][:6]
+    noisy = Denoising(0.3).observe(clean, _gen(4))
+    n = torch.randn(clean.shape, dtype=DT, generator=_gen(4))
+    assert torch.equal(noisy.observation, clean + 0.3 * n) and noisy.target is clean
+    physics = Blur(gaussian_kernel(1.0, dtype=DT), img_size=(1, 15, 15), boundary="zero", dtype=DT)
+    meas = Reconstruction(physics, 0.05).observe(clean, _gen(4))
+    assert torch.allclose(meas.observation, physics.A(clean) + 0.05 * n) and meas.target is clean
+    task = Autoencoder()
+    flat = task.observe(clean, _gen(4))
+    assert flat.observation.shape == (6, 225) and torch.equal(flat.observation, flat.target)
+    assert torch.equal(task.image(flat.target, clean), clean)
+    assert float(sample_loss(flat.target + 1, flat.target)[0]) == pytest.approx(0.5 * 225)
+
+
+def test_history_roundtrip_and_plots(tmp_path):
+    h = TrainHistory()
+    h.append(epoch=0, seconds=0.0, val_loss=2.0, val_psnr=18.0, val_ssim=0.3)
+    h.append(epoch=1, seconds=1.5, train_loss=1.0, energy=1.2, gaps=[0.1, 0.0, 0.3], val_loss=1.0, val_psnr=21.0, val_ssim=0.5)
+    back = TrainHistory.from_dict(h.as_dict()).as_dict()
+    assert back.keys() == h.as_dict().keys() and all(_same(back[k], v) for k, v in h.as_dict().items())
+    with pytest.raises(ValueError, match="missing"):
+        TrainHistory.from_dict({"epoch": [0]})
+    bad = h.as_dict()
+    bad["seconds"] = [0.0]
+    with pytest.raises(ValueError, match="different lengths"):
+        TrainHistory.from_dict(bad)
+    plot_history(h, tmp_path / "h.png", title="t")
+    plot_psnr_vs_time({"a": h, "b": h}, tmp_path / "c.png")
+    assert (tmp_path / "h.png").stat().st_size > 0 and (tmp_path / "c.png").stat().st_size > 0
