@@ -263,8 +263,8 @@ class Radon(LinearPhysics):
         self.n_detectors = n_detectors
         self.circle = circle
         self.register_buffer("angles", angles.to(device), persistent=False)
-        forward, transpose = joseph_matrices(img_size, angles, n_detectors, circle, dtype=dtype, device=device)
-        self.register_buffer("_matrix", forward, persistent=False)
+        matrix, transpose = joseph_matrices(img_size, angles, n_detectors, circle, dtype=dtype, device=device)
+        self.register_buffer("_matrix", matrix, persistent=False)
         self.register_buffer("_matrix_t", transpose, persistent=False)
         self._filters: dict = {}
 
@@ -317,13 +317,18 @@ class Radon(LinearPhysics):
         r"""Back-projection :math:`A^\top y` (exact transpose of :meth:`A`) of shape ``(B, C, N, N)``."""
         return self._backward(self._check(y, "y", self.sinogram_shape).transpose(-1, -2))
 
-    def _filter(self, name: str, size: int) -> Tensor:
-        r"""Cached rFFT half of :func:`fourier_filter` times :math:`\pi / (2 n_{angles})`, on this
-        operator's dtype and device."""
-        key = (name, size, self.dtype, self._matrix.device)
+    def _filter_matrix(self, name: str) -> Tensor:
+        r"""Cached symmetric Toeplitz matrix :math:`\frac{\pi}{2 n_{angles}} F`,
+        :math:`F_{ij} = h[(i - j) \bmod P]` with :math:`h` the inverse DFT of :func:`fourier_filter`
+        (see :meth:`fbp` for :math:`P`), on this operator's dtype and device."""
+        key = (name, self.dtype, self._matrix.device)
         if key not in self._filters:
-            full = fourier_filter(size, name, dtype=torch.float64) * (math.pi / (2 * self.angles.numel()))
-            self._filters[key] = full[: size // 2 + 1].to(dtype=self.dtype, device=self._matrix.device)
+            m = math.ceil(math.sqrt(2) * self.n_detectors) if self.circle else self.n_detectors
+            size = max(64, 2 ** math.ceil(math.log2(2 * m)))
+            kernel = torch.fft.irfft(fourier_filter(size, name)[: size // 2 + 1], n=size)
+            i = torch.arange(self.n_detectors)
+            toeplitz = kernel[(i[:, None] - i[None, :]) % size] * (math.pi / (2 * self.angles.numel()))
+            self._filters[key] = toeplitz.to(dtype=self.dtype, device=self._matrix.device)
         return self._filters[key]
 
     def fbp(self, y: Tensor, filter: str = "ramp") -> Tensor:
@@ -333,7 +338,10 @@ class Radon(LinearPhysics):
         Each projection (column of ``y``) is zero-padded to
         :math:`P = \max(64, 2^{\lceil\log_2 2m\rceil})` samples, :math:`m` = ``n_detectors``
         (:math:`\lceil\sqrt2\, n_{det}\rceil` with ``circle``, as scikit-image pads circle
-        sinograms), filtered by :func:`fourier_filter` in the Fourier domain and cropped back.
+        sinograms), multiplied by :func:`fourier_filter` in the Fourier domain and cropped back.
+        As :math:`P \ge 2 n_{det}` this circular convolution is the product with the Toeplitz
+        matrix :math:`F_{ij} = h[(i - j) \bmod P]`, :math:`h` = inverse DFT of the filter, which is
+        how it is computed (one matrix product, the matrix cached per filter).
 
         Args:
             y: sinogram ``(B, C, n_detectors, n_angles)``.
@@ -342,7 +350,4 @@ class Radon(LinearPhysics):
         if filter not in FILTERS:
             raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
         self._check(y, "y", self.sinogram_shape)
-        m = math.ceil(math.sqrt(2) * self.n_detectors) if self.circle else self.n_detectors
-        size = max(64, 2 ** math.ceil(math.log2(2 * m)))
-        spectrum = torch.fft.rfft(y.transpose(-1, -2).contiguous(), n=size) * self._filter(filter, size)
-        return self._backward(torch.fft.irfft(spectrum, n=size)[..., : self.n_detectors])
+        return self._backward(torch.matmul(y.transpose(-1, -2), self._filter_matrix(filter)))

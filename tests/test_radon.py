@@ -73,7 +73,8 @@ def test_adjoint_dot_product_custom_detectors(n_detectors):
 
 @pytest.mark.parametrize("circle", [False, True])
 def test_adjoint_is_the_exact_transpose(circle):
-    physics = Radon(9, torch.tensor([0.0, 30.0, 45.0, 90.0, 135.0, 160.0]), circle=circle, dtype=torch.float64)
+    angles = torch.tensor([0.0, 30.0, 45.0, 90.0, 135.0, 160.0])
+    physics = Radon(9, angles, circle=circle, dtype=torch.float64)
     n_det, n_ang = physics.sinogram_shape
     forward = _dense(physics.A, 81, (9, 9))
     adjoint = _dense(physics.A_adjoint, n_det * n_ang, (n_det, n_ang))
@@ -143,7 +144,8 @@ def test_gaussian_line_integrals_match_closed_form():
     ours = physics.A(torch.from_numpy(blob)[None, None])[0, 0].numpy()
     s = np.arange(physics.n_detectors)[:, None] - physics.n_detectors // 2
     theta = np.deg2rad(angles.numpy())
-    exact = sigma * math.sqrt(2 * math.pi) * np.exp(-((s - x0 * np.cos(theta) - y0 * np.sin(theta)) ** 2) / (2 * sigma**2))
+    centre = x0 * np.cos(theta) + y0 * np.sin(theta)
+    exact = sigma * math.sqrt(2 * math.pi) * np.exp(-((s - centre) ** 2) / (2 * sigma**2))
     assert np.linalg.norm(ours - exact) / np.linalg.norm(exact) < 1e-2
 
 
@@ -156,6 +158,23 @@ def test_fourier_filter_is_the_even_part_of_skimage_filter(name, size):
     ref = _get_fourier_filter(size, name)[:, 0]
     even = 0.5 * (ref + np.roll(ref[::-1], 1))
     np.testing.assert_allclose(fourier_filter(size, name).numpy(), even, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("circle", [False, True])
+@pytest.mark.parametrize("name", FILTERS)
+def test_fbp_is_scaled_backprojection_of_the_skimage_filtered_sinogram(circle, name):
+    r"""skimage's filtering step (numpy FFT of the zero-padded projections times its filter, real
+    part, crop), then :math:`\pi / (2 n_{angles}) A^\top`."""
+    physics = Radon(21, SPARSE, circle=circle, dtype=torch.float64)
+    n_det, n_ang = physics.sinogram_shape
+    y = torch.randn(2, 2, n_det, n_ang, dtype=torch.float64, generator=_gen())
+    rows = int(np.ceil(np.sqrt(2) * n_det)) if circle else n_det  # skimage pads circle sinograms
+    size = max(64, int(2 ** np.ceil(np.log2(2 * rows))))
+    padded = np.pad(y.numpy(), ((0, 0), (0, 0), (0, size - n_det), (0, 0)))
+    spectrum = np.fft.fft(padded, axis=-2) * _get_fourier_filter(size, name)
+    filtered = np.real(np.fft.ifft(spectrum, axis=-2))[..., :n_det, :]
+    expected = physics.A_adjoint(torch.from_numpy(filtered)) * (math.pi / (2 * n_ang))
+    torch.testing.assert_close(physics.fbp(y, filter=name), expected, rtol=1e-10, atol=1e-10)
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +222,14 @@ def test_is_deepinv_linear_physics_with_noise_model():
     residual = physics(x) - physics.A(x)
     assert residual.std().item() == pytest.approx(0.5, rel=0.1)
     assert torch.equal(Radon(15, 9, dtype=torch.float64)(x), physics.A(x))
+
+
+def test_module_to_dtype_converts_both_matrices():
+    physics = Radon(9, 5).to(torch.float64)
+    assert physics.dtype == torch.float64
+    x = torch.randn(2, 2, 9, 9, dtype=torch.float64, generator=_gen())
+    assert adjoint_error(physics, x, _gen(1)) < 1e-10
+    assert physics.fbp(physics.A(x)).dtype == torch.float64
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

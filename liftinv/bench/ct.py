@@ -8,7 +8,7 @@ Cases (180 angles on [0, 180), ``circle=False``, float32, 128x128 and 256x256, b
 - ``A``: :class:`operators.radon.Radon` vs ``deepinv.physics.Tomography`` (its default
   exact-adjoint mode, ``normalize=False``) vs ``skimage.transform.radon`` looped over the batch;
 - ``A_adjoint``: the same, with ``skimage.transform.iradon(filter_name=None)`` (its unfiltered
-  back-projection) standing in for scikit-image's missing adjoint;
+  back-projection) standing in for scikit-image's missing adjoint; ``A + A_adjoint`` adds the two;
 - ``fbp``: ``Radon.fbp`` vs ``Tomography.fbp`` vs ``iradon`` (ramp filter), each on the sinogram of
   the Shepp-Logan phantom made by its own forward model, with the PSNR of the reconstruction;
 - ``construction``: building each operator once, with the memory of its precomputed buffers.
@@ -73,9 +73,11 @@ def _buffer_mb(module: torch.nn.Module) -> float:
 
 
 def _records(case: str, methods: list[str], seconds: list[float], **extra: list) -> list[dict]:
+    """One record per method; ``extra`` maps a key to one value per method."""
     rows = []
     for i, (method, sec) in enumerate(zip(methods, seconds)):
-        row = {"section": "ct", "case": case, "method": method, "seconds": sec, "ratio_vs_project": sec / seconds[0]}
+        row = {"section": "ct", "case": case, "method": method, "seconds": sec}
+        row["ratio_vs_project"] = sec / seconds[0]
         row.update({key: values[i] for key, values in extra.items()})
         rows.append(row)
     return rows
@@ -85,29 +87,38 @@ def _size_records(size: int, repeats: int, device: str) -> list[dict]:
     """All cases for one image size."""
     methods = ["liftinv Radon", "deepinv Tomography", "skimage"]
     ours, t_ours = _timed(lambda: Radon(size, N_ANGLES, device=device), device)
-    ref, t_ref = _timed(lambda: dinv.physics.Tomography(N_ANGLES, size, normalize=False, device=device), device)
-    records = _records(
-        f"construction {size}x{size}", methods[:2], [t_ours, t_ref], memory_mb=[_buffer_mb(ours), _buffer_mb(ref)]
-    )
+    tomography = lambda: dinv.physics.Tomography(N_ANGLES, size, normalize=False, device=device)  # noqa: E731
+    ref, t_ref = _timed(tomography, device)
+    memory = [_buffer_mb(ours), _buffer_mb(ref)]
+    records = _records(f"construction {size}x{size}", methods[:2], [t_ours, t_ref], memory_mb=memory)
     theta = ours.angles.cpu().numpy()
     phantom = resize(shepp_logan_phantom(), (size, size), anti_aliasing=True).astype(np.float32)
+
+    def sk_radon(images):
+        return [radon(img, theta, circle=False) for img in images]
+
+    def sk_backproject(sinograms, filter_name):
+        return [iradon(s, theta, output_size=size, filter_name=filter_name, circle=False) for s in sinograms]
+
     for batch in BATCHES:
+        name = f"{size}x{size} b{batch}"
         x = torch.from_numpy(phantom).to(device)[None, None].repeat(batch, 1, 1, 1)
         images = [phantom] * batch
-        y_ours, y_ref = ours.A(x), ref.A(x)
-        sinograms = [radon(img, theta, circle=False) for img in images]
-        fns = [lambda: ours.A(x), lambda: ref.A(x), lambda: [radon(img, theta, circle=False) for img in images]]
-        records += _records(f"A {size}x{size} b{batch}", methods, _median_seconds(fns, repeats, device))
-
-        def backproject(filter_name):
-            return [iradon(s, theta, output_size=size, filter_name=filter_name, circle=False) for s in sinograms]
-
-        fns = [lambda: ours.A_adjoint(y_ours), lambda: ref.A_adjoint(y_ref), lambda: backproject(None)]
-        records += _records(f"A_adjoint {size}x{size} b{batch}", methods, _median_seconds(fns, repeats, device))
-        fns = [lambda: ours.fbp(y_ours), lambda: ref.fbp(y_ref), lambda: backproject("ramp")]
-        recons = [ours.fbp(y_ours)[0, 0].cpu().numpy(), ref.fbp(y_ref)[0, 0].cpu().numpy(), backproject("ramp")[0]]
-        psnr = [peak_signal_noise_ratio(phantom, r.astype(np.float32), data_range=1.0) for r in recons]
-        records += _records(f"fbp {size}x{size} b{batch}", methods, _median_seconds(fns, repeats, device), psnr=psnr)
+        y_ours, y_ref, sinograms = ours.A(x), ref.A(x), sk_radon(images)
+        fns = [lambda: ours.A(x), lambda: ref.A(x), lambda: sk_radon(images)]
+        forward = _median_seconds(fns, repeats, device)
+        fns = [lambda: ours.A_adjoint(y_ours), lambda: ref.A_adjoint(y_ref)]
+        fns.append(lambda: sk_backproject(sinograms, None))
+        adjoint = _median_seconds(fns, repeats, device)
+        records += _records(f"A {name}", methods, forward)
+        records += _records(f"A_adjoint {name}", methods, adjoint)
+        records += _records(f"A + A_adjoint {name}", methods, [f + a for f, a in zip(forward, adjoint)])
+        fns = [lambda: ours.fbp(y_ours), lambda: ref.fbp(y_ref), lambda: sk_backproject(sinograms, "ramp")]
+        seconds = _median_seconds(fns, repeats, device)
+        recons = [ours.fbp(y_ours)[0, 0].cpu().numpy(), ref.fbp(y_ref)[0, 0].cpu().numpy()]
+        recons.append(sk_backproject(sinograms[:1], "ramp")[0].astype(np.float32))
+        psnr = [peak_signal_noise_ratio(phantom, r, data_range=1.0) for r in recons]
+        records += _records(f"fbp {name}", methods, seconds, psnr=psnr)
     return records
 
 
