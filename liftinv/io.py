@@ -1,0 +1,119 @@
+r"""Arrays on disk: ``.npy`` (NumPy), ``.pt`` (a tensor saved by ``torch.save``) and images
+(``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif``, ``.tiff``).
+
+:func:`load_array` returns a CPU tensor: NumPy and torch files as stored (real arrays become
+floating tensors, complex arrays complex ones); images as grey float64 values in [0, 1] of shape
+``(H, W)``. :func:`save_array` writes atomically (a temporary file in the target's folder, then
+``os.replace``); images are written as 8-bit grey, ``round(255 clip(x, 0, 1))``.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from liftinv.data import IMAGE_SUFFIXES, _grey_float
+
+ARRAY_SUFFIXES = (".npy", ".pt")
+SUFFIXES = ARRAY_SUFFIXES + IMAGE_SUFFIXES
+
+
+def _suffix(path: Path, name: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"{name} {path} must end in one of {SUFFIXES}, got suffix {path.suffix!r}")
+    return suffix
+
+
+def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
+    """Read an array from ``path`` (see the module docstring for formats and layouts).
+
+    Args:
+        path: file to read.
+        name: what the file holds, used in error messages (e.g. ``"measurements"``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names ``name`` and the path).
+        ValueError: unknown suffix, unreadable file, a ``.pt`` file that does not hold a tensor,
+            a non-numeric array, or an image that is not grey, RGB or RGBA.
+    """
+    path = Path(path)
+    suffix = _suffix(path, name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} file {path} not found")
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+        elif suffix == ".pt":
+            array = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            from skimage.io import imread
+
+            return torch.from_numpy(_grey_float(imread(path), path))
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"cannot read {name} file {path}: {str(err).splitlines()[0]}") from err
+    if suffix == ".pt":
+        if not isinstance(array, Tensor):
+            raise ValueError(f"{name} file {path} must hold a tensor, got {type(array).__name__}")
+        tensor = array.detach()
+    else:
+        if array.dtype.kind not in "biufc":
+            raise ValueError(f"{name} file {path} must hold a numeric array, got dtype {array.dtype}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        tensor = tensor.to(torch.get_default_dtype())
+    return tensor
+
+
+def _image_bytes(x: Tensor, path: Path) -> np.ndarray:
+    """``(H, W)`` uint8 grey image of ``x`` (any shape that squeezes to two dimensions)."""
+    if x.is_complex():
+        raise ValueError(f"cannot write complex data to the image {path}; use .npy or .pt")
+    image = x.detach().cpu().squeeze()
+    if image.ndim != 2:
+        raise ValueError(
+            f"an image file holds one grey image, but the array has shape {tuple(x.shape)} "
+            f"({image.ndim} dimensions after squeezing); write {path.stem}.npy or .pt instead"
+        )
+    return np.round(255 * image.to(torch.float64).clamp(0, 1).numpy()).astype(np.uint8)
+
+
+def save_array(x: Tensor, path: str | os.PathLike) -> Path:
+    """Write the tensor ``x`` to ``path`` (format from the suffix), creating its folder; returns the path.
+
+    Raises:
+        TypeError: ``x`` is not a tensor.
+        ValueError: unknown suffix, or an image file for data that is not one real 2-D image
+            (after dropping dimensions of size 1).
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    path = Path(path)
+    suffix = _suffix(path, "output")
+    if suffix in IMAGE_SUFFIXES:
+        pixels = _image_bytes(x, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if suffix == ".npy":
+                np.save(fh, x.detach().cpu().numpy())
+            elif suffix == ".pt":
+                torch.save(x.detach().cpu().clone(), fh)
+        if suffix in IMAGE_SUFFIXES:
+            from skimage.io import imsave
+
+            imsave(tmp, pixels, check_contrast=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+__all__ = ["ARRAY_SUFFIXES", "SUFFIXES", "load_array", "save_array"]

@@ -1,0 +1,189 @@
+r"""Saving and loading trained reconstruction networks with the operator they were trained for.
+
+A model file (written atomically by :func:`liftinv.checkpoint.save_checkpoint`, read with
+``weights_only=True``) is a dict with
+
+* ``format``: ``"liftinv-model"`` and ``format_version``: :data:`FORMAT_VERSION`;
+* ``liftinv_version``: the package version that wrote it;
+* ``architecture``: the class name and constructor arguments (:func:`architecture_config`);
+* ``state_dict``: the parameters;
+* ``physics``: the operator spec (:func:`operators.spec.physics_spec`);
+* ``steps``: the step sizes :math:`\tau, s` the network derived from :math:`\|A\|` at construction;
+* ``task``: a free-form task name (e.g. ``"ct"``) and ``extra``: plain metadata.
+
+:func:`load_model` rebuilds the network; given a physics it first checks that the physics has the
+spec the model was trained for, so a model is never used with the wrong operator unnoticed.
+Supported architecture: :class:`~liftinv.architectures.UnrolledPrimalDual` (the only network that
+takes a physics).
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from liftinv.affine import ConvAdjoint, GradientStep
+from liftinv.architectures import UnrolledPrimalDual
+from liftinv.checkpoint import load_checkpoint, save_checkpoint
+from operators.spec import check_spec, physics_from_spec, physics_spec
+
+FORMAT = "liftinv-model"
+FORMAT_VERSION = 1
+_STEP_RTOL = 1e-6  # relative tolerance on the dual step s rebuilt from the operator norm
+
+
+@dataclass(frozen=True, eq=False)
+class SavedModel:
+    """A network loaded by :func:`load_model`, with what it was trained for.
+
+    Attributes:
+        net: the rebuilt network (eval mode), bound to ``physics``.
+        physics: the operator passed to :func:`load_model`, or rebuilt from ``spec``.
+        spec: the operator spec stored with the model.
+        task: the task name stored with the model.
+        version: the liftinv version that wrote the file.
+        extra: the plain metadata stored with the model.
+    """
+
+    net: nn.Module
+    physics: object
+    spec: dict
+    task: str
+    version: str
+    extra: dict = field(default_factory=dict)
+
+
+def architecture_config(net: nn.Module) -> dict:
+    """Constructor arguments of ``net``, read from its modules: for an
+    :class:`~liftinv.architectures.UnrolledPrimalDual`, ``n_iter`` (its gradient steps),
+    ``features`` and ``kernel_size`` (of its convolutions :math:`L_k`), ``img_size``,
+    ``threshold`` (the upper bound of the dual clip) and ``adjoint_init``.
+
+    Raises:
+        TypeError: unsupported architecture.
+    """
+    if not isinstance(net, UnrolledPrimalDual):
+        raise TypeError(f"net must be an UnrolledPrimalDual to be saved with its physics, got {type(net).__name__}")
+    conv = next(m.conv for m in net.modules() if isinstance(m, ConvAdjoint))
+    return {
+        "class": "UnrolledPrimalDual",
+        "n_iter": sum(isinstance(m, GradientStep) for m in net.modules()),
+        "features": conv.out_channels,
+        "img_size": tuple(net.img_size),
+        "threshold": net.lifted.layer(2).activation.hi,
+        "kernel_size": conv.kernel_size[0],
+        "adjoint_init": net.adjoint_init,
+    }
+
+
+def _bound_physics(net: UnrolledPrimalDual):
+    return net.lifted.layer(1).maps[0].physics
+
+
+def _check_plain(value: object, name: str) -> None:
+    """Raise unless ``value`` is made of tensors, str/int/float/bool/None, lists, tuples and str-keyed dicts."""
+    if value is None or isinstance(value, (str, int, float, bool, Tensor)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{name}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{name} keys must be strings, got {key!r}")
+            _check_plain(item, f"{name}[{key!r}]")
+        return
+    raise TypeError(f"{name} must hold only tensors, numbers, strings, lists and dicts, got {type(value).__name__}")
+
+
+def save_model(net: nn.Module, path: str | os.PathLike, *, task: str, physics, extra: dict | None = None) -> None:
+    """Write ``net`` with its constructor arguments, ``physics``' spec, ``task`` and ``extra`` to
+    ``path`` atomically (temporary file + ``os.replace``).
+
+    Args:
+        net: an :class:`~liftinv.architectures.UnrolledPrimalDual` bound to ``physics``.
+        path: target file (``.pt`` by convention); its folder is created.
+        task: non-empty task name, e.g. ``"ct"``.
+        physics: the operator the network was trained for (``Radon``, ``Blur`` or ``MRI``).
+        extra: plain metadata (noise level, training method, scores...).
+
+    Raises:
+        TypeError: unsupported ``net`` or ``physics``, non-plain ``extra``.
+        ValueError: empty ``task``, or ``net`` bound to an operator with another spec than ``physics``.
+    """
+    config = architecture_config(net)
+    if not isinstance(task, str) or not task.strip():
+        raise ValueError(f"task must be a non-empty string, got {task!r}")
+    spec = physics_spec(physics)
+    bound = _bound_physics(net)
+    if bound is not physics:
+        check_spec(physics_spec(bound), spec, context="net is bound to")
+    extra = {} if extra is None else extra
+    if not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
+    _check_plain(extra, "extra")
+    from liftinv import __version__
+
+    save_checkpoint(path, {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "liftinv_version": __version__,
+        "architecture": config, "state_dict": net.state_dict(), "physics": spec,
+        "steps": {"tau": net.tau, "s": net.s}, "task": task, "extra": extra,
+    })
+
+
+def _build(config: dict, physics) -> UnrolledPrimalDual:
+    if config.get("class") != "UnrolledPrimalDual":
+        raise ValueError(f"unsupported architecture {config.get('class')!r} in the model file")
+    return UnrolledPrimalDual(
+        physics, config["n_iter"], config["features"], config["img_size"], threshold=config["threshold"],
+        kernel_size=config["kernel_size"], adjoint_init=config["adjoint_init"],
+        generator=torch.Generator().manual_seed(0),  # overwritten by the state dict; keeps the global RNG untouched
+    )
+
+
+def load_model(path: str | os.PathLike, physics=None, *, device: torch.device | str = "cpu") -> SavedModel:
+    """Rebuild a model written by :func:`save_model` on ``device``.
+
+    Args:
+        path: the model file.
+        physics: the operator to use; its spec must match the stored one. ``None`` rebuilds the
+            operator from the stored spec (without noise model).
+        device: where the network (and a rebuilt physics) live.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a liftinv model file; ``physics`` differs from the operator the model was
+            trained for (``"model was trained for Radon(angles=30) but got Radon(angles=60)"``); or
+            its operator norm gives other step sizes than at training time.
+    """
+    payload = load_checkpoint(path, map_location=device)
+    if payload.get("format") != FORMAT or not isinstance(payload.get("format_version"), int):
+        raise ValueError(f"{path} is not a liftinv model file (no format {FORMAT!r})")
+    if payload["format_version"] > FORMAT_VERSION:
+        raise ValueError(f"{path} has model format {payload['format_version']}; this liftinv reads up to {FORMAT_VERSION}")
+    from liftinv import __version__
+
+    if payload["liftinv_version"] != __version__:
+        warnings.warn(f"{path} was written by liftinv {payload['liftinv_version']}, this is {__version__}", stacklevel=2)
+    spec = payload["physics"]
+    if physics is None:
+        physics = physics_from_spec(spec, device=device)
+    else:
+        check_spec(spec, physics_spec(physics), context="model was trained for")
+    net = _build(payload["architecture"], physics)
+    saved_s = payload["steps"]["s"]
+    if not math.isclose(net.s, saved_s, rel_tol=_STEP_RTOL):
+        raise ValueError(
+            f"the operator norm of the physics gives the dual step s={net.s:.9g}, but the model was trained with s={saved_s:.9g}"
+        )
+    net.load_state_dict(payload["state_dict"], assign=True)
+    net.to(device).eval()
+    return SavedModel(net, physics, spec, payload["task"], payload["liftinv_version"], payload["extra"])
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "SavedModel", "architecture_config", "load_model", "save_model"]

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+from skimage.color import rgb2gray
+from skimage.io import imsave
+
+from liftinv.io import load_array, save_array
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".pt"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex128])
+def test_array_round_trip_is_exact(tmp_path, suffix, dtype):
+    x = torch.randn(3, 2, 5, 7, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    path = save_array(x, tmp_path / "sub" / f"x{suffix}")
+    y = load_array(path)
+    assert y.dtype == dtype and y.shape == x.shape and torch.equal(y, x)
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary file left
+
+
+def test_png_round_trip_of_8_bit_values(tmp_path):
+    levels = torch.randint(0, 256, (1, 1, 9, 11), generator=torch.Generator().manual_seed(1))
+    x = levels.double() / 255
+    y = load_array(save_array(x, tmp_path / "x.png"))
+    assert y.shape == (9, 11) and y.dtype == torch.float64
+    assert torch.equal(torch.round(y * 255), levels[0, 0].double())
+
+
+def test_png_clips_to_unit_range(tmp_path):
+    x = torch.tensor([[-0.5, 0.0], [1.0, 2.0]])
+    assert torch.equal(load_array(save_array(x, tmp_path / "x.png")), torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64))
+
+
+def test_rgb_image_is_read_as_grey(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    imsave(tmp_path / "rgb.png", rgb, check_contrast=False)
+    grey = load_array(tmp_path / "rgb.png")
+    np.testing.assert_allclose(grey.numpy(), rgb2gray(rgb), atol=1e-12)
+
+
+def test_integer_arrays_become_floating(tmp_path):
+    np.save(tmp_path / "i.npy", np.arange(6, dtype=np.int16).reshape(2, 3))
+    y = load_array(tmp_path / "i.npy")
+    assert y.dtype == torch.get_default_dtype() and torch.equal(y, torch.arange(6.0).reshape(2, 3))
+
+
+def test_missing_file_names_the_path(tmp_path):
+    path = tmp_path / "nowhere.npy"
+    with pytest.raises(FileNotFoundError, match=f"measurements file {path} not found"):
+        load_array(path, "measurements")
+
+
+def test_unknown_suffix(tmp_path):
+    with pytest.raises(ValueError, match=r"must end in one of .*'\.txt'"):
+        load_array(tmp_path / "x.txt")
+    with pytest.raises(ValueError, match="must end in one of"):
+        save_array(torch.zeros(2, 2), tmp_path / "x.csv")
+
+
+def test_unreadable_files(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot read input file .*bad.pt"):
+        load_array(tmp_path / "bad.pt")
+    torch.save({"x": torch.zeros(2)}, tmp_path / "dict.pt")
+    with pytest.raises(ValueError, match="must hold a tensor, got dict"):
+        load_array(tmp_path / "dict.pt")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="cannot read input file .*obj.npy"):
+        load_array(tmp_path / "obj.npy")
+    np.save(tmp_path / "str.npy", np.array(["a", "b"]))
+    with pytest.raises(ValueError, match="must hold a numeric array"):
+        load_array(tmp_path / "str.npy")
+
+
+def test_image_output_needs_one_real_image(tmp_path):
+    with pytest.raises(ValueError, match=r"one grey image, but the array has shape \(2, 1, 4, 4\)"):
+        save_array(torch.zeros(2, 1, 4, 4), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="complex"):
+        save_array(torch.zeros(4, 4, dtype=torch.complex64), tmp_path / "x.png")
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got ndarray"):
+        save_array(np.zeros((4, 4)), tmp_path / "x.npy")
+    assert not any(tmp_path.iterdir())
+
+
+def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
+    path = save_array(torch.ones(3), tmp_path / "x.npy")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_array(torch.zeros(3), path)
+    assert torch.equal(load_array(path), torch.ones(3)) and [p.name for p in tmp_path.iterdir()] == ["x.npy"]

@@ -1,0 +1,205 @@
+import io
+
+import pytest
+import torch
+from deepinv.physics import LinearPhysics
+
+from liftinv.architectures import MLP, UnrolledPrimalDual
+from liftinv.checkpoint import load_checkpoint, save_checkpoint
+from liftinv.models import SavedModel, architecture_config, load_model, save_model
+from operators import OPERATORS, Blur, MRI, Radon, gaussian_kernel, random_mask
+from operators.spec import check_spec, physics_from_spec, physics_spec, spec_differences
+
+
+def _weights_only_round_trip(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_spec_rebuilds_the_same_operator(name):
+    physics, shape = OPERATORS[name](torch.float64, "cpu")
+    spec = _weights_only_round_trip(physics_spec(physics))
+    rebuilt = physics_from_spec(spec)
+    assert type(rebuilt) is type(physics) and spec_differences(physics_spec(physics), physics_spec(rebuilt)) == []
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64, generator=g)
+    y = physics.A(x)
+    assert torch.equal(rebuilt.A(x), y)
+    assert torch.equal(rebuilt.A_adjoint(y), physics.A_adjoint(y))
+
+
+def test_spec_mismatch_names_the_differing_settings():
+    with pytest.raises(ValueError) as err:
+        check_spec(physics_spec(Radon(15, 30)), physics_spec(Radon(15, 60)), "model was trained for")
+    assert str(err.value) == "model was trained for Radon(angles=30) but got Radon(angles=60)"
+    with pytest.raises(ValueError, match=r"^expected Radon\(circle=False\) but got Radon\(circle=True\)$"):
+        check_spec(physics_spec(Radon(15, 7, n_detectors=15)), physics_spec(Radon(15, 7, n_detectors=15, circle=True)))
+    limited = Radon(15, torch.tensor([0.0, 10.0, 20.0]))
+    with pytest.raises(ValueError, match=r"Radon\(angles=\[0.0, 10.0, 20.0\]\) but got Radon\(angles=3\)"):
+        check_spec(physics_spec(limited), physics_spec(Radon(15, 3)))
+    blur = Blur(gaussian_kernel(1.5))
+    with pytest.raises(ValueError, match=r"Blur\(boundary='circular', dtype='float32'\) but got Blur\(boundary='zero', dtype='float64'\)"):
+        check_spec(physics_spec(blur), physics_spec(Blur(gaussian_kernel(1.5), boundary="zero", dtype=torch.float64)))
+    with pytest.raises(ValueError, match=r"kernel=<1x11x11 tensor.* but got Blur\(kernel=<1x9x9 tensor"):
+        check_spec(physics_spec(blur), physics_spec(Blur(gaussian_kernel(1.2))))
+
+
+def test_spec_mismatch_counts_differing_mask_entries():
+    g = torch.Generator().manual_seed(0)
+    mask = random_mask((15, 13), 3, generator=g)
+    flipped = mask.clone()
+    flipped[:, 0] = ~flipped[:, 0]
+    with pytest.raises(ValueError, match=r"MRI\(mask=<15x13 tensor, mean [0-9.]+, 15 entries differ>\)$"):
+        check_spec(physics_spec(MRI(mask)), physics_spec(MRI(flipped)))
+
+
+def test_spec_comparison_ignores_fft_choice_and_float32_rounding():
+    kernel = gaussian_kernel(1.0, dtype=torch.float64)
+    a = physics_spec(Blur(kernel, boundary="reflect", use_fft=True))
+    b = physics_spec(Blur(kernel.float().double() * (1 + 1e-7), boundary="reflect", use_fft=False))
+    assert spec_differences(a, b) == []
+    check_spec(a, b)
+
+
+def test_different_operators_are_described_in_full():
+    with pytest.raises(ValueError, match=r"expected Radon\(img_size=15, angles=7, n_detectors=22, circle=False, dtype='float32'\) but got MRI\(mask="):
+        check_spec(physics_spec(Radon(15, 7)), physics_spec(MRI(torch.ones(4, 4))))
+
+
+class _Custom(LinearPhysics):
+    def A(self, x):
+        return 2 * x
+
+    def A_adjoint(self, y):
+        return 2 * y
+
+
+def test_bad_specs():
+    with pytest.raises(TypeError, match="physics must be an operators Radon, Blur or MRI to have a spec, got _Custom"):
+        physics_spec(_Custom())
+    with pytest.raises(TypeError, match="spec must be a dict, got list"):
+        physics_from_spec([1])
+    with pytest.raises(ValueError, match=r"spec\['operator'\] must be one of .* got 'CT'"):
+        physics_from_spec({"operator": "CT"})
+    spec = physics_spec(Radon(9, 5))
+    del spec["angles"]
+    with pytest.raises(ValueError, match=r"spec for Radon lacks \['angles'\]"):
+        physics_from_spec(spec)
+    with pytest.raises(ValueError, match=r"spec\['dtype'\] must be one of .* got 'float16'"):
+        physics_from_spec({**physics_spec(Radon(9, 5)), "dtype": "float16"})
+
+
+def _trained_net(physics, img_size, dtype):
+    g = torch.Generator().manual_seed(3)
+    net = UnrolledPrimalDual(physics, 3, 4, img_size, threshold=0.07, kernel_size=5, adjoint_init=False, generator=g).to(dtype)
+    with torch.no_grad():  # stand-in for training: move every weight away from its initial value
+        for p in net.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn(p.shape, dtype=p.dtype, generator=g))
+    return net
+
+
+@pytest.mark.parametrize("kind", ["radon", "blur", "mri"])
+def test_save_load_round_trip_is_exact(tmp_path, kind):
+    g = torch.Generator().manual_seed(0)
+    if kind == "radon":
+        physics, img_size, dtype = Radon(13, 9, circle=True), (1, 13, 13), torch.float32
+    elif kind == "blur":
+        physics = Blur(gaussian_kernel(1.0, dtype=torch.float64), img_size=(1, 11, 9), boundary="reflect", dtype=torch.float64)
+        img_size, dtype = (1, 11, 9), torch.float64
+    else:
+        physics, img_size, dtype = MRI(random_mask((11, 9), 2, generator=g), dtype=torch.float64), (2, 11, 9), torch.float64
+    net = _trained_net(physics, img_size, dtype)
+    y = physics.A(torch.rand(3, *img_size, dtype=dtype, generator=g))
+    expected = net(y, physics)
+    path = tmp_path / "models" / "net.pt"
+    save_model(net, path, task=kind, physics=physics, extra={"noise": 0.01, "method": "lifted", "scores": [1.5, torch.ones(2)]})
+    assert [p.name for p in path.parent.iterdir()] == ["net.pt"]
+    for given in (None, physics):
+        saved = load_model(path, given)
+        assert isinstance(saved, SavedModel) and saved.task == kind and saved.version == "0.1.0"
+        assert saved.extra["noise"] == 0.01 and torch.equal(saved.extra["scores"][1], torch.ones(2))
+        assert (saved.physics is physics) == (given is physics) and not saved.net.training
+        assert architecture_config(saved.net) == architecture_config(net)
+        assert len(list(saved.net.parameters())) == len(list(net.parameters()))
+        assert [p.requires_grad for p in saved.net.parameters()] == [p.requires_grad for p in net.parameters()]
+        assert torch.equal(saved.net(y, saved.physics), expected)
+
+
+def test_architecture_config_reads_the_constructor_arguments():
+    physics = Radon(9, 5)
+    net = UnrolledPrimalDual(physics, 4, 3, (1, 9, 9), threshold=0.2, kernel_size=5, adjoint_init=False,
+                             generator=torch.Generator().manual_seed(0))
+    assert architecture_config(net) == {
+        "class": "UnrolledPrimalDual", "n_iter": 4, "features": 3, "img_size": (1, 9, 9), "threshold": 0.2,
+        "kernel_size": 5, "adjoint_init": False,
+    }
+
+
+@pytest.fixture
+def saved_radon(tmp_path):
+    physics = Radon(11, 30)
+    net = _trained_net(physics, (1, 11, 11), torch.float32)
+    path = tmp_path / "net.pt"
+    save_model(net, path, task="ct", physics=physics)
+    return path
+
+
+def test_wrong_physics_is_refused(saved_radon):
+    with pytest.raises(ValueError, match=r"^model was trained for Radon\(angles=30\) but got Radon\(angles=60\)$"):
+        load_model(saved_radon, Radon(11, 60))
+    with pytest.raises(ValueError, match=r"model was trained for Radon\(.*\) but got Blur\("):
+        load_model(saved_radon, Blur(gaussian_kernel(1.0)))
+
+
+def test_changed_operator_norm_is_refused(saved_radon):
+    payload = load_checkpoint(saved_radon)
+    payload["steps"]["s"] *= 1.01
+    save_checkpoint(saved_radon, payload)
+    with pytest.raises(ValueError, match="dual step s=.* but the model was trained with s="):
+        load_model(saved_radon)
+
+
+def test_other_version_warns(saved_radon):
+    payload = load_checkpoint(saved_radon)
+    payload["liftinv_version"] = "0.0.1"
+    save_checkpoint(saved_radon, payload)
+    with pytest.warns(UserWarning, match="written by liftinv 0.0.1"):
+        assert load_model(saved_radon).version == "0.0.1"
+
+
+def test_not_a_model_file(tmp_path, saved_radon):
+    with pytest.raises(FileNotFoundError, match="nowhere.pt not found"):
+        load_model(tmp_path / "nowhere.pt")
+    save_checkpoint(tmp_path / "ckpt.pt", {"model": {}})
+    with pytest.raises(ValueError, match="is not a liftinv model file"):
+        load_model(tmp_path / "ckpt.pt")
+    payload = load_checkpoint(saved_radon)
+    payload["format_version"] = 99
+    save_checkpoint(saved_radon, payload)
+    with pytest.raises(ValueError, match="model format 99; this liftinv reads up to 1"):
+        load_model(saved_radon)
+
+
+def test_bad_save_arguments(tmp_path):
+    physics = Radon(9, 5)
+    net = _trained_net(physics, (1, 9, 9), torch.float32)
+    path = tmp_path / "net.pt"
+    with pytest.raises(TypeError, match="net must be an UnrolledPrimalDual .* got MLP"):
+        save_model(MLP([3, 2], []), path, task="x", physics=physics)
+    with pytest.raises(ValueError, match="task must be a non-empty string, got ''"):
+        save_model(net, path, task="", physics=physics)
+    with pytest.raises(TypeError, match="to have a spec, got _Custom"):
+        save_model(net, path, task="ct", physics=_Custom())
+    with pytest.raises(ValueError, match=r"net is bound to Radon\(angles=5\) but got Radon\(angles=7\)"):
+        save_model(net, path, task="ct", physics=Radon(9, 7))
+    with pytest.raises(TypeError, match=r"extra\['f'\] must hold only .* got builtin_function_or_method"):
+        save_model(net, path, task="ct", physics=physics, extra={"f": print})
+    with pytest.raises(TypeError, match="extra keys must be strings, got 1"):
+        save_model(net, path, task="ct", physics=physics, extra={1: 2})
+    assert not any(tmp_path.iterdir())
+    save_model(net, path, task="ct", physics=Radon(9, 5))  # an equal operator, not the bound object
+    assert load_model(path).task == "ct"
