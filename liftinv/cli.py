@@ -1,17 +1,35 @@
-"""Command line: ``liftinv demo`` and ``liftinv bench`` (also ``python -m liftinv ...``)."""
+"""Command line ``liftinv`` (also ``python -m liftinv``): subcommands ``demo``, ``reconstruct``,
+``train``, ``invert`` and ``bench``.
+
+Every subcommand but ``demo`` lives in its own module, imported only when it runs (so that
+``liftinv --help`` stays fast), as a function ``main(argv) -> exit status`` that parses its own
+arguments (``liftinv SUBCOMMAND --help``).
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+#: subcommand -> (module, function, one-line help); the function takes the remaining arguments.
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "reconstruct": ("liftinv.reconstruct_cli", "reconstruct_main",
+                    "reconstruct images from measurements (classical methods or a saved model)"),
+    "train": ("liftinv.training_cli", "train_main", "train a network, lifted or by backpropagation"),
+    "invert": ("liftinv.inversion_cli", "invert_main", "invert a pre-trained network (lifted or gradient-based)"),
+    "bench": ("liftinv.bench", "main", "benchmarks"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``liftinv`` argument parser with its ``demo`` and ``bench`` subcommands."""
+    """The ``liftinv`` argument parser: ``demo`` and the forwarded subcommands of :data:`SUBCOMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="liftinv",
-        description="Lifted Bregman training and stable inversion of neural networks for imaging.",
+        description="Lifted Bregman training and stable inversion of neural networks for imaging. "
+                    "Run `liftinv SUBCOMMAND --help` for the options of each subcommand.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,bench}")
+    names = ["demo", *SUBCOMMANDS]
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(names) + "}")
     demo = commands.add_parser(
         "demo",
         help="classical reconstructions (CT, deblurring, MRI) on the bundled data",
@@ -19,11 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="out", metavar="DIR", help="output folder (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="small iteration budgets (a few seconds)")
-    commands.add_parser(
-        "bench",
-        help="benchmarks (arguments go to `liftinv bench --help`)",
-        add_help=False,
-    )
+    for name, (_, _, text) in SUBCOMMANDS.items():
+        commands.add_parser(name, help=f"{text} (options: `liftinv {name} --help`)", add_help=False)
     return parser
 
 
@@ -31,10 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = build_parser()
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    if args.command == "bench":
-        from liftinv.bench import main as bench_main
-
-        return bench_main(rest)
+    if args.command in SUBCOMMANDS:
+        module, function, _ = SUBCOMMANDS[args.command]
+        try:
+            run = getattr(importlib.import_module(module), function)
+        except (ModuleNotFoundError, AttributeError) as err:
+            if module not in str(err) and function not in str(err):
+                raise
+            print(f"liftinv {args.command}: not available in this version ({module}.{function} is missing)", file=sys.stderr)
+            return 1
+        return run(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from liftinv.demo import run_demo

@@ -146,6 +146,26 @@ def _build(config: dict, physics) -> UnrolledPrimalDual:
     )
 
 
+def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
+    """The payload of a model file, with its format checked."""
+    payload = load_checkpoint(path, map_location=device)
+    if payload.get("format") != FORMAT or not isinstance(payload.get("format_version"), int):
+        raise ValueError(f"{path} is not a liftinv model file (no format {FORMAT!r})")
+    if payload["format_version"] > FORMAT_VERSION:
+        raise ValueError(f"{path} has model format {payload['format_version']}; this liftinv reads up to {FORMAT_VERSION}")
+    return payload
+
+
+def model_spec(path: str | os.PathLike) -> dict:
+    """The operator spec stored in a model file, without building the model.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a liftinv model file.
+    """
+    return _read(path, "cpu")["physics"]
+
+
 def load_model(path: str | os.PathLike, physics=None, *, device: torch.device | str = "cpu") -> SavedModel:
     """Rebuild a model written by :func:`save_model` on ``device``.
 
@@ -161,11 +181,7 @@ def load_model(path: str | os.PathLike, physics=None, *, device: torch.device | 
             trained for (``"model was trained for Radon(angles=30) but got Radon(angles=60)"``); or
             its operator norm gives other step sizes than at training time.
     """
-    payload = load_checkpoint(path, map_location=device)
-    if payload.get("format") != FORMAT or not isinstance(payload.get("format_version"), int):
-        raise ValueError(f"{path} is not a liftinv model file (no format {FORMAT!r})")
-    if payload["format_version"] > FORMAT_VERSION:
-        raise ValueError(f"{path} has model format {payload['format_version']}; this liftinv reads up to {FORMAT_VERSION}")
+    payload = _read(path, device)
     from liftinv import __version__
 
     if payload["liftinv_version"] != __version__:
@@ -186,4 +202,4 @@ def load_model(path: str | os.PathLike, physics=None, *, device: torch.device | 
     return SavedModel(net, physics, spec, payload["task"], payload["liftinv_version"], payload["extra"])
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "SavedModel", "architecture_config", "load_model", "save_model"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "SavedModel", "architecture_config", "load_model", "model_spec", "save_model"]

@@ -4,8 +4,15 @@ import math
 import pytest
 import torch
 
+from liftinv import demo
+from liftinv.architectures import UnrolledPrimalDual
 from liftinv.cli import main
+from liftinv.data import load_dataset
 from liftinv.demo import DemoConfig
+from liftinv.io import load_array, save_array
+from liftinv.metrics import psnr
+from liftinv.models import save_model
+from operators import MRI, Radon, random_mask
 
 
 def test_help(capsys):
@@ -13,11 +20,20 @@ def test_help(capsys):
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert "demo" in out and "bench" in out
+    assert all(name in out for name in ("demo", "reconstruct", "train", "invert", "bench"))
     with pytest.raises(SystemExit) as exit_:
         main(["demo", "--help"])
     assert exit_.value.code == 0
     assert "--quick" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command, option", [("reconstruct", "--measurements")])
+def test_subcommand_help(capsys, command, option):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: liftinv {command}" in out and option in out
 
 
 def test_bench_help_is_forwarded(capsys):
@@ -28,11 +44,14 @@ def test_bench_help_is_forwarded(capsys):
 
 
 def test_bad_command_lines(capsys):
-    for argv in ([], ["train"], ["demo", "--bogus"]):
+    for argv in ([], ["fit"], ["demo", "--bogus"], ["reconstruct", "--operator", "ct"],
+                 ["reconstruct", "--simulate", "--operator", "pet"]):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2
-    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --bogus" in err and "invalid choice: 'fit'" in err
+    assert "one of the arguments --measurements --simulate is required" in err and "invalid choice: 'pet'" in err
 
 
 def test_demo_quick_writes_table_figure_and_json(tmp_path, capsys):
@@ -64,3 +83,105 @@ def test_demo_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
 def test_demo_config_validation(field, value):
     with pytest.raises(ValueError, match=field):
         DemoConfig(**{field: value})
+
+
+# ---- liftinv reconstruct (small CT grids: --size 17 --angles 9 keep each run well under a second)
+
+CT = ["--operator", "ct", "--size", "17", "--angles", "9", "--no-progress"]
+
+
+def _psnr(out: str) -> float:
+    return float(out.split("PSNR ")[1].split(" dB")[0])
+
+
+def test_reconstruct_simulated_ct(tmp_path, capsys):
+    assert main(["reconstruct", "--simulate", *CT, "--out", str(tmp_path / "fbp.png"),
+                 "--save-measurements", str(tmp_path / "y.npy")]) == 0
+    fbp_psnr = _psnr(capsys.readouterr().out)
+    y = load_array(tmp_path / "y.npy")
+    assert y.shape == (1, 1, 25, 9) and y.dtype == torch.float32  # ceil(sqrt(2) 17) detectors, 9 views
+    image = load_array(tmp_path / "fbp.png")
+    assert image.shape == (17, 17)
+    # the same measurements from the file, reconstructed by TV: better than FBP, written as .npy
+    assert main(["reconstruct", "--measurements", str(tmp_path / "y.npy"), "--operator", "ct", "--method", "tv",
+                 "--iters", "100", "--no-progress", "--truth", str(tmp_path / "truth.npy"), "--out", str(tmp_path / "tv.npy")]) == 1
+    assert "truth file" in capsys.readouterr().err  # the truth file does not exist
+    truth = load_dataset("ellipses", "test", size=17).tensors[0][demo.CT_INDEX]
+    save_array(truth, tmp_path / "truth.npy")
+    assert main(["reconstruct", "--measurements", str(tmp_path / "y.npy"), "--operator", "ct", "--method", "tv",
+                 "--iters", "100", "--no-progress", "--truth", str(tmp_path / "truth.npy"), "--out", str(tmp_path / "tv.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "TV(weight=3.0, n_iter=100" in out and _psnr(out) > fbp_psnr + 3
+    x = load_array(tmp_path / "tv.npy")
+    assert x.shape == (1, 1, 17, 17) and psnr(x, truth[None]) == pytest.approx(_psnr(out), abs=0.01)
+
+
+def test_reconstruct_mri_from_complex_measurements(tmp_path, capsys):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 12, 10, dtype=torch.float64, generator=g)
+    physics = MRI(random_mask((12, 10), 2, generator=g), dtype=torch.float64)
+    k = physics.A(torch.cat([x, torch.zeros_like(x)], 1))
+    save_array(torch.complex(k[0, 0], k[0, 1]), tmp_path / "k.npy")
+    save_array(physics.mask, tmp_path / "mask.npy")
+    assert main(["reconstruct", "--measurements", str(tmp_path / "k.npy"), "--operator", "mri", "--mask",
+                 str(tmp_path / "mask.npy"), "--dtype", "float64", "--no-progress", "--out", str(tmp_path / "zf.pt")]) == 0
+    assert "ZeroFilled()" in capsys.readouterr().out
+    assert torch.equal(load_array(tmp_path / "zf.pt"), physics.A_adjoint(k))
+
+
+def test_reconstruct_blur_with_wiener(tmp_path, capsys):
+    assert main(["reconstruct", "--simulate", "--operator", "blur", "--size", "24", "--method", "wiener",
+                 "--noise", "0", "--kernel-sigma", "1.0", "--weight", "1e-4", "--no-progress",
+                 "--out", str(tmp_path / "b.png")]) == 0
+    out = capsys.readouterr().out
+    assert "Wiener(weight=0.0001)" in out and _psnr(out) > 35  # no noise, tiny weight: near-exact inversion
+    assert main(["reconstruct", "--simulate", "--operator", "blur", "--size", "24", "--method", "adjoint",
+                 "--noise", "0", "--kernel-sigma", "1.0", "--no-progress", "--out", str(tmp_path / "b.png")]) == 0
+    assert _psnr(capsys.readouterr().out) < 25  # A^T A x: blurred twice
+
+
+def test_reconstruct_with_a_saved_model(tmp_path, capsys):
+    physics = Radon(17, 9)
+    net = UnrolledPrimalDual(physics, 2, 3, (1, 17, 17), generator=torch.Generator().manual_seed(0)).float()
+    save_model(net, tmp_path / "net.pt", task="ct", physics=physics)
+    assert main(["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--noise", "0", "--no-progress",
+                 "--save-measurements", str(tmp_path / "y.pt"), "--out", str(tmp_path / "x.pt")]) == 0
+    assert f"ct: model {tmp_path / 'net.pt'}" in capsys.readouterr().out
+    y = load_array(tmp_path / "y.pt")
+    assert torch.equal(load_array(tmp_path / "x.pt"), net(y, physics))
+    # settings that differ from the model's are refused, naming them
+    assert main(["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--angles", "12", "--no-progress"]) == 1
+    assert "model was trained for Radon(angles=9) but got Radon(angles=12)" in capsys.readouterr().err
+    assert main(["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--operator", "mri"]) == 1
+    assert "--operator mri, but the model was trained for Radon(" in capsys.readouterr().err
+    assert main(["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--method", "tv"]) == 1
+    assert "--model needs --method model, got --method tv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--measurements", "{tmp}/none.npy", "--operator", "ct"], "measurements file {tmp}/none.npy not found"),
+    (["--simulate", "--model", "{tmp}/none.pt"], "checkpoint {tmp}/none.pt not found"),
+    (["--simulate", "--operator", "blur", "--kernel", "{tmp}/k.npy"], "kernel file {tmp}/k.npy not found"),
+    (["--simulate"], "--operator is required without --model"),
+    (["--simulate", "--operator", "ct", "--method", "model"], "--method model needs --model FILE"),
+    (["--simulate", *CT, "--method", "zero-filled"], "ZeroFilled needs a MRI physics, got Radon"),
+    (["--simulate", *CT, "--method", "tv", "--weight", "-1"], "weight must be a finite number >= 0, got -1.0"),
+    (["--simulate", *CT, "--iters", "0", "--method", "tv"], "--iters must be a positive integer, got 0"),
+    (["--simulate", *CT, "--noise", "-0.1"], "--noise must be >= 0, got -0.1"),
+    (["--simulate", *CT, "--index", "1000"], "--index must be in [0, 63], got 1000"),
+    (["--simulate", *CT, "--out", "{tmp}/x.txt"], "--out must end in one of"),
+    (["--measurements", "{tmp}/y.npy", "--operator", "ct", "--angles", "5"],
+     "measurements of shape (1, 1, 25, 9) for Radon(N=17, 5 views, 25 detectors): y must have spatial size (25, 5)"),
+    (["--measurements", "{tmp}/y.npy", "--operator", "ct", "--size", "16"], "y must have spatial size (23, 9)"),
+    (["--measurements", "{tmp}/y.npy", "--operator", "ct", "--truth", "{tmp}/t.npy"],
+     "truth has shape (1, 1, 5, 5), the reconstruction (1, 1, 17, 17)"),
+])
+def test_reconstruct_errors_exit_1_with_a_message(tmp_path, capsys, argv, message):
+    save_array(torch.zeros(1, 1, 25, 9), tmp_path / "y.npy")
+    save_array(torch.zeros(5, 5), tmp_path / "t.npy")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert main(["reconstruct", *argv, "--no-progress", "--out", str(tmp_path / "x.npy")] if "--out" not in argv
+                else ["reconstruct", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("liftinv reconstruct: error: ") and message.format(tmp=tmp_path) in err
+    assert "Traceback" not in err
