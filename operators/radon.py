@@ -25,7 +25,7 @@ from torch import Tensor
 from operators.checks import check_tensor
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
-_CHUNK_ENTRIES = 1 << 21  # candidate matrix entries generated per construction step
+_CHUNK_ENTRIES = 1 << 22  # candidate matrix entries generated per construction step
 
 
 def default_detectors(img_size: int, circle: bool) -> int:
