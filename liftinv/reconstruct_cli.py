@@ -61,7 +61,7 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
                "  liftinv reconstruct --simulate --operator ct --out out/recon.png\n"
                "  liftinv reconstruct --simulate --operator mri --method tv --save-measurements out/k.npy\n"
                "  liftinv reconstruct --measurements out/k.npy --operator mri --out out/zf.npy\n"
-               "  liftinv reconstruct --simulate --model out/unrolled_ct.pt --out out/net.png",
+               "  liftinv reconstruct --simulate --model out/unrolled_deblur.pt --out out/net.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)

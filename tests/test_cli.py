@@ -185,3 +185,15 @@ def test_reconstruct_errors_exit_1_with_a_message(tmp_path, capsys, argv, messag
     err = capsys.readouterr().err
     assert err.startswith("liftinv reconstruct: error: ") and message.format(tmp=tmp_path) in err
     assert "Traceback" not in err
+
+
+def test_reconstruct_mri_file_round_trip_redraws_the_same_mask(tmp_path, capsys):
+    common = ["--operator", "mri", "--size", "16", "--no-progress"]
+    assert main(["reconstruct", "--simulate", *common, "--save-measurements", str(tmp_path / "k.npy"),
+                 "--out", str(tmp_path / "a.npy")]) == 0
+    assert main(["reconstruct", "--measurements", str(tmp_path / "k.npy"), *common, "--out", str(tmp_path / "b.npy")]) == 0
+    assert load_array(tmp_path / "k.npy").shape == (1, 2, 16, 16)
+    assert torch.equal(load_array(tmp_path / "a.npy"), load_array(tmp_path / "b.npy"))
+    assert main(["reconstruct", "--measurements", str(tmp_path / "k.npy"), *common, "--seed", "1",
+                 "--out", str(tmp_path / "c.npy")]) == 0
+    assert not torch.equal(load_array(tmp_path / "a.npy"), load_array(tmp_path / "c.npy"))
