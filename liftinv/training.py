@@ -29,7 +29,7 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from liftinv import penalty as penalties
-from liftinv.blocks import Var
+from liftinv.blocks import Block, Var
 from liftinv.checkpoint import load_checkpoint, save_checkpoint
 from liftinv.evaluation import HeldOut, sample_loss
 from liftinv.history import TrainHistory
@@ -61,9 +61,10 @@ class Lifted:
         sweeps_per_batch: solver steps per batch.
         power_iters: warm-started power iterations per Lipschitz estimate
             (:class:`~liftinv.problem.LiftedProblem`; the first estimate of an epoch uses four times as many).
-        lipschitz_every: 1 recomputes the variable blocks' Lipschitz constants whenever the
-            parameters change (exact PALM steps); ``n > 1`` keeps them for ``n`` batches (they
-            depend on the parameters only, which move little per batch), which saves most of the
+        lipschitz_every: 1 recomputes the blocks' Lipschitz constants whenever they may change
+            (exact PALM steps); ``n > 1`` keeps them for ``n`` batches (a variable block's constant
+            depends on the parameters only, a parameter block's on the batch and, for quadratic
+            maps, the parameters; both move little from batch to batch), which saves most of the
             power iterations at the price of possibly stale steps.
     """
 
@@ -140,13 +141,13 @@ def lifted_view(model: nn.Module) -> tuple[LiftedNetwork, object]:
     )
 
 
-class _CachedVarLipschitz:
+class _CachedLipschitz:
     """A :class:`~liftinv.solvers.protocol.BlockProblem` that delegates to ``problem`` but keeps
-    the variable blocks' Lipschitz constants until :meth:`refresh`."""
+    the blocks' Lipschitz constants until :meth:`refresh`."""
 
     def __init__(self, problem: LiftedProblem):
         self.problem = problem
-        self.cache: dict[Var, float] = {}
+        self.cache: dict[Block, float] = {}
 
     def refresh(self) -> None:
         self.cache.clear()
@@ -170,8 +171,6 @@ class _CachedVarLipschitz:
         return self.problem.energy()
 
     def lipschitz(self, block):
-        if not isinstance(block, Var):
-            return self.problem.lipschitz(block)
         if block not in self.cache:
             self.cache[block] = self.problem.lipschitz(block)
         return self.cache[block]
@@ -186,26 +185,26 @@ class _LiftedRunner:
         self.method = method
         self.state = None
         self.problem: LiftedProblem | None = None
-        self.view: LiftedProblem | _CachedVarLipschitz | None = None
+        self.view: LiftedProblem | _CachedLipschitz | None = None
         self.batches = 0
 
     def start_epoch(self) -> None:
         self.problem = self.view = None
         self.batches = 0
 
-    def _bind(self, xs: list[Tensor], y: Tensor | None) -> LiftedProblem | _CachedVarLipschitz:
+    def _bind(self, xs: list[Tensor], y: Tensor | None) -> LiftedProblem | _CachedLipschitz:
         if self.problem is None:
             self.problem = LiftedProblem(
                 self.net, xs, y, free_vars=range(1, self.net.depth), train_params=True,
                 penalty=self.method.penalty, power_iters=self.method.power_iters,
             )
             every = self.method.lipschitz_every
-            self.view = self.problem if every == 1 else _CachedVarLipschitz(self.problem)
+            self.view = self.problem if every == 1 else _CachedLipschitz(self.problem)
         else:  # same blocks, new batch: replacing every variable drops every cached pre-activation
             self.problem.y = y
             for k, x in enumerate(xs):
                 self.problem.set(Var(k), [x])
-            if isinstance(self.view, _CachedVarLipschitz) and self.batches % self.method.lipschitz_every == 0:
+            if isinstance(self.view, _CachedLipschitz) and self.batches % self.method.lipschitz_every == 0:
                 self.view.refresh()
         self.batches += 1
         return self.view
@@ -330,7 +329,8 @@ def train(
     r"""Train ``model`` on clean images ``train_set`` for ``task`` with ``method``.
 
     Each epoch visits ``N // batch_size`` batches of a random permutation (the last incomplete
-    batch is dropped). Training data and validation data are moved to the model's dtype and device.
+    batch is dropped). Training and validation images are moved to the dtype and device of the
+    model's first trainable parameter.
 
     Args:
         model: a :class:`~liftinv.network.LiftedNetwork`, or a module with ``.lifted`` and
@@ -373,9 +373,9 @@ def train(
             raise ValueError(f"time_budget must be positive, got {time_budget}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
-    ref = next(model.parameters(), None)
+    ref = next((p for p in model.parameters() if p.requires_grad), None)
     if ref is None:
-        raise ValueError("model has no parameters to train")
+        raise ValueError("model has no trainable parameters")
     generator = torch.Generator().manual_seed(0) if generator is None else generator
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
