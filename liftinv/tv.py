@@ -213,7 +213,7 @@ def pdhg_tv(
         x = x0.clone()
     if box is not None:
         x = x.clamp(*box)
-    norm_a = opnorm(physics, (1, *x.shape[1:]))
+    norm_a = opnorm(physics, (1, *x.shape[1:]), dtype=x.dtype)
     if norm_a == 0:
         raise ValueError("physics has a zero operator norm")
     lip = norm_a**2

@@ -92,17 +92,23 @@ def lanczos_max(apply_normal, x0: Tensor, *, max_iter: int = 60, rtol: float = 1
     return max(theta, 0.0)
 
 
-def opnorm(physics, x_shape: tuple[int, ...] | None = None, *, max_iter: int = 60, rtol: float = 1e-10) -> float:
+def opnorm(
+    physics,
+    x_shape: tuple[int, ...] | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    max_iter: int = 60,
+    rtol: float = 1e-10,
+) -> float:
     r"""Operator norm :math:`\|A\|_2 = \lambda_{\max}(A^*A)^{1/2}` by Lanczos (:func:`lanczos_max`),
     cached on the physics.
 
-    ``x_shape`` defaults to ``physics.img_size`` prefixed by a batch of 1. The cache is keyed by
-    shape and dtype; operators call :func:`clear_opnorm` when they change.
+    ``x_shape`` defaults to ``physics.img_size`` prefixed by a batch of 1; ``dtype`` to the
+    physics' own ``dtype`` attribute (liftinv operators have one), else torch's default. The cache
+    is keyed by shape and dtype; operators call :func:`clear_opnorm` when they change.
     """
     shape = tuple(x_shape) if x_shape is not None else (1, *physics.img_size)
-    dtype = getattr(physics, "dtype", None) or next(
-        (t.dtype for t in physics.buffers() if t.is_floating_point()), torch.get_default_dtype()
-    )
+    dtype = dtype or getattr(physics, "dtype", None) or torch.get_default_dtype()
     key = (shape, dtype)
     cache = physics.__dict__.setdefault("_opnorm_cache", {})
     if key not in cache:
