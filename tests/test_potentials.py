@@ -1,0 +1,137 @@
+import deepinv as dinv
+import pytest
+import torch
+from deepinv.physics import Denoising
+
+from liftinv.potentials import L1, TV, DeepinvPrior, Tikhonov
+from liftinv.tv import pdhg_tv, prox_tv, tv
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def images(b=3, c=2, h=9, w=11, seed=0):
+    return torch.rand(b, c, h, w, dtype=torch.float64, generator=gen(seed))
+
+
+def test_tv_value_matches_liftinv_tv_with_per_sample_weights():
+    x = images()
+    torch.testing.assert_close(TV(0.3).value(x), 0.3 * tv(x))
+    w = torch.tensor([0.1, 0.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(TV(w).value(x), w * tv(x))
+
+
+def test_tv_box_value_is_infinite_outside():
+    x = images()
+    x[1, 0, 0, 0] = 1.5
+    val = TV(0.2, box=(0.0, 1.0)).value(x)
+    assert torch.isfinite(val[[0, 2]]).all() and val[1] == torch.inf
+
+
+def test_tv_prox_matches_prox_tv():
+    x = images(seed=1)
+    u = TV(0.4, tol=1e-12, max_inner=5000).prox(x, 0.25)
+    ref = prox_tv(x, 0.1, n_iter=5000, tol=1e-12)
+    torch.testing.assert_close(u, ref, atol=1e-8, rtol=0)
+
+
+def test_tv_prox_per_sample_weights_equal_separate_calls():
+    x = images(seed=2)
+    w = torch.tensor([0.05, 0.0, 0.3], dtype=torch.float64)
+    u = TV(w, tol=1e-12, max_inner=5000).prox(x, 0.5)
+    for b in range(3):
+        ref = prox_tv(x[b : b + 1], 0.5 * float(w[b]), n_iter=5000, tol=1e-12) if w[b] > 0 else x[b : b + 1]
+        torch.testing.assert_close(u[b : b + 1], ref, atol=1e-8, rtol=0)
+
+
+def test_tv_prox_with_box_matches_pdhg():
+    # prox of w TV + box = TV-regularised denoising with a box, solved independently by PDHG
+    x = 1.4 * images(seed=3) - 0.2
+    u = TV(0.15, box=(0.0, 1.0), tol=1e-13, max_inner=20000).prox(x, 1.0)
+    ref, _ = pdhg_tv(Denoising(), x, 0.15, box=(0.0, 1.0), n_iter=20000, tol=1e-12)
+    assert u.min() >= 0 and u.max() <= 1
+    torch.testing.assert_close(u, ref, atol=1e-5, rtol=0)
+
+
+def test_tv_prox_warm_start_reaches_the_same_point():
+    x = images(seed=4)
+    pot = TV(0.2, tol=1e-10, max_inner=5000)
+    pot.prox(x, 1.0)
+    y = x + 1e-3 * images(seed=5)
+    warm = pot.prox(y, 1.0)
+    cold = TV(0.2, tol=1e-10, max_inner=5000).prox(y, 1.0)
+    torch.testing.assert_close(warm, cold, atol=1e-5, rtol=0)
+    # the dual carries over to a copy with another weight
+    assert pot.with_weight(0.5)._dual is pot._dual
+
+
+def test_tv_smooth_value_tends_to_tv():
+    x = images(seed=6)
+    pot = TV(0.7)
+    assert torch.all(pot.smooth_value(x, 1e-8) <= pot.value(x))
+    torch.testing.assert_close(pot.smooth_value(x, 1e-9), pot.value(x), rtol=1e-6, atol=0)
+
+
+def test_weight_none_needs_a_weight():
+    pot = TV()
+    with pytest.raises(ValueError, match="weight None"):
+        pot.value(images())
+    assert float(pot.with_weight(0.5).value(images())[0]) > 0
+
+
+@pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
+def test_tv_bad_weight(weight):
+    with pytest.raises(ValueError, match="weight"):
+        TV(weight)
+
+
+def test_tv_bad_arguments():
+    with pytest.raises(TypeError, match="weight"):
+        TV("0.1")
+    with pytest.raises(ValueError, match="weight"):
+        TV(torch.tensor([[0.1]]))
+    with pytest.raises(ValueError, match="lo < hi"):
+        TV(0.1, box=(1.0, 0.0))
+    with pytest.raises(ValueError, match="max_inner"):
+        TV(0.1, max_inner=0)
+    with pytest.raises(ValueError, match="x must have 4 dimensions"):
+        TV(0.1).prox(torch.zeros(2, 5, dtype=torch.float64), 1.0)
+    with pytest.raises(ValueError, match="batch has 3"):
+        TV(torch.ones(2, dtype=torch.float64)).prox(images(), 1.0)
+
+
+def test_deepinv_l1_prior_matches_l1():
+    x = torch.randn(3, 1, 5, 6, dtype=torch.float64, generator=gen(7))
+    pot, ref = DeepinvPrior(dinv.optim.L1Prior(), 0.3), L1(0.3)
+    torch.testing.assert_close(pot.value(x), ref.value(x))
+    torch.testing.assert_close(pot.prox(x, 0.5), ref.prox(x, 0.5))
+    assert not pot.smooth
+
+
+def test_deepinv_prior_per_sample_weights():
+    x = torch.randn(3, 1, 5, 6, dtype=torch.float64, generator=gen(8))
+    w = torch.tensor([0.1, 0.4, 0.0], dtype=torch.float64)
+    pot = DeepinvPrior(dinv.optim.L1Prior()).with_weight(w)
+    for b in range(3):
+        torch.testing.assert_close(pot.prox(x, 2.0)[b], L1(float(w[b])).prox(x[b : b + 1], 2.0)[0])
+    torch.testing.assert_close(pot.value(x), w * x.abs().flatten(1).sum(1))
+
+
+def test_deepinv_tikhonov_as_smooth_potential():
+    x = torch.randn(2, 1, 4, 5, dtype=torch.float64, generator=gen(9))
+    pot, ref = DeepinvPrior(dinv.optim.Tikhonov(), 0.7, lipschitz=1.0), Tikhonov(0.7)
+    assert pot.smooth
+    torch.testing.assert_close(pot.value(x), ref.value(x))
+    torch.testing.assert_close(pot.grad(x), ref.grad(x))
+    assert pot.lipschitz() == pytest.approx(ref.lipschitz())
+
+
+def test_deepinv_tv_prior_value_matches_tv():
+    x = images(seed=10)
+    torch.testing.assert_close(DeepinvPrior(dinv.optim.TVPrior(), 0.2).value(x), TV(0.2).value(x))
+
+
+def test_deepinv_prior_rejects_non_priors():
+    with pytest.raises(TypeError, match="prior"):
+        DeepinvPrior(lambda x: x, 1.0)
