@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from liftinv.architectures import MLP, ProximalNeuralNetwork, UnrolledPrimalDual
 from liftinv.activations import ReLU, SoftThreshold
+from liftinv.architectures import MLP, ProximalNeuralNetwork, UnrolledPrimalDual
+from liftinv.bench.training import TensorMemory
 from liftinv.blocks import Var
 from liftinv.checkpoint import load_checkpoint
 from liftinv.data import load_dataset
@@ -20,6 +21,8 @@ from liftinv.penalty import MAC
 from liftinv.solvers import BCD, ISGM, Adam, Nesterov, OddEven
 from liftinv.tasks import Autoencoder, Denoising, Reconstruction
 from liftinv.training import Backprop, Lifted, train
+from liftinv.training_cli import train_main
+from liftinv.training_setups import build_setup
 from operators.blur import Blur
 from operators.kernels import gaussian_kernel
 
@@ -276,3 +279,40 @@ def test_history_roundtrip_and_plots(tmp_path):
     plot_history(h, tmp_path / "h.png", title="t")
     plot_psnr_vs_time({"a": h, "b": h}, tmp_path / "c.png")
     assert (tmp_path / "h.png").stat().st_size > 0 and (tmp_path / "c.png").stat().st_size > 0
+
+
+# ----------------------------------------------------------------------------- CLI, setups, benchmark memory
+def test_cli_trains_resumes_and_refuses_bad_arguments(tmp_path, capsys):
+    out = tmp_path / "ae.pt"
+    args = ["--task", "autoencoder", "--quick", "--method", "bregman-bcd", "--out", str(out), "--no-progress"]
+    assert train_main([*args, "--epochs", "1"]) == 0
+    assert load_checkpoint(out)["epoch"] == 1 and out.with_suffix(".png").stat().st_size > 0
+    assert train_main([*args, "--epochs", "2", "--resume"]) == 0
+    assert load_checkpoint(out)["epoch"] == 2
+    assert "test PSNR" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*args, "--epochs", "0"])
+    assert exit_info.value.code == 2 and "epochs must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_main([*args, "--method", "backprop-adam", "--resume", "--epochs", "3"])  # checkpoint of another method
+    assert "checkpoint" in capsys.readouterr().err
+
+
+def test_build_setup_refuses_unknown_name():
+    with pytest.raises(ValueError, match="name must be one of"):
+        build_setup("inpainting")
+
+
+def test_tensor_memory_counts_live_storages():
+    outside = torch.ones(1000, dtype=DT)
+    with TensorMemory() as mem:
+        a = torch.zeros(1000, dtype=DT)  # 8000 bytes
+        b = a + 1  # 8000 more
+        a.add_(1), outside.mul_(2), b[10:20]  # in place and views: nothing new
+        assert (mem.current, mem.peak) == (16000, 16000)
+        del a
+        assert (mem.current, mem.peak) == (8000, 16000)
+        c = torch.empty(3000, dtype=DT)
+        assert (mem.current, mem.peak) == (32000, 32000)
+    del b, c
+    assert mem.current == 0

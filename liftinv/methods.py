@@ -1,0 +1,268 @@
+r"""Training methods and what each does with one mini-batch.
+
+* :class:`Lifted`: the batch's clean observation is run forward (:math:`x_0..x_K`, every hidden
+  penalty zero), the top variable is clamped to the target, and ``sweeps_per_batch`` steps of a
+  BCD or ISGM solver move the hidden variables and the parameters of the lifted energy
+  :math:`\sum_i \sum_k \lambda_k P_k(x_k^i, a_k^i)` (SPEC section 3). The parameters are updated in
+  place; parameter-rule states persist across batches (BCD).
+* :class:`Backprop`: ``torch.optim.Adam`` or ``SGD`` on the unlifted loss
+  :math:`\tfrac1B\sum_i \tfrac12\|N(u^i) - t^i\|^2`.
+
+:func:`runner` turns a method into an object with ``start_epoch()``, ``step(batch, iteration) ->
+loss before the update``, ``summary()`` (energy and gaps of the last batch), ``state_dict()`` and
+``load_state_dict()``, used by :func:`liftinv.training.train`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from liftinv import penalty as penalties
+from liftinv.blocks import Block, Var
+from liftinv.evaluation import sample_loss
+from liftinv.network import LiftedNetwork
+from liftinv.problem import LiftedProblem
+from liftinv.solvers import BCD, ISGM, SolverState
+from liftinv.solvers.rules import check_real
+from liftinv.tasks import Batch
+
+OPTIMIZERS = ("adam", "sgd")
+_PENALTY_NAMES = {penalties.BREGMAN: "bregman", penalties.MAC: "mac", penalties.FENCHEL: "fenchel"}
+
+
+def positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Lifted:
+    r"""Lifted training: ``sweeps_per_batch`` steps of ``solver`` on each batch's lifted energy.
+
+    Args:
+        penalty: ``BREGMAN`` (default), ``MAC`` or ``FENCHEL`` (:mod:`liftinv.penalty`).
+        solver: :class:`~liftinv.solvers.BCD` (parameter-rule states persist across batches) or
+            :class:`~liftinv.solvers.ISGM` (a proximal-point step on the parameters per batch).
+        sweeps_per_batch: solver steps per batch.
+        power_iters: warm-started power iterations per Lipschitz estimate
+            (:class:`~liftinv.problem.LiftedProblem`; the first estimate of an epoch uses four times as many).
+        lipschitz_every: 1 recomputes the blocks' Lipschitz constants whenever they may change
+            (exact PALM steps); ``n > 1`` keeps them for ``n`` batches (a variable block's constant
+            depends on the parameters only, a parameter block's on the batch and, for quadratic
+            maps, the parameters; both move little from batch to batch), which saves most of the
+            power iterations at the price of possibly stale steps.
+    """
+
+    penalty: penalties.Penalty = penalties.BREGMAN
+    solver: BCD | ISGM = field(default_factory=BCD)
+    sweeps_per_batch: int = 1
+    power_iters: int = 2
+    lipschitz_every: int = 1
+
+    def __post_init__(self):
+        if self.penalty not in _PENALTY_NAMES:
+            raise ValueError(f"penalty must be one of BREGMAN, MAC, FENCHEL, got {self.penalty!r}")
+        if not isinstance(self.solver, (BCD, ISGM)):
+            raise TypeError(f"solver must be a BCD or an ISGM, got {type(self.solver).__name__}")
+        positive_int("sweeps_per_batch", self.sweeps_per_batch)
+        positive_int("power_iters", self.power_iters)
+        positive_int("lipschitz_every", self.lipschitz_every)
+
+    @property
+    def name(self) -> str:
+        """Short label, e.g. ``bregman-bcd``."""
+        return f"{_PENALTY_NAMES[self.penalty]}-{type(self.solver).__name__.lower()}"
+
+
+@dataclass(frozen=True)
+class Backprop:
+    """Backpropagation on the unlifted loss with ``torch.optim.Adam`` or ``torch.optim.SGD``.
+
+    Args:
+        optimizer: ``"adam"`` or ``"sgd"``.
+        lr: learning rate (> 0).
+        momentum: SGD momentum in [0, 1) (unused by Adam).
+    """
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check_real("lr", self.lr)
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        check_real("momentum", self.momentum)
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+    @property
+    def name(self) -> str:
+        """Short label, e.g. ``backprop-adam``."""
+        return f"backprop-{self.optimizer}"
+
+
+def lifted_view(model: nn.Module) -> tuple[LiftedNetwork, object]:
+    """The lifted network of ``model`` and a map ``observation -> (u, y)`` to its input and
+    measurements: ``(obs, None)`` for a :class:`~liftinv.network.LiftedNetwork`, else
+    ``model.lifted`` and ``model.lifted_inputs`` (e.g. an unrolled reconstruction network)."""
+    if isinstance(model, LiftedNetwork):
+        return model, lambda obs: (obs, None)
+    lifted, inputs = getattr(model, "lifted", None), getattr(model, "lifted_inputs", None)
+    if isinstance(lifted, LiftedNetwork) and callable(inputs):
+        return lifted, inputs
+    raise TypeError(
+        f"lifted training needs a LiftedNetwork or a model with .lifted and .lifted_inputs, got {type(model).__name__}"
+    )
+
+
+class _CachedLipschitz:
+    """A :class:`~liftinv.solvers.protocol.BlockProblem` that delegates to ``problem`` but keeps
+    the blocks' Lipschitz constants until :meth:`refresh`."""
+
+    def __init__(self, problem: LiftedProblem):
+        self.problem = problem
+        self.cache: dict[Block, float] = {}
+
+    def refresh(self) -> None:
+        self.cache.clear()
+
+    def blocks(self):
+        return self.problem.blocks()
+
+    def get(self, block):
+        return self.problem.get(block)
+
+    def set(self, block, values):
+        self.problem.set(block, values)
+
+    def grads(self, blocks):
+        return self.problem.grads(blocks)
+
+    def prox(self, block, values, step):
+        return self.problem.prox(block, values, step)
+
+    def energy(self):
+        return self.problem.energy()
+
+    def lipschitz(self, block):
+        if block not in self.cache:
+            self.cache[block] = self.problem.lipschitz(block)
+        return self.cache[block]
+
+
+class _LiftedRunner:
+    """Lifted training steps. One :class:`LiftedProblem` per epoch, rebound to each batch, so the
+    power iterations of its Lipschitz estimates stay warm from batch to batch."""
+
+    def __init__(self, model: nn.Module, method: Lifted):
+        self.net, self.inputs = lifted_view(model)
+        self.method = method
+        self.state = None
+        self.problem: LiftedProblem | None = None
+        self.view: LiftedProblem | _CachedLipschitz | None = None
+        self.batches = 0
+
+    def start_epoch(self) -> None:
+        self.problem = self.view = None
+        self.batches = 0
+
+    def _bind(self, xs: list[Tensor], y: Tensor | None) -> LiftedProblem | _CachedLipschitz:
+        if self.problem is None:
+            self.problem = LiftedProblem(
+                self.net, xs, y, free_vars=range(1, self.net.depth), train_params=True,
+                penalty=self.method.penalty, power_iters=self.method.power_iters,
+            )
+            every = self.method.lipschitz_every
+            self.view = self.problem if every == 1 else _CachedLipschitz(self.problem)
+        else:  # same blocks, new batch: replacing every variable drops every cached pre-activation
+            self.problem.y = y
+            for k, x in enumerate(xs):
+                self.problem.set(Var(k), [x])
+            if isinstance(self.view, _CachedLipschitz) and self.batches % self.method.lipschitz_every == 0:
+                self.view.refresh()
+        self.batches += 1
+        return self.view
+
+    def step(self, batch: Batch, iteration: int) -> float:
+        u, y = self.inputs(batch.observation)
+        with torch.no_grad():
+            xs = self.net.feasible(u, y)
+        loss = float(sample_loss(xs[-1], batch.target).mean())
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"non-finite output of the forward pass (block Var({self.net.depth})) at iteration {iteration}")
+        xs[-1] = batch.target
+        problem = self._bind(xs, y)
+        solver = self.method.solver
+        self.state = solver.init(problem) if self.state is None else solver.reset_vars(self.state)
+        for _ in range(self.method.sweeps_per_batch):
+            self.state = solver.step(problem, self.state)
+        return loss
+
+    def summary(self) -> dict:
+        """Per-sample energy and per-layer gaps of the last batch after its sweeps."""
+        with torch.no_grad():
+            p = self.problem.penalties()
+        gaps = p.mean(1)
+        bad = (~torch.isfinite(gaps)).nonzero().flatten().tolist()
+        if bad:
+            raise FloatingPointError(f"non-finite penalty of layer {bad[0] + 1} (block Var({bad[0] + 1})) after the last batch")
+        energy = float((self.net.weights().to(p)[:, None] * p).sum()) / p.shape[1]
+        return {"energy": energy, "gaps": gaps.tolist()}
+
+    def state_dict(self) -> dict:
+        state = None if self.state is None else self.method.solver.reset_vars(self.state).as_dict()
+        return {"solver": state}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.state = None if d["solver"] is None else SolverState.from_dict(d["solver"])
+
+
+class _BackpropRunner:
+    """Backpropagation steps on the mean per-sample unlifted loss."""
+
+    def __init__(self, model: nn.Module, method: Backprop):
+        self.model = model
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for _, p in self.named]
+        if method.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=method.lr)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=method.lr, momentum=method.momentum)
+
+    def start_epoch(self) -> None:
+        pass
+
+    def step(self, batch: Batch, iteration: int) -> float:
+        loss = sample_loss(self.model(batch.observation), batch.target).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at iteration {iteration}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for name, p in self.named:
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                raise FloatingPointError(f"non-finite gradient of parameter {name} at iteration {iteration}")
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def summary(self) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.optimizer.load_state_dict(d["optimizer"])
+
+
+def runner(model: nn.Module, method: Lifted | Backprop) -> _LiftedRunner | _BackpropRunner:
+    """The per-batch trainer of ``method`` for ``model``."""
+    if isinstance(method, Lifted):
+        return _LiftedRunner(model, method)
+    return _BackpropRunner(model, method)
