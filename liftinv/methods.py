@@ -199,6 +199,7 @@ class _LiftedRunner:
             raise FloatingPointError(f"non-finite output of the forward pass (block Var({self.net.depth})) at iteration {iteration}")
         xs[-1] = batch.target
         problem = self._bind(xs, y)
+        del xs  # the problem holds the variables (a copy, for the first batch of an epoch)
         solver = self.method.solver
         self.state = solver.init(problem) if self.state is None else solver.reset_vars(self.state)
         for _ in range(self.method.sweeps_per_batch):
