@@ -85,13 +85,12 @@ class TrainHistory:
 
 def plot_history(history: TrainHistory, path: str | os.PathLike | None = None, *, title: str = ""):
     """Four panels against epochs: training and validation loss, lifted energy, per-layer gaps
-    (log scale), validation PSNR. Saves a PNG to ``path`` when given; returns the figure."""
-    import matplotlib
+    (log scale), validation PSNR. Saves a PNG to ``path`` when given; returns the
+    ``matplotlib.figure.Figure`` (built without pyplot, so no backend is touched)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    fig = Figure(figsize=(16, 3.6))
+    axes = fig.subplots(1, 4)
     ep = history.epoch
     axes[0].plot(ep, history.train_loss, "o-", label="train (before update)")
     axes[0].plot(ep, history.val_loss, "s-", label="validation")
@@ -113,7 +112,6 @@ def plot_history(history: TrainHistory, path: str | os.PathLike | None = None, *
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
-    plt.close(fig)
     return fig
 
 
@@ -122,12 +120,10 @@ def plot_psnr_vs_time(
 ):
     """Validation PSNR against training seconds, one line per named history (a convergence plot
     for comparing methods at equal wall-clock time). Saves a PNG to ``path`` when given."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     for name, h in histories.items():
         ax.plot(h.seconds, h.val_psnr, "o-", ms=3, label=name)
     ax.set(xlabel="training time (s)", ylabel="validation PSNR (dB)", title=title)
@@ -137,5 +133,4 @@ def plot_psnr_vs_time(
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
-    plt.close(fig)
     return fig

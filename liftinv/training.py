@@ -187,8 +187,7 @@ def train(
                 try:
                     losses.append(trainer.step(batch, iteration))
                 except FloatingPointError as err:
-                    kept = f"; checkpoint {checkpoint} keeps epoch {history.epoch[-1]:g}" if checkpoint else ""
-                    raise FloatingPointError(f"{err} (epoch {epoch + 1}, batch {b + 1}){kept}") from err
+                    raise FloatingPointError(f"{err} (epoch {epoch + 1}, batch {b + 1}){_kept(checkpoint, history)}") from err
                 _sync(device)
                 seconds += time.perf_counter() - tic
                 bar.update()
@@ -196,6 +195,9 @@ def train(
                 if time_budget is not None and seconds >= time_budget:
                     break
             complete = len(losses) == n_batches
+            bad = next((n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+            if bad is not None:
+                raise FloatingPointError(f"non-finite parameter {bad} after epoch {epoch + 1}{_kept(checkpoint, history)}")
             metrics = heldout.evaluate(model) if heldout is not None else None
             history.append(
                 epoch=epoch + len(losses) / n_batches, seconds=seconds, train_loss=sum(losses) / len(losses),
@@ -214,6 +216,10 @@ def train(
     finally:
         bar.close()
     return TrainResult(model, history)
+
+
+def _kept(checkpoint, history: TrainHistory) -> str:
+    return f"; checkpoint {checkpoint} keeps epoch {history.epoch[-1]:g}" if checkpoint is not None else ""
 
 
 def _metric_fields(metrics) -> dict:

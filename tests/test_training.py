@@ -182,6 +182,14 @@ def test_backprop_divergence_names_loss(patches):
               batch_size=10, progress=False)
 
 
+def test_non_finite_parameters_are_never_checkpointed(patches, tmp_path):
+    train_set = patches[0].float()  # one batch per epoch; large noise and lr 1e38 overflow float32 parameters
+    with pytest.raises(FloatingPointError, match=r"non-finite parameter layers\.\d.* after epoch 1"):
+        train(_pnn().float(), train_set, task=Denoising(100.0), method=Backprop("sgd", lr=1e38, momentum=0.0), epochs=2,
+              batch_size=30, checkpoint=tmp_path / "c.pt", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_bad_data(patches):
     train_set, val_set = patches
