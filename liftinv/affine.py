@@ -63,8 +63,7 @@ class GradientStep(nn.Module):
     def __init__(self, physics, tau: float, learnable: bool = False):
         super().__init__()
         self.bind(physics)
-        # float64 so that .double() keeps tau exact; float32 networks round it once in .float()
-        self.tau = nn.Parameter(torch.tensor(float(tau), dtype=torch.float64), requires_grad=learnable)
+        self.tau = nn.Parameter(torch.tensor(float(tau)), requires_grad=learnable)
 
     def bind(self, physics) -> None:
         """Use ``physics`` from now on. It is held by reference, not registered as a submodule,

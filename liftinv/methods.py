@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from liftinv import penalty as penalties
-from liftinv.blocks import Block, Var
+from liftinv.blocks import Block
 from liftinv.evaluation import sample_loss
 from liftinv.network import LiftedNetwork
 from liftinv.problem import LiftedProblem
@@ -181,10 +181,8 @@ class _LiftedRunner:
             )
             every = self.method.lipschitz_every
             self.view = self.problem if every == 1 else _CachedLipschitz(self.problem)
-        else:  # same blocks, new batch: replacing every variable drops every cached pre-activation
-            self.problem.y = y
-            for k, x in enumerate(xs):
-                self.problem.set(Var(k), [x])
+        else:  # same blocks, new batch
+            self.problem.rebind(xs, y)
             if isinstance(self.view, _CachedLipschitz) and self.batches % self.method.lipschitz_every == 0:
                 self.view.refresh()
         self.batches += 1

@@ -153,6 +153,17 @@ class LiftedProblem:
             self._pre.clear()
             self._lip.clear()
 
+    def rebind(self, xs: Sequence[Tensor], y: Tensor | None = None) -> None:
+        """Hold a new batch: replace every variable and the measurements. Lipschitz constants
+        of variable blocks (they depend on the maps only) and power-iteration vectors are kept."""
+        if len(xs) != len(self.xs):
+            raise ValueError(f"xs must hold {len(self.xs)} variables, got {len(xs)}")
+        self.xs = [x.detach() for x in xs]
+        self.y = y
+        self._pre.clear()
+        for b in [b for b in self._lip if isinstance(b, Params)]:
+            del self._lip[b]
+
     def preactivation(self, k: int) -> Tensor:
         r""":math:`a_k` at the current state (cached, no graph)."""
         if k not in self._pre:
@@ -208,21 +219,21 @@ class LiftedProblem:
             return torch.autograd.grad(total, x)[0]
 
     def _param_grads(self, blocks: Sequence[Params]) -> list[list[Tensor]]:
-        layers = sorted({k for b in blocks for k in self._layers_of_group[b.index]})
+        r"""Exact parameter gradients, one layer's graph at a time (the graph of the surrogate
+        :math:`\lambda_k\langle r_k, a_k(\Theta)\rangle` spans one affine map only)."""
         tensors = [p for b in blocks for p in self.param_groups[b.index]]
-        with torch.enable_grad():
-            s = sum(
-                self.network.layer(k).weight * (self._residual(k) * self.network.preactivation(k, self.xs, self.y)).sum()
-                for k in layers
-            )
-            flat = torch.autograd.grad(s, tensors, allow_unused=True)
-        flat = [torch.zeros_like(p) if g is None else g for p, g in zip(tensors, flat)]
-        out, start = [], 0
-        for b in blocks:
-            n = len(self.param_groups[b.index])
-            out.append(flat[start : start + n])
-            start += n
-        return out
+        wanted = {id(p) for p in tensors}
+        total = {id(p): torch.zeros_like(p) for p in tensors}
+        for k in sorted({k for b in blocks for k in self._layers_of_group[b.index]}):
+            layer = self.network.layer(k)
+            own = [p for p in layer.parameters() if id(p) in wanted]
+            with torch.enable_grad():
+                s = layer.weight * (self._residual(k) * layer.preactivation(self.xs, self.y)).sum()
+                grads = torch.autograd.grad(s, own, allow_unused=True)
+            for p, g in zip(own, grads):
+                if g is not None:
+                    total[id(p)] += g
+        return [[total[id(p)] for p in self.param_groups[b.index]] for b in blocks]
 
     # ----------------------------------------------------------------- Lipschitz constants
     def lipschitz(self, block: Block) -> float:
@@ -238,7 +249,7 @@ class LiftedProblem:
 
     def _var_lipschitz(self, block: Var) -> float:
         i = block.index
-        x = self.xs[i]
+        x = self.xs[i][:1]  # the maps act on every sample alike: one sample has the same norm
 
         def normal(v: list[Tensor]) -> list[Tensor]:
             out = torch.zeros_like(x)
