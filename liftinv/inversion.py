@@ -1,0 +1,480 @@
+r"""Stable inversion of a pre-trained network (SPEC section 6).
+
+Given a network :math:`N` (lifted, or a torch model that :func:`liftinv.lift` accepts) and data
+:math:`f_\delta \approx N(u^\dagger)`, :func:`invert` solves
+
+.. math::
+    \min_{u, x_1..x_{K-1}}\; \lambda_K B_{\Psi_K}(Pf_\delta, a_K) + \sum_{k<K} \lambda_k B_{\Psi_k}(x_k, a_k)
+    + \alpha J(u), \qquad x_0 = u,
+
+with :math:`a_k = \sum_j M_{kj} x_{i_j} + c_k(y)` and :math:`J` the regulariser
+(:class:`~liftinv.potentials.TV`, ``Tikhonov``, ``L1``, ``Box``,
+:class:`~liftinv.potentials.DeepinvPrior`). An identity last activation gives
+:math:`\tfrac{\lambda_K}2\|a_K - f_\delta\|^2`.
+
+**Data outside the domain of the last activation.** :math:`B_{\Psi}(f, a) = +\infty` when
+:math:`f \notin \operatorname{dom}\Psi` (e.g. negative noisy entries under a ReLU). Dropping the
+constant :math:`\Psi(f)` gives the Fenchel-Young form
+:math:`D(f, a) = \Phi^*(a) - \langle f, a\rangle + \tfrac12\|f\|^2`, finite with gradient
+:math:`\sigma(a) - f`, but for :math:`f \notin \overline{\operatorname{dom}}\,\Psi` it is unbounded
+below (ReLU, :math:`f_i < 0`: :math:`D_i = \tfrac12 f_i^2 + |f_i|\,a_i \to -\infty` as
+:math:`a_i \to -\infty`), so the regularised problem may have no minimiser. The data are therefore
+replaced by their projection :math:`Pf_\delta` onto :math:`\overline{\operatorname{dom}}\,\Psi_K`
+(``activation.project_domain``): since the exact data :math:`f = N(u^\dagger)` lie in that closed
+convex set, :math:`\|Pf_\delta - f\| \le \|f_\delta - f\|`, so the noise bound carries over, and the
+lifted data term is finite and bounded below.
+
+**Free output.** The clamped data term is convex in the pre-activation but biased for additive
+noise: for a ReLU output with :math:`a^\dagger_i < 0` and a positive noise sample
+:math:`f_{\delta,i} > 0`, :math:`B(f_{\delta,i}, a) = \tfrac12 f_{\delta,i}^2 + f_{\delta,i}|a|` for
+:math:`a < 0`, so :math:`B(f_\delta, a^\dagger)` is far above :math:`\delta^2`. With
+``free_output=True`` the output variable is free and the data enter through the loss
+:math:`\tfrac12\|x_K - f_\delta\|^2` (SPEC section 3), i.e. the data term becomes the
+inf-convolution :math:`e(a) = \min_z \tfrac12\|z - f_\delta\|^2 + \lambda_K B_{\Psi_K}(z, a)`: finite
+for any data (the prox keeps :math:`z` in the domain), equal to :math:`\tfrac12 f_{\delta,i}^2` for
+:math:`a_i \le -f_{\delta,i}/\lambda_K` under a ReLU, like the squared output error
+:math:`\tfrac12\|\sigma(a) - f_\delta\|^2` it relaxes (its limit as :math:`\lambda_K \to \infty`), at
+the price of convexity. It is solved by BCD.
+
+**Discrepancy.** Measured on the plain forward pass against the raw data,
+:math:`d(u) = \|N(u) - f_\delta\|` per sample: it is calibrated against the noise level by
+definition (:math:`d(u^\dagger) = \|f - f_\delta\| \approx \delta`), does not depend on the lifting, and
+for data outside the domain it includes the unavoidable part
+:math:`\|f_\delta - Pf_\delta\| \le \delta` (:math:`\|N(u) - f_\delta\|^2 \ge \|N(u) - Pf_\delta\|^2 + \|f_\delta - Pf_\delta\|^2`
+for the projection on a convex set).
+
+**Parameter choice.** A regulariser with ``weight=None`` gets, per sample, :math:`\alpha` with
+:math:`d(u_\alpha) = \tau\delta` (discrepancy principle) when ``noise_level`` :math:`\delta` is given,
+else ``config.default_alpha``. The search brackets :math:`\alpha` by factors of 10 and then refines
+it by safeguarded regula falsi on :math:`\log d` against :math:`\log\alpha`, each solve warm-started
+from the previous one; it stops when :math:`|d/(\tau\delta) - 1| \le` ``discrepancy_rtol`` for every
+sample. :math:`\delta = 0` gives :math:`\alpha = 0`. An explicit weight is used as given.
+
+**Solvers.** One layer with TV: the convex problem is solved by primal-dual iterations
+(PDHG, :mod:`liftinv.inversion_pdhg`). Otherwise: block-coordinate proximal descent
+(:class:`~liftinv.solvers.BCD`, Nesterov extrapolation with restart on energy increase) on the
+:class:`~liftinv.problem.LiftedProblem` with every variable free but the clamped output (the
+output too with ``free_output``), started from the forward pass of ``x0`` (zeros by default). ``physics`` appends the measurement layer
+:math:`y = A x_K` (identity activation), so :math:`N(u)` becomes a free variable.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from time import perf_counter
+
+import torch
+from torch import Tensor, nn
+
+from liftinv.activations import Identity
+from liftinv.convert import lift
+from liftinv.inversion_pdhg import PrimalDual
+from liftinv.layer import Layer
+from liftinv.network import LiftedNetwork
+from liftinv.potentials import Potential, SquaredError, TV
+from liftinv.problem import LiftedProblem
+from liftinv.solvers import BCD, Nesterov, Rule
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    r"""Settings of :func:`invert` (and of the gradient baseline).
+
+    Args:
+        max_iter: iterations per solve (one solve per value of :math:`\alpha`).
+        tol: a solve stops when its relative residual (PDHG: primal and dual residuals;
+            BCD and gradient: :math:`\|u_k - u_{k-1}\|/\|u_k\|`) is at most ``tol``; 0: never.
+        max_time: wall-clock seconds per solve.
+        tau: discrepancy factor :math:`\tau`: target :math:`d(u_\alpha) = \tau\delta`.
+        discrepancy_rtol: accepted relative deviation from the target.
+        max_search: maximal number of solves of the discrepancy search.
+        default_alpha: :math:`\alpha` for ``weight=None`` without a noise level, and the first
+            guess of the search.
+        rule: update rule of the variable blocks in BCD.
+    """
+
+    max_iter: int = 1000
+    tol: float = 1e-4
+    max_time: float = math.inf
+    tau: float = 1.0
+    discrepancy_rtol: float = 0.05
+    max_search: int = 12
+    default_alpha: float = 1e-2
+    rule: Rule = field(default_factory=Nesterov)
+
+    def __post_init__(self):
+        for name in ("max_iter", "max_search"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name, lo, hi in (("tol", 0, math.inf), ("max_time", 0, math.inf), ("discrepancy_rtol", 0, 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+        for name in ("tau", "default_alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+        if not isinstance(self.rule, Rule):
+            raise TypeError(f"rule must be a liftinv.solvers.Rule, got {type(self.rule).__name__}")
+
+
+@dataclass(frozen=True)
+class SearchStep:
+    """One solve of the parameter search: the :math:`\\alpha` used, the discrepancy reached
+    (both per sample), the iterations and the seconds it took."""
+
+    alpha: Tensor
+    discrepancy: Tensor
+    iterations: int
+    seconds: float
+
+
+@dataclass
+class InversionHistory:
+    """Per iteration (over all solves, in order): energy (batch sum), primal and dual residuals
+    (relative; dual is NaN for methods without a dual variable) and wall-clock seconds since the
+    start; per solve: :class:`SearchStep` records."""
+
+    energy: list[float] = field(default_factory=list)
+    primal_residual: list[float] = field(default_factory=list)
+    dual_residual: list[float] = field(default_factory=list)
+    time: list[float] = field(default_factory=list)
+    steps: list[SearchStep] = field(default_factory=list)
+    start: float = field(default_factory=perf_counter, repr=False)
+
+    def record(self, energy: float, primal: float, dual: float = math.nan) -> None:
+        self.energy.append(float(energy))
+        self.primal_residual.append(float(primal))
+        self.dual_residual.append(float(dual))
+        self.time.append(perf_counter() - self.start)
+
+    @property
+    def iterations(self) -> int:
+        """Iterations over all solves."""
+        return len(self.energy)
+
+
+@dataclass(frozen=True)
+class InversionResult:
+    """What :func:`invert` returns.
+
+    Attributes:
+        input: the recovered input, shape ``(B, *input_shape)``.
+        variables: all lifted variables ``[x_0 = input, x_1, ..., x_K]`` (``x_K``: the clamped,
+            projected data); for the single-layer PDHG solver ``[input, data]``.
+        alpha: the regularisation weight used per sample, shape ``(B,)`` (NaN: none).
+        discrepancy: :math:`\\|N(u) - f_\\delta\\|` per sample, shape ``(B,)``.
+        target: :math:`\\tau\\delta` per sample, or ``None`` without a noise level.
+        history: the :class:`InversionHistory`.
+    """
+
+    input: Tensor
+    variables: list[Tensor]
+    alpha: Tensor
+    discrepancy: Tensor
+    target: Tensor | None
+    history: InversionHistory
+
+    @property
+    def iterations(self) -> int:
+        return self.history.iterations
+
+    @property
+    def seconds(self) -> float:
+        return self.history.time[-1] if self.history.time else 0.0
+
+
+class Measurement(nn.Module):
+    """:math:`x \\mapsto A x` for a linear physics (held by reference, not as a submodule)."""
+
+    def __init__(self, physics):
+        super().__init__()
+        if not (callable(getattr(physics, "A", None)) and callable(getattr(physics, "A_adjoint", None))):
+            raise TypeError(f"physics must be a linear physics with A and A_adjoint, got {type(physics).__name__}")
+        self.__dict__["physics"] = physics
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.physics.A(x)
+
+
+# --------------------------------------------------------------------------------- validation
+@dataclass(frozen=True)
+class Task:
+    """A validated inversion task: the lifted network (with the measurement layer), the raw and
+    projected data, the noise level, the initial input and the network's measurements ``y``."""
+
+    network: LiftedNetwork
+    data: Tensor
+    projected: Tensor
+    delta: Tensor | None
+    x0: Tensor
+    y: Tensor | None
+    free_output: bool = False
+
+    def forward(self, u: Tensor) -> Tensor:
+        """:math:`N(u)` (with the physics)."""
+        return self.network(u, self.y)
+
+    def discrepancy(self, u: Tensor) -> Tensor:
+        r""":math:`\|N(u) - f_\delta\|` per sample."""
+        with torch.no_grad():
+            return (self.forward(u) - self.data).flatten(1).norm(dim=1)
+
+
+def _noise(noise_level, batch: int, like: Tensor) -> Tensor | None:
+    if noise_level is None:
+        return None
+    if isinstance(noise_level, Tensor):
+        delta = noise_level.detach().to(like)
+        if delta.ndim > 1 or (delta.ndim == 1 and delta.shape[0] != batch):
+            raise ValueError(f"noise_level must be a number or a tensor of shape ({batch},), got shape {tuple(delta.shape)}")
+    elif isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)):
+        raise TypeError(f"noise_level must be None, a number or a tensor, got {type(noise_level).__name__}")
+    else:
+        delta = torch.tensor(float(noise_level), dtype=like.dtype, device=like.device)
+    if not bool((torch.isfinite(delta) & (delta >= 0)).all()):
+        raise ValueError(f"noise_level must be finite and >= 0, got {delta.tolist()}")
+    return delta.expand(batch).clone()
+
+
+def prepare(network, output, *, input_shape=None, noise_level=None, physics=None, x0=None, y=None,
+            free_output: bool = False) -> Task:
+    """Validate the arguments of :func:`invert` and build the :class:`Task`."""
+    if not isinstance(free_output, bool):
+        raise TypeError(f"free_output must be a bool, got {type(free_output).__name__}")
+    if not isinstance(output, Tensor):
+        raise TypeError(f"output must be a torch.Tensor, got {type(output).__name__}")
+    if not output.is_floating_point() or output.ndim < 2:
+        raise ValueError(f"output must be a floating tensor (B, ...), got dtype {output.dtype} and shape {tuple(output.shape)}")
+    if not bool(torch.isfinite(output).all()):
+        raise ValueError("output contains NaN or Inf entries")
+    if x0 is not None and not isinstance(x0, Tensor):
+        raise TypeError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
+    if input_shape is None and x0 is not None:
+        input_shape = tuple(x0.shape[1:])
+    net = lift(network, input_shape=None if isinstance(network, LiftedNetwork) else input_shape)
+    shape = tuple(int(s) for s in input_shape) if input_shape is not None else net.input_shape
+    if shape is None:
+        raise ValueError("the input shape is unknown: pass input_shape (or x0) for this network")
+    if net.input_shape is not None and shape != net.input_shape:
+        raise ValueError(f"input_shape {shape} does not match the network's input shape {net.input_shape}")
+    if physics is not None:
+        net = LiftedNetwork([*net.layers, Layer([net.depth], [Measurement(physics)], Identity())], input_shape=net.input_shape)
+    ref = next(net.parameters(), None)
+    if ref is not None and output.dtype != ref.dtype:
+        raise TypeError(f"output has dtype {output.dtype}, the network uses {ref.dtype}")
+    batch = output.shape[0]
+    if x0 is None:
+        x0 = output.new_zeros(batch, *shape)
+    elif tuple(x0.shape) != (batch, *shape):
+        raise ValueError(f"x0 must have shape {(batch, *shape)}, got {tuple(x0.shape)}")
+    with torch.no_grad():
+        try:
+            expected = net(x0[:1], None if y is None else y[:1])
+        except RuntimeError as err:
+            raise ValueError(f"input shape {shape} does not fit the network: {err}") from err
+    if tuple(output.shape[1:]) != tuple(expected.shape[1:]):
+        raise ValueError(f"output must have shape (B, {', '.join(map(str, expected.shape[1:]))}) for this network, got {tuple(output.shape)}")
+    act = net.layer(net.depth).activation
+    projected = act.project_domain(output)
+    if not bool(act.in_domain(projected).all()):
+        raise ValueError(f"output lies outside the domain of the last activation {act} and cannot be projected onto it")
+    return Task(net, output, projected, _noise(noise_level, batch, output), x0.detach().clone(), y, free_output)
+
+
+# --------------------------------------------------------------------------------- parameter search
+def search_alpha(solve: Callable[[Tensor], int], discrepancy: Callable[[], Tensor], delta: Tensor,
+                 alpha0: Tensor, config: InversionConfig, history: InversionHistory) -> Tensor:
+    r"""Discrepancy principle: per sample, :math:`\alpha` with :math:`d(u_\alpha) = \tau\delta`.
+
+    ``solve(alpha)`` (warm-started) returns its iteration count; ``discrepancy()`` gives
+    :math:`d` at the current solution; ``alpha0`` (shape ``(B,)``) is the first guess. Brackets by factors of 10, then safeguarded regula falsi
+    in :math:`(\log\alpha, \log d)`, the new point kept in the middle 80 % of the bracket; stops when
+    every sample is within ``discrepancy_rtol`` of its target, or after ``max_search`` solves.
+    Returns the :math:`\alpha` of the last solve.
+    """
+    delta = delta.double()  # the search runs in float64 (logs of tiny and huge weights)
+    target = config.tau * delta
+    zero = delta == 0
+    alpha = torch.where(zero, torch.zeros_like(delta), alpha0.to(delta))
+    lo, hi = torch.zeros_like(delta), torch.full_like(delta, math.inf)
+    d_lo, d_hi = torch.zeros_like(delta), torch.zeros_like(delta)
+    for k in range(config.max_search):
+        start = perf_counter()
+        iterations = solve(alpha)
+        d = discrepancy()
+        history.steps.append(SearchStep(alpha.clone(), d.clone(), iterations, perf_counter() - start))
+        done = zero | ((d - target).abs() <= config.discrepancy_rtol * target)
+        if bool(done.all()) or k == config.max_search - 1:
+            break
+        high = ~done & (d > target)  # alpha too large
+        low = ~done & ~high
+        hi, d_hi = torch.where(high, alpha, hi), torch.where(high, d, d_hi)
+        lo, d_lo = torch.where(low, alpha, lo), torch.where(low, d, d_lo)
+        bracketed = (lo > 0) & torch.isfinite(hi)
+        log_lo, log_hi = lo.clamp_min(1e-300).log(), hi.clamp_max(1e300).log()
+        slope = (d_hi.clamp_min(1e-300).log() - d_lo.clamp_min(1e-300).log()) / (log_hi - log_lo)
+        step = (target.clamp_min(1e-300).log() - d_lo.clamp_min(1e-300).log()) / slope
+        frac = torch.where(torch.isfinite(step) & (slope > 0), step / (log_hi - log_lo), torch.full_like(step, 0.5))
+        inner = (log_lo + frac.clamp(0.1, 0.9) * (log_hi - log_lo)).exp()
+        outer = torch.where(torch.isfinite(hi), hi / 10, lo * 10)
+        alpha = torch.where(done, alpha, torch.where(bracketed, inner, outer))
+    return alpha
+
+
+def network_lipschitz(task: Task, iters: int = 15) -> float:
+    r"""Estimate of the Lipschitz constant of :math:`N`: :math:`\|J_N(v)\|_2` at a random input
+    :math:`v` uniform in :math:`[0, 1]` (a typical image), by power iteration on
+    :math:`J^\top J` (autograd JVP/VJP, fixed seed)."""
+    g = torch.Generator(device=task.x0.device).manual_seed(0)
+    v = torch.rand(task.x0[:1].shape, dtype=task.x0.dtype, device=task.x0.device, generator=g)
+    w = torch.randn(v.shape, dtype=v.dtype, device=v.device, generator=g)
+    y = None if task.y is None else task.y[:1]
+    forward = lambda x: task.network(x, y)  # noqa: E731
+    _, pullback = torch.func.vjp(forward, v)
+    lam = 0.0
+    for _ in range(iters):
+        w = w / w.norm().clamp_min(1e-300)
+        _, jw = torch.func.jvp(forward, (v,), (w,))
+        w = pullback(jw)[0].detach()
+        lam = float((w * w).sum().sqrt())
+    return lam**0.5
+
+
+def first_alpha(task: Task, regularizer: Potential, config: InversionConfig) -> Tensor:
+    r"""First guess of the discrepancy search, per sample. For TV, from the optimality condition
+    :math:`J_N^* s = -\alpha\,\partial\mathrm{TV}(u)` with :math:`\|s\| \approx \tau\delta` (the residual
+    at the target) and :math:`\|\partial\mathrm{TV}\| \le \sqrt{8n}` (:math:`n` input entries):
+    :math:`\alpha_0 = \operatorname{Lip}(N)\,\tau\delta/\sqrt{8n}` (:func:`network_lipschitz`);
+    otherwise ``config.default_alpha``."""
+    if isinstance(regularizer, TV):
+        n = task.x0[0].numel()
+        return network_lipschitz(task) * config.tau * task.delta / math.sqrt(8 * n)
+    return torch.full_like(task.delta, config.default_alpha)
+
+
+# --------------------------------------------------------------------------------- lifted BCD
+class LiftedBCD:
+    """Block-coordinate inversion of a deep network; state kept between solves (warm start)."""
+
+    def __init__(self, task: Task, config: InversionConfig):
+        self.task, self.config = task, config
+        with torch.no_grad():
+            xs = task.network.feasible(task.x0, task.y)
+        self.xs = xs if task.free_output else [*xs[:-1], task.projected]
+
+    @property
+    def input(self) -> Tensor:
+        return self.xs[0]
+
+    def solve(self, regularizer: Potential | None, history: InversionHistory) -> int:
+        """Run BCD from the current variables; returns the iterations done."""
+        net, config, task = self.task.network, self.config, self.task
+        terms = {} if regularizer is None else {0: regularizer}
+        if task.free_output:
+            terms[net.depth] = SquaredError(task.data)
+        problem = LiftedProblem(net, self.xs, task.y, free_vars=range(net.depth + task.free_output),
+                                train_params=False, terms=terms)
+        solver = BCD(var_rule=config.rule)
+        state, energy = solver.init(problem), float(problem.energy())
+        start, it = perf_counter(), 0
+        while it < config.max_iter:
+            it += 1
+            previous = problem.xs[0]
+            state = solver.step(problem, state)
+            u, new = problem.xs[0], float(problem.energy())
+            change = float((u - previous).norm() / u.norm().clamp_min(1e-30))
+            history.record(new, change)
+            if new > energy:
+                state.var_states.clear()  # restart the momentum (O'Donoghue & Candes 2015)
+            energy = new
+            if (config.tol > 0 and change <= config.tol) or perf_counter() - start > config.max_time:
+                break
+        self.xs = problem.xs
+        return it
+
+
+# --------------------------------------------------------------------------------- entry point
+def _regularizer_at(regularizer: Potential | None, alpha: Tensor | None) -> Potential | None:
+    return regularizer if alpha is None else regularizer.with_weight(alpha)
+
+
+def solve_task(task: Task, solver, regularizer: Potential | None, config: InversionConfig) -> InversionResult:
+    """Run ``solver`` (with ``solve(regularizer, history)`` and ``input``) on ``task``, choosing
+    the weight of ``regularizer`` when it is ``None`` (see the module docstring)."""
+    if regularizer is not None and not isinstance(regularizer, Potential):
+        raise TypeError(f"regularizer must be a liftinv Potential or None, got {type(regularizer).__name__}")
+    history = InversionHistory()
+    batch = task.data.shape[0]
+    free = regularizer is not None and getattr(regularizer, "weight", 0.0) is None
+    if free and task.delta is not None:
+
+        def solve(alpha: Tensor) -> int:
+            return solver.solve(_regularizer_at(regularizer, alpha), history)
+
+        alpha0 = first_alpha(task, regularizer, config)
+        alpha = search_alpha(solve, lambda: task.discrepancy(solver.input), task.delta, alpha0, config, history)
+    else:
+        alpha = task.data.new_full((batch,), config.default_alpha) if free else None
+        start = perf_counter()
+        iterations = solver.solve(_regularizer_at(regularizer, alpha), history)
+        alpha = task.data.new_full((batch,), math.nan) if alpha is None else alpha
+        history.steps.append(SearchStep(alpha.clone(), task.discrepancy(solver.input), iterations, perf_counter() - start))
+    variables = list(getattr(solver, "xs", [solver.input, task.projected]))
+    target = None if task.delta is None else config.tau * task.delta
+    return InversionResult(solver.input.clone(), variables, alpha, task.discrepancy(solver.input), target, history)
+
+
+def invert(
+    network: LiftedNetwork | nn.Module,
+    output: Tensor,
+    *,
+    input_shape: Sequence[int] | None = None,
+    regularizer: Potential | None = None,
+    noise_level: float | Tensor | None = None,
+    physics=None,
+    x0: Tensor | None = None,
+    y: Tensor | None = None,
+    free_output: bool = False,
+    config: InversionConfig = InversionConfig(),
+) -> InversionResult:
+    r"""Recover the input of ``network`` from noisy ``output`` by lifted inversion.
+
+    Args:
+        network: a :class:`LiftedNetwork` or a torch model accepted by :func:`liftinv.lift`
+            (its parameters are not changed).
+        output: observed outputs :math:`f_\delta`, shape ``(B, *output_shape)`` (with ``physics``:
+            the measurements :math:`y = A N(u) + \text{noise}`).
+        input_shape: shape of one input sample; needed when neither the network nor ``x0``
+            knows it.
+        regularizer: :math:`J` on the input, e.g. ``TV()`` (weight chosen), ``TV(0.1, box=(0, 1))``,
+            ``Tikhonov(w)``, ``L1(w)``, ``Box(lo, hi)``, ``DeepinvPrior(prior)``; ``None``: none.
+        noise_level: :math:`\delta \ge 0`, the expected norm of the noise in one sample's output
+            (a number or a tensor ``(B,)``).
+        physics: a linear physics :math:`A` (``A``/``A_adjoint``) observing the network's output.
+        x0: initial input, shape ``(B, *input_shape)``; zeros by default.
+        y: measurements of networks with data maps (:meth:`LiftedNetwork.feasible`).
+        free_output: ``False``: the output variable is clamped to the projected data (convex for
+            one layer); ``True``: it is free, with the loss :math:`\tfrac12\|x_K - f_\delta\|^2`
+            (see the module docstring).
+        config: :class:`InversionConfig`.
+
+    Returns:
+        :class:`InversionResult`.
+
+    Raises:
+        TypeError: unsupported layers (from :func:`liftinv.lift`), wrong argument types or dtypes.
+        ValueError: shapes not matching the network, NaN/Inf in ``output``, a negative or
+            non-finite ``noise_level``.
+    """
+    if not isinstance(config, InversionConfig):
+        raise TypeError(f"config must be an InversionConfig, got {type(config).__name__}")
+    task = prepare(network, output, input_shape=input_shape, noise_level=noise_level, physics=physics, x0=x0, y=y,
+                   free_output=free_output)
+    if task.network.depth == 1 and not free_output and isinstance(regularizer, TV):
+        solver = PrimalDual(task.network, task.x0, task.projected, task.y, config)
+    else:
+        solver = LiftedBCD(task, config)
+    return solve_task(task, solver, regularizer, config)

@@ -1,0 +1,307 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from liftinv.architectures import MLP, ResNet
+from liftinv.convert import lift
+from liftinv.inversion import InversionConfig, LiftedBCD, invert, prepare, solve_task
+from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
+from liftinv.potentials import TV, Tikhonov
+from liftinv.solvers import Plain
+from liftinv.tv import pdhg_tv
+from operators.blur import Blur
+from operators.kernels import gaussian_kernel
+
+F64 = torch.float64
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def perceptron(n_out, shape, act, seed=0, bias=False):
+    """Flatten, Linear(prod(shape), n_out) with N(0, 1/n) weights, activation; float64."""
+    n = math.prod(shape)
+    linear = nn.Linear(n, n_out, bias=bias).double()
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(n_out, n, dtype=F64, generator=gen(seed)) / math.sqrt(n))
+        if bias:
+            linear.bias.copy_(0.1 * torch.randn(n_out, dtype=F64, generator=gen(seed + 1)))
+    return nn.Sequential(nn.Flatten(), linear, act)
+
+
+def seeded(model, seed=0):
+    """Redraw every Linear weight N(0, 1/fan_in) and bias N(0, 0.01) from a seeded generator (float64)."""
+    g = gen(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, dtype=F64, generator=g) / math.sqrt(m.in_features))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, dtype=F64, generator=g))
+    return model
+
+
+def blocky(b=2, h=7, w=9, seed=0):
+    """Piecewise-constant test images in [0, 1]."""
+    x = torch.zeros(b, 1, h, w, dtype=F64)
+    vals = torch.rand(b, 2, dtype=F64, generator=gen(seed))
+    x[:, 0, 1:5, 2:6] = vals[:, :1, None]
+    x[:, 0, 3:, 5:] = vals[:, 1:, None]
+    return x
+
+
+def noisy(f, rel, seed=1):
+    """f plus Gaussian noise of norm rel |f| per sample (rel: a number or one per sample)."""
+    noise = torch.randn(f.shape, dtype=F64, generator=gen(seed))
+    delta = rel * f.flatten(1).norm(dim=1)
+    scale = (delta / noise.flatten(1).norm(dim=1)).reshape(-1, *(1,) * (f.ndim - 1))
+    return f + noise * scale, delta
+
+
+# ---------------------------------------------------------------- single layer, convex (PDHG)
+def test_pdhg_same_minimiser_from_two_starts_and_matches_bcd_reference():
+    # tall W and leaky ReLU: the objective is strongly convex in u, so the minimiser is unique
+    u_true = blocky()
+    model = perceptron(100, (1, 7, 9), nn.LeakyReLU(0.5))
+    f, _ = noisy(model(u_true).detach(), 0.05)
+    cfg = InversionConfig(max_iter=30000, tol=1e-9)
+    a = invert(model, f, regularizer=TV(0.02), x0=torch.zeros_like(u_true), config=cfg)
+    b = invert(model, f, regularizer=TV(0.02), x0=torch.rand(u_true.shape, dtype=F64, generator=gen(3)), config=cfg)
+    assert a.iterations < cfg.max_iter and b.iterations < cfg.max_iter
+    assert a.history.primal_residual[-1] <= 1e-9 and a.history.dual_residual[-1] <= 1e-9
+    torch.testing.assert_close(a.input, b.input, atol=1e-7, rtol=0)
+    # reference: a long proximal-gradient run (BCD with FISTA steps and the TV prox) on the same objective
+    task = prepare(model, f, x0=torch.zeros_like(u_true))
+    ref_cfg = InversionConfig(max_iter=5000, tol=1e-10)
+    ref = solve_task(task, LiftedBCD(task, ref_cfg), TV(0.02, tol=1e-10, max_inner=1000), ref_cfg)
+    torch.testing.assert_close(a.input, ref.input, atol=1e-6, rtol=0)
+    assert a.history.energy[-1] == pytest.approx(ref.history.energy[-1], rel=1e-7)
+
+
+def test_pdhg_energy_history_and_result_fields():
+    u_true = blocky(b=3)
+    model = perceptron(60, (1, 7, 9), nn.ReLU())
+    f = model(u_true).detach()
+    res = invert(model, f, input_shape=(1, 7, 9), regularizer=TV(0.01, box=(0.0, 1.0)),
+                 config=InversionConfig(max_iter=200, tol=0))
+    h = res.history
+    assert res.input.shape == u_true.shape and res.iterations == 200
+    assert len(h.energy) == len(h.primal_residual) == len(h.dual_residual) == len(h.time) == 200
+    assert all(t1 >= t0 for t0, t1 in zip(h.time, h.time[1:]))
+    assert res.input.min() >= 0 and res.input.max() <= 1
+    assert h.energy[-1] < h.energy[0]
+    assert torch.all(torch.isnan(res.alpha)) and res.target is None
+    assert len(res.variables) == 2 and res.variables[0] is not None
+
+
+# ---------------------------------------------------------------- deep networks (BCD)
+def test_bcd_energy_decreases_on_mlp():
+    net = MLP([6, 9, 8, 5], nn.LeakyReLU(0.1), generator=gen(0)).double()
+    u = torch.randn(3, 6, dtype=F64, generator=gen(1))
+    f, _ = noisy(net(u).detach(), 0.05)
+    res = invert(net, f, regularizer=Tikhonov(1e-2), config=InversionConfig(max_iter=300, tol=0, rule=Plain()))
+    e = res.history.energy
+    assert all(e1 <= e0 * (1 + 1e-12) for e0, e1 in zip(e, e[1:]))
+    assert e[-1] < 0.5 * e[0]
+    # Nesterov with restart: lower energy in the same number of iterations
+    fast = invert(net, f, regularizer=Tikhonov(1e-2), config=InversionConfig(max_iter=300, tol=0))
+    assert fast.history.energy[-1] <= e[-1]
+
+
+def test_noiseless_injective_network_recovers_input():
+    # tall layers with leaky ReLU (slope 0.5) are injective; noiseless data, no regulariser
+    model = seeded(nn.Sequential(nn.Linear(4, 12), nn.LeakyReLU(0.5), nn.Linear(12, 20), nn.LeakyReLU(0.5)).double())
+    u = torch.randn(3, 4, dtype=F64, generator=gen(5))
+    res = invert(model, model(u).detach(), input_shape=(4,), config=InversionConfig(max_iter=20000, tol=1e-13))
+    torch.testing.assert_close(res.input, u, atol=1e-6, rtol=0)
+    assert res.discrepancy.max() < 1e-6
+
+
+def test_noiseless_identity_output_layer_recovers_input():
+    # a last layer without activation: squared error data term
+    model = seeded(nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 10)).double(), 1)
+    u = 0.5 * torch.randn(2, 3, dtype=F64, generator=gen(6))
+    res = invert(model, model(u).detach(), input_shape=(3,), config=InversionConfig(max_iter=20000, tol=1e-13))
+    torch.testing.assert_close(res.input, u, atol=1e-6, rtol=0)
+
+
+def test_resnet_inversion_reduces_discrepancy():
+    net = ResNet(5, 2, nn.LeakyReLU(0.2), tied=True, generator=gen(2)).double()
+    u = torch.randn(2, 5, dtype=F64, generator=gen(3))
+    f = net(u).detach()
+    res = invert(net, f, config=InversionConfig(max_iter=3000, tol=1e-12))
+    start = (net(torch.zeros_like(u)) - f).flatten(1).norm(dim=1)
+    assert torch.all(res.discrepancy < 1e-3 * start)
+
+
+# ---------------------------------------------------------------- discrepancy principle
+def test_discrepancy_principle_hits_target():
+    u_true = blocky(b=3, seed=4)
+    model = perceptron(40, (1, 7, 9), nn.ReLU(), seed=2)
+    f, delta = noisy(model(u_true).detach(), torch.tensor([0.02, 0.05, 0.1], dtype=F64))
+    cfg = InversionConfig(max_iter=2000, tol=1e-5, discrepancy_rtol=0.02)
+    res = invert(model, f, input_shape=(1, 7, 9), regularizer=TV(), noise_level=delta, config=cfg)
+    torch.testing.assert_close(res.target, delta)
+    ratio = res.discrepancy / res.target
+    assert torch.all((ratio - 1).abs() <= 0.02), ratio
+    assert torch.all(res.alpha > 0) and len(res.history.steps) <= cfg.max_search
+    # the recorded search ends at the returned weight and discrepancy
+    torch.testing.assert_close(res.history.steps[-1].alpha, res.alpha)
+    torch.testing.assert_close(res.history.steps[-1].discrepancy, res.discrepancy)
+
+
+def test_zero_noise_level_gives_zero_weight():
+    u_true = blocky()
+    model = perceptron(100, (1, 7, 9), nn.LeakyReLU(0.5))
+    res = invert(model, model(u_true).detach(), input_shape=(1, 7, 9), regularizer=TV(), noise_level=0.0,
+                 config=InversionConfig(max_iter=20000, tol=1e-9))
+    assert torch.all(res.alpha == 0) and res.iterations < 20000
+    torch.testing.assert_close(res.input, u_true, atol=1e-5, rtol=0)
+
+
+def test_default_weight_without_noise_level():
+    u_true = blocky()
+    model = perceptron(30, (1, 7, 9), nn.ReLU())
+    cfg = InversionConfig(max_iter=50, tol=0, default_alpha=0.3)
+    res = invert(model, model(u_true).detach(), input_shape=(1, 7, 9), regularizer=TV(), config=cfg)
+    assert torch.all(res.alpha == 0.3) and len(res.history.steps) == 1
+
+
+# ---------------------------------------------------------------- data outside the domain
+def test_negative_noise_under_relu_is_projected():
+    u_true = blocky(b=2, seed=7)
+    model = perceptron(50, (1, 7, 9), nn.ReLU(), seed=3)
+    f, delta = noisy(model(u_true).detach(), 0.1, seed=4)
+    assert (f < 0).any()
+    cfg = InversionConfig(max_iter=5000, tol=1e-8)
+    res = invert(model, f, input_shape=(1, 7, 9), regularizer=TV(0.02), config=cfg)
+    assert all(math.isfinite(e) for e in res.history.energy)
+    # same minimiser as for the projected data, and the data variable is the projection
+    proj = invert(model, f.clamp_min(0), input_shape=(1, 7, 9), regularizer=TV(0.02), config=cfg)
+    torch.testing.assert_close(res.input, proj.input, atol=1e-10, rtol=0)
+    torch.testing.assert_close(res.variables[-1], f.clamp_min(0))
+    # the discrepancy is measured against the raw data: at least the distance to the domain
+    assert torch.all(res.discrepancy >= (f - f.clamp_min(0)).norm(dim=1) - 1e-12)
+    # the free-output formulation is finite too (the loss is a squared error)
+    free = invert(model, f, input_shape=(1, 7, 9), regularizer=TV(0.02), free_output=True,
+                  config=InversionConfig(max_iter=300, tol=0))
+    assert all(math.isfinite(e) for e in free.history.energy)
+    assert free.history.energy[-1] < free.history.energy[0]
+
+
+def test_free_output_of_linear_last_layer_is_a_reweighted_clamp():
+    # identity activation: min_z 1/2|z - f|^2 + 1/2|z - a|^2 = 1/4|a - f|^2, i.e. the clamped
+    # problem with penalty weight 1/2: same minimiser as the clamped one with half the regulariser
+    model = seeded(nn.Sequential(nn.Linear(5, 9)).double(), 2)
+    u = torch.randn(2, 5, dtype=F64, generator=gen(8))
+    f, _ = noisy(model(u).detach(), 0.1)
+    cfg = InversionConfig(max_iter=20000, tol=1e-13)
+    free = invert(model, f, input_shape=(5,), regularizer=Tikhonov(0.2), free_output=True, config=cfg)
+    clamped = invert(model, f, input_shape=(5,), regularizer=Tikhonov(0.4), config=cfg)
+    torch.testing.assert_close(free.input, clamped.input, atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- measurements through a physics
+def test_inversion_through_blur_beats_two_step():
+    # N: R^4 -> 9x9 images (tall, injective); y = A N(u) + noise with a Gaussian blur A
+    net = nn.Sequential(nn.Linear(4, 81), nn.LeakyReLU(0.3), nn.Unflatten(1, (1, 9, 9))).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.randn(81, 4, dtype=F64, generator=gen(9)))
+        net[0].bias.zero_()
+    physics = Blur(gaussian_kernel(1.5, 7, dtype=F64), img_size=(1, 9, 9), boundary="zero", dtype=F64)
+    u = torch.randn(2, 4, dtype=F64, generator=gen(10))
+    y, delta = noisy(physics.A(net(u)).detach(), 0.01)
+    joint = invert(net, y, input_shape=(4,), physics=physics, config=InversionConfig(max_iter=1500, tol=0))
+    # two steps: deblur by TV-regularised least squares, then invert the network
+    x_hat, _ = pdhg_tv(physics, y, 1e-3, box=None, n_iter=3000)
+    naive = invert(net, x_hat, input_shape=(4,), config=InversionConfig(max_iter=20000, tol=1e-10))
+    err_joint = (joint.input - u).norm(dim=1)
+    err_naive = (naive.input - u).norm(dim=1)
+    assert torch.all(err_joint < 0.5 * err_naive), (err_joint, err_naive)
+    assert joint.input.shape == u.shape and joint.discrepancy.shape == (2,)
+    # discrepancy is measured through the physics
+    torch.testing.assert_close(joint.discrepancy, (physics.A(net(joint.input)) - y).flatten(1).norm(dim=1))
+
+
+# ---------------------------------------------------------------- gradient baseline
+@pytest.mark.parametrize("opt", [GradientOptimizer(lr=0.05), GradientOptimizer(lr=1.0, lbfgs=True)])
+def test_gradient_baseline_recovers_input(opt):
+    model = seeded(nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(0.5), nn.Linear(8, 9)).double(), 3)
+    u = torch.randn(2, 3, dtype=F64, generator=gen(11))
+    res = invert_gradient(model, model(u).detach(), input_shape=(3,), optimizer=opt,
+                          config=InversionConfig(max_iter=5000, tol=1e-12))
+    torch.testing.assert_close(res.input, u, atol=1e-4, rtol=0)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_gradient_baseline_discrepancy_principle_and_box():
+    u_true = blocky(b=2)
+    model = perceptron(40, (1, 7, 9), nn.LeakyReLU(0.2))
+    f, delta = noisy(model(u_true).detach(), 0.05)
+    res = invert_gradient(model, f, regularizer=TV(box=(0.0, 1.0)), noise_level=delta, x0=torch.full_like(u_true, 0.5),
+                          config=InversionConfig(max_iter=2000, tol=1e-8))
+    assert res.input.min() >= 0 and res.input.max() <= 1
+    assert torch.all((res.discrepancy / res.target - 1).abs() <= 0.05)
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_input_raises_clear_errors():
+    model = perceptron(20, (1, 5, 5), nn.ReLU())
+    f = model(torch.rand(2, 1, 5, 5, dtype=F64, generator=gen(12))).detach()
+    with pytest.raises(ValueError, match="output must have shape"):
+        invert(model, f[:, :10], input_shape=(1, 5, 5))
+    with pytest.raises(ValueError, match="does not fit"):
+        invert(model, f, input_shape=(1, 4, 4))
+    with pytest.raises(ValueError, match="NaN"):
+        invert(model, f.clone().fill_(float("nan")), input_shape=(1, 5, 5))
+    with pytest.raises(ValueError, match="noise_level"):
+        invert(model, f, input_shape=(1, 5, 5), noise_level=-0.1)
+    with pytest.raises(ValueError, match="noise_level"):
+        invert(model, f, input_shape=(1, 5, 5), noise_level=float("inf"))
+    with pytest.raises(ValueError, match="noise_level"):
+        invert(model, f, input_shape=(1, 5, 5), noise_level=torch.ones(3, dtype=F64))
+    with pytest.raises(TypeError, match="noise_level"):
+        invert(model, f, input_shape=(1, 5, 5), noise_level="0.1")
+    with pytest.raises(TypeError, match="dtype"):
+        invert(model, f.float(), input_shape=(1, 5, 5))
+    with pytest.raises(TypeError, match="output must be a torch.Tensor"):
+        invert(model, f.numpy(), input_shape=(1, 5, 5))
+    with pytest.raises(ValueError, match="input shape is unknown"):
+        invert(model, f)
+    with pytest.raises(ValueError, match="x0 must have shape"):
+        invert(model, f, input_shape=(1, 5, 5), x0=torch.zeros(3, 1, 5, 5, dtype=F64))
+    with pytest.raises(TypeError, match="regularizer"):
+        invert(model, f, input_shape=(1, 5, 5), regularizer="tv")
+    with pytest.raises(TypeError, match="config"):
+        invert(model, f, input_shape=(1, 5, 5), config={"max_iter": 3})
+    with pytest.raises(TypeError, match="free_output"):
+        invert(model, f, input_shape=(1, 5, 5), free_output=1)
+    with pytest.raises(TypeError, match="physics"):
+        invert(model, f, input_shape=(1, 5, 5), physics=object())
+
+
+def test_unsupported_layer_is_refused_by_name():
+    model = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3)).double()
+    with pytest.raises(TypeError, match="GELU"):
+        invert(model, torch.zeros(2, 3, dtype=F64), input_shape=(4,))
+
+
+def test_lifted_network_input_shape_is_checked():
+    net = MLP([6, 5, 4], nn.ReLU(), generator=gen(0)).double()
+    with pytest.raises(ValueError, match="input_shape"):
+        invert(net, torch.zeros(2, 4, dtype=F64), input_shape=(7,))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"max_iter": 0}, "max_iter"), ({"tol": -1.0}, "tol"), ({"tau": 0.0}, "tau"),
+     ({"discrepancy_rtol": 2.0}, "discrepancy_rtol"), ({"max_search": 0}, "max_search"),
+     ({"default_alpha": float("inf")}, "default_alpha"), ({"max_time": -1.0}, "max_time")],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        InversionConfig(**kwargs)
+    with pytest.raises(TypeError, match="rule"):
+        InversionConfig(rule="nesterov")
