@@ -305,3 +305,34 @@ def test_config_validation(kwargs, match):
         InversionConfig(**kwargs)
     with pytest.raises(TypeError, match="rule"):
         InversionConfig(rule="nesterov")
+
+
+# ---------------------------------------------------------------- command line
+def test_invert_cli_round_trip(tmp_path, capsys):
+    import numpy as np
+
+    from liftinv.inversion_cli import invert_main
+
+    u_true = blocky()
+    model = perceptron(100, (1, 7, 9), nn.LeakyReLU(0.5))
+    f, delta = noisy(model(u_true).detach(), 0.02)
+    torch.save(model, tmp_path / "net.pt")
+    np.save(tmp_path / "f.npy", f.numpy())
+    np.save(tmp_path / "u.npy", u_true.numpy())
+    argv = [str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "1", "7", "9",
+            "--noise-level", str(float(delta[0])), "--box", "0", "1", "--truth", str(tmp_path / "u.npy"),
+            "--out", str(tmp_path / "rec.npy")]
+    assert invert_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "PSNR" in out and "target" in out
+    rec = torch.from_numpy(np.load(tmp_path / "rec.npy"))
+    expected = invert(model, f, input_shape=(1, 7, 9), regularizer=TV(box=(0.0, 1.0)), noise_level=float(delta[0]),
+                      config=InversionConfig(max_iter=1000, tol=1e-4))
+    torch.testing.assert_close(rec, expected.input)
+    # bad input: exit status 2 with the argument named; missing file: 1
+    assert invert_main([*argv[:-2], "--out", str(tmp_path / "x.npy"), "--noise-level", "-1"]) == 2
+    assert "noise_level" in capsys.readouterr().err
+    assert invert_main([str(tmp_path / "missing.pt"), str(tmp_path / "f.npy"), "--out", str(tmp_path / "x.npy")]) == 1
+    assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--regularizer", "l1",
+                        "--input-shape", "1", "7", "9", "--out", str(tmp_path / "x.npy")]) == 2
+    assert "--weight" in capsys.readouterr().err

@@ -1,0 +1,140 @@
+r"""``liftinv invert``: recover the input of a saved torch network from its (noisy) output.
+
+The network file is a whole module written by ``torch.save(model, path)`` (an ``nn.Sequential``
+that :func:`liftinv.lift` accepts, or a :class:`~liftinv.network.LiftedNetwork`); loading it runs
+Python code stored in the file, so use only files you trust. The output is a ``.npy`` or ``.pt``
+array ``(B, ...)`` (a single sample without batch axis with ``--single``). The recovered input is
+written to ``--out`` (``.npy``, ``.pt`` or, for one grey image, an image file).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from liftinv.inversion import InversionConfig, invert
+from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
+from liftinv.io import SUFFIXES, load_array, save_array
+from liftinv.metrics import psnr, ssim
+from liftinv.potentials import L1, TV, Box, Tikhonov
+
+REGULARIZERS = ("tv", "tikhonov", "l1", "box", "none")
+
+
+def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
+    """The argument parser of ``liftinv invert``."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Recover the input of a saved torch network from its noisy output by lifted "
+                    "(or gradient-based) inversion.",
+        epilog="examples:\n"
+               "  liftinv invert net.pt f.npy --input-shape 1 64 64 --noise-level 2.5 --out out/u.png\n"
+               "  liftinv invert net.pt f.pt --input-shape 1 64 64 --regularizer tv --weight 0.1 --out out/u.npy\n"
+               "The network file is loaded with torch.load(weights_only=False): only use trusted files.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("network", help="network saved with torch.save(model, path) (.pt)")
+    parser.add_argument("output", help="observed outputs (B, ...) (.npy or .pt)")
+    parser.add_argument("--out", required=True, metavar="FILE", help=f"recovered input ({', '.join(SUFFIXES)})")
+    parser.add_argument("--input-shape", type=int, nargs="+", metavar="N",
+                        help="shape of one input sample, e.g. 1 64 64 (default: the network's)")
+    parser.add_argument("--single", action="store_true", help="the output file holds one sample without batch axis")
+    parser.add_argument("--noise-level", type=float, metavar="DELTA",
+                        help="expected norm of the noise in one sample's output (enables the discrepancy principle)")
+    parser.add_argument("--regularizer", choices=REGULARIZERS, default="tv", help="default: %(default)s")
+    parser.add_argument("--weight", type=float,
+                        help="regularisation weight (tv: default chosen by the discrepancy principle with "
+                             "--noise-level, else the default weight; tikhonov/l1: required)")
+    parser.add_argument("--box", type=float, nargs=2, metavar=("LO", "HI"), help="box constraint on the input (tv, box)")
+    parser.add_argument("--free-output", action="store_true", help="free output variable with a squared-error loss")
+    parser.add_argument("--method", choices=("lifted", "gradient"), default="lifted", help="default: %(default)s")
+    parser.add_argument("--lr", type=float, default=1e-2, help="gradient method: Adam learning rate (default: %(default)s)")
+    parser.add_argument("--max-iter", type=int, default=1000, help="iterations per solve (default: %(default)s)")
+    parser.add_argument("--tol", type=float, default=1e-4, help="relative residual tolerance (default: %(default)s)")
+    parser.add_argument("--x0", metavar="FILE", help="initial input (default: zeros)")
+    parser.add_argument("--truth", metavar="FILE",
+                        help="true input: print the relative error, and PSNR and SSIM for images in [0, 1]")
+    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    return parser
+
+
+def _regularizer(args):
+    if args.regularizer == "none":
+        return None
+    if args.regularizer == "tv":
+        return TV(args.weight, box=None if args.box is None else tuple(args.box))
+    if args.regularizer == "box":
+        if args.box is None:
+            raise ValueError("--regularizer box needs --box LO HI")
+        return Box(*args.box)
+    if args.weight is None:
+        raise ValueError(f"--regularizer {args.regularizer} needs --weight")
+    return Tikhonov(args.weight) if args.regularizer == "tikhonov" else L1(args.weight)
+
+
+def _load_network(path: str, device: str) -> nn.Module:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"network file {path} not found")
+    network = torch.load(path, map_location=device, weights_only=False)
+    if not isinstance(network, nn.Module):
+        raise ValueError(f"network file {path} must hold a torch module (torch.save(model, path)), got {type(network).__name__}")
+    return network.eval()
+
+
+def _run(args) -> None:
+    network = _load_network(args.network, args.device)
+    ref = next(network.parameters(), None)
+    dtype = torch.get_default_dtype() if ref is None else ref.dtype
+    output = load_array(args.output, "output").to(device=args.device, dtype=dtype)
+    if args.single:
+        output = output[None]
+    x0 = None if args.x0 is None else load_array(args.x0, "x0").to(device=args.device, dtype=dtype)
+    if x0 is not None and args.single:
+        x0 = x0[None]
+    config = InversionConfig(max_iter=args.max_iter, tol=args.tol)
+    common = dict(input_shape=args.input_shape, regularizer=_regularizer(args), noise_level=args.noise_level, x0=x0,
+                  config=config)
+    if args.method == "lifted":
+        result = invert(network, output, free_output=args.free_output, **common)
+    else:
+        result = invert_gradient(network, output, optimizer=GradientOptimizer(lr=args.lr), **common)
+    save_array(result.input[0] if args.single else result.input, args.out)
+    summary = (f"{args.method} inversion: {result.iterations} iterations, {len(result.history.steps)} solve(s), "
+               f"{result.seconds:.2f} s; alpha {result.alpha.tolist()}; discrepancy {result.discrepancy.tolist()}")
+    if result.target is not None:
+        summary += f" (target {result.target.tolist()})"
+    print(summary)
+    if args.truth is not None:
+        truth = load_array(args.truth, "truth").to(result.input)
+        truth = truth.reshape(result.input.shape)
+        error = (result.input - truth).flatten(1).norm(dim=1) / truth.flatten(1).norm(dim=1)
+        scores = f"relative error {error.tolist()}"
+        if truth.ndim == 4:
+            x = result.input.clamp(0, 1)
+            scores += f", PSNR {psnr(x, truth).tolist()} dB"
+            if min(truth.shape[-2:]) >= 11:
+                scores += f", SSIM {ssim(x, truth).tolist()}"
+        print(scores)
+    print(f"wrote {args.out}")
+
+
+def invert_main(argv: list[str] | None = None) -> int:
+    """``liftinv invert``; returns the exit status (2: bad arguments or input, 1: missing file)."""
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        _run(args)
+    except FileNotFoundError as err:
+        print(f"liftinv invert: error: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError) as err:
+        print(f"liftinv invert: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(invert_main())
