@@ -45,22 +45,20 @@ for the projection on a convex set).
 
 **Parameter choice.** A regulariser with ``weight=None`` gets, per sample, :math:`\alpha` with
 :math:`d(u_\alpha) = \tau\delta` (discrepancy principle) when ``noise_level`` :math:`\delta` is given,
-else ``config.default_alpha``. The search brackets :math:`\alpha` by factors of 10 and then refines
-it by safeguarded regula falsi on :math:`\log d` against :math:`\log\alpha`, each solve warm-started
-from the previous one; it stops when :math:`|d/(\tau\delta) - 1| \le` ``discrepancy_rtol`` for every
-sample. :math:`\delta = 0` gives :math:`\alpha = 0`. An explicit weight is used as given.
+else ``config.default_alpha``; see :func:`~liftinv.inversion_search.search_alpha` (each solve
+warm-started from the previous one) and :func:`first_alpha`. :math:`\delta = 0` gives
+:math:`\alpha = 0`. An explicit weight is used as given.
 
 **Solvers.** One layer with TV: the convex problem is solved by primal-dual iterations
-(PDHG, :mod:`liftinv.inversion_pdhg`). Otherwise: block-coordinate proximal descent
-(:class:`~liftinv.solvers.BCD`, Nesterov extrapolation with restart on energy increase) on the
-:class:`~liftinv.problem.LiftedProblem` with every variable free but the clamped output (the
-output too with ``free_output``), started from the forward pass of ``x0`` (zeros by default). ``physics`` appends the measurement layer
+(PDHG, :mod:`liftinv.inversion_pdhg`). Otherwise: block-coordinate proximal descent on the
+lifted problem (:mod:`liftinv.inversion_bcd`), started from the forward pass of ``x0`` (zeros by
+default). ``physics`` appends the measurement layer
 :math:`y = A x_K` (identity activation), so :math:`N(u)` becomes a free variable.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
 
@@ -69,12 +67,13 @@ from torch import Tensor, nn
 
 from liftinv.activations import Identity
 from liftinv.convert import lift
+from liftinv.inversion_bcd import LiftedBCD
 from liftinv.inversion_pdhg import PrimalDual
+from liftinv.inversion_search import lipschitz_estimate, search_alpha
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
-from liftinv.potentials import Potential, SquaredError, TV
-from liftinv.problem import LiftedProblem
-from liftinv.solvers import BCD, Nesterov, Rule
+from liftinv.potentials import Potential, TV
+from liftinv.solvers import Nesterov, Rule
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ class InversionConfig:
         discrepancy_rtol: accepted relative deviation from the target.
         max_search: maximal number of solves of the discrepancy search.
         default_alpha: :math:`\alpha` for ``weight=None`` without a noise level, and the first
-            guess of the search.
+            guess of the search for regularisers other than TV (see :func:`first_alpha`).
         rule: update rule of the variable blocks in BCD.
     """
 
@@ -284,123 +283,20 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
     return Task(net, output, projected, _noise(noise_level, batch, output), x0.detach().clone(), y, free_output)
 
 
-# --------------------------------------------------------------------------------- parameter search
-def search_alpha(solve: Callable[[Tensor], int], discrepancy: Callable[[], Tensor], delta: Tensor,
-                 alpha0: Tensor, config: InversionConfig, history: InversionHistory) -> Tensor:
-    r"""Discrepancy principle: per sample, :math:`\alpha` with :math:`d(u_\alpha) = \tau\delta`.
-
-    ``solve(alpha)`` (warm-started) returns its iteration count; ``discrepancy()`` gives
-    :math:`d` at the current solution; ``alpha0`` (shape ``(B,)``) is the first guess. Brackets by factors of 10, then safeguarded regula falsi
-    in :math:`(\log\alpha, \log d)`, the new point kept in the middle 80 % of the bracket; stops when
-    every sample is within ``discrepancy_rtol`` of its target, or after ``max_search`` solves.
-    Returns the :math:`\alpha` of the last solve.
-    """
-    delta = delta.double()  # the search runs in float64 (logs of tiny and huge weights)
-    target = config.tau * delta
-    zero = delta == 0
-    alpha = torch.where(zero, torch.zeros_like(delta), alpha0.to(delta))
-    lo, hi = torch.zeros_like(delta), torch.full_like(delta, math.inf)
-    d_lo, d_hi = torch.zeros_like(delta), torch.zeros_like(delta)
-    for k in range(config.max_search):
-        start = perf_counter()
-        iterations = solve(alpha)
-        d = discrepancy()
-        history.steps.append(SearchStep(alpha.clone(), d.clone(), iterations, perf_counter() - start))
-        done = zero | ((d - target).abs() <= config.discrepancy_rtol * target)
-        if bool(done.all()) or k == config.max_search - 1:
-            break
-        high = ~done & (d > target)  # alpha too large
-        low = ~done & ~high
-        hi, d_hi = torch.where(high, alpha, hi), torch.where(high, d, d_hi)
-        lo, d_lo = torch.where(low, alpha, lo), torch.where(low, d, d_lo)
-        bracketed = (lo > 0) & torch.isfinite(hi)
-        log_lo, log_hi = lo.clamp_min(1e-300).log(), hi.clamp_max(1e300).log()
-        slope = (d_hi.clamp_min(1e-300).log() - d_lo.clamp_min(1e-300).log()) / (log_hi - log_lo)
-        step = (target.clamp_min(1e-300).log() - d_lo.clamp_min(1e-300).log()) / slope
-        frac = torch.where(torch.isfinite(step) & (slope > 0), step / (log_hi - log_lo), torch.full_like(step, 0.5))
-        inner = (log_lo + frac.clamp(0.1, 0.9) * (log_hi - log_lo)).exp()
-        outer = torch.where(torch.isfinite(hi), hi / 10, lo * 10)
-        alpha = torch.where(done, alpha, torch.where(bracketed, inner, outer))
-    return alpha
-
-
-def network_lipschitz(task: Task, iters: int = 15) -> float:
-    r"""Estimate of the Lipschitz constant of :math:`N`: :math:`\|J_N(v)\|_2` at a random input
-    :math:`v` uniform in :math:`[0, 1]` (a typical image), by power iteration on
-    :math:`J^\top J` (autograd JVP/VJP, fixed seed)."""
-    g = torch.Generator(device=task.x0.device).manual_seed(0)
-    v = torch.rand(task.x0[:1].shape, dtype=task.x0.dtype, device=task.x0.device, generator=g)
-    w = torch.randn(v.shape, dtype=v.dtype, device=v.device, generator=g)
-    y = None if task.y is None else task.y[:1]
-    forward = lambda x: task.network(x, y)  # noqa: E731
-    _, pullback = torch.func.vjp(forward, v)
-    lam = 0.0
-    for _ in range(iters):
-        w = w / w.norm().clamp_min(1e-300)
-        _, jw = torch.func.jvp(forward, (v,), (w,))
-        w = pullback(jw)[0].detach()
-        lam = float((w * w).sum().sqrt())
-    return lam**0.5
-
-
 def first_alpha(task: Task, regularizer: Potential, config: InversionConfig) -> Tensor:
     r"""First guess of the discrepancy search, per sample. For TV, from the optimality condition
     :math:`J_N^* s = -\alpha\,\partial\mathrm{TV}(u)` with :math:`\|s\| \approx \tau\delta` (the residual
     at the target) and :math:`\|\partial\mathrm{TV}\| \le \sqrt{8n}` (:math:`n` input entries):
-    :math:`\alpha_0 = \operatorname{Lip}(N)\,\tau\delta/\sqrt{8n}` (:func:`network_lipschitz`);
-    otherwise ``config.default_alpha``."""
+    :math:`\alpha_0 = \operatorname{Lip}(N)\,\tau\delta/\sqrt{8n}`
+    (:func:`~liftinv.inversion_search.lipschitz_estimate`); otherwise ``config.default_alpha``."""
     if isinstance(regularizer, TV):
-        n = task.x0[0].numel()
-        return network_lipschitz(task) * config.tau * task.delta / math.sqrt(8 * n)
+        y = None if task.y is None else task.y[:1]
+        lip = lipschitz_estimate(lambda x: task.network(x, y), task.x0[:1])
+        return lip * config.tau * task.delta / math.sqrt(8 * task.x0[0].numel())
     return torch.full_like(task.delta, config.default_alpha)
 
 
-# --------------------------------------------------------------------------------- lifted BCD
-class LiftedBCD:
-    """Block-coordinate inversion of a deep network; state kept between solves (warm start)."""
-
-    def __init__(self, task: Task, config: InversionConfig):
-        self.task, self.config = task, config
-        with torch.no_grad():
-            xs = task.network.feasible(task.x0, task.y)
-        self.xs = xs if task.free_output else [*xs[:-1], task.projected]
-
-    @property
-    def input(self) -> Tensor:
-        return self.xs[0]
-
-    def solve(self, regularizer: Potential | None, history: InversionHistory) -> int:
-        """Run BCD from the current variables; returns the iterations done."""
-        net, config, task = self.task.network, self.config, self.task
-        terms = {} if regularizer is None else {0: regularizer}
-        if task.free_output:
-            terms[net.depth] = SquaredError(task.data)
-        problem = LiftedProblem(net, self.xs, task.y, free_vars=range(net.depth + task.free_output),
-                                train_params=False, terms=terms)
-        solver = BCD(var_rule=config.rule)
-        state, energy = solver.init(problem), float(problem.energy())
-        start, it = perf_counter(), 0
-        while it < config.max_iter:
-            it += 1
-            previous = problem.xs[0]
-            state = solver.step(problem, state)
-            u, new = problem.xs[0], float(problem.energy())
-            change = float((u - previous).norm() / u.norm().clamp_min(1e-30))
-            history.record(new, change)
-            if new > energy:
-                state.var_states.clear()  # restart the momentum (O'Donoghue & Candes 2015)
-            energy = new
-            if (config.tol > 0 and change <= config.tol) or perf_counter() - start > config.max_time:
-                break
-        self.xs = problem.xs
-        return it
-
-
 # --------------------------------------------------------------------------------- entry point
-def _regularizer_at(regularizer: Potential | None, alpha: Tensor | None) -> Potential | None:
-    return regularizer if alpha is None else regularizer.with_weight(alpha)
-
-
 def solve_task(task: Task, solver, regularizer: Potential | None, config: InversionConfig) -> InversionResult:
     """Run ``solver`` (with ``solve(regularizer, history)`` and ``input``) on ``task``, choosing
     the weight of ``regularizer`` when it is ``None`` (see the module docstring)."""
@@ -409,19 +305,22 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
     history = InversionHistory()
     batch = task.data.shape[0]
     free = regularizer is not None and getattr(regularizer, "weight", 0.0) is None
+
+    def solve(alpha: Tensor | None) -> Tensor:
+        start = perf_counter()
+        iterations = solver.solve(regularizer if alpha is None else regularizer.with_weight(alpha), history)
+        d = task.discrepancy(solver.input)
+        weights = task.data.new_full((batch,), math.nan) if alpha is None else alpha.clone()
+        history.steps.append(SearchStep(weights, d.clone(), iterations, perf_counter() - start))
+        return d
+
     if free and task.delta is not None:
-
-        def solve(alpha: Tensor) -> int:
-            return solver.solve(_regularizer_at(regularizer, alpha), history)
-
-        alpha0 = first_alpha(task, regularizer, config)
-        alpha = search_alpha(solve, lambda: task.discrepancy(solver.input), task.delta, alpha0, config, history)
+        alpha = search_alpha(solve, task.delta, first_alpha(task, regularizer, config), tau=config.tau,
+                             rtol=config.discrepancy_rtol, max_search=config.max_search)
     else:
         alpha = task.data.new_full((batch,), config.default_alpha) if free else None
-        start = perf_counter()
-        iterations = solver.solve(_regularizer_at(regularizer, alpha), history)
-        alpha = task.data.new_full((batch,), math.nan) if alpha is None else alpha
-        history.steps.append(SearchStep(alpha.clone(), task.discrepancy(solver.input), iterations, perf_counter() - start))
+        solve(alpha)
+        alpha = history.steps[-1].alpha
     variables = list(getattr(solver, "xs", [solver.input, task.projected]))
     target = None if task.delta is None else config.tau * task.delta
     return InversionResult(solver.input.clone(), variables, alpha, task.discrepancy(solver.input), target, history)
@@ -476,5 +375,5 @@ def invert(
     if task.network.depth == 1 and not free_output and isinstance(regularizer, TV):
         solver = PrimalDual(task.network, task.x0, task.projected, task.y, config)
     else:
-        solver = LiftedBCD(task, config)
+        solver = LiftedBCD(task.network, task.x0, task.data, task.projected, task.y, task.free_output, config)
     return solve_task(task, solver, regularizer, config)

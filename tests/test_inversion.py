@@ -6,7 +6,8 @@ from torch import nn
 
 from liftinv.architectures import MLP, ResNet
 from liftinv.convert import lift
-from liftinv.inversion import InversionConfig, LiftedBCD, invert, prepare, solve_task
+from liftinv.inversion import InversionConfig, invert, prepare, solve_task
+from liftinv.inversion_bcd import LiftedBCD
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.potentials import TV, Tikhonov
 from liftinv.solvers import Plain
@@ -75,7 +76,7 @@ def test_pdhg_same_minimiser_from_two_starts_and_matches_bcd_reference():
     # reference: a long proximal-gradient run (BCD with FISTA steps and the TV prox) on the same objective
     task = prepare(model, f, x0=torch.zeros_like(u_true))
     ref_cfg = InversionConfig(max_iter=5000, tol=1e-10)
-    ref = solve_task(task, LiftedBCD(task, ref_cfg), TV(0.02, tol=1e-10, max_inner=1000), ref_cfg)
+    ref = solve_task(task, LiftedBCD(task.network, task.x0, task.data, task.projected, None, False, ref_cfg), TV(0.02, tol=1e-10, max_inner=1000), ref_cfg)
     torch.testing.assert_close(a.input, ref.input, atol=1e-6, rtol=0)
     assert a.history.energy[-1] == pytest.approx(ref.history.energy[-1], rel=1e-7)
 

@@ -1,0 +1,75 @@
+r"""Choice of the regularisation weight by the discrepancy principle (used by
+:func:`liftinv.invert` and the gradient baseline).
+
+Per sample, find :math:`\alpha` with :math:`d(u_\alpha) = \tau\delta`, where :math:`u_\alpha` is the
+(warm-started) solution for the weight :math:`\alpha` and :math:`d` the discrepancy. The problems
+of the samples of a batch are independent, so all samples are searched at once, each with its
+own bracket.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+_TINY, _HUGE = 1e-300, 1e300
+
+
+def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tensor, *, tau: float, rtol: float,
+                 max_search: int) -> Tensor:
+    r"""Discrepancy principle: per sample, :math:`\alpha` with :math:`d(u_\alpha) = \tau\delta`.
+
+    ``solve(alpha)`` solves for the weights ``alpha`` (shape ``(B,)``, warm-started from the
+    previous solve) and returns the discrepancy :math:`d` per sample. Starting from ``alpha0``,
+    :math:`\alpha` is multiplied (divided) by 10 until the target is bracketed, then refined by
+    regula falsi on :math:`\log d` against :math:`\log\alpha`, the new point kept in the middle 80 %
+    of the bracket (in :math:`\log\alpha`); a sample is done when
+    :math:`|d - \tau\delta| \le \text{rtol}\,\tau\delta`. Stops when every sample is done or after
+    ``max_search`` solves. :math:`\delta = 0` gives :math:`\alpha = 0`. Runs in float64.
+
+    Returns:
+        The weights of the last solve.
+    """
+    delta = delta.double()
+    target = tau * delta
+    zero = delta == 0
+    alpha = torch.where(zero, torch.zeros_like(delta), alpha0.to(delta))
+    lo, hi = torch.zeros_like(delta), torch.full_like(delta, math.inf)
+    d_lo, d_hi = torch.zeros_like(delta), torch.zeros_like(delta)
+    for k in range(max_search):
+        d = solve(alpha).to(delta)
+        done = zero | ((d - target).abs() <= rtol * target)
+        if bool(done.all()) or k == max_search - 1:
+            break
+        high = ~done & (d > target)  # alpha too large
+        low = ~done & ~high
+        hi, d_hi = torch.where(high, alpha, hi), torch.where(high, d, d_hi)
+        lo, d_lo = torch.where(low, alpha, lo), torch.where(low, d, d_lo)
+        log_lo, log_hi = lo.clamp_min(_TINY).log(), hi.clamp_max(_HUGE).log()
+        slope = (d_hi.clamp_min(_TINY).log() - d_lo.clamp_min(_TINY).log()) / (log_hi - log_lo)
+        step = (target.clamp_min(_TINY).log() - d_lo.clamp_min(_TINY).log()) / slope
+        frac = torch.where(torch.isfinite(step) & (slope > 0), step / (log_hi - log_lo), torch.full_like(step, 0.5))
+        inner = (log_lo + frac.clamp(0.1, 0.9) * (log_hi - log_lo)).exp()
+        outer = torch.where(torch.isfinite(hi), hi / 10, lo * 10)
+        bracketed = (lo > 0) & torch.isfinite(hi)
+        alpha = torch.where(done, alpha, torch.where(bracketed, inner, outer))
+    return alpha
+
+
+def lipschitz_estimate(forward: Callable[[Tensor], Tensor], like: Tensor, iters: int = 15) -> float:
+    r""":math:`\|J_N(v)\|_2` of ``forward`` at a random input :math:`v` uniform in :math:`[0, 1]` (a
+    typical image) of the shape of ``like``, by power iteration on :math:`J^\top J` (autograd JVP
+    and VJP, fixed seed): an estimate of the Lipschitz constant of the network."""
+    g = torch.Generator(device=like.device).manual_seed(0)
+    v = torch.rand(like.shape, dtype=like.dtype, device=like.device, generator=g)
+    w = torch.randn(v.shape, dtype=v.dtype, device=v.device, generator=g)
+    _, pullback = torch.func.vjp(forward, v)
+    lam = 0.0
+    for _ in range(iters):
+        w = w / w.norm().clamp_min(_TINY)
+        _, jw = torch.func.jvp(forward, (v,), (w,))
+        w = pullback(jw)[0].detach()
+        lam = float(w.norm())
+    return lam**0.5
