@@ -41,21 +41,32 @@ class LiftedBCD:
         with torch.no_grad():
             xs = network.feasible(x0, y)
         self.xs = xs if free_output else [*xs[:-1], projected]
+        self.problem: LiftedProblem | None = None
 
     @property
     def input(self) -> Tensor:
         return self.xs[0]
 
+    def _problem(self, regularizer: Potential | None) -> LiftedProblem:
+        """The lifted problem with ``regularizer`` on the input. Kept between solves when the
+        regulariser has no smooth part (its Lipschitz estimates stay valid: warm start), else
+        rebuilt (the input block's Lipschitz constant depends on the regulariser's weight)."""
+        net = self.network
+        terms = {} if regularizer is None else {0: regularizer}
+        if self.free_output:
+            terms[net.depth] = SquaredError(self.data)
+        if self.problem is None or regularizer is None or regularizer.smooth:
+            self.problem = LiftedProblem(net, self.xs, self.y, free_vars=range(net.depth + self.free_output),
+                                         train_params=False, terms=terms)
+        else:
+            self.problem.terms.update(terms)
+        return self.problem
+
     def solve(self, regularizer: Potential | None, history) -> int:
         """Run BCD from the current variables, recording into ``history``; returns the iterations.
         Stops after ``max_iter`` sweeps, when :math:`\\|u_k - u_{k-1}\\| \\le \\text{tol}\\,\\|u_k\\|`
         (``tol`` > 0), or after ``max_time`` seconds."""
-        net, config = self.network, self.config
-        terms = {} if regularizer is None else {0: regularizer}
-        if self.free_output:
-            terms[net.depth] = SquaredError(self.data)
-        problem = LiftedProblem(net, self.xs, self.y, free_vars=range(net.depth + self.free_output),
-                                train_params=False, terms=terms)
+        config, problem = self.config, self._problem(regularizer)
         solver = BCD(var_rule=config.rule)
         state, energy = solver.init(problem), float(problem.energy())
         start, it = perf_counter(), 0

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 
 _TINY, _HUGE = 1e-300, 1e300
+#: Relative change of the discrepancy below which a factor-10 step of the weight counts as stalled.
+STALL = 0.02
 
 
 def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tensor, *, tau: float, rtol: float,
@@ -26,8 +28,12 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     :math:`\alpha` is multiplied (divided) by 10 until the target is bracketed, then refined by
     regula falsi on :math:`\log d` against :math:`\log\alpha`, the new point kept in the middle 80 %
     of the bracket (in :math:`\log\alpha`); a sample is done when
-    :math:`|d - \tau\delta| \le \text{rtol}\,\tau\delta`. Stops when every sample is done or after
-    ``max_search`` solves. :math:`\delta = 0` gives :math:`\alpha = 0`. Runs in float64.
+    :math:`|d - \tau\delta| \le \text{rtol}\,\tau\delta`. A target out of reach (dividing
+    :math:`\alpha` by 10 changes :math:`d` by less than ``STALL`` relatively, e.g. a solver that cannot
+    fit the data more closely within its budget) stops the search for that sample at the larger
+    weight, which fits as well; symmetrically when multiplying by 10 does not raise :math:`d`. Stops
+    when every sample is done or after ``max_search`` solves. :math:`\delta = 0` gives
+    :math:`\alpha = 0`. Runs in float64.
 
     Returns:
         The weights of the last solve.
@@ -38,13 +44,19 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     alpha = torch.where(zero, torch.zeros_like(delta), alpha0.to(delta))
     lo, hi = torch.zeros_like(delta), torch.full_like(delta, math.inf)
     d_lo, d_hi = torch.zeros_like(delta), torch.zeros_like(delta)
+    frozen = torch.zeros_like(zero)
     for k in range(max_search):
         d = solve(alpha).to(delta)
-        done = zero | ((d - target).abs() <= rtol * target)
+        done = zero | frozen | ((d - target).abs() <= rtol * target)
         if bool(done.all()) or k == max_search - 1:
             break
         high = ~done & (d > target)  # alpha too large
         low = ~done & ~high
+        stalled_down = high & (lo == 0) & torch.isfinite(hi) & (d >= (1 - STALL) * d_hi)
+        stalled_up = low & torch.isinf(hi) & (lo > 0) & (d <= (1 + STALL) * d_lo)
+        restore = hi.clone()
+        frozen = frozen | stalled_down | stalled_up
+        high, low = high & ~stalled_down, low & ~stalled_up
         hi, d_hi = torch.where(high, alpha, hi), torch.where(high, d, d_hi)
         lo, d_lo = torch.where(low, alpha, lo), torch.where(low, d, d_lo)
         log_lo, log_hi = lo.clamp_min(_TINY).log(), hi.clamp_max(_HUGE).log()
@@ -54,7 +66,8 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
         inner = (log_lo + frac.clamp(0.1, 0.9) * (log_hi - log_lo)).exp()
         outer = torch.where(torch.isfinite(hi), hi / 10, lo * 10)
         bracketed = (lo > 0) & torch.isfinite(hi)
-        alpha = torch.where(done, alpha, torch.where(bracketed, inner, outer))
+        alpha = torch.where(done | stalled_up, alpha, torch.where(bracketed, inner, outer))
+        alpha = torch.where(stalled_down, restore, alpha)
     return alpha
 
 

@@ -337,3 +337,38 @@ def test_invert_cli_round_trip(tmp_path, capsys):
     assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--regularizer", "l1",
                         "--input-shape", "1", "7", "9", "--out", str(tmp_path / "x.npy")]) == 2
     assert "--weight" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the weight search on model discrepancy curves
+def test_search_alpha_hits_target_of_monotone_curves():
+    from liftinv.inversion_search import search_alpha
+
+    scale = torch.tensor([1.0, 3.0, 0.2], dtype=F64)
+    calls = []
+
+    def solve(alpha):  # d increases with alpha, d(0) = 0.1 scale, d(inf) = 2 scale
+        calls.append(alpha.clone())
+        return scale * (0.1 + 1.9 * alpha / (1 + alpha))
+
+    delta = torch.tensor([1.0, 1.5, 0.3], dtype=F64)
+    alpha = search_alpha(solve, delta, torch.full((3,), 1e-3, dtype=F64), tau=1.0, rtol=1e-3, max_search=30)
+    # exact solution of scale (0.1 + 1.9 a / (1 + a)) = delta
+    r = delta / scale - 0.1
+    torch.testing.assert_close(alpha, r / (1.9 - r), rtol=3e-3, atol=0)
+    assert len(calls) < 15
+
+
+def test_search_alpha_stops_on_an_unreachable_target():
+    from liftinv.inversion_search import search_alpha
+
+    calls = []
+
+    def solve(alpha):  # plateau at 1 below alpha = 1: the target 0.5 cannot be reached
+        calls.append(alpha.clone())
+        return alpha.clamp_min(1.0)
+
+    alpha = search_alpha(solve, torch.tensor([0.5], dtype=F64), torch.tensor([10.0], dtype=F64), tau=1.0, rtol=0.01,
+                         max_search=20)
+    assert float(alpha) == pytest.approx(1.0)
+    # 10 -> 1 -> 0.1 (no change: stalled) -> back to 1, solved once more, then done
+    assert [float(a) for a in calls] == pytest.approx([10.0, 1.0, 0.1, 1.0])
