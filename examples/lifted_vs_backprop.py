@@ -29,7 +29,7 @@ val_set = load_dataset("patches", "val", size=size).tensors[0][:32]
 physics = Blur(gaussian_kernel(1.5, dtype=torch.float32), img_size=(1, size, size), boundary="zero")
 task = Reconstruction(physics, noise_sigma=0.02)
 start = UnrolledPrimalDual(physics, 5, 8, (1, size, size), threshold=0.05,
-                           generator=torch.Generator().manual_seed(1)).float()
+                           generator=torch.Generator().manual_seed(1))
 
 # One entry point, three methods: only the `method` argument differs. Each run gets a copy of the
 # same initial network and the same generator seed (same batches, same noise).

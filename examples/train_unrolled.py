@@ -40,8 +40,7 @@ physics = Blur(gaussian_kernel(1.5, dtype=torch.float32), img_size=(1, size, siz
 task = Reconstruction(physics, noise_sigma=noise)
 
 # Five unrolled primal-dual iterations with 8 learned dual channels; the steps come from ||A||.
-# .float() casts every parameter (the gradient steps keep theirs in float64 otherwise).
-net = UnrolledPrimalDual(physics, 5, 8, (1, size, size), threshold=0.05, generator=generator).float()
+net = UnrolledPrimalDual(physics, 5, 8, (1, size, size), threshold=0.05, generator=generator)
 
 # Lifted Bregman training: block-coordinate descent on the lifted energy, Adam on the weights.
 # Every gradient is local to one layer: no backpropagation through the network.

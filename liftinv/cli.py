@@ -48,14 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if args.command in SUBCOMMANDS:
         module, function, _ = SUBCOMMANDS[args.command]
-        try:
-            run = getattr(importlib.import_module(module), function)
-        except (ModuleNotFoundError, AttributeError) as err:
-            if module not in str(err) and function not in str(err):
-                raise
-            print(f"liftinv {args.command}: not available in this version ({module}.{function} is missing)", file=sys.stderr)
-            return 1
-        return run(rest)
+        return getattr(importlib.import_module(module), function)(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from liftinv.demo import run_demo

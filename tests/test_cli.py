@@ -27,7 +27,7 @@ def test_help(capsys):
     assert "--quick" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command, option", [("reconstruct", "--measurements"), ("train", "--resume")])
+@pytest.mark.parametrize("command, option", [("reconstruct", "--measurements"), ("train", "--resume"), ("invert", "--noise-level")])
 def test_subcommand_help(capsys, command, option):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

@@ -50,11 +50,21 @@ def check_lifted_vs_backprop(out: str, cwd: Path) -> None:
         assert len(values) == 3 and values[1] > values[0]  # epoch 0, epoch 1, seconds
 
 
+def check_invert_pretrained(out: str, cwd: Path) -> None:
+    delta = float(_line(out, "noise level delta").split()[-1])
+    for method in ("lifted", "gradient"):
+        line = _line(out, f"{method} ")
+        discrepancy = float(re.search(r"discrepancy (\d+\.\d+)", line).group(1))
+        assert abs(discrepancy / delta - 1) < 0.1 and _psnr(line) > 25, line  # discrepancy principle met
+    assert all((cwd / "out" / name).is_file() for name in ("features.pt", "features.npy", "patches.npy"))
+
+
 CHECKS = {
     "reconstruct.py": check_reconstruct,
     "custom_operator.py": check_custom_operator,
     "train_unrolled.py": check_train_unrolled,
     "lifted_vs_backprop.py": check_lifted_vs_backprop,
+    "invert_pretrained.py": check_invert_pretrained,
 }
 
 
