@@ -176,6 +176,7 @@ def _method(args, operator: str, saved):
         raise ValueError("--method model needs --model FILE" if saved is None else f"--model needs --method model, got --method {name}")
     if args.iters is not None and args.iters < 1:
         raise ValueError(f"--iters must be a positive integer, got {args.iters}")
+    # methods without a weight ignore it; Wiener on CT or MRI is refused by the method itself
     weight = args.weight if args.weight is not None else WEIGHTS.get((operator, name), demo.BLUR_WIENER)
     methods = {
         "model": lambda: saved,
