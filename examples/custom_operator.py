@@ -14,7 +14,7 @@ from deepinv.physics import GaussianNoise, LinearPhysics
 
 from liftinv.data import load_dataset
 from liftinv.metrics import psnr
-from liftinv.reconstruct import TV, Adjoint, Tikhonov, reconstruct
+from liftinv.reconstruction import TV, Adjoint, Tikhonov, reconstruct
 from operators import adjoint_error, opnorm
 from operators.spec import physics_spec
 

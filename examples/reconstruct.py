@@ -12,7 +12,7 @@ from deepinv.physics import GaussianNoise
 
 from liftinv.data import load_dataset
 from liftinv.metrics import psnr
-from liftinv.reconstruct import FBP, TV, Tikhonov, ZeroFilled, reconstruct
+from liftinv.reconstruction import FBP, TV, Tikhonov, ZeroFilled, reconstruct
 from operators import MRI, Radon, random_mask
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

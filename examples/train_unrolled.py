@@ -17,7 +17,7 @@ from liftinv.architectures import UnrolledPrimalDual
 from liftinv.data import load_dataset
 from liftinv.metrics import psnr
 from liftinv.models import load_model, save_model
-from liftinv.reconstruct import Tikhonov, reconstruct
+from liftinv.reconstruction import Tikhonov, reconstruct
 from liftinv.solvers import BCD
 from liftinv.solvers.rules import Adam
 from liftinv.tasks import Reconstruction

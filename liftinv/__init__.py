@@ -15,5 +15,7 @@ from liftinv.network import LiftedNetwork
 from liftinv.penalty import BREGMAN, FENCHEL, MAC, bregman
 from liftinv.potentials import L1, Box, SquaredError, Tikhonov
 from liftinv.problem import LiftedProblem
+from liftinv.reconstruction import reconstruct
+from liftinv.models import load_model, save_model
 
 __version__ = "0.1.0"

@@ -30,7 +30,7 @@ from liftinv.data import load_dataset
 from liftinv.io import IMAGE_SUFFIXES, SUFFIXES, load_array, save_array
 from liftinv.metrics import psnr, ssim
 from liftinv.models import load_model, model_spec
-from liftinv.reconstruct import FBP, TV, Adjoint, Tikhonov, Wiener, ZeroFilled, reconstruct
+from liftinv.reconstruction import FBP, TV, Adjoint, Tikhonov, Wiener, ZeroFilled, reconstruct
 from operators.blur import BOUNDARIES, Blur
 from operators.kernels import gaussian_kernel
 from operators.masks import random_mask

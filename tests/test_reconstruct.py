@@ -7,7 +7,7 @@ from liftinv import classical
 from liftinv.architectures import UnrolledPrimalDual
 from liftinv.metrics import psnr
 from liftinv.models import load_model, save_model
-from liftinv.reconstruct import FBP, TV, Adjoint, Tikhonov, Trained, Wiener, ZeroFilled, default_method, reconstruct
+from liftinv.reconstruction import FBP, TV, Adjoint, Tikhonov, Trained, Wiener, ZeroFilled, default_method, reconstruct
 from liftinv.tv import pdhg_tv
 from operators import MRI, Blur, Radon, gaussian_kernel, random_mask
 from operators.spec import physics_spec
