@@ -1,0 +1,269 @@
+"""Inversion of pre-trained networks: lifted versus gradient-based inversion, side by side.
+
+``python -m liftinv.bench inversion [--quick] [--json FILE]`` (or ``python -m
+liftinv.bench.inversion``) prints one table and saves the error-versus-noise plot to
+``out/bench/inversion_noise.png``.
+
+Tasks (test images of the bundled ``ellipses`` set, 64x64 in [0, 1]):
+
+1. ``perceptron``: :math:`f = \\mathrm{ReLU}(Wu)`, :math:`W \\in \\mathbb R^{512\\times 4096}` standard normal.
+2. ``encoder``: the encoder of a small convolutional autoencoder trained here with Adam on the
+   training split (weights cached under ``out/bench/`` by a hash of the settings); the image is
+   recovered from its code, and compared with the autoencoder's own decoder.
+3. ``resnet``: a random tied convolutional ResNet
+   :math:`u \\mapsto Q(\\dots(u_j + W_j^\\top\\sigma(W_j u_j + b_j))\\dots)P`.
+
+Each output gets Gaussian noise of norm ``noise`` times its norm (the noise level
+:math:`\\delta` given to the methods is that norm). Every method uses TV with the box [0, 1], its
+weight chosen by the discrepancy principle (:math:`\\tau = 1`) with the same search, starts from the
+constant image 0.5, and gets the same wall-clock budget per solve of the search (no other
+stopping rule), so ``seconds`` differ only through the number of solves the search needs.
+Methods: ``lifted`` (:func:`liftinv.invert`: PDHG for the perceptron, BCD otherwise),
+``lifted free-output`` (``free_output=True``, perceptron only: for the linear last layers of the
+other tasks it is the same problem), ``gradient adam`` (:func:`~liftinv.inversion_baseline.invert_gradient`,
+Adam with learning rate 0.01) and, in the full run, ``gradient lbfgs``. CPU runs are single-threaded
+(restored afterwards) so that timings are not distorted by other processes on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from time import perf_counter
+
+import torch
+from torch import Tensor, nn
+
+from liftinv.architectures import ResNet
+from liftinv.data import load_dataset
+from liftinv.inversion import InversionConfig, InversionResult, invert
+from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
+from liftinv.metrics import psnr, ssim
+from liftinv.potentials import TV
+
+OUT = Path("out/bench")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of a benchmark run."""
+
+    images: int
+    noise: tuple[float, ...]
+    solve_seconds: float
+    max_search: int
+    lbfgs: bool
+    epochs: int
+
+
+QUICK = Settings(images=4, noise=(0.01, 0.05, 0.1), solve_seconds=1.5, max_search=6, lbfgs=False, epochs=12)
+FULL = Settings(images=8, noise=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2), solve_seconds=3.0, max_search=10, lbfgs=True, epochs=12)
+
+
+@dataclass(frozen=True)
+class AutoencoderSettings:
+    """Architecture and training of the task-2 autoencoder (hashed for the weight cache)."""
+
+    code: int = 256
+    channels: tuple[int, int] = (8, 16)
+    slope: float = 0.1
+    epochs: int = 12
+    batch: int = 32
+    lr: float = 2e-3
+    seed: int = 0
+
+
+def _noisy(f: Tensor, rel: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``f`` plus Gaussian noise of norm ``rel * |f|`` per sample; returns the data and that norm."""
+    noise = torch.randn(f.shape, generator=generator).to(f)
+    delta = rel * f.flatten(1).norm(dim=1)
+    noise = noise * (delta / noise.flatten(1).norm(dim=1)).reshape(-1, *(1,) * (f.ndim - 1))
+    return f + noise, delta
+
+
+def perceptron(generator: torch.Generator) -> nn.Module:
+    """Task 1: Flatten, Linear(4096, 512) with standard normal weights and no bias, ReLU."""
+    linear = nn.Linear(64 * 64, 512, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(512, 64 * 64, generator=generator))
+    return nn.Sequential(nn.Flatten(), linear, nn.ReLU())
+
+
+def autoencoder(s: AutoencoderSettings) -> tuple[nn.Sequential, nn.Sequential]:
+    """Task 2: encoder 64x64 -> ``code`` (two stride-2 convolutions with leaky ReLU, then a linear
+    map) and its mirror decoder, initialised from ``s.seed``."""
+    c1, c2 = s.channels
+    encoder = nn.Sequential(
+        nn.Conv2d(1, c1, 4, 2, 1), nn.LeakyReLU(s.slope), nn.Conv2d(c1, c2, 4, 2, 1), nn.LeakyReLU(s.slope),
+        nn.Flatten(), nn.Linear(c2 * 16 * 16, s.code),
+    )
+    decoder = nn.Sequential(
+        nn.Linear(s.code, c2 * 16 * 16), nn.Unflatten(1, (c2, 16, 16)), nn.LeakyReLU(s.slope),
+        nn.ConvTranspose2d(c2, c1, 4, 2, 1), nn.LeakyReLU(s.slope), nn.ConvTranspose2d(c1, 1, 4, 2, 1),
+    )
+    g = torch.Generator().manual_seed(s.seed)
+    for m in [*encoder, *decoder]:
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            bound = 1.0 / math.sqrt(m.weight[0].numel())
+            nn.init.uniform_(m.weight, -bound, bound, generator=g)
+            nn.init.zeros_(m.bias)
+    return encoder, decoder
+
+
+def trained_autoencoder(s: AutoencoderSettings) -> tuple[nn.Sequential, nn.Sequential, dict]:
+    """Train (or load from the cache) the autoencoder on the ``ellipses`` training split by
+    backpropagation, Adam on the mean squared reconstruction error, fixed shuffling seed."""
+    encoder, decoder = autoencoder(s)
+    key = hashlib.sha256(json.dumps(asdict(s), sort_keys=True).encode()).hexdigest()[:16]
+    path = OUT / f"autoencoder_{key}.pt"
+    if path.is_file():
+        state = torch.load(path, weights_only=True)
+        encoder.load_state_dict(state["encoder"])
+        decoder.load_state_dict(state["decoder"])
+        return encoder, decoder, state["info"]
+    images = load_dataset("ellipses", "train")[:][0]
+    params = [*encoder.parameters(), *decoder.parameters()]
+    optimizer = torch.optim.Adam(params, lr=s.lr)
+    g = torch.Generator().manual_seed(s.seed + 1)
+    start = perf_counter()
+    for _ in range(s.epochs):
+        for idx in torch.randperm(len(images), generator=g).split(s.batch):
+            loss = (decoder(encoder(images[idx])) - images[idx]).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        train_mse = float((decoder(encoder(images)) - images).pow(2).mean())
+    info = {"train_seconds": perf_counter() - start, "train_mse": train_mse}
+    OUT.mkdir(parents=True, exist_ok=True)
+    torch.save({"encoder": encoder.state_dict(), "decoder": decoder.state_dict(), "info": info}, path)
+    return encoder, decoder, info
+
+
+def resnet(generator: torch.Generator) -> nn.Module:
+    """Task 3: tied convolutional ResNet, 1 -> 4 channels, 3 blocks with leaky ReLU, -> 1 channel."""
+    return ResNet(4, 3, nn.LeakyReLU(0.1), in_features=1, out_features=1, kernel_size=3, tied=True,
+                  generator=generator)
+
+
+def _methods(s: Settings, task: str) -> list[tuple[str, object]]:
+    """``(name, function(network, data, delta, x0, config) -> InversionResult)``."""
+    reg = TV(box=(0.0, 1.0))
+
+    def lifted(free_output: bool):
+        return lambda net, f, delta, x0, cfg: invert(net, f, regularizer=reg, noise_level=delta, x0=x0,
+                                                     free_output=free_output, config=cfg)
+
+    def gradient(opt: GradientOptimizer):
+        return lambda net, f, delta, x0, cfg: invert_gradient(net, f, regularizer=reg, noise_level=delta, x0=x0,
+                                                              config=cfg, optimizer=opt)
+
+    methods = [("lifted", lifted(False))]
+    if task == "perceptron":
+        methods.append(("lifted free-output", lifted(True)))
+    methods.append(("gradient adam", gradient(GradientOptimizer(lr=1e-2))))
+    if s.lbfgs:
+        methods.append(("gradient lbfgs", gradient(GradientOptimizer(lr=1.0, lbfgs=True))))
+    return methods
+
+
+def _record(task: str, rel: float, method: str, x: Tensor, truth: Tensor, seconds: float, result: InversionResult | None) -> dict:
+    x = x.clamp(0, 1)
+    record = {
+        "section": "inversion", "task": task, "noise": rel, "method": method,
+        "psnr": float(psnr(x, truth).mean()), "ssim": float(ssim(x, truth).mean()),
+        "rel_error": float(((x - truth).flatten(1).norm(dim=1) / truth.flatten(1).norm(dim=1)).mean()),
+        "seconds": seconds,
+    }
+    if result is not None:
+        record.update({
+            "iterations": result.iterations, "solves": len(result.history.steps),
+            "alpha": float(result.alpha.mean()),
+            "discrepancy/target": float((result.discrepancy / result.target).mean()),
+        })
+    return record
+
+
+def _case(task: str, network: nn.Module, truth: Tensor, s: Settings, generator: torch.Generator, decoder=None) -> list[dict]:
+    with torch.no_grad():
+        clean = network(truth)
+    x0 = torch.full_like(truth, 0.5)
+    cfg = InversionConfig(max_iter=10**9, tol=0.0, max_time=s.solve_seconds, max_search=s.max_search)
+    records = []
+    for rel in s.noise:
+        data, delta = _noisy(clean, rel, generator)
+        for name, method in _methods(s, task):
+            start = perf_counter()
+            result = method(network, data, delta, x0, cfg)
+            records.append(_record(task, rel, name, result.input, truth, perf_counter() - start, result))
+        if decoder is not None:
+            start = perf_counter()
+            with torch.no_grad():
+                decoded = decoder(data)
+            records.append(_record(task, rel, "decoder", decoded, truth, perf_counter() - start, None))
+    return records
+
+
+def plot(records: list[dict], path: Path) -> None:
+    """Relative error of the recovered input against the noise level, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        rows = [r for r in records if r["task"] == task]
+        for method in dict.fromkeys(r["method"] for r in rows):
+            pts = sorted((r["noise"], r["rel_error"]) for r in rows if r["method"] == method)
+            ax.loglog(*zip(*pts), marker="o", label=method)
+        ax.set_title(task)
+        ax.set_xlabel("relative noise level")
+        ax.set_ylabel("relative error of the input")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(quick: bool = False, device: str = "cpu") -> list[dict]:
+    """All three tasks; one record per (task, noise level, method) with the mean PSNR, SSIM and
+    relative error over the images, wall-clock seconds, iterations, solves of the parameter
+    search, mean weight and mean discrepancy / target. Saves ``out/bench/inversion_noise.png``."""
+    s = QUICK if quick else FULL
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        truth = load_dataset("ellipses", "test")[: s.images][0].to(device)
+        records = _case("perceptron", perceptron(generator).to(device), truth, s, generator)
+        ae = AutoencoderSettings(epochs=s.epochs)
+        encoder, decoder, info = trained_autoencoder(ae)
+        print(f"autoencoder: code {ae.code}, train MSE {info['train_mse']:.3g}, trained in {info['train_seconds']:.1f} s")
+        records += _case("encoder", encoder.to(device), truth, s, generator, decoder=decoder.to(device))
+        records += _case("resnet", resnet(generator).to(device), truth, s, generator)
+    finally:
+        torch.set_num_threads(threads)
+    plot(records, OUT / "inversion_noise.png")
+    return records
+
+
+if __name__ == "__main__":
+    from liftinv.bench import format_table
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer images, noise levels and seconds")
+    parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the records as JSON")
+    args = parser.parse_args()
+    rows = run(quick=args.quick, device=args.device)
+    print(format_table(rows))
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
