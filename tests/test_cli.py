@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from deepinv.physics import GaussianNoise
 
 from liftinv import demo
 from liftinv.architectures import UnrolledPrimalDual
@@ -11,7 +12,7 @@ from liftinv.data import load_dataset
 from liftinv.demo import DemoConfig
 from liftinv.io import load_array, save_array
 from liftinv.metrics import psnr
-from liftinv.models import save_model
+from liftinv.models import load_model, save_model
 from operators import MRI, Radon, random_mask
 
 
@@ -61,16 +62,30 @@ def test_demo_quick_writes_table_figure_and_json(tmp_path, capsys):
     table = (tmp_path / "demo_table.md").read_text()
     assert "| problem | method | PSNR (dB) | SSIM | time (s) |" in table
     assert (tmp_path / "demo_classical.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "demo_inversion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     payload = json.loads((tmp_path / "demo_results.json").read_text())
-    assert payload["quick"] is True and set(payload["problems"]) == {"ct", "deblurring", "mri"}
+    assert payload["quick"] is True and set(payload["problems"]) == {"ct", "deblurring", "mri", "inversion"}
     scores = {(r["problem"], r["method"]): r for r in payload["results"]}
     assert all(math.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 for r in scores.values())
+    assert {p for p, m in scores if m == demo.UNROLLED} == {"ct", "deblurring", "mri"}
     # TV improves on the direct inversions of each problem
-    tv = {p: max(r["psnr"] for (q, m), r in scores.items() if q == p and m.startswith("TV")) for p in payload["problems"]}
+    tv = {p: max(r["psnr"] for (q, m), r in scores.items() if q == p and m.startswith("TV")) for p in ("ct", "mri")}
     assert tv["ct"] > scores[("ct", "FBP (ramp)")]["psnr"] + 3
     assert tv["mri"] > scores[("mri", "zero-filled")]["psnr"] + 1
+    # lifted and gradient inversion solve the same problem: close scores, well above the noise
+    lifted, gradient = (scores[("inversion", m)]["psnr"] for m in ("lifted (TV, discrepancy)", "gradient (TV, discrepancy)"))
+    assert abs(lifted - gradient) < 1.5 and min(lifted, gradient) > 20
+    # the saved CT network, loaded back, reproduces its score on the demo's measurements (same seed)
+    saved = load_model(payload["models"]["ct"])
+    assert saved.task == "ct" and saved.extra["demo_psnr"] == scores[("ct", demo.UNROLLED)]["psnr"]
+    x = load_dataset("ellipses", "test").tensors[0][demo.CT_INDEX : demo.CT_INDEX + 1]
+    noise = GaussianNoise(sigma=demo.CT_NOISE, rng=torch.Generator().manual_seed(DemoConfig().seed))
+    y = Radon(demo.SIZE, demo.CT_ANGLES, noise_model=noise)(x)
+    with torch.no_grad():
+        assert psnr(saved.net(y), x).item() == pytest.approx(saved.extra["demo_psnr"], abs=1e-3)
     out = capsys.readouterr().out
-    assert "| ct | FBP (ramp) |" in out and str(tmp_path / "demo_classical.png") in out
+    assert "| ct | FBP (ramp) |" in out and "| inversion | lifted (TV, discrepancy) |" in out
+    assert str(tmp_path / "demo_classical.png") in out and str(tmp_path / "models") in out
 
 
 def test_demo_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
@@ -79,7 +94,7 @@ def test_demo_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "generate_data" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("field, value", [("tv_iter", 0), ("cg_iter", 1.5), ("seed", "0"), ("threads", 0)])
+@pytest.mark.parametrize("field, value", [("tv_iter", 0), ("cg_iter", 1.5), ("inversion_iter", 0), ("seed", "0"), ("train_time", 0), ("train_time", True), ("threads", 0)])
 def test_demo_config_validation(field, value):
     with pytest.raises(ValueError, match=field):
         DemoConfig(**{field: value})
