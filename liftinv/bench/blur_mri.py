@@ -13,13 +13,11 @@ divided by the project's time for the same case and map (> 1: slower than the pr
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import deepinv as dinv
 import torch
 
+from liftinv.bench.timing import median_seconds
 from operators.blur import Blur
 from operators.kernels import gaussian_kernel
 from operators.masks import random_mask
@@ -29,22 +27,6 @@ BATCH = 8
 BLUR_CHANNELS = 3
 N_COILS = 4
 SIGMA = 2.0
-
-
-def _median_seconds(fns: list[Callable[[], torch.Tensor]], repeats: int, device: str) -> list[float]:
-    """Median wall time of each function over ``repeats`` calls after two warm-up calls; the
-    functions are called in turn within each repeat so that they share the machine's load."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    times: list[list[float]] = [[] for _ in fns]
-    for i in range(repeats + 2):
-        for fn, record in zip(fns, times):
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            if i >= 2:
-                record.append(time.perf_counter() - start)
-    return [statistics.median(record) for record in times]
 
 
 def _pairs(size: int, device: str, generator: torch.Generator) -> list[tuple[str, object, object, torch.Tensor]]:
@@ -92,7 +74,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
                 for name, inp in (("A", x), ("A_adjoint", y)):
                     methods = (("liftinv", project), ("deepinv", reference))
                     fns = [lambda op=op: getattr(op, name)(inp) for _, op in methods]
-                    seconds = _median_seconds(fns, repeats, device)
+                    seconds = median_seconds(fns, repeats, device)
                     for (method, _), sec in zip(methods, seconds):
                         records.append(
                             {

@@ -20,7 +20,6 @@ project's time for the same case (> 1: slower than the project).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
@@ -31,26 +30,11 @@ from skimage.data import shepp_logan_phantom
 from skimage.metrics import peak_signal_noise_ratio
 from skimage.transform import iradon, radon, resize
 
+from liftinv.bench.timing import median_seconds
 from operators.radon import Radon
 
 N_ANGLES = 180
 BATCHES = (1, 8)
-
-
-def _median_seconds(fns: list[Callable[[], object]], repeats: int, device: str) -> list[float]:
-    """Median wall time of each function over ``repeats`` calls after two warm-up calls, the
-    functions called in turn within each repeat."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    times: list[list[float]] = [[] for _ in fns]
-    for i in range(repeats + 2):
-        for fn, record in zip(fns, times):
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            if i >= 2:
-                record.append(time.perf_counter() - start)
-    return [statistics.median(record) for record in times]
 
 
 def _timed(build: Callable[[], object], device: str) -> tuple[object, float]:
@@ -106,15 +90,15 @@ def _size_records(size: int, repeats: int, device: str) -> list[dict]:
         images = [phantom] * batch
         y_ours, y_ref, sinograms = ours.A(x), ref.A(x), sk_radon(images)
         fns = [lambda: ours.A(x), lambda: ref.A(x), lambda: sk_radon(images)]
-        forward = _median_seconds(fns, repeats, device)
+        forward = median_seconds(fns, repeats, device)
         fns = [lambda: ours.A_adjoint(y_ours), lambda: ref.A_adjoint(y_ref)]
         fns.append(lambda: sk_backproject(sinograms, None))
-        adjoint = _median_seconds(fns, repeats, device)
+        adjoint = median_seconds(fns, repeats, device)
         records += _records(f"A {name}", methods, forward)
         records += _records(f"A_adjoint {name}", methods, adjoint)
         records += _records(f"A + A_adjoint {name}", methods, [f + a for f, a in zip(forward, adjoint)])
         fns = [lambda: ours.fbp(y_ours), lambda: ref.fbp(y_ref), lambda: sk_backproject(sinograms, "ramp")]
-        seconds = _median_seconds(fns, repeats, device)
+        seconds = median_seconds(fns, repeats, device)
         recons = [ours.fbp(y_ours)[0, 0].cpu().numpy(), ref.fbp(y_ref)[0, 0].cpu().numpy()]
         recons.append(sk_backproject(sinograms[:1], "ramp")[0].astype(np.float32))
         psnr = [peak_signal_noise_ratio(phantom, r, data_range=1.0) for r in recons]
