@@ -74,7 +74,7 @@ class DemoConfig:
     cg_iter: int = 100
     inversion_iter: int = 1000
     seed: int = 0
-    train_time: float = 40.0
+    train_time: float = 60.0
     threads: int | None = 1
 
     def __post_init__(self) -> None:
