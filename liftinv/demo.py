@@ -1,14 +1,21 @@
-r"""Classical demo: sparse-view CT, deblurring and accelerated MRI on the bundled data.
+r"""Main demo: sparse-view CT, deblurring and accelerated MRI on the bundled data, classical
+reconstructions against unrolled networks trained by lifted Bregman training, and the inversion of
+a network by lifted and by gradient inversion.
 
 Each problem is built by a function ``builder(config, generator) -> Problem`` listed in
-:data:`PROBLEMS`; a :class:`Problem` holds the ground truth, a picture of the measurements and its
-reconstruction methods (name -> zero-argument callable). :func:`run_demo` runs every method,
-scores it against the ground truth (PSNR, SSIM) and writes ``demo_classical.png``,
-``demo_table.md`` and ``demo_results.json``. To extend the demo, add methods to a problem or
-append a builder.
+:data:`PROBLEMS` (reconstructions) or :data:`INVERSIONS`; a :class:`Problem` holds the ground
+truth, a picture of the measurements, its methods (name -> zero-argument callable) and, for the
+reconstructions, the :class:`~liftinv.architectures.UnrolledPrimalDual` trained for its operator
+(lifted Bregman, BCD with Adam on the weights, ``DemoConfig.train_time`` seconds on the
+``train`` split: ellipses for CT and MRI, 64x64 natural patches for deblurring). :func:`run_demo`
+runs every method, scores it against the ground truth (PSNR, SSIM) and writes
+``demo_classical.png``, ``demo_inversion.png``, ``demo_table.md``, ``demo_results.json`` and the
+trained networks ``models/<problem>.pt`` (for ``liftinv reconstruct --model``). To extend the
+demo, add methods to a problem or append a builder.
 
 Regularisation weights were chosen by a grid search on the ``val`` split (4 images per problem,
-PSNR); the demo images come from the ``test`` split.
+PSNR); the demo images come from the ``test`` split. The unrolled networks get a fixed time
+budget, not a fixed number of epochs, so their scores vary a little with the machine's speed.
 """
 from __future__ import annotations
 
