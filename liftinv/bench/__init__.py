@@ -39,6 +39,16 @@ def format_table(records: list[dict]) -> str:
     return "\n".join([line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
+def run_section(run, description: str, argv: list[str] | None = None) -> None:
+    """Command line of one benchmark module (``python -m liftinv.bench.ct``): parse ``--quick``
+    and ``--device``, call ``run`` and print its table."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats")
+    parser.add_argument("--device", default="cpu", help="torch device")
+    args = parser.parse_args(argv)
+    print(format_table(run(quick=args.quick, device=args.device)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="liftinv bench", description=__doc__.splitlines()[0])
     parser.add_argument("section", choices=[*SECTIONS, "all"], help="which benchmark to run")

@@ -19,7 +19,6 @@ project's time for the same case (> 1: slower than the project).
 """
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 
@@ -126,10 +125,6 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
 
 
 if __name__ == "__main__":
-    from liftinv.bench import format_table
+    from liftinv.bench import run_section
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="128x128 only, fewer repeats")
-    parser.add_argument("--device", default="cpu", help="torch device")
-    args = parser.parse_args()
-    print(format_table(run(quick=args.quick, device=args.device)))
+    run_section(run, __doc__.splitlines()[0])

@@ -1,0 +1,44 @@
+"""The benchmark plumbing: table rendering, the per-module command line and the dispatcher."""
+import json
+
+import pytest
+
+import liftinv.bench as bench
+
+
+def test_format_table_has_the_union_of_keys_and_one_row_per_record():
+    table = bench.format_table([{"method": "a", "seconds": 0.123456}, {"method": "b", "psnr": 30.0}])
+    lines = table.splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == ["method", "seconds", "psnr"]
+    assert len(lines) == 4 and "0.1235" in lines[2] and lines[3].split("|")[2].strip() == ""
+    assert bench.format_table([]) == "(no records)"
+
+
+def test_run_section_passes_quick_and_device(capsys):
+    seen = {}
+
+    def run(quick, device):
+        seen.update(quick=quick, device=device)
+        return [{"case": "x", "seconds": 1.0}]
+
+    bench.run_section(run, "demo", ["--quick", "--device", "cpu"])
+    assert seen == {"quick": True, "device": "cpu"}
+    assert "| case |" in capsys.readouterr().out
+
+
+def test_main_writes_json_of_every_record(tmp_path, monkeypatch, capsys):
+    class Fake:
+        @staticmethod
+        def run(quick, device):
+            return [{"section": "fake", "quick": quick}]
+
+    monkeypatch.setitem(bench.SECTIONS, "fake", ("fake_module",))
+    monkeypatch.setattr(bench.importlib, "import_module", lambda name: Fake)
+    out = tmp_path / "r.json"
+    assert bench.main(["fake", "--quick", "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == [{"section": "fake", "quick": True}]
+
+
+def test_unknown_section_is_refused():
+    with pytest.raises(SystemExit):
+        bench.main(["nonsense"])
