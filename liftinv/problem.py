@@ -228,7 +228,8 @@ class LiftedProblem:
             layer = self.network.layer(k)
             own = [p for p in layer.parameters() if id(p) in wanted]
             with torch.enable_grad():
-                s = layer.weight * (self._residual(k) * layer.preactivation(self.xs, self.y)).sum()
+                a = layer.preactivation(self.xs, self.y)
+                s = layer.weight * self.penalty.surrogate(layer.activation, self.xs[k], a).sum()
                 grads = torch.autograd.grad(s, own, allow_unused=True)
             for p, g in zip(own, grads):
                 if g is not None:
