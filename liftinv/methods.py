@@ -28,15 +28,10 @@ from liftinv.problem import LiftedProblem
 from liftinv.solvers import BCD, ISGM, SolverState
 from liftinv.solvers.rules import check_real
 from liftinv.tasks import Batch
+from liftinv.validation import positive_int
 
 OPTIMIZERS = ("adam", "sgd")
 _PENALTY_NAMES = {penalties.BREGMAN: "bregman", penalties.MAC: "mac", penalties.FENCHEL: "fenchel"}
-
-
-def positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)

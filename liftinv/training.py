@@ -30,9 +30,10 @@ from tqdm.auto import tqdm
 from liftinv.checkpoint import load_checkpoint, save_checkpoint
 from liftinv.evaluation import HeldOut
 from liftinv.history import TrainHistory
-from liftinv.methods import Backprop, Lifted, lifted_view, positive_int, runner
+from liftinv.methods import Backprop, Lifted, lifted_view, runner
 from liftinv.solvers.rules import check_real
 from liftinv.tasks import Task
+from liftinv.validation import positive_int
 
 CHECKPOINT_FORMAT = 1
 

@@ -8,12 +8,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-
-def positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is an integer >= 1, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+from liftinv.validation import positive_int
 
 
 def positive_float(name: str, value: object) -> float:

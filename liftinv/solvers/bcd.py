@@ -21,6 +21,7 @@ from liftinv.blocks import Block, Params, Var
 from liftinv.solvers.protocol import BlockProblem
 from liftinv.solvers.rules import Plain, Rule, check_real
 from liftinv.solvers.schedules import Schedule, TopDown
+from liftinv.validation import positive_int
 
 
 class NonFiniteError(FloatingPointError):
@@ -87,8 +88,7 @@ class BCD:
         check_real("step_scale", self.step_scale)
         if not 0 < self.step_scale < 2:
             raise ValueError(f"step_scale must be in (0, 2), got {self.step_scale}")
-        if isinstance(self.var_sweeps, bool) or not isinstance(self.var_sweeps, int) or self.var_sweeps < 1:
-            raise ValueError(f"var_sweeps must be an integer >= 1, got {self.var_sweeps}")
+        positive_int("var_sweeps", self.var_sweeps)
 
     def init(self, problem: BlockProblem) -> SolverState:
         """Fresh rule states for every block of ``problem``."""

@@ -21,6 +21,7 @@ from liftinv.blocks import Block, Params
 from liftinv.solvers.bcd import BCD, NonFiniteError, SolverState
 from liftinv.solvers.protocol import BlockProblem
 from liftinv.solvers.rules import check_real
+from liftinv.validation import positive_int
 
 
 class ProximalPoint:
@@ -86,8 +87,7 @@ class ISGM:
             raise ValueError(f"eta must be positive, got {self.eta}")
         if not isinstance(self.inner, BCD):
             raise TypeError(f"inner must be a BCD, got {type(self.inner).__name__}")
-        if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 1:
-            raise ValueError(f"inner_steps must be an integer >= 1, got {self.inner_steps}")
+        positive_int("inner_steps", self.inner_steps)
 
     def init(self, problem: BlockProblem) -> SolverState:
         """A fresh state (only the iteration count persists between outer steps)."""
