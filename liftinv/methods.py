@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from liftinv import penalty as penalties
-from liftinv.blocks import Block
+from liftinv.blocks import Block, Var
 from liftinv.evaluation import sample_loss
 from liftinv.network import LiftedNetwork
 from liftinv.problem import LiftedProblem
@@ -168,35 +168,33 @@ class _LiftedRunner:
         self.problem = self.view = None
         self.batches = 0
 
-    def _bind(self, xs: list[Tensor], y: Tensor | None) -> LiftedProblem | _CachedLipschitz:
+    def _bind(self, u: Tensor, y: Tensor | None) -> Tensor:
+        """Hold the batch at its forward pass (:meth:`LiftedProblem.forward`); returns the output."""
         if self.problem is None:
+            with torch.no_grad():
+                xs = self.net.feasible(u, y)
             self.problem = LiftedProblem(
                 self.net, xs, y, free_vars=range(1, self.net.depth), train_params=True,
                 penalty=self.method.penalty, power_iters=self.method.power_iters,
             )
             every = self.method.lipschitz_every
             self.view = self.problem if every == 1 else _CachedLipschitz(self.problem)
-        else:  # same blocks, new batch
-            self.problem.rebind(xs, y)
-            if isinstance(self.view, _CachedLipschitz) and self.batches % self.method.lipschitz_every == 0:
-                self.view.refresh()
+        elif isinstance(self.view, _CachedLipschitz) and self.batches % self.method.lipschitz_every == 0:
+            self.view.refresh()
         self.batches += 1
-        return self.view
+        return self.problem.forward(u, y)
 
     def step(self, batch: Batch, iteration: int) -> float:
         u, y = self.inputs(batch.observation)
-        with torch.no_grad():
-            xs = self.net.feasible(u, y)
-        loss = float(sample_loss(xs[-1], batch.target).mean())
+        output = self._bind(u, y)
+        loss = float(sample_loss(output, batch.target).mean())
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite output of the forward pass (block Var({self.net.depth})) at iteration {iteration}")
-        xs[-1] = batch.target
-        problem = self._bind(xs, y)
-        del xs  # the problem holds the variables (a copy, for the first batch of an epoch)
+        self.problem.set(Var(self.net.depth), [batch.target])
         solver = self.method.solver
-        self.state = solver.init(problem) if self.state is None else solver.reset_vars(self.state)
+        self.state = solver.init(self.view) if self.state is None else solver.reset_vars(self.state)
         for _ in range(self.method.sweeps_per_batch):
-            self.state = solver.step(problem, self.state)
+            self.state = solver.step(self.view, self.state)
         return loss
 
     def summary(self) -> dict:

@@ -19,6 +19,11 @@ Block structure (everything local to one layer, never a graph through :math:`\si
   using them); smooth, gradient by autograd of :math:`\sum_k \lambda_k\langle r_k, a_k(\Theta)\rangle`
   with :math:`r_k` detached.
 
+Pre-activations :math:`a_k` are cached with the graph of layer :math:`k`'s affine maps (to its
+free input variables and its parameters) until one of those changes, so every block gradient is
+one backward pass through those maps, and :meth:`LiftedProblem.forward` (the forward pass that
+starts each training batch) leaves the first sweep nothing to recompute.
+
 Lipschitz constants are Gauss-Newton bounds :math:`\lambda_{\max}(\sum_j \lambda_j J_j^*J_j)`
 (exact for Bregman, whose Hessian in :math:`a` is :math:`\operatorname{diag}\sigma' \preceq I`),
 by warm-started power iteration.
@@ -108,6 +113,7 @@ class LiftedProblem:
         self.param_groups = self._group_parameters() if train_params else []
         self._layers_of_group = [self._layers_using(g) for g in self.param_groups]
         self._pre: dict[int, Tensor] = {}
+        self._leaves: dict[int, Tensor] = {}
         self._lip: dict[Block, float] = {}
         self._eigvec: dict[Block, list[Tensor]] = {}
 
@@ -132,16 +138,19 @@ class LiftedProblem:
 
     # ----------------------------------------------------------------- state
     def get(self, block: Block) -> list[Tensor]:
-        """Current values of a block (detached tensors; do not modify in place)."""
+        """Current values of a block; the problem never modifies them in place (:meth:`set`
+        replaces variables and copies parameter values, so parameters are returned as copies)."""
         if isinstance(block, Var):
             return [self.xs[block.index]]
-        return [p.detach() for p in self.param_groups[block.index]]
+        return [p.detach().clone() for p in self.param_groups[block.index]]
 
     def set(self, block: Block, values: Sequence[Tensor]) -> None:
         """Replace the values of a block and invalidate what depends on them."""
         if isinstance(block, Var):
-            self.xs[block.index] = values[0].detach()
-            for k, _ in self.network.consumers(block.index):
+            i = block.index
+            self.xs[i] = values[0].detach()
+            self._leaves.pop(i, None)
+            for k, _ in self.network.consumers(i):
                 self._pre.pop(k, None)
             # parameter Lipschitz constants depend on the layer inputs X
             for b in [b for b in self._lip if isinstance(b, Params)]:
@@ -161,15 +170,45 @@ class LiftedProblem:
         self.xs = [x.detach() for x in xs]
         self.y = y
         self._pre.clear()
+        self._leaves.clear()
         for b in [b for b in self._lip if isinstance(b, Params)]:
             del self._lip[b]
 
-    def preactivation(self, k: int) -> Tensor:
-        r""":math:`a_k` at the current state (cached, no graph)."""
+    def forward(self, u: Tensor, y: Tensor | None = None) -> Tensor:
+        r"""Hold a new batch at its forward pass, :math:`x_0 = u`, :math:`x_k = \sigma_k(a_k)`
+        (every penalty zero; as :meth:`rebind` with ``network.feasible(u, y)``), and return the
+        output :math:`x_K`. The pre-activations stay cached with their graphs, so the first
+        variable sweep after it needs no further forward computation."""
+        self.network.check_input(u)
+        self.rebind([u.detach()] * len(self.xs), y)
+        for k in range(1, self.network.depth + 1):
+            self.xs[k] = self.network.layer(k).activation(self.preactivation(k))
+        return self.xs[-1]
+
+    def _input(self, i: int) -> Tensor:
+        """Variable ``i`` as the maps read it: a free variable as a leaf that requires grad (an
+        alias of its value, one per value), so pre-activations carry the graphs of their
+        vector-Jacobian products."""
+        if i not in self.free_vars:
+            return self.xs[i]
+        if i not in self._leaves:
+            self._leaves[i] = self.xs[i].detach().requires_grad_()
+        return self._leaves[i]
+
+    def _preactivation_graph(self, k: int) -> Tensor:
+        r""":math:`a_k` at the current state, with the graph of the affine maps of layer
+        :math:`k` only (to the free input variables and the parameters); cached until an input
+        variable or the parameters change."""
         if k not in self._pre:
-            with torch.no_grad():
-                self._pre[k] = self.network.preactivation(k, self.xs, self.y)
+            layer = self.network.layer(k)
+            xs = [self._input(i) if i in layer.inputs else None for i in range(k)]
+            with torch.enable_grad():
+                self._pre[k] = layer.preactivation(xs, self.y)
         return self._pre[k]
+
+    def preactivation(self, k: int) -> Tensor:
+        r""":math:`a_k` at the current state (cached, detached)."""
+        return self._preactivation_graph(k).detach()
 
     def _residual(self, k: int) -> Tensor:
         return self.penalty.residual(self.network.layer(k).activation, self.xs[k], self.preactivation(k))
@@ -182,7 +221,7 @@ class LiftedProblem:
         )
 
     def energy(self) -> Tensor:
-        r"""The lifted energy summed over the batch (a scalar tensor)."""
+        """The lifted energy summed over the batch (a scalar tensor)."""
         p = self.penalties()
         total = (self.network.weights().to(p)[:, None] * p).sum()
         for i, term in self.terms.items():
@@ -205,33 +244,35 @@ class LiftedProblem:
                 out[b] = [self._var_grad(b.index)]
         return [out[b] for b in blocks]
 
+    def _pullback(self, layers: Sequence[int], wrt: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
+        r""":math:`\sum_k \lambda_k J_k^* r_k` for the layers ``layers``, with :math:`J_k` the
+        Jacobian of the cached :math:`a_k` with respect to each tensor of ``wrt`` (``None`` where
+        no layer depends on it): the backward pass of the affine maps only, never through
+        :math:`\sigma`."""
+        pairs = [(a, k) for k in layers if (a := self._preactivation_graph(k)).requires_grad]
+        if not pairs:
+            return (None,) * len(wrt)
+        cotangents = [self.network.layer(k).weight * self._residual(k) for _, k in pairs]
+        return torch.autograd.grad([a for a, _ in pairs], wrt, cotangents, retain_graph=True, allow_unused=True)
+
     def _var_grad(self, i: int) -> Tensor:
-        x = self.xs[i].detach().requires_grad_()
-        total = x.new_zeros(())
-        with torch.enable_grad():
-            for k, pos in self.network.consumers(i):
-                layer = self.network.layer(k)
-                total = total + layer.weight * (self._residual(k) * layer.maps[pos](x)).sum()
-            if i in self.terms and self.terms[i].smooth:
-                total = total + (self.terms[i].grad(self.xs[i]) * x).sum()
-            if not total.requires_grad:
-                return torch.zeros_like(x)
-            return torch.autograd.grad(total, x)[0]
+        layers = [k for k, _ in self.network.consumers(i)]
+        grad = self._pullback(layers, [self._input(i)])[0] if layers else None
+        if grad is None:
+            grad = torch.zeros_like(self.xs[i])
+        if i in self.terms and self.terms[i].smooth:
+            grad = grad + self.terms[i].grad(self.xs[i])
+        return grad
 
     def _param_grads(self, blocks: Sequence[Params]) -> list[list[Tensor]]:
-        r"""Exact parameter gradients, one layer's graph at a time (the graph of the surrogate
-        :math:`\lambda_k\langle r_k, a_k(\Theta)\rangle` spans one affine map only)."""
+        r"""Exact parameter gradients :math:`\sum_k \lambda_k (\partial_\Theta a_k)^* r_k`, one
+        layer's affine maps at a time."""
         tensors = [p for b in blocks for p in self.param_groups[b.index]]
         wanted = {id(p) for p in tensors}
         total = {id(p): torch.zeros_like(p) for p in tensors}
         for k in sorted({k for b in blocks for k in self._layers_of_group[b.index]}):
-            layer = self.network.layer(k)
-            own = [p for p in layer.parameters() if id(p) in wanted]
-            with torch.enable_grad():
-                a = layer.preactivation(self.xs, self.y)
-                s = layer.weight * self.penalty.surrogate(layer.activation, self.xs[k], a).sum()
-                grads = torch.autograd.grad(s, own, allow_unused=True)
-            for p, g in zip(own, grads):
+            own = [p for p in self.network.layer(k).parameters() if id(p) in wanted]
+            for p, g in zip(own, self._pullback([k], own)):
                 if g is not None:
                     total[id(p)] += g
         return [[total[id(p)] for p in self.param_groups[b.index]] for b in blocks]

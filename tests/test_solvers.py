@@ -426,6 +426,17 @@ def test_non_finite_update_raises_and_keeps_last_finite_values(rule, bad):
     torch.testing.assert_close(problem.get(bad)[0], kept, atol=0, rtol=0)
 
 
+def test_finite_check_is_exact_when_the_sum_overflows():
+    from liftinv.solvers.bcd import _finite
+
+    big = torch.full((4,), 3e38, dtype=torch.float32)  # finite entries, infinite sum
+    assert not math.isfinite(float(big.sum())) and _finite(big)
+    for bad in (math.nan, math.inf, -math.inf):
+        t = torch.ones(5, dtype=torch.float32)
+        t[3] = bad
+        assert not _finite(t)
+
+
 def test_isgm_non_finite_error_names_the_outer_iteration():
     problem = NaNGradient(chain(seed=13), Var(1), after=5)  # 2 inner sweeps per outer step
     with pytest.raises(NonFiniteError, match=r"Var\(1\) at iteration 3;"):

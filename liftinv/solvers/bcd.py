@@ -54,8 +54,10 @@ class SolverState:
         return cls(int(d["iteration"]), dict(d["var_states"]), dict(d["param_states"]))
 
 
-def _snapshot(problem: BlockProblem, block: Block) -> list[torch.Tensor]:
-    return [v.clone() for v in problem.get(block)]
+def _finite(t: torch.Tensor) -> bool:
+    """Whether every entry of ``t`` is finite: one reduction, and the exact check only when the
+    sum is not finite (NaN/Inf entries or an overflowing sum)."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def _step(scale: float, lipschitz: float) -> float:
@@ -103,7 +105,7 @@ class BCD:
         for b in problem.blocks():
             rule, states = (self.var_rule, var_states) if isinstance(b, Var) else (self.param_rule, param_states)
             if b.index not in states:
-                states[b.index] = rule.init(_snapshot(problem, b))
+                states[b.index] = rule.init(problem.get(b))
         return SolverState(state.iteration, var_states, param_states)
 
     def step(self, problem: BlockProblem, state: SolverState) -> SolverState:
@@ -123,7 +125,7 @@ class BCD:
 
     def _update(self, problem: BlockProblem, group: list[Block], rule: Rule, states: dict[int, dict], iteration: int) -> None:
         """Move every block of ``group`` by ``rule`` from gradients taken at one state (Jacobi)."""
-        values = [_snapshot(problem, b) for b in group]
+        values = [problem.get(b) for b in group]
         looks = [rule.lookahead(v, states[b.index]) for b, v in zip(group, values)]
         moved = [(b, v, y) for b, v, y in zip(group, values, looks) if y is not v]
         for b, _, y in moved:
@@ -134,7 +136,7 @@ class BCD:
             step = _step(self.step_scale, problem.lipschitz(b)) if rule.needs_step else None
             results.append(rule.advance(v, y, g, step, partial(problem.prox, b), states[b.index]))
         for b, (new, _) in zip(group, results):
-            if not all(bool(torch.isfinite(t).all()) for t in new):
+            if not all(_finite(t) for t in new):
                 for m, v, _ in moved:
                     problem.set(m, v)
                 raise NonFiniteError(b, iteration)

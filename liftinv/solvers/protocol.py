@@ -24,7 +24,8 @@ class BlockProblem(Protocol):
         """Free ``Var`` blocks, then ``Params`` blocks."""
 
     def get(self, block: Block) -> list[Tensor]:
-        """Current values of ``block`` (never modified in place by the caller)."""
+        """Current values of ``block``. Neither the caller nor the problem modifies them in place
+        (:meth:`set` replaces them), so a solver may keep them as the previous iterate."""
 
     def set(self, block: Block, values: Sequence[Tensor]) -> None:
         """Replace the values of ``block``."""

@@ -2,8 +2,8 @@ r"""Update rules for one block: explicit state in, explicit state out (optax-lik
 
 A rule maps the block values :math:`x` (a list of tensors), the gradient :math:`g` of the smooth
 part taken at the look-ahead point :math:`y` = ``lookahead(x, state)``, a step :math:`s` and the
-block prox :math:`\operatorname{prox}_{s h}` to the next values. The caller passes snapshots
-(tensors it owns and never modifies), so a rule may keep references to them in its state. States
+block prox :math:`\operatorname{prox}_{s h}` to the next values. The caller passes the block's
+current values, which nobody modifies in place, so a rule may keep references to them in its state. States
 are dicts of tensors, lists of tensors and numbers, so they serialise with ``torch.save``.
 """
 from __future__ import annotations
