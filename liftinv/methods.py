@@ -177,6 +177,7 @@ class _LiftedRunner:
                 self.net, xs, y, free_vars=range(1, self.net.depth), train_params=True,
                 penalty=self.method.penalty, power_iters=self.method.power_iters,
             )
+            del xs  # replaced by the forward pass below
             every = self.method.lipschitz_every
             self.view = self.problem if every == 1 else _CachedLipschitz(self.problem)
         elif isinstance(self.view, _CachedLipschitz) and self.batches % self.method.lipschitz_every == 0:

@@ -62,6 +62,10 @@ class Penalty:
         r""":math:`\arg\min_z P(z, a) + \tfrac{1}{2\tau}|z - v|^2` (``tau`` > 0, scalar or tensor)."""
         raise NotImplementedError
 
+    def prox_output_(self, act: Activation, a: Tensor, v: Tensor, tau: Gamma) -> Tensor:
+        """:meth:`prox_output` computed in the storage of ``v`` (returned)."""
+        return v.copy_(self.prox_output(act, a, v, tau))
+
     def surrogate(self, act: Activation, z: Tensor, a: Tensor) -> Tensor:
         r"""Per-sample :math:`\langle r, a\rangle` with :math:`r = \nabla_a P(z, a)` detached, shape ``(B,)``.
 
@@ -92,6 +96,13 @@ class BregmanPenalty(Penalty):
         _check_pair("a", a, "v", v)
         check_step("tau", tau)
         return act.prox_phi(v + tau * a, tau)
+
+    def prox_output_(self, act: Activation, a: Tensor, v: Tensor, tau: Gamma) -> Tensor:
+        """:meth:`prox_output` in the storage of ``v``: no temporaries for activations with an
+        in-place :meth:`~liftinv.activations.Activation.prox_phi_`."""
+        _check_pair("a", a, "v", v)
+        check_step("tau", tau)
+        return act.prox_phi_(v.add_(a, alpha=tau) if not isinstance(tau, Tensor) else v.add_(tau * a), tau)
 
 
 @dataclass(frozen=True)

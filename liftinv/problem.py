@@ -71,7 +71,7 @@ class LiftedProblem:
     Args:
         network: the lifted network (its parameters are updated in place by :meth:`set`).
         xs: initial variables ``[x_0, ..., x_K]`` (e.g. ``network.feasible(u)``, with ``x_K``
-            replaced by a clamped target); they are detached and owned by the problem.
+            replaced by a clamped target); detached, never modified in place (updates replace them).
         y: measurements for layers with a data term.
         free_vars: indices of the variables that are optimised; the others stay fixed.
         train_params: whether the parameters are blocks.
@@ -104,7 +104,7 @@ class LiftedProblem:
             if i > 0 and not term.smooth:
                 raise ValueError(f"terms[{i}] is nonsmooth; nonsmooth terms are supported on the input (0) only")
         self.network = network
-        self.xs = [x.detach().clone() for x in xs]
+        self.xs = [x.detach() for x in xs]
         self.y = y
         self.penalty = penalty
         self.terms = terms
@@ -234,14 +234,19 @@ class LiftedProblem:
 
     # ----------------------------------------------------------------- gradients
     def grads(self, blocks: Sequence[Block]) -> list[list[Tensor]]:
-        """Gradients of the smooth part of each block, all at the current state (Jacobi)."""
+        """Gradients of the smooth part of each block, all at the current state (Jacobi).
+
+        The cached pre-activations they read are released (the caller moves the blocks next,
+        which makes them stale); one needed again is recomputed."""
         out: dict[Block, list[Tensor]] = {}
         params = [b for b in blocks if isinstance(b, Params)]
         if params:
             out.update(zip(params, self._param_grads(params)))
-        for b in blocks:
-            if isinstance(b, Var):
-                out[b] = [self._var_grad(b.index)]
+        variables = [b.index for b in blocks if isinstance(b, Var)]
+        for i in variables:
+            out[Var(i)] = [self._var_grad(i)]
+        for k in {k for i in variables for k, _ in self.network.consumers(i)}:
+            self._pre.pop(k, None)
         return [out[b] for b in blocks]
 
     def _pullback(self, layers: Sequence[int], wrt: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
@@ -252,7 +257,7 @@ class LiftedProblem:
         pairs = [(a, k) for k in layers if (a := self._preactivation_graph(k)).requires_grad]
         if not pairs:
             return (None,) * len(wrt)
-        cotangents = [self.network.layer(k).weight * self._residual(k) for _, k in pairs]
+        cotangents = [self._residual(k).mul_(self.network.layer(k).weight) for _, k in pairs]  # fresh residuals
         return torch.autograd.grad([a for a, _ in pairs], wrt, cotangents, retain_graph=True, allow_unused=True)
 
     def _var_grad(self, i: int) -> Tensor:
@@ -275,6 +280,7 @@ class LiftedProblem:
             for p, g in zip(own, self._pullback([k], own)):
                 if g is not None:
                     total[id(p)] += g
+            self._pre.pop(k, None)  # stale once the parameters move (see grads)
         return [[total[id(p)] for p in self.param_groups[b.index]] for b in blocks]
 
     # ----------------------------------------------------------------- Lipschitz constants
@@ -339,7 +345,8 @@ class LiftedProblem:
 
     # ----------------------------------------------------------------- proxes
     def prox(self, block: Block, values: Sequence[Tensor], step: float) -> list[Tensor]:
-        """Prox of ``step`` times the block's nonsmooth part at ``values``."""
+        """Prox of ``step`` times the block's nonsmooth part at ``values`` (a variable's in the
+        storage of ``values``, the caller's temporaries)."""
         if isinstance(block, Params):
             return list(values)
         i = block.index
@@ -347,4 +354,4 @@ class LiftedProblem:
             term = self.terms.get(0)
             return [values[0] if term is None or term.smooth else term.prox(values[0], step)]
         layer = self.network.layer(i)
-        return [self.penalty.prox_output(layer.activation, self.preactivation(i), values[0], step * layer.weight)]
+        return [self.penalty.prox_output_(layer.activation, self.preactivation(i), values[0], step * layer.weight)]

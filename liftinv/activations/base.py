@@ -93,6 +93,11 @@ class Activation(nn.Module):
         check_step("mu", mu)
         return self.prox(v / (1 + mu), mu / (1 + mu))
 
+    def prox_phi_(self, v: Tensor, mu: Gamma) -> Tensor:
+        r""":meth:`prox_phi` computed in the storage of ``v`` (returned); subclasses with an
+        elementwise closed form override it to allocate nothing."""
+        return v.copy_(self.prox_phi(v, mu))
+
     def divergence(self, z: Tensor, a: Tensor) -> Tensor:
         r"""Elementwise :math:`B_\Psi(z, a) = \tfrac12(z-a)^2 + \Psi(z) - \operatorname{env}_\Psi(a)`,
         computed in the cancellation-free three-point form with :math:`s = \sigma(a)`:

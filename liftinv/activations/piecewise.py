@@ -38,6 +38,10 @@ class Identity(Activation):
         check_step("gamma", gamma)
         return v
 
+    def prox_phi_(self, v: Tensor, mu: Gamma) -> Tensor:
+        check_step("mu", mu)
+        return v.div_(1 + mu)
+
 
 class ReLU(Activation):
     r""":math:`\sigma(a) = \max(a, 0)`, :math:`\Psi = \iota_{[0,\infty)}`,
@@ -49,6 +53,10 @@ class ReLU(Activation):
     def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
         check_step("gamma", gamma)
         return torch.relu(v)
+
+    def prox_phi_(self, v: Tensor, mu: Gamma) -> Tensor:
+        check_step("mu", mu)
+        return v.div_(1 + mu).clamp_min_(0)
 
     def in_domain(self, z: Tensor) -> Tensor:
         return z >= 0
@@ -145,6 +153,10 @@ class Clip(Activation):
     def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
         check_step("gamma", gamma)
         return v.clamp(self.lo, self.hi)
+
+    def prox_phi_(self, v: Tensor, mu: Gamma) -> Tensor:
+        check_step("mu", mu)
+        return v.div_(1 + mu).clamp_(self.lo, self.hi)
 
     def in_domain(self, z: Tensor) -> Tensor:
         return (z >= self.lo) & (z <= self.hi)

@@ -31,13 +31,15 @@ class BlockProblem(Protocol):
         """Replace the values of ``block``."""
 
     def grads(self, blocks: Sequence[Block]) -> list[list[Tensor]]:
-        r""":math:`\nabla_b f` for each ``b`` in ``blocks``, all at the current state (Jacobi)."""
+        r""":math:`\nabla_b f` for each ``b`` in ``blocks``, all at the current state (Jacobi), as
+        new tensors that the caller owns (it may overwrite them)."""
 
     def lipschitz(self, block: Block) -> float:
         r"""A Lipschitz constant of :math:`z_b \mapsto \nabla_b f(z)`."""
 
     def prox(self, block: Block, values: Sequence[Tensor], step: float) -> list[Tensor]:
-        r""":math:`\operatorname{prox}_{\text{step}\, h_b}(\text{values})`."""
+        r""":math:`\operatorname{prox}_{\text{step}\, h_b}(\text{values})`; ``values`` are the caller's
+        temporaries, which the prox may overwrite."""
 
     def energy(self) -> Tensor:
         """The energy at the current state (a scalar tensor)."""

@@ -3,7 +3,9 @@ r"""Update rules for one block: explicit state in, explicit state out (optax-lik
 A rule maps the block values :math:`x` (a list of tensors), the gradient :math:`g` of the smooth
 part taken at the look-ahead point :math:`y` = ``lookahead(x, state)``, a step :math:`s` and the
 block prox :math:`\operatorname{prox}_{s h}` to the next values. The caller passes the block's
-current values, which nobody modifies in place, so a rule may keep references to them in its state. States
+current values, which nobody modifies in place, so a rule may keep references to them in its state;
+the gradients are new tensors the rule owns (it may overwrite them), and the argument it passes
+to the prox is its own temporary (the prox may overwrite it). States
 are dicts of tensors, lists of tensors and numbers, so they serialise with ``torch.save``.
 """
 from __future__ import annotations
@@ -54,7 +56,7 @@ class Plain(Rule):
     r"""Proximal gradient: :math:`x^+ = \operatorname{prox}_{s h}(x - s\nabla f(x))`."""
 
     def advance(self, values, look, grads, step, prox, state):
-        return prox([x - step * g for x, g in zip(values, grads)], step), state
+        return prox([g.mul_(-step).add_(x) for x, g in zip(values, grads)], step), state  # x - s g in place
 
 
 @dataclass(frozen=True)
