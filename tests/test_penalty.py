@@ -92,6 +92,23 @@ def test_prox_output_matches_brute_force(pen, act, tau):
     torch.testing.assert_close(z, z_bf, atol=1e-7, rtol=0)
 
 
+@pytest.mark.parametrize("tau", [0.7, "tensor"])
+@penalties
+@pytest.mark.parametrize("act", ELEMENTWISE, ids=repr)
+def test_in_place_prox_output_equals_prox_output(pen, act, tau):
+    """``prox_output_`` (and so ``prox_phi_``) returns the storage of ``v`` holding ``prox_output``."""
+    g = gen(28)
+    a, v = randn(4, 6, g=g, scale=2.0), randn(4, 6, g=g, scale=2.0)
+    t = 0.2 + 2 * torch.rand(4, 1, generator=g, dtype=DT) if tau == "tensor" else tau
+    expected = pen.prox_output(act, a, v, t)
+    work = v.clone()
+    got = pen.prox_output_(act, a, work, t)
+    assert got.data_ptr() == work.data_ptr()
+    torch.testing.assert_close(got, expected, atol=1e-14, rtol=1e-14)
+    phi = act.prox_phi_(v.clone(), t)
+    torch.testing.assert_close(phi, act.prox_phi(v, t), atol=1e-14, rtol=1e-14)
+
+
 def test_mac_prox_output_softmax_against_scipy():
     act, g = Softmax(), gen(24)
     a, v = randn(2, 4, g=g, scale=2.0), randn(2, 4, g=g)
