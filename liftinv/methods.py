@@ -118,35 +118,20 @@ def lifted_view(model: nn.Module) -> tuple[LiftedNetwork, object]:
 
 
 class _CachedLipschitz:
-    """A :class:`~liftinv.solvers.protocol.BlockProblem` that delegates to ``problem`` but keeps
-    the blocks' Lipschitz constants until :meth:`refresh`."""
+    """``problem`` (every attribute delegated) with the blocks' Lipschitz constants kept until
+    :meth:`refresh`."""
 
     def __init__(self, problem: LiftedProblem):
         self.problem = problem
         self.cache: dict[Block, float] = {}
 
+    def __getattr__(self, name: str):
+        return getattr(self.problem, name)
+
     def refresh(self) -> None:
         self.cache.clear()
 
-    def blocks(self):
-        return self.problem.blocks()
-
-    def get(self, block):
-        return self.problem.get(block)
-
-    def set(self, block, values):
-        self.problem.set(block, values)
-
-    def grads(self, blocks):
-        return self.problem.grads(blocks)
-
-    def prox(self, block, values, step):
-        return self.problem.prox(block, values, step)
-
-    def energy(self):
-        return self.problem.energy()
-
-    def lipschitz(self, block):
+    def lipschitz(self, block: Block) -> float:
         if block not in self.cache:
             self.cache[block] = self.problem.lipschitz(block)
         return self.cache[block]

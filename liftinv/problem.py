@@ -159,7 +159,8 @@ class LiftedProblem:
             with torch.no_grad():
                 for p, v in zip(self.param_groups[block.index], values):
                     p.copy_(v)
-            self._pre.clear()
+            for k in self._layers_of_group[block.index]:
+                self._pre.pop(k, None)
             self._lip.clear()
 
     def rebind(self, xs: Sequence[Tensor], y: Tensor | None = None) -> None:
@@ -234,54 +235,53 @@ class LiftedProblem:
 
     # ----------------------------------------------------------------- gradients
     def grads(self, blocks: Sequence[Block]) -> list[list[Tensor]]:
-        """Gradients of the smooth part of each block, all at the current state (Jacobi).
+        r"""Gradients of the smooth part of each block, all at the current state (Jacobi):
+        :math:`\sum_k \lambda_k J_k^* r_k` over the layers :math:`k` that read a variable block
+        or use a parameter block, with :math:`J_k` the Jacobian of :math:`a_k` in the block and
+        :math:`r_k = \partial_a P_k` (one backward pass through layer :math:`k`'s affine maps for
+        all the blocks it touches, never through :math:`\sigma`), plus the gradients of smooth
+        terms on the variables.
 
-        The cached pre-activations they read are released (the caller moves the blocks next,
+        The cached pre-activations read here are released (the caller moves the blocks next,
         which makes them stale); one needed again is recomputed."""
-        out: dict[Block, list[Tensor]] = {}
-        params = [b for b in blocks if isinstance(b, Params)]
-        if params:
-            out.update(zip(params, self._param_grads(params)))
-        variables = [b.index for b in blocks if isinstance(b, Var)]
-        for i in variables:
-            out[Var(i)] = [self._var_grad(i)]
-        for k in {k for i in variables for k, _ in self.network.consumers(i)}:
-            self._pre.pop(k, None)
-        return [out[b] for b in blocks]
-
-    def _pullback(self, layers: Sequence[int], wrt: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
-        r""":math:`\sum_k \lambda_k J_k^* r_k` for the layers ``layers``, with :math:`J_k` the
-        Jacobian of the cached :math:`a_k` with respect to each tensor of ``wrt`` (``None`` where
-        no layer depends on it): the backward pass of the affine maps only, never through
-        :math:`\sigma`."""
-        pairs = [(a, k) for k in layers if (a := self._preactivation_graph(k)).requires_grad]
-        if not pairs:
-            return (None,) * len(wrt)
-        cotangents = [self._residual(k).mul_(self.network.layer(k).weight) for _, k in pairs]  # fresh residuals
-        return torch.autograd.grad([a for a, _ in pairs], wrt, cotangents, retain_graph=True, allow_unused=True)
-
-    def _var_grad(self, i: int) -> Tensor:
-        layers = [k for k, _ in self.network.consumers(i)]
-        grad = self._pullback(layers, [self._input(i)])[0] if layers else None
-        if grad is None:
-            grad = torch.zeros_like(self.xs[i])
-        if i in self.terms and self.terms[i].smooth:
-            grad = grad + self.terms[i].grad(self.xs[i])
-        return grad
-
-    def _param_grads(self, blocks: Sequence[Params]) -> list[list[Tensor]]:
-        r"""Exact parameter gradients :math:`\sum_k \lambda_k (\partial_\Theta a_k)^* r_k`, one
-        layer's affine maps at a time."""
-        tensors = [p for b in blocks for p in self.param_groups[b.index]]
-        wanted = {id(p) for p in tensors}
-        total = {id(p): torch.zeros_like(p) for p in tensors}
-        for k in sorted({k for b in blocks for k in self._layers_of_group[b.index]}):
-            own = [p for p in self.network.layer(k).parameters() if id(p) in wanted]
-            for p, g in zip(own, self._pullback([k], own)):
+        variables = {b.index for b in blocks if isinstance(b, Var)}
+        params = {id(p) for b in blocks if isinstance(b, Params) for p in self.param_groups[b.index]}
+        layers = {k for i in variables for k, _ in self.network.consumers(i)}
+        layers |= {k for b in blocks if isinstance(b, Params) for k in self._layers_of_group[b.index]}
+        total: dict[object, Tensor] = {}
+        for k in sorted(layers):
+            layer = self.network.layer(k)
+            keys = [i for i in dict.fromkeys(layer.inputs) if i in variables]
+            wrt = [self._input(i) for i in keys]
+            own = [p for p in layer.parameters() if id(p) in params]
+            for key, g in zip(keys + [id(p) for p in own], self._pullback(k, wrt + own)):
                 if g is not None:
-                    total[id(p)] += g
-            self._pre.pop(k, None)  # stale once the parameters move (see grads)
-        return [[total[id(p)] for p in self.param_groups[b.index]] for b in blocks]
+                    total[key] = total[key].add_(g) if key in total else g
+            self._pre.pop(k, None)
+        out = []
+        for b in blocks:
+            if isinstance(b, Params):
+                out.append([total.get(id(p), torch.zeros_like(p)) for p in self.param_groups[b.index]])
+                continue
+            i = b.index
+            grad = total.get(i, torch.zeros_like(self.xs[i]))
+            if i in self.terms and self.terms[i].smooth:
+                grad = grad + self.terms[i].grad(self.xs[i])
+            out.append([grad])
+        return out
+
+    def _pullback(self, k: int, wrt: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
+        r""":math:`\lambda_k J^* r_k` with :math:`J` the Jacobian of the cached :math:`a_k` with
+        respect to each tensor of ``wrt`` (``None`` where :math:`a_k` does not depend on it)."""
+        a = self._preactivation_graph(k)
+        if not wrt or not a.requires_grad:
+            return (None,) * len(wrt)
+        cotangent = self._residual(k).mul_(self.network.layer(k).weight)  # a fresh tensor
+        return torch.autograd.grad(a, wrt, cotangent, retain_graph=True, allow_unused=True)
+
+    def param_inputs(self, index: int) -> list[int]:
+        """The free variables read by the layers that use the parameter group ``index``."""
+        return sorted({i for k in self._layers_of_group[index] for i in self.network.layer(k).inputs if i in self.free_vars})
 
     # ----------------------------------------------------------------- Lipschitz constants
     def lipschitz(self, block: Block) -> float:

@@ -531,3 +531,75 @@ def test_two_layer_relu_energy_decreases_monotonically():
     e = torch.tensor(history.energy)
     assert (e[1:] <= e[:-1] + 1e-12 * e[0]).all()
     assert e[-1] < 0.5 * e[0]
+
+
+def _two_layer_relu(seed):
+    from liftinv.activations import Identity, ReLU
+    from liftinv.layer import Layer
+    from liftinv.network import LiftedNetwork
+    from liftinv.problem import LiftedProblem
+
+    g = _gen(seed)
+    u, y = torch.randn(11, 5, generator=g, dtype=DT), torch.randn(11, 3, generator=g, dtype=DT)
+    first, second = _linear(5, 7, g), _linear(7, 3, g)
+    net = LiftedNetwork([Layer([0], [first], ReLU()), Layer([1], [second], Identity())])
+    problem = LiftedProblem(net, net.feasible(u), free_vars=(1,), train_params=True)
+    problem.set(Var(2), [y])
+    return net, problem, u, y
+
+
+def _adam_first_step(p, grad, lr):
+    return p - lr * grad / (grad.abs() + 1e-8)  # m and v bias-corrected to g and g^2
+
+
+def test_interleaved_sweep_moves_each_layer_with_its_input_then_the_first_layer():
+    r"""Chain u -> x_1 -> x_2 = y: groups {x_1, Theta_2} (Jacobi, both from the forward pass) and
+    then {Theta_1} at the moved x_1; the oracle is autograd of the lifted energy."""
+    from liftinv.penalty import BREGMAN
+
+    net, problem, u, y = _two_layer_relu(seed=16)
+    first, second = net.layer(1), net.layer(2)
+    x1 = problem.xs[1].clone()
+    s = 1 / problem.lipschitz(Var(1))
+    lr = 0.01
+    leaf = x1.clone().requires_grad_()
+    top = 0.5 * ((second.maps[0](leaf) - y) ** 2).sum()
+    gx, gw2, gb2 = torch.autograd.grad(top, [leaf, *second.maps[0].parameters()])
+    a1 = first.maps[0](u).detach()
+    x1_new = BREGMAN.prox_output(first.activation, a1, x1 - s * gx, s)
+    expected2 = [_adam_first_step(p.detach(), g, lr) for p, g in zip(second.maps[0].parameters(), (gw2, gb2))]
+    bottom = BREGMAN.value(first.activation, x1_new, first.maps[0](u)).sum()
+    grads1 = torch.autograd.grad(bottom, list(first.maps[0].parameters()))
+    expected1 = [_adam_first_step(p.detach(), g, lr) for p, g in zip(first.maps[0].parameters(), grads1)]
+
+    solver = BCD(param_rule=Adam(lr), interleave=True)
+    solver.step(problem, solver.init(problem))
+    torch.testing.assert_close(problem.xs[1], x1_new, rtol=1e-12, atol=1e-12)
+    for p, e in zip([*first.maps[0].parameters(), *second.maps[0].parameters()], expected1 + expected2):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-12)
+
+
+def test_interleaved_sweep_costs_one_forward_pass_of_the_chain():
+    """After problem.forward, an interleaved sweep evaluates no pre-activation again; the
+    sweep that moves the parameters after the variables evaluates the layers fed by x_1 again."""
+    counts = {}
+    for interleave in (True, False):
+        net, problem, u, y = _two_layer_relu(seed=17)
+        problem.forward(u)
+        problem.set(Var(2), [y])
+        problem.lipschitz(Var(1))
+        calls = []
+        for k in (1, 2):
+            layer = net.layer(k)
+            layer.preactivation = (lambda f, k: lambda *a, **kw: (calls.append(k), f(*a, **kw))[1])(layer.preactivation, k)
+        solver = BCD(param_rule=Adam(0.01), interleave=interleave)
+        solver.step(problem, solver.init(problem))
+        counts[interleave] = calls
+    assert counts == {True: [], False: [2]}
+
+
+def test_interleave_needs_param_inputs():
+    with pytest.raises(TypeError, match="interleave needs a problem with param_inputs, got Quadratic"):
+        run(BCD(interleave=True), two_blocks(), max_iter=1)
+    with pytest.raises(TypeError, match="interleave must be a bool, got int"):
+        BCD(interleave=1)

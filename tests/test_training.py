@@ -57,10 +57,11 @@ def _same(a, b) -> bool:
     "method",
     [
         Lifted(solver=BCD(param_rule=Adam(1e-2))),
+        Lifted(solver=BCD(param_rule=Adam(1e-2), interleave=True), lipschitz_every=5),
         Lifted(solver=BCD(param_rule=Nesterov(), schedule=OddEven()), lipschitz_every=3),
         Lifted(solver=ISGM(eta=10.0, inner_steps=2)),
     ],
-    ids=["bcd-adam", "bcd-nesterov-oddeven", "isgm"],
+    ids=["bcd-adam", "bcd-adam-interleaved", "bcd-nesterov-oddeven", "isgm"],
 )
 def test_lifted_pnn_denoiser_beats_untrained(patches, method):
     train_set, val_set = patches
@@ -87,12 +88,13 @@ def test_lifted_autoencoder_float32_beats_untrained(patches):
     assert h.val_loss[-1] < h.val_loss[0]
 
 
-def test_lifted_unrolled_deblurring_beats_untrained(patches):
+@pytest.mark.parametrize("interleave", [False, True])
+def test_lifted_unrolled_deblurring_beats_untrained(patches, interleave):
     train_set, val_set = patches
     physics = Blur(gaussian_kernel(1.0, dtype=DT), img_size=(1, 15, 15), boundary="zero", dtype=DT)
     net = UnrolledPrimalDual(physics, 3, 4, (1, 15, 15), threshold=0.02, generator=_gen(2)).to(DT)
     task = Reconstruction(physics, noise_sigma=0.02)
-    h = train(net, train_set, task=task, method=Lifted(solver=BCD(param_rule=Adam(1e-2))), epochs=4, batch_size=10,
+    h = train(net, train_set, task=task, method=Lifted(solver=BCD(param_rule=Adam(1e-2), interleave=interleave)), epochs=4, batch_size=10,
               val_set=val_set, progress=False).history
     assert h.val_psnr[-1] > h.val_psnr[0] + 0.5
 
@@ -111,10 +113,11 @@ def test_backprop_same_entry_point(patches):
     "method",
     [
         Lifted(solver=BCD(param_rule=Nesterov())),
+        Lifted(solver=BCD(param_rule=Adam(1e-2), interleave=True), lipschitz_every=3),
         Lifted(penalty=MAC, solver=ISGM(eta=5.0, inner=BCD(param_rule=Adam(1e-2)), inner_steps=2), lipschitz_every=2),
         Backprop(lr=1e-2),
     ],
-    ids=["bregman-bcd-nesterov", "mac-isgm-adam", "backprop-adam"],
+    ids=["bregman-bcd-nesterov", "bregman-bcd-interleaved", "mac-isgm-adam", "backprop-adam"],
 )
 def test_resume_is_bit_identical(patches, tmp_path, method):
     train_set, val_set = patches

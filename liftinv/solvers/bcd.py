@@ -9,6 +9,16 @@ block as one Jacobi group), each block :math:`b` moved by its rule with the step
 (:math:`y_b = x_b` for :class:`~liftinv.solvers.rules.Plain`). With ``Plain`` rules and
 ``step_scale`` < 2 every block update decreases the energy (descent lemma); ``step_scale`` = 1
 is the classical PALM step (Bolte, Sabach & Teboulle 2014).
+
+With ``interleave=True`` the parameter blocks move during the last variable pass instead of
+after it: each joins (Jacobi) the first group of the schedule holding a variable that its layers
+read (``problem.param_inputs``), or a last group when they read none. For a chain swept top-down
+that pairs :math:`x_{k-1}` with :math:`\Theta_k`: both gradients come from the residual
+:math:`r_k` and the pre-activation :math:`a_k` of the forward pass, one backward pass through
+layer :math:`k` for the two, so a sweep costs one forward and one backward pass, as
+backpropagation does (without it the parameters need the pre-activations at the moved
+variables: a second forward pass). The pair is coupled through :math:`a_k`, so this Jacobi step
+has no monotone-descent guarantee.
 """
 from __future__ import annotations
 
@@ -74,7 +84,9 @@ class BCD:
         param_rule: rule of the parameter blocks (state kept across problems, keyed by group).
         schedule: order of the variable blocks.
         step_scale: step :math:`s_b = \text{step\_scale}/L_b`, in (0, 2).
-        var_sweeps: passes over the variable blocks per iteration, before the parameters.
+        var_sweeps: passes over the variable blocks per iteration.
+        interleave: move the parameters with the variables of the last pass (see the module
+            docstring) instead of after it; needs ``problem.param_inputs``.
     """
 
     var_rule: Rule = Plain()
@@ -82,6 +94,7 @@ class BCD:
     schedule: Schedule = TopDown()
     step_scale: float = 1.0
     var_sweeps: int = 1
+    interleave: bool = False
 
     def __post_init__(self):
         for name, kind in (("var_rule", Rule), ("param_rule", Rule), ("schedule", Schedule)):
@@ -91,6 +104,8 @@ class BCD:
         if not 0 < self.step_scale < 2:
             raise ValueError(f"step_scale must be in (0, 2), got {self.step_scale}")
         positive_int("var_sweeps", self.var_sweeps)
+        if not isinstance(self.interleave, bool):
+            raise TypeError(f"interleave must be a bool, got {type(self.interleave).__name__}")
 
     def init(self, problem: BlockProblem) -> SolverState:
         """Fresh rule states for every block of ``problem``."""
@@ -114,32 +129,49 @@ class BCD:
         state = self._complete(problem, state)
         iteration = state.iteration + 1
         blocks = problem.blocks()
-        var_blocks = [b for b in blocks if isinstance(b, Var)]
-        param_blocks = [b for b in blocks if isinstance(b, Params)]
-        for _ in range(self.var_sweeps):
-            for group in self.schedule(var_blocks):
-                self._update(problem, group, self.var_rule, state.var_states, iteration)
-        if param_blocks:
-            self._update(problem, param_blocks, self.param_rule, state.param_states, iteration)
+        groups = self.schedule([b for b in blocks if isinstance(b, Var)])
+        params = [b for b in blocks if isinstance(b, Params)]
+        for _ in range(self.var_sweeps - 1):
+            for group in groups:
+                self._update(problem, group, state, iteration)
+        for group in self._last_pass(problem, groups, params):
+            self._update(problem, group, state, iteration)
         return SolverState(iteration, state.var_states, state.param_states)
 
-    def _update(self, problem: BlockProblem, group: list[Block], rule: Rule, states: dict[int, dict], iteration: int) -> None:
-        """Move every block of ``group`` by ``rule`` from gradients taken at one state (Jacobi)."""
+    def _last_pass(self, problem: BlockProblem, groups: list[list[Block]], params: list[Params]) -> list[list[Block]]:
+        """The groups of the last variable pass with the parameter blocks placed in them."""
+        if not params:
+            return groups
+        if not self.interleave:
+            return [*groups, params]
+        if not callable(getattr(problem, "param_inputs", None)):
+            raise TypeError(f"interleave needs a problem with param_inputs, got {type(problem).__name__}")
+        groups, rest = [list(g) for g in groups], []
+        first = {b.index: n for n, g in reversed(list(enumerate(groups))) for b in g}
+        for p in params:
+            reads = [first[i] for i in problem.param_inputs(p.index) if i in first]
+            (groups[min(reads)] if reads else rest).append(p)
+        return groups + ([rest] if rest else [])
+
+    def _update(self, problem: BlockProblem, group: list[Block], state: SolverState, iteration: int) -> None:
+        """Move every block of ``group`` by its rule from gradients taken at one state (Jacobi)."""
+        rules = [self.var_rule if isinstance(b, Var) else self.param_rule for b in group]
+        stores = [state.var_states if isinstance(b, Var) else state.param_states for b in group]
         values = [problem.get(b) for b in group]
-        looks = [rule.lookahead(v, states[b.index]) for b, v in zip(group, values)]
+        looks = [rule.lookahead(v, st[b.index]) for b, v, rule, st in zip(group, values, rules, stores)]
         moved = [(b, v, y) for b, v, y in zip(group, values, looks) if y is not v]
         for b, _, y in moved:
             problem.set(b, y)
         grads = problem.grads(group)
         results = []
-        for b, v, y, g in zip(group, values, looks, grads):
+        for b, v, y, g, rule, st in zip(group, values, looks, grads, rules, stores):
             step = _step(self.step_scale, problem.lipschitz(b)) if rule.needs_step else None
-            results.append(rule.advance(v, y, g, step, partial(problem.prox, b), states[b.index]))
+            results.append(rule.advance(v, y, g, step, partial(problem.prox, b), st[b.index]))
         for b, (new, _) in zip(group, results):
             if not all(_finite(t) for t in new):
                 for m, v, _ in moved:
                     problem.set(m, v)
                 raise NonFiniteError(b, iteration)
-        for b, (new, st) in zip(group, results):
+        for b, (new, st), store in zip(group, results, stores):
             problem.set(b, new)
-            states[b.index] = st
+            store[b.index] = st

@@ -49,6 +49,9 @@ class ProximalPoint:
     def prox(self, block: Block, values: Sequence[Tensor], step: float) -> list[Tensor]:
         return self.problem.prox(block, values, step)
 
+    def param_inputs(self, index: int) -> list[int]:
+        return self.problem.param_inputs(index)
+
     def grads(self, blocks: Sequence[Block]) -> list[list[Tensor]]:
         out = self.problem.grads(blocks)
         for i, b in enumerate(blocks):
