@@ -7,7 +7,8 @@ sparse denoising autoencoder) from the same initialisation, on the same data and
 for the same training-time budget (10 s per method with ``--quick``, 60 s otherwise). Methods:
 
 * ``bregman-bcd``: lifted Bregman, BCD with the setup's tuned parameter rule (in full mode the
-  rules Adam, Nesterov and heavy ball are all run and the best is selected);
+  rules Adam, Nesterov and heavy ball, and Adam with interleaved parameter blocks, are all run
+  and the best is selected);
 * ``bregman-isgm``: lifted Bregman, implicit stochastic gradient;
 * ``mac-bcd``: the quadratic (MAC) penalty with the same BCD configuration;
 * ``backprop-adam``: backpropagation with Adam, learning rate from a small grid, best selected.
@@ -110,6 +111,8 @@ def _methods(setup: Setup, quick: bool) -> list[tuple[str, str, Lifted | Backpro
         for rule in (Adam(lr), Nesterov(0.8), HeavyBall(0.5)):
             m = dataclasses.replace(setup.bcd, solver=dataclasses.replace(setup.bcd.solver, param_rule=rule))
             out.append(("bregman-bcd", _rule_name(m), m))
+        m = dataclasses.replace(setup.bcd, solver=dataclasses.replace(setup.bcd.solver, interleave=True))
+        out.append(("bregman-bcd", f"{_rule_name(m)}, interleaved", m))
     out.append(("bregman-isgm", f"eta={setup.isgm.solver.eta:g}, J={setup.isgm.solver.inner_steps}", setup.isgm))
     out.append(("mac-bcd", _rule_name(setup.bcd), dataclasses.replace(setup.bcd, penalty=MAC)))
     for lr in QUICK_LRS if quick else FULL_LRS:
