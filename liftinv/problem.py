@@ -69,7 +69,7 @@ class LiftedProblem:
     r"""A lifted network bound to one batch: the energy, its blocks, gradients and proxes.
 
     Args:
-        network: the lifted network (its parameters are updated in place by :meth:`set`).
+        network: the lifted network (:meth:`set` gives its parameters new values).
         xs: initial variables ``[x_0, ..., x_K]`` (e.g. ``network.feasible(u)``, with ``x_K``
             replaced by a clamped target); detached, never modified in place (updates replace them).
         y: measurements for layers with a data term.
@@ -139,10 +139,10 @@ class LiftedProblem:
     # ----------------------------------------------------------------- state
     def get(self, block: Block) -> list[Tensor]:
         """Current values of a block; the problem never modifies them in place (:meth:`set`
-        replaces variables and copies parameter values, so parameters are returned as copies)."""
+        replaces variables, and parameters' storages)."""
         if isinstance(block, Var):
             return [self.xs[block.index]]
-        return [p.detach().clone() for p in self.param_groups[block.index]]
+        return [p.detach() for p in self.param_groups[block.index]]
 
     def set(self, block: Block, values: Sequence[Tensor]) -> None:
         """Replace the values of a block and invalidate what depends on them."""
@@ -158,7 +158,7 @@ class LiftedProblem:
         else:
             with torch.no_grad():
                 for p, v in zip(self.param_groups[block.index], values):
-                    p.copy_(v)
+                    p.set_(v.detach().to(p))  # a new storage: earlier values stay as they were
             for k in self._layers_of_group[block.index]:
                 self._pre.pop(k, None)
             self._lip.clear()
@@ -216,10 +216,17 @@ class LiftedProblem:
 
     # ----------------------------------------------------------------- energy
     def penalties(self) -> Tensor:
-        r"""Unweighted per-sample penalties :math:`P_k`, shape ``(K, B)``."""
-        return torch.stack(
-            [self.penalty.value(self.network.layer(k).activation, self.xs[k], self.preactivation(k)) for k in range(1, self.network.depth + 1)]
-        )
+        r"""Unweighted per-sample penalties :math:`P_k`, shape ``(K, B)`` (pre-activations that
+        were not cached are computed without a graph and not kept)."""
+        values = []
+        for k in range(1, self.network.depth + 1):
+            if k in self._pre:
+                a = self._pre[k].detach()
+            else:
+                with torch.no_grad():
+                    a = self.network.preactivation(k, self.xs, self.y)
+            values.append(self.penalty.value(self.network.layer(k).activation, self.xs[k], a))
+        return torch.stack(values)
 
     def energy(self) -> Tensor:
         """The lifted energy summed over the batch (a scalar tensor)."""

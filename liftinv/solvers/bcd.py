@@ -165,6 +165,11 @@ class BCD:
         for b, _, y in moved:
             problem.set(b, y)
         grads = problem.grads(group)
+        for b, g in zip(group, grads):  # before any rule updates its state
+            if not all(_finite(t) for t in g):
+                for m, v, _ in moved:
+                    problem.set(m, v)
+                raise NonFiniteError(b, iteration)
         results = []
         for b, v, y, g, rule, st in zip(group, values, looks, grads, rules, stores):
             step = _step(self.step_scale, problem.lipschitz(b)) if rule.needs_step else None

@@ -129,8 +129,9 @@ class Adam(Rule):
         \frac{m_k/(1-\beta_1^k)}{\sqrt{v_k/(1-\beta_2^k)} + \epsilon}\Big),
 
     :math:`m_0 = v_0 = 0`: ``torch.optim.Adam(lr, betas=(b1, b2), eps=eps)`` when :math:`h = 0`
-    (parameter blocks). The prox with step ``lr`` ignores the diagonal metric; use Adam on blocks
-    without a nonsmooth part.
+    (parameter blocks), with its operations in the same order. The moment buffers are updated in
+    place (the solvers check the gradients for NaN/Inf first). The prox with step ``lr`` ignores
+    the diagonal metric; use Adam on blocks without a nonsmooth part.
     """
 
     lr: float = 1e-3
@@ -155,9 +156,12 @@ class Adam(Rule):
 
     def advance(self, values, look, grads, step, prox, state):
         count = state["count"] + 1
-        m = [mm.lerp(g, 1 - self.b1) for mm, g in zip(state["m"], grads)]
-        v = [self.b2 * vv + (1 - self.b2) * g * g for vv, g in zip(state["v"], grads)]
+        m = [mm.lerp_(g, 1 - self.b1) for mm, g in zip(state["m"], grads)]
+        v = [vv.mul_(self.b2).addcmul_(g, g, value=1 - self.b2) for vv, g in zip(state["v"], grads)]
         rate = self.lr / (1 - self.b1**count)
         root = math.sqrt(1 - self.b2**count)
-        moved = [x - rate * mm / (vv.sqrt() / root + self.eps) for x, mm, vv in zip(values, m, v)]
+        moved = [  # x - rate m / (sqrt(v) / root + eps), written into the gradient's storage
+            torch.addcdiv(x, mm, vv.sqrt().div_(root).add_(self.eps), value=-rate, out=g)
+            for x, mm, vv, g in zip(values, m, v, grads)
+        ]
         return prox(moved, self.lr), {"m": m, "v": v, "count": count}
