@@ -52,7 +52,7 @@ class NormalStep(nn.Module):
         self.tau = float(tau)
 
     def forward(self, u: Tensor) -> Tensor:
-        return u - self.tau * self.adjoint.conv(self.adjoint(u))
+        return torch.add(u, self.adjoint.conv(self.adjoint(u)), alpha=-self.tau)  # backward: one scaled copy
 
 
 class GradientStep(nn.Module):

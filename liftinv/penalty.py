@@ -62,6 +62,10 @@ class Penalty:
         r""":math:`\arg\min_z P(z, a) + \tfrac{1}{2\tau}|z - v|^2` (``tau`` > 0, scalar or tensor)."""
         raise NotImplementedError
 
+    def residual_(self, act: Activation, z: Tensor, a: Tensor) -> Tensor:
+        """:meth:`residual` computed in the storage of ``a`` (returned)."""
+        return a.copy_(self.residual(act, z, a))
+
     def prox_output_(self, act: Activation, a: Tensor, v: Tensor, tau: Gamma) -> Tensor:
         """:meth:`prox_output` computed in the storage of ``v`` (returned)."""
         return v.copy_(self.prox_output(act, a, v, tau))
@@ -90,6 +94,12 @@ class BregmanPenalty(Penalty):
         r""":math:`\nabla_a B_\Psi(z, a) = \sigma(a) - z`."""
         _check_pair("z", z, "a", a)
         return act(a) - z
+
+    def residual_(self, act: Activation, z: Tensor, a: Tensor) -> Tensor:
+        """:meth:`residual` in the storage of ``a``: no temporaries for activations with an
+        in-place :meth:`~liftinv.activations.Activation.forward_`."""
+        _check_pair("z", z, "a", a)
+        return act.forward_(a).sub_(z)
 
     def prox_output(self, act: Activation, a: Tensor, v: Tensor, tau: Gamma) -> Tensor:
         r""":math:`\operatorname{prox}_{\tau\Phi}(v + \tau a)`."""

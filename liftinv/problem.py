@@ -183,7 +183,10 @@ class LiftedProblem:
         self.network.check_input(u)
         self.rebind([u.detach()] * len(self.xs), y)
         for k in range(1, self.network.depth + 1):
-            self.xs[k] = self.network.layer(k).activation(self.preactivation(k))
+            a = self.preactivation(k)
+            x = self.network.layer(k).activation(a)
+            # the cached a_k is consumed in place by _pullback: x_k must not share its storage
+            self.xs[k] = x.clone() if x.untyped_storage().data_ptr() == a.untyped_storage().data_ptr() else x
         return self.xs[-1]
 
     def _input(self, i: int) -> Tensor:
@@ -210,9 +213,6 @@ class LiftedProblem:
     def preactivation(self, k: int) -> Tensor:
         r""":math:`a_k` at the current state (cached, detached)."""
         return self._preactivation_graph(k).detach()
-
-    def _residual(self, k: int) -> Tensor:
-        return self.penalty.residual(self.network.layer(k).activation, self.xs[k], self.preactivation(k))
 
     # ----------------------------------------------------------------- energy
     def penalties(self) -> Tensor:
@@ -249,7 +249,7 @@ class LiftedProblem:
         all the blocks it touches, never through :math:`\sigma`), plus the gradients of smooth
         terms on the variables.
 
-        The cached pre-activations read here are released (the caller moves the blocks next,
+        The cached pre-activations read here are consumed (the caller moves the blocks next,
         which makes them stale); one needed again is recomputed."""
         variables = {b.index for b in blocks if isinstance(b, Var)}
         params = {id(p) for b in blocks if isinstance(b, Params) for p in self.param_groups[b.index]}
@@ -264,27 +264,32 @@ class LiftedProblem:
             for key, g in zip(keys + [id(p) for p in own], self._pullback(k, wrt + own)):
                 if g is not None:
                     total[key] = total[key].add_(g) if key in total else g
-            self._pre.pop(k, None)
         out = []
         for b in blocks:
             if isinstance(b, Params):
-                out.append([total.get(id(p), torch.zeros_like(p)) for p in self.param_groups[b.index]])
+                out.append([total[id(p)] if id(p) in total else torch.zeros_like(p) for p in self.param_groups[b.index]])
                 continue
             i = b.index
-            grad = total.get(i, torch.zeros_like(self.xs[i]))
+            grad = total[i] if i in total else torch.zeros_like(self.xs[i])
             if i in self.terms and self.terms[i].smooth:
                 grad = grad + self.terms[i].grad(self.xs[i])
             out.append([grad])
         return out
 
     def _pullback(self, k: int, wrt: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
-        r""":math:`\lambda_k J^* r_k` with :math:`J` the Jacobian of the cached :math:`a_k` with
-        respect to each tensor of ``wrt`` (``None`` where :math:`a_k` does not depend on it)."""
+        r""":math:`\lambda_k J^* r_k` with :math:`J` the Jacobian of :math:`a_k` with respect to
+        each tensor of ``wrt`` (``None`` where :math:`a_k` does not depend on it). Consumes the
+        cached :math:`a_k`: :math:`\lambda_k r_k` is computed in its storage (the backward pass of
+        affine maps never reads their output; autograd's version check would refuse one that did)."""
         a = self._preactivation_graph(k)
+        del self._pre[k]
         if not wrt or not a.requires_grad:
             return (None,) * len(wrt)
-        cotangent = self._residual(k).mul_(self.network.layer(k).weight)  # a fresh tensor
-        return torch.autograd.grad(a, wrt, cotangent, retain_graph=True, allow_unused=True)
+        layer = self.network.layer(k)
+        fresh = a.grad_fn is not None and a._base is None  # not a variable or a view of one
+        residual = self.penalty.residual_ if fresh else self.penalty.residual
+        cotangent = residual(layer.activation, self.xs[k], a.detach()).mul_(layer.weight)
+        return torch.autograd.grad(a, wrt, cotangent, allow_unused=True)
 
     def param_inputs(self, index: int) -> list[int]:
         """The free variables read by the layers that use the parameter group ``index``."""

@@ -95,8 +95,9 @@ def test_prox_output_matches_brute_force(pen, act, tau):
 @pytest.mark.parametrize("tau", [0.7, "tensor"])
 @penalties
 @pytest.mark.parametrize("act", ELEMENTWISE, ids=repr)
-def test_in_place_prox_output_equals_prox_output(pen, act, tau):
-    """``prox_output_`` (and so ``prox_phi_``) returns the storage of ``v`` holding ``prox_output``."""
+def test_in_place_variants_equal_their_pure_forms(pen, act, tau):
+    """``prox_output_``, ``prox_phi_``, ``residual_`` and ``forward_`` return the storage of their
+    argument holding the value of the pure method."""
     g = gen(28)
     a, v = randn(4, 6, g=g, scale=2.0), randn(4, 6, g=g, scale=2.0)
     t = 0.2 + 2 * torch.rand(4, 1, generator=g, dtype=DT) if tau == "tensor" else tau
@@ -107,6 +108,12 @@ def test_in_place_prox_output_equals_prox_output(pen, act, tau):
     torch.testing.assert_close(got, expected, atol=1e-14, rtol=1e-14)
     phi = act.prox_phi_(v.clone(), t)
     torch.testing.assert_close(phi, act.prox_phi(v, t), atol=1e-14, rtol=1e-14)
+    z = domain_points(act, a.shape, g)
+    work = a.clone()
+    got = pen.residual_(act, z, work)
+    assert got.data_ptr() == work.data_ptr()
+    torch.testing.assert_close(got, pen.residual(act, z, a), atol=1e-14, rtol=1e-14)
+    torch.testing.assert_close(act.forward_(a.clone()), act(a), atol=0, rtol=0)
 
 
 def test_mac_prox_output_softmax_against_scipy():

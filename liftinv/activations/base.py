@@ -78,6 +78,11 @@ class Activation(nn.Module):
         r""":math:`\sigma(a) = \operatorname{prox}_\Psi(a)`."""
         return self.prox(a, 1.0)
 
+    def forward_(self, a: Tensor) -> Tensor:
+        r""":math:`\sigma(a)` computed in the storage of ``a`` (returned); subclasses with an
+        elementwise closed form override it to allocate nothing."""
+        return a.copy_(self(a))
+
     def envelope(self, a: Tensor) -> Tensor:
         r""":math:`\operatorname{env}_\Psi(a) = \tfrac12(\sigma(a)-a)^2 + \Psi(\sigma(a))`."""
         s = self(a)

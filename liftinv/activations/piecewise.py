@@ -42,6 +42,9 @@ class Identity(Activation):
         check_step("mu", mu)
         return v.div_(1 + mu)
 
+    def forward_(self, a: Tensor) -> Tensor:
+        return a
+
 
 class ReLU(Activation):
     r""":math:`\sigma(a) = \max(a, 0)`, :math:`\Psi = \iota_{[0,\infty)}`,
@@ -57,6 +60,9 @@ class ReLU(Activation):
     def prox_phi_(self, v: Tensor, mu: Gamma) -> Tensor:
         check_step("mu", mu)
         return v.div_(1 + mu).clamp_min_(0)
+
+    def forward_(self, a: Tensor) -> Tensor:
+        return a.clamp_min_(0)
 
     def in_domain(self, z: Tensor) -> Tensor:
         return z >= 0
@@ -157,6 +163,9 @@ class Clip(Activation):
     def prox_phi_(self, v: Tensor, mu: Gamma) -> Tensor:
         check_step("mu", mu)
         return v.div_(1 + mu).clamp_(self.lo, self.hi)
+
+    def forward_(self, a: Tensor) -> Tensor:
+        return a.clamp_(self.lo, self.hi)
 
     def in_domain(self, z: Tensor) -> Tensor:
         return (z >= self.lo) & (z <= self.hi)
