@@ -13,15 +13,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class Scale(nn.Module):
-    r""":math:`x \mapsto s\,x` with a fixed scalar :math:`s` (e.g. ``-1`` or a residual weight)."""
+class ScaledConv(nn.Module):
+    r""":math:`x \mapsto s\,Lx` for a bias-free ``nn.Conv2d`` :math:`L` (shared, not copied) and a
+    fixed scalar :math:`s`, computed as the convolution with the weight :math:`sW` (the scale
+    touches the kernel, not the feature maps)."""
 
-    def __init__(self, scale: float):
+    def __init__(self, conv: nn.Conv2d, scale: float = 1.0):
         super().__init__()
+        if conv.bias is not None:
+            raise ValueError("conv must be a bias-free nn.Conv2d")
+        self.conv = conv
         self.scale = float(scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.scale * x
+        c = self.conv
+        return F.conv2d(x, self.scale * c.weight, None, c.stride, c.padding, c.dilation, c.groups)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
@@ -29,7 +35,8 @@ class Scale(nn.Module):
 
 class ConvAdjoint(nn.Module):
     r""":math:`L^*`: the transposed convolution sharing the weight of ``conv`` (a bias-free
-    ``nn.Conv2d`` with ``padding = kernel // 2``, stride 1), times an optional fixed ``scale``."""
+    ``nn.Conv2d`` with ``padding = kernel // 2``, stride 1), times an optional fixed ``scale``
+    (applied to the kernel)."""
 
     def __init__(self, conv: nn.Conv2d, scale: float = 1.0):
         super().__init__()
@@ -39,7 +46,7 @@ class ConvAdjoint(nn.Module):
         self.scale = float(scale)
 
     def forward(self, u: Tensor) -> Tensor:
-        return self.scale * F.conv_transpose2d(u, self.conv.weight, padding=self.conv.padding)
+        return F.conv_transpose2d(u, self.scale * self.conv.weight, padding=self.conv.padding)
 
 
 class NormalStep(nn.Module):
@@ -49,10 +56,11 @@ class NormalStep(nn.Module):
     def __init__(self, conv: nn.Conv2d, tau: float):
         super().__init__()
         self.adjoint = ConvAdjoint(conv)
+        self.step = ScaledConv(conv, -float(tau))
         self.tau = float(tau)
 
     def forward(self, u: Tensor) -> Tensor:
-        return torch.add(u, self.adjoint.conv(self.adjoint(u)), alpha=-self.tau)  # backward: one scaled copy
+        return u + self.step(self.adjoint(u))
 
 
 class GradientStep(nn.Module):

@@ -9,6 +9,15 @@ from torch import Tensor, nn
 from liftinv.activations import Activation, as_activation
 
 
+def _shares_storage(t: Tensor, others: Sequence[Tensor]) -> bool:
+    """Whether ``t`` may share storage with one of ``others`` (True when storages are not
+    accessible, e.g. under ``torch.func`` transforms)."""
+    try:
+        return t.untyped_storage().data_ptr() in {x.untyped_storage().data_ptr() for x in others}
+    except (NotImplementedError, RuntimeError):
+        return True
+
+
 class Layer(nn.Module):
     r"""One layer of a :class:`~liftinv.network.LiftedNetwork`.
 
@@ -46,12 +55,17 @@ class Layer(nn.Module):
         self.weight = float(weight)
 
     def preactivation(self, xs: Sequence[Tensor], y: Tensor | None = None) -> Tensor:
-        r""":math:`a_k = \sum_j M_{kj} x_{i_j} + c_k(y)`."""
-        a = sum(m(xs[i]) for i, m in zip(self.inputs, self.maps))
-        if self.data_map is not None:
-            if y is None:
-                raise ValueError("this network needs measurements y (a layer has a data term)")
-            a = a + self.data_map(y)
+        r""":math:`a_k = \sum_j M_{kj} x_{i_j} + c_k(y)`, summed in place into the first term
+        unless that term shares an input's storage (a map may return its input or a view of it)."""
+        if self.data_map is not None and y is None:
+            raise ValueError("this network needs measurements y (a layer has a data term)")
+        inputs = [xs[i] for i in self.inputs] + ([] if self.data_map is None else [y])
+        maps = [*self.maps] + ([] if self.data_map is None else [self.data_map])
+        a = maps[0](inputs[0])
+        owned = not _shares_storage(a, inputs)
+        for m, x in zip(maps[1:], inputs[1:]):
+            a = a.add_(m(x)) if owned else a + m(x)
+            owned = True
         return a
 
     def forward(self, xs: Sequence[Tensor], y: Tensor | None = None) -> Tensor:

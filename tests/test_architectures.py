@@ -520,3 +520,23 @@ def test_unrolled_validates_its_arguments():
         net([1.0])
     with pytest.raises(ValueError, match="y contains NaN"):
         net(torch.full((2, 1, 7, 9), float("nan"), dtype=DT))
+
+
+def test_preactivation_sums_in_place_without_touching_inputs():
+    """A layer whose first map returns its input (identity, a view) sums into a new tensor; the
+    inputs keep their values."""
+    from liftinv.activations import Identity
+    from liftinv.layer import Layer
+
+    g = gen(8)
+    x0, x1 = torch.randn(3, 4, generator=g, dtype=DT), torch.randn(3, 4, generator=g, dtype=DT)
+    lin = nn.Linear(4, 4, dtype=DT)
+    keep0, keep1 = x0.clone(), x1.clone()
+    for first in (nn.Identity(), nn.Flatten()):
+        layer = Layer([0, 1], [first, lin], Identity())
+        a = layer.preactivation([x0, x1])
+        torch.testing.assert_close(a, keep0 + lin(keep1), rtol=0, atol=0)
+        assert torch.equal(x0, keep0) and torch.equal(x1, keep1)
+    layer = Layer([1, 0], [lin, nn.Identity()], Identity())
+    torch.testing.assert_close(layer.preactivation([x0, x1]), lin(keep1) + keep0, rtol=0, atol=0)
+    assert torch.equal(x0, keep0)

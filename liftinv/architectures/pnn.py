@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from liftinv.activations import Clip, Identity
-from liftinv.affine import ConvAdjoint, NormalStep, Scale
+from liftinv.affine import ConvAdjoint, NormalStep, ScaledConv
 from liftinv.architectures._common import check_channels, normalised_conv, odd_int, positive_float, positive_int
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
@@ -60,9 +60,9 @@ class ProximalNeuralNetwork(LiftedNetwork):
         threshold = positive_float("threshold", threshold)
         tau = 1 / 1.01 if tau is None else positive_float("tau", tau)
         convs = [normalised_conv(channels, features, kernel_size, generator) for _ in range(n_layers)]
-        layers = [Layer([0], [nn.Sequential(convs[0], Scale(tau))], Clip(-threshold, threshold))]
+        layers = [Layer([0], [ScaledConv(convs[0], tau)], Clip(-threshold, threshold))]
         for k in range(1, n_layers):
-            maps = [NormalStep(convs[k], tau), nn.Sequential(convs[k], Scale(tau))]
+            maps = [NormalStep(convs[k], tau), ScaledConv(convs[k], tau)]
             layers.append(Layer([k, 0], maps, Clip(-threshold, threshold)))
         layers.append(Layer([0, n_layers], [nn.Identity(), ConvAdjoint(convs[-1], -1.0)], Identity()))
         super().__init__(layers)

@@ -19,7 +19,7 @@ from deepinv.models import Reconstructor
 from torch import Tensor, nn
 
 from liftinv.activations import Clip
-from liftinv.affine import ConvAdjoint, GradientStep, MeasurementAdjoint, Scale
+from liftinv.affine import ConvAdjoint, GradientStep, MeasurementAdjoint, ScaledConv
 from liftinv.architectures._common import normalised_conv, odd_int, positive_float, positive_int
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
@@ -93,7 +93,7 @@ class UnrolledPrimalDual(Reconstructor):
             x_new = len(layers)
             if k == n_iter - 1:
                 break
-            maps = [nn.Sequential(convs[k], Scale(2 * self.s)), nn.Sequential(convs[k], Scale(-self.s))]
+            maps = [ScaledConv(convs[k], 2 * self.s), ScaledConv(convs[k], -self.s)]
             inputs = [x_new, x_prev]
             if u_prev is not None:
                 inputs, maps = inputs + [u_prev], maps + [nn.Identity()]
