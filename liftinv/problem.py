@@ -250,7 +250,8 @@ class LiftedProblem:
         terms on the variables.
 
         The cached pre-activations read here are consumed (the caller moves the blocks next,
-        which makes them stale); one needed again is recomputed."""
+        which makes them stale), except those of the variable blocks themselves, whose proxes
+        read them next; one needed again is recomputed."""
         variables = {b.index for b in blocks if isinstance(b, Var)}
         params = {id(p) for b in blocks if isinstance(b, Params) for p in self.param_groups[b.index]}
         layers = {k for i in variables for k, _ in self.network.consumers(i)}
@@ -261,7 +262,7 @@ class LiftedProblem:
             keys = [i for i in dict.fromkeys(layer.inputs) if i in variables]
             wrt = [self._input(i) for i in keys]
             own = [p for p in layer.parameters() if id(p) in params]
-            for key, g in zip(keys + [id(p) for p in own], self._pullback(k, wrt + own)):
+            for key, g in zip(keys + [id(p) for p in own], self._pullback(k, wrt + own, keep=k in variables)):
                 if g is not None:
                     total[key] = total[key].add_(g) if key in total else g
         out = []
@@ -276,20 +277,22 @@ class LiftedProblem:
             out.append([grad])
         return out
 
-    def _pullback(self, k: int, wrt: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
+    def _pullback(self, k: int, wrt: Sequence[Tensor], keep: bool = False) -> tuple[Tensor | None, ...]:
         r""":math:`\lambda_k J^* r_k` with :math:`J` the Jacobian of :math:`a_k` with respect to
-        each tensor of ``wrt`` (``None`` where :math:`a_k` does not depend on it). Consumes the
-        cached :math:`a_k`: :math:`\lambda_k r_k` is computed in its storage (the backward pass of
-        affine maps never reads their output; autograd's version check would refuse one that did)."""
+        each tensor of ``wrt`` (``None`` where :math:`a_k` does not depend on it). Unless ``keep``,
+        consumes the cached :math:`a_k`: :math:`\lambda_k r_k` is computed in its storage (the
+        backward pass of affine maps never reads their output; autograd's version check would
+        refuse one that did)."""
         a = self._preactivation_graph(k)
-        del self._pre[k]
+        if not keep:
+            del self._pre[k]
         if not wrt or not a.requires_grad:
             return (None,) * len(wrt)
         layer = self.network.layer(k)
-        fresh = a.grad_fn is not None and a._base is None  # not a variable or a view of one
+        fresh = not keep and a.grad_fn is not None and a._base is None  # not a variable or a view of one
         residual = self.penalty.residual_ if fresh else self.penalty.residual
         cotangent = residual(layer.activation, self.xs[k], a.detach()).mul_(layer.weight)
-        return torch.autograd.grad(a, wrt, cotangent, allow_unused=True)
+        return torch.autograd.grad(a, wrt, cotangent, retain_graph=keep, allow_unused=True)
 
     def param_inputs(self, index: int) -> list[int]:
         """The free variables read by the layers that use the parameter group ``index``."""
