@@ -41,7 +41,7 @@ from torch.utils._pytree import tree_leaves
 from liftinv.evaluation import evaluate
 from liftinv.history import plot_psnr_vs_time
 from liftinv.penalty import MAC
-from liftinv.solvers import Adam, HeavyBall, Nesterov
+from liftinv.solvers import BCD, Adam, HeavyBall, Nesterov
 from liftinv.training import Backprop, Lifted, train
 from liftinv.training_setups import SETUP_NAMES, Setup, build_setup
 
@@ -113,15 +113,15 @@ def _methods(setup: Setup, quick: bool) -> list[tuple[str, str, Lifted | Backpro
             out.append(("bregman-bcd", _rule_name(m), m))
         m = dataclasses.replace(setup.bcd, solver=dataclasses.replace(setup.bcd.solver, interleave=True))
         out.append(("bregman-bcd", f"{_rule_name(m)}, interleaved", m))
-    out.append(("bregman-isgm", f"eta={setup.isgm.solver.eta:g}, J={setup.isgm.solver.inner_steps}", setup.isgm))
+    out.append(("bregman-isgm", f"eta={setup.isgm.solver.eta:g}, J={setup.isgm.solver.inner_steps}, {_rule_name(setup.isgm.solver.inner)}", setup.isgm))
     out.append(("mac-bcd", _rule_name(setup.bcd), dataclasses.replace(setup.bcd, penalty=MAC)))
     for lr in QUICK_LRS if quick else FULL_LRS:
         out.append(("backprop-adam", f"lr={lr:g}", Backprop("adam", lr)))
     return out
 
 
-def _rule_name(method: Lifted) -> str:
-    rule = method.solver.param_rule
+def _rule_name(method: Lifted | BCD) -> str:
+    rule = (method.solver if isinstance(method, Lifted) else method).param_rule
     fields = ", ".join(f"{f.name}={getattr(rule, f.name):g}" for f in dataclasses.fields(rule) if f.name in ("lr", "beta"))
     return f"{type(rule).__name__}({fields})"
 
