@@ -118,17 +118,22 @@ def plot_history(history: TrainHistory, path: str | os.PathLike | None = None, *
 def plot_psnr_vs_time(
     histories: Mapping[str, TrainHistory], path: str | os.PathLike | None = None, *, title: str = ""
 ):
-    """Validation PSNR against training seconds, one line per named history (a convergence plot
-    for comparing methods at equal wall-clock time). Saves a PNG to ``path`` when given."""
+    """Validation PSNR against training seconds (left) and against epochs (right), one line per
+    named history: methods compared at equal wall-clock time and per pass over the data. Saves
+    a PNG to ``path`` when given."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.2))
-    ax = fig.subplots()
+    fig = Figure(figsize=(11, 4.2))
+    by_time, by_epoch = fig.subplots(1, 2, sharey=True)
     for name, h in histories.items():
-        ax.plot(h.seconds, h.val_psnr, "o-", ms=3, label=name)
-    ax.set(xlabel="training time (s)", ylabel="validation PSNR (dB)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+        by_time.plot(h.seconds, h.val_psnr, "o-", ms=3, label=name)
+        by_epoch.plot(h.epoch, h.val_psnr, "o-", ms=3, label=name)
+    by_time.set(xlabel="training time (s)", ylabel="validation PSNR (dB)")
+    by_epoch.set(xlabel="epochs")
+    for ax in (by_time, by_epoch):
+        ax.grid(alpha=0.3)
+    by_epoch.legend(fontsize="small")
+    fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
