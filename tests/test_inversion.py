@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -6,9 +7,11 @@ from torch import nn
 
 from liftinv.architectures import MLP, ResNet
 from liftinv.convert import lift
-from liftinv.inversion import InversionConfig, invert, prepare, solve_task
+from liftinv.activations import ACTIVATIONS, Clip, LeakyReLU, ReLU
+from liftinv.inversion import InversionConfig, invert, prepare, snap_saturated, solve_task
 from liftinv.inversion_bcd import LiftedBCD
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
+from liftinv.penalty import bregman
 from liftinv.potentials import TV, Tikhonov
 from liftinv.solvers import Plain
 from liftinv.tv import pdhg_tv
@@ -192,6 +195,46 @@ def test_negative_noise_under_relu_is_projected():
     assert free.history.energy[-1] < free.history.energy[0]
 
 
+@pytest.mark.parametrize("act", [a for a in ACTIVATIONS if a.elementwise], ids=lambda a: type(a).__name__)
+def test_saturation_values_are_the_flat_outputs(act):
+    # brute force: the outputs that sigma takes on two neighbouring grid points (a flat piece)
+    a = torch.linspace(-6, 6, 4801, dtype=F64)
+    s = act(a)
+    flat = sorted({round(float(v), 12) for v in s[1:][s[1:] == s[:-1]]})
+    assert flat == sorted(act.saturation())
+
+
+def test_snap_saturated_sets_near_entries_to_the_nearest_saturation_value():
+    f = torch.tensor([[-0.55, -0.45, -0.2, 0.05, 1.41, 1.58], [0.0, 0.3, 0.6, 0.9, 1.2, 1.5]], dtype=F64)
+    radius = torch.tensor([0.1, 0.5], dtype=F64)
+    out = snap_saturated(Clip(-0.5, 1.5), f, radius)
+    expected = torch.tensor([[-0.5, -0.5, -0.2, 0.05, 1.5, 1.5], [-0.5, 0.3, 0.6, 0.9, 1.5, 1.5]], dtype=F64)
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    torch.testing.assert_close(snap_saturated(ReLU(), f, radius)[1], torch.tensor([0.0, 0.0, 0.6, 0.9, 1.2, 1.5], dtype=F64))
+    torch.testing.assert_close(snap_saturated(LeakyReLU(0.2), f, radius), f, atol=0, rtol=0)
+
+
+def test_snapping_removes_the_bias_of_noisy_relu_data():
+    u_true = blocky(b=2, seed=4)
+    model = perceptron(120, (1, 7, 9), nn.ReLU(), seed=2)
+    clean = model(u_true).detach()
+    pre = model[1](model[0](u_true)).detach()
+    cfg = InversionConfig(max_iter=3000, tol=1e-6)
+    errors = {}
+    for rel, snap in ((0.01, 0.0), (0.01, 3.0), (0.1, 3.0)):
+        f, delta = noisy(clean, rel, seed=5)
+        task = prepare(model, f, noise_level=delta, input_shape=(1, 7, 9), snap=snap)
+        # the data term at the true input: far above delta^2 without snapping (eps |a| on inactive
+        # entries with positive noise), below delta^2 / 2 (half the noise energy) with it
+        ratio = bregman(ReLU(), task.projected, pre) / delta**2
+        assert torch.all(ratio > 5) if snap == 0 else torch.all(ratio < 0.5), ratio
+        res = invert(model, f, input_shape=(1, 7, 9), regularizer=TV(box=(0.0, 1.0)), noise_level=delta,
+                     config=dataclasses.replace(cfg, snap=snap))
+        errors[rel, snap] = (res.input - u_true).flatten(1).norm(dim=1)
+    assert torch.all(errors[0.01, 3.0] < 0.7 * errors[0.01, 0.0]), errors
+    assert torch.all(errors[0.01, 3.0] < 0.5 * errors[0.1, 3.0]), errors
+
+
 def test_free_output_of_linear_last_layer_is_a_reweighted_clamp():
     # identity activation: min_z 1/2|z - f|^2 + 1/2|z - a|^2 = 1/4|a - f|^2, i.e. the clamped
     # problem with penalty weight 1/2: same minimiser as the clamped one with half the regulariser
@@ -299,7 +342,7 @@ def test_lifted_network_input_shape_is_checked():
     "kwargs, match",
     [({"max_iter": 0}, "max_iter"), ({"tol": -1.0}, "tol"), ({"tau": 0.0}, "tau"),
      ({"discrepancy_rtol": 2.0}, "discrepancy_rtol"), ({"max_search": 0}, "max_search"),
-     ({"default_alpha": float("inf")}, "default_alpha"), ({"max_time": -1.0}, "max_time")],
+     ({"default_alpha": float("inf")}, "default_alpha"), ({"max_time": -1.0}, "max_time"), ({"snap": -1.0}, "snap")],
 )
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
