@@ -98,7 +98,8 @@ class InversionConfig:
     Args:
         max_iter: iterations per solve (one solve per value of :math:`\alpha`).
         tol: a solve stops when its relative residual (PDHG: primal and dual residuals;
-            BCD and gradient: :math:`\|u_k - u_{k-1}\|/\|u_k\|`) is at most ``tol``; 0: never.
+            BCD: of all free variables together, :math:`\|X_k - X_{k-1}\|/\|X_k\|`; gradient:
+            :math:`\|u_k - u_{k-1}\|/\|u_k\|`) is at most ``tol``; 0: never.
         max_time: wall-clock seconds per solve.
         tau: discrepancy factor :math:`\tau`: target :math:`d(u_\alpha) = \tau\delta`.
         discrepancy_rtol: accepted relative deviation from the target.

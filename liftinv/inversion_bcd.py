@@ -2,11 +2,34 @@ r"""Block-coordinate inversion of a deep network (SPEC section 6).
 
 The :class:`~liftinv.problem.LiftedProblem` of the network with every variable free but the
 output, which is clamped to the (projected) data, or, with ``free_output``, free too with the loss
-:math:`\tfrac12\|x_K - f_\delta\|^2`; the regulariser is the term on the input :math:`x_0`. Each solve
-runs :class:`~liftinv.solvers.BCD` sweeps (top-down Gauss-Seidel over the variable blocks, each a
-forward-backward step with its own Lipschitz step; the input block's prox is the regulariser's)
-with the configured rule, Nesterov extrapolation by default, restarted whenever the energy
-increases (O'Donoghue & Candes 2015). Variables persist between solves (warm starts).
+:math:`\tfrac12\|x_K - f_\delta\|^2`; the regulariser is the term on the input :math:`x_0`.
+
+**Joint (Jacobi) steps.** Every variable block moves at once, from gradients taken at one state
+(:class:`Simultaneous` schedule), with Nesterov extrapolation (the configured rule) restarted
+whenever the energy increases (O'Donoghue & Candes 2015): an accelerated proximal-gradient method
+on all variables jointly. Top-down Gauss-Seidel sweeps with per-block momentum move the input
+along directions that the network does not see (the part fixed by the regulariser) only by
+diffusion through the layers, one layer per sweep; joint momentum accelerates that coherent mode
+(encoder benchmark, same weight and 380 sweeps: 26.4 dB instead of 20.6 dB).
+
+A joint step needs a joint majoriser. Write the energy as :math:`g + h` with the separable
+:math:`h = \sum_k \lambda_k\Phi_k(x_k) + \alpha J(x_0)` (the block proxes) and
+:math:`g = \sum_k \lambda_k[\Phi_k^*(a_k) - \langle x_k, a_k\rangle]`. Besides the curvature
+:math:`L_b` of block :math:`b` alone (``LiftedProblem.lipschitz``, a bound on
+:math:`\sum_k \lambda_k M_{kb}^* M_{kb}` over the consumers :math:`k` of :math:`b`), :math:`\nabla^2 g` has the cross
+terms :math:`-\lambda_k M_{kb}` between an input :math:`x_b` of layer :math:`k` and its output :math:`x_k`
+when both are free. By :math:`2|\langle x_k, M_{kb} x_b\rangle| \le |M_{kb}x_b|^2 + |x_k|^2`,
+
+.. math:: d^\top\nabla^2 g\, d \le \sum_b D_b |d_b|^2, \qquad
+    D_b = (1 + c_b) L_b + \lambda_b n_b,
+
+with :math:`c_b = 1` if a consumer of :math:`b` has a free output (else 0) and :math:`n_b` the number
+of free inputs of layer :math:`b` (0 for the input and for clamped variables), so that the step
+:math:`1/D_b` per block (:class:`JointProblem`) makes each joint proximal-gradient step decrease the
+energy (descent lemma). With :math:`1/L_b` the cross terms are ignored and the ResNet benchmark
+restarts every few sweeps (10.9 dB after 105 sweeps, 29.2 dB with :math:`1/(2L_b)`).
+
+Variables persist between solves (warm starts across the weights of the discrepancy search).
 """
 from __future__ import annotations
 
@@ -15,10 +38,35 @@ from time import perf_counter
 import torch
 from torch import Tensor
 
+from liftinv.blocks import Block, Var
+from liftinv.inversion_pdhg import joint_norm
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, SquaredError
 from liftinv.problem import LiftedProblem
-from liftinv.solvers import BCD
+from liftinv.solvers import BCD, Schedule
+
+
+class Simultaneous(Schedule):
+    """One Jacobi group holding every variable block: all gradients at one state, then all moves."""
+
+    def __call__(self, blocks):
+        return [list(blocks)]
+
+
+class JointProblem(LiftedProblem):
+    r"""The lifted problem whose variable-block constants are the curvatures :math:`D_b` of the
+    separable majoriser of the joint smooth part (see the module docstring), so that
+    :class:`~liftinv.solvers.BCD` with the :class:`Simultaneous` schedule takes provably
+    decreasing joint steps. Parameter blocks keep :meth:`LiftedProblem.lipschitz`."""
+
+    def lipschitz(self, block: Block) -> float:
+        own = super().lipschitz(block)
+        if not isinstance(block, Var):
+            return own
+        b, free, net = block.index, set(self.free_vars), self.network
+        cross_down = any(k in free for k, _ in net.consumers(b))
+        cross_up = net.layer(b).weight * sum(j in free for j in net.layer(b).inputs) if b > 0 and b in free else 0.0
+        return (2.0 if cross_down else 1.0) * own + cross_up
 
 
 class LiftedBCD:
@@ -41,13 +89,13 @@ class LiftedBCD:
         with torch.no_grad():
             xs = network.feasible(x0, y)
         self.xs = xs if free_output else [*xs[:-1], projected]
-        self.problem: LiftedProblem | None = None
+        self.problem: JointProblem | None = None
 
     @property
     def input(self) -> Tensor:
         return self.xs[0]
 
-    def _problem(self, regularizer: Potential | None) -> LiftedProblem:
+    def _problem(self, regularizer: Potential | None) -> JointProblem:
         """The lifted problem with ``regularizer`` on the input. Kept between solves when the
         regulariser has no smooth part (its Lipschitz estimates stay valid: warm start), else
         rebuilt (the input block's Lipschitz constant depends on the regulariser's weight)."""
@@ -56,26 +104,28 @@ class LiftedBCD:
         if self.free_output:
             terms[net.depth] = SquaredError(self.data)
         if self.problem is None or regularizer is None or regularizer.smooth:
-            self.problem = LiftedProblem(net, self.xs, self.y, free_vars=range(net.depth + self.free_output),
-                                         train_params=False, terms=terms)
+            self.problem = JointProblem(net, self.xs, self.y, free_vars=range(net.depth + self.free_output),
+                                        train_params=False, terms=terms)
         else:
             self.problem.terms.update(terms)
         return self.problem
 
     def solve(self, regularizer: Potential | None, history) -> int:
         """Run BCD from the current variables, recording into ``history``; returns the iterations.
-        Stops after ``max_iter`` sweeps, when :math:`\\|u_k - u_{k-1}\\| \\le \\text{tol}\\,\\|u_k\\|`
-        (``tol`` > 0), or after ``max_time`` seconds."""
+        Stops after ``max_iter`` sweeps, when the free variables :math:`X` (all blocks together)
+        change by :math:`\|X_k - X_{k-1}\| \le \text{tol}\,\|X_k\|` (``tol`` > 0; a joint step
+        from a forward pass leaves the input in place), or after ``max_time`` seconds."""
         config, problem = self.config, self._problem(regularizer)
-        solver = BCD(var_rule=config.rule)
+        solver = BCD(var_rule=config.rule, schedule=Simultaneous())
         state, energy = solver.init(problem), float(problem.energy())
         start, it = perf_counter(), 0
         while it < config.max_iter:
             it += 1
-            previous = problem.xs[0]
+            previous = [problem.xs[i] for i in problem.free_vars]
             state = solver.step(problem, state)
-            u, new = problem.xs[0], float(problem.energy())
-            change = float((u - previous).norm() / u.norm().clamp_min(1e-30))
+            new = float(problem.energy())
+            current = [problem.xs[i] for i in problem.free_vars]
+            change = joint_norm(*(c - p for c, p in zip(current, previous))) / max(joint_norm(*current), 1e-30)
             history.record(new, change)
             if new > energy:
                 state.var_states.clear()  # restart the momentum
