@@ -78,10 +78,12 @@ def test_pdhg_same_minimiser_from_two_starts_and_matches_bcd_reference():
     assert a.iterations < cfg.max_iter and b.iterations < cfg.max_iter
     assert a.history.primal_residual[-1] <= 1e-9 and a.history.dual_residual[-1] <= 1e-9
     torch.testing.assert_close(a.input, b.input, atol=1e-7, rtol=0)
-    # reference: a long proximal-gradient run (BCD with FISTA steps and the TV prox) on the same objective
+    # reference: a long proximal-gradient run (BCD with FISTA steps) on the same objective, with
+    # the default inexact TV prox (10 warm-started dual iterations per step): it converges to the
+    # same minimiser
     task = prepare(model, f, x0=torch.zeros_like(u_true))
     ref_cfg = InversionConfig(max_iter=5000, tol=1e-10)
-    ref = solve_task(task, LiftedBCD(task.network, task.x0, task.data, task.projected, None, False, ref_cfg), TV(0.02, tol=1e-10, max_inner=1000), ref_cfg)
+    ref = solve_task(task, LiftedBCD(task.network, task.x0, task.data, task.projected, None, False, ref_cfg), TV(0.02), ref_cfg)
     torch.testing.assert_close(a.input, ref.input, atol=1e-6, rtol=0)
     assert a.history.energy[-1] == pytest.approx(ref.history.energy[-1], rel=1e-7)
 
