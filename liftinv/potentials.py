@@ -173,8 +173,8 @@ class TV(_Weighted):
 
     Inside an iterative solver (the input block of lifted inversion) the warm-started dual keeps
     improving from one outer iteration to the next, so a few inner iterations per call suffice
-    (the default 10: on the encoder benchmark 100 inner iterations cost 2.4 times as much per
-    outer iteration and gave the same progress per outer iteration as 3 or 10). Pass a large
+    (the default 10: on the encoder benchmark, 250 outer iterations gave the same input, 16.53 dB,
+    with at most 100 or 10 inner iterations, in 7.4 s or 3.6 s). Pass a large
     ``max_inner`` and a small ``tol`` for an accurate stand-alone prox.
 
     Args:
