@@ -35,7 +35,13 @@ A one-layer network (two blocks at most: the input and, with ``free_output``, th
 depth to propagate through; it keeps top-down Gauss-Seidel sweeps, whose block steps need only
 :math:`L_b` (each block moves with the others fixed), i.e. steps up to twice as long.
 
-Variables persist between solves (warm starts across the weights of the discrepancy search).
+Variables persist between solves (warm starts across the weights of the discrepancy search), and
+so does the momentum while the problem is kept (regularisers without a smooth part): a solve of
+the search lasts a few dozen to a few hundred sweeps, and restarting FISTA at each one discards the
+acceleration built so far (encoder benchmark at 1 % noise, six 1.5 s solves: 26.0 dB with the
+momentum kept, 14.0 dB with a restart per solve, where the search, misled by unconverged
+discrepancies, drove the weight ten times lower). A weight change that raises the energy
+restarts it as usual.
 """
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ from liftinv.inversion_pdhg import joint_norm
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, SquaredError
 from liftinv.problem import LiftedProblem
-from liftinv.solvers import BCD, Schedule, TopDown
+from liftinv.solvers import BCD, Schedule, SolverState, TopDown
 
 
 class Simultaneous(Schedule):
@@ -96,6 +102,7 @@ class LiftedBCD:
             xs = network.feasible(x0, y)
         self.xs = xs if free_output else [*xs[:-1], projected]
         self.problem: LiftedProblem | None = None
+        self.state: SolverState | None = None
         self.joint = network.depth > 1
 
     @property
@@ -114,18 +121,20 @@ class LiftedBCD:
             kind = JointProblem if self.joint else LiftedProblem
             self.problem = kind(net, self.xs, self.y, free_vars=range(net.depth + self.free_output),
                                 train_params=False, terms=terms)
+            self.state = None
         else:
             self.problem.terms.update(terms)
         return self.problem
 
     def solve(self, regularizer: Potential | None, history) -> int:
-        """Run BCD from the current variables, recording into ``history``; returns the iterations.
+        r"""Run BCD from the current variables, recording into ``history``; returns the iterations.
         Stops after ``max_iter`` sweeps, when the free variables :math:`X` (all blocks together)
         change by :math:`\|X_k - X_{k-1}\| \le \text{tol}\,\|X_k\|` (``tol`` > 0; a joint step
         from a forward pass leaves the input in place), or after ``max_time`` seconds."""
         config, problem = self.config, self._problem(regularizer)
         solver = BCD(var_rule=config.rule, schedule=Simultaneous() if self.joint else TopDown())
-        state, energy = solver.init(problem), float(problem.energy())
+        state = solver.init(problem) if self.state is None else self.state
+        energy = float(problem.energy())
         start, it = perf_counter(), 0
         while it < config.max_iter:
             it += 1
@@ -140,5 +149,5 @@ class LiftedBCD:
             energy = new
             if (config.tol > 0 and change <= config.tol) or perf_counter() - start > config.max_time:
                 break
-        self.xs = problem.xs
+        self.xs, self.state = problem.xs, state
         return it

@@ -8,7 +8,7 @@ from torch import nn
 from liftinv.architectures import MLP, ResNet
 from liftinv.convert import lift
 from liftinv.activations import ACTIVATIONS, Clip, LeakyReLU, ReLU
-from liftinv.inversion import InversionConfig, invert, prepare, snap_saturated, solve_task
+from liftinv.inversion import InversionConfig, InversionHistory, invert, prepare, snap_saturated, solve_task
 from liftinv.blocks import Var
 from liftinv.inversion_bcd import JointProblem, LiftedBCD
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
@@ -166,6 +166,24 @@ def test_joint_steps_reach_the_gauss_seidel_reference():
     run(BCD(var_rule=Nesterov()), reference, max_iter=1000, rtol=1e-15)
     torch.testing.assert_close(res.input, reference.xs[0], atol=1e-6, rtol=0)
     assert res.history.energy[-1] == pytest.approx(float(reference.energy()), rel=1e-9)
+
+
+def test_consecutive_solves_continue_the_accelerated_trajectory():
+    # warm start of the whole state (variables, momentum, TV dual): two solves of n sweeps with
+    # the same weight are one solve of 2n sweeps
+    net = ResNet(2, 2, nn.LeakyReLU(0.2), tied=True, in_features=1, out_features=1, kernel_size=3, generator=gen(4)).double()
+    u = blocky(b=2, h=6, w=7, seed=5)
+    f, _ = noisy(net(u).detach(), 0.05)
+    task = prepare(net, f, x0=torch.full_like(u, 0.5))
+    results = []
+    for solves, sweeps in ((2, 40), (1, 80)):
+        cfg = InversionConfig(max_iter=sweeps, tol=0)
+        solver, reg, history = LiftedBCD(task.network, task.x0, task.data, task.projected, None, False, cfg), TV(0.01), InversionHistory()
+        for _ in range(solves):
+            solver.solve(reg, history)
+        results.append((solver.input, history.energy))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-12, rtol=0)
+    assert results[0][1] == pytest.approx(results[1][1], rel=1e-12)
 
 
 def test_noiseless_injective_network_recovers_input():
