@@ -24,6 +24,21 @@ replaced by their projection :math:`Pf_\delta` onto :math:`\overline{\operatorna
 convex set, :math:`\|Pf_\delta - f\| \le \|f_\delta - f\|`, so the noise bound carries over, and the
 lifted data term is finite and bounded below.
 
+**Saturated data.** Where the last activation is flat (:meth:`~liftinv.activations.Activation.saturation`:
+:math:`0` for ReLU, :math:`lo, hi` for a clip), the clamped term is biased under additive noise:
+for a ReLU output with :math:`a^\dagger_i < 0` (:math:`f_i = 0`) and a positive noise sample
+:math:`f_{\delta,i} = \varepsilon_i > 0`, :math:`B(\varepsilon_i, a) = \tfrac12\varepsilon_i^2 + \varepsilon_i|a|`
+for :math:`a < 0`, so :math:`B(Pf_\delta, a^\dagger)` grows with :math:`|a^\dagger_i|`, not with the noise, and
+the minimiser is pulled to :math:`a_i \ge 0`: about half of the inactive constraints get the
+wrong sign whatever :math:`\delta`, and the error does not fall with the noise. With a noise level
+:math:`\delta` (white noise, per-entry standard deviation :math:`\delta/\sqrt m` for :math:`m` output
+entries), entries of :math:`Pf_\delta` within :math:`\kappa\delta/\sqrt m` of a saturation value
+:math:`v` are set to :math:`v` (``config.snap`` :math:`= \kappa`, default 3): a clean entry at
+:math:`v` is then recovered exactly with probability :math:`\ge 1 - 2\Phi(-\kappa)` (99.7 %), and
+:math:`B(v, \cdot)` vanishes on the whole preimage :math:`\sigma^{-1}(v)` (ReLU:
+:math:`B(0, a) = \tfrac12\max(a, 0)^2`), which contains :math:`a^\dagger_i`; every other entry moves by at most :math:`\kappa\delta/\sqrt m` (snapped entries) or
+not at all. The problem stays convex.
+
 **Free output.** The clamped data term is convex in the pre-activation but biased for additive
 noise: for a ReLU output with :math:`a^\dagger_i < 0` and a positive noise sample
 :math:`f_{\delta,i} > 0`, :math:`B(f_{\delta,i}, a) = \tfrac12 f_{\delta,i}^2 + f_{\delta,i}|a|` for
@@ -83,7 +98,8 @@ class InversionConfig:
     Args:
         max_iter: iterations per solve (one solve per value of :math:`\alpha`).
         tol: a solve stops when its relative residual (PDHG: primal and dual residuals;
-            BCD and gradient: :math:`\|u_k - u_{k-1}\|/\|u_k\|`) is at most ``tol``; 0: never.
+            BCD: of all free variables together, :math:`\|X_k - X_{k-1}\|/\|X_k\|`; gradient:
+            :math:`\|u_k - u_{k-1}\|/\|u_k\|`) is at most ``tol``; 0: never.
         max_time: wall-clock seconds per solve.
         tau: discrepancy factor :math:`\tau`: target :math:`d(u_\alpha) = \tau\delta`.
         discrepancy_rtol: accepted relative deviation from the target.
@@ -91,6 +107,9 @@ class InversionConfig:
         default_alpha: :math:`\alpha` for ``weight=None`` without a noise level, and the first
             guess of the search for regularisers other than TV (see :func:`first_alpha`).
         rule: update rule of the variable blocks in BCD.
+        snap: :math:`\kappa \ge 0`: with a noise level, clamped data within
+            :math:`\kappa\delta/\sqrt m` of a saturation value of the last activation are set to it
+            (see the module docstring); 0: off.
     """
 
     max_iter: int = 1000
@@ -101,13 +120,15 @@ class InversionConfig:
     max_search: int = 12
     default_alpha: float = 1e-2
     rule: Rule = field(default_factory=Nesterov)
+    snap: float = 3.0
 
     def __post_init__(self):
         for name in ("max_iter", "max_search"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name, lo, hi in (("tol", 0, math.inf), ("max_time", 0, math.inf), ("discrepancy_rtol", 0, 1)):
+        for name, lo, hi in (("tol", 0, math.inf), ("max_time", 0, math.inf), ("discrepancy_rtol", 0, 1),
+                             ("snap", 0, math.inf)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
                 raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
@@ -162,7 +183,7 @@ class InversionResult:
     Attributes:
         input: the recovered input, shape ``(B, *input_shape)``.
         variables: all lifted variables ``[x_0 = input, x_1, ..., x_K]`` (``x_K``: the clamped,
-            projected data); for the single-layer PDHG solver ``[input, data]``.
+            projected and snapped data); for the single-layer PDHG solver ``[input, data]``.
         alpha: the regularisation weight used per sample, shape ``(B,)`` (NaN: none).
         discrepancy: :math:`\\|N(u) - f_\\delta\\|` per sample, shape ``(B,)``.
         target: :math:`\\tau\\delta` per sample, or ``None`` without a noise level.
@@ -238,9 +259,22 @@ def _noise(noise_level, batch: int, like: Tensor) -> Tensor | None:
     return delta.expand(batch).clone()
 
 
+def snap_saturated(activation, f: Tensor, radius: Tensor) -> Tensor:
+    r"""``f`` with every entry within ``radius`` (per sample, shape ``(B,)``) of a saturation value
+    :math:`v` of ``activation`` set to the nearest such :math:`v`."""
+    r = radius.to(f).reshape(-1, *(1,) * (f.ndim - 1))
+    out, dist = f, torch.full_like(f, math.inf)
+    for v in activation.saturation():
+        d = (f - v).abs()
+        take = (d <= r) & (d < dist)
+        out, dist = torch.where(take, torch.full_like(f, v), out), torch.where(take, d, dist)
+    return out
+
+
 def prepare(network, output, *, input_shape=None, noise_level=None, physics=None, x0=None, y=None,
-            free_output: bool = False) -> Task:
-    """Validate the arguments of :func:`invert` and build the :class:`Task`."""
+            free_output: bool = False, snap: float = 0.0) -> Task:
+    """Validate the arguments of :func:`invert` and build the :class:`Task` (``snap``: see
+    :class:`InversionConfig`)."""
     if not isinstance(free_output, bool):
         raise TypeError(f"free_output must be a bool, got {type(free_output).__name__}")
     if not isinstance(output, Tensor):
@@ -280,7 +314,10 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
     projected = act.project_domain(output)
     if not bool(act.in_domain(projected).all()):
         raise ValueError(f"output lies outside the domain of the last activation {act} and cannot be projected onto it")
-    return Task(net, output, projected, _noise(noise_level, batch, output), x0.detach().clone(), y, free_output)
+    delta = _noise(noise_level, batch, output)
+    if delta is not None and snap > 0:
+        projected = snap_saturated(act, projected, snap * delta / math.sqrt(output[0].numel()))
+    return Task(net, output, projected, delta, x0.detach().clone(), y, free_output)
 
 
 def first_alpha(task: Task, regularizer: Potential, config: InversionConfig) -> Tensor:
@@ -371,7 +408,7 @@ def invert(
     if not isinstance(config, InversionConfig):
         raise TypeError(f"config must be an InversionConfig, got {type(config).__name__}")
     task = prepare(network, output, input_shape=input_shape, noise_level=noise_level, physics=physics, x0=x0, y=y,
-                   free_output=free_output)
+                   free_output=free_output, snap=config.snap)
     if task.network.depth == 1 and not free_output and isinstance(regularizer, TV):
         solver = PrimalDual(task.network, task.x0, task.projected, task.y, config)
     else:

@@ -2,11 +2,52 @@ r"""Block-coordinate inversion of a deep network (SPEC section 6).
 
 The :class:`~liftinv.problem.LiftedProblem` of the network with every variable free but the
 output, which is clamped to the (projected) data, or, with ``free_output``, free too with the loss
-:math:`\tfrac12\|x_K - f_\delta\|^2`; the regulariser is the term on the input :math:`x_0`. Each solve
-runs :class:`~liftinv.solvers.BCD` sweeps (top-down Gauss-Seidel over the variable blocks, each a
-forward-backward step with its own Lipschitz step; the input block's prox is the regulariser's)
-with the configured rule, Nesterov extrapolation by default, restarted whenever the energy
-increases (O'Donoghue & Candes 2015). Variables persist between solves (warm starts).
+:math:`\tfrac12\|x_K - f_\delta\|^2`; the regulariser is the term on the input :math:`x_0`.
+
+**Joint (Jacobi) steps.** Every variable block moves at once, from gradients taken at one state
+(:class:`Simultaneous` schedule), with Nesterov extrapolation (the configured rule) restarted
+whenever the energy increases (O'Donoghue & Candes 2015): an accelerated proximal-gradient method
+on all variables jointly. Top-down Gauss-Seidel sweeps with per-block momentum move the input
+along directions that the network does not see (the part fixed by the regulariser) only by
+diffusion through the layers, one layer per sweep; joint momentum accelerates that coherent mode
+(benchmark images at 1 % noise, fixed TV weight, same number of sweeps: encoder, 400 sweeps,
+24.7 dB instead of 19.6 dB; ResNet, 150 sweeps, 19.5 dB instead of 13.1 dB).
+
+A joint step needs a joint majoriser. Write the energy as :math:`g + h` with the separable
+:math:`h = \sum_k \lambda_k\Phi_k(x_k) + \alpha J(x_0)` (the block proxes) and
+:math:`g = \sum_k \lambda_k[\Phi_k^*(a_k) - \langle x_k, a_k\rangle]`. ``LiftedProblem.lipschitz``
+gives :math:`L_b \ge \lambda_{\max}(\sum_k \lambda_k M_{kb}^* M_{kb})` over the consumers :math:`k` of
+block :math:`b`: the curvature of block :math:`b` alone. A joint direction :math:`d` also meets the
+cross terms between the inputs of a layer and between its inputs and its output. Per layer
+:math:`k`, with :math:`e = \sum_j M_{kj} d_j` over its free inputs (:math:`n_k` of them) and
+:math:`0 \preceq \Phi_k^{*\prime\prime} \preceq I`,
+
+.. math:: \lambda_k\big[e^\top\Phi_k^{*\prime\prime} e - 2\langle d_k, e\rangle\big]
+    \le \lambda_k\big[(1 + c_k)|e|^2 + c_k|d_k|^2\big], \qquad |e|^2 \le n_k \sum_j |M_{kj} d_j|^2,
+
+(:math:`c_k = 1` if :math:`x_k` is free, else :math:`d_k = 0` and :math:`c_k = 0`), hence
+
+.. math:: d^\top\nabla^2 g\, d \le \sum_b D_b |d_b|^2, \qquad
+    D_b = m_b L_b + \lambda_b [\text{layer } b \text{ has a free input}], \quad
+    m_b = \max_{k \text{ consumer of } b} (1 + c_k) n_k,
+
+so that the step :math:`1/D_b` per block (:class:`JointProblem`) makes each joint proximal-gradient
+step decrease the energy (descent lemma) and the extrapolated steps are those of FISTA for that
+majoriser. (Chains: :math:`m_b = 2`, or 1 below the clamped output; tied ResNets: 4 for the
+blocks read by a residual layer.) With :math:`1/L_b` the cross terms are ignored: on the ResNet
+benchmark the momentum was restarted 10 times in 105 sweeps (10.9 dB).
+
+A one-layer network (two blocks at most: the input and, with ``free_output``, the output) has no
+depth to propagate through; it keeps top-down Gauss-Seidel sweeps, whose block steps need only
+:math:`L_b` (each block moves with the others fixed), i.e. steps up to twice as long.
+
+Variables persist between solves (warm starts across the weights of the discrepancy search), and
+so does the momentum while the problem is kept (regularisers without a smooth part): a solve of
+the search lasts a few dozen to a few hundred sweeps, and restarting FISTA at each one discards the
+acceleration built so far (encoder benchmark at 1 % noise, six 1.5 s solves: 26.0 dB with the
+momentum kept, 14.0 dB with a restart per solve, where the search, misled by unconverged
+discrepancies, drove the weight ten times lower). A weight change that raises the energy
+restarts it as usual.
 """
 from __future__ import annotations
 
@@ -15,10 +56,35 @@ from time import perf_counter
 import torch
 from torch import Tensor
 
+from liftinv.blocks import Block, Var
+from liftinv.inversion_pdhg import joint_norm
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, SquaredError
 from liftinv.problem import LiftedProblem
-from liftinv.solvers import BCD
+from liftinv.solvers import BCD, Schedule, SolverState, TopDown
+
+
+class Simultaneous(Schedule):
+    """One Jacobi group holding every variable block: all gradients at one state, then all moves."""
+
+    def __call__(self, blocks):
+        return [list(blocks)]
+
+
+class JointProblem(LiftedProblem):
+    r"""The lifted problem whose variable-block constants are the curvatures :math:`D_b` of the
+    separable majoriser of the joint smooth part (see the module docstring), so that
+    :class:`~liftinv.solvers.BCD` with the :class:`Simultaneous` schedule takes provably
+    decreasing joint steps. Parameter blocks keep :meth:`LiftedProblem.lipschitz`."""
+
+    def lipschitz(self, block: Block) -> float:
+        own = super().lipschitz(block)
+        if not isinstance(block, Var):
+            return own
+        b, free, net = block.index, set(self.free_vars), self.network
+        factor = max(((1 + (k in free)) * sum(j in free for j in net.layer(k).inputs) for k, _ in net.consumers(b)), default=1)
+        cross_up = net.layer(b).weight if b > 0 and any(j in free for j in net.layer(b).inputs) else 0.0
+        return factor * own + cross_up
 
 
 class LiftedBCD:
@@ -42,6 +108,8 @@ class LiftedBCD:
             xs = network.feasible(x0, y)
         self.xs = xs if free_output else [*xs[:-1], projected]
         self.problem: LiftedProblem | None = None
+        self.state: SolverState | None = None
+        self.joint = network.depth > 1
 
     @property
     def input(self) -> Tensor:
@@ -56,31 +124,36 @@ class LiftedBCD:
         if self.free_output:
             terms[net.depth] = SquaredError(self.data)
         if self.problem is None or regularizer is None or regularizer.smooth:
-            self.problem = LiftedProblem(net, self.xs, self.y, free_vars=range(net.depth + self.free_output),
-                                         train_params=False, terms=terms)
+            kind = JointProblem if self.joint else LiftedProblem
+            self.problem = kind(net, self.xs, self.y, free_vars=range(net.depth + self.free_output),
+                                train_params=False, terms=terms)
+            self.state = None
         else:
             self.problem.terms.update(terms)
         return self.problem
 
     def solve(self, regularizer: Potential | None, history) -> int:
-        """Run BCD from the current variables, recording into ``history``; returns the iterations.
-        Stops after ``max_iter`` sweeps, when :math:`\\|u_k - u_{k-1}\\| \\le \\text{tol}\\,\\|u_k\\|`
-        (``tol`` > 0), or after ``max_time`` seconds."""
+        r"""Run BCD from the current variables, recording into ``history``; returns the iterations.
+        Stops after ``max_iter`` sweeps, when the free variables :math:`X` (all blocks together)
+        change by :math:`\|X_k - X_{k-1}\| \le \text{tol}\,\|X_k\|` (``tol`` > 0; a joint step
+        from a forward pass leaves the input in place), or after ``max_time`` seconds."""
         config, problem = self.config, self._problem(regularizer)
-        solver = BCD(var_rule=config.rule)
-        state, energy = solver.init(problem), float(problem.energy())
+        solver = BCD(var_rule=config.rule, schedule=Simultaneous() if self.joint else TopDown())
+        state = solver.init(problem) if self.state is None else self.state
+        energy = float(problem.energy())
         start, it = perf_counter(), 0
         while it < config.max_iter:
             it += 1
-            previous = problem.xs[0]
+            previous = [problem.xs[i].clone() for i in problem.free_vars]  # blocks may be updated in place
             state = solver.step(problem, state)
-            u, new = problem.xs[0], float(problem.energy())
-            change = float((u - previous).norm() / u.norm().clamp_min(1e-30))
+            new = float(problem.energy())
+            current = [problem.xs[i] for i in problem.free_vars]
+            change = joint_norm(*(c - p for c, p in zip(current, previous))) / max(joint_norm(*current), 1e-30)
             history.record(new, change)
             if new > energy:
                 state.var_states.clear()  # restart the momentum
             energy = new
             if (config.tol > 0 and change <= config.tol) or perf_counter() - start > config.max_time:
                 break
-        self.xs = problem.xs
+        self.xs, self.state = problem.xs, state
         return it

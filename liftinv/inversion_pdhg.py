@@ -64,7 +64,8 @@ from operators.checks import lanczos_max
 NORM_MARGIN = 1.02
 
 
-def _norm(*ts: Tensor) -> float:
+def joint_norm(*ts: Tensor) -> float:
+    """Euclidean norm of the tensors ``ts`` taken together."""
     return float(sum(t.pow(2).sum() for t in ts).sqrt())
 
 
@@ -147,10 +148,10 @@ class PrimalDual:
             if box is not None:
                 u_new = u_new.clamp(*box)
             mu_new, grad_new = self.apply(u_new), grad2d(u_new)
-            p_rel = _norm(u - u_new) / tau / max(_norm(mts), _norm(div_q), _norm(u_new) / tau, 1e-300)
+            p_rel = joint_norm(u - u_new) / tau / max(joint_norm(mts), joint_norm(div_q), joint_norm(u_new) / tau, 1e-300)
             r_s = (s - s_new) / sigma1 + mu_bar - mu_new
             r_q = (q - q_new) / sigma2 + grad_bar - grad_new
-            d_rel = _norm(r_s, r_q) / max(_norm(mu_new, grad_new), _norm(s_new / sigma1, q_new / sigma2), 1e-300)
+            d_rel = joint_norm(r_s, r_q) / max(joint_norm(mu_new, grad_new), joint_norm(s_new / sigma1, q_new / sigma2), 1e-300)
             history.record(self.energy(mu_new, u_new, radius), p_rel, d_rel)
             u_bar, mu_bar = 2 * u_new - u, 2 * mu_new - mu
             u, mu, s, q = u_new, mu_new, s_new, q_new

@@ -171,6 +171,12 @@ class TV(_Weighted):
     :math:`D(p) = \tfrac12\|v\|^2 - \tfrac12\|y\|^2 + \tfrac12\|y - \Pi(y)\|^2`,
     :math:`y = v + \lambda\operatorname{div}p`; the gap bounds :math:`\tfrac12\|u - u^\star\|^2`.
 
+    Inside an iterative solver (the input block of lifted inversion) the warm-started dual keeps
+    improving from one outer iteration to the next, so a few inner iterations per call suffice
+    (the default 10: on the encoder benchmark, 250 outer iterations gave the same input, 16.53 dB,
+    with at most 100 or 10 inner iterations, in 7.4 s or 3.6 s). Pass a large
+    ``max_inner`` and a small ``tol`` for an accurate stand-alone prox.
+
     Args:
         weight: :math:`w \ge 0`, one for all samples or a tensor ``(B,)``; ``None`` leaves it to
             :func:`liftinv.invert` (discrepancy principle or its default); such a potential has
@@ -183,7 +189,7 @@ class TV(_Weighted):
     smooth = False
 
     def __init__(self, weight: float | Tensor | None = None, *, box: tuple[float, float] | None = None,
-                 max_inner: int = 100, tol: float = 1e-3):
+                 max_inner: int = 10, tol: float = 1e-3):
         self.weight = _check_weights(weight)
         if box is not None:
             Box(*box)  # validates lo < hi

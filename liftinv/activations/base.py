@@ -124,6 +124,14 @@ class Activation(nn.Module):
         (identity for activations whose :math:`\Psi` is finite everywhere)."""
         return z
 
+    def saturation(self) -> tuple[float, ...]:
+        r"""Output values :math:`v` whose preimage :math:`\sigma^{-1}(v)` is an interval of positive
+        length (where :math:`\sigma` is flat, :math:`\partial\Psi(v)` not a singleton), e.g.
+        :math:`0` for ReLU; empty for injective activations. Entries of data at such a value carry
+        only the inequality information of the preimage (used by :func:`liftinv.invert` to snap
+        noisy data; elementwise activations only)."""
+        return ()
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
 

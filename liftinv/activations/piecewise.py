@@ -70,6 +70,9 @@ class ReLU(Activation):
     def project_domain(self, z: Tensor) -> Tensor:
         return z.clamp_min(0)
 
+    def saturation(self) -> tuple[float, ...]:
+        return (0.0,)
+
 
 class LeakyReLU(Activation):
     r""":math:`\sigma(a) = \max(a, c\,a)` with slope :math:`0 < c < 1`,
@@ -134,6 +137,9 @@ class SoftThreshold(Activation):
         check_step("gamma", gamma)
         return v.sign() * torch.relu(v.abs() - gamma * self.threshold)
 
+    def saturation(self) -> tuple[float, ...]:
+        return (0.0,)
+
     def hparams(self) -> dict[str, float]:
         return {"threshold": self.threshold}
 
@@ -172,6 +178,9 @@ class Clip(Activation):
 
     def project_domain(self, z: Tensor) -> Tensor:
         return z.clamp(self.lo, self.hi)
+
+    def saturation(self) -> tuple[float, ...]:
+        return (self.lo, self.hi)
 
     def hparams(self) -> dict[str, float]:
         return {"lo": self.lo, "hi": self.hi}
