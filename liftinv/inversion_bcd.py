@@ -5,7 +5,7 @@ output, which is clamped to the (projected) data, or, with ``free_output``, free
 :math:`\tfrac12\|x_K - f_\delta\|^2`; the regulariser is the term on the input :math:`x_0`.
 
 **Joint (Jacobi) steps.** Every variable block moves at once, from gradients taken at one state
-(:class:`Simultaneous` schedule), with Nesterov extrapolation (the configured rule) restarted
+(:class:`~liftinv.solvers.Simultaneous` schedule), with Nesterov extrapolation (the configured rule) restarted
 whenever the energy increases (O'Donoghue & Candes 2015): an accelerated proximal-gradient method
 on all variables jointly. Top-down Gauss-Seidel sweeps with per-block momentum move the input
 along directions that the network does not see (the part fixed by the regulariser) only by
@@ -61,20 +61,13 @@ from liftinv.inversion_pdhg import joint_norm
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, SquaredError
 from liftinv.problem import LiftedProblem
-from liftinv.solvers import BCD, Schedule, SolverState, TopDown
-
-
-class Simultaneous(Schedule):
-    """One Jacobi group holding every variable block: all gradients at one state, then all moves."""
-
-    def __call__(self, blocks):
-        return [list(blocks)]
+from liftinv.solvers import BCD, Simultaneous, SolverState, TopDown
 
 
 class JointProblem(LiftedProblem):
     r"""The lifted problem whose variable-block constants are the curvatures :math:`D_b` of the
     separable majoriser of the joint smooth part (see the module docstring), so that
-    :class:`~liftinv.solvers.BCD` with the :class:`Simultaneous` schedule takes provably
+    :class:`~liftinv.solvers.BCD` with the :class:`~liftinv.solvers.Simultaneous` schedule takes provably
     decreasing joint steps. Parameter blocks keep :meth:`LiftedProblem.lipschitz`."""
 
     def lipschitz(self, block: Block) -> float:

@@ -23,6 +23,7 @@ from liftinv.solvers import (
     OddEven,
     Plain,
     ProximalPoint,
+    Simultaneous,
     SolverState,
     TopDown,
     run,
@@ -134,6 +135,7 @@ def test_schedules_groups():
     assert BottomUp()(blocks) == [[b] for b in blocks]
     assert OddEven()(blocks) == [[Var(1), Var(3), Var(5)], [Var(2), Var(4)]]
     assert OddEven()([Var(2)]) == [[Var(2)]]
+    assert Simultaneous()(blocks) == [blocks]
 
 
 # ----------------------------------------------------------------------------- BCD

@@ -7,7 +7,7 @@ from liftinv.solvers.isgm import ISGM, ProximalPoint
 from liftinv.solvers.loop import History, run
 from liftinv.solvers.protocol import BlockProblem, Solver
 from liftinv.solvers.rules import Adam, HeavyBall, Nesterov, Plain, Rule
-from liftinv.solvers.schedules import BottomUp, OddEven, Schedule, TopDown
+from liftinv.solvers.schedules import BottomUp, OddEven, Schedule, Simultaneous, TopDown
 
 __all__ = [
     "BCD",
@@ -24,6 +24,7 @@ __all__ = [
     "ProximalPoint",
     "Rule",
     "Schedule",
+    "Simultaneous",
     "Solver",
     "SolverState",
     "TopDown",

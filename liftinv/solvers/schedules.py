@@ -43,3 +43,13 @@ class OddEven(Schedule):
     def __call__(self, blocks):
         groups = [[b for b in blocks if b.index % 2 == parity] for parity in (1, 0)]
         return [g for g in groups if g]
+
+
+@dataclass(frozen=True)
+class Simultaneous(Schedule):
+    """One Jacobi group holding every block: all gradients at one state, then all moves (a
+    proximal-gradient step on the blocks jointly; its steps must majorise the coupling between
+    blocks, see :class:`liftinv.inversion_bcd.JointProblem`)."""
+
+    def __call__(self, blocks):
+        return [list(blocks)]
