@@ -42,3 +42,31 @@ def test_main_writes_json_of_every_record(tmp_path, monkeypatch, capsys):
 def test_unknown_section_is_refused():
     with pytest.raises(SystemExit):
         bench.main(["nonsense"])
+
+
+def test_training_benchmark_records_a_diverging_method_and_selects_among_the_others(monkeypatch, tmp_path):
+    import math
+    from types import SimpleNamespace
+
+    import liftinv.bench.training as bt
+
+    methods = [("m", "ok", "good"), ("m", "bad", "bad"), ("n", "bad", "bad")]
+    history = SimpleNamespace(val_psnr=[20.0, 25.0], seconds=[0.0, 1.0], epoch=[0, 1])
+
+    def fake_train(model, images, *, method, **kwargs):
+        if method == "bad":
+            raise FloatingPointError("non-finite")
+        return SimpleNamespace(history=history)
+
+    setup = SimpleNamespace(make_model=lambda: None, train=None, val=None, test=None, task=None, batch_size=1)
+    monkeypatch.setattr(bt, "build_setup", lambda *a, **k: setup)
+    monkeypatch.setattr(bt, "_methods", lambda s, quick: methods)
+    monkeypatch.setattr(bt, "train", fake_train)
+    monkeypatch.setattr(bt, "evaluate", lambda *a, **k: SimpleNamespace(psnr=24.0, ssim=0.5))
+    monkeypatch.setattr(bt, "peak_training_memory", lambda s, m: 2**20)
+    monkeypatch.setattr(bt, "OUT_DIR", tmp_path)
+    rows = bt.run_task("denoising", quick=True)
+    assert [r["hyper"] for r in rows] == ["ok", "bad (diverged)", "bad (diverged)"]
+    assert [r["selected"] for r in rows] == [True, False, False]
+    assert math.isnan(rows[1]["psnr"]) and rows[0]["psnr"] == 24.0
+    assert (tmp_path / "training_denoising.png").exists()

@@ -133,11 +133,18 @@ def run_task(name: str, quick: bool = False, device: str = "cpu") -> list[dict]:
     rows, histories = [], []
     for method_name, hyper, method in _methods(setup, quick):
         model = setup.make_model()
-        result = train(
-            model, setup.train, task=setup.task, method=method, epochs=1_000_000, batch_size=setup.batch_size,
-            val_set=setup.val, time_budget=budget, generator=torch.Generator().manual_seed(0), progress=False,
-        )
-        h = result.history
+        try:
+            h = train(
+                model, setup.train, task=setup.task, method=method, epochs=1_000_000, batch_size=setup.batch_size,
+                val_set=setup.val, time_budget=budget, generator=torch.Generator().manual_seed(0), progress=False,
+            ).history
+        except FloatingPointError as err:  # a diverging configuration is a result, not a crash
+            print(f"{name} {method_name} ({hyper}) diverged: {err}", flush=True)
+            nan = float("nan")
+            rows.append({"task": name, "method": method_name, "hyper": f"{hyper} (diverged)", "psnr": nan, "ssim": nan,
+                         "val_psnr": nan, "seconds": nan, "epochs": nan, "peak_memory_mb": nan, "selected": False})
+            histories.append(None)
+            continue
         test = evaluate(model, setup.test, task=setup.task, batch_size=64)
         rows.append({
             "task": f"{name}", "method": method_name, "hyper": hyper, "psnr": test.psnr, "ssim": test.ssim,
@@ -146,8 +153,9 @@ def run_task(name: str, quick: bool = False, device: str = "cpu") -> list[dict]:
         })
         histories.append(h)
     curves = {}
-    for method_name in dict.fromkeys(r["method"] for r in rows):
-        best = max((i for i, r in enumerate(rows) if r["method"] == method_name), key=lambda i: rows[i]["val_psnr"])
+    ran = [i for i, h in enumerate(histories) if h is not None]
+    for method_name in dict.fromkeys(rows[i]["method"] for i in ran):
+        best = max((i for i in ran if rows[i]["method"] == method_name), key=lambda i: rows[i]["val_psnr"])
         rows[best]["selected"] = True
         curves[f"{method_name} {rows[best]['hyper']}"] = histories[best]
     title = f"{name} ({'quick, ' if quick else ''}{budget:g} s per method, {device})"
