@@ -5,6 +5,12 @@ import torch
 from torch import Tensor
 
 
+def all_finite(x: Tensor) -> bool:
+    """Whether every entry of ``x`` is finite: one reduction (a sum is NaN/Inf whenever an entry
+    is), and the exact test only when the sum is not finite (NaN/Inf entries or an overflow)."""
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
 def check_tensor(
     x: Tensor,
     name: str,
@@ -36,8 +42,7 @@ def check_tensor(
         raise ValueError(f"{name} must have {channels} channels (dim 1), got shape {tuple(x.shape)}")
     if spatial is not None and tuple(x.shape[-2:]) != tuple(spatial):
         raise ValueError(f"{name} must have spatial size {tuple(spatial)}, got shape {tuple(x.shape)}")
-    # a sum is NaN/Inf whenever an entry is; the exact test runs only if a finite sum overflowed
-    if finite and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
+    if finite and not all_finite(x):
         raise ValueError(f"{name} contains NaN or Inf entries")
     return x
 

@@ -429,14 +429,14 @@ def test_non_finite_update_raises_and_keeps_last_finite_values(rule, bad):
 
 
 def test_finite_check_is_exact_when_the_sum_overflows():
-    from liftinv.solvers.bcd import _finite
+    from operators.checks import all_finite
 
     big = torch.full((4,), 3e38, dtype=torch.float32)  # finite entries, infinite sum
-    assert not math.isfinite(float(big.sum())) and _finite(big)
+    assert not math.isfinite(float(big.sum())) and all_finite(big)
     for bad in (math.nan, math.inf, -math.inf):
         t = torch.ones(5, dtype=torch.float32)
         t[3] = bad
-        assert not _finite(t)
+        assert not all_finite(t)
 
 
 def test_isgm_non_finite_error_names_the_outer_iteration():

@@ -27,13 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 
-import torch
-
 from liftinv.blocks import Block, Params, Var
 from liftinv.solvers.protocol import BlockProblem
 from liftinv.solvers.rules import Plain, Rule, check_real
 from liftinv.solvers.schedules import Schedule, TopDown
 from liftinv.validation import positive_int
+from operators.checks import all_finite
 
 
 class NonFiniteError(FloatingPointError):
@@ -64,12 +63,6 @@ class SolverState:
     def from_dict(cls, d: dict) -> SolverState:
         """Inverse of :meth:`as_dict`."""
         return cls(int(d["iteration"]), dict(d["var_states"]), dict(d["param_states"]))
-
-
-def _finite(t: torch.Tensor) -> bool:
-    """Whether every entry of ``t`` is finite: one reduction, and the exact check only when the
-    sum is not finite (NaN/Inf entries or an overflowing sum)."""
-    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def _step(scale: float, lipschitz: float) -> float:
@@ -166,7 +159,7 @@ class BCD:
             problem.set(b, y)
         grads = problem.grads(group)
         for b, g in zip(group, grads):  # before any rule updates its state
-            if not all(_finite(t) for t in g):
+            if not all(all_finite(t) for t in g):
                 for m, v, _ in moved:
                     problem.set(m, v)
                 raise NonFiniteError(b, iteration)
@@ -175,7 +168,7 @@ class BCD:
             step = _step(self.step_scale, problem.lipschitz(b)) if rule.needs_step else None
             results.append(rule.advance(v, y, g, step, partial(problem.prox, b), st[b.index]))
         for b, (new, _) in zip(group, results):
-            if not all(_finite(t) for t in new):
+            if not all(all_finite(t) for t in new):
                 for m, v, _ in moved:
                     problem.set(m, v)
                 raise NonFiniteError(b, iteration)
