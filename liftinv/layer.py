@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from liftinv.activations import Activation, as_activation
 
 
-def _shares_storage(t: Tensor, others: Sequence[Tensor]) -> bool:
+def shares_storage(t: Tensor, others: Sequence[Tensor]) -> bool:
     """Whether ``t`` may share storage with one of ``others`` (True when storages are not
     accessible, e.g. under ``torch.func`` transforms)."""
     try:
@@ -62,7 +62,7 @@ class Layer(nn.Module):
         inputs = [xs[i] for i in self.inputs] + ([] if self.data_map is None else [y])
         maps = [*self.maps] + ([] if self.data_map is None else [self.data_map])
         a = maps[0](inputs[0])
-        owned = not _shares_storage(a, inputs)
+        owned = not shares_storage(a, inputs)
         for m, x in zip(maps[1:], inputs[1:]):
             a = a.add_(m(x)) if owned else a + m(x)
             owned = True

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from liftinv.penalty import BREGMAN, Penalty
 from liftinv.affine import linear_part
+from liftinv.layer import shares_storage
 from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential
@@ -186,7 +187,7 @@ class LiftedProblem:
             a = self.preactivation(k)
             x = self.network.layer(k).activation(a)
             # the cached a_k is consumed in place by _pullback: x_k must not share its storage
-            self.xs[k] = x.clone() if x.untyped_storage().data_ptr() == a.untyped_storage().data_ptr() else x
+            self.xs[k] = x.clone() if shares_storage(x, [a]) else x
         return self.xs[-1]
 
     def _input(self, i: int) -> Tensor:
