@@ -137,7 +137,7 @@ class LiftedBCD:
         start, it = perf_counter(), 0
         while it < config.max_iter:
             it += 1
-            previous = [problem.xs[i].clone() for i in problem.free_vars]  # blocks may be updated in place
+            previous = [problem.xs[i] for i in problem.free_vars]  # set() replaces, never overwrites
             state = solver.step(problem, state)
             new = float(problem.energy())
             current = [problem.xs[i] for i in problem.free_vars]

@@ -540,3 +540,24 @@ def test_preactivation_sums_in_place_without_touching_inputs():
     layer = Layer([1, 0], [lin, nn.Identity()], Identity())
     torch.testing.assert_close(layer.preactivation([x0, x1]), lin(keep1) + keep0, rtol=0, atol=0)
     assert torch.equal(x0, keep0)
+
+
+@pytest.mark.parametrize("schedule", ["top-down", "simultaneous"])
+def test_sweeps_never_overwrite_values_returned_by_get(example, schedule):
+    """The BlockProblem contract the solvers rely on (previous iterates, stopping tests): values
+    returned by ``get`` keep their entries whatever the sweep writes in place."""
+    from liftinv.solvers import BCD, Adam, Nesterov, Simultaneous, TopDown
+
+    net, y = example.network, example.y
+    xs = perturbed(net, net.feasible(example.u, y), gen(9))
+    problem = LiftedProblem(net, xs, y, free_vars=range(net.depth), train_params=True)
+    problem.forward(example.u, y)
+    solver = BCD(var_rule=Nesterov(), param_rule=Adam(1e-2), schedule=Simultaneous() if schedule == "simultaneous" else TopDown())
+    state = solver.init(problem)
+    for _ in range(2):
+        held = {b: problem.get(b) for b in problem.blocks()}
+        copies = {b: [t.clone() for t in v] for b, v in held.items()}
+        state = solver.step(problem, state)
+        for b in held:
+            for t, c in zip(held[b], copies[b]):
+                assert torch.equal(t, c), b
