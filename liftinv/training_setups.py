@@ -18,8 +18,8 @@ epoch but plateaued lower in our tuning), except for the dual layers of the CT n
 otherwise makes the primal variables' Lipschitz constants, hence their BCD steps, tiny. Lifted BCD updates the parameters with Adam (it
 matched backpropagation epoch for epoch, where Nesterov and heavy ball with Lipschitz steps were
 slower) and keeps Lipschitz constants for 20 batches; ISGM uses exact Lipschitz steps (two inner
-sweeps with Nesterov extrapolation and steps 1.9/L learned faster per epoch on the PNN denoiser,
-25.3 against 23.9 dB after 3 epochs, but diverged on the autoencoder, as did cached constants).
+sweeps with Nesterov extrapolation and steps 1.9/L learned faster per epoch on the PNN denoiser
+in our tuning, but diverged on the autoencoder, as did cached constants).
 """
 from __future__ import annotations
 
