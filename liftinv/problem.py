@@ -46,6 +46,10 @@ from liftinv.potentials import Potential
 
 #: Relative safety margin on power-iteration Lipschitz estimates (they converge from below).
 LIPSCHITZ_MARGIN = 1.05
+#: Penalty values are computed on slices of the batch of at most this many entries (at least one
+#: sample): their closed forms allocate a few temporaries the size of their arguments, which the
+#: slices keep small whatever the batch (the penalties are per sample, the sums unchanged).
+PENALTY_SLICE = 2**16
 
 
 def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
@@ -217,8 +221,9 @@ class LiftedProblem:
 
     # ----------------------------------------------------------------- energy
     def penalties(self) -> Tensor:
-        r"""Unweighted per-sample penalties :math:`P_k`, shape ``(K, B)`` (pre-activations that
-        were not cached are computed without a graph and not kept)."""
+        r"""Unweighted per-sample penalties :math:`P_k`, shape ``(K, B)``, each computed on
+        slices of the batch of at most :data:`PENALTY_SLICE` entries (pre-activations that were
+        not cached are computed without a graph and not kept)."""
         values = []
         for k in range(1, self.network.depth + 1):
             if k in self._pre:
@@ -226,7 +231,8 @@ class LiftedProblem:
             else:
                 with torch.no_grad():
                     a = self.network.preactivation(k, self.xs, self.y)
-            values.append(self.penalty.value(self.network.layer(k).activation, self.xs[k], a))
+            act, size = self.network.layer(k).activation, max(1, PENALTY_SLICE // a[0].numel())
+            values.append(torch.cat([self.penalty.value(act, z, b) for z, b in zip(self.xs[k].split(size), a.split(size))]))
         return torch.stack(values)
 
     def energy(self) -> Tensor:

@@ -535,6 +535,18 @@ def test_two_layer_relu_energy_decreases_monotonically():
     assert e[-1] < 0.5 * e[0]
 
 
+def test_penalties_in_slices_of_the_batch_equal_the_unsliced_penalties(monkeypatch):
+    import liftinv.problem
+
+    net, problem, u, y = _two_layer_relu(16)
+    xs = [problem.xs[i] for i in range(3)]
+    xs[1] = xs[1] + 0.1 * torch.randn(xs[1].shape, generator=_gen(17), dtype=DT)  # nonzero penalties
+    problem.set(Var(1), [xs[1]])
+    monkeypatch.setattr(liftinv.problem, "PENALTY_SLICE", 2 * 7)  # two samples of the hidden layer
+    torch.testing.assert_close(problem.penalties(), net.penalties(xs), rtol=1e-12, atol=0)
+    assert problem.penalties()[0].abs().min() > 0
+
+
 def _two_layer_relu(seed):
     from liftinv.activations import Identity, ReLU
     from liftinv.layer import Layer

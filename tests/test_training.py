@@ -327,3 +327,16 @@ def test_tensor_memory_counts_live_storages():
         assert (mem.current, mem.peak) == (32000, 32000)
     del b, c
     assert mem.current == 0
+
+
+def test_tensor_memory_excludes_given_storages_while_they_hold_them():
+    param = torch.nn.Parameter(torch.zeros(1000, dtype=DT))
+    with TensorMemory(exclude=[param]) as mem:
+        new = torch.ones(1000, dtype=DT)  # 8000 bytes, counted
+        assert mem.peak == 8000
+        with torch.no_grad():
+            param.set_(new)  # now the parameter's storage: not counted
+        del new
+        grad = torch.ones(1000, dtype=DT)
+        assert mem.peak == 8000 and mem.current == 16000
+    del grad

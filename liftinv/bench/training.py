@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -59,18 +60,25 @@ def _storage_ptr(t: Tensor) -> int | None:
 
 
 class TensorMemory(TorchDispatchMode):
-    """Peak bytes of tensor storages created under this mode and alive at the same time.
+    """Peak bytes of tensor storages created under this mode and alive at the same time, except
+    the storages of ``exclude`` (e.g. the model's parameters: a solver that replaces parameter
+    values by new tensors, rather than overwriting them, allocates its parameters under the mode).
 
     Every operator output whose storage is new (not one of the operator's inputs' storages, as
     for in-place ops and views) is counted until its storage is freed (a weak-reference finaliser
     on the storage, whose Python object PyTorch keeps for the storage's lifetime).
     """
 
-    def __init__(self):
+    def __init__(self, exclude: Sequence[Tensor] = ()):
         super().__init__()
+        self.exclude = list(exclude)
         self.live: dict[int, int] = {}
         self.current = 0
         self.peak = 0
+
+    def _excluded(self) -> int:
+        ptrs = {_storage_ptr(t) for t in self.exclude}
+        return sum(self.live.get(ptr, 0) for ptr in ptrs)
 
     def _free(self, ptr: int) -> None:
         self.current -= self.live.pop(ptr, 0)
@@ -87,16 +95,17 @@ class TensorMemory(TorchDispatchMode):
             storage = t.untyped_storage()
             self.live[ptr] = storage.nbytes()
             self.current += storage.nbytes()
-            self.peak = max(self.peak, self.current)
+            self.peak = max(self.peak, self.current - self._excluded())
             weakref.finalize(storage, self._free, ptr)
         return out
 
 
 def peak_training_memory(setup: Setup, method: Lifted | Backprop, batches: int = MEMORY_BATCHES) -> int:
-    """:class:`TensorMemory` peak (bytes) of ``batches`` training batches of a fresh model."""
+    """:class:`TensorMemory` peak (bytes) of ``batches`` training batches of a fresh model, its
+    parameters excluded."""
     model = setup.make_model()
     images = setup.train[: batches * setup.batch_size]
-    with TensorMemory() as mem:
+    with TensorMemory(exclude=list(model.parameters())) as mem:
         train(model, images, task=setup.task, method=method, epochs=1, batch_size=setup.batch_size, progress=False)
     return mem.peak
 
