@@ -110,6 +110,9 @@ class InversionConfig:
         snap: :math:`\kappa \ge 0`: with a noise level, clamped data within
             :math:`\kappa\delta/\sqrt m` of a saturation value of the last activation are set to it
             (see the module docstring); 0: off.
+        energy_every: the BCD solver evaluates the lifted energy (a forward pass through every
+            layer) every this many sweeps and at the last sweep of each solve; the history holds
+            NaN at the other sweeps. 1: every sweep.
     """
 
     max_iter: int = 1000
@@ -121,9 +124,10 @@ class InversionConfig:
     default_alpha: float = 1e-2
     rule: Rule = field(default_factory=Nesterov)
     snap: float = 3.0
+    energy_every: int = 10
 
     def __post_init__(self):
-        for name in ("max_iter", "max_search"):
+        for name in ("max_iter", "max_search", "energy_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -153,7 +157,8 @@ class SearchStep:
 
 @dataclass
 class InversionHistory:
-    """Per iteration (over all solves, in order): energy (batch sum), primal and dual residuals
+    """Per iteration (over all solves, in order): energy (batch sum; NaN where the BCD solver did
+    not evaluate it, see ``InversionConfig.energy_every``), primal and dual residuals
     (relative; dual is NaN for methods without a dual variable) and wall-clock seconds since the
     start; per solve: :class:`SearchStep` records."""
 

@@ -5,9 +5,14 @@ output, which is clamped to the (projected) data, or, with ``free_output``, free
 :math:`\tfrac12\|x_K - f_\delta\|^2`; the regulariser is the term on the input :math:`x_0`.
 
 **Joint (Jacobi) steps.** Every variable block moves at once, from gradients taken at one state
-(:class:`~liftinv.solvers.Simultaneous` schedule), with Nesterov extrapolation (the configured rule) restarted
-whenever the energy increases (O'Donoghue & Candes 2015): an accelerated proximal-gradient method
-on all variables jointly. Top-down Gauss-Seidel sweeps with per-block momentum move the input
+(:class:`~liftinv.solvers.Simultaneous` schedule), with Nesterov extrapolation (the configured rule)
+restarted by the gradient scheme of O'Donoghue & Candes (2015): when
+:math:`\langle y - x^+, x^+ - x\rangle > 0` over all blocks together (:math:`y` the extrapolated point,
+:math:`x^+` the new iterate, i.e. the step goes against the momentum): an accelerated
+proximal-gradient method on all variables jointly. The test needs no energy, which costs a
+forward pass through every layer; the energy is evaluated every ``config.energy_every`` sweeps
+and at the end of each solve (encoder benchmark at 1 % noise, fixed TV weight, 1200 sweeps: the
+same input, 27.3 dB, in 30 % less time than with the energy scheme evaluated at every sweep). Top-down Gauss-Seidel sweeps with per-block momentum move the input
 along directions that the network does not see (the part fixed by the regulariser) only by
 diffusion through the layers, one layer per sweep; joint momentum accelerates that coherent mode
 (benchmark images at 1 % noise, fixed TV weight, same number of sweeps: encoder, 400 sweeps,
@@ -46,11 +51,12 @@ so does the momentum while the problem is kept (regularisers without a smooth pa
 the search lasts a few dozen to a few hundred sweeps, and restarting FISTA at each one discards the
 acceleration built so far (encoder benchmark at 1 % noise, six 1.5 s solves: 26.0 dB with the
 momentum kept, 14.0 dB with a restart per solve, where the search, misled by unconverged
-discrepancies, drove the weight ten times lower). A weight change that raises the energy
-restarts it as usual.
+discrepancies, drove the weight ten times lower). A weight change that turns the next step
+against the momentum restarts it by the same test.
 """
 from __future__ import annotations
 
+import math
 from time import perf_counter
 
 import torch
@@ -91,7 +97,7 @@ class LiftedBCD:
         y: measurements of the network's data maps, if any.
         free_output: whether the output variable is free.
         config: an :class:`~liftinv.inversion.InversionConfig` (``max_iter``, ``tol``,
-            ``max_time``, ``rule``).
+            ``max_time``, ``rule``, ``energy_every``).
     """
 
     def __init__(self, network: LiftedNetwork, x0: Tensor, data: Tensor, projected: Tensor, y: Tensor | None,
@@ -133,20 +139,23 @@ class LiftedBCD:
         config, problem = self.config, self._problem(regularizer)
         solver = BCD(var_rule=config.rule, schedule=Simultaneous() if self.joint else TopDown())
         state = solver.init(problem) if self.state is None else self.state
-        energy = float(problem.energy())
         start, it = perf_counter(), 0
         while it < config.max_iter:
             it += 1
             previous = [problem.xs[i] for i in problem.free_vars]  # set() replaces, never overwrites
+            looks = [config.rule.lookahead([x], state.var_states[i])[0] if i in state.var_states else x
+                     for i, x in zip(problem.free_vars, previous)]
             state = solver.step(problem, state)
-            new = float(problem.energy())
             current = [problem.xs[i] for i in problem.free_vars]
-            change = joint_norm(*(c - p for c, p in zip(current, previous))) / max(joint_norm(*current), 1e-30)
-            history.record(new, change)
-            if new > energy:
+            steps = [c - p for c, p in zip(current, previous)]
+            if sum(float(((y - c) * d).sum()) for y, c, d in zip(looks, current, steps)) > 0:
                 state.var_states.clear()  # restart the momentum
-            energy = new
-            if (config.tol > 0 and change <= config.tol) or perf_counter() - start > config.max_time:
+            change = joint_norm(*steps) / max(joint_norm(*current), 1e-30)
+            last = (config.tol > 0 and change <= config.tol) or perf_counter() - start > config.max_time
+            last = last or it == config.max_iter
+            energy = float(problem.energy()) if last or it % config.energy_every == 0 else math.nan
+            history.record(energy, change)
+            if last:
                 break
         self.xs, self.state = problem.xs, state
         return it

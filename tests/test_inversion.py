@@ -109,13 +109,18 @@ def test_bcd_energy_decreases_on_mlp():
     net = MLP([6, 9, 8, 5], nn.LeakyReLU(0.1), generator=gen(0)).double()
     u = torch.randn(3, 6, dtype=F64, generator=gen(1))
     f, _ = noisy(net(u).detach(), 0.05)
-    res = invert(net, f, regularizer=Tikhonov(1e-2), config=InversionConfig(max_iter=300, tol=0, rule=Plain()))
+    res = invert(net, f, regularizer=Tikhonov(1e-2), config=InversionConfig(max_iter=300, tol=0, rule=Plain(), energy_every=1))
     e = res.history.energy
     assert all(e1 <= e0 * (1 + 1e-12) for e0, e1 in zip(e, e[1:]))
     assert e[-1] < 0.5 * e[0]
-    # Nesterov with restart: lower energy in the same number of iterations
+    # Nesterov with restart: lower energy in the same number of iterations; by default the
+    # energy is evaluated every energy_every sweeps and at the last one
     fast = invert(net, f, regularizer=Tikhonov(1e-2), config=InversionConfig(max_iter=300, tol=0))
     assert fast.history.energy[-1] <= e[-1]
+    evaluated = [i + 1 for i, v in enumerate(fast.history.energy) if not math.isnan(v)]
+    assert evaluated == list(range(10, 301, 10))
+    short = invert(net, f, regularizer=Tikhonov(1e-2), config=InversionConfig(max_iter=25, tol=0, energy_every=7))
+    assert [i + 1 for i, v in enumerate(short.history.energy) if not math.isnan(v)] == [7, 14, 21, 25]
 
 
 def _joint_smooth_part(net, xs, free):
@@ -177,7 +182,7 @@ def test_consecutive_solves_continue_the_accelerated_trajectory():
     task = prepare(net, f, x0=torch.full_like(u, 0.5))
     results = []
     for solves, sweeps in ((2, 40), (1, 80)):
-        cfg = InversionConfig(max_iter=sweeps, tol=0)
+        cfg = InversionConfig(max_iter=sweeps, tol=0, energy_every=1)
         solver, reg, history = LiftedBCD(task.network, task.x0, task.data, task.projected, None, False, cfg), TV(0.01), InversionHistory()
         for _ in range(solves):
             solver.solve(reg, history)
@@ -262,7 +267,7 @@ def test_negative_noise_under_relu_is_projected():
     assert torch.all(res.discrepancy >= (f - f.clamp_min(0)).norm(dim=1) - 1e-12)
     # the free-output formulation is finite too (the loss is a squared error)
     free = invert(model, f, input_shape=(1, 7, 9), regularizer=TV(0.02), free_output=True,
-                  config=InversionConfig(max_iter=300, tol=0))
+                  config=InversionConfig(max_iter=300, tol=0, energy_every=1))
     assert all(math.isfinite(e) for e in free.history.energy)
     assert free.history.energy[-1] < free.history.energy[0]
 
@@ -414,7 +419,7 @@ def test_lifted_network_input_shape_is_checked():
     "kwargs, match",
     [({"max_iter": 0}, "max_iter"), ({"tol": -1.0}, "tol"), ({"tau": 0.0}, "tau"),
      ({"discrepancy_rtol": 2.0}, "discrepancy_rtol"), ({"max_search": 0}, "max_search"),
-     ({"default_alpha": float("inf")}, "default_alpha"), ({"max_time": -1.0}, "max_time"), ({"snap": -1.0}, "snap")],
+     ({"default_alpha": float("inf")}, "default_alpha"), ({"max_time": -1.0}, "max_time"), ({"snap": -1.0}, "snap"), ({"energy_every": 0}, "energy_every")],
 )
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
