@@ -215,12 +215,14 @@ def plot(records: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(r["task"] for r in records))
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}  # one colour per method in every panel
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         rows = [r for r in records if r["task"] == task]
         for method in dict.fromkeys(r["method"] for r in rows):
             pts = sorted((r["noise"], r["rel_error"]) for r in rows if r["method"] == method)
-            ax.loglog(*zip(*pts), marker="o", label=method)
+            ax.loglog(*zip(*pts), marker="o", label=method, color=colours[method])
         ax.set_title(task)
         ax.set_xlabel("relative noise level")
         ax.set_ylabel("relative error of the input")
