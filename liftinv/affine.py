@@ -49,59 +49,9 @@ class ConvAdjoint(nn.Module):
         return F.conv_transpose2d(u, self.scale * self.conv.weight, padding=self.conv.padding)
 
 
-class _NormalStepFunction(torch.autograd.Function):
-    r""":math:`N(u, W) = u - \tau L_W L_W^* u` (:math:`L_W`: the stride-1 convolution with kernel
-    :math:`W` and padding ``padding``), with derivatives that allocate one tensor the size of
-    :math:`u` where autograd through the composition allocates two (the identity branch and the
-    convolution branch of :math:`J_u^* r` are summed in place):
-
-    .. math:: J_u^* r = r - \tau L L^* r, \qquad
-        J_W^* r = -\tau\,\big[\partial_W\langle r, L_W v\rangle + \partial_W\langle u, L_W t\rangle\big],
-        \quad v = L^* u,\ t = L^* r,
-
-    and the tangent :math:`J_u \dot u + J_W \dot W = \dot u - \tau\,[L L^* \dot u + L_{\dot W} L^* u + L L_{\dot W}^* u]`.
-    The backward pass is itself differentiable (power iterations take double backward passes)."""
-
-    @staticmethod
-    def forward(u: Tensor, weight: Tensor, tau: float, padding) -> Tensor:
-        return F.conv2d(F.conv_transpose2d(u, weight, padding=padding), -tau * weight, padding=padding).add_(u)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        u, weight, ctx.tau, ctx.padding = inputs
-        ctx.save_for_backward(u, weight)
-        ctx.save_for_forward(u, weight)
-
-    @staticmethod
-    def backward(ctx, r: Tensor):
-        u, weight = ctx.saved_tensors
-        tau, padding = ctx.tau, ctx.padding
-        t = F.conv_transpose2d(r, weight, padding=padding)
-        grad_u = F.conv2d(t, -tau * weight, padding=padding).add_(r) if ctx.needs_input_grad[0] else None
-        grad_w = None
-        if ctx.needs_input_grad[1]:
-            v = F.conv_transpose2d(u, weight, padding=padding)
-            grad_w = (torch.nn.grad.conv2d_weight(v, weight.shape, r, padding=padding)
-                      + torch.nn.grad.conv2d_weight(t, weight.shape, u, padding=padding)).mul_(-tau)
-        return grad_u, grad_w, None, None
-
-    @staticmethod
-    def jvp(ctx, du, dw, _tau, _padding) -> Tensor:
-        u, weight = ctx.saved_tensors
-        tau, padding = ctx.tau, ctx.padding
-        out = torch.zeros_like(u) if du is None else _NormalStepFunction.apply(du, weight, tau, padding)
-        if dw is not None:
-            v = F.conv_transpose2d(u, weight, padding=padding)
-            out = out - tau * (F.conv2d(v, dw, padding=padding)
-                               + F.conv2d(F.conv_transpose2d(u, dw, padding=padding), weight, padding=padding))
-        return out
-
-
 class NormalStep(nn.Module):
-    r""":math:`u \mapsto u - \tau L L^* u` for a convolution :math:`L` (a bias-free stride-1
-    ``nn.Conv2d`` with ``padding = kernel // 2``; dual forward-backward step of a proximal neural
-    network); :math:`\tau` is a fixed step. Its vector-Jacobian products allocate one tensor the
-    size of :math:`u` (:class:`_NormalStepFunction`)."""
+    r""":math:`u \mapsto u - \tau L L^* u` for a convolution :math:`L` (dual forward-backward step
+    of a proximal neural network); :math:`\tau` is a fixed step."""
 
     def __init__(self, conv: nn.Conv2d, tau: float):
         super().__init__()
@@ -110,8 +60,7 @@ class NormalStep(nn.Module):
         self.tau = float(tau)
 
     def forward(self, u: Tensor) -> Tensor:
-        conv = self.adjoint.conv
-        return _NormalStepFunction.apply(u, conv.weight, self.tau, conv.padding)
+        return u + self.step(self.adjoint(u))
 
 
 class GradientStep(nn.Module):

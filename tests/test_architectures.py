@@ -561,35 +561,3 @@ def test_sweeps_never_overwrite_values_returned_by_get(example, schedule):
         for b in held:
             for t, c in zip(held[b], copies[b]):
                 assert torch.equal(t, c), b
-
-
-# ---------------------------------------------------------------- NormalStep derivatives
-def test_normal_step_derivatives_match_autograd_through_the_composition():
-    from liftinv.affine import NormalStep
-
-    conv = normalised_conv(2, 3, 3, gen(40)).double()
-    step = NormalStep(conv, 0.7)
-    g = gen(41)
-    u = torch.randn(2, 3, 6, 5, dtype=DT, generator=g)
-    w = conv.weight
-
-    def composition(x, k):
-        return x - 0.7 * F.conv2d(F.conv_transpose2d(x, k, padding=1), k, padding=1)
-
-    def step_of(x, k):
-        return torch.func.functional_call(step, {"adjoint.conv.weight": k}, (x,))
-
-    torch.testing.assert_close(step(u), composition(u, w))
-    # first and second order against finite differences
-    x = u.clone().requires_grad_()
-    assert torch.autograd.gradcheck(step_of, (x, w.detach().clone().requires_grad_()))
-    assert torch.autograd.gradgradcheck(step_of, (x, w.detach().clone().requires_grad_()))
-    # vector-Jacobian and Jacobian-vector products against the composition (torch.func)
-    r, du, dw = torch.randn(u.shape, dtype=DT, generator=g), torch.randn(u.shape, dtype=DT, generator=g), torch.randn(w.shape, dtype=DT, generator=g)
-    _, pull = torch.func.vjp(step_of, u, w.detach())
-    _, pull_ref = torch.func.vjp(composition, u, w.detach())
-    for got, want in zip(pull(r), pull_ref(r)):
-        torch.testing.assert_close(got, want)
-    _, tangent = torch.func.jvp(step_of, (u, w.detach()), (du, dw))
-    _, tangent_ref = torch.func.jvp(composition, (u, w.detach()), (du, dw))
-    torch.testing.assert_close(tangent, tangent_ref)
