@@ -45,7 +45,11 @@ benchmark the momentum was restarted 10 times in 105 sweeps (10.9 dB).
 
 A one-layer network (two blocks at most: the input and, with ``free_output``, the output) has no
 depth to propagate through; it keeps top-down Gauss-Seidel sweeps, whose block steps need only
-:math:`L_b` (each block moves with the others fixed), i.e. steps up to twice as long.
+:math:`L_b` (each block moves with the others fixed), i.e. steps up to twice as long, and the
+function scheme of restarts: the energy (of one layer) at every sweep, a restart when it
+increases (perceptron benchmark, free output, 5 % noise, 300 sweeps: energy 2918 with it, 5416
+with the gradient scheme, which restarted twice as often; on the deep benchmark networks both
+schemes gave the same iterates).
 
 Variables persist between solves (warm starts across the weights of the discrepancy search), and
 so does the momentum while the problem is kept (regularisers without a smooth part): a solve of
@@ -140,6 +144,7 @@ class LiftedBCD:
         config, problem = self.config, self._problem(regularizer)
         solver = BCD(var_rule=config.rule, schedule=Simultaneous() if self.joint else TopDown())
         state = solver.init(problem) if self.state is None else self.state
+        energy = math.nan if self.joint else float(problem.energy())
         start, it = perf_counter(), 0
         while it < config.max_iter:
             it += 1
@@ -149,12 +154,17 @@ class LiftedBCD:
             state = solver.step(problem, state)
             current = [problem.xs[i] for i in problem.free_vars]
             steps = [c - p for c, p in zip(current, previous)]
-            if sum(float(((y - c) * d).sum()) for y, c, d in zip(looks, current, steps)) > 0:
-                state.var_states.clear()  # restart the momentum
             change = joint_norm(*steps) / max(joint_norm(*current), 1e-30)
             last = (config.tol > 0 and change <= config.tol) or perf_counter() - start > config.max_time
             last = last or it == config.max_iter
-            energy = float(problem.energy()) if last or it % config.energy_every == 0 else math.nan
+            if self.joint:  # gradient scheme; the energy only every energy_every sweeps
+                restart = sum(float(((y - c) * d).sum()) for y, c, d in zip(looks, current, steps)) > 0
+                energy = float(problem.energy()) if last or it % config.energy_every == 0 else math.nan
+            else:  # function scheme
+                new = float(problem.energy())
+                restart, energy = new > energy, new
+            if restart:
+                state.var_states.clear()  # restart the momentum
             history.record(energy, change)
             if last:
                 break
