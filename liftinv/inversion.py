@@ -110,10 +110,11 @@ class InversionConfig:
         snap: :math:`\kappa \ge 0`: with a noise level, clamped data within
             :math:`\kappa\delta/\sqrt m` of a saturation value of the last activation are set to it
             (see the module docstring); 0: off.
-        energy_every: on deep networks the BCD solver evaluates the lifted energy (a forward
-            pass through every layer) every this many sweeps and at the last sweep of each solve;
-            the history holds NaN at the other sweeps. 1: every sweep. (One-layer networks
-            evaluate it at every sweep: their momentum restarts read it.)
+        energy_every: on deep networks with the Nesterov rule the BCD solver evaluates the
+            lifted energy (a forward pass through every layer) every this many sweeps and at the
+            last sweep of each solve; the history holds NaN at the other sweeps. 1: every sweep.
+            (One-layer networks and other rules evaluate it at every sweep: their momentum
+            restarts read it.)
     """
 
     max_iter: int = 1000

@@ -49,7 +49,8 @@ depth to propagate through; it keeps top-down Gauss-Seidel sweeps, whose block s
 function scheme of restarts: the energy (of one layer) at every sweep, a restart when it
 increases (perceptron benchmark, free output, 5 % noise, 300 sweeps: energy 2918 with it, 5416
 with the gradient scheme, which restarted twice as often; on the deep benchmark networks both
-schemes gave the same iterates).
+schemes gave the same iterates). So do rules other than :class:`~liftinv.solvers.Nesterov`, whose
+momentum (heavy ball, Adam) is not in the point where the gradient is taken.
 
 Variables persist between solves (warm starts across the weights of the discrepancy search), and
 so does the momentum while the problem is kept (regularisers without a smooth part): a solve of
@@ -72,7 +73,7 @@ from liftinv.inversion_pdhg import joint_norm
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, SquaredError
 from liftinv.problem import LiftedProblem
-from liftinv.solvers import BCD, Simultaneous, SolverState, TopDown
+from liftinv.solvers import BCD, Nesterov, Simultaneous, SolverState, TopDown
 
 
 class JointProblem(LiftedProblem):
@@ -144,7 +145,8 @@ class LiftedBCD:
         config, problem = self.config, self._problem(regularizer)
         solver = BCD(var_rule=config.rule, schedule=Simultaneous() if self.joint else TopDown())
         state = solver.init(problem) if self.state is None else self.state
-        energy = math.nan if self.joint else float(problem.energy())
+        gradient_scheme = self.joint and isinstance(config.rule, Nesterov)
+        energy = math.nan if gradient_scheme else float(problem.energy())
         start, it = perf_counter(), 0
         while it < config.max_iter:
             it += 1
@@ -157,7 +159,7 @@ class LiftedBCD:
             change = joint_norm(*steps) / max(joint_norm(*current), 1e-30)
             last = (config.tol > 0 and change <= config.tol) or perf_counter() - start > config.max_time
             last = last or it == config.max_iter
-            if self.joint:  # gradient scheme; the energy only every energy_every sweeps
+            if gradient_scheme:  # the energy only every energy_every sweeps
                 restart = sum(float(((y - c) * d).sum()) for y, c, d in zip(looks, current, steps)) > 0
                 energy = float(problem.energy()) if last or it % config.energy_every == 0 else math.nan
             else:  # function scheme

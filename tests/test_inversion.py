@@ -15,7 +15,7 @@ from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.penalty import bregman
 from liftinv.potentials import TV, Tikhonov
 from liftinv.problem import LiftedProblem
-from liftinv.solvers import BCD, Nesterov, Plain, run
+from liftinv.solvers import BCD, HeavyBall, Nesterov, Plain, run
 from liftinv.tv import pdhg_tv
 from operators.blur import Blur
 from operators.kernels import gaussian_kernel
@@ -121,6 +121,9 @@ def test_bcd_energy_decreases_on_mlp():
     assert evaluated == list(range(10, 301, 10))
     short = invert(net, f, regularizer=Tikhonov(1e-2), config=InversionConfig(max_iter=25, tol=0, energy_every=7))
     assert [i + 1 for i, v in enumerate(short.history.energy) if not math.isnan(v)] == [7, 14, 21, 25]
+    # rules whose momentum is not in the gradient point restart on the energy: every sweep
+    heavy = invert(net, f, regularizer=Tikhonov(1e-2), config=InversionConfig(max_iter=25, tol=0, rule=HeavyBall(0.5)))
+    assert all(math.isfinite(v) for v in heavy.history.energy) and heavy.history.energy[-1] < heavy.history.energy[0]
 
 
 def _joint_smooth_part(net, xs, free):
