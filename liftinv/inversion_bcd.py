@@ -152,13 +152,13 @@ class LiftedBCD:
             it += 1
             previous = [problem.xs[i] for i in problem.free_vars]  # set() replaces, never overwrites
             looks = [config.rule.lookahead([x], state.var_states[i])[0] if i in state.var_states else x
-                     for i, x in zip(problem.free_vars, previous)]
+                     for i, x in zip(problem.free_vars, previous)] if gradient_scheme else []
             state = solver.step(problem, state)
             current = [problem.xs[i] for i in problem.free_vars]
             steps = [c - p for c, p in zip(current, previous)]
             change = joint_norm(*steps) / max(joint_norm(*current), 1e-30)
-            last = (config.tol > 0 and change <= config.tol) or perf_counter() - start > config.max_time
-            last = last or it == config.max_iter
+            last = (it == config.max_iter or (config.tol > 0 and change <= config.tol)
+                    or perf_counter() - start > config.max_time)
             if gradient_scheme:  # the energy only every energy_every sweeps
                 restart = sum(float(((y - c) * d).sum()) for y, c, d in zip(looks, current, steps)) > 0
                 energy = float(problem.energy()) if last or it % config.energy_every == 0 else math.nan
