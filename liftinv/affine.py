@@ -4,7 +4,9 @@ A layer's pre-activation is :math:`a = \sum_j M_j x_{i_j} + c(y)`: each :math:`M
 ``nn.Module`` (``nn.Linear``, ``nn.Conv2d``, ``nn.ConvTranspose2d``, chains of them with
 ``nn.Flatten``/``nn.Unflatten``, or the maps below) and :math:`c(y)` an optional affine map of the
 measurements. Adjoints and parameter gradients are taken by autograd through one map at a time
-(exact, since the maps are affine), so any affine module is admissible.
+(exact, since the maps are affine), so any affine module is admissible. A linear map that also
+has an ``apply_adjoint(r, input_shape)`` method can be applied by :func:`adjoint_graph`, whose graph
+keeps no tensor.
 """
 from __future__ import annotations
 
@@ -29,6 +31,11 @@ class ScaledConv(nn.Module):
         c = self.conv
         return F.conv2d(x, self.scale * c.weight, None, c.stride, c.padding, c.dilation, c.groups)
 
+    def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
+        """:math:`s L^* r` on inputs of ``input_shape``."""
+        c = self.conv
+        return torch.nn.grad.conv2d_input(input_shape, self.scale * c.weight, r, c.stride, c.padding, c.dilation, c.groups)
+
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
 
@@ -48,6 +55,10 @@ class ConvAdjoint(nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         return F.conv_transpose2d(u, self.scale * self.conv.weight, padding=self.conv.padding)
 
+    def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
+        """:math:`s L r`."""
+        return F.conv2d(r, self.scale * self.conv.weight, padding=self.conv.padding)
+
 
 class NormalStep(nn.Module):
     r""":math:`u \mapsto u - \tau L L^* u` for a convolution :math:`L` (dual forward-backward step
@@ -61,6 +72,10 @@ class NormalStep(nn.Module):
 
     def forward(self, u: Tensor) -> Tensor:
         return u + self.step(self.adjoint(u))
+
+    def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
+        """The map is self-adjoint."""
+        return self(r)
 
 
 class GradientStep(nn.Module):
@@ -81,6 +96,11 @@ class GradientStep(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x - self.tau * self.physics.A_adjoint(self.physics.A(x))
 
+    def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
+        """The map is self-adjoint (``A_adjoint`` is the adjoint of ``A``, as deepinv's
+        ``LinearPhysics`` requires)."""
+        return self(r)
+
 
 class MeasurementAdjoint(nn.Module):
     r""":math:`y \mapsto \tau A^* y`, sharing :math:`\tau` with a :class:`GradientStep`."""
@@ -93,6 +113,46 @@ class MeasurementAdjoint(nn.Module):
         return self.step.tau * self.step.physics.A_adjoint(y)
 
 
+#: Modules that are linear (no constant part) whatever their parameters.
+LINEAR_MODULES = (ScaledConv, ConvAdjoint, NormalStep, GradientStep, nn.Identity, nn.Flatten, nn.Unflatten)
+
+
+def is_linear(module: nn.Module) -> bool:
+    """Whether the affine ``module`` is known to be linear, :math:`f(0) = 0`: the maps of this
+    module, bias-free ``nn.Linear``/``nn.Conv*``, and ``nn.Sequential`` chains of them."""
+    if isinstance(module, LINEAR_MODULES):
+        return True
+    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
+        return module.bias is None
+    if isinstance(module, nn.Sequential):
+        return all(is_linear(m) for m in module)
+    return False
+
+
+class _ByAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, module: nn.Module) -> Tensor:
+        ctx.module, ctx.shape = module, x.shape
+        return module(x)
+
+    @staticmethod
+    def backward(ctx, r: Tensor):
+        return ctx.module.apply_adjoint(r, ctx.shape), None
+
+
+def adjoint_graph(module: nn.Module, x: Tensor) -> Tensor:
+    r""":math:`Mx` for a linear ``module`` with an ``apply_adjoint`` method, with a graph to ``x`` whose
+    backward pass is :math:`r \mapsto M^* r` by that method: the graph keeps no tensor (autograd
+    would keep the intermediate results of :math:`M`, e.g. the blurred image inside
+    :math:`A^*A`). The parameters of ``module`` get no gradient through it. Other modules, or
+    an ``x`` that does not require grad, are applied as they are."""
+    if x.requires_grad and callable(getattr(module, "apply_adjoint", None)):
+        return _ByAdjoint.apply(x, module)
+    return module(x)
+
+
 def linear_part(module: nn.Module, x: Tensor) -> Tensor:
-    r"""Apply the linear part of an affine ``module``: :math:`Mx = f(x) - f(0)`."""
-    return module(x) - module(torch.zeros_like(x))
+    r"""Apply the linear part of an affine ``module``: :math:`Mx = f(x) - f(0)` (:math:`f(x)`
+    alone when :func:`is_linear`)."""
+    out = module(x)
+    return out if is_linear(module) else out - module(torch.zeros_like(x))

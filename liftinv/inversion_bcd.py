@@ -80,7 +80,11 @@ class JointProblem(LiftedProblem):
     r"""The lifted problem whose variable-block constants are the curvatures :math:`D_b` of the
     separable majoriser of the joint smooth part (see the module docstring), so that
     :class:`~liftinv.solvers.BCD` with the :class:`~liftinv.solvers.Simultaneous` schedule takes provably
-    decreasing joint steps. Parameter blocks keep :meth:`LiftedProblem.lipschitz`."""
+    decreasing joint steps. Parameter blocks keep :meth:`LiftedProblem.lipschitz`. A joint step
+    moves every input of a layer: one re-evaluation of the layer costs no more than updating it
+    input by input, so pre-activations are recomputed (``incremental = False``)."""
+
+    incremental = False
 
     def lipschitz(self, block: Block) -> float:
         own = super().lipschitz(block)

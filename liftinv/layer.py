@@ -2,7 +2,7 @@ r"""A lifted layer: :math:`x_k = \sigma_k\big(\sum_j M_{kj} x_{i_j} + c_k(y)\big
 :math:`\lambda_k` on its penalty."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
@@ -54,17 +54,21 @@ class Layer(nn.Module):
         self.data_map = data_map
         self.weight = float(weight)
 
-    def preactivation(self, xs: Sequence[Tensor], y: Tensor | None = None) -> Tensor:
+    def preactivation(
+        self, xs: Sequence[Tensor], y: Tensor | None = None, apply: Callable[[nn.Module, Tensor], Tensor] | None = None
+    ) -> Tensor:
         r""":math:`a_k = \sum_j M_{kj} x_{i_j} + c_k(y)`, summed in place into the first term
-        unless that term shares an input's storage (a map may return its input or a view of it)."""
+        unless that term shares an input's storage (a map may return its input or a view of it).
+        ``apply(map, x)`` evaluates each map (default ``map(x)``)."""
         if self.data_map is not None and y is None:
             raise ValueError("this network needs measurements y (a layer has a data term)")
         inputs = [xs[i] for i in self.inputs] + ([] if self.data_map is None else [y])
         maps = [*self.maps] + ([] if self.data_map is None else [self.data_map])
-        a = maps[0](inputs[0])
+        apply = apply or (lambda m, x: m(x))
+        a = apply(maps[0], inputs[0])
         owned = not shares_storage(a, inputs)
         for m, x in zip(maps[1:], inputs[1:]):
-            a = a.add_(m(x)) if owned else a + m(x)
+            a = a.add_(apply(m, x)) if owned else a + apply(m, x)
             owned = True
         return a
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .activations import Activation
 from .activations.base import Gamma, check_step
+from .layer import shares_storage
 
 
 def _check_pair(name1: str, t1: Tensor, name2: str, t2: Tensor) -> None:
@@ -91,9 +92,11 @@ class BregmanPenalty(Penalty):
         return per_sample(act.divergence(z, a))
 
     def residual(self, act: Activation, z: Tensor, a: Tensor) -> Tensor:
-        r""":math:`\nabla_a B_\Psi(z, a) = \sigma(a) - z`."""
+        r""":math:`\nabla_a B_\Psi(z, a) = \sigma(a) - z` (in the storage of :math:`\sigma(a)`
+        when that is new: one temporary the size of ``a`` rather than two)."""
         _check_pair("z", z, "a", a)
-        return act(a) - z
+        s = act(a)
+        return s - z if shares_storage(s, [a]) else s.sub_(z)
 
     def residual_(self, act: Activation, z: Tensor, a: Tensor) -> Tensor:
         """:meth:`residual` in the storage of ``a``: no temporaries for activations with an

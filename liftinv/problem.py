@@ -19,10 +19,23 @@ Block structure (everything local to one layer, never a graph through :math:`\si
   using them); smooth, gradient by autograd of :math:`\sum_k \lambda_k\langle r_k, a_k(\Theta)\rangle`
   with :math:`r_k` detached.
 
-Pre-activations :math:`a_k` are cached with the graph of layer :math:`k`'s affine maps (to its
-free input variables and its parameters) until one of those changes, so every block gradient is
-one backward pass through those maps, and :meth:`LiftedProblem.forward` (the forward pass that
-starts each training batch) leaves the first sweep nothing to recompute.
+Pre-activations :math:`a_k` are cached with the graph of layer :math:`k`'s affine maps to its
+free input variables (and to its parameters when it has no free input, or when a parameter
+gradient asked for it), so every block gradient is one backward pass through those maps, and
+:meth:`LiftedProblem.forward` (the forward pass that starts each training batch) leaves the first
+sweep nothing to recompute. When a variable :math:`x_i` moves, the cached :math:`a_k` of a layer
+with two or more free inputs is updated in place, :math:`a_k \mathrel{+}= M_{ki}(x_i^+ - x_i)`
+(one map instead of all of them), and its graph still gives the vector-Jacobian products for the
+variables (linear maps: they do not depend on the point; each free variable has one graph leaf,
+re-pointed at its current value, so no graph keeps an old value alive); parameter gradients of
+such a layer then come from its maps that hold parameters, evaluated at the current variables
+with the residual of the cached :math:`a_k`. Other caches are dropped when an input or a
+parameter moves. (A Gauss-Seidel sweep of an unrolled network moves the inputs of a layer one
+at a time; the updates spare it the full re-evaluation, e.g. the :math:`A^*A` of a gradient step.)
+Graphs to the variables only apply the maps that have an adjoint by
+:func:`~liftinv.affine.adjoint_graph`, so they keep no tensor alive; and block gradients pull
+back through the layers in decreasing order (for the unrolled networks that computes the
+largest residual, of a dual layer, before the other terms of the sum exist: a lower peak).
 
 Lipschitz constants are Gauss-Newton bounds :math:`\lambda_{\max}(\sum_j \lambda_j J_j^*J_j)`
 (exact for Bregman, whose Hessian in :math:`a` is :math:`\operatorname{diag}\sigma' \preceq I`),
@@ -30,13 +43,14 @@ by warm-started power iteration.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
 from liftinv.penalty import BREGMAN, Penalty
-from liftinv.affine import linear_part
+from liftinv.affine import adjoint_graph, linear_part
 from liftinv.layer import shares_storage
 from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
@@ -56,6 +70,19 @@ def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     return sum((x * z).sum() for x, z in zip(a, b))
 
 
+@contextmanager
+def _frozen(params: Sequence[Tensor]) -> Iterator[None]:
+    """Parameters that do not require grad inside the block (graphs to the variables only)."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
 def _power_iteration(apply, v: list[Tensor], iters: int) -> tuple[float, list[Tensor]]:
     """Largest eigenvalue of the PSD map ``apply`` on lists of tensors, from ``v``."""
     lam = 0.0
@@ -73,6 +100,10 @@ def _power_iteration(apply, v: list[Tensor], iters: int) -> tuple[float, list[Te
 class LiftedProblem:
     r"""A lifted network bound to one batch: the energy, its blocks, gradients and proxes.
 
+    ``incremental`` (class attribute): update cached pre-activations of layers with several free
+    inputs when one input moves, rather than recompute them (see the module docstring); a
+    subclass whose solver moves all inputs of a layer at once sets it to False.
+
     Args:
         network: the lifted network (:meth:`set` gives its parameters new values).
         xs: initial variables ``[x_0, ..., x_K]`` (e.g. ``network.feasible(u)``, with ``x_K``
@@ -85,6 +116,8 @@ class LiftedProblem:
             regulariser on a free input). A nonsmooth term is allowed on the input only.
         power_iters: power iterations per Lipschitz refresh (warm started).
     """
+
+    incremental = True
 
     def __init__(
         self,
@@ -118,7 +151,12 @@ class LiftedProblem:
         self.param_groups = self._group_parameters() if train_params else []
         self._layers_of_group = [self._layers_using(g) for g in self.param_groups]
         self._pre: dict[int, Tensor] = {}
+        self._param_graph: set[int] = set()  # cached a_k whose graph reaches the parameters at this state
         self._leaves: dict[int, Tensor] = {}
+        self._multi = {
+            k for k in range(1, K + 1)
+            if self.incremental and sum(i in self.free_vars for i in network.layer(k).inputs) >= 2
+        }
         self._lip: dict[Block, float] = {}
         self._eigvec: dict[Block, list[Tensor]] = {}
 
@@ -153,10 +191,21 @@ class LiftedProblem:
         """Replace the values of a block and invalidate what depends on them."""
         if isinstance(block, Var):
             i = block.index
-            self.xs[i] = values[0].detach()
-            self._leaves.pop(i, None)
-            for k, _ in self.network.consumers(i):
-                self._pre.pop(k, None)
+            old, new = self.xs[i], values[0].detach()
+            self.xs[i] = new
+            delta = None
+            for k, pos in self.network.consumers(i):
+                if k not in self._pre:
+                    continue
+                if k not in self._multi:
+                    self._drop(k)
+                    continue
+                delta = new - old if delta is None else delta
+                with torch.no_grad():  # the graph of a_k stays that of the maps to the variables
+                    self._pre[k].add_(linear_part(self.network.layer(k).maps[pos], delta))
+                self._param_graph.discard(k)
+            if i in self._leaves:  # re-point the leaf (``set_`` would detach it from the graphs)
+                self._leaves[i].data = new
             # parameter Lipschitz constants depend on the layer inputs X
             for b in [b for b in self._lip if isinstance(b, Params)]:
                 del self._lip[b]
@@ -165,8 +214,12 @@ class LiftedProblem:
                 for p, v in zip(self.param_groups[block.index], values):
                     p.set_(v.detach().to(p))  # a new storage: earlier values stay as they were
             for k in self._layers_of_group[block.index]:
-                self._pre.pop(k, None)
+                self._drop(k)
             self._lip.clear()
+
+    def _drop(self, k: int) -> None:
+        self._pre.pop(k, None)
+        self._param_graph.discard(k)
 
     def rebind(self, xs: Sequence[Tensor], y: Tensor | None = None) -> None:
         """Hold a new batch: replace every variable and the measurements. Lipschitz constants
@@ -176,6 +229,7 @@ class LiftedProblem:
         self.xs = [x.detach() for x in xs]
         self.y = y
         self._pre.clear()
+        self._param_graph.clear()
         self._leaves.clear()
         for b in [b for b in self._lip if isinstance(b, Params)]:
             del self._lip[b]
@@ -196,23 +250,27 @@ class LiftedProblem:
 
     def _input(self, i: int) -> Tensor:
         """Variable ``i`` as the maps read it: a free variable as a leaf that requires grad (an
-        alias of its value, one per value), so pre-activations carry the graphs of their
-        vector-Jacobian products."""
+        alias of its value; one per variable and batch, re-pointed by :meth:`set`), so
+        pre-activations carry the graphs of their vector-Jacobian products."""
         if i not in self.free_vars:
             return self.xs[i]
         if i not in self._leaves:
             self._leaves[i] = self.xs[i].detach().requires_grad_()
         return self._leaves[i]
 
-    def _preactivation_graph(self, k: int) -> Tensor:
+    def _preactivation_graph(self, k: int, params: bool = False) -> Tensor:
         r""":math:`a_k` at the current state, with the graph of the affine maps of layer
-        :math:`k` only (to the free input variables and the parameters); cached until an input
-        variable or the parameters change."""
+        :math:`k` only: to its free input variables, and to its parameters if ``params`` or if
+        it has no free input (the graph then stays current until the parameters move). Cached
+        (see the module docstring)."""
         if k not in self._pre:
             layer = self.network.layer(k)
             xs = [self._input(i) if i in layer.inputs else None for i in range(k)]
-            with torch.enable_grad():
-                self._pre[k] = layer.preactivation(xs, self.y)
+            params = params or not any(i in self.free_vars for i in layer.inputs)
+            with torch.enable_grad(), _frozen([] if params else list(layer.parameters())):
+                self._pre[k] = layer.preactivation(xs, self.y, None if params else adjoint_graph)
+            if params:
+                self._param_graph.add(k)
         return self._pre[k]
 
     def preactivation(self, k: int) -> Tensor:
@@ -258,18 +316,18 @@ class LiftedProblem:
 
         The cached pre-activations read here are consumed (the caller moves the blocks next,
         which makes them stale), except those of the variable blocks themselves, whose proxes
-        read them next; one needed again is recomputed."""
+        read them next, and those that :meth:`set` updates in place."""
         variables = {b.index for b in blocks if isinstance(b, Var)}
         params = {id(p) for b in blocks if isinstance(b, Params) for p in self.param_groups[b.index]}
         layers = {k for i in variables for k, _ in self.network.consumers(i)}
         layers |= {k for b in blocks if isinstance(b, Params) for k in self._layers_of_group[b.index]}
         total: dict[object, Tensor] = {}
-        for k in sorted(layers):
+        for k in sorted(layers, reverse=True):
             layer = self.network.layer(k)
-            keys = [i for i in dict.fromkeys(layer.inputs) if i in variables]
-            wrt = [self._input(i) for i in keys]
+            keys = [i for i in layer.inputs if i in variables]
             own = [p for p in layer.parameters() if id(p) in params]
-            for key, g in zip(keys + [id(p) for p in own], self._pullback(k, wrt + own, keep=k in variables)):
+            keep = k in variables or (k in self._multi and not own)
+            for key, g in zip(keys + [id(p) for p in own], self._pullback(k, keys, own, keep)):
                 if g is not None:
                     total[key] = total[key].add_(g) if key in total else g
         out = []
@@ -284,22 +342,52 @@ class LiftedProblem:
             out.append([grad])
         return out
 
-    def _pullback(self, k: int, wrt: Sequence[Tensor], keep: bool = False) -> tuple[Tensor | None, ...]:
+    def _pullback(self, k: int, keys: Sequence[int], own: Sequence[Tensor], keep: bool) -> tuple[Tensor | None, ...]:
         r""":math:`\lambda_k J^* r_k` with :math:`J` the Jacobian of :math:`a_k` with respect to
-        each tensor of ``wrt`` (``None`` where :math:`a_k` does not depend on it). Unless ``keep``,
-        consumes the cached :math:`a_k`: :math:`\lambda_k r_k` is computed in its storage (the
-        backward pass of affine maps never reads their output; autograd's version check would
-        refuse one that did)."""
-        a = self._preactivation_graph(k)
+        the variables ``keys`` and the parameters ``own`` (``None`` where :math:`a_k` does not
+        depend on one). Unless ``keep``, consumes the cached :math:`a_k`: :math:`\lambda_k r_k`
+        is computed in its storage (the backward pass of affine maps never reads their output;
+        autograd's version check would refuse one that did)."""
+        a = self._preactivation_graph(k, params=bool(own))
+        param_graph = k in self._param_graph
         if not keep:
-            del self._pre[k]
-        if not wrt or not a.requires_grad:
-            return (None,) * len(wrt)
+            self._drop(k)
+        wrt = [self._input(i) for i in keys] + (list(own) if param_graph else [])
+        through_graph = bool(wrt) and a.requires_grad
+        rest = [] if param_graph else list(own)  # by the maps that hold them
+        if not (through_graph or rest):
+            return (None,) * (len(keys) + len(own))
         layer = self.network.layer(k)
         fresh = not keep and a.grad_fn is not None and a._base is None  # not a variable or a view of one
         residual = self.penalty.residual_ if fresh else self.penalty.residual
         cotangent = residual(layer.activation, self.xs[k], a.detach()).mul_(layer.weight)
-        return torch.autograd.grad(a, wrt, cotangent, retain_graph=keep, allow_unused=True)
+        if through_graph:
+            grads = torch.autograd.grad(a, wrt, cotangent, retain_graph=keep, allow_unused=True)
+        else:
+            grads = (None,) * len(wrt)
+        return (*grads, *self._param_pullback(k, rest, cotangent))
+
+    def _param_pullback(self, k: int, own: Sequence[Tensor], cotangent: Tensor) -> tuple[Tensor | None, ...]:
+        r"""The vector-Jacobian product of :math:`a_k` in the parameters ``own`` with
+        ``cotangent``, by a graph of the maps of layer :math:`k` that hold them, evaluated at the
+        current variables (:math:`a_k` is affine in each map's parameters: the other maps and
+        the cached value play no part)."""
+        if not own:
+            return ()
+        layer = self.network.layer(k)
+        pairs = [(m, self.xs[i]) for m, i in zip(layer.maps, layer.inputs)]
+        pairs += [] if layer.data_map is None else [(layer.data_map, self.y)]
+        total: dict[int, Tensor] = {}
+        for m, x in pairs:  # one map at a time: one map's output alive at once
+            ids = {id(p) for p in m.parameters()}
+            wrt = [p for p in own if id(p) in ids]
+            if wrt:
+                with torch.enable_grad():
+                    grads = torch.autograd.grad(m(x), wrt, cotangent, allow_unused=True)
+                for p, g in zip(wrt, grads):
+                    if g is not None:
+                        total[id(p)] = total[id(p)].add_(g) if id(p) in total else g
+        return tuple(total.get(id(p)) for p in own)
 
     def param_inputs(self, index: int) -> list[int]:
         """The free variables read by the layers that use the parameter group ``index``."""

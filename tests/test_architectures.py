@@ -23,6 +23,7 @@ from liftinv.architectures._common import normalised_conv
 from liftinv.blocks import Params, Var
 from liftinv.penalty import BREGMAN, FENCHEL, MAC
 from liftinv.problem import LiftedProblem
+from liftinv.solvers import BCD, Adam
 from operators import OPERATORS
 from operators.blur import Blur
 
@@ -490,6 +491,29 @@ def test_unrolled_binds_a_deepinv_physics():
     u, _ = net.lifted_inputs(y)
     assert torch.equal(u, torch.zeros_like(u))
     assert isinstance(net, dinv.models.Reconstructor)
+
+
+@pytest.mark.parametrize("n_iter", [3, 4])
+def test_unrolled_sweep_updates_cached_layers_instead_of_recomputing_them(n_iter):
+    """The forward pass applies A once per gradient step (n_iter times). A BCD sweep (variables
+    top-down, then the parameters by Adam) then applies it once per pullback through a step whose
+    input is free and once per update of such a step when its input moves, 2 (n_iter - 1) times:
+    no layer is re-evaluated (recomputing each layer when its inputs move and again for the
+    parameters took n_iter + 3 (n_iter - 1)). The sweep's gradients are checked elsewhere
+    (test_forward_then_updates_keep_cached_gradients_exact)."""
+    physics = blur(30)
+    net = UnrolledPrimalDual(physics, n_iter, 2, (1, 7, 9), generator=gen(31)).double()
+    y = physics.A(torch.rand(3, 1, 7, 9, dtype=DT, generator=gen(32)))
+    u, _ = net.lifted_inputs(y)
+    problem = LiftedProblem(net.lifted, [u] * (net.lifted.depth + 1), y, free_vars=range(1, net.lifted.depth), train_params=True)
+    calls, forward_a = [], physics.A
+    physics.A = lambda x, **kw: calls.append(x.shape[0]) or forward_a(x, **kw)
+    out = problem.forward(u, y)
+    assert calls.count(3) == n_iter
+    problem.set(Var(net.lifted.depth), [out + 0.1])
+    solver = BCD(param_rule=Adam(1e-3))
+    solver.step(problem, solver.init(problem))
+    assert calls.count(3) == n_iter + 2 * (n_iter - 1)
 
 
 FAST_OPERATORS = ("radon-circle", "mri-random")

@@ -1,0 +1,90 @@
+"""The affine maps' adjoints (dot-product tests), the tensor-free graphs built from them, and
+the linear-part helpers."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from liftinv.affine import ConvAdjoint, GradientStep, NormalStep, ScaledConv, adjoint_graph, is_linear, linear_part
+from operators import OPERATORS
+
+DT = torch.float64
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _conv(stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    conv = nn.Conv2d(2, 4, 3, stride=stride, padding=1, groups=groups, bias=False).double()
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, dtype=DT, generator=gen(0)))
+    return conv
+
+
+def _maps() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
+    physics, shape = OPERATORS["radon-circle"](DT, "cpu")
+    return {
+        "scaled_conv": (ScaledConv(_conv(), -0.7), (3, 2, 8, 9)),
+        "scaled_conv_stride2": (ScaledConv(_conv(stride=2), 1.5), (3, 2, 9, 8)),
+        "scaled_conv_groups": (ScaledConv(_conv(groups=2), 2.0), (3, 2, 8, 8)),
+        "conv_adjoint": (ConvAdjoint(_conv(), -0.3), (3, 4, 8, 9)),
+        "normal_step": (NormalStep(_conv(), 0.2), (3, 4, 8, 9)),
+        "gradient_step": (GradientStep(physics, 0.01), tuple(shape)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_maps()))
+def test_adjoint_passes_the_dot_product_test(name):
+    """<M x, r> = <x, M^* r> for the ``apply_adjoint`` method of each linear map."""
+    module, shape = _maps()[name]
+    x = torch.randn(shape, dtype=DT, generator=gen(1))
+    with torch.no_grad():
+        mx = module(x)
+        r = torch.randn(mx.shape, dtype=DT, generator=gen(2))
+        lhs, rhs = (mx * r).sum(), (x * module.apply_adjoint(r, x.shape)).sum()
+    assert abs(lhs - rhs) <= 1e-12 * mx.norm() * r.norm() + 1e-12 * x.norm() * module.apply_adjoint(r, x.shape).norm()
+
+
+@pytest.mark.parametrize("name", sorted(_maps()))
+def test_adjoint_graph_gives_the_autograd_vector_jacobian_product(name):
+    """The value is M x, and the VJP through the graph equals autograd's through the module."""
+    module, shape = _maps()[name]
+    x = torch.randn(shape, dtype=DT, generator=gen(3), requires_grad=True)
+    out = adjoint_graph(module, x)
+    expected = module(x)
+    r = torch.randn(out.shape, dtype=DT, generator=gen(4))
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(out, x, r)[0], torch.autograd.grad(expected, x, r)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_adjoint_graph_keeps_no_tensor():
+    """The graph of A^*A x saves nothing (autograd's keeps the padded and blurred images), and a
+    module without ``apply_adjoint`` or an input without grad is applied as it is."""
+    physics, shape = OPERATORS["blur-zero-gaussian"](DT, "cpu")
+    step = GradientStep(physics, 0.5)
+    x = torch.randn(shape, dtype=DT, generator=gen(5), requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        adjoint_graph(step, x)
+    assert saved == []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        step(x)
+    assert len(saved) > 0
+    linear = nn.Linear(3, 2).double()
+    z = torch.randn(4, 3, dtype=DT, generator=gen(6))
+    torch.testing.assert_close(adjoint_graph(linear, z), linear(z), rtol=0, atol=0)
+    assert adjoint_graph(step, x.detach()).grad_fn is None
+
+
+def test_linear_part_and_is_linear():
+    """is_linear for bias-free maps and chains of them; linear_part removes a bias."""
+    biased, free = nn.Linear(3, 2).double(), nn.Linear(3, 2, bias=False).double()
+    assert not is_linear(biased) and is_linear(free)
+    assert is_linear(nn.Sequential(nn.Flatten(), free)) and not is_linear(nn.Sequential(nn.Flatten(), biased))
+    assert all(is_linear(m) for m, _ in _maps().values())
+    x = torch.randn(4, 3, dtype=DT, generator=gen(7))
+    with torch.no_grad():
+        torch.testing.assert_close(linear_part(biased, x), x @ biased.weight.T, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(linear_part(free, x), free(x), rtol=0, atol=0)
