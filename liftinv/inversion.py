@@ -61,8 +61,11 @@ for the projection on a convex set).
 **Parameter choice.** A regulariser with ``weight=None`` gets, per sample, :math:`\alpha` with
 :math:`d(u_\alpha) = \tau\delta` (discrepancy principle) when ``noise_level`` :math:`\delta` is given,
 else ``config.default_alpha``; see :func:`~liftinv.inversion_search.search_alpha` (each solve
-warm-started from the previous one) and :func:`first_alpha`. :math:`\delta = 0` gives
-:math:`\alpha = 0`. An explicit weight is used as given.
+warm-started from the previous one) and :func:`first_alpha`. The result is, per sample, the solve
+of the search whose discrepancy came closest to the target (smallest :math:`|\log(d/\tau\delta)|`),
+usually the last one; not necessarily when the search ran out of solves after a step that
+overshot (solves ended by ``max_time`` before converging make that more likely).
+:math:`\delta = 0` gives :math:`\alpha = 0`. An explicit weight is used as given.
 
 **Solvers.** One layer with TV: the convex problem is solved by primal-dual iterations
 (PDHG, :mod:`liftinv.inversion_pdhg`). Otherwise: block-coordinate proximal descent on the
@@ -349,6 +352,8 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
     history = InversionHistory()
     batch = task.data.shape[0]
     free = regularizer is not None and getattr(regularizer, "weight", 0.0) is None
+    target = None if task.delta is None else config.tau * task.delta
+    best: list = []  # [score, input, variables, alpha, discrepancy] of the best solve per sample
 
     def solve(alpha: Tensor | None) -> Tensor:
         start = perf_counter()
@@ -356,18 +361,26 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
         d = task.discrepancy(solver.input)
         weights = task.data.new_full((batch,), math.nan) if alpha is None else alpha.clone()
         history.steps.append(SearchStep(weights, d.clone(), iterations, perf_counter() - start))
+        variables = [v.clone() for v in getattr(solver, "xs", [solver.input, task.projected])]
+        score = torch.zeros_like(d) if target is None else (d.clamp_min(1e-300) / target.clamp_min(1e-300)).log().abs()
+        state = [score, solver.input.clone(), variables, weights, d.clone()]
+        best[:] = state if not best else _per_sample_where(state[0] < best[0], state, best)
         return d
 
     if free and task.delta is not None:
-        alpha = search_alpha(solve, task.delta, first_alpha(task, regularizer, config), tau=config.tau,
-                             rtol=config.discrepancy_rtol, max_search=config.max_search)
+        search_alpha(solve, task.delta, first_alpha(task, regularizer, config), tau=config.tau,
+                     rtol=config.discrepancy_rtol, max_search=config.max_search)
     else:
-        alpha = task.data.new_full((batch,), config.default_alpha) if free else None
-        solve(alpha)
-        alpha = history.steps[-1].alpha
-    variables = list(getattr(solver, "xs", [solver.input, task.projected]))
-    target = None if task.delta is None else config.tau * task.delta
-    return InversionResult(solver.input.clone(), variables, alpha, task.discrepancy(solver.input), target, history)
+        solve(task.data.new_full((batch,), config.default_alpha) if free else None)
+    _, recovered, variables, alpha, discrepancy = best
+    return InversionResult(recovered, variables, alpha, discrepancy, target, history)
+
+
+def _per_sample_where(mask: Tensor, new: list, old: list) -> list:
+    """``new`` where ``mask`` (per sample, first dimension), else ``old``, through nested lists."""
+    if isinstance(new, list):
+        return [_per_sample_where(mask, a, b) for a, b in zip(new, old)]
+    return torch.where(mask.view(-1, *[1] * (new.ndim - 1)), new, old)
 
 
 def invert(

@@ -8,7 +8,7 @@ from torch import nn
 from liftinv.architectures import MLP, ResNet
 from liftinv.convert import lift
 from liftinv.activations import ACTIVATIONS, Clip, LeakyReLU, ReLU
-from liftinv.inversion import InversionConfig, InversionHistory, invert, prepare, snap_saturated, solve_task
+from liftinv.inversion import InversionConfig, InversionHistory, Task, invert, prepare, snap_saturated, solve_task
 from liftinv.blocks import Var
 from liftinv.inversion_bcd import JointProblem, LiftedBCD
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
@@ -231,9 +231,42 @@ def test_discrepancy_principle_hits_target():
     ratio = res.discrepancy / res.target
     assert torch.all((ratio - 1).abs() <= 0.02), ratio
     assert torch.all(res.alpha > 0) and len(res.history.steps) <= cfg.max_search
-    # the recorded search ends at the returned weight and discrepancy
-    torch.testing.assert_close(res.history.steps[-1].alpha, res.alpha)
-    torch.testing.assert_close(res.history.steps[-1].discrepancy, res.discrepancy)
+    # per sample, the result is the recorded solve whose discrepancy is closest to the target
+    d = torch.stack([step.discrepancy for step in res.history.steps])
+    a = torch.stack([step.alpha for step in res.history.steps])
+    best = (d / res.target).log().abs().argmin(0)
+    cols = torch.arange(d.shape[1])
+    torch.testing.assert_close(res.discrepancy, d[best, cols], rtol=0, atol=0)
+    torch.testing.assert_close(res.alpha, a[best, cols], rtol=0, atol=0)
+    torch.testing.assert_close(res.discrepancy, torch.linalg.vector_norm((model(res.input) - f).flatten(1), dim=1))
+
+
+def test_search_returns_the_solve_closest_to_the_target_not_the_last():
+    """A search that runs out of solves right after overshooting returns the earlier solve: its
+    input, variables, weight and discrepancy (a fake solver whose discrepancies are 0.9 then 5
+    times the target)."""
+
+    class Fake:
+        def __init__(self):
+            self.calls = 0
+
+        def solve(self, regularizer, history):
+            value = (0.9, 5.0)[self.calls]
+            self.calls += 1
+            self.input = torch.full((2, 3), value, dtype=F64)
+            self.xs = [self.input, self.input + 1]
+            return 1
+
+    data = torch.zeros(2, 1, dtype=F64)
+    x0 = torch.zeros(2, 3, dtype=F64)
+    task = Task(lambda u, y: u[:, :1], data, data, torch.ones(2, dtype=F64), x0, None)
+    res = solve_task(task, Fake(), TV(), InversionConfig(tau=1.0, max_search=2))
+    steps = res.history.steps
+    assert len(steps) == 2 and torch.all(steps[1].discrepancy == 5.0) and torch.all(steps[1].alpha == 10 * steps[0].alpha)
+    torch.testing.assert_close(res.input, torch.full((2, 3), 0.9, dtype=F64), rtol=0, atol=0)
+    torch.testing.assert_close(res.variables[1], torch.full((2, 3), 1.9, dtype=F64), rtol=0, atol=0)
+    torch.testing.assert_close(res.alpha, steps[0].alpha, rtol=0, atol=0)
+    torch.testing.assert_close(res.discrepancy, torch.full((2,), 0.9, dtype=F64), rtol=0, atol=0)
 
 
 def test_zero_noise_level_gives_zero_weight():
