@@ -62,8 +62,9 @@ for the projection on a convex set).
 :math:`d(u_\alpha) = \tau\delta` (discrepancy principle) when ``noise_level`` :math:`\delta` is given,
 else ``config.default_alpha``; see :func:`~liftinv.inversion_search.search_alpha` (each solve
 warm-started from the previous one) and :func:`first_alpha`. The result is, per sample, the solve
-of the search whose discrepancy came closest to the target (smallest :math:`|\log(d/\tau\delta)|`),
-usually the last one; not necessarily when the search ran out of solves after a step that
+of the search with the largest :math:`\alpha` among those with
+:math:`d \le (1 + \text{rtol})\,\tau\delta` (Morozov's choice; the smallest :math:`d` if there is
+none): usually the last one, but not when the search ran out of solves after a step that
 overshot (solves ended by ``max_time`` before converging make that more likely).
 :math:`\delta = 0` gives :math:`\alpha = 0`. An explicit weight is used as given.
 
@@ -353,7 +354,7 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
     batch = task.data.shape[0]
     free = regularizer is not None and getattr(regularizer, "weight", 0.0) is None
     target = None if task.delta is None else config.tau * task.delta
-    best: list = []  # [score, input, variables, alpha, discrepancy] of the best solve per sample
+    best: list = []  # [input, variables, alpha, discrepancy] of the selected solve per sample
 
     def solve(alpha: Tensor | None) -> Tensor:
         start = perf_counter()
@@ -362,17 +363,22 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
         weights = task.data.new_full((batch,), math.nan) if alpha is None else alpha.clone()
         history.steps.append(SearchStep(weights, d.clone(), iterations, perf_counter() - start))
         variables = [v.clone() for v in getattr(solver, "xs", [solver.input, task.projected])]
-        score = torch.zeros_like(d) if target is None else (d.clamp_min(1e-300) / target.clamp_min(1e-300)).log().abs()
-        state = [score, solver.input.clone(), variables, weights, d.clone()]
-        best[:] = state if not best else _per_sample_where(state[0] < best[0], state, best)
+        state = [solver.input.clone(), variables, weights, d.clone()]
+        best[:] = state if not best else _per_sample_where(_preferred(d, weights, best[3], best[2]), state, best)
         return d
+
+    def _preferred(d: Tensor, alpha: Tensor, d_best: Tensor, alpha_best: Tensor) -> Tensor:
+        if target is None:
+            return torch.ones_like(d, dtype=torch.bool)
+        fits, fits_best = d <= (1 + config.discrepancy_rtol) * target, d_best <= (1 + config.discrepancy_rtol) * target
+        return torch.where(fits_best, fits & (alpha >= alpha_best), fits | (d < d_best))
 
     if free and task.delta is not None:
         search_alpha(solve, task.delta, first_alpha(task, regularizer, config), tau=config.tau,
                      rtol=config.discrepancy_rtol, max_search=config.max_search)
     else:
         solve(task.data.new_full((batch,), config.default_alpha) if free else None)
-    _, recovered, variables, alpha, discrepancy = best
+    recovered, variables, alpha, discrepancy = best
     return InversionResult(recovered, variables, alpha, discrepancy, target, history)
 
 
