@@ -17,7 +17,10 @@ epoch but plateaued lower in our tuning), except for the dual layers of the CT n
 :math:`1/s^2`: their maps carry the dual step :math:`s = \|A\|^2/2.02` (about 245 here), which
 otherwise makes the primal variables' Lipschitz constants, hence their BCD steps, tiny. Lifted BCD updates the parameters with Adam (it
 matched backpropagation epoch for epoch, where Nesterov and heavy ball with Lipschitz steps were
-slower) and keeps Lipschitz constants for 20 batches; ISGM uses exact Lipschitz steps (two inner
+slower) and keeps Lipschitz constants for 20 batches; on deblurring it moves each layer's
+parameters with that layer's input variable (``BCD(interleave=True)``: validation PSNR 27.9
+against 27.3 dB after 12 epochs, where the default order levels off; no gain on CT, less per
+epoch on the denoiser); ISGM uses exact Lipschitz steps (two inner
 sweeps with Nesterov extrapolation and steps 1.9/L learned faster per epoch on the PNN denoiser
 in our tuning, but diverged on the autoencoder, as did cached constants).
 """
@@ -91,8 +94,8 @@ def build_setup(
     def gen() -> torch.Generator:
         return torch.Generator().manual_seed(seed)
 
-    def lifted(lr: float) -> tuple[Lifted, Lifted]:
-        bcd = Lifted(BREGMAN, BCD(param_rule=Adam(lr)), lipschitz_every=20, power_iters=1)
+    def lifted(lr: float, interleave: bool = False) -> tuple[Lifted, Lifted]:
+        bcd = Lifted(BREGMAN, BCD(param_rule=Adam(lr), interleave=interleave), lipschitz_every=20, power_iters=1)
         isgm = Lifted(BREGMAN, ISGM(eta=0.5, inner=BCD(), inner_steps=1), power_iters=1)
         return bcd, isgm
 
@@ -114,7 +117,7 @@ def build_setup(
             net = UnrolledPrimalDual(physics, 4, 8, (1, 32, 32), threshold=0.02, generator=gen())
             return net.to(dtype=dtype, device=device)
 
-        bcd, isgm = lifted(1e-2)
+        bcd, isgm = lifted(1e-2, interleave=True)
         return Setup(name, make_model, Reconstruction(physics, 0.01), train, val, test, 32, bcd, isgm)
 
     if name == "ct":

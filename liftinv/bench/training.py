@@ -117,11 +117,10 @@ def _methods(setup: Setup, quick: bool) -> list[tuple[str, str, Lifted | Backpro
         out.append(("bregman-bcd", _rule_name(setup.bcd), setup.bcd))
     else:
         lr = setup.bcd.solver.param_rule.lr if isinstance(setup.bcd.solver.param_rule, Adam) else 1e-2
-        for rule in (Adam(lr), Nesterov(0.8), HeavyBall(0.5)):
-            m = dataclasses.replace(setup.bcd, solver=dataclasses.replace(setup.bcd.solver, param_rule=rule))
+        for rule, interleave in ((Adam(lr), False), (Nesterov(0.8), False), (HeavyBall(0.5), False), (Adam(lr), True)):
+            solver = dataclasses.replace(setup.bcd.solver, param_rule=rule, interleave=interleave)
+            m = dataclasses.replace(setup.bcd, solver=solver)
             out.append(("bregman-bcd", _rule_name(m), m))
-        m = dataclasses.replace(setup.bcd, solver=dataclasses.replace(setup.bcd.solver, interleave=True))
-        out.append(("bregman-bcd", f"{_rule_name(m)}, interleaved", m))
     out.append(("bregman-isgm", f"eta={setup.isgm.solver.eta:g}, J={setup.isgm.solver.inner_steps}, {_rule_name(setup.isgm.solver.inner)}", setup.isgm))
     out.append(("mac-bcd", _rule_name(setup.bcd), dataclasses.replace(setup.bcd, penalty=MAC)))
     for lr in QUICK_LRS if quick else FULL_LRS:
@@ -132,7 +131,8 @@ def _methods(setup: Setup, quick: bool) -> list[tuple[str, str, Lifted | Backpro
 def _rule_name(method: Lifted | BCD) -> str:
     rule = (method.solver if isinstance(method, Lifted) else method).param_rule
     fields = ", ".join(f"{f.name}={getattr(rule, f.name):g}" for f in dataclasses.fields(rule) if f.name in ("lr", "beta"))
-    return f"{type(rule).__name__}({fields})"
+    interleaved = ", interleaved" if getattr(method.solver if isinstance(method, Lifted) else method, "interleave", False) else ""
+    return f"{type(rule).__name__}({fields}){interleaved}"
 
 
 def run_task(name: str, quick: bool = False, device: str = "cpu") -> list[dict]:
