@@ -363,15 +363,13 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
         weights = task.data.new_full((batch,), math.nan) if alpha is None else alpha.clone()
         history.steps.append(SearchStep(weights, d.clone(), iterations, perf_counter() - start))
         variables = [v.clone() for v in getattr(solver, "xs", [solver.input, task.projected])]
-        state = [solver.input.clone(), variables, weights, d.clone()]
-        best[:] = state if not best else _per_sample_where(_preferred(d, weights, best[3], best[2]), state, best)
+        state = [solver.input.clone(), variables, weights, d]  # d is fresh and never modified
+        if best:  # a second solve: the search runs, so there is a target
+            *_, alpha_best, d_best = best
+            better = _morozov_prefers(d, weights, d_best, alpha_best, (1 + config.discrepancy_rtol) * target)
+            state = _per_sample_where(better, state, best)
+        best[:] = state
         return d
-
-    def _preferred(d: Tensor, alpha: Tensor, d_best: Tensor, alpha_best: Tensor) -> Tensor:
-        if target is None:
-            return torch.ones_like(d, dtype=torch.bool)
-        fits, fits_best = d <= (1 + config.discrepancy_rtol) * target, d_best <= (1 + config.discrepancy_rtol) * target
-        return torch.where(fits_best, fits & (alpha >= alpha_best), fits | (d < d_best))
 
     if free and task.delta is not None:
         search_alpha(solve, task.delta, first_alpha(task, regularizer, config), tau=config.tau,
@@ -380,6 +378,14 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
         solve(task.data.new_full((batch,), config.default_alpha) if free else None)
     recovered, variables, alpha, discrepancy = best
     return InversionResult(recovered, variables, alpha, discrepancy, target, history)
+
+
+def _morozov_prefers(d: Tensor, alpha: Tensor, d_best: Tensor, alpha_best: Tensor, bound: Tensor) -> Tensor:
+    """Per sample, whether the solve ``(d, alpha)`` replaces the kept ``(d_best, alpha_best)``
+    under Morozov's rule: the largest weight among solves with ``d <= bound`` (the later of equal
+    weights), the smallest ``d`` while none fits."""
+    fits, fits_best = d <= bound, d_best <= bound
+    return torch.where(fits_best, fits & (alpha >= alpha_best), fits | (d < d_best))
 
 
 def _per_sample_where(mask: Tensor, new: list, old: list) -> list:

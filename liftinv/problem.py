@@ -70,6 +70,12 @@ def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     return sum((x * z).sum() for x, z in zip(a, b))
 
 
+def _accumulate(total: dict, key: object, g: Tensor | None) -> None:
+    """``total[key] += g`` (in place after the first term; ``None`` adds nothing)."""
+    if g is not None:
+        total[key] = total[key].add_(g) if key in total else g
+
+
 @contextmanager
 def _frozen(params: Sequence[Tensor]) -> Iterator[None]:
     """Parameters that do not require grad inside the block (graphs to the variables only)."""
@@ -328,8 +334,7 @@ class LiftedProblem:
             own = [p for p in layer.parameters() if id(p) in params]
             keep = k in variables or (k in self._multi and not own)
             for key, g in zip(keys + [id(p) for p in own], self._pullback(k, keys, own, keep)):
-                if g is not None:
-                    total[key] = total[key].add_(g) if key in total else g
+                _accumulate(total, key, g)
         out = []
         for b in blocks:
             if isinstance(b, Params):
@@ -385,8 +390,7 @@ class LiftedProblem:
                 with torch.enable_grad():
                     grads = torch.autograd.grad(m(x), wrt, cotangent, allow_unused=True)
                 for p, g in zip(wrt, grads):
-                    if g is not None:
-                        total[id(p)] = total[id(p)].add_(g) if id(p) in total else g
+                    _accumulate(total, id(p), g)
         return tuple(total.get(id(p)) for p in own)
 
     def param_inputs(self, index: int) -> list[int]:
