@@ -19,7 +19,8 @@ otherwise makes the primal variables' Lipschitz constants, hence their BCD steps
 matched backpropagation epoch for epoch, where Nesterov and heavy ball with Lipschitz steps were
 slower) and keeps Lipschitz constants for 20 batches; on deblurring it moves each layer's
 parameters with that layer's input variable (``BCD(interleave=True)``: validation PSNR 27.9
-against 27.3 dB after 12 epochs, where the default order levels off; no gain on CT, less per
+against 27.3 dB after 12 epochs, where the default order levels off, see ``liftinv train
+--sweep-order``; no gain on CT, less per
 epoch on the denoiser); ISGM uses exact Lipschitz steps (two inner
 sweeps with Nesterov extrapolation and steps 1.9/L learned faster per epoch on the PNN denoiser
 in our tuning, but diverged on the autoencoder, as did cached constants).

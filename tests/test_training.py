@@ -309,6 +309,21 @@ def test_cli_trains_resumes_and_refuses_bad_arguments(tmp_path, capsys):
     assert "checkpoint" in capsys.readouterr().err
 
 
+def test_cli_sweep_order_sets_the_bcd_order_and_refuses_other_methods(tmp_path, capsys):
+    """The checkpoint records the method that trained: interleaved or not as asked; the option
+    is refused, naming itself, for a method without BCD sweeps."""
+    args = ["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress"]
+    for order, flag in (("interleaved", "interleave=True"), ("top-down", "interleave=False")):
+        out = tmp_path / f"{order}.pt"
+        assert train_main([*args, "--method", "mac-bcd", "--sweep-order", order, "--out", str(out)]) == 0
+        method = load_checkpoint(out)["config"]["method"]
+        assert flag in method and "MAC" in method
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*args, "--method", "backprop-adam", "--sweep-order", "interleaved", "--out", str(tmp_path / "b.pt")])
+    assert exit_info.value.code == 2
+    assert "--sweep-order applies to the lifted BCD methods (*-bcd), not to backprop-adam" in capsys.readouterr().err
+
+
 def test_build_setup_refuses_unknown_name():
     with pytest.raises(ValueError, match="name must be one of"):
         build_setup("inpainting")
