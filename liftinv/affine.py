@@ -71,7 +71,7 @@ class NormalStep(nn.Module):
         self.tau = float(tau)
 
     def forward(self, u: Tensor) -> Tensor:
-        return u + self.step(self.adjoint(u))
+        return self.step(self.adjoint(u)).add_(u)  # in place: one layer-sized temporary, not two
 
     def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
         """The map is self-adjoint."""

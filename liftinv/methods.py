@@ -168,7 +168,7 @@ class _LiftedRunner:
         elif isinstance(self.view, _CachedLipschitz) and self.batches % self.method.lipschitz_every == 0:
             self.view.refresh()
         self.batches += 1
-        return self.problem.forward(u, y)
+        return self.problem.forward(u, y, param_graphs=getattr(self.method.solver, "interleave", False))
 
     def step(self, batch: Batch, iteration: int) -> float:
         u, y = self.inputs(batch.observation)

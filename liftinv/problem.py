@@ -89,6 +89,10 @@ def _frozen(params: Sequence[Tensor]) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+def _trainable(module: torch.nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
 def _power_iteration(apply, v: list[Tensor], iters: int) -> tuple[float, list[Tensor]]:
     """Largest eigenvalue of the PSD map ``apply`` on lists of tensors, from ``v``."""
     lam = 0.0
@@ -240,15 +244,19 @@ class LiftedProblem:
         for b in [b for b in self._lip if isinstance(b, Params)]:
             del self._lip[b]
 
-    def forward(self, u: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, u: Tensor, y: Tensor | None = None, *, param_graphs: bool = False) -> Tensor:
         r"""Hold a new batch at its forward pass, :math:`x_0 = u`, :math:`x_k = \sigma_k(a_k)`
         (every penalty zero; as :meth:`rebind` with ``network.feasible(u, y)``), and return the
         output :math:`x_K`. The pre-activations stay cached with their graphs, so the first
-        variable sweep after it needs no further forward computation."""
+        variable sweep after it needs no further forward computation; with ``param_graphs`` the
+        graphs also reach the parameters (as backpropagation's do), for a solver that takes
+        parameter gradients before the layer's inputs move (``BCD(interleave=True)``): one
+        backward pass per layer then gives the variable and the parameter gradients, instead of
+        a second evaluation of the maps that hold the parameters."""
         self.network.check_input(u)
         self.rebind([u.detach()] * len(self.xs), y)
         for k in range(1, self.network.depth + 1):
-            a = self.preactivation(k)
+            a = self._preactivation_graph(k, params=param_graphs).detach()
             x = self.network.layer(k).activation(a)
             # the cached a_k is consumed in place by _pullback: x_k must not share its storage
             self.xs[k] = x.clone() if shares_storage(x, [a]) else x
@@ -273,8 +281,12 @@ class LiftedProblem:
             layer = self.network.layer(k)
             xs = [self._input(i) if i in layer.inputs else None for i in range(k)]
             params = params or not any(i in self.free_vars for i in layer.inputs)
+
+            def apply(m: torch.nn.Module, x: Tensor) -> Tensor:  # autograd only where it must reach parameters
+                return m(x) if params and _trainable(m) else adjoint_graph(m, x)
+
             with torch.enable_grad(), _frozen([] if params else list(layer.parameters())):
-                self._pre[k] = layer.preactivation(xs, self.y, None if params else adjoint_graph)
+                self._pre[k] = layer.preactivation(xs, self.y, apply)
             if params:
                 self._param_graph.add(k)
         return self._pre[k]

@@ -138,15 +138,17 @@ def _assert_grads_match_autograd(problem, net, y, penalty):
                 torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11, msg=f"{block}")
 
 
+@pytest.mark.parametrize("param_graphs", [False, True])
 @pytest.mark.parametrize("name", ["bregman", "mac"])
-def test_forward_then_updates_keep_cached_gradients_exact(example, name):
+def test_forward_then_updates_keep_cached_gradients_exact(example, name, param_graphs):
     """``problem.forward`` holds the forward pass (penalties zero) with cached pre-activation
-    graphs; after clamping the output and moving variables and parameters one at a time, every
-    block gradient still equals autograd of the energy at the current state."""
+    graphs (to the parameters too with ``param_graphs``); after clamping the output and moving
+    variables and parameters one at a time, every block gradient still equals autograd of the
+    energy at the current state."""
     net, y, penalty = example.network, example.y, PENALTIES[name]
     xs = net.feasible(example.u, y)
     problem = LiftedProblem(net, perturbed(net, xs, gen(6)), y, free_vars=range(1, net.depth), train_params=True, penalty=penalty)
-    out = problem.forward(example.u, y)
+    out = problem.forward(example.u, y, param_graphs=param_graphs)
     torch.testing.assert_close(out, xs[-1], rtol=0, atol=0)
     for mine, ref in zip(problem.xs, xs):
         torch.testing.assert_close(mine, ref, rtol=0, atol=0)
@@ -160,6 +162,39 @@ def test_forward_then_updates_keep_cached_gradients_exact(example, name):
         _assert_grads_match_autograd(problem, net, y, penalty)
     problem.set(Params(0), [p + 0.01 * randn_like(p, g) for p in problem.get(Params(0))])
     _assert_grads_match_autograd(problem, net, y, penalty)
+
+
+def test_interleaved_sweep_reuses_the_parameter_graphs_of_the_forward_pass(example, monkeypatch):
+    """After ``forward(..., param_graphs=True)`` an interleaved BCD sweep takes every parameter
+    gradient from the backward pass that gives its variable's (no map is evaluated again for the
+    parameters, where without the graphs the maps holding parameters are), and moves every block
+    exactly as the sweep without them does."""
+    net, y = example.network, example.y
+    start = [p.detach().clone() for p in net.parameters()]
+    evaluated = []
+    original = LiftedProblem._param_pullback
+
+    def counting(self, k, own, cotangent):
+        evaluated.extend([k] * bool(own))
+        return original(self, k, own, cotangent)
+
+    monkeypatch.setattr(LiftedProblem, "_param_pullback", counting)
+    moved = {}
+    for param_graphs in (False, True):
+        with torch.no_grad():
+            for p, v in zip(net.parameters(), start):
+                p.copy_(v)
+        evaluated.clear()
+        xs = net.feasible(example.u, y)
+        problem = LiftedProblem(net, xs, y, free_vars=range(1, net.depth), train_params=True)
+        out = problem.forward(example.u, y, param_graphs=param_graphs)
+        problem.set(Var(net.depth), [out + 0.1 * randn_like(out, gen(8))])
+        solver = BCD(param_rule=Adam(1e-2), interleave=True)
+        solver.step(problem, solver.init(problem))
+        moved[param_graphs] = ([x.clone() for x in problem.xs], [p.detach().clone() for p in net.parameters()], list(evaluated))
+    assert moved[False][2] and not moved[True][2]
+    for a, b in zip(moved[False][0] + moved[False][1], moved[True][0] + moved[True][1]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
 def test_variable_lipschitz_bounds_are_tight_gauss_newton_bounds(example):
