@@ -17,11 +17,10 @@ epoch but plateaued lower in our tuning), except for the dual layers of the CT n
 :math:`1/s^2`: their maps carry the dual step :math:`s = \|A\|^2/2.02` (about 245 here), which
 otherwise makes the primal variables' Lipschitz constants, hence their BCD steps, tiny. Lifted BCD updates the parameters with Adam (it
 matched backpropagation epoch for epoch, where Nesterov and heavy ball with Lipschitz steps were
-slower) and keeps Lipschitz constants for 20 batches; on deblurring it moves each layer's
-parameters with that layer's input variable (``BCD(interleave=True)``: validation PSNR 27.9
-against 27.3 dB after 12 epochs, where the default order levels off, see ``liftinv train
---sweep-order``; no gain on CT, less per
-epoch on the denoiser); ISGM uses exact Lipschitz steps (two inner
+slower) and keeps Lipschitz constants for 20 batches; on denoising and deblurring it moves each
+layer's parameters with that layer's input variable (``BCD(interleave=True)``: on deblurring the
+default order levels off at a lower validation PSNR, on the denoiser it learns as much per
+epoch at a lower cost per epoch; see ``liftinv train --sweep-order``; no gain on CT); ISGM uses exact Lipschitz steps (two inner
 sweeps with Nesterov extrapolation and steps 1.9/L learned faster per epoch on the PNN denoiser
 in our tuning, but diverged on the autoencoder, as did cached constants).
 """
@@ -107,7 +106,7 @@ def build_setup(
             net = ProximalNeuralNetwork(1, 16, 4, kernel_size=5, threshold=0.05, generator=gen())
             return net.to(dtype=dtype, device=device)
 
-        bcd, isgm = lifted(1e-2)
+        bcd, isgm = lifted(1e-2, interleave=True)
         return Setup(name, make_model, Denoising(0.1), train, val, test, 32, bcd, isgm)
 
     if name == "deblurring":

@@ -593,6 +593,50 @@ def test_interleaved_sweep_moves_each_layer_with_its_input_then_the_first_layer(
         torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-12)
 
 
+def test_interleaved_shared_parameters_move_after_the_layers_they_feed():
+    r"""Chain u -> x_1 -> x_2 -> x_3 = y with :math:`W` shared by layers 2 (output x_2) and 3
+    (input x_2): :math:`W` waits for x_2 to move (with it, layer 2's residual would still be that
+    of the forward pass, zero) and joins x_1's group, so its step is Adam's first step on the
+    gradient of the energy at the moved x_2 and the forward x_1; the oracle is autograd."""
+    from liftinv.activations import Identity, ReLU
+    from liftinv.layer import Layer
+    from liftinv.network import LiftedNetwork
+    from liftinv.penalty import BREGMAN
+    from liftinv.problem import LiftedProblem
+
+    g = _gen(18)
+    u, y = torch.randn(11, 5, generator=g, dtype=DT), torch.randn(11, 4, generator=g, dtype=DT)
+    first, shared = _linear(5, 4, g), _linear(4, 4, g)
+    layers = [Layer([0], [first], ReLU()), Layer([1], [shared], ReLU()), Layer([2], [shared], Identity())]
+    net = LiftedNetwork(layers)
+    problem = LiftedProblem(net, net.feasible(u), free_vars=(1, 2), train_params=True)
+    problem.forward(u)
+    problem.set(Var(3), [y])
+    x1 = problem.xs[1].clone()
+    lr = 0.01
+    solver = BCD(param_rule=Adam(lr), interleave=True)
+    state = solver.init(problem)
+    original = problem.set
+    order, seen = [], {}
+
+    def recording(block, values):
+        order.append(block)
+        seen[block] = values[0].clone()
+        original(block, values)
+
+    problem.set = recording
+    start = [p.detach().clone() for p in shared.parameters()]
+    solver.step(problem, state)
+    assert order == [Var(2), Var(1), Params(1), Params(0)]
+    params = [p.clone().requires_grad_() for p in start]
+    lin = lambda x: x @ params[0].T + params[1]  # noqa: E731
+    x2 = seen[Var(2)]
+    energy = BREGMAN.value(net.layer(2).activation, x2, lin(x1)).sum() + BREGMAN.value(net.layer(3).activation, y, lin(x2)).sum()
+    grads = torch.autograd.grad(energy, params)
+    for p, p0, gr in zip(shared.parameters(), start, grads):
+        torch.testing.assert_close(p.detach(), _adam_first_step(p0, gr, lr), rtol=1e-12, atol=1e-12)
+
+
 def test_interleaved_sweep_costs_one_forward_pass_of_the_chain():
     """After problem.forward, an interleaved sweep evaluates no pre-activation again; the
     sweep that moves the parameters after the variables evaluates the layers fed by x_1 again."""
@@ -613,7 +657,7 @@ def test_interleaved_sweep_costs_one_forward_pass_of_the_chain():
 
 
 def test_interleave_needs_param_inputs():
-    with pytest.raises(TypeError, match="interleave needs a problem with param_inputs, got Quadratic"):
+    with pytest.raises(TypeError, match="interleave needs a problem with param_inputs and param_outputs, got Quadratic"):
         run(BCD(interleave=True), two_blocks(), max_iter=1)
     with pytest.raises(TypeError, match="interleave must be a bool, got int"):
         BCD(interleave=1)

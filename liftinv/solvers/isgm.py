@@ -52,6 +52,9 @@ class ProximalPoint:
     def param_inputs(self, index: int) -> list[int]:
         return self.problem.param_inputs(index)
 
+    def param_outputs(self, index: int) -> list[int]:
+        return self.problem.param_outputs(index)
+
     def grads(self, blocks: Sequence[Block]) -> list[list[Tensor]]:
         out = self.problem.grads(blocks)
         for i, b in enumerate(blocks):
