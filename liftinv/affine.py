@@ -60,6 +60,42 @@ class ConvAdjoint(nn.Module):
         return F.conv2d(r, self.scale * self.conv.weight, padding=self.conv.padding)
 
 
+class _NormalStepFunction(torch.autograd.Function):
+    r""":math:`u - \tau L L^* u` with its vector-Jacobian products written out, keeping
+    :math:`v = L^* u` (one channel per image, where :math:`u` has many):
+
+    .. math::
+        \bar u = r - \tau L L^* r, \qquad
+        \bar W = -\tau\big(\partial_W\langle r, L_W v\rangle + \partial_W\langle L^* r, L_W^* u\rangle\big)
+
+    (both terms by ``conv2d_weight``). The input's product is summed in place, one layer-sized
+    temporary, where autograd through the composition would add the identity branch's cotangent
+    out of place when that cotangent is the caller's. Twice differentiable (a backward pass with
+    ``create_graph`` recomputes :math:`v` with its graph)."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, weight: Tensor, tau: float, padding) -> Tensor:
+        v = F.conv_transpose2d(u, weight, padding=padding)
+        ctx.save_for_backward(u, weight, v)
+        ctx.tau, ctx.padding = tau, padding
+        return F.conv2d(v, -tau * weight, padding=padding).add_(u)
+
+    @staticmethod
+    def backward(ctx, r: Tensor):
+        u, weight, v = ctx.saved_tensors
+        tau, padding = ctx.tau, ctx.padding
+        if torch.is_grad_enabled():  # a differentiable backward (create_graph): v as a function of u and W
+            v = F.conv_transpose2d(u, weight, padding=padding)
+        q = F.conv_transpose2d(r, weight, padding=padding)
+        grad_u = F.conv2d(q, -tau * weight, padding=padding).add_(r) if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.nn.grad.conv2d_weight(v, weight.shape, r, padding=padding)
+            grad_w = grad_w + torch.nn.grad.conv2d_weight(q, weight.shape, u, padding=padding)
+            grad_w = -tau * grad_w
+        return grad_u, grad_w, None, None
+
+
 class NormalStep(nn.Module):
     r""":math:`u \mapsto u - \tau L L^* u` for a convolution :math:`L` (dual forward-backward step
     of a proximal neural network); :math:`\tau` is a fixed step."""
@@ -71,7 +107,8 @@ class NormalStep(nn.Module):
         self.tau = float(tau)
 
     def forward(self, u: Tensor) -> Tensor:
-        return self.step(self.adjoint(u)).add_(u)  # in place: one layer-sized temporary, not two
+        conv = self.adjoint.conv
+        return _NormalStepFunction.apply(u, conv.weight, self.tau, conv.padding)
 
     def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
         """The map is self-adjoint."""
