@@ -70,3 +70,19 @@ def test_training_benchmark_records_a_diverging_method_and_selects_among_the_oth
     assert [r["selected"] for r in rows] == [True, False, False]
     assert math.isnan(rows[1]["psnr"]) and rows[0]["psnr"] == 24.0
     assert (tmp_path / "training_denoising.png").exists()
+
+
+def test_alignment_benchmark_compares_each_group_with_backprop():
+    """One record per order and parameter group; interleaved, the top layer's parameters step
+    from the forward pass's residual of the clamped output, exactly backpropagation's gradient
+    of the top penalty (cosine 1, ratio 1); the other groups differ (one sweep is not the chain
+    rule) but every cosine is a cosine."""
+    from liftinv.bench.alignment import run_task
+
+    rows = run_task("autoencoder")
+    assert [(r["order"], r["group"]) for r in rows] == [(o, g) for o in ("top-down", "interleaved") for g in range(4)]
+    top = rows[-1]
+    assert top["layers"] == "4" and abs(top["cosine"] - 1) < 1e-6 and abs(top["norm_ratio"] - 1) < 1e-5
+    assert all(-1 - 1e-9 <= r["cosine"] <= 1 + 1e-9 and r["norm_ratio"] > 0 for r in rows)
+    assert min(r["cosine"] for r in rows) < 0.99
+    assert [r["setup_order"] for r in rows] == [True] * 4 + [False] * 4
