@@ -47,7 +47,7 @@ from liftinv.training import Backprop, Lifted, train
 from liftinv.training_setups import SETUP_NAMES, Setup, build_setup
 
 QUICK_BUDGET, FULL_BUDGET = 10.0, 60.0
-QUICK_LRS, FULL_LRS = (1e-3, 3e-3, 1e-2), (1e-3, 3e-3, 1e-2, 3e-2)
+QUICK_LRS, FULL_LRS = (3e-4, 1e-3, 3e-3, 1e-2), (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 OUT_DIR = Path("out/bench")
 MEMORY_BATCHES = 3
 
