@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sweep-order", choices=SWEEP_ORDERS, default="setup",
                         help="lifted BCD methods: move the parameters after the top-down variable pass (top-down) or "
                         "each layer's with its input variable (interleaved); default: the setup's (interleaved on "
-                        "deblurring, top-down elsewhere)")
+                        "denoising and deblurring, top-down elsewhere)")
     parser.add_argument("--lr", type=float, default=1e-2, help="learning rate of backprop-adam/backprop-sgd (default: 1e-2)")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint file (default: out/train/TASK-METHOD.pt)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint --out")
