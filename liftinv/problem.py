@@ -20,8 +20,9 @@ Block structure (everything local to one layer, never a graph through :math:`\si
   with :math:`r_k` detached.
 
 Pre-activations :math:`a_k` are cached with the graph of layer :math:`k`'s affine maps to its
-free input variables (and to its parameters when it has no free input, or when a parameter
-gradient asked for it), so every block gradient is one backward pass through those maps, and
+free input variables (and to its parameters, through the maps that hold them, when it has no
+free input, when a parameter gradient asked for it, or when the forward pass was asked for them),
+so every block gradient is one backward pass through those maps, and
 :meth:`LiftedProblem.forward` (the forward pass that starts each training batch) leaves the first
 sweep nothing to recompute. When a variable :math:`x_i` moves, the cached :math:`a_k` of a layer
 with two or more free inputs is updated in place, :math:`a_k \mathrel{+}= M_{ki}(x_i^+ - x_i)`
