@@ -65,7 +65,10 @@ warm-started from the previous one) and :func:`first_alpha`. The result is, per 
 of the search with the largest :math:`\alpha` among those with
 :math:`d \le (1 + \text{rtol})\,\tau\delta` (Morozov's choice; the smallest :math:`d` if there is
 none): usually the last one, but not when the search ran out of solves after a step that
-overshot (solves ended by ``max_time`` before converging make that more likely).
+overshot (solves ended by ``max_time`` before converging make that more likely). A solve that
+stopped at ``max_iter`` or ``max_time`` and left a sample above the target is repeated once at
+the same weight before the search lowers it (its discrepancy may be that of an unconverged
+iterate).
 :math:`\delta = 0` gives :math:`\alpha = 0`. An explicit weight is used as given.
 
 **Solvers.** One layer with TV: the convex problem is solved by primal-dual iterations
@@ -355,10 +358,12 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
     free = regularizer is not None and getattr(regularizer, "weight", 0.0) is None
     target = None if task.delta is None else config.tau * task.delta
     best: list = []  # [input, variables, alpha, discrepancy] of the selected solve per sample
+    unsettled = [False]  # whether the last solve stopped at its iteration or time limit
 
     def solve(alpha: Tensor | None) -> Tensor:
         start = perf_counter()
         iterations = solver.solve(regularizer if alpha is None else regularizer.with_weight(alpha), history)
+        unsettled[0] = iterations >= config.max_iter or perf_counter() - start >= config.max_time
         d = task.discrepancy(solver.input)
         weights = task.data.new_full((batch,), math.nan) if alpha is None else alpha.clone()
         history.steps.append(SearchStep(weights, d.clone(), iterations, perf_counter() - start))
@@ -373,7 +378,7 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
 
     if free and task.delta is not None:
         search_alpha(solve, task.delta, first_alpha(task, regularizer, config), tau=config.tau,
-                     rtol=config.discrepancy_rtol, max_search=config.max_search)
+                     rtol=config.discrepancy_rtol, max_search=config.max_search, unsettled=lambda: unsettled[0])
     else:
         solve(task.data.new_full((batch,), config.default_alpha) if free else None)
     recovered, variables, alpha, discrepancy = best

@@ -20,7 +20,7 @@ STALL = 0.02
 
 
 def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tensor, *, tau: float, rtol: float,
-                 max_search: int) -> Tensor:
+                 max_search: int, unsettled: Callable[[], bool] = lambda: False) -> Tensor:
     r"""Discrepancy principle: per sample, :math:`\alpha` with :math:`d(u_\alpha) = \tau\delta`.
 
     ``solve(alpha)`` solves for the weights ``alpha`` (shape ``(B,)``, warm-started from the
@@ -35,6 +35,13 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     when every sample is done or after ``max_search`` solves. :math:`\delta = 0` gives
     :math:`\alpha = 0`. Runs in float64.
 
+    ``unsettled()`` tells, after each solve, whether it stopped at its iteration or time limit
+    rather than at its tolerance. Then :math:`d` is that of an unconverged iterate, and a
+    discrepancy above the target may only mean the solver has not fitted the data yet: such a
+    sample is solved once more at the same weight (warm-started, the solve goes on from where it
+    stopped) before its weight is lowered. Without this, time-limited solves of deep lifted
+    problems drove the weights down by orders of magnitude, to solutions that overfit the noise.
+
     Returns:
         The weights of the last solve.
     """
@@ -44,14 +51,16 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     alpha = torch.where(zero, torch.zeros_like(delta), alpha0.to(delta))
     lo, hi = torch.zeros_like(delta), torch.full_like(delta, math.inf)
     d_lo, d_hi = torch.zeros_like(delta), torch.zeros_like(delta)
-    frozen = torch.zeros_like(zero)
+    frozen, repeat = torch.zeros_like(zero), torch.zeros_like(zero)
     for k in range(max_search):
         d = solve(alpha).to(delta)
         done = zero | frozen | ((d - target).abs() <= rtol * target)
         if bool(done.all()) or k == max_search - 1:
             break
-        high = ~done & (d > target)  # alpha too large
-        low = ~done & ~high
+        above = ~done & (d > target)
+        repeat = above & ~repeat if unsettled() else torch.zeros_like(zero)  # once per weight
+        high = above & ~repeat  # alpha too large
+        low = ~done & ~above
         stalled_down = high & (lo == 0) & torch.isfinite(hi) & (d >= (1 - STALL) * d_hi)
         stalled_up = low & torch.isinf(hi) & (lo > 0) & (d <= (1 + STALL) * d_lo)
         restore = hi.clone()
@@ -66,7 +75,7 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
         inner = (log_lo + frac.clamp(0.1, 0.9) * (log_hi - log_lo)).exp()
         outer = torch.where(torch.isfinite(hi), hi / 10, lo * 10)
         bracketed = (lo > 0) & torch.isfinite(hi)
-        alpha = torch.where(done | stalled_up, alpha, torch.where(bracketed, inner, outer))
+        alpha = torch.where(done | stalled_up | repeat, alpha, torch.where(bracketed, inner, outer))
         alpha = torch.where(stalled_down, restore, alpha)
     return alpha
 

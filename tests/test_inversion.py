@@ -518,6 +518,37 @@ def test_search_alpha_hits_target_of_monotone_curves():
     assert len(calls) < 15
 
 
+def test_search_alpha_solves_again_before_lowering_a_weight_after_an_unsettled_solve():
+    """A solver that needs two solves at a weight to converge (the first, stopped at its limit,
+    leaves the discrepancy 1.5x the converged one): with ``unsettled`` the search repeats each
+    solve that ended above the target once and finds the weight of the converged curve; reading
+    the first solves as converged, it lowers the weights far below it."""
+    from liftinv.inversion_search import search_alpha
+
+    def curve(alpha):  # converged discrepancy, increasing in alpha
+        return 0.1 + 1.9 * alpha / (1 + alpha)
+
+    def make_solver():
+        calls, last = [], [None]
+
+        def solve(alpha):
+            converged = last[0] is not None and bool(torch.equal(alpha, last[0]))
+            last[0] = alpha.clone()
+            calls.append((alpha.clone(), converged))
+            return curve(alpha) * (1.0 if converged else 1.5)
+
+        return solve, calls
+
+    delta, start = torch.tensor([1.0], dtype=F64), torch.tensor([10.0], dtype=F64)
+    solve, calls = make_solver()
+    alpha = search_alpha(solve, delta, start, tau=1.0, rtol=1e-2, max_search=20, unsettled=lambda: not calls[-1][1])
+    torch.testing.assert_close(alpha, torch.tensor([0.9 / 1.0], dtype=F64), rtol=0.05, atol=0)  # curve(a) = 1
+    assert all(not (a[1] and b[1]) for a, b in zip(calls, calls[1:]))  # never two repeats in a row
+    solve, calls = make_solver()
+    naive = search_alpha(solve, delta, start, tau=1.0, rtol=1e-2, max_search=20)
+    assert float(naive) < 0.5 * float(alpha)
+
+
 def test_search_alpha_stops_on_an_unreachable_target():
     from liftinv.inversion_search import search_alpha
 
