@@ -41,6 +41,9 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     sample is solved once more at the same weight (warm-started, the solve goes on from where it
     stopped) before its weight is lowered. Without this, time-limited solves of deep lifted
     problems drove the weights down by orders of magnitude, to solutions that overfit the noise.
+    And when every sample is done after such a solve, the remaining solves go on at the same
+    weights (the caller keeps, among solves that fit, the last of the largest weight), rather
+    than return an iterate that stopped at its limit.
 
     Returns:
         The weights of the last solve.
@@ -55,10 +58,11 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     for k in range(max_search):
         d = solve(alpha).to(delta)
         done = zero | frozen | ((d - target).abs() <= rtol * target)
-        if bool(done.all()) or k == max_search - 1:
+        settled = not unsettled()
+        if (bool(done.all()) and settled) or k == max_search - 1:
             break
         above = ~done & (d > target)
-        repeat = above & ~repeat if unsettled() else torch.zeros_like(zero)  # once per weight
+        repeat = torch.zeros_like(zero) if settled else above & ~repeat  # once per weight
         high = above & ~repeat  # alpha too large
         low = ~done & ~above
         stalled_down = high & (lo == 0) & torch.isfinite(hi) & (d >= (1 - STALL) * d_hi)

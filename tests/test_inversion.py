@@ -549,6 +549,23 @@ def test_search_alpha_solves_again_before_lowering_a_weight_after_an_unsettled_s
     assert float(naive) < 0.5 * float(alpha)
 
 
+def test_search_alpha_spends_its_solves_on_a_weight_that_fits_before_its_solves_settle():
+    """Every sample on target from the first solve: a settled solve ends the search, an
+    unsettled one is continued at the same weight until the solves run out."""
+    from liftinv.inversion_search import search_alpha
+
+    for flag, count in ((False, 1), (True, 4)):
+        calls = []
+
+        def solve(alpha):
+            calls.append(alpha.clone())
+            return torch.ones_like(alpha)
+
+        alpha = search_alpha(solve, torch.tensor([1.0], dtype=F64), torch.tensor([0.3], dtype=F64), tau=1.0, rtol=0.01,
+                             max_search=4, unsettled=lambda: flag)
+        assert float(alpha) == 0.3 and [float(a) for a in calls] == [0.3] * count
+
+
 def test_search_alpha_stops_on_an_unreachable_target():
     from liftinv.inversion_search import search_alpha
 
