@@ -406,13 +406,17 @@ class LiftedProblem:
                     _accumulate(total, id(p), g)
         return tuple(total.get(id(p)) for p in own)
 
+    def param_layers(self, index: int) -> list[int]:
+        """The layers that use the parameter group ``index``, in increasing order."""
+        return list(self._layers_of_group[index])
+
     def param_outputs(self, index: int) -> list[int]:
         """The free variables output by the layers that use the parameter group ``index``."""
-        return [k for k in self._layers_of_group[index] if k in self.free_vars]
+        return [k for k in self.param_layers(index) if k in self.free_vars]
 
     def param_inputs(self, index: int) -> list[int]:
         """The free variables read by the layers that use the parameter group ``index``."""
-        return sorted({i for k in self._layers_of_group[index] for i in self.network.layer(k).inputs if i in self.free_vars})
+        return sorted({i for k in self.param_layers(index) for i in self.network.layer(k).inputs if i in self.free_vars})
 
     # ----------------------------------------------------------------- Lipschitz constants
     def lipschitz(self, block: Block) -> float:

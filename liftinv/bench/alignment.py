@@ -44,11 +44,6 @@ class _Record(Rule):
         return values, {"grad": [g.clone() for g in grads]}
 
 
-def _layers_using(net, group: list[Tensor]) -> list[int]:
-    ids = {id(p) for p in group}
-    return [k for k in range(1, net.depth + 1) if ids & {id(p) for p in net.layer(k).parameters()}]
-
-
 def _backprop_grads(model, batch, groups: list[list[Tensor]], penalty) -> list[list[Tensor]]:
     net, inputs = lifted_view(model)
     u, y = inputs(batch.observation)
@@ -85,13 +80,12 @@ def run_task(name: str, device: str = "cpu") -> list[dict]:
         lifted.step(batch, 1)
         problem = lifted.problem
         reference = _backprop_grads(model, batch, problem.param_groups, problem.penalty)
-        net = problem.network
-        for index, group in enumerate(problem.param_groups):
+        for index in range(len(problem.param_groups)):
             cosine, ratio = _compare(lifted.state.param_states[index]["grad"], reference[index])
             rows.append({
                 "task": name, "order": "interleaved" if interleave else "top-down",
                 "setup_order": interleave == setup.bcd.solver.interleave, "group": index,
-                "layers": ",".join(map(str, _layers_using(net, group))), "cosine": cosine, "norm_ratio": ratio,
+                "layers": ",".join(map(str, problem.param_layers(index))), "cosine": cosine, "norm_ratio": ratio,
             })
     return rows
 
