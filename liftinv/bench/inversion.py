@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from time import perf_counter
 
@@ -187,23 +188,51 @@ def _record(task: str, rel: float, method: str, x: Tensor, truth: Tensor, second
     return record
 
 
-def _case(task: str, network: nn.Module, truth: Tensor, s: Settings, generator: torch.Generator, decoder=None) -> list[dict]:
+@dataclass
+class Case:
+    """One task of the benchmark: the network, the true inputs and, per relative noise level,
+    the noisy outputs and their noise norms :math:`\\delta`."""
+
+    task: str
+    network: nn.Module
+    truth: Tensor
+    noisy: list[tuple[float, Tensor, Tensor]]
+    decoder: nn.Module | None = None
+
+
+def _make_case(task: str, network: nn.Module, truth: Tensor, s: Settings, generator: torch.Generator, decoder=None) -> Case:
     with torch.no_grad():
         clean = network(truth)
-    x0 = torch.full_like(truth, 0.5)
+    return Case(task, network, truth, [(rel, *_noisy(clean, rel, generator)) for rel in s.noise], decoder)
+
+
+def cases(s: Settings, device: str = "cpu") -> Iterator[Case]:
+    """The three tasks in order, with noise drawn from one generator (seed 0), so every run and
+    :mod:`liftinv.bench.inversion_oracle` see the same data."""
+    generator = torch.Generator().manual_seed(0)
+    truth = load_dataset("ellipses", "test")[: s.images][0].to(device)
+    yield _make_case("perceptron", perceptron(generator).to(device), truth, s, generator)
+    ae = AutoencoderSettings(epochs=s.epochs)
+    encoder, decoder, info = trained_autoencoder(ae)
+    print(f"autoencoder: code {ae.code}, train MSE {info['train_mse']:.3g}, trained in {info['train_seconds']:.1f} s")
+    yield _make_case("encoder", encoder.to(device), truth, s, generator, decoder=decoder.to(device))
+    yield _make_case("resnet", resnet(generator).to(device), truth, s, generator)
+
+
+def _case(case: Case, s: Settings) -> list[dict]:
+    x0 = torch.full_like(case.truth, 0.5)
     cfg = InversionConfig(max_iter=10**9, tol=0.0, max_time=s.solve_seconds, max_search=s.max_search)
     records = []
-    for rel in s.noise:
-        data, delta = _noisy(clean, rel, generator)
-        for name, method in _methods(s, task):
+    for rel, data, delta in case.noisy:
+        for name, method in _methods(s, case.task):
             start = perf_counter()
-            result = method(network, data, delta, x0, cfg)
-            records.append(_record(task, rel, name, result.input, truth, perf_counter() - start, result))
-        if decoder is not None:
+            result = method(case.network, data, delta, x0, cfg)
+            records.append(_record(case.task, rel, name, result.input, case.truth, perf_counter() - start, result))
+        if case.decoder is not None:
             start = perf_counter()
             with torch.no_grad():
-                decoded = decoder(data)
-            records.append(_record(task, rel, "decoder", decoded, truth, perf_counter() - start, None))
+                decoded = case.decoder(data)
+            records.append(_record(case.task, rel, "decoder", decoded, case.truth, perf_counter() - start, None))
     return records
 
 
@@ -243,14 +272,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
     if torch.device(device).type == "cpu":
         torch.set_num_threads(1)
     try:
-        generator = torch.Generator().manual_seed(0)
-        truth = load_dataset("ellipses", "test")[: s.images][0].to(device)
-        records = _case("perceptron", perceptron(generator).to(device), truth, s, generator)
-        ae = AutoencoderSettings(epochs=s.epochs)
-        encoder, decoder, info = trained_autoencoder(ae)
-        print(f"autoencoder: code {ae.code}, train MSE {info['train_mse']:.3g}, trained in {info['train_seconds']:.1f} s")
-        records += _case("encoder", encoder.to(device), truth, s, generator, decoder=decoder.to(device))
-        records += _case("resnet", resnet(generator).to(device), truth, s, generator)
+        records = [r for case in cases(s, device) for r in _case(case, s)]
     finally:
         torch.set_num_threads(threads)
     plot(records, OUT / "inversion_noise.png")
