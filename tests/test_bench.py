@@ -86,3 +86,69 @@ def test_alignment_benchmark_compares_each_group_with_backprop():
     assert all(-1 - 1e-9 <= r["cosine"] <= 1 + 1e-9 and r["norm_ratio"] > 0 for r in rows)
     assert min(r["cosine"] for r in rows) < 0.99
     assert [r["setup_order"] for r in rows] == [True] * 4 + [False] * 4
+
+
+def test_inversion_oracle_keeps_each_images_best_weight_and_warm_starts_the_next_solve():
+    """A fake method whose image i is off the truth by a constant |alpha - a_i|: the best PSNR per
+    image is the one at the grid weight nearest a_i, found by max over the solves (independent
+    oracle: the PSNR of that offset, computed here), and every solve starts from the previous
+    solution (the first from the constant image 0.5)."""
+    import torch
+
+    from liftinv.bench.inversion_oracle import best_over_grid
+    from liftinv.inversion import InversionConfig
+
+    truth = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    target = torch.tensor([0.9, 0.3, 0.05])
+    starts = []
+
+    def solution(alpha):
+        return truth + (alpha - target).abs().reshape(-1, 1, 1, 1) * 0.1
+
+    def method(net, data, delta, alpha, x0, cfg):
+        starts.append(x0.clone())
+        return solution(alpha)
+
+    grid = (1.0, 0.5, 0.25, 0.1)
+    best, index = best_over_grid(method, None, None, None, truth, grid, InversionConfig())
+    assert index.tolist() == [0, 2, 3]
+    offsets = torch.tensor([0.1, 0.05, 0.05]) * 0.1  # |grid[index] - target| * 0.1
+    expected = 10 * torch.log10(1 / offsets.double() ** 2)
+    assert torch.allclose(best, expected, atol=1e-3)
+    assert torch.equal(starts[0], torch.full_like(truth, 0.5))
+    assert len(starts) == 4 and all(torch.equal(s, solution(a)) for s, a in zip(starts[1:], grid[:3]))
+
+
+def test_inversion_oracle_records_one_row_per_noise_level_and_method():
+    """On a tiny perceptron case, each record's best PSNR is the largest over the grid's
+    warm-started solves, recomputed here by calling the methods in the same order."""
+    import torch
+    from torch import nn
+
+    from liftinv.bench.inversion import Case
+    from liftinv.bench.inversion_oracle import METHODS, case_records
+    from liftinv.inversion import InversionConfig
+    from liftinv.metrics import psnr
+
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 48, bias=False), nn.ReLU())
+    with torch.no_grad():
+        net[1].weight.copy_(torch.randn(48, 64, generator=g))
+    truth = torch.zeros(2, 1, 8, 8)
+    truth[:, :, 2:6, 3:7] = 0.8
+    with torch.no_grad():
+        clean = net(truth)
+    data = clean + 0.05 * torch.randn(clean.shape, generator=g)
+    delta = (data - clean).flatten(1).norm(dim=1)
+    cfg = InversionConfig(max_iter=30, tol=0.0)
+    grid = (1.0, 0.1)
+    rows = case_records(Case("perceptron", net, truth, [(0.05, data, delta)]), grid, cfg)
+    assert [r["method"] for r in rows] == list(METHODS)
+    for row, method in zip(rows, METHODS.values()):
+        x, values = torch.full_like(truth, 0.5), []
+        for alpha in grid:
+            x = method(net, data, delta, alpha, x, cfg)
+            values.append(psnr(x.clamp(0, 1), truth))
+        assert abs(row["best_psnr"] - float(torch.stack(values).max(0).values.double().mean())) < 1e-4
+        assert row["solves"] == 2 and row["edge"] == 2  # both weights of a two-point grid are ends
+        assert 0.1 * (1 - 1e-6) <= row["best_alpha"] <= 1.0 * (1 + 1e-6)

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m liftinv.bench {operators,training,inversion,alignment,all} [--quick] [--json FILE]``.
+"""Benchmarks: ``python -m liftinv.bench {operators,training,inversion,inversion-oracle,alignment,all} [--quick] [--json FILE]``.
 
 Each section is a module with ``run(quick, device) -> list[dict]``; records are printed as one
 table per section, side by side with the reference implementations measured in the same run.
@@ -17,6 +17,7 @@ SECTIONS = {
     "operators": ("liftinv.bench.ct", "liftinv.bench.blur_mri"),
     "training": ("liftinv.bench.training",),
     "inversion": ("liftinv.bench.inversion",),
+    "inversion-oracle": ("liftinv.bench.inversion_oracle",),
     "alignment": ("liftinv.bench.alignment",),
 }
 
