@@ -50,6 +50,9 @@ class Lifted:
             depends on the parameters only, a parameter block's on the batch and, for quadratic
             maps, the parameters; both move little from batch to batch), which saves most of the
             power iterations at the price of possibly stale steps.
+        cache_preactivations: ``False`` trades time for memory
+            (:class:`~liftinv.problem.LiftedProblem`): pre-activations are recomputed when
+            needed instead of kept from the forward pass and updated in place.
     """
 
     penalty: penalties.Penalty = penalties.BREGMAN
@@ -57,6 +60,7 @@ class Lifted:
     sweeps_per_batch: int = 1
     power_iters: int = 2
     lipschitz_every: int = 1
+    cache_preactivations: bool = True
 
     def __post_init__(self):
         if self.penalty not in _PENALTY_NAMES:
@@ -66,6 +70,8 @@ class Lifted:
         positive_int("sweeps_per_batch", self.sweeps_per_batch)
         positive_int("power_iters", self.power_iters)
         positive_int("lipschitz_every", self.lipschitz_every)
+        if not isinstance(self.cache_preactivations, bool):
+            raise TypeError(f"cache_preactivations must be a bool, got {self.cache_preactivations!r}")
 
     @property
     def name(self) -> str:
@@ -161,6 +167,7 @@ class _LiftedRunner:
             self.problem = LiftedProblem(
                 self.net, xs, y, free_vars=range(1, self.net.depth), train_params=True,
                 penalty=self.method.penalty, power_iters=self.method.power_iters,
+                cache_preactivations=self.method.cache_preactivations,
             )
             del xs  # replaced by the forward pass below
             every = self.method.lipschitz_every

@@ -126,6 +126,11 @@ class LiftedProblem:
         terms: potentials on variables, ``{index: Potential}`` (a loss on a free output, a
             regulariser on a free input). A nonsmooth term is allowed on the input only.
         power_iters: power iterations per Lipschitz refresh (warm started).
+        cache_preactivations: keep the pre-activations of the forward pass and update those of
+            layers with several free inputs in place when one input moves (the default: no map
+            is evaluated twice). ``False`` keeps a pre-activation only until it has been read
+            and its inputs move, and recomputes it when it is needed again: a lower peak memory
+            (about the variables' own) for more map evaluations per sweep.
     """
 
     incremental = True
@@ -141,6 +146,7 @@ class LiftedProblem:
         penalty: Penalty = BREGMAN,
         terms: Mapping[int, Potential] | None = None,
         power_iters: int = 8,
+        cache_preactivations: bool = True,
     ):
         K = network.depth
         if len(xs) != K + 1:
@@ -159,6 +165,7 @@ class LiftedProblem:
         self.terms = terms
         self.free_vars = tuple(sorted(set(free_vars)))
         self.power_iters = power_iters
+        self.cache_preactivations = bool(cache_preactivations)
         self.param_groups = self._group_parameters() if train_params else []
         self._layers_of_group = [self._layers_using(g) for g in self.param_groups]
         self._pre: dict[int, Tensor] = {}
@@ -166,7 +173,7 @@ class LiftedProblem:
         self._leaves: dict[int, Tensor] = {}
         self._multi = {
             k for k in range(1, K + 1)
-            if self.incremental and sum(i in self.free_vars for i in network.layer(k).inputs) >= 2
+            if self.incremental and self.cache_preactivations and sum(i in self.free_vars for i in network.layer(k).inputs) >= 2
         }
         self._lip: dict[Block, float] = {}
         self._eigvec: dict[Block, list[Tensor]] = {}
@@ -248,8 +255,9 @@ class LiftedProblem:
     def forward(self, u: Tensor, y: Tensor | None = None, *, param_graphs: bool = False) -> Tensor:
         r"""Hold a new batch at its forward pass, :math:`x_0 = u`, :math:`x_k = \sigma_k(a_k)`
         (every penalty zero; as :meth:`rebind` with ``network.feasible(u, y)``), and return the
-        output :math:`x_K`. The pre-activations stay cached with their graphs, so the first
-        variable sweep after it needs no further forward computation; with ``param_graphs`` the
+        output :math:`x_K`. The pre-activations stay cached with their graphs (unless
+        ``cache_preactivations`` is False), so the first variable sweep after it needs no further
+        forward computation; with ``param_graphs`` the
         graphs also reach the parameters (as backpropagation's do), for a solver that takes
         parameter gradients before the layer's inputs move (``BCD(interleave=True)``): one
         backward pass per layer then gives the variable and the parameter gradients, instead of
@@ -261,6 +269,8 @@ class LiftedProblem:
             x = self.network.layer(k).activation(a)
             # the cached a_k is consumed in place by _pullback: x_k must not share its storage
             self.xs[k] = x.clone() if shares_storage(x, [a]) else x
+            if not self.cache_preactivations:
+                self._drop(k)
         return self.xs[-1]
 
     def _input(self, i: int) -> Tensor:

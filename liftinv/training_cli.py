@@ -48,6 +48,13 @@ def _with_sweep_order(method: Lifted | Backprop, order: str, name: str) -> Lifte
     return dataclasses.replace(method, solver=dataclasses.replace(method.solver, interleave=order == "interleaved"))
 
 
+def _low_memory(method: Lifted | Backprop, name: str) -> Lifted:
+    """``method`` with ``cache_preactivations=False``."""
+    if not isinstance(method, Lifted):
+        raise ValueError(f"--low-memory applies to the lifted methods, not to {name}")
+    return dataclasses.replace(method, cache_preactivations=False)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liftinv train",
@@ -62,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="lifted BCD methods: move the parameters after the top-down variable pass (top-down) or "
                         "each layer's with its input variable (interleaved); default: the setup's (interleaved on "
                         "denoising and deblurring, top-down elsewhere)")
+    parser.add_argument("--low-memory", action="store_true",
+                        help="lifted methods: recompute pre-activations instead of caching them (less memory, more time)")
     parser.add_argument("--lr", type=float, default=1e-2, help="learning rate of backprop-adam/backprop-sgd (default: 1e-2)")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint file (default: out/train/TASK-METHOD.pt)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint --out")
@@ -83,6 +92,8 @@ def train_main(argv: list[str] | None = None) -> int:
     try:
         setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed)
         method = _with_sweep_order(METHODS[args.method](setup, args.lr), args.sweep_order, args.method)
+        if args.low_memory:
+            method = _low_memory(method, args.method)
         model = setup.make_model()
         result = train(
             model, setup.train, task=setup.task, method=method, epochs=args.epochs, batch_size=setup.batch_size,

@@ -200,6 +200,56 @@ def test_interleaved_sweep_reuses_the_parameter_graphs_of_the_forward_pass(examp
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("interleave", [False, True])
+def test_sweeps_without_cached_preactivations_move_every_block_as_with_them(example, interleave):
+    """``cache_preactivations=False`` recomputes what the default keeps and updates in place: two
+    BCD sweeps from the forward pass move every variable and parameter to the same values
+    (float64; the in-place updates only change rounding)."""
+    net, y = example.network, example.y
+    start = [p.detach().clone() for p in net.parameters()]
+    moved = []
+    for cache in (True, False):
+        with torch.no_grad():
+            for p, v in zip(net.parameters(), start):
+                p.copy_(v)
+        problem = LiftedProblem(net, net.feasible(example.u, y), y, free_vars=range(1, net.depth), train_params=True,
+                                cache_preactivations=cache)
+        out = problem.forward(example.u, y, param_graphs=interleave)
+        problem.set(Var(net.depth), [out + 0.1 * randn_like(out, gen(8))])
+        solver = BCD(param_rule=Adam(1e-2), interleave=interleave)
+        state = solver.init(problem)
+        for _ in range(2):
+            state = solver.step(problem, state)
+        moved.append([x.clone() for x in problem.xs] + [p.detach().clone() for p in net.parameters()])
+    for a, b in zip(*moved):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_uncached_preactivations_lower_the_peak_memory_of_an_unrolled_sweep():
+    """On an unrolled primal-dual network (dual variables with 8 channels, primal with 1) the
+    peak of the tensors alive during the forward pass and one sweep is lower without the cache
+    (:class:`~liftinv.bench.training.TensorMemory`, an independent count of live storages)."""
+    from liftinv.bench.training import TensorMemory
+
+    physics = Blur(torch.ones(3, 3, dtype=DT) / 9, img_size=(1, 16, 16), dtype=DT)
+    net = UnrolledPrimalDual(physics, 6, 8, (1, 16, 16), generator=gen(2)).to(DT)
+    truth = torch.rand(8, 1, 16, 16, generator=gen(3), dtype=DT)
+    u, y = net.lifted_inputs(physics.A(truth), physics)
+    peaks = {}
+    for cache in (True, False):
+        problem = LiftedProblem(net.lifted, net.lifted.feasible(u, y), y, free_vars=range(1, net.lifted.depth),
+                                train_params=True, cache_preactivations=cache)
+        solver = BCD(param_rule=Adam(1e-3))
+        state = solver.init(problem)
+        with TensorMemory(exclude=list(net.parameters())) as mem:
+            out = problem.forward(u, y)
+            problem.set(Var(net.lifted.depth), [truth])
+            solver.step(problem, state)
+        peaks[cache] = mem.peak
+    dual = 8 * 8 * 16 * 16 * 8  # bytes of one dual variable
+    assert peaks[False] < peaks[True] - 2 * dual
+
+
 def test_variable_lipschitz_bounds_are_tight_gauss_newton_bounds(example):
     """L(Var i) lies in [lam, 1.06 lam], lam = lambda_max(sum_k lambda_k M_k^* M_k) from the
     explicit matrix of the maps on one sample (the supremum over points of the Lipschitz constant

@@ -72,6 +72,21 @@ def test_training_benchmark_records_a_diverging_method_and_selects_among_the_oth
     assert (tmp_path / "training_denoising.png").exists()
 
 
+def test_training_targets_compare_the_selected_rows_and_the_low_memory_variant():
+    from liftinv.bench.training import targets
+
+    def row(method, psnr, mb, selected=True):
+        return {"task": "ct", "method": method, "psnr": psnr, "peak_memory_mb": mb, "selected": selected}
+
+    records = [row("bregman-bcd", 25.0, 12.0), row("bregman-bcd-low-memory", 24.5, 7.5),
+               row("mac-bcd", 24.0, 13.0), row("backprop-adam", 26.0, 11.0), row("backprop-adam", 27.0, 1.0, False)]
+    assert targets(records) == [
+        "ct: bregman-bcd 25.00 dB vs backprop-adam 26.00 dB at equal time (NOT met); memory 12.0 vs 11.0 MB (NOT met)",
+        "ct: bregman-bcd-low-memory 24.50 dB, memory 7.5 vs backprop-adam 11.0 MB (met)",
+        "ct: bregman-bcd 25.00 dB vs mac-bcd 24.00 dB (met)",
+    ]
+
+
 def test_alignment_benchmark_compares_each_group_with_backprop():
     """One record per order and parameter group; interleaved, the top layer's parameters step
     from the forward pass's residual of the clamped output, exactly backpropagation's gradient

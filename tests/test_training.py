@@ -225,6 +225,7 @@ def test_bad_data(patches):
         (lambda: Lifted(sweeps_per_batch=0), ValueError, "sweeps_per_batch"),
         (lambda: Lifted(power_iters=1.5), ValueError, "power_iters"),
         (lambda: Lifted(lipschitz_every=-1), ValueError, "lipschitz_every"),
+        (lambda: Lifted(cache_preactivations="no"), TypeError, "cache_preactivations"),
         (lambda: Lifted(solver="bcd"), TypeError, "solver"),
         (lambda: Lifted(penalty="bregman"), ValueError, "penalty"),
         (lambda: Backprop(optimizer="rmsprop"), ValueError, "optimizer"),
@@ -322,6 +323,18 @@ def test_cli_sweep_order_sets_the_bcd_order_and_refuses_other_methods(tmp_path, 
         train_main([*args, "--method", "backprop-adam", "--sweep-order", "interleaved", "--out", str(tmp_path / "b.pt")])
     assert exit_info.value.code == 2
     assert "--sweep-order applies to the lifted BCD methods (*-bcd), not to backprop-adam" in capsys.readouterr().err
+
+
+def test_cli_low_memory_turns_the_preactivation_cache_off_and_refuses_backprop(tmp_path, capsys):
+    """The checkpoint records ``cache_preactivations=False``; backprop refuses the option by name."""
+    args = ["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress"]
+    out = tmp_path / "low.pt"
+    assert train_main([*args, "--method", "bregman-bcd", "--low-memory", "--out", str(out)]) == 0
+    assert "cache_preactivations=False" in load_checkpoint(out)["config"]["method"]
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*args, "--method", "backprop-adam", "--low-memory", "--out", str(tmp_path / "b.pt")])
+    assert exit_info.value.code == 2
+    assert "--low-memory applies to the lifted methods, not to backprop-adam" in capsys.readouterr().err
 
 
 def test_build_setup_refuses_unknown_name():
