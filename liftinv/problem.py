@@ -33,6 +33,8 @@ such a layer then come from its maps that hold parameters, evaluated at the curr
 with the residual of the cached :math:`a_k`. Other caches are dropped when an input or a
 parameter moves. (A Gauss-Seidel sweep of an unrolled network moves the inputs of a layer one
 at a time; the updates spare it the full re-evaluation, e.g. the :math:`A^*A` of a gradient step.)
+With ``cache_preactivations=False`` neither the forward pass's pre-activations nor in-place
+updates are kept: memory for time.
 Graphs to the variables only apply the maps that have an adjoint by
 :func:`~liftinv.affine.adjoint_graph`, so they keep no tensor alive; and block gradients pull
 back through the layers in decreasing order (for the unrolled networks that computes the
@@ -128,9 +130,10 @@ class LiftedProblem:
         power_iters: power iterations per Lipschitz refresh (warm started).
         cache_preactivations: keep the pre-activations of the forward pass and update those of
             layers with several free inputs in place when one input moves (the default: no map
-            is evaluated twice). ``False`` keeps a pre-activation only until it has been read
-            and its inputs move, and recomputes it when it is needed again: a lower peak memory
-            (about the variables' own) for more map evaluations per sweep.
+            is evaluated twice). ``False`` keeps none from the forward pass and drops a
+            pre-activation as soon as one of its inputs moves (or a gradient has used its
+            storage), recomputing it when it is needed again: a lower peak memory (about the
+            variables' own) for more map evaluations per sweep.
     """
 
     incremental = True
