@@ -7,7 +7,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from liftinv.affine import ConvAdjoint, GradientStep, NormalStep, ScaledConv, _NormalStepFunction, adjoint_graph, is_linear, linear_part
+import liftinv.affine as affine
+from liftinv.affine import (
+    ConvAdjoint,
+    GradientStep,
+    NormalStep,
+    ScaledConv,
+    _NormalStepFunction,
+    adjoint_graph,
+    conv_adjoint,
+    is_linear,
+    linear_part,
+)
 from operators import OPERATORS
 
 DT = torch.float64
@@ -113,3 +124,29 @@ def test_linear_part_and_is_linear():
     with torch.no_grad():
         torch.testing.assert_close(linear_part(biased, x), x @ biased.weight.T, rtol=1e-14, atol=1e-14)
         torch.testing.assert_close(linear_part(free, x), free(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "c_in, kernel, padding, by_channels",
+    [(1, (3, 3), (1, 1), True), (1, (5, 5), 2, True), (1, (3, 5), (1, 2), True),
+     (1, (3, 3), (0, 0), False), (2, (3, 3), (1, 1), False), (1, (4, 4), (2, 2), False)],
+)
+def test_conv_adjoint_equals_conv_transpose2d_with_its_gradients(monkeypatch, c_in, kernel, padding, by_channels):
+    """Values and both vector-Jacobian products equal ``F.conv_transpose2d``'s (autograd, float64;
+    float32 values too), over batch slices of uneven sizes; one input channel with "same" padding
+    takes the per-channel path, everything else the transposed convolution."""
+    monkeypatch.setattr(affine, "ADJOINT_SLICE", 2 * 6 * 8 * 9)  # slices of 2 samples: 2, 2, 2, 1
+    g = gen(3)
+    u = torch.randn(7, 6, 8, 9, dtype=DT, generator=g, requires_grad=True)
+    w = torch.randn(6, c_in, *kernel, dtype=DT, generator=g, requires_grad=True)
+    out = conv_adjoint(u, w, padding)
+    ref = F.conv_transpose2d(u, w, padding=padding)
+    assert (type(out.grad_fn).__name__ == "_ConvAdjointFunctionBackward") == by_channels
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    cot = torch.randn(ref.shape, dtype=DT, generator=g)
+    for mine, theirs in zip(torch.autograd.grad(out, (u, w), cot), torch.autograd.grad(ref, (u, w), cot)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-11)
+    with torch.no_grad():
+        torch.testing.assert_close(conv_adjoint(u.float(), w.float(), padding), ref.float(), rtol=1e-5, atol=1e-5)
+    small_u = u[:2, :, :5, :4].detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: conv_adjoint(a, b, padding), (small_u, w))

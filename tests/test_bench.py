@@ -167,3 +167,15 @@ def test_inversion_oracle_records_one_row_per_noise_level_and_method():
         assert abs(row["best_psnr"] - float(torch.stack(values).max(0).values.double().mean())) < 1e-4
         assert row["solves"] == 2 and row["edge"] == 2  # both weights of a two-point grid are ends
         assert 0.1 * (1 - 1e-6) <= row["best_alpha"] <= 1.0 * (1 + 1e-6)
+
+
+def test_conv_adjoint_benchmark_times_both_implementations_in_both_modes(monkeypatch):
+    import liftinv.bench.conv_adjoint as ca
+
+    monkeypatch.setattr(ca, "SHAPES", (("tiny", 2, 3, 8, 3),))
+    rows = ca.run(quick=True)
+    assert [(r["case"].split()[-2:], r["method"]) for r in rows] == [
+        (["no", "grad"], "liftinv"), (["no", "grad"], "torch conv_transpose2d"),
+        (["with", "grad"], "liftinv"), (["with", "grad"], "torch conv_transpose2d"),
+    ]
+    assert all(r["seconds"] > 0 for r in rows) and [r["ratio_vs_project"] for r in rows[::2]] == [1.0, 1.0]

@@ -10,10 +10,10 @@ and each block :math:`u \mapsto u + W^\top\sigma(Wu + b)` is monotone.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from liftinv.activations import Identity
+from liftinv.affine import conv_adjoint
 from liftinv.architectures._common import check_channels, init_parameters_, odd_int, positive_float, positive_int
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
@@ -37,7 +37,7 @@ class Transposed(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if isinstance(self.module, nn.Linear):
             return x @ self.module.weight
-        return F.conv_transpose2d(x, self.module.weight, padding=self.module.padding)
+        return conv_adjoint(x, self.module.weight, self.module.padding)
 
 
 class ResNet(LiftedNetwork):

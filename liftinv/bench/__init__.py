@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m liftinv.bench {operators,training,inversion,inversion-oracle,alignment,all} [--quick] [--json FILE]``.
+"""Benchmarks: ``python -m liftinv.bench {operators,conv-adjoint,training,inversion,inversion-oracle,alignment,all} [--quick] [--json FILE]``.
 
 Each section is a module with ``run(quick, device) -> list[dict]``; records are printed as one
 table per section, side by side with the reference implementations measured in the same run.
@@ -15,6 +15,7 @@ import torch
 #: section name -> modules whose ``run`` it calls
 SECTIONS = {
     "operators": ("liftinv.bench.ct", "liftinv.bench.blur_mri"),
+    "conv-adjoint": ("liftinv.bench.conv_adjoint",),
     "training": ("liftinv.bench.training",),
     "inversion": ("liftinv.bench.inversion",),
     "inversion-oracle": ("liftinv.bench.inversion_oracle",),
