@@ -31,7 +31,7 @@ def _adjoint_by_channels(u: Tensor, weight: Tensor, padding) -> Tensor:
     r""":math:`L^* u = \sum_c \check w_c \star u_c` (``conv_transpose2d`` to one channel): the
     per-channel convolution with the flipped kernels, summed over the channels, slice by slice of
     the batch."""
-    n = max(1, ADJOINT_SLICE // max(1, u[0].numel()))
+    n = max(1, ADJOINT_SLICE // max(1, u.shape[1:].numel()))
     flipped = weight.flip(-1, -2)
     out = u.new_empty(len(u), 1, *u.shape[2:])
     for start in range(0, len(u), n):

@@ -150,3 +150,8 @@ def test_conv_adjoint_equals_conv_transpose2d_with_its_gradients(monkeypatch, c_
         torch.testing.assert_close(conv_adjoint(u.float(), w.float(), padding), ref.float(), rtol=1e-5, atol=1e-5)
     small_u = u[:2, :, :5, :4].detach().clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: conv_adjoint(a, b, padding), (small_u, w))
+
+
+def test_conv_adjoint_of_an_empty_batch_is_empty():
+    u, w = torch.zeros(0, 4, 8, 8, dtype=DT), torch.ones(4, 1, 3, 3, dtype=DT)
+    assert conv_adjoint(u, w, 1).shape == F.conv_transpose2d(u, w, padding=1).shape == (0, 1, 8, 8)
