@@ -12,6 +12,7 @@ def test_format_table_has_the_union_of_keys_and_one_row_per_record():
     assert [c.strip() for c in lines[0].strip("|").split("|")] == ["method", "seconds", "psnr"]
     assert len(lines) == 4 and "0.1235" in lines[2] and lines[3].split("|")[2].strip() == ""
     assert bench.format_table([]) == "(no records)"
+    assert "curve" not in bench.format_table([{"method": "a", "curve": [1.0, 2.0]}])
 
 
 def test_run_section_passes_quick_and_device(capsys):
@@ -103,14 +104,13 @@ def test_alignment_benchmark_compares_each_group_with_backprop():
     assert [r["setup_order"] for r in rows] == [True] * 4 + [False] * 4
 
 
-def test_inversion_oracle_keeps_each_images_best_weight_and_warm_starts_the_next_solve():
-    """A fake method whose image i is off the truth by a constant |alpha - a_i|: the best PSNR per
-    image is the one at the grid weight nearest a_i, found by max over the solves (independent
-    oracle: the PSNR of that offset, computed here), and every solve starts from the previous
-    solution (the first from the constant image 0.5)."""
+def test_inversion_oracle_solves_the_grid_in_order_with_warm_starts():
+    """A fake method whose image i is off the truth by a constant |alpha - a_i|: the PSNR matrix
+    is that of those offsets (computed here independently), and every solve starts from the
+    previous solution (the first from the constant image 0.5)."""
     import torch
 
-    from liftinv.bench.inversion_oracle import best_over_grid
+    from liftinv.bench.inversion_oracle import psnr_over_grid
     from liftinv.inversion import InversionConfig
 
     truth = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
@@ -125,23 +125,23 @@ def test_inversion_oracle_keeps_each_images_best_weight_and_warm_starts_the_next
         return solution(alpha)
 
     grid = (1.0, 0.5, 0.25, 0.1)
-    best, index = best_over_grid(method, None, None, None, truth, grid, InversionConfig())
-    assert index.tolist() == [0, 2, 3]
-    offsets = torch.tensor([0.1, 0.05, 0.05]) * 0.1  # |grid[index] - target| * 0.1
-    expected = 10 * torch.log10(1 / offsets.double() ** 2)
-    assert torch.allclose(best, expected, atol=1e-3)
+    values = psnr_over_grid(method, None, None, None, truth, grid, InversionConfig())
+    offsets = (torch.tensor(grid)[:, None] - target[None]).abs().double() * 0.1
+    assert values.shape == (4, 3)
+    assert torch.allclose(values, 10 * torch.log10(1 / offsets**2), atol=1e-3)
+    assert values.max(0).indices.tolist() == [0, 2, 3]
     assert torch.equal(starts[0], torch.full_like(truth, 0.5))
     assert len(starts) == 4 and all(torch.equal(s, solution(a)) for s, a in zip(starts[1:], grid[:3]))
 
 
-def test_inversion_oracle_records_one_row_per_noise_level_and_method():
+def test_inversion_oracle_records_one_row_per_noise_level_and_method(tmp_path):
     """On a tiny perceptron case, each record's best PSNR is the largest over the grid's
     warm-started solves, recomputed here by calling the methods in the same order."""
     import torch
     from torch import nn
 
     from liftinv.bench.inversion import Case
-    from liftinv.bench.inversion_oracle import METHODS, case_records
+    from liftinv.bench.inversion_oracle import METHODS, case_records, plot
     from liftinv.inversion import InversionConfig
     from liftinv.metrics import psnr
 
@@ -164,9 +164,14 @@ def test_inversion_oracle_records_one_row_per_noise_level_and_method():
         for alpha in grid:
             x = method(net, data, delta, alpha, x, cfg)
             values.append(psnr(x.clamp(0, 1), truth))
-        assert abs(row["best_psnr"] - float(torch.stack(values).max(0).values.double().mean())) < 1e-4
+        values = torch.stack(values).double()
+        assert abs(row["best_psnr"] - float(values.max(0).values.mean())) < 1e-4
+        assert row["alphas"] == list(grid)
+        assert torch.allclose(torch.tensor(row["psnr_by_alpha"], dtype=torch.float64), values.mean(1), atol=1e-4)
         assert row["solves"] == 2 and row["edge"] == 2  # both weights of a two-point grid are ends
         assert 0.1 * (1 - 1e-6) <= row["best_alpha"] <= 1.0 * (1 + 1e-6)
+    plot(rows, tmp_path / "oracle.png")
+    assert (tmp_path / "oracle.png").stat().st_size > 0
 
 
 def test_conv_adjoint_benchmark_times_both_implementations_in_both_modes(monkeypatch):
@@ -179,3 +184,12 @@ def test_conv_adjoint_benchmark_times_both_implementations_in_both_modes(monkeyp
         (["with", "grad"], "liftinv"), (["with", "grad"], "torch conv_transpose2d"),
     ]
     assert all(r["seconds"] > 0 for r in rows) and [r["ratio_vs_project"] for r in rows[::2]] == [1.0, 1.0]
+
+
+def test_inversion_noise_plot_is_written(tmp_path):
+    from liftinv.bench.inversion import plot
+
+    records = [{"task": t, "method": m, "noise": n, "rel_error": e}
+               for t in ("perceptron", "encoder") for m in ("lifted", "gradient adam") for n, e in ((0.01, 0.1), (0.1, 0.2))]
+    plot(records, tmp_path / "sub" / "noise.png")
+    assert (tmp_path / "sub" / "noise.png").stat().st_size > 0

@@ -24,12 +24,13 @@ SECTIONS = {
 
 
 def format_table(records: list[dict]) -> str:
-    """Render records as a Markdown table with the union of their keys as columns."""
+    """Render records as a Markdown table with the union of their keys as columns (list-valued
+    fields, e.g. curves, are left to the JSON)."""
     if not records:
         return "(no records)"
     cols: list[str] = []
     for r in records:
-        cols += [k for k in r if k not in cols]
+        cols += [k for k, v in r.items() if k not in cols and not isinstance(v, list)]
 
     def cell(v) -> str:
         if isinstance(v, float):

@@ -252,11 +252,23 @@ def plot(records: list[dict], path: Path) -> None:
         for method in dict.fromkeys(r["method"] for r in rows):
             pts = sorted((r["noise"], r["rel_error"]) for r in rows if r["method"] == method)
             ax.loglog(*zip(*pts), marker="o", label=method, color=colours[method])
-        ax.set_title(task)
-        ax.set_xlabel("relative noise level")
-        ax.set_ylabel("relative error of the input")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        label_panel(ax, task, "relative noise level", "relative error of the input")
+    save_figure(fig, path)
+
+
+def label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """Title, axis labels, a light grid and the legend of one panel."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write ``fig`` to ``path`` (creating its folder) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

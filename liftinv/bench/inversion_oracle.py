@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from time import perf_counter
 
 import torch
 from torch import Tensor, nn
 
-from liftinv.bench.inversion import FULL, QUICK, Case, Settings, cases
+from liftinv.bench.inversion import FULL, OUT, QUICK, Case, Settings, cases, label_panel, save_figure
 from liftinv.inversion import InversionConfig, invert
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.metrics import psnr
@@ -61,42 +62,61 @@ def _gradient(net, data, delta, alpha, x0, cfg) -> Tensor:
 METHODS: dict[str, Method] = {"lifted": _lifted, "gradient adam": _gradient}
 
 
-def best_over_grid(method: Method, network: nn.Module, data: Tensor, delta: Tensor, truth: Tensor,
-                   grid: tuple[float, ...], cfg: InversionConfig) -> tuple[Tensor, Tensor]:
-    """Per image, the largest PSNR over the weights of ``grid`` (solved in that order, each
-    warm-started from the previous solution, the first from the constant image 0.5) and the
-    index of the weight that gave it."""
+def psnr_over_grid(method: Method, network: nn.Module, data: Tensor, delta: Tensor, truth: Tensor,
+                   grid: tuple[float, ...], cfg: InversionConfig) -> Tensor:
+    """PSNR of each image (columns) at each weight of ``grid`` (rows), solved in that order, each
+    solve warm-started from the previous solution, the first from the constant image 0.5."""
     x = torch.full_like(truth, 0.5)
-    best = torch.full((len(truth),), -math.inf, dtype=torch.float64)
-    index = torch.zeros(len(truth), dtype=torch.long)
-    for j, alpha in enumerate(grid):
+    values = []
+    for alpha in grid:
         x = method(network, data, delta, alpha, x, cfg)
-        value = psnr(x.clamp(0, 1), truth).double().cpu()
-        better = value > best
-        best = torch.where(better, value, best)
-        index[better] = j
-    return best, index
+        values.append(psnr(x.clamp(0, 1), truth).double().cpu())
+    return torch.stack(values)
 
 
 def case_records(case: Case, grid: tuple[float, ...], cfg: InversionConfig) -> list[dict]:
-    """One record per noise level and method of :data:`METHODS` for ``case``."""
+    """One record per noise level and method of :data:`METHODS` for ``case``; ``psnr_by_alpha``
+    is the mean PSNR at each weight of ``grid`` (JSON only)."""
     records = []
     for rel, data, delta in case.noisy:
         for name, method in METHODS.items():
             start = perf_counter()
-            best, index = best_over_grid(method, case.network, data, delta, case.truth, grid, cfg)
+            values = psnr_over_grid(method, case.network, data, delta, case.truth, grid, cfg)
+            best, index = values.max(0)
             records.append({
                 "section": "inversion-oracle", "task": case.task, "noise": rel, "method": name,
                 "best_psnr": float(best.mean()),
                 "best_alpha": float(torch.tensor([grid[i] for i in index]).log().mean().exp()),
                 "edge": int(((index == 0) | (index == len(grid) - 1)).sum()),
                 "solves": len(grid), "seconds": perf_counter() - start,
+                "alphas": list(grid), "psnr_by_alpha": values.mean(1).tolist(),
             })
     return records
 
 
+def plot(records: list[dict], path: Path) -> None:
+    """Mean PSNR against the weight, one panel per task, one line per method and noise level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        rows = [r for r in records if r["task"] == task]
+        noises = sorted({r["noise"] for r in rows})
+        for r in rows:
+            style = "-" if r["method"] == "lifted" else "--"
+            ax.semilogx(r["alphas"], r["psnr_by_alpha"], style, marker=".", color=f"C{noises.index(r['noise'])}",
+                        label=f"{r['method']}, {100 * r['noise']:g}% noise")
+        label_panel(ax, f"{task}: PSNR against the TV weight", "alpha", "mean PSNR (dB)")
+    save_figure(fig, path)
+
+
 def run(quick: bool = False, device: str = "cpu") -> list[dict]:
-    """The perceptron and encoder tasks; ``best_alpha`` is the geometric mean over the images."""
+    """The perceptron and encoder tasks; ``best_alpha`` is the geometric mean over the images.
+    Saves ``out/bench/inversion_oracle.png`` (mean PSNR against the weight)."""
     s: Settings = QUICK if quick else FULL
     cfg = InversionConfig(max_iter=10**9, tol=0.0, max_time=s.solve_seconds)
     threads = torch.get_num_threads()
@@ -111,4 +131,5 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
                 break  # the remaining task (ResNet) is not compared here
     finally:
         torch.set_num_threads(threads)
+    plot(records, OUT / "inversion_oracle.png")
     return records
