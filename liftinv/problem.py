@@ -259,12 +259,12 @@ class LiftedProblem:
         r"""Hold a new batch at its forward pass, :math:`x_0 = u`, :math:`x_k = \sigma_k(a_k)`
         (every penalty zero; as :meth:`rebind` with ``network.feasible(u, y)``), and return the
         output :math:`x_K`. The pre-activations stay cached with their graphs (unless
-        ``cache_preactivations`` is False), so the first variable sweep after it needs no further
-        forward computation; with ``param_graphs`` the
-        graphs also reach the parameters (as backpropagation's do), for a solver that takes
-        parameter gradients before the layer's inputs move (``BCD(interleave=True)``): one
-        backward pass per layer then gives the variable and the parameter gradients, instead of
-        a second evaluation of the maps that hold the parameters."""
+        ``cache_preactivations`` is False), so the first variable sweep after it needs no
+        further forward computation; with ``param_graphs`` the graphs also reach the
+        parameters (as backpropagation's do), for a solver that takes parameter gradients
+        before the layer's inputs move (``BCD(interleave=True)``): one backward pass per layer
+        then gives the variable and the parameter gradients, instead of a second evaluation of
+        the maps that hold the parameters."""
         self.network.check_input(u)
         self.rebind([u.detach()] * len(self.xs), y)
         for k in range(1, self.network.depth + 1):
