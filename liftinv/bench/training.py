@@ -175,29 +175,32 @@ def run_task(name: str, quick: bool = False, device: str = "cpu") -> list[dict]:
     return rows
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _memory(lifted: dict, bp: dict, name: str = "") -> str:
+    """``memory A vs [name ]B MB (met)``: the lifted run's peak against backprop's."""
+    return (f"memory {lifted['peak_memory_mb']:.1f} vs {name}{bp['peak_memory_mb']:.1f} MB "
+            f"({_verdict(lifted['peak_memory_mb'] <= bp['peak_memory_mb'])})")
+
+
 def targets(records: list[dict]) -> list[str]:
     """One line per target of the benchmark, with the numbers it compares."""
     best = {(r["task"], r["method"]): r for r in records if r["selected"]}
     lines = []
     for task in dict.fromkeys(r["task"] for r in records):
         breg, bp, mac = best.get((task, "bregman-bcd")), best.get((task, "backprop-adam")), best.get((task, "mac-bcd"))
+        low = best.get((task, "bregman-bcd-low-memory"))
         if breg and bp:
             lines.append(
                 f"{task}: bregman-bcd {breg['psnr']:.2f} dB vs backprop-adam {bp['psnr']:.2f} dB at equal time "
-                f"({'met' if breg['psnr'] >= bp['psnr'] else 'NOT met'}); memory {breg['peak_memory_mb']:.1f} vs "
-                f"{bp['peak_memory_mb']:.1f} MB ({'met' if breg['peak_memory_mb'] <= bp['peak_memory_mb'] else 'NOT met'})"
+                f"({_verdict(breg['psnr'] >= bp['psnr'])}); {_memory(breg, bp)}"
             )
-        low = best.get((task, "bregman-bcd-low-memory"))
         if low and bp:
-            lines.append(
-                f"{task}: bregman-bcd-low-memory {low['psnr']:.2f} dB, memory {low['peak_memory_mb']:.1f} vs backprop-adam "
-                f"{bp['peak_memory_mb']:.1f} MB ({'met' if low['peak_memory_mb'] <= bp['peak_memory_mb'] else 'NOT met'})"
-            )
+            lines.append(f"{task}: bregman-bcd-low-memory {low['psnr']:.2f} dB, {_memory(low, bp, 'backprop-adam ')}")
         if breg and mac:
-            lines.append(
-                f"{task}: bregman-bcd {breg['psnr']:.2f} dB vs mac-bcd {mac['psnr']:.2f} dB "
-                f"({'met' if breg['psnr'] > mac['psnr'] else 'NOT met'})"
-            )
+            lines.append(f"{task}: bregman-bcd {breg['psnr']:.2f} dB vs mac-bcd {mac['psnr']:.2f} dB ({_verdict(breg['psnr'] > mac['psnr'])})")
     return lines
 
 
