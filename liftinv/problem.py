@@ -270,10 +270,12 @@ class LiftedProblem:
         for k in range(1, self.network.depth + 1):
             a = self._preactivation_graph(k, params=param_graphs).detach()
             x = self.network.layer(k).activation(a)
-            # the cached a_k is consumed in place by _pullback: x_k must not share its storage
-            self.xs[k] = x.clone() if shares_storage(x, [a]) else x
-            if not self.cache_preactivations:
+            if self.cache_preactivations:
+                # the cached a_k is consumed in place by _pullback: x_k must not share its storage
+                self.xs[k] = x.clone() if shares_storage(x, [a]) else x
+            else:
                 self._drop(k)
+                self.xs[k] = x
         return self.xs[-1]
 
     def _input(self, i: int) -> Tensor:
