@@ -72,6 +72,12 @@ def conv_adjoint(u: Tensor, weight: Tensor, padding) -> Tensor:
     return F.conv_transpose2d(u, weight, padding=padding)
 
 
+def _check_numeric_padding(conv: nn.Conv2d) -> None:
+    """Adjoints need the padding in pixels; ``nn.Conv2d`` also accepts "same" and "valid"."""
+    if isinstance(conv.padding, str):
+        raise ValueError(f"conv must have numeric padding (e.g. padding=kernel_size // 2), got {conv.padding!r}")
+
+
 class ScaledConv(nn.Module):
     r""":math:`x \mapsto s\,Lx` for a bias-free ``nn.Conv2d`` :math:`L` (shared, not copied) and a
     fixed scalar :math:`s`, computed as the convolution with the weight :math:`sW` (the scale
@@ -81,6 +87,7 @@ class ScaledConv(nn.Module):
         super().__init__()
         if conv.bias is not None:
             raise ValueError("conv must be a bias-free nn.Conv2d")
+        _check_numeric_padding(conv)
         self.conv = conv
         self.scale = float(scale)
 
@@ -106,6 +113,7 @@ class ConvAdjoint(nn.Module):
         super().__init__()
         if conv.bias is not None or conv.stride != (1, 1):
             raise ValueError("conv must be a bias-free stride-1 nn.Conv2d to have a transpose")
+        _check_numeric_padding(conv)
         self.conv = conv
         self.scale = float(scale)
 

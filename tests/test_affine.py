@@ -28,11 +28,11 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _conv(stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    conv = nn.Conv2d(2, 4, 3, stride=stride, padding=1, groups=groups, bias=False).double()
+def _conv(stride: int = 1, groups: int = 1, c_in: int = 2) -> nn.Conv2d:
+    layer = nn.Conv2d(c_in, 4, 3, stride=stride, padding=1, groups=groups, bias=False).double()
     with torch.no_grad():
-        conv.weight.copy_(torch.randn(conv.weight.shape, dtype=DT, generator=gen(0)))
-    return conv
+        layer.weight.copy_(torch.randn(layer.weight.shape, dtype=DT, generator=gen(0)))
+    return layer
 
 
 def _maps() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
@@ -41,7 +41,9 @@ def _maps() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
         "scaled_conv": (ScaledConv(_conv(), -0.7), (3, 2, 8, 9)),
         "scaled_conv_stride2": (ScaledConv(_conv(stride=2), 1.5), (3, 2, 9, 8)),
         "scaled_conv_groups": (ScaledConv(_conv(groups=2), 2.0), (3, 2, 8, 8)),
+        "scaled_conv_one_channel": (ScaledConv(_conv(c_in=1), 0.6), (3, 1, 8, 9)),
         "conv_adjoint": (ConvAdjoint(_conv(), -0.3), (3, 4, 8, 9)),
+        "conv_adjoint_one_channel": (ConvAdjoint(_conv(c_in=1), 1.3), (3, 4, 8, 9)),
         "normal_step": (NormalStep(_conv(), 0.2), (3, 4, 8, 9)),
         "gradient_step": (GradientStep(physics, 0.01), tuple(shape)),
     }
@@ -134,7 +136,8 @@ def test_linear_part_and_is_linear():
 def test_conv_adjoint_equals_conv_transpose2d_with_its_gradients(monkeypatch, c_in, kernel, padding, by_channels):
     """Values and both vector-Jacobian products equal ``F.conv_transpose2d``'s (autograd, float64;
     float32 values too), over batch slices of uneven sizes; one input channel with "same" padding
-    takes the per-channel path, everything else the transposed convolution."""
+    takes the per-channel path, everything else the transposed convolution; gradcheck, and
+    gradgradcheck (the parameter Lipschitz estimates differentiate it twice)."""
     monkeypatch.setattr(affine, "ADJOINT_SLICE", 2 * 6 * 8 * 9)  # slices of 2 samples: 2, 2, 2, 1
     g = gen(3)
     u = torch.randn(7, 6, 8, 9, dtype=DT, generator=g, requires_grad=True)
@@ -150,6 +153,13 @@ def test_conv_adjoint_equals_conv_transpose2d_with_its_gradients(monkeypatch, c_
         torch.testing.assert_close(conv_adjoint(u.float(), w.float(), padding), ref.float(), rtol=1e-5, atol=1e-5)
     small_u = u[:2, :, :5, :4].detach().clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: conv_adjoint(a, b, padding), (small_u, w))
+    assert torch.autograd.gradgradcheck(lambda a, b: conv_adjoint(a, b, padding), (small_u, w))
+
+
+@pytest.mark.parametrize("kind", [ScaledConv, ConvAdjoint])
+def test_convolution_maps_refuse_string_padding(kind):
+    with pytest.raises(ValueError, match="conv must have numeric padding"):
+        kind(nn.Conv2d(1, 4, 3, padding="same", bias=False))
 
 
 def test_conv_adjoint_of_an_empty_batch_is_empty():
