@@ -4,9 +4,9 @@ A layer's pre-activation is :math:`a = \sum_j M_j x_{i_j} + c(y)`: each :math:`M
 ``nn.Module`` (``nn.Linear``, ``nn.Conv2d``, ``nn.ConvTranspose2d``, chains of them with
 ``nn.Flatten``/``nn.Unflatten``, or the maps below) and :math:`c(y)` an optional affine map of the
 measurements. Adjoints and parameter gradients are taken by autograd through one map at a time
-(exact, since the maps are affine), so any affine module is admissible. A linear map that also
-has an ``apply_adjoint(r, input_shape)`` method can be applied by :func:`adjoint_graph`, whose graph
-keeps no tensor.
+(exact, since the maps are affine), so any affine module is admissible. A map whose linear part
+has a known adjoint (an ``apply_adjoint(r, input_shape)`` method, or a plain stride-1
+``nn.Conv2d``) can be applied by :func:`adjoint_graph`, whose graph keeps no tensor.
 """
 from __future__ import annotations
 
@@ -27,12 +27,15 @@ def _same_padding(weight: Tensor, padding) -> bool:
     return kh % 2 == 1 and kw % 2 == 1 and (ph, pw) == (kh // 2, kw // 2)
 
 
-def _adjoint_by_channels(u: Tensor, weight: Tensor, padding) -> Tensor:
-    r""":math:`L^* u = \sum_c \check w_c \star u_c` (``conv_transpose2d`` to one channel): the
-    per-channel convolution with the flipped kernels, summed over the channels, slice by slice of
-    the batch."""
-    n = max(1, ADJOINT_SLICE // max(1, u.shape[1:].numel()))
+def _adjoint_cpu(u: Tensor, weight: Tensor, padding) -> Tensor:
+    r""":math:`L^* u` (``conv_transpose2d``) for "same" padding, by forward convolutions: with one
+    output channel, :math:`\sum_c \check w_c \star u_c`, the per-channel convolution with the
+    flipped kernels summed over the channels, slice by slice of the batch; with several, the
+    convolution with the flipped kernels, input and output channels swapped."""
     flipped = weight.flip(-1, -2)
+    if weight.shape[1] > 1:
+        return F.conv2d(u, flipped.transpose(0, 1), padding=padding)
+    n = max(1, ADJOINT_SLICE // max(1, u.shape[1:].numel()))
     out = u.new_empty(len(u), 1, *u.shape[2:])
     for start in range(0, len(u), n):
         part = F.conv2d(u[start:start + n], flipped, padding=padding, groups=u.shape[1])
@@ -41,15 +44,16 @@ def _adjoint_by_channels(u: Tensor, weight: Tensor, padding) -> Tensor:
 
 
 class _ConvAdjointFunction(torch.autograd.Function):
-    r""":math:`L^* u` for a convolution :math:`L = W \star \cdot` with one input channel, with the
-    vector-Jacobian products of the transpose: :math:`\bar u = L \bar y` and
-    :math:`\bar W = \partial_W \langle u, L_W \bar y\rangle` (``conv2d_weight``)."""
+    r""":math:`L^* u` for a "same"-padded convolution :math:`L = W \star \cdot` by
+    :func:`_adjoint_cpu`, with the vector-Jacobian products of the transpose:
+    :math:`\bar u = L \bar y` and :math:`\bar W = \partial_W \langle u, L_W \bar y\rangle`
+    (``conv2d_weight``)."""
 
     @staticmethod
     def forward(ctx, u: Tensor, weight: Tensor, padding) -> Tensor:
         ctx.save_for_backward(u, weight)
         ctx.padding = padding
-        return _adjoint_by_channels(u, weight, padding)
+        return _adjoint_cpu(u, weight, padding)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -60,14 +64,14 @@ class _ConvAdjointFunction(torch.autograd.Function):
 
 
 def conv_adjoint(u: Tensor, weight: Tensor, padding) -> Tensor:
-    r""":math:`L^* u`, i.e. ``F.conv_transpose2d(u, weight, padding=padding)``, for the stride-1
-    convolution :math:`L` with ``weight``. On the CPU, when :math:`L` has one input channel and
-    "same" padding (odd kernels, ``padding = kernel // 2``), it is computed as a per-channel
-    convolution with the flipped kernels summed over the channels, in slices of the batch of at
-    most :data:`ADJOINT_SLICE` elements (the size of its one temporary): the same values,
-    faster than oneDNN's transposed convolution to one channel (``python -m liftinv.bench
-    conv-adjoint``), with the first derivatives written out."""
-    if u.device.type == "cpu" and u.dim() == 4 and weight.shape[1] == 1 and _same_padding(weight, padding):
+    r""":math:`L^* u`, i.e. ``F.conv_transpose2d(u, weight, padding=padding)``, for the stride-1,
+    one-group convolution :math:`L` with ``weight``. On the CPU, with "same" padding (odd
+    kernels, ``padding = kernel // 2``), it is computed by forward convolutions with the flipped
+    kernels (:func:`_adjoint_cpu`; to one channel, per input channel and summed, in slices of the
+    batch of at most :data:`ADJOINT_SLICE` elements, the size of its one temporary): the same
+    values, faster than oneDNN's transposed convolution with few channels (``python -m
+    liftinv.bench conv-adjoint``), with the first derivatives written out."""
+    if u.device.type == "cpu" and u.dim() == 4 and _same_padding(weight, padding):
         return _ConvAdjointFunction.apply(u, weight, padding)
     return F.conv_transpose2d(u, weight, padding=padding)
 
@@ -233,23 +237,38 @@ def is_linear(module: nn.Module) -> bool:
 
 class _ByAdjoint(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, module: nn.Module) -> Tensor:
-        ctx.module, ctx.shape = module, x.shape
+    def forward(ctx, x: Tensor, module: nn.Module, adjoint) -> Tensor:
+        ctx.adjoint, ctx.shape = adjoint, x.shape
         return module(x)
 
     @staticmethod
     def backward(ctx, r: Tensor):
-        return ctx.module.apply_adjoint(r, ctx.shape), None
+        return ctx.adjoint(r, ctx.shape), None, None
+
+
+def _adjoint_method(module: nn.Module):
+    """``adjoint(r, input_shape)`` of the linear part of ``module``: its ``apply_adjoint`` method,
+    or for an ``nn.Conv2d`` with stride 1, no dilation, one group, numeric zero padding (bias
+    or not) :func:`conv_adjoint` of its weight; ``None`` for other modules."""
+    if callable(getattr(module, "apply_adjoint", None)):
+        return module.apply_adjoint
+    if (isinstance(module, nn.Conv2d) and module.stride == (1, 1) and module.dilation == (1, 1) and module.groups == 1
+            and module.padding_mode == "zeros" and not isinstance(module.padding, str)):
+        return lambda r, input_shape: conv_adjoint(r, module.weight, module.padding)
+    return None
 
 
 def adjoint_graph(module: nn.Module, x: Tensor) -> Tensor:
-    r""":math:`Mx` for a linear ``module`` with an ``apply_adjoint`` method, with a graph to ``x`` whose
-    backward pass is :math:`r \mapsto M^* r` by that method: the graph keeps no tensor (autograd
-    would keep the intermediate results of :math:`M`, e.g. the blurred image inside
-    :math:`A^*A`). The parameters of ``module`` get no gradient through it. Other modules, or
-    an ``x`` that does not require grad, are applied as they are."""
-    if x.requires_grad and callable(getattr(module, "apply_adjoint", None)):
-        return _ByAdjoint.apply(x, module)
+    r""":math:`Mx` for an affine ``module`` whose linear part has a known adjoint (an
+    ``apply_adjoint`` method, or a plain stride-1 ``nn.Conv2d``: :func:`conv_adjoint`), with a
+    graph to ``x`` whose backward pass is :math:`r \mapsto M^* r` by that adjoint: the graph keeps
+    no tensor (autograd would keep the intermediate results of :math:`M`, e.g. the blurred image
+    inside :math:`A^*A`) and avoids oneDNN's slow backward of convolutions with few channels. The
+    parameters of ``module`` get no gradient through it. Other modules, or an ``x`` that does not
+    require grad, are applied as they are."""
+    adjoint = _adjoint_method(module)
+    if x.requires_grad and adjoint is not None:
+        return _ByAdjoint.apply(x, module, adjoint)
     return module(x)
 
 

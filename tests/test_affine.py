@@ -97,6 +97,26 @@ def test_adjoint_graph_gives_the_autograd_vector_jacobian_product(name):
     torch.testing.assert_close(torch.autograd.grad(out, x, r)[0], torch.autograd.grad(expected, x, r)[0], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "conv, uses_adjoint",
+    [(nn.Conv2d(2, 3, 3, padding=1), True), (nn.Conv2d(1, 4, 5, padding=2, bias=False), True),
+     (nn.Conv2d(2, 3, 3, padding=0), True), (nn.Conv2d(2, 3, 3, stride=2, padding=1), False),
+     (nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), False), (nn.Conv2d(2, 4, 3, padding=1, groups=2), False)],
+)
+def test_adjoint_graph_of_a_torch_convolution(conv, uses_adjoint):
+    """A plain stride-1 ``nn.Conv2d`` (bias or not) gets the graph by :func:`conv_adjoint`: the
+    value and the input's vector-Jacobian product equal autograd's through the module; strided,
+    circularly padded or grouped convolutions keep autograd's graph."""
+    conv = conv.double()
+    x = torch.randn(3, conv.in_channels, 8, 9, dtype=DT, generator=gen(8), requires_grad=True)
+    out = adjoint_graph(conv, x)
+    expected = conv(x)
+    assert (type(out.grad_fn).__name__ == "_ByAdjointBackward") == uses_adjoint
+    r = torch.randn(out.shape, dtype=DT, generator=gen(9))
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(out, x, r)[0], torch.autograd.grad(expected, x, r)[0], rtol=1e-12, atol=1e-12)
+
+
 def test_adjoint_graph_keeps_no_tensor():
     """The graph of A^*A x saves nothing (autograd's keeps the padded and blurred images), and a
     module without ``apply_adjoint`` or an input without grad is applied as it is."""
@@ -129,22 +149,23 @@ def test_linear_part_and_is_linear():
 
 
 @pytest.mark.parametrize(
-    "c_in, kernel, padding, by_channels",
-    [(1, (3, 3), (1, 1), True), (1, (5, 5), 2, True), (1, (3, 5), (1, 2), True),
-     (1, (3, 3), (0, 0), False), (2, (3, 3), (1, 1), False), (1, (4, 4), (2, 2), False)],
+    "c_in, kernel, padding, written_out",
+    [(1, (3, 3), (1, 1), True), (1, (5, 5), 2, True), (1, (3, 5), (1, 2), True), (3, (3, 3), (1, 1), True),
+     (2, (5, 3), (2, 1), True), (1, (3, 3), (0, 0), False), (2, (3, 3), (0, 1), False), (1, (4, 4), (2, 2), False)],
 )
-def test_conv_adjoint_equals_conv_transpose2d_with_its_gradients(monkeypatch, c_in, kernel, padding, by_channels):
+def test_conv_adjoint_equals_conv_transpose2d_with_its_gradients(monkeypatch, c_in, kernel, padding, written_out):
     """Values and both vector-Jacobian products equal ``F.conv_transpose2d``'s (autograd, float64;
-    float32 values too), over batch slices of uneven sizes; one input channel with "same" padding
-    takes the per-channel path, everything else the transposed convolution; gradcheck, and
-    gradgradcheck (the parameter Lipschitz estimates differentiate it twice)."""
+    float32 values too), over batch slices of uneven sizes; "same" padding takes the path by
+    forward convolutions (per channel to one channel, else with swapped channels), everything
+    else the transposed convolution; gradcheck, and gradgradcheck (the parameter Lipschitz
+    estimates differentiate it twice)."""
     monkeypatch.setattr(affine, "ADJOINT_SLICE", 2 * 6 * 8 * 9)  # slices of 2 samples: 2, 2, 2, 1
     g = gen(3)
     u = torch.randn(7, 6, 8, 9, dtype=DT, generator=g, requires_grad=True)
     w = torch.randn(6, c_in, *kernel, dtype=DT, generator=g, requires_grad=True)
     out = conv_adjoint(u, w, padding)
     ref = F.conv_transpose2d(u, w, padding=padding)
-    assert (type(out.grad_fn).__name__ == "_ConvAdjointFunctionBackward") == by_channels
+    assert (type(out.grad_fn).__name__ == "_ConvAdjointFunctionBackward") == written_out
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     cot = torch.randn(ref.shape, dtype=DT, generator=g)
     for mine, theirs in zip(torch.autograd.grad(out, (u, w), cot), torch.autograd.grad(ref, (u, w), cot)):

@@ -177,13 +177,14 @@ def test_inversion_oracle_records_one_row_per_noise_level_and_method(tmp_path):
 def test_conv_adjoint_benchmark_times_both_implementations_in_both_modes(monkeypatch):
     import liftinv.bench.conv_adjoint as ca
 
-    monkeypatch.setattr(ca, "SHAPES", (("tiny", 2, 3, 8, 3),))
+    monkeypatch.setattr(ca, "SHAPES", (("tiny", 2, 3, 1, 8, 3), ("tiny multichannel", 2, 3, 2, 8, 3)))
     rows = ca.run(quick=True)
-    assert [(r["case"].split()[-2:], r["method"]) for r in rows] == [
+    assert [(r["case"].split()[-2:], r["method"]) for r in rows] == 2 * [
         (["no", "grad"], "liftinv"), (["no", "grad"], "torch conv_transpose2d"),
         (["with", "grad"], "liftinv"), (["with", "grad"], "torch conv_transpose2d"),
     ]
-    assert all(r["seconds"] > 0 for r in rows) and [r["ratio_vs_project"] for r in rows[::2]] == [1.0, 1.0]
+    assert "c3->2" in rows[-1]["case"]
+    assert all(r["seconds"] > 0 for r in rows) and [r["ratio_vs_project"] for r in rows[::2]] == [1.0] * 4
 
 
 def test_inversion_noise_plot_is_written(tmp_path):
