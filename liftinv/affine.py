@@ -47,13 +47,18 @@ class _ConvAdjointFunction(torch.autograd.Function):
     r""":math:`L^* u` for a "same"-padded convolution :math:`L = W \star \cdot` by
     :func:`_adjoint_cpu`, with the vector-Jacobian products of the transpose:
     :math:`\bar u = L \bar y` and :math:`\bar W = \partial_W \langle u, L_W \bar y\rangle`
-    (``conv2d_weight``)."""
+    (``conv2d_weight``), and the Jacobian-vector product :math:`L_W^*\dot u + L_{\dot W}^* u`
+    (so ``torch.func.vjp``/``jvp`` apply too)."""
 
     @staticmethod
-    def forward(ctx, u: Tensor, weight: Tensor, padding) -> Tensor:
-        ctx.save_for_backward(u, weight)
-        ctx.padding = padding
+    def forward(u: Tensor, weight: Tensor, padding) -> Tensor:
         return _adjoint_cpu(u, weight, padding)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        u, weight, ctx.padding = inputs
+        ctx.save_for_backward(u, weight)
+        ctx.save_for_forward(u, weight)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -61,6 +66,23 @@ class _ConvAdjointFunction(torch.autograd.Function):
         grad_u = F.conv2d(g, weight, padding=ctx.padding) if ctx.needs_input_grad[0] else None
         grad_w = torch.nn.grad.conv2d_weight(g, weight.shape, u, padding=ctx.padding) if ctx.needs_input_grad[1] else None
         return grad_u, grad_w, None
+
+    @staticmethod
+    def jvp(ctx, du: Tensor | None, dw: Tensor | None, _) -> Tensor:
+        u, weight = ctx.saved_tensors
+        return _adjoint_tangent(u, weight, ctx.padding, du, dw)
+
+
+def _sum_defined(*terms: Tensor | None) -> Tensor | None:
+    """The sum of the terms that are not ``None`` (``None`` if none is)."""
+    defined = [t for t in terms if t is not None]
+    return sum(defined[1:], defined[0]) if defined else None
+
+
+def _adjoint_tangent(u: Tensor, weight: Tensor, padding, du: Tensor | None, dw: Tensor | None) -> Tensor | None:
+    r""":math:`L_W^*\dot u + L_{\dot W}^* u`: the tangent of :math:`L_W^* u` (``None`` tangents are zero)."""
+    return _sum_defined(conv_adjoint(du, weight, padding) if du is not None else None,
+                        conv_adjoint(u, dw, padding) if dw is not None else None)
 
 
 def conv_adjoint(u: Tensor, weight: Tensor, padding) -> Tensor:
@@ -131,7 +153,8 @@ class ConvAdjoint(nn.Module):
 
 class _NormalStepFunction(torch.autograd.Function):
     r""":math:`u - \tau L L^* u` with its vector-Jacobian products written out, keeping
-    :math:`v = L^* u` (one channel per image, where :math:`u` has many):
+    :math:`v = L^* u` (one channel per image, where :math:`u` has many; a second, non-differentiable
+    output, which ``setup_context`` saves):
 
     .. math::
         \bar u = r - \tau L L^* r, \qquad
@@ -140,17 +163,25 @@ class _NormalStepFunction(torch.autograd.Function):
     (both terms by ``conv2d_weight``). The input's product is summed in place, one layer-sized
     temporary, where autograd through the composition would add the identity branch's cotangent
     out of place when that cotangent is the caller's. Twice differentiable (a backward pass with
-    ``create_graph`` recomputes :math:`v` with its graph)."""
+    ``create_graph`` recomputes :math:`v` with its graph); the Jacobian-vector product is
+    :math:`\dot u - \tau(L_W \dot v + L_{\dot W} v)` with :math:`\dot v = L_W^*\dot u + L_{\dot W}^* u`
+    (so ``torch.func.vjp``/``jvp`` apply too)."""
 
     @staticmethod
-    def forward(ctx, u: Tensor, weight: Tensor, tau: float, padding) -> Tensor:
+    def forward(u: Tensor, weight: Tensor, tau: float, padding) -> tuple[Tensor, Tensor]:
         v = conv_adjoint(u, weight, padding)
-        ctx.save_for_backward(u, weight, v)
-        ctx.tau, ctx.padding = tau, padding
-        return F.conv2d(v, -tau * weight, padding=padding).add_(u)
+        return F.conv2d(v, -tau * weight, padding=padding).add_(u), v
 
     @staticmethod
-    def backward(ctx, r: Tensor):
+    def setup_context(ctx, inputs, output) -> None:
+        u, weight, ctx.tau, ctx.padding = inputs
+        v = output[1]
+        ctx.mark_non_differentiable(v)
+        ctx.save_for_backward(u, weight, v)
+        ctx.save_for_forward(u, weight, v)
+
+    @staticmethod
+    def backward(ctx, r: Tensor, _):
         u, weight, v = ctx.saved_tensors
         tau, padding = ctx.tau, ctx.padding
         if torch.is_grad_enabled():  # a differentiable backward (create_graph): v as a function of u and W
@@ -163,6 +194,15 @@ class _NormalStepFunction(torch.autograd.Function):
             grad_w = grad_w + torch.nn.grad.conv2d_weight(q, weight.shape, u, padding=padding)
             grad_w = -tau * grad_w
         return grad_u, grad_w, None, None
+
+    @staticmethod
+    def jvp(ctx, du: Tensor | None, dw: Tensor | None, _tau, _padding) -> tuple[Tensor, None]:
+        u, weight, v = ctx.saved_tensors
+        tau, padding = ctx.tau, ctx.padding
+        dv = _adjoint_tangent(u, weight, padding, du, dw)
+        dout = _sum_defined(du, F.conv2d(dv, -tau * weight, padding=padding),
+                            F.conv2d(v, -tau * dw, padding=padding) if dw is not None else None)
+        return dout, None
 
 
 class NormalStep(nn.Module):
@@ -177,7 +217,7 @@ class NormalStep(nn.Module):
 
     def forward(self, u: Tensor) -> Tensor:
         conv = self.adjoint.conv
-        return _NormalStepFunction.apply(u, conv.weight, self.tau, conv.padding)
+        return _NormalStepFunction.apply(u, conv.weight, self.tau, conv.padding)[0]
 
     def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
         """The map is self-adjoint."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
@@ -181,6 +182,37 @@ def test_conv_adjoint_equals_conv_transpose2d_with_its_gradients(monkeypatch, c_
 def test_convolution_maps_refuse_string_padding(kind):
     with pytest.raises(ValueError, match="conv must have numeric padding"):
         kind(nn.Conv2d(1, 4, 3, padding="same", bias=False))
+
+
+def _composed_normal_step(u, w):
+    return u - 0.2 * F.conv2d(F.conv_transpose2d(u, w, padding=1), w, padding=1)
+
+
+@pytest.mark.parametrize("c_in", [1, 3])
+def test_written_out_maps_compose_with_torch_func_and_forward_mode(c_in):
+    """``torch.func.vjp``/``jvp`` (the inversion's Lipschitz estimate uses both) and forward-mode
+    autograd through ``conv_adjoint`` and ``NormalStep`` give the products of their torch
+    compositions, for the input and the kernel together."""
+    g = gen(10)
+    w = torch.randn(4, c_in, 3, 3, dtype=DT, generator=g)
+    cases = [(lambda a, b: conv_adjoint(a, b, 1), lambda a, b: F.conv_transpose2d(a, b, padding=1), 4)]
+    if c_in == 1:
+        cases.append((lambda a, b: _NormalStepFunction.apply(a, b, 0.2, (1, 1))[0], _composed_normal_step, 4))
+    for mine, theirs, channels in cases:
+        u = torch.randn(2, channels, 6, 7, dtype=DT, generator=g)
+        du, dw = torch.randn(u.shape, dtype=DT, generator=g), torch.randn(w.shape, dtype=DT, generator=g)
+        _, tangent = torch.func.jvp(mine, (u, w), (du, dw))
+        _, expected = torch.func.jvp(theirs, (u, w), (du, dw))
+        torch.testing.assert_close(tangent, expected, rtol=1e-12, atol=1e-12)
+        out, pullback = torch.func.vjp(mine, u, w)
+        ref_out, ref_pullback = torch.func.vjp(theirs, u, w)
+        r = torch.randn(out.shape, dtype=DT, generator=g)
+        torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+        for a, b in zip(pullback(r), ref_pullback(r)):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        with fwAD.dual_level():
+            dual = fwAD.unpack_dual(mine(fwAD.make_dual(u, du), fwAD.make_dual(w, dw))).tangent
+        torch.testing.assert_close(dual, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_conv_adjoint_of_an_empty_batch_is_empty():

@@ -5,12 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from liftinv.architectures import MLP, ResNet
+from liftinv.architectures import MLP, ProximalNeuralNetwork, ResNet, UnrolledPrimalDual
 from liftinv.convert import lift
 from liftinv.activations import ACTIVATIONS, Clip, LeakyReLU, ReLU
 from liftinv.inversion import InversionConfig, InversionHistory, Task, invert, prepare, snap_saturated, solve_task
 from liftinv.blocks import Var
 from liftinv.inversion_bcd import JointProblem, LiftedBCD
+from liftinv.inversion_search import lipschitz_estimate
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.penalty import bregman
 from liftinv.potentials import TV, Tikhonov
@@ -218,6 +219,36 @@ def test_resnet_inversion_reduces_discrepancy():
     res = invert(net, f, config=InversionConfig(max_iter=3000, tol=1e-12))
     start = (net(torch.zeros_like(u)) - f).flatten(1).norm(dim=1)
     assert torch.all(res.discrepancy < 1e-3 * start)
+
+
+@pytest.mark.parametrize("name", ["pnn", "unrolled"])
+def test_lipschitz_estimate_of_networks_with_written_out_maps(name):
+    """The first weight of the discrepancy search estimates the network's Lipschitz constant by
+    ``torch.func`` products. On networks built of the written-out maps (``NormalStep``,
+    ``ConvAdjoint``) it equals the same power iteration by double-backward autograd
+    (``torch.autograd.functional``), and a whole search runs."""
+    if name == "pnn":
+        net = ProximalNeuralNetwork(1, 4, 2, generator=gen(1)).double()
+        forward, shape = net, (1, 1, 8, 8)
+    else:
+        physics = Blur(gaussian_kernel(1.0, dtype=F64), img_size=(1, 8, 8), boundary="zero", dtype=F64)
+        net = UnrolledPrimalDual(physics, 2, 3, (1, 8, 8), generator=gen(1)).double()
+        forward, shape = (lambda x: net.lifted(x, physics.A(x))), (1, 1, 8, 8)
+    like = torch.zeros(shape, dtype=F64)
+    g = torch.Generator().manual_seed(0)  # the draws of lipschitz_estimate
+    v = torch.rand(shape, dtype=F64, generator=g)
+    w = torch.randn(shape, dtype=F64, generator=g)
+    for _ in range(15):
+        w = w / w.norm()
+        jw = torch.autograd.functional.jvp(forward, v, w)[1]
+        w = torch.autograd.functional.vjp(forward, v, jw)[1]
+    assert lipschitz_estimate(forward, like) == pytest.approx(float(w.norm()) ** 0.5, rel=1e-10)
+    if name == "pnn":
+        u = torch.rand(2, 1, 8, 8, dtype=F64, generator=gen(2))
+        f, delta = noisy(net(u).detach(), torch.tensor([0.05, 0.1], dtype=F64))
+        res = invert(net, f, input_shape=(1, 8, 8), regularizer=TV(), noise_level=delta,
+                     config=InversionConfig(max_iter=200, max_search=3))
+        assert torch.isfinite(res.input).all() and torch.all(res.alpha > 0)
 
 
 # ---------------------------------------------------------------- discrepancy principle
