@@ -423,7 +423,9 @@ def invert(
         input_shape: shape of one input sample; needed when neither the network nor ``x0``
             knows it.
         regularizer: :math:`J` on the input, e.g. ``TV()`` (weight chosen), ``TV(0.1, box=(0, 1))``,
-            ``Tikhonov(w)``, ``L1(w)``, ``Box(lo, hi)``, ``DeepinvPrior(prior)``; ``None``: none.
+            ``Tikhonov()``, ``L1(w)``, ``Box(lo, hi)``, ``DeepinvPrior(prior)``; ``None``: none.
+            ``TV``, ``Tikhonov``, ``L1`` and ``DeepinvPrior`` with ``weight=None`` get their
+            weight chosen (see the module docstring).
         noise_level: :math:`\delta \ge 0`, the expected norm of the noise in one sample's output
             (a number or a tensor ``(B,)``).
         physics: a linear physics :math:`A` (``A``/``A_adjoint``) observing the network's output.

@@ -46,8 +46,8 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
                         help="expected norm of the noise in one sample's output (enables the discrepancy principle)")
     parser.add_argument("--regularizer", choices=REGULARIZERS, default="tv", help="default: %(default)s")
     parser.add_argument("--weight", type=float,
-                        help="regularisation weight (tv: default chosen by the discrepancy principle with "
-                             "--noise-level, else the default weight; tikhonov/l1: required)")
+                        help="regularisation weight of tv, tikhonov or l1 (default: chosen by the discrepancy "
+                             "principle with --noise-level, else the default weight)")
     parser.add_argument("--box", type=float, nargs=2, metavar=("LO", "HI"), help="box constraint on the input (tv, box)")
     parser.add_argument("--free-output", action="store_true", help="free output variable with a squared-error loss")
     parser.add_argument("--method", choices=("lifted", "gradient"), default="lifted", help="default: %(default)s")
@@ -62,6 +62,10 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
 
 
 def _regularizer(args):
+    if args.box is not None and args.regularizer not in ("tv", "box"):
+        raise ValueError(f"--box applies to --regularizer tv or box, not {args.regularizer}")
+    if args.weight is not None and args.regularizer in ("none", "box"):
+        raise ValueError(f"--weight applies to --regularizer tv, tikhonov or l1, not {args.regularizer}")
     if args.regularizer == "none":
         return None
     if args.regularizer == "tv":
@@ -70,8 +74,6 @@ def _regularizer(args):
         if args.box is None:
             raise ValueError("--regularizer box needs --box LO HI")
         return Box(*args.box)
-    if args.weight is None:
-        raise ValueError(f"--regularizer {args.regularizer} needs --weight")
     return Tikhonov(args.weight) if args.regularizer == "tikhonov" else L1(args.weight)
 
 

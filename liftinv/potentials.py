@@ -61,38 +61,6 @@ class SquaredError(Potential):
         return self.weight
 
 
-class Tikhonov(Potential):
-    r""":math:`T(x) = \tfrac{w}{2}\|x\|^2`."""
-
-    def __init__(self, weight: float):
-        self.weight = _check_weight(weight)
-
-    def value(self, x: Tensor) -> Tensor:
-        return 0.5 * self.weight * _per_sample(x**2)
-
-    def grad(self, x: Tensor) -> Tensor:
-        return self.weight * x
-
-    def lipschitz(self) -> float:
-        return self.weight
-
-
-class L1(Potential):
-    r""":math:`T(x) = w\|x\|_1`, prox :math:`S_{\gamma w}` (soft-thresholding)."""
-
-    smooth = False
-
-    def __init__(self, weight: float):
-        self.weight = _check_weight(weight)
-
-    def value(self, x: Tensor) -> Tensor:
-        return self.weight * _per_sample(x.abs())
-
-    def prox(self, x: Tensor, step: float) -> Tensor:
-        t = step * self.weight
-        return torch.sign(x) * torch.clamp(x.abs() - t, min=0)
-
-
 class Box(Potential):
     r""":math:`T(x) = \iota_{[lo, hi]}(x)` (0 inside, :math:`+\infty` outside); prox = clamp."""
 
@@ -150,6 +118,59 @@ class _Weighted(Potential):
                 f"{type(self).__name__} has weight None: give a weight, or let liftinv.invert choose it"
             )
         return self.weight
+
+
+class Tikhonov(_Weighted):
+    r""":math:`T(x) = \tfrac{w}{2}\|x\|^2`.
+
+    Args:
+        weight: :math:`w \ge 0`, one for all samples or a tensor ``(B,)``; ``None`` leaves it to
+            :func:`liftinv.invert` (as for :class:`TV`).
+    """
+
+    def __init__(self, weight: float | Tensor | None = None):
+        self.weight = _check_weights(weight)
+
+    def with_weight(self, weight: float | Tensor) -> Tikhonov:
+        return Tikhonov(weight)
+
+    def value(self, x: Tensor) -> Tensor:
+        return 0.5 * _per_sample(_per_sample_scale(self._weight(), x) * x**2)
+
+    def grad(self, x: Tensor) -> Tensor:
+        return _per_sample_scale(self._weight(), x) * x
+
+    def lipschitz(self) -> float:
+        return _largest(self._weight())
+
+
+class L1(_Weighted):
+    r""":math:`T(x) = w\|x\|_1`, prox :math:`S_{\gamma w}` (soft-thresholding).
+
+    Args:
+        weight: :math:`w \ge 0`, one for all samples or a tensor ``(B,)``; ``None`` leaves it to
+            :func:`liftinv.invert` (as for :class:`TV`).
+    """
+
+    smooth = False
+
+    def __init__(self, weight: float | Tensor | None = None):
+        self.weight = _check_weights(weight)
+
+    def with_weight(self, weight: float | Tensor) -> L1:
+        return L1(weight)
+
+    def value(self, x: Tensor) -> Tensor:
+        return _per_sample(_per_sample_scale(self._weight(), x) * x.abs())
+
+    def prox(self, x: Tensor, step: float) -> Tensor:
+        t = step * _per_sample_scale(self._weight(), x)
+        return torch.sign(x) * torch.clamp(x.abs() - t, min=0)
+
+
+def _largest(weight: float | Tensor) -> float:
+    """The weight, or the largest of per-sample weights (a Lipschitz constant for all samples)."""
+    return float(weight.max()) if isinstance(weight, Tensor) else weight
 
 
 class TV(_Weighted):
@@ -298,8 +319,7 @@ class DeepinvPrior(_Weighted):
     def lipschitz(self) -> float:
         if not self.smooth:
             return super().lipschitz()
-        weight = self._weight()
-        return self.lip * float(weight.max() if isinstance(weight, Tensor) else weight)
+        return self.lip * _largest(self._weight())
 
     def prox(self, x: Tensor, step: float) -> Tensor:
         weight = self._weight()

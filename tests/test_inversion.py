@@ -14,7 +14,7 @@ from liftinv.inversion_bcd import JointProblem, LiftedBCD
 from liftinv.inversion_search import lipschitz_estimate
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.penalty import bregman
-from liftinv.potentials import TV, Tikhonov
+from liftinv.potentials import L1, TV, Tikhonov
 from liftinv.problem import LiftedProblem
 from liftinv.solvers import BCD, HeavyBall, Nesterov, Plain, run
 from liftinv.tv import pdhg_tv
@@ -276,6 +276,20 @@ def test_discrepancy_principle_hits_target():
     torch.testing.assert_close(res.discrepancy, torch.linalg.vector_norm((model(res.input) - f).flatten(1), dim=1))
 
 
+@pytest.mark.parametrize("regularizer", [Tikhonov(), L1()], ids=["tikhonov", "l1"])
+def test_discrepancy_principle_chooses_tikhonov_and_l1_weights(regularizer):
+    """``weight=None`` works for Tikhonov and l1 as for TV: per sample, the weight that puts the
+    discrepancy of the forward pass on the noise level, for a deep network (BCD)."""
+    model = seeded(nn.Sequential(nn.Linear(6, 16), nn.LeakyReLU(0.3), nn.Linear(16, 20)).double(), 3)
+    u = torch.randn(2, 6, dtype=F64, generator=gen(4))
+    f, delta = noisy(model(u).detach(), torch.tensor([0.05, 0.2], dtype=F64))
+    cfg = InversionConfig(max_iter=4000, tol=1e-9, discrepancy_rtol=0.02)
+    res = invert(model, f, input_shape=(6,), regularizer=regularizer, noise_level=delta, config=cfg)
+    ratio = res.discrepancy / res.target
+    assert torch.all((ratio - 1).abs() <= 0.02), ratio
+    assert torch.all(res.alpha > 0) and res.alpha[1] > res.alpha[0]  # more noise, more weight
+
+
 def test_search_returns_the_last_solve_that_fits_not_the_last_solve():
     """A search that runs out of solves right after overshooting returns the earlier solve, the
     one that fits the data to the noise level: its input, variables, weight and discrepancy (a
@@ -525,9 +539,19 @@ def test_invert_cli_round_trip(tmp_path, capsys):
     assert invert_main([*argv[:-2], "--out", str(tmp_path / "x.npy"), "--noise-level", "-1"]) == 2
     assert "noise_level" in capsys.readouterr().err
     assert invert_main([str(tmp_path / "missing.pt"), str(tmp_path / "f.npy"), "--out", str(tmp_path / "x.npy")]) == 1
-    assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--regularizer", "l1",
+    capsys.readouterr()
+    assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--regularizer", "box",
                         "--input-shape", "1", "7", "9", "--out", str(tmp_path / "x.npy")]) == 2
-    assert "--weight" in capsys.readouterr().err
+    assert "--box" in capsys.readouterr().err
+    for extra, named in ((["--regularizer", "l1", "--box", "0", "1"], "--box"), (["--regularizer", "none", "--weight", "1"], "--weight")):
+        assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), *extra, "--out", str(tmp_path / "x.npy")]) == 2
+        assert named in capsys.readouterr().err  # an option that would be ignored is refused
+    # l1 without --weight: chosen by the discrepancy principle, as for tv
+    assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "1", "7", "9",
+                        "--noise-level", str(float(delta[0])), "--regularizer", "l1", "--out", str(tmp_path / "l1.npy")]) == 0
+    expected = invert(model, f, input_shape=(1, 7, 9), regularizer=L1(), noise_level=float(delta[0]),
+                      config=InversionConfig(max_iter=1000, tol=1e-4))
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "l1.npy")), expected.input)
 
 
 # ---------------------------------------------------------------- the weight search on model discrepancy curves

@@ -73,11 +73,30 @@ def test_tv_smooth_value_tends_to_tv():
     torch.testing.assert_close(pot.smooth_value(x, 1e-9), pot.value(x), rtol=1e-6, atol=0)
 
 
-def test_weight_none_needs_a_weight():
-    pot = TV()
+@pytest.mark.parametrize("kind", [TV, Tikhonov, L1])
+def test_weight_none_needs_a_weight(kind):
+    pot = kind()
     with pytest.raises(ValueError, match="weight None"):
         pot.value(images())
     assert float(pot.with_weight(0.5).value(images())[0]) > 0
+
+
+def test_tikhonov_and_l1_per_sample_weights_equal_separate_potentials():
+    """Per-sample weights act sample by sample: values, gradient, prox (brute force: the prox of
+    w|x| is the minimiser of 1/2 (z - x)^2 + step w |z| on a fine grid) and the Lipschitz constant
+    (the largest weight)."""
+    x = torch.randn(3, 1, 4, 5, dtype=torch.float64, generator=gen(11))
+    w = torch.tensor([0.2, 0.0, 1.5], dtype=torch.float64)
+    tik, l1 = Tikhonov().with_weight(w), L1().with_weight(w)
+    for b in range(3):
+        one = x[b : b + 1]
+        torch.testing.assert_close(tik.value(x)[b], Tikhonov(float(w[b])).value(one)[0])
+        torch.testing.assert_close(tik.grad(x)[b], float(w[b]) * x[b])
+        torch.testing.assert_close(l1.value(x)[b], float(w[b]) * x[b].abs().sum())
+        grid = torch.linspace(-4, 4, 160001, dtype=torch.float64)
+        brute = grid[(0.5 * (grid[None] - x[b].reshape(-1, 1)) ** 2 + 0.7 * float(w[b]) * grid.abs()).argmin(1)]
+        torch.testing.assert_close(l1.prox(x, 0.7)[b].flatten(), brute, atol=1e-4, rtol=0)
+    assert tik.lipschitz() == 1.5
 
 
 @pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
