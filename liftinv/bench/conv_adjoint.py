@@ -5,9 +5,8 @@
 ``ConvAdjoint`` and ``NormalStep``, and the backward pass of the lifted problems' stride-1
 convolutions) and ``F.conv_transpose2d`` on the shapes of the training setups and of the ResNet
 of the inversion benchmark (batch, ``C``, ``C_in``, image size, kernel), float32,
-single-threaded on the CPU. ``no grad``
-times the value alone (lifted graphs, inference); ``with grad`` the value and both
-vector-Jacobian products (backpropagation). Median of repeats after warm-up, the two called in
+single-threaded on the CPU. ``no grad`` times the value alone (lifted graphs, inference);
+``with grad`` the value and both vector-Jacobian products (backpropagation). Median of repeats after warm-up, the two called in
 turn; ``ratio_vs_project`` is the time divided by the project's (> 1: slower than the project).
 """
 from __future__ import annotations
