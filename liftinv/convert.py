@@ -44,7 +44,10 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             ``nn.Identity`` and proximal activations (``nn.ReLU``, ``nn.LeakyReLU``,
             ``nn.Hardtanh``, ``nn.Softshrink``, ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)``
             or liftinv activations; see :func:`~liftinv.activations.as_activation`); a single
-            such module; or a :class:`LiftedNetwork`, returned as it is.
+            such module; a :class:`LiftedNetwork`, returned as it is; or a model that holds its
+            lifted form as ``.lifted`` (the unrolled reconstruction networks: that lifted
+            network, whose input is :math:`x_0` and whose data maps read the measurements
+            :math:`y`), which is returned.
         input_shape: shape of one input sample (without batch). The lifted network then checks
             its inputs against it, and the conversion runs a zero input through it.
 
@@ -55,6 +58,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
     """
     if isinstance(module, LiftedNetwork):
         return module
+    if isinstance(getattr(module, "lifted", None), LiftedNetwork):
+        return module.lifted
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     layers, chain = [], []
