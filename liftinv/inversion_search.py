@@ -17,9 +17,6 @@ from torch import Tensor
 _TINY, _HUGE = 1e-300, 1e300
 #: Relative change of the discrepancy below which a factor-10 step of the weight counts as stalled.
 STALL = 0.02
-#: Relative decrease of the discrepancy by which an unsettled repeat at the same weight shows
-#: that the solver is still fitting the data (and earns another repeat).
-PROGRESS = 0.1
 
 
 def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tensor, *, tau: float, rtol: float,
@@ -42,11 +39,8 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     rather than at its tolerance. Then :math:`d` is that of an unconverged iterate, and a
     discrepancy above the target may only mean the solver has not fitted the data yet: such a
     sample is solved once more at the same weight (warm-started, the solve goes on from where it
-    stopped), and again as long as each such repeat, itself unsettled, lowers :math:`d` by more
-    than ``PROGRESS`` relatively, before its weight is lowered. Without this, time-limited solves
-    of deep lifted problems drove the weights down by orders of magnitude, to solutions that
-    overfit the noise (and, warm-started there, larger weights then fitted as closely: the misfit
-    of a slow solver depends on where it starts).
+    stopped) before its weight is lowered. Without this, time-limited solves of deep lifted
+    problems drove the weights down by orders of magnitude, to solutions that overfit the noise.
     And when every sample is done after such a solve, the remaining solves go on at the same
     weights (the caller keeps, among solves that fit, the last of the largest weight), rather
     than return an iterate that stopped at its limit.
@@ -61,7 +55,6 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     lo, hi = torch.zeros_like(delta), torch.full_like(delta, math.inf)
     d_lo, d_hi = torch.zeros_like(delta), torch.zeros_like(delta)
     frozen, repeat = torch.zeros_like(zero), torch.zeros_like(zero)
-    d_prev = torch.full_like(delta, math.inf)
     for k in range(max_search):
         d = solve(alpha).to(delta)
         done = zero | frozen | ((d - target).abs() <= rtol * target)
@@ -69,9 +62,7 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
         if (bool(done.all()) and settled) or k == max_search - 1:
             break
         above = ~done & (d > target)
-        progressing = repeat & (d < (1 - PROGRESS) * d_prev)  # a repeat that still fitted the data better
-        repeat = torch.zeros_like(zero) if settled else above & (~repeat | progressing)
-        d_prev = d
+        repeat = torch.zeros_like(zero) if settled else above & ~repeat  # once per weight
         high = above & ~repeat  # alpha too large
         low = ~done & ~above
         stalled_down = high & (lo == 0) & torch.isfinite(hi) & (d >= (1 - STALL) * d_hi)

@@ -604,37 +604,6 @@ def test_search_alpha_solves_again_before_lowering_a_weight_after_an_unsettled_s
     assert float(naive) < 0.5 * float(alpha)
 
 
-def test_search_alpha_keeps_solving_at_a_weight_while_unsettled_repeats_still_fit_better():
-    """A slow solver whose misfit at a weight quarters its excess over the converged value at every
-    solve (each stopped at its limit until the excess is 1 %): the search stays at a weight while
-    the repeats lower the discrepancy by more than ``PROGRESS`` and finds the weight of the
-    converged curve; with one repeat per weight it lowers the weight too far."""
-    import liftinv.inversion_search as search
-
-    def curve(alpha):  # converged discrepancy, increasing in alpha
-        return 0.1 + 1.9 * alpha / (1 + alpha)
-
-    def run(progress):
-        state = {"alpha": None, "excess": 8.0}
-
-        def solve(alpha):
-            same = state["alpha"] is not None and bool(torch.equal(alpha, state["alpha"]))
-            state["excess"] = state["excess"] / 4 if same else 8.0
-            state["alpha"] = alpha.clone()
-            return curve(alpha) * (1 + state["excess"])
-
-        old = search.PROGRESS
-        search.PROGRESS = progress
-        try:
-            return search.search_alpha(solve, torch.tensor([1.0], dtype=F64), torch.tensor([0.9], dtype=F64), tau=1.0,
-                                       rtol=0.05, max_search=12, unsettled=lambda: state["excess"] > 0.01)
-        finally:
-            search.PROGRESS = old
-
-    assert float(run(search.PROGRESS)) == pytest.approx(0.9, rel=0.15)  # curve(0.9) = 1
-    assert float(run(math.inf)) < 0.2  # a repeat never counts as progress: one per weight
-
-
 def test_search_alpha_spends_its_solves_on_a_weight_that_fits_before_its_solves_settle():
     """Every sample on target from the first solve: a settled solve ends the search, an
     unsettled one is continued at the same weight until the solves run out."""
