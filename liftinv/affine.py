@@ -40,6 +40,7 @@ def _adjoint_cpu(u: Tensor, weight: Tensor, padding) -> Tensor:
     for start in range(0, len(u), n):
         part = F.conv2d(u[start:start + n], flipped, padding=padding, groups=u.shape[1])
         torch.sum(part, 1, keepdim=True, out=out[start:start + n])
+        del part  # before the next slice's is allocated
     return out
 
 

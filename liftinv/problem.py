@@ -26,12 +26,12 @@ so every block gradient is one backward pass through those maps, and
 :meth:`LiftedProblem.forward` (the forward pass that starts each training batch) leaves the first
 sweep nothing to recompute. When a variable :math:`x_i` moves, the cached :math:`a_k` of a layer
 with two or more free inputs is updated in place, :math:`a_k \mathrel{+}= M_{ki}(x_i^+ - x_i)`
-(one map instead of all of them), and its graph still gives the vector-Jacobian products for the
-variables (linear maps: they do not depend on the point; each free variable has one graph leaf,
-re-pointed at its current value, so no graph keeps an old value alive); parameter gradients of
-such a layer then come from its maps that hold parameters, evaluated at the current variables
-with the residual of the cached :math:`a_k`. Other caches are dropped when an input or a
-parameter moves. (A Gauss-Seidel sweep of an unrolled network moves the inputs of a layer one
+(one map instead of all of them, slice by slice of the batch, so the temporaries stay small), and
+its graph still gives the vector-Jacobian products for the variables (linear maps: they do not
+depend on the point; each free variable has one graph leaf, re-pointed at its current value, so
+no graph keeps an old value alive); parameter gradients of such a layer then come from its maps
+that hold parameters, evaluated at the current variables with the residual of the cached
+:math:`a_k`. Other caches are dropped when an input or a parameter moves. (A Gauss-Seidel sweep of an unrolled network moves the inputs of a layer one
 at a time; the updates spare it the full re-evaluation, e.g. the :math:`A^*A` of a gradient step.)
 With ``cache_preactivations=False`` neither the forward pass's pre-activations nor in-place
 updates are kept: memory for time.
@@ -67,6 +67,9 @@ LIPSCHITZ_MARGIN = 1.05
 #: sample): their closed forms allocate a few temporaries the size of their arguments, which the
 #: slices keep small whatever the batch (the penalties are per sample, the sums unchanged).
 PENALTY_SLICE = 2**16
+#: In-place pre-activation updates (:meth:`LiftedProblem.set`) work on slices of the batch of at
+#: most this many entries of the moved variable (at least one sample).
+UPDATE_SLICE = 2**15
 
 
 def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
@@ -214,16 +217,13 @@ class LiftedProblem:
             i = block.index
             old, new = self.xs[i], values[0].detach()
             self.xs[i] = new
-            delta = None
             for k, pos in self.network.consumers(i):
                 if k not in self._pre:
                     continue
                 if k not in self._multi:
                     self._drop(k)
                     continue
-                delta = new - old if delta is None else delta
-                with torch.no_grad():  # the graph of a_k stays that of the maps to the variables
-                    self._pre[k].add_(linear_part(self.network.layer(k).maps[pos], delta))
+                self._add_change(k, pos, old, new)
                 self._param_graph.discard(k)
             if i in self._leaves:  # re-point the leaf (``set_`` would detach it from the graphs)
                 self._leaves[i].data = new
@@ -237,6 +237,18 @@ class LiftedProblem:
             for k in self._layers_of_group[block.index]:
                 self._drop(k)
             self._lip.clear()
+
+    def _add_change(self, k: int, pos: int, old: Tensor, new: Tensor) -> None:
+        r"""In place, :math:`a_k \mathrel{+}= M(x^+ - x)` for the map :math:`M` of layer ``k`` at
+        input position ``pos``, on slices of the batch of at most :data:`UPDATE_SLICE` entries
+        of :math:`x` (each map acts on every sample alone), so the difference and its image are
+        slice-sized temporaries. The graph of :math:`a_k` stays that of the maps to the variables."""
+        m, a = self.network.layer(k).maps[pos], self._pre[k]
+        size = max(1, UPDATE_SLICE // new[0].numel())
+        with torch.no_grad():
+            for start in range(0, len(new), size):
+                part = slice(start, start + size)
+                a[part] += linear_part(m, new[part] - old[part])
 
     def _drop(self, k: int) -> None:
         self._pre.pop(k, None)

@@ -225,6 +225,48 @@ def test_sweeps_without_cached_preactivations_move_every_block_as_with_them(exam
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+def _unrolled_problem(n_iter: int = 6, batch: int = 8):
+    physics = Blur(torch.ones(3, 3, dtype=DT) / 9, img_size=(1, 16, 16), dtype=DT)
+    net = UnrolledPrimalDual(physics, n_iter, 8, (1, 16, 16), generator=gen(2)).to(DT)
+    truth = torch.rand(batch, 1, 16, 16, generator=gen(3), dtype=DT)
+    u, y = net.lifted_inputs(physics.A(truth), physics)
+    problem = LiftedProblem(net.lifted, net.lifted.feasible(u, y), y, free_vars=range(1, net.lifted.depth),
+                            train_params=True)
+    problem.forward(u, y)
+    return net, problem
+
+
+def test_in_place_updates_by_batch_slices_match_recomputed_preactivations(monkeypatch):
+    """Moving a dual variable updates the cached pre-activations of its two consumers (both have
+    several free inputs) slice by slice of the batch (one sample per slice here): they equal the
+    pre-activations computed from scratch at the moved state."""
+    monkeypatch.setattr("liftinv.problem.UPDATE_SLICE", 1)
+    net, problem = _unrolled_problem()
+    i = 4  # u_2, read by the layers of x_3 and u_3
+    consumers = [k for k, _ in net.lifted.consumers(i)]
+    assert len(consumers) == 2 and all(k in problem._multi for k in consumers)
+    moved = problem.xs[i] + 0.01 * randn_like(problem.xs[i], gen(5))
+    problem.set(Var(i), [moved])
+    for k in consumers:
+        torch.testing.assert_close(problem.preactivation(k), net.lifted.preactivation(k, problem.xs, problem.y),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_in_place_updates_allocate_less_than_the_moved_variable(monkeypatch):
+    """The temporaries of the in-place updates (difference and its image, by batch slices of at
+    most UPDATE_SLICE entries) stay below one dual variable of the whole batch
+    (:class:`~liftinv.bench.training.TensorMemory`)."""
+    from liftinv.bench.training import TensorMemory
+
+    monkeypatch.setattr("liftinv.problem.UPDATE_SLICE", 8 * 16 * 16)  # one sample of a dual variable
+    net, problem = _unrolled_problem()
+    i = 4
+    moved = problem.xs[i] + 0.01 * randn_like(problem.xs[i], gen(5))
+    with TensorMemory() as mem:
+        problem.set(Var(i), [moved])
+    assert 0 < mem.peak < moved.numel() * moved.element_size() / 2
+
+
 def test_uncached_preactivations_lower_the_peak_memory_of_an_unrolled_sweep():
     """On an unrolled primal-dual network (dual variables with 8 channels, primal with 1) the
     peak of the tensors alive during the forward pass and one sweep is lower without the cache
