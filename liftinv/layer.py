@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 
 from liftinv.activations import Activation, as_activation
+from liftinv.affine import ScaledConv
 
 
 def shares_storage(t: Tensor, others: Sequence[Tensor]) -> bool:
@@ -16,6 +17,21 @@ def shares_storage(t: Tensor, others: Sequence[Tensor]) -> bool:
         return t.untyped_storage().data_ptr() in {x.untyped_storage().data_ptr() for x in others}
     except (NotImplementedError, RuntimeError):
         return True
+
+
+def _shared_convolutions(maps: Sequence[nn.Module]) -> list[tuple[int, list[tuple[int, float]]]]:
+    """``[(first, [(position, coefficient), ...])]`` in order of first position: maps that are
+    ``ScaledConv`` of the same convolution (non-zero scales) form one group, with the coefficients
+    :math:`s_j / s_{\text{first}}`; every other map is a group of its own, coefficient 1."""
+    groups: dict[int, tuple[int, list[tuple[int, float]]]] = {}
+    for pos, m in enumerate(maps):
+        key = id(m.conv) if isinstance(m, ScaledConv) and m.scale != 0 else id(m)
+        if key in groups:
+            first, parts = groups[key]
+            parts.append((pos, m.scale / maps[first].scale))
+        else:
+            groups[key] = (pos, [(pos, 1.0)])
+    return list(groups.values())
 
 
 class Layer(nn.Module):
@@ -53,21 +69,36 @@ class Layer(nn.Module):
         self.activation: Activation = as_activation(activation)
         self.data_map = data_map
         self.weight = float(weight)
+        self._terms = _shared_convolutions(self.maps)
+
+    def terms(self, xs: Sequence[Tensor], y: Tensor | None = None) -> list[tuple[nn.Module, Tensor]]:
+        r"""Pairs ``(map, input)`` whose images sum to :math:`a_k`: each map with its input, except
+        that the maps :math:`s_j L` scaling one convolution :math:`L` (``ScaledConv`` sharing
+        ``conv``, as in the dual update :math:`s L(2x_{k+1} - x_k)` of an unrolled network) are
+        evaluated once, the first :math:`s_1 L` on :math:`\sum_j (s_j/s_1) x_{i_j}`: one convolution
+        (and one of each in the backward pass) instead of one per input. Then the data term."""
+        if self.data_map is not None and y is None:
+            raise ValueError("this network needs measurements y (a layer has a data term)")
+        pairs = []
+        for first, parts in self._terms:
+            x = xs[self.inputs[parts[0][0]]]
+            for pos, c in parts[1:]:
+                x = x + c * xs[self.inputs[pos]]
+            pairs.append((self.maps[first], x))
+        return pairs + ([] if self.data_map is None else [(self.data_map, y)])
 
     def preactivation(
         self, xs: Sequence[Tensor], y: Tensor | None = None, apply: Callable[[nn.Module, Tensor], Tensor] | None = None
     ) -> Tensor:
-        r""":math:`a_k = \sum_j M_{kj} x_{i_j} + c_k(y)`, summed in place into the first term
-        unless that term shares an input's storage (a map may return its input or a view of it).
-        ``apply(map, x)`` evaluates each map (default ``map(x)``)."""
-        if self.data_map is not None and y is None:
-            raise ValueError("this network needs measurements y (a layer has a data term)")
-        inputs = [xs[i] for i in self.inputs] + ([] if self.data_map is None else [y])
-        maps = [*self.maps] + ([] if self.data_map is None else [self.data_map])
+        r""":math:`a_k = \sum_j M_{kj} x_{i_j} + c_k(y)` by :meth:`terms`, summed in place into the
+        first term unless that term shares an input's storage (a map may return its input or a
+        view of it). ``apply(map, x)`` evaluates each map (default ``map(x)``)."""
+        pairs = self.terms(xs, y)
+        inputs = [x for _, x in pairs]
         apply = apply or (lambda m, x: m(x))
-        a = apply(maps[0], inputs[0])
+        a = apply(*pairs[0])
         owned = not shares_storage(a, inputs)
-        for m, x in zip(maps[1:], inputs[1:]):
+        for m, x in pairs[1:]:
             a = a.add_(apply(m, x)) if owned else a + apply(m, x)
             owned = True
         return a

@@ -419,11 +419,8 @@ class LiftedProblem:
         the cached value play no part)."""
         if not own:
             return ()
-        layer = self.network.layer(k)
-        pairs = [(m, self.xs[i]) for m, i in zip(layer.maps, layer.inputs)]
-        pairs += [] if layer.data_map is None else [(layer.data_map, self.y)]
         total: dict[int, Tensor] = {}
-        for m, x in pairs:  # one map at a time: one map's output alive at once
+        for m, x in self.network.layer(k).terms(self.xs, self.y):  # one map at a time: one output alive at once
             ids = {id(p) for p in m.parameters()}
             wrt = [p for p in own if id(p) in ids]
             if wrt:

@@ -696,6 +696,35 @@ def test_preactivation_sums_in_place_without_touching_inputs():
     assert torch.equal(x0, keep0)
 
 
+def test_scaled_copies_of_one_convolution_are_evaluated_once_on_the_combined_inputs(monkeypatch):
+    """A layer reading x1, x0, x2 through 2sL, -sL and an identity (an unrolled dual update) and a
+    second convolution: its pre-activation and the vector-Jacobian products in the inputs and the
+    weights equal those of the map-by-map sum, with one convolution for the two copies of L."""
+    from liftinv.activations import Identity
+    from liftinv.affine import ScaledConv
+    from liftinv.layer import Layer
+
+    g = gen(40)
+    conv, other = normalised_conv(1, 3, 3, g).double(), normalised_conv(1, 3, 3, g).double()
+    maps = [ScaledConv(conv, 1.7), ScaledConv(conv, -0.85), nn.Identity(), ScaledConv(other, 0.5)]
+    layer = Layer([1, 0, 2, 3], maps, Identity())
+    xs = [torch.randn(2, 1, 6, 5, generator=g, dtype=DT, requires_grad=True) for _ in range(2)]
+    xs += [torch.randn(2, 3, 6, 5, generator=g, dtype=DT, requires_grad=True),
+           torch.randn(2, 1, 6, 5, generator=g, dtype=DT, requires_grad=True)]
+    r = torch.randn(2, 3, 6, 5, generator=g, dtype=DT)
+    wrt = [*xs, conv.weight, other.weight]
+    expected = sum(m(xs[i]) for m, i in zip(maps, layer.inputs))
+    expected_grads = torch.autograd.grad(expected, wrt, r)
+    calls = []
+    conv2d = F.conv2d
+    monkeypatch.setattr("liftinv.affine.F.conv2d", lambda *a, **k: calls.append(1) or conv2d(*a, **k))
+    a = layer.preactivation(xs)
+    assert len(calls) == 2
+    torch.testing.assert_close(a, expected, rtol=1e-12, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(a, wrt, r), expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("schedule", ["top-down", "simultaneous"])
 def test_sweeps_never_overwrite_values_returned_by_get(example, schedule):
     """The BlockProblem contract the solvers rely on (previous iterates, stopping tests): values
