@@ -71,14 +71,17 @@ class Layer(nn.Module):
         self.weight = float(weight)
         self._terms = _shared_convolutions(self.maps)
 
-    def terms(self, xs: Sequence[Tensor], y: Tensor | None = None) -> list[tuple[nn.Module, Tensor]]:
+    def terms(self, xs: Sequence[Tensor], y: Tensor | None = None, combine: bool = True) -> list[tuple[nn.Module, Tensor]]:
         r"""Pairs ``(map, input)`` whose images sum to :math:`a_k`: each map with its input, except
-        that the maps :math:`s_j L` scaling one convolution :math:`L` (``ScaledConv`` sharing
-        ``conv``, as in the dual update :math:`s L(2x_{k+1} - x_k)` of an unrolled network) are
-        evaluated once, the first :math:`s_1 L` on :math:`\sum_j (s_j/s_1) x_{i_j}`: one convolution
-        (and one of each in the backward pass) instead of one per input. Then the data term."""
+        that with ``combine`` the maps :math:`s_j L` scaling one convolution :math:`L`
+        (``ScaledConv`` sharing ``conv``, as in the dual update :math:`s L(2x_{k+1} - x_k)` of an
+        unrolled network) are evaluated once, the first :math:`s_1 L` on
+        :math:`\sum_j (s_j/s_1) x_{i_j}`: one convolution (and one of each in the backward pass)
+        instead of one per input, for one input-sized temporary. Then the data term."""
         if self.data_map is not None and y is None:
             raise ValueError("this network needs measurements y (a layer has a data term)")
+        if not combine:
+            return list(zip(self.maps, [xs[i] for i in self.inputs])) + ([] if self.data_map is None else [(self.data_map, y)])
         pairs = []
         for first, parts in self._terms:
             x = xs[self.inputs[parts[0][0]]]
@@ -88,12 +91,13 @@ class Layer(nn.Module):
         return pairs + ([] if self.data_map is None else [(self.data_map, y)])
 
     def preactivation(
-        self, xs: Sequence[Tensor], y: Tensor | None = None, apply: Callable[[nn.Module, Tensor], Tensor] | None = None
+        self, xs: Sequence[Tensor], y: Tensor | None = None, apply: Callable[[nn.Module, Tensor], Tensor] | None = None,
+        combine: bool = True,
     ) -> Tensor:
-        r""":math:`a_k = \sum_j M_{kj} x_{i_j} + c_k(y)` by :meth:`terms`, summed in place into the
-        first term unless that term shares an input's storage (a map may return its input or a
-        view of it). ``apply(map, x)`` evaluates each map (default ``map(x)``)."""
-        pairs = self.terms(xs, y)
+        r""":math:`a_k = \sum_j M_{kj} x_{i_j} + c_k(y)` by :meth:`terms` (with ``combine``), summed
+        in place into the first term unless that term shares an input's storage (a map may return
+        its input or a view of it). ``apply(map, x)`` evaluates each map (default ``map(x)``)."""
+        pairs = self.terms(xs, y, combine)
         inputs = [x for _, x in pairs]
         apply = apply or (lambda m, x: m(x))
         a = apply(*pairs[0])

@@ -33,6 +33,10 @@ no graph keeps an old value alive); parameter gradients of such a layer then com
 that hold parameters, evaluated at the current variables with the residual of the cached
 :math:`a_k`. Other caches are dropped when an input or a parameter moves. (A Gauss-Seidel sweep of an unrolled network moves the inputs of a layer one
 at a time; the updates spare it the full re-evaluation, e.g. the :math:`A^*A` of a gradient step.)
+A solver may say which blocks the rest of its step moves (:meth:`LiftedProblem.expect`, as
+:class:`~liftinv.solvers.BCD` does); caches that none of them reads are then dropped rather than
+kept and updated (on the interleaved sweep of the unrolled deblurring network: a lower peak and
+fewer map evaluations).
 With ``cache_preactivations=False`` neither the forward pass's pre-activations nor in-place
 updates are kept: memory for time.
 Graphs to the variables only apply the maps that have an adjoint by
@@ -68,7 +72,7 @@ LIPSCHITZ_MARGIN = 1.05
 #: slices keep small whatever the batch (the penalties are per sample, the sums unchanged).
 PENALTY_SLICE = 2**16
 #: In-place pre-activation updates (:meth:`LiftedProblem.set`) work on slices of the batch of at
-#: most this many entries of the moved variable (at least one sample).
+#: most this many entries of the moved variable and of the pre-activation (at least one sample).
 UPDATE_SLICE = 2**15
 
 
@@ -183,6 +187,7 @@ class LiftedProblem:
         }
         self._lip: dict[Block, float] = {}
         self._eigvec: dict[Block, list[Tensor]] = {}
+        self._needed: set[int] | None = None  # layers a solver still reads in its step (None: unknown)
 
     # ----------------------------------------------------------------- structure
     def _group_parameters(self) -> list[list[Tensor]]:
@@ -220,7 +225,7 @@ class LiftedProblem:
             for k, pos in self.network.consumers(i):
                 if k not in self._pre:
                     continue
-                if k not in self._multi:
+                if k not in self._multi or not self._still_read(k):
                     self._drop(k)
                     continue
                 self._add_change(k, pos, old, new)
@@ -241,14 +246,36 @@ class LiftedProblem:
     def _add_change(self, k: int, pos: int, old: Tensor, new: Tensor) -> None:
         r"""In place, :math:`a_k \mathrel{+}= M(x^+ - x)` for the map :math:`M` of layer ``k`` at
         input position ``pos``, on slices of the batch of at most :data:`UPDATE_SLICE` entries
-        of :math:`x` (each map acts on every sample alone), so the difference and its image are
-        slice-sized temporaries. The graph of :math:`a_k` stays that of the maps to the variables."""
+        of :math:`x` or of :math:`a_k` (each map acts on every sample alone), so the difference
+        and its image are slice-sized temporaries. The graph of :math:`a_k` stays that of the
+        maps to the variables."""
         m, a = self.network.layer(k).maps[pos], self._pre[k]
-        size = max(1, UPDATE_SLICE // new[0].numel())
+        size = max(1, UPDATE_SLICE // max(new[0].numel(), a[0].numel()))
         with torch.no_grad():
             for start in range(0, len(new), size):
                 part = slice(start, start + size)
                 a[part] += linear_part(m, new[part] - old[part])
+
+    def expect(self, later: Sequence[Block] | None) -> None:
+        """Hint from a solver: the blocks it still moves in its current step (``None``: not
+        known, the default). A cached pre-activation that none of them reads (as an input's
+        consumer, a variable's own layer for its prox, or a parameter's layer) is then consumed by
+        :meth:`grads` and dropped by :meth:`set` rather than kept and updated in place: no work
+        and no memory for a cache that the step no longer needs (a later step recomputes it)."""
+        if later is None:
+            self._needed = None
+            return
+        needed: set[int] = set()
+        for b in later:
+            if isinstance(b, Var):
+                needed.add(b.index)
+                needed.update(k for k, _ in self.network.consumers(b.index))
+            else:
+                needed.update(self._layers_of_group[b.index])
+        self._needed = needed
+
+    def _still_read(self, k: int) -> bool:
+        return self._needed is None or k in self._needed
 
     def _drop(self, k: int) -> None:
         self._pre.pop(k, None)
@@ -313,8 +340,10 @@ class LiftedProblem:
             def apply(m: torch.nn.Module, x: Tensor) -> Tensor:  # autograd only where it must reach parameters
                 return m(x) if params and _trainable(m) else adjoint_graph(m, x)
 
+            # a graph to the parameters would keep a combination of inputs (Layer.terms) for their
+            # gradient, where the maps one by one keep the variables, which stay alive anyway
             with torch.enable_grad(), _frozen([] if params else list(layer.parameters())):
-                self._pre[k] = layer.preactivation(xs, self.y, apply)
+                self._pre[k] = layer.preactivation(xs, self.y, apply, combine=not params)
             if params:
                 self._param_graph.add(k)
         return self._pre[k]
@@ -362,7 +391,8 @@ class LiftedProblem:
 
         The cached pre-activations read here are consumed (the caller moves the blocks next,
         which makes them stale), except those of the variable blocks themselves, whose proxes
-        read them next, and those that :meth:`set` updates in place."""
+        read them next, and those that :meth:`set` updates in place (unless :meth:`expect` says
+        that no later block of the step reads them)."""
         variables = {b.index for b in blocks if isinstance(b, Var)}
         params = {id(p) for b in blocks if isinstance(b, Params) for p in self.param_groups[b.index]}
         layers = {k for i in variables for k, _ in self.network.consumers(i)}
@@ -372,7 +402,7 @@ class LiftedProblem:
             layer = self.network.layer(k)
             keys = [i for i in layer.inputs if i in variables]
             own = [p for p in layer.parameters() if id(p) in params]
-            keep = k in variables or (k in self._multi and not own)
+            keep = k in variables or (k in self._multi and not own and self._still_read(k))
             for key, g in zip(keys + [id(p) for p in own], self._pullback(k, keys, own, keep)):
                 _accumulate(total, key, g)
         out = []

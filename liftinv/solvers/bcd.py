@@ -127,18 +127,26 @@ class BCD:
         return SolverState(state.iteration, var_states, param_states)
 
     def step(self, problem: BlockProblem, state: SolverState) -> SolverState:
-        """One sweep. Raises :class:`NonFiniteError` (a ``FloatingPointError``) when a block
-        update is not finite; that update is not applied."""
+        """One sweep. Before each group it tells a problem that has ``expect(blocks)`` (e.g.
+        :meth:`LiftedProblem.expect <liftinv.problem.LiftedProblem.expect>`) the blocks that the
+        sweep moves after it, so caches that only those would read are kept. Raises
+        :class:`NonFiniteError` (a ``FloatingPointError``) when a block update is not finite;
+        that update is not applied."""
         state = self._complete(problem, state)
         iteration = state.iteration + 1
         blocks = problem.blocks()
         groups = self.schedule([b for b in blocks if isinstance(b, Var)])
         params = [b for b in blocks if isinstance(b, Params)]
-        for _ in range(self.var_sweeps - 1):
-            for group in groups:
+        sequence = [g for _ in range(self.var_sweeps - 1) for g in groups] + self._last_pass(problem, groups, params)
+        expect = getattr(problem, "expect", None)  # optional: what the step still moves
+        try:
+            for n, group in enumerate(sequence):
+                if expect is not None:
+                    expect([b for later in sequence[n + 1:] for b in later])
                 self._update(problem, group, state, iteration)
-        for group in self._last_pass(problem, groups, params):
-            self._update(problem, group, state, iteration)
+        finally:
+            if expect is not None:
+                expect(None)
         return SolverState(iteration, state.var_states, state.param_states)
 
     def _last_pass(self, problem: BlockProblem, groups: list[list[Block]], params: list[Params]) -> list[list[Block]]:
