@@ -71,7 +71,9 @@ class Layer(nn.Module):
         self.weight = float(weight)
         self._terms = _shared_convolutions(self.maps)
 
-    def terms(self, xs: Sequence[Tensor], y: Tensor | None = None, combine: bool = True) -> list[tuple[nn.Module, Tensor]]:
+    def terms(
+        self, xs: Sequence[Tensor], y: Tensor | None = None, combine: bool = True
+    ) -> list[tuple[nn.Module, Tensor]]:
         r"""Pairs ``(map, input)`` whose images sum to :math:`a_k`: each map with its input, except
         that with ``combine`` the maps :math:`s_j L` scaling one convolution :math:`L`
         (``ScaledConv`` sharing ``conv``, as in the dual update :math:`s L(2x_{k+1} - x_k)` of an
@@ -80,15 +82,16 @@ class Layer(nn.Module):
         instead of one per input, for one input-sized temporary. Then the data term."""
         if self.data_map is not None and y is None:
             raise ValueError("this network needs measurements y (a layer has a data term)")
+        data = [] if self.data_map is None else [(self.data_map, y)]
         if not combine:
-            return list(zip(self.maps, [xs[i] for i in self.inputs])) + ([] if self.data_map is None else [(self.data_map, y)])
+            return [(m, xs[i]) for m, i in zip(self.maps, self.inputs)] + data
         pairs = []
         for first, parts in self._terms:
             x = xs[self.inputs[parts[0][0]]]
             for pos, c in parts[1:]:
                 x = x + c * xs[self.inputs[pos]]
             pairs.append((self.maps[first], x))
-        return pairs + ([] if self.data_map is None else [(self.data_map, y)])
+        return pairs + data
 
     def preactivation(
         self, xs: Sequence[Tensor], y: Tensor | None = None, apply: Callable[[nn.Module, Tensor], Tensor] | None = None,
