@@ -23,7 +23,7 @@ from liftinv.architectures._common import normalised_conv
 from liftinv.blocks import Params, Var
 from liftinv.penalty import BREGMAN, FENCHEL, MAC
 from liftinv.problem import LiftedProblem
-from liftinv.solvers import BCD, Adam
+from liftinv.solvers import BCD, ISGM, Adam
 from operators import OPERATORS
 from operators.blur import Blur
 
@@ -309,6 +309,26 @@ def test_hinted_sweeps_move_every_block_as_unhinted_ones_with_fewer_evaluations(
     for a, b in zip(moved[True], moved[False]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert calls[True] < calls[False] if interleave else calls[True] == calls[False]
+
+
+def test_isgm_passes_hints_on_in_its_last_inner_sweep_only():
+    """ISGM's proximal wrapper passes the inner BCD's hints on during the last inner sweep only
+    (an earlier sweep is followed by one that reads every cache): one sweep's worth of hints
+    whatever the number of inner sweeps, and the outer step moves every block as without them."""
+    hints, moved = {}, {}
+    for inner_steps, hinted in ((1, True), (2, True), (2, False)):
+        net, problem = _unrolled_problem()
+        problem.set(Var(net.lifted.depth), [problem.xs[-1] + 0.05 * randn_like(problem.xs[-1], gen(9))])
+        calls, original = [], problem.expect
+        problem.expect = lambda later, original=original, calls=calls: calls.append(later is not None) or original(later)
+        view = problem if hinted else _WithoutHints(problem)
+        solver = ISGM(0.5, BCD(param_rule=Adam(1e-2), interleave=True), inner_steps=inner_steps)
+        solver.step(view, solver.init(view))
+        hints[inner_steps, hinted] = sum(calls)
+        moved[inner_steps, hinted] = [x.clone() for x in problem.xs] + [p.detach().clone() for p in net.parameters()]
+    assert hints[1, True] == hints[2, True] > 0 and hints[2, False] == 0
+    for a, b in zip(moved[2, True], moved[2, False]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_uncached_preactivations_lower_the_peak_memory_of_an_unrolled_sweep():

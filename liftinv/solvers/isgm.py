@@ -36,6 +36,15 @@ class ProximalPoint:
         self.problem = problem
         self.eta = eta
         self.anchor = {b.index: [v.clone() for v in problem.get(b)] for b in problem.blocks() if isinstance(b, Params)}
+        #: whether the inner sweep running now is the last of the outer step (see :meth:`expect`)
+        self.last_sweep = False
+
+    def expect(self, later: Sequence[Block] | None) -> None:
+        """Pass the inner solver's hint (``LiftedProblem.expect``) on during the last inner sweep
+        only: the sweeps before it are followed by another that reads every cache."""
+        hint = getattr(self.problem, "expect", None)
+        if hint is not None and (self.last_sweep or later is None):
+            hint(later)
 
     def blocks(self) -> list[Block]:
         return self.problem.blocks()
@@ -107,7 +116,8 @@ class ISGM:
         """One outer step: anchor at the current parameters, ``inner_steps`` inner sweeps."""
         wrapped = ProximalPoint(problem, self.eta)
         inner_state = self.inner.init(wrapped)
-        for _ in range(self.inner_steps):
+        for j in range(self.inner_steps):
+            wrapped.last_sweep = j == self.inner_steps - 1
             try:
                 inner_state = self.inner.step(wrapped, inner_state)
             except NonFiniteError as err:
