@@ -251,7 +251,7 @@ class LiftedProblem:
         and its image are slice-sized temporaries. The graph of :math:`a_k` stays that of the
         maps to the variables."""
         m, a = self.network.layer(k).maps[pos], self._pre[k]
-        size = max(1, UPDATE_SLICE // max(new[0].numel(), a[0].numel()))
+        size = max(1, UPDATE_SLICE // max(new.shape[1:].numel(), a.shape[1:].numel(), 1))
         with torch.no_grad():
             for start in range(0, len(new), size):
                 part = slice(start, start + size)
