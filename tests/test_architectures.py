@@ -23,7 +23,7 @@ from liftinv.architectures._common import normalised_conv
 from liftinv.blocks import Params, Var
 from liftinv.penalty import BREGMAN, FENCHEL, MAC
 from liftinv.problem import LiftedProblem
-from liftinv.solvers import BCD, ISGM, Adam
+from liftinv.solvers import BCD, ISGM, Adam, Nesterov, Plain
 from operators import OPERATORS
 from operators.blur import Blur
 
@@ -284,13 +284,16 @@ class _WithoutHints:
         return getattr(self.problem, name)
 
 
+@pytest.mark.parametrize("var_rule", [Plain(), Nesterov()], ids=["plain", "nesterov"])
 @pytest.mark.parametrize("interleave", [False, True])
-def test_hinted_sweeps_move_every_block_as_unhinted_ones_with_fewer_evaluations(interleave):
+def test_hinted_sweeps_move_every_block_as_unhinted_ones_with_fewer_evaluations(interleave, var_rule):
     """BCD tells the problem what the rest of its sweep moves (``expect``); caches that nothing
     later reads are dropped instead of updated in place. Two sweeps move every variable and
     parameter as without the hints (float64, rounding only); the interleaved sweep applies A
     fewer times (the default order still needs every layer for the parameters after the
-    variables, so there the count is unchanged); ``expect(None)`` after each sweep."""
+    variables, so there the count is unchanged), also when the variables' look-ahead points
+    (Nesterov) move them before their gradients, which read the caches those moves update;
+    ``expect(None)`` after each sweep."""
     moved, calls = {}, {}
     for hinted in (True, False):
         net, problem = _unrolled_problem()
@@ -298,7 +301,7 @@ def test_hinted_sweeps_move_every_block_as_unhinted_ones_with_fewer_evaluations(
         count, forward_a = [], physics.A
         physics.A = lambda x, **kw: count.append(1) or forward_a(x, **kw)
         problem.set(Var(net.lifted.depth), [problem.xs[-1] + 0.05 * randn_like(problem.xs[-1], gen(9))])
-        solver = BCD(param_rule=Adam(1e-2), interleave=interleave)
+        solver = BCD(var_rule=var_rule, param_rule=Adam(1e-2), interleave=interleave)
         view = problem if hinted else _WithoutHints(problem)
         state = solver.init(view)
         for _ in range(2):

@@ -127,9 +127,9 @@ class BCD:
         return SolverState(state.iteration, var_states, param_states)
 
     def step(self, problem: BlockProblem, state: SolverState) -> SolverState:
-        """One sweep. Before each group it tells a problem that has ``expect(blocks)`` (e.g.
-        :meth:`LiftedProblem.expect <liftinv.problem.LiftedProblem.expect>`) the blocks that the
-        sweep moves after it, so caches that only those would read are kept. Raises
+        """One sweep. Before each group's gradients it tells a problem that has
+        ``expect(blocks)`` (e.g. :meth:`LiftedProblem.expect <liftinv.problem.LiftedProblem.expect>`)
+        the blocks that the sweep moves after that group, so that only caches they read are kept. Raises
         :class:`NonFiniteError` (a ``FloatingPointError``) when a block update is not finite;
         that update is not applied."""
         state = self._complete(problem, state)
@@ -141,9 +141,8 @@ class BCD:
         expect = getattr(problem, "expect", None)  # optional: what the step still moves
         try:
             for n, group in enumerate(sequence):
-                if expect is not None:
-                    expect([b for later in sequence[n + 1:] for b in later])
-                self._update(problem, group, state, iteration)
+                later = [b for g in sequence[n + 1:] for b in g]
+                self._update(problem, group, state, iteration, None if expect is None else partial(expect, later))
         finally:
             if expect is not None:
                 expect(None)
@@ -165,8 +164,11 @@ class BCD:
             (groups[min(reads)] if reads else rest).append(p)
         return groups + ([rest] if rest else [])
 
-    def _update(self, problem: BlockProblem, group: list[Block], state: SolverState, iteration: int) -> None:
-        """Move every block of ``group`` by its rule from gradients taken at one state (Jacobi)."""
+    def _update(self, problem: BlockProblem, group: list[Block], state: SolverState, iteration: int,
+                hint=None) -> None:
+        """Move every block of ``group`` by its rule from gradients taken at one state (Jacobi).
+        ``hint()`` is called once the look-ahead points are set (their gradients still read
+        the caches that those moves update), before the gradients."""
         rules = [self.var_rule if isinstance(b, Var) else self.param_rule for b in group]
         stores = [state.var_states if isinstance(b, Var) else state.param_states for b in group]
         values = [problem.get(b) for b in group]
@@ -174,6 +176,8 @@ class BCD:
         moved = [(b, v, y) for b, v, y in zip(group, values, looks) if y is not v]
         for b, _, y in moved:
             problem.set(b, y)
+        if hint is not None:
+            hint()
         grads = problem.grads(group)
         for b, g in zip(group, grads):  # before any rule updates its state
             if not all(all_finite(t) for t in g):
