@@ -69,7 +69,6 @@ class Layer(nn.Module):
         self.activation: Activation = as_activation(activation)
         self.data_map = data_map
         self.weight = float(weight)
-        self._terms = _shared_convolutions(self.maps)
 
     def terms(
         self, xs: Sequence[Tensor], y: Tensor | None = None, combine: bool = True
@@ -86,7 +85,7 @@ class Layer(nn.Module):
         if not combine:
             return [(m, xs[i]) for m, i in zip(self.maps, self.inputs)] + data
         pairs = []
-        for first, parts in self._terms:
+        for first, parts in _shared_convolutions(self.maps):  # from the maps as they are now
             x = xs[self.inputs[parts[0][0]]]
             for pos, c in parts[1:]:
                 x = x + c * xs[self.inputs[pos]]

@@ -790,6 +790,12 @@ def test_scaled_copies_of_one_convolution_are_evaluated_once_on_the_combined_inp
     torch.testing.assert_close(a, expected, rtol=1e-12, atol=1e-12)
     for got, want in zip(torch.autograd.grad(a, wrt, r), expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    layer.maps[1] = ScaledConv(other, -0.85)  # the groups follow the maps as they are now
+    with torch.no_grad():
+        expected = sum(m(xs[i]) for m, i in zip(layer.maps, layer.inputs))
+        calls.clear()
+        torch.testing.assert_close(layer.preactivation(xs), expected, rtol=1e-12, atol=1e-12)
+    assert len(calls) == 2  # conv once, the two copies of `other` once
 
 
 @pytest.mark.parametrize("schedule", ["top-down", "simultaneous"])
