@@ -202,6 +202,11 @@ def test_interleaved_sweep_reuses_the_parameter_graphs_of_the_forward_pass(examp
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
+def _state(problem, net) -> list[torch.Tensor]:
+    """Copies of every variable and parameter."""
+    return [x.clone() for x in problem.xs] + [p.detach().clone() for p in net.parameters()]
+
+
 @pytest.mark.parametrize("interleave", [False, True])
 def test_sweeps_without_cached_preactivations_move_every_block_as_with_them(example, interleave):
     """``cache_preactivations=False`` recomputes what the default keeps and updates in place: two
@@ -222,18 +227,30 @@ def test_sweeps_without_cached_preactivations_move_every_block_as_with_them(exam
         state = solver.init(problem)
         for _ in range(2):
             state = solver.step(problem, state)
-        moved.append([x.clone() for x in problem.xs] + [p.detach().clone() for p in net.parameters()])
+        moved.append(_state(problem, net))
     for a, b in zip(*moved):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
-def _unrolled_problem(n_iter: int = 6, batch: int = 8):
+def _unrolled_example():
+    """An unrolled primal-dual network (6 iterations, dual variables with 8 channels) on 8 blurred
+    16x16 images: ``(net, truth, u, y)``."""
     physics = Blur(torch.ones(3, 3, dtype=DT) / 9, img_size=(1, 16, 16), dtype=DT)
-    net = UnrolledPrimalDual(physics, n_iter, 8, (1, 16, 16), generator=gen(2)).to(DT)
-    truth = torch.rand(batch, 1, 16, 16, generator=gen(3), dtype=DT)
+    net = UnrolledPrimalDual(physics, 6, 8, (1, 16, 16), generator=gen(2)).to(DT)
+    truth = torch.rand(8, 1, 16, 16, generator=gen(3), dtype=DT)
     u, y = net.lifted_inputs(physics.A(truth), physics)
-    problem = LiftedProblem(net.lifted, net.lifted.feasible(u, y), y, free_vars=range(1, net.lifted.depth),
-                            train_params=True)
+    return net, truth, u, y
+
+
+def _lifted_problem(net, u, y, **options) -> LiftedProblem:
+    return LiftedProblem(net.lifted, net.lifted.feasible(u, y), y, free_vars=range(1, net.lifted.depth),
+                         train_params=True, **options)
+
+
+def _unrolled_problem():
+    """:func:`_unrolled_example`'s network and its lifted problem held at the forward pass."""
+    net, _, u, y = _unrolled_example()
+    problem = _lifted_problem(net, u, y)
     problem.forward(u, y)
     return net, problem
 
@@ -307,7 +324,7 @@ def test_hinted_sweeps_move_every_block_as_unhinted_ones_with_fewer_evaluations(
         for _ in range(2):
             state = solver.step(view, state)
             assert problem._needed is None
-        moved[hinted] = [x.clone() for x in problem.xs] + [p.detach().clone() for p in net.parameters()]
+        moved[hinted] = _state(problem, net)
         calls[hinted] = len(count)
     for a, b in zip(moved[True], moved[False]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
@@ -328,7 +345,7 @@ def test_isgm_passes_hints_on_in_its_last_inner_sweep_only():
         solver = ISGM(0.5, BCD(param_rule=Adam(1e-2), interleave=True), inner_steps=inner_steps)
         solver.step(view, solver.init(view))
         hints[inner_steps, hinted] = sum(calls)
-        moved[inner_steps, hinted] = [x.clone() for x in problem.xs] + [p.detach().clone() for p in net.parameters()]
+        moved[inner_steps, hinted] = _state(problem, net)
     assert hints[1, True] == hints[2, True] > 0 and hints[2, False] == 0
     for a, b in zip(moved[2, True], moved[2, False]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
@@ -340,14 +357,10 @@ def test_uncached_preactivations_lower_the_peak_memory_of_an_unrolled_sweep():
     (:class:`~liftinv.bench.training.TensorMemory`, an independent count of live storages)."""
     from liftinv.bench.training import TensorMemory
 
-    physics = Blur(torch.ones(3, 3, dtype=DT) / 9, img_size=(1, 16, 16), dtype=DT)
-    net = UnrolledPrimalDual(physics, 6, 8, (1, 16, 16), generator=gen(2)).to(DT)
-    truth = torch.rand(8, 1, 16, 16, generator=gen(3), dtype=DT)
-    u, y = net.lifted_inputs(physics.A(truth), physics)
+    net, truth, u, y = _unrolled_example()
     peaks = {}
     for cache in (True, False):
-        problem = LiftedProblem(net.lifted, net.lifted.feasible(u, y), y, free_vars=range(1, net.lifted.depth),
-                                train_params=True, cache_preactivations=cache)
+        problem = _lifted_problem(net, u, y, cache_preactivations=cache)
         solver = BCD(param_rule=Adam(1e-3))
         state = solver.init(problem)
         with TensorMemory(exclude=list(net.parameters())) as mem:

@@ -129,9 +129,9 @@ class BCD:
     def step(self, problem: BlockProblem, state: SolverState) -> SolverState:
         """One sweep. Before each group's gradients it tells a problem that has
         ``expect(blocks)`` (e.g. :meth:`LiftedProblem.expect <liftinv.problem.LiftedProblem.expect>`)
-        the blocks that the sweep moves after that group, so that only caches they read are kept. Raises
-        :class:`NonFiniteError` (a ``FloatingPointError``) when a block update is not finite;
-        that update is not applied."""
+        the blocks that the sweep moves after that group, so that only caches they read are kept.
+        Raises :class:`NonFiniteError` (a ``FloatingPointError``) when a block update is not
+        finite; that update is not applied."""
         state = self._complete(problem, state)
         iteration = state.iteration + 1
         blocks = problem.blocks()
@@ -141,8 +141,8 @@ class BCD:
         expect = getattr(problem, "expect", None)  # optional: what the step still moves
         try:
             for n, group in enumerate(sequence):
-                later = [b for g in sequence[n + 1:] for b in g]
-                self._update(problem, group, state, iteration, None if expect is None else partial(expect, later))
+                hint = None if expect is None else partial(expect, [b for g in sequence[n + 1:] for b in g])
+                self._update(problem, group, state, iteration, hint)
         finally:
             if expect is not None:
                 expect(None)
