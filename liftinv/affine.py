@@ -260,8 +260,91 @@ class MeasurementAdjoint(nn.Module):
         return self.step.tau * self.step.physics.A_adjoint(y)
 
 
+def _check_transposable(module: nn.Module, name: str) -> None:
+    """Raise unless ``module`` is an ``nn.Linear`` or an ``nn.Conv2d`` with stride 1 and
+    ``padding = kernel // 2`` (whose transpose maps back to the input's shape)."""
+    if not isinstance(module, (nn.Linear, nn.Conv2d)):
+        raise TypeError(f"{name} must be an nn.Linear or nn.Conv2d, got {type(module).__name__}")
+    if isinstance(module, nn.Conv2d) and (
+        module.stride != (1, 1) or module.padding != tuple(k // 2 for k in module.kernel_size)
+        or module.dilation != (1, 1) or module.groups != 1
+    ):
+        raise ValueError(f"{name} must be a stride-1 conv with padding kernel // 2, got {module}")
+
+
+def _times(module: nn.Linear | nn.Conv2d, x: Tensor) -> Tensor:
+    """:math:`Wx`, the linear part of ``module`` (no bias)."""
+    if isinstance(module, nn.Linear):
+        return F.linear(x, module.weight)
+    return F.conv2d(x, module.weight, padding=module.padding)
+
+
+def _times_transpose(module: nn.Linear | nn.Conv2d, r: Tensor) -> Tensor:
+    """:math:`W^\top r` for the linear part :math:`W` of ``module``."""
+    if isinstance(module, nn.Linear):
+        return r @ module.weight
+    return conv_adjoint(r, module.weight, module.padding)
+
+
+class Unbiased(nn.Module):
+    r""":math:`x \mapsto Wx`: the linear part of ``module`` (an ``nn.Linear``, or an ``nn.Conv2d``
+    with stride 1 and padding ``kernel // 2``), sharing its weight; the bias is not used."""
+
+    def __init__(self, module: nn.Linear | nn.Conv2d):
+        super().__init__()
+        _check_transposable(module, "module")
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _times(self.module, x)
+
+    def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
+        """:math:`W^\top r`."""
+        return _times_transpose(self.module, r)
+
+
+class Transposed(nn.Module):
+    r""":math:`x \mapsto W^\top x`: the adjoint of the linear part of ``module`` (an ``nn.Linear``,
+    or an ``nn.Conv2d`` with stride 1 and padding ``kernel // 2``), sharing its weight; the bias
+    is not used."""
+
+    def __init__(self, module: nn.Linear | nn.Conv2d):
+        super().__init__()
+        _check_transposable(module, "module")
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _times_transpose(self.module, x)
+
+    def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
+        """:math:`W r`."""
+        return _times(self.module, r)
+
+
+class Chain(nn.Sequential):
+    r""":math:`x \mapsto g(f(x))` for two affine maps, each an ``nn.Linear``, a stride-1
+    ``nn.Conv2d`` with padding ``kernel // 2`` (bias or not), an :class:`Unbiased` or a
+    :class:`Transposed` (parameters shared, not copied), with the adjoint of its linear part,
+    :math:`F^\top G^\top r`, written out (:func:`adjoint_graph` then keeps no intermediate
+    result). A ResNet whose residual stream is eliminated reads :math:`z_i` through
+    :math:`W_j V_i` (:class:`~liftinv.architectures.ResNet`)."""
+
+    def __init__(self, first: nn.Module, then: nn.Module):
+        for name, m in (("first", first), ("then", then)):
+            if not isinstance(m, (Unbiased, Transposed)):
+                _check_transposable(m, name)
+        super().__init__(first, then)
+
+    def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
+        r""":math:`F^\top G^\top r`."""
+        for m in reversed(self):
+            r = m.apply_adjoint(r, None) if isinstance(m, (Unbiased, Transposed)) else _times_transpose(m, r)
+        return r
+
+
 #: Modules that are linear (no constant part) whatever their parameters.
-LINEAR_MODULES = (ScaledConv, ConvAdjoint, NormalStep, GradientStep, nn.Identity, nn.Flatten, nn.Unflatten)
+LINEAR_MODULES = (ScaledConv, ConvAdjoint, NormalStep, GradientStep, Unbiased, Transposed, nn.Identity, nn.Flatten,
+                  nn.Unflatten)
 
 
 def is_linear(module: nn.Module) -> bool:

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from liftinv.activations import Clip, ReLU, Tanh
+from liftinv.activations import Clip, Identity, ReLU, Tanh
+from liftinv.affine import Chain, Unbiased, is_linear
 from liftinv.architectures import (
     ARCHITECTURES,
     MLP,
@@ -20,7 +21,9 @@ from liftinv.architectures import (
     conv_norm,
 )
 from liftinv.architectures._common import normalised_conv
+from liftinv.architectures.resnet import _exact_layers
 from liftinv.blocks import Params, Var
+from liftinv.network import LiftedNetwork
 from liftinv.penalty import BREGMAN, FENCHEL, MAC
 from liftinv.problem import LiftedProblem
 from liftinv.solvers import BCD, ISGM, Adam, Nesterov, Plain
@@ -537,6 +540,52 @@ def test_tied_resnet_block_is_strongly_monotone(kernel_size):
     assert net.layer(2).maps[1].module.weight is net.layer(1).maps[0].weight
 
 
+def _penalised_parts(net):
+    """``(P, [W_j], [V_j], Q)`` of a ResNet in penalty form (``None`` for an absent map)."""
+    layers = [net.layer(k) for k in range(1, net.depth + 1)]
+    blocks = [k for k, layer in enumerate(layers) if not isinstance(layer.activation, Identity)]
+    p = layers[0].maps[0] if blocks[0] == 1 else None
+    q = layers[-1].maps[0] if blocks[-1] + 2 < len(layers) else None
+    return p, [layers[k].maps[0] for k in blocks], [layers[k + 1].maps[1] for k in blocks], q
+
+
+@pytest.mark.parametrize("tied, kernel_size, ends", [(False, None, True), (True, None, False), (True, 3, True),
+                                                     (False, 3, False)])
+def test_exact_resnet_eliminates_the_stream_of_the_penalised_one(tied, kernel_size, ends):
+    """The exact form built from the penalised network's own maps computes the same function;
+    its variables are the input, the z_j and the output; with the same generator a tied network
+    gets the same parameters in both forms."""
+    n_in, n_out = (2, 3) if ends else (None, None)
+    kwargs = dict(in_features=n_in, out_features=n_out, kernel_size=kernel_size, tied=tied)
+    penalised = ResNet(4, 3, Tanh(), **kwargs, generator=gen(40)).double()
+    exact = LiftedNetwork(_exact_layers(*_penalised_parts(penalised), Tanh(), 1.0, 1.0))
+    width = n_in or 4
+    u = torch.randn((2, width) if kernel_size is None else (2, width, 5, 6), dtype=DT, generator=gen(41))
+    torch.testing.assert_close(exact(u), penalised(u), rtol=1e-12, atol=1e-12)
+    built = ResNet(4, 3, Tanh(), **kwargs, residual="exact", generator=gen(40)).double()
+    assert built.depth == 4 and [built.layer(k).inputs for k in (1, 4)] == [(0,), (0, 1, 2, 3)]
+    if tied:
+        torch.testing.assert_close(built(u), penalised(u), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("first, then, shape", [
+    (nn.Linear(5, 4), nn.Linear(4, 3), (2, 5)),
+    (Transposed(nn.Linear(4, 5)), Unbiased(nn.Linear(4, 3, bias=False)), (2, 5)),
+    (nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(3, 2, 5, padding=2), (2, 2, 7, 9)),
+    (Transposed(nn.Conv2d(3, 2, 3, padding=1)), Unbiased(nn.Conv2d(3, 1, 3, padding=1)), (2, 2, 7, 9)),
+])
+def test_chain_adjoint_is_the_adjoint_of_its_linear_part(first, then, shape):
+    chain = Chain(first, then).double()
+    g = gen(42)
+    x = torch.randn(shape, dtype=DT, generator=g)
+    with torch.no_grad():
+        mx = chain(x) - chain(torch.zeros_like(x))
+        z = torch.randn(mx.shape, dtype=DT, generator=g)
+        lhs, rhs = (mx * z).sum(), (x * chain.apply_adjoint(z, x.shape)).sum()
+    assert abs(lhs - rhs) <= 1e-12 * mx.norm() * z.norm()
+    assert is_linear(chain) == all(getattr(m, "bias", None) is None for m in chain)
+
+
 @pytest.mark.parametrize("module", [nn.Linear(5, 3), nn.Conv2d(2, 3, 5, padding=2)])
 def test_transposed_is_the_adjoint_of_the_linear_part(module):
     module = module.double()
@@ -556,6 +605,12 @@ def test_resnet_and_transposed_validate_their_arguments():
         ResNet(3, 0, ReLU())
     with pytest.raises(ValueError, match="rho"):
         ResNet(3, 1, ReLU(), rho=0.0)
+    with pytest.raises(ValueError, match="residual"):
+        ResNet(3, 1, ReLU(), residual="exactly")
+    with pytest.raises(TypeError, match="first"):
+        Chain(nn.ReLU(), nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="then"):
+        Chain(nn.Linear(2, 2), nn.Conv2d(2, 2, 3))
     with pytest.raises(ValueError, match="stride"):
         Transposed(nn.Conv2d(2, 2, 3, stride=2, padding=1))
     with pytest.raises(TypeError, match="ReLU"):

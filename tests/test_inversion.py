@@ -146,10 +146,12 @@ def _joint_smooth_part(net, xs, free):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_joint_steps_majorise_the_hessian_of_the_smooth_part(seed):
     # oracle: the full Hessian of g by autograd; diag(D_b) - H must be PSD for the joint steps
-    # 1/D_b, while the single-block constants L_b miss the cross-layer terms
-    resnet = ResNet(3, 2, nn.LeakyReLU(0.2), tied=True, in_features=2, out_features=2, generator=gen(seed)).double()
+    # 1/D_b, while the single-block constants L_b miss the cross-layer terms (the exact ResNet's
+    # layers read up to three free variables)
+    resnets = [ResNet(3, 2, nn.LeakyReLU(0.2), tied=True, in_features=2, out_features=2, residual=r,
+                      generator=gen(seed)).double() for r in ("penalty", "exact")]
     mlp = MLP([3, 4, 5, 2], nn.LeakyReLU(0.3), generator=gen(seed)).double()
-    for net, n_in in ((resnet, 2), (mlp, 3)):
+    for net, n_in in ((resnets[0], 2), (resnets[1], 2), (mlp, 3)):
         u = torch.randn(1, n_in, dtype=F64, generator=gen(seed + 5))
         xs = [x + 0.3 * torch.randn(x.shape, dtype=F64, generator=gen(seed)) for x in net.feasible(u)]
         free = range(net.depth)
@@ -219,6 +221,15 @@ def test_resnet_inversion_reduces_discrepancy():
     res = invert(net, f, config=InversionConfig(max_iter=3000, tol=1e-12))
     start = (net(torch.zeros_like(u)) - f).flatten(1).norm(dim=1)
     assert torch.all(res.discrepancy < 1e-3 * start)
+
+
+def test_noiseless_exact_resnet_recovers_input():
+    # tied blocks u + W^T sigma(W u + b) are strongly monotone, hence injective: with the stream
+    # eliminated (layers reading up to three free variables) the joint steps reach the preimage
+    net = ResNet(4, 3, nn.LeakyReLU(0.2), tied=True, residual="exact", generator=gen(7)).double()
+    u = torch.randn(3, 4, dtype=F64, generator=gen(8))
+    res = invert(net, net(u).detach(), config=InversionConfig(max_iter=20000, tol=1e-13))
+    torch.testing.assert_close(res.input, u, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["pnn", "unrolled"])

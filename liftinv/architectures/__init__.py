@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from liftinv.activations import LeakyReLU, ReLU, Sigmoid, SoftThreshold, Tanh
+from liftinv.affine import Transposed
 from liftinv.convert import lift
 from liftinv.network import LiftedNetwork
 from operators.blur import Blur
@@ -20,7 +21,7 @@ from operators.blur import Blur
 from ._common import conv_norm, init_parameters_
 from .mlp import MLP
 from .pnn import ProximalNeuralNetwork
-from .resnet import ResNet, Transposed
+from .resnet import ResNet
 from .unrolled import UnrolledPrimalDual
 
 
@@ -59,6 +60,17 @@ def _resnet_conv(generator: torch.Generator) -> Example:
     return Example(net.double(), _randn(generator, 2, 2, 5, 7))
 
 
+def _resnet_exact(generator: torch.Generator) -> Example:
+    net = ResNet(5, 2, Tanh(), in_features=4, out_features=3, rho=2.0, residual="exact", generator=generator)
+    return Example(net.double(), _randn(generator, 3, 4))
+
+
+def _resnet_conv_exact(generator: torch.Generator) -> Example:
+    net = ResNet(3, 3, LeakyReLU(0.1), in_features=2, out_features=1, kernel_size=3, tied=True, residual="exact",
+                 generator=generator)
+    return Example(net.double(), _randn(generator, 2, 2, 5, 7))
+
+
 def _pnn(generator: torch.Generator) -> Example:
     net = ProximalNeuralNetwork(1, 4, 3, kernel_size=3, threshold=0.1, generator=generator)
     return Example(net.double(), _randn(generator, 2, 1, 7, 9))
@@ -88,6 +100,8 @@ ARCHITECTURES: dict[str, Callable[[torch.Generator], Example]] = {
     "resnet": _resnet,
     "resnet_tied": _resnet_tied,
     "resnet_conv": _resnet_conv,
+    "resnet_exact": _resnet_exact,
+    "resnet_conv_exact": _resnet_conv_exact,
     "pnn": _pnn,
     "unrolled_primal_dual": _unrolled,
     "lifted_convnet": _lifted_convnet,
