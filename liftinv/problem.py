@@ -104,7 +104,7 @@ def _trainable(module: torch.nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
 
-def _power_iteration(apply, v: list[Tensor], iters: int) -> tuple[float, list[Tensor]]:
+def power_iteration(apply, v: list[Tensor], iters: int) -> tuple[float, list[Tensor]]:
     """Largest eigenvalue of the PSD map ``apply`` on lists of tensors, from ``v``."""
     lam = 0.0
     for _ in range(iters):
@@ -529,7 +529,7 @@ class LiftedProblem:
             g = torch.Generator(device=like[0].device).manual_seed(0)
             v = [torch.randn(t.shape, dtype=t.dtype, device=t.device, generator=g) for t in like]
             iters = 4 * self.power_iters
-        lam, v = _power_iteration(lambda w: [t.detach() for t in normal(w)], v, iters)
+        lam, v = power_iteration(lambda w: [t.detach() for t in normal(w)], v, iters)
         self._eigvec[block] = v
         return lam
 

@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 import math
 
@@ -7,7 +8,7 @@ from torch import nn
 
 from liftinv.architectures import MLP, ProximalNeuralNetwork, ResNet, UnrolledPrimalDual
 from liftinv.convert import lift
-from liftinv.activations import ACTIVATIONS, Clip, LeakyReLU, ReLU
+from liftinv.activations import ACTIVATIONS, Clip, Identity, LeakyReLU, ReLU
 from liftinv.inversion import InversionConfig, InversionHistory, Task, invert, prepare, snap_saturated, solve_task
 from liftinv.blocks import Var
 from liftinv.inversion_bcd import JointProblem, LiftedBCD
@@ -15,7 +16,7 @@ from liftinv.inversion_search import lipschitz_estimate
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.penalty import bregman
 from liftinv.potentials import L1, TV, Tikhonov
-from liftinv.problem import LiftedProblem
+from liftinv.problem import LIPSCHITZ_MARGIN, LiftedProblem
 from liftinv.solvers import BCD, HeavyBall, Nesterov, Plain, run
 from liftinv.tv import pdhg_tv
 from operators.blur import Blur
@@ -163,6 +164,33 @@ def test_joint_steps_majorise_the_hessian_of_the_smooth_part(seed):
             d = torch.cat([torch.full((n,), problem.lipschitz(Var(i)), dtype=F64) for n, i in zip(sizes, free)])
             margins.append(float(torch.linalg.eigvalsh(torch.diag(d) - hessian).min()))
         assert margins[0] >= 0 > margins[1], margins
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_coupling_factor_is_the_top_eigenvalue_of_the_scaled_quadratic_form(seed):
+    # oracle: S(d) = sum_k lambda_k |e_k - d_k|^2 is the Hessian of the lifted energy of the same
+    # network with identity activations (Bregman = 1/2 |x - a|^2); its block-scaled top
+    # eigenvalue by a dense eigensolver
+    net = ResNet(3, 2, nn.Tanh(), tied=True, in_features=2, out_features=2, residual="exact",
+                 generator=gen(seed)).double()
+    xs = [x[:1] for x in net.feasible(torch.randn(1, 2, dtype=F64, generator=gen(seed + 3)))]
+    free = range(net.depth)
+    problem, single = (cls(net, xs, free_vars=free, train_params=False) for cls in (JointProblem, LiftedProblem))
+    own = [single.lipschitz(Var(i)) + (net.layer(i).weight if i > 0 else 0.0) for i in free]
+    steps = [problem.lipschitz(Var(i)) for i in free]
+    linear = copy.deepcopy(net)
+    for k in range(1, net.depth + 1):
+        linear.layer(k).activation = Identity()
+    g, sizes = _joint_smooth_part(linear, xs, free)
+    s_form = torch.autograd.functional.hessian(lambda flat: g(flat) + sum(
+        0.5 * linear.layer(k).weight * flat.split(sizes)[k].pow(2).sum() for k in free if k > 0),
+        torch.cat([xs[i].flatten() for i in free]))
+    scale = torch.cat([torch.full((n,), w ** -0.5, dtype=F64) for n, w in zip(sizes, own)])
+    t = float(torch.linalg.eigvalsh(scale[:, None] * s_form * scale[None, :]).max())
+    ratios = [d / w for d, w in zip(steps, own)]
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-12)
+    assert LIPSCHITZ_MARGIN * t * 0.98 <= ratios[0] <= LIPSCHITZ_MARGIN * t * (1 + 1e-9)
+    assert t > 1.2  # the blocks are coupled: the diagonal blocks alone would miss it
 
 
 def test_joint_steps_reach_the_gauss_seidel_reference():
