@@ -42,7 +42,8 @@ class ResNet(LiftedNetwork):
     Dense maps on ``(B, n)`` tensors, or with ``kernel_size`` 'same'-padded convolutions on
     ``(B, C, H, W)`` tensors (then widths count channels). Variables: the input, then
     :math:`u_0` if ``in_features`` is set, then :math:`z_1, u_1, \dots, z_J, u_J`, then the output
-    if ``out_features`` is set.
+    if ``out_features`` is set; with ``residual="exact"``: the input, :math:`z_1, \dots, z_J` and
+    the output (:math:`Q u_J + q`, or :math:`u_J`).
 
     Args:
         width: width (channels) :math:`n` of :math:`u_j` and :math:`z_j`.
@@ -96,6 +97,7 @@ class ResNet(LiftedNetwork):
         super().__init__(layers, input_shape=(n_in,) if kernel_size is None else None)
         init_parameters_(self, generator)
         self.tied = bool(tied)
+        self.residual = residual
         self.in_channels = None if kernel_size is None else n_in
 
     def check_input(self, u: Tensor, name: str = "u") -> None:
