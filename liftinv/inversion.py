@@ -418,8 +418,9 @@ def invert(
     Args:
         network: a :class:`LiftedNetwork` or a torch model accepted by :func:`liftinv.lift`
             (its parameters are not changed). A :class:`~liftinv.architectures.ResNet` is best
-            built with ``residual="exact"``: the same network, whose lifted problem is not a
-            relaxation of it and couples the output to every block (faster solves).
+            built with ``residual="exact"`` (or converted by ``with_residual("exact")``): the same
+            network, whose lifted problem is not a relaxation of it and couples the output to
+            every block (faster solves).
         output: observed outputs :math:`f_\delta`, shape ``(B, *output_shape)`` (with ``physics``:
             the measurements :math:`y = A N(u) + \text{noise}`).
         input_shape: shape of one input sample; needed when neither the network nor ``x0``

@@ -2,6 +2,7 @@
 for each architecture (explicit forward loops, dual gaps, monotonicity)."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from liftinv.activations import Clip, Identity, ReLU, Tanh
+from liftinv.activations import Clip, ReLU, Tanh
 from liftinv.affine import Chain, Unbiased, is_linear
 from liftinv.architectures import (
     ARCHITECTURES,
@@ -21,9 +22,7 @@ from liftinv.architectures import (
     conv_norm,
 )
 from liftinv.architectures._common import normalised_conv
-from liftinv.architectures.resnet import _exact_layers
 from liftinv.blocks import Params, Var
-from liftinv.network import LiftedNetwork
 from liftinv.penalty import BREGMAN, FENCHEL, MAC
 from liftinv.problem import LiftedProblem
 from liftinv.solvers import BCD, ISGM, Adam, Nesterov, Plain
@@ -540,31 +539,26 @@ def test_tied_resnet_block_is_strongly_monotone(kernel_size):
     assert net.layer(2).maps[1].module.weight is net.layer(1).maps[0].weight
 
 
-def _penalised_parts(net):
-    """``(P, [W_j], [V_j], Q)`` of a ResNet in penalty form (``None`` for an absent map)."""
-    layers = [net.layer(k) for k in range(1, net.depth + 1)]
-    blocks = [k for k, layer in enumerate(layers) if not isinstance(layer.activation, Identity)]
-    p = layers[0].maps[0] if blocks[0] == 1 else None
-    q = layers[-1].maps[0] if blocks[-1] + 2 < len(layers) else None
-    return p, [layers[k].maps[0] for k in blocks], [layers[k + 1].maps[1] for k in blocks], q
-
-
 @pytest.mark.parametrize("tied, kernel_size, ends", [(False, None, True), (True, None, False), (True, 3, True),
                                                      (False, 3, False)])
 def test_exact_resnet_eliminates_the_stream_of_the_penalised_one(tied, kernel_size, ends):
-    """The exact form built from the penalised network's own maps computes the same function;
-    its variables are the input, the z_j and the output; with the same generator a tied network
-    gets the same parameters in both forms."""
+    """Both forms compute the same function and share the parameters; the exact form's variables
+    are the input, the z_j and the output; with the same generator a tied network gets the same
+    parameters in both forms; the forms convert back and forth."""
     n_in, n_out = (2, 3) if ends else (None, None)
     kwargs = dict(in_features=n_in, out_features=n_out, kernel_size=kernel_size, tied=tied)
     penalised = ResNet(4, 3, Tanh(), **kwargs, generator=gen(40)).double()
-    exact = LiftedNetwork(_exact_layers(*_penalised_parts(penalised), Tanh(), 1.0, 1.0))
+    exact = penalised.with_residual("exact")
     width = n_in or 4
     u = torch.randn((2, width) if kernel_size is None else (2, width, 5, 6), dtype=DT, generator=gen(41))
     torch.testing.assert_close(exact(u), penalised(u), rtol=1e-12, atol=1e-12)
-    built = ResNet(4, 3, Tanh(), **kwargs, residual="exact", generator=gen(40)).double()
-    assert built.depth == 4 and [built.layer(k).inputs for k in (1, 4)] == [(0,), (0, 1, 2, 3)]
+    assert {id(p) for p in exact.parameters()} == {id(p) for p in penalised.parameters()}
+    assert exact.depth == 4 and [exact.layer(k).inputs for k in (1, 4)] == [(0,), (0, 1, 2, 3)]
+    back = copy.deepcopy(exact).with_residual("penalty")
+    assert back.depth == penalised.depth and not {id(p) for p in back.parameters()} & {id(p) for p in exact.parameters()}
+    torch.testing.assert_close(back(u), penalised(u), rtol=1e-12, atol=1e-12)
     if tied:
+        built = ResNet(4, 3, Tanh(), **kwargs, residual="exact", generator=gen(40)).double()
         torch.testing.assert_close(built(u), penalised(u), rtol=1e-12, atol=1e-12)
 
 
@@ -607,6 +601,8 @@ def test_resnet_and_transposed_validate_their_arguments():
         ResNet(3, 1, ReLU(), rho=0.0)
     with pytest.raises(ValueError, match="residual"):
         ResNet(3, 1, ReLU(), residual="exactly")
+    with pytest.raises(ValueError, match="residual"):
+        ResNet(3, 1, ReLU()).with_residual(None)
     with pytest.raises(TypeError, match="first"):
         Chain(nn.ReLU(), nn.Linear(2, 2))
     with pytest.raises(ValueError, match="then"):

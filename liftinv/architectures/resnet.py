@@ -20,7 +20,8 @@ the penalised chain passes information one layer per sweep and relaxes the netwo
 the benchmark ResNet, ``python -m liftinv.bench inversion``, at a fixed TV weight and equal time:
 higher PSNR and a discrepancy nearer the noise level with the exact form). Each map is a
 :class:`~liftinv.affine.Chain` of two convolutions (or dense maps), so one sweep applies more
-maps than the penalised chain does.
+maps than the penalised chain does. :meth:`ResNet.with_residual` gives one form from the other,
+sharing the parameters.
 """
 from __future__ import annotations
 
@@ -78,8 +79,7 @@ class ResNet(LiftedNetwork):
     ):
         width, depth = positive_int("width", width), positive_int("depth", depth)
         rho = positive_float("rho", rho)
-        if residual not in ("penalty", "exact"):
-            raise ValueError(f"residual must be 'penalty' or 'exact', got {residual!r}")
+        _check_residual(residual)
         k = None if kernel_size is None else odd_int("kernel_size", kernel_size)
 
         def affine(n_in: int, n_out: int, bias: bool = True) -> nn.Module:
@@ -91,14 +91,24 @@ class ResNet(LiftedNetwork):
         ws = [affine(width, width) for _ in range(depth)]
         vs = [Transposed(w) if tied else affine(width, width, bias=False) for w in ws]
         q = None if out_features is None else affine(width, positive_int("out_features", out_features))
-        build = _exact_layers if residual == "exact" else _penalty_layers
-        layers = build(p, ws, vs, q, activation, weight, rho)
+        parts = (p, tuple(ws), tuple(vs), q, activation, weight, rho)
         n_in = width if in_features is None else in_features
-        super().__init__(layers, input_shape=(n_in,) if kernel_size is None else None)
+        super().__init__(_layers(residual, *parts), input_shape=(n_in,) if kernel_size is None else None)
         init_parameters_(self, generator)
+        self._parts = parts  # not registered: the layers hold the modules
         self.tied = bool(tied)
         self.residual = residual
         self.in_channels = None if kernel_size is None else n_in
+
+    def with_residual(self, residual: str) -> ResNet:
+        """This network lifted with ``residual`` (``"penalty"`` or ``"exact"``), sharing its
+        parameters: e.g. to invert, in the exact form, a network trained in the penalised one.
+        The penalty weights are those given at construction."""
+        _check_residual(residual)
+        other = ResNet.__new__(ResNet)
+        LiftedNetwork.__init__(other, _layers(residual, *self._parts), input_shape=self.input_shape)
+        other._parts, other.tied, other.residual, other.in_channels = self._parts, self.tied, residual, self.in_channels
+        return other
 
     def check_input(self, u: Tensor, name: str = "u") -> None:
         """Validate an input batch: as :class:`LiftedNetwork`; convolutional networks also need
@@ -106,6 +116,15 @@ class ResNet(LiftedNetwork):
         super().check_input(u, name)
         if self.in_channels is not None:
             check_channels(u, self.in_channels, name)
+
+
+def _check_residual(residual: object) -> None:
+    if residual not in ("penalty", "exact"):
+        raise ValueError(f"residual must be 'penalty' or 'exact', got {residual!r}")
+
+
+def _layers(residual: str, *parts) -> list[Layer]:
+    return (_exact_layers if residual == "exact" else _penalty_layers)(*parts)
 
 
 def _penalty_layers(p, ws, vs, q, activation, weight: float, rho: float) -> list[Layer]:
