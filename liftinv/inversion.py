@@ -86,6 +86,7 @@ from time import perf_counter
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from liftinv.activations import Identity
 from liftinv.convert import lift
@@ -122,6 +123,9 @@ class InversionConfig:
             last sweep of each solve; the history holds NaN at the other sweeps. 1: every sweep.
             (One-layer networks and other rules evaluate it at every sweep: their momentum
             restarts read it.)
+        progress: show a progress bar with a step per solve (the weight search's, or the one
+            solve at a given weight), with the mean weight and the mean discrepancy over its
+            target.
     """
 
     max_iter: int = 1000
@@ -134,6 +138,7 @@ class InversionConfig:
     rule: Rule = field(default_factory=Nesterov)
     snap: float = 3.0
     energy_every: int = 10
+    progress: bool = False
 
     def __post_init__(self):
         for name in ("max_iter", "max_search", "energy_every"):
@@ -149,6 +154,8 @@ class InversionConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+        if not isinstance(self.progress, bool):
+            raise TypeError(f"progress must be a bool, got {type(self.progress).__name__}")
         if not isinstance(self.rule, Rule):
             raise TypeError(f"rule must be a liftinv.solvers.Rule, got {type(self.rule).__name__}")
 
@@ -374,13 +381,19 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
             better = _morozov_prefers(d, weights, d_best, alpha_best, (1 + config.discrepancy_rtol) * target)
             state = _per_sample_where(better, state, best)
         best[:] = state
+        bar.update()
+        bar.set_postfix(alpha=f"{float(weights.mean()):.3g}",
+                        **({} if target is None else {"fit": f"{float((d / target).mean()):.3g}"}))
         return d
 
-    if free and task.delta is not None:
-        search_alpha(solve, task.delta, first_alpha(task, regularizer, config), tau=config.tau,
-                     rtol=config.discrepancy_rtol, max_search=config.max_search, unsettled=lambda: unsettled[0])
-    else:
-        solve(task.data.new_full((batch,), config.default_alpha) if free else None)
+    search = free and task.delta is not None
+    with tqdm(total=config.max_search if search else 1, desc="invert", unit="solve", leave=False,
+              disable=not config.progress) as bar:
+        if search:
+            search_alpha(solve, task.delta, first_alpha(task, regularizer, config), tau=config.tau,
+                         rtol=config.discrepancy_rtol, max_search=config.max_search, unsettled=lambda: unsettled[0])
+        else:
+            solve(task.data.new_full((batch,), config.default_alpha) if free else None)
     recovered, variables, alpha, discrepancy = best
     return InversionResult(recovered, variables, alpha, discrepancy, target, history)
 

@@ -58,6 +58,7 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
     parser.add_argument("--truth", metavar="FILE",
                         help="true input: print the relative error, and PSNR and SSIM for images in [0, 1]")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -96,7 +97,7 @@ def _run(args) -> None:
     x0 = None if args.x0 is None else load_array(args.x0, "x0").to(device=args.device, dtype=dtype)
     if x0 is not None and args.single:
         x0 = x0[None]
-    config = InversionConfig(max_iter=args.max_iter, tol=args.tol)
+    config = InversionConfig(max_iter=args.max_iter, tol=args.tol, progress=not args.no_progress)
     common = dict(input_shape=args.input_shape, regularizer=_regularizer(args), noise_level=args.noise_level, x0=x0,
                   config=config)
     if args.method == "lifted":

@@ -550,6 +550,21 @@ def test_config_validation(kwargs, match):
         InversionConfig(**kwargs)
     with pytest.raises(TypeError, match="rule"):
         InversionConfig(rule="nesterov")
+    with pytest.raises(TypeError, match="progress"):
+        InversionConfig(progress=1)
+
+
+def test_progress_bar_steps_once_per_solve_of_the_search(capsys):
+    model = perceptron(40, (1, 6, 7), nn.LeakyReLU(0.5))
+    u_true = blocky(h=6, w=7)
+    f, delta = noisy(model(u_true).detach(), 0.02)
+    kwargs = dict(input_shape=(1, 6, 7), regularizer=TV(box=(0.0, 1.0)), noise_level=delta)
+    result = invert(model, f, **kwargs, config=InversionConfig(max_iter=200, max_search=5, progress=True))
+    err = capsys.readouterr().err
+    solves = len(result.history.steps)
+    assert solves == 4 and f"{solves}/5" in err and f"{solves + 1}/5" not in err and "fit=" in err
+    invert(model, f, **kwargs, config=InversionConfig(max_iter=200, max_search=5))
+    assert capsys.readouterr().err == ""
 
 
 # ---------------------------------------------------------------- command line
