@@ -50,6 +50,13 @@ def check_lifted_vs_backprop(out: str, cwd: Path) -> None:
         assert len(values) == 3 and values[1] > values[0]  # epoch 0, epoch 1, seconds
 
 
+def check_invert_resnet(out: str, cwd: Path) -> None:
+    delta = float(re.search(r"delta = (\d+\.\d+)", out).group(1))
+    exact, penalised = _line(out, "exact "), _line(out, "penalised ")
+    assert abs(float(re.search(r"discrepancy (\d+\.\d+)", exact).group(1)) / delta - 1) < 0.05, exact
+    assert _psnr(exact) > max(25.0, _psnr(penalised)), (exact, penalised)
+
+
 def check_invert_pretrained(out: str, cwd: Path) -> None:
     delta = float(_line(out, "noise level delta").split()[-1])
     for method in ("lifted", "gradient"):
@@ -65,6 +72,7 @@ CHECKS = {
     "train_unrolled.py": check_train_unrolled,
     "lifted_vs_backprop.py": check_lifted_vs_backprop,
     "invert_pretrained.py": check_invert_pretrained,
+    "invert_resnet.py": check_invert_resnet,
 }
 
 
