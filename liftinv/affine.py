@@ -286,14 +286,18 @@ def _times_transpose(module: nn.Linear | nn.Conv2d, r: Tensor) -> Tensor:
     return conv_adjoint(r, module.weight, module.padding)
 
 
-class Unbiased(nn.Module):
-    r""":math:`x \mapsto Wx`: the linear part of ``module`` (an ``nn.Linear``, or an ``nn.Conv2d``
-    with stride 1 and padding ``kernel // 2``), sharing its weight; the bias is not used."""
+class _SharedWeight(nn.Module):
+    """A map built on the weight of ``module`` (an ``nn.Linear``, or an ``nn.Conv2d`` with stride
+    1 and padding ``kernel // 2``), shared, not copied; the bias is not used."""
 
     def __init__(self, module: nn.Linear | nn.Conv2d):
         super().__init__()
         _check_transposable(module, "module")
         self.module = module
+
+
+class Unbiased(_SharedWeight):
+    r""":math:`x \mapsto Wx`: the linear part of ``module``."""
 
     def forward(self, x: Tensor) -> Tensor:
         return _times(self.module, x)
@@ -303,15 +307,8 @@ class Unbiased(nn.Module):
         return _times_transpose(self.module, r)
 
 
-class Transposed(nn.Module):
-    r""":math:`x \mapsto W^\top x`: the adjoint of the linear part of ``module`` (an ``nn.Linear``,
-    or an ``nn.Conv2d`` with stride 1 and padding ``kernel // 2``), sharing its weight; the bias
-    is not used."""
-
-    def __init__(self, module: nn.Linear | nn.Conv2d):
-        super().__init__()
-        _check_transposable(module, "module")
-        self.module = module
+class Transposed(_SharedWeight):
+    r""":math:`x \mapsto W^\top x`: the adjoint of the linear part of ``module``."""
 
     def forward(self, x: Tensor) -> Tensor:
         return _times_transpose(self.module, x)
@@ -331,20 +328,19 @@ class Chain(nn.Sequential):
 
     def __init__(self, first: nn.Module, then: nn.Module):
         for name, m in (("first", first), ("then", then)):
-            if not isinstance(m, (Unbiased, Transposed)):
+            if not isinstance(m, _SharedWeight):
                 _check_transposable(m, name)
         super().__init__(first, then)
 
     def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
         r""":math:`F^\top G^\top r`."""
         for m in reversed(self):
-            r = m.apply_adjoint(r, None) if isinstance(m, (Unbiased, Transposed)) else _times_transpose(m, r)
+            r = m.apply_adjoint(r, None) if isinstance(m, _SharedWeight) else _times_transpose(m, r)
         return r
 
 
 #: Modules that are linear (no constant part) whatever their parameters.
-LINEAR_MODULES = (ScaledConv, ConvAdjoint, NormalStep, GradientStep, Unbiased, Transposed, nn.Identity, nn.Flatten,
-                  nn.Unflatten)
+LINEAR_MODULES = (ScaledConv, ConvAdjoint, NormalStep, GradientStep, _SharedWeight, nn.Identity, nn.Flatten, nn.Unflatten)
 
 
 def is_linear(module: nn.Module) -> bool:

@@ -10,10 +10,13 @@ from torch import nn
 
 import liftinv.affine as affine
 from liftinv.affine import (
+    Chain,
     ConvAdjoint,
     GradientStep,
     NormalStep,
     ScaledConv,
+    Transposed,
+    Unbiased,
     _NormalStepFunction,
     adjoint_graph,
     conv_adjoint,
@@ -29,10 +32,19 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _conv(stride: int = 1, groups: int = 1, c_in: int = 2) -> nn.Conv2d:
-    layer = nn.Conv2d(c_in, 4, 3, stride=stride, padding=1, groups=groups, bias=False).double()
+def _conv(stride: int = 1, groups: int = 1, c_in: int = 2, bias: bool = False) -> nn.Conv2d:
+    layer = nn.Conv2d(c_in, 4, 3, stride=stride, padding=1, groups=groups, bias=bias).double()
     with torch.no_grad():
-        layer.weight.copy_(torch.randn(layer.weight.shape, dtype=DT, generator=gen(0)))
+        for p in layer.parameters():
+            p.copy_(torch.randn(p.shape, dtype=DT, generator=gen(0)))
+    return layer
+
+
+def _dense(n_in: int, n_out: int) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn(p.shape, dtype=DT, generator=gen(0)))
     return layer
 
 
@@ -47,6 +59,11 @@ def _maps() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
         "conv_adjoint_one_channel": (ConvAdjoint(_conv(c_in=1), 1.3), (3, 4, 8, 9)),
         "normal_step": (NormalStep(_conv(), 0.2), (3, 4, 8, 9)),
         "gradient_step": (GradientStep(physics, 0.01), tuple(shape)),
+        "unbiased_conv": (Unbiased(_conv(bias=True)), (3, 2, 8, 9)),
+        "transposed_conv": (Transposed(_conv(bias=True)), (3, 4, 8, 9)),
+        "transposed_dense": (Transposed(_dense(3, 5)), (3, 5)),
+        "chain_conv": (Chain(Transposed(_conv(bias=True)), Unbiased(_conv(bias=True))), (3, 4, 8, 9)),
+        "chain_dense": (Chain(Transposed(_dense(3, 5)), Unbiased(_dense(3, 4))), (3, 5)),
     }
 
 
@@ -143,6 +160,7 @@ def test_linear_part_and_is_linear():
     assert not is_linear(biased) and is_linear(free)
     assert is_linear(nn.Sequential(nn.Flatten(), free)) and not is_linear(nn.Sequential(nn.Flatten(), biased))
     assert all(is_linear(m) for m, _ in _maps().values())
+    assert not is_linear(Chain(_conv(bias=True), Unbiased(_conv(c_in=4)))) and not is_linear(Chain(free, _dense(2, 3)))
     x = torch.randn(4, 3, dtype=DT, generator=gen(7))
     with torch.no_grad():
         torch.testing.assert_close(linear_part(biased, x), x @ biased.weight.T, rtol=1e-14, atol=1e-14)
