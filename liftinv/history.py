@@ -107,12 +107,7 @@ def plot_history(history: TrainHistory, path: str | os.PathLike | None = None, *
         axes[2].legend(fontsize="small", ncol=2)
     axes[3].plot(ep, history.val_psnr, "o-")
     axes[3].set(title="validation PSNR (dB)", xlabel="epoch")
-    fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    return fig
+    return _finish(fig, title, path)
 
 
 def plot_psnr_vs_time(
@@ -133,6 +128,11 @@ def plot_psnr_vs_time(
     for ax in (by_time, by_epoch):
         ax.grid(alpha=0.3)
     by_epoch.legend(fontsize="small")
+    return _finish(fig, title, path)
+
+
+def _finish(fig, title: str, path: str | os.PathLike | None):
+    """Title and tight layout; write a PNG to ``path`` (creating its folder) when given."""
     fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
