@@ -10,31 +10,51 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
+    """A temporary path in ``path``'s folder (created if needed) for the caller to write; when the
+    block ends without an exception, the file is flushed to disk, given the permissions a new file
+    gets under the process umask (``0o666 & ~umask``, not ``mkstemp``'s ``0o600``) and renamed over
+    ``path``; otherwise it is removed and ``path`` is left untouched. ``suffix`` is the temporary
+    file's (writers that pick a format from it need the target's)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """Write ``payload`` (tensors and plain containers) to ``path`` atomically.
+    """Write ``payload`` (tensors and plain containers) to ``path`` atomically (:func:`atomic_path`).
 
     Raises:
         TypeError: ``payload`` is not a dict.
     """
     if not isinstance(payload, dict):
         raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = None) -> dict:

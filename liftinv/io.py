@@ -4,19 +4,19 @@ r"""Arrays on disk: ``.npy`` (NumPy), ``.pt`` (a tensor saved by ``torch.save``)
 :func:`load_array` returns a CPU tensor: NumPy and torch files as stored (real arrays become
 floating tensors, complex arrays complex ones); images as grey float64 values in [0, 1] of shape
 ``(H, W)``. :func:`save_array` writes atomically (a temporary file in the target's folder, then
-``os.replace``); images are written as 8-bit grey, ``round(255 clip(x, 0, 1))``.
+``os.replace``, :func:`liftinv.checkpoint.atomic_path`); images are written as 8-bit grey, ``round(255 clip(x, 0, 1))``.
 """
 from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from liftinv.checkpoint import atomic_path
 from liftinv.data import IMAGE_SUFFIXES, _grey_float
 
 ARRAY_SUFFIXES = (".npy", ".pt")
@@ -97,22 +97,15 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
     suffix = _suffix(path, "output")
     if suffix in IMAGE_SUFFIXES:
         pixels = _image_bytes(x, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if suffix == ".npy":
-                np.save(fh, x.detach().cpu().numpy())
-            elif suffix == ".pt":
-                torch.save(x.detach().cpu().clone(), fh)
-        if suffix in IMAGE_SUFFIXES:
+    with atomic_path(path, suffix) as tmp:
+        if suffix == ".npy":
+            np.save(tmp, x.detach().cpu().numpy())
+        elif suffix == ".pt":
+            torch.save(x.detach().cpu().clone(), tmp)
+        else:
             from skimage.io import imsave
 
             imsave(tmp, pixels, check_contrast=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

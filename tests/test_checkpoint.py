@@ -1,10 +1,15 @@
 """Atomic checkpoints: complete files only, no temporary left behind, a failed write keeps the old file."""
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import pytest
 import torch
 
 from liftinv.checkpoint import load_checkpoint, save_checkpoint
+from liftinv.io import save_array
 
 
 def _payload(seed: int) -> dict:
@@ -34,7 +39,7 @@ def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
     save_checkpoint(path, _payload(1))
 
     def crash(obj, f, *args, **kwargs):
-        f.write(b"partial bytes of a checkpoint")
+        Path(f).write_bytes(b"partial bytes of a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
@@ -53,6 +58,21 @@ def test_crash_before_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path / "ckpt.pt", _payload(1))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_get_the_umask_permissions(tmp_path, umask):
+    """Not the temporary file's 0o600: a new file's 0o666 masked by the umask, as ``open`` gives."""
+    previous = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "c.pt", _payload(1))
+        save_array(torch.zeros(4, 4), tmp_path / "x.png")
+        save_array(torch.zeros(4, 4), tmp_path / "x.npy")
+        (tmp_path / "reference").touch()
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["c.pt", "x.png", "x.npy", "reference"], 0o666 & ~umask)
 
 
 def test_bad_input(tmp_path):
