@@ -80,10 +80,6 @@ def architecture_config(net: nn.Module) -> dict:
     }
 
 
-def _bound_physics(net: UnrolledPrimalDual):
-    return net.lifted.layer(1).maps[0].physics
-
-
 def _check_plain(value: object, name: str) -> None:
     """Raise unless ``value`` is made of tensors, str/int/float/bool/None, lists, tuples and str-keyed dicts."""
     if value is None or isinstance(value, (str, int, float, bool, Tensor)):
@@ -120,7 +116,7 @@ def save_model(net: nn.Module, path: str | os.PathLike, *, task: str, physics, e
     if not isinstance(task, str) or not task.strip():
         raise ValueError(f"task must be a non-empty string, got {task!r}")
     spec = physics_spec(physics)
-    bound = _bound_physics(net)
+    bound = net.physics
     if bound is not physics:
         check_spec(physics_spec(bound), spec, context="net is bound to")
     extra = {} if extra is None else extra

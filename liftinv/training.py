@@ -61,7 +61,12 @@ def _images(data: TensorDataset | Tensor, name: str, like: Tensor) -> Tensor:
 
 
 def _check_fit(model: nn.Module, task: Task, images: Tensor) -> None:
-    """Run one observation through ``model``: it must accept it and output the target's shape."""
+    """Bind a model that has ``bind(physics)`` to a reconstruction task's physics (which checks
+    that it is the operator the model was built for), then run one observation through
+    ``model``: it must accept it and output the target's shape."""
+    physics, bind = getattr(task, "physics", None), getattr(model, "bind", None)
+    if physics is not None and callable(bind):
+        bind(physics)
     batch = task.observe(images[:2], torch.Generator(device=images.device).manual_seed(0))
     try:
         with torch.no_grad():
@@ -102,8 +107,10 @@ def train(
         model: a :class:`~liftinv.network.LiftedNetwork`, or a module with ``.lifted`` and
             ``.lifted_inputs`` (unrolled reconstruction); any module for :class:`Backprop`.
         train_set: clean images ``(N, C, H, W)`` (a ``TensorDataset`` whose first tensor they are).
-        task: :class:`~liftinv.tasks.Denoising`, :class:`~liftinv.tasks.Reconstruction` (the
-            model must use the same physics) or :class:`~liftinv.tasks.Autoencoder`.
+        task: :class:`~liftinv.tasks.Denoising`, :class:`~liftinv.tasks.Reconstruction` (a
+            model with ``bind(physics)``, as the unrolled networks, is bound to the task's
+            physics, which must then be the operator it was built for; any other model must
+            use that physics itself) or :class:`~liftinv.tasks.Autoencoder`.
         method: :class:`Lifted` (default: lifted Bregman, plain BCD) or :class:`Backprop`.
         epochs: total number of epochs (a resumed run continues up to it).
         batch_size: samples per batch, at most ``N``.

@@ -132,6 +132,21 @@ def test_bad_hyper_parameter_types():
         Trained("net.pt")
 
 
+def test_trained_unrolled_network_refuses_another_operator(ct):
+    """``Trained(net)`` binds the physics it is given: an operator with another spec is refused
+    and leaves the network bound as it was; another object with the same spec is accepted."""
+    radon, y = ct
+    net = UnrolledPrimalDual(radon, 2, 3, (1, 15, 15), generator=torch.Generator().manual_seed(0)).double()
+    expected = net(y)
+    other = Radon(15, 10, dtype=torch.float64)
+    message = r"^physics must have the spec of the operator the network is bound to: Radon\(angles=9\) but got Radon\(angles=10\)$"
+    with pytest.raises(ValueError, match=message):
+        reconstruct(other.A(torch.zeros(1, 1, 15, 15, dtype=torch.float64)), other, Trained(net))
+    assert net.physics is radon
+    same = Radon(15, 9, dtype=torch.float64)
+    assert torch.equal(reconstruct(y, same, Trained(net)), expected) and net.physics is same
+
+
 def test_trained_models_check_their_physics(tmp_path, ct):
     radon, y = ct
     net = UnrolledPrimalDual(radon, 2, 3, (1, 15, 15), generator=torch.Generator().manual_seed(0)).double()

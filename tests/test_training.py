@@ -3,6 +3,7 @@ bit for bit, non-finite states stop with the block named and the last good check
 bad input raises clear errors."""
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -347,6 +348,24 @@ def test_setup_methods_learn(name, kind):
               epochs=2, batch_size=setup.batch_size, val_set=setup.val[:16], progress=False, generator=_gen()).history
     assert h.val_psnr[-1] > h.val_psnr[0]
     assert all(math.isfinite(e) for e in h.energy[1:])
+
+
+def test_reconstruction_task_must_use_the_network_operator(patches):
+    """An unrolled network is bound to the task's physics for training: the same operator (here
+    a copy in float64) is accepted, another blur is refused before any training."""
+    train_set, _ = patches
+
+    def physics(width: float, dtype=DT) -> Blur:
+        return Blur(gaussian_kernel(width, dtype=dtype), img_size=(1, 15, 15), boundary="zero", dtype=dtype)
+
+    net = UnrolledPrimalDual(physics(1.0, torch.float32), 2, 2, (1, 15, 15), generator=_gen(2)).to(DT)
+    before = copy.deepcopy(net.state_dict())
+    with pytest.raises(ValueError, match=r"physics must have the spec of the operator the network is bound to: Blur\(kernel="):
+        train(net, train_set, task=Reconstruction(physics(2.0), 0.02), epochs=1, batch_size=10, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    same = physics(1.0)
+    train(net, train_set, task=Reconstruction(same, 0.02), epochs=1, batch_size=10, progress=False)
+    assert net.physics is same
 
 
 def test_build_setup_refuses_unknown_name():

@@ -23,7 +23,11 @@ from liftinv.affine import ConvAdjoint, GradientStep, MeasurementAdjoint, Scaled
 from liftinv.architectures._common import normalised_conv, odd_int, positive_float, positive_int
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
+from operators.blur import Blur
 from operators.checks import check_tensor, opnorm
+from operators.mri import MRI
+from operators.radon import Radon
+from operators.spec import check_spec, physics_spec
 
 
 class UnrolledPrimalDual(Reconstructor):
@@ -102,8 +106,25 @@ class UnrolledPrimalDual(Reconstructor):
         self.lifted = LiftedNetwork(layers, input_shape=self.img_size)
         self.adjoint_init = bool(adjoint_init)
 
+    @property
+    def physics(self):
+        """The physics the gradient steps use now."""
+        return self.lifted.layer(1).maps[0].physics
+
     def bind(self, physics) -> None:
-        """Use ``physics`` in every gradient step from now on (the steps keep their ``tau``)."""
+        """Use ``physics`` in every gradient step from now on. The steps keep their :math:`\tau`
+        and :math:`s`, computed for the construction physics, so a ``Radon``, ``Blur`` or ``MRI``
+        must have the spec of the operator bound now (its dtype and device may differ); an
+        operator without a spec is bound unchecked.
+
+        Raises:
+            ValueError: ``physics`` has another spec than the bound operator.
+        """
+        bound = self.physics
+        if physics is not bound and all(isinstance(p, (Radon, Blur, MRI)) for p in (bound, physics)):
+            expected, actual = physics_spec(bound), physics_spec(physics)
+            actual["dtype"] = expected["dtype"]  # a copy in another dtype is the same operator
+            check_spec(expected, actual, context="physics must have the spec of the operator the network is bound to:")
         for m in self.lifted.modules():
             if isinstance(m, GradientStep):
                 m.bind(physics)
@@ -114,8 +135,7 @@ class UnrolledPrimalDual(Reconstructor):
         check_tensor(y, "y")
         if physics is not None:
             self.bind(physics)
-        physics = self.lifted.layer(1).maps[0].physics
-        x0 = physics.A_adjoint(y)
+        x0 = self.physics.A_adjoint(y)
         return (x0 if self.adjoint_init else torch.zeros_like(x0)), y
 
     def forward(self, y: Tensor, physics=None) -> Tensor:
