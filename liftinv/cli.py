@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(names) + "}")
     demo = commands.add_parser(
         "demo",
-        help="classical reconstructions (CT, deblurring, MRI) on the bundled data",
+        help="classical and trained reconstructions (CT, deblurring, MRI) and a network inversion on the bundled data",
         description="Run the demo on the bundled data and write a figure, a Markdown table and JSON scores.",
     )
     demo.add_argument("--out", default="out", metavar="DIR", help="output folder (default: %(default)s)")

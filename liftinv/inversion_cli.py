@@ -15,9 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from liftinv import cli_types
+from liftinv.convert import lift
 from liftinv.inversion import InversionConfig, invert
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
-from liftinv.io import SUFFIXES, load_array, save_array
+from liftinv.io import SUFFIXES, check_output, load_array, save_array
 from liftinv.metrics import psnr, ssim
 from liftinv.potentials import L1, TV, Box, Tikhonov
 
@@ -52,12 +54,12 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
     parser.add_argument("--free-output", action="store_true", help="free output variable with a squared-error loss")
     parser.add_argument("--method", choices=("lifted", "gradient"), default="lifted", help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=1e-2, help="gradient method: Adam learning rate (default: %(default)s)")
-    parser.add_argument("--max-iter", type=int, default=1000, help="iterations per solve (default: %(default)s)")
+    parser.add_argument("--max-iter", type=cli_types.positive_int, default=1000, help="iterations per solve (default: %(default)s)")
     parser.add_argument("--tol", type=float, default=1e-4, help="relative residual tolerance (default: %(default)s)")
     parser.add_argument("--x0", metavar="FILE", help="initial input (default: zeros)")
     parser.add_argument("--truth", metavar="FILE",
                         help="true input: print the relative error, and PSNR and SSIM for images in [0, 1]")
-    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -88,6 +90,7 @@ def _load_network(path: str, device: str) -> nn.Module:
 
 
 def _run(args) -> None:
+    regularizer = _regularizer(args)
     network = _load_network(args.network, args.device)
     ref = next(network.parameters(), None)
     dtype = torch.get_default_dtype() if ref is None else ref.dtype
@@ -97,8 +100,14 @@ def _run(args) -> None:
     x0 = None if args.x0 is None else load_array(args.x0, "x0").to(device=args.device, dtype=dtype)
     if x0 is not None and args.single:
         x0 = x0[None]
+    shape = args.input_shape or (None if x0 is None else list(x0.shape[1:]))
+    network = lift(network, input_shape=shape)
+    shape = shape or network.input_shape
+    if shape is None:
+        raise ValueError("the network's input shape is unknown: pass --input-shape or --x0")
+    check_output(args.out, shape if args.single else [output.shape[0], *shape])
     config = InversionConfig(max_iter=args.max_iter, tol=args.tol, progress=not args.no_progress)
-    common = dict(input_shape=args.input_shape, regularizer=_regularizer(args), noise_level=args.noise_level, x0=x0,
+    common = dict(input_shape=shape, regularizer=regularizer, noise_level=args.noise_level, x0=x0,
                   config=config)
     if args.method == "lifted":
         result = invert(network, output, free_output=args.free_output, **common)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,17 +71,27 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
     return tensor
 
 
+def check_output(path: str | os.PathLike, shape: Sequence[int]) -> None:
+    """Raise the ``ValueError`` that :func:`save_array` would raise for real data of ``shape``
+    at ``path`` (unknown suffix, or an image file for data that are not one 2-D image), so that a
+    command can refuse its output file before the work that produces the data."""
+    path = Path(path)
+    if _suffix(path, "output") not in IMAGE_SUFFIXES:
+        return
+    squeezed = [n for n in shape if n != 1]
+    if len(squeezed) != 2:
+        raise ValueError(
+            f"an image file holds one grey image, but the array has shape {tuple(shape)} "
+            f"({len(squeezed)} dimensions after squeezing); write {path.stem}.npy or .pt instead"
+        )
+
+
 def _image_bytes(x: Tensor, path: Path) -> np.ndarray:
     """``(H, W)`` uint8 grey image of ``x`` (any shape that squeezes to two dimensions)."""
     if x.is_complex():
         raise ValueError(f"cannot write complex data to the image {path}; use .npy or .pt")
-    image = x.detach().cpu().squeeze()
-    if image.ndim != 2:
-        raise ValueError(
-            f"an image file holds one grey image, but the array has shape {tuple(x.shape)} "
-            f"({image.ndim} dimensions after squeezing); write {path.stem}.npy or .pt instead"
-        )
-    return np.round(255 * image.to(torch.float64).clamp(0, 1).numpy()).astype(np.uint8)
+    check_output(path, x.shape)
+    return np.round(255 * x.detach().cpu().squeeze().to(torch.float64).clamp(0, 1).numpy()).astype(np.uint8)
 
 
 def save_array(x: Tensor, path: str | os.PathLike) -> Path:
@@ -109,4 +120,4 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["ARRAY_SUFFIXES", "SUFFIXES", "load_array", "save_array"]
+__all__ = ["ARRAY_SUFFIXES", "SUFFIXES", "check_output", "load_array", "save_array"]

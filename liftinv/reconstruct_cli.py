@@ -26,8 +26,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from liftinv import demo
+from liftinv.cli_types import int_at_least, positive_int
 from liftinv.data import load_dataset
-from liftinv.io import IMAGE_SUFFIXES, SUFFIXES, load_array, save_array
+from liftinv.io import IMAGE_SUFFIXES, SUFFIXES, check_output, load_array, save_array
 from liftinv.metrics import psnr, ssim
 from liftinv.models import load_model, model_spec
 from liftinv.reconstruction import FBP, TV, Adjoint, Tikhonov, Wiener, ZeroFilled, reconstruct
@@ -74,7 +75,7 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
                         help="default: model with --model, else fbp (ct), tikhonov (blur), zero-filled (mri)")
     parser.add_argument("--model", metavar="FILE", help="model saved by liftinv (implies --method model)")
     parser.add_argument("--weight", type=float, help="regularisation weight of tikhonov/wiener/tv (default: the demo's)")
-    parser.add_argument("--iters", type=int, help="iteration limit of tikhonov (default 200) and tv (default 500)")
+    parser.add_argument("--iters", type=positive_int, help="iteration limit of tikhonov (default 200) and tv (default 500)")
     parser.add_argument("--filter", choices=FILTERS, default="ramp", help="FBP filter (default: %(default)s)")
     parser.add_argument("--out", default="out/recon.png", metavar="FILE",
                         help=f"output file ({', '.join(SUFFIXES)}; default: %(default)s)")
@@ -82,9 +83,9 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="operator dtype (default: the model's, else float32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     geometry = parser.add_argument_group("operator settings (default: the model's, else the demo's)")
-    geometry.add_argument("--size", type=int, help="image side N (default: from the data, else 64)")
-    geometry.add_argument("--angles", type=int, help="ct: number of views on [0, 180) (default 30)")
-    geometry.add_argument("--detectors", type=int, help="ct: detector count (default: ceil(sqrt(2) N), N with --circle)")
+    geometry.add_argument("--size", type=int_at_least(2), help="image side N (default: from the data, else 64)")
+    geometry.add_argument("--angles", type=positive_int, help="ct: number of views on [0, 180) (default 30)")
+    geometry.add_argument("--detectors", type=positive_int, help="ct: detector count (default: ceil(sqrt(2) N), N with --circle)")
     geometry.add_argument("--circle", action=argparse.BooleanOptionalAction, default=None,
                           help="ct: object inside the inscribed disc (default: no)")
     geometry.add_argument("--kernel-sigma", type=float, help=f"blur: Gaussian kernel width (default {demo.BLUR_SIGMA})")
@@ -174,8 +175,6 @@ def _method(args, operator: str, saved):
     name = args.method or ("model" if saved is not None else DEFAULT_METHOD[operator])
     if (name == "model") != (saved is not None):
         raise ValueError("--method model needs --model FILE" if saved is None else f"--model needs --method model, got --method {name}")
-    if args.iters is not None and args.iters < 1:
-        raise ValueError(f"--iters must be a positive integer, got {args.iters}")
     # methods without a weight ignore it; Wiener on CT or MRI is refused by the method itself
     weight = args.weight if args.weight is not None else WEIGHTS.get((operator, name), demo.BLUR_WIENER)
     methods = {
@@ -193,6 +192,15 @@ def _method(args, operator: str, saved):
 def _picture(x: Tensor, operator: str) -> Tensor:
     """Image layout for scores and image files: the modulus of MRI images."""
     return x.pow(2).sum(1, keepdim=True).sqrt() if operator == "mri" else x
+
+
+def _picture_shape(y: Tensor, physics) -> tuple[int, ...]:
+    """Shape of :func:`_picture` of the reconstruction from measurements ``y``."""
+    if isinstance(physics, Radon):
+        return (y.shape[0], 1, physics.n, physics.n)
+    if isinstance(physics, MRI):
+        return (y.shape[0], 1, *physics.mask.shape)
+    return tuple(y.shape)
 
 
 def _test_image(args, operator: str, physics) -> Tensor:
@@ -228,8 +236,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in one of {SUFFIXES}, got {args.out}")
     if args.noise is not None and not args.noise >= 0:
         raise ValueError(f"--noise must be >= 0, got {args.noise}")
-    if args.size is not None and args.size < 2:
-        raise ValueError(f"--size must be at least 2, got {args.size}")
     spec = model_spec(args.model) if args.model else None
     operator = args.operator
     if spec is not None:
@@ -253,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote measurements {save_array(y, args.save_measurements)}")
     else:
         y = data.to(physics.dtype)
+    check_output(args.out, _picture_shape(y, physics) if args.out.lower().endswith(IMAGE_SUFFIXES) else y.shape)
     start = time.perf_counter()
     parts = []
     for i in tqdm(range(y.shape[0]), disable=args.no_progress, desc=args.method or "reconstruct", unit="image"):

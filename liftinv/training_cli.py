@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from liftinv import cli_types
 from liftinv.evaluation import evaluate
 from liftinv.history import plot_history
 from liftinv.penalty import FENCHEL, MAC
@@ -77,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS", help="stop after this much training time")
     parser.add_argument("--quick", action="store_true", help="fewer and smaller images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation, shuffling and noise (default: 0)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--float64", action="store_true", help="train in float64 (default: float32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar and epoch log")
     return parser

@@ -55,6 +55,46 @@ def test_bad_command_lines(capsys):
     assert "one of the arguments --measurements --simulate is required" in err and "invalid choice: 'pet'" in err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["reconstruct", "--simulate", "--operator", "ct", "--angles", "0"], "argument --angles: must be an integer >= 1, got '0'"),
+    (["reconstruct", "--simulate", "--operator", "ct", "--detectors", "0"], "argument --detectors: must be an integer >= 1, got '0'"),
+    (["reconstruct", "--simulate", "--operator", "ct", "--size", "1"], "argument --size: must be an integer >= 2, got '1'"),
+    (["reconstruct", "--simulate", "--operator", "ct", "--iters", "x"], "argument --iters: must be an integer >= 1, got 'x'"),
+    (["train", "--device", "foo"], "argument --device: not a torch device: 'foo'"),
+    (["invert", "net.pt", "f.npy", "--out", "u.npy", "--device", "cuda:x"], "argument --device: not a torch device: 'cuda:x'"),
+    (["invert", "net.pt", "f.npy", "--out", "u.npy", "--max-iter", "0"], "argument --max-iter: must be an integer >= 1, got '0'"),
+    (["bench", "training", "--device", "gpu"], "argument --device: not a torch device: 'gpu'"),
+])
+def test_bad_option_values_are_argparse_errors(capsys, argv, message):
+    """Refused while parsing (exit status 2, the option named), before any file is read."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_without_cuda_is_refused_by_name():
+    import argparse
+
+    from liftinv.cli_types import device
+
+    assert device("cpu") == "cpu"
+    with pytest.raises(argparse.ArgumentTypeError, match="'cuda': CUDA is not available on this machine"):
+        device("cuda")
+
+
+def test_reconstruct_refuses_an_image_file_for_several_images_before_reconstructing(tmp_path, capsys, monkeypatch):
+    import liftinv.reconstruct_cli as cli
+
+    monkeypatch.setattr(cli, "reconstruct", lambda *a: pytest.fail("reconstructed before checking --out"))
+    save_array(torch.zeros(2, 1, 25, 9), tmp_path / "y.npy")
+    argv = ["reconstruct", "--measurements", str(tmp_path / "y.npy"), "--operator", "ct", "--out", str(tmp_path / "x.png")]
+    assert main(argv) == 1
+    assert "an image file holds one grey image, but the array has shape (2, 1, 17, 17)" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_demo_quick_writes_table_figure_and_json(tmp_path, capsys):
     threads = torch.get_num_threads()
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
@@ -181,7 +221,6 @@ def test_reconstruct_with_a_saved_model(tmp_path, capsys):
     (["--simulate", "--operator", "ct", "--method", "model"], "--method model needs --model FILE"),
     (["--simulate", *CT, "--method", "zero-filled"], "ZeroFilled needs a MRI physics, got Radon"),
     (["--simulate", *CT, "--method", "tv", "--weight", "-1"], "weight must be a finite number >= 0, got -1.0"),
-    (["--simulate", *CT, "--iters", "0", "--method", "tv"], "--iters must be a positive integer, got 0"),
     (["--simulate", *CT, "--noise", "-0.1"], "--noise must be >= 0, got -0.1"),
     (["--simulate", *CT, "--index", "1000"], "--index must be in [0, 63], got 1000"),
     (["--simulate", *CT, "--out", "{tmp}/x.txt"], "--out must end in one of"),

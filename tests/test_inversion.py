@@ -568,7 +568,7 @@ def test_progress_bar_steps_once_per_solve_of_the_search(capsys):
 
 
 # ---------------------------------------------------------------- command line
-def test_invert_cli_round_trip(tmp_path, capsys):
+def test_invert_cli_round_trip(tmp_path, capsys, monkeypatch):
     import numpy as np
 
     from liftinv.inversion_cli import invert_main
@@ -600,6 +600,14 @@ def test_invert_cli_round_trip(tmp_path, capsys):
     for extra, named in ((["--regularizer", "l1", "--box", "0", "1"], "--box"), (["--regularizer", "none", "--weight", "1"], "--weight")):
         assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), *extra, "--out", str(tmp_path / "x.npy")]) == 2
         assert named in capsys.readouterr().err  # an option that would be ignored is refused
+    # the input shape is needed, and an image file for two samples is refused, both before solving
+    monkeypatch.setattr("liftinv.inversion_cli.invert", lambda *a, **k: pytest.fail("solved before checking"))
+    assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--out", str(tmp_path / "x.npy")]) == 2
+    assert "the network's input shape is unknown: pass --input-shape or --x0" in capsys.readouterr().err
+    assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "1", "7", "9",
+                        "--out", str(tmp_path / "x.png")]) == 2
+    assert f"the array has shape ({len(f)}, 1, 7, 9)" in capsys.readouterr().err
+    monkeypatch.undo()
     # l1 without --weight: chosen by the discrepancy principle, as for tv
     assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "1", "7", "9",
                         "--noise-level", str(float(delta[0])), "--regularizer", "l1", "--out", str(tmp_path / "l1.npy")]) == 0

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from liftinv import cli_types
+
 #: section name -> modules whose ``run`` it calls
 SECTIONS = {
     "operators": ("liftinv.bench.ct", "liftinv.bench.blur_mri"),
@@ -48,17 +50,17 @@ def run_section(run, description: str, argv: list[str] | None = None) -> None:
     and ``--device``, call ``run`` and print its table."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats")
-    parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device")
     args = parser.parse_args(argv)
     print(format_table(run(quick=args.quick, device=args.device)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="liftinv bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="liftinv bench", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("section", choices=[*SECTIONS, "all"], help="which benchmark to run")
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (minutes on 2 cores)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the records as JSON")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument("--device", type=cli_types.device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     args = parser.parse_args(argv)
     names = list(SECTIONS) if args.section == "all" else [args.section]
     records: list[dict] = []

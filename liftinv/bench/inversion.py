@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from liftinv.architectures import ResNet
+from liftinv import cli_types
 from liftinv.data import load_dataset
 from liftinv.inversion import InversionConfig, InversionResult, invert
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
@@ -298,7 +299,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images, noise levels and seconds")
-    parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the records as JSON")
     args = parser.parse_args()
     rows = run(quick=args.quick, device=args.device)

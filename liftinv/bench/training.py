@@ -41,6 +41,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from liftinv import cli_types
 from liftinv.evaluation import evaluate
 from liftinv.history import plot_psnr_vs_time
 from liftinv.penalty import MAC
@@ -217,6 +218,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data, 10 s per method")
     parser.add_argument("--task", choices=SETUP_NAMES, action="append", help="only these tasks (repeatable)")
-    parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device")
     args = parser.parse_args()
     print(format_table(run(quick=args.quick, device=args.device, tasks=tuple(args.task or SETUP_NAMES))))

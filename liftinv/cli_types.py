@@ -1,0 +1,42 @@
+"""Argument types of the command lines: a bad value is an ``argparse`` error naming the option
+(``argument --angles: must be an integer >= 1, got '0'``), before any work starts."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import torch
+
+
+def device(text: str) -> str:
+    """A torch device that this machine has: ``cpu``, ``cuda``, ``cuda:1``, ``mps``..."""
+    try:
+        dev = torch.device(text)
+    except RuntimeError as err:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} ({err})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine (use cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine (use cpu)")
+    return text
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """The type of an integer option whose values are at least ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)
