@@ -9,6 +9,7 @@ own bracket.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -95,7 +96,9 @@ def lipschitz_estimate(forward: Callable[[Tensor], Tensor], like: Tensor, iters:
     lam = 0.0
     for _ in range(iters):
         w = w / w.norm().clamp_min(_TINY)
-        _, jw = torch.func.jvp(forward, (v,), (w,))
+        with warnings.catch_warnings():  # torch's forward-mode AD scripts a helper on first use
+            warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+            _, jw = torch.func.jvp(forward, (v,), (w,))
         w = pullback(jw)[0].detach()
         lam = float(w.norm())
     return lam**0.5
