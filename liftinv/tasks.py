@@ -66,16 +66,17 @@ class Denoising(Task):
     r"""Gaussian denoising: observation :math:`x + \sigma n`, target :math:`x`.
 
     Args:
-        sigma: noise standard deviation :math:`\sigma \ge 0`.
+        noise_sigma: noise standard deviation :math:`\sigma \ge 0` (the keyword of
+            :class:`Reconstruction` and :class:`Autoencoder` too).
     """
 
-    sigma: float
+    noise_sigma: float
 
     def __post_init__(self):
-        _noise_level("sigma", self.sigma)
+        _noise_level("noise_sigma", self.noise_sigma)
 
     def observe(self, clean, generator):
-        return Batch(clean + gaussian(clean, self.sigma, generator), clean)
+        return Batch(clean + gaussian(clean, self.noise_sigma, generator), clean)
 
 
 @dataclass(frozen=True, eq=False)

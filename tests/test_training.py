@@ -233,7 +233,7 @@ def test_bad_data(patches):
         (lambda: Backprop(lr=0.0), ValueError, "lr"),
         (lambda: Backprop(lr=math.nan), ValueError, "lr"),
         (lambda: Backprop(momentum=1.0), ValueError, "momentum"),
-        (lambda: Denoising(-0.1), ValueError, "sigma"),
+        (lambda: Denoising(noise_sigma=-0.1), ValueError, "noise_sigma"),
         (lambda: Autoencoder(noise_sigma=math.inf), ValueError, "noise_sigma"),
         (lambda: Reconstruction(object(), 0.1), TypeError, "physics"),
     ],
