@@ -18,6 +18,7 @@ lifted problem, with its warm-started power iterations, is rebuilt at the start 
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -237,11 +238,14 @@ def _metric_fields(metrics) -> dict:
 
 
 def _log_line(h: TrainHistory) -> str:
-    gaps = " ".join(f"{g:.2e}" for g in h.gaps[-1])
-    return (
-        f"epoch {h.epoch[-1]:.3g} ({h.seconds[-1]:.1f}s): train loss {h.train_loss[-1]:.4g}, energy {h.energy[-1]:.4g}, "
-        f"gaps [{gaps}], val loss {h.val_loss[-1]:.4g}, PSNR {h.val_psnr[-1]:.2f} dB, SSIM {h.val_ssim[-1]:.3f}"
-    )
+    """One line per epoch: the training loss, the lifted energy and gaps (lifted methods) and the
+    validation scores (with a validation set)."""
+    parts = [f"epoch {h.epoch[-1]:.3g} ({h.seconds[-1]:.1f}s): train loss {h.train_loss[-1]:.4g}"]
+    if math.isfinite(h.energy[-1]):
+        parts.append(f"energy {h.energy[-1]:.4g}, gaps [{' '.join(f'{g:.2e}' for g in h.gaps[-1])}]")
+    if math.isfinite(h.val_loss[-1]):
+        parts.append(f"val loss {h.val_loss[-1]:.4g}, PSNR {h.val_psnr[-1]:.2f} dB, SSIM {h.val_ssim[-1]:.3f}")
+    return ", ".join(parts)
 
 
 __all__ = ["Backprop", "Lifted", "TrainResult", "lifted_view", "train"]

@@ -109,6 +109,22 @@ def test_backprop_same_entry_point(patches):
     assert all(math.isnan(e) for e in h.energy) and h.gaps == [[]] * 4
 
 
+def test_epoch_log_names_only_what_the_run_has(patches, capsys):
+    """The lifted energy and gaps for lifted methods, the validation scores with a validation set;
+    no NaN placeholders."""
+    train_set, val_set = patches
+    kwargs = dict(task=Denoising(0.1), epochs=1, batch_size=10, progress=True)
+    train(_pnn(), train_set, method=Lifted(), **kwargs)
+    lifted = capsys.readouterr()
+    train(_pnn(), train_set, method=Backprop(lr=1e-2), val_set=val_set, **kwargs)
+    backprop = capsys.readouterr()
+    lifted_line = next(line for line in lifted.out.splitlines() if line.startswith("epoch 1"))
+    backprop_line = next(line for line in backprop.out.splitlines() if line.startswith("epoch 1"))
+    assert "energy" in lifted_line and "gaps" in lifted_line and "val loss" not in lifted_line
+    assert "energy" not in backprop_line and "val loss" in backprop_line and "PSNR" in backprop_line
+    assert "nan" not in lifted_line + backprop_line
+
+
 # ----------------------------------------------------------------------------- resume
 @pytest.mark.parametrize(
     "method",
