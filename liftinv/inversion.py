@@ -205,7 +205,8 @@ class InversionResult:
         input: the recovered input, shape ``(B, *input_shape)``.
         variables: all lifted variables ``[x_0 = input, x_1, ..., x_K]`` (``x_K``: the clamped,
             projected and snapped data); for the single-layer PDHG solver ``[input, data]``.
-        alpha: the regularisation weight used per sample, shape ``(B,)`` (NaN: none).
+        alpha: the regularisation weight used per sample, shape ``(B,)``: the chosen one, or the
+            regulariser's own (NaN without a regulariser or for one without a weight, as a box).
         discrepancy: :math:`\\|N(u) - f_\\delta\\|` per sample, shape ``(B,)``.
         target: :math:`\\tau\\delta` per sample, or ``None`` without a noise level.
         history: the :class:`InversionHistory`.
@@ -372,7 +373,7 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
         iterations = solver.solve(regularizer if alpha is None else regularizer.with_weight(alpha), history)
         unsettled[0] = iterations >= config.max_iter or perf_counter() - start >= config.max_time
         d = task.discrepancy(solver.input)
-        weights = task.data.new_full((batch,), math.nan) if alpha is None else alpha.clone()
+        weights = _given_weight(regularizer, task.data) if alpha is None else alpha.clone()
         history.steps.append(SearchStep(weights, d.clone(), iterations, perf_counter() - start))
         variables = [v.clone() for v in getattr(solver, "xs", [solver.input, task.projected])]
         state = [solver.input.clone(), variables, weights, d]  # d is fresh and never modified
@@ -396,6 +397,15 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
             solve(task.data.new_full((batch,), config.default_alpha) if free else None)
     recovered, variables, alpha, discrepancy = best
     return InversionResult(recovered, variables, alpha, discrepancy, target, history)
+
+
+def _given_weight(regularizer: Potential | None, data: Tensor) -> Tensor:
+    """The weight of a regulariser that came with one, per sample; NaN for none or a regulariser
+    without a weight (e.g. a box constraint)."""
+    weight = getattr(regularizer, "weight", None)
+    if weight is None:
+        return data.new_full((data.shape[0],), math.nan)
+    return torch.as_tensor(weight, dtype=data.dtype, device=data.device).expand(data.shape[0]).clone()
 
 
 def _morozov_prefers(d: Tensor, alpha: Tensor, d_best: Tensor, alpha_best: Tensor, bound: Tensor) -> Tensor:

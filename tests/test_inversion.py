@@ -15,7 +15,7 @@ from liftinv.inversion_bcd import JointProblem, LiftedBCD
 from liftinv.inversion_search import lipschitz_estimate
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.penalty import bregman
-from liftinv.potentials import L1, TV, Tikhonov
+from liftinv.potentials import L1, TV, Box, Tikhonov
 from liftinv.problem import LIPSCHITZ_MARGIN, LiftedProblem
 from liftinv.solvers import BCD, HeavyBall, Nesterov, Plain, run
 from liftinv.tv import pdhg_tv
@@ -102,8 +102,10 @@ def test_pdhg_energy_history_and_result_fields():
     assert all(t1 >= t0 for t0, t1 in zip(h.time, h.time[1:]))
     assert res.input.min() >= 0 and res.input.max() <= 1
     assert h.energy[-1] < h.energy[0]
-    assert torch.all(torch.isnan(res.alpha)) and res.target is None
+    assert torch.equal(res.alpha, torch.full((len(f),), 0.01, dtype=f.dtype)) and res.target is None  # the weight given
     assert len(res.variables) == 2 and res.variables[0] is not None
+    boxed = invert(model, f, input_shape=(1, 7, 9), regularizer=Box(0.0, 1.0), config=InversionConfig(max_iter=5, tol=0))
+    assert torch.all(torch.isnan(boxed.alpha))  # a regulariser without a weight
 
 
 # ---------------------------------------------------------------- deep networks (BCD)
