@@ -99,6 +99,6 @@ def _dry_run(net: LiftedNetwork) -> None:
                 xs.append(net.layer(k)(xs))
             except RuntimeError as err:
                 raise ValueError(
-                    f"input_shape={net.input_shape} does not fit lifted layer {k} "
-                    f"(map {net.layer(k).maps[0]}): {err}"
+                    f"input_shape={net.input_shape} (one sample, without the batch axis) does not fit "
+                    f"lifted layer {k} (map {net.layer(k).maps[0]}): {err}"
                 ) from err

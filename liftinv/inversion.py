@@ -301,20 +301,27 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
         raise TypeError(f"free_output must be a bool, got {type(free_output).__name__}")
     if not isinstance(output, Tensor):
         raise TypeError(f"output must be a torch.Tensor, got {type(output).__name__}")
-    if not output.is_floating_point() or output.ndim < 2:
-        raise ValueError(f"output must be a floating tensor (B, ...), got dtype {output.dtype} and shape {tuple(output.shape)}")
+    if not output.is_floating_point():
+        raise ValueError(f"output must be a floating tensor, got dtype {output.dtype}")
+    if output.ndim < 2:
+        raise ValueError(f"output must have a batch axis, shape (B, ...), got shape {tuple(output.shape)}")
     if not bool(torch.isfinite(output).all()):
         raise ValueError("output contains NaN or Inf entries")
     if x0 is not None and not isinstance(x0, Tensor):
         raise TypeError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
-    if input_shape is None and x0 is not None:
+    shape_of_x0 = input_shape is None and x0 is not None
+    if shape_of_x0:
         input_shape = tuple(x0.shape[1:])
-    net = lift(network, input_shape=None if isinstance(network, LiftedNetwork) else input_shape)
+    try:
+        net = lift(network, input_shape=None if isinstance(network, LiftedNetwork) else input_shape)
+    except ValueError as err:
+        raise ValueError(f"x0 of shape {tuple(x0.shape)} does not fit the network: {err}" if shape_of_x0 else str(err)) from err
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else net.input_shape
     if shape is None:
         raise ValueError("the input shape is unknown: pass input_shape (or x0) for this network")
     if net.input_shape is not None and shape != net.input_shape:
-        raise ValueError(f"input_shape {shape} does not match the network's input shape {net.input_shape}")
+        given = f"x0 of shape {tuple(x0.shape)}" if shape_of_x0 else f"input_shape {shape}"
+        raise ValueError(f"{given} does not match the network's input shape {net.input_shape}")
     if physics is not None:
         net = LiftedNetwork([*net.layers, Layer([net.depth], [Measurement(physics)], Identity())], input_shape=net.input_shape)
     ref = next(net.parameters(), None)

@@ -137,7 +137,7 @@ def test_invalid_modules_and_shapes_are_refused():
     with pytest.raises(ValueError, match="no layer"):
         lift(nn.Sequential(nn.Identity()))
     model = build(conv_model(), 8)
-    with pytest.raises(ValueError, match=r"input_shape=\(2, 7, 9\) does not fit lifted layer 3"):
+    with pytest.raises(ValueError, match=r"input_shape=\(2, 7, 9\) \(one sample, without the batch axis\) does not fit lifted layer 3"):
         lift(model, input_shape=(2, 7, 9))
     with pytest.raises(ValueError, match="input_shape"):
         lift(build(dense_model(), 9), input_shape=(4,))

@@ -519,6 +519,14 @@ def test_bad_input_raises_clear_errors():
         invert(model, f)
     with pytest.raises(ValueError, match="x0 must have shape"):
         invert(model, f, input_shape=(1, 5, 5), x0=torch.zeros(3, 1, 5, 5, dtype=F64))
+    with pytest.raises(ValueError, match=r"^x0 of shape \(2, 1, 4, 4\) does not fit the network: input_shape"):
+        invert(model, f, x0=torch.zeros(2, 1, 4, 4, dtype=F64))  # the shape came from x0: x0 is named
+    with pytest.raises(ValueError, match=r"input_shape=\(2, 1, 5, 5\) \(one sample, without the batch axis\) does not fit"):
+        invert(model, f, input_shape=(2, 1, 5, 5))
+    with pytest.raises(ValueError, match=r"^output must have a batch axis, shape \(B, ...\), got shape \(20,\)$"):
+        invert(model, f[0], input_shape=(1, 5, 5))
+    with pytest.raises(ValueError, match="^output must be a floating tensor, got dtype torch.int64$"):
+        invert(model, f.long(), input_shape=(1, 5, 5))
     with pytest.raises(TypeError, match="regularizer"):
         invert(model, f, input_shape=(1, 5, 5), regularizer="tv")
     with pytest.raises(TypeError, match="config"):
