@@ -280,7 +280,7 @@ def _times(module: nn.Linear | nn.Conv2d, x: Tensor) -> Tensor:
 
 
 def _times_transpose(module: nn.Linear | nn.Conv2d, r: Tensor) -> Tensor:
-    """:math:`W^\top r` for the linear part :math:`W` of ``module``."""
+    r""":math:`W^\top r` for the linear part :math:`W` of ``module``."""
     if isinstance(module, nn.Linear):
         return r @ module.weight
     return conv_adjoint(r, module.weight, module.padding)
@@ -303,7 +303,7 @@ class Unbiased(_SharedWeight):
         return _times(self.module, x)
 
     def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
-        """:math:`W^\top r`."""
+        r""":math:`W^\top r`."""
         return _times_transpose(self.module, r)
 
 

@@ -20,7 +20,7 @@ def shares_storage(t: Tensor, others: Sequence[Tensor]) -> bool:
 
 
 def _shared_convolutions(maps: Sequence[nn.Module]) -> list[tuple[int, list[tuple[int, float]]]]:
-    """``[(first, [(position, coefficient), ...])]`` in order of first position: maps that are
+    r"""``[(first, [(position, coefficient), ...])]`` in order of first position: maps that are
     ``ScaledConv`` of the same convolution (non-zero scales) form one group, with the coefficients
     :math:`s_j / s_{\text{first}}`; every other map is a group of its own, coefficient 1."""
     groups: dict[int, tuple[int, list[tuple[int, float]]]] = {}

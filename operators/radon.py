@@ -302,7 +302,7 @@ class Radon(LinearPhysics):
         return rays.T.reshape(b, ch, self.angles.numel(), self.n_detectors).transpose(-1, -2).contiguous()
 
     def _backward(self, rays: Tensor) -> Tensor:
-        """Unchecked :math:`A^\top y` of ``rays`` = ``y`` in ray order ``(B, C, n_angles, n_detectors)``;
+        r"""Unchecked :math:`A^\top y` of ``rays`` = ``y`` in ray order ``(B, C, n_angles, n_detectors)``;
         the two halves of ``M^T y`` are the contributions to :math:`x` and to :math:`x^\top`."""
         b, ch, n = rays.shape[0], rays.shape[1], self.n
         columns = rays.reshape(b * ch, -1).T

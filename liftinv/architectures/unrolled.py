@@ -112,7 +112,7 @@ class UnrolledPrimalDual(Reconstructor):
         return self.lifted.layer(1).maps[0].physics
 
     def bind(self, physics) -> None:
-        """Use ``physics`` in every gradient step from now on. The steps keep their :math:`\tau`
+        r"""Use ``physics`` in every gradient step from now on. The steps keep their :math:`\tau`
         and :math:`s`, computed for the construction physics, so a ``Radon``, ``Blur`` or ``MRI``
         must have the spec of the operator bound now (its dtype and device may differ); an
         operator without a spec is bound unchecked.
