@@ -24,7 +24,7 @@ from deepinv.physics.noise import NoiseModel, ZeroNoise
 from scipy.fft import next_fast_len
 from torch import Tensor
 
-from operators.checks import check_tensor, clear_opnorm
+from operators.checks import check_tensor, clear_opnorm, one_for_the_batch
 
 BOUNDARIES = ("circular", "reflect", "replicate", "zero")
 #: Kernels with more entries than this use FFT convolution for non-circular boundaries by default.
@@ -122,13 +122,19 @@ class Blur(LinearPhysics):
         h, w = self.kernel.shape[-2:]
         return self.boundary == "circular" or h * w > FFT_MIN_KERNEL_AREA
 
-    def update_parameters(self, kernel: Tensor | None = None, **noise_params) -> None:
+    def update_parameters(self, kernel: Tensor | None = None, filter: Tensor | None = None, **noise_params) -> None:
         """Replace the kernel (validated, cast to the operator's dtype/device); clears the cached
-        spectra and operator norms.
+        spectra and operator norms. ``filter`` is deepinv's name for it, ``(1, C, h, w)`` as its
+        blur generators draw one (one kernel for the whole batch: a batch of kernels is refused).
 
-        ``noise_params`` are the noise model's parameters, which deepinv's ``Physics.update``
-        passes to every ``update_parameters``; they are not used here.
+        ``noise_params`` are the noise model's parameters, which deepinv passes to every
+        ``update_parameters`` (and, through ``physics(x, **params)``, to :meth:`A`); they are not
+        used here.
         """
+        if filter is not None:
+            if kernel is not None:
+                raise ValueError("pass the kernel as kernel or as filter, not both")
+            kernel = one_for_the_batch(filter, "filter", ndim=3)
         if kernel is None:
             return
         check_tensor(kernel, "kernel")
@@ -191,8 +197,10 @@ class Blur(LinearPhysics):
         out = conv(x.reshape(1, batch * channels, *x.shape[-2:]), weight.contiguous(), groups=batch * channels)
         return out.reshape(batch, channels, *out.shape[-2:])
 
-    def A(self, x: Tensor) -> Tensor:
-        r"""Blurred image :math:`k * x` of shape ``(B, C, H, W)`` (see the module formula)."""
+    def A(self, x: Tensor, **params) -> Tensor:
+        r"""Blurred image :math:`k * x` of shape ``(B, C, H, W)`` (see the module formula;
+        ``params``: see :meth:`update_parameters`)."""
+        self.update_parameters(**params)
         self._check(x, "x")
         height, width = x.shape[-2:]
         mode = "constant" if self.boundary == "zero" else self.boundary
@@ -204,9 +212,11 @@ class Blur(LinearPhysics):
         out = torch.fft.irfft2(torch.fft.rfft2(x, s=grid) * self._spectrum(grid, shift), s=grid)
         return out if self.boundary == "circular" else out[..., :height, :width]
 
-    def A_adjoint(self, y: Tensor) -> Tensor:
+    def A_adjoint(self, y: Tensor, **params) -> Tensor:
         r"""Adjoint :math:`A^* y = P^*(\bar k \star y)`: correlation with the kernel (transposed
-        convolution), then the adjoint of the boundary padding (border folded back)."""
+        convolution), then the adjoint of the boundary padding (border folded back; ``params``:
+        see :meth:`update_parameters`)."""
+        self.update_parameters(**params)
         self._check(y, "y")
         height, width = y.shape[-2:]
         if not self.use_fft:

@@ -126,6 +126,20 @@ def opnorm(
     return cache[key]
 
 
+def one_for_the_batch(t: Tensor, name: str, ndim: int) -> Tensor:
+    """``t`` without leading axes of size 1 down to ``ndim`` dimensions: deepinv's generators draw
+    parameters with a batch (and channel) axis, ``(1, 1, H, W)`` for one mask; a batch of
+    different ones is refused (the operators hold one for every sample)."""
+    while t.ndim > ndim and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim > ndim:
+        raise ValueError(
+            f"{name} must be one {ndim}-D {name} for the whole batch (leading axes of size 1 allowed), "
+            f"got shape {tuple(t.shape)}: per-sample {name}s are not supported"
+        )
+    return t
+
+
 def clear_opnorm(physics) -> None:
     """Forget the cached operator norms of ``physics`` (call after changing the operator)."""
     physics.__dict__.pop("_opnorm_cache", None)

@@ -25,7 +25,7 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import NoiseModel, ZeroNoise
 from torch import Tensor
 
-from operators.checks import check_tensor, clear_opnorm
+from operators.checks import check_tensor, clear_opnorm, one_for_the_batch
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -82,15 +82,20 @@ class MRI(LinearPhysics):
         return None if self.coil_maps is None else self.coil_maps.shape[0]
 
     def update_parameters(self, mask: Tensor | None = None, coil_maps: Tensor | None = None, **noise_params) -> None:
-        """Replace the mask and/or coil maps (validated, cast to the operator's dtype/device).
+        """Replace the mask and/or coil maps (validated, cast to the operator's dtype/device). The
+        mask is ``(H, W)``, or ``(1, 1, H, W)`` as deepinv's mask generators draw one (one mask for
+        the whole batch: a batch of masks is refused).
 
-        ``noise_params`` are the noise model's parameters, which deepinv's ``Physics.update``
-        passes to every ``update_parameters``; they are not used here.
+        ``noise_params`` are the noise model's parameters, which deepinv passes to every
+        ``update_parameters`` (and, through ``physics(x, **params)``, to :meth:`A`); they are not
+        used here.
         """
+        if mask is None and coil_maps is None:
+            return
         if mask is not None:
             if not isinstance(mask, Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
                 raise TypeError(f"mask must be a bool or real floating tensor, got {getattr(mask, 'dtype', type(mask))}")
-            mask = mask.detach().to(dtype=self.dtype, device=self.mask.device)
+            mask = one_for_the_batch(mask.detach().to(dtype=self.dtype, device=self.mask.device), "mask", ndim=2)
             check_tensor(mask, "mask", ndim=2)
             if coil_maps is None and self.coil_maps is not None and mask.shape != self.coil_maps.shape[1:3]:
                 raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the coil maps {tuple(self.coil_maps.shape[:3])}")
@@ -142,21 +147,29 @@ class MRI(LinearPhysics):
             return torch.view_as_real(z).movedim(-1, 1)
         return z.unsqueeze(1) if rep == "complex1" else z
 
-    def A(self, x: Tensor) -> Tensor:
-        r"""k-space data :math:`M F (S_n x)` in the representation of ``x`` (see module docstring)."""
+    def A(self, x: Tensor, **params) -> Tensor:
+        r"""k-space data :math:`M F (S_n x)` in the representation of ``x`` (see module docstring;
+        ``params``: see :meth:`update_parameters`)."""
+        self.update_parameters(**params)
         z, rep = self._to_complex(x, "x", coil_axis=False)
         d_in, m_out = self._phases()
         if self.coil_maps is not None:
             z = z[:, None]
         return self._from_complex(torch.fft.fft2(z * d_in, norm="ortho").mul_(m_out), rep)
 
-    def A_adjoint(self, y: Tensor) -> Tensor:
-        r"""Image :math:`\sum_n \bar S_n F^{-1}(M y_n)` in the representation of ``y``."""
+    def A_adjoint(self, y: Tensor, **params) -> Tensor:
+        r"""Image :math:`\sum_n \bar S_n F^{-1}(M y_n)` in the representation of ``y`` (``params``:
+        see :meth:`update_parameters`)."""
+        self.update_parameters(**params)
         z, rep = self._to_complex(y, "y", coil_axis=self.coil_maps is not None)
         d_in, m_out = self._phases()
         x = torch.fft.ifft2(z * m_out.conj(), norm="ortho").mul_(d_in.conj())
         return self._from_complex(x if self.coil_maps is None else x.sum(1), rep)
 
-    def noise(self, y: Tensor) -> Tensor:
-        r""":math:`M \odot N(y)`: noise only on the sampled k-space entries."""
-        return self.noise_model(y) * self.mask
+    def noise(self, y: Tensor, **params) -> Tensor:
+        r""":math:`M \odot N(y)`: noise only on the sampled k-space entries. Complex data get it on
+        their real and imaginary parts as the real layout does (a complex draw would split the
+        variance between them)."""
+        if y.is_complex():
+            return torch.view_as_complex(self.noise_model(torch.view_as_real(y), **params).contiguous()) * self.mask
+        return self.noise_model(y, **params) * self.mask

@@ -14,6 +14,7 @@ adjoint is exact to rounding.
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -22,7 +23,7 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import ZeroNoise
 from torch import Tensor
 
-from operators.checks import check_tensor
+from operators.checks import check_tensor, clear_opnorm
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 _CHUNK_ENTRIES = 1 << 22  # candidate matrix entries generated per construction step
@@ -262,11 +263,38 @@ class Radon(LinearPhysics):
         self.n = img_size
         self.n_detectors = n_detectors
         self.circle = circle
+        self._set_angles(angles, dtype, device)
+
+    def _set_angles(self, angles: Tensor, dtype, device) -> None:
+        """Angles (degrees, parsed) and the system matrices built for them."""
         self.register_buffer("angles", angles.to(device), persistent=False)
-        matrix, transpose = joseph_matrices(img_size, angles, n_detectors, circle, dtype=dtype, device=device)
+        matrix, transpose = joseph_matrices(self.n, angles, self.n_detectors, self.circle, dtype=dtype, device=device)
         self.register_buffer("_matrix", matrix, persistent=False)
         self.register_buffer("_matrix_t", transpose, persistent=False)
         self._filters: dict = {}
+        clear_opnorm(self)
+
+    def update_parameters(self, angles: int | Tensor | None = None, **noise_params) -> None:
+        """Replace the angles (a count or degrees, as in the constructor) and rebuild the system
+        matrices; the sinogram shape follows.
+
+        ``noise_params`` are the noise model's parameters, which deepinv passes to every
+        ``update_parameters`` (and, through ``physics(x, **params)``, to :meth:`A`); they are
+        not used here.
+        """
+        if angles is not None:
+            self._set_angles(_parse_angles(angles), self.dtype, self._matrix.device)
+
+    def __deepcopy__(self, memo: dict) -> Radon:
+        """A deep copy (as deepinv's ``clone``): sparse CSR matrices cannot be deep-copied by
+        ``copy.deepcopy``, so they are cloned."""
+        sparse = {name: self._buffers[name] for name in ("_matrix", "_matrix_t")}
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        state = dict(self.__dict__, _buffers={k: v for k, v in self._buffers.items() if k not in sparse})
+        new.__dict__.update(copy.deepcopy(state, memo))
+        new._buffers.update({name: m.clone() for name, m in sparse.items()})
+        return new
 
     @property
     def dtype(self) -> torch.dtype:
@@ -309,12 +337,16 @@ class Radon(LinearPhysics):
         both = _SparseMatmul.apply(columns, self._matrix_t, self._matrix).T.reshape(b, ch, 2, n, n)
         return both[:, :, 0] + both[:, :, 1].transpose(-1, -2)
 
-    def A(self, x: Tensor) -> Tensor:
-        r"""Sinogram :math:`Ax` of shape ``(B, C, n_detectors, n_angles)`` of ``x`` ``(B, C, N, N)``."""
+    def A(self, x: Tensor, **params) -> Tensor:
+        r"""Sinogram :math:`Ax` of shape ``(B, C, n_detectors, n_angles)`` of ``x`` ``(B, C, N, N)``
+        (``params``: see :meth:`update_parameters`)."""
+        self.update_parameters(**params)
         return self._forward(self._check(x, "x", (self.n, self.n)))
 
-    def A_adjoint(self, y: Tensor) -> Tensor:
-        r"""Back-projection :math:`A^\top y` (exact transpose of :meth:`A`) of shape ``(B, C, N, N)``."""
+    def A_adjoint(self, y: Tensor, **params) -> Tensor:
+        r"""Back-projection :math:`A^\top y` (exact transpose of :meth:`A`) of shape ``(B, C, N, N)``
+        (``params``: see :meth:`update_parameters`)."""
+        self.update_parameters(**params)
         return self._backward(self._check(y, "y", self.sinogram_shape).transpose(-1, -2))
 
     def _filter_matrix(self, name: str) -> Tensor:

@@ -279,3 +279,17 @@ def test_blur_kernel_larger_than_image_at_call():
         op.A(torch.zeros(1, 1, 4, 9))
     with pytest.raises(ValueError, match="kernel"):
         Blur(torch.ones(2, 3, 3)).A(torch.zeros(1, 3, 9, 9))
+
+
+def test_blur_takes_deepinv_filter_parameter():
+    """deepinv's name for the kernel, ``filter``, drawn ``(1, C, h, w)`` by its blur generators
+    and passed as ``physics(x, filter=...)``; a batch of kernels, or both names, is refused."""
+    g = _gen(9)
+    x = torch.randn(2, 1, 12, 12, dtype=torch.float64, generator=g)
+    op = Blur(torch.rand(3, 3, generator=g), boundary="zero", dtype=torch.float64)
+    new = torch.rand(5, 5, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(op(x, filter=new[None, None]), Blur(new, boundary="zero", dtype=torch.float64).A(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="filter must be one 3-D filter for the whole batch"):
+        op.update(filter=torch.rand(2, 1, 5, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="not both"):
+        op.update(kernel=new, filter=new)

@@ -291,3 +291,30 @@ def test_mri_update_mask_refreshes_operator():
     torch.testing.assert_close(op.A(x), MRI(new, dtype=torch.float64).A(x))
     with pytest.raises(ValueError, match="mask"):
         MRI(torch.ones(shape), coil_maps=torch.ones(1, *shape, dtype=torch.complex64)).update(mask=torch.ones(5, 5))
+
+
+def test_mri_takes_masks_from_deepinv_generators():
+    """``physics(x, **generator.step(1))``, as deepinv's trainer calls it, uses the drawn mask
+    ``(1, 1, H, W)``; a batch of different masks is refused by name."""
+    from deepinv.physics.generator import GaussianMaskGenerator
+
+    shape = (16, 16)
+    x = torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(20))
+    generator = GaussianMaskGenerator(shape, acceleration=4, rng=_gen(21))
+    params = generator.step(1)
+    op = MRI(torch.ones(shape), dtype=torch.float64)
+    torch.testing.assert_close(op(x, **params), MRI(params["mask"][0, 0], dtype=torch.float64).A(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"^mask must be one 2-D mask for the whole batch .* per-sample masks are not supported"):
+        op(x, **generator.step(2))
+
+
+@pytest.mark.parametrize("layout", ["real", "complex"])
+def test_mri_noise_sigma_is_per_real_component_in_every_layout(layout):
+    """Gaussian noise of standard deviation sigma on the real and the imaginary part of every
+    sampled entry, whether the data are real (B, 2, H, W) or complex (a complex draw would give
+    each part sigma / sqrt(2))."""
+    op = MRI(torch.ones(32, 32), noise_model=dinv.physics.GaussianNoise(0.5, rng=_gen(22)), dtype=torch.float64)
+    zeros = torch.zeros(100, 2, 32, 32, dtype=torch.float64)
+    y = op(zeros if layout == "real" else torch.complex(zeros[:, 0], zeros[:, 1]))
+    parts = y if layout == "real" else torch.stack((y.real, y.imag), 1)
+    assert float(parts[:, 0].std()) == pytest.approx(0.5, rel=0.02) and float(parts[:, 1].std()) == pytest.approx(0.5, rel=0.02)

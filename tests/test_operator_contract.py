@@ -36,3 +36,28 @@ def test_deepinv_noise_model(name):
     x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     noise = physics(x) - physics.A(x)
     assert 0.05 < float(noise[noise != 0].std()) < 0.15
+
+
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_clone_is_an_equal_independent_operator(name):
+    """deepinv's ``clone`` (a deep copy; ``Radon``'s sparse matrices need their own) gives the
+    same A and A^T, and the copy's noise is its own."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    copy = physics.clone()
+    x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(copy.A(x), physics.A(x)) and torch.equal(copy.A_adjoint(copy.A(x)), physics.A_adjoint(physics.A(x)))
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(copy.buffers(), physics.buffers()) if a.layout == torch.strided)
+
+
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_call_passes_noise_parameters_through(name):
+    """deepinv calls ``physics(x, **params)`` and forwards the parameters to A, A^T and the noise:
+    the noise model's are accepted (and used by it), the operator's unchanged."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    physics.set_noise_model(operators.GaussianNoise(sigma=0.0, rng=torch.Generator().manual_seed(0)))
+    x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    clean = physics.A(x)
+    noisy = physics(x, sigma=0.1)
+    assert torch.equal(physics.A(x, sigma=0.1), clean)
+    assert physics.A_adjoint(clean, sigma=0.1).shape == x.shape
+    assert 0.05 < float((noisy - clean)[noisy != clean].std()) < 0.15

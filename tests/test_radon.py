@@ -332,3 +332,17 @@ def test_fbp_rejects_unknown_filter(small, name):
 def test_fourier_filter_rejects_bad_size(size):
     with pytest.raises(ValueError, match="size"):
         fourier_filter(size, "ramp")
+
+
+def test_update_angles_rebuilds_the_operator():
+    """deepinv's ``update(angles=...)`` (or ``physics(x, angles=...)``) gives the operator built
+    with those angles, sinogram shape included, and forgets the cached norm."""
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    op = Radon(16, 8, dtype=torch.float64)
+    before = opnorm(op, (1, 1, 16, 16))
+    limited = torch.linspace(0, 90, 8, dtype=torch.float64)
+    op.update(angles=limited)
+    assert torch.equal(op.A(x), Radon(16, limited, dtype=torch.float64).A(x))
+    assert opnorm(op, (1, 1, 16, 16)) != before
+    assert op(x, angles=5).shape == (2, 1, 23, 5) and op.sinogram_shape == (23, 5)
+    assert torch.equal(op.A_adjoint(op.A(x)), Radon(16, 5, dtype=torch.float64).A_adjoint(Radon(16, 5, dtype=torch.float64).A(x)))
