@@ -24,7 +24,7 @@ from deepinv.physics.noise import NoiseModel, ZeroNoise
 from scipy.fft import next_fast_len
 from torch import Tensor
 
-from operators.checks import check_tensor, clear_opnorm, one_for_the_batch
+from operators.checks import check_tensor, clear_opnorm, empty_batch, one_for_the_batch
 
 BOUNDARIES = ("circular", "reflect", "replicate", "zero")
 #: Kernels with more entries than this use FFT convolution for non-circular boundaries by default.
@@ -91,8 +91,8 @@ class Blur(LinearPhysics):
     ):
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a real floating torch.dtype, got {dtype}")
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if use_fft is not None and not isinstance(use_fft, bool):
             raise TypeError(f"use_fft must be a bool or None, got {use_fft!r}")
         if img_size is not None and (
@@ -201,6 +201,8 @@ class Blur(LinearPhysics):
         r"""Blurred image :math:`k * x` of shape ``(B, C, H, W)`` (see the module formula;
         ``params``: see :meth:`update_parameters`)."""
         self.update_parameters(**params)
+        if empty_batch(x):
+            return self.A(x.new_zeros(1, *x.shape[1:]))[:0]
         self._check(x, "x")
         height, width = x.shape[-2:]
         mode = "constant" if self.boundary == "zero" else self.boundary
@@ -217,6 +219,8 @@ class Blur(LinearPhysics):
         convolution), then the adjoint of the boundary padding (border folded back; ``params``:
         see :meth:`update_parameters`)."""
         self.update_parameters(**params)
+        if empty_batch(y):
+            return self.A_adjoint(y.new_zeros(1, *y.shape[1:]))[:0]
         self._check(y, "y")
         height, width = y.shape[-2:]
         if not self.use_fft:

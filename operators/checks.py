@@ -112,6 +112,8 @@ def opnorm(
     physics' own ``dtype`` attribute (liftinv operators have one), else torch's default. The cache
     is keyed by shape and dtype; operators call :func:`clear_opnorm` when they change.
     """
+    if x_shape is None and getattr(physics, "img_size", None) is None:
+        raise ValueError(f"x_shape is needed: {type(physics).__name__} has no img_size to take it from")
     shape = tuple(x_shape) if x_shape is not None else (1, *physics.img_size)
     dtype = dtype or getattr(physics, "dtype", None) or torch.get_default_dtype()
     key = (shape, dtype)
@@ -124,6 +126,13 @@ def opnorm(
             lam = lanczos_max(lambda v: physics.A_adjoint(physics.A(v)), x0, max_iter=max_iter, rtol=rtol)
         cache[key] = lam**0.5
     return cache[key]
+
+
+def empty_batch(t: object) -> bool:
+    """Whether ``t`` is a tensor with an empty batch (first axis of size 0). FFTs and grouped
+    convolutions refuse those, so an operator applies itself to one zero sample instead (which
+    also validates the other axes) and returns none of it."""
+    return isinstance(t, Tensor) and t.ndim > 0 and t.shape[0] == 0
 
 
 def one_for_the_batch(t: Tensor, name: str, ndim: int) -> Tensor:

@@ -25,7 +25,7 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import NoiseModel, ZeroNoise
 from torch import Tensor
 
-from operators.checks import check_tensor, clear_opnorm, one_for_the_batch
+from operators.checks import check_tensor, clear_opnorm, empty_batch, one_for_the_batch
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -151,6 +151,8 @@ class MRI(LinearPhysics):
         r"""k-space data :math:`M F (S_n x)` in the representation of ``x`` (see module docstring;
         ``params``: see :meth:`update_parameters`)."""
         self.update_parameters(**params)
+        if empty_batch(x):
+            return self.A(x.new_zeros(1, *x.shape[1:]))[:0]
         z, rep = self._to_complex(x, "x", coil_axis=False)
         d_in, m_out = self._phases()
         if self.coil_maps is not None:
@@ -161,6 +163,8 @@ class MRI(LinearPhysics):
         r"""Image :math:`\sum_n \bar S_n F^{-1}(M y_n)` in the representation of ``y`` (``params``:
         see :meth:`update_parameters`)."""
         self.update_parameters(**params)
+        if empty_batch(y):
+            return self.A_adjoint(y.new_zeros(1, *y.shape[1:]))[:0]
         z, rep = self._to_complex(y, "y", coil_axis=self.coil_maps is not None)
         d_in, m_out = self._phases()
         x = torch.fft.ifft2(z * m_out.conj(), norm="ortho").mul_(d_in.conj())

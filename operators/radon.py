@@ -333,7 +333,7 @@ class Radon(LinearPhysics):
         r"""Unchecked :math:`A^\top y` of ``rays`` = ``y`` in ray order ``(B, C, n_angles, n_detectors)``;
         the two halves of ``M^T y`` are the contributions to :math:`x` and to :math:`x^\top`."""
         b, ch, n = rays.shape[0], rays.shape[1], self.n
-        columns = rays.reshape(b * ch, -1).T
+        columns = rays.reshape(b * ch, rays.shape[-2] * rays.shape[-1]).T  # not -1: b * ch may be 0
         both = _SparseMatmul.apply(columns, self._matrix_t, self._matrix).T.reshape(b, ch, 2, n, n)
         return both[:, :, 0] + both[:, :, 1].transpose(-1, -2)
 

@@ -233,6 +233,8 @@ def test_blur_update_kernel_refreshes_cached_spectrum():
     [
         (lambda: Blur(torch.ones(3, 3), boundary="periodic"), ValueError, "boundary"),
         (lambda: Blur(torch.ones(3, 3), dtype=torch.int32), TypeError, "dtype"),
+        (lambda: Blur(torch.ones(3, 3), dtype=torch.float16), TypeError, "dtype"),  # the FFT has no half precision
+        (lambda: opnorm(Blur(torch.ones(3, 3))), ValueError, "x_shape is needed: Blur has no img_size"),
         (lambda: Blur(torch.ones(3), boundary="zero"), ValueError, "kernel"),
         (lambda: Blur(torch.ones(1, 1, 3, 3)), ValueError, "kernel"),
         (lambda: Blur(torch.tensor([[1.0, float("nan")]])), ValueError, "kernel"),

@@ -61,3 +61,14 @@ def test_call_passes_noise_parameters_through(name):
     assert torch.equal(physics.A(x, sigma=0.1), clean)
     assert physics.A_adjoint(clean, sigma=0.1).shape == x.shape
     assert 0.05 < float((noisy - clean)[noisy != clean].std()) < 0.15
+
+
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_empty_batch_gives_empty_results(name):
+    """A batch of 0 samples maps to 0 measurements and back, with the shapes of a full batch."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    y = physics.A(x)
+    empty_y = physics.A(x[:0])
+    assert empty_y.shape == (0, *y.shape[1:]) and empty_y.dtype == y.dtype
+    assert physics.A_adjoint(y[:0]).shape == (0, *x.shape[1:])
