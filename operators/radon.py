@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 from deepinv.physics import LinearPhysics
@@ -175,18 +176,45 @@ def joseph_matrices(
     return forward, transpose
 
 
+@dataclass(frozen=True)
+class _Pair:
+    """A sparse matrix and its transpose. Not a tensor, so that ``torch.func`` transforms, which
+    wrap every tensor argument (sparse CSR tensors cannot be wrapped), pass it through as it is."""
+
+    mat: Tensor
+    mat_t: Tensor
+
+    @property
+    def T(self) -> _Pair:
+        return _Pair(self.mat_t, self.mat)
+
+
 class _SparseMatmul(torch.autograd.Function):
-    """``mat @ x`` for dense 2-D ``x``; the backward multiplies by ``mat_t`` (= ``mat.T``)."""
+    """``pair.mat @ x`` for dense 2-D ``x``; the backward multiplies by ``pair.mat_t``. Written for
+    ``torch.func`` too: the map is linear, so its JVP applies the same matrix, and under ``vmap``
+    the mapped axis joins the columns of ``x``."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, mat: Tensor, mat_t: Tensor) -> Tensor:
-        ctx.mats = (mat, mat_t)
-        return mat @ x
+    def forward(x: Tensor, pair: _Pair) -> Tensor:
+        return pair.mat @ x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.pair = inputs[1]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        mat, mat_t = ctx.mats
-        return _SparseMatmul.apply(grad, mat_t, mat), None, None
+        return _SparseMatmul.apply(grad, ctx.pair.T), None
+
+    @staticmethod
+    def jvp(ctx, dx: Tensor, _) -> Tensor:
+        return _SparseMatmul.apply(dx, ctx.pair)
+
+    @staticmethod
+    def vmap(info, in_dims, x: Tensor, pair: _Pair):
+        columns = x.movedim(in_dims[0], 1)  # (rows, V, cols)
+        out = _SparseMatmul.apply(columns.reshape(columns.shape[0], -1), pair)
+        return out.reshape(out.shape[0], *columns.shape[1:]), 1
 
 
 def _parse_angles(angles) -> Tensor:
@@ -326,7 +354,7 @@ class Radon(LinearPhysics):
         b, ch, n, _ = x.shape
         flat = x.reshape(b * ch, n, n)
         stacked = torch.stack((flat, flat.transpose(-1, -2)), 1).reshape(b * ch, 2 * n * n)
-        rays = _SparseMatmul.apply(stacked.T, self._matrix, self._matrix_t)  # (n_ang * n_det, BC)
+        rays = _SparseMatmul.apply(stacked.T, _Pair(self._matrix, self._matrix_t))  # (n_ang * n_det, BC)
         return rays.T.reshape(b, ch, self.angles.numel(), self.n_detectors).transpose(-1, -2).contiguous()
 
     def _backward(self, rays: Tensor) -> Tensor:
@@ -334,7 +362,7 @@ class Radon(LinearPhysics):
         the two halves of ``M^T y`` are the contributions to :math:`x` and to :math:`x^\top`."""
         b, ch, n = rays.shape[0], rays.shape[1], self.n
         columns = rays.reshape(b * ch, rays.shape[-2] * rays.shape[-1]).T  # not -1: b * ch may be 0
-        both = _SparseMatmul.apply(columns, self._matrix_t, self._matrix).T.reshape(b, ch, 2, n, n)
+        both = _SparseMatmul.apply(columns, _Pair(self._matrix_t, self._matrix)).T.reshape(b, ch, 2, n, n)
         return both[:, :, 0] + both[:, :, 1].transpose(-1, -2)
 
     def A(self, x: Tensor, **params) -> Tensor:

@@ -21,6 +21,7 @@ from liftinv.solvers import BCD, HeavyBall, Nesterov, Plain, run
 from liftinv.tv import pdhg_tv
 from operators.blur import Blur
 from operators.kernels import gaussian_kernel
+from operators.radon import Radon
 
 F64 = torch.float64
 
@@ -262,7 +263,7 @@ def test_noiseless_exact_resnet_recovers_input():
     torch.testing.assert_close(res.input, u, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["pnn", "unrolled"])
+@pytest.mark.parametrize("name", ["pnn", "unrolled", "unrolled-ct"])
 def test_lipschitz_estimate_of_networks_with_written_out_maps(name):
     """The first weight of the discrepancy search estimates the network's Lipschitz constant by
     ``torch.func`` products. On networks built of the written-out maps (``NormalStep``,
@@ -272,7 +273,10 @@ def test_lipschitz_estimate_of_networks_with_written_out_maps(name):
         net = ProximalNeuralNetwork(1, 4, 2, generator=gen(1)).double()
         forward, shape = net, (1, 1, 8, 8)
     else:
-        physics = Blur(gaussian_kernel(1.0, dtype=F64), img_size=(1, 8, 8), boundary="zero", dtype=F64)
+        if name == "unrolled":
+            physics = Blur(gaussian_kernel(1.0, dtype=F64), img_size=(1, 8, 8), boundary="zero", dtype=F64)
+        else:  # Radon's sparse products need their own torch.func rules
+            physics = Radon(8, 6, dtype=F64)
         net = UnrolledPrimalDual(physics, 2, 3, (1, 8, 8), generator=gen(1)).double()
         forward, shape = (lambda x: net.lifted(x, physics.A(x))), (1, 1, 8, 8)
     like = torch.zeros(shape, dtype=F64)
@@ -290,6 +294,18 @@ def test_lipschitz_estimate_of_networks_with_written_out_maps(name):
         res = invert(net, f, input_shape=(1, 8, 8), regularizer=TV(), noise_level=delta,
                      config=InversionConfig(max_iter=200, max_search=3))
         assert torch.isfinite(res.input).all() and torch.all(res.alpha > 0)
+
+
+def test_weight_search_through_ct_measurements():
+    """Inversion through measurements y = A(N(u)) with a CT operator and the discrepancy
+    principle: the search's first weight needs forward-mode products through A."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(2, 1, 3, padding=1)).double()
+    physics = Radon(8, 6, dtype=F64)
+    u = torch.rand(2, 1, 8, 8, dtype=F64, generator=gen(3))
+    y, delta = noisy(physics.A(net(u)).detach(), torch.tensor([0.02, 0.05], dtype=F64))
+    res = invert(net, y, input_shape=(1, 8, 8), physics=physics, regularizer=TV(), noise_level=delta,
+                 config=InversionConfig(max_iter=100, max_search=3))
+    assert torch.isfinite(res.input).all() and torch.all(res.alpha > 0) and len(res.history.steps) > 1
 
 
 # ---------------------------------------------------------------- discrepancy principle

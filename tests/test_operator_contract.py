@@ -72,3 +72,21 @@ def test_empty_batch_gives_empty_results(name):
     empty_y = physics.A(x[:0])
     assert empty_y.shape == (0, *y.shape[1:]) and empty_y.dtype == y.dtype
     assert physics.A_adjoint(y[:0]).shape == (0, *x.shape[1:])
+
+
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_torch_func_transforms_give_the_dense_matrix(name):
+    """``torch.func.jvp``, ``jacrev`` and ``jacfwd`` (forward mode and vmap) through A and A^T
+    agree with the dense matrix built by applying A to every unit vector (the inversion's
+    Lipschitz estimate uses jvp through networks that contain the operators)."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    sample = shape[1:]
+    n = torch.Size(sample).numel()
+    dense = physics.A(torch.eye(n, dtype=torch.float64).reshape(n, *sample)).reshape(n, -1).T
+    x = torch.rand(1, *sample, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    v = torch.rand(1, *sample, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    _, jv = torch.func.jvp(physics.A, (x,), (v,))
+    torch.testing.assert_close(jv.flatten(), dense @ v.flatten())
+    torch.testing.assert_close(torch.func.jacrev(physics.A)(x).reshape(-1, n), dense)
+    torch.testing.assert_close(torch.func.jacfwd(physics.A)(x).reshape(-1, n), dense)
+    torch.testing.assert_close(torch.func.jacrev(physics.A_adjoint)(physics.A(x)).reshape(n, -1), dense.T)
