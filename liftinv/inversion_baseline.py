@@ -26,13 +26,19 @@ from liftinv.network import LiftedNetwork
 from liftinv.potentials import Box, Potential, TV
 
 
+#: L-BFGS iterations per call of ``torch.optim.LBFGS.step`` (and per stopping test): called with
+#: one iteration at a time, it stalled at points that are not stationary.
+LBFGS_ITERATIONS_PER_STEP = 5
+
+
 @dataclass(frozen=True)
 class GradientOptimizer:
     """Optimiser of the baseline.
 
     Args:
         lr: Adam learning rate (L-BFGS: initial step, 1 recommended).
-        lbfgs: use L-BFGS (history 10, strong Wolfe) instead of Adam.
+        lbfgs: use L-BFGS (history 10, strong Wolfe, :data:`LBFGS_ITERATIONS_PER_STEP` iterations
+            per recorded step of the history) instead of Adam.
         eps: TV smoothing :math:`\\varepsilon`.
     """
 
@@ -90,17 +96,30 @@ class GradientInversion:
             with torch.enable_grad():
                 loss = objective()
                 u.grad = torch.autograd.grad(loss, u)[0]
+            if not bool(torch.isfinite(u.grad).all()):
+                raise ValueError(
+                    f"the objective's gradient is not finite at the current input (regularizer "
+                    f"{type(regularizer).__name__}: a nonsmooth one has no gradient at some points, e.g. a "
+                    "deepinv TV prior at a flat image; start from another x0, or use liftinv.TV, which this "
+                    "baseline smooths)"
+                )
             return loss.detach()
 
         if opt.lbfgs:
-            optim = torch.optim.LBFGS([u], lr=opt.lr, max_iter=1, history_size=10, line_search_fn="strong_wolfe")
+            optim = torch.optim.LBFGS([u], lr=opt.lr, history_size=10, line_search_fn="strong_wolfe",
+                                      tolerance_grad=0.0, tolerance_change=0.0)  # config.tol decides
         else:
             optim = torch.optim.Adam([u], lr=opt.lr)
         start, it = time.perf_counter(), 0
         while it < config.max_iter:
-            it += 1
             before = u.detach().clone()
-            loss = optim.step(closure)
+            if opt.lbfgs:  # several iterations per call: one at a time, torch's L-BFGS stalls
+                optim.param_groups[0]["max_iter"] = min(LBFGS_ITERATIONS_PER_STEP, config.max_iter - it)
+                loss = optim.step(closure)
+                it = optim.state[u]["n_iter"]
+            else:
+                it += 1
+                loss = optim.step(closure)
             if box is not None:
                 with torch.no_grad():
                     u.clamp_(*box)

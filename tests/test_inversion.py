@@ -15,7 +15,7 @@ from liftinv.inversion_bcd import JointProblem, LiftedBCD
 from liftinv.inversion_search import lipschitz_estimate
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.penalty import bregman
-from liftinv.potentials import L1, TV, Box, Tikhonov
+from liftinv.potentials import L1, TV, Box, DeepinvPrior, Tikhonov
 from liftinv.problem import LIPSCHITZ_MARGIN, LiftedProblem
 from liftinv.solvers import BCD, HeavyBall, Nesterov, Plain, run
 from liftinv.tv import pdhg_tv
@@ -497,6 +497,35 @@ def test_gradient_baseline_recovers_input(opt):
                           config=InversionConfig(max_iter=5000, tol=1e-12))
     torch.testing.assert_close(res.input, u, atol=1e-4, rtol=0)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_gradient_baseline_lbfgs_does_not_stall():
+    """A network on which torch's L-BFGS, called one iteration at a time, stopped at a point that
+    is not stationary (its step was zero, read as convergence); several iterations per call
+    recover the input, within the iteration limit."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.LeakyReLU(0.1), nn.Linear(32, 40), nn.Tanh()).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(0.5)
+    u = torch.rand(2, 1, 4, 4, dtype=F64, generator=gen(12))
+    res = invert_gradient(net, net(u).detach(), input_shape=(1, 4, 4), optimizer=GradientOptimizer(lr=1.0, lbfgs=True),
+                          config=InversionConfig(max_iter=2000, tol=1e-12))
+    torch.testing.assert_close(res.input, u, atol=1e-3, rtol=0)
+    short = invert_gradient(net, net(u).detach(), input_shape=(1, 4, 4), optimizer=GradientOptimizer(lr=1.0, lbfgs=True),
+                            config=InversionConfig(max_iter=7, tol=0))
+    assert short.iterations <= 7
+
+
+def test_gradient_baseline_names_a_nonsmooth_prior_without_gradient():
+    """deepinv's TV prior has no gradient at a flat image (autograd gives NaN): a clear error
+    instead of NaN iterates."""
+    import deepinv as dinv
+
+    model = perceptron(20, (1, 5, 5), nn.LeakyReLU(0.5))
+    f = model(torch.rand(1, 1, 5, 5, dtype=F64, generator=gen(13))).detach()
+    with pytest.raises(ValueError, match=r"gradient is not finite at the current input \(regularizer DeepinvPrior"):
+        invert_gradient(model, f, input_shape=(1, 5, 5), regularizer=DeepinvPrior(dinv.optim.prior.TVPrior(), 0.01))
 
 
 def test_gradient_baseline_discrepancy_principle_and_box():
