@@ -118,7 +118,8 @@ def train(
         val_set: clean held-out images of the training images' shape, scored after every epoch
             (observations drawn once with seed 0, see :class:`~liftinv.evaluation.HeldOut`).
         checkpoint: file written atomically after every complete epoch.
-        resume: continue from ``checkpoint`` (which must exist and come from the same method).
+        resume: continue from ``checkpoint`` (which must exist and come from the same method, task
+            kind and noise level, batch size and training-set size).
         time_budget: stop after the batch at which the cumulative training time reaches this many
             seconds (the last epoch is then partial and not checkpointed).
         generator: source of every random draw (shuffling, noise); default seeded with 0 on CPU.
@@ -164,7 +165,8 @@ def train(
         heldout = HeldOut(val_images, task, batch_size)
     _check_fit(model, task, images)
     trainer = runner(model, method)
-    config = {"method": repr(method), "task": type(task).__name__, "batch_size": batch_size, "n_train": int(images.shape[0])}
+    config = {"method": repr(method), "task": type(task).__name__, "noise_sigma": getattr(task, "noise_sigma", None),
+              "batch_size": batch_size, "n_train": int(images.shape[0])}
 
     history, start = TrainHistory(), 0
     if resume:

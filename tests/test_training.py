@@ -151,6 +151,14 @@ def test_resume_is_bit_identical(patches, tmp_path, method):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.pt", "part.pt"]
 
 
+def test_resume_refuses_another_noise_level(patches, tmp_path):
+    train_set, _ = patches
+    kwargs = dict(method=Backprop(lr=1e-2), batch_size=10, checkpoint=tmp_path / "c.pt", progress=False)
+    train(_pnn(), train_set, task=Denoising(0.1), epochs=1, **kwargs)
+    with pytest.raises(ValueError, match="'noise_sigma': 0.1.*'noise_sigma': 0.2"):
+        train(_pnn(), train_set, task=Denoising(0.2), epochs=2, resume=True, **kwargs)
+
+
 def test_resume_refuses_other_method(patches, tmp_path):
     train_set, _ = patches
     kwargs = dict(task=Denoising(0.1), epochs=2, batch_size=10, checkpoint=tmp_path / "c.pt", progress=False)
