@@ -286,7 +286,9 @@ class DeepinvPrior(_Weighted):
     r"""A deepinv prior :math:`g` as a potential :math:`T(x) = w\,g(x)`.
 
     Proximable by default: :math:`\operatorname{prox}_{\gamma T}(x)` = ``prior.prox(x, gamma=gamma * w)``
-    (per-sample weights: one call per sample). With ``lipschitz`` given, smooth instead:
+    (per-sample weights: one call with ``gamma`` of shape ``(B, 1, ..., 1)``, as deepinv's priors
+    take it; one call per sample would let a prior with state, such as deepinv's TV with its warm
+    start, carry one sample's iterate into the next). With ``lipschitz`` given, smooth instead:
     :math:`\nabla T = w` ``prior.grad(x)`` with Lipschitz constant :math:`w\,L`.
 
     Args:
@@ -325,4 +327,4 @@ class DeepinvPrior(_Weighted):
         weight = self._weight()
         if not isinstance(weight, Tensor):
             return self.prior.prox(x, gamma=step * weight)
-        return torch.cat([self.prior.prox(x[i : i + 1], gamma=float(step * w)) for i, w in enumerate(weight)])
+        return self.prior.prox(x, gamma=step * _per_sample_scale(weight, x))

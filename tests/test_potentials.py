@@ -137,6 +137,16 @@ def test_deepinv_prior_per_sample_weights():
     torch.testing.assert_close(pot.value(x), w * x.abs().flatten(1).sum(1))
 
 
+def test_deepinv_stateful_prior_per_sample_weights_match_separate_solves():
+    """deepinv's TV prox warm-starts from its last iterate: per-sample weights must equal one
+    fresh solve per sample, not solves that start from another sample's iterate."""
+    x = images(seed=11)[:2]
+    w = torch.tensor([0.1, 0.01], dtype=torch.float64)
+    pot = DeepinvPrior(dinv.optim.TVPrior(n_it_max=300), w)
+    expected = torch.cat([dinv.optim.TVPrior(n_it_max=300).prox(x[i : i + 1], gamma=float(w[i])) for i in range(2)])
+    torch.testing.assert_close(pot.prox(x, 1.0), expected, rtol=0, atol=1e-12)
+
+
 def test_deepinv_tikhonov_as_smooth_potential():
     x = torch.randn(2, 1, 4, 5, dtype=torch.float64, generator=gen(9))
     pot, ref = DeepinvPrior(dinv.optim.Tikhonov(), 0.7, lipschitz=1.0), Tikhonov(0.7)
