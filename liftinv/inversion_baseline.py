@@ -115,11 +115,8 @@ class GradientInversion:
             before = u.detach().clone()
             if opt.lbfgs:  # several iterations per call: one at a time, torch's L-BFGS stalls
                 optim.param_groups[0]["max_iter"] = min(LBFGS_ITERATIONS_PER_STEP, config.max_iter - it)
-                loss = optim.step(closure)
-                it = optim.state[u]["n_iter"]
-            else:
-                it += 1
-                loss = optim.step(closure)
+            loss = optim.step(closure)
+            it = optim.state[u]["n_iter"] if opt.lbfgs else it + 1
             if box is not None:
                 with torch.no_grad():
                     u.clamp_(*box)

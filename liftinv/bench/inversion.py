@@ -39,8 +39,8 @@ from time import perf_counter
 import torch
 from torch import Tensor, nn
 
-from liftinv.architectures import ResNet
 from liftinv import cli_types
+from liftinv.architectures import ResNet
 from liftinv.data import load_dataset
 from liftinv.inversion import InversionConfig, InversionResult, invert
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
