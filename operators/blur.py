@@ -107,6 +107,7 @@ class Blur(LinearPhysics):
         self.boundary = boundary
         self._use_fft = use_fft
         self.register_buffer("kernel", torch.zeros(1, 1, 1, dtype=dtype, device=device))
+        self._spectra: dict[tuple, Tensor] = {}
         self.update_parameters(kernel=kernel)
 
     @property
@@ -124,7 +125,7 @@ class Blur(LinearPhysics):
 
     def update_parameters(self, kernel: Tensor | None = None, filter: Tensor | None = None, **noise_params) -> None:
         """Replace the kernel (validated, cast to the operator's dtype/device); clears the cached
-        spectra and operator norms. ``filter`` is deepinv's name for it, ``(1, C, h, w)`` as its
+        spectra and operator norms (the same kernel again keeps them). ``filter`` is deepinv's name for it, ``(1, C, h, w)`` as its
         blur generators draw one (one kernel for the whole batch: a batch of kernels is refused).
 
         ``noise_params`` are the noise model's parameters, which deepinv passes to every
@@ -142,6 +143,8 @@ class Blur(LinearPhysics):
             raise ValueError(f"kernel must be a real (h, w) or (C, h, w) tensor, got {kernel.dtype} {tuple(kernel.shape)}")
         kernel = kernel.detach().to(dtype=self.dtype, device=self.kernel.device)
         kernel = (kernel if kernel.ndim == 3 else kernel[None]).contiguous()
+        if torch.equal(kernel, self.kernel):  # deepinv may pass its parameters at every call
+            return
         if self.img_size is not None:
             _check_kernel_fits(kernel, self.img_size)
         self.kernel = kernel

@@ -82,9 +82,10 @@ class MRI(LinearPhysics):
         return None if self.coil_maps is None else self.coil_maps.shape[0]
 
     def update_parameters(self, mask: Tensor | None = None, coil_maps: Tensor | None = None, **noise_params) -> None:
-        """Replace the mask and/or coil maps (validated, cast to the operator's dtype/device). The
-        mask is ``(H, W)``, or ``(1, 1, H, W)`` as deepinv's mask generators draw one (one mask for
-        the whole batch: a batch of masks is refused).
+        """Replace the mask and/or coil maps (validated, cast to the operator's dtype/device; the
+        same mask again keeps the cached factors). The mask is ``(H, W)``, or ``(1, 1, H, W)`` as
+        deepinv's mask generators draw one (one mask for the whole batch: a batch of masks is
+        refused).
 
         ``noise_params`` are the noise model's parameters, which deepinv passes to every
         ``update_parameters`` (and, through ``physics(x, **params)``, to :meth:`A`); they are not
@@ -97,6 +98,8 @@ class MRI(LinearPhysics):
                 raise TypeError(f"mask must be a bool or real floating tensor, got {getattr(mask, 'dtype', type(mask))}")
             mask = one_for_the_batch(mask.detach().to(dtype=self.dtype, device=self.mask.device), "mask", ndim=2)
             check_tensor(mask, "mask", ndim=2)
+            if coil_maps is None and torch.equal(mask, self.mask):  # deepinv may pass its parameters at every call
+                return
             if coil_maps is None and self.coil_maps is not None and mask.shape != self.coil_maps.shape[1:3]:
                 raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the coil maps {tuple(self.coil_maps.shape[:3])}")
             self.mask = mask

@@ -304,14 +304,17 @@ class Radon(LinearPhysics):
 
     def update_parameters(self, angles: int | Tensor | None = None, **noise_params) -> None:
         """Replace the angles (a count or degrees, as in the constructor) and rebuild the system
-        matrices; the sinogram shape follows.
+        matrices; the sinogram shape follows. The same angles again keep the matrices (deepinv may
+        pass its parameters at every call).
 
         ``noise_params`` are the noise model's parameters, which deepinv passes to every
         ``update_parameters`` (and, through ``physics(x, **params)``, to :meth:`A`); they are
         not used here.
         """
         if angles is not None:
-            self._set_angles(_parse_angles(angles), self.dtype, self._matrix.device)
+            angles = _parse_angles(angles)
+            if not torch.equal(angles.to(self.angles), self.angles):
+                self._set_angles(angles, self.dtype, self._matrix.device)
 
     def __deepcopy__(self, memo: dict) -> Radon:
         """A deep copy (as deepinv's ``clone``): sparse CSR matrices cannot be deep-copied by

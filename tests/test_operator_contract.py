@@ -90,3 +90,18 @@ def test_torch_func_transforms_give_the_dense_matrix(name):
     torch.testing.assert_close(torch.func.jacrev(physics.A)(x).reshape(-1, n), dense)
     torch.testing.assert_close(torch.func.jacfwd(physics.A)(x).reshape(-1, n), dense)
     torch.testing.assert_close(torch.func.jacrev(physics.A_adjoint)(physics.A(x)).reshape(n, -1), dense.T)
+
+
+@pytest.mark.parametrize("name", ["blur-zero-gaussian", "radon-full", "mri-random"])
+def test_passing_the_current_parameters_keeps_the_caches(name):
+    """deepinv may pass its parameters at every call: the operator's own again (its kernel, angles
+    or mask) keep the built matrices and cached spectra or factors; other values replace them."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    key, cache = {"blur": ("kernel", "_spectra"), "radon": ("angles", "_matrix"), "mri": ("mask", "_factors")}[name.split("-")[0]]
+    y = physics.A(x)
+    kept = getattr(physics, cache)
+    assert torch.equal(physics(x, **{key: getattr(physics, key).clone()}), y)
+    assert getattr(physics, cache) is kept
+    physics.update(**{key: 0.5 * getattr(physics, key)})
+    assert getattr(physics, cache) is not kept
