@@ -15,16 +15,29 @@ def test_format_table_has_the_union_of_keys_and_one_row_per_record():
     assert "curve" not in bench.format_table([{"method": "a", "curve": [1.0, 2.0]}])
 
 
-def test_run_section_passes_quick_and_device(capsys):
+def test_module_command_line_passes_quick_device_and_tasks_and_writes_json(tmp_path, capsys):
     seen = {}
 
-    def run(quick, device):
-        seen.update(quick=quick, device=device)
+    def run(quick, device, tasks=("all",)):
+        seen.update(quick=quick, device=device, tasks=tasks)
         return [{"case": "x", "seconds": 1.0}]
 
-    bench.run_section(run, "demo", ["--quick", "--device", "cpu"])
-    assert seen == {"quick": True, "device": "cpu"}
+    out = tmp_path / "sub" / "r.json"
+    argv = ["--quick", "--device", "cpu", "--task", "ct", "--task", "denoising", "--json", str(out)]
+    assert bench.run_module("liftinv.bench.fake", run, "Fake benchmark.", argv) == 0
+    assert seen == {"quick": True, "device": "cpu", "tasks": ("ct", "denoising")}
     assert "| case |" in capsys.readouterr().out
+    assert json.loads(out.read_text()) == [{"case": "x", "seconds": 1.0}]
+    bench.run_module("liftinv.bench.fake", run, "Fake benchmark.", [])
+    assert seen["tasks"] == ("all",) and not seen["quick"]
+
+
+def test_task_is_refused_by_sections_without_tasks(capsys):
+    with pytest.raises(SystemExit):
+        bench.run_module("liftinv.bench.fake", lambda quick, device: [], "Fake.", ["--task", "ct"])
+    assert "--task applies to the training and alignment benchmarks only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["training", "--task", "nonsense"])
 
 
 def test_main_writes_json_of_every_record(tmp_path, monkeypatch, capsys):

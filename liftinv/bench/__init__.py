@@ -1,18 +1,25 @@
-"""Benchmarks: ``python -m liftinv.bench {operators,conv-adjoint,training,inversion,inversion-oracle,alignment,all} [--quick] [--json FILE]``.
+"""Benchmarks of liftinv, side by side with reference implementations measured in the same run.
 
-Each section is a module with ``run(quick, device) -> list[dict]``; records are printed as one
-table per section, side by side with the reference implementations measured in the same run.
+``python -m liftinv.bench {operators,conv-adjoint,training,inversion,inversion-oracle,alignment,all} [--quick] [--json FILE]
+[--device DEVICE] [--task NAME]``; each module also runs alone with the same options
+(``python -m liftinv.bench.training --task deblurring``).
+
+Each section is a module with ``run(quick, device) -> list[dict]`` (training and alignment also
+take ``tasks``); the records are printed as one table per module.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from liftinv import cli_types
+from liftinv.training_setups import SETUP_NAMES
 
 #: section name -> modules whose ``run`` it calls
 SECTIONS = {
@@ -45,33 +52,53 @@ def format_table(records: list[dict]) -> str:
     return "\n".join([line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
-def run_section(run, description: str, argv: list[str] | None = None) -> None:
-    """Command line of one benchmark module (``python -m liftinv.bench.ct``): parse ``--quick``
-    and ``--device``, call ``run`` and print its table."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats")
-    parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device")
-    args = parser.parse_args(argv)
-    print(format_table(run(quick=args.quick, device=args.device)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="liftinv bench", description=__doc__.splitlines()[0].replace("``", ""))
-    parser.add_argument("section", choices=[*SECTIONS, "all"], help="which benchmark to run")
+def _parser(prog: str | None, description: str, sections: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    if sections:
+        parser.add_argument("section", choices=[*SECTIONS, "all"], help="which benchmark to run")
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (minutes on 2 cores)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the records as JSON")
-    parser.add_argument("--device", type=cli_types.device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    args = parser.parse_args(argv)
-    names = list(SECTIONS) if args.section == "all" else [args.section]
+    parser.add_argument("--device", type=cli_types.device, default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device")
+    parser.add_argument("--task", choices=SETUP_NAMES, action="append",
+                        help="training and alignment: only this setup (repeatable; default: all)")
+    return parser
+
+
+def _records(runs: dict[str, Callable[..., list[dict]]], args: argparse.Namespace,
+             parser: argparse.ArgumentParser) -> list[dict]:
+    """Call every module's ``run`` (module name -> ``run``) with the parsed options, print one
+    table per module and write the JSON file of ``--json``."""
+    if args.task and not any("tasks" in inspect.signature(run).parameters for run in runs.values()):
+        parser.error("--task applies to the training and alignment benchmarks only")
     records: list[dict] = []
-    for name in names:
-        for module in SECTIONS[name]:
-            rows = importlib.import_module(module).run(quick=args.quick, device=args.device)
-            print(f"\n## {module.rsplit('.', 1)[-1]} ({args.device}{', quick' if args.quick else ''})\n")
-            print(format_table(rows), flush=True)
-            records += rows
+    for module, run in runs.items():
+        kwargs = {"quick": args.quick, "device": args.device}
+        if args.task and "tasks" in inspect.signature(run).parameters:
+            kwargs["tasks"] = tuple(args.task)
+        rows = run(**kwargs)
+        print(f"\n## {module.rsplit('.', 1)[-1]} ({args.device}{', quick' if args.quick else ''})\n")
+        print(format_table(rows), flush=True)
+        records += rows
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(records, indent=1))
         print(f"\nwrote {len(records)} records to {args.json}")
+    return records
+
+
+def run_module(module: str, run: Callable[..., list[dict]], doc: str, argv: list[str] | None = None) -> int:
+    """Command line of one benchmark module (``python -m liftinv.bench.ct``): the options of
+    :func:`main` but the section."""
+    parser = _parser(f"python -m {module}", doc.splitlines()[0], sections=False)
+    _records({module: run}, parser.parse_args(argv), parser)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line ``liftinv bench SECTION`` (``python -m liftinv.bench SECTION``)."""
+    parser = _parser("liftinv bench", __doc__.splitlines()[0], sections=True)
+    args = parser.parse_args(argv)
+    names = list(SECTIONS) if args.section == "all" else [args.section]
+    _records({m: importlib.import_module(m).run for name in names for m in SECTIONS[name]}, args, parser)
     return 0

@@ -97,6 +97,6 @@ def run(quick: bool = True, device: str = "cpu", tasks: tuple[str, ...] = SETUP_
 
 
 if __name__ == "__main__":
-    from liftinv.bench import format_table
+    from liftinv.bench import run_module
 
-    print(format_table(run()))
+    raise SystemExit(run_module(__spec__.name, run, __doc__))

@@ -1,6 +1,6 @@
 """Blur and MRI operators against deepinv, side by side in one run.
 
-``python -m liftinv.bench.blur_mri [--quick] [--device cpu]`` prints the table; the
+``python -m liftinv.bench.blur_mri [--quick] [--device cpu] [--json FILE]`` prints the table; the
 ``operators`` section of ``python -m liftinv.bench`` calls :func:`run`.
 
 Cases (batch 8, float32): circular Gaussian blur vs ``deepinv.physics.BlurFFT``; reflect and zero
@@ -88,6 +88,6 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
 
 
 if __name__ == "__main__":
-    from liftinv.bench import run_section
+    from liftinv.bench import run_module
 
-    run_section(run, __doc__.splitlines()[0])
+    raise SystemExit(run_module(__spec__.name, run, __doc__))

@@ -62,6 +62,6 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
 
 
 if __name__ == "__main__":
-    from liftinv.bench import run_section
+    from liftinv.bench import run_module
 
-    run_section(run, __doc__.splitlines()[0])
+    raise SystemExit(run_module(__spec__.name, run, __doc__))

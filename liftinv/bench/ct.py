@@ -1,6 +1,6 @@
 """Parallel-beam CT: the project's Radon against deepinv and scikit-image, side by side in one run.
 
-``python -m liftinv.bench.ct [--quick] [--device cpu]`` prints the table; the ``operators``
+``python -m liftinv.bench.ct [--quick] [--device cpu] [--json FILE]`` prints the table; the ``operators``
 section of ``python -m liftinv.bench`` calls :func:`run`.
 
 Cases (180 angles on [0, 180), ``circle=False``, float32, 128x128 and 256x256, batch 1 and 8):
@@ -125,6 +125,6 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
 
 
 if __name__ == "__main__":
-    from liftinv.bench import run_section
+    from liftinv.bench import run_module
 
-    run_section(run, __doc__.splitlines()[0])
+    raise SystemExit(run_module(__spec__.name, run, __doc__))

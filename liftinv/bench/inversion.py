@@ -27,7 +27,6 @@ Adam with learning rate 0.01) and, in the full run, ``gradient lbfgs``. CPU runs
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -39,7 +38,6 @@ from time import perf_counter
 import torch
 from torch import Tensor, nn
 
-from liftinv import cli_types
 from liftinv.architectures import ResNet
 from liftinv.data import load_dataset
 from liftinv.inversion import InversionConfig, InversionResult, invert
@@ -295,14 +293,6 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
 
 
 if __name__ == "__main__":
-    from liftinv.bench import format_table
+    from liftinv.bench import run_module
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer images, noise levels and seconds")
-    parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device")
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the records as JSON")
-    args = parser.parse_args()
-    rows = run(quick=args.quick, device=args.device)
-    print(format_table(rows))
-    if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=1))
+    raise SystemExit(run_module(__spec__.name, run, __doc__))

@@ -133,3 +133,9 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
         torch.set_num_threads(threads)
     plot(records, OUT / "inversion_oracle.png")
     return records
+
+
+if __name__ == "__main__":
+    from liftinv.bench import run_module
+
+    raise SystemExit(run_module(__spec__.name, run, __doc__))

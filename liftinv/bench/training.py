@@ -1,7 +1,7 @@
 r"""Lifted training against backpropagation at equal wall-clock time, on the bundled data.
 
-``python -m liftinv.bench training [--quick] [--json FILE]`` (or ``python -m
-liftinv.bench.training [--quick] [--task NAME]``) trains every method of every task of
+``python -m liftinv.bench training [--quick] [--task NAME] [--json FILE]`` (or ``python -m
+liftinv.bench.training`` with the same options) trains every method of every task of
 :mod:`liftinv.training_setups` (PNN denoising, unrolled deblurring, unrolled sparse-view CT,
 sparse denoising autoencoder) from the same initialisation, on the same data and the same batches,
 for the same training-time budget (10 s per method with ``--quick``, 60 s otherwise). Methods:
@@ -30,7 +30,6 @@ method. Convergence plots (validation PSNR against seconds, selected configurati
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import weakref
 from collections.abc import Sequence
@@ -41,7 +40,6 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from liftinv import cli_types
 from liftinv.evaluation import evaluate
 from liftinv.history import plot_psnr_vs_time
 from liftinv.penalty import MAC
@@ -213,11 +211,6 @@ def run(quick: bool = False, device: str = "cpu", tasks: tuple[str, ...] = SETUP
 
 
 if __name__ == "__main__":
-    from liftinv.bench import format_table
+    from liftinv.bench import run_module
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small data, 10 s per method")
-    parser.add_argument("--task", choices=SETUP_NAMES, action="append", help="only these tasks (repeatable)")
-    parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device")
-    args = parser.parse_args()
-    print(format_table(run(quick=args.quick, device=args.device, tasks=tuple(args.task or SETUP_NAMES))))
+    raise SystemExit(run_module(__spec__.name, run, __doc__))
