@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from liftinv import cli_types
+
 #: subcommand -> (module, function, one-line help); the function takes the remaining arguments.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "reconstruct": ("liftinv.reconstruct_cli", "reconstruct_main",
@@ -36,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the demo on the bundled data and write a figure, a Markdown table and JSON scores.",
     )
     demo.add_argument("--out", default="out", metavar="DIR", help="output folder (default: %(default)s)")
-    demo.add_argument("--quick", action="store_true", help="small iteration budgets (a few seconds)")
+    demo.add_argument("--quick", action="store_true", help="small iteration budgets (about 30 s in all)")
+    demo.add_argument("--train-seconds", type=cli_types.positive_float, metavar="SECONDS",
+                      help="training time of each unrolled network (default: 60, with --quick 3)")
     for name, (_, _, text) in SUBCOMMANDS.items():
         commands.add_parser(name, help=f"{text} (options: `liftinv {name} --help`)", add_help=False)
     return parser
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from liftinv.demo import run_demo
 
     try:
-        run_demo(args.out, quick=args.quick)
+        run_demo(args.out, quick=args.quick, train_seconds=args.train_seconds)
     except FileNotFoundError as err:
         print(f"liftinv demo: error: {err}", file=sys.stderr)
         return 1

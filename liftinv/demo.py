@@ -23,6 +23,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -352,13 +353,16 @@ def _save_models(out: Path, rows: list[tuple[Problem, dict[str, Tensor], list[Me
     return paths
 
 
-def run_demo(out_dir: str | Path = "out", quick: bool = False) -> list[MethodResult]:
+def run_demo(out_dir: str | Path = "out", quick: bool = False, train_seconds: float | None = None) -> list[MethodResult]:
     """Run every problem of :data:`PROBLEMS` (training their unrolled networks) and of
     :data:`INVERSIONS`; write ``demo_classical.png`` (reconstructions), ``demo_inversion.png``,
     ``demo_table.md``, ``demo_results.json`` and the trained networks ``models/<problem>.pt`` to
     ``out_dir``; print the table and where the results are; return the scores. ``quick`` uses the
-    smaller budgets of :data:`QUICK` (same problems)."""
+    smaller budgets of :data:`QUICK` (same problems); ``train_seconds`` replaces the training time
+    of either."""
     config = QUICK if quick else FULL
+    if train_seconds is not None:
+        config = dataclasses.replace(config, train_time=train_seconds)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(config.seed)

@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=1e-2, help="learning rate of backprop-adam/backprop-sgd (default: 1e-2)")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint file (default: out/train/TASK-METHOD.pt)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint --out")
-    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS", help="stop after this much training time")
+    parser.add_argument("--time-budget", type=cli_types.positive_float, default=None, metavar="SECONDS", help="stop after this much training time")
     parser.add_argument("--quick", action="store_true", help="fewer and smaller images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation, shuffling and noise (default: 0)")
     parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device (default: cpu)")

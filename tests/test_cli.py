@@ -64,6 +64,9 @@ def test_bad_command_lines(capsys):
     (["invert", "net.pt", "f.npy", "--out", "u.npy", "--device", "cuda:x"], "argument --device: not a torch device: 'cuda:x'"),
     (["invert", "net.pt", "f.npy", "--out", "u.npy", "--max-iter", "0"], "argument --max-iter: must be an integer >= 1, got '0'"),
     (["bench", "training", "--device", "gpu"], "argument --device: not a torch device: 'gpu'"),
+    (["demo", "--train-seconds", "0"], "argument --train-seconds: must be a finite number > 0, got '0'"),
+    (["demo", "--train-seconds", "nan"], "argument --train-seconds: must be a finite number > 0, got 'nan'"),
+    (["train", "--time-budget", "-1"], "argument --time-budget: must be a finite number > 0, got '-1'"),
 ])
 def test_bad_option_values_are_argparse_errors(capsys, argv, message):
     """Refused while parsing (exit status 2, the option named), before any file is read."""
@@ -97,7 +100,7 @@ def test_reconstruct_refuses_an_image_file_for_several_images_before_reconstruct
 
 def test_demo_quick_writes_table_figure_and_json(tmp_path, capsys):
     threads = torch.get_num_threads()
-    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--quick", "--train-seconds", "2", "--out", str(tmp_path)]) == 0
     assert torch.get_num_threads() == threads
     table = (tmp_path / "demo_table.md").read_text()
     assert "| problem | method | PSNR (dB) | SSIM | time (s) |" in table
@@ -105,6 +108,7 @@ def test_demo_quick_writes_table_figure_and_json(tmp_path, capsys):
     assert (tmp_path / "demo_inversion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     payload = json.loads((tmp_path / "demo_results.json").read_text())
     assert payload["quick"] is True and set(payload["problems"]) == {"ct", "deblurring", "mri", "inversion"}
+    assert payload["config"]["train_time"] == 2.0 and all(2.0 <= t < 10 for t in payload["training_seconds"].values())
     scores = {(r["problem"], r["method"]): r for r in payload["results"]}
     assert all(math.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 for r in scores.values())
     assert {p for p, m in scores if m == demo.UNROLLED} == {"ct", "deblurring", "mri"}
