@@ -2,7 +2,7 @@
 inversion with TV regularisation, the weight chosen by the discrepancy principle, and compare
 with gradient-based inversion through autograd (same objective terms, same weight rule).
 
-    python examples/invert_pretrained.py          # 32 x 32 patches, seconds
+    python examples/invert_pretrained.py          # 32 x 32 patches, about half a minute
     python examples/invert_pretrained.py --tiny   # 16 x 16 (used by the tests)
 
 The network here is a small convolutional feature map with seeded random weights, standing in for

@@ -1,5 +1,6 @@
-"""Train the same unrolled deblurring network from the same start twice, by lifted Bregman
-training and by backpropagation (Adam), and compare validation PSNR and training time.
+"""Train the same unrolled deblurring network from the same start three times (lifted Bregman
+training by BCD with Adam, the same by ISGM, and backpropagation with Adam) and compare
+validation PSNR and training time.
 
     python examples/lifted_vs_backprop.py          # 32 x 32 patches, under a minute
     python examples/lifted_vs_backprop.py --tiny   # 16 x 16, seconds (used by the tests)

@@ -1,4 +1,4 @@
-r"""Stable inversion of a pre-trained network (SPEC section 6).
+r"""Stable inversion of a pre-trained network.
 
 Given a network :math:`N` (lifted, or a torch model that :func:`liftinv.lift` accepts) and data
 :math:`f_\delta \approx N(u^\dagger)`, :func:`invert` solves
@@ -44,7 +44,7 @@ noise: for a ReLU output with :math:`a^\dagger_i < 0` and a positive noise sampl
 :math:`f_{\delta,i} > 0`, :math:`B(f_{\delta,i}, a) = \tfrac12 f_{\delta,i}^2 + f_{\delta,i}|a|` for
 :math:`a < 0`, so :math:`B(f_\delta, a^\dagger)` is far above :math:`\delta^2`. With
 ``free_output=True`` the output variable is free and the data enter through the loss
-:math:`\tfrac12\|x_K - f_\delta\|^2` (SPEC section 3), i.e. the data term becomes the
+:math:`\tfrac12\|x_K - f_\delta\|^2`, i.e. the data term becomes the
 inf-convolution :math:`e(a) = \min_z \tfrac12\|z - f_\delta\|^2 + \lambda_K B_{\Psi_K}(z, a)`: finite
 for any data (the prox keeps :math:`z` in the domain), equal to :math:`\tfrac12 f_{\delta,i}^2` for
 :math:`a_i \le -f_{\delta,i}/\lambda_K` under a ReLU, like the squared output error
@@ -71,9 +71,9 @@ the same weight before the search lowers it (its discrepancy may be that of an u
 iterate).
 :math:`\delta = 0` gives :math:`\alpha = 0`. An explicit weight is used as given.
 
-**Solvers.** One layer with TV: the convex problem is solved by primal-dual iterations
-(PDHG, :mod:`liftinv.inversion_pdhg`). Otherwise: block-coordinate proximal descent on the
-lifted problem (:mod:`liftinv.inversion_bcd`), started from the forward pass of ``x0`` (zeros by
+**Solvers.** One layer with TV and the output clamped to the data (``free_output=False``): the
+convex problem is solved by primal-dual iterations (PDHG, :mod:`liftinv.inversion_pdhg`).
+Otherwise: block-coordinate proximal descent on the lifted problem (:mod:`liftinv.inversion_bcd`), started from the forward pass of ``x0`` (zeros by
 default). ``physics`` appends the measurement layer
 :math:`y = A x_K` (identity activation), so :math:`N(u)` becomes a free variable.
 """

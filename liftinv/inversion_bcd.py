@@ -1,4 +1,4 @@
-r"""Block-coordinate inversion of a deep network (SPEC section 6).
+r"""Block-coordinate inversion of a deep network.
 
 The :class:`~liftinv.problem.LiftedProblem` of the network with every variable free but the
 output, which is clamped to the (projected) data, or, with ``free_output``, free too with the loss

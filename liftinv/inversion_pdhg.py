@@ -6,7 +6,7 @@ For one layer :math:`N(u) = \sigma(Mu + c)` (:math:`c` the bias and data map) th
     \min_u\; \lambda B_\Psi(f, Mu + c) + \iota_C(u) + \alpha\|\nabla u\|_{2,1}
     = \min_u\; G(u) + h_1(Mu) + h_2(\nabla u)
 
-is convex (SPEC section 6), with :math:`G = \iota_C` (the box of the
+is convex, with :math:`G = \iota_C` (the box of the
 :class:`~liftinv.potentials.TV` regulariser, or 0),
 :math:`h_1(z) = \lambda[\Phi^*(z + c) - \langle f, z + c\rangle]` (equal to
 :math:`\lambda B_\Psi(f, z + c)` up to the constant :math:`\lambda\Phi(f)`) and

@@ -1,5 +1,5 @@
 r"""Penalties :math:`P(z, a) \ge 0`, zero exactly when :math:`z = \sigma(a)`, for a lifted constraint
-:math:`z = \sigma(a)`, :math:`a = Wx + b` (SPEC section 2). Three members with one interface:
+:math:`z = \sigma(a)`, :math:`a = Wx + b`. Three members with one interface:
 
 * :data:`BREGMAN`: :math:`B_\Psi(z, a) = \tfrac12|z-a|^2 + \Psi(z) - \operatorname{env}_\Psi(a)`,
   :math:`\nabla_a B = \sigma(a) - z` (no :math:`\sigma'`).

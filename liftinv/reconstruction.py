@@ -207,7 +207,9 @@ def reconstruct(y: Tensor, physics, method: Method | SavedModel | None = None) -
     elif method is None:
         method = default_method(physics)
     elif not isinstance(method, METHODS):
-        raise TypeError(f"method must be one of {[m.__name__ for m in METHODS]} or a SavedModel, got {type(method).__name__}")
+        kind = type(method)
+        raise TypeError(f"method must be one of liftinv.reconstruction's {[m.__name__ for m in METHODS]} or a SavedModel, "
+                        f"got {kind.__module__}.{kind.__qualname__}")
     return method(y, physics)
 
 

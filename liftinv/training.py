@@ -1,7 +1,7 @@
 r"""Training entry point: lifted training (BCD or ISGM on the lifted energy) or backpropagation,
 through one function so that comparisons are one argument apart.
 
-Per mini-batch (SPEC section 3, ARCHITECTURE "Data flow"): clean images -> ``task.observe`` ->
+Per mini-batch: clean images -> ``task.observe`` ->
 network input :math:`u` and measurements :math:`y` -> forward pass :math:`x_0..x_K` (the
 auxiliaries start feasible) -> top variable clamped to the target -> a
 :class:`~liftinv.problem.LiftedProblem` with the hidden variables and the parameters free ->

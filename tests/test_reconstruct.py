@@ -107,8 +107,12 @@ def test_bad_measurements(ct):
         reconstruct(y[..., :8], radon, TV(0.1))
     with pytest.raises(TypeError, match="physics must be a linear operator with A and A_adjoint, got str"):
         reconstruct(y, "ct")
-    with pytest.raises(TypeError, match="method must be one of .* got str"):
+    with pytest.raises(TypeError, match="method must be one of .* got builtins.str"):
         reconstruct(y, radon, "fbp")
+    from liftinv.potentials import TV as TVRegularizer  # the inversion regulariser of the same name
+
+    with pytest.raises(TypeError, match=r"liftinv.reconstruction's \[.*'TV'.*\] or a SavedModel, got liftinv.potentials.TV"):
+        reconstruct(y, radon, TVRegularizer(0.1))
 
 
 @pytest.mark.parametrize("make, match", [
