@@ -145,9 +145,10 @@ class MRI(LinearPhysics):
 
     @staticmethod
     def _from_complex(z: Tensor, rep: str) -> Tensor:
-        """Complex core ``(B, [N,] H, W)`` back to the representation ``rep`` (a view, no copy)."""
+        """Complex core ``(B, [N,] H, W)`` back to the representation ``rep``: the real layout is a
+        contiguous copy (as deepinv's: ``.view`` works on it), the complex ones are views."""
         if rep == "real":
-            return torch.view_as_real(z).movedim(-1, 1)
+            return torch.view_as_real(z).movedim(-1, 1).contiguous()
         return z.unsqueeze(1) if rep == "complex1" else z
 
     def A(self, x: Tensor, **params) -> Tensor:

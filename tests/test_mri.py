@@ -42,6 +42,7 @@ def test_single_coil_matches_deepinv_mri(shape, dtype, tol):
     ours, ref = MRI(mask, dtype=dtype), dinv.physics.MRI(mask=mask.to(dtype), img_size=shape)
     y = ours.A(x)
     assert y.shape == x.shape and y.dtype == dtype
+    assert y.is_contiguous() and ours.A_adjoint(y).is_contiguous()  # as deepinv's: .view works
     torch.testing.assert_close(y, ref.A(x), rtol=0, atol=tol)
     torch.testing.assert_close(ours.A_adjoint(y), ref.A_adjoint(y), rtol=0, atol=tol)
 
@@ -55,7 +56,7 @@ def test_multi_coil_matches_deepinv_multicoil_mri(shape, dtype, tol):
     ours = MRI(mask, coil_maps=maps, dtype=dtype)
     ref = dinv.physics.MultiCoilMRI(mask=mask.to(dtype), coil_maps=maps, img_size=shape)
     y = ours.A(x)
-    assert y.shape == (3, 2, 4, *shape)
+    assert y.shape == (3, 2, 4, *shape) and y.is_contiguous() and ours.A_adjoint(y).is_contiguous()
     torch.testing.assert_close(y, ref.A(x), rtol=0, atol=tol)
     torch.testing.assert_close(ours.A_adjoint(y), ref.A_adjoint(y), rtol=0, atol=tol)
 
