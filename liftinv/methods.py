@@ -45,8 +45,10 @@ class Lifted:
         sweeps_per_batch: solver steps per batch.
         power_iters: warm-started power iterations per Lipschitz estimate
             (:class:`~liftinv.problem.LiftedProblem`; the first estimate of an epoch uses four times as many).
+            Few iterations can underestimate a constant, and steps from an underestimate may raise
+            the energy: raise it where monotone descent matters.
         lipschitz_every: 1 recomputes the blocks' Lipschitz constants whenever they may change
-            (exact PALM steps); ``n > 1`` keeps them for ``n`` batches (a variable block's constant
+            (PALM steps from fresh estimates); ``n > 1`` keeps them for ``n`` batches (a variable block's constant
             depends on the parameters only, a parameter block's on the batch and, for quadratic
             maps, the parameters; both move little from batch to batch), which saves most of the
             power iterations at the price of possibly stale steps.

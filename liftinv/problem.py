@@ -45,9 +45,17 @@ Graphs to the variables only apply the maps that have an adjoint by
 back through the layers in decreasing order (for the unrolled networks that computes the
 largest residual, of a dual layer, before the other terms of the sum exist: a lower peak).
 
-Lipschitz constants are Gauss-Newton bounds :math:`\lambda_{\max}(\sum_j \lambda_j J_j^*J_j)`
-(exact for Bregman, whose Hessian in :math:`a` is :math:`\operatorname{diag}\sigma' \preceq I`),
-by warm-started power iteration.
+Lipschitz constants are Gauss-Newton bounds :math:`\lambda_{\max}(\sum_j \lambda_j J_j^*J_j)`,
+with :math:`J_j` the Jacobian of the pre-activation :math:`a_j` in the block, by warm-started
+power iteration. They bound the block's curvature when :math:`a_j` is affine in the block (the
+variables always; dense and convolution weights) and the penalty's Hessian in :math:`a` is
+:math:`\preceq I` (Bregman: :math:`\operatorname{diag}\sigma'`). They omit the curvature
+:math:`\sum_j \lambda_j \langle r_j, \nabla^2 a_j\rangle` of maps nonlinear in their parameters
+(``NormalStep`` is quadratic in :math:`L`, a ``Chain`` bilinear), which is zero where the
+residuals :math:`r_j` are (at the forward pass) and small near it, and of MAC's Hessian in
+:math:`a` (:math:`\sigma'^2 + (\sigma - z)\sigma''`). Power iteration approaches
+:math:`\lambda_{\max}` from below: with few iterations (the trainer's defaults, warm-started
+across batches) an estimate can fall well below it, which ``LIPSCHITZ_MARGIN`` does not cover.
 """
 from __future__ import annotations
 
@@ -66,7 +74,8 @@ from liftinv.potentials import Potential
 
 
 
-#: Relative safety margin on power-iteration Lipschitz estimates (they converge from below).
+#: Relative safety margin on power-iteration Lipschitz estimates (they converge from below; with
+#: few iterations they can be further below than this margin, see the module docstring).
 LIPSCHITZ_MARGIN = 1.05
 #: Penalty values are computed on slices of the batch of at most this many entries (at least one
 #: sample): their closed forms allocate a few temporaries the size of their arguments, which the

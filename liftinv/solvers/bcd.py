@@ -1,14 +1,25 @@
 r"""Block-coordinate descent (proximal alternating linearised minimisation, PALM).
 
-One sweep (``var_sweeps`` passes over the variable groups of the schedule, then every parameter
-block as one Jacobi group), each block :math:`b` moved by its rule with the step
+One sweep (``var_sweeps`` passes over the variable groups of the schedule, then the parameter
+blocks in Jacobi groups), each block :math:`b` moved by its rule with the step
 :math:`s_b = \text{step\_scale} / L_b`:
 
 .. math:: x_b^+ = \operatorname{prox}_{s_b h_b}\big(y_b - s_b \nabla_b f(\ldots, y_b, \ldots)\big)
 
-(:math:`y_b = x_b` for :class:`~liftinv.solvers.rules.Plain`). With ``Plain`` rules and
-``step_scale`` < 2 every block update decreases the energy (descent lemma); ``step_scale`` = 1
-is the classical PALM step (Bolte, Sabach & Teboulle 2014).
+(:math:`y_b = x_b` for :class:`~liftinv.solvers.rules.Plain`). Blocks of one Jacobi group move
+together from gradients taken at one state; their separate steps bound the joint step only when
+no two of them enter the same layer's penalty (blocks that share a layer are coupled through its
+pre-activation). So the parameter blocks are split, in order, into groups whose layers are
+disjoint (``problem.param_layers``; one group per architecture whose layers each use one
+parameter group, e.g. every training setup; several on an exact-form ResNet, whose layers read
+the input map and earlier residual maps). The schedules' variable groups are disjoint on chains
+(:class:`~liftinv.solvers.schedules.OddEven` included); :class:`~liftinv.solvers.schedules.Simultaneous`
+needs constants that majorise the coupling (:class:`liftinv.inversion_bcd.JointProblem`). With
+such groups, ``Plain`` rules, ``step_scale`` < 2 and constants :math:`L_b` that bound the block
+curvature, every group update decreases the energy (descent lemma); ``step_scale`` = 1 is the
+classical PALM step (Bolte, Sabach & Teboulle 2014). The constants are estimates (see
+:class:`~liftinv.problem.LiftedProblem`): with few power iterations they can be below the
+curvature, and then the guarantee does not hold.
 
 With ``interleave=True`` the parameter blocks move during the last variable pass instead of
 after it: each joins (Jacobi) the first group of the schedule that holds a variable its layers
@@ -71,6 +82,24 @@ class SolverState:
     def from_dict(cls, d: dict) -> SolverState:
         """Inverse of :meth:`as_dict`."""
         return cls(int(d["iteration"]), dict(d["var_states"]), dict(d["param_states"]))
+
+
+def _disjoint_layers(problem: BlockProblem, params: list[Params]) -> list[list[Params]]:
+    """``params`` split, in order, into Jacobi groups whose blocks share no layer (first fit);
+    one group when the problem does not tell its blocks' layers (``param_layers``)."""
+    layers_of = getattr(problem, "param_layers", None)
+    if not callable(layers_of):
+        return [params]
+    groups: list[tuple[list[Params], set[int]]] = []
+    for p in params:
+        layers = set(layers_of(p.index))
+        fit = next((g for g in groups if not g[1] & layers), None)
+        if fit is None:
+            groups.append(([p], layers))
+        else:
+            fit[0].append(p)
+            fit[1].update(layers)
+    return [g for g, _ in groups]
 
 
 def _step(scale: float, lipschitz: float) -> float:
@@ -153,7 +182,7 @@ class BCD:
         if not params:
             return groups
         if not self.interleave:
-            return [*groups, params]
+            return [*groups, *_disjoint_layers(problem, params)]
         if not all(callable(getattr(problem, name, None)) for name in ("param_inputs", "param_outputs")):
             raise TypeError(f"interleave needs a problem with param_inputs and param_outputs, got {type(problem).__name__}")
         groups, rest = [list(g) for g in groups], []
