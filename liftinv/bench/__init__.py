@@ -66,7 +66,7 @@ def _parser(prog: str | None, description: str, sections: bool) -> argparse.Argu
 
 
 def _records(runs: dict[str, Callable[..., list[dict]]], args: argparse.Namespace,
-             parser: argparse.ArgumentParser) -> list[dict]:
+             parser: argparse.ArgumentParser) -> None:
     """Call every module's ``run`` (module name -> ``run``) with the parsed options, print one
     table per module and write the JSON file of ``--json``."""
     if args.task and not any("tasks" in inspect.signature(run).parameters for run in runs.values()):
@@ -84,7 +84,6 @@ def _records(runs: dict[str, Callable[..., list[dict]]], args: argparse.Namespac
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(records, indent=1))
         print(f"\nwrote {len(records)} records to {args.json}")
-    return records
 
 
 def run_module(module: str, run: Callable[..., list[dict]], doc: str, argv: list[str] | None = None) -> int:
