@@ -73,7 +73,7 @@ def noisy(f, rel, seed=1):
 def test_pdhg_same_minimiser_from_two_starts_and_matches_bcd_reference():
     # tall W and leaky ReLU: the objective is strongly convex in u, so the minimiser is unique
     u_true = blocky()
-    model = perceptron(100, (1, 7, 9), nn.LeakyReLU(0.5))
+    model = perceptron(100, (1, 7, 9), nn.LeakyReLU(0.5), bias=True)
     f, _ = noisy(model(u_true).detach(), 0.05)
     cfg = InversionConfig(max_iter=30000, tol=1e-9)
     a = invert(model, f, regularizer=TV(0.02), x0=torch.zeros_like(u_true), config=cfg)
@@ -89,6 +89,23 @@ def test_pdhg_same_minimiser_from_two_starts_and_matches_bcd_reference():
     ref = solve_task(task, LiftedBCD(task.network, task.x0, task.data, task.projected, None, False, ref_cfg), TV(0.02), ref_cfg)
     torch.testing.assert_close(a.input, ref.input, atol=1e-6, rtol=0)
     assert a.history.energy[-1] == pytest.approx(ref.history.energy[-1], rel=1e-7)
+
+
+def test_pdhg_layer_weight_scales_the_data_term():
+    r""":math:`\lambda B(f, Wu + b) + \alpha TV(u)` is :math:`\lambda` times the objective with the
+    weights 1 and :math:`\alpha/\lambda`: same minimiser, energies in the ratio :math:`\lambda`."""
+    from liftinv import lift
+
+    u_true = blocky()
+    model = perceptron(100, (1, 7, 9), nn.LeakyReLU(0.5), bias=True)
+    f, _ = noisy(model(u_true).detach(), 0.05)
+    cfg = InversionConfig(max_iter=30000, tol=1e-10)
+    plain = invert(model, f, input_shape=(1, 7, 9), regularizer=TV(0.01), config=cfg)
+    weighted = lift(model, input_shape=(1, 7, 9))
+    weighted.layer(1).weight = 3.0
+    scaled = invert(weighted, f, input_shape=(1, 7, 9), regularizer=TV(0.03), config=cfg)
+    torch.testing.assert_close(scaled.input, plain.input, atol=1e-7, rtol=0)
+    assert scaled.history.energy[-1] == pytest.approx(3 * plain.history.energy[-1], rel=1e-7)
 
 
 def test_pdhg_energy_history_and_result_fields():
