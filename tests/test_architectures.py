@@ -404,6 +404,41 @@ def test_variable_lipschitz_bounds_are_tight_gauss_newton_bounds(example):
         problem.set(Var(i), [xs[i]])
 
 
+def test_layer_weights_and_smooth_terms_enter_prox_lipschitz_and_cache():
+    r"""Oracles in closed form on a two-layer chain :math:`u \to x_1 = W_1 u + b_1 \to x_2 =
+    W_2 x_1 + b_2` (identity activations, layer weights :math:`\lambda_1 = 2.5`,
+    :math:`\lambda_2 = 0.4`, a Tikhonov term :math:`\tfrac w2\|u\|^2` on the input):
+
+    * the prox of :math:`x_1`'s own term :math:`\tfrac{\lambda_1}2\|x_1 - a_1\|^2` with step
+      :math:`s` is :math:`(v + s\lambda_1 a_1)/(1 + s\lambda_1)`;
+    * :math:`L(u) = \lambda_1\|W_1\|^2 + w` and :math:`L(x_1) = \lambda_2\|W_2\|^2`, within the
+      estimate's margin, also after the weights move (the constants are recomputed)."""
+    from liftinv.activations import Identity
+    from liftinv.layer import Layer
+    from liftinv.network import LiftedNetwork
+    from liftinv.potentials import Tikhonov
+
+    g = gen(31)
+    lin1, lin2 = nn.Linear(6, 5).double(), nn.Linear(5, 4).double()
+    net = LiftedNetwork([Layer([0], [lin1], Identity(), weight=2.5), Layer([1], [lin2], Identity(), weight=0.4)])
+    u = torch.randn(3, 6, generator=g, dtype=DT)
+    xs = perturbed(net, net.feasible(u), gen(32))
+    problem = LiftedProblem(net, xs, free_vars=(0, 1), train_params=True, terms={0: Tikhonov(0.7)}, power_iters=200)
+    v, step = torch.randn(3, 5, generator=g, dtype=DT), 0.3
+    a1 = lin1(xs[0]).detach()
+    torch.testing.assert_close(problem.prox(Var(1), [v.clone()], step)[0], (v + step * 2.5 * a1) / (1 + step * 2.5))
+
+    def check_constants():
+        top = lambda w: float(torch.linalg.matrix_norm(w.detach(), 2)) ** 2  # noqa: E731
+        for block, exact in ((Var(0), 2.5 * top(lin1.weight) + 0.7), (Var(1), 0.4 * top(lin2.weight))):
+            assert exact * (1 - 1e-9) <= problem.lipschitz(block) <= 1.06 * exact, (block, exact)
+
+    check_constants()
+    problem.set(Params(0), [3 * p.detach() for p in lin1.parameters()])
+    problem.set(Params(1), [2 * p.detach() for p in lin2.parameters()])
+    check_constants()
+
+
 def test_parameter_lipschitz_bounds_are_tight_gauss_newton_bounds(example):
     """Same for Params blocks, J from differences (exact for groups entering affinely; groups
     entering through a product of parameters, where no global bound exists, are left out)."""
