@@ -707,3 +707,25 @@ def test_parameter_blocks_sharing_a_layer_move_in_separate_groups_and_the_energy
     assert _exact_resnet_descent() <= 0
     monkeypatch.setattr(bcd, "_disjoint_layers", lambda problem, params: [params])  # one Jacobi group
     assert _exact_resnet_descent() > 1e-6
+
+
+def test_var_sweeps_are_passes_over_the_variables_before_the_parameters():
+    """One step of BCD(var_sweeps=2) moves the variables as two steps of BCD() without parameter
+    blocks do: two passes over the variables, and the parameters only after both."""
+    from liftinv.architectures import ARCHITECTURES
+    from liftinv.problem import LiftedProblem
+
+    def problem(train_params: bool) -> LiftedProblem:
+        ex = ARCHITECTURES["mlp"](_gen(40))
+        net = ex.network
+        xs = net.feasible(ex.u, ex.y)
+        xs[-1] = xs[-1] + 0.1 * torch.randn(xs[-1].shape, generator=_gen(41), dtype=xs[-1].dtype)
+        return LiftedProblem(net, xs, ex.y, free_vars=range(1, net.depth), train_params=train_params)
+
+    twice = problem(True)
+    BCD(var_sweeps=2).step(twice, BCD(var_sweeps=2).init(twice))
+    reference = problem(False)
+    for _ in range(2):
+        BCD().step(reference, BCD().init(reference))
+    for i in reference.free_vars:
+        torch.testing.assert_close(twice.xs[i], reference.xs[i], rtol=1e-12, atol=1e-12)
