@@ -3,7 +3,7 @@ import pytest
 import torch
 from deepinv.physics import Denoising
 
-from liftinv.potentials import L1, TV, DeepinvPrior, Tikhonov
+from liftinv.potentials import L1, TV, Box, DeepinvPrior, SquaredError, Tikhonov
 from liftinv.tv import pdhg_tv, prox_tv, tv
 
 
@@ -164,3 +164,36 @@ def test_deepinv_tv_prior_value_matches_tv():
 def test_deepinv_prior_rejects_non_priors():
     with pytest.raises(TypeError, match="prior"):
         DeepinvPrior(lambda x: x, 1.0)
+
+
+@pytest.mark.parametrize("make", [lambda t: SquaredError(t, 0.7), lambda t: Tikhonov(torch.tensor([0.5, 2.0, 1.0], dtype=t.dtype))],
+                         ids=["squared-error", "tikhonov"])
+def test_smooth_potentials_gradient_is_autograd_and_lipschitz_is_tight(make):
+    """grad = autograd of the summed value (float64); these quadratics have a gradient that is
+    exactly L-Lipschitz along the direction of their largest weight."""
+    x, target = images(seed=1), images(seed=2)
+    potential = make(target)
+    x_ = x.clone().requires_grad_()
+    (auto,) = torch.autograd.grad(potential.value(x_).sum(), x_)
+    torch.testing.assert_close(potential.grad(x), auto, rtol=1e-12, atol=1e-12)
+    ratios = []
+    for seed in range(3, 6):
+        d = torch.zeros_like(x)
+        d[seed - 3] = images(b=1, seed=seed)[0]
+        ratios.append(float((potential.grad(x + d) - potential.grad(x)).norm() / d.norm()))
+    assert max(ratios) == pytest.approx(potential.lipschitz(), rel=1e-12)
+
+
+@pytest.mark.parametrize("potential", [L1(torch.tensor([0.3, 0.1, 0.05], dtype=torch.float64)), Box(0.2, 0.6)], ids=["l1", "box"])
+def test_prox_minimises_step_times_value_plus_distance(potential):
+    """prox(x, s) minimises s T(z) + 1/2 |z - x|^2 per sample: no random perturbation does better."""
+    x, step = 2 * images(seed=7) - 0.5, 0.8
+    z = potential.prox(x, step)
+    objective = lambda v: step * potential.value(v) + 0.5 * (v - x).flatten(1).pow(2).sum(1)  # noqa: E731
+    best = objective(z)
+    assert torch.isfinite(best).all()
+    for seed in range(20):
+        trial = z + 0.05 * (2 * images(seed=100 + seed) - 1)
+        if isinstance(potential, Box):
+            trial = trial.clamp(0.2, 0.6)
+        assert (objective(trial) >= best - 1e-12).all()
