@@ -53,8 +53,9 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
 
 
 def adjoint_error(physics, x: Tensor, generator: torch.Generator | None = None) -> float:
-    r"""Relative dot-product test :math:`|\langle Ax, y\rangle - \langle x, A^*y\rangle| / (|Ax||y|)`
-    for a random ``y`` of the shape of :math:`Ax`."""
+    r"""Relative dot-product test
+    :math:`|\langle Ax, y\rangle - \langle x, A^*y\rangle| / (\|Ax\|\|y\| + \|x\|\|A^*y\|)`
+    for a random ``y`` of the shape of :math:`Ax` (0 for an exact adjoint, up to rounding)."""
     ax = physics.A(x)
     y = torch.randn(ax.shape, dtype=ax.dtype, device=ax.device, generator=generator)
     aty = physics.A_adjoint(y)

@@ -105,3 +105,20 @@ def test_passing_the_current_parameters_keeps_the_caches(name):
     assert getattr(physics, cache) is kept
     physics.update(**{key: 0.5 * getattr(physics, key)})
     assert getattr(physics, cache) is not kept
+
+
+def test_adjoint_error_is_the_documented_ratio_and_sees_a_wrong_adjoint():
+    """On a matrix with a perturbed adjoint, the value is the docstring's ratio computed here
+    from the same random y; with the exact transpose it is at rounding level."""
+    g = torch.Generator().manual_seed(3)
+    m = torch.randn(7, 5, dtype=torch.float64, generator=g)
+    x = torch.randn(2, 5, dtype=torch.float64, generator=g)
+
+    for wrong in (torch.zeros(5, 7, dtype=torch.float64), 0.1 * torch.randn(5, 7, dtype=torch.float64, generator=g)):
+        physics = LinearPhysics(A=lambda v: v @ m.T, A_adjoint=lambda w, e=wrong: w @ (m.T + e).T)
+        value = adjoint_error(physics, x, generator=torch.Generator().manual_seed(9))
+        y = torch.randn(2, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+        ax, aty = x @ m.T, y @ (m.T + wrong).T
+        expected = float(((ax * y).sum() - (x * aty).sum()).abs() / (ax.norm() * y.norm() + x.norm() * aty.norm()))
+        assert value == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        assert (value < 1e-15) == (not wrong.any())
