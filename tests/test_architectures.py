@@ -409,6 +409,7 @@ def test_layer_weights_and_smooth_terms_enter_prox_lipschitz_and_cache():
     W_2 x_1 + b_2` (identity activations, layer weights :math:`\lambda_1 = 2.5`,
     :math:`\lambda_2 = 0.4`, a Tikhonov term :math:`\tfrac w2\|u\|^2` on the input):
 
+    * the energy per sample is :math:`\tfrac{\lambda_1}2\|x_1 - a_1\|^2 + \tfrac{\lambda_2}2\|x_2 - a_2\|^2`;
     * the prox of :math:`x_1`'s own term :math:`\tfrac{\lambda_1}2\|x_1 - a_1\|^2` with step
       :math:`s` is :math:`(v + s\lambda_1 a_1)/(1 + s\lambda_1)`;
     * :math:`L(u) = \lambda_1\|W_1\|^2 + w` and :math:`L(x_1) = \lambda_2\|W_2\|^2`, within the
@@ -425,7 +426,9 @@ def test_layer_weights_and_smooth_terms_enter_prox_lipschitz_and_cache():
     xs = perturbed(net, net.feasible(u), gen(32))
     problem = LiftedProblem(net, xs, free_vars=(0, 1), train_params=True, terms={0: Tikhonov(0.7)}, power_iters=200)
     v, step = torch.randn(3, 5, generator=g, dtype=DT), 0.3
-    a1 = lin1(xs[0]).detach()
+    a1, a2 = lin1(xs[0]).detach(), lin2(xs[1]).detach()
+    penalty = [0.5 * (x - a).pow(2).sum(1) for x, a in ((xs[1], a1), (xs[2], a2))]  # Bregman of the identity
+    torch.testing.assert_close(net.energy(xs).detach(), 2.5 * penalty[0] + 0.4 * penalty[1])
     torch.testing.assert_close(problem.prox(Var(1), [v.clone()], step)[0], (v + step * 2.5 * a1) / (1 + step * 2.5))
 
     def check_constants():
