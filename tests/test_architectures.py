@@ -442,6 +442,37 @@ def test_layer_weights_and_smooth_terms_enter_prox_lipschitz_and_cache():
     check_constants()
 
 
+def test_parameter_lipschitz_constants_follow_the_variables_they_read():
+    r"""On the chain of dense layers :math:`a_1 = W_1 u + b_1`, :math:`a_2 = W_2 x_1 + b_2`
+    (identity activations, :math:`\lambda_2 = 0.4`), the Gauss-Newton bound of the block
+    :math:`(W_2, b_2)` is :math:`L = \lambda_2 \lambda_{\max}(\tilde X^\top \tilde X)` with
+    :math:`\tilde X = [x_1, \mathbf 1]` the batch matrix of the layer's input: once
+    :math:`L` has been asked for, moving :math:`x_1` (``set(Var(1), ...)``) gives the constant
+    at the new :math:`x_1`, that of a problem built there, not the cached one."""
+    from liftinv.activations import Identity
+    from liftinv.layer import Layer
+    from liftinv.network import LiftedNetwork
+    from liftinv.problem import LIPSCHITZ_MARGIN
+
+    g = gen(33)
+    lin1, lin2 = nn.Linear(6, 5).double(), nn.Linear(5, 4).double()
+    net = LiftedNetwork([Layer([0], [lin1], Identity(), weight=2.5), Layer([1], [lin2], Identity(), weight=0.4)])
+    xs = perturbed(net, net.feasible(torch.randn(7, 6, generator=g, dtype=DT)), gen(34))
+
+    def exact(x1):
+        design = torch.cat([x1, torch.ones(len(x1), 1, dtype=DT)], 1)
+        return LIPSCHITZ_MARGIN * 0.4 * float(torch.linalg.eigvalsh(design.T @ design).max())
+
+    problem = LiftedProblem(net, xs, free_vars=(1,), train_params=True, power_iters=200)
+    assert problem.lipschitz(Params(1)) == pytest.approx(exact(xs[1]), rel=1e-9)
+    moved = 3 * xs[1] + randn_like(xs[1], g)
+    problem.set(Var(1), [moved])
+    fresh = LiftedProblem(net, [xs[0], moved, xs[2]], free_vars=(1,), train_params=True, power_iters=200)
+    assert exact(moved) > 2 * exact(xs[1])
+    assert problem.lipschitz(Params(1)) == pytest.approx(exact(moved), rel=1e-9)
+    assert problem.lipschitz(Params(1)) == pytest.approx(fresh.lipschitz(Params(1)), rel=1e-9)
+
+
 def test_parameter_lipschitz_bounds_are_tight_gauss_newton_bounds(example):
     """Same for Params blocks, J from differences (exact for groups entering affinely; groups
     entering through a product of parameters, where no global bound exists, are left out)."""
