@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import pytest
@@ -13,12 +14,14 @@ import torch
 from liftinv.activations import ReLU, SoftThreshold
 from liftinv.architectures import MLP, ProximalNeuralNetwork, UnrolledPrimalDual
 from liftinv.bench.training import TensorMemory
-from liftinv.blocks import Var
+from liftinv.blocks import Params, Var
 from liftinv.checkpoint import load_checkpoint
 from liftinv.data import load_dataset
 from liftinv.evaluation import evaluate, sample_loss
 from liftinv.history import TrainHistory, plot_history, plot_psnr_vs_time
+from liftinv.methods import _LiftedRunner
 from liftinv.penalty import MAC
+from liftinv.problem import LiftedProblem
 from liftinv.solvers import BCD, ISGM, Adam, Nesterov, OddEven
 from liftinv.tasks import Autoencoder, Denoising, Reconstruction
 from liftinv.training import Backprop, Lifted, train
@@ -123,6 +126,72 @@ def test_epoch_log_names_only_what_the_run_has(patches, capsys):
     assert "energy" in lifted_line and "gaps" in lifted_line and "val loss" not in lifted_line
     assert "energy" not in backprop_line and "val loss" in backprop_line and "PSNR" in backprop_line
     assert "nan" not in lifted_line + backprop_line
+
+
+# ----------------------------------------------------------------------------- lifted runner
+@pytest.mark.parametrize("sweeps", [1, 3])
+def test_each_batch_takes_sweeps_per_batch_solver_steps(patches, monkeypatch, sweeps):
+    """N = 30 images in batches of 10 for E = 2 epochs: E * (N // 10) = 6 batches, each with
+    ``sweeps_per_batch`` solver steps: 6 * sweeps calls of ``BCD.step``, iterations 1, 2, ... in turn."""
+    calls, step = [], BCD.step
+
+    def counting(self, problem, state):
+        calls.append(state.iteration + 1)
+        return step(self, problem, state)
+
+    monkeypatch.setattr(BCD, "step", counting)
+    train(_pnn(), patches[0], task=Denoising(0.1), method=Lifted(sweeps_per_batch=sweeps), epochs=2, batch_size=10,
+          progress=False, generator=_gen())
+    assert calls == list(range(1, 6 * sweeps + 1))
+
+
+@pytest.mark.parametrize("every, per_epoch", [(1, 3), (2, 2)])
+def test_lipschitz_constants_are_estimated_once_per_lipschitz_every_batches(patches, monkeypatch, every, per_epoch):
+    """B = 3 batches per epoch, one BCD sweep each: every block's Lipschitz constant is estimated
+    (one power iteration run) on the batches b = 0, 1, 2 with b % lipschitz_every == 0, i.e.
+    ceil(B / lipschitz_every) times per epoch (3 for 1, 2 for 2), 2 * that over E = 2 epochs."""
+    counts, power = Counter(), LiftedProblem._power
+
+    def counting(self, block, normal, like):
+        counts[block] += 1
+        return power(self, block, normal, like)
+
+    monkeypatch.setattr(LiftedProblem, "_power", counting)
+    net = _pnn()
+    train(net, patches[0], task=Denoising(0.1), method=Lifted(lipschitz_every=every), epochs=2, batch_size=10,
+          progress=False, generator=_gen())
+    assert {b for b in counts if isinstance(b, Var)} == {Var(k) for k in range(1, net.depth)}
+    assert any(isinstance(b, Params) for b in counts)
+    assert set(counts.values()) == {2 * per_epoch}
+
+
+def test_logged_energy_weights_each_layer_penalty(patches, monkeypatch):
+    r"""The energy logged after an epoch is that of the last batch after its sweeps,
+    :math:`\sum_k \lambda_k \tfrac1B\sum_i P_k^i` with the MAC penalty
+    :math:`P_k^i = \tfrac12\|x_k^i - \sigma_k(W_k x_{k-1}^i + b_k)\|^2` recomputed here from the
+    runner's final variables (layer weights 3, 0.25, 1.5; ReLU, ReLU, identity); the gaps are the
+    unweighted :math:`\tfrac1B\sum_i P_k^i`."""
+    runners, summary = [], _LiftedRunner.summary
+
+    def keep(self):
+        runners.append(self)
+        return summary(self)
+
+    monkeypatch.setattr(_LiftedRunner, "summary", keep)
+    weights = [3.0, 0.25, 1.5]
+    net = MLP([225, 8, 6, 225], [ReLU(), ReLU()], weights=weights, generator=_gen(3)).to(DT)
+    method = Lifted(penalty=MAC, solver=BCD(param_rule=Adam(1e-2)))
+    h = train(net, patches[0], task=Autoencoder(0.05), method=method, epochs=1, batch_size=10, progress=False,
+              generator=_gen()).history
+    xs = runners[-1].problem.xs
+    acts = [torch.relu, torch.relu, lambda a: a]
+    with torch.no_grad():
+        gaps = [float((0.5 * (xs[k] - act(lin(xs[k - 1]))).pow(2).sum(1)).mean())
+                for k, (lin, act) in enumerate(zip([net.layer(k).maps[0] for k in (1, 2, 3)], acts), start=1)]
+    expected = sum(w * g for w, g in zip(weights, gaps))
+    assert abs(expected - sum(gaps)) > 0.1 * expected  # the weights matter here
+    assert h.energy[-1] == pytest.approx(expected, rel=1e-12)
+    assert h.gaps[-1] == pytest.approx(gaps, rel=1e-12)
 
 
 # ----------------------------------------------------------------------------- resume
