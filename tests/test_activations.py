@@ -227,6 +227,16 @@ def test_psi_domain_and_projection(act):
     assert torch.all(torch.isfinite(act.psi(q)))
 
 
+def test_simplex_projection_closed_form():
+    r"""Projection onto the simplex :math:`\max(z - \theta, 0)`, :math:`\sum = 1`: full support
+    (:math:`\theta = (\sum z - 1)/n = 0.01`) and two of three entries kept
+    (:math:`\theta = (0.9 + 0.5 - 1)/2 = 0.2`)."""
+    z = torch.tensor([[0.31, 0.26, 0.21, 0.16, 0.11]], dtype=DT)
+    torch.testing.assert_close(Softmax().project_domain(z), z - 0.01, atol=1e-15, rtol=0)
+    z = torch.tensor([[0.9, 0.5, -1.0]], dtype=DT)
+    torch.testing.assert_close(Softmax().project_domain(z), torch.tensor([[0.7, 0.3, 0.0]], dtype=DT), atol=1e-15, rtol=0)
+
+
 def test_domain_boundaries():
     assert ReLU().psi(torch.tensor([-1e-12, 0.0])).tolist() == [math.inf, 0.0]
     inside = Clip(-0.5, 1.5).in_domain(torch.tensor([-0.5, 1.5, 1.6, -0.6]))

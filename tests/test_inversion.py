@@ -486,6 +486,46 @@ def test_saturation_values_are_the_flat_outputs(act):
     assert flat == sorted(act.saturation())
 
 
+def test_first_alpha_for_tv_follows_the_lipschitz_constant_and_tau():
+    r"""For TV, :math:`\alpha_0 = \operatorname{Lip}(N)\,\tau\delta/\sqrt{8n}`: an affine layer
+    :math:`N(u) = Wu` with singular values 3, 1, ..., 1 (Lip 3; the power iteration gains a
+    factor 9 per step), n = 63 inputs, :math:`\tau = 2`; other regularisers start at
+    ``default_alpha``."""
+    from liftinv.inversion import first_alpha
+
+    q_out, _ = torch.linalg.qr(torch.randn(80, 63, dtype=F64, generator=gen(0)))
+    q_in, _ = torch.linalg.qr(torch.randn(63, 63, dtype=F64, generator=gen(1)))
+    singular = torch.ones(63, dtype=F64)
+    singular[0] = 3.0
+    model = perceptron(80, (1, 7, 9), nn.Identity())
+    with torch.no_grad():
+        model[1].weight.copy_(q_out @ torch.diag(singular) @ q_in.T)
+    delta = torch.tensor([0.5, 2.0], dtype=F64)
+    task = prepare(model, torch.zeros(2, 80, dtype=F64), input_shape=(1, 7, 9), noise_level=delta)
+    cfg = InversionConfig(tau=2.0, default_alpha=0.3)
+    torch.testing.assert_close(first_alpha(task, TV(), cfg), 3 * 2.0 * delta / math.sqrt(8 * 63), rtol=1e-8, atol=0)
+    torch.testing.assert_close(first_alpha(task, Tikhonov(), cfg), torch.full((2,), 0.3, dtype=F64))
+
+
+def test_morozov_rule_keeps_the_largest_fitting_weight_else_the_smallest_discrepancy():
+    """Per sample (bound 1): a fitting solve replaces a fitting kept one only with a weight at
+    least as large; while the kept one does not fit, a solve replaces it when it fits or has a
+    smaller discrepancy."""
+    from liftinv.inversion import _morozov_prefers
+
+    cases = [  # (d, alpha) of the solve, (d, alpha) kept, whether the solve replaces it
+        (0.9, 2.0, 0.5, 1.0, True),  # both fit: the larger weight
+        (0.9, 0.5, 0.5, 1.0, False),
+        (2.0, 5.0, 0.5, 1.0, False),  # the kept one fits, the solve does not
+        (2.0, 0.1, 3.0, 1.0, True),  # neither fits: the smaller discrepancy
+        (4.0, 5.0, 3.0, 1.0, False),
+        (0.9, 0.1, 3.0, 1.0, True),  # only the solve fits
+    ]
+    d, alpha, d_best, alpha_best = (torch.tensor(column, dtype=F64) for column in list(zip(*cases))[:4])
+    prefers = _morozov_prefers(d, alpha, d_best, alpha_best, torch.tensor(1.0, dtype=F64))
+    assert prefers.tolist() == [case[-1] for case in cases]
+
+
 def test_snap_saturated_sets_near_entries_to_the_nearest_saturation_value():
     f = torch.tensor([[-0.55, -0.45, -0.2, 0.05, 1.41, 1.58], [0.0, 0.3, 0.6, 0.9, 1.2, 1.5]], dtype=F64)
     radius = torch.tensor([0.1, 0.5], dtype=F64)
@@ -494,6 +534,9 @@ def test_snap_saturated_sets_near_entries_to_the_nearest_saturation_value():
     torch.testing.assert_close(out, expected, atol=0, rtol=0)
     torch.testing.assert_close(snap_saturated(ReLU(), f, radius)[1], torch.tensor([0.0, 0.0, 0.6, 0.9, 1.2, 1.5], dtype=F64))
     torch.testing.assert_close(snap_saturated(LeakyReLU(0.2), f, radius), f, atol=0, rtol=0)
+    # within the radius of both saturation values: the nearer one
+    both = snap_saturated(Clip(0.0, 0.2), torch.tensor([[0.05, 0.15]], dtype=F64), torch.tensor([0.16], dtype=F64))
+    torch.testing.assert_close(both, torch.tensor([[0.0, 0.2]], dtype=F64), atol=0, rtol=0)
 
 
 def test_snapping_removes_the_bias_of_noisy_relu_data():
