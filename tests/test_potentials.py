@@ -3,8 +3,9 @@ import pytest
 import torch
 from deepinv.physics import Denoising
 
+from liftinv import potentials
 from liftinv.potentials import L1, TV, Box, DeepinvPrior, SquaredError, Tikhonov
-from liftinv.tv import pdhg_tv, prox_tv, tv
+from liftinv.tv import div2d, grad2d, pdhg_tv, prox_tv, tv
 
 
 def gen(seed=0):
@@ -52,6 +53,36 @@ def test_tv_prox_with_box_matches_pdhg():
     ref, _ = pdhg_tv(Denoising(), x, 0.15, box=(0.0, 1.0), n_iter=20000, tol=1e-12)
     assert u.min() >= 0 and u.max() <= 1
     torch.testing.assert_close(u, ref, atol=1e-5, rtol=0)
+
+
+def test_tv_prox_with_box_stops_at_the_first_small_duality_gap(monkeypatch):
+    """With an active box, the prox stops at the first check (every 5 iterations) where the true
+    duality gap is small for every sample: the returned u = clamp(v + lam div p) and the stored dual
+    p give P(u) - L(u, p) = lam (TV(u) - <grad u, p>) <= tol P(u), with
+    P(u) = 1/2 |u - v|^2 + lam TV(u) and L(u, p) = 1/2 |u - v|^2 - lam <u, div p> the Lagrangian
+    at its minimiser over the box (the dual value); 5 iterations fewer, some gap is above tol P(u)."""
+    v, lam, tol, box = 3 * images(b=2, c=1, seed=3) - 1, 0.15, 1e-6, (0.0, 1.0)
+    calls = []
+    project = potentials._project_unit_ball
+    monkeypatch.setattr(potentials, "_project_unit_ball", lambda p: calls.append(1) or project(p))
+
+    def run(max_inner):
+        pot = TV(lam, box=box, tol=tol, max_inner=max_inner)
+        u = pot.prox(v, 1.0)
+        (p,) = pot._dual.values()
+        y = v + lam * div2d(p)
+        torch.testing.assert_close(u, y.clamp(*box), rtol=0, atol=0)
+        assert (y - u).pow(2).sum() > 1  # the box is active
+        assert (p.pow(2).sum(2) <= 1 + 1e-12).all()
+        gap = lam * (tv(u) - (grad2d(u) * p).flatten(1).sum(1))
+        return gap, 0.5 * (u - v).pow(2).flatten(1).sum(1) + lam * tv(u)
+
+    gap, primal = run(2000)
+    n_inner = len(calls)
+    assert 5 <= n_inner < 2000 and n_inner % 5 == 0  # stopped early, at a check
+    assert (gap >= 0).all() and (gap <= tol * primal).all()
+    gap, primal = run(n_inner - 5)
+    assert (gap > tol * primal).any()
 
 
 def test_tv_prox_warm_start_reaches_the_same_point():
