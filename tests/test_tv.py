@@ -148,6 +148,32 @@ def test_pdhg_converges_to_optimal_point():
     assert (gaps[-1] < 0.01 * gaps[10]).all()
 
 
+def test_pdhg_first_iterations_match_hand_written_chambolle_pock():
+    """Three iterations equal Chambolle-Pock written out with L = ||A||_2 (from the dense matrix),
+    sigma_1 = 0.1, sigma_2 = L^2 / 8, tau = 0.99 / (1.1 L^2), x_0 = clamp(A^T y), q = 0:
+    q_1 <- (q_1 + sigma_1 (A xb - y)) / (1 + sigma_1), q_2 <- q_2 / max(1, |q_2| / w) after
+    q_2 += sigma_2 grad xb, x+ = clamp(x - tau (A^T q_1 - div q_2)), xb = 2 x+ - x (xb_0 = x_0)."""
+    shape, w = (1, 5, 4), 0.1
+    phys = matrix_physics(12, shape, seed=20)
+    n = int(np.prod(shape))
+    lip = torch.linalg.matrix_norm(phys.A(torch.eye(n, dtype=torch.float64).reshape(n, *shape)), ord=2) ** 2
+    sigma1, sigma2, tau = 0.1, lip / 8, 0.99 / (1.1 * lip)
+    y = phys.A(torch.rand(2, *shape, dtype=torch.float64, generator=gen(21)))
+    y = y + 0.1 * torch.randn(y.shape, dtype=y.dtype, generator=gen(22))
+    x = phys.A_adjoint(y).clamp(0, 1)
+    x_bar, q1, q2 = x, torch.zeros_like(y), torch.zeros_like(grad2d(x))
+    for k in range(1, 4):
+        q1 = (q1 + sigma1 * (phys.A(x_bar) - y)) / (1 + sigma1)
+        q2 = q2 + sigma2 * grad2d(x_bar)
+        q2 = q2 / (q2.pow(2).sum(2, keepdim=True).sqrt() / w).clamp(min=1)
+        x_new = (x - tau * (phys.A_adjoint(q1) - div2d(q2))).clamp(0, 1)
+        x, x_bar = x_new, 2 * x_new - x
+        out, hist = pdhg_tv(phys, y, w, n_iter=k, tol=0.0)
+        assert hist.n_iter == k
+        torch.testing.assert_close(out, x, rtol=0, atol=1e-12)
+        torch.testing.assert_close(hist.objective[-1], objective(phys, x, y, w), rtol=1e-12, atol=0)
+
+
 def test_pdhg_warm_start_and_box():
     y = torch.rand(2, 1, 6, 6, dtype=torch.float64, generator=gen(17)) * 3 - 1
     x, _ = pdhg_tv(Denoising(), y, 0.0, box=(0.0, 1.0), n_iter=3000, tol=1e-12, x0=torch.full_like(y, 0.5))
