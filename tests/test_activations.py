@@ -237,6 +237,17 @@ def test_simplex_projection_closed_form():
     torch.testing.assert_close(Softmax().project_domain(z), torch.tensor([[0.7, 0.3, 0.0]], dtype=DT), atol=1e-15, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_simplex_membership_tolerance_is_sqrt_eps_of_the_dtype(dtype):
+    r"""``Softmax.in_domain`` accepts :math:`z \ge 0` with :math:`|\sum_i z_i - 1| \le \sqrt{\varepsilon}`
+    of the dtype (so :math:`\Psi(z) < \infty`), and nothing further from the simplex."""
+    tol = torch.finfo(dtype).eps ** 0.5
+    z = torch.tensor([[0.25, 0.75]], dtype=DT) * torch.tensor([[1.0], [1 + 0.5 * tol], [1 + 2 * tol], [1 - 2 * tol]], dtype=DT)
+    inside = Softmax().in_domain(z.to(dtype))
+    assert inside.flatten().tolist() == [True, True, False, False]
+    assert torch.isfinite(Softmax().psi(z.to(dtype))).flatten().tolist() == [True, True, False, False]
+
+
 def test_domain_boundaries():
     assert ReLU().psi(torch.tensor([-1e-12, 0.0])).tolist() == [math.inf, 0.0]
     inside = Clip(-0.5, 1.5).in_domain(torch.tensor([-0.5, 1.5, 1.6, -0.6]))
