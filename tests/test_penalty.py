@@ -179,3 +179,17 @@ def test_bad_inputs(pen):
         pen.residual(act, z, a.tolist())
     with pytest.raises(ValueError, match="tau must be positive, got -1"):
         pen.prox_output(act, a, z, -1.0)
+
+
+@penalties
+def test_tensors_on_different_devices_are_refused(pen):
+    """z and a (a and v) on two devices raise a ValueError naming both, before any computation
+    (a ``meta`` tensor stands for a second device)."""
+    act, cpu = Tanh(), torch.zeros(2, 3, dtype=DT)
+    meta = torch.zeros(2, 3, dtype=DT, device="meta")
+    with pytest.raises(ValueError, match="z and a must be on the same device, got cpu and meta"):
+        pen.value(act, cpu, meta)
+    with pytest.raises(ValueError, match="same device"):
+        pen.residual(act, meta, cpu)
+    with pytest.raises(ValueError, match="a and v must be on the same device"):
+        pen.prox_output(act, cpu, meta, 1.0)
