@@ -146,3 +146,25 @@ def test_invalid_modules_and_shapes_are_refused():
         net(torch.zeros(2, 4, dtype=DT))
     with pytest.raises(TypeError, match="dtype"):
         net(torch.zeros(2, 5, dtype=torch.float32))
+
+
+def test_sequential_subclasses_are_not_flattened():
+    """Only plain ``nn.Sequential`` containers are flattened: a subclass may override ``forward``
+    (here ``2 * Sequential.forward``), so flattening it would change the function; it is refused
+    by index and class."""
+
+    class Doubled(nn.Sequential):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    model = nn.Sequential(nn.Linear(3, 4), Doubled(nn.Linear(4, 4), nn.ReLU()), nn.Linear(4, 2))
+    with pytest.raises(TypeError, match=r"layer 1 \(Doubled\)"):
+        lift(model)
+
+
+def test_input_shape_is_checked_up_to_the_last_layer():
+    """The dry run with ``input_shape`` runs every layer: a mismatch in the last (trailing affine)
+    layer is reported with its index."""
+    model = build(nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(3, 2)), 11)
+    with pytest.raises(ValueError, match=r"input_shape=\(5,\) .* does not fit lifted layer 2"):
+        lift(model, input_shape=(5,))
