@@ -530,6 +530,21 @@ def test_registry_is_seeded_by_the_generator():
         assert any(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point() and sa[k].numel() > 1), name
 
 
+@pytest.mark.parametrize("module, fan_in", [(nn.Linear(60, 40), 60), (nn.Conv2d(3, 40, 5), 75), (nn.ConvTranspose2d(40, 2, 3), 18)])
+def test_seeded_initialisation_uses_pytorch_default_bounds(module, fan_in):
+    r"""Weights and biases are i.i.d. uniform on :math:`[-1/\sqrt n, 1/\sqrt n]` with
+    :math:`n` = ``weight[0].numel()`` (fan-in of ``Linear``/``Conv2d``, ``out * k * k`` per input
+    channel of ``ConvTranspose2d``): every entry within the bound, the largest of the
+    2400 / 3000 / 720 weights within 1% of it."""
+    from liftinv.architectures._common import init_parameters_
+
+    init_parameters_(module, gen(5))
+    bound = 1 / math.sqrt(fan_in)
+    w = module.weight.detach()
+    assert float(w.abs().max()) <= bound and float(module.bias.detach().abs().max()) <= bound
+    assert float(w.abs().max()) >= 0.99 * bound
+
+
 # ----------------------------------------------------------------------------- MLP
 def test_mlp_forward_is_the_explicit_composition():
     ex = ARCHITECTURES["mlp"](gen(8))
@@ -669,6 +684,14 @@ def test_resnet_and_transposed_validate_their_arguments():
         ResNet(3, 1, ReLU()).double()(torch.zeros(2, 2, dtype=DT))
 
 
+@pytest.mark.parametrize("residual, weights", [("penalty", [2.0, 0.5, 2.0, 0.5, 2.0, 2.0]), ("exact", [0.5, 0.5, 2.0])])
+def test_resnet_input_and_output_maps_carry_rho(residual, weights):
+    r"""Every identity-activation layer (input map :math:`P`, residual relations, output map
+    :math:`Q`) has penalty weight :math:`\rho = 2`; the activation layers :math:`\lambda = 0.5`."""
+    net = ResNet(3, 2, Tanh(), in_features=4, out_features=2, weight=0.5, rho=2.0, residual=residual)
+    assert [layer.weight for layer in net.layers] == weights
+
+
 # ----------------------------------------------------------------------------- PNN
 def convs_of(module):
     return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
@@ -725,6 +748,8 @@ def test_pnn_validates_its_arguments():
         ProximalNeuralNetwork(1, 2, 2, kernel_size=2)
     with pytest.raises(ValueError, match="n_layers"):
         ProximalNeuralNetwork(1, 2, 0)
+    with pytest.raises(ValueError, match="threshold must be a finite positive number, got inf"):
+        ProximalNeuralNetwork(1, 2, 2, threshold=math.inf)
     net = ProximalNeuralNetwork(2, 3, 2).double()
     with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):
         net(torch.zeros(2, 1, 5, 5, dtype=DT))
@@ -803,6 +828,17 @@ def test_unrolled_binds_a_deepinv_physics():
     u, _ = net.lifted_inputs(y)
     assert torch.equal(u, torch.zeros_like(u))
     assert isinstance(net, dinv.models.Reconstructor)
+
+
+def test_unrolled_bind_refuses_another_operator_but_not_another_dtype():
+    """Its steps were computed for the construction operator: binding a ``Blur`` with another
+    kernel raises naming the kernel; a float32 copy of the same operator is accepted and used."""
+    net = UnrolledPrimalDual(blur(21), 2, 2, (1, 7, 9), generator=gen(22)).double()
+    with pytest.raises(ValueError, match="physics must have the spec of the operator the network is bound to.*kernel"):
+        net.bind(blur(23))
+    same32 = Blur(blur(21).kernel.float(), img_size=(1, 7, 9), boundary="zero", dtype=torch.float32)
+    net.bind(same32)
+    assert net.physics is same32
 
 
 @pytest.mark.parametrize("n_iter", [3, 4])
