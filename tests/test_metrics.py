@@ -23,6 +23,20 @@ def test_psnr_matches_skimage():
     assert abs(psnr(2 * x, 2 * ref, data_range=2.0) - out).max() < 1e-10
 
 
+def test_ssim_on_the_smallest_image_and_another_data_range_matches_skimage():
+    """An 11x11 image (one window position) is accepted, and the constants scale with the data
+    range: :math:`C_1 = (0.01R)^2`, :math:`C_2 = (0.03R)^2` (R = 2, values in [0, 2])."""
+    x, ref = pair((2, 1, 11, 11), seed=2)
+    x, ref = 2 * x, 2 * ref
+    out = ssim(x, ref, data_range=2.0)
+    for b in range(2):
+        expected = structural_similarity(
+            ref[b, 0].numpy(), x[b, 0].numpy(), data_range=2.0,
+            gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+        )
+        assert abs(out[b].item() - expected) < 1e-10
+
+
 @pytest.mark.parametrize("shape", [(2, 1, 23, 19), (3, 3, 15, 31)])
 def test_ssim_matches_skimage(shape):
     x, ref = pair(shape, seed=1)
@@ -48,6 +62,8 @@ def test_metric_bad_inputs():
         psnr(x[:, :, :8], ref)
     with pytest.raises(ValueError, match="data_range"):
         psnr(x, ref, data_range=0.0)
+    with pytest.raises(ValueError, match="data_range must be a positive finite number, got inf"):
+        ssim(x, ref, data_range=float("inf"))
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(x[..., :8, :8], ref[..., :8, :8])
     with pytest.raises(TypeError, match="x"):
