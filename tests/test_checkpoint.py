@@ -83,3 +83,18 @@ def test_bad_input(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="checkpoint dict"):
         load_checkpoint(tmp_path / "list.pt")
+
+
+def test_load_refuses_pickled_code_and_maps_tensors(tmp_path):
+    """``weights_only=True``: a file holding an arbitrary Python object (here a
+    ``fractions.Fraction``) is refused instead of unpickled; ``map_location`` moves every tensor
+    (to the ``meta`` device here)."""
+    import pickle
+    from fractions import Fraction
+
+    torch.save({"epoch": Fraction(1, 2)}, tmp_path / "code.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(tmp_path / "code.pt")
+    save_checkpoint(tmp_path / "c.pt", _payload(3))
+    loaded = load_checkpoint(tmp_path / "c.pt", map_location="meta")
+    assert loaded["model"]["w"].device.type == "meta" and loaded["model"]["w"].shape == (3, 5)
