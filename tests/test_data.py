@@ -72,6 +72,20 @@ def test_resize_and_dtype():
     torch.testing.assert_close(x.mean((1, 2, 3)), full.mean((1, 2, 3)), atol=0.02, rtol=0)
 
 
+def test_resize_is_antialiased():
+    r"""Downsampling 32 -> 8 (factor 4) of an image whose columns 0, 4, 8, ... are 1 (others 0):
+    the antialiased bilinear filter is a triangle of half-width 4 input pixels centred at
+    :math:`4i + 1.5`, whose weights at the bright columns (distances 1.5 and 2.5) are
+    :math:`(0.625 + 0.375) / 4 = 1/4`, the local mean, at every interior output column; plain
+    bilinear sampling would give 0 (it reads columns :math:`4i + 1, 4i + 2`)."""
+    from liftinv.data import resize
+
+    stripes = (torch.arange(32) % 4 == 0).to(torch.float64).expand(1, 1, 32, 32)
+    out = resize(stripes, 8)
+    assert out.shape == (1, 1, 8, 8)
+    torch.testing.assert_close(out[..., 1:-1], torch.full((1, 1, 8, 6), 0.25, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
 def test_dataset_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="name must be one of"):
         load_dataset("mnist", "train")
@@ -79,6 +93,8 @@ def test_dataset_errors(tmp_path, monkeypatch):
         load_dataset("ellipses", "validation")
     with pytest.raises(ValueError, match="size"):
         load_dataset("ellipses", "val", size=0)
+    with pytest.raises(ValueError, match="size must be a positive int or None, got True"):
+        load_dataset("ellipses", "val", size=True)
     with pytest.raises(TypeError, match="dtype"):
         load_dataset("ellipses", "val", dtype=torch.int64)
     monkeypatch.setenv("LIFTINV_DATA", str(tmp_path))
@@ -106,6 +122,22 @@ def test_image_folder(tmp_path):
     assert small.shape == (3, 1, 8, 8) and small.dtype == torch.float32
 
 
+def test_image_folder_composites_alpha_on_white(tmp_path):
+    """An RGBA image becomes ``rgb2gray`` of ``rgba2rgb`` (alpha composited on white): fully
+    transparent pixels are 1, opaque ones the grey of their colour."""
+    from skimage.color import rgba2rgb
+
+    rng = np.random.default_rng(2)
+    rgba = rng.integers(0, 256, (6, 5, 4), dtype=np.uint8)
+    rgba[0, :, 3], rgba[1, :, 3] = 0, 255
+    imsave(tmp_path / "a.png", rgba, check_contrast=False)
+    (x,) = load_image_folder(tmp_path, dtype=torch.float64).tensors
+    assert x.shape == (1, 1, 6, 5)
+    np.testing.assert_allclose(x[0, 0].numpy(), rgb2gray(rgba2rgb(rgba)), atol=1e-12)
+    np.testing.assert_allclose(x[0, 0, 0].numpy(), 1.0, atol=1e-12)
+    np.testing.assert_allclose(x[0, 0, 1].numpy(), rgb2gray(rgba[1:2, :, :3])[0], atol=1e-12)
+
+
 def test_image_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         load_image_folder(tmp_path / "missing")
@@ -114,7 +146,7 @@ def test_image_folder_errors(tmp_path):
 
 
 def write_idx(path, array, compress):
-    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C}
     header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(
         int(n).to_bytes(4, "big") for n in array.shape
     )
@@ -137,12 +169,24 @@ def test_mnist_idx(tmp_path, compress):
     assert only.dtype == torch.float32
 
 
+def test_mnist_idx_big_endian_int16_labels(tmp_path):
+    """IDX type code 0x0B is big-endian int16: labels 1, 300, -2 read back exactly."""
+    write_idx(tmp_path / "img", np.zeros((3, 2, 2), dtype=np.uint8), False)
+    write_idx(tmp_path / "lab", np.array([1, 300, -2], dtype=">i2"), False)
+    _, y = load_mnist_idx(tmp_path / "img", tmp_path / "lab").tensors
+    assert y.tolist() == [1, 300, -2]
+
+
 def test_mnist_idx_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="never downloads"):
         load_mnist_idx(tmp_path / "train-images-idx3-ubyte")
     (tmp_path / "bad").write_bytes(b"\x12\x34\x56\x78" + bytes(10))
     with pytest.raises(ValueError, match="not an IDX file"):
         load_mnist_idx(tmp_path / "bad")
+    # the magic number starts with two zero bytes
+    (tmp_path / "bad0").write_bytes(b"\x01\x00\x08\x01" + (3).to_bytes(4, "big") + bytes(3))
+    with pytest.raises(ValueError, match="bad magic number 01000801"):
+        load_mnist_idx(tmp_path / "bad0")
     write_idx(tmp_path / "img", np.zeros((3, 4, 4), dtype=np.uint8), False)
     (tmp_path / "short").write_bytes((tmp_path / "img").read_bytes()[:-1])
     with pytest.raises(ValueError, match="header announces"):
@@ -150,6 +194,9 @@ def test_mnist_idx_errors(tmp_path):
     write_idx(tmp_path / "lab", np.zeros(2, dtype=np.uint8), False)
     with pytest.raises(ValueError, match="expected 3 labels"):
         load_mnist_idx(tmp_path / "img", tmp_path / "lab")
+    write_idx(tmp_path / "lab2d", np.zeros((3, 1), dtype=np.uint8), False)
+    with pytest.raises(ValueError, match=r"expected 3 labels, got shape \(3, 1\)"):
+        load_mnist_idx(tmp_path / "img", tmp_path / "lab2d")
     write_idx(tmp_path / "int", np.zeros((3, 4, 4), dtype=">i4"), True)
     with pytest.raises(ValueError, match="uint8"):
         load_mnist_idx(tmp_path / "int")
