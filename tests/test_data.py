@@ -86,6 +86,15 @@ def test_resize_is_antialiased():
     torch.testing.assert_close(out[..., 1:-1], torch.full((1, 1, 8, 6), 0.25, dtype=torch.float64), atol=1e-12, rtol=0)
 
 
+def test_resize_stays_in_the_unit_interval_exactly():
+    """The filter's weights sum to 1 only up to rounding (a white 32x32 image resized to 9x9
+    gives 1 + 2.4e-7 in float32); the output is clipped back to [0, 1], so white stays 1."""
+    from liftinv.data import resize
+
+    out = resize(torch.ones(1, 1, 32, 32), 9)
+    assert out.max() == 1.0 and out.min() > 0.999
+
+
 def test_dataset_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="name must be one of"):
         load_dataset("mnist", "train")
