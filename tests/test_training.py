@@ -17,9 +17,10 @@ from liftinv.bench.training import TensorMemory
 from liftinv.blocks import Params, Var
 from liftinv.checkpoint import load_checkpoint
 from liftinv.data import load_dataset
-from liftinv.evaluation import evaluate, sample_loss
+from liftinv.evaluation import HeldOut, evaluate, sample_loss
+from liftinv.metrics import psnr, ssim
 from liftinv.history import TrainHistory, plot_history, plot_psnr_vs_time
-from liftinv.methods import _LiftedRunner
+from liftinv.methods import _BackpropRunner, _LiftedRunner
 from liftinv.penalty import MAC
 from liftinv.problem import LiftedProblem
 from liftinv.solvers import BCD, ISGM, Adam, Nesterov, OddEven
@@ -194,6 +195,53 @@ def test_logged_energy_weights_each_layer_penalty(patches, monkeypatch):
     assert h.gaps[-1] == pytest.approx(gaps, rel=1e-12)
 
 
+def test_train_loss_is_the_batch_mean_and_iterations_count_across_epochs(patches, monkeypatch):
+    """N = 25 images in batches of 10: 25 // 10 = 2 full batches per epoch (the last 5 images
+    dropped), iterations 1, 2 | 3, 4 over two epochs; with each batch's loss set to its
+    iteration, the logged training loss of an epoch is the mean (1.5, then 3.5)."""
+    seen = []
+
+    def fake_step(self, batch, iteration):
+        seen.append((iteration, batch.observation.shape[0]))
+        return float(iteration)
+
+    monkeypatch.setattr(_BackpropRunner, "step", fake_step)
+    h = train(_pnn(), patches[0][:25], task=Denoising(0.1), method=Backprop(), epochs=2, batch_size=10, progress=False,
+              generator=_gen()).history
+    assert seen == [(1, 10), (2, 10), (3, 10), (4, 10)]
+    assert h.epoch == [0, 1, 2] and h.train_loss[1:] == [1.5, 3.5]
+
+
+def test_time_budget_stops_at_the_batch_that_reaches_it(patches, monkeypatch):
+    """With a clock that advances 1 s per reading, each batch takes 1 s: a budget of 2 s stops
+    after the second of the three batches of epoch 1 (cumulative time 2 >= 2), at epoch 2/3."""
+    from types import SimpleNamespace
+
+    import liftinv.training as training
+
+    clock = iter(range(1000))
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    monkeypatch.setattr(_BackpropRunner, "step", lambda self, batch, iteration: 0.0)
+    h = train(_pnn(), patches[0], task=Denoising(0.1), method=Backprop(), epochs=3, batch_size=10, time_budget=2.0,
+              progress=False, generator=_gen()).history
+    assert h.epoch == [0, pytest.approx(2 / 3)] and h.seconds == [0.0, 2.0]
+
+
+def test_held_out_observations_come_from_the_seed(patches):
+    r"""The held-out noise is drawn at once from a generator seeded with ``seed``, whatever the
+    batch size: for the identity model on 11x11 images (the smallest SSIM size),
+    loss :math:`= \tfrac12\|0.1\,n\|^2` with :math:`n` from ``manual_seed(3)``, and PSNR/SSIM
+    of the noisy images; another seed gives another loss."""
+    clean = patches[1][:6, :, :11, :11]
+    noisy = clean + 0.1 * torch.randn(clean.shape, dtype=DT, generator=_gen(3))
+    for batch_size in (4, 6):
+        m = evaluate(torch.nn.Identity(), clean, task=Denoising(0.1), batch_size=batch_size, seed=3)
+        assert m.loss == pytest.approx(float(0.5 * ((noisy - clean) ** 2).flatten(1).sum(1).mean()), rel=1e-12)
+        assert m.psnr == pytest.approx(float(psnr(noisy, clean).mean()), rel=1e-12)
+        assert m.ssim == pytest.approx(float(ssim(noisy, clean).mean()), rel=1e-12)
+    assert HeldOut(clean, Denoising(0.1), 6, seed=4).evaluate(torch.nn.Identity()).loss != pytest.approx(m.loss)
+
+
 # ----------------------------------------------------------------------------- resume
 @pytest.mark.parametrize(
     "method",
@@ -226,6 +274,16 @@ def test_resume_refuses_another_noise_level(patches, tmp_path):
     train(_pnn(), train_set, task=Denoising(0.1), epochs=1, **kwargs)
     with pytest.raises(ValueError, match="'noise_sigma': 0.1.*'noise_sigma': 0.2"):
         train(_pnn(), train_set, task=Denoising(0.2), epochs=2, resume=True, **kwargs)
+
+
+def test_resume_refuses_another_training_set_size(patches, tmp_path):
+    """The epoch's permutation depends on N: a checkpoint of a run on 30 images does not resume
+    a run on 20."""
+    train_set, _ = patches
+    kwargs = dict(task=Denoising(0.1), method=Backprop(lr=1e-2), batch_size=10, checkpoint=tmp_path / "c.pt", progress=False)
+    train(_pnn(), train_set, epochs=1, **kwargs)
+    with pytest.raises(ValueError, match="'n_train': 30.*'n_train': 20"):
+        train(_pnn(), train_set[:20], epochs=2, resume=True, **kwargs)
 
 
 def test_resume_refuses_other_method(patches, tmp_path):
