@@ -361,6 +361,8 @@ def test_bad_data(patches):
         train(_pnn(), train_set, val_set=val_set[:, :, :13, :13], **kwargs)
     with pytest.raises(ValueError, match="train_set must hold images"):
         train(_pnn(), train_set[:, 0], **kwargs)
+    with pytest.raises(ValueError, match=r"val_set must hold images \(N, C, H, W\) with N >= 1, got shape \(0, 1, 15, 15\)"):
+        train(_pnn(), train_set, val_set=val_set[:0], **kwargs)
     with pytest.raises(ValueError, match="do not fit the model"):
         train(MLP([100, 8, 100], ReLU()).to(DT), train_set, **{**kwargs, "task": Autoencoder()})
     with pytest.raises(ValueError, match="target has shape"):
@@ -398,6 +400,8 @@ def test_bad_hyper_parameters(make, error, match):
     "override, error, match",
     [
         ({"epochs": 0}, ValueError, "epochs"),
+        ({"epochs": True}, ValueError, "epochs must be an integer >= 1, got True"),
+        ({"time_budget": 0.0}, ValueError, "time_budget must be positive, got 0.0"),
         ({"batch_size": 2.0}, ValueError, "batch_size"),
         ({"time_budget": -1.0}, ValueError, "time_budget"),
         ({"resume": True}, ValueError, "resume"),
