@@ -160,12 +160,15 @@ def test_fourier_filter_is_the_even_part_of_skimage_filter(name, size):
     np.testing.assert_allclose(fourier_filter(size, name).numpy(), even, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("circle", [False, True])
+# (size, circle): padded lengths P = 64 (both), 64 (12 detectors: 2m = 24 < 64), 128 (57
+# detectors: 2m = 114 > 64) and 128 (circle, 24 detectors: skimage pads to ceil(sqrt2 24) = 34 rows).
+@pytest.mark.parametrize("size, circle", [(21, False), (21, True), (8, False), (40, False), (24, True)])
 @pytest.mark.parametrize("name", FILTERS)
-def test_fbp_is_scaled_backprojection_of_the_skimage_filtered_sinogram(circle, name):
-    r"""skimage's filtering step (numpy FFT of the zero-padded projections times its filter, real
-    part, crop), then :math:`\pi / (2 n_{angles}) A^\top`."""
-    physics = Radon(21, SPARSE, circle=circle, dtype=torch.float64)
+def test_fbp_is_scaled_backprojection_of_the_skimage_filtered_sinogram(size, circle, name):
+    r"""skimage's filtering step (numpy FFT of the projections zero-padded to
+    :math:`P = \max(64, 2^{\lceil\log_2 2m\rceil})` samples times its filter, real part, crop), then
+    :math:`\pi / (2 n_{angles}) A^\top`."""
+    physics = Radon(size, SPARSE, circle=circle, dtype=torch.float64)
     n_det, n_ang = physics.sinogram_shape
     y = torch.randn(2, 2, n_det, n_ang, dtype=torch.float64, generator=_gen())
     rows = int(np.ceil(np.sqrt(2) * n_det)) if circle else n_det  # skimage pads circle sinograms
