@@ -145,6 +145,17 @@ def test_mri_noise_only_on_sampled_entries():
     assert noise[..., mask].std().item() == pytest.approx(0.2, rel=0.1)
 
 
+def test_mri_noise_on_complex_data_only_on_sampled_entries():
+    r"""Complex k-space data get :math:`M \odot N(y)` too: zero noise where the mask is 0."""
+    shape = (10, 11)
+    mask = random_mask(shape, 3, 0.1, generator=_gen(23))
+    op = MRI(mask, noise_model=dinv.physics.GaussianNoise(sigma=0.3, rng=_gen(24)), dtype=torch.float64)
+    y = torch.zeros(3, *shape, dtype=torch.complex128)
+    noise = op.noise(y)
+    assert noise.is_complex() and noise[..., ~mask].abs().max() == 0
+    assert noise[..., mask].abs().min() > 0
+
+
 def test_mri_works_with_deepinv_least_squares_prox():
     """deepinv's iterative prox_l2 through our A and A_adjoint meets A^T (A z - y) + (z - u) / gamma = 0."""
     shape = (9, 10)
@@ -292,6 +303,50 @@ def test_mri_update_mask_refreshes_operator():
     torch.testing.assert_close(op.A(x), MRI(new, dtype=torch.float64).A(x))
     with pytest.raises(ValueError, match="mask"):
         MRI(torch.ones(shape), coil_maps=torch.ones(1, *shape, dtype=torch.complex64)).update(mask=torch.ones(5, 5))
+
+
+def test_mri_update_coil_maps_with_the_same_mask_replaces_the_maps():
+    r"""``update(mask=M, coil_maps=S')`` with the current mask :math:`M` still gives
+    :math:`y_n = M F (S'_n x)` (the same-mask shortcut applies only when no maps are passed)."""
+    shape = (6, 7)
+    mask = random_mask(shape, 2, 0.2, generator=_gen(25))
+    op = MRI(mask, coil_maps=_coil_maps(2, shape, torch.float64, seed=26), dtype=torch.float64)
+    x = torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(27))
+    op.A(x)
+    new_maps = _coil_maps(3, shape, torch.float64, seed=28)
+    op.update(mask=mask, coil_maps=new_maps)
+    assert op.n_coils == 3
+    torch.testing.assert_close(op.A(x), MRI(mask, coil_maps=new_maps, dtype=torch.float64).A(x), rtol=0, atol=0)
+
+
+def test_mri_to_float64_recomputes_the_phase_factors():
+    """After ``.to(torch.float64)`` a float32 operator is the float64 operator to float64
+    rounding: the cached factors are keyed by dtype, not reused from float32."""
+    shape = (9, 8)
+    mask = random_mask(shape, 2, 0.2, generator=_gen(29))
+    op = MRI(mask, coil_maps=_coil_maps(2, shape, torch.float32, seed=30))
+    op.A(torch.zeros(1, 2, *shape))  # fill the float32 cache
+    op = op.to(torch.float64)
+    ref = MRI(mask, coil_maps=_coil_maps(2, shape, torch.float32, seed=30).to(torch.complex128), dtype=torch.float64)
+    x = torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(31))
+    torch.testing.assert_close(op.A(x), ref.A(x), rtol=0, atol=1e-13)
+    torch.testing.assert_close(op.A_adjoint(ref.A(x)), ref.A_adjoint(ref.A(x)), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("n", [8, 64, 1000, 1001])
+def test_centring_phases_are_the_shift_theorem_with_exact_signs(n):
+    r""":math:`D_\text{in}[i] = e^{2\pi i s(i-s)/n}`, :math:`D_\text{out}[k] = e^{2\pi i ks/n}`,
+    :math:`s = \lfloor n/2\rfloor` (exponents in exact integer arithmetic mod n); for even n
+    they are :math:`\pm 1` with real parts exactly :math:`\pm 1`."""
+    from operators.mri import _centring_phases
+
+    d_in, d_out = _centring_phases(n)
+    s, i = n // 2, torch.arange(n)
+    for d, m in ((d_in, s * (i - s)), (d_out, s * i)):
+        angle = 2 * math.pi * torch.remainder(m, n).double() / n
+        torch.testing.assert_close(d, torch.polar(torch.ones(n, dtype=torch.float64), angle), rtol=0, atol=1e-15)
+        if n % 2 == 0:
+            assert set(d.real.tolist()) <= {1.0, -1.0}
 
 
 def test_mri_takes_masks_from_deepinv_generators():
