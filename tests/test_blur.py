@@ -82,6 +82,24 @@ def test_motion_kernel_geometry():
     assert abs(principal @ expected) > 0.999
 
 
+@pytest.mark.parametrize("length, angle", [(5.0, 0.0), (5.5, 30.0), (3.0, 125.0), (7.2, -60.0)])
+def test_motion_kernel_is_the_tent_of_the_distance_to_the_segment(length, angle):
+    r""":math:`k[p] \propto \max(0, 1 - \operatorname{dist}(p, S))` on a side
+    :math:`2\lceil L/2\rceil + 1`; the distance to the segment :math:`S = \{t(-\sin\theta, \cos\theta):
+    |t| \le L/2\}` (row, col) is brute-forced over 40001 points of :math:`S`."""
+    k = motion_kernel(length, angle)
+    side = 2 * math.ceil(length / 2) + 1
+    assert k.shape == (side, side)
+    theta = math.radians(angle)
+    t = np.linspace(-length / 2, length / 2, 40001)
+    seg = np.stack([-math.sin(theta) * t, math.cos(theta) * t], 1)
+    r, c = np.mgrid[:side, :side] - side // 2
+    pts = np.stack([r.ravel(), c.ravel()], 1).astype(np.float64)
+    dist = np.sqrt(((pts[:, None, :] - seg[None]) ** 2).sum(-1)).min(1).reshape(side, side)
+    ref = np.clip(1 - dist, 0, None)
+    np.testing.assert_allclose(k.numpy(), ref / ref.sum(), rtol=0, atol=1e-4)
+
+
 def test_disk_kernel_support():
     k = disk_kernel(2.0)
     assert k.shape == (5, 5)
@@ -223,6 +241,40 @@ def test_blur_update_kernel_refreshes_cached_spectrum():
     new = torch.rand(5, 5, generator=g)
     op.update(kernel=new)
     torch.testing.assert_close(op.A(x), Blur(new, boundary="zero", dtype=torch.float64).A(x))
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("use_fft", [False, True])
+def test_kernel_as_large_as_the_image_is_allowed(boundary, use_fft):
+    """A kernel of the image's own size fits (``h <= H``, ``w <= W``) and still matches scipy."""
+    g = _gen(30)
+    kernel = torch.rand(5, 6, dtype=torch.float64, generator=g)
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, generator=g)
+    for op in (Blur(kernel, boundary=boundary, use_fft=use_fft, dtype=torch.float64),
+               Blur(kernel, img_size=(2, 5, 6), boundary=boundary, use_fft=use_fft, dtype=torch.float64)):
+        np.testing.assert_allclose(op.A(x).numpy(), _scipy_blur(x, kernel, SCIPY_MODE[boundary]), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_fft_blur_on_images_of_several_sizes(boundary):
+    """One operator without ``img_size`` applied to images of different sizes uses a spectrum on
+    each image's grid: A matches scipy and A_adjoint the dense transpose for every size."""
+    g = _gen(31)
+    kernel = torch.rand(3, 4, dtype=torch.float64, generator=g)
+    op = Blur(kernel, boundary=boundary, use_fft=True, dtype=torch.float64)
+    for shape in [(1, 1, 9, 10), (2, 1, 12, 7), (1, 1, 9, 10)]:
+        x = torch.randn(shape, dtype=torch.float64, generator=g)
+        np.testing.assert_allclose(op.A(x).numpy(), _scipy_blur(x, kernel, SCIPY_MODE[boundary]), rtol=0, atol=1e-12)
+        mat = _dense(op, (1, *shape[2:]))
+        torch.testing.assert_close(_dense(op, (1, *shape[2:]), adjoint=True), mat.T, rtol=0, atol=1e-12)
+
+
+def test_use_fft_default_threshold():
+    """Automatic choice: FFT for circular, else only when h w > FFT_MIN_KERNEL_AREA = 256."""
+    assert not Blur(torch.ones(16, 16), boundary="zero").use_fft  # 256 entries: direct
+    assert Blur(torch.ones(1, 257), boundary="reflect").use_fft
+    assert Blur(torch.ones(1, 1), boundary="circular").use_fft
+    assert not Blur(torch.ones(3, 3), boundary="circular", use_fft=False).use_fft
 
 
 # ---------------------------------------------------------------- Blur: bad input
