@@ -122,3 +122,26 @@ def test_adjoint_error_is_the_documented_ratio_and_sees_a_wrong_adjoint():
         expected = float(((ax * y).sum() - (x * aty).sum()).abs() / (ax.norm() * y.norm() + x.norm() * aty.norm()))
         assert value == pytest.approx(expected, rel=1e-12, abs=1e-15)
         assert (value < 1e-15) == (not wrong.any())
+
+
+def test_opnorm_cache_is_keyed_by_dtype_and_shape():
+    """``opnorm(A, dtype=float32)`` then ``dtype=float64`` gives the float64 Lanczos value, the
+    same as on a fresh operator (the float32 value differs from it at float32 rounding)."""
+    from operators.blur import Blur
+
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 3.0]]) / 16  # exact in float32 and float64
+    physics, fresh = (Blur(kernel, boundary="reflect", dtype=torch.float64) for _ in range(2))
+    low = opnorm(physics.to(torch.float32), (1, 2, 11, 10))
+    high = opnorm(physics.to(torch.float64), (1, 2, 11, 10))
+    assert high == opnorm(fresh, (1, 2, 11, 10)) and high != low
+    other = Blur(kernel, boundary="reflect", dtype=torch.float64)
+    assert opnorm(physics, (1, 1, 7, 8)) == opnorm(other, (1, 1, 7, 8)) != high
+
+
+def test_lanczos_max_clamps_a_rounding_negative_value_to_zero():
+    r"""For a positive semidefinite map the largest eigenvalue is :math:`\ge 0`: a Ritz value that
+    rounding made negative (here the map :math:`-10^{-20} I`) is returned as 0."""
+    from operators.checks import lanczos_max
+
+    x0 = torch.ones(4, dtype=torch.float64)
+    assert lanczos_max(lambda v: -1e-20 * v, x0) == 0.0
