@@ -280,6 +280,28 @@ def test_adam_is_torch_adam():
     _assert_trajectories(_rule_iterates(rule, start, grad, None, 20), theirs, 1e-12)
 
 
+def test_adam_with_a_prox_is_torch_adam_then_the_prox_with_step_lr():
+    r""":math:`x^+ = \operatorname{prox}_{\mathrm{lr}\,h}(\text{Adam move})`: with
+    :math:`h = \lambda|\cdot|_1`, torch's Adam step followed by soft-thresholding at
+    :math:`\mathrm{lr}\,\lambda` (Adam's moments do not see the prox)."""
+    start, grad = _smooth_block()
+    lr, lam = 0.05, 0.7
+    params = [nn.Parameter(v.clone()) for v in start]
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.8, 0.95), eps=1e-6)
+    theirs = []
+    for _ in range(12):
+        theirs.append([p.detach().clone() for p in params])
+        for p, g in zip(params, grad([p.detach() for p in params])):
+            p.grad = g
+        opt.step()
+        with torch.no_grad():
+            for p in params:
+                p.copy_(_soft(p, lr * lam))
+    ours = _rule_iterates(Adam(lr=lr, b1=0.8, b2=0.95, eps=1e-6), start, grad, None, 12,
+                          prox=lambda v, s: [_soft(t, s * lam) for t in v])
+    _assert_trajectories(ours, theirs, 1e-12)
+
+
 def test_nesterov_default_is_textbook_fista():
     g = _gen(5)
     a, c, lam = torch.randn(11, 6, generator=g, dtype=DT), torch.randn(11, generator=g, dtype=DT), 0.8
@@ -376,6 +398,24 @@ def test_isgm_step_is_the_proximal_point():
     _assert_close_blocks(problem, {Var(1): solution[:5], Params(0): solution[5:]}, atol=1e-9)
 
 
+def test_isgm_passes_the_expect_hints_on_in_the_last_inner_sweep_only():
+    """The inner BCD's ``expect(later)`` hints reach the problem during the last of the
+    ``inner_steps`` sweeps only; the closing ``expect(None)`` of every sweep always does."""
+
+    class Expecting(Quadratic):
+        def __init__(self, base):
+            super().__init__(base.z, base.terms, base.l1)
+            self.calls = []
+
+        def expect(self, later):
+            self.calls.append(None if later is None else list(later))
+
+    problem = Expecting(chain(seed=15, depth=3))
+    ISGM(1.0, inner_steps=3).step(problem, SolverState())
+    later = [[Var(1), *[Params(k) for k in (1, 2, 3)]], [Params(k) for k in (1, 2, 3)], []]
+    assert problem.calls == [None, None, *later, None]
+
+
 @pytest.mark.parametrize("solver", [ISGM(1e3), ISGM(2.0, BCD(var_rule=Nesterov()), inner_steps=3)], ids=["large-eta", "nesterov-inner"])
 def test_isgm_converges_to_least_squares(solver):
     problem = two_blocks(seed=12)
@@ -437,6 +477,87 @@ def test_finite_check_is_exact_when_the_sum_overflows():
         t = torch.ones(5, dtype=torch.float32)
         t[3] = bad
         assert not all_finite(t)
+
+
+class NaNProx(Quadratic):
+    """A problem whose prox of ``bad`` returns NaN from its ``after + 1``-th call on."""
+
+    def __init__(self, base, bad, after):
+        super().__init__(base.z, base.terms, base.l1)
+        self.bad, self.after, self.calls = bad, after, 0
+
+    def prox(self, block, values, step):
+        out = super().prox(block, values, step)
+        if block == self.bad:
+            self.calls += 1
+            if self.calls > self.after:
+                out = [torch.full_like(v, math.nan) for v in out]
+        return out
+
+
+def test_non_finite_prox_output_keeps_the_values_not_the_lookahead():
+    """A NaN update of a Nesterov block raises and leaves the block at its value before the
+    step, not at the look-ahead point y = x + beta (x - x^-) where its gradient was taken."""
+    problem = NaNProx(chain(seed=14), Var(2), after=3)
+    solver = BCD(var_rule=Nesterov())
+    state, _ = run(solver, problem, max_iter=3)
+    kept = problem.get(Var(2))[0].clone()
+    assert not torch.equal(Nesterov().lookahead([kept], state.var_states[2])[0], kept)  # beta_3 > 0
+    with pytest.raises(NonFiniteError, match=r"Var\(2\) at iteration 4;"):
+        solver.step(problem, state)
+    torch.testing.assert_close(problem.get(Var(2))[0], kept, atol=0, rtol=0)
+
+
+class Linear:
+    r""":math:`\langle c, x\rangle + \lambda|x|_1`: affine smooth part, Lipschitz constant 0."""
+
+    def __init__(self, c, x, lam):
+        self.c, self.x, self.lam = c, x, lam
+
+    def blocks(self):
+        return [Var(1)]
+
+    def get(self, block):
+        return [self.x]
+
+    def set(self, block, values):
+        self.x = values[0]
+
+    def grads(self, blocks):
+        return [[self.c.clone()] for _ in blocks]
+
+    def lipschitz(self, block):
+        return 0.0
+
+    def prox(self, block, values, step):
+        return [_soft(values[0], step * self.lam)]
+
+    def energy(self):
+        return (self.c * self.x).sum() + self.lam * self.x.abs().sum()
+
+
+def test_zero_lipschitz_block_takes_the_step_scale_as_step():
+    r"""With :math:`L_b = 0` (affine smooth part) the step is ``step_scale`` itself:
+    :math:`x^+ = \operatorname{soft}(x - s c, s\lambda)` with :math:`s` = ``step_scale``."""
+    g = _gen(50)
+    c, x0 = torch.randn(6, generator=g, dtype=DT), torch.randn(6, generator=g, dtype=DT)
+    problem = Linear(c, x0, 0.3)
+    solver = BCD(step_scale=0.4)
+    solver.step(problem, solver.init(problem))
+    torch.testing.assert_close(problem.x, _soft(x0 - 0.4 * c, 0.4 * 0.3), atol=1e-15, rtol=0)
+
+
+def test_disjoint_layers_is_a_first_fit_on_the_layers_of_each_group():
+    """Parameters go, in order, to the first group none of whose blocks shares a layer with
+    them: layers {1}, {2}, {2}, {3} give groups [P1, P2, P4], [P3]."""
+    from liftinv.solvers import bcd
+
+    class Layers:
+        def param_layers(self, index):
+            return {1: [1], 2: [2], 3: [2], 4: [3]}[index]
+
+    params = [Params(i) for i in (1, 2, 3, 4)]
+    assert bcd._disjoint_layers(Layers(), params) == [[Params(1), Params(2), Params(4)], [Params(3)]]
 
 
 def test_isgm_non_finite_error_names_the_outer_iteration():
