@@ -203,3 +203,19 @@ def test_bad_save_arguments(tmp_path):
     assert not any(tmp_path.iterdir())
     save_model(net, path, task="ct", physics=Radon(9, 5))  # an equal operator, not the bound object
     assert load_model(path).task == "ct"
+
+
+def test_spec_tensors_are_equal_within_the_documented_relative_tolerance():
+    """Tensors compare equal when |a - b| <= 1e-5 max|b|: a kernel scaled by 1 + 1e-6 is the same
+    setting, one scaled by 1 + 1e-4 is not."""
+    kernel = torch.rand(5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) + 0.5
+    ref = physics_spec(Blur(kernel, dtype=torch.float64))
+    assert spec_differences(ref, physics_spec(Blur(kernel * (1 + 1e-6), dtype=torch.float64))) == []
+    assert spec_differences(ref, physics_spec(Blur(kernel * (1 + 1e-4), dtype=torch.float64))) == ["kernel"]
+
+
+def test_spec_lists_up_to_six_non_uniform_angles_and_summarises_more():
+    """Non-uniform angles are listed when there are at most 6, else summarised by count and range."""
+    six, seven = torch.tensor([0.0, 5.0, 10.0, 20.0, 40.0, 80.0]), torch.tensor([0.0, 5.0, 10.0, 20.0, 40.0, 80.0, 90.0])
+    with pytest.raises(ValueError, match=r"Radon\(angles=\[0.0, 5.0, 10.0, 20.0, 40.0, 80.0\]\) but got Radon\(angles=<7 angles in \[0.0, 90.0\] deg>\)$"):
+        check_spec(physics_spec(Radon(9, six)), physics_spec(Radon(9, seven)))
