@@ -302,6 +302,20 @@ def test_adam_with_a_prox_is_torch_adam_then_the_prox_with_step_lr():
     _assert_trajectories(ours, theirs, 1e-12)
 
 
+def test_heavy_ball_with_a_prox_is_ipiano():
+    r"""iPiano (Ochs et al. 2014): :math:`x^+ = \operatorname{soft}(x - s\nabla f(x) + \beta(x - x^-), s\lambda)`
+    with :math:`x^- = x` at the first step, written out by hand."""
+    start, grad = _smooth_block()
+    step, beta, lam = 0.01, 0.7, 2.0
+    expected, x, prev = [], start, start
+    for _ in range(15):
+        expected.append(x)
+        new = [_soft(v - step * g + beta * (v - p), step * lam) for v, g, p in zip(x, grad(x), prev)]
+        x, prev = new, x
+    ours = _rule_iterates(HeavyBall(beta), start, grad, step, 15, prox=lambda v, t: [_soft(u, t * lam) for u in v])
+    _assert_trajectories(ours, expected, 1e-12)
+
+
 def test_nesterov_default_is_textbook_fista():
     g = _gen(5)
     a, c, lam = torch.randn(11, 6, generator=g, dtype=DT), torch.randn(11, generator=g, dtype=DT), 0.8
@@ -506,6 +520,21 @@ def test_non_finite_prox_output_keeps_the_values_not_the_lookahead():
     with pytest.raises(NonFiniteError, match=r"Var\(2\) at iteration 4;"):
         solver.step(problem, state)
     torch.testing.assert_close(problem.get(Var(2))[0], kept, atol=0, rtol=0)
+
+
+def test_nan_gradient_in_a_jacobi_group_leaves_every_adam_state_finite():
+    """All gradients of a Jacobi group are checked before any rule runs: a NaN gradient of the
+    group's last block raises before Adam updates the moments (in place) of the blocks before it."""
+    problem = NaNGradient(chain(seed=16), Var(3), after=1)
+    solver = BCD(var_rule=Adam(lr=0.01), schedule=Simultaneous())
+    state = solver.step(problem, solver.init(problem))
+    before = {i: [t.clone() for t in st["m"] + st["v"]] for i, st in state.var_states.items()}
+    with pytest.raises(NonFiniteError, match=r"Var\(3\) at iteration 2;"):
+        solver.step(problem, state)
+    for i, st in state.var_states.items():
+        assert st["count"] == 1
+        for t, b in zip(st["m"] + st["v"], before[i]):
+            torch.testing.assert_close(t, b, atol=0, rtol=0)
 
 
 class Linear:
