@@ -247,6 +247,16 @@ def test_cuda_matches_cpu():
     assert adjoint_error(gpu, x.cuda()) < 1e-10
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_update_angles_keeps_the_matrices_on_the_device():
+    """New angles rebuild the system matrices on the operator's device, not on the CPU."""
+    x = torch.randn(2, 1, 16, 16, dtype=torch.float64, generator=_gen()).cuda()
+    gpu = Radon(16, 8, dtype=torch.float64, device="cuda")
+    gpu.update(angles=SPARSE)
+    assert gpu._matrix.device.type == gpu._matrix_t.device.type == "cuda"
+    torch.testing.assert_close(gpu.A(x).cpu(), Radon(16, SPARSE, dtype=torch.float64).A(x.cpu()))
+
+
 # ---------------------------------------------------------------- bad input
 
 
