@@ -85,6 +85,23 @@ def test_tv_prox_with_box_stops_at_the_first_small_duality_gap(monkeypatch):
     assert (gap > tol * primal).any()
 
 
+def test_tv_prox_first_inner_iterations_are_hand_written_fista_on_the_dual():
+    """With lam = step w and the dual step 1 / (8 lam), max_inner = k runs k iterations of FISTA
+    from p_0 = r_1 = 0: p_k = Pi(r_k + grad clamp(v + lam div r_k) / (8 lam)) (Pi: pointwise
+    projection onto the unit ball), t_{k+1} = (1 + sqrt(1 + 4 t_k^2)) / 2,
+    r_{k+1} = p_k + (t_k - 1) / t_{k+1} (p_k - p_{k-1}), and returns u = clamp(v + lam div p_k)."""
+    v, w, step, box = 1.4 * images(b=2, c=1, seed=12) - 0.2, 0.3, 0.5, (0.0, 1.0)
+    lam = step * w
+    p_prev, r, t = torch.zeros_like(grad2d(v)), torch.zeros_like(grad2d(v)), 1.0
+    for k in range(1, 4):
+        p = r + grad2d((v + lam * div2d(r)).clamp(*box)) / (8 * lam)
+        p = p / p.pow(2).sum(2, keepdim=True).sqrt().clamp(min=1)
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        r, p_prev, t = p + (t - 1) / t_next * (p - p_prev), p, t_next
+        u = TV(w, box=box, max_inner=k, tol=0.0).prox(v, step)
+        torch.testing.assert_close(u, (v + lam * div2d(p)).clamp(*box), rtol=0, atol=1e-14)
+
+
 def test_tv_prox_warm_start_reaches_the_same_point():
     x = images(seed=4)
     pot = TV(0.2, tol=1e-10, max_inner=5000)
@@ -151,6 +168,24 @@ def test_tv_bad_arguments():
         TV(torch.ones(2, dtype=torch.float64)).prox(images(), 1.0)
 
 
+def test_weights_box_and_tolerance_are_checked():
+    """Weights are finite numbers >= 0 (not bools), per sample one per sample of the batch; a box
+    needs lo < hi (an empty interior is refused); the prox tolerance is >= 0 (0 allowed)."""
+    with pytest.raises(ValueError, match="finite non-negative"):
+        Tikhonov(torch.tensor([0.1, -1e-3], dtype=torch.float64))
+    with pytest.raises(TypeError, match="weight"):
+        L1(True)
+    with pytest.raises(ValueError, match="batch has 2"):
+        L1(torch.ones(3, dtype=torch.float64)).prox(images(b=2), 1.0)
+    with pytest.raises(ValueError, match="lo < hi"):
+        Box(0.5, 0.5)
+    with pytest.raises(ValueError, match="lo < hi"):
+        TV(0.1, box=(0.5, 0.5))
+    with pytest.raises(ValueError, match="tol"):
+        TV(0.1, tol=-1e-9)
+    assert TV(0.1, tol=0).tol == 0.0
+
+
 def test_deepinv_l1_prior_matches_l1():
     x = torch.randn(3, 1, 5, 6, dtype=torch.float64, generator=gen(7))
     pot, ref = DeepinvPrior(dinv.optim.L1Prior(), 0.3), L1(0.3)
@@ -185,6 +220,13 @@ def test_deepinv_tikhonov_as_smooth_potential():
     torch.testing.assert_close(pot.value(x), ref.value(x))
     torch.testing.assert_close(pot.grad(x), ref.grad(x))
     assert pot.lipschitz() == pytest.approx(ref.lipschitz())
+
+
+def test_deepinv_smooth_prior_lipschitz_is_weight_times_prior_constant():
+    """grad T = w grad g is (w L)-Lipschitz; with per-sample weights, the largest w counts."""
+    w = torch.tensor([0.2, 0.7, 0.1], dtype=torch.float64)
+    assert DeepinvPrior(dinv.optim.Tikhonov(), 0.7, lipschitz=2.0).lipschitz() == pytest.approx(1.4)
+    assert DeepinvPrior(dinv.optim.Tikhonov(), w, lipschitz=3.0).lipschitz() == pytest.approx(2.1)
 
 
 def test_deepinv_tv_prior_value_matches_tv():
