@@ -4,6 +4,7 @@ import torch
 from deepinv.physics import Denoising, LinearPhysics
 from skimage.restoration import denoise_tv_chambolle
 
+from liftinv import tv as tv_module
 from liftinv.tv import TVHistory, div2d, grad2d, pdhg_tv, prox_tv, tv
 
 
@@ -103,6 +104,28 @@ def test_prox_tv_tolerance_stops_early_with_small_gap():
     assert (loose - ref).abs().max() > 1e-9  # it did stop early
 
 
+def test_prox_tv_stops_at_the_first_check_with_a_small_relative_gap(monkeypatch):
+    """prox_tv stops at the first check (every 10 iterations) where the duality gap
+    P(u) - (1/2 |v|^2 - 1/2 |u|^2) is at most tol P(u) for every sample, P(u) = 1/2 |u - v|^2 + w TV(u)
+    (relative to P, here >> 1); 10 iterations fewer, some sample's gap is above tol P."""
+    v, w, tol = 10 * torch.rand(2, 1, 12, 12, dtype=torch.float64, generator=gen(30)), 1.0, 1e-4
+    calls = []
+    project = tv_module._project_ball
+    monkeypatch.setattr(tv_module, "_project_ball", lambda p, r: calls.append(1) or project(p, r))
+
+    def gap_and_primal(n_iter):
+        u = prox_tv(v, w, n_iter=n_iter, tol=tol)
+        primal = prox_objective(u, v, w)
+        return primal - 0.5 * (v.pow(2) - u.pow(2)).flatten(1).sum(1), primal
+
+    gap, primal = gap_and_primal(5000)
+    n = len(calls)
+    assert 10 <= n < 5000 and n % 10 == 0 and (primal > 10).all()
+    assert (gap >= 0).all() and (gap <= tol * primal).all()
+    gap, primal = gap_and_primal(n - 10)
+    assert (gap > tol * primal).any()
+
+
 def test_prox_tv_zero_weight_and_constant():
     v = torch.rand(2, 1, 5, 5, generator=gen(10))
     assert torch.equal(prox_tv(v, 0.0), v)
@@ -174,6 +197,21 @@ def test_pdhg_first_iterations_match_hand_written_chambolle_pock():
         torch.testing.assert_close(hist.objective[-1], objective(phys, x, y, w), rtol=1e-12, atol=0)
 
 
+def test_pdhg_stops_at_the_first_small_relative_change():
+    """pdhg_tv stops after the first iteration with |x_k - x_{k-1}| <= tol |x_k| (norms per sample,
+    not squared) for every sample; the iteration before did not satisfy it for some sample."""
+    y = torch.rand(2, 1, 7, 7, dtype=torch.float64, generator=gen(31))
+    tol = 1e-3
+    _, hist = pdhg_tv(Denoising(), y, 0.1, n_iter=500, tol=tol)
+    n = hist.n_iter
+    assert hist.converged and 2 < n < 500
+    xs = [pdhg_tv(Denoising(), y, 0.1, n_iter=k, tol=0.0)[0] for k in (n - 2, n - 1, n)]
+    change = [(b - a).flatten(1).norm(dim=1) for a, b in zip(xs, xs[1:])]
+    size = [x.flatten(1).norm(dim=1) for x in xs[1:]]
+    assert (size[1] > 1).all()  # squared norms would give another rule
+    assert (change[1] <= tol * size[1]).all() and (change[0] > tol * size[0]).any()
+
+
 def test_pdhg_warm_start_and_box():
     y = torch.rand(2, 1, 6, 6, dtype=torch.float64, generator=gen(17)) * 3 - 1
     x, _ = pdhg_tv(Denoising(), y, 0.0, box=(0.0, 1.0), n_iter=3000, tol=1e-12, x0=torch.full_like(y, 0.5))
@@ -189,6 +227,9 @@ def test_pdhg_warm_start_and_box():
         ({"weight": 0.1, "tol": -1.0}, "tol"),
         ({"weight": 0.1, "box": (1.0, 0.0)}, "box"),
         ({"weight": 0.1, "box": [0.0, 1.0]}, "box"),
+        ({"weight": 0.1, "box": (0.5, 0.5)}, "box"),
+        ({"weight": 0.1, "box": (-float("inf"), 1.0)}, "box"),
+        ({"weight": True}, "weight"),
     ],
 )
 def test_pdhg_bad_parameters(kwargs, match):
@@ -216,3 +257,5 @@ def test_bad_inputs():
         pdhg_tv(Denoising(), torch.rand(2, 1, 5, 5), 0.1, x0=np.zeros((2, 1, 5, 5)))
     with pytest.raises(ValueError, match="images"):
         pdhg_tv(Denoising(), torch.rand(2, 25), 0.1)
+    with pytest.raises(ValueError, match="zero operator norm"):
+        pdhg_tv(LinearPhysics(A=lambda x: 0 * x, A_adjoint=lambda y: 0 * y), torch.rand(2, 1, 5, 5), 0.1)
