@@ -6,6 +6,7 @@ from deepinv.physics import GaussianNoise, LinearPhysics
 from liftinv.classical import adjoint, fbp, tikhonov, tv_reconstruction, wiener, zero_filled
 from liftinv.data import shepp_logan
 from liftinv.metrics import psnr
+from liftinv.tv import pdhg_tv
 from operators.blur import Blur
 from operators.kernels import gaussian_kernel
 from operators.masks import random_mask
@@ -56,6 +57,35 @@ def test_tikhonov_warm_start_and_zero_lambda_least_squares():
     lstsq = torch.linalg.lstsq(mat, y.T).solution.T
     x = tikhonov(y, phys, 0.0, n_iter=200, tol=1e-13, x0=torch.ones(2, *shape, dtype=torch.float64))
     torch.testing.assert_close(x.flatten(1), lstsq, rtol=1e-9, atol=1e-10)
+
+
+def test_tikhonov_zero_measurement_sample_stays_zero_while_the_others_converge():
+    """Per-sample CG: a sample with y = 0 (A^*y = 0, zero residual, zero curvature p^T A^*A p)
+    returns x = 0 without NaN, and does not stop the other samples, which reach the dense solve
+    of (A^T A + lam I) x = A^T y."""
+    shape = (1, 4, 5)
+    mat = torch.randn(15, 20, dtype=torch.float64, generator=gen(11))
+    phys = LinearPhysics(A=lambda x: x.flatten(1) @ mat.T, A_adjoint=lambda y: (y @ mat).reshape(y.shape[0], *shape))
+    y = torch.randn(3, 15, dtype=torch.float64, generator=gen(12))
+    y[1] = 0
+    x = tikhonov(y, phys, 0.1, n_iter=300, tol=1e-13)
+    assert torch.equal(x[1], torch.zeros(shape, dtype=torch.float64))
+    torch.testing.assert_close(x.flatten(1), dense_tikhonov(mat, y, 0.1), rtol=1e-9, atol=1e-10)
+
+
+def test_tv_reconstruction_is_pdhg_tv_with_the_same_arguments():
+    """tv_reconstruction returns pdhg_tv's x for the same weight, box, n_iter, tol and x0 (here a
+    run that stops by tol from a given start)."""
+    shape = (1, 6, 5)
+    mat = torch.randn(20, 30, dtype=torch.float64, generator=gen(13)) / 20**0.5
+    phys = LinearPhysics(A=lambda x: x.flatten(1) @ mat.T, A_adjoint=lambda y: (y @ mat).reshape(y.shape[0], *shape))
+    y = phys.A(torch.rand(2, *shape, dtype=torch.float64, generator=gen(14)))
+    x0 = torch.full((2, *shape), 0.5, dtype=torch.float64)
+    kwargs = dict(box=(0.1, 0.7), n_iter=400, tol=1e-3, x0=x0)
+    expected, hist = pdhg_tv(phys, y, 0.05, **kwargs)
+    assert hist.converged and hist.n_iter < 400
+    assert not torch.equal(expected, pdhg_tv(phys, y, 0.05, **{**kwargs, "x0": None})[0])
+    assert torch.equal(tv_reconstruction(y, phys, 0.05, **kwargs), expected)
 
 
 def test_wiener_equals_tikhonov_and_dense_on_circular_blur():
