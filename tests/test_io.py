@@ -30,6 +30,13 @@ def test_png_clips_to_unit_range(tmp_path):
     assert torch.equal(load_array(save_array(x, tmp_path / "x.png")), torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64))
 
 
+def test_png_rounds_to_the_nearest_8_bit_level(tmp_path):
+    """Pixels are round(255 x), not truncated: 200.6 / 255 is stored as 201, 200.4 / 255 as 200."""
+    x = torch.tensor([[200.6, 200.4], [0.7, 254.5001]], dtype=torch.float64) / 255
+    y = load_array(save_array(x, tmp_path / "x.png"))
+    assert torch.equal(y * 255, torch.tensor([[201.0, 200.0], [1.0, 255.0]], dtype=torch.float64))
+
+
 def test_rgb_image_is_read_as_grey(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
     imsave(tmp_path / "rgb.png", rgb, check_contrast=False)
@@ -41,6 +48,16 @@ def test_integer_arrays_become_floating(tmp_path):
     np.save(tmp_path / "i.npy", np.arange(6, dtype=np.int16).reshape(2, 3))
     y = load_array(tmp_path / "i.npy")
     assert y.dtype == torch.get_default_dtype() and torch.equal(y, torch.arange(6.0).reshape(2, 3))
+
+
+def test_bool_arrays_become_floating_and_suffixes_ignore_case(tmp_path):
+    """A boolean .npy array is numeric (0/1, default float dtype); .NPY and .PT are .npy and .pt."""
+    np.save(tmp_path / "b.npy", np.array([True, False, True]))
+    y = load_array(tmp_path / "b.npy")
+    assert y.dtype == torch.get_default_dtype() and torch.equal(y, torch.tensor([1.0, 0.0, 1.0]))
+    x = torch.arange(4.0)
+    for name in ("X.NPY", "X.PT"):
+        assert torch.equal(load_array(save_array(x, tmp_path / name)), x)
 
 
 def test_missing_file_names_the_path(tmp_path):

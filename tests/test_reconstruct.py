@@ -49,6 +49,9 @@ def test_methods_wrap_the_classical_functions(ct, mri):
                        classical.tikhonov(y, radon, 2.0, n_iter=40, tol=1e-9))
     expected, _ = pdhg_tv(radon, y, 0.5, box=None, n_iter=30, tol=0.0)
     assert torch.equal(reconstruct(y, radon, TV(0.5, n_iter=30, tol=0.0, box=None)), expected)
+    expected, hist = pdhg_tv(radon, y, 0.5, n_iter=500, tol=1e-3)
+    assert hist.converged
+    assert torch.equal(reconstruct(y, radon, TV(0.5, n_iter=500, tol=1e-3)), expected)
     physics, _, k = mri
     assert torch.equal(reconstruct(k, physics, ZeroFilled()), physics.A_adjoint(k))
     blur = Blur(gaussian_kernel(1.0, dtype=torch.float64), dtype=torch.float64)
@@ -119,6 +122,7 @@ def test_bad_measurements(ct):
     (lambda: FBP("ram"), "filter must be one of"),
     (lambda: Tikhonov(-1.0), "weight must be a finite number >= 0, got -1.0"),
     (lambda: Tikhonov(1.0, n_iter=0), "n_iter must be a positive int, got 0"),
+    (lambda: Tikhonov(1.0, tol=-1.0), "tol must be a finite number >= 0, got -1.0"),
     (lambda: TV(math.nan), "weight must be a finite number >= 0, got nan"),
     (lambda: TV(0.1, tol=-1.0), "tol must be a finite number >= 0"),
     (lambda: TV(0.1, box=(1.0, 0.0)), "box must be None or a pair"),
@@ -134,6 +138,17 @@ def test_bad_hyper_parameter_types():
         Tikhonov("1")
     with pytest.raises(TypeError, match="model must be an nn.Module, got str"):
         Trained("net.pt")
+
+
+def test_trained_model_without_parameters_runs(ct):
+    """A model without parameters has no dtype to check: Trained runs it as model(y, physics)."""
+    radon, y = ct
+
+    class Backprojection(torch.nn.Module):
+        def forward(self, y, physics):
+            return physics.A_adjoint(y)
+
+    assert torch.equal(reconstruct(y, radon, Trained(Backprojection())), radon.A_adjoint(y))
 
 
 def test_trained_unrolled_network_refuses_another_operator(ct):
