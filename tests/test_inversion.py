@@ -410,32 +410,62 @@ def test_discrepancy_principle_chooses_tikhonov_and_l1_weights(regularizer):
     assert torch.all(res.alpha > 0) and res.alpha[1] > res.alpha[0]  # more noise, more weight
 
 
+class FakeSolver:
+    """A solver for :func:`solve_task` on :func:`fake_task`: its solves set the input (B = 2,
+    three entries) to the given values in turn, so the discrepancy |u[:, :1] - 0| is that value;
+    each solve reports ``iterations``."""
+
+    def __init__(self, values, iterations=1):
+        self.values, self.iterations, self.calls = values, iterations, 0
+
+    def solve(self, regularizer, history):
+        value = self.values[self.calls]
+        self.calls += 1
+        self.input = torch.full((2, 3), value, dtype=F64)
+        self.xs = [self.input, self.input + 1]
+        return self.iterations
+
+
+def fake_task(delta=1.0):
+    """Task with N(u) = u[:, :1], zero data and noise level ``delta`` (two samples)."""
+    data = torch.zeros(2, 1, dtype=F64)
+    return Task(lambda u, y: u[:, :1], data, data, torch.full((2,), delta, dtype=F64), torch.zeros(2, 3, dtype=F64), None)
+
+
 def test_search_returns_the_last_solve_that_fits_not_the_last_solve():
     """A search that runs out of solves right after overshooting returns the earlier solve, the
     one that fits the data to the noise level: its input, variables, weight and discrepancy (a
     fake solver whose discrepancies are 0.9 then 5 times the target)."""
-
-    class Fake:
-        def __init__(self):
-            self.calls = 0
-
-        def solve(self, regularizer, history):
-            value = (0.9, 5.0)[self.calls]
-            self.calls += 1
-            self.input = torch.full((2, 3), value, dtype=F64)
-            self.xs = [self.input, self.input + 1]
-            return 1
-
-    data = torch.zeros(2, 1, dtype=F64)
-    x0 = torch.zeros(2, 3, dtype=F64)
-    task = Task(lambda u, y: u[:, :1], data, data, torch.ones(2, dtype=F64), x0, None)
-    res = solve_task(task, Fake(), TV(), InversionConfig(tau=1.0, max_search=2))
+    res = solve_task(fake_task(), FakeSolver((0.9, 5.0)), TV(), InversionConfig(tau=1.0, max_search=2))
     steps = res.history.steps
     assert len(steps) == 2 and torch.all(steps[1].discrepancy == 5.0) and torch.all(steps[1].alpha == 10 * steps[0].alpha)
     torch.testing.assert_close(res.input, torch.full((2, 3), 0.9, dtype=F64), rtol=0, atol=0)
     torch.testing.assert_close(res.variables[1], torch.full((2, 3), 1.9, dtype=F64), rtol=0, atol=0)
     torch.testing.assert_close(res.alpha, steps[0].alpha, rtol=0, atol=0)
     torch.testing.assert_close(res.discrepancy, torch.full((2,), 0.9, dtype=F64), rtol=0, atol=0)
+
+
+def test_search_target_is_tau_delta_and_a_solve_within_rtol_fits():
+    """The target is tau delta (tau = 2, delta = 1.5: 3) and a solve fits when d <= (1 + rtol) tau delta:
+    after d = 1.5 (below: the weight grows tenfold), d = 3.12 is within rtol = 0.05 of the target,
+    so the search stops and keeps it (the larger weight), not the first solve."""
+    cfg = InversionConfig(tau=2.0, discrepancy_rtol=0.05, max_search=5)
+    res = solve_task(fake_task(1.5), FakeSolver((1.5, 3.12)), TV(), cfg)
+    steps = res.history.steps
+    assert len(steps) == 2 and torch.all(steps[1].alpha == 10 * steps[0].alpha)
+    torch.testing.assert_close(res.target, torch.full((2,), 3.0, dtype=F64), rtol=0, atol=0)
+    torch.testing.assert_close(res.discrepancy, torch.full((2,), 3.12, dtype=F64), rtol=0, atol=0)
+    torch.testing.assert_close(res.alpha, steps[1].alpha, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("iterations, repeated", [(5, True), (4, False)])
+def test_a_solve_that_reaches_max_iter_above_the_target_is_repeated_at_the_same_weight(iterations, repeated):
+    """A solve that used all max_iter = 5 iterations and left d above the target is unsettled:
+    the next solve keeps its weight; one that stopped earlier (4 iterations) is settled and the
+    weight is lowered tenfold."""
+    res = solve_task(fake_task(), FakeSolver((3.0, 1.0), iterations), TV(), InversionConfig(max_iter=5, max_search=2))
+    first, second = (step.alpha for step in res.history.steps)
+    torch.testing.assert_close(second, first if repeated else first / 10, rtol=1e-15, atol=0)
 
 
 def test_zero_noise_level_gives_zero_weight():
@@ -572,6 +602,19 @@ def test_free_output_of_linear_last_layer_is_a_reweighted_clamp():
     torch.testing.assert_close(free.input, clamped.input, atol=1e-6, rtol=0)
 
 
+def test_free_output_with_tv_on_one_linear_layer_is_the_clamped_problem_with_twice_the_weight():
+    """As for Tikhonov: with an identity activation the free output gives 1/4 |a - f|^2, so
+    free_output=True with TV(w) (solved by BCD, no dual residual) has the minimiser of the clamped
+    problem with TV(2 w) (solved by PDHG)."""
+    model = perceptron(16, (1, 3, 4), nn.Identity(), seed=6)
+    f, _ = noisy(model(blocky(h=3, w=4, seed=3)).detach(), 0.05)
+    cfg = InversionConfig(max_iter=20000, tol=1e-7)
+    free = invert(model, f, input_shape=(1, 3, 4), regularizer=TV(0.01), free_output=True, config=cfg)
+    clamped = invert(model, f, input_shape=(1, 3, 4), regularizer=TV(0.02), config=cfg)
+    assert all(math.isnan(d) for d in free.history.dual_residual)
+    torch.testing.assert_close(free.input, clamped.input, atol=1e-4, rtol=0)
+
+
 # ---------------------------------------------------------------- measurements through a physics
 def test_inversion_through_blur_beats_two_step():
     # N: R^4 -> 9x9 images (tall, injective); y = A N(u) + noise with a Gaussian blur A
@@ -660,6 +703,8 @@ def test_bad_input_raises_clear_errors():
         invert(model, f, input_shape=(1, 5, 5), noise_level=float("inf"))
     with pytest.raises(ValueError, match="noise_level"):
         invert(model, f, input_shape=(1, 5, 5), noise_level=torch.ones(3, dtype=F64))
+    with pytest.raises(ValueError, match="noise_level"):
+        invert(model, f, input_shape=(1, 5, 5), noise_level=torch.ones(1, dtype=F64))
     with pytest.raises(TypeError, match="noise_level"):
         invert(model, f, input_shape=(1, 5, 5), noise_level="0.1")
     with pytest.raises(TypeError, match="dtype"):
