@@ -291,6 +291,17 @@ def test_consecutive_solves_continue_the_accelerated_trajectory():
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-12)
 
 
+def test_bcd_with_tol_zero_runs_max_iter_sweeps_even_at_a_fixed_point():
+    """tol = 0 means never stop on the change: started at the exact input of noiseless data (the
+    forward pass is a fixed point, every sweep changes the variables by exactly 0), BCD runs all
+    max_iter sweeps; with tol > 0 it stops after the first."""
+    model = perceptron(6, (1, 2, 2), nn.LeakyReLU(0.5))
+    u = torch.rand(2, 1, 2, 2, dtype=F64, generator=gen(3))
+    for tol, sweeps in ((0.0, 5), (1e-12, 1)):
+        res = invert(model, model(u).detach(), input_shape=(1, 2, 2), x0=u, config=InversionConfig(max_iter=5, tol=tol))
+        assert res.iterations == sweeps and res.history.primal_residual == [0.0] * sweeps
+
+
 def test_noiseless_injective_network_recovers_input():
     # tall layers with leaky ReLU (slope 0.5) are injective; noiseless data, no regulariser
     model = seeded(nn.Sequential(nn.Linear(4, 12), nn.LeakyReLU(0.5), nn.Linear(12, 20), nn.LeakyReLU(0.5)).double())
@@ -903,3 +914,85 @@ def test_search_alpha_stops_on_an_unreachable_target():
     assert float(alpha) == pytest.approx(1.0)
     # 10 -> 1 -> 0.1 (no change: stalled) -> back to 1, solved once more, then done
     assert [float(a) for a in calls] == pytest.approx([10.0, 1.0, 0.1, 1.0])
+
+
+@pytest.mark.parametrize("slope, calls", [(0.015, [10.0, 1.0, 0.1, 1.0]), (0.03, [10.0, 1.0, 0.1, 0.01])])
+def test_search_alpha_stalls_below_a_relative_change_of_two_percent(slope, calls):
+    """Dividing the weight by 10 counts as stalled when d falls by less than STALL = 2 %
+    relatively (d >= 0.98 d_hi): a plateau that falls by 1.5 % per decade stops the search at the
+    larger weight (solved once more), one that falls by 3 % per decade goes on dividing."""
+    from liftinv.inversion_search import search_alpha
+
+    seen = []
+
+    def solve(alpha):  # above alpha = 1: d = alpha; below: 1 - slope per decade, never 0.5
+        seen.append(float(alpha))
+        return torch.where(alpha >= 1, alpha, 1 + slope * alpha.log10())
+
+    search_alpha(solve, torch.tensor([0.5], dtype=F64), torch.tensor([10.0], dtype=F64), tau=1.0, rtol=0.01, max_search=4)
+    assert seen == pytest.approx(calls)
+
+
+@pytest.mark.parametrize("slope, calls", [(0.015, [0.01, 0.1, 1.0, 10.0, 10.0]), (0.03, [0.01, 0.1, 1.0, 10.0, 100.0])])
+def test_search_alpha_stalls_upwards_below_a_relative_change_of_two_percent(slope, calls):
+    """Symmetrically, multiplying the weight by 10 counts as stalled when d rises by less than
+    2 % (d <= 1.02 d_lo): the search then stays at that weight (solved once more, done)."""
+    from liftinv.inversion_search import search_alpha
+
+    seen = []
+
+    def solve(alpha):  # below alpha = 1: d = alpha; above: 1 + slope per decade, never 2
+        seen.append(float(alpha))
+        return torch.where(alpha <= 1, alpha, 1 + slope * alpha.log10())
+
+    search_alpha(solve, torch.tensor([2.0], dtype=F64), torch.tensor([0.01], dtype=F64), tau=1.0, rtol=0.01, max_search=5)
+    assert seen == pytest.approx(calls)
+
+
+def test_search_alpha_regula_falsi_step_stays_in_the_middle_80_percent():
+    """Once bracketed (lo = 1, hi = 10), the next weight is regula falsi on log d against log alpha,
+    clamped to the middle 80 % of the bracket in log alpha: with d = 0.5 at 1 and 2 at 10 and the
+    target 0.51, regula falsi gives log10(alpha) = log(1.02) / log(4) = 0.0143, clamped to 0.1."""
+    from liftinv.inversion_search import search_alpha
+
+    seen = []
+
+    def solve(alpha):  # d = 0.5 alpha^(log10 4): 0.5 at 1, 2 at 10
+        seen.append(float(alpha))
+        return 0.5 * alpha ** math.log10(4.0)
+
+    search_alpha(solve, torch.tensor([0.51], dtype=F64), torch.tensor([1.0], dtype=F64), tau=1.0, rtol=1e-3, max_search=3)
+    assert seen == pytest.approx([1.0, 10.0, 10**0.1], rel=1e-12)
+
+
+def test_search_alpha_returns_the_weights_of_the_last_solve_and_zero_for_zero_noise():
+    """Out of solves, search_alpha returns the weights it solved for last (not the next guess);
+    a sample with delta = 0 is solved at alpha = 0 from the first solve, whatever alpha0."""
+    from liftinv.inversion_search import search_alpha
+
+    calls = []
+
+    def solve(alpha):
+        calls.append(alpha.clone())
+        return alpha.clone()
+
+    alpha = search_alpha(solve, torch.tensor([0.0, 0.5], dtype=F64), torch.tensor([0.3, 10.0], dtype=F64), tau=1.0,
+                         rtol=0.01, max_search=2)
+    assert [a.tolist() for a in calls] == [[0.0, 10.0], [0.0, 1.0]]
+    assert alpha.tolist() == [0.0, 1.0]
+
+
+def test_search_alpha_repeats_an_unsettled_solve_once_per_weight():
+    """When every solve is unsettled (stopped at its limit) and above the target, each weight is
+    solved twice, then lowered: 10, 10, 1, 1 (not 10 forever)."""
+    from liftinv.inversion_search import search_alpha
+
+    calls = []
+
+    def solve(alpha):
+        calls.append(float(alpha))
+        return alpha.clone()
+
+    search_alpha(solve, torch.tensor([0.5], dtype=F64), torch.tensor([10.0], dtype=F64), tau=1.0, rtol=0.01,
+                 max_search=4, unsettled=lambda: True)
+    assert calls == [10.0, 10.0, 1.0, 1.0]
