@@ -232,16 +232,17 @@ def test_joint_steps_majorise_the_hessian_of_the_smooth_part(seed):
         assert margins[0] >= 0 > margins[1], margins
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_coupling_factor_is_the_top_eigenvalue_of_the_scaled_quadratic_form(seed):
-    # oracle: S(d) = sum_k lambda_k |e_k - d_k|^2 is the Hessian of the lifted energy of the same
-    # network with identity activations (Bregman = 1/2 |x - a|^2); its block-scaled top
-    # eigenvalue by a dense eigensolver
+@pytest.mark.parametrize("seed, tikhonov", [(0, None), (1, None), (0, 1.0)])
+def test_coupling_factor_is_the_top_eigenvalue_of_the_scaled_quadratic_form(seed, tikhonov):
+    # oracle: S(d) = sum_k lambda_k |e_k - d_k|^2 (+ ell |d_0|^2 for a smooth term of curvature ell
+    # on the input) is the Hessian of the lifted energy of the same network with identity
+    # activations (Bregman = 1/2 |x - a|^2); its block-scaled top eigenvalue by a dense eigensolver
     net = ResNet(3, 2, nn.Tanh(), tied=True, in_features=2, out_features=2, residual="exact",
                  generator=gen(seed)).double()
     xs = [x[:1] for x in net.feasible(torch.randn(1, 2, dtype=F64, generator=gen(seed + 3)))]
     free = range(net.depth)
-    problem, single = (cls(net, xs, free_vars=free, train_params=False) for cls in (JointProblem, LiftedProblem))
+    terms = {} if tikhonov is None else {0: Tikhonov(tikhonov)}
+    problem, single = (cls(net, xs, free_vars=free, train_params=False, terms=terms) for cls in (JointProblem, LiftedProblem))
     own = [single.lipschitz(Var(i)) + (net.layer(i).weight if i > 0 else 0.0) for i in free]
     steps = [problem.lipschitz(Var(i)) for i in free]
     linear = copy.deepcopy(net)
@@ -249,7 +250,8 @@ def test_coupling_factor_is_the_top_eigenvalue_of_the_scaled_quadratic_form(seed
         linear.layer(k).activation = Identity()
     g, sizes = _joint_smooth_part(linear, xs, free)
     s_form = torch.autograd.functional.hessian(lambda flat: g(flat) + sum(
-        0.5 * linear.layer(k).weight * flat.split(sizes)[k].pow(2).sum() for k in free if k > 0),
+        0.5 * linear.layer(k).weight * flat.split(sizes)[k].pow(2).sum() for k in free if k > 0)
+        + 0.5 * (tikhonov or 0.0) * flat.split(sizes)[0].pow(2).sum(),
         torch.cat([xs[i].flatten() for i in free]))
     scale = torch.cat([torch.full((n,), w ** -0.5, dtype=F64) for n, w in zip(sizes, own)])
     t = float(torch.linalg.eigvalsh(scale[:, None] * s_form * scale[None, :]).max())
@@ -300,6 +302,44 @@ def test_bcd_with_tol_zero_runs_max_iter_sweeps_even_at_a_fixed_point():
     for tol, sweeps in ((0.0, 5), (1e-12, 1)):
         res = invert(model, model(u).detach(), input_shape=(1, 2, 2), x0=u, config=InversionConfig(max_iter=5, tol=tol))
         assert res.iterations == sweeps and res.history.primal_residual == [0.0] * sweeps
+
+
+def test_bcd_rebuilds_the_problem_when_a_smooth_regulariser_changes_weight():
+    """The input block's step depends on a smooth regulariser's weight: after a solve with
+    Tikhonov(1e-3), a solve with Tikhonov(50) from there reaches the closed-form minimiser
+    u = (M^T M + w I)^{-1} M^T (f - b) of 1/2 |M u + b - f|^2 + w/2 |u|^2 (identity activation)."""
+    model = seeded(nn.Sequential(nn.Linear(5, 9)).double(), 2)
+    f = model(torch.randn(2, 5, dtype=F64, generator=gen(8))).detach()
+    task = prepare(model, f, input_shape=(5,))
+    cfg = InversionConfig(max_iter=3000, tol=1e-13)
+    bcd = LiftedBCD(task.network, task.x0, task.data, task.projected, task.y, False, cfg)
+    bcd.solve(Tikhonov(1e-3), InversionHistory())
+    bcd.solve(Tikhonov(50.0), InversionHistory())
+    mat, bias = model[0].weight, model[0].bias
+    expected = torch.linalg.solve(mat.T @ mat + 50.0 * torch.eye(5, dtype=F64), mat.T @ (f - bias).T).T
+    torch.testing.assert_close(bcd.input, expected, atol=1e-9, rtol=0)
+
+
+def test_bcd_residual_is_the_change_relative_to_the_new_iterate():
+    """BCD records |X_k - X_{k-1}| / |X_k| over the free variables (one layer, clamped output: the
+    input): from x0 = 0 the first is 1; the second from the inputs after one and two sweeps."""
+    model = seeded(nn.Sequential(nn.Linear(5, 9)).double(), 2)
+    f = model(torch.randn(2, 5, dtype=F64, generator=gen(8))).detach()
+    one, two = (invert(model, f, input_shape=(5,), regularizer=Tikhonov(0.1), config=InversionConfig(max_iter=n, tol=0))
+                for n in (1, 2))
+    assert two.history.primal_residual[0] == pytest.approx(1.0, rel=1e-12)
+    expected = float((two.input - one.input).norm() / two.input.norm())
+    assert two.history.primal_residual[1] == pytest.approx(expected, rel=1e-10)
+
+
+def test_deep_bcd_with_nesterov_evaluates_the_energy_every_energy_every_sweeps():
+    """From two layers on, the Nesterov rule takes joint steps with gradient restarts and records
+    the energy only every energy_every sweeps and at the last sweep (NaN elsewhere)."""
+    model = seeded(nn.Sequential(nn.Linear(4, 6), nn.LeakyReLU(0.5), nn.Linear(6, 5)).double(), 1)
+    f = model(torch.randn(2, 4, dtype=F64, generator=gen(3))).detach()
+    res = invert(model, f, input_shape=(4,), config=InversionConfig(max_iter=12, tol=0, energy_every=5))
+    finite = [k + 1 for k, e in enumerate(res.history.energy) if math.isfinite(e)]
+    assert finite == [5, 10, 12]
 
 
 def test_noiseless_injective_network_recovers_input():
