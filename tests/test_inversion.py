@@ -699,6 +699,45 @@ def test_gradient_baseline_recovers_input(opt):
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.parametrize("regularizer, box, penalty", [
+    (TV(0.3, box=(0.0, 1.0)), (0.0, 1.0), lambda u: 0.3 * ((grad2d(u).pow(2).sum(2) + 0.01**2).sqrt() - 0.01).sum()),
+    (Box(0.2, 0.6), (0.2, 0.6), lambda u: 0.0),
+], ids=["tv-box", "box"])
+def test_gradient_baseline_adam_iterates_are_projected_adam_on_the_smoothed_objective(regularizer, box, penalty):
+    """Adam on 1/2 |N(u) - f|^2 + w sum(sqrt(|grad u|^2 + eps^2) - eps) (TV smoothed with the
+    optimiser's eps = 0.01; a box alone adds nothing), started from x0 clamped to the box and
+    clamped after each step: three iterations equal torch.optim.Adam on the objective written out."""
+    model = perceptron(12, (1, 3, 4), nn.LeakyReLU(0.5), seed=4)
+    f = model(blocky(h=3, w=4, seed=2)).detach()
+    x0 = 1.5 * torch.rand(2, 1, 3, 4, dtype=F64, generator=gen(5)) - 0.25
+    res = invert_gradient(model, f, input_shape=(1, 3, 4), regularizer=regularizer, x0=x0,
+                          optimizer=GradientOptimizer(lr=0.05, eps=0.01), config=InversionConfig(max_iter=3, tol=0))
+    u = x0.clamp(*box).requires_grad_()
+    adam = torch.optim.Adam([u], lr=0.05)
+    for _ in range(3):
+        adam.zero_grad()
+        (0.5 * (model(u) - f).pow(2).sum() + penalty(u)).backward()
+        adam.step()
+        with torch.no_grad():
+            u.clamp_(*box)
+    torch.testing.assert_close(res.input, u.detach(), rtol=0, atol=1e-12)
+
+
+def test_gradient_baseline_counts_iterations_and_tol_zero_never_stops():
+    """tol = 0: Adam started at the exact input of noiseless data (zero gradient, zero change)
+    runs all max_iter steps; L-BFGS runs exactly max_iter = 7 iterations (5 per call, then 2);
+    lr must be positive."""
+    model = seeded(nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(0.5), nn.Linear(8, 9)).double(), 3)
+    u = torch.randn(2, 3, dtype=F64, generator=gen(11))
+    res = invert_gradient(model, model(u).detach(), input_shape=(3,), x0=u, config=InversionConfig(max_iter=3, tol=0))
+    assert res.history.primal_residual == [0.0] * 3 and res.history.steps[0].iterations == 3
+    res = invert_gradient(model, model(u).detach(), input_shape=(3,), optimizer=GradientOptimizer(lr=1.0, lbfgs=True),
+                          config=InversionConfig(max_iter=7, tol=0))
+    assert res.history.steps[0].iterations == 7
+    with pytest.raises(ValueError, match="lr"):
+        GradientOptimizer(lr=0.0)
+
+
 def test_gradient_baseline_lbfgs_does_not_stall():
     """A network on which torch's L-BFGS, called one iteration at a time, stopped at a point that
     is not stationary (its step was zero, read as convergence); several iterations per call
