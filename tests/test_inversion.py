@@ -150,6 +150,35 @@ def test_pdhg_iterates_and_residuals_match_a_hand_iteration():
     torch.testing.assert_close(res.input, u, rtol=0, atol=1e-4 * float(u.abs().max()))
 
 
+def test_pdhg_warm_start_with_a_smaller_weight_projects_the_dual_first():
+    r"""A solve with a new weight :math:`\alpha'` first projects the kept TV dual onto
+    :math:`|q| \le \alpha'`, then iterates: after 20 iterations at :math:`\alpha = 0.5` and one at
+    :math:`\alpha' = 0.05`, u equals the hand iteration
+    :math:`u^+ = u - \tau(M^*s^+ - \operatorname{div}\Pi_{\alpha'}(\Pi_{\alpha'}(q) + \sigma_2\nabla\bar u))`
+    (identity activation, steps from the solver's :math:`\beta`)."""
+    from liftinv.inversion_pdhg import PrimalDual
+
+    model = perceptron(20, (1, 4, 5), nn.Identity(), seed=3)
+    f, _ = noisy(model(blocky(h=4, w=5, seed=1)).detach(), 0.05)
+    task = prepare(model, f, input_shape=(1, 4, 5))
+    solver = PrimalDual(task.network, task.x0, task.projected, None, InversionConfig(max_iter=20, tol=0))
+    solver.solve(TV(0.5), InversionHistory())
+    u, u_bar, s, q = solver.u, solver.u_bar, solver.s, solver.q
+    assert (q.pow(2).sum(2).sqrt() > 0.06).any()  # the projection matters
+    W = model[1].weight.detach()
+    s1, s2, tau = 1 / solver.beta, solver.beta / 8, 0.49 / solver.beta
+    s_new = (s + s1 * (u_bar.flatten(1) @ W.T) - s1 * f) / (1 + s1)
+
+    def project(p):
+        return p / (p.pow(2).sum(2, keepdim=True).sqrt() / 0.05).clamp_min(1)
+
+    q_new = project(project(q) + s2 * grad2d(u_bar))
+    expected = u - tau * ((s_new @ W).reshape(u.shape) - div2d(q_new))
+    solver.config = InversionConfig(max_iter=1, tol=0)
+    solver.solve(TV(0.05), InversionHistory())
+    torch.testing.assert_close(solver.u, expected, rtol=0, atol=1e-12)
+
+
 def test_pdhg_energy_history_and_result_fields():
     u_true = blocky(b=3)
     model = perceptron(60, (1, 7, 9), nn.ReLU())
