@@ -473,6 +473,31 @@ def test_parameter_lipschitz_constants_follow_the_variables_they_read():
     assert problem.lipschitz(Params(1)) == pytest.approx(fresh.lipschitz(Params(1)), rel=1e-9)
 
 
+def test_lifted_problem_validates_its_arguments():
+    r"""On a two-layer chain (:math:`K = 2`): ``xs`` must hold :math:`K + 1` variables (also on
+    ``rebind``), free variables and terms must index :math:`0..K`, and a nonsmooth term is
+    refused on every variable but the input (the prox of :math:`x_k`, :math:`k \ge 1`, is
+    that of its own penalty), where it is accepted."""
+    from liftinv.activations import Identity
+    from liftinv.layer import Layer
+    from liftinv.network import LiftedNetwork
+    from liftinv.potentials import L1, Tikhonov
+
+    net = LiftedNetwork([Layer([0], [nn.Linear(3, 3).double()], Identity()), Layer([1], [nn.Linear(3, 2).double()], Identity())])
+    xs = net.feasible(torch.randn(2, 3, generator=gen(35), dtype=DT))
+    with pytest.raises(ValueError, match=r"xs must hold K \+ 1 = 3 variables, got 2"):
+        LiftedProblem(net, xs[:2], free_vars=(1,), train_params=False)
+    for free, terms, bad in (((-1,), {}, -1), ((3,), {}, 3), ((1,), {3: Tikhonov(1.0)}, 3)):
+        with pytest.raises(ValueError, match=rf"variable index {bad} out of range \[0, 2\]"):
+            LiftedProblem(net, xs, free_vars=free, train_params=False, terms=terms)
+    for i in (1, 2):
+        with pytest.raises(ValueError, match=rf"terms\[{i}\] is nonsmooth"):
+            LiftedProblem(net, xs, free_vars=(0, 1), train_params=False, terms={i: L1(0.1)})
+    problem = LiftedProblem(net, xs, free_vars=(0, 1), train_params=False, terms={0: L1(0.1), 2: Tikhonov(1.0)})
+    with pytest.raises(ValueError, match="xs must hold 3 variables, got 4"):
+        problem.rebind([*xs, xs[-1]])
+
+
 def test_parameter_lipschitz_bounds_are_tight_gauss_newton_bounds(example):
     """Same for Params blocks, J from differences (exact for groups entering affinely; groups
     entering through a product of parameters, where no global bound exists, are left out)."""
