@@ -448,7 +448,8 @@ def test_parameter_lipschitz_constants_follow_the_variables_they_read():
     :math:`(W_2, b_2)` is :math:`L = \lambda_2 \lambda_{\max}(\tilde X^\top \tilde X)` with
     :math:`\tilde X = [x_1, \mathbf 1]` the batch matrix of the layer's input: once
     :math:`L` has been asked for, moving :math:`x_1` (``set(Var(1), ...)``) gives the constant
-    at the new :math:`x_1`, that of a problem built there, not the cached one."""
+    at the new :math:`x_1`, that of a problem built there, not the cached one; so does holding a
+    new batch (``rebind``, which keeps the variable blocks' constants: they depend on the maps only)."""
     from liftinv.activations import Identity
     from liftinv.layer import Layer
     from liftinv.network import LiftedNetwork
@@ -471,6 +472,11 @@ def test_parameter_lipschitz_constants_follow_the_variables_they_read():
     assert exact(moved) > 2 * exact(xs[1])
     assert problem.lipschitz(Params(1)) == pytest.approx(exact(moved), rel=1e-9)
     assert problem.lipschitz(Params(1)) == pytest.approx(fresh.lipschitz(Params(1)), rel=1e-9)
+    var = problem.lipschitz(Var(1))
+    batch = [2 * x for x in xs]
+    problem.rebind(batch)
+    assert problem.lipschitz(Params(1)) == pytest.approx(exact(batch[1]), rel=1e-9)
+    assert problem.lipschitz(Var(1)) == var
 
 
 def test_lifted_problem_validates_its_arguments():
