@@ -479,6 +479,27 @@ def test_parameter_lipschitz_constants_follow_the_variables_they_read():
     assert problem.lipschitz(Var(1)) == var
 
 
+def test_parameter_groups_and_their_layers_inputs_and_outputs():
+    r"""On the chain :math:`u \to x_1 = W_1 u \to x_2 = V x_1 \to x_3 = V x_2` (one map
+    :math:`V` shared by layers 2 and 3) with free :math:`x_1, x_2` only: the shared parameters
+    join the first layer using them (two groups, :math:`W_1` and :math:`V`); group :math:`V` is
+    used by layers [2, 3], outputs the free [2] (not the clamped :math:`x_3`) and reads the free
+    [1, 2]; group :math:`W_1` outputs [1] and reads no free variable (not the fixed input)."""
+    from liftinv.activations import Identity
+    from liftinv.layer import Layer
+    from liftinv.network import LiftedNetwork
+
+    w1, v = nn.Linear(3, 4).double(), nn.Linear(4, 4).double()
+    net = LiftedNetwork([Layer([0], [w1], Identity()), Layer([1], [v], Identity()), Layer([2], [v], Identity())])
+    xs = net.feasible(torch.randn(2, 3, generator=gen(36), dtype=DT))
+    problem = LiftedProblem(net, xs, free_vars=(2, 1), train_params=True)
+    assert problem.blocks() == [Var(1), Var(2), Params(0), Params(1)]
+    assert [[id(p) for p in g] for g in problem.param_groups] == [[id(p) for p in w1.parameters()], [id(p) for p in v.parameters()]]
+    assert [problem.param_layers(b) for b in (0, 1)] == [[1], [2, 3]]
+    assert [problem.param_outputs(b) for b in (0, 1)] == [[1], [2]]
+    assert [problem.param_inputs(b) for b in (0, 1)] == [[], [1, 2]]
+
+
 def test_lifted_problem_validates_its_arguments():
     r"""On a two-layer chain (:math:`K = 2`): ``xs`` must hold :math:`K + 1` variables (also on
     ``rebind``), free variables and terms must index :math:`0..K`, and a nonsmooth term is
