@@ -22,10 +22,11 @@ def shares_storage(t: Tensor, others: Sequence[Tensor]) -> bool:
 def _shared_convolutions(maps: Sequence[nn.Module]) -> list[tuple[int, list[tuple[int, float]]]]:
     r"""``[(first, [(position, coefficient), ...])]`` in order of first position: maps that are
     ``ScaledConv`` of the same convolution (non-zero scales) form one group, with the coefficients
-    :math:`s_j / s_{\text{first}}`; every other map is a group of its own, coefficient 1."""
-    groups: dict[int, tuple[int, list[tuple[int, float]]]] = {}
+    :math:`s_j / s_{\text{first}}`; every other map is a group of its own, coefficient 1 (also
+    a module that the layer applies to several inputs)."""
+    groups: dict[tuple[str, int], tuple[int, list[tuple[int, float]]]] = {}
     for pos, m in enumerate(maps):
-        key = id(m.conv) if isinstance(m, ScaledConv) and m.scale != 0 else id(m)
+        key = ("conv", id(m.conv)) if isinstance(m, ScaledConv) and m.scale != 0 else ("alone", pos)
         if key in groups:
             first, parts = groups[key]
             parts.append((pos, m.scale / maps[first].scale))
