@@ -479,6 +479,44 @@ def test_parameter_lipschitz_constants_follow_the_variables_they_read():
     assert problem.lipschitz(Var(1)) == var
 
 
+def test_layers_and_networks_validate_their_arguments():
+    """A layer needs one map per input, at least one, distinct inputs and a weight > 0 (NaN
+    refused); a network needs at least one layer, ``Layer`` instances only, each reading
+    variables in [0, k - 1]; its inputs must be tensors of the parameters' dtype, of the sample
+    shape and finite."""
+    from liftinv.activations import Identity
+    from liftinv.layer import Layer
+    from liftinv.network import LiftedNetwork
+
+    lin = nn.Linear(3, 3).double()
+    for inputs, maps in (([], []), ([0, 1], [lin])):
+        with pytest.raises(ValueError, match="inputs and maps must be non-empty and of equal length"):
+            Layer(inputs, maps, Identity())
+    with pytest.raises(ValueError, match=r"inputs must be distinct, got \(0, 0\)"):
+        Layer([0, 0], [lin, lin], Identity())
+    for weight in (0.0, -1.0, math.nan):
+        with pytest.raises(ValueError, match="weight must be positive"):
+            Layer([0], [lin], Identity(), weight=weight)
+    with pytest.raises(ValueError, match="layers must not be empty"):
+        LiftedNetwork([])
+    with pytest.raises(TypeError, match=r"layers\[1\] must be a liftinv Layer, got Linear"):
+        LiftedNetwork([Layer([0], [lin], Identity()), lin])
+    for inputs in ([2], [0, 2], [-1]):
+        with pytest.raises(ValueError, match=r"reads variables .* they must lie in \[0, 1\]"):
+            LiftedNetwork([Layer([0], [lin], Identity()), Layer(inputs, [lin] * len(inputs), Identity())])
+    net = LiftedNetwork([Layer([0], [lin], Identity()), Layer([0, 1], [lin, lin], Identity())], input_shape=(3,))
+    u = torch.randn(2, 3, generator=gen(37), dtype=DT)
+    torch.testing.assert_close(net(u), lin(u) + lin(lin(u)), rtol=1e-14, atol=1e-14)
+    with pytest.raises(TypeError, match="u must be a torch.Tensor, got list"):
+        net([[0.0] * 3])
+    with pytest.raises(TypeError, match="u has dtype torch.float32"):
+        net(u.float())
+    with pytest.raises(ValueError, match=r"u must have shape \(B, 3\), got \(2, 4\)"):
+        net(torch.zeros(2, 4, dtype=DT))
+    with pytest.raises(ValueError, match="u contains NaN or Inf entries"):
+        net(torch.full((2, 3), math.inf, dtype=DT))
+
+
 def test_parameter_groups_and_their_layers_inputs_and_outputs():
     r"""On the chain :math:`u \to x_1 = W_1 u \to x_2 = V x_1 \to x_3 = V x_2` (one map
     :math:`V` shared by layers 2 and 3) with free :math:`x_1, x_2` only: the shared parameters
@@ -999,6 +1037,32 @@ def test_scaled_copies_of_one_convolution_are_evaluated_once_on_the_combined_inp
         calls.clear()
         torch.testing.assert_close(layer.preactivation(xs), expected, rtol=1e-12, atol=1e-12)
     assert len(calls) == 2  # conv once, the two copies of `other` once
+
+
+def test_a_module_read_by_several_inputs_is_applied_to_each():
+    r"""A layer may apply one module to several inputs: :math:`a = (Wx_0 + b) + (Wx_1 + b)` for
+    one ``nn.Linear`` at both positions, and :math:`a = 0\cdot Lx_0 + 0\cdot Lx_1 + x_2` for one
+    ``ScaledConv`` of scale 0 at two positions (only copies of one convolution with non-zero
+    scales are combined); the smooth gradient of :math:`x_1` (read by the second layer only) is
+    :math:`W^\top(\sigma(a) - x_2)`."""
+    from liftinv.activations import Identity
+    from liftinv.affine import ScaledConv
+    from liftinv.layer import Layer
+    from liftinv.network import LiftedNetwork
+
+    g = gen(41)
+    lin = nn.Linear(4, 4).double()
+    x0, x1 = torch.randn(3, 4, generator=g, dtype=DT), torch.randn(3, 4, generator=g, dtype=DT)
+    layer = Layer([0, 1], [lin, lin], Identity())
+    torch.testing.assert_close(layer.preactivation([x0, x1]), lin(x0) + lin(x1), rtol=1e-14, atol=1e-14)
+    net = LiftedNetwork([Layer([0], [nn.Identity()], Identity()), layer])
+    problem = LiftedProblem(net, [x0, x1, torch.zeros(3, 4, dtype=DT)], free_vars=(1,), train_params=False)
+    r = lin(x0) + lin(x1)  # residual sigma(a_2) - x_2 of the identity's Bregman penalty, x_2 = 0
+    torch.testing.assert_close(problem.grads([Var(1)])[0][0], r @ lin.weight, rtol=1e-12, atol=1e-12)
+    zero = ScaledConv(normalised_conv(1, 1, 3, g).double(), 0.0)
+    z = [torch.randn(2, 1, 5, 5, generator=g, dtype=DT) for _ in range(3)]
+    layer = Layer([0, 1, 2], [zero, zero, nn.Identity()], Identity())
+    torch.testing.assert_close(layer.preactivation(z), z[2], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("schedule", ["top-down", "simultaneous"])
