@@ -449,6 +449,19 @@ def test_history_roundtrip_and_plots(tmp_path):
     assert (tmp_path / "h.png").stat().st_size > 0 and (tmp_path / "c.png").stat().st_size > 0
 
 
+def test_history_from_dict_copies_the_records():
+    """``from_dict`` builds its own lists: the per-record gap lists are copies (editing the
+    source dict, e.g. a loaded checkpoint's, leaves the history as it was) and numbers become
+    floats (an ``int`` epoch from JSON reads as ``1.0``)."""
+    d = {"epoch": [0, 1], "seconds": [0, 2], "energy": [math.nan, 1], "gaps": [[], [0.5, 1]], "train_loss": [math.nan, 3],
+         "val_loss": [1, 2], "val_psnr": [3, 4], "val_ssim": [0, 1]}
+    h = TrainHistory.from_dict(d)
+    d["gaps"][1].append(7.0)
+    d["epoch"].append(2)
+    assert h.gaps == [[], [0.5, 1.0]] and h.epoch == [0.0, 1.0]
+    assert all(type(v) is float for f in ("epoch", "seconds", "val_loss", "val_psnr") for v in getattr(h, f))
+
+
 # ----------------------------------------------------------------------------- CLI, setups, benchmark memory
 def test_cli_trains_resumes_and_refuses_bad_arguments(tmp_path, capsys):
     out = tmp_path / "ae.pt"
