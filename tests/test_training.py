@@ -146,11 +146,28 @@ def test_each_batch_takes_sweeps_per_batch_solver_steps(patches, monkeypatch, sw
     assert calls == list(range(1, 6 * sweeps + 1))
 
 
-@pytest.mark.parametrize("every, per_epoch", [(1, 3), (2, 2)])
+def test_lifted_step_clamps_the_output_to_the_target_and_moves_the_hidden_variables(patches):
+    r"""One lifted step holds the batch at its forward pass, clamps :math:`x_K` to the target and
+    moves the hidden variables :math:`x_1..x_{K-1}` and the parameters: :math:`x_K` stays the
+    target exactly, :math:`x_0` the observation, and the returned loss is that of the forward
+    pass before the update, :math:`\tfrac1B\sum_i \tfrac12\|N(u^i) - t^i\|^2`."""
+    net = _pnn()
+    batch = Denoising(0.1).observe(patches[0][:10], _gen(5))
+    with torch.no_grad():
+        before = float(sample_loss(net(batch.observation), batch.target).mean())
+        hidden = net.feasible(batch.observation)[1:-1]
+    runner = _LiftedRunner(net, Lifted(solver=BCD(param_rule=Adam(1e-2))))
+    assert runner.step(batch, 1) == pytest.approx(before, rel=1e-12)
+    xs = runner.problem.xs
+    assert torch.equal(xs[-1], batch.target) and torch.equal(xs[0], batch.observation)
+    assert all(not torch.equal(x, h) for x, h in zip(xs[1:-1], hidden))
+
+
+@pytest.mark.parametrize("every, per_epoch", [(1, 3), (2, 2), (3, 1)])
 def test_lipschitz_constants_are_estimated_once_per_lipschitz_every_batches(patches, monkeypatch, every, per_epoch):
     """B = 3 batches per epoch, one BCD sweep each: every block's Lipschitz constant is estimated
     (one power iteration run) on the batches b = 0, 1, 2 with b % lipschitz_every == 0, i.e.
-    ceil(B / lipschitz_every) times per epoch (3 for 1, 2 for 2), 2 * that over E = 2 epochs."""
+    ceil(B / lipschitz_every) times per epoch (3 for 1, 2 for 2, 1 for 3), 2 * that over E = 2 epochs."""
     counts, power = Counter(), LiftedProblem._power
 
     def counting(self, block, normal, like):
