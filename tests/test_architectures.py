@@ -409,7 +409,9 @@ def test_layer_weights_and_smooth_terms_enter_prox_lipschitz_and_cache():
     W_2 x_1 + b_2` (identity activations, layer weights :math:`\lambda_1 = 2.5`,
     :math:`\lambda_2 = 0.4`, a Tikhonov term :math:`\tfrac w2\|u\|^2` on the input):
 
-    * the energy per sample is :math:`\tfrac{\lambda_1}2\|x_1 - a_1\|^2 + \tfrac{\lambda_2}2\|x_2 - a_2\|^2`;
+    * the energy per sample is :math:`\tfrac{\lambda_1}2\|x_1 - a_1\|^2 + \tfrac{\lambda_2}2\|x_2 - a_2\|^2`
+      (the problem's sums it over the batch and adds the term), the gaps are the batch means of
+      the unweighted penalties;
     * the prox of :math:`x_1`'s own term :math:`\tfrac{\lambda_1}2\|x_1 - a_1\|^2` with step
       :math:`s` is :math:`(v + s\lambda_1 a_1)/(1 + s\lambda_1)`;
     * :math:`L(u) = \lambda_1\|W_1\|^2 + w` and :math:`L(x_1) = \lambda_2\|W_2\|^2`, within the
@@ -429,6 +431,10 @@ def test_layer_weights_and_smooth_terms_enter_prox_lipschitz_and_cache():
     a1, a2 = lin1(xs[0]).detach(), lin2(xs[1]).detach()
     penalty = [0.5 * (x - a).pow(2).sum(1) for x, a in ((xs[1], a1), (xs[2], a2))]  # Bregman of the identity
     torch.testing.assert_close(net.energy(xs).detach(), 2.5 * penalty[0] + 0.4 * penalty[1])
+    gaps = torch.stack([p.mean() for p in penalty])  # batch means, unweighted
+    torch.testing.assert_close(net.gaps(xs).detach(), gaps)
+    torch.testing.assert_close(problem.gaps(), gaps)
+    torch.testing.assert_close(problem.energy(), (2.5 * penalty[0] + 0.4 * penalty[1]).sum() + 0.35 * xs[0].pow(2).sum())
     torch.testing.assert_close(problem.prox(Var(1), [v.clone()], step)[0], (v + step * 2.5 * a1) / (1 + step * 2.5))
 
     def check_constants():
