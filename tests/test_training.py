@@ -163,6 +163,56 @@ def test_lifted_step_clamps_the_output_to_the_target_and_moves_the_hidden_variab
     assert all(not torch.equal(x, h) for x, h in zip(xs[1:-1], hidden))
 
 
+def test_lifted_runner_checkpoints_parameter_states_only_and_names_non_finite_blocks(patches):
+    r"""After a step with Nesterov variables and Adam parameters, the runner's ``state_dict``
+    holds the iteration and the parameter-rule states but no variable state (those belong to
+    the batch); a NaN in :math:`x_2` makes ``summary`` name layer 2 (the first non-finite gap,
+    block ``Var(2)``); a network whose forward output is NaN stops the next step before any
+    solver step, naming ``Var(K)`` and the iteration."""
+    net = _pnn()
+    batch = Denoising(0.1).observe(patches[0][:10], _gen(5))
+    runner = _LiftedRunner(net, Lifted(solver=BCD(var_rule=Nesterov(), param_rule=Adam(1e-2))))
+    runner.step(batch, 1)
+    assert runner.state.var_states  # the batch's Nesterov states exist ...
+    state = runner.state_dict()["solver"]
+    assert state["iteration"] == 1 and state["var_states"] == {}  # ... and are not checkpointed
+    assert sorted(state["param_states"]) == list(range(len(runner.problem.param_groups)))
+    runner.problem.set(Var(2), [torch.full_like(runner.problem.xs[2], math.nan)])
+    with pytest.raises(FloatingPointError, match=r"non-finite penalty of layer 2 \(block Var\(2\)\)"):
+        runner.summary()
+    with torch.no_grad():
+        next(net.parameters()).fill_(math.nan)
+    with pytest.raises(FloatingPointError, match=rf"non-finite output of the forward pass \(block Var\({net.depth}\)\) at iteration 7"):
+        runner.step(batch, 7)
+
+
+def test_backprop_sgd_uses_the_momentum_and_refuses_non_finite_gradients():
+    r"""``Backprop("sgd", lr, momentum)`` is heavy-ball SGD: on :math:`\tfrac12\|\theta - t\|^2`
+    per sample (a bias-only model), :math:`\theta_1 = \theta_0 - \eta g_0`,
+    :math:`\theta_2 = \theta_1 - \eta(\mu g_0 + g_1)` with :math:`g = \theta - t`; a NaN
+    gradient of a finite loss raises, naming the parameter, before the update."""
+    from liftinv.tasks import Batch
+
+    model = torch.nn.Linear(1, 2).double()
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([1.0, -2.0], dtype=DT))
+    model.weight.requires_grad_(False)
+    batch = Batch(torch.zeros(4, 1, dtype=DT), torch.zeros(4, 2, dtype=DT))
+    runner = _BackpropRunner(model, Backprop("sgd", lr=0.1, momentum=0.5))
+    theta0 = model.bias.detach().clone()
+    runner.step(batch, 1)
+    theta1 = theta0 - 0.1 * theta0
+    torch.testing.assert_close(model.bias.detach(), theta1, rtol=1e-14, atol=1e-14)
+    runner.step(batch, 2)
+    theta2 = theta1 - 0.1 * (0.5 * theta0 + theta1)
+    torch.testing.assert_close(model.bias.detach(), theta2, rtol=1e-14, atol=1e-14)
+    model.bias.register_hook(lambda g: g * math.nan)  # a finite loss with a NaN gradient
+    with pytest.raises(FloatingPointError, match="non-finite gradient of parameter bias at iteration 3"):
+        runner.step(batch, 3)
+    assert torch.equal(model.bias.detach(), theta2)
+
+
 @pytest.mark.parametrize("every, per_epoch", [(1, 3), (2, 2), (3, 1)])
 def test_lipschitz_constants_are_estimated_once_per_lipschitz_every_batches(patches, monkeypatch, every, per_epoch):
     """B = 3 batches per epoch, one BCD sweep each: every block's Lipschitz constant is estimated
