@@ -170,13 +170,14 @@ def test_linear_part_and_is_linear():
 @pytest.mark.parametrize(
     "c_in, kernel, padding, written_out",
     [(1, (3, 3), (1, 1), True), (1, (5, 5), 2, True), (1, (3, 5), (1, 2), True), (3, (3, 3), (1, 1), True),
-     (2, (5, 3), (2, 1), True), (1, (3, 3), (0, 0), False), (2, (3, 3), (0, 1), False), (1, (4, 4), (2, 2), False)],
+     (2, (5, 3), (2, 1), True), (1, (3, 3), (0, 0), False), (2, (3, 3), (0, 1), False), (1, (4, 4), (2, 2), False),
+     (1, (3, 4), (1, 2), False), (2, (4, 3), (2, 1), False)],
 )
 def test_conv_adjoint_equals_conv_transpose2d_with_its_gradients(monkeypatch, c_in, kernel, padding, written_out):
     """Values and both vector-Jacobian products equal ``F.conv_transpose2d``'s (autograd, float64;
     float32 values too), over batch slices of uneven sizes; "same" padding takes the path by
     forward convolutions (per channel to one channel, else with swapped channels), everything
-    else the transposed convolution; gradcheck, and gradgradcheck (the parameter Lipschitz
+    else (also a kernel even in one direction only, padded by half of it) the transposed convolution; gradcheck, and gradgradcheck (the parameter Lipschitz
     estimates differentiate it twice)."""
     monkeypatch.setattr(affine, "ADJOINT_SLICE", 2 * 6 * 8 * 9)  # slices of 2 samples: 2, 2, 2, 1
     g = gen(3)
