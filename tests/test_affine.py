@@ -197,6 +197,20 @@ def test_conv_adjoint_equals_conv_transpose2d_with_its_gradients(monkeypatch, c_
     assert torch.autograd.gradgradcheck(lambda a, b: conv_adjoint(a, b, padding), (small_u, w))
 
 
+@pytest.mark.parametrize("kind", [Unbiased, Transposed])
+@pytest.mark.parametrize("options", [dict(stride=2), dict(padding=0), dict(dilation=2), dict(groups=2)],
+                         ids=["stride", "padding", "dilation", "groups"])
+def test_shared_weight_maps_refuse_convolutions_without_a_plain_transpose(kind, options):
+    """Only a stride-1, undilated, one-group convolution padded by ``kernel // 2`` has the
+    transpose (``conv_adjoint`` of its weight) that maps back to the input's shape; ``Unbiased``,
+    ``Transposed`` and ``Chain`` refuse the others, naming the module."""
+    conv = nn.Conv2d(4, 4, 3, **{"padding": 1, **options}).double()
+    with pytest.raises(ValueError, match="module must be a stride-1 conv with padding kernel // 2"):
+        kind(conv)
+    with pytest.raises(ValueError, match="first must be a stride-1 conv"):
+        Chain(conv, Unbiased(_conv(c_in=4)))
+
+
 @pytest.mark.parametrize("kind", [ScaledConv, ConvAdjoint])
 def test_convolution_maps_refuse_string_padding(kind):
     with pytest.raises(ValueError, match="conv must have numeric padding"):
