@@ -413,7 +413,8 @@ def test_layer_weights_and_smooth_terms_enter_prox_lipschitz_and_cache():
       (the problem's sums it over the batch and adds the term), the gaps are the batch means of
       the unweighted penalties;
     * the prox of :math:`x_1`'s own term :math:`\tfrac{\lambda_1}2\|x_1 - a_1\|^2` with step
-      :math:`s` is :math:`(v + s\lambda_1 a_1)/(1 + s\lambda_1)`;
+      :math:`s` is :math:`(v + s\lambda_1 a_1)/(1 + s\lambda_1)`; that of the input is the
+      identity (its smooth term enters the gradient, not the prox);
     * :math:`L(u) = \lambda_1\|W_1\|^2 + w` and :math:`L(x_1) = \lambda_2\|W_2\|^2`, within the
       estimate's margin, also after the weights move (the constants are recomputed)."""
     from liftinv.activations import Identity
@@ -436,6 +437,8 @@ def test_layer_weights_and_smooth_terms_enter_prox_lipschitz_and_cache():
     torch.testing.assert_close(problem.gaps(), gaps)
     torch.testing.assert_close(problem.energy(), (2.5 * penalty[0] + 0.4 * penalty[1]).sum() + 0.35 * xs[0].pow(2).sum())
     torch.testing.assert_close(problem.prox(Var(1), [v.clone()], step)[0], (v + step * 2.5 * a1) / (1 + step * 2.5))
+    v0 = torch.randn(3, 6, generator=g, dtype=DT)
+    assert torch.equal(problem.prox(Var(0), [v0.clone()], step)[0], v0)  # the smooth term is in the gradient
 
     def check_constants():
         top = lambda w: float(torch.linalg.matrix_norm(w.detach(), 2)) ** 2  # noqa: E731
