@@ -103,7 +103,6 @@ def _disjoint_layers(problem: BlockProblem, params: list[Params]) -> list[list[P
 
 
 def _step(scale: float, lipschitz: float) -> float:
-    # L = 0: the smooth part is affine in the block and any step decreases the energy.
     return scale / lipschitz if lipschitz > 0 else scale
 
 
@@ -115,7 +114,9 @@ class BCD:
         var_rule: rule of the variable blocks (state per problem, see :meth:`reset_vars`).
         param_rule: rule of the parameter blocks (state kept across problems, keyed by group).
         schedule: order of the variable blocks.
-        step_scale: step :math:`s_b = \text{step\_scale}/L_b`, in (0, 2).
+        step_scale: step :math:`s_b = \text{step\_scale}/L_b`, in (0, 2); :math:`s_b =
+            \text{step\_scale}` when :math:`L_b = 0` (a smooth part affine in the block, where
+            any step decreases the energy).
         var_sweeps: passes over the variable blocks per iteration.
         interleave: move the parameters with the variables of the last pass (see the module
             docstring) instead of after it; needs ``problem.param_inputs``.
