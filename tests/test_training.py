@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pathlib
 from collections import Counter
 from dataclasses import dataclass
 
@@ -454,6 +455,7 @@ def test_bad_data(patches):
         (lambda: Backprop(lr=math.nan), ValueError, "lr"),
         (lambda: Backprop(momentum=1.0), ValueError, "momentum"),
         (lambda: Denoising(noise_sigma=-0.1), ValueError, "noise_sigma"),
+        (lambda: Denoising(noise_sigma=True), TypeError, "noise_sigma must be a real number, got True"),
         (lambda: Autoencoder(noise_sigma=math.inf), ValueError, "noise_sigma"),
         (lambda: Reconstruction(object(), 0.1), TypeError, "physics"),
     ],
@@ -497,6 +499,19 @@ def test_tasks_draw_from_the_generator(patches):
     assert flat.observation.shape == (6, 225) and torch.equal(flat.observation, flat.target)
     assert torch.equal(task.image(flat.target, clean), clean)
     assert float(sample_loss(flat.target + 1, flat.target)[0]) == pytest.approx(0.5 * 225)
+
+
+def test_noise_free_tasks_draw_nothing_and_reconstruction_defaults_to_no_noise(patches):
+    """With sigma = 0 the observation is exact and the generator is left untouched (``gaussian``
+    returns zeros without drawing), so noise-free tasks do not shift later draws."""
+    clean = patches[0][:4]
+    physics = Blur(gaussian_kernel(1.0, dtype=DT), img_size=(1, 15, 15), boundary="zero", dtype=DT)
+    task = Reconstruction(physics)
+    assert task.noise_sigma == 0.0
+    for t, expected in ((task, physics.A(clean)), (Denoising(0.0), clean), (Autoencoder(), clean.flatten(1))):
+        g = _gen(4)
+        assert torch.equal(t.observe(clean, g).observation, expected)
+        assert torch.equal(g.get_state(), _gen(4).get_state())
 
 
 def test_history_roundtrip_and_plots(tmp_path):
@@ -571,6 +586,37 @@ def test_cli_low_memory_turns_the_preactivation_cache_off_and_refuses_backprop(t
         train_main([*args, "--method", "backprop-adam", "--low-memory", "--out", str(tmp_path / "b.pt")])
     assert exit_info.value.code == 2
     assert "--low-memory applies to the lifted methods, not to backprop-adam" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, check", [
+    (["--method", "bregman-isgm"], lambda m, setup: m == setup.isgm and isinstance(m.solver, ISGM)),
+    (["--method", "fenchel-bcd"], lambda m, setup: type(m.penalty).__name__ == "FenchelPenalty" and isinstance(m.solver, BCD)),
+    (["--method", "mac-bcd"], lambda m, setup: m.penalty is MAC),
+    (["--method", "backprop-adam", "--lr", "0.003"], lambda m, setup: m == Backprop("adam", 0.003)),
+    (["--method", "backprop-sgd", "--lr", "0.2"], lambda m, setup: m == Backprop("sgd", 0.2)),
+])
+def test_cli_maps_options_to_the_training_call(tmp_path, monkeypatch, capsys, argv, check):
+    """Each ``--method`` reaches ``train`` as documented (with ``--lr`` for backprop), ``--seed``
+    seeds the generator, ``--float64`` the model, the checkpoint defaults to
+    ``out/train/TASK-METHOD.pt``, and a diverged training exits with status 1."""
+    import liftinv.training_cli as cli
+
+    calls = []
+
+    def diverge(model, train_set, **kwargs):
+        calls.append((model, kwargs))
+        raise FloatingPointError("training diverged")
+
+    monkeypatch.setattr(cli, "train", diverge)
+    monkeypatch.chdir(tmp_path)
+    assert train_main(["--task", "autoencoder", "--quick", "--seed", "7", "--float64", "--no-progress", *argv]) == 1
+    assert "liftinv train: training diverged" in capsys.readouterr().err
+    (model, kwargs), = calls
+    method = argv[argv.index("--method") + 1]
+    assert check(kwargs["method"], build_setup("autoencoder", quick=True))
+    assert kwargs["checkpoint"] == pathlib.Path("out/train") / f"autoencoder-{method}.pt"
+    assert kwargs["generator"].initial_seed() == 7
+    assert all(p.dtype == torch.float64 for p in model.parameters())
 
 
 @pytest.mark.parametrize("kind", ["bcd", "isgm"])
