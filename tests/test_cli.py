@@ -67,13 +67,30 @@ def test_bad_command_lines(capsys):
     (["demo", "--train-seconds", "0"], "argument --train-seconds: must be a finite number > 0, got '0'"),
     (["demo", "--train-seconds", "nan"], "argument --train-seconds: must be a finite number > 0, got 'nan'"),
     (["train", "--time-budget", "-1"], "argument --time-budget: must be a finite number > 0, got '-1'"),
+    (["demo", "--train-seconds", "inf"], "argument --train-seconds: must be a finite number > 0, got 'inf'"),
+    (["demo", "--train-seconds", "ten"], "argument --train-seconds: must be a finite number > 0, got 'ten'"),
 ])
-def test_bad_option_values_are_argparse_errors(capsys, argv, message):
+def test_bad_option_values_are_argparse_errors(capsys, monkeypatch, argv, message):
     """Refused while parsing (exit status 2, the option named), before any file is read."""
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: pytest.fail("the demo ran with a bad option value"))
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_option_types_accept_their_bounds():
+    from liftinv.cli_types import int_at_least, positive_float, positive_int
+
+    assert positive_int("1") == 1 and int_at_least(2)("2") == 2 and positive_float("1e-3") == 1e-3
+
+
+def test_demo_forwards_its_options(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kwargs: calls.append((out, kwargs)))
+    assert main(["demo", "--out", str(tmp_path), "--train-seconds", "2.5"]) == 0
+    assert main(["demo", "--quick"]) == 0
+    assert calls == [(str(tmp_path), {"quick": False, "train_seconds": 2.5}), ("out", {"quick": True, "train_seconds": None})]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -227,6 +244,10 @@ def test_reconstruct_with_a_saved_model(tmp_path, capsys):
     (["--simulate", *CT, "--method", "tv", "--weight", "-1"], "weight must be a finite number >= 0, got -1.0"),
     (["--simulate", *CT, "--noise", "-0.1"], "--noise must be >= 0, got -0.1"),
     (["--simulate", *CT, "--index", "1000"], "--index must be in [0, 63], got 1000"),
+    (["--simulate", *CT, "--index", "-1"], "--index must be in [0, 63], got -1"),
+    (["--simulate", "--operator", "blur", "--kernel-sigma", "0"], "--kernel-sigma must be positive, got 0.0"),
+    (["--measurements", "{tmp}/y5.npy", "--operator", "ct"],
+     "measurements must have shape (H, W), (C, H, W) or (B, C, H, W), got (1, 1, 1, 25, 9)"),
     (["--simulate", *CT, "--out", "{tmp}/x.txt"], "--out must end in one of"),
     (["--measurements", "{tmp}/y.npy", "--operator", "ct", "--angles", "5"],
      "measurements of shape (1, 1, 25, 9) for Radon(N=17, 5 views, 25 detectors): y must have spatial size (25, 5)"),
@@ -237,6 +258,7 @@ def test_reconstruct_with_a_saved_model(tmp_path, capsys):
 def test_reconstruct_errors_exit_1_with_a_message(tmp_path, capsys, argv, message):
     save_array(torch.zeros(1, 1, 25, 9), tmp_path / "y.npy")
     save_array(torch.zeros(5, 5), tmp_path / "t.npy")
+    save_array(torch.zeros(1, 1, 1, 25, 9), tmp_path / "y5.npy")
     argv = [a.format(tmp=tmp_path) for a in argv]
     assert main(["reconstruct", *argv, "--no-progress", "--out", str(tmp_path / "x.npy")] if "--out" not in argv
                 else ["reconstruct", *argv]) == 1
@@ -255,3 +277,68 @@ def test_reconstruct_mri_file_round_trip_redraws_the_same_mask(tmp_path, capsys)
     assert main(["reconstruct", "--measurements", str(tmp_path / "k.npy"), *common, "--seed", "1",
                  "--out", str(tmp_path / "c.npy")]) == 0
     assert not torch.equal(load_array(tmp_path / "a.npy"), load_array(tmp_path / "c.npy"))
+
+
+@pytest.mark.parametrize("argv, label", [
+    (["--operator", "blur"], f"Tikhonov(weight={demo.BLUR_WIENER}, n_iter=200,"),
+    (["--operator", "blur", "--method", "tv"], f"TV(weight={demo.BLUR_TV}, n_iter=500,"),
+    (["--operator", "mri", "--method", "tikhonov"], "Tikhonov(weight=0.01, n_iter=200,"),
+    (["--operator", "ct"], "FBP(filter='ramp')"),
+    (["--operator", "ct", "--filter", "hann"], "FBP(filter='hann')"),
+    (["--operator", "mri"], "ZeroFilled()"),
+])
+def test_reconstruct_default_methods_weights_and_iterations(tmp_path, capsys, monkeypatch, argv, label):
+    """The documented defaults: fbp (ct), tikhonov (blur), zero-filled (mri); 200 Tikhonov and
+    500 TV iterations; the demo's weights, and 0.01 for MRI Tikhonov."""
+    import liftinv.reconstruct_cli as cli
+
+    monkeypatch.setattr(cli, "reconstruct", lambda y, physics, method: physics.A_adjoint(y))
+    assert main(["reconstruct", "--simulate", *argv, "--size", "16", "--no-progress", "--out", str(tmp_path / "x.npy")]) == 0
+    assert label in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("operator, sigma", [("ct", "0.5"), ("blur", "0.02"), ("mri", "0.02")])
+def test_reconstruct_default_simulation_noise(tmp_path, monkeypatch, operator, sigma):
+    """Without --noise the measurements are simulated with the documented sigma (same seed, same draw)."""
+    import liftinv.reconstruct_cli as cli
+
+    monkeypatch.setattr(cli, "reconstruct", lambda y, physics, method: physics.A_adjoint(y))
+    common = ["reconstruct", "--simulate", "--operator", operator, "--size", "16", "--no-progress", "--out", str(tmp_path / "x.npy")]
+    ys = []
+    for extra in ([], ["--noise", sigma], ["--noise", "0"]):
+        assert main([*common, *extra, "--save-measurements", str(tmp_path / "y.npy")]) == 0
+        ys.append(load_array(tmp_path / "y.npy"))
+    assert torch.equal(ys[0], ys[1]) and not torch.equal(ys[0], ys[2])
+
+
+@pytest.mark.parametrize("boundary", ["reflect", "zero"])
+def test_reconstruct_blur_uses_the_boundary_option(tmp_path, boundary):
+    from operators.blur import Blur
+    from operators.kernels import gaussian_kernel
+
+    truth = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    save_array(truth, tmp_path / "t.npy")
+    assert main(["reconstruct", "--simulate", "--operator", "blur", "--truth", str(tmp_path / "t.npy"), "--noise", "0",
+                 "--boundary", boundary, "--method", "adjoint", "--no-progress", "--save-measurements", str(tmp_path / "y.npy"),
+                 "--out", str(tmp_path / "x.npy")]) == 0
+    expected = Blur(gaussian_kernel(demo.BLUR_SIGMA), boundary=boundary).A(truth)
+    torch.testing.assert_close(load_array(tmp_path / "y.npy"), expected)
+
+
+def test_reconstruct_mri_image_file_holds_the_modulus(tmp_path, capsys):
+    common = ["reconstruct", "--simulate", "--operator", "mri", "--size", "16", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "x.npy")]) == 0
+    assert main([*common, "--out", str(tmp_path / "x.png")]) == 0
+    x = load_array(tmp_path / "x.npy")
+    assert x.shape == (1, 2, 16, 16)
+    modulus = (x[0, 0] ** 2 + x[0, 1] ** 2).sqrt()
+    expected = torch.round(255 * modulus.double().clamp(0, 1)) / 255
+    torch.testing.assert_close(load_array(tmp_path / "x.png").double(), expected, atol=1 / 255 + 1e-9, rtol=0)
+
+
+def test_reconstruct_reads_the_circle_setting_off_the_model(tmp_path, capsys):
+    physics = Radon(17, 9, circle=True)
+    net = UnrolledPrimalDual(physics, 2, 3, (1, 17, 17), generator=torch.Generator().manual_seed(0)).float()
+    save_model(net, tmp_path / "net.pt", task="ct", physics=physics)
+    assert main(["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--no-progress",
+                 "--out", str(tmp_path / "x.npy")]) == 0, capsys.readouterr().err
