@@ -6,7 +6,7 @@ from deepinv.physics import LinearPhysics
 
 from liftinv.architectures import MLP, UnrolledPrimalDual
 from liftinv.checkpoint import load_checkpoint, save_checkpoint
-from liftinv.models import SavedModel, architecture_config, load_model, save_model
+from liftinv.models import FORMAT_VERSION, SavedModel, architecture_config, load_model, save_model
 from operators import OPERATORS, Blur, MRI, Radon, gaussian_kernel, random_mask
 from operators.spec import check_spec, physics_from_spec, physics_spec, spec_differences
 
@@ -181,6 +181,10 @@ def test_not_a_model_file(tmp_path, saved_radon):
     payload["format_version"] = 99
     save_checkpoint(saved_radon, payload)
     with pytest.raises(ValueError, match="model format 99; this liftinv reads up to 1"):
+        load_model(saved_radon)
+    payload["format_version"] = FORMAT_VERSION + 1  # the first newer format is refused too
+    save_checkpoint(saved_radon, payload)
+    with pytest.raises(ValueError, match=f"model format {FORMAT_VERSION + 1}; this liftinv reads up to {FORMAT_VERSION}"):
         load_model(saved_radon)
 
 
