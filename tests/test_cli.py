@@ -155,7 +155,7 @@ def test_demo_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "generate_data" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("field, value", [("tv_iter", 0), ("cg_iter", 1.5), ("inversion_iter", 0), ("seed", "0"), ("train_time", 0), ("train_time", True), ("threads", 0)])
+@pytest.mark.parametrize("field, value", [("tv_iter", 0), ("cg_iter", 1.5), ("inversion_iter", 0), ("seed", "0"), ("train_time", 0), ("train_time", True), ("threads", 0), ("threads", True)])
 def test_demo_config_validation(field, value):
     with pytest.raises(ValueError, match=field):
         DemoConfig(**{field: value})
