@@ -230,3 +230,13 @@ def test_save_npz_round_trip_is_byte_reproducible(tmp_path):
         assert set(loaded.files) == set(arrays)
         for key, value in arrays.items():
             np.testing.assert_array_equal(loaded[key], value)
+
+
+def test_random_patches_redraw_near_constant_crops():
+    """Crops with a standard deviation below MIN_PATCH_STD are redrawn: from an image that is
+    constant but for one textured corner, every returned crop is textured."""
+    img = np.zeros((64, 64))
+    img[:16, :16] = np.random.default_rng(0).random((16, 16))
+    patches = generate_data.random_patches(np.random.default_rng(1), [img], 20, 8)
+    assert patches.shape == (20, 8, 8)
+    assert (patches.std(axis=(1, 2)) >= generate_data.MIN_PATCH_STD).all()
