@@ -342,3 +342,17 @@ def test_reconstruct_reads_the_circle_setting_off_the_model(tmp_path, capsys):
     save_model(net, tmp_path / "net.pt", task="ct", physics=physics)
     assert main(["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--no-progress",
                  "--out", str(tmp_path / "x.npy")]) == 0, capsys.readouterr().err
+
+
+def test_reconstruct_with_an_mri_model_uses_its_mask_unless_told_otherwise(tmp_path, capsys):
+    """An MRI model brings its mask: without ``--size``/``--acceleration`` the measurements are
+    taken with it; ``--size 12`` asks for another (12 x 12) mask, which the 16 x 16 model refuses."""
+    physics = MRI(random_mask((16, 16), 4, generator=torch.Generator().manual_seed(3)))
+    net = UnrolledPrimalDual(physics, 2, 3, (2, 16, 16), generator=torch.Generator().manual_seed(0)).float()
+    save_model(net, tmp_path / "net.pt", task="mri", physics=physics)
+    model = ["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--noise", "0", "--no-progress"]
+    assert main([*model, "--save-measurements", str(tmp_path / "y.pt")]) == 0, capsys.readouterr().err
+    y = load_array(tmp_path / "y.pt")
+    assert torch.equal(y, y * physics.mask.to(y))  # zero off the model's sampled entries
+    assert main([*model, "--size", "12"]) == 1
+    assert "model was trained for MRI(" in capsys.readouterr().err
