@@ -86,8 +86,9 @@ def load_dataset(
     return TensorDataset(images.to(dtype))
 
 
-def _grey_float(img: np.ndarray, path: Path) -> np.ndarray:
-    """Grey float image in [0, 1] from a 2-D, RGB or RGBA array."""
+def grey_float(img: np.ndarray, source: Path | str) -> np.ndarray:
+    """Grey float image in [0, 1] from a 2-D, RGB or RGBA array (alpha composited on white);
+    ``source`` names the image in the error for any other shape."""
     from skimage.color import rgb2gray, rgba2rgb
     from skimage.util import img_as_float
 
@@ -96,7 +97,7 @@ def _grey_float(img: np.ndarray, path: Path) -> np.ndarray:
     if img.ndim == 3 and img.shape[-1] == 3:
         img = rgb2gray(img)
     if img.ndim != 2:
-        raise ValueError(f"image {path} has unsupported shape {img.shape}")
+        raise ValueError(f"image {source} has unsupported shape {img.shape}")
     return np.clip(img_as_float(img), 0.0, 1.0)
 
 
@@ -123,7 +124,7 @@ def load_image_folder(
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"no image with suffix in {IMAGE_SUFFIXES} in {folder}")
-    images = [torch.from_numpy(_grey_float(imread(p), p))[None, None] for p in files]
+    images = [torch.from_numpy(grey_float(imread(p), p))[None, None] for p in files]
     if size is not None:
         images = [resize(img, size) for img in images]
     shapes = {tuple(img.shape) for img in images}

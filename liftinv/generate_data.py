@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import skimage.data
-from skimage.color import rgb2gray, rgba2rgb
 from skimage.transform import rescale
-from skimage.util import img_as_float
+
+from liftinv.data import data_dir, grey_float
 
 ELLIPSE_SEED = 20240601
 PATCH_SEED = 20240602
@@ -44,13 +44,9 @@ SOURCES: dict[str, tuple[str, ...]] = {
 
 
 def _skimage_image(name: str) -> np.ndarray:
-    """Grey float64 image in [0, 1] of a bundled scikit-image picture."""
-    img = getattr(skimage.data, name)()
-    if img.ndim == 3 and img.shape[-1] == 4:
-        img = rgba2rgb(img)
-    if img.ndim == 3:
-        img = rgb2gray(img)
-    return img_as_float(img)
+    """Grey float64 image in [0, 1] of a bundled scikit-image picture (converted as
+    :func:`liftinv.data.load_image_folder` converts files)."""
+    return grey_float(getattr(skimage.data, name)(), f"skimage.data.{name}")
 
 
 def random_ellipse_phantom(rng: np.random.Generator, size: int, supersample: int = SUPERSAMPLE) -> np.ndarray:
@@ -145,8 +141,6 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Write every bundled data set to ``--out`` (default: the repository's ``data/``)."""
-    from liftinv.data import data_dir
-
     parser = argparse.ArgumentParser(prog="python -m liftinv.generate_data", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: liftinv.data.data_dir())")
     args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from liftinv.checkpoint import atomic_path
-from liftinv.data import IMAGE_SUFFIXES, _grey_float
+from liftinv.data import IMAGE_SUFFIXES, grey_float
 
 ARRAY_SUFFIXES = (".npy", ".pt")
 SUFFIXES = ARRAY_SUFFIXES + IMAGE_SUFFIXES
@@ -55,7 +55,7 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
         else:
             from skimage.io import imread
 
-            return torch.from_numpy(_grey_float(imread(path), path))
+            return torch.from_numpy(grey_float(imread(path), path))
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise ValueError(f"cannot read {name} file {path}: {str(err).splitlines()[0]}") from err
     if suffix == ".pt":
