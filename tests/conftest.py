@@ -1,7 +1,27 @@
 """Test settings: one CPU thread (small tensors on a 2-core machine run fastest without thread
 pools, and results are reproducible) and no TF32."""
+import pytest
 import torch
 
 torch.set_num_threads(1)
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """``spy(owner, name, record=None)`` replaces the function or method ``owner.name`` (for the
+    test only) by one that calls it unchanged after appending ``record(*args, **kwargs)``, or the
+    positional arguments without ``record``, to the list it returns."""
+
+    def install(owner, name, record=None):
+        calls, real = [], getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            calls.append(args if record is None else record(*args, **kwargs))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+        return calls
+
+    return install

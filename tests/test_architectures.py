@@ -1013,7 +1013,7 @@ def test_preactivation_sums_in_place_without_touching_inputs():
     assert torch.equal(x0, keep0)
 
 
-def test_scaled_copies_of_one_convolution_are_evaluated_once_on_the_combined_inputs(monkeypatch):
+def test_scaled_copies_of_one_convolution_are_evaluated_once_on_the_combined_inputs(spy):
     """A layer reading x1, x0, x2 through 2sL, -sL and an identity (an unrolled dual update) and a
     second convolution: its pre-activation and the vector-Jacobian products in the inputs and the
     weights equal those of the map-by-map sum, with one convolution for the two copies of L."""
@@ -1032,9 +1032,7 @@ def test_scaled_copies_of_one_convolution_are_evaluated_once_on_the_combined_inp
     wrt = [*xs, conv.weight, other.weight]
     expected = sum(m(xs[i]) for m, i in zip(maps, layer.inputs))
     expected_grads = torch.autograd.grad(expected, wrt, r)
-    calls = []
-    conv2d = F.conv2d
-    monkeypatch.setattr("liftinv.affine.F.conv2d", lambda *a, **k: calls.append(1) or conv2d(*a, **k))
+    calls = spy(F, "conv2d")  # liftinv.affine calls F.conv2d
     a = layer.preactivation(xs)
     assert len(calls) == 2
     torch.testing.assert_close(a, expected, rtol=1e-12, atol=1e-12)

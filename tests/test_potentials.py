@@ -55,16 +55,14 @@ def test_tv_prox_with_box_matches_pdhg():
     torch.testing.assert_close(u, ref, atol=1e-5, rtol=0)
 
 
-def test_tv_prox_with_box_stops_at_the_first_small_duality_gap(monkeypatch):
+def test_tv_prox_with_box_stops_at_the_first_small_duality_gap(spy):
     """With an active box, the prox stops at the first check (every 5 iterations) where the true
     duality gap is small for every sample: the returned u = clamp(v + lam div p) and the stored dual
     p give P(u) - L(u, p) = lam (TV(u) - <grad u, p>) <= tol P(u), with
     P(u) = 1/2 |u - v|^2 + lam TV(u) and L(u, p) = 1/2 |u - v|^2 - lam <u, div p> the Lagrangian
     at its minimiser over the box (the dual value); 5 iterations fewer, some gap is above tol P(u)."""
     v, lam, tol, box = 3 * images(b=2, c=1, seed=3) - 1, 0.15, 1e-6, (0.0, 1.0)
-    calls = []
-    project = potentials._project_unit_ball
-    monkeypatch.setattr(potentials, "_project_unit_ball", lambda p: calls.append(1) or project(p))
+    calls = spy(potentials, "_project_unit_ball")
 
     def run(max_inner):
         pot = TV(lam, box=box, tol=tol, max_inner=max_inner)

@@ -19,9 +19,9 @@ from liftinv.blocks import Params, Var
 from liftinv.checkpoint import load_checkpoint
 from liftinv.data import load_dataset
 from liftinv.evaluation import HeldOut, evaluate, sample_loss
-from liftinv.metrics import psnr, ssim
 from liftinv.history import TrainHistory, plot_history, plot_psnr_vs_time
 from liftinv.methods import _BackpropRunner, _LiftedRunner
+from liftinv.metrics import psnr, ssim
 from liftinv.penalty import MAC
 from liftinv.problem import LiftedProblem
 from liftinv.solvers import BCD, ISGM, Adam, Nesterov, OddEven
@@ -132,16 +132,10 @@ def test_epoch_log_names_only_what_the_run_has(patches, capsys):
 
 # ----------------------------------------------------------------------------- lifted runner
 @pytest.mark.parametrize("sweeps", [1, 3])
-def test_each_batch_takes_sweeps_per_batch_solver_steps(patches, monkeypatch, sweeps):
+def test_each_batch_takes_sweeps_per_batch_solver_steps(patches, spy, sweeps):
     """N = 30 images in batches of 10 for E = 2 epochs: E * (N // 10) = 6 batches, each with
     ``sweeps_per_batch`` solver steps: 6 * sweeps calls of ``BCD.step``, iterations 1, 2, ... in turn."""
-    calls, step = [], BCD.step
-
-    def counting(self, problem, state):
-        calls.append(state.iteration + 1)
-        return step(self, problem, state)
-
-    monkeypatch.setattr(BCD, "step", counting)
+    calls = spy(BCD, "step", lambda self, problem, state: state.iteration + 1)
     train(_pnn(), patches[0], task=Denoising(0.1), method=Lifted(sweeps_per_batch=sweeps), epochs=2, batch_size=10,
           progress=False, generator=_gen())
     assert calls == list(range(1, 6 * sweeps + 1))
@@ -215,38 +209,27 @@ def test_backprop_sgd_uses_the_momentum_and_refuses_non_finite_gradients():
 
 
 @pytest.mark.parametrize("every, per_epoch", [(1, 3), (2, 2), (3, 1)])
-def test_lipschitz_constants_are_estimated_once_per_lipschitz_every_batches(patches, monkeypatch, every, per_epoch):
+def test_lipschitz_constants_are_estimated_once_per_lipschitz_every_batches(patches, spy, every, per_epoch):
     """B = 3 batches per epoch, one BCD sweep each: every block's Lipschitz constant is estimated
     (one power iteration run) on the batches b = 0, 1, 2 with b % lipschitz_every == 0, i.e.
     ceil(B / lipschitz_every) times per epoch (3 for 1, 2 for 2, 1 for 3), 2 * that over E = 2 epochs."""
-    counts, power = Counter(), LiftedProblem._power
-
-    def counting(self, block, normal, like):
-        counts[block] += 1
-        return power(self, block, normal, like)
-
-    monkeypatch.setattr(LiftedProblem, "_power", counting)
+    blocks = spy(LiftedProblem, "_power", lambda self, block, normal, like: block)
     net = _pnn()
     train(net, patches[0], task=Denoising(0.1), method=Lifted(lipschitz_every=every), epochs=2, batch_size=10,
           progress=False, generator=_gen())
+    counts = Counter(blocks)
     assert {b for b in counts if isinstance(b, Var)} == {Var(k) for k in range(1, net.depth)}
     assert any(isinstance(b, Params) for b in counts)
     assert set(counts.values()) == {2 * per_epoch}
 
 
-def test_logged_energy_weights_each_layer_penalty(patches, monkeypatch):
+def test_logged_energy_weights_each_layer_penalty(patches, spy):
     r"""The energy logged after an epoch is that of the last batch after its sweeps,
     :math:`\sum_k \lambda_k \tfrac1B\sum_i P_k^i` with the MAC penalty
     :math:`P_k^i = \tfrac12\|x_k^i - \sigma_k(W_k x_{k-1}^i + b_k)\|^2` recomputed here from the
     runner's final variables (layer weights 3, 0.25, 1.5; ReLU, ReLU, identity); the gaps are the
     unweighted :math:`\tfrac1B\sum_i P_k^i`."""
-    runners, summary = [], _LiftedRunner.summary
-
-    def keep(self):
-        runners.append(self)
-        return summary(self)
-
-    monkeypatch.setattr(_LiftedRunner, "summary", keep)
+    runners = spy(_LiftedRunner, "summary", lambda self: self)
     weights = [3.0, 0.25, 1.5]
     net = MLP([225, 8, 6, 225], [ReLU(), ReLU()], weights=weights, generator=_gen(3)).to(DT)
     method = Lifted(penalty=MAC, solver=BCD(param_rule=Adam(1e-2)))
