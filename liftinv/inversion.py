@@ -332,6 +332,8 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
         x0 = output.new_zeros(batch, *shape)
     elif tuple(x0.shape) != (batch, *shape):
         raise ValueError(f"x0 must have shape {(batch, *shape)}, got {tuple(x0.shape)}")
+    else:
+        net.check_input(x0, "x0")
     with torch.no_grad():
         try:
             expected = net(x0[:1], None if y is None else y[:1])

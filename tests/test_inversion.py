@@ -852,6 +852,18 @@ def test_bad_input_raises_clear_errors():
         invert(model, f, input_shape=(1, 5, 5), physics=object())
 
 
+@pytest.mark.parametrize("solver", [invert, invert_gradient])
+def test_x0_of_another_dtype_or_not_finite_is_refused_by_name(solver):
+    model = perceptron(20, (1, 5, 5), nn.ReLU())
+    f = model(torch.rand(2, 1, 5, 5, dtype=F64, generator=gen(12))).detach()
+    with pytest.raises(TypeError, match=r"^x0 has dtype torch.float32 on cpu, the network uses torch.float64"):
+        solver(model, f, input_shape=(1, 5, 5), x0=torch.zeros(2, 1, 5, 5))
+    with pytest.raises(ValueError, match="^x0 contains NaN or Inf entries$"):
+        solver(model, f, input_shape=(1, 5, 5), x0=torch.full((2, 1, 5, 5), math.inf, dtype=F64))
+    with pytest.raises(ValueError, match="^x0 contains NaN or Inf entries$"):  # input_shape from x0
+        solver(model, f, x0=torch.full((2, 1, 5, 5), math.nan, dtype=F64))
+
+
 def test_unsupported_layer_is_refused_by_name():
     model = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3)).double()
     with pytest.raises(TypeError, match="GELU"):
