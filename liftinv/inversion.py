@@ -80,6 +80,7 @@ default). ``physics`` appends the measurement layer
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -293,6 +294,17 @@ def snap_saturated(activation, f: Tensor, radius: Tensor) -> Tensor:
     return out
 
 
+def _input_shape(shape) -> tuple[int, ...]:
+    """``shape`` as a tuple of ints, refusing anything but positive integers."""
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise TypeError(f"input_shape must be a sequence of ints, got {type(shape).__name__}") from None
+    if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise ValueError(f"input_shape must hold positive ints, got {dims}")
+    return tuple(int(d) for d in dims)
+
+
 def prepare(network, output, *, input_shape=None, noise_level=None, physics=None, x0=None, y=None,
             free_output: bool = False, snap: float = 0.0) -> Task:
     """Validate the arguments of :func:`invert` and build the :class:`Task` (``snap``: see
@@ -309,6 +321,8 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
         raise ValueError("output contains NaN or Inf entries")
     if x0 is not None and not isinstance(x0, Tensor):
         raise TypeError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
+    if input_shape is not None:
+        input_shape = _input_shape(input_shape)
     shape_of_x0 = input_shape is None and x0 is not None
     if shape_of_x0:
         input_shape = tuple(x0.shape[1:])
@@ -316,7 +330,7 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
         net = lift(network, input_shape=None if isinstance(network, LiftedNetwork) else input_shape)
     except ValueError as err:
         raise ValueError(f"x0 of shape {tuple(x0.shape)} does not fit the network: {err}" if shape_of_x0 else str(err)) from err
-    shape = tuple(int(s) for s in input_shape) if input_shape is not None else net.input_shape
+    shape = input_shape if input_shape is not None else net.input_shape
     if shape is None:
         raise ValueError("the input shape is unknown: pass input_shape (or x0) for this network")
     if net.input_shape is not None and shape != net.input_shape:

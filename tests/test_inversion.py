@@ -864,6 +864,18 @@ def test_x0_of_another_dtype_or_not_finite_is_refused_by_name(solver):
         solver(model, f, x0=torch.full((2, 1, 5, 5), math.nan, dtype=F64))
 
 
+def test_input_shape_must_be_a_sequence_of_positive_ints():
+    model = perceptron(20, (1, 5, 5), nn.ReLU())
+    f = model(torch.rand(2, 1, 5, 5, dtype=F64, generator=gen(12))).detach()
+    for shape in [(1, 5.5, 5), (1, -5, -5), (1, 0, 25), (True, 5, 5)]:
+        with pytest.raises(ValueError, match=r"^input_shape must hold positive ints, got \("):
+            invert(model, f, input_shape=shape)
+    with pytest.raises(TypeError, match="^input_shape must be a sequence of ints, got int$"):
+        invert(model, f, input_shape=25)
+    assert invert(model, f, input_shape=torch.Size([1, 5, 5]), regularizer=TV(0.1),
+                  config=InversionConfig(max_iter=2)).input.shape == (2, 1, 5, 5)
+
+
 def test_unsupported_layer_is_refused_by_name():
     model = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3)).double()
     with pytest.raises(TypeError, match="GELU"):
