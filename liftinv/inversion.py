@@ -342,6 +342,13 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
     if ref is not None and output.dtype != ref.dtype:
         raise TypeError(f"output has dtype {output.dtype}, the network uses {ref.dtype}")
     batch = output.shape[0]
+    if y is not None:
+        if not isinstance(y, Tensor):
+            raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        if all(layer.data_map is None for layer in net.layers):
+            raise ValueError("y is given, but no layer of the network reads measurements (it has no data map)")
+        if y.ndim == 0 or y.shape[0] != batch:
+            raise ValueError(f"y must hold one measurement per sample of output, shape ({batch}, ...), got {tuple(y.shape)}")
     if x0 is None:
         x0 = output.new_zeros(batch, *shape)
     elif tuple(x0.shape) != (batch, *shape):
@@ -479,7 +486,8 @@ def invert(
             (a number or a tensor ``(B,)``).
         physics: a linear physics :math:`A` (``A``/``A_adjoint``) observing the network's output.
         x0: initial input, shape ``(B, *input_shape)``; zeros by default.
-        y: measurements of networks with data maps (:meth:`LiftedNetwork.feasible`).
+        y: measurements of networks with data maps (:meth:`LiftedNetwork.feasible`), one per
+            sample, shape ``(B, ...)``; refused for a network without data maps.
         free_output: ``False``: the output variable is clamped to the projected data (convex for
             one layer); ``True``: it is free, with the loss :math:`\tfrac12\|x_K - f_\delta\|^2`
             (see the module docstring).

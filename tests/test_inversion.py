@@ -876,6 +876,22 @@ def test_input_shape_must_be_a_sequence_of_positive_ints():
                   config=InversionConfig(max_iter=2)).input.shape == (2, 1, 5, 5)
 
 
+def test_measurements_y_must_be_one_per_sample_of_a_network_that_reads_them():
+    from liftinv.architectures import ARCHITECTURES
+
+    example = ARCHITECTURES["unrolled_primal_dual"](gen(0))
+    net, y = example.network, example.y
+    f = net(example.u, y).detach()
+    for wrong in (y[:1], torch.cat([y, y[:1]])):  # y[:1] was broadcast: sample 1 got sample 0's measurements
+        with pytest.raises(ValueError, match=r"^y must hold one measurement per sample of output, shape \(2, ...\), got \("):
+            invert(net, f, y=wrong)
+    with pytest.raises(TypeError, match="^y must be a torch.Tensor, got list$"):
+        invert(net, f, y=y.tolist())
+    model = perceptron(20, (1, 5, 5), nn.ReLU())
+    with pytest.raises(ValueError, match="^y is given, but no layer of the network reads measurements"):
+        invert(model, torch.zeros(2, 20, dtype=F64), input_shape=(1, 5, 5), y=torch.zeros(2, 3, dtype=F64))
+
+
 def test_unsupported_layer_is_refused_by_name():
     model = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3)).double()
     with pytest.raises(TypeError, match="GELU"):
