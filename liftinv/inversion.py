@@ -270,6 +270,8 @@ def _noise(noise_level, batch: int, like: Tensor) -> Tensor | None:
     if noise_level is None:
         return None
     if isinstance(noise_level, Tensor):
+        if noise_level.dtype == torch.bool or noise_level.is_complex():
+            raise TypeError(f"noise_level must be None, a number or a real tensor, got a tensor of dtype {noise_level.dtype}")
         delta = noise_level.detach().to(like)
         if delta.ndim > 1 or (delta.ndim == 1 and delta.shape[0] != batch):
             raise ValueError(f"noise_level must be a number or a tensor of shape ({batch},), got shape {tuple(delta.shape)}")

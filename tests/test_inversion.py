@@ -826,6 +826,8 @@ def test_bad_input_raises_clear_errors():
         invert(model, f, input_shape=(1, 5, 5), noise_level=torch.ones(1, dtype=F64))
     with pytest.raises(TypeError, match="noise_level"):
         invert(model, f, input_shape=(1, 5, 5), noise_level="0.1")
+    with pytest.raises(TypeError, match="^noise_level must be None, a number or a real tensor, got a tensor of dtype torch.bool$"):
+        invert(model, f, input_shape=(1, 5, 5), noise_level=torch.tensor([True, False]))  # was read as [1, 0]
     with pytest.raises(TypeError, match="dtype"):
         invert(model, f.float(), input_shape=(1, 5, 5))
     with pytest.raises(TypeError, match="output must be a torch.Tensor"):
