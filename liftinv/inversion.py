@@ -308,9 +308,11 @@ def _input_shape(shape) -> tuple[int, ...]:
 
 
 def prepare(network, output, *, input_shape=None, noise_level=None, physics=None, x0=None, y=None,
-            free_output: bool = False, snap: float = 0.0) -> Task:
+            free_output: bool = False, snap: float = 0.0, any_module: bool = False) -> Task:
     """Validate the arguments of :func:`invert` and build the :class:`Task` (``snap``: see
-    :class:`InversionConfig`)."""
+    :class:`InversionConfig`). With ``any_module``, a module that :func:`~liftinv.lift` refuses
+    becomes one layer whose map is the whole module (identity activation): a network for plain
+    forward passes :math:`N(u)` only (its "map" is not affine), as the gradient baseline needs."""
     if not isinstance(free_output, bool):
         raise TypeError(f"free_output must be a bool, got {type(free_output).__name__}")
     if not isinstance(output, Tensor):
@@ -330,6 +332,10 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
         input_shape = tuple(x0.shape[1:])
     try:
         net = lift(network, input_shape=None if isinstance(network, LiftedNetwork) else input_shape)
+    except TypeError:
+        if not (any_module and isinstance(network, nn.Module)):
+            raise
+        net = LiftedNetwork([Layer([0], [network], Identity())], input_shape=input_shape)
     except ValueError as err:
         raise ValueError(f"x0 of shape {tuple(x0.shape)} does not fit the network: {err}" if shape_of_x0 else str(err)) from err
     shape = input_shape if input_shape is not None else net.input_shape

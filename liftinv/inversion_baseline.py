@@ -143,10 +143,13 @@ def invert_gradient(
 ) -> InversionResult:
     """The gradient-based baseline, with the arguments and result of :func:`liftinv.invert`
     (``variables`` holds the input and the data); ``optimizer``: :class:`GradientOptimizer`.
-    The recorded energy is the objective before each step."""
+    The recorded energy is the objective before each step. Unlike :func:`liftinv.invert`, it
+    takes any ``nn.Module`` mapping ``(B, *input_shape)`` to the output (autograd is all it needs);
+    one that :func:`liftinv.lift` refuses needs ``input_shape`` or ``x0``."""
     if not isinstance(config, InversionConfig):
         raise TypeError(f"config must be an InversionConfig, got {type(config).__name__}")
     if not isinstance(optimizer, GradientOptimizer):
         raise TypeError(f"optimizer must be a GradientOptimizer, got {type(optimizer).__name__}")
-    task = prepare(network, output, input_shape=input_shape, noise_level=noise_level, physics=physics, x0=x0, y=y)
+    task = prepare(network, output, input_shape=input_shape, noise_level=noise_level, physics=physics, x0=x0, y=y,
+                   any_module=True)
     return solve_task(task, GradientInversion(task, config, optimizer), regularizer, config)

@@ -728,6 +728,43 @@ def test_gradient_baseline_recovers_input(opt):
     assert all(p.grad is None for p in model.parameters())
 
 
+class SkipELU(nn.Module):
+    """u -> u + ELU(W u): injective (W = 0.3 I), and no nn.Sequential."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 3, bias=False).double()
+        with torch.no_grad():
+            self.linear.weight.copy_(0.3 * torch.eye(3))
+
+    def forward(self, u):
+        return u + nn.functional.elu(self.linear(u))
+
+
+@pytest.mark.parametrize("model", [seeded(nn.Sequential(nn.Linear(3, 8), nn.ELU(), nn.Linear(8, 9)).double(), 3),
+                                   SkipELU()], ids=["elu-mlp", "skip"])
+def test_gradient_baseline_inverts_modules_that_lift_refuses(model):
+    """The baseline needs only autograd: modules that lift refuses (ELU is no proximal map; a
+    skip connection) and are injective (full-column-rank maps, increasing activation) are
+    inverted from noiseless data, also through a physics (A = 2I, the input shape from x0);
+    the lifted inversion refuses them by name."""
+    u = torch.randn(2, 3, dtype=F64, generator=gen(11))
+    f = model(u).detach()
+    opt, cfg = GradientOptimizer(lr=1.0, lbfgs=True), InversionConfig(max_iter=500, tol=1e-12)
+    res = invert_gradient(model, f, input_shape=(3,), optimizer=opt, config=cfg)
+    torch.testing.assert_close(res.input, u, atol=1e-6, rtol=0)
+    assert all(p.grad is None for p in model.parameters())
+    scale = type("Scale", (), {"A": staticmethod(lambda x: 2 * x), "A_adjoint": staticmethod(lambda x: 2 * x)})()
+    res = invert_gradient(model, 2 * f, physics=scale, x0=torch.zeros_like(u), optimizer=opt, config=cfg)
+    torch.testing.assert_close(res.input, u, atol=1e-6, rtol=0)
+    with pytest.raises(TypeError, match="ELU|SkipELU"):
+        invert(model, f, input_shape=(3,))
+    with pytest.raises(ValueError, match="input shape is unknown"):
+        invert_gradient(model, f)
+    with pytest.raises(ValueError, match=r"input shape \(4,\) does not fit the network"):
+        invert_gradient(model, f, input_shape=(4,))
+
+
 @pytest.mark.parametrize("regularizer, box, penalty", [
     (TV(0.3, box=(0.0, 1.0)), (0.0, 1.0), lambda u: 0.3 * ((grad2d(u).pow(2).sum(2) + 0.01**2).sqrt() - 0.01).sum()),
     (Box(0.2, 0.6), (0.2, 0.6), lambda u: 0.0),
