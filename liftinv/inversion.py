@@ -363,6 +363,8 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
         raise ValueError(f"x0 must have shape {(batch, *shape)}, got {tuple(x0.shape)}")
     else:
         net.check_input(x0, "x0")
+        if x0.dtype != output.dtype:  # a network without parameters has no dtype of its own
+            raise TypeError(f"x0 has dtype {x0.dtype}, output has {output.dtype}")
     with torch.no_grad():
         try:
             expected = net(x0[:1], None if y is None else y[:1])

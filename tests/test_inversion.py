@@ -901,6 +901,8 @@ def test_x0_of_another_dtype_or_not_finite_is_refused_by_name(solver):
         solver(model, f, input_shape=(1, 5, 5), x0=torch.full((2, 1, 5, 5), math.inf, dtype=F64))
     with pytest.raises(ValueError, match="^x0 contains NaN or Inf entries$"):  # input_shape from x0
         solver(model, f, x0=torch.full((2, 1, 5, 5), math.nan, dtype=F64))
+    with pytest.raises(TypeError, match="^x0 has dtype torch.float32, output has torch.float64$"):  # no parameters
+        solver(nn.Sequential(nn.Flatten(), nn.ReLU()), f, x0=torch.zeros(2, 4, 5))
 
 
 def test_input_shape_must_be_a_sequence_of_positive_ints():
