@@ -1,7 +1,8 @@
 r"""``liftinv invert``: recover the input of a saved torch network from its (noisy) output.
 
 The network file is a whole module written by ``torch.save(model, path)`` (an ``nn.Sequential``
-that :func:`liftinv.lift` accepts, or a :class:`~liftinv.network.LiftedNetwork`); loading it runs
+that :func:`liftinv.lift` accepts, or a :class:`~liftinv.network.LiftedNetwork`; for
+``--method gradient`` any module); loading it runs
 Python code stored in the file, so use only files you trust. The output is a ``.npy`` or ``.pt``
 array ``(B, ...)`` (a single sample without batch axis with ``--single``). The recovered input is
 written to ``--out`` (``.npy``, ``.pt`` or, for one grey image, an image file).
@@ -53,7 +54,8 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
     parser.add_argument("--box", type=float, nargs=2, metavar=("LO", "HI"), help="box constraint on the input (tv, box)")
     parser.add_argument("--free-output", action="store_true", help="free output variable with a squared-error loss")
     parser.add_argument("--method", choices=("lifted", "gradient"), default="lifted", help="default: %(default)s")
-    parser.add_argument("--lr", type=float, default=1e-2, help="gradient method: Adam learning rate (default: %(default)s)")
+    parser.add_argument("--lr", type=float,
+                        help=f"gradient method: Adam learning rate (default: {GradientOptimizer().lr})")
     parser.add_argument("--max-iter", type=cli_types.positive_int, default=1000, help="iterations per solve (default: %(default)s)")
     parser.add_argument("--tol", type=float, default=1e-4, help="relative residual tolerance (default: %(default)s)")
     parser.add_argument("--x0", metavar="FILE", help="initial input (default: zeros)")
@@ -62,6 +64,13 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
     parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _check_method_options(args) -> None:
+    if args.free_output and args.method != "lifted":
+        raise ValueError(f"--free-output applies to --method lifted, not {args.method}")
+    if args.lr is not None and args.method != "gradient":
+        raise ValueError(f"--lr applies to --method gradient, not {args.method}")
 
 
 def _regularizer(args):
@@ -90,6 +99,7 @@ def _load_network(path: str, device: str) -> nn.Module:
 
 
 def _run(args) -> None:
+    _check_method_options(args)
     regularizer = _regularizer(args)
     network = _load_network(args.network, args.device)
     ref = next(network.parameters(), None)
@@ -101,8 +111,9 @@ def _run(args) -> None:
     if x0 is not None and args.single:
         x0 = x0[None]
     shape = args.input_shape or (None if x0 is None else list(x0.shape[1:]))
-    network = lift(network, input_shape=shape)
-    shape = shape or network.input_shape
+    if args.method == "lifted":  # refuses unsupported layers before solving
+        network = lift(network, input_shape=shape)
+    shape = shape or getattr(network, "input_shape", None)
     if shape is None:
         raise ValueError("the network's input shape is unknown: pass --input-shape or --x0")
     check_output(args.out, shape if args.single else [output.shape[0], *shape])
@@ -112,7 +123,8 @@ def _run(args) -> None:
     if args.method == "lifted":
         result = invert(network, output, free_output=args.free_output, **common)
     else:
-        result = invert_gradient(network, output, optimizer=GradientOptimizer(lr=args.lr), **common)
+        optimizer = GradientOptimizer() if args.lr is None else GradientOptimizer(lr=args.lr)
+        result = invert_gradient(network, output, optimizer=optimizer, **common)
     save_array(result.input[0] if args.single else result.input, args.out)
     summary = (f"{args.method} inversion: {result.iterations} iterations, {len(result.history.steps)} solve(s), "
                f"{result.seconds:.2f} s; alpha {result.alpha.tolist()}; discrepancy {result.discrepancy.tolist()}")

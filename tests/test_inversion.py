@@ -1045,10 +1045,31 @@ def test_invert_cli_passes_its_options_to_the_solver(tmp_path, capsys, spy):
     assert lifted["free_output"] is True and gradient["optimizer"].lr == 0.05
     capsys.readouterr()
     for extra, named in ((["--regularizer", "tikhonov", "--box", "0", "1"], "--box applies to --regularizer tv or box, not tikhonov"),
-                         (["--regularizer", "box", "--box", "0", "1", "--weight", "1"], "--weight applies to --regularizer tv, tikhonov or l1, not box")):
+                         (["--regularizer", "box", "--box", "0", "1", "--weight", "1"], "--weight applies to --regularizer tv, tikhonov or l1, not box"),
+                         (["--method", "gradient", "--free-output"], "--free-output applies to --method lifted"),
+                         (["--lr", "0.05"], "--lr applies to --method gradient")):
         assert cli.invert_main([*base, *extra]) == 2
         assert named in capsys.readouterr().err
     assert len(lifted_calls) == len(gradient_calls) == 1  # refused before solving
+
+
+def test_invert_cli_gradient_method_takes_a_network_that_lift_refuses(tmp_path, capsys):
+    import numpy as np
+
+    from liftinv.inversion_cli import invert_main
+
+    model = seeded(nn.Sequential(nn.Linear(3, 8), nn.ELU(), nn.Linear(8, 9)).double(), 3)
+    u = torch.randn(2, 3, dtype=F64, generator=gen(11))
+    torch.save(model, tmp_path / "net.pt")
+    np.save(tmp_path / "f.npy", model(u).detach().numpy())
+    argv = [str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "3", "--regularizer", "none",
+            "--max-iter", "20", "--no-progress", "--out", str(tmp_path / "u.npy")]
+    assert invert_main([*argv, "--method", "gradient"]) == 0
+    expected = invert_gradient(model, model(u).detach(), input_shape=(3,), config=InversionConfig(max_iter=20))
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "u.npy")), expected.input)
+    capsys.readouterr()
+    assert invert_main(argv) == 2
+    assert "cannot lift layer 1 (ELU)" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the weight search on model discrepancy curves
