@@ -72,7 +72,8 @@ iterate).
 :math:`\delta = 0` gives :math:`\alpha = 0`. An explicit weight is used as given.
 
 **Solvers.** One layer with TV and the output clamped to the data (``free_output=False``): the
-convex problem is solved by primal-dual iterations (PDHG, :mod:`liftinv.inversion_pdhg`).
+convex problem is solved by primal-dual iterations (PDHG, :mod:`liftinv.inversion_pdhg`), unless
+the activation is a softmax (it has no :math:`\operatorname{prox}_{\mu\Phi}`, which PDHG needs).
 Otherwise: block-coordinate proximal descent on the lifted problem (:mod:`liftinv.inversion_bcd`), started from the forward pass of ``x0`` (zeros by
 default). ``physics`` appends the measurement layer
 :math:`y = A x_K` (identity activation), so :math:`N(u)` becomes a free variable.
@@ -89,7 +90,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from liftinv.activations import Identity
+from liftinv.activations import Identity, Softmax
 from liftinv.convert import lift
 from liftinv.inversion_bcd import LiftedBCD
 from liftinv.inversion_pdhg import PrimalDual
@@ -515,7 +516,8 @@ def invert(
         raise TypeError(f"config must be an InversionConfig, got {type(config).__name__}")
     task = prepare(network, output, input_shape=input_shape, noise_level=noise_level, physics=physics, x0=x0, y=y,
                    free_output=free_output, snap=config.snap)
-    if task.network.depth == 1 and not free_output and isinstance(regularizer, TV):
+    if (task.network.depth == 1 and not free_output and isinstance(regularizer, TV)
+            and not isinstance(task.network.layer(1).activation, Softmax)):  # which has no prox_phi
         solver = PrimalDual(task.network, task.x0, task.projected, task.y, config)
     else:
         solver = LiftedBCD(task.network, task.x0, task.data, task.projected, task.y, task.free_output, config)

@@ -91,6 +91,39 @@ def test_pdhg_same_minimiser_from_two_starts_and_matches_bcd_reference():
     assert a.history.energy[-1] == pytest.approx(ref.history.energy[-1], rel=1e-7)
 
 
+def test_one_softmax_layer_with_tv_matches_a_bound_constrained_reference():
+    r"""A softmax output layer has no ``prox_phi``, so PDHG cannot dualise its data term (the
+    solve raised); :math:`\min_u \mathrm{KL}(f\,\|\,\mathrm{softmax}(Wu + b)) + \alpha\mathrm{TV}(u)`
+    is solved by BCD. Oracle: on a :math:`1\times n` image TV is :math:`\sum_j|u_{j+1} - u_j|`;
+    with :math:`u = u_1 + \mathrm{cumsum}(p - q)`, :math:`p, q \ge 0`, the objective
+    :math:`\mathrm{logsumexp}(Wu + b) - \langle f, Wu + b\rangle + \alpha\sum(p + q)` (KL up to a
+    constant) is smooth under bounds: scipy's L-BFGS-B."""
+    import numpy as np
+    from scipy.optimize import minimize
+
+    n, alpha = 6, 0.02
+    model = perceptron(8, (1, 1, n), nn.Softmax(dim=1), seed=4, bias=True)
+    linear = model[1]
+    u_true = torch.rand(1, 1, 1, n, dtype=F64, generator=gen(3))
+    f = model(u_true).detach()
+    res = invert(model, f, input_shape=(1, 1, n), regularizer=TV(alpha), config=InversionConfig(max_iter=3000, tol=1e-12))
+
+    def objective(z):
+        z = torch.tensor(z, requires_grad=True)
+        u = torch.cat([z[:1], z[:1] + torch.cumsum(z[1:n] - z[n:], 0)])
+        a = linear(u[None])
+        value = (torch.logsumexp(a, 1) - (f * a).sum(1)).sum() + alpha * z[1:].sum()
+        value.backward()
+        return value.item(), z.grad.numpy()
+
+    ref = minimize(objective, np.zeros(2 * n - 1), jac=True, method="L-BFGS-B", bounds=[(None, None)] + [(0, None)] * (2 * n - 2),
+                   options=dict(ftol=1e-15, gtol=1e-12, maxiter=10000))
+    z = torch.from_numpy(ref.x)
+    u_ref = torch.cat([z[:1], z[:1] + torch.cumsum(z[1:n] - z[n:], 0)])
+    assert 0 < (u_ref.diff().abs() > 1e-3).sum() < n - 1  # TV is active, the solution not constant
+    torch.testing.assert_close(res.input.flatten(), u_ref, atol=1e-7, rtol=0)
+
+
 def test_pdhg_layer_weight_scales_the_data_term():
     r""":math:`\lambda B(f, Wu + b) + \alpha TV(u)` is :math:`\lambda` times the objective with the
     weights 1 and :math:`\alpha/\lambda`: same minimiser, energies in the ratio :math:`\lambda`."""
