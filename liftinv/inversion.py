@@ -374,6 +374,9 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
     if tuple(output.shape[1:]) != tuple(expected.shape[1:]):
         raise ValueError(f"output must have shape (B, {', '.join(map(str, expected.shape[1:]))}) for this network, got {tuple(output.shape)}")
     act = net.layer(net.depth).activation
+    if free_output and isinstance(act, Softmax):
+        raise ValueError("free_output=True needs a last activation with a prox; a softmax output must stay clamped "
+                         "(free_output=False)")
     projected = act.project_domain(output)
     if not bool(act.in_domain(projected).all()):
         raise ValueError(f"output lies outside the domain of the last activation {act} and cannot be projected onto it")
@@ -501,7 +504,7 @@ def invert(
             sample, shape ``(B, ...)``; refused for a network without data maps.
         free_output: ``False``: the output variable is clamped to the projected data (convex for
             one layer); ``True``: it is free, with the loss :math:`\tfrac12\|x_K - f_\delta\|^2`
-            (see the module docstring).
+            (see the module docstring; refused for a softmax output, which has no prox).
         config: :class:`InversionConfig`.
 
     Returns:

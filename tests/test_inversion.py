@@ -920,6 +920,9 @@ def test_bad_input_raises_clear_errors():
         invert(model, f, input_shape=(1, 5, 5), config={"max_iter": 3})
     with pytest.raises(TypeError, match="free_output"):
         invert(model, f, input_shape=(1, 5, 5), free_output=1)
+    softmax = nn.Sequential(nn.Linear(4, 6), nn.Softmax(dim=1)).double()
+    with pytest.raises(ValueError, match="^free_output=True needs a last activation with a prox; a softmax output must stay clamped"):
+        invert(softmax, softmax(torch.rand(2, 4, dtype=F64)).detach(), input_shape=(4,), free_output=True)
     with pytest.raises(TypeError, match="physics"):
         invert(model, f, input_shape=(1, 5, 5), physics=object())
 
