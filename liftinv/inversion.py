@@ -345,8 +345,7 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
     if net.input_shape is not None and shape != net.input_shape:
         given = f"x0 of shape {tuple(x0.shape)}" if shape_of_x0 else f"input_shape {shape}"
         raise ValueError(f"{given} does not match the network's input shape {net.input_shape}")
-    if physics is not None:
-        net = LiftedNetwork([*net.layers, Layer([net.depth], [Measurement(physics)], Identity())], input_shape=net.input_shape)
+    measurement = None if physics is None else Measurement(physics)
     ref = next(net.parameters(), None)
     if ref is not None and output.dtype != ref.dtype:
         raise TypeError(f"output has dtype {output.dtype}, the network uses {ref.dtype}")
@@ -371,6 +370,15 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
             expected = net(x0[:1], None if y is None else y[:1])
         except RuntimeError as err:
             raise ValueError(f"input shape {shape} does not fit the network: {err}") from err
+        if measurement is not None:
+            try:
+                expected = measurement(expected)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise (TypeError if isinstance(err, TypeError) else ValueError)(
+                    f"physics does not accept the network's output (shape (B, {', '.join(map(str, expected.shape[1:]))}), "
+                    f"dtype {expected.dtype}): {err}") from err
+    if measurement is not None:
+        net = LiftedNetwork([*net.layers, Layer([net.depth], [measurement], Identity())], input_shape=net.input_shape)
     if tuple(output.shape[1:]) != tuple(expected.shape[1:]):
         raise ValueError(f"output must have shape (B, {', '.join(map(str, expected.shape[1:]))}) for this network, got {tuple(output.shape)}")
     act = net.layer(net.depth).activation

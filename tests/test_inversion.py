@@ -969,6 +969,16 @@ def test_measurements_y_must_be_one_per_sample_of_a_network_that_reads_them():
         invert(model, torch.zeros(2, 20, dtype=F64), input_shape=(1, 5, 5), y=torch.zeros(2, 3, dtype=F64))
 
 
+def test_physics_that_does_not_fit_the_network_output_is_refused_by_name():
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU()).double()
+    y = torch.zeros(2, 1, 8, 8, dtype=F64)
+    kernel = gaussian_kernel(1.0, dtype=F64)
+    with pytest.raises(TypeError, match=r"^physics does not accept the network's output \(shape \(B, 1, 8, 8\), dtype torch.float64\): "):
+        invert(model, y, input_shape=(1, 8, 8), physics=Blur(kernel.float(), img_size=(1, 8, 8), boundary="zero"))
+    with pytest.raises(ValueError, match=r"^physics does not accept the network's output \(shape \(B, 1, 8, 8\), dtype torch.float64\): "):
+        invert(model, y, input_shape=(1, 8, 8), physics=Blur(kernel, img_size=(1, 9, 9), boundary="zero", dtype=F64))
+
+
 def test_unsupported_layer_is_refused_by_name():
     model = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3)).double()
     with pytest.raises(TypeError, match="GELU"):
