@@ -415,6 +415,9 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
         raise TypeError(f"regularizer must be a liftinv Potential or None, got {type(regularizer).__name__}")
     history = InversionHistory()
     batch = task.data.shape[0]
+    weight = getattr(regularizer, "weight", None)
+    if isinstance(weight, Tensor) and weight.shape != (batch,):
+        raise ValueError(f"the regularizer's weight must be a number or one per sample, shape ({batch},), got shape {tuple(weight.shape)}")
     free = regularizer is not None and getattr(regularizer, "weight", 0.0) is None
     target = None if task.delta is None else config.tau * task.delta
     best: list = []  # [input, variables, alpha, discrepancy] of the selected solve per sample

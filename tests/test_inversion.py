@@ -979,6 +979,17 @@ def test_physics_that_does_not_fit_the_network_output_is_refused_by_name():
         invert(model, y, input_shape=(1, 8, 8), physics=Blur(kernel, img_size=(1, 9, 9), boundary="zero", dtype=F64))
 
 
+@pytest.mark.parametrize("solver", [invert, invert_gradient])
+@pytest.mark.parametrize("kind", [TV, Tikhonov, lambda w: DeepinvPrior(__import__("deepinv").optim.TVPrior(), w)],
+                         ids=["tv", "tikhonov", "deepinv"])
+def test_per_sample_weights_must_be_one_per_sample(kind, solver):
+    model = perceptron(20, (1, 4, 4), nn.ReLU())
+    f = model(torch.rand(2, 1, 4, 4, dtype=F64, generator=gen(0))).detach()
+    for weights in (torch.tensor([0.1, 0.2, 0.3], dtype=F64), torch.tensor([0.1], dtype=F64)):
+        with pytest.raises(ValueError, match=rf"^the regularizer's weight must be a number or one per sample, shape \(2,\), got shape \({len(weights)},\)$"):
+            solver(model, f, input_shape=(1, 4, 4), regularizer=kind(weights), config=InversionConfig(max_iter=2))
+
+
 def test_unsupported_layer_is_refused_by_name():
     model = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3)).double()
     with pytest.raises(TypeError, match="GELU"):
