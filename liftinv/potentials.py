@@ -292,7 +292,8 @@ class DeepinvPrior(_Weighted):
     :math:`\nabla T = w` ``prior.grad(x)`` with Lipschitz constant :math:`w\,L`.
 
     Args:
-        prior: a ``deepinv.optim.Prior`` (``fn`` per sample, ``prox(x, gamma=...)``, ``grad``).
+        prior: an explicit ``deepinv.optim.Prior`` (``explicit_prior``: ``fn`` per sample,
+            ``prox(x, gamma=...)``, ``grad``); implicit ones (``PnP``, ``RED``) are refused.
         weight: :math:`w \ge 0`, a tensor ``(B,)``, or ``None`` (left to :func:`liftinv.invert`).
         lipschitz: Lipschitz constant :math:`L` of :math:`\nabla g` (makes the potential smooth).
     """
@@ -300,6 +301,9 @@ class DeepinvPrior(_Weighted):
     def __init__(self, prior, weight: float | Tensor | None = None, *, lipschitz: float | None = None):
         if not (callable(getattr(prior, "fn", None)) and callable(getattr(prior, "prox", None))):
             raise TypeError(f"prior must be a deepinv Prior (with fn and prox), got {type(prior).__name__}")
+        if not getattr(prior, "explicit_prior", True):
+            raise TypeError(f"prior must be an explicit deepinv prior (explicit_prior=True: fn gives its value), got "
+                            f"{type(prior).__name__} (a plug-and-play or other implicit prior)")
         self.prior = prior
         self.weight = _check_weights(weight)
         self.lip = None if lipschitz is None else _check_weight(lipschitz, "lipschitz")

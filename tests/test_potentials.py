@@ -235,6 +235,10 @@ def test_deepinv_tv_prior_value_matches_tv():
 def test_deepinv_prior_rejects_non_priors():
     with pytest.raises(TypeError, match="prior"):
         DeepinvPrior(lambda x: x, 1.0)
+    # implicit priors have no value fn: PnP's failed at the first energy with "'NoneType' object is not callable"
+    for implicit in (dinv.optim.PnP(denoiser=dinv.models.MedianFilter()), dinv.optim.Prior()):
+        with pytest.raises(TypeError, match=r"^prior must be an explicit deepinv prior \(explicit_prior=True: fn gives its value\), got "):
+            DeepinvPrior(implicit)
 
 
 @pytest.mark.parametrize("make", [lambda t: SquaredError(t, 0.7), lambda t: Tikhonov(torch.tensor([0.5, 2.0, 1.0], dtype=t.dtype))],
