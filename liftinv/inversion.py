@@ -322,6 +322,8 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
         raise ValueError(f"output must be a floating tensor, got dtype {output.dtype}")
     if output.ndim < 2:
         raise ValueError(f"output must have a batch axis, shape (B, ...), got shape {tuple(output.shape)}")
+    if output.shape[0] == 0:
+        raise ValueError(f"output must hold at least one sample, got shape {tuple(output.shape)}")
     if not bool(torch.isfinite(output).all()):
         raise ValueError("output contains NaN or Inf entries")
     if x0 is not None and not isinstance(x0, Tensor):

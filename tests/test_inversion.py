@@ -912,6 +912,8 @@ def test_bad_input_raises_clear_errors():
         invert(model, f, input_shape=(2, 1, 5, 5))
     with pytest.raises(ValueError, match=r"^output must have a batch axis, shape \(B, ...\), got shape \(20,\)$"):
         invert(model, f[0], input_shape=(1, 5, 5))
+    with pytest.raises(ValueError, match=r"^output must hold at least one sample, got shape \(0, 20\)$"):
+        invert(model, f[:0], input_shape=(1, 5, 5), noise_level=0.1)  # failed with an IndexError in the search
     with pytest.raises(ValueError, match="^output must be a floating tensor, got dtype torch.int64$"):
         invert(model, f.long(), input_shape=(1, 5, 5))
     with pytest.raises(TypeError, match="regularizer"):
