@@ -145,7 +145,9 @@ def invert_gradient(
     (``variables`` holds the input and the data); ``optimizer``: :class:`GradientOptimizer`.
     The recorded energy is the objective before each step. Unlike :func:`liftinv.invert`, it
     takes any ``nn.Module`` mapping ``(B, *input_shape)`` to the output (autograd is all it needs);
-    one that :func:`liftinv.lift` refuses needs ``input_shape`` or ``x0``."""
+    one that :func:`liftinv.lift` refuses needs ``input_shape`` or ``x0``, and runs in the mode it
+    is in (call ``model.eval()`` first if it has dropout or batch norm, whose running statistics
+    the forward passes of a training-mode model would update)."""
     if not isinstance(config, InversionConfig):
         raise TypeError(f"config must be an InversionConfig, got {type(config).__name__}")
     if not isinstance(optimizer, GradientOptimizer):
