@@ -10,6 +10,7 @@ written to ``--out`` (``.npy``, ``.pt`` or, for one grey image, an image file).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -117,6 +118,11 @@ def _run(args) -> None:
     if shape is None:
         raise ValueError("the network's input shape is unknown: pass --input-shape or --x0")
     check_output(args.out, shape if args.single else [output.shape[0], *shape])
+    truth = None
+    if args.truth is not None:  # as many entries as the input, checked before solving
+        truth = load_array(args.truth, "truth").to(device=args.device, dtype=dtype)
+        if truth.numel() != output.shape[0] * math.prod(shape):
+            raise ValueError(f"--truth has shape {tuple(truth.shape)}, the recovered input {(output.shape[0], *shape)}")
     config = InversionConfig(max_iter=args.max_iter, tol=args.tol, progress=not args.no_progress)
     common = dict(input_shape=shape, regularizer=regularizer, noise_level=args.noise_level, x0=x0,
                   config=config)
@@ -131,8 +137,7 @@ def _run(args) -> None:
     if result.target is not None:
         summary += f" (target {result.target.tolist()})"
     print(summary)
-    if args.truth is not None:
-        truth = load_array(args.truth, "truth").to(result.input)
+    if truth is not None:
         truth = truth.reshape(result.input.shape)
         error = (result.input - truth).flatten(1).norm(dim=1) / truth.flatten(1).norm(dim=1)
         scores = f"relative error {error.tolist()}"

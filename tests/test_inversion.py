@@ -1131,6 +1131,21 @@ def test_invert_cli_gradient_method_takes_a_network_that_lift_refuses(tmp_path, 
     assert "cannot lift layer 1 (ELU)" in capsys.readouterr().err
 
 
+def test_invert_cli_refuses_a_truth_of_another_size_before_solving(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    from liftinv.inversion_cli import invert_main
+
+    model = perceptron(30, (1, 7, 9), nn.LeakyReLU(0.5))
+    torch.save(model, tmp_path / "net.pt")
+    np.save(tmp_path / "f.npy", model(blocky()).detach().numpy())
+    np.save(tmp_path / "u.npy", blocky(h=6).numpy())
+    monkeypatch.setattr("liftinv.inversion_cli.invert", lambda *a, **k: pytest.fail("solved before checking"))
+    assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "1", "7", "9",
+                        "--truth", str(tmp_path / "u.npy"), "--out", str(tmp_path / "x.npy")]) == 2
+    assert "--truth has shape (2, 1, 6, 9), the recovered input (2, 1, 7, 9)" in capsys.readouterr().err  # was a RuntimeError traceback
+
+
 # ---------------------------------------------------------------- the weight search on model discrepancy curves
 def test_search_alpha_hits_target_of_monotone_curves():
     from liftinv.inversion_search import search_alpha
