@@ -99,16 +99,25 @@ def _load_network(path: str, device: str) -> nn.Module:
     return network.eval()
 
 
+def _load_real(path: str, name: str, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """A real array from ``path`` with ``device`` and ``dtype`` (a complex one is refused: the
+    cast would drop its imaginary part)."""
+    array = load_array(path, name)
+    if array.is_complex():
+        raise ValueError(f"{name} must be real, got dtype {array.dtype}")
+    return array.to(device=device, dtype=dtype)
+
+
 def _run(args) -> None:
     _check_method_options(args)
     regularizer = _regularizer(args)
     network = _load_network(args.network, args.device)
     ref = next(network.parameters(), None)
     dtype = torch.get_default_dtype() if ref is None else ref.dtype
-    output = load_array(args.output, "output").to(device=args.device, dtype=dtype)
+    output = _load_real(args.output, "output", args.device, dtype)
     if args.single:
         output = output[None]
-    x0 = None if args.x0 is None else load_array(args.x0, "x0").to(device=args.device, dtype=dtype)
+    x0 = None if args.x0 is None else _load_real(args.x0, "x0", args.device, dtype)
     if x0 is not None and args.single:
         x0 = x0[None]
     shape = args.input_shape or (None if x0 is None else list(x0.shape[1:]))
@@ -120,7 +129,7 @@ def _run(args) -> None:
     check_output(args.out, shape if args.single else [output.shape[0], *shape])
     truth = None
     if args.truth is not None:  # as many entries as the input, checked before solving
-        truth = load_array(args.truth, "truth").to(device=args.device, dtype=dtype)
+        truth = _load_real(args.truth, "truth", args.device, dtype)
         if truth.numel() != output.shape[0] * math.prod(shape):
             raise ValueError(f"--truth has shape {tuple(truth.shape)}, the recovered input {(output.shape[0], *shape)}")
     config = InversionConfig(max_iter=args.max_iter, tol=args.tol, progress=not args.no_progress)

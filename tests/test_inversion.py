@@ -1131,7 +1131,7 @@ def test_invert_cli_gradient_method_takes_a_network_that_lift_refuses(tmp_path, 
     assert "cannot lift layer 1 (ELU)" in capsys.readouterr().err
 
 
-def test_invert_cli_refuses_a_truth_of_another_size_before_solving(tmp_path, capsys, monkeypatch):
+def test_invert_cli_refuses_a_truth_of_another_size_and_complex_arrays_before_solving(tmp_path, capsys, monkeypatch):
     import numpy as np
 
     from liftinv.inversion_cli import invert_main
@@ -1144,6 +1144,14 @@ def test_invert_cli_refuses_a_truth_of_another_size_before_solving(tmp_path, cap
     assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "1", "7", "9",
                         "--truth", str(tmp_path / "u.npy"), "--out", str(tmp_path / "x.npy")]) == 2
     assert "--truth has shape (2, 1, 6, 9), the recovered input (2, 1, 7, 9)" in capsys.readouterr().err  # was a RuntimeError traceback
+    np.save(tmp_path / "cf.npy", model(blocky()).detach().numpy() * (1 + 1j))  # were cast to real with a warning
+    np.save(tmp_path / "cu.npy", blocky().numpy() * (1 + 1j))
+    for option in ("output", "--x0", "--truth"):
+        files = {"output": "f.npy", "--x0": None, "--truth": None, option: "cf.npy" if option == "output" else "cu.npy"}
+        extra = [arg for o in ("--x0", "--truth") if files[o] for arg in (o, str(tmp_path / files[o]))]
+        assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / files["output"]), "--input-shape", "1", "7", "9", *extra,
+                            "--out", str(tmp_path / "x.npy")]) == 2
+        assert f"{option.lstrip('-')} must be real, got dtype torch.complex128" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the weight search on model discrepancy curves
