@@ -85,7 +85,7 @@ class MRI(LinearPhysics):
         """Replace the mask and/or coil maps (validated, cast to the operator's dtype/device; the
         same mask again keeps the cached factors). The mask is ``(H, W)``, or ``(1, 1, H, W)`` as
         deepinv's mask generators draw one (one mask for the whole batch: a batch of masks is
-        refused).
+        refused). Both are validated before either is replaced: a refused update changes nothing.
 
         ``noise_params`` are the noise model's parameters, which deepinv passes to every
         ``update_parameters`` (and, through ``physics(x, **params)``, to :meth:`A`); they are not
@@ -93,21 +93,23 @@ class MRI(LinearPhysics):
         """
         if mask is None and coil_maps is None:
             return
-        if mask is not None:
+        if mask is None:
+            mask = self.mask
+        else:
             if not isinstance(mask, Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
                 raise TypeError(f"mask must be a bool or real floating tensor, got {getattr(mask, 'dtype', type(mask))}")
             mask = one_for_the_batch(mask.detach().to(dtype=self.dtype, device=self.mask.device), "mask", ndim=2)
             check_tensor(mask, "mask", ndim=2)
             if coil_maps is None and torch.equal(mask, self.mask):  # deepinv may pass its parameters at every call
                 return
-            if coil_maps is None and self.coil_maps is not None and mask.shape != self.coil_maps.shape[1:3]:
-                raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the coil maps {tuple(self.coil_maps.shape[:3])}")
-            self.mask = mask
         if coil_maps is not None:
-            check_tensor(coil_maps, "coil_maps", ndim=3, spatial=tuple(self.mask.shape))
+            check_tensor(coil_maps, "coil_maps", ndim=3, spatial=tuple(mask.shape))
             if not coil_maps.is_complex():
                 raise TypeError(f"coil_maps must be a complex tensor, got dtype {coil_maps.dtype}")
             self.coil_maps = torch.view_as_real(coil_maps.detach().to(dtype=_COMPLEX[self.dtype], device=self.mask.device))
+        elif self.coil_maps is not None and mask.shape != self.coil_maps.shape[1:3]:
+            raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the coil maps {tuple(self.coil_maps.shape[:3])}")
+        self.mask = mask
         self.img_size = (2, *self.mask.shape)
         self._factors = {}
         clear_opnorm(self)

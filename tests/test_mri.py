@@ -362,6 +362,27 @@ def test_mri_update_coil_maps_with_the_same_mask_replaces_the_maps():
     torch.testing.assert_close(op.A(x), MRI(mask, coil_maps=new_maps, dtype=torch.float64).A(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"mask": torch.ones(6, 7), "coil_maps": torch.ones(2, 6, 7)},  # real maps
+        {"mask": torch.ones(5, 5), "coil_maps": torch.ones(2, 6, 7, dtype=torch.complex128)},  # maps of another size
+    ],
+)
+def test_mri_refused_update_changes_nothing(bad):
+    """An update whose coil maps are refused keeps the old mask too: the operator still equals
+    one built from its original mask and maps (not a new mask with stale factors)."""
+    shape = (6, 7)
+    mask, maps = random_mask(shape, 2, 0.2, generator=_gen(31)), _coil_maps(2, shape, torch.float64, seed=32)
+    op = MRI(mask, coil_maps=maps, dtype=torch.float64)
+    x = torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(33))
+    op.A(x)
+    with pytest.raises((TypeError, ValueError), match="coil_maps"):
+        op.update(**bad)
+    assert torch.equal(op.mask, mask.double()) and op.img_size == (2, *shape)
+    torch.testing.assert_close(op.A(x), MRI(mask, coil_maps=maps, dtype=torch.float64).A(x), rtol=0, atol=0)
+
+
 def test_mri_to_float64_recomputes_the_phase_factors():
     """After ``.to(torch.float64)`` a float32 operator is the float64 operator to float64
     rounding: the cached factors are keyed by dtype, not reused from float32."""
