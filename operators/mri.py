@@ -100,12 +100,16 @@ class MRI(LinearPhysics):
                 raise TypeError(f"mask must be a bool or real floating tensor, got {getattr(mask, 'dtype', type(mask))}")
             mask = one_for_the_batch(mask.detach().to(dtype=self.dtype, device=self.mask.device), "mask", ndim=2)
             check_tensor(mask, "mask", ndim=2)
+            if mask.numel() == 0:
+                raise ValueError(f"mask must be non-empty, got shape {tuple(mask.shape)}")
             if coil_maps is None and torch.equal(mask, self.mask):  # deepinv may pass its parameters at every call
                 return
         if coil_maps is not None:
             check_tensor(coil_maps, "coil_maps", ndim=3, spatial=tuple(mask.shape))
             if not coil_maps.is_complex():
                 raise TypeError(f"coil_maps must be a complex tensor, got dtype {coil_maps.dtype}")
+            if len(coil_maps) == 0:
+                raise ValueError(f"coil_maps must hold at least one coil, got shape {tuple(coil_maps.shape)}")
             self.coil_maps = torch.view_as_real(coil_maps.detach().to(dtype=_COMPLEX[self.dtype], device=self.mask.device))
         elif self.coil_maps is not None and mask.shape != self.coil_maps.shape[1:3]:
             raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the coil maps {tuple(self.coil_maps.shape[:3])}")

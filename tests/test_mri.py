@@ -291,6 +291,8 @@ def test_mask_bad_arguments(call, name):
         (lambda: MRI(torch.ones(4, 4), coil_maps=torch.ones(2, 4, 5, dtype=torch.complex64)), ValueError, "coil_maps"),
         (lambda: MRI(torch.ones(4, 4), coil_maps=torch.ones(4, 4, dtype=torch.complex64)), ValueError, "coil_maps"),
         (lambda: MRI(torch.ones(4, 4), dtype=torch.float16), TypeError, "dtype"),
+        (lambda: MRI(torch.ones(0, 4)), ValueError, "mask"),
+        (lambda: MRI(torch.ones(4, 4), coil_maps=torch.ones(0, 4, 4, dtype=torch.complex64)), ValueError, "coil_maps"),
     ],
 )
 def test_mri_bad_construction(build, exc, name):
