@@ -151,6 +151,13 @@ class Blur(LinearPhysics):
         self._spectra: dict[tuple, Tensor] = {}
         clear_opnorm(self)
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        """``load_state_dict`` copies a kernel of the same shape into the buffer in place; the
+        spectra and operator norms cached for the old kernel are then cleared."""
+        super()._load_from_state_dict(*args, **kwargs)
+        self._spectra = {}
+        clear_opnorm(self)
+
     def _check(self, x: Tensor, name: str) -> Tensor:
         if self.img_size is None:
             check_tensor(x, name, ndim=4, like=self.kernel)

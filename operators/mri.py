@@ -118,6 +118,13 @@ class MRI(LinearPhysics):
         self._factors = {}
         clear_opnorm(self)
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        """``load_state_dict`` copies a mask and coil maps of the same shapes into the buffers in
+        place; the factors and operator norms cached for the old ones are then cleared."""
+        super()._load_from_state_dict(*args, **kwargs)
+        self._factors = {}
+        clear_opnorm(self)
+
     def _phases(self) -> tuple[Tensor, Tensor]:
         r"""``(D_in S_n or D_in, M D_out)`` in the operator's complex dtype, cached per dtype/device."""
         key = (self.mask.dtype, self.mask.device)

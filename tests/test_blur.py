@@ -243,6 +243,19 @@ def test_blur_update_kernel_refreshes_cached_spectrum():
     torch.testing.assert_close(op.A(x), Blur(new, boundary="zero", dtype=torch.float64).A(x))
 
 
+@pytest.mark.parametrize("use_fft", [False, True])
+def test_blur_load_state_dict_takes_the_loaded_kernel(use_fft):
+    """``load_state_dict`` from a Blur with another kernel of the same shape gives that operator's
+    A and norm, not the spectrum or norm cached for the old kernel."""
+    g = _gen(9)
+    x = torch.randn(2, 1, 9, 9, dtype=torch.float64, generator=g)
+    op, other = (Blur(torch.rand(3, 3, generator=g), boundary="zero", use_fft=use_fft, dtype=torch.float64) for _ in range(2))
+    op.A(x), opnorm(op, (1, 1, 9, 9))
+    op.load_state_dict(other.state_dict())
+    torch.testing.assert_close(op.A(x), other.A(x), rtol=0, atol=1e-12)
+    assert opnorm(op, (1, 1, 9, 9)) == pytest.approx(opnorm(other, (1, 1, 9, 9)), rel=1e-10)
+
+
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 @pytest.mark.parametrize("use_fft", [False, True])
 def test_kernel_as_large_as_the_image_is_allowed(boundary, use_fft):

@@ -385,6 +385,23 @@ def test_mri_refused_update_changes_nothing(bad):
     torch.testing.assert_close(op.A(x), MRI(mask, coil_maps=maps, dtype=torch.float64).A(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("n_coils", [None, 2])
+def test_mri_load_state_dict_takes_the_loaded_mask_and_maps(n_coils):
+    """``load_state_dict`` from an MRI with another mask (and maps) of the same shapes gives that
+    operator's A and norm, not the factors or norm cached for the old ones."""
+    shape = (6, 7)
+    op, other = (
+        MRI(random_mask(shape, 2, 0.2, generator=_gen(seed)), dtype=torch.float64,
+            coil_maps=None if n_coils is None else _coil_maps(n_coils, shape, torch.float64, seed=seed))
+        for seed in (34, 35)
+    )
+    x = torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(36))
+    op.A(x), opnorm(op)
+    op.load_state_dict(other.state_dict())
+    torch.testing.assert_close(op.A(x), other.A(x), rtol=0, atol=1e-12)
+    assert opnorm(op) == pytest.approx(opnorm(other), rel=1e-10)
+
+
 def test_mri_to_float64_recomputes_the_phase_factors():
     """After ``.to(torch.float64)`` a float32 operator is the float64 operator to float64
     rounding: the cached factors are keyed by dtype, not reused from float32."""
