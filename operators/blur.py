@@ -211,9 +211,9 @@ class Blur(LinearPhysics):
         r"""Blurred image :math:`k * x` of shape ``(B, C, H, W)`` (see the module formula;
         ``params``: see :meth:`update_parameters`)."""
         self.update_parameters(**params)
+        self._check(x, "x")
         if empty_batch(x):
             return self.A(x.new_zeros(1, *x.shape[1:]))[:0]
-        self._check(x, "x")
         height, width = x.shape[-2:]
         mode = "constant" if self.boundary == "zero" else self.boundary
         if not self.use_fft:
@@ -229,9 +229,9 @@ class Blur(LinearPhysics):
         convolution), then the adjoint of the boundary padding (border folded back; ``params``:
         see :meth:`update_parameters`)."""
         self.update_parameters(**params)
+        self._check(y, "y")
         if empty_batch(y):
             return self.A_adjoint(y.new_zeros(1, *y.shape[1:]))[:0]
-        self._check(y, "y")
         height, width = y.shape[-2:]
         if not self.use_fft:
             z = self._direct(y, transpose=True)

@@ -131,8 +131,8 @@ def opnorm(
 
 def empty_batch(t: object) -> bool:
     """Whether ``t`` is a tensor with an empty batch (first axis of size 0). FFTs and grouped
-    convolutions refuse those, so an operator applies itself to one zero sample instead (which
-    also validates the other axes) and returns none of it."""
+    convolutions refuse those, so an operator validates ``t`` (errors then quote its own shape),
+    applies itself to one zero sample instead and returns none of it."""
     return isinstance(t, Tensor) and t.ndim > 0 and t.shape[0] == 0
 
 

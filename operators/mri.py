@@ -168,9 +168,9 @@ class MRI(LinearPhysics):
         r"""k-space data :math:`M F (S_n x)` in the representation of ``x`` (see module docstring;
         ``params``: see :meth:`update_parameters`)."""
         self.update_parameters(**params)
+        z, rep = self._to_complex(x, "x", coil_axis=False)
         if empty_batch(x):
             return self.A(x.new_zeros(1, *x.shape[1:]))[:0]
-        z, rep = self._to_complex(x, "x", coil_axis=False)
         d_in, m_out = self._phases()
         if self.coil_maps is not None:
             z = z[:, None]
@@ -180,9 +180,9 @@ class MRI(LinearPhysics):
         r"""Image :math:`\sum_n \bar S_n F^{-1}(M y_n)` in the representation of ``y`` (``params``:
         see :meth:`update_parameters`)."""
         self.update_parameters(**params)
+        z, rep = self._to_complex(y, "y", coil_axis=self.coil_maps is not None)
         if empty_batch(y):
             return self.A_adjoint(y.new_zeros(1, *y.shape[1:]))[:0]
-        z, rep = self._to_complex(y, "y", coil_axis=self.coil_maps is not None)
         d_in, m_out = self._phases()
         x = torch.fft.ifft2(z * m_out.conj(), norm="ortho").mul_(d_in.conj())
         return self._from_complex(x if self.coil_maps is None else x.sum(1), rep)

@@ -1,4 +1,6 @@
 """Contract tests over every registered operator: exact adjoints, norms, deepinv compatibility."""
+import re
+
 import pytest
 import torch
 from deepinv.physics import LinearPhysics
@@ -72,6 +74,17 @@ def test_empty_batch_gives_empty_results(name):
     empty_y = physics.A(x[:0])
     assert empty_y.shape == (0, *y.shape[1:]) and empty_y.dtype == y.dtype
     assert physics.A_adjoint(y[:0]).shape == (0, *x.shape[1:])
+
+
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_empty_batch_of_the_wrong_shape_is_refused_with_its_shape(name):
+    """An empty batch missing the channel axis is refused, and the message quotes the shape passed
+    (not that of the one-sample batch the operators apply themselves to instead)."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    for apply, bad in ((physics.A, x[:0, 0]), (physics.A_adjoint, physics.A(x)[:0, 0])):
+        with pytest.raises(ValueError, match=re.escape(f"got shape {tuple(bad.shape)}")):
+            apply(bad)
 
 
 @pytest.mark.parametrize("name", sorted(operators.OPERATORS))
