@@ -179,13 +179,15 @@ class Blur(LinearPhysics):
 
     def _spectrum(self, grid: tuple[int, int], shift: tuple[int, int]) -> Tensor:
         r"""rfft2 of :math:`g` on ``grid`` with :math:`g[(p - s) \bmod N] = k[p]`, so that
-        :math:`(g \circledast u)[i] = \sum_p k[p] u[i - p + s]`. Cached per grid/shift/dtype/device."""
+        :math:`(g \circledast u)[i] = \sum_p k[p] u[i - p + s]`. Cached per grid/shift/dtype/device,
+        computed outside inference mode (later calls under autograd save it for backward)."""
         key = (grid, shift, self.kernel.dtype, self.kernel.device)
         if key not in self._spectra:
             h, w = self.kernel.shape[-2:]
-            placed = F.pad(self.kernel, (0, grid[1] - w, 0, grid[0] - h))
-            placed = torch.roll(placed, shifts=(-shift[0], -shift[1]), dims=(-2, -1))
-            self._spectra[key] = torch.fft.rfft2(placed)
+            with torch.inference_mode(False):
+                placed = F.pad(self.kernel, (0, grid[1] - w, 0, grid[0] - h))
+                placed = torch.roll(placed, shifts=(-shift[0], -shift[1]), dims=(-2, -1))
+                self._spectra[key] = torch.fft.rfft2(placed)
         return self._spectra[key]
 
     def _fft_grid(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:

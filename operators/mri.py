@@ -126,15 +126,17 @@ class MRI(LinearPhysics):
         clear_opnorm(self)
 
     def _phases(self) -> tuple[Tensor, Tensor]:
-        r"""``(D_in S_n or D_in, M D_out)`` in the operator's complex dtype, cached per dtype/device."""
+        r"""``(D_in S_n or D_in, M D_out)`` in the operator's complex dtype, cached per dtype/device,
+        computed outside inference mode (later calls under autograd save them for backward)."""
         key = (self.mask.dtype, self.mask.device)
         if key not in self._factors:
             (in_h, out_h), (in_w, out_w) = (_centring_phases(n) for n in self.mask.shape)
             cdtype, device = _COMPLEX[self.mask.dtype], self.mask.device
-            d_in = (in_h[:, None] * in_w[None, :]).to(cdtype).to(device)
-            if self.coil_maps is not None:
-                d_in = torch.view_as_complex(self.coil_maps) * d_in
-            m_out = (out_h[:, None] * out_w[None, :]).to(cdtype).to(device) * self.mask
+            with torch.inference_mode(False):
+                d_in = (in_h[:, None] * in_w[None, :]).to(cdtype).to(device)
+                if self.coil_maps is not None:
+                    d_in = torch.view_as_complex(self.coil_maps) * d_in
+                m_out = (out_h[:, None] * out_w[None, :]).to(cdtype).to(device) * self.mask
             self._factors[key] = (d_in, m_out)
         return self._factors[key]
 

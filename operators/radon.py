@@ -383,15 +383,17 @@ class Radon(LinearPhysics):
     def _filter_matrix(self, name: str) -> Tensor:
         r"""Cached symmetric Toeplitz matrix :math:`\frac{\pi}{2 n_{angles}} F`,
         :math:`F_{ij} = h[(i - j) \bmod P]` with :math:`h` the inverse DFT of :func:`fourier_filter`
-        (see :meth:`fbp` for :math:`P`), on this operator's dtype and device."""
+        (see :meth:`fbp` for :math:`P`), on this operator's dtype and device, computed outside
+        inference mode (later calls under autograd save it for backward)."""
         key = (name, self.dtype, self._matrix.device)
         if key not in self._filters:
             m = math.ceil(math.sqrt(2) * self.n_detectors) if self.circle else self.n_detectors
             size = max(64, 2 ** math.ceil(math.log2(2 * m)))
-            kernel = torch.fft.irfft(fourier_filter(size, name)[: size // 2 + 1], n=size)
-            i = torch.arange(self.n_detectors)
-            toeplitz = kernel[(i[:, None] - i[None, :]) % size] * (math.pi / (2 * self.angles.numel()))
-            self._filters[key] = toeplitz.to(dtype=self.dtype, device=self._matrix.device)
+            with torch.inference_mode(False):
+                kernel = torch.fft.irfft(fourier_filter(size, name)[: size // 2 + 1], n=size)
+                i = torch.arange(self.n_detectors)
+                toeplitz = kernel[(i[:, None] - i[None, :]) % size] * (math.pi / (2 * self.angles.numel()))
+                self._filters[key] = toeplitz.to(dtype=self.dtype, device=self._matrix.device)
         return self._filters[key]
 
     def fbp(self, y: Tensor, filter: str = "ramp") -> Tensor:

@@ -105,6 +105,25 @@ def test_torch_func_transforms_give_the_dense_matrix(name):
     torch.testing.assert_close(torch.func.jacrev(physics.A_adjoint)(physics.A(x)).reshape(n, -1), dense.T)
 
 
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_caches_filled_in_inference_mode_serve_autograd(name):
+    r"""Caches (FFT spectra, MRI factors) first filled under ``torch.inference_mode`` can be saved
+    for backward by later calls: the gradients of :math:`\langle Ax, v\rangle` are
+    :math:`A^\top v` (in x) and :math:`Ax` (in v)."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    g = torch.Generator().manual_seed(10)
+    x = torch.rand(shape, dtype=torch.float64, generator=g)
+    with torch.inference_mode():
+        y_shape = physics.A(x).shape
+        physics.A_adjoint(torch.zeros(y_shape, dtype=torch.float64))
+    v = torch.rand(y_shape, dtype=torch.float64, generator=g)
+    (grad_x,) = torch.autograd.grad((physics.A(x.requires_grad_()) * v).sum(), x)
+    (grad_v,) = torch.autograd.grad((physics.A_adjoint(v.requires_grad_()) * x).sum(), v)
+    with torch.no_grad():
+        torch.testing.assert_close(grad_x, physics.A_adjoint(v))
+        torch.testing.assert_close(grad_v, physics.A(x))
+
+
 @pytest.mark.parametrize("name", ["blur-zero-gaussian", "radon-full", "mri-random"])
 def test_passing_the_current_parameters_keeps_the_caches(name):
     """deepinv may pass its parameters at every call: the operator's own again (its kernel, angles

@@ -180,6 +180,22 @@ def test_fbp_is_scaled_backprojection_of_the_skimage_filtered_sinogram(size, cir
     torch.testing.assert_close(physics.fbp(y, filter=name), expected, rtol=1e-10, atol=1e-10)
 
 
+def test_fbp_filter_cached_in_inference_mode_serves_autograd():
+    r"""The filter matrix first built under ``torch.inference_mode`` can be saved for backward by a
+    later call: the gradient of :math:`\langle \mathrm{fbp}(y), u\rangle` equals a fresh operator's."""
+    physics, fresh = (Radon(9, SPARSE, dtype=torch.float64) for _ in range(2))
+    y = torch.randn(2, 1, *physics.sinogram_shape, dtype=torch.float64, generator=_gen(5))
+    u = torch.randn(2, 1, 9, 9, dtype=torch.float64, generator=_gen(6))
+    with torch.inference_mode():
+        physics.fbp(y)
+
+    def grad(op: Radon) -> torch.Tensor:
+        leaf = y.clone().requires_grad_()
+        return torch.autograd.grad((op.fbp(leaf) * u).sum(), leaf)[0]
+
+    torch.testing.assert_close(grad(physics), grad(fresh), rtol=0, atol=0)
+
+
 @pytest.fixture(scope="module")
 def shepp_127():
     """Radon at 127 x 127 with 180 angles, the Shepp-Logan phantom and its skimage sinogram."""
