@@ -70,9 +70,12 @@ def lanczos_max(apply_normal, x0: Tensor, *, max_iter: int = 60, rtol: float = 1
 
     The largest Ritz value converges to :math:`\lambda_{\max}` from below much faster than the
     power method when the top eigenvalues cluster; iterations stop when the residual bound
-    :math:`\beta_k |s_k|` of the top Ritz pair is below ``rtol`` times its value, or the Krylov
-    space is exhausted.
+    :math:`\beta_k |s_k|` of the top Ritz pair is below :math:`\max(\text{rtol}, 100\,\varepsilon)`
+    times its value, :math:`\varepsilon` the machine epsilon of ``x0``'s dtype. A bound at rounding
+    level also means the Krylov space is exhausted: going on would build the basis from rounding
+    noise, which loses orthogonality and can lift the Ritz value above :math:`\lambda_{\max}`.
     """
+    tol = max(rtol, 100 * torch.finfo(x0.dtype).eps)
     basis = [x0 / x0.norm()]
     alphas: list[float] = []
     betas: list[float] = []
@@ -91,7 +94,7 @@ def lanczos_max(apply_normal, x0: Tensor, *, max_iter: int = 60, rtol: float = 1
             t = t + torch.diag(off, 1) + torch.diag(off, -1)
         evals, evecs = torch.linalg.eigh(t)
         theta = float(evals[-1])
-        if beta * abs(float(evecs[-1, -1])) <= rtol * abs(theta) or beta <= 1e-300:
+        if beta * abs(float(evecs[-1, -1])) <= tol * abs(theta) or beta <= 1e-300:
             break
         betas.append(beta)
         basis.append(w / beta)

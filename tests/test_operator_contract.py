@@ -177,3 +177,18 @@ def test_lanczos_max_clamps_a_rounding_negative_value_to_zero():
 
     x0 = torch.ones(4, dtype=torch.float64)
     assert lanczos_max(lambda v: -1e-20 * v, x0) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lanczos_max_stops_when_the_float32_krylov_space_is_exhausted(seed):
+    r"""The Krylov space of the identity is exhausted after one step; the float32 residual is then
+    rounding noise, and a basis built from it (seeds 0 and 2 gave 1.146 and 1.283) must not lift
+    the value above :math:`\lambda_{\max} = 1`; likewise a float32 Blur with a delta kernel."""
+    from operators.blur import Blur
+    from operators.checks import lanczos_max
+
+    x0 = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+    assert lanczos_max(lambda v: v, x0) == pytest.approx(1.0, abs=1e-6)
+    delta = torch.zeros(3, 3)
+    delta[1, 1] = 1.0
+    assert opnorm(Blur(delta), (1, 1, 8, 8)) == pytest.approx(1.0, abs=1e-6)
