@@ -78,6 +78,8 @@ class Blur(LinearPhysics):
         device: device of the operator (inputs must match).
     """
 
+    clears_opnorm = True  #: calls clear_opnorm whenever A changes, so opnorm caches its norm
+
     def __init__(
         self,
         kernel: Tensor,

@@ -109,19 +109,20 @@ def opnorm(
     max_iter: int = 60,
     rtol: float = 1e-10,
 ) -> float:
-    r"""Operator norm :math:`\|A\|_2 = \lambda_{\max}(A^*A)^{1/2}` by Lanczos (:func:`lanczos_max`),
-    cached on the physics.
+    r"""Operator norm :math:`\|A\|_2 = \lambda_{\max}(A^*A)^{1/2}` by Lanczos (:func:`lanczos_max`).
 
     ``x_shape`` defaults to ``physics.img_size`` prefixed by a batch of 1; ``dtype`` to the
-    physics' own ``dtype`` attribute (liftinv operators have one), else torch's default. The cache
-    is keyed by shape and dtype; operators call :func:`clear_opnorm` when they change.
+    physics' own ``dtype`` attribute (liftinv operators have one), else torch's default. The norm
+    is cached, keyed by shape and dtype, on a physics whose class sets ``clears_opnorm = True``
+    (liftinv's operators: they call :func:`clear_opnorm` whenever :math:`A` changes); any other
+    physics, which deepinv's ``update_parameters`` may change without notice, gets it recomputed.
     """
     if x_shape is None and getattr(physics, "img_size", None) is None:
         raise ValueError(f"x_shape is needed: {type(physics).__name__} has no img_size to take it from")
     shape = tuple(x_shape) if x_shape is not None else (1, *physics.img_size)
     dtype = dtype or getattr(physics, "dtype", None) or torch.get_default_dtype()
     key = (shape, dtype)
-    cache = physics.__dict__.setdefault("_opnorm_cache", {})
+    cache = physics.__dict__.setdefault("_opnorm_cache", {}) if getattr(physics, "clears_opnorm", False) else {}
     if key not in cache:
         device = physics._device_holder.device if hasattr(physics, "_device_holder") else "cpu"
         g = torch.Generator(device=device).manual_seed(0)

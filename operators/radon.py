@@ -257,6 +257,8 @@ class Radon(LinearPhysics):
         device: where the system matrices live; inputs must be on the same device.
     """
 
+    clears_opnorm = True  #: calls clear_opnorm whenever A changes, so opnorm caches its norm
+
     def __init__(
         self,
         img_size: int,

@@ -170,6 +170,17 @@ def test_opnorm_cache_is_keyed_by_dtype_and_shape():
     assert opnorm(physics, (1, 1, 7, 8)) == opnorm(other, (1, 1, 7, 8)) != high
 
 
+def test_opnorm_of_a_deepinv_physics_follows_its_updates():
+    """deepinv's own physics change through ``update`` without clearing any cache: their norm is
+    recomputed, 3 after the 1 x 1 filter 1 becomes 3 (not the 1 of the first call)."""
+    import deepinv as dinv
+
+    physics = dinv.physics.Blur(filter=torch.ones(1, 1, 1, 1, dtype=torch.float64))
+    assert opnorm(physics, (1, 1, 8, 8), dtype=torch.float64) == pytest.approx(1.0, rel=1e-10)
+    physics.update(filter=torch.full((1, 1, 1, 1), 3.0, dtype=torch.float64))
+    assert opnorm(physics, (1, 1, 8, 8), dtype=torch.float64) == pytest.approx(3.0, rel=1e-10)
+
+
 def test_lanczos_max_clamps_a_rounding_negative_value_to_zero():
     r"""For a positive semidefinite map the largest eigenvalue is :math:`\ge 0`: a Ritz value that
     rounding made negative (here the map :math:`-10^{-20} I`) is returned as 0."""
