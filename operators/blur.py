@@ -126,7 +126,7 @@ class Blur(LinearPhysics):
         return self.boundary == "circular" or h * w > FFT_MIN_KERNEL_AREA
 
     def update_parameters(self, kernel: Tensor | None = None, filter: Tensor | None = None, **noise_params) -> None:
-        """Replace the kernel (validated, cast to the operator's dtype/device); clears the cached
+        """Replace the kernel (validated, copied to the operator's dtype/device); clears the cached
         spectra and operator norms (the same kernel again keeps them). ``filter`` is deepinv's name for it, ``(1, C, h, w)`` as its
         blur generators draw one (one kernel for the whole batch: a batch of kernels is refused).
 
@@ -143,7 +143,7 @@ class Blur(LinearPhysics):
         check_tensor(kernel, "kernel")
         if kernel.is_complex() or kernel.ndim not in (2, 3) or min(kernel.shape) < 1:
             raise ValueError(f"kernel must be a real (h, w) or (C, h, w) tensor, got {kernel.dtype} {tuple(kernel.shape)}")
-        kernel = kernel.detach().to(dtype=self.dtype, device=self.kernel.device)
+        kernel = kernel.detach().to(dtype=self.dtype, device=self.kernel.device, copy=True)
         kernel = (kernel if kernel.ndim == 3 else kernel[None]).contiguous()
         if torch.equal(kernel, self.kernel):  # deepinv may pass its parameters at every call
             return

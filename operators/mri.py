@@ -84,7 +84,7 @@ class MRI(LinearPhysics):
         return None if self.coil_maps is None else self.coil_maps.shape[0]
 
     def update_parameters(self, mask: Tensor | None = None, coil_maps: Tensor | None = None, **noise_params) -> None:
-        """Replace the mask and/or coil maps (validated, cast to the operator's dtype/device; the
+        """Replace the mask and/or coil maps (validated, copied to the operator's dtype/device; the
         same mask again keeps the cached factors). The mask is ``(H, W)``, or ``(1, 1, H, W)`` as
         deepinv's mask generators draw one (one mask for the whole batch: a batch of masks is
         refused). Both are validated before either is replaced: a refused update changes nothing.
@@ -100,7 +100,7 @@ class MRI(LinearPhysics):
         else:
             if not isinstance(mask, Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
                 raise TypeError(f"mask must be a bool or real floating tensor, got {getattr(mask, 'dtype', type(mask))}")
-            mask = one_for_the_batch(mask.detach().to(dtype=self.dtype, device=self.mask.device), "mask", ndim=2)
+            mask = one_for_the_batch(mask.detach().to(dtype=self.dtype, device=self.mask.device, copy=True), "mask", ndim=2)
             check_tensor(mask, "mask", ndim=2)
             if mask.numel() == 0:
                 raise ValueError(f"mask must be non-empty, got shape {tuple(mask.shape)}")
@@ -112,7 +112,8 @@ class MRI(LinearPhysics):
                 raise TypeError(f"coil_maps must be a complex tensor, got dtype {coil_maps.dtype}")
             if len(coil_maps) == 0:
                 raise ValueError(f"coil_maps must hold at least one coil, got shape {tuple(coil_maps.shape)}")
-            self.coil_maps = torch.view_as_real(coil_maps.detach().to(dtype=_COMPLEX[self.dtype], device=self.mask.device))
+            maps = coil_maps.detach().to(dtype=_COMPLEX[self.dtype], device=self.mask.device, copy=True)
+            self.coil_maps = torch.view_as_real(maps)
         elif self.coil_maps is not None and mask.shape != self.coil_maps.shape[1:3]:
             raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the coil maps {tuple(self.coil_maps.shape[:3])}")
         self.mask = mask

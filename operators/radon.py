@@ -218,7 +218,7 @@ class _SparseMatmul(torch.autograd.Function):
 
 
 def _parse_angles(angles) -> Tensor:
-    """Angles in degrees as a float64 CPU tensor, validated."""
+    """Angles in degrees as a float64 CPU tensor (a copy: the caller may change theirs), validated."""
     if isinstance(angles, bool) or not isinstance(angles, (int, Tensor)):
         raise TypeError(f"angles must be an int or a 1-D tensor of degrees, got {type(angles).__name__}")
     if isinstance(angles, int):
@@ -229,7 +229,7 @@ def _parse_angles(angles) -> Tensor:
         raise ValueError(f"angles must be a non-empty 1-D tensor, got shape {tuple(angles.shape)}")
     if angles.is_complex() or angles.dtype == torch.bool:
         raise TypeError(f"angles must be real, got dtype {angles.dtype}")
-    angles = angles.detach().to("cpu", torch.float64)
+    angles = angles.detach().to("cpu", torch.float64, copy=True)
     if not bool(torch.isfinite(angles).all()):
         raise ValueError(f"angles must be finite, got {angles.tolist()}")
     return angles

@@ -139,6 +139,25 @@ def test_passing_the_current_parameters_keeps_the_caches(name):
     assert getattr(physics, cache) is not kept
 
 
+@pytest.mark.parametrize("name", ["blur-zero-gaussian", "radon-full", "mri-random"])
+def test_the_operator_keeps_a_copy_of_the_tensor_it_is_given(name):
+    """After ``update`` with a kernel, angles or mask, changing that tensor in place leaves the
+    operator as it was, and passing it again gives the operator of the new values (as one updated
+    with an untouched copy of them), not the stale one."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    fresh, _ = operators.OPERATORS[name](torch.float64, "cpu")
+    x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    key = {"blur": "kernel", "radon": "angles", "mri": "mask"}[name.split("-")[0]]
+    param = 0.5 * getattr(physics, key) + 1.0
+    physics.update(**{key: param})
+    before = physics.A(x)
+    param.mul_(1.5)
+    assert torch.equal(physics.A(x), before)
+    physics.update(**{key: param})
+    fresh.update(**{key: param.clone()})
+    torch.testing.assert_close(physics.A(x), fresh.A(x), rtol=0, atol=0)
+
+
 def test_adjoint_error_is_the_documented_ratio_and_sees_a_wrong_adjoint():
     """On a matrix with a perturbed adjoint, the value is the docstring's ratio computed here
     from the same random y; with the exact transpose it is at rounding level."""
