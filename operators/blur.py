@@ -143,8 +143,9 @@ class Blur(LinearPhysics):
         check_tensor(kernel, "kernel")
         if kernel.is_complex() or kernel.ndim not in (2, 3) or min(kernel.shape) < 1:
             raise ValueError(f"kernel must be a real (h, w) or (C, h, w) tensor, got {kernel.dtype} {tuple(kernel.shape)}")
-        kernel = kernel.detach().to(dtype=self.dtype, device=self.kernel.device, copy=True)
-        kernel = (kernel if kernel.ndim == 3 else kernel[None]).contiguous()
+        with torch.inference_mode(False):  # a normal tensor, which later calls under autograd may save
+            kernel = kernel.detach().to(dtype=self.dtype, device=self.kernel.device, copy=True)
+            kernel = (kernel if kernel.ndim == 3 else kernel[None]).contiguous()
         if torch.equal(kernel, self.kernel):  # deepinv may pass its parameters at every call
             return
         if self.img_size is not None:

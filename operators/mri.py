@@ -100,7 +100,8 @@ class MRI(LinearPhysics):
         else:
             if not isinstance(mask, Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
                 raise TypeError(f"mask must be a bool or real floating tensor, got {getattr(mask, 'dtype', type(mask))}")
-            mask = one_for_the_batch(mask.detach().to(dtype=self.dtype, device=self.mask.device, copy=True), "mask", ndim=2)
+            with torch.inference_mode(False):  # a normal tensor, which later calls under autograd may save
+                mask = one_for_the_batch(mask.detach(), "mask", ndim=2).to(dtype=self.dtype, device=self.mask.device, copy=True)
             check_tensor(mask, "mask", ndim=2)
             if mask.numel() == 0:
                 raise ValueError(f"mask must be non-empty, got shape {tuple(mask.shape)}")
@@ -112,8 +113,9 @@ class MRI(LinearPhysics):
                 raise TypeError(f"coil_maps must be a complex tensor, got dtype {coil_maps.dtype}")
             if len(coil_maps) == 0:
                 raise ValueError(f"coil_maps must hold at least one coil, got shape {tuple(coil_maps.shape)}")
-            maps = coil_maps.detach().to(dtype=_COMPLEX[self.dtype], device=self.mask.device, copy=True)
-            self.coil_maps = torch.view_as_real(maps)
+            with torch.inference_mode(False):
+                maps = coil_maps.detach().to(dtype=_COMPLEX[self.dtype], device=self.mask.device, copy=True)
+                self.coil_maps = torch.view_as_real(maps)
         elif self.coil_maps is not None and mask.shape != self.coil_maps.shape[1:3]:
             raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the coil maps {tuple(self.coil_maps.shape[:3])}")
         self.mask = mask

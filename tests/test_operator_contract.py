@@ -158,6 +158,28 @@ def test_the_operator_keeps_a_copy_of_the_tensor_it_is_given(name):
     torch.testing.assert_close(physics.A(x), fresh.A(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["blur-circular-gaussian", "radon-full", "mri-random"])
+def test_parameters_given_in_inference_mode_serve_autograd(name):
+    """A kernel, angles or mask passed under ``torch.inference_mode`` is stored as a normal
+    tensor: later, ``physics(x)`` (MRI's noise step multiplies by the mask) can be differentiated
+    and gives the gradient of an operator updated outside inference mode, and
+    ``load_state_dict`` can copy into the buffers."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    fresh, _ = operators.OPERATORS[name](torch.float64, "cpu")
+    key = {"blur": "kernel", "radon": "angles", "mri": "mask"}[name.split("-")[0]]
+    new = 0.5 * getattr(physics, key) + 1.0
+    with torch.inference_mode():
+        physics.update(**{key: new.clone()})
+    fresh.update(**{key: new})
+
+    def grad(op) -> torch.Tensor:
+        x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(12), requires_grad=True)
+        return torch.autograd.grad(op(x).square().sum(), x)[0]
+
+    torch.testing.assert_close(grad(physics), grad(fresh), rtol=0, atol=0)
+    physics.load_state_dict(fresh.state_dict())
+
+
 def test_adjoint_error_is_the_documented_ratio_and_sees_a_wrong_adjoint():
     """On a matrix with a perturbed adjoint, the value is the docstring's ratio computed here
     from the same random y; with the exact transpose it is at rounding level."""
