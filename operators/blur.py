@@ -134,15 +134,16 @@ class Blur(LinearPhysics):
         ``update_parameters`` (and, through ``physics(x, **params)``, to :meth:`A`); they are not
         used here.
         """
-        if filter is not None:
-            if kernel is not None:
-                raise ValueError("pass the kernel as kernel or as filter, not both")
-            kernel = one_for_the_batch(filter, "filter", ndim=3)
+        if filter is not None and kernel is not None:
+            raise ValueError("pass the kernel as kernel or as filter, not both")
+        name, kernel = ("kernel", kernel) if filter is None else ("filter", filter)
         if kernel is None:
             return
-        check_tensor(kernel, "kernel")
+        check_tensor(kernel, name)
+        if filter is not None:
+            kernel = one_for_the_batch(kernel, name, ndim=3)
         if kernel.is_complex() or kernel.ndim not in (2, 3) or min(kernel.shape) < 1:
-            raise ValueError(f"kernel must be a real (h, w) or (C, h, w) tensor, got {kernel.dtype} {tuple(kernel.shape)}")
+            raise ValueError(f"{name} must be a real (h, w) or (C, h, w) tensor, got {kernel.dtype} {tuple(kernel.shape)}")
         with torch.inference_mode(False):  # a normal tensor, which later calls under autograd may save
             kernel = kernel.detach().to(dtype=self.dtype, device=self.kernel.device, copy=True)
             kernel = (kernel if kernel.ndim == 3 else kernel[None]).contiguous()

@@ -348,6 +348,23 @@ def test_blur_kernel_larger_than_image_at_call():
         Blur(torch.ones(2, 3, 3)).A(torch.zeros(1, 3, 9, 9))
 
 
+@pytest.mark.parametrize(
+    "bad, exc",
+    [
+        ([[1.0]], TypeError),
+        (torch.full((1, 1, 3, 3), float("nan")), ValueError),
+        (torch.ones(1, 1, 3, 3, dtype=torch.complex64), ValueError),
+        (torch.ones(1, 1, 3, 3, dtype=torch.int64), TypeError),
+        (torch.ones(1, 1, 0, 3), ValueError),
+    ],
+)
+def test_blur_bad_filter_is_refused_by_its_name(bad, exc):
+    """A bad kernel passed as deepinv's ``filter`` is refused naming ``filter`` (not ``kernel``,
+    which the caller did not pass; a list used to raise an AttributeError)."""
+    with pytest.raises(exc, match="^filter "):
+        Blur(torch.ones(3, 3)).update(filter=bad)
+
+
 def test_blur_takes_deepinv_filter_parameter():
     """deepinv's name for the kernel, ``filter``, drawn ``(1, C, h, w)`` by its blur generators
     and passed as ``physics(x, filter=...)``; a batch of kernels, or both names, is refused."""
