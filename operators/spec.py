@@ -43,25 +43,27 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def physics_spec(physics) -> dict:
-    """The spec of ``physics`` (see the module docstring for its keys).
+    """The spec of ``physics`` (see the module docstring for its keys): a snapshot, its tensors are
+    copies of the operator's.
 
     Raises:
         TypeError: ``physics`` is not a ``Radon``, ``Blur`` or ``MRI`` (custom operators have no spec).
     """
     if isinstance(physics, Radon):
         return {
-            "operator": "Radon", "img_size": physics.n, "angles": physics.angles.detach().to("cpu", torch.float64),
+            "operator": "Radon", "img_size": physics.n, "angles": physics.angles.detach().to("cpu", torch.float64, copy=True),
             "n_detectors": physics.n_detectors, "circle": physics.circle, "dtype": _dtype_name(physics.dtype),
         }
     if isinstance(physics, Blur):
         return {
-            "operator": "Blur", "kernel": physics.kernel.detach().cpu(),
+            "operator": "Blur", "kernel": physics.kernel.detach().to("cpu", copy=True),
             "img_size": None if physics.img_size is None else tuple(physics.img_size),
             "boundary": physics.boundary, "use_fft": physics._use_fft, "dtype": _dtype_name(physics.dtype),
         }
     if isinstance(physics, MRI):
-        maps = None if physics.coil_maps is None else torch.view_as_complex(physics.coil_maps).detach().cpu()
-        return {"operator": "MRI", "mask": physics.mask.detach().cpu(), "coil_maps": maps, "dtype": _dtype_name(physics.dtype)}
+        maps = None if physics.coil_maps is None else torch.view_as_complex(physics.coil_maps).detach().to("cpu", copy=True)
+        mask = physics.mask.detach().to("cpu", copy=True)
+        return {"operator": "MRI", "mask": mask, "coil_maps": maps, "dtype": _dtype_name(physics.dtype)}
     raise TypeError(f"physics must be an operators Radon, Blur or MRI to have a spec, got {type(physics).__name__}")
 
 

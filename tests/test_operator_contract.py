@@ -244,3 +244,17 @@ def test_lanczos_max_stops_when_the_float32_krylov_space_is_exhausted(seed):
     delta = torch.zeros(3, 3)
     delta[1, 1] = 1.0
     assert opnorm(Blur(delta), (1, 1, 8, 8)) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_spec_is_a_snapshot(name):
+    """Changing the tensors of a spec in place leaves the operator it was taken from: its spec
+    still equals that of an untouched twin (the spec used to hold the operator's own buffers)."""
+    from operators.spec import physics_spec, spec_differences
+
+    physics, _ = operators.OPERATORS[name](torch.float64, "cpu")
+    twin, _ = operators.OPERATORS[name](torch.float64, "cpu")
+    for value in physics_spec(physics).values():
+        if isinstance(value, torch.Tensor):
+            value.add_(1)
+    assert spec_differences(physics_spec(twin), physics_spec(physics)) == []
