@@ -23,10 +23,12 @@ AFFINE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn
 
 
 def _leaves(module: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
-    """``(path, module)`` of the modules of a possibly nested ``nn.Sequential``, in order."""
+    """``(path, module)`` of the modules of a possibly nested ``nn.Sequential``, in the order its
+    forward pass applies them: a module held twice appears twice (``named_children`` would list
+    it once)."""
     if type(module) is not nn.Sequential:
         return [(path, module)]
-    return [leaf for name, child in module.named_children() for leaf in _leaves(child, f"{path}.{name}".lstrip("."))]
+    return [leaf for name, child in module._modules.items() for leaf in _leaves(child, f"{path}.{name}".lstrip("."))]
 
 
 def _chain(modules: list[nn.Module]) -> nn.Module:

@@ -85,6 +85,17 @@ def test_leading_and_repeated_activations_get_identity_maps():
     torch.testing.assert_close(net(u), model(u), rtol=1e-14, atol=1e-15)
 
 
+def test_modules_used_twice_are_applied_twice():
+    """A module held twice (here a shared ``nn.Linear`` and one ``nn.ReLU`` instance) is applied
+    at each of its positions, as ``nn.Sequential`` does."""
+    linear, relu = nn.Linear(3, 3), nn.ReLU()
+    model = build(nn.Sequential(linear, relu, nn.Sequential(linear, relu), linear), 12)
+    net = lift(model)
+    u = torch.randn(4, 3, dtype=DT, generator=gen(13))
+    assert net.depth == 3
+    torch.testing.assert_close(net(u), linear(relu(linear(relu(linear(u))))), rtol=1e-14, atol=1e-15)
+
+
 def test_single_modules_and_lifted_networks():
     linear = build(nn.Linear(4, 3), 6)
     net = lift(linear)
