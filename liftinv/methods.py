@@ -227,7 +227,8 @@ class _BackpropRunner:
         pass
 
     def step(self, batch: Batch, iteration: int) -> float:
-        loss = sample_loss(self.model(batch.observation), batch.target).mean()
+        with torch.enable_grad():  # train may be called under torch.no_grad, as lifted training allows
+            loss = sample_loss(self.model(batch.observation), batch.target).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at iteration {iteration}")
         self.optimizer.zero_grad(set_to_none=True)

@@ -114,6 +114,17 @@ def test_backprop_same_entry_point(patches):
     assert all(math.isnan(e) for e in h.energy) and h.gaps == [[]] * 4
 
 
+@pytest.mark.parametrize("method", [Lifted(), Backprop(lr=1e-2)])
+def test_training_under_no_grad_is_the_same_run(patches, method):
+    """``train`` called inside ``torch.no_grad()`` trains exactly as outside it."""
+    kwargs = dict(task=Denoising(0.1), method=method, epochs=1, batch_size=10, progress=False)
+    net, free = _pnn(), _pnn()
+    train(free, patches[0][:20], **kwargs)
+    with torch.no_grad():
+        train(net, patches[0][:20], **kwargs)
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), free.parameters()))
+
+
 def test_epoch_log_names_only_what_the_run_has(patches, capsys):
     """The lifted energy and gaps for lifted methods, the validation scores with a validation set;
     no NaN placeholders."""
