@@ -36,6 +36,9 @@ METHODS: dict[str, Callable[[Setup, float], Lifted | Backprop]] = {
 }
 
 
+#: ``--lr`` of the backprop methods when it is not given.
+BACKPROP_LR = 1e-2
+
 #: ``--sweep-order`` choices.
 SWEEP_ORDERS = ("setup", "top-down", "interleaved")
 
@@ -72,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                         "denoising and deblurring, top-down elsewhere)")
     parser.add_argument("--low-memory", action="store_true",
                         help="lifted methods: recompute pre-activations instead of caching them (less memory, more time)")
-    parser.add_argument("--lr", type=float, default=1e-2, help="learning rate of backprop-adam/backprop-sgd (default: 1e-2)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"learning rate of backprop-adam/backprop-sgd (default: {BACKPROP_LR:g})")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint file (default: out/train/TASK-METHOD.pt)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint --out")
     parser.add_argument("--time-budget", type=cli_types.positive_float, default=None, metavar="SECONDS", help="stop after this much training time")
@@ -92,7 +96,10 @@ def train_main(argv: list[str] | None = None) -> int:
     dtype = torch.float64 if args.float64 else torch.float32
     try:
         setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed)
-        method = _with_sweep_order(METHODS[args.method](setup, args.lr), args.sweep_order, args.method)
+        method = METHODS[args.method](setup, BACKPROP_LR if args.lr is None else args.lr)
+        if args.lr is not None and not isinstance(method, Backprop):
+            raise ValueError(f"--lr applies to the backprop methods (backprop-*), not to {args.method}")
+        method = _with_sweep_order(method, args.sweep_order, args.method)
         if args.low_memory:
             method = _low_memory(method, args.method)
         model = setup.make_model()

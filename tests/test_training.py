@@ -582,7 +582,18 @@ def test_cli_low_memory_turns_the_preactivation_cache_off_and_refuses_backprop(t
     assert "--low-memory applies to the lifted methods, not to backprop-adam" in capsys.readouterr().err
 
 
+def test_cli_lr_is_refused_by_the_lifted_methods(tmp_path, capsys):
+    """``--lr`` sets the backprop methods' learning rate only: a lifted method refuses it by
+    name rather than ignore it."""
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--task", "autoencoder", "--quick", "--method", "bregman-bcd", "--lr", "0.5", "--no-progress",
+                    "--out", str(tmp_path / "l.pt")])
+    assert exit_info.value.code == 2
+    assert "--lr applies to the backprop methods (backprop-*), not to bregman-bcd" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, check", [
+    (["--method", "backprop-adam"], lambda m, setup: m == Backprop("adam", 1e-2)),
     (["--method", "bregman-isgm"], lambda m, setup: m == setup.isgm and isinstance(m.solver, ISGM)),
     (["--method", "fenchel-bcd"], lambda m, setup: type(m.penalty).__name__ == "FenchelPenalty" and isinstance(m.solver, BCD)),
     (["--method", "mac-bcd"], lambda m, setup: m.penalty is MAC),
