@@ -182,6 +182,7 @@ def train(
         history.append(epoch=0, seconds=0.0, **_metric_fields(metrics))
 
     n_batches = images.shape[0] // batch_size
+    budget = math.inf if time_budget is None else time_budget
     seconds = history.seconds[-1]
     device = ref.device
     bar = tqdm(total=(epochs - start) * n_batches, disable=not progress, unit="batch", desc=method.name)
@@ -203,7 +204,7 @@ def train(
                 seconds += time.perf_counter() - tic
                 bar.update()
                 bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
-                if time_budget is not None and seconds >= time_budget:
+                if seconds >= budget:
                     break
             complete = len(losses) == n_batches
             bad = next((n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
@@ -222,7 +223,7 @@ def train(
                     "runner": trainer.state_dict(), "generator": generator.get_state(), "history": history.as_dict(),
                 }
                 save_checkpoint(checkpoint, payload)
-            if not complete:
+            if not complete or seconds >= budget:  # no batch of the next epoch once the budget is spent
                 break
     finally:
         bar.close()
