@@ -2,6 +2,8 @@ r"""A lifted layer: :math:`x_k = \sigma_k\big(\sum_j M_{kj} x_{i_j} + c_k(y)\big
 :math:`\lambda_k` on its penalty."""
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
@@ -45,7 +47,7 @@ class Layer(nn.Module):
         activation: a proximal activation (a torch activation is converted by
             :func:`~liftinv.activations.as_activation`).
         data_map: optional affine map :math:`c_k` of the measurements ``y``.
-        weight: the penalty weight :math:`\lambda_k > 0`.
+        weight: the penalty weight :math:`\lambda_k`, a finite real number > 0.
     """
 
     def __init__(
@@ -63,8 +65,8 @@ class Layer(nn.Module):
             raise ValueError(f"inputs and maps must be non-empty and of equal length, got {len(inputs)} and {len(maps)}")
         if len(set(inputs)) != len(inputs):
             raise ValueError(f"inputs must be distinct, got {inputs}")
-        if not weight > 0:
-            raise ValueError(f"weight must be positive, got {weight}")
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 < weight < math.inf:
+            raise ValueError(f"weight must be a positive finite number, got {weight!r}")
         self.inputs = inputs
         self.maps = nn.ModuleList(maps)
         self.activation: Activation = as_activation(activation)

@@ -489,8 +489,8 @@ def test_parameter_lipschitz_constants_follow_the_variables_they_read():
 
 
 def test_layers_and_networks_validate_their_arguments():
-    """A layer needs one map per input, at least one, distinct inputs and a weight > 0 (NaN
-    refused); a network needs at least one layer, ``Layer`` instances only, each reading
+    """A layer needs one map per input, at least one, distinct inputs and a finite real weight
+    > 0 (NaN, infinity, strings and bools refused); a network needs at least one layer, ``Layer`` instances only, each reading
     variables in [0, k - 1]; its inputs must be tensors of the parameters' dtype, of the sample
     shape and finite."""
     from liftinv.activations import Identity
@@ -503,8 +503,8 @@ def test_layers_and_networks_validate_their_arguments():
             Layer(inputs, maps, Identity())
     with pytest.raises(ValueError, match=r"inputs must be distinct, got \(0, 0\)"):
         Layer([0, 0], [lin, lin], Identity())
-    for weight in (0.0, -1.0, math.nan):
-        with pytest.raises(ValueError, match="weight must be positive"):
+    for weight in (0.0, -1.0, math.nan, math.inf, "1", True):
+        with pytest.raises(ValueError, match="weight must be a positive finite number"):
             Layer([0], [lin], Identity(), weight=weight)
     with pytest.raises(ValueError, match="layers must not be empty"):
         LiftedNetwork([])
