@@ -436,6 +436,8 @@ def test_as_activation_same_forward(module, cls):
         (nn.Softmax(dim=-1), "dim=1 only"),
         (nn.LogSoftmax(dim=1), "non-symmetric Jacobian"),
         (nn.Linear(2, 2), "Linear is not a recognised proximal activation"),
+        (nn.Hardtanh(-math.inf, 1.0), r"Hardtanh with min_val=-inf, max_val=1.0: liftinv's Clip needs finite bounds"),
+        (nn.Softshrink(-0.5), r"Softshrink with lambd=-0.5 \(not >= 0\) is not a soft-threshold"),
     ],
     ids=repr,
 )

@@ -6,6 +6,8 @@ modules whose :math:`\\Psi` liftinv implements and refuses the others with the r
 """
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from .base import Activation
@@ -64,9 +66,9 @@ def as_activation(module: nn.Module) -> Activation:
     Args:
         module: a liftinv :class:`Activation` (returned as it is) or one of ``nn.Identity``,
             ``nn.ReLU``, ``nn.LeakyReLU`` (``0 <= negative_slope <= 1``; 0 gives ReLU, 1 the
-            identity), ``nn.Hardtanh`` (incl. ``nn.ReLU6``) -> :class:`Clip`, ``nn.Softshrink``
-            -> :class:`SoftThreshold` (``lambd = 0`` gives the identity), ``nn.Tanh``,
-            ``nn.Sigmoid``, ``nn.Softmax(dim=1)``.
+            identity), ``nn.Hardtanh`` (incl. ``nn.ReLU6``; finite bounds) -> :class:`Clip`,
+            ``nn.Softshrink`` (``lambd >= 0``) -> :class:`SoftThreshold` (``lambd = 0`` gives
+            the identity), ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)``.
 
     Raises:
         TypeError: the module is not a proximal map (non-monotone, slope above 1, discontinuous)
@@ -90,9 +92,9 @@ def _convert(module: nn.Module) -> Activation | None:
     if type(module) is nn.LeakyReLU and 0 <= module.negative_slope <= 1:
         slope = module.negative_slope
         return ReLU() if slope == 0 else Identity() if slope == 1 else LeakyReLU(slope)
-    if isinstance(module, nn.Hardtanh):
+    if isinstance(module, nn.Hardtanh) and math.isfinite(module.min_val) and math.isfinite(module.max_val):
         return Clip(module.min_val, module.max_val)
-    if type(module) is nn.Softshrink:
+    if type(module) is nn.Softshrink and module.lambd >= 0:
         return Identity() if module.lambd == 0 else SoftThreshold(module.lambd)
     if type(module) is nn.Tanh:
         return Tanh()
@@ -116,6 +118,11 @@ def _reason(module: nn.Module) -> str:
         if module.alpha > 1:
             return f"ELU with alpha={module.alpha} > 1 " + _STEEP
         return f"ELU with alpha={module.alpha} in [0, 1] " + _MONOTONE_LIPSCHITZ
+    if isinstance(module, nn.Hardtanh):
+        return (f"{name} with min_val={module.min_val}, max_val={module.max_val}: liftinv's Clip needs finite "
+                "bounds")
+    if isinstance(module, nn.Softshrink) and not module.lambd >= 0:
+        return f"Softshrink with lambd={module.lambd} (not >= 0) is not a soft-threshold (torch refuses it too)"
     if isinstance(module, nn.Softmax):
         return f"Softmax is supported over dim=1 only (the class dimension), got dim={module.dim}"
     for cls, why in _REASONS.items():
