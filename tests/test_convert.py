@@ -152,6 +152,10 @@ def test_invalid_modules_and_shapes_are_refused():
         lift(model, input_shape=(2, 7, 9))
     with pytest.raises(ValueError, match="input_shape"):
         lift(build(dense_model(), 9), input_shape=(4,))
+    for shape, error, match in ((5, TypeError, "input_shape must be a sequence"), ((-1,), ValueError, r"input_shape\[0\]"),
+                                (("5",), ValueError, r"input_shape\[0\]"), ((2.5,), ValueError, r"input_shape\[0\]")):
+        with pytest.raises(error, match=match):
+            lift(build(dense_model(), 9), input_shape=shape)
     net = lift(build(dense_model(), 10), input_shape=(5,))
     with pytest.raises(ValueError, match=r"\(B, 5\)"):
         net(torch.zeros(2, 4, dtype=DT))
