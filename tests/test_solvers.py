@@ -859,6 +859,24 @@ def test_parameter_blocks_sharing_a_layer_move_in_separate_groups_and_the_energy
     assert _exact_resnet_descent() > 1e-6
 
 
+def test_isgm_with_infinite_eta_is_bcd_on_parameter_blocks_sharing_a_layer():
+    """``ISGM(inf)`` with one inner sweep is plain BCD (module docstring), also where parameter
+    blocks share layers (the exact ResNet): its inner BCD splits them into the same Jacobi groups."""
+    from liftinv.architectures import ARCHITECTURES
+    from liftinv.problem import LiftedProblem
+
+    values = []
+    for solver in (BCD(), ISGM(math.inf)):
+        ex = ARCHITECTURES["resnet_conv_exact"](_gen(0))
+        net = ex.network
+        xs = net.feasible(ex.u, ex.y)
+        xs[-1] = xs[-1] + 0.1 * torch.randn(xs[-1].shape, generator=_gen(1), dtype=DT)
+        problem = LiftedProblem(net, xs, ex.y, free_vars=range(1, net.depth), train_params=True)
+        solver.step(problem, solver.init(problem))
+        values.append([p.detach() for p in net.parameters()])
+    assert all(torch.equal(p, q) for p, q in zip(*values))
+
+
 def test_var_sweeps_are_passes_over_the_variables_before_the_parameters():
     """One step of BCD(var_sweeps=2) moves the variables as two steps of BCD() without parameter
     blocks do: two passes over the variables, and the parameters only after both."""

@@ -58,11 +58,10 @@ class ProximalPoint:
     def prox(self, block: Block, values: Sequence[Tensor], step: float) -> list[Tensor]:
         return self.problem.prox(block, values, step)
 
-    def param_inputs(self, index: int) -> list[int]:
-        return self.problem.param_inputs(index)
-
-    def param_outputs(self, index: int) -> list[int]:
-        return self.problem.param_outputs(index)
+    def __getattr__(self, name: str):
+        """What the wrapped problem has beyond the protocol (``param_layers``, ``param_inputs``,
+        ``param_outputs``), so the inner BCD groups and orders the blocks as on the problem."""
+        return getattr(self.__dict__["problem"], name)
 
     def grads(self, blocks: Sequence[Block]) -> list[list[Tensor]]:
         out = self.problem.grads(blocks)
