@@ -208,7 +208,21 @@ class _LiftedRunner:
         return {"solver": state}
 
     def load_state_dict(self, d: dict) -> None:
-        self.state = None if d["solver"] is None else SolverState.from_dict(d["solver"])
+        """The solver state of :meth:`state_dict`, its floating tensors cast to the network's
+        dtype (as torch optimizers cast theirs: a float64 checkpoint resumes a float32 run)."""
+        dtype = next(self.net.parameters()).dtype
+        self.state = None if d["solver"] is None else SolverState.from_dict(_cast(d["solver"], dtype))
+
+
+def _cast(state, dtype: torch.dtype):
+    """``state`` (tensors in dicts and lists) with its floating tensors cast to ``dtype``."""
+    if isinstance(state, Tensor):
+        return state.to(dtype) if state.is_floating_point() else state
+    if isinstance(state, dict):
+        return {k: _cast(v, dtype) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_cast(v, dtype) for v in state]
+    return state
 
 
 class _BackpropRunner:

@@ -345,6 +345,22 @@ def test_resume_is_bit_identical(patches, tmp_path, method):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.pt", "part.pt"]
 
 
+@pytest.mark.parametrize("method", [Lifted(solver=BCD(param_rule=Adam(1e-2))), Backprop(lr=1e-2)], ids=["lifted", "backprop"])
+def test_resume_of_a_float64_checkpoint_in_float32(patches, tmp_path, method):
+    """A float32 run resumes from a float64 checkpoint as from that checkpoint cast to float32."""
+    from torch.utils._pytree import tree_map
+
+    kwargs = dict(task=Denoising(0.1), method=method, epochs=2, batch_size=10, progress=False, resume=True)
+    train(_pnn(), patches[0][:20], **{**kwargs, "epochs": 1, "resume": False}, checkpoint=tmp_path / "c64.pt")
+    cast = tree_map(lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t,
+                    load_checkpoint(tmp_path / "c64.pt"))
+    torch.save(cast, tmp_path / "c32.pt")
+    nets = [_pnn().float(), _pnn().float()]
+    for net, path in zip(nets, ("c64.pt", "c32.pt")):
+        train(net, patches[0][:20], **kwargs, checkpoint=tmp_path / path)
+    assert all(p.dtype == torch.float32 and torch.equal(p, q) for p, q in zip(*(n.parameters() for n in nets)))
+
+
 def test_resume_refuses_another_noise_level(patches, tmp_path):
     train_set, _ = patches
     kwargs = dict(method=Backprop(lr=1e-2), batch_size=10, checkpoint=tmp_path / "c.pt", progress=False)
