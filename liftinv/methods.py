@@ -185,6 +185,13 @@ class _LiftedRunner:
         loss = float(sample_loss(output, batch.target).mean())
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite output of the forward pass (block Var({self.net.depth})) at iteration {iteration}")
+        top = self.net.layer(self.net.depth).activation
+        if self.method.penalty is not penalties.MAC and not bool(top.in_domain(batch.target).all()):
+            raise ValueError(
+                f"targets of iteration {iteration} lie outside the range of the output activation {top!r}, where its "
+                f"{_PENALTY_NAMES[self.method.penalty]} penalty is infinite (use targets in that range, another output "
+                "activation or the MAC penalty)"
+            )
         self.problem.set(Var(self.net.depth), [batch.target])
         solver = self.method.solver
         self.state = solver.init(self.view) if self.state is None else solver.reset_vars(self.state)

@@ -439,6 +439,27 @@ def test_non_finite_parameters_are_never_checkpointed(patches, tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad input
+def test_targets_outside_the_output_range_are_refused_where_the_penalty_is_infinite(patches):
+    """Targets in [-1, 1] under a sigmoid output: the output layer's Bregman penalty is infinite
+    there, so lifted Bregman training refuses them by name; MAC's penalty is finite and trains."""
+    from liftinv.convert import lift
+    from liftinv.penalty import bregman
+
+    from torch.nn import Conv2d, Sequential, Sigmoid, Tanh
+
+    def model():
+        return lift(Sequential(Conv2d(1, 2, 3, padding=1), Tanh(), Conv2d(2, 1, 3, padding=1), Sigmoid())).to(DT)
+
+    data = 2 * patches[0][:10] - 1
+    net = model()
+    assert math.isinf(float(bregman(net.layer(2).activation, data, torch.zeros_like(data)).sum()))
+    kwargs = dict(task=Denoising(0.1), epochs=1, batch_size=5, progress=False)
+    with pytest.raises(ValueError, match=r"targets of iteration 1 lie outside the range of the output activation Sigmoid\(\)"):
+        train(net, data, **kwargs)
+    h = train(model(), data, method=Lifted(penalty=MAC), **kwargs).history
+    assert all(math.isfinite(g) for g in h.gaps[-1])
+
+
 def test_bad_data(patches):
     train_set, val_set = patches
     kwargs = dict(task=Denoising(0.1), epochs=1, batch_size=5, progress=False)
