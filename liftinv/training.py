@@ -148,6 +148,8 @@ def train(
             raise ValueError(f"time_budget must be positive, got {time_budget}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if checkpoint is not None and os.path.isdir(checkpoint):
+        raise ValueError(f"checkpoint must be a file path, got the directory {checkpoint}")
     ref = next((p for p in model.parameters() if p.requires_grad), None)
     if ref is None:
         raise ValueError("model has no trainable parameters")

@@ -523,6 +523,7 @@ def test_bad_hyper_parameters(make, error, match):
         ({"task": "denoising"}, TypeError, "task"),
         ({"method": "bregman"}, TypeError, "method"),
         ({"generator": 0}, TypeError, "generator"),
+        ({"checkpoint": pathlib.Path(__file__).parent}, ValueError, "checkpoint must be a file path, got the directory"),
     ],
 )
 def test_bad_train_arguments(patches, override, error, match):
