@@ -121,7 +121,8 @@ def train(
         resume: continue from ``checkpoint`` (which must exist and come from the same method, task
             kind and noise level, batch size and training-set size).
         time_budget: stop after the batch at which the cumulative training time reaches this many
-            seconds (the last epoch is then partial and not checkpointed).
+            seconds (the last epoch is then partial and not checkpointed, unless that batch
+            ends it). The time of a resumed run counts: one that reached the budget trains no more.
         generator: source of every random draw (shuffling, noise); default seeded with 0 on CPU.
         progress: show a tqdm progress bar and a log line per epoch.
 
@@ -190,6 +191,8 @@ def train(
     bar = tqdm(total=(epochs - start) * n_batches, disable=not progress, unit="batch", desc=method.name)
     try:
         for epoch in range(start, epochs):
+            if seconds >= budget:  # spent by the last complete epoch (of this run or of the resumed one)
+                break
             trainer.start_epoch()
             order = torch.randperm(images.shape[0], generator=generator, device=generator.device).to(device)
             losses: list[float] = []
@@ -225,7 +228,7 @@ def train(
                     "runner": trainer.state_dict(), "generator": generator.get_state(), "history": history.as_dict(),
                 }
                 save_checkpoint(checkpoint, payload)
-            if not complete or seconds >= budget:  # no batch of the next epoch once the budget is spent
+            if not complete:
                 break
     finally:
         bar.close()

@@ -289,9 +289,10 @@ def test_time_budget_stops_at_the_batch_that_reaches_it(patches, monkeypatch):
     assert h.epoch == [0, pytest.approx(2 / 3)] and h.seconds == [0.0, 2.0]
 
 
-def test_time_budget_spent_at_the_end_of_an_epoch_stops_there(patches, monkeypatch):
+def test_time_budget_spent_at_the_end_of_an_epoch_stops_there(patches, monkeypatch, tmp_path):
     """Batches of 1 s, three per epoch: a budget of 3 s is reached by the last batch of epoch 1,
-    which is checkpointed, and no batch of epoch 2 runs."""
+    which is checkpointed, and no batch of epoch 2 runs; resuming with that budget, spent, runs
+    no batch either."""
     from types import SimpleNamespace
 
     import liftinv.training as training
@@ -299,8 +300,11 @@ def test_time_budget_spent_at_the_end_of_an_epoch_stops_there(patches, monkeypat
     clock = iter(range(1000))
     monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
     monkeypatch.setattr(_BackpropRunner, "step", lambda self, batch, iteration: 0.0)
-    h = train(_pnn(), patches[0], task=Denoising(0.1), method=Backprop(), epochs=3, batch_size=10, time_budget=3.0,
-              progress=False, generator=_gen()).history
+    kwargs = dict(task=Denoising(0.1), method=Backprop(), epochs=3, batch_size=10, time_budget=3.0, progress=False,
+                  checkpoint=tmp_path / "c.pt")
+    h = train(_pnn(), patches[0], **kwargs).history
+    assert h.epoch == [0, 1] and h.seconds == [0.0, 3.0]
+    h = train(_pnn(), patches[0], **kwargs, resume=True).history
     assert h.epoch == [0, 1] and h.seconds == [0.0, 3.0]
 
 
