@@ -22,6 +22,12 @@ from liftinv.network import LiftedNetwork
 AFFINE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn.Identity)
 
 
+def _is_affine(module: nn.Module) -> bool:
+    """An instance of a class of :data:`AFFINE`, or of a subclass that keeps its ``forward``
+    (one that overrides it may compute anything)."""
+    return any(isinstance(module, cls) and type(module).forward is cls.forward for cls in AFFINE)
+
+
 def _leaves(module: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
     """``(path, module)`` of the modules of a possibly nested ``nn.Sequential``, in the order its
     forward pass applies them: a module held twice appears twice (``named_children`` would list
@@ -55,7 +61,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
 
     Raises:
         TypeError: a module is neither affine nor a proximal activation (the message names its
-            index in ``module``, its class and the supported set).
+            index in ``module``, its class and the supported set); a subclass of an affine module
+            that overrides ``forward`` is not taken as affine.
         ValueError: no layer, or ``input_shape`` does not fit the network.
     """
     if isinstance(module, LiftedNetwork):
@@ -66,7 +73,7 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     layers, chain = [], []
     for path, m in _leaves(module, ""):
-        if isinstance(m, AFFINE):
+        if _is_affine(m):
             if not isinstance(m, nn.Identity):
                 chain.append(m)
             continue

@@ -177,6 +177,24 @@ def test_sequential_subclasses_are_not_flattened():
         lift(model)
 
 
+def test_affine_subclasses_count_only_if_they_keep_their_forward():
+    """A subclass of ``nn.Linear`` that overrides ``forward`` (here with a ReLU, not affine) is
+    refused by index and class, as an ``nn.Sequential`` subclass is; one that keeps it lifts."""
+
+    class Gated(nn.Linear):
+        def forward(self, x):
+            return torch.relu(super().forward(x))
+
+    class Named(nn.Linear):
+        pass
+
+    with pytest.raises(TypeError, match=r"layer 0 \(Gated\)"):
+        lift(nn.Sequential(Gated(3, 4), nn.Tanh()))
+    model = build(nn.Sequential(Named(3, 4), nn.Tanh()), 14)
+    u = torch.randn(2, 3, dtype=DT, generator=gen(15))
+    torch.testing.assert_close(lift(model)(u), model(u), rtol=1e-14, atol=1e-15)
+
+
 def test_input_shape_is_checked_up_to_the_last_layer():
     """The dry run with ``input_shape`` runs every layer: a mismatch in the last (trailing affine)
     layer is reported with its index."""
