@@ -93,6 +93,9 @@ def train_main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else Path("out/train") / f"{args.task}-{args.method}.pt"
+    if out.with_suffix(".png") == out:
+        parser.error(f"--out {out}: the history plot goes to --out with the suffix .png and would overwrite the "
+                     "checkpoint; use another suffix (e.g. .pt)")
     dtype = torch.float64 if args.float64 else torch.float32
     try:
         setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed)

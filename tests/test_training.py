@@ -639,6 +639,15 @@ def test_cli_low_memory_turns_the_preactivation_cache_off_and_refuses_backprop(t
     assert "--low-memory applies to the lifted methods, not to backprop-adam" in capsys.readouterr().err
 
 
+def test_cli_refuses_a_checkpoint_path_that_the_plot_would_overwrite(tmp_path, capsys):
+    """The history plot is written to ``--out`` with the suffix ``.png``: ``--out m.png`` would
+    replace the checkpoint by the plot, so it is refused before training."""
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "m.png")])
+    assert exit_info.value.code == 2 and "would overwrite the checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "m.png").exists()
+
+
 def test_cli_lr_is_refused_by_the_lifted_methods(tmp_path, capsys):
     """``--lr`` sets the backprop methods' learning rate only: a lifted method refuses it by
     name rather than ignore it."""
