@@ -99,8 +99,9 @@ class LiftedNetwork(nn.Module):
         )
 
     def weights(self) -> Tensor:
-        r"""Penalty weights :math:`\lambda_k`, shape ``(K,)``."""
-        return torch.tensor([layer.weight for layer in self.layers])
+        r"""Penalty weights :math:`\lambda_k`, shape ``(K,)``, in float64 (the default dtype would
+        round them, e.g. :math:`\lambda = 0.1` to 7 digits in float32 energies of float64 networks)."""
+        return torch.tensor([layer.weight for layer in self.layers], dtype=torch.float64)
 
     def energy(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty: Penalty = BREGMAN) -> Tensor:
         r"""Per-sample lifted energy :math:`\sum_k \lambda_k P_k(x_k, a_k)`, shape ``(B,)``."""

@@ -696,6 +696,21 @@ def test_resnet_forward_is_the_residual_recursion(name):
     assert [net.layer(k).weight for k in blocks] == [2.0 if name == "resnet" else 1.0] * len(blocks)
 
 
+def test_energy_weights_are_exact_in_float64():
+    r"""The float64 energy is :math:`\sum_k \lambda_k P_k` with the Python-float weights (0.1 and
+    0.3 are not float32 numbers), also as :class:`LiftedProblem` sums it."""
+    from liftinv.problem import LiftedProblem
+
+    net = MLP([3, 4, 2], Tanh(), weights=[0.1, 0.3], generator=gen(30)).double()
+    xs = net.feasible(torch.randn(5, 3, dtype=torch.float64, generator=gen(31)))
+    xs = [xs[0], 0.9 * xs[1], xs[2] + 1]
+    p = net.penalties(xs)
+    expected = 0.1 * p[0] + 0.3 * p[1]
+    torch.testing.assert_close(net.energy(xs), expected, rtol=1e-15, atol=0)
+    problem = LiftedProblem(net, xs, free_vars=[1], train_params=False)
+    torch.testing.assert_close(problem.energy(), expected.sum(), rtol=1e-15, atol=0)
+
+
 def test_resnet_residual_layers_carry_the_quadratic_penalty():
     r"""lambda_k B_k = rho/2 |u_j - u_{j-1} - V_j z_j|^2 on the residual layers (rho = 2)."""
     ex = ARCHITECTURES["resnet"](gen(28))
