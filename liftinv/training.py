@@ -236,7 +236,13 @@ def train(
 
 
 def _kept(checkpoint, history: TrainHistory) -> str:
-    return f"; checkpoint {checkpoint} keeps epoch {history.epoch[-1]:g}" if checkpoint is not None else ""
+    """What the checkpoint holds when training stops: the last complete epoch, or nothing of this
+    run before the first one (the last record is then the untrained model's, epoch 0)."""
+    if checkpoint is None:
+        return ""
+    if history.epoch[-1] == 0:
+        return f"; no checkpoint was written to {checkpoint}"
+    return f"; checkpoint {checkpoint} keeps epoch {history.epoch[-1]:g}"
 
 
 def _metric_fields(metrics) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import pathlib
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -427,11 +428,15 @@ def test_non_finite_state_names_block_and_keeps_last_checkpoint(patches, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
-def test_backprop_divergence_names_loss(patches):
+def test_backprop_divergence_names_loss(patches, tmp_path):
+    """A divergence in the first epoch says that no checkpoint was written (not that it keeps
+    epoch 0), and none was."""
     train_set, _ = patches
-    with pytest.raises(FloatingPointError, match="non-finite (loss|gradient).*iteration 2"):
+    path = tmp_path / "c.pt"
+    with pytest.raises(FloatingPointError, match="non-finite (loss|gradient).*iteration 2.*; no checkpoint was written to " + re.escape(str(path)) + "$"):
         train(_pnn(), train_set, task=Denoising(0.1), method=Backprop("sgd", lr=1e200, momentum=0.0), epochs=1,
-              batch_size=10, progress=False)
+              batch_size=10, progress=False, checkpoint=path)
+    assert not path.exists()
 
 
 def test_non_finite_parameters_are_never_checkpointed(patches, tmp_path):
