@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -120,9 +121,11 @@ def train_main(argv: list[str] | None = None) -> int:
     plot = out.with_suffix(".png")
     plot_history(result.history, plot, title=f"{args.task}, {method.name}")
     h = result.history
+    saved = math.floor(h.epoch[-1])  # every complete epoch is checkpointed, a partial one is not
+    kept = f"checkpoint {out} (epoch {saved})" if saved > 0 else "no checkpoint (no epoch completed)"
     print(
         f"{args.task} / {method.name}: {h.epoch[-1]:g} epochs in {h.seconds[-1]:.1f} s; validation PSNR "
-        f"{h.val_psnr[-1]:.2f} dB; test PSNR {test.psnr:.2f} dB, SSIM {test.ssim:.3f}; checkpoint {out}; plot {plot}"
+        f"{h.val_psnr[-1]:.2f} dB; test PSNR {test.psnr:.2f} dB, SSIM {test.ssim:.3f}; {kept}; plot {plot}"
     )
     return 0
 

@@ -644,6 +644,23 @@ def test_cli_low_memory_turns_the_preactivation_cache_off_and_refuses_backprop(t
     assert "--low-memory applies to the lifted methods, not to backprop-adam" in capsys.readouterr().err
 
 
+def test_cli_reports_the_checkpointed_epoch(tmp_path, monkeypatch, capsys):
+    """With batches of 1 s, ``--time-budget 1`` ends the first epoch after its first batch: no
+    checkpoint is written and the summary says so; a complete epoch is reported with its number."""
+    from types import SimpleNamespace
+
+    import liftinv.training as training
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    out = tmp_path / "ae.pt"
+    args = ["--task", "autoencoder", "--quick", "--method", "backprop-adam", "--no-progress", "--out", str(out)]
+    assert train_main([*args, "--epochs", "1", "--time-budget", "1"]) == 0
+    assert "; no checkpoint (no epoch completed); plot" in capsys.readouterr().out and not out.exists()
+    assert train_main([*args, "--epochs", "1"]) == 0
+    assert f"; checkpoint {out} (epoch 1); plot" in capsys.readouterr().out and out.exists()
+
+
 def test_cli_refuses_a_checkpoint_path_that_the_plot_would_overwrite(tmp_path, capsys):
     """The history plot is written to ``--out`` with the suffix ``.png``: ``--out m.png`` would
     replace the checkpoint by the plot, so it is refused before training."""
