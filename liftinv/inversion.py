@@ -81,7 +81,6 @@ default). ``physics`` appends the measurement layer
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -99,6 +98,7 @@ from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, TV
 from liftinv.solvers import Nesterov, Rule
+from liftinv.validation import sample_shape
 
 
 @dataclass(frozen=True)
@@ -297,17 +297,6 @@ def snap_saturated(activation, f: Tensor, radius: Tensor) -> Tensor:
     return out
 
 
-def _input_shape(shape) -> tuple[int, ...]:
-    """``shape`` as a tuple of ints, refusing anything but positive integers."""
-    try:
-        dims = tuple(shape)
-    except TypeError:
-        raise TypeError(f"input_shape must be a sequence of ints, got {type(shape).__name__}") from None
-    if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in dims):
-        raise ValueError(f"input_shape must hold positive ints, got {dims}")
-    return tuple(int(d) for d in dims)
-
-
 def prepare(network, output, *, input_shape=None, noise_level=None, physics=None, x0=None, y=None,
             free_output: bool = False, snap: float = 0.0, any_module: bool = False) -> Task:
     """Validate the arguments of :func:`invert` and build the :class:`Task` (``snap``: see
@@ -329,7 +318,7 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
     if x0 is not None and not isinstance(x0, Tensor):
         raise TypeError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
     if input_shape is not None:
-        input_shape = _input_shape(input_shape)
+        input_shape = sample_shape("input_shape", input_shape)
     shape_of_x0 = input_shape is None and x0 is not None
     if shape_of_x0:
         input_shape = tuple(x0.shape[1:])

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from liftinv.penalty import BREGMAN, Penalty
 from liftinv.layer import Layer
-from liftinv.validation import positive_int
+from liftinv.validation import sample_shape
 
 
 class LiftedNetwork(nn.Module):
@@ -40,11 +40,7 @@ class LiftedNetwork(nn.Module):
             if max(layer.inputs) >= k or min(layer.inputs) < 0:
                 raise ValueError(f"layer {k} reads variables {layer.inputs}; they must lie in [0, {k - 1}]")
         self.layers = nn.ModuleList(layers)
-        if input_shape is not None and not isinstance(input_shape, Sequence):
-            raise TypeError(f"input_shape must be a sequence of sizes (one sample, without batch), got {input_shape!r}")
-        self.input_shape = None if input_shape is None else tuple(
-            positive_int(f"input_shape[{i}]", s) for i, s in enumerate(input_shape)
-        )
+        self.input_shape = None if input_shape is None else sample_shape("input_shape", input_shape)
         self._consumers = [[] for _ in range(len(layers) + 1)]
         for k, layer in enumerate(layers, start=1):
             for pos, i in enumerate(layer.inputs):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 
 def positive_int(name: str, value: object) -> int:
@@ -10,3 +11,11 @@ def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
+
+
+def sample_shape(name: str, value: object) -> tuple[int, ...]:
+    """``value`` (the shape of one sample, without batch) as a tuple of ints if it is a sequence
+    of integers >= 1, else a ``TypeError`` (not a sequence) or ``ValueError`` naming ``name[i]``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of sizes (one sample, without batch), got {value!r}")
+    return tuple(positive_int(f"{name}[{i}]", s) for i, s in enumerate(value))
