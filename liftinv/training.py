@@ -113,7 +113,8 @@ def train(
             physics, which must then be the operator it was built for; any other model must
             use that physics itself) or :class:`~liftinv.tasks.Autoencoder`.
         method: :class:`Lifted` (default: lifted Bregman, plain BCD) or :class:`Backprop`.
-        epochs: total number of epochs (a resumed run continues up to it).
+        epochs: total number of epochs (a resumed run continues up to it, from a checkpoint that
+            holds no more).
         batch_size: samples per batch, at most ``N``.
         val_set: clean held-out images of the training images' shape, scored after every epoch
             (observations drawn once with seed 0, see :class:`~liftinv.evaluation.HeldOut`).
@@ -132,6 +133,7 @@ def train(
     Raises:
         ValueError: bad sizes, data that do not fit the model, NaN/Inf data, invalid arguments.
         TypeError: wrong argument types.
+        RuntimeError: called under ``torch.inference_mode``.
         FloatingPointError: a non-finite block update, penalty, loss or gradient; the message names
             the block (or parameter) and the iteration; the last checkpoint stays as it was.
     """
@@ -141,6 +143,8 @@ def train(
         raise TypeError(f"task must be a liftinv.tasks.Task, got {type(task).__name__}")
     if not isinstance(method, (Lifted, Backprop)):
         raise TypeError(f"method must be Lifted(...) or Backprop(...), got {type(method).__name__}")
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("train cannot run under torch.inference_mode: both methods need autograd, which it disables")
     positive_int("epochs", epochs)
     positive_int("batch_size", batch_size)
     if time_budget is not None:
@@ -180,6 +184,8 @@ def train(
         trainer.load_state_dict(ckpt["runner"])
         generator.set_state(ckpt["generator"])
         history, start = TrainHistory.from_dict(ckpt["history"]), int(ckpt["epoch"])
+        if epochs < start:
+            raise ValueError(f"epochs must be at least the {start} epochs that checkpoint {checkpoint} holds, got {epochs}")
     else:
         metrics = heldout.evaluate(model) if heldout is not None else None
         history.append(epoch=0, seconds=0.0, **_metric_fields(metrics))

@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", choices=SETUP_NAMES, default="denoising",
                         help="setup on the bundled data (see liftinv.training_setups; default: denoising)")
     parser.add_argument("--method", choices=list(METHODS), default="bregman-bcd", help="training method (default: bregman-bcd)")
-    parser.add_argument("--epochs", type=int, default=5, help="total number of epochs (default: 5)")
+    parser.add_argument("--epochs", type=cli_types.positive_int, default=5, help="total number of epochs (default: 5)")
     parser.add_argument("--sweep-order", choices=SWEEP_ORDERS, default="setup",
                         help="lifted BCD methods: move the parameters after the top-down variable pass (top-down) or "
                         "each layer's with its input variable (interleaved); default: the setup's (interleaved on "

@@ -394,6 +394,27 @@ def test_resume_refuses_other_method(patches, tmp_path):
         train(_pnn(), train_set, method=Lifted(), resume=True, **{**kwargs, "checkpoint": tmp_path / "none.pt"})
 
 
+def test_resume_refuses_fewer_epochs_than_the_checkpoint_holds(patches, tmp_path):
+    """A checkpoint of 2 epochs resumed with ``epochs=1`` would return its 2-epoch model as the
+    1-epoch run asked for; ``epochs=2`` returns it unchanged."""
+    train_set, _ = patches
+    kwargs = dict(task=Denoising(0.1), method=Backprop(lr=1e-2), batch_size=10, checkpoint=tmp_path / "c.pt", progress=False)
+    model = _pnn()
+    train(model, train_set, epochs=2, **kwargs)
+    with pytest.raises(ValueError, match=r"^epochs must be at least the 2 epochs that checkpoint .*c\.pt holds, got 1$"):
+        train(_pnn(), train_set, epochs=1, resume=True, **kwargs)
+    again = train(_pnn(), train_set, epochs=2, resume=True, **kwargs)
+    assert again.history.epoch[-1] == 2
+    assert all(torch.equal(p, q) for p, q in zip(again.model.parameters(), model.parameters()))
+
+
+def test_train_under_inference_mode_is_refused(patches):
+    train_set, _ = patches
+    for method in (Lifted(), Backprop(lr=1e-2)):
+        with torch.inference_mode(), pytest.raises(RuntimeError, match="^train cannot run under torch.inference_mode"):
+            train(_pnn(), train_set, task=Denoising(0.1), method=method, epochs=1, batch_size=10, progress=False)
+
+
 def test_time_budget_stops_inside_an_epoch_without_checkpoint(patches, tmp_path):
     train_set, _ = patches
     h = train(_pnn(), train_set, task=Denoising(0.1), method=Lifted(), epochs=5, batch_size=10, time_budget=1e-9,
@@ -611,7 +632,7 @@ def test_cli_trains_resumes_and_refuses_bad_arguments(tmp_path, capsys):
     assert "test PSNR" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         train_main([*args, "--epochs", "0"])
-    assert exit_info.value.code == 2 and "epochs must be an integer >= 1" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "argument --epochs: must be an integer >= 1, got '0'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_main([*args, "--method", "backprop-adam", "--resume", "--epochs", "3"])  # checkpoint of another method
     assert "checkpoint" in capsys.readouterr().err
