@@ -98,7 +98,7 @@ from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, TV
 from liftinv.solvers import Nesterov, Rule
-from liftinv.validation import sample_shape
+from liftinv.validation import refuse_inference_mode, sample_shape
 
 
 @dataclass(frozen=True)
@@ -516,6 +516,8 @@ def invert(
         TypeError: unsupported layers (from :func:`liftinv.lift`), wrong argument types or dtypes.
         ValueError: shapes not matching the network, NaN/Inf in ``output``, a negative or
             non-finite ``noise_level``.
+        RuntimeError: called under ``torch.inference_mode`` for a problem solved by block-coordinate
+            descent (one layer with TV is solved by PDHG, which needs no autograd).
     """
     if not isinstance(config, InversionConfig):
         raise TypeError(f"config must be an InversionConfig, got {type(config).__name__}")
@@ -525,5 +527,6 @@ def invert(
             and not isinstance(task.network.layer(1).activation, Softmax)):  # which has no prox_phi
         solver = PrimalDual(task.network, task.x0, task.projected, task.y, config)
     else:
+        refuse_inference_mode("invert with block-coordinate descent")
         solver = LiftedBCD(task.network, task.x0, task.data, task.projected, task.y, task.free_output, config)
     return solve_task(task, solver, regularizer, config)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from liftinv.inversion import InversionConfig, InversionResult, Task, prepare, solve_task
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Box, Potential, TV
+from liftinv.validation import refuse_inference_mode
 
 
 #: L-BFGS iterations per call of ``torch.optim.LBFGS.step`` (and per stopping test): called with
@@ -152,6 +153,7 @@ def invert_gradient(
         raise TypeError(f"config must be an InversionConfig, got {type(config).__name__}")
     if not isinstance(optimizer, GradientOptimizer):
         raise TypeError(f"optimizer must be a GradientOptimizer, got {type(optimizer).__name__}")
+    refuse_inference_mode("invert_gradient")
     task = prepare(network, output, input_shape=input_shape, noise_level=noise_level, physics=physics, x0=x0, y=y,
                    any_module=True)
     return solve_task(task, GradientInversion(task, config, optimizer), regularizer, config)

@@ -34,7 +34,7 @@ from liftinv.history import TrainHistory
 from liftinv.methods import Backprop, Lifted, lifted_view, runner
 from liftinv.solvers.rules import check_real
 from liftinv.tasks import Task
-from liftinv.validation import positive_int
+from liftinv.validation import positive_int, refuse_inference_mode
 
 CHECKPOINT_FORMAT = 1
 
@@ -143,8 +143,7 @@ def train(
         raise TypeError(f"task must be a liftinv.tasks.Task, got {type(task).__name__}")
     if not isinstance(method, (Lifted, Backprop)):
         raise TypeError(f"method must be Lifted(...) or Backprop(...), got {type(method).__name__}")
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("train cannot run under torch.inference_mode: both methods need autograd, which it disables")
+    refuse_inference_mode("train")
     positive_int("epochs", epochs)
     positive_int("batch_size", batch_size)
     if time_budget is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import torch
+
 
 def positive_int(name: str, value: object) -> int:
     """Return ``value`` as an ``int`` if it is an integer >= 1 (not a bool), else raise a
@@ -19,3 +21,10 @@ def sample_shape(name: str, value: object) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(f"{name} must be a sequence of sizes (one sample, without batch), got {value!r}")
     return tuple(positive_int(f"{name}[{i}]", s) for i, s in enumerate(value))
+
+
+def refuse_inference_mode(what: str) -> None:
+    """A ``RuntimeError`` naming ``what`` under ``torch.inference_mode``, which disables the
+    autograd that ``what`` needs (its failure inside would name no cause)."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(f"{what} cannot run under torch.inference_mode: it needs autograd, which inference mode disables")

@@ -992,6 +992,22 @@ def test_per_sample_weights_must_be_one_per_sample(kind, solver):
             solver(model, f, input_shape=(1, 4, 4), regularizer=kind(weights), config=InversionConfig(max_iter=2))
 
 
+def test_inference_mode_is_refused_where_autograd_is_needed():
+    """Deep BCD and the gradient baseline need autograd: refused by name under inference mode.
+    One layer with TV (PDHG, no autograd) gives there what it gives outside."""
+    deep = nn.Sequential(nn.Flatten(), nn.Linear(16, 20), nn.ReLU(), nn.Linear(20, 24), nn.ReLU()).double()
+    f = deep(torch.rand(2, 1, 4, 4, dtype=F64, generator=gen(3))).detach()
+    config = InversionConfig(max_iter=3)
+    for solver, name in ((invert, "invert with block-coordinate descent"), (invert_gradient, "invert_gradient")):
+        with torch.inference_mode(), pytest.raises(RuntimeError, match=f"^{name} cannot run under torch.inference_mode"):
+            solver(deep, f, input_shape=(1, 4, 4), regularizer=TV(0.01), config=config)
+    model = perceptron(20, (1, 4, 4), nn.ReLU())
+    f = model(torch.rand(2, 1, 4, 4, dtype=F64, generator=gen(4))).detach()
+    with torch.inference_mode():
+        inside = invert(model, f, input_shape=(1, 4, 4), regularizer=TV(0.01), config=config).input
+    assert torch.equal(inside, invert(model, f, input_shape=(1, 4, 4), regularizer=TV(0.01), config=config).input)
+
+
 def test_unsupported_layer_is_refused_by_name():
     model = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3)).double()
     with pytest.raises(TypeError, match="GELU"):
