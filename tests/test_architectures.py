@@ -168,7 +168,7 @@ def test_forward_then_updates_keep_cached_gradients_exact(example, name, param_g
     _assert_grads_match_autograd(problem, net, y, penalty)
 
 
-def test_interleaved_sweep_reuses_the_parameter_graphs_of_the_forward_pass(example, monkeypatch):
+def test_interleaved_sweep_reuses_the_parameter_graphs_of_the_forward_pass(example, spy):
     """After ``forward(..., param_graphs=True)`` an interleaved BCD sweep takes the parameter
     gradients from the backward pass that gives the variables' (without the graphs the maps that
     hold parameters are evaluated again), except in a layer that reads the output of another
@@ -176,29 +176,21 @@ def test_interleaved_sweep_reuses_the_parameter_graphs_of_the_forward_pass(examp
     exactly as the sweep without the graphs does."""
     net, y = example.network, example.y
     start = [p.detach().clone() for p in net.parameters()]
-    evaluated = []
-    original = LiftedProblem._param_pullback
-
-    def counting(self, k, own, cotangent):
-        if own:
-            users = layers_using(net, own)
-            evaluated.append((k, any(i in users for i in net.layer(k).inputs)))
-        return original(self, k, own, cotangent)
-
-    monkeypatch.setattr(LiftedProblem, "_param_pullback", counting)
+    calls = spy(LiftedProblem, "_param_pullback",  # (layer, whether it reads a layer of its parameters) or None
+                lambda self, k, own, cotangent: own and (k, any(i in layers_using(net, own) for i in net.layer(k).inputs)))
     moved = {}
     for param_graphs in (False, True):
         with torch.no_grad():
             for p, v in zip(net.parameters(), start):
                 p.copy_(v)
-        evaluated.clear()
+        calls.clear()
         xs = net.feasible(example.u, y)
         problem = LiftedProblem(net, xs, y, free_vars=range(1, net.depth), train_params=True)
         out = problem.forward(example.u, y, param_graphs=param_graphs)
         problem.set(Var(net.depth), [out + 0.1 * randn_like(out, gen(8))])
         solver = BCD(param_rule=Adam(1e-2), interleave=True)
         solver.step(problem, solver.init(problem))
-        moved[param_graphs] = ([x.clone() for x in problem.xs], [p.detach().clone() for p in net.parameters()], list(evaluated))
+        moved[param_graphs] = ([x.clone() for x in problem.xs], [p.detach().clone() for p in net.parameters()], [c for c in calls if c])
     assert moved[False][2] and moved[True][2] == [(k, True) for k, reads_shared in moved[False][2] if reads_shared]
     for a, b in zip(moved[False][0] + moved[False][1], moved[True][0] + moved[True][1]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
