@@ -127,8 +127,9 @@ class Blur(LinearPhysics):
 
     def update_parameters(self, kernel: Tensor | None = None, filter: Tensor | None = None, **noise_params) -> None:
         """Replace the kernel (validated, copied to the operator's dtype/device); clears the cached
-        spectra and operator norms (the same kernel again keeps them). ``filter`` is deepinv's name for it, ``(1, C, h, w)`` as its
-        blur generators draw one (one kernel for the whole batch: a batch of kernels is refused).
+        spectra and operator norms (the same kernel again keeps them). ``filter`` is deepinv's name
+        for it, ``(B, C, h, w)`` as its blur generators draw it, accepted when all ``B`` kernels are
+        equal (one kernel for the whole batch: different kernels per sample are refused).
 
         ``noise_params`` are the noise model's parameters, which deepinv passes to every
         ``update_parameters`` (and, through ``physics(x, **params)``, to :meth:`A`); they are not
@@ -141,7 +142,7 @@ class Blur(LinearPhysics):
             return
         check_tensor(kernel, name)
         if filter is not None:
-            kernel = one_for_the_batch(kernel, name, ndim=3)
+            kernel = one_for_the_batch(kernel, name, ndim=3, axes=("sample",))
         if kernel.is_complex() or kernel.ndim not in (2, 3) or min(kernel.shape) < 1:
             raise ValueError(f"{name} must be a real (h, w) or (C, h, w) tensor, got {kernel.dtype} {tuple(kernel.shape)}")
         with torch.inference_mode(False):  # a normal tensor, which later calls under autograd may save

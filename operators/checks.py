@@ -140,18 +140,25 @@ def empty_batch(t: object) -> bool:
     return isinstance(t, Tensor) and t.ndim > 0 and t.shape[0] == 0
 
 
-def one_for_the_batch(t: Tensor, name: str, ndim: int) -> Tensor:
-    """``t`` without leading axes of size 1 down to ``ndim`` dimensions: deepinv's generators draw
-    parameters with a batch (and channel) axis, ``(1, 1, H, W)`` for one mask; a batch of
-    different ones is refused (the operators hold one for every sample)."""
-    while t.ndim > ndim and t.shape[0] == 1:
-        t = t[0]
-    if t.ndim > ndim:
+def one_for_the_batch(t: Tensor, name: str, ndim: int, axes: tuple[str, ...]) -> Tensor:
+    """``t[0, ..., 0]`` (its last ``ndim`` axes) for a ``t`` with at most ``len(axes)`` leading axes,
+    named by ``axes`` (the last name for the axis next to the ``ndim`` others), along each of which
+    ``t`` is constant. deepinv's generators draw parameters with a batch and a channel axis,
+    ``(B, 2, H, W)`` for an MRI mask, ``(B, C, h, w)`` for a blur filter; the operators hold one for
+    every sample, so a ``t`` that differs along a leading axis is refused naming that axis."""
+    extra = t.ndim - ndim
+    if extra > len(axes) or 0 in t.shape[: max(extra, 0)]:
         raise ValueError(
-            f"{name} must be one {ndim}-D {name} for the whole batch (leading axes of size 1 allowed), "
-            f"got shape {tuple(t.shape)}: per-sample {name}s are not supported"
+            f"{name} must have at most {len(axes)} non-empty leading axes ({', '.join(axes)}) before "
+            f"the {ndim}-D {name}, got shape {tuple(t.shape)}"
         )
-    return t
+    for dim, axis in enumerate(axes[len(axes) - extra :]):
+        if not torch.equal(t, t.narrow(dim, 0, 1).expand_as(t)):
+            raise ValueError(
+                f"{name} of shape {tuple(t.shape)} differs along dim {dim}: a different {name} per "
+                f"{axis} is not supported (one {ndim}-D {name} for the whole batch)"
+            )
+    return t[(0,) * max(extra, 0)]
 
 
 def clear_opnorm(physics) -> None:

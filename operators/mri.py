@@ -47,7 +47,8 @@ class MRI(LinearPhysics):
     r"""Cartesian MRI :math:`y_n = M F (S_n x)` as a deepinv ``LinearPhysics`` (see module docstring).
 
     Args:
-        mask: real ``(H, W)`` sampling mask (bool or float, usually 0/1) in centred k-space.
+        mask: real ``(H, W)`` sampling mask (bool or float, usually 0/1) in centred k-space, or
+            deepinv's ``(C, H, W)`` / ``(B, C, H, W)`` layout of one (see :meth:`update_parameters`).
         coil_maps: complex ``(N, H, W)`` sensitivity maps; ``None`` for single-coil data.
         noise_model: deepinv noise model; ``physics(x)`` returns :math:`M \odot N(Ax)` (noise only
             on sampled k-space entries, as deepinv's MRI operators).
@@ -85,9 +86,12 @@ class MRI(LinearPhysics):
 
     def update_parameters(self, mask: Tensor | None = None, coil_maps: Tensor | None = None, **noise_params) -> None:
         """Replace the mask and/or coil maps (validated, copied to the operator's dtype/device; the
-        same mask again keeps the cached factors). The mask is ``(H, W)``, or ``(1, 1, H, W)`` as
-        deepinv's mask generators draw one (one mask for the whole batch: a batch of masks is
-        refused). Both are validated before either is replaced: a refused update changes nothing.
+        same mask again keeps the cached factors). The mask is ``(H, W)``, or ``(C, H, W)`` or
+        ``(B, C, H, W)`` as deepinv's MRI takes it (``C``: the real and imaginary channels, 2 or 1;
+        deepinv's mask generators draw ``(B, 2, H, W)`` for ``img_size = (2, H, W)``), accepted when
+        it is one mask for the whole batch: equal along ``B`` and ``C`` (different masks per sample
+        or per channel are refused). Both are validated before either is replaced: a refused update
+        changes nothing.
 
         ``noise_params`` are the noise model's parameters, which deepinv passes to every
         ``update_parameters`` (and, through ``physics(x, **params)``, to :meth:`A`); they are not
@@ -101,8 +105,9 @@ class MRI(LinearPhysics):
             if not isinstance(mask, Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
                 raise TypeError(f"mask must be a bool or real floating tensor, got {getattr(mask, 'dtype', type(mask))}")
             with torch.inference_mode(False):  # a normal tensor, which later calls under autograd may save
-                mask = one_for_the_batch(mask.detach(), "mask", ndim=2).to(dtype=self.dtype, device=self.mask.device, copy=True)
-            check_tensor(mask, "mask", ndim=2)
+                mask = check_tensor(mask.detach().to(dtype=self.dtype, device=self.mask.device), "mask")
+                mask = one_for_the_batch(mask, "mask", ndim=2, axes=("sample", "real/imaginary channel")).clone()
+            check_tensor(mask, "mask", ndim=2, finite=False)
             if mask.numel() == 0:
                 raise ValueError(f"mask must be non-empty, got shape {tuple(mask.shape)}")
             if coil_maps is None and torch.equal(mask, self.mask):  # deepinv may pass its parameters at every call

@@ -366,14 +366,19 @@ def test_blur_bad_filter_is_refused_by_its_name(bad, exc):
 
 
 def test_blur_takes_deepinv_filter_parameter():
-    """deepinv's name for the kernel, ``filter``, drawn ``(1, C, h, w)`` by its blur generators
-    and passed as ``physics(x, filter=...)``; a batch of kernels, or both names, is refused."""
+    """deepinv's name for the kernel, ``filter``, drawn ``(B, C, h, w)`` by its blur generators
+    and passed as ``physics(x, filter=...)``: one kernel, or the same kernel for every sample;
+    different kernels per sample, or both names, are refused."""
     g = _gen(9)
     x = torch.randn(2, 1, 12, 12, dtype=torch.float64, generator=g)
     op = Blur(torch.rand(3, 3, generator=g), boundary="zero", dtype=torch.float64)
     new = torch.rand(5, 5, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(op(x, filter=new[None, None]), Blur(new, boundary="zero", dtype=torch.float64).A(x), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="filter must be one 3-D filter for the whole batch"):
+    expected = Blur(new, boundary="zero", dtype=torch.float64).A(x)
+    for filt in (new[None, None], new.expand(2, 1, 5, 5)):
+        torch.testing.assert_close(op(x, filter=filt), expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"^filter of shape \(2, 1, 5, 5\) differs along dim 0: a different filter per sample is not supported"):
         op.update(filter=torch.rand(2, 1, 5, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"^filter must have at most 1 non-empty leading axes \(sample\)"):
+        op.update(filter=new[None, None, None])
     with pytest.raises(ValueError, match="not both"):
         op.update(kernel=new, filter=new)

@@ -283,7 +283,8 @@ def test_mask_bad_arguments(call, name):
 @pytest.mark.parametrize(
     "build, exc, name",
     [
-        (lambda: MRI(torch.ones(2, 4, 4)), ValueError, "mask"),
+        (lambda: MRI(torch.ones(1, 1, 1, 4, 4)), ValueError, "mask"),
+        (lambda: MRI(torch.stack([torch.ones(4, 4), torch.eye(4)])), ValueError, "mask"),
         (lambda: MRI(torch.ones(4, 4, dtype=torch.complex64)), TypeError, "mask"),
         (lambda: MRI(torch.ones(4, 4, dtype=torch.int64)), TypeError, "mask"),
         (lambda: MRI(torch.full((4, 4), float("nan"))), ValueError, "mask"),
@@ -432,19 +433,32 @@ def test_centring_phases_are_the_shift_theorem_with_exact_signs(n):
             assert set(d.real.tolist()) <= {1.0, -1.0}
 
 
-def test_mri_takes_masks_from_deepinv_generators():
-    """``physics(x, **generator.step(1))``, as deepinv's trainer calls it, uses the drawn mask
-    ``(1, 1, H, W)``; a batch of different masks is refused by name."""
-    from deepinv.physics.generator import GaussianMaskGenerator
-
+@pytest.mark.parametrize("name", ["GaussianMaskGenerator", "RandomMaskGenerator", "EquispacedMaskGenerator"])
+@pytest.mark.parametrize("size", ["img_size", "spatial"])
+def test_mri_takes_masks_from_deepinv_generators(name, size):
+    """``physics(x, **generator.step(B))``, as deepinv's trainer calls it, with the generator built
+    on ``physics.img_size = (2, H, W)`` (masks ``(B, 2, H, W)``) or on ``(H, W)`` (masks
+    ``(B, 1, H, W)``): one mask for the batch is used, as by deepinv's own MRI on the same mask;
+    masks that differ per sample or per real/imaginary channel are refused, naming the dim."""
     shape = (16, 16)
-    x = torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(20))
-    generator = GaussianMaskGenerator(shape, acceleration=4, rng=_gen(21))
-    params = generator.step(1)
+    x = torch.randn(3, 2, *shape, dtype=torch.float64, generator=_gen(20))
     op = MRI(torch.ones(shape), dtype=torch.float64)
-    torch.testing.assert_close(op(x, **params), MRI(params["mask"][0, 0], dtype=torch.float64).A(x), rtol=0, atol=0)
-    with pytest.raises(ValueError, match=r"^mask must be one 2-D mask for the whole batch .* per-sample masks are not supported"):
-        op(x, **generator.step(2))
+    generator = getattr(dinv.physics.generator, name)(op.img_size if size == "img_size" else shape, acceleration=4, rng=_gen(21))
+    mask = generator.step(1)["mask"]
+    assert mask.shape == (1, 2 if size == "img_size" else 1, *shape) and float(mask.mean()) < 0.5
+    same = mask.expand(3, -1, -1, -1)  # one mask drawn for the three samples
+    reference = dinv.physics.MRI(mask=same.double(), img_size=(2, *shape))
+    for params in ({"mask": mask}, {"mask": same}):
+        torch.testing.assert_close(op(x, **params), reference(x), rtol=0, atol=1e-14)
+        torch.testing.assert_close(op.A_adjoint(reference(x), **params), reference.A_adjoint(reference(x)), rtol=0, atol=1e-14)
+    different = torch.cat([mask, 1 - mask])
+    with pytest.raises(ValueError, match=r"^mask of shape \(2, .*\) differs along dim 0: a different mask per sample is not supported"):
+        op(x, mask=different)
+    with pytest.raises(ValueError, match=r"^mask of shape \(1, 2, 16, 16\) differs along dim 1: a different mask per real/imaginary channel"):
+        op.update(mask=torch.cat([mask[:, :1], 1 - mask[:, :1]], 1))
+    with pytest.raises(ValueError, match=r"^mask must have at most 2 non-empty leading axes \(sample, real/imaginary channel\)"):
+        op.update(mask=mask[None])
+    torch.testing.assert_close(op.mask, mask[0, 0].double(), rtol=0, atol=0)  # refused updates changed nothing
 
 
 @pytest.mark.parametrize("layout", ["real", "complex"])
