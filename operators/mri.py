@@ -49,7 +49,8 @@ class MRI(LinearPhysics):
     Args:
         mask: real ``(H, W)`` sampling mask (bool or float, usually 0/1) in centred k-space, or
             deepinv's ``(C, H, W)`` / ``(B, C, H, W)`` layout of one (see :meth:`update_parameters`).
-        coil_maps: complex ``(N, H, W)`` sensitivity maps; ``None`` for single-coil data.
+        coil_maps: complex ``(N, H, W)`` sensitivity maps, or ``(B, N, H, W)`` as deepinv's (see
+            :meth:`update_parameters`); ``None`` for single-coil data.
         noise_model: deepinv noise model; ``physics(x)`` returns :math:`M \odot N(Ax)` (noise only
             on sampled k-space entries, as deepinv's MRI operators).
         dtype: real floating dtype; complex inputs must have the matching complex dtype.
@@ -90,8 +91,9 @@ class MRI(LinearPhysics):
         ``(B, C, H, W)`` as deepinv's MRI takes it (``C``: the real and imaginary channels, 2 or 1;
         deepinv's mask generators draw ``(B, 2, H, W)`` for ``img_size = (2, H, W)``), accepted when
         it is one mask for the whole batch: equal along ``B`` and ``C`` (different masks per sample
-        or per channel are refused). Both are validated before either is replaced: a refused update
-        changes nothing.
+        or per channel are refused). The coil maps are ``(N, H, W)``, or ``(B, N, H, W)`` as deepinv's
+        ``MultiCoilMRI`` and its data sets give them, accepted when equal along ``B``. Both are
+        validated before either is replaced: a refused update changes nothing.
 
         ``noise_params`` are the noise model's parameters, which deepinv passes to every
         ``update_parameters`` (and, through ``physics(x, **params)``, to :meth:`A`); they are not
@@ -113,7 +115,8 @@ class MRI(LinearPhysics):
             if coil_maps is None and torch.equal(mask, self.mask):  # deepinv may pass its parameters at every call
                 return
         if coil_maps is not None:
-            check_tensor(coil_maps, "coil_maps", ndim=3, spatial=tuple(mask.shape))
+            coil_maps = one_for_the_batch(check_tensor(coil_maps, "coil_maps"), "coil_maps", ndim=3, axes=("sample",))
+            check_tensor(coil_maps, "coil_maps", ndim=3, spatial=tuple(mask.shape), finite=False)
             if not coil_maps.is_complex():
                 raise TypeError(f"coil_maps must be a complex tensor, got dtype {coil_maps.dtype}")
             if len(coil_maps) == 0:

@@ -461,6 +461,22 @@ def test_mri_takes_masks_from_deepinv_generators(name, size):
     torch.testing.assert_close(op.mask, mask[0, 0].double(), rtol=0, atol=0)  # refused updates changed nothing
 
 
+def test_mri_takes_coil_maps_with_a_batch_axis():
+    """deepinv's data sets give ``params = {"mask": (C, H, W), "coil_maps": (N, H, W)}`` per sample,
+    which a data loader batches to ``(B, ...)``: with one sample (or equal maps), the maps are
+    used as by deepinv's ``MultiCoilMRI``; different maps per sample are refused, naming the dim."""
+    shape = (12, 12)
+    maps = _coil_maps(3, shape, torch.float64, seed=40)
+    mask = dinv.physics.generator.GaussianMaskGenerator((2, *shape), acceleration=2, rng=_gen(41)).step(1)["mask"].double()
+    x = torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(42))
+    reference = dinv.physics.MultiCoilMRI(mask=mask, coil_maps=maps[None], img_size=(2, *shape))
+    op = MRI(torch.ones(shape), coil_maps=_coil_maps(2, shape, torch.float64, seed=43), dtype=torch.float64)
+    for batched in (maps[None], maps.expand(2, -1, -1, -1)):
+        torch.testing.assert_close(op(x, mask=mask, coil_maps=batched), reference(x), rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match=r"^coil_maps of shape \(2, 3, 12, 12\) differs along dim 0: a different coil_maps per sample"):
+        op.update(coil_maps=torch.stack([maps, 2 * maps]))
+
+
 @pytest.mark.parametrize("layout", ["real", "complex"])
 def test_mri_noise_sigma_is_per_real_component_in_every_layout(layout):
     """Gaussian noise of standard deviation sigma on the real and the imaginary part of every
