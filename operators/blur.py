@@ -51,14 +51,15 @@ def _fold(z: Tensor, before: int, after: int, boundary: str, dim: int) -> Tensor
     return out
 
 
-def _check_kernel_fits(kernel: Tensor, shape: tuple[int, ...]) -> None:
-    """``kernel`` ``(C_k, h, w)`` must fit in an image of shape ``(..., C, H, W)``, with ``C_k`` 1 or ``C``."""
+def _check_kernel_fits(kernel: Tensor, shape: tuple[int, ...], name: str = "kernel") -> None:
+    """``kernel`` ``(C_k, h, w)`` must fit in an image of shape ``(..., C, H, W)``, with ``C_k`` 1 or
+    ``C``; errors call it ``name`` (the argument it was passed as)."""
     channels, height, width = shape[-3:]
     n_k, h, w = kernel.shape
     if h > height or w > width:
-        raise ValueError(f"kernel of spatial size {(h, w)} is larger than the image {(height, width)}")
+        raise ValueError(f"{name} of spatial size {(h, w)} is larger than the image {(height, width)}")
     if n_k not in (1, channels):
-        raise ValueError(f"kernel has {n_k} channels but the image has {channels}")
+        raise ValueError(f"{name} has {n_k} channels but the image has {channels}")
 
 
 class Blur(LinearPhysics):
@@ -151,7 +152,7 @@ class Blur(LinearPhysics):
         if torch.equal(kernel, self.kernel):  # deepinv may pass its parameters at every call
             return
         if self.img_size is not None:
-            _check_kernel_fits(kernel, self.img_size)
+            _check_kernel_fits(kernel, self.img_size, name)
         self.kernel = kernel
         self._spectra: dict[tuple, Tensor] = {}
         clear_opnorm(self)

@@ -365,6 +365,14 @@ def test_blur_bad_filter_is_refused_by_its_name(bad, exc):
         Blur(torch.ones(3, 3)).update(filter=bad)
 
 
+@pytest.mark.parametrize("bad", [torch.ones(1, 1, 9, 3), torch.ones(1, 2, 3, 3)])
+def test_blur_filter_that_does_not_fit_img_size_is_refused_by_its_name(bad):
+    """A filter larger than ``img_size`` or with a channel count other than 1 or ``C`` (as a blur
+    generator built for another image may draw) is refused naming ``filter``, not ``kernel``."""
+    with pytest.raises(ValueError, match=r"^filter (of spatial size \(9, 3\) is larger than the image \(8, 8\)|has 2 channels but the image has 3)$"):
+        Blur(torch.ones(3, 3), img_size=(3, 8, 8)).update(filter=bad)
+
+
 def test_blur_takes_deepinv_filter_parameter():
     """deepinv's name for the kernel, ``filter``, drawn ``(B, C, h, w)`` by its blur generators
     and passed as ``physics(x, filter=...)``: one kernel, or the same kernel for every sample;
