@@ -127,8 +127,9 @@ class Blur(LinearPhysics):
         return self.boundary == "circular" or h * w > FFT_MIN_KERNEL_AREA
 
     def update_parameters(self, kernel: Tensor | None = None, filter: Tensor | None = None, **noise_params) -> None:
-        """Replace the kernel (validated, copied to the operator's dtype/device); clears the cached
-        spectra and operator norms (the same kernel again keeps them). ``filter`` is deepinv's name
+        """Replace the kernel (validated, copied to the operator's dtype/device and detached: no
+        gradient reaches a kernel that requires one); clears the cached spectra and operator norms
+        (the same kernel again keeps them). ``filter`` is deepinv's name
         for it, ``(B, C, h, w)`` as its blur generators draw it, accepted when all ``B`` kernels are
         equal (one kernel for the whole batch: different kernels per sample are refused).
 

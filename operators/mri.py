@@ -86,8 +86,8 @@ class MRI(LinearPhysics):
         return None if self.coil_maps is None else self.coil_maps.shape[0]
 
     def update_parameters(self, mask: Tensor | None = None, coil_maps: Tensor | None = None, **noise_params) -> None:
-        """Replace the mask and/or coil maps (validated, copied to the operator's dtype/device; the
-        same mask again keeps the cached factors). The mask is ``(H, W)``, or ``(C, H, W)`` or
+        """Replace the mask and/or coil maps (validated, copied to the operator's dtype/device and
+        detached: no gradient reaches them; the same mask again keeps the cached factors). The mask is ``(H, W)``, or ``(C, H, W)`` or
         ``(B, C, H, W)`` as deepinv's MRI takes it (``C``: the real and imaginary channels, 2 or 1;
         deepinv's mask generators draw ``(B, 2, H, W)`` for ``img_size = (2, H, W)``), accepted when
         it is one mask for the whole batch: equal along ``B`` and ``C`` (different masks per sample
