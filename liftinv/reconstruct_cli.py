@@ -13,6 +13,12 @@ Layouts: CT and blur images and measurements are ``(B, 1, H, W)``; a 2-D array i
 MRI measurements are real ``(B, 2, H, W)`` (real, imaginary) or complex ``(B, H, W)`` / ``(H, W)``;
 MRI reconstructions are written as ``(B, 2, H, W)`` to ``.npy``/``.pt`` and as their modulus to
 image files.
+
+An option that does not apply is refused (exit status 2, naming the option), as by ``liftinv
+invert`` and ``liftinv train``: ``--weight`` applies to tikhonov, wiener and tv, ``--iters`` to
+tikhonov and tv, ``--filter`` to fbp (:data:`METHOD_OPTIONS`); the operator settings to their
+operator (:data:`OPERATOR_OPTIONS`); ``--noise``, ``--index`` and ``--save-measurements`` to
+``--simulate``, and ``--index`` only without ``--truth``.
 """
 from __future__ import annotations
 
@@ -51,13 +57,25 @@ WEIGHTS = {
 NOISE = {"ct": demo.CT_NOISE, "blur": demo.BLUR_NOISE, "mri": demo.MRI_NOISE}
 TEST_IMAGES = {"ct": ("ellipses", demo.CT_INDEX), "blur": ("patches64", demo.BLUR_INDEX), "mri": ("ellipses", demo.MRI_INDEX)}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: option -> the methods it applies to.
+METHOD_OPTIONS = {"weight": ("tikhonov", "wiener", "tv"), "iters": ("tikhonov", "tv"), "filter": ("fbp",)}
+#: option -> the operator it applies to.
+OPERATOR_OPTIONS = {"angles": "ct", "detectors": "ct", "circle": "ct", "kernel_sigma": "blur", "kernel": "blur",
+                    "boundary": "blur", "acceleration": "mri", "mask": "mri"}
+SIMULATION_OPTIONS = ("noise", "index", "save_measurements")
+
+
+class OptionError(ValueError):
+    """An option that does not apply to the chosen method, operator or source (exit status 2)."""
 
 
 def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     """The argument parser of ``liftinv reconstruct``."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Reconstruct images from measurements with a classical method or a saved model.",
+        description="Reconstruct images from measurements with a classical method or a saved model. "
+                    "An option that does not apply to the method, the operator or the source of the "
+                    "measurements is refused.",
         epilog="examples:\n"
                "  liftinv reconstruct --simulate --operator ct --out out/recon.png\n"
                "  liftinv reconstruct --simulate --operator mri --method tv --save-measurements out/k.npy\n"
@@ -76,7 +94,7 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     parser.add_argument("--model", metavar="FILE", help="model saved by liftinv (implies --method model)")
     parser.add_argument("--weight", type=float, help="regularisation weight of tikhonov/wiener/tv (default: the demo's)")
     parser.add_argument("--iters", type=positive_int, help="iteration limit of tikhonov (default 200) and tv (default 500)")
-    parser.add_argument("--filter", choices=FILTERS, default="ramp", help="FBP filter (default: %(default)s)")
+    parser.add_argument("--filter", choices=FILTERS, help="FBP filter (default: ramp)")
     parser.add_argument("--out", default="out/recon.png", metavar="FILE",
                         help=f"output file ({', '.join(SUFFIXES)}; default: %(default)s)")
     parser.add_argument("--truth", metavar="FILE", help="ground truth: scored against (PSNR, SSIM), and simulated with --simulate")
@@ -88,14 +106,16 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     geometry.add_argument("--detectors", type=positive_int, help="ct: detector count (default: ceil(sqrt(2) N), N with --circle)")
     geometry.add_argument("--circle", action=argparse.BooleanOptionalAction, default=None,
                           help="ct: object inside the inscribed disc (default: no)")
-    geometry.add_argument("--kernel-sigma", type=float, help=f"blur: Gaussian kernel width (default {demo.BLUR_SIGMA})")
-    geometry.add_argument("--kernel", metavar="FILE", help="blur: kernel (h, w) from a file instead")
+    kernel = geometry.add_mutually_exclusive_group()
+    kernel.add_argument("--kernel-sigma", type=float, help=f"blur: Gaussian kernel width (default {demo.BLUR_SIGMA})")
+    kernel.add_argument("--kernel", metavar="FILE", help="blur: kernel (h, w) from a file instead")
     geometry.add_argument("--boundary", choices=BOUNDARIES, help="blur: boundary condition (default: circular)")
-    geometry.add_argument("--acceleration", type=float, help=f"mri: random column mask acceleration (default {demo.MRI_ACCELERATION:g})")
-    geometry.add_argument("--mask", metavar="FILE", help="mri: sampling mask (H, W) from a file instead")
+    mask = geometry.add_mutually_exclusive_group()
+    mask.add_argument("--acceleration", type=float, help=f"mri: random column mask acceleration (default {demo.MRI_ACCELERATION:g})")
+    mask.add_argument("--mask", metavar="FILE", help="mri: sampling mask (H, W) from a file instead")
     simulation = parser.add_argument_group("simulation (--simulate)")
     simulation.add_argument("--noise", type=float, help="Gaussian noise sigma (default: ct 0.5, blur 0.02, mri 0.02)")
-    simulation.add_argument("--index", type=int, help="index of the bundled test image (default: the demo's)")
+    simulation.add_argument("--index", type=int, help="index of the bundled test image, without --truth (default: the demo's)")
     simulation.add_argument("--seed", type=int, default=0, help="seed of the noise and of the MRI mask (default: %(default)s)")
     simulation.add_argument("--save-measurements", metavar="FILE", help="also write the simulated measurements")
     return parser
@@ -170,17 +190,39 @@ def _physics(args, operator: str, spec: dict | None, data: Tensor | None, shape:
     return MRI(mask, coil_maps=spec and spec["coil_maps"], noise_model=noise, dtype=dtype)
 
 
-def _method(args, operator: str, saved):
-    """The reconstruction method named by ``--method`` with its weight and iteration limit."""
-    name = args.method or ("model" if saved is not None else DEFAULT_METHOD[operator])
+def _check_options(args, operator: str, name: str) -> None:
+    """Raise :class:`OptionError` for an option given that does not apply to the method ``name``,
+    to ``operator`` or to the source of the measurements."""
+    def given(option: str) -> bool:
+        return getattr(args, option) is not None
+
+    def flag(option: str) -> str:
+        return "--" + option.replace("_", "-")
+
+    for option, methods in METHOD_OPTIONS.items():
+        if given(option) and name not in methods:
+            listed = " or ".join(filter(None, [", ".join(methods[:-1]), methods[-1]]))
+            raise OptionError(f"{flag(option)} applies to --method {listed}, not {name}")
+    for option, applies in OPERATOR_OPTIONS.items():
+        if given(option) and operator != applies:
+            raise OptionError(f"{flag(option)} applies to --operator {applies}, not {operator}")
+    for option in SIMULATION_OPTIONS:
+        if given(option) and not args.simulate:
+            raise OptionError(f"{flag(option)} applies to --simulate, not --measurements")
+    if given("index") and given("truth"):
+        raise OptionError("--index picks a bundled test image, but --truth is simulated instead")
+
+
+def _method(args, operator: str, name: str, saved):
+    """The reconstruction method ``name`` with its weight and iteration limit."""
     if (name == "model") != (saved is not None):
         raise ValueError("--method model needs --model FILE" if saved is None else f"--model needs --method model, got --method {name}")
-    # methods without a weight ignore it; Wiener on CT or MRI is refused by the method itself
+    # Wiener on CT or MRI is refused by the method itself
     weight = args.weight if args.weight is not None else WEIGHTS.get((operator, name), demo.BLUR_WIENER)
     methods = {
         "model": lambda: saved,
         "adjoint": Adjoint,
-        "fbp": lambda: FBP(args.filter),
+        "fbp": lambda: FBP(args.filter or "ramp"),
         "zero-filled": ZeroFilled,
         "tikhonov": lambda: Tikhonov(weight, n_iter=args.iters or 200),
         "wiener": lambda: Wiener(weight),
@@ -245,13 +287,15 @@ def run(args: argparse.Namespace) -> int:
         operator = trained_for
     if operator is None:
         raise ValueError("--operator is required without --model")
+    name = args.method or ("model" if args.model else DEFAULT_METHOD[operator])
+    _check_options(args, operator, name)
     data = _measurement_batch(load_array(args.measurements, "measurements"), operator) if args.measurements else None
     truth = _image_batch(load_array(args.truth, "truth"), "truth") if args.truth else None
     generator = torch.Generator().manual_seed(args.seed)
     noise = GaussianNoise(sigma=NOISE[operator] if args.noise is None else args.noise, rng=generator) if args.simulate else None
     physics = _physics(args, operator, spec, data, None if truth is None else tuple(truth.shape[-2:]), noise)
     saved = load_model(args.model, physics) if args.model else None
-    method = _method(args, operator, saved)
+    method = _method(args, operator, name, saved)
     if args.simulate:
         truth = (_test_image(args, operator, physics) if truth is None else truth).to(physics.dtype)
         y = physics(torch.cat([truth, torch.zeros_like(truth)], 1) if operator == "mri" else truth)
@@ -282,11 +326,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def reconstruct_main(argv: list[str]) -> int:
-    """``liftinv reconstruct ARGS``: returns the exit status; missing files and bad input print
+    """``liftinv reconstruct ARGS``: returns the exit status; an option that does not apply is an
+    argparse error (exit status 2); missing files and bad input print
     ``liftinv reconstruct: error: ...`` and return 1."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return run(args)
+    except OptionError as err:
+        parser.error(str(err))
     except (FileNotFoundError, ValueError, TypeError) as err:
         print(f"liftinv reconstruct: error: {err}", file=sys.stderr)
         return 1

@@ -267,6 +267,40 @@ def test_reconstruct_errors_exit_1_with_a_message(tmp_path, capsys, argv, messag
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--simulate", *CT, "--weight", "0.1"], "--weight applies to --method tikhonov, wiener or tv, not fbp"),
+    (["--simulate", *CT, "--method", "adjoint", "--weight", "0.1"], "--weight applies to --method tikhonov, wiener or tv, not adjoint"),
+    (["--simulate", *CT, "--method", "wiener", "--iters", "5"], "--iters applies to --method tikhonov or tv, not wiener"),
+    (["--simulate", *CT, "--method", "tv", "--filter", "hann"], "--filter applies to --method fbp, not tv"),
+    (["--simulate", "--model", "{tmp}/net.pt", "--weight", "0.1"], "--weight applies to --method tikhonov, wiener or tv, not model"),
+    (["--simulate", *CT, "--kernel-sigma", "2"], "--kernel-sigma applies to --operator blur, not ct"),
+    (["--simulate", "--operator", "mri", "--no-circle"], "--circle applies to --operator ct, not mri"),
+    (["--simulate", "--operator", "blur", "--mask", "{tmp}/m.npy"], "--mask applies to --operator mri, not blur"),
+    (["--measurements", "{tmp}/y.npy", *CT, "--noise", "0.1"], "--noise applies to --simulate, not --measurements"),
+    (["--measurements", "{tmp}/y.npy", *CT, "--save-measurements", "{tmp}/k.npy"],
+     "--save-measurements applies to --simulate, not --measurements"),
+    (["--simulate", *CT, "--truth", "{tmp}/t.npy", "--index", "3"], "--index picks a bundled test image, but --truth"),
+    (["--simulate", "--operator", "blur", "--kernel", "{tmp}/k.npy", "--kernel-sigma", "2"],
+     "argument --kernel-sigma: not allowed with argument --kernel"),
+    (["--simulate", "--operator", "mri", "--mask", "{tmp}/m.npy", "--acceleration", "2"],
+     "argument --acceleration: not allowed with argument --mask"),
+])
+def test_reconstruct_refuses_options_that_do_not_apply(tmp_path, capsys, monkeypatch, argv, message):
+    """As liftinv invert and train: an option that the method, the operator or the source of the
+    measurements would ignore is an argparse error naming it (exit status 2), before any work."""
+    import liftinv.reconstruct_cli as cli
+
+    monkeypatch.setattr(cli, "load_array", lambda *a: pytest.fail("read a file before checking the options"))
+    monkeypatch.setattr(cli, "model_spec", lambda path: {"operator": "Radon"})
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        main(["reconstruct", *argv, "--out", str(tmp_path / "x.npy")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"liftinv reconstruct: error: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "x.npy").exists()
+
+
 def test_reconstruct_mri_file_round_trip_redraws_the_same_mask(tmp_path, capsys):
     common = ["--operator", "mri", "--size", "16", "--no-progress"]
     assert main(["reconstruct", "--simulate", *common, "--save-measurements", str(tmp_path / "k.npy"),
