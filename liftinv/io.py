@@ -9,7 +9,6 @@ floating tensors, complex arrays complex ones); images as grey float64 values in
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,8 +55,9 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
             from skimage.io import imread
 
             return torch.from_numpy(grey_float(imread(path), path))
-    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"cannot read {name} file {path}: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # readers fail in their own ways (PIL: SyntaxError; torch.load: a bare EOFError)
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"cannot read {name} file {path}: {reason}") from err
     if suffix == ".pt":
         if not isinstance(array, Tensor):
             raise ValueError(f"{name} file {path} must hold a tensor, got {type(array).__name__}")

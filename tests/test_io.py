@@ -88,6 +88,18 @@ def test_unreadable_files(tmp_path):
         load_array(tmp_path / "str.npy")
 
 
+@pytest.mark.parametrize("name, content", [
+    ("empty.pt", b""), ("empty.npy", b""), ("broken.png", b"\x89PNG\r\n\x1a\nxxxx"),
+])
+def test_empty_or_truncated_files_are_unreadable_not_a_crash(tmp_path, name, content):
+    """A reader failing with an empty message (torch.load's EOFError on an empty file) or with an
+    exception outside OSError/ValueError (PIL's SyntaxError on a broken PNG) is still a ValueError
+    naming the file."""
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=f"cannot read measurements file .*{name}"):
+        load_array(tmp_path / name, "measurements")
+
+
 def test_image_output_needs_one_real_image(tmp_path):
     with pytest.raises(ValueError, match=r"one grey image, but the array has shape \(2, 1, 4, 4\)"):
         save_array(torch.zeros(2, 1, 4, 4), tmp_path / "x.png")
