@@ -1,7 +1,7 @@
 r"""Arrays on disk: ``.npy`` (NumPy), ``.pt`` (a tensor saved by ``torch.save``) and images
 (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif``, ``.tiff``).
 
-:func:`load_array` returns a CPU tensor: NumPy and torch files as stored (real arrays become
+:func:`load_array` returns a CPU tensor: NumPy and torch files as stored, in native byte order (real arrays become
 floating tensors, complex arrays complex ones); images as grey float64 values in [0, 1] of shape
 ``(H, W)``. :func:`save_array` writes atomically (a temporary file in the target's folder, then
 ``os.replace``, :func:`liftinv.checkpoint.atomic_path`); images are written as 8-bit grey, ``round(255 clip(x, 0, 1))``.
@@ -65,7 +65,7 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
     else:
         if array.dtype.kind not in "biufc":
             raise ValueError(f"{name} file {path} must hold a numeric array, got dtype {array.dtype}")
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")))  # torch: native order only
     if not (tensor.is_floating_point() or tensor.is_complex()):
         tensor = tensor.to(torch.get_default_dtype())
     return tensor

@@ -60,6 +60,18 @@ def test_bool_arrays_become_floating_and_suffixes_ignore_case(tmp_path):
         assert torch.equal(load_array(save_array(x, tmp_path / name)), x)
 
 
+@pytest.mark.parametrize("dtype", [">f8", ">i2", ">c16"])
+def test_big_endian_npy_is_read_by_value(tmp_path, dtype):
+    """A valid .npy in big-endian byte order (as written on such machines or by MATLAB/IDL tools)
+    holds the same values as the native array."""
+    native = (np.arange(6).reshape(2, 3) * (1 + 1j if "c" in dtype else 1)).astype(dtype[1:])
+    np.save(tmp_path / "x.npy", native.astype(dtype))
+    expected = torch.from_numpy(native)
+    if not (expected.is_floating_point() or expected.is_complex()):
+        expected = expected.to(torch.get_default_dtype())  # integers become floating
+    assert torch.equal(load_array(tmp_path / "x.npy"), expected)
+
+
 def test_missing_file_names_the_path(tmp_path):
     path = tmp_path / "nowhere.npy"
     with pytest.raises(FileNotFoundError, match=f"measurements file {path} not found"):
