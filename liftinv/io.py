@@ -113,6 +113,10 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
             np.save(tmp, x.detach().cpu().numpy())
         elif suffix == ".pt":
             torch.save(x.detach().cpu().clone(), tmp)
+        elif suffix in (".tif", ".tiff"):  # scikit-image would write a first or last axis of length 3 or 4 as RGB(A)
+            import tifffile
+
+            tifffile.imwrite(tmp, pixels, photometric="minisblack")
         else:
             from skimage.io import imsave
 

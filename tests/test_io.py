@@ -37,6 +37,20 @@ def test_png_rounds_to_the_nearest_8_bit_level(tmp_path):
     assert torch.equal(y * 255, torch.tensor([[201.0, 200.0], [1.0, 255.0]], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("shape", [(3, 5), (4, 4), (6, 3), (7, 4)])
+def test_tiff_of_three_or_four_rows_or_columns_is_grey(tmp_path, shape):
+    """scikit-image writes a TIFF whose first or last axis has length 3 or 4 as RGB(A): a grey
+    image of 3 or 4 rows failed ('not enough samples'), one of 3 or 4 columns became a colour
+    strip; tifffile must read back the grey pixels round(255 x)."""
+    import tifffile
+
+    x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    path = save_array(x, tmp_path / "x.tif")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
+        assert np.array_equal(tif.asarray(), np.round(255 * x.numpy()).astype(np.uint8))
+
+
 def test_rgb_image_is_read_as_grey(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
     imsave(tmp_path / "rgb.png", rgb, check_contrast=False)
