@@ -90,6 +90,8 @@ def _image_bytes(x: Tensor, path: Path) -> np.ndarray:
     """``(H, W)`` uint8 grey image of ``x`` (any shape that squeezes to two dimensions)."""
     if x.is_complex():
         raise ValueError(f"cannot write complex data to the image {path}; use .npy or .pt")
+    if bool(x.isnan().any()):
+        raise ValueError(f"cannot write NaN to the image {path}; use .npy or .pt")
     check_output(path, x.shape)
     return np.round(255 * x.detach().cpu().squeeze().to(torch.float64).clamp(0, 1).numpy()).astype(np.uint8)
 
@@ -100,7 +102,7 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
     Raises:
         TypeError: ``x`` is not a tensor.
         ValueError: unknown suffix, or an image file for data that is not one real 2-D image
-            (after dropping dimensions of size 1).
+            (after dropping dimensions of size 1) or that holds NaN.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")

@@ -131,6 +131,8 @@ def test_image_output_needs_one_real_image(tmp_path):
         save_array(torch.zeros(2, 1, 4, 4), tmp_path / "x.png")
     with pytest.raises(ValueError, match="complex"):
         save_array(torch.zeros(4, 4, dtype=torch.complex64), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="NaN"):  # round(255 clip(NaN, 0, 1)) is no 8-bit level
+        save_array(torch.tensor([[0.5, float("nan")], [0.0, 1.0]]), tmp_path / "x.png")
     with pytest.raises(TypeError, match="x must be a torch.Tensor, got ndarray"):
         save_array(np.zeros((4, 4)), tmp_path / "x.npy")
     assert not any(tmp_path.iterdir())
