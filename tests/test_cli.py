@@ -192,6 +192,21 @@ def test_reconstruct_simulated_ct(tmp_path, capsys):
     assert x.shape == (1, 1, 17, 17) and psnr(x, truth[None]) == pytest.approx(_psnr(out), abs=0.01)
 
 
+def test_reconstruct_scores_images_smaller_than_the_ssim_window_by_psnr(tmp_path, capsys):
+    """SSIM needs 11x11 images: for smaller ones the score is PSNR alone (it raised after the
+    reconstruction, so nothing was written)."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    truth = torch.rand(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    save_array(truth, tmp_path / "t.npy")
+    assert main(["reconstruct", "--simulate", "--operator", "blur", "--kernel-sigma", "0.7", "--truth", str(tmp_path / "t.npy"),
+                 "--no-progress", "--dtype", "float64", "--out", str(tmp_path / "x.npy")]) == 0
+    out = capsys.readouterr().out
+    x = load_array(tmp_path / "x.npy")[0, 0]
+    assert _psnr(out) == pytest.approx(peak_signal_noise_ratio(truth.numpy(), x.numpy(), data_range=1), abs=0.01)
+    assert "SSIM n/a (images smaller than 11x11)" in out
+
+
 def test_reconstruct_mri_from_complex_measurements(tmp_path, capsys):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 1, 12, 10, dtype=torch.float64, generator=g)
