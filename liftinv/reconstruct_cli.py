@@ -330,14 +330,14 @@ def run(args: argparse.Namespace) -> int:
 
 def reconstruct_main(argv: list[str]) -> int:
     """``liftinv reconstruct ARGS``: returns the exit status; an option that does not apply is an
-    argparse error (exit status 2); missing files and bad input print
-    ``liftinv reconstruct: error: ...`` and return 1."""
+    argparse error (exit status 2); missing files, bad input and files that cannot be written
+    print ``liftinv reconstruct: error: ...`` and return 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return run(args)
     except OptionError as err:
         parser.error(str(err))
-    except (FileNotFoundError, ValueError, TypeError) as err:
+    except (OSError, ValueError, TypeError) as err:
         print(f"liftinv reconstruct: error: {err}", file=sys.stderr)
         return 1

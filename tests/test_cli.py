@@ -316,6 +316,15 @@ def test_reconstruct_refuses_options_that_do_not_apply(tmp_path, capsys, monkeyp
     assert not (tmp_path / "x.npy").exists()
 
 
+@pytest.mark.parametrize("option", ["--out", "--save-measurements"])
+def test_reconstruct_unwritable_output_is_an_error_not_a_traceback(tmp_path, capsys, option):
+    (tmp_path / "file").write_text("not a folder")
+    paths = {"--out": str(tmp_path / "x.npy"), "--save-measurements": str(tmp_path / "y.npy"), option: str(tmp_path / "file" / "x.npy")}
+    assert main(["reconstruct", "--simulate", *CT, *(a for kv in paths.items() for a in kv)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("liftinv reconstruct: error: ") and "file" in err and "Traceback" not in err
+
+
 def test_reconstruct_mri_file_round_trip_redraws_the_same_mask(tmp_path, capsys):
     common = ["--operator", "mri", "--size", "16", "--no-progress"]
     assert main(["reconstruct", "--simulate", *common, "--save-measurements", str(tmp_path / "k.npy"),
