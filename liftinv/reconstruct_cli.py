@@ -4,7 +4,8 @@ reconstruction written as ``.npy``, ``.pt`` or an image, by a classical method o
 Every operator setting is taken from the command line if given, else from the saved model
 (``--model``), else from :mod:`liftinv.demo` (64 x 64 images; CT with 30 views, Gaussian blur of
 width 1.5, 4x random MRI mask). With measurements from a file, the sizes not given are read off
-the measurements (the CT image size from the detector count, the views from the sinogram width).
+the measurements (the CT image size from the detector count, the views from the sinogram width);
+``--size`` must agree with the image size that the measurements, ``--truth`` or ``--mask`` fix.
 A model used with other operator settings than it was trained for is refused, naming the settings.
 Regularisation weights and simulated noise levels default to the demo's (tuned for images in
 [0, 1] at the demo's noise levels).
@@ -101,7 +102,7 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="operator dtype (default: the model's, else float32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     geometry = parser.add_argument_group("operator settings (default: the model's, else the demo's)")
-    geometry.add_argument("--size", type=int_at_least(2), help="image side N (default: from the data, else 64)")
+    geometry.add_argument("--size", type=int_at_least(2), help="image side N (default: from the data, else 64; must agree with the data)")
     geometry.add_argument("--angles", type=positive_int, help="ct: number of views on [0, 180) (default 30)")
     geometry.add_argument("--detectors", type=positive_int, help="ct: detector count (default: ceil(sqrt(2) N), N with --circle)")
     geometry.add_argument("--circle", action=argparse.BooleanOptionalAction, default=None,
@@ -303,6 +304,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote measurements {save_array(y, args.save_measurements)}")
     else:
         y = data.to(physics.dtype)
+    height, width = _picture_shape(y, physics)[-2:]
+    if args.size and (height, width) != (args.size, args.size):  # blur and MRI images take the data's size
+        raise ValueError(f"--size {args.size}, but the images are {height}x{width}")
     check_output(args.out, _picture_shape(y, physics) if args.out.lower().endswith(IMAGE_SUFFIXES) else y.shape)
     start = time.perf_counter()
     parts = []

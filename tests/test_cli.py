@@ -325,6 +325,20 @@ def test_reconstruct_unwritable_output_is_an_error_not_a_traceback(tmp_path, cap
     assert err.startswith("liftinv reconstruct: error: ") and "file" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--measurements", "{tmp}/y.npy", "--operator", "blur"], "--size 16, but the images are 12x12"),
+    (["--simulate", "--truth", "{tmp}/y.npy", "--operator", "blur"], "--size 16, but the images are 12x12"),
+    (["--simulate", "--mask", "{tmp}/m.npy", "--operator", "mri"], "--size 16, but the images are 12x12"),
+])
+def test_reconstruct_refuses_a_size_that_the_data_contradict(tmp_path, capsys, argv, message):
+    """--size was ignored where the measurements, the truth or the mask fix the image size."""
+    save_array(torch.rand(12, 12), tmp_path / "y.npy")
+    save_array(torch.ones(12, 12), tmp_path / "m.npy")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert main(["reconstruct", *argv, "--size", "16", "--no-progress", "--out", str(tmp_path / "x.npy")]) == 1
+    assert message in capsys.readouterr().err and not (tmp_path / "x.npy").exists()
+
+
 def test_reconstruct_mri_file_round_trip_redraws_the_same_mask(tmp_path, capsys):
     common = ["--operator", "mri", "--size", "16", "--no-progress"]
     assert main(["reconstruct", "--simulate", *common, "--save-measurements", str(tmp_path / "k.npy"),
