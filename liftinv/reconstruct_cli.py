@@ -24,6 +24,7 @@ operator (:data:`OPERATOR_OPTIONS`); ``--noise``, ``--index`` and ``--save-measu
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -172,8 +173,8 @@ def _physics(args, operator: str, spec: dict | None, data: Tensor | None, shape:
             kernel = load_array(args.kernel, "kernel")
         elif args.kernel_sigma is not None or spec is None:
             sigma = demo.BLUR_SIGMA if args.kernel_sigma is None else args.kernel_sigma
-            if not sigma > 0:
-                raise ValueError(f"--kernel-sigma must be positive, got {sigma}")
+            if not 0 < sigma < math.inf:
+                raise ValueError(f"--kernel-sigma must be a finite number > 0, got {sigma}")
             kernel = gaussian_kernel(sigma)
         else:
             kernel = spec["kernel"]
@@ -277,8 +278,8 @@ def run(args: argparse.Namespace) -> int:
     """Carry out ``liftinv reconstruct`` for parsed ``args``; returns the exit status."""
     if not args.out.lower().endswith(SUFFIXES):
         raise ValueError(f"--out must end in one of {SUFFIXES}, got {args.out}")
-    if args.noise is not None and not args.noise >= 0:
-        raise ValueError(f"--noise must be >= 0, got {args.noise}")
+    if args.noise is not None and not 0 <= args.noise < math.inf:
+        raise ValueError(f"--noise must be a finite number >= 0, got {args.noise}")
     spec = model_spec(args.model) if args.model else None
     operator = args.operator
     if spec is not None:
