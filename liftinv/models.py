@@ -33,6 +33,7 @@ from operators.spec import check_spec, physics_from_spec, physics_spec
 
 FORMAT = "liftinv-model"
 FORMAT_VERSION = 1
+_ENTRIES = ("liftinv_version", "architecture", "state_dict", "physics", "steps", "task", "extra")
 _STEP_RTOL = 1e-6  # relative tolerance on the dual step s rebuilt from the operator norm
 
 
@@ -143,12 +144,21 @@ def _build(config: dict, physics) -> UnrolledPrimalDual:
 
 
 def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
-    """The payload of a model file, with its format checked."""
-    payload = load_checkpoint(path, map_location=device)
+    """The payload of a model file, with its format and entries checked."""
+    try:
+        payload = load_checkpoint(path, map_location=device)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as err:  # torch.load of an empty or foreign file: EOFError, UnpicklingError, RuntimeError
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"cannot read model file {path}: {reason}") from err
     if payload.get("format") != FORMAT or not isinstance(payload.get("format_version"), int):
         raise ValueError(f"{path} is not a liftinv model file (no format {FORMAT!r})")
     if payload["format_version"] > FORMAT_VERSION:
         raise ValueError(f"{path} has model format {payload['format_version']}; this liftinv reads up to {FORMAT_VERSION}")
+    missing = [key for key in _ENTRIES if key not in payload]
+    if missing:
+        raise ValueError(f"{path} is not a complete liftinv model file (missing {missing})")
     return payload
 
 
@@ -157,7 +167,7 @@ def model_spec(path: str | os.PathLike) -> dict:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: not a liftinv model file.
+        ValueError: unreadable, or not a complete liftinv model file.
     """
     return _read(path, "cpu")["physics"]
 
@@ -173,7 +183,7 @@ def load_model(path: str | os.PathLike, physics=None, *, device: torch.device | 
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: not a liftinv model file; ``physics`` differs from the operator the model was
+        ValueError: unreadable, or not a complete liftinv model file; ``physics`` differs from the operator the model was
             trained for (``"model was trained for Radon(angles=30) but got Radon(angles=60)"``); or
             its operator norm gives other step sizes than at training time.
     """

@@ -188,6 +188,23 @@ def test_not_a_model_file(tmp_path, saved_radon):
         load_model(saved_radon)
 
 
+@pytest.mark.parametrize("content", [b"", b"not a torch file", b"\x93NUMPY\x01\x00v\x00"])
+def test_unreadable_model_file_is_a_value_error(tmp_path, content):
+    """An empty, corrupt or non-torch file raised torch.load's EOFError or UnpicklingError, which
+    liftinv reconstruct --model showed as a traceback."""
+    (tmp_path / "net.pt").write_bytes(content)
+    with pytest.raises(ValueError, match="cannot read model file .*net.pt"):
+        load_model(tmp_path / "net.pt")
+
+
+def test_model_file_missing_an_entry_names_it(saved_radon):
+    payload = load_checkpoint(saved_radon)
+    del payload["steps"]
+    save_checkpoint(saved_radon, payload)
+    with pytest.raises(ValueError, match=r"is not a complete liftinv model file \(missing \['steps'\]\)"):
+        load_model(saved_radon)
+
+
 def test_bad_save_arguments(tmp_path):
     physics = Radon(9, 5)
     net = _trained_net(physics, (1, 9, 9), torch.float32)
