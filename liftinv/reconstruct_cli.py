@@ -293,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
     _check_options(args, operator, name)
     data = _measurement_batch(load_array(args.measurements, "measurements"), operator) if args.measurements else None
     truth = _image_batch(load_array(args.truth, "truth"), "truth") if args.truth else None
+    if operator == "mri" and truth is not None and truth.shape[1] != 1:  # compared with the modulus
+        raise ValueError(f"MRI truth must be real images (H, W) or (B, 1, H, W), got shape {tuple(truth.shape)}")
     generator = torch.Generator().manual_seed(args.seed)
     noise = GaussianNoise(sigma=NOISE[operator] if args.noise is None else args.noise, rng=generator) if args.simulate else None
     physics = _physics(args, operator, spec, data, None if truth is None else tuple(truth.shape[-2:]), noise)
