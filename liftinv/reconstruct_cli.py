@@ -19,7 +19,8 @@ An option that does not apply is refused (exit status 2, naming the option), as 
 invert`` and ``liftinv train``: ``--weight`` applies to tikhonov, wiener and tv, ``--iters`` to
 tikhonov and tv, ``--filter`` to fbp (:data:`METHOD_OPTIONS`); the operator settings to their
 operator (:data:`OPERATOR_OPTIONS`); ``--noise``, ``--index`` and ``--save-measurements`` to
-``--simulate``, and ``--index`` only without ``--truth``.
+``--simulate``, and ``--index`` only without ``--truth``. ``--out`` and ``--save-measurements``
+must differ from each other and from every input file.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 
 import torch
 from deepinv.physics import GaussianNoise
@@ -215,6 +217,17 @@ def _check_options(args, operator: str, name: str) -> None:
         raise OptionError("--index picks a bundled test image, but --truth is simulated instead")
 
 
+def _check_outputs(args) -> None:
+    """Refuse an output file that is also an input or the other output: writing it would replace
+    that file (the paths compared after resolving them)."""
+    files = {"--measurements": args.measurements, "--truth": args.truth, "--model": args.model,
+             "--kernel": args.kernel, "--mask": args.mask, "--save-measurements": args.save_measurements}
+    for option, out in (("--out", args.out), ("--save-measurements", args.save_measurements)):
+        for other, path in files.items():
+            if out and path and other != option and Path(path).resolve() == Path(out).resolve():
+                raise ValueError(f"{option} {out} is also {other}: writing it would replace that file")
+
+
 def _method(args, operator: str, name: str, saved):
     """The reconstruction method ``name`` with its weight and iteration limit."""
     if (name == "model") != (saved is not None):
@@ -278,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
     """Carry out ``liftinv reconstruct`` for parsed ``args``; returns the exit status."""
     if not args.out.lower().endswith(SUFFIXES):
         raise ValueError(f"--out must end in one of {SUFFIXES}, got {args.out}")
+    _check_outputs(args)
     if args.noise is not None and not 0 <= args.noise < math.inf:
         raise ValueError(f"--noise must be a finite number >= 0, got {args.noise}")
     spec = model_spec(args.model) if args.model else None

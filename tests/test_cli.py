@@ -344,6 +344,25 @@ def test_reconstruct_refuses_a_size_that_the_data_contradict(tmp_path, capsys, a
     assert message in capsys.readouterr().err and not (tmp_path / "x.npy").exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--simulate", "--save-measurements", "{tmp}/x.npy"], "--out {tmp}/x.npy is also --save-measurements"),
+    (["--simulate", "--truth", "{tmp}/./x.npy"], "--out {tmp}/x.npy is also --truth"),
+    (["--measurements", "{tmp}/x.npy"], "--out {tmp}/x.npy is also --measurements"),
+    (["--simulate", "--truth", "{tmp}/x.npy", "--save-measurements", "{tmp}/x.npy", "--out", "{tmp}/r.npy"],
+     "--save-measurements {tmp}/x.npy is also --truth"),
+])
+def test_reconstruct_refuses_an_output_that_is_an_input(tmp_path, capsys, argv, message):
+    """Writing --out (or --save-measurements) over an input or over the other output replaced that
+    file: the measurements just saved, the ground truth or the measurements read were lost."""
+    truth = torch.rand(1, 1, 17, 17)
+    save_array(truth, tmp_path / "x.npy")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    out = [] if "--out" in argv else ["--out", str(tmp_path / "x.npy")]
+    assert main(["reconstruct", *argv, *CT, *out]) == 1
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+    assert torch.equal(load_array(tmp_path / "x.npy"), truth) and not (tmp_path / "r.npy").exists()
+
+
 def test_reconstruct_mri_file_round_trip_redraws_the_same_mask(tmp_path, capsys):
     common = ["--operator", "mri", "--size", "16", "--no-progress"]
     assert main(["reconstruct", "--simulate", *common, "--save-measurements", str(tmp_path / "k.npy"),
