@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run_demo(args.out, quick=args.quick, train_seconds=args.train_seconds)
-    except FileNotFoundError as err:
+    except OSError as err:  # missing data; an output folder that cannot be created or written
         print(f"liftinv demo: error: {err}", file=sys.stderr)
         return 1
     return 0

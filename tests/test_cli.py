@@ -155,6 +155,13 @@ def test_demo_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "generate_data" in capsys.readouterr().err
 
 
+def test_demo_output_folder_that_cannot_be_created_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["demo", "--quick", "--out", str(tmp_path / "file")]) == 1  # was a FileExistsError traceback
+    err = capsys.readouterr().err
+    assert err.startswith("liftinv demo: error: ") and str(tmp_path / "file") in err
+
+
 @pytest.mark.parametrize("field, value", [("tv_iter", 0), ("cg_iter", 1.5), ("inversion_iter", 0), ("seed", "0"), ("train_time", 0), ("train_time", True), ("threads", 0), ("threads", True)])
 def test_demo_config_validation(field, value):
     with pytest.raises(ValueError, match=field):
