@@ -2,6 +2,7 @@ r"""Image quality metrics per sample of a batch (B, C, H, W): PSNR and SSIM."""
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,8 @@ def _check_pair(x: Tensor, ref: Tensor, data_range: float) -> None:
     check_tensor(x, "x", ndim=4, like=ref)
     if x.shape != ref.shape:
         raise ValueError(f"x and ref must have the same shape, got {tuple(x.shape)} and {tuple(ref.shape)}")
-    if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
+    real = isinstance(data_range, numbers.Real) and not isinstance(data_range, bool)  # NumPy scalars too
+    if not (real and math.isfinite(data_range) and data_range > 0):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
 
 

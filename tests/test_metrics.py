@@ -56,6 +56,17 @@ def test_ssim_of_identical_images_is_one_and_float32_works():
     assert torch.isinf(psnr(x, x)).all()
 
 
+def test_numpy_scalar_data_range_matches_skimage():
+    """data_range as a NumPy scalar (e.g. np.ptp of an array) was refused as 'not a positive finite number'."""
+    x, ref = pair((1, 1, 16, 16))
+    r = np.float32(2.0)
+    assert float(psnr(2 * x, 2 * ref, r)) == pytest.approx(
+        peak_signal_noise_ratio(2 * ref[0, 0].numpy(), 2 * x[0, 0].numpy(), data_range=2.0), abs=1e-10)
+    assert float(ssim(2 * x, 2 * ref, r)) == pytest.approx(structural_similarity(
+        2 * ref[0, 0].numpy(), 2 * x[0, 0].numpy(), data_range=2.0, gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False), abs=1e-9)  # C1, C2 rounded to float32
+
+
 def test_metric_bad_inputs():
     x, ref = pair((2, 1, 16, 16))
     with pytest.raises(ValueError, match="same shape"):
