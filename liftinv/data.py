@@ -87,11 +87,14 @@ def load_dataset(
 
 
 def grey_float(img: np.ndarray, source: Path | str) -> np.ndarray:
-    """Grey float image in [0, 1] from a 2-D, RGB or RGBA array (alpha composited on white);
-    ``source`` names the image in the error for any other shape."""
+    """Grey float image in [0, 1] from a 2-D, grey + alpha, RGB or RGBA array (alpha composited on
+    white; grey + alpha as the RGBA image of three equal channels); ``source`` names the image in
+    the error for any other shape."""
     from skimage.color import rgb2gray, rgba2rgb
     from skimage.util import img_as_float
 
+    if img.ndim == 3 and img.shape[-1] == 2:
+        img = img[..., [0, 0, 0, 1]]
     if img.ndim == 3 and img.shape[-1] == 4:
         img = rgba2rgb(img)
     if img.ndim == 3 and img.shape[-1] == 3:

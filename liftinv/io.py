@@ -40,7 +40,7 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
     Raises:
         FileNotFoundError: ``path`` does not exist (the message names ``name`` and the path).
         ValueError: unknown suffix, unreadable file, a ``.pt`` file that does not hold a tensor,
-            a non-numeric array, or an image that is not grey, RGB or RGBA.
+            a non-numeric array, or an image that is not grey (with or without alpha), RGB or RGBA.
     """
     path = Path(path)
     suffix = _suffix(path, name)

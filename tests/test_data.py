@@ -149,6 +149,21 @@ def test_image_folder_composites_alpha_on_white(tmp_path):
     np.testing.assert_allclose(x[0, 0, 1].numpy(), rgb2gray(rgba[1:2, :, :3])[0], atol=1e-12)
 
 
+def test_grey_with_alpha_is_composited_on_white_as_rgba(tmp_path):
+    """A grey PNG with alpha (PIL mode LA, shape (H, W, 2)) was refused as an unsupported shape;
+    it is the grey image of its RGBA expansion (rgb2gray of rgba2rgb)."""
+    from skimage.color import rgba2rgb
+
+    rng = np.random.default_rng(3)
+    la = rng.integers(0, 256, (6, 5, 2), dtype=np.uint8)
+    la[0, :, 1] = 0
+    imsave(tmp_path / "a.png", la, check_contrast=False)
+    (x,) = load_image_folder(tmp_path, dtype=torch.float64).tensors
+    rgba = la[..., [0, 0, 0, 1]]
+    np.testing.assert_allclose(x[0, 0].numpy(), rgb2gray(rgba2rgb(rgba)), atol=1e-12)
+    np.testing.assert_allclose(x[0, 0, 0].numpy(), 1.0, atol=1e-12)
+
+
 def test_image_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         load_image_folder(tmp_path / "missing")
