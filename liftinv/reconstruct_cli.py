@@ -321,6 +321,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote measurements {save_array(y, args.save_measurements)}")
     else:
         y = data.to(physics.dtype)
+    if y.shape[0] == 0:
+        raise ValueError(f"no image to reconstruct: the measurements have shape {tuple(y.shape)}")
     height, width = _picture_shape(y, physics)[-2:]
     if args.size and (height, width) != (args.size, args.size):  # blur and MRI images take the data's size
         raise ValueError(f"--size {args.size}, but the images are {height}x{width}")

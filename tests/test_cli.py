@@ -278,6 +278,8 @@ def test_reconstruct_with_a_saved_model(tmp_path, capsys):
     (["--measurements", "{tmp}/y.npy", "--operator", "ct", "--size", "16"], "y must have spatial size (23, 9)"),
     (["--measurements", "{tmp}/y.npy", "--operator", "ct", "--truth", "{tmp}/t.npy"],
      "truth has shape (1, 1, 5, 5), the reconstruction (1, 1, 17, 17)"),
+    (["--measurements", "{tmp}/y0.npy", "--operator", "ct"],  # was torch.cat's 'expected a non-empty list of Tensors'
+     "no image to reconstruct: the measurements have shape (0, 1, 25, 9)"),
     (["--simulate", "--operator", "mri", "--truth", "{tmp}/t3.npy"],  # was 'x must have 2 channels, got (1, 6, 5, 5)'
      "MRI truth must be real images (H, W) or (B, 1, H, W), got shape (1, 3, 5, 5)"),
 ])
@@ -286,6 +288,7 @@ def test_reconstruct_errors_exit_1_with_a_message(tmp_path, capsys, argv, messag
     save_array(torch.zeros(5, 5), tmp_path / "t.npy")
     save_array(torch.zeros(1, 1, 1, 25, 9), tmp_path / "y5.npy")
     save_array(torch.zeros(3, 5, 5), tmp_path / "t3.npy")
+    save_array(torch.zeros(0, 1, 25, 9), tmp_path / "y0.npy")
     argv = [a.format(tmp=tmp_path) for a in argv]
     assert main(["reconstruct", *argv, "--no-progress", "--out", str(tmp_path / "x.npy")] if "--out" not in argv
                 else ["reconstruct", *argv]) == 1
