@@ -8,6 +8,7 @@ specific operator (:func:`fbp` for :class:`operators.radon.Radon`, :func:`wiener
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -17,7 +18,7 @@ from operators.checks import check_tensor
 
 
 def _check_nonneg(value: float, name: str, *, strict: bool = False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)  # NumPy scalars too
     if not ok or value < 0 or (strict and value == 0):
         bound = "> 0" if strict else ">= 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")

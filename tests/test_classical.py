@@ -99,6 +99,17 @@ def test_wiener_equals_tikhonov_and_dense_on_circular_blur():
     torch.testing.assert_close(x, tikhonov(y, blur, lam, n_iter=500, tol=1e-13), rtol=1e-8, atol=1e-9)
 
 
+def test_numpy_scalar_lambda_is_accepted():
+    """lam as a NumPy float32 scalar (an entry of a NumPy grid of weights) was refused as 'must be
+    a finite number >= 0'; liftinv.reconstruction's Tikhonov and Wiener accepted it."""
+    shape = (1, 5, 6)
+    blur = Blur(torch.rand(3, 3, dtype=torch.float64, generator=gen(8)), dtype=torch.float64)
+    y = torch.rand(1, *shape, dtype=torch.float64, generator=gen(9))
+    expected = dense_tikhonov(dense_matrix(blur, shape), y, 0.25)  # 0.25 is exact in float32
+    torch.testing.assert_close(tikhonov(y, blur, np.float32(0.25), n_iter=300, tol=1e-13).flatten(1), expected)
+    torch.testing.assert_close(wiener(y, blur, np.float32(0.25)).flatten(1), expected)
+
+
 def test_wiener_refuses_non_circular_blur_and_bad_lambda():
     y = torch.rand(2, 1, 8, 8, dtype=torch.float64)
     with pytest.raises(ValueError, match="circular"):
