@@ -140,6 +140,18 @@ def test_bad_hyper_parameter_types():
         Trained("net.pt")
 
 
+def test_numpy_scalar_weights_run_like_python_floats(ct):
+    """TV(np.float32(w)) was accepted by the method but refused by pdhg_tv when it ran ('weight
+    must be a finite number >= 0, got np.float32(...)'); Tikhonov's and TV's results equal those
+    with the Python float 0.5 (exact in float32)."""
+    import numpy as np
+
+    radon, y = ct
+    for make in (Tikhonov, TV):
+        expected = reconstruct(y, radon, make(0.5, n_iter=20, tol=0.0))
+        torch.testing.assert_close(reconstruct(y, radon, make(np.float32(0.5), n_iter=20, tol=np.float32(0.0))), expected)
+
+
 def test_trained_model_without_parameters_runs(ct):
     """A model without parameters has no dtype to check: Trained runs it as model(y, physics)."""
     radon, y = ct
