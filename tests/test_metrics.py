@@ -56,6 +56,19 @@ def test_ssim_of_identical_images_is_one_and_float32_works():
     assert torch.isinf(psnr(x, x)).all()
 
 
+def test_float32_ssim_of_images_far_from_zero_matches_skimage():
+    """Values near 1000 (data range 1): the float32 variances mu(x^2) - mu(x)^2 of the raw images
+    cancelled to rounding noise (SSIM -1.33 against 0.9993); the moments of the images less the
+    reference's channel means agree with scikit-image's float64 result."""
+    x, ref = pair((2, 2, 32, 32), seed=3)
+    x, ref = x + 1000, ref + 1000
+    out = ssim(x.float(), ref.float())
+    for b in range(2):
+        expected = structural_similarity(ref[b].numpy(), x[b].numpy(), data_range=1.0, channel_axis=0,
+                                         gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert abs(out[b].item() - expected) < 1e-3
+
+
 def test_numpy_scalar_data_range_matches_skimage():
     """data_range as a NumPy scalar (e.g. np.ptp of an array) was refused as 'not a positive finite number'."""
     x, ref = pair((1, 1, 16, 16))
