@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 from collections.abc import Callable
 import dataclasses
@@ -92,8 +93,8 @@ class DemoConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
-        if isinstance(self.train_time, bool) or not isinstance(self.train_time, (int, float)) or not self.train_time > 0:
-            raise ValueError(f"train_time must be a positive number, got {self.train_time!r}")
+        if isinstance(self.train_time, bool) or not isinstance(self.train_time, numbers.Real) or not 0 < self.train_time < math.inf:
+            raise ValueError(f"train_time must be a finite positive number, got {self.train_time!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
 

@@ -81,6 +81,7 @@ default). ``physics`` appends the measurement layer
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -150,11 +151,11 @@ class InversionConfig:
         for name, lo, hi in (("tol", 0, math.inf), ("max_time", 0, math.inf), ("discrepancy_rtol", 0, 1),
                              ("snap", 0, math.inf)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
                 raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
         for name in ("tau", "default_alpha"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a finite positive number, got {value!r}")
         if not isinstance(self.progress, bool):
             raise TypeError(f"progress must be a bool, got {type(self.progress).__name__}")
@@ -276,7 +277,7 @@ def _noise(noise_level, batch: int, like: Tensor) -> Tensor | None:
         delta = noise_level.detach().to(like)
         if delta.ndim > 1 or (delta.ndim == 1 and delta.shape[0] != batch):
             raise ValueError(f"noise_level must be a number or a tensor of shape ({batch},), got shape {tuple(delta.shape)}")
-    elif isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)):
+    elif isinstance(noise_level, bool) or not isinstance(noise_level, numbers.Real):
         raise TypeError(f"noise_level must be None, a number or a tensor, got {type(noise_level).__name__}")
     else:
         delta = torch.tensor(float(noise_level), dtype=like.dtype, device=like.device)

@@ -14,6 +14,7 @@ compared at their own discrepancy-principle weight.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ class GradientOptimizer:
     def __post_init__(self):
         for name in ("lr", "eps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a finite positive number, got {value!r}")
         if not isinstance(self.lbfgs, bool):
             raise TypeError(f"lbfgs must be a bool, got {type(self.lbfgs).__name__}")

@@ -6,6 +6,7 @@ to 1, centred at index ``(r, r')`` (the convolution centre used by :class:`~oper
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -17,7 +18,7 @@ def _check_dtype(dtype: torch.dtype) -> None:
 
 
 def _check_number(value: float, name: str, *, minimum: float, strict: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if value < minimum or (strict and value == minimum):
         raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")

@@ -9,6 +9,7 @@ always contain the ``round(W * center_fraction)`` central columns, starting at c
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -21,7 +22,7 @@ def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
 
 
 def _check_acceleration(acceleration: float) -> float:
-    if isinstance(acceleration, bool) or not isinstance(acceleration, (int, float)) or not math.isfinite(acceleration):
+    if isinstance(acceleration, bool) or not isinstance(acceleration, numbers.Real) or not math.isfinite(acceleration):
         raise ValueError(f"acceleration must be a finite number, got {acceleration!r}")
     if acceleration < 1:
         raise ValueError(f"acceleration must be >= 1, got {acceleration}")
@@ -30,7 +31,7 @@ def _check_acceleration(acceleration: float) -> float:
 
 def _centre_columns(width: int, acceleration: float, center_fraction: float) -> tuple[int, int, Tensor]:
     """Number of sampled columns, number of centre columns, and the mask of the centre columns."""
-    if isinstance(center_fraction, bool) or not isinstance(center_fraction, (int, float)) or not 0 <= center_fraction <= 1:
+    if isinstance(center_fraction, bool) or not isinstance(center_fraction, numbers.Real) or not 0 <= center_fraction <= 1:
         raise ValueError(f"center_fraction must be in [0, 1], got {center_fraction!r}")
     n_total = max(1, round(width / _check_acceleration(acceleration)))
     n_low = round(width * center_fraction)
@@ -97,7 +98,7 @@ def gaussian_mask(
     """
     height, width = _check_shape(shape)
     n_total = max(1, round(height * width / _check_acceleration(acceleration)))
-    if isinstance(std, bool) or not isinstance(std, (int, float)) or not (math.isfinite(std) and std > 0):
+    if isinstance(std, bool) or not isinstance(std, numbers.Real) or not (math.isfinite(std) and std > 0):
         raise ValueError(f"std must be a finite number > 0, got {std!r}")
     u = (torch.arange(height, dtype=torch.float64) - height // 2) / height
     v = (torch.arange(width, dtype=torch.float64) - width // 2) / width

@@ -11,6 +11,7 @@ are dicts of tensors, lists of tensors and numbers, so they serialise with ``tor
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ Prox = Callable[[Values, float], Values]
 
 
 def check_real(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
 
 
