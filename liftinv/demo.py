@@ -28,7 +28,6 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 from deepinv.physics import GaussianNoise
@@ -313,12 +312,13 @@ def format_table(results: list[MethodResult]) -> str:
 
 
 def save_figure(path: Path, rows: list[tuple[Problem, dict[str, Tensor], list[MethodResult]]]) -> None:
-    """Grid: one row per problem with truth, measurements and each reconstruction (PSNR/SSIM in titles)."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Grid: one row per problem with truth, measurements and each reconstruction (PSNR/SSIM in
+    titles); built without pyplot, so the caller's matplotlib backend is left as it is."""
+    from matplotlib.figure import Figure
 
     ncols = 2 + max(len(problem.methods) for problem, _, _ in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.6 * ncols, 2.9 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(2.6 * ncols, 2.9 * len(rows)))
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -335,7 +335,6 @@ def save_figure(path: Path, rows: list[tuple[Problem, dict[str, Tensor], list[Me
             ax.set_title(f"{result.method}\n{result.psnr:.2f} dB, SSIM {result.ssim:.3f}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _save_models(out: Path, rows: list[tuple[Problem, dict[str, Tensor], list[MethodResult]]],

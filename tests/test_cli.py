@@ -1,6 +1,7 @@
 import json
 import math
 
+import matplotlib
 import pytest
 import torch
 from deepinv.physics import GaussianNoise
@@ -116,8 +117,15 @@ def test_reconstruct_refuses_an_image_file_for_several_images_before_reconstruct
 
 
 def test_demo_quick_writes_table_figure_and_json(tmp_path, capsys):
-    threads = torch.get_num_threads()
-    assert main(["demo", "--quick", "--train-seconds", "2", "--out", str(tmp_path)]) == 0
+    """The demo writes its outputs, and leaves the caller's thread count and matplotlib backend
+    as they were."""
+    threads, backend = torch.get_num_threads(), matplotlib.get_backend()
+    matplotlib.use("pdf")
+    try:
+        assert main(["demo", "--quick", "--train-seconds", "2", "--out", str(tmp_path)]) == 0
+        assert matplotlib.get_backend() == "pdf"
+    finally:
+        matplotlib.use(backend)
     assert torch.get_num_threads() == threads
     table = (tmp_path / "demo_table.md").read_text()
     assert "| problem | method | PSNR (dB) | SSIM | time (s) |" in table
