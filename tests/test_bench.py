@@ -207,3 +207,16 @@ def test_inversion_noise_plot_is_written(tmp_path):
                for t in ("perceptron", "encoder") for m in ("lifted", "gradient adam") for n, e in ((0.01, 0.1), (0.1, 0.2))]
     plot(records, tmp_path / "sub" / "noise.png")
     assert (tmp_path / "sub" / "noise.png").stat().st_size > 0
+
+
+def test_json_option_is_refused_before_the_run(tmp_path, capsys):
+    """A folder, or a file under a file, is an argparse error (status 2) before any work."""
+    ran = []
+    (tmp_path / "file").write_text("")
+    for target, message in ((tmp_path, "is a folder"), (tmp_path / "file" / "r.json", "cannot create the folder")):
+        with pytest.raises(SystemExit) as err:
+            bench.run_module("liftinv.bench.fake", lambda quick, device: ran.append(1) or [], "Fake.",
+                             ["--json", str(target)])
+        stderr = capsys.readouterr().err
+        assert err.value.code == 2 and "argument --json:" in stderr and message in stderr and str(target) in stderr
+    assert ran == []

@@ -5,7 +5,8 @@
 (``python -m liftinv.bench.training --task deblurring``).
 
 Each section is a module with ``run(quick, device) -> list[dict]`` (training and alignment also
-take ``tasks``); the records are printed as one table per module.
+take ``tasks``); the records are printed as one table per module. ``--json FILE`` is checked before
+the run (not a folder; its folder is created).
 """
 from __future__ import annotations
 
@@ -65,12 +66,24 @@ def _parser(prog: str | None, description: str, sections: bool) -> argparse.Argu
     return parser
 
 
+def _check_json(path: Path, parser: argparse.ArgumentParser) -> None:
+    """Refuse ``--json`` before the run if it is a folder or its folder cannot be created."""
+    if path.is_dir():
+        parser.error(f"argument --json: {path} is a folder, not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"argument --json: cannot create the folder of {path}: {err}")
+
+
 def _records(runs: dict[str, Callable[..., list[dict]]], args: argparse.Namespace,
              parser: argparse.ArgumentParser) -> None:
     """Call every module's ``run`` (module name -> ``run``) with the parsed options, print one
     table per module and write the JSON file of ``--json``."""
     if args.task and not any("tasks" in inspect.signature(run).parameters for run in runs.values()):
         parser.error("--task applies to the training and alignment benchmarks only")
+    if args.json is not None:
+        _check_json(args.json, parser)
     records: list[dict] = []
     for module, run in runs.items():
         kwargs = {"quick": args.quick, "device": args.device}
@@ -81,7 +94,6 @@ def _records(runs: dict[str, Callable[..., list[dict]]], args: argparse.Namespac
         print(format_table(rows), flush=True)
         records += rows
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(records, indent=1))
         print(f"\nwrote {len(records)} records to {args.json}")
 
