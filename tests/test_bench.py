@@ -220,3 +220,17 @@ def test_json_option_is_refused_before_the_run(tmp_path, capsys):
         stderr = capsys.readouterr().err
         assert err.value.code == 2 and "argument --json:" in stderr and message in stderr and str(target) in stderr
     assert ran == []
+
+
+def test_json_is_strict_with_non_finite_numbers_as_null(tmp_path):
+    """A diverged run's NaN (and an infinity in a curve) are written as null: the file parses
+    with a parser that refuses the non-standard tokens NaN and Infinity."""
+    records = [{"psnr": float("nan"), "curve": [1.0, float("-inf")], "epochs": 3, "selected": False}]
+    out = tmp_path / "r.json"
+    bench.run_module("liftinv.bench.fake", lambda quick, device: records, "Fake.", ["--json", str(out)])
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    assert json.loads(out.read_text(), parse_constant=refuse) == [
+        {"psnr": None, "curve": [1.0, None], "epochs": 3, "selected": False}]

@@ -6,7 +6,8 @@
 
 Each section is a module with ``run(quick, device) -> list[dict]`` (training and alignment also
 take ``tasks``); the records are printed as one table per module. ``--json FILE`` is checked before
-the run (not a folder; its folder is created).
+the run (not a folder; its folder is created) and written as strict JSON: a non-finite number
+(the NaN of a diverged training run, the cosine of a zero gradient) is written as ``null``.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import argparse
 import importlib
 import inspect
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,6 +68,18 @@ def _parser(prog: str | None, description: str, sections: bool) -> argparse.Argu
     return parser
 
 
+def _json_value(value):
+    """``value`` with every non-finite float, also inside lists, tuples and dicts, replaced by
+    ``None`` (JSON has no NaN or infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
+
+
 def _check_json(path: Path, parser: argparse.ArgumentParser) -> None:
     """Refuse ``--json`` before the run if it is a folder or its folder cannot be created."""
     if path.is_dir():
@@ -94,7 +108,7 @@ def _records(runs: dict[str, Callable[..., list[dict]]], args: argparse.Namespac
         print(format_table(rows), flush=True)
         records += rows
     if args.json is not None:
-        args.json.write_text(json.dumps(records, indent=1))
+        args.json.write_text(json.dumps(_json_value(records), indent=1, allow_nan=False))
         print(f"\nwrote {len(records)} records to {args.json}")
 
 

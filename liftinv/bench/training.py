@@ -25,8 +25,9 @@ short separate run of 3 training batches and alive at the same time (activations
 variables, gradients, solver or optimizer states, power-iteration vectors; not the parameters,
 the data or the operators, which all methods share), counted exactly by a
 ``TorchDispatchMode`` on any device. ``selected`` marks the configuration reported for each
-method. Convergence plots (validation PSNR against seconds, selected configurations) go to
-``out/bench/training_<task>.png``.
+method; a configuration whose training diverges is a row with ``(diverged)`` after its
+hyper-parameters and NaN numbers (``null`` in the JSON), never selected. Convergence plots
+(validation PSNR against seconds, selected configurations) go to ``out/bench/training_<task>.png``.
 """
 from __future__ import annotations
 
