@@ -145,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: liftinv.data.data_dir())")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else data_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file where the folder should be
+        parser.error(f"argument --out: cannot create the folder {out}: {err}")
     for name, build in BUILDERS.items():
         path = out / f"{name}.npz"
         splits = build()

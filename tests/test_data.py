@@ -257,3 +257,14 @@ def test_random_patches_redraw_near_constant_crops():
     patches = generate_data.random_patches(np.random.default_rng(1), [img], 20, 8)
     assert patches.shape == (20, 8, 8)
     assert (patches.std(axis=(1, 2)) >= generate_data.MIN_PATCH_STD).all()
+
+
+def test_generate_data_refuses_an_output_folder_that_is_a_file(tmp_path, capsys):
+    """``--out`` naming a file (or a path under one) is an argparse error (status 2), before any
+    data set is built."""
+    (tmp_path / "file").write_text("")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        with pytest.raises(SystemExit) as err:
+            generate_data.main(["--out", str(out)])
+        stderr = capsys.readouterr().err
+        assert err.value.code == 2 and f"argument --out: cannot create the folder {out}" in stderr
