@@ -140,7 +140,8 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write every bundled data set to ``--out`` (default: the repository's ``data/``)."""
+    """Write every bundled data set to ``--out`` (default: :func:`liftinv.data.data_dir`,
+    ``$LIFTINV_DATA`` if set, else the repository's ``data/``)."""
     parser = argparse.ArgumentParser(prog="python -m liftinv.generate_data", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: liftinv.data.data_dir())")
     args = parser.parse_args(argv)
