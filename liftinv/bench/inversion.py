@@ -239,15 +239,13 @@ def _case(case: Case, s: Settings) -> list[dict]:
 
 def plot(records: list[dict], path: Path) -> None:
     """Relative error of the recovered input against the noise level, one panel per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     tasks = list(dict.fromkeys(r["task"] for r in records))
     methods = list(dict.fromkeys(r["method"] for r in records))
     colours = {m: f"C{i}" for i, m in enumerate(methods)}  # one colour per method in every panel
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(tasks), 3.6))
+    axes = fig.subplots(1, len(tasks), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         rows = [r for r in records if r["task"] == task]
         for method in dict.fromkeys(r["method"] for r in rows):
@@ -267,13 +265,11 @@ def label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
 
 
 def save_figure(fig, path: Path) -> None:
-    """Write ``fig`` to ``path`` (creating its folder) and close it."""
-    import matplotlib.pyplot as plt
-
+    """Write ``fig`` (a ``matplotlib.figure.Figure``, built without pyplot, so no backend is
+    touched) to ``path``, creating its folder."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def run(quick: bool = False, device: str = "cpu") -> list[dict]:

@@ -126,13 +126,11 @@ def case_records(case: Case, grid: tuple[float, ...], cfg: InversionConfig, cold
 def plot(records: list[dict], path: Path) -> None:
     """Mean PSNR against the weight, one panel per task, one line per method and noise level
     (continuation) with its cold solves as unconnected markers of the same colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     tasks = list(dict.fromkeys(r["task"] for r in records))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
+    fig = Figure(figsize=(5 * len(tasks), 3.8))
+    axes = fig.subplots(1, len(tasks), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         rows = [r for r in records if r["task"] == task]
         noises = sorted({r["noise"] for r in rows})
