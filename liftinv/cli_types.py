@@ -10,11 +10,14 @@ import torch
 
 
 def device(text: str) -> str:
-    """A torch device that this machine has: ``cpu``, ``cuda``, ``cuda:1``, ``mps``..."""
+    """A torch device that this machine has and that holds data: ``cpu``, ``cuda``, ``cuda:1``,
+    ``mps``... (not ``meta``, whose tensors have shapes but no values)."""
     try:
         dev = torch.device(text)
     except RuntimeError as err:
         raise argparse.ArgumentTypeError(f"not a torch device: {text!r} ({err})") from None
+    if dev.type == "meta":
+        raise argparse.ArgumentTypeError(f"{text!r}: meta tensors hold no values to compute with (use cpu)")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine (use cpu)")

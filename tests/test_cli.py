@@ -105,6 +105,15 @@ def test_device_without_cuda_is_refused_by_name():
         device("cuda")
 
 
+def test_meta_device_is_refused_by_name():
+    import argparse
+
+    from liftinv.cli_types import device
+
+    with pytest.raises(argparse.ArgumentTypeError, match="'meta': meta tensors hold no values"):
+        device("meta")
+
+
 def test_reconstruct_refuses_an_image_file_for_several_images_before_reconstructing(tmp_path, capsys, monkeypatch):
     import liftinv.reconstruct_cli as cli
 
