@@ -23,7 +23,7 @@ def test_module_command_line_passes_quick_device_and_tasks_and_writes_json(tmp_p
         return [{"case": "x", "seconds": 1.0}]
 
     out = tmp_path / "sub" / "r.json"
-    argv = ["--quick", "--device", "cpu", "--task", "ct", "--task", "denoising", "--json", str(out)]
+    argv = ["--quick", "--device", "cpu", "--task", "ct", "--task", "denoising", "--task", "ct", "--json", str(out)]
     assert bench.run_module("liftinv.bench.fake", run, "Fake benchmark.", argv) == 0
     assert seen == {"quick": True, "device": "cpu", "tasks": ("ct", "denoising")}
     assert "| case |" in capsys.readouterr().out

@@ -102,7 +102,7 @@ def _records(runs: dict[str, Callable[..., list[dict]]], args: argparse.Namespac
     for module, run in runs.items():
         kwargs = {"quick": args.quick, "device": args.device}
         if args.task and "tasks" in inspect.signature(run).parameters:
-            kwargs["tasks"] = tuple(args.task)
+            kwargs["tasks"] = tuple(dict.fromkeys(args.task))  # each once, in the order given
         rows = run(**kwargs)
         print(f"\n## {module.rsplit('.', 1)[-1]} ({args.device}{', quick' if args.quick else ''})\n")
         print(format_table(rows), flush=True)
