@@ -147,29 +147,9 @@ def test_inversion_oracle_solves_the_grid_in_order_with_warm_starts():
     assert len(starts) == 4 and all(torch.equal(s, solution(a)) for s, a in zip(starts[1:], grid[:3]))
 
 
-def test_inversion_oracle_cold_solves_start_from_the_same_image():
-    """Every cold solve starts from the constant image 0.5 with the given configuration."""
-    import torch
-
-    from liftinv.bench.inversion_oracle import cold_psnr
-    from liftinv.inversion import InversionConfig
-
-    truth = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.25
-    calls, cfg = [], InversionConfig(max_time=7.0)
-
-    def method(net, data, delta, alpha, x0, config):
-        calls.append((x0.clone(), config))
-        return truth + alpha
-
-    values = cold_psnr(method, None, None, None, truth, (0.1, 0.01), cfg)
-    assert torch.allclose(values, torch.tensor([[20.0, 20.0], [40.0, 40.0]], dtype=torch.float64), atol=1e-3)
-    assert all(torch.equal(x0, torch.full_like(truth, 0.5)) and config is cfg for x0, config in calls) and len(calls) == 2
-
-
 def test_inversion_oracle_records_one_row_per_noise_level_and_method(tmp_path):
     """On a tiny perceptron case, each record's best PSNR is the largest over the grid's
-    warm-started solves and the cold solves at the continuation's best weight and its neighbours,
-    recomputed here by calling the methods in the same order."""
+    warm-started solves, recomputed here by calling the methods in the same order."""
     import torch
     from torch import nn
 
@@ -188,30 +168,20 @@ def test_inversion_oracle_records_one_row_per_noise_level_and_method(tmp_path):
         clean = net(truth)
     data = clean + 0.05 * torch.randn(clean.shape, generator=g)
     delta = (data - clean).flatten(1).norm(dim=1)
-    cfg, cold_cfg = InversionConfig(max_iter=30, tol=0.0), InversionConfig(max_iter=60, tol=0.0)
-    grid = (1.0, 0.3, 0.1)
-    rows = case_records(Case("perceptron", net, truth, [(0.05, data, delta)]), grid, cfg, cold_cfg)
+    cfg = InversionConfig(max_iter=30, tol=0.0)
+    grid = (1.0, 0.1)
+    rows = case_records(Case("perceptron", net, truth, [(0.05, data, delta)]), grid, cfg)
     assert [r["method"] for r in rows] == list(METHODS)
     for row, method in zip(rows, METHODS.values()):
-        x, warm = torch.full_like(truth, 0.5), []
+        x, values = torch.full_like(truth, 0.5), []
         for alpha in grid:
             x = method(net, data, delta, alpha, x, cfg)
-            warm.append(psnr(x.clamp(0, 1), truth))
-        warm = torch.stack(warm).double()
-        j = int(warm.mean(1).argmax())
-        near = grid[max(j - 1, 0) : j + 2]
-        cold = torch.stack([psnr(method(net, data, delta, a, torch.full_like(truth, 0.5), cold_cfg).clamp(0, 1), truth)
-                            for a in near]).double()
-        assert row["cold_alphas"] == list(near) and len(near) == 3 - (j in (0, 2))
-        assert abs(row["best_psnr_continuation"] - float(warm.max(0).values.mean())) < 1e-4
-        assert abs(row["best_psnr_cold"] - float(cold.max(0).values.mean())) < 1e-4
-        best = torch.cat([warm, cold]).max(0)
-        assert abs(row["best_psnr"] - float(best.values.mean())) < 1e-4
-        assert row["edge"] == sum((grid + near)[i] in (1.0, 0.1) for i in best.indices)
+            values.append(psnr(x.clamp(0, 1), truth))
+        values = torch.stack(values).double()
+        assert abs(row["best_psnr"] - float(values.max(0).values.mean())) < 1e-4
         assert row["alphas"] == list(grid)
-        assert torch.allclose(torch.tensor(row["psnr_by_alpha"], dtype=torch.float64), warm.mean(1), atol=1e-4)
-        assert torch.allclose(torch.tensor(row["psnr_cold"], dtype=torch.float64), cold.mean(1), atol=1e-4)
-        assert row["solves"] == 3 + len(near)
+        assert torch.allclose(torch.tensor(row["psnr_by_alpha"], dtype=torch.float64), values.mean(1), atol=1e-4)
+        assert row["solves"] == 2 and row["edge"] == 2  # both weights of a two-point grid are ends
         assert 0.1 * (1 - 1e-6) <= row["best_alpha"] <= 1.0 * (1 + 1e-6)
     plot(rows, tmp_path / "oracle.png")
     assert (tmp_path / "oracle.png").stat().st_size > 0

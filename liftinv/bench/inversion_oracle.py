@@ -2,35 +2,29 @@ r"""How good can each inversion be? PSNR at the best regularisation weight of a 
 
 ``python -m liftinv.bench inversion-oracle [--quick] [--json FILE]`` solves the perceptron and
 encoder tasks of :mod:`liftinv.bench.inversion` (same networks, images and noisy data) with TV on
-the box [0, 1] at the weights of a fixed grid :math:`\alpha_0 > \alpha_1 > \dots`, in two ways:
-
-* continuation: every weight in turn, each solve warm-started from the previous one, with the
-  benchmark's wall-clock budget per solve;
-* cold solves: the weight of the best mean PSNR of the continuation and its two neighbours on the
-  grid, each solved from the constant image 0.5 with the budget of the benchmark's whole weight
-  search (``max_search`` solves). Continuation helps the gradient method (its cold solves at small
-  weights from 0.5 end far worse) and slows lifted inversion, whose one long solve at a small
-  weight goes further than the path of short solves down to it;
-
-and reports per method and noise level the mean over the images of
+the box [0, 1] at every weight of a fixed grid :math:`\alpha_0 > \alpha_1 > \dots`, each solve
+warm-started from the previous one (continuation) with the same wall-clock budget per solve as
+that benchmark, and reports per method and noise level the mean over the images of
 
 .. math::
-    \max_j \mathrm{PSNR}(u_{\alpha_j}, u^\dagger)
+    \max_j \mathrm{PSNR}(u_{\alpha_j}, u^\dagger),
 
-over both ways (``best_psnr``; ``best_psnr_continuation`` and ``best_psnr_cold`` for each), the
-weight chosen per image with the true image (an oracle, not a parameter choice a user can make).
-The benchmark's targets compare the methods at the weight of the discrepancy principle; this
-table shows what each method reaches at its best weight and with the better of the two ways to
-spend the time, so it tells a gap that a better parameter choice could close from one that the
-model itself sets (lifted: the convex Bregman data term on the projected and snapped data;
-gradient: the squared output error :math:`\tfrac12\|N(u) - f_\delta\|^2` through the network).
-Solves stop on time, so it is not a bound on what longer solves could reach. ``edge`` counts the
-images whose best weight is an end of the grid (there the grid may not contain the optimum). The
-ResNet task is left out: the benchmark's targets concern the perceptron and the encoder.
+the weight chosen per image with the true image (an oracle, not a parameter choice a user can
+make). The benchmark's targets compare the methods at the weight of the discrepancy principle;
+this table shows what another choice of the weight could give each method along this path, so
+it tells a gap that a better parameter choice could close from one that the model itself sets
+(lifted: the convex Bregman data term on the projected and snapped data; gradient: the squared
+output error :math:`\tfrac12\|N(u) - f_\delta\|^2` through the network). It is not a bound:
+the solves stop on time, and the path decides how far each gets. Continuation suits the
+gradient method (its cold solves from 0.5 at small weights end far lower) and the perceptron's
+PDHG, but on the encoder one cold solve of lifted inversion with the time of the benchmark's
+whole weight search goes further than the path of short solves (BENCHMARKS.md). ``edge`` counts
+the images whose best weight is an end of the grid (there the grid may not contain the
+optimum). The ResNet task is left out: the benchmark's targets concern the perceptron and the
+encoder.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -85,47 +79,28 @@ def psnr_over_grid(method: Method, network: nn.Module, data: Tensor, delta: Tens
     return torch.stack(values)
 
 
-def cold_psnr(method: Method, network: nn.Module, data: Tensor, delta: Tensor, truth: Tensor,
-              alphas: tuple[float, ...], cfg: InversionConfig) -> Tensor:
-    """PSNR of each image (columns) at each weight of ``alphas`` (rows), each solved from the
-    constant image 0.5."""
-    start = torch.full_like(truth, 0.5)
-    return torch.stack([psnr(method(network, data, delta, alpha, start, cfg).clamp(0, 1), truth).double().cpu()
-                        for alpha in alphas])
-
-
-def case_records(case: Case, grid: tuple[float, ...], cfg: InversionConfig, cold_cfg: InversionConfig) -> list[dict]:
-    """One record per noise level and method of :data:`METHODS` for ``case``: the continuation
-    over ``grid`` with ``cfg``, then cold solves with ``cold_cfg`` at its best weight and the
-    neighbours (see the module docstring). ``psnr_by_alpha`` and ``psnr_cold`` are the mean PSNRs
-    at the weights ``alphas`` and ``cold_alphas`` (JSON only)."""
+def case_records(case: Case, grid: tuple[float, ...], cfg: InversionConfig) -> list[dict]:
+    """One record per noise level and method of :data:`METHODS` for ``case``; ``psnr_by_alpha``
+    is the mean PSNR at each weight of ``grid`` (JSON only)."""
     records = []
     for rel, data, delta in case.noisy:
         for name, method in METHODS.items():
             start = perf_counter()
-            warm = psnr_over_grid(method, case.network, data, delta, case.truth, grid, cfg)
-            j = int(warm.mean(1).argmax())
-            near = grid[max(j - 1, 0) : j + 2]
-            cold = cold_psnr(method, case.network, data, delta, case.truth, near, cold_cfg)
-            best, index = torch.cat([warm, cold]).max(0)
-            chosen = [(grid + near)[i] for i in index]
+            values = psnr_over_grid(method, case.network, data, delta, case.truth, grid, cfg)
+            best, index = values.max(0)
             records.append({
                 "section": "inversion-oracle", "task": case.task, "noise": rel, "method": name,
                 "best_psnr": float(best.mean()),
-                "best_psnr_continuation": float(warm.max(0).values.mean()),
-                "best_psnr_cold": float(cold.max(0).values.mean()),
-                "best_alpha": float(torch.tensor(chosen).log().mean().exp()),
-                "edge": sum(alpha in (grid[0], grid[-1]) for alpha in chosen),
-                "solves": len(grid) + len(near), "seconds": perf_counter() - start,
-                "alphas": list(grid), "psnr_by_alpha": warm.mean(1).tolist(),
-                "cold_alphas": list(near), "psnr_cold": cold.mean(1).tolist(),
+                "best_alpha": float(torch.tensor([grid[i] for i in index]).log().mean().exp()),
+                "edge": int(((index == 0) | (index == len(grid) - 1)).sum()),
+                "solves": len(grid), "seconds": perf_counter() - start,
+                "alphas": list(grid), "psnr_by_alpha": values.mean(1).tolist(),
             })
     return records
 
 
 def plot(records: list[dict], path: Path) -> None:
-    """Mean PSNR against the weight, one panel per task, one line per method and noise level
-    (continuation) with its cold solves as unconnected markers of the same colour."""
+    """Mean PSNR against the weight, one panel per task, one line per method and noise level."""
     from matplotlib.figure import Figure
 
     tasks = list(dict.fromkeys(r["task"] for r in records))
@@ -136,10 +111,8 @@ def plot(records: list[dict], path: Path) -> None:
         noises = sorted({r["noise"] for r in rows})
         for r in rows:
             style = "-" if r["method"] == "lifted" else "--"
-            color = f"C{noises.index(r['noise'])}"
-            ax.semilogx(r["alphas"], r["psnr_by_alpha"], style, marker=".", color=color,
+            ax.semilogx(r["alphas"], r["psnr_by_alpha"], style, marker=".", color=f"C{noises.index(r['noise'])}",
                         label=f"{r['method']}, {100 * r['noise']:g}% noise")
-            ax.semilogx(r["cold_alphas"], r["psnr_cold"], "o" if r["method"] == "lifted" else "x", color=color)
         label_panel(ax, f"{task}: PSNR against the TV weight", "alpha", "mean PSNR (dB)")
     save_figure(fig, path)
 
@@ -149,7 +122,6 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
     Saves ``out/bench/inversion_oracle.png`` (mean PSNR against the weight)."""
     s: Settings = QUICK if quick else FULL
     cfg = InversionConfig(max_iter=10**9, tol=0.0, max_time=s.solve_seconds)
-    cold_cfg = dataclasses.replace(cfg, max_time=s.solve_seconds * s.max_search)
     threads = torch.get_num_threads()
     if torch.device(device).type == "cpu":
         torch.set_num_threads(1)
@@ -157,7 +129,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
         records = []
         for case in cases(s, device):
             if case.task in GRIDS:
-                records += case_records(case, GRIDS[case.task], cfg, cold_cfg)
+                records += case_records(case, GRIDS[case.task], cfg)
             else:
                 break  # the remaining task (ResNet) is not compared here
     finally:
