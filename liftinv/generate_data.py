@@ -24,6 +24,7 @@ import numpy as np
 import skimage.data
 from skimage.transform import rescale
 
+from liftinv.checkpoint import atomic_path
 from liftinv.data import data_dir, grey_float
 
 ELLIPSE_SEED = 20240601
@@ -129,8 +130,9 @@ BUILDERS: dict[str, Callable[[], dict[str, np.ndarray]]] = {
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` like ``np.savez_compressed`` but byte-for-byte reproducibly (fixed zip
-    timestamps), so regenerating unchanged data leaves the files identical."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    timestamps), so regenerating unchanged data leaves the files identical; atomically
+    (:func:`~liftinv.checkpoint.atomic_path`: an interrupted run keeps the previous file)."""
+    with atomic_path(path, ".npz") as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for key, array in arrays.items():
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from liftinv.checkpoint import atomic_path
+
 _NAN = float("nan")
 
 
@@ -132,10 +134,12 @@ def plot_psnr_vs_time(
 
 
 def _finish(fig, title: str, path: str | os.PathLike | None):
-    """Title and tight layout; write a PNG to ``path`` (creating its folder) when given."""
+    """Title and tight layout; write the figure to ``path`` when given, in the format of its suffix
+    (``.png``, ``.pdf``, ``.svg``...), atomically (:func:`~liftinv.checkpoint.atomic_path`, which
+    creates its folder)."""
     fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        with atomic_path(path, Path(path).suffix) as tmp:
+            fig.savefig(tmp, dpi=100)
     return fig

@@ -32,6 +32,24 @@ def test_module_command_line_passes_quick_device_and_tasks_and_writes_json(tmp_p
     assert seen["tasks"] == ("all",) and not seen["quick"]
 
 
+def test_json_write_that_fails_midway_keeps_the_previous_file(tmp_path, monkeypatch):
+    """A write that stops half-way (here: half the text, then a full disk) leaves the previous
+    file as it was, and no temporary file."""
+    from pathlib import Path
+
+    def half_then_full_disk(self, text, *args, **kwargs):
+        with open(self, "w") as fh:
+            fh.write(text[: len(text) // 2])
+        raise OSError("No space left on device")
+
+    out = tmp_path / "r.json"
+    out.write_text("previous")
+    monkeypatch.setattr(Path, "write_text", half_then_full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        bench.run_module("liftinv.bench.fake", lambda quick, device: [{"case": "x"}], "Fake.", ["--json", str(out)])
+    assert out.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
 def test_task_is_refused_by_sections_without_tasks(capsys):
     with pytest.raises(SystemExit):
         bench.run_module("liftinv.bench.fake", lambda quick, device: [], "Fake.", ["--task", "ct"])

@@ -249,6 +249,17 @@ def test_save_npz_round_trip_is_byte_reproducible(tmp_path):
             np.testing.assert_array_equal(loaded[key], value)
 
 
+def test_save_npz_that_fails_keeps_the_previous_file(tmp_path):
+    """An array that cannot be written (an object array, refused without pickling) stops the
+    write: the previous file is left as it was and no temporary file remains."""
+    path = tmp_path / "a.npz"
+    generate_data.save_npz(path, {"train": np.ones((1, 2, 2), np.uint8)})
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="pickle"):
+        generate_data.save_npz(path, {"train": np.zeros((1, 2, 2), np.uint8), "test": np.array([object()])})
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["a.npz"]
+
+
 def test_random_patches_redraw_near_constant_crops():
     """Crops with a standard deviation below MIN_PATCH_STD are redrawn: from an image that is
     constant but for one textured corner, every returned crop is textured."""

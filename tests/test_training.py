@@ -604,8 +604,9 @@ def test_history_roundtrip_and_plots(tmp_path):
     with pytest.raises(ValueError, match="different lengths"):
         TrainHistory.from_dict(bad)
     plot_history(h, tmp_path / "h.png", title="t")
-    plot_psnr_vs_time({"a": h, "b": h}, tmp_path / "c.png")
-    assert (tmp_path / "h.png").stat().st_size > 0 and (tmp_path / "c.png").stat().st_size > 0
+    plot_psnr_vs_time({"a": h, "b": h}, tmp_path / "c.pdf")
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "c.pdf").read_bytes()[:4] == b"%PDF"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pdf", "h.png"]  # no temporary file left
 
 
 def test_history_from_dict_copies_the_records():

@@ -44,6 +44,7 @@ from liftinv.inversion import InversionConfig, InversionResult, invert
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.metrics import psnr, ssim
 from liftinv.potentials import TV
+from liftinv.checkpoint import atomic_path
 
 OUT = Path("out/bench")
 
@@ -266,10 +267,11 @@ def label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
 
 def save_figure(fig, path: Path) -> None:
     """Write ``fig`` (a ``matplotlib.figure.Figure``, built without pyplot, so no backend is
-    touched) to ``path``, creating its folder."""
+    touched) to ``path`` atomically (:func:`~liftinv.checkpoint.atomic_path`, which creates its
+    folder)."""
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, path.suffix) as tmp:
+        fig.savefig(tmp, dpi=120)
 
 
 def run(quick: bool = False, device: str = "cpu") -> list[dict]:
