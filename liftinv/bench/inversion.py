@@ -140,8 +140,8 @@ def trained_autoencoder(s: AutoencoderSettings) -> tuple[nn.Sequential, nn.Seque
     with torch.no_grad():
         train_mse = float((decoder(encoder(images)) - images).pow(2).mean())
     info = {"train_seconds": perf_counter() - start, "train_mse": train_mse}
-    OUT.mkdir(parents=True, exist_ok=True)
-    torch.save({"encoder": encoder.state_dict(), "decoder": decoder.state_dict(), "info": info}, path)
+    with atomic_path(path) as tmp:  # an interrupted write would leave a cache that fails to load
+        torch.save({"encoder": encoder.state_dict(), "decoder": decoder.state_dict(), "info": info}, tmp)
     return encoder, decoder, info
 
 
