@@ -160,12 +160,13 @@ def _run(args) -> None:
 
 
 def invert_main(argv: list[str] | None = None) -> int:
-    """``liftinv invert``; returns the exit status (2: bad arguments or input, 1: missing file)."""
+    """``liftinv invert``; returns the exit status (2: bad arguments or input, 1: a file that is
+    missing or cannot be read or written)."""
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         _run(args)
-    except FileNotFoundError as err:
+    except OSError as err:
         print(f"liftinv invert: error: {err}", file=sys.stderr)
         return 1
     except (ValueError, TypeError) as err:

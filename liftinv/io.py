@@ -39,11 +39,14 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message names ``name`` and the path).
+        IsADirectoryError: ``path`` is a folder.
         ValueError: unknown suffix, unreadable file, a ``.pt`` file that does not hold a tensor,
             a non-numeric array, or an image that is not grey (with or without alpha), RGB or RGBA.
     """
     path = Path(path)
     suffix = _suffix(path, name)
+    if path.is_dir():
+        raise IsADirectoryError(f"{name} file {path} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"{name} file {path} not found")
     try:

@@ -112,7 +112,7 @@ def train_main(argv: list[str] | None = None) -> int:
             val_set=setup.val, checkpoint=out, resume=args.resume, time_budget=args.time_budget,
             generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress,
         )
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, OSError) as err:  # OSError: a checkpoint that cannot be read or written
         parser.error(str(err))
     except FloatingPointError as err:
         print(f"liftinv train: {err}", file=sys.stderr)

@@ -1075,6 +1075,10 @@ def test_invert_cli_round_trip(tmp_path, capsys, monkeypatch):
     assert "noise_level" in capsys.readouterr().err
     assert invert_main([str(tmp_path / "missing.pt"), str(tmp_path / "f.npy"), "--out", str(tmp_path / "x.npy")]) == 1
     capsys.readouterr()
+    (tmp_path / "folder.npy").mkdir()  # a file that cannot be read: 1, with its name, not a traceback
+    assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "folder.npy"), "--out", str(tmp_path / "x.npy")]) == 1
+    err = capsys.readouterr().err
+    assert f"output file {tmp_path / 'folder.npy'} is a folder, not a file" in err and "Traceback" not in err
     assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--regularizer", "box",
                         "--input-shape", "1", "7", "9", "--out", str(tmp_path / "x.npy")]) == 2
     assert "--box" in capsys.readouterr().err

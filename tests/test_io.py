@@ -92,6 +92,13 @@ def test_missing_file_names_the_path(tmp_path):
         load_array(path, "measurements")
 
 
+def test_folder_is_refused_as_a_folder(tmp_path):
+    path = tmp_path / "x.npy"
+    path.mkdir()
+    with pytest.raises(IsADirectoryError, match=f"measurements file {path} is a folder, not a file"):
+        load_array(path, "measurements")
+
+
 def test_unknown_suffix(tmp_path):
     with pytest.raises(ValueError, match=r"must end in one of .*'\.txt'"):
         load_array(tmp_path / "x.txt")
