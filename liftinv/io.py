@@ -101,6 +101,7 @@ def _image_bytes(x: Tensor, path: Path) -> np.ndarray:
 
 def save_array(x: Tensor, path: str | os.PathLike) -> Path:
     """Write the tensor ``x`` to ``path`` (format from the suffix), creating its folder; returns the path.
+    A ``bfloat16`` tensor goes to ``.npy`` as float32 (the same values; NumPy has no bfloat16).
 
     Raises:
         TypeError: ``x`` is not a tensor.
@@ -114,8 +115,8 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
     if suffix in IMAGE_SUFFIXES:
         pixels = _image_bytes(x, path)
     with atomic_path(path, suffix) as tmp:
-        if suffix == ".npy":
-            np.save(tmp, x.detach().cpu().numpy())
+        if suffix == ".npy":  # NumPy has no bfloat16: float32 holds its values exactly
+            np.save(tmp, x.detach().cpu().to(torch.float32 if x.dtype == torch.bfloat16 else x.dtype).numpy())
         elif suffix == ".pt":
             torch.save(x.detach().cpu().clone(), tmp)
         elif suffix in (".tif", ".tiff"):  # scikit-image would write a first or last axis of length 3 or 4 as RGB(A)

@@ -92,6 +92,13 @@ def test_missing_file_names_the_path(tmp_path):
         load_array(path, "measurements")
 
 
+def test_bfloat16_goes_to_npy_as_float32_with_the_same_values(tmp_path):
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    save_array(x, tmp_path / "x.npy")
+    back = load_array(tmp_path / "x.npy")
+    assert back.dtype == torch.float32 and torch.equal(back, x.float())
+
+
 def test_folder_is_refused_as_a_folder(tmp_path):
     path = tmp_path / "x.npy"
     path.mkdir()
