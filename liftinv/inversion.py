@@ -298,14 +298,7 @@ def snap_saturated(activation, f: Tensor, radius: Tensor) -> Tensor:
     return out
 
 
-def prepare(network, output, *, input_shape=None, noise_level=None, physics=None, x0=None, y=None,
-            free_output: bool = False, snap: float = 0.0, any_module: bool = False) -> Task:
-    """Validate the arguments of :func:`invert` and build the :class:`Task` (``snap``: see
-    :class:`InversionConfig`). With ``any_module``, a module that :func:`~liftinv.lift` refuses
-    becomes one layer whose map is the whole module (identity activation): a network for plain
-    forward passes :math:`N(u)` only (its "map" is not affine), as the gradient baseline needs."""
-    if not isinstance(free_output, bool):
-        raise TypeError(f"free_output must be a bool, got {type(free_output).__name__}")
+def _check_output(output) -> None:
     if not isinstance(output, Tensor):
         raise TypeError(f"output must be a torch.Tensor, got {type(output).__name__}")
     if not output.is_floating_point():
@@ -316,6 +309,11 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
         raise ValueError(f"output must hold at least one sample, got shape {tuple(output.shape)}")
     if not bool(torch.isfinite(output).all()):
         raise ValueError("output contains NaN or Inf entries")
+
+
+def _network(network, input_shape, x0: Tensor | None, any_module: bool) -> tuple[LiftedNetwork, tuple[int, ...]]:
+    """The lifted ``network`` and the shape of one input: ``input_shape``, else ``x0``'s, else the
+    network's own (see :func:`prepare` for ``any_module``)."""
     if x0 is not None and not isinstance(x0, Tensor):
         raise TypeError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
     if input_shape is not None:
@@ -337,42 +335,74 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
     if net.input_shape is not None and shape != net.input_shape:
         given = f"x0 of shape {tuple(x0.shape)}" if shape_of_x0 else f"input_shape {shape}"
         raise ValueError(f"{given} does not match the network's input shape {net.input_shape}")
-    measurement = None if physics is None else Measurement(physics)
+    return net, shape
+
+
+def _check_y(y, net: LiftedNetwork, batch: int) -> None:
+    if y is None:
+        return
+    if not isinstance(y, Tensor):
+        raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+    if all(layer.data_map is None for layer in net.layers):
+        raise ValueError("y is given, but no layer of the network reads measurements (it has no data map)")
+    if y.ndim == 0 or y.shape[0] != batch:
+        raise ValueError(f"y must hold one measurement per sample of output, shape ({batch}, ...), got {tuple(y.shape)}")
+
+
+def _start(x0: Tensor | None, net: LiftedNetwork, output: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``x0`` checked against the network and ``output``, or zeros of the input's shape."""
+    batch = output.shape[0]
+    if x0 is None:
+        return output.new_zeros(batch, *shape)
+    if tuple(x0.shape) != (batch, *shape):
+        raise ValueError(f"x0 must have shape {(batch, *shape)}, got {tuple(x0.shape)}")
+    net.check_input(x0, "x0")
+    if x0.dtype != output.dtype:  # a network without parameters has no dtype of its own
+        raise TypeError(f"x0 has dtype {x0.dtype}, output has {output.dtype}")
+    return x0
+
+
+@torch.no_grad()
+def _output_shape(net: LiftedNetwork, measurement: Measurement | None, x0: Tensor, y: Tensor | None,
+                  shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of one sample of :math:`N(u)` (of :math:`A N(u)` with a ``measurement``), by a
+    forward pass of the first sample of ``x0``."""
+    try:
+        expected = net(x0[:1], None if y is None else y[:1])
+    except RuntimeError as err:
+        raise ValueError(f"input shape {shape} does not fit the network: {err}") from err
+    if measurement is not None:
+        try:
+            expected = measurement(expected)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise (TypeError if isinstance(err, TypeError) else ValueError)(
+                f"physics does not accept the network's output (shape (B, {', '.join(map(str, expected.shape[1:]))}), "
+                f"dtype {expected.dtype}): {err}") from err
+    return tuple(expected.shape[1:])
+
+
+def prepare(network, output, *, input_shape=None, noise_level=None, physics=None, x0=None, y=None,
+            free_output: bool = False, snap: float = 0.0, any_module: bool = False) -> Task:
+    """Validate the arguments of :func:`invert` and build the :class:`Task` (``snap``: see
+    :class:`InversionConfig`). With ``any_module``, a module that :func:`~liftinv.lift` refuses
+    becomes one layer whose map is the whole module (identity activation): a network for plain
+    forward passes :math:`N(u)` only (its "map" is not affine), as the gradient baseline needs."""
+    if not isinstance(free_output, bool):
+        raise TypeError(f"free_output must be a bool, got {type(free_output).__name__}")
+    _check_output(output)
+    net, shape = _network(network, input_shape, x0, any_module)
     ref = next(net.parameters(), None)
     if ref is not None and output.dtype != ref.dtype:
         raise TypeError(f"output has dtype {output.dtype}, the network uses {ref.dtype}")
     batch = output.shape[0]
-    if y is not None:
-        if not isinstance(y, Tensor):
-            raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
-        if all(layer.data_map is None for layer in net.layers):
-            raise ValueError("y is given, but no layer of the network reads measurements (it has no data map)")
-        if y.ndim == 0 or y.shape[0] != batch:
-            raise ValueError(f"y must hold one measurement per sample of output, shape ({batch}, ...), got {tuple(y.shape)}")
-    if x0 is None:
-        x0 = output.new_zeros(batch, *shape)
-    elif tuple(x0.shape) != (batch, *shape):
-        raise ValueError(f"x0 must have shape {(batch, *shape)}, got {tuple(x0.shape)}")
-    else:
-        net.check_input(x0, "x0")
-        if x0.dtype != output.dtype:  # a network without parameters has no dtype of its own
-            raise TypeError(f"x0 has dtype {x0.dtype}, output has {output.dtype}")
-    with torch.no_grad():
-        try:
-            expected = net(x0[:1], None if y is None else y[:1])
-        except RuntimeError as err:
-            raise ValueError(f"input shape {shape} does not fit the network: {err}") from err
-        if measurement is not None:
-            try:
-                expected = measurement(expected)
-            except (TypeError, ValueError, RuntimeError) as err:
-                raise (TypeError if isinstance(err, TypeError) else ValueError)(
-                    f"physics does not accept the network's output (shape (B, {', '.join(map(str, expected.shape[1:]))}), "
-                    f"dtype {expected.dtype}): {err}") from err
+    _check_y(y, net, batch)
+    x0 = _start(x0, net, output, shape)
+    measurement = None if physics is None else Measurement(physics)
+    expected = _output_shape(net, measurement, x0, y, shape)
     if measurement is not None:
         net = LiftedNetwork([*net.layers, Layer([net.depth], [measurement], Identity())], input_shape=net.input_shape)
-    if tuple(output.shape[1:]) != tuple(expected.shape[1:]):
-        raise ValueError(f"output must have shape (B, {', '.join(map(str, expected.shape[1:]))}) for this network, got {tuple(output.shape)}")
+    if tuple(output.shape[1:]) != expected:
+        raise ValueError(f"output must have shape (B, {', '.join(map(str, expected))}) for this network, got {tuple(output.shape)}")
     act = net.layer(net.depth).activation
     if free_output and isinstance(act, Softmax):
         raise ValueError("free_output=True needs a last activation with a prox; a softmax output must stay clamped "
