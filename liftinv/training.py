@@ -181,7 +181,7 @@ def train(
             raise ValueError(f"checkpoint {checkpoint} was written with {ckpt.get('config')}, this run uses {config}")
         model.load_state_dict(ckpt["model"])
         trainer.load_state_dict(ckpt["runner"])
-        generator.set_state(ckpt["generator"])
+        generator.set_state(ckpt["generator"].cpu())  # map_location moved it; RNG states live on the CPU
         history, start = TrainHistory.from_dict(ckpt["history"]), int(ckpt["epoch"])
         if epochs < start:
             raise ValueError(f"epochs must be at least the {start} epochs that checkpoint {checkpoint} holds, got {epochs}")

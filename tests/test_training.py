@@ -350,6 +350,20 @@ def test_resume_is_bit_identical(patches, tmp_path, method):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.pt", "part.pt"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_on_cuda_restores_the_generator(patches, tmp_path):
+    """The checkpoint is loaded onto the model's device, its generator state with it; the
+    generator (a CPU one) gets it back on the CPU and draws as in an uninterrupted run."""
+    kwargs = dict(task=Denoising(0.1), method=Lifted(solver=BCD(param_rule=Adam(1e-2))), batch_size=10, progress=False)
+    images = patches[0][:20].cuda()
+    full, part = _gen(), _gen()
+    train(_pnn().cuda(), images, epochs=2, generator=full, **kwargs)
+    train(_pnn().cuda(), images, epochs=1, checkpoint=tmp_path / "part.pt", generator=part, **kwargs)
+    resumed = _gen(5)
+    train(_pnn().cuda(), images, epochs=2, checkpoint=tmp_path / "part.pt", resume=True, generator=resumed, **kwargs)
+    assert torch.equal(resumed.get_state(), full.get_state())
+
+
 @pytest.mark.parametrize("method", [Lifted(solver=BCD(param_rule=Adam(1e-2))), Backprop(lr=1e-2)], ids=["lifted", "backprop"])
 def test_resume_of_a_float64_checkpoint_in_float32(patches, tmp_path, method):
     """A float32 run resumes from a float64 checkpoint as from that checkpoint cast to float32."""
