@@ -55,9 +55,11 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
 def adjoint_error(physics, x: Tensor, generator: torch.Generator | None = None) -> float:
     r"""Relative dot-product test
     :math:`|\langle Ax, y\rangle - \langle x, A^*y\rangle| / (\|Ax\|\|y\| + \|x\|\|A^*y\|)`
-    for a random ``y`` of the shape of :math:`Ax` (0 for an exact adjoint, up to rounding)."""
+    for a random ``y`` of the shape of :math:`Ax` (0 for an exact adjoint, up to rounding), drawn
+    on ``generator``'s device (a CPU generator gives the same ``y`` on every device)."""
     ax = physics.A(x)
-    y = torch.randn(ax.shape, dtype=ax.dtype, device=ax.device, generator=generator)
+    device = ax.device if generator is None else generator.device
+    y = torch.randn(ax.shape, dtype=ax.dtype, device=device, generator=generator).to(ax.device)
     aty = physics.A_adjoint(y)
     err = (_dot(ax, y) - _dot(x, aty)).abs()
     scale = ax.norm() * y.norm() + x.norm() * aty.norm()

@@ -197,6 +197,17 @@ def test_adjoint_error_is_the_documented_ratio_and_sees_a_wrong_adjoint():
         assert (value < 1e-15) == (not wrong.any())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_adjoint_error_on_cuda_with_a_cpu_generator(name):
+    """A CPU generator draws y on the CPU (the same y as for the CPU operator), then moves it."""
+    cpu, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    gpu, _ = operators.OPERATORS[name](torch.float64, "cuda")
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    on_cpu = adjoint_error(cpu, x, generator=torch.Generator().manual_seed(2))
+    assert adjoint_error(gpu, x.cuda(), generator=torch.Generator().manual_seed(2)) == pytest.approx(on_cpu, abs=1e-12)
+
+
 def test_opnorm_cache_is_keyed_by_dtype_and_shape():
     """``opnorm(A, dtype=float32)`` then ``dtype=float64`` gives the float64 Lanczos value, the
     same as on a fresh operator (the float32 value differs from it at float32 rounding)."""
