@@ -100,6 +100,18 @@ def test_tv_prox_first_inner_iterations_are_hand_written_fista_on_the_dual():
         torch.testing.assert_close(u, (v + lam * div2d(p)).clamp(*box), rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize("max_inner, gap_tests", [(3, 0), (5, 0), (6, 1), (10, 1), (11, 2)])
+def test_tv_prox_skips_the_gap_test_of_its_last_iteration(monkeypatch, max_inner, gap_tests):
+    """The gap test (every 5 iterations) reads a tensor on the host, a device sync on a GPU: the
+    last iteration, which stops anyway, skips it. Host reads: the finiteness check of the input,
+    the test of the step, two per gap test (``tv``'s check of its input, the test; tol = 0: none
+    stops early)."""
+    reads = []
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t, f=torch.Tensor.__bool__: reads.append(1) or f(t))
+    TV(0.3, max_inner=max_inner, tol=0.0).prox(images(seed=3), 0.5)
+    assert len(reads) == 2 + 2 * gap_tests
+
+
 def test_tv_prox_warm_start_reaches_the_same_point():
     x = images(seed=4)
     pot = TV(0.2, tol=1e-10, max_inner=5000)
