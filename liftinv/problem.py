@@ -114,17 +114,21 @@ def _trainable(module: torch.nn.Module) -> bool:
 
 
 def power_iteration(apply, v: list[Tensor], iters: int) -> tuple[float, list[Tensor]]:
-    """Largest eigenvalue of the PSD map ``apply`` on lists of tensors, from ``v``."""
-    lam = 0.0
+    """Largest eigenvalue of the PSD map ``apply`` on lists of tensors, from ``v`` (0 once an
+    iterate vanishes: it stays zero). The estimate is read on the host once, after the last
+    iteration, so the iterations do not wait for the device."""
+    lam, vanished = None, None
     for _ in range(iters):
         norm = _dot(v, v).sqrt()
-        if norm == 0:
-            return 0.0, v
-        v = [t / norm for t in v]
+        zero = norm == 0
+        vanished = zero if vanished is None else vanished | zero
+        v = [t / torch.where(zero, 1, norm) for t in v]
         w = apply(v)
-        lam = float(_dot(v, w))
+        lam = _dot(v, w)
         v = w
-    return max(lam, 0.0), v
+    if lam is None:
+        return 0.0, v
+    return max(float(torch.where(vanished, 0, lam)), 0.0), v
 
 
 class LiftedProblem:

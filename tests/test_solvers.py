@@ -576,6 +576,29 @@ def test_zero_lipschitz_block_takes_the_step_scale_as_step():
     torch.testing.assert_close(problem.x, _soft(x0 - 0.4 * c, 0.4 * 0.3), atol=1e-15, rtol=0)
 
 
+def test_power_iteration_reads_the_device_once(monkeypatch):
+    """The iterations run without host reads (device syncs on a GPU): one read of the estimate at
+    the end; a map that zeroes its argument gives 0, a non-finite one NaN, no iteration 0."""
+    from liftinv.problem import power_iteration
+
+    m = torch.randn(5, 5, generator=_gen(7), dtype=DT)
+    a = m @ m.T
+    v = [torch.randn(5, generator=_gen(8), dtype=DT)]
+    reads = []
+    for name in ("__bool__", "__float__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, lambda t, *args, f=getattr(torch.Tensor, name): reads.append(1) or f(t, *args))
+    lam, w = power_iteration(lambda u: [a @ u[0]], v, 200)
+    assert len(reads) == 1
+    monkeypatch.undo()
+    assert lam == pytest.approx(float(torch.linalg.eigvalsh(a)[-1]), rel=1e-12)
+    torch.testing.assert_close(a @ (w[0] / w[0].norm()), lam * w[0] / w[0].norm())
+    lam, w = power_iteration(lambda u: [0 * u[0]], v, 3)
+    assert lam == 0.0 and not w[0].any()
+    assert math.isnan(power_iteration(lambda u: [math.nan * u[0]], v, 3)[0])
+    lam, w = power_iteration(lambda u: [a @ u[0]], v, 0)
+    assert lam == 0.0 and w is v
+
+
 def test_disjoint_layers_is_a_first_fit_on_the_layers_of_each_group():
     """Parameters go, in order, to the first group none of whose blocks shares a layer with
     them: layers {1}, {2}, {2}, {3} give groups [P1, P2, P4], [P3]."""
