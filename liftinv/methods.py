@@ -250,15 +250,17 @@ class _BackpropRunner:
     def step(self, batch: Batch, iteration: int) -> float:
         with torch.enable_grad():  # train may be called under torch.no_grad, as lifted training allows
             loss = sample_loss(self.model(batch.observation), batch.target).mean()
-        if not torch.isfinite(loss):
+        value = float(loss.detach())
+        if not math.isfinite(value):
             raise FloatingPointError(f"non-finite loss at iteration {iteration}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for name, p in self.named:
-            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
-                raise FloatingPointError(f"non-finite gradient of parameter {name} at iteration {iteration}")
+        finite = {name: torch.isfinite(p.grad).all() for name, p in self.named if p.grad is not None}
+        if finite and not bool(torch.stack(list(finite.values())).all()):  # one host read for all the gradients
+            name = next(name for name, ok in finite.items() if not ok)
+            raise FloatingPointError(f"non-finite gradient of parameter {name} at iteration {iteration}")
         self.optimizer.step()
-        return float(loss.detach())
+        return value
 
     def summary(self) -> dict:
         return {}

@@ -220,6 +220,24 @@ def test_backprop_sgd_uses_the_momentum_and_refuses_non_finite_gradients():
     assert torch.equal(model.bias.detach(), theta2)
 
 
+def test_backprop_step_reads_the_device_twice(monkeypatch):
+    """A backprop step reads the loss and one flag for all the gradients on the host (device syncs
+    on a GPU), not one per parameter (SGD: torch's Adam reads its CPU step counts, no sync)."""
+    from liftinv.tasks import Batch
+
+    model = torch.nn.Sequential(*(torch.nn.Linear(3, 3) for _ in range(4))).double()
+    batch = Batch(torch.ones(2, 3, dtype=DT), torch.zeros(2, 3, dtype=DT))
+    runner = _BackpropRunner(model, Backprop("sgd", lr=1e-2))
+    with torch.no_grad():
+        before = float(sample_loss(model(batch.observation), batch.target).mean())
+    reads = []
+    for name in ("__bool__", "__float__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, lambda t, *args, f=getattr(torch.Tensor, name): reads.append(1) or f(t, *args))
+    loss = runner.step(batch, 1)
+    monkeypatch.undo()
+    assert len(reads) == 2 and loss == before
+
+
 @pytest.mark.parametrize("every, per_epoch", [(1, 3), (2, 2), (3, 1)])
 def test_lipschitz_constants_are_estimated_once_per_lipschitz_every_batches(patches, spy, every, per_epoch):
     """B = 3 batches per epoch, one BCD sweep each: every block's Lipschitz constant is estimated
