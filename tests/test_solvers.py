@@ -522,6 +522,21 @@ def test_non_finite_prox_output_keeps_the_values_not_the_lookahead():
     torch.testing.assert_close(problem.get(Var(2))[0], kept, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("schedule, groups", [(Simultaneous(), 2), (TopDown(), 4)])
+def test_finite_checks_read_the_device_once_per_group_and_check(monkeypatch, schedule, groups):
+    """The gradients and the updates of a group are each checked by one host read (a device sync
+    on a GPU), whatever its number of blocks: one group of all the variables and one of all the
+    parameters (Simultaneous), or three variable groups and the parameters' (TopDown)."""
+    problem = chain(seed=17)
+    solver = BCD(var_rule=Adam(lr=0.01), param_rule=Adam(lr=0.01), schedule=schedule)  # no Lipschitz constants
+    state = solver.init(problem)
+    reads = []
+    for name in ("__bool__", "__float__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, lambda t, *args, f=getattr(torch.Tensor, name): reads.append(1) or f(t, *args))
+    solver.step(problem, state)
+    assert len(reads) == 2 * groups
+
+
 def test_nan_gradient_in_a_jacobi_group_leaves_every_adam_state_finite():
     """All gradients of a Jacobi group are checked before any rule runs: a NaN gradient of the
     group's last block raises before Adam updates the moments (in place) of the blocks before it."""

@@ -46,6 +46,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 
+import torch
+from torch import Tensor
+
 from liftinv.blocks import Block, Params, Var
 from liftinv.solvers.protocol import BlockProblem
 from liftinv.solvers.rules import Plain, Rule, check_real
@@ -100,6 +103,17 @@ def _disjoint_layers(problem: BlockProblem, params: list[Params]) -> list[list[P
             fit[0].append(p)
             fit[1].update(layers)
     return [g for g, _ in groups]
+
+
+def _first_non_finite(group: list[Block], values: list[list[Tensor]]) -> Block | None:
+    """The first block of ``group`` with a NaN or Inf among its ``values`` (``None`` if none has):
+    one host read (a device sync on a GPU) for the whole group, of the finiteness of every
+    tensor's sum; only when one is not finite (a NaN/Inf entry, or a rare overflow of finite
+    entries) are the blocks tested one by one (:func:`~operators.checks.all_finite`)."""
+    sums = [torch.isfinite(t.sum()) for v in values for t in v]
+    if not sums or bool(torch.stack(sums).all()):
+        return None
+    return next((b for b, v in zip(group, values) if not all(all_finite(t) for t in v)), None)
 
 
 def _step(scale: float, lipschitz: float) -> float:
@@ -209,20 +223,20 @@ class BCD:
         if hint is not None:
             hint()
         grads = problem.grads(group)
-        for b, g in zip(group, grads):  # before any rule updates its state
-            if not all(all_finite(t) for t in g):
-                for m, v, _ in moved:
-                    problem.set(m, v)
-                raise NonFiniteError(b, iteration)
+        bad = _first_non_finite(group, grads)  # before any rule updates its state
+        if bad is not None:
+            for m, v, _ in moved:
+                problem.set(m, v)
+            raise NonFiniteError(bad, iteration)
         results = []
         for b, v, y, g, rule, st in zip(group, values, looks, grads, rules, stores):
             step = _step(self.step_scale, problem.lipschitz(b)) if rule.needs_step else None
             results.append(rule.advance(v, y, g, step, partial(problem.prox, b), st[b.index]))
-        for b, (new, _) in zip(group, results):
-            if not all(all_finite(t) for t in new):
-                for m, v, _ in moved:
-                    problem.set(m, v)
-                raise NonFiniteError(b, iteration)
+        bad = _first_non_finite(group, [new for new, _ in results])
+        if bad is not None:
+            for m, v, _ in moved:
+                problem.set(m, v)
+            raise NonFiniteError(bad, iteration)
         for b, (new, st), store in zip(group, results, stores):
             problem.set(b, new)
             store[b.index] = st
