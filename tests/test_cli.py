@@ -473,7 +473,8 @@ def test_reconstruct_with_an_mri_model_uses_its_mask_unless_told_otherwise(tmp_p
     physics = MRI(random_mask((16, 16), 4, generator=torch.Generator().manual_seed(3)))
     net = UnrolledPrimalDual(physics, 2, 3, (2, 16, 16), generator=torch.Generator().manual_seed(0)).float()
     save_model(net, tmp_path / "net.pt", task="mri", physics=physics)
-    model = ["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--noise", "0", "--no-progress"]
+    model = ["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--noise", "0", "--no-progress",
+             "--out", str(tmp_path / "x.png")]
     assert main([*model, "--save-measurements", str(tmp_path / "y.pt")]) == 0, capsys.readouterr().err
     y = load_array(tmp_path / "y.pt")
     assert torch.equal(y, y * physics.mask.to(y))  # zero off the model's sampled entries
