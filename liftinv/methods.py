@@ -134,7 +134,9 @@ class _CachedLipschitz:
         self.cache: dict[Block, float] = {}
 
     def __getattr__(self, name: str):
-        return getattr(self.problem, name)
+        if "problem" not in self.__dict__:  # a copy being built: no problem yet to delegate to
+            raise AttributeError(name)
+        return getattr(self.__dict__["problem"], name)
 
     def refresh(self) -> None:
         self.cache.clear()

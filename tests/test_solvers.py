@@ -372,6 +372,22 @@ def test_state_round_trips_through_a_weights_only_checkpoint():
 
 
 # ----------------------------------------------------------------------------- ISGM
+def test_problem_wrappers_copy_and_delegate():
+    """ProximalPoint and the trainer's Lipschitz cache hand unknown attributes to the problem they
+    wrap; a copy (built before its attributes are set) copies instead of recursing or failing."""
+    import copy
+
+    from liftinv.methods import _CachedLipschitz
+
+    problem = two_blocks(seed=8)
+    problem.marker = object()  # an attribute beyond the protocol, which only the problem has
+    for wrapper in (ProximalPoint(problem, 0.3), _CachedLipschitz(problem)):
+        twin = copy.copy(wrapper)
+        assert twin.problem is problem and twin.marker is problem.marker
+        with pytest.raises(AttributeError, match="no_such_attribute"):
+            twin.no_such_attribute
+
+
 def test_proximal_point_gradients_lipschitz_and_energy():
     problem = two_blocks(seed=8)
     g = _gen(9)

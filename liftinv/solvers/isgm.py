@@ -61,6 +61,8 @@ class ProximalPoint:
     def __getattr__(self, name: str):
         """What the wrapped problem has beyond the protocol (``param_layers``, ``param_inputs``,
         ``param_outputs``), so the inner BCD groups and orders the blocks as on the problem."""
+        if "problem" not in self.__dict__:  # a copy being built: no problem yet to delegate to
+            raise AttributeError(name)
         return getattr(self.__dict__["problem"], name)
 
     def grads(self, blocks: Sequence[Block]) -> list[list[Tensor]]:
