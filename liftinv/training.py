@@ -137,23 +137,7 @@ def train(
         FloatingPointError: a non-finite block update, penalty, loss or gradient; the message names
             the block (or parameter) and the iteration; the last checkpoint stays as it was.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(task, Task):
-        raise TypeError(f"task must be a liftinv.tasks.Task, got {type(task).__name__}")
-    if not isinstance(method, (Lifted, Backprop)):
-        raise TypeError(f"method must be Lifted(...) or Backprop(...), got {type(method).__name__}")
-    refuse_inference_mode("train")
-    positive_int("epochs", epochs)
-    positive_int("batch_size", batch_size)
-    if time_budget is not None:
-        check_real("time_budget", time_budget)
-        if not time_budget > 0:
-            raise ValueError(f"time_budget must be positive, got {time_budget}")
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs a checkpoint path")
-    if checkpoint is not None and os.path.isdir(checkpoint):
-        raise ValueError(f"checkpoint must be a file path, got the directory {checkpoint}")
+    _check_arguments(model, task, method, epochs, batch_size, time_budget, resume, checkpoint)
     ref = next((p for p in model.parameters() if p.requires_grad), None)
     if ref is None:
         raise ValueError("model has no trainable parameters")
@@ -176,13 +160,7 @@ def train(
 
     history, start = TrainHistory(), 0
     if resume:
-        ckpt = load_checkpoint(checkpoint, map_location=ref.device)
-        if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("config") != config:
-            raise ValueError(f"checkpoint {checkpoint} was written with {ckpt.get('config')}, this run uses {config}")
-        model.load_state_dict(ckpt["model"])
-        trainer.load_state_dict(ckpt["runner"])
-        generator.set_state(ckpt["generator"].cpu())  # map_location moved it; RNG states live on the CPU
-        history, start = TrainHistory.from_dict(ckpt["history"]), int(ckpt["epoch"])
+        history, start = _resume(checkpoint, config, model, trainer, generator, ref.device)
         if epochs < start:
             raise ValueError(f"epochs must be at least the {start} epochs that checkpoint {checkpoint} holds, got {epochs}")
     else:
@@ -238,6 +216,40 @@ def train(
     finally:
         bar.close()
     return TrainResult(model, history)
+
+
+def _check_arguments(model, task, method, epochs, batch_size, time_budget, resume, checkpoint) -> None:
+    """The checks of :func:`train`'s arguments that need no data."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a liftinv.tasks.Task, got {type(task).__name__}")
+    if not isinstance(method, (Lifted, Backprop)):
+        raise TypeError(f"method must be Lifted(...) or Backprop(...), got {type(method).__name__}")
+    refuse_inference_mode("train")
+    positive_int("epochs", epochs)
+    positive_int("batch_size", batch_size)
+    if time_budget is not None:
+        check_real("time_budget", time_budget)
+        if not time_budget > 0:
+            raise ValueError(f"time_budget must be positive, got {time_budget}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+    if checkpoint is not None and os.path.isdir(checkpoint):
+        raise ValueError(f"checkpoint must be a file path, got the directory {checkpoint}")
+
+
+def _resume(checkpoint, config: dict, model: nn.Module, trainer, generator: torch.Generator,
+            device: torch.device) -> tuple[TrainHistory, int]:
+    """Load ``checkpoint`` (written with the same ``config``) into the model, the trainer and the
+    generator; returns its history and epoch."""
+    ckpt = load_checkpoint(checkpoint, map_location=device)
+    if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("config") != config:
+        raise ValueError(f"checkpoint {checkpoint} was written with {ckpt.get('config')}, this run uses {config}")
+    model.load_state_dict(ckpt["model"])
+    trainer.load_state_dict(ckpt["runner"])
+    generator.set_state(ckpt["generator"].cpu())  # map_location moved it; RNG states live on the CPU
+    return TrainHistory.from_dict(ckpt["history"]), int(ckpt["epoch"])
 
 
 def _kept(checkpoint, history: TrainHistory) -> str:
