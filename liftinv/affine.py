@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from operators.checks import values_trusted
+
 
 #: Most elements of the per-channel temporary of :func:`conv_adjoint`'s one-channel path (the
 #: batch is processed in slices of at most this many, and at least one sample): smaller slices
@@ -241,7 +243,8 @@ class GradientStep(nn.Module):
         self.__dict__["physics"] = physics
 
     def forward(self, x: Tensor) -> Tensor:
-        return x - self.tau * self.physics.A_adjoint(self.physics.A(x))
+        with values_trusted():  # the network's inputs are checked; NaN inside is caught by its users
+            return x - self.tau * self.physics.A_adjoint(self.physics.A(x))
 
     def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
         """The map is self-adjoint (``A_adjoint`` is the adjoint of ``A``, as deepinv's
@@ -257,7 +260,8 @@ class MeasurementAdjoint(nn.Module):
         self.step = step
 
     def forward(self, y: Tensor) -> Tensor:
-        return self.step.tau * self.step.physics.A_adjoint(y)
+        with values_trusted():
+            return self.step.tau * self.step.physics.A_adjoint(y)
 
 
 def _check_transposable(module: nn.Module, name: str) -> None:

@@ -100,6 +100,7 @@ from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, TV
 from liftinv.solvers import Nesterov, Rule
 from liftinv.validation import refuse_inference_mode, sample_shape
+from operators.checks import values_trusted
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,8 @@ class Measurement(nn.Module):
         self.__dict__["physics"] = physics
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.physics.A(x)
+        with values_trusted():  # applied in every sweep to the network's output, checked by the solver
+            return self.physics.A(x)
 
 
 # --------------------------------------------------------------------------------- validation

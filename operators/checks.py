@@ -1,8 +1,27 @@
 r"""Input validation, adjoint tests and cached operator norms shared by all operators."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 from torch import Tensor
+
+_VALUES_TRUSTED: ContextVar[bool] = ContextVar("values_trusted", default=False)
+
+
+@contextmanager
+def values_trusted() -> Iterator[None]:
+    """Within the block, :func:`check_tensor` skips its NaN/Inf scan (types, devices and shapes
+    are still checked): for callers whose inputs are checked already, such as network layers that
+    apply an operator in every forward pass, where each scan is a pass over the data and, on a
+    GPU, a host read."""
+    token = _VALUES_TRUSTED.set(True)
+    try:
+        yield
+    finally:
+        _VALUES_TRUSTED.reset(token)
 
 
 def all_finite(x: Tensor) -> bool:
@@ -25,7 +44,8 @@ def check_tensor(
 
     Raises:
         TypeError: ``x`` is not a floating tensor, or its dtype/device differ from ``like``.
-        ValueError: wrong number of dimensions, channel count or spatial size, or NaN/Inf entries.
+        ValueError: wrong number of dimensions, channel count or spatial size, or NaN/Inf entries
+            (with ``finite``, outside :func:`values_trusted`).
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -42,7 +62,7 @@ def check_tensor(
         raise ValueError(f"{name} must have {channels} channels (dim 1), got shape {tuple(x.shape)}")
     if spatial is not None and tuple(x.shape[-2:]) != tuple(spatial):
         raise ValueError(f"{name} must have spatial size {tuple(spatial)}, got shape {tuple(x.shape)}")
-    if finite and not all_finite(x):
+    if finite and not _VALUES_TRUSTED.get() and not all_finite(x):
         raise ValueError(f"{name} contains NaN or Inf entries")
     return x
 

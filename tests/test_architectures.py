@@ -985,6 +985,22 @@ def test_unrolled_runs_on_every_operator(name):
     torch.testing.assert_close(net(y), expected, rtol=1e-12, atol=1e-13)
 
 
+def test_unrolled_scans_its_measurements_for_nan_once(spy):
+    """The forward pass scans the measurements for NaN/Inf once, where it checks them; its first
+    ``A_adjoint`` and its layers, which apply the operator to tensors derived from them, skip
+    the scan (a pass over the data, and a host read on a GPU)."""
+    import operators.checks
+
+    physics = blur(25)
+    net = UnrolledPrimalDual(physics, 3, 2, (1, 7, 9), generator=gen(26)).double()
+    y = physics.A(torch.rand(2, 1, 7, 9, dtype=DT, generator=gen(27)))
+    scans = spy(operators.checks, "all_finite")
+    out = net(y)
+    assert len(scans) == 1 and scans[0][0] is y and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        net(torch.full_like(y, float("nan")))
+
+
 def test_unrolled_validates_its_arguments():
     physics = blur(25)
     with pytest.raises(ValueError, match="n_iter"):

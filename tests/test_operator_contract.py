@@ -6,7 +6,7 @@ import torch
 from deepinv.physics import LinearPhysics
 
 import operators
-from operators.checks import adjoint_error, opnorm
+from operators.checks import adjoint_error, opnorm, values_trusted
 
 
 @pytest.mark.parametrize("name", sorted(operators.OPERATORS))
@@ -17,6 +17,23 @@ def test_adjoint_dot_product(name, dtype, tol):
     x = torch.randn(shape, dtype=dtype, generator=g)
     assert isinstance(physics, LinearPhysics)
     assert adjoint_error(physics, x, generator=g) < tol
+
+
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_values_trusted_skips_only_the_nan_scan(name):
+    """NaN is refused by name outside ``values_trusted`` and passed through inside it, where a
+    wrong shape is still refused."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    x = torch.zeros(shape, dtype=torch.float64)
+    x[(0,) * (x.ndim - 2) + (x.shape[-2] // 2, x.shape[-1] // 2)] = float("nan")  # inside a circle geometry's disc
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        physics.A(x)
+    with values_trusted():
+        assert torch.isnan(physics.A(x)).any()
+        with pytest.raises(ValueError, match="shape"):
+            physics.A(x[None])
+    with pytest.raises(ValueError, match="NaN or Inf"):  # the setting ends with the block
+        physics.A(x)
 
 
 @pytest.mark.parametrize("name", sorted(operators.OPERATORS))

@@ -24,7 +24,7 @@ from liftinv.architectures._common import normalised_conv, odd_int, positive_flo
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from operators.blur import Blur
-from operators.checks import check_tensor, opnorm
+from operators.checks import check_tensor, opnorm, values_trusted
 from operators.mri import MRI
 from operators.radon import Radon
 from operators.spec import check_spec, physics_spec
@@ -135,7 +135,8 @@ class UnrolledPrimalDual(Reconstructor):
         check_tensor(y, "y")
         if physics is not None:
             self.bind(physics)
-        x0 = self.physics.A_adjoint(y)
+        with values_trusted():  # y was scanned for NaN/Inf just above
+            x0 = self.physics.A_adjoint(y)
         return (x0 if self.adjoint_init else torch.zeros_like(x0)), y
 
     def forward(self, y: Tensor, physics=None) -> Tensor:
