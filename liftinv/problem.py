@@ -115,20 +115,17 @@ def _trainable(module: torch.nn.Module) -> bool:
 
 def power_iteration(apply, v: list[Tensor], iters: int) -> tuple[float, list[Tensor]]:
     """Largest eigenvalue of the PSD map ``apply`` on lists of tensors, from ``v`` (0 once an
-    iterate vanishes: it stays zero). The estimate is read on the host once, after the last
-    iteration, so the iterations do not wait for the device."""
-    lam, vanished = None, None
+    iterate vanishes: a zero iterate is divided by 1, and the linear map keeps it zero). The
+    estimate is read on the host once, after the last iteration, so the iterations do not wait
+    for the device."""
+    lam = None
     for _ in range(iters):
         norm = _dot(v, v).sqrt()
-        zero = norm == 0
-        vanished = zero if vanished is None else vanished | zero
-        v = [t / torch.where(zero, 1, norm) for t in v]
+        v = [t / torch.where(norm == 0, 1, norm) for t in v]
         w = apply(v)
         lam = _dot(v, w)
         v = w
-    if lam is None:
-        return 0.0, v
-    return max(float(torch.where(vanished, 0, lam)), 0.0), v
+    return (0.0 if lam is None else max(float(lam), 0.0)), v
 
 
 class LiftedProblem:
