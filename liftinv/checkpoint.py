@@ -1,9 +1,10 @@
-"""Atomic checkpoints: a reader sees either the previous complete file or the new complete file.
+"""Atomic writes: a reader sees either the previous complete file or the new complete file.
 
-:func:`save_checkpoint` writes to a temporary file in the target's folder, flushes it to disk and
+:func:`atomic_path` (and through it :func:`save_checkpoint`, :func:`write_text` and
+:func:`write_figure`) writes to a temporary file in the target's folder, flushes it to disk and
 renames it over the target (``os.replace`` is atomic on POSIX and Windows when both paths are on
-one file system). If writing fails, the temporary file is removed and the previous checkpoint is
-left untouched. :func:`load_checkpoint` uses ``torch.load(..., weights_only=True)``: checkpoints
+one file system). If writing fails, the temporary file is removed and the previous file is left
+untouched. :func:`load_checkpoint` uses ``torch.load(..., weights_only=True)``: checkpoints
 hold only tensors and plain containers, never pickled code.
 """
 from __future__ import annotations
@@ -43,6 +44,27 @@ def _umask() -> int:
     mask = os.umask(0o022)  # the only way to read it is to set it
     os.umask(mask)
     return mask
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def write_figure(fig, path: str | os.PathLike, dpi: int) -> None:
+    """Write the matplotlib figure ``fig`` to ``path`` atomically (:func:`atomic_path`), in the
+    format of the path's suffix (``.png``, ``.pdf``...)."""
+    with atomic_path(path, Path(path).suffix) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+
+
+def unreadable(name: str, path: str | os.PathLike, err: BaseException) -> ValueError:
+    """The error for a ``name`` file that a reader failed on: ``cannot read NAME file PATH:
+    reason``, the reason being the first line of ``err`` or its class name (``torch.load`` of an
+    empty file raises a bare ``EOFError``)."""
+    reason = (str(err).splitlines() or [type(err).__name__])[0]
+    return ValueError(f"cannot read {name} file {path}: {reason}")
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:

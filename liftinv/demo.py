@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from liftinv.architectures import UnrolledPrimalDual
-from liftinv.checkpoint import atomic_path
+from liftinv.checkpoint import write_figure, write_text
 from liftinv.classical import fbp, tikhonov, tv_reconstruction, wiener, zero_filled
 from liftinv.data import load_dataset
 from liftinv.inversion import InversionConfig, invert
@@ -312,12 +312,6 @@ def format_table(results: list[MethodResult]) -> str:
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`~liftinv.checkpoint.atomic_path`)."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
-
-
 def save_figure(path: Path, rows: list[tuple[Problem, dict[str, Tensor], list[MethodResult]]]) -> None:
     """Grid: one row per problem with truth, measurements and each reconstruction (PSNR/SSIM in
     titles); built without pyplot, so the caller's matplotlib backend is left as it is."""
@@ -341,8 +335,7 @@ def save_figure(path: Path, rows: list[tuple[Problem, dict[str, Tensor], list[Me
             ax.imshow(images[result.method][0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_title(f"{result.method}\n{result.psnr:.2f} dB, SSIM {result.ssim:.3f}", fontsize=9)
     fig.tight_layout()
-    with atomic_path(path, path.suffix) as tmp:
-        fig.savefig(tmp, dpi=110)
+    write_figure(fig, path, dpi=110)
 
 
 def _save_models(out: Path, rows: list[tuple[Problem, dict[str, Tensor], list[MethodResult]]],
@@ -394,7 +387,7 @@ def run_demo(out_dir: str | Path = "out", quick: bool = False, train_seconds: fl
     figure, inversion_figure = out / "demo_classical.png", out / "demo_inversion.png"
     save_figure(figure, rows)
     save_figure(inversion_figure, inversions)
-    _write_text(
+    write_text(
         out / "demo_table.md",
         f"# Reconstructions and network inversion ({'quick' if quick else 'full'} demo, {total:.1f} s)\n\n"
         f"{table}\n\nTimes are of the reconstruction only; training:\n\n{training}\n",
@@ -409,7 +402,7 @@ def run_demo(out_dir: str | Path = "out", quick: bool = False, train_seconds: fl
         "models": models,
         "results": [vars(r) for r in results],
     }
-    _write_text(out / "demo_results.json", json.dumps(payload, indent=2) + "\n")
+    write_text(out / "demo_results.json", json.dumps(payload, indent=2) + "\n")
     print(table)
     print(f"\n{training}")
     print(f"\n{len(results)} reconstructions in {total:.1f} s (training included). Results in {out}/: "

@@ -5,9 +5,8 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
-from liftinv.checkpoint import atomic_path
+from liftinv.checkpoint import write_figure
 
 _NAN = float("nan")
 
@@ -135,11 +134,10 @@ def plot_psnr_vs_time(
 
 def _finish(fig, title: str, path: str | os.PathLike | None):
     """Title and tight layout; write the figure to ``path`` when given, in the format of its suffix
-    (``.png``, ``.pdf``, ``.svg``...), atomically (:func:`~liftinv.checkpoint.atomic_path`, which
+    (``.png``, ``.pdf``, ``.svg``...), atomically (:func:`~liftinv.checkpoint.write_figure`, which
     creates its folder)."""
     fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
-        with atomic_path(path, Path(path).suffix) as tmp:
-            fig.savefig(tmp, dpi=100)
+        write_figure(fig, path, dpi=100)
     return fig

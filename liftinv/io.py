@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from liftinv.checkpoint import atomic_path
+from liftinv.checkpoint import atomic_path, unreadable
 from liftinv.data import IMAGE_SUFFIXES, grey_float
 
 ARRAY_SUFFIXES = (".npy", ".pt")
@@ -59,8 +59,7 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
 
             return torch.from_numpy(grey_float(imread(path), path))
     except Exception as err:  # readers fail in their own ways (PIL: SyntaxError; torch.load: a bare EOFError)
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"cannot read {name} file {path}: {reason}") from err
+        raise unreadable(name, path, err) from err
     if suffix == ".pt":
         if not isinstance(array, Tensor):
             raise ValueError(f"{name} file {path} must hold a tensor, got {type(array).__name__}")

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from liftinv.affine import ConvAdjoint, GradientStep
 from liftinv.architectures import UnrolledPrimalDual
-from liftinv.checkpoint import load_checkpoint, save_checkpoint
+from liftinv.checkpoint import load_checkpoint, save_checkpoint, unreadable
 from operators.spec import check_spec, physics_from_spec, physics_spec
 
 FORMAT = "liftinv-model"
@@ -150,8 +150,7 @@ def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
     except (FileNotFoundError, ValueError):
         raise
     except Exception as err:  # torch.load of an empty or foreign file: EOFError, UnpicklingError, RuntimeError
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"cannot read model file {path}: {reason}") from err
+        raise unreadable("model", path, err) from err
     if payload.get("format") != FORMAT or not isinstance(payload.get("format_version"), int):
         raise ValueError(f"{path} is not a liftinv model file (no format {FORMAT!r})")
     if payload["format_version"] > FORMAT_VERSION:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from liftinv import cli_types
-from liftinv.checkpoint import atomic_path
+from liftinv.checkpoint import write_text
 from liftinv.training_setups import SETUP_NAMES
 
 #: section name -> modules whose ``run`` it calls
@@ -109,8 +109,7 @@ def _records(runs: dict[str, Callable[..., list[dict]]], args: argparse.Namespac
         print(format_table(rows), flush=True)
         records += rows
     if args.json is not None:
-        with atomic_path(args.json) as tmp:  # a failed write keeps the previous file
-            Path(tmp).write_text(json.dumps(_json_value(records), indent=1, allow_nan=False))
+        write_text(args.json, json.dumps(_json_value(records), indent=1, allow_nan=False))  # atomic
         print(f"\nwrote {len(records)} records to {args.json}")
 
 

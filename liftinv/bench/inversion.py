@@ -39,12 +39,12 @@ import torch
 from torch import Tensor, nn
 
 from liftinv.architectures import ResNet
+from liftinv.checkpoint import atomic_path, write_figure
 from liftinv.data import load_dataset
 from liftinv.inversion import InversionConfig, InversionResult, invert
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.metrics import psnr, ssim
 from liftinv.potentials import TV
-from liftinv.checkpoint import atomic_path
 
 OUT = Path("out/bench")
 
@@ -267,11 +267,10 @@ def label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
 
 def save_figure(fig, path: Path) -> None:
     """Write ``fig`` (a ``matplotlib.figure.Figure``, built without pyplot, so no backend is
-    touched) to ``path`` atomically (:func:`~liftinv.checkpoint.atomic_path`, which creates its
+    touched) to ``path`` atomically (:func:`~liftinv.checkpoint.write_figure`, which creates its
     folder)."""
     fig.tight_layout()
-    with atomic_path(path, path.suffix) as tmp:
-        fig.savefig(tmp, dpi=120)
+    write_figure(fig, path, dpi=120)
 
 
 def run(quick: bool = False, device: str = "cpu") -> list[dict]:
