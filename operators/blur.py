@@ -129,9 +129,9 @@ class Blur(LinearPhysics):
     def update_parameters(self, kernel: Tensor | None = None, filter: Tensor | None = None, **noise_params) -> None:
         """Replace the kernel (validated, copied to the operator's dtype/device and detached: no
         gradient reaches a kernel that requires one); clears the cached spectra and operator norms
-        (the same kernel again keeps them). ``filter`` is deepinv's name
-        for it, ``(B, C, h, w)`` as its blur generators draw it, accepted when all ``B`` kernels are
-        equal (one kernel for the whole batch: different kernels per sample are refused).
+        (the same kernel again keeps them). ``filter`` is deepinv's name for it, ``(B, C, h, w)``
+        as its blur generators draw it, accepted when all ``B`` kernels are equal (one kernel for
+        the whole batch: different kernels per sample are refused).
 
         ``noise_params`` are the noise model's parameters, which deepinv passes to every
         ``update_parameters`` (and, through ``physics(x, **params)``, to :meth:`A`); they are not

@@ -87,13 +87,15 @@ class MRI(LinearPhysics):
 
     def update_parameters(self, mask: Tensor | None = None, coil_maps: Tensor | None = None, **noise_params) -> None:
         """Replace the mask and/or coil maps (validated, copied to the operator's dtype/device and
-        detached: no gradient reaches them; the same mask again keeps the cached factors). The mask is ``(H, W)``, or ``(C, H, W)`` or
-        ``(B, C, H, W)`` as deepinv's MRI takes it (``C``: the real and imaginary channels, 2 or 1;
-        deepinv's mask generators draw ``(B, 2, H, W)`` for ``img_size = (2, H, W)``), accepted when
-        it is one mask for the whole batch: equal along ``B`` and ``C`` (different masks per sample
-        or per channel are refused). The coil maps are ``(N, H, W)``, or ``(B, N, H, W)`` as deepinv's
-        ``MultiCoilMRI`` and its data sets give them, accepted when equal along ``B``. Both are
-        validated before either is replaced: a refused update changes nothing.
+        detached: no gradient reaches them; the same mask again keeps the cached factors).
+
+        The mask is ``(H, W)``, or ``(C, H, W)`` or ``(B, C, H, W)`` as deepinv's MRI takes it
+        (``C``: the real and imaginary channels, 2 or 1; deepinv's mask generators draw
+        ``(B, 2, H, W)`` for ``img_size = (2, H, W)``), accepted when it is one mask for the whole
+        batch: equal along ``B`` and ``C`` (different masks per sample or per channel are refused).
+        The coil maps are ``(N, H, W)``, or ``(B, N, H, W)`` as deepinv's ``MultiCoilMRI`` and its
+        data sets give them, accepted when equal along ``B``. Both are validated before either is
+        replaced: a refused update changes nothing.
 
         ``noise_params`` are the noise model's parameters, which deepinv passes to every
         ``update_parameters`` (and, through ``physics(x, **params)``, to :meth:`A`); they are not
