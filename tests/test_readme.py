@@ -50,5 +50,6 @@ def test_inversion_snippet(snippets):
 
 def test_deepinv_snippet(snippets):
     ns = snippets[3]
-    assert ns["params"]["mask"].shape == (1, 1, 64, 64) and ns["y"].shape == (4, 2, 64, 64)
+    assert ns["params"]["mask"].shape == (1, 2, 64, 64) and ns["y"].shape == (4, 2, 64, 64)
+    assert torch.equal(ns["mri"].mask, ns["params"]["mask"][0, 0].to(ns["mri"].mask))  # the drawn mask, held once
     assert torch.equal(ns["ct"].angles, torch.linspace(0, 90, 30).to(ns["ct"].angles))
