@@ -4,8 +4,9 @@ reconstruction written as ``.npy``, ``.pt`` or an image, by a classical method o
 Every operator setting is taken from the command line if given, else from the saved model
 (``--model``), else from :mod:`liftinv.demo` (64 x 64 images; CT with 30 views, Gaussian blur of
 width 1.5, 4x random MRI mask). With measurements from a file, the sizes not given are read off
-the measurements (the CT image size from the detector count, the views from the sinogram width);
-``--size`` must agree with the image size that the measurements, ``--truth`` or ``--mask`` fix.
+the measurements (the CT image size from the detector count unless ``--detectors`` is given, the
+views from the sinogram width); ``--size`` must agree with the image size that the measurements,
+``--truth`` or ``--mask`` fix.
 A model used with other operator settings than it was trained for is refused, naming the settings.
 Regularisation weights and simulated noise levels default to the demo's (tuned for images in
 [0, 1] at the demo's noise levels).
@@ -105,7 +106,9 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="operator dtype (default: the model's, else float32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     geometry = parser.add_argument_group("operator settings (default: the model's, else the demo's)")
-    geometry.add_argument("--size", type=int_at_least(2), help="image side N (default: from the data, else 64; must agree with the data)")
+    geometry.add_argument("--size", type=int_at_least(2),
+                          help="image side N (default: from the data, else 64; must agree with the data; "
+                               "needed for ct measurements with --detectors)")
     geometry.add_argument("--angles", type=positive_int, help="ct: number of views on [0, 180) (default 30)")
     geometry.add_argument("--detectors", type=positive_int, help="ct: detector count (default: ceil(sqrt(2) N), N with --circle)")
     geometry.add_argument("--circle", action=argparse.BooleanOptionalAction, default=None,
@@ -149,8 +152,11 @@ def _measurement_batch(t: Tensor, operator: str) -> Tensor:
     return _image_batch(t, "measurements")
 
 
-def _ct_size(sinogram: Tensor, circle: bool) -> int:
-    """Image side N with ``default_detectors(N, circle)`` detectors, read off a sinogram."""
+def _ct_size(sinogram: Tensor, circle: bool, detectors_option: int | None) -> int:
+    """Image side N with ``default_detectors(N, circle)`` detectors, read off a sinogram; refused
+    when ``--detectors`` sets the count, which then says nothing about N."""
+    if detectors_option is not None:
+        raise ValueError(f"--detectors {detectors_option}: the image size cannot be read off the measurements; pass --size")
     detectors = sinogram.shape[-2]
     sizes = [n for n in range(2, detectors + 1) if default_detectors(n, circle) == detectors]
     if len(sizes) != 1:
@@ -165,7 +171,7 @@ def _physics(args, operator: str, spec: dict | None, data: Tensor | None, shape:
     if operator == "ct":
         circle = args.circle if args.circle is not None else bool(spec and spec["circle"])
         size = args.size or (spec and spec["img_size"]) or (
-            _ct_size(data, circle) if data is not None else shape[0] if shape else demo.SIZE)
+            _ct_size(data, circle, args.detectors) if data is not None else shape[0] if shape else demo.SIZE)
         angles = args.angles or (spec["angles"] if spec else data.shape[-1] if data is not None else demo.CT_ANGLES)
         same_grid = spec is not None and size == spec["img_size"] and circle == spec["circle"]
         detectors = args.detectors or (spec["n_detectors"] if same_grid else None)

@@ -480,3 +480,20 @@ def test_reconstruct_with_an_mri_model_uses_its_mask_unless_told_otherwise(tmp_p
     assert torch.equal(y, y * physics.mask.to(y))  # zero off the model's sampled entries
     assert main([*model, "--size", "12"]) == 1
     assert "model was trained for MRI(" in capsys.readouterr().err
+
+
+def test_reconstruct_ct_with_set_detectors_needs_the_size(tmp_path, capsys):
+    """With --detectors the detector count of the measurements says nothing about the image size:
+    a 16 x 16 sinogram with 25 detectors (the default count of 17 x 17 images) was reconstructed
+    on a 17 x 17 grid without a word; now --size is asked for, and with it the result is the FBP
+    of the operator that took the measurements."""
+    radon = Radon(16, 9, n_detectors=25)
+    y = radon.A(torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
+    save_array(y, tmp_path / "y.npy")
+    common = ["reconstruct", "--measurements", str(tmp_path / "y.npy"), "--operator", "ct", "--detectors", "25",
+              "--no-progress", "--out", str(tmp_path / "x.npy")]
+    assert main(common) == 1
+    assert "--detectors 25: the image size cannot be read off the measurements; pass --size" in capsys.readouterr().err
+    assert not (tmp_path / "x.npy").exists()
+    assert main([*common, "--size", "16"]) == 0
+    torch.testing.assert_close(load_array(tmp_path / "x.npy"), radon.fbp(y))
