@@ -466,6 +466,17 @@ def test_run_stops_on_rtol_and_on_callback():
     assert len(history.energy) == 1
 
 
+
+def test_run_calls_the_callback_after_every_iteration_also_the_one_that_meets_rtol():
+    """As its docstring says, the callback sees every iteration: it was skipped on the iteration
+    whose energy change met ``rtol``, so a callback logging the iterates missed the last one."""
+    seen = []
+    state, history = run(BCD(), two_blocks(), max_iter=10_000, rtol=1e-6,
+                         callback=lambda state, h: seen.append((state.iteration, len(h.energy))))
+    assert history.iterations < 10_000
+    assert seen == [(k, k + 1) for k in range(1, history.iterations + 1)] and state.iteration == history.iterations
+
+
 # ----------------------------------------------------------------------------- non-finite guard
 class NaNGradient(Quadratic):
     """A chain whose gradient of ``bad`` is NaN from its ``after + 1``-th evaluation on."""

@@ -83,8 +83,7 @@ def run(
         state = solver.step(problem, state)
         history._record(problem, time.perf_counter() - start)
         previous, current = history.energy[-2], history.energy[-1]
-        if abs(current - previous) < rtol * abs(previous):
-            break
-        if callback is not None and callback(state, history):
+        stop = callback is not None and callback(state, history)  # also after the iteration that meets rtol
+        if stop or abs(current - previous) < rtol * abs(previous):
             break
     return state, history
