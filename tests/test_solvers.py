@@ -477,6 +477,23 @@ def test_run_calls_the_callback_after_every_iteration_also_the_one_that_meets_rt
     assert seen == [(k, k + 1) for k in range(1, history.iterations + 1)] and state.iteration == history.iterations
 
 
+
+def test_run_times_include_the_energy_evaluation():
+    """History.time counts the energy evaluation, as documented (on a GPU it is what waits for the
+    device): the clock was read before it. A problem whose energy takes 20 ms gives times >= 20 ms."""
+    import time
+
+    class SlowEnergy(Quadratic):
+        def energy(self):
+            time.sleep(0.02)
+            return super().energy()
+
+    problem = two_blocks()
+    problem.__class__ = SlowEnergy
+    _, history = run(BCD(), problem, max_iter=2)
+    assert history.time[0] == 0.0 and min(history.time[1:]) >= 0.02
+
+
 # ----------------------------------------------------------------------------- non-finite guard
 class NaNGradient(Quadratic):
     """A chain whose gradient of ``bad`` is NaN from its ``after + 1``-th evaluation on."""

@@ -33,9 +33,11 @@ class History:
     def as_dict(self) -> dict[str, list]:
         return {"energy": list(self.energy), "time": list(self.time), "gaps": [list(g) for g in self.gaps]}
 
-    def _record(self, problem: BlockProblem, seconds: float) -> None:
+    def _record(self, problem: BlockProblem, start: float | None) -> None:
+        """Append the energy, the seconds since ``start`` (0 for ``None``) read after the energy
+        evaluation, and the gaps."""
         self.energy.append(float(problem.energy()))
-        self.time.append(seconds)
+        self.time.append(0.0 if start is None else time.perf_counter() - start)
         if hasattr(problem, "gaps"):
             self.gaps.append(problem.gaps().tolist())
 
@@ -77,11 +79,11 @@ def run(
     if state is None:
         state = solver.init(problem)
     history = History()
-    history._record(problem, 0.0)
+    history._record(problem, None)
     for _ in range(max_iter):
         start = time.perf_counter()
         state = solver.step(problem, state)
-        history._record(problem, time.perf_counter() - start)
+        history._record(problem, start)
         previous, current = history.energy[-2], history.energy[-1]
         stop = callback is not None and callback(state, history)  # also after the iteration that meets rtol
         if stop or abs(current - previous) < rtol * abs(previous):
