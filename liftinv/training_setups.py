@@ -8,19 +8,21 @@ lifted configurations tuned for it.
   (standard deviation 1.5 px, zero boundary) plus noise :math:`\sigma = 0.01` on 32x32 patches.
 * ``ct``: unrolled primal-dual network (10 iterations from :math:`x_0 = 0`, 8 3x3 filters) for
   sparse-view CT (16 angles in [0, 180)) with noise :math:`\sigma = 0.1` on the sinogram (about
-  0.5% of its maximum), on ellipse phantoms resized to 32x32 (``quick``) or 64x64.
+  0.4% of its maximum at 32x32, 0.2% at 64x64), on ellipse phantoms resized to 32x32 (``quick``)
+  or 64x64.
 * ``autoencoder``: sparse denoising autoencoder MLP 256-128-64-128-256 on 16x16 patches (ReLU
   hidden layers, soft-threshold code layer, identity output), input noise :math:`\sigma = 0.1`.
 
 Penalty weights :math:`\lambda_k` are 1 (smaller hidden weights learned faster in the first
 epoch but plateaued lower in our tuning), except for the dual layers of the CT network, weighted
-:math:`1/s^2`: their maps carry the dual step :math:`s = \|A\|^2/2.02` (about 245 here), which
-otherwise makes the primal variables' Lipschitz constants, hence their BCD steps, tiny. Lifted BCD updates the parameters with Adam (it
-matched backpropagation epoch for epoch, where Nesterov and heavy ball with Lipschitz steps were
-slower) and keeps Lipschitz constants for 20 batches; on denoising and deblurring it moves each
-layer's parameters with that layer's input variable (``BCD(interleave=True)``: on deblurring the
-default order levels off at a lower validation PSNR, on the denoiser it learns as much per
-epoch at a lower cost per epoch; see ``liftinv train --sweep-order``; no gain on CT).
+:math:`1/s^2`: their maps carry the dual step :math:`s = \|A\|^2/2.02` (about 245 at 32x32, 490
+at 64x64), which otherwise makes the primal variables' Lipschitz constants, hence their BCD
+steps, tiny. Lifted BCD updates the parameters with Adam (it matched backpropagation epoch for
+epoch, where Nesterov and heavy ball with Lipschitz steps were slower) and keeps Lipschitz
+constants for 20 batches; on denoising and deblurring it moves each layer's parameters with
+that layer's input variable (``BCD(interleave=True)``: on deblurring the default order levels
+off at a lower validation PSNR, on the denoiser it learns as much per epoch at a lower cost per
+epoch; see ``liftinv train --sweep-order``; no gain on CT).
 
 ISGM's proximal weight :math:`1/\eta = 2` is orders of magnitude below most parameter blocks'
 Lipschitz constants on these setups, so its inner steps are about :math:`1/L`. On the PNN denoiser
