@@ -79,17 +79,24 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = None) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = None, *,
+                    name: str = "checkpoint") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`; ``name`` says what the file holds in
+    the errors.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a checkpoint dict.
+        ValueError: the file cannot be read (empty, corrupt, not a torch file, or holding pickled
+            code, which ``weights_only`` refuses: :func:`unreadable`'s ``cannot read NAME file
+            PATH: reason``), or is not a checkpoint dict.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch.load of an empty or foreign file: EOFError, UnpicklingError, RuntimeError
+        raise unreadable(name, path, err) from err
     if not isinstance(payload, dict):
         raise ValueError(f"{path} does not hold a checkpoint dict, got {type(payload).__name__}")
     return payload

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from liftinv.affine import ConvAdjoint, GradientStep
 from liftinv.architectures import UnrolledPrimalDual
-from liftinv.checkpoint import load_checkpoint, save_checkpoint, unreadable
+from liftinv.checkpoint import load_checkpoint, save_checkpoint
 from operators.spec import check_spec, physics_from_spec, physics_spec
 
 FORMAT = "liftinv-model"
@@ -145,12 +145,7 @@ def _build(config: dict, physics) -> UnrolledPrimalDual:
 
 def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
     """The payload of a model file, with its format and entries checked."""
-    try:
-        payload = load_checkpoint(path, map_location=device)
-    except (FileNotFoundError, ValueError):
-        raise
-    except Exception as err:  # torch.load of an empty or foreign file: EOFError, UnpicklingError, RuntimeError
-        raise unreadable("model", path, err) from err
+    payload = load_checkpoint(path, map_location=device, name="model")
     if payload.get("format") != FORMAT or not isinstance(payload.get("format_version"), int):
         raise ValueError(f"{path} is not a liftinv model file (no format {FORMAT!r})")
     if payload["format_version"] > FORMAT_VERSION:

@@ -93,8 +93,19 @@ def test_load_refuses_pickled_code_and_maps_tensors(tmp_path):
     from fractions import Fraction
 
     torch.save({"epoch": Fraction(1, 2)}, tmp_path / "code.pt")
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match="cannot read checkpoint file .*code.pt") as refused:
         load_checkpoint(tmp_path / "code.pt")
+    assert isinstance(refused.value.__cause__, pickle.UnpicklingError)
     save_checkpoint(tmp_path / "c.pt", _payload(3))
     loaded = load_checkpoint(tmp_path / "c.pt", map_location="meta")
     assert loaded["model"]["w"].device.type == "meta" and loaded["model"]["w"].shape == (3, 5)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a torch file", b"\x93NUMPY\x01\x00v\x00"])
+def test_unreadable_checkpoint_is_a_value_error(tmp_path, content):
+    """An empty, corrupt or non-torch checkpoint raised torch.load's bare EOFError or its
+    UnpicklingError (whose text advises weights_only=False), so ``liftinv train --resume`` ended
+    in a traceback; now the documented ValueError naming the file, as for model files."""
+    (tmp_path / "c.pt").write_bytes(content)
+    with pytest.raises(ValueError, match="cannot read checkpoint file .*c.pt: "):
+        load_checkpoint(tmp_path / "c.pt")

@@ -497,3 +497,14 @@ def test_reconstruct_ct_with_set_detectors_needs_the_size(tmp_path, capsys):
     assert not (tmp_path / "x.npy").exists()
     assert main([*common, "--size", "16"]) == 0
     torch.testing.assert_close(load_array(tmp_path / "x.npy"), radon.fbp(y))
+
+
+def test_train_resume_from_an_unreadable_checkpoint_is_an_error_not_a_traceback(tmp_path, capsys):
+    """An empty checkpoint ended liftinv train --resume in torch.load's bare EOFError traceback."""
+    (tmp_path / "c.pt").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--task", "autoencoder", "--quick", "--epochs", "1", "--resume", "--no-progress",
+              "--out", str(tmp_path / "c.pt")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"liftinv train: error: cannot read checkpoint file {tmp_path / 'c.pt'}: EOFError" in err and "Traceback" not in err
