@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from liftinv import cli_types
+from liftinv.checkpoint import unreadable
 from liftinv.convert import lift
 from liftinv.inversion import InversionConfig, invert
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
@@ -93,7 +94,12 @@ def _regularizer(args):
 def _load_network(path: str, device: str) -> nn.Module:
     if not Path(path).is_file():
         raise FileNotFoundError(f"network file {path} not found")
-    network = torch.load(path, map_location=device, weights_only=False)
+    try:
+        network = torch.load(path, map_location=device, weights_only=False)
+    except OSError:  # a file that cannot be opened: exit status 1
+        raise
+    except Exception as err:  # an empty or foreign file: EOFError, UnpicklingError, ValueError...
+        raise unreadable("network", path, err) from err
     if not isinstance(network, nn.Module):
         raise ValueError(f"network file {path} must hold a torch module (torch.save(model, path)), got {type(network).__name__}")
     return network.eval()

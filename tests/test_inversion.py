@@ -1174,6 +1174,20 @@ def test_invert_cli_refuses_a_truth_of_another_size_and_complex_arrays_before_so
         assert f"{option.lstrip('-')} must be real, got dtype torch.complex128" in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize("content", [b"", b"garbage\n"])
+def test_invert_cli_unreadable_network_file_is_an_error_naming_it(tmp_path, capsys, content):
+    """An empty network file ended liftinv invert in torch.load's EOFError traceback, a text file
+    in 'invalid literal for int() with base 10' naming no file."""
+    from liftinv.inversion_cli import invert_main
+
+    (tmp_path / "net.pt").write_bytes(content)
+    torch.save(torch.zeros(2, 3), tmp_path / "f.pt")
+    assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.pt"), "--out", str(tmp_path / "u.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"liftinv invert: error: cannot read network file {tmp_path / 'net.pt'}: ") and "Traceback" not in err
+
+
 # ---------------------------------------------------------------- the weight search on model discrepancy curves
 def test_search_alpha_hits_target_of_monotone_curves():
     from liftinv.inversion_search import search_alpha
