@@ -166,8 +166,8 @@ def _run(args) -> None:
 
 
 def invert_main(argv: list[str] | None = None) -> int:
-    """``liftinv invert``; returns the exit status (2: bad arguments or input, 1: a file that is
-    missing or cannot be read or written)."""
+    """``liftinv invert``; returns the exit status (2: bad arguments or input, a file whose content
+    cannot be read included; 1: a file that is missing, a folder, or cannot be opened or written)."""
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
