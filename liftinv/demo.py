@@ -407,5 +407,6 @@ def run_demo(out_dir: str | Path = "out", quick: bool = False, train_seconds: fl
     print(f"\n{training}")
     print(f"\n{len(results)} reconstructions in {total:.1f} s (training included). Results in {out}/: "
           f"figures {figure} and {inversion_figure}, table {out / 'demo_table.md'}, scores {out / 'demo_results.json'}, "
-          f"models {out / 'models'}/ (use with: liftinv reconstruct --model {out / 'models'}/<problem>.pt)")
+          f"models {out / 'models'}/ (use with: liftinv reconstruct --simulate --model {out / 'models'}/<problem>.pt, "
+          f"or --measurements FILE instead of --simulate)")
     return results

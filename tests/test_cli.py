@@ -164,6 +164,10 @@ def test_demo_quick_writes_table_figure_and_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| ct | FBP (ramp) |" in out and "| inversion | lifted (TV, discrepancy) |" in out
     assert str(tmp_path / "demo_classical.png") in out and str(tmp_path / "models") in out
+    # the command it prints for the saved models runs (it lacked the source of the measurements)
+    command = out.split("use with: ")[1].split(",")[0].replace("<problem>", "ct").split()
+    assert command[:2] == ["liftinv", "reconstruct"]
+    assert main([*command[1:], "--no-progress", "--out", str(tmp_path / "ct.png")]) == 0
 
 
 def test_demo_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
