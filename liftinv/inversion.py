@@ -423,11 +423,15 @@ def first_alpha(task: Task, regularizer: Potential, config: InversionConfig) -> 
     :math:`J_N^* s = -\alpha\,\partial\mathrm{TV}(u)` with :math:`\|s\| \approx \tau\delta` (the residual
     at the target) and :math:`\|\partial\mathrm{TV}\| \le \sqrt{8n}` (:math:`n` input entries):
     :math:`\alpha_0 = \operatorname{Lip}(N)\,\tau\delta/\sqrt{8n}`
-    (:func:`~liftinv.inversion_search.lipschitz_estimate`); otherwise ``config.default_alpha``."""
+    (:func:`~liftinv.inversion_search.lipschitz_estimate`); otherwise, or where that estimate is
+    not a positive finite number (a network flat at the random input, e.g. every ReLU inactive:
+    the search multiplies and divides :math:`\alpha_0` by 10 and could not leave 0),
+    ``config.default_alpha``."""
     if isinstance(regularizer, TV):
         y = None if task.y is None else task.y[:1]
         lip = lipschitz_estimate(lambda x: task.network(x, y), task.x0[:1])
-        return lip * config.tau * task.delta / math.sqrt(8 * task.x0[0].numel())
+        if 0 < lip < math.inf:
+            return lip * config.tau * task.delta / math.sqrt(8 * task.x0[0].numel())
     return torch.full_like(task.delta, config.default_alpha)
 
 

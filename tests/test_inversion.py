@@ -650,6 +650,29 @@ def test_first_alpha_for_tv_follows_the_lipschitz_constant_and_tau():
     torch.testing.assert_close(first_alpha(task, Tikhonov(), cfg), torch.full((2,), 0.3, dtype=F64))
 
 
+def test_tv_weight_search_leaves_zero_for_a_network_flat_at_the_random_input():
+    r"""A ReLU layer :math:`N(u) = \max(u - 5, 0)` is flat on :math:`[0, 1]^n`, where
+    ``lipschitz_estimate`` probes it: the estimate is 0, and so was :math:`\alpha_0`, which the
+    search multiplies or divides by 10: every solve ran at :math:`\alpha = 0` and the exact fit
+    (:math:`d \approx 0`) was returned. The first guess falls back to ``default_alpha``, and the
+    search reaches :math:`\|N(u) - f_\delta\| = \delta` (forward pass) with a positive weight."""
+    shape = (1, 5, 6)
+    linear = nn.Linear(30, 30).double()
+    with torch.no_grad():
+        linear.weight.copy_(torch.eye(30, dtype=F64))
+        linear.bias.fill_(-5.0)
+    model = nn.Sequential(nn.Flatten(), linear, nn.ReLU())
+    u_true = 6 + torch.rand(2, *shape, dtype=F64, generator=gen(0))
+    f = model(u_true).detach() + 0.05 * torch.randn(2, 30, dtype=F64, generator=gen(1))
+    assert lipschitz_estimate(model, u_true) == 0
+    delta = torch.tensor([0.2, 0.4], dtype=F64)
+    res = invert(model, f, input_shape=shape, regularizer=TV(), noise_level=delta,
+                 config=InversionConfig(max_iter=500, tol=1e-8))
+    assert (res.alpha > 0).all()
+    d = (model(res.input) - f).norm(dim=1)
+    torch.testing.assert_close(d, delta, rtol=0.05, atol=0)
+
+
 def test_morozov_rule_keeps_the_largest_fitting_weight_else_the_smallest_discrepancy():
     """Per sample (bound 1): a fitting solve replaces a fitting kept one only with a weight at
     least as large; while the kept one does not fit, a solve replaces it when it fits or has a
