@@ -104,6 +104,19 @@ def test_prox_tv_tolerance_stops_early_with_small_gap():
     assert (loose - ref).abs().max() > 1e-9  # it did stop early
 
 
+def test_prox_tv_float32_gap_test_holds_for_images_far_from_zero():
+    r"""Stopping at a duality gap :math:`\le` tol :math:`P(u)` guarantees
+    :math:`\tfrac12\|u - u^\star\|^2 \le \text{tol}\,P(u^\star)` (up to float32 rounding of u).
+    For images near 100 in float32, :math:`P - (\tfrac12\|v\|^2 - \tfrac12\|u\|^2)` was rounding
+    noise of :math:`\tfrac12\|v\|^2` and stopped the iteration early (here 2.6 times the bound).
+    Oracle: the float64 prox of :math:`v - 100`, plus 100 (the prox commutes with constant shifts)."""
+    v = 100 + torch.rand(2, 1, 12, 12, dtype=torch.float64, generator=gen(5))
+    w, tol = 0.1, 1e-4
+    ref = prox_tv(v - 100, w, n_iter=5000, tol=1e-10) + 100
+    u = prox_tv(v.float(), w, n_iter=2000, tol=tol).double()
+    assert (0.5 * (u - ref).pow(2).flatten(1).sum(1) <= tol * prox_objective(ref, v, w)).all()
+
+
 def test_prox_tv_stops_at_the_first_check_with_a_small_relative_gap(spy):
     """prox_tv stops at the first check (every 10 iterations) where the duality gap
     P(u) - (1/2 |v|^2 - 1/2 |u|^2) is at most tol P(u) for every sample, P(u) = 1/2 |u - v|^2 + w TV(u)
