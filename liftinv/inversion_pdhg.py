@@ -155,7 +155,7 @@ class PrimalDual:
             history.record(self.energy(mu_new, u_new, radius), p_rel, d_rel)
             u_bar, mu_bar = 2 * u_new - u, 2 * mu_new - mu
             u, mu, s, q = u_new, mu_new, s_new, q_new
-            if (p_rel <= config.tol and d_rel <= config.tol) or perf_counter() - start > config.max_time:
+            if (config.tol > 0 and p_rel <= config.tol and d_rel <= config.tol) or perf_counter() - start > config.max_time:
                 break
         self.u, self.mu, self.u_bar, self.mu_bar, self.s, self.q = u, mu, u_bar, mu_bar, s, q
         return it

@@ -183,6 +183,21 @@ def test_pdhg_iterates_and_residuals_match_a_hand_iteration():
     torch.testing.assert_close(res.input, u, rtol=0, atol=1e-4 * float(u.abs().max()))
 
 
+def test_pdhg_with_tol_zero_runs_max_iter_iterations_even_at_a_fixed_point():
+    r"""``InversionConfig.tol = 0``: never stop on the residuals. Started at the solution of
+    :math:`\min_u B_{\mathrm{ReLU}}(0, u) + 0.1\,\mathrm{TV}(u)` (u = 0: data and TV zero), PDHG
+    stays exactly there, both residuals are 0, and it stopped after one of its 50 iterations
+    (BCD and the gradient baseline run them all)."""
+    linear = nn.Linear(12, 12, bias=False).double()
+    with torch.no_grad():
+        linear.weight.copy_(torch.eye(12, dtype=F64))
+    model = nn.Sequential(nn.Flatten(), linear, nn.ReLU())
+    u = torch.zeros(2, 1, 3, 4, dtype=F64)
+    res = invert(model, model(u).detach(), regularizer=TV(0.1), x0=u, config=InversionConfig(max_iter=50, tol=0))
+    assert res.history.primal_residual[0] == res.history.dual_residual[0] == 0
+    assert res.iterations == 50 and torch.equal(res.input, u)
+
+
 def test_pdhg_warm_start_with_a_smaller_weight_projects_the_dual_first():
     r"""A solve with a new weight :math:`\alpha'` first projects the kept TV dual onto
     :math:`|q| \le \alpha'`, then iterates: after 20 iterations at :math:`\alpha = 0.5` and one at
