@@ -70,8 +70,11 @@ def joint_norm(*ts: Tensor) -> float:
 
 
 def _project_ball(q: Tensor, radius: Tensor) -> Tensor:
-    """Pointwise projection of (B, C, 2, H, W) onto balls of radius (B, 1, 1, 1, 1) over dim 2."""
-    return q / (q.pow(2).sum(2, keepdim=True).sqrt() / radius.clamp_min(1e-300)).clamp_min(1.0)
+    """Pointwise projection of (B, C, 2, H, W) onto balls of radius (B, 1, 1, 1, 1) over dim 2
+    (radius 0: zero; the radius is kept above the dtype's smallest normal number, as 1e-300 is 0
+    in float32 and 0/0 gave NaN)."""
+    tiny = torch.finfo(q.dtype).tiny
+    return q / (q.pow(2).sum(2, keepdim=True).sqrt() / radius.clamp_min(tiny)).clamp_min(1.0)
 
 
 class PrimalDual:

@@ -198,6 +198,19 @@ def test_pdhg_with_tol_zero_runs_max_iter_iterations_even_at_a_fixed_point():
     assert res.iterations == 50 and torch.equal(res.input, u)
 
 
+def test_pdhg_in_float32_with_a_zero_tv_weight_matches_float64():
+    """A zero TV weight (given, or chosen for a sample with zero noise level) makes the dual ball
+    radius 0; its floor 1e-300 is 0 in float32, and 0/0 filled u with NaN ('x contains NaN or Inf
+    entries'). Oracle: the same solve in float64."""
+    u_true = blocky(h=4, w=5)
+    model = perceptron(30, (1, 4, 5), nn.LeakyReLU(0.5), bias=True)
+    f, _ = noisy(model(u_true).detach(), 0.05)
+    cfg = InversionConfig(max_iter=300, tol=0)
+    results = [invert(m, f.to(m[1].weight.dtype), regularizer=TV(torch.tensor([0.0, 0.05], dtype=m[1].weight.dtype)),
+                      input_shape=(1, 4, 5), config=cfg).input for m in (copy.deepcopy(model).float(), model)]
+    torch.testing.assert_close(results[0].double(), results[1], atol=1e-4, rtol=0)
+
+
 def test_pdhg_warm_start_with_a_smaller_weight_projects_the_dual_first():
     r"""A solve with a new weight :math:`\alpha'` first projects the kept TV dual onto
     :math:`|q| \le \alpha'`, then iterates: after 20 iterations at :math:`\alpha = 0.5` and one at
