@@ -236,8 +236,14 @@ class TV(_Weighted):
     def _project(self, x: Tensor) -> Tensor:
         return x if self.box is None else x.clamp(*self.box)
 
+    @staticmethod
+    def _check_images(x: Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"TV needs images (B, C, H, W), got shape {tuple(x.shape)}")
+
     def value(self, x: Tensor) -> Tensor:
         r""":math:`w\,\mathrm{TV}(x)` per sample (``inf`` outside the box)."""
+        self._check_images(x)
         weight = self._weight()
         val = tv(x) * (weight.to(x) if isinstance(weight, Tensor) else weight)
         if self.box is not None:
@@ -247,13 +253,15 @@ class TV(_Weighted):
     def smooth_value(self, x: Tensor, eps: float) -> Tensor:
         r"""Charbonnier-smoothed :math:`w\sum_{c,i,j}\big(\sqrt{|(\nabla x)_{c,i,j}|^2 + \varepsilon^2} - \varepsilon\big)`
         per sample (differentiable; for gradient-based baselines), without the box."""
+        self._check_images(x)
         weight = self._weight()
         g = grad2d(x).pow(2).sum(2)
         val = ((g + eps**2).sqrt() - eps).flatten(1).sum(1)
         return val * (weight.to(x) if isinstance(weight, Tensor) else weight)
 
     def prox(self, x: Tensor, step: float) -> Tensor:
-        check_tensor(x, "x", ndim=4)
+        self._check_images(x)
+        check_tensor(x, "x")
         lam = step * _per_sample_scale(self._weight(), x)
         lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device).expand(x.shape[0], 1, 1, 1).reshape(-1, 1, 1, 1, 1)
         if not bool((lam > 0).any()):

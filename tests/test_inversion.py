@@ -1043,6 +1043,18 @@ def test_per_sample_weights_must_be_one_per_sample(kind, solver):
             solver(model, f, input_shape=(1, 4, 4), regularizer=kind(weights), config=InversionConfig(max_iter=2))
 
 
+def test_tv_on_inputs_that_are_not_images_is_refused_by_name():
+    """TV needs images (B, C, H, W); on an MLP's flat input the gradient baseline failed with
+    IndexError 'too many indices for tensor of dimension 2' and BCD with 'x must have 4
+    dimensions' (PDHG, one layer, named TV already)."""
+    model = MLP([6, 5, 4], nn.ReLU(), generator=gen(0)).double()
+    f = torch.rand(2, 4, dtype=F64, generator=gen(1))
+    cfg = InversionConfig(max_iter=5)
+    for run_inversion in (invert, invert_gradient):
+        with pytest.raises(ValueError, match=r"^TV needs images \(B, C, H, W\), got shape \(2, 6\)$"):
+            run_inversion(model, f, input_shape=(6,), regularizer=TV(0.1), config=cfg)
+
+
 def test_inference_mode_is_refused_where_autograd_is_needed():
     """Deep BCD and the gradient baseline need autograd: refused by name under inference mode.
     One layer with TV (PDHG, no autograd) gives there what it gives outside."""

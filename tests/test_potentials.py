@@ -185,7 +185,7 @@ def test_tv_bad_arguments():
         TV(0.1, box=(1.0, 0.0))
     with pytest.raises(ValueError, match="max_inner"):
         TV(0.1, max_inner=0)
-    with pytest.raises(ValueError, match="x must have 4 dimensions"):
+    with pytest.raises(ValueError, match=r"TV needs images \(B, C, H, W\), got shape \(2, 5\)"):
         TV(0.1).prox(torch.zeros(2, 5, dtype=torch.float64), 1.0)
     with pytest.raises(ValueError, match="batch has 3"):
         TV(torch.ones(2, dtype=torch.float64)).prox(images(), 1.0)
