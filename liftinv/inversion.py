@@ -119,7 +119,7 @@ class InversionConfig:
         default_alpha: :math:`\alpha` for ``weight=None`` without a noise level, and the first
             guess of the search for regularisers other than TV (see :func:`first_alpha`).
         rule: update rule of the variable blocks in BCD.
-        snap: :math:`\kappa \ge 0`: with a noise level, clamped data within
+        snap: finite :math:`\kappa \ge 0`: with a noise level, clamped data within
             :math:`\kappa\delta/\sqrt m` of a saturation value of the last activation are set to it
             (see the module docstring); 0: off.
         energy_every: on deep networks with the Nesterov rule the BCD solver evaluates the
@@ -154,6 +154,8 @@ class InversionConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
                 raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+        if self.snap == math.inf:  # would set every entry to a saturation value
+            raise ValueError(f"snap must be a finite number >= 0, got {self.snap!r}")
         for name in ("tau", "default_alpha"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:

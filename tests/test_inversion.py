@@ -1087,7 +1087,8 @@ def test_lifted_network_input_shape_is_checked():
     "kwargs, match",
     [({"max_iter": 0}, "max_iter"), ({"tol": -1.0}, "tol"), ({"tau": 0.0}, "tau"),
      ({"discrepancy_rtol": 2.0}, "discrepancy_rtol"), ({"max_search": 0}, "max_search"),
-     ({"default_alpha": float("inf")}, "default_alpha"), ({"max_time": -1.0}, "max_time"), ({"snap": -1.0}, "snap"), ({"energy_every": 0}, "energy_every")],
+     ({"default_alpha": float("inf")}, "default_alpha"), ({"max_time": -1.0}, "max_time"), ({"snap": -1.0}, "snap"), ({"snap": float("inf")}, "^snap must be a finite number >= 0, got inf$"),
+     ({"energy_every": 0}, "energy_every")],
 )
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
