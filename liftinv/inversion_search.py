@@ -32,7 +32,12 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     :math:`|d - \tau\delta| \le \text{rtol}\,\tau\delta`. A target out of reach (dividing
     :math:`\alpha` by 10 changes :math:`d` by less than ``STALL`` relatively, e.g. a solver that cannot
     fit the data more closely within its budget) stops the search for that sample at the larger
-    weight, which fits as well; symmetrically when multiplying by 10 does not raise :math:`d`. Stops
+    weight, which fits as well; symmetrically when multiplying by 10 does not raise :math:`d`. Such
+    a plateau counts only once an earlier step in the same direction changed :math:`d` by more
+    than ``STALL`` (the search came down, or up, a slope onto it): a :math:`d` flat from the first
+    step is the other end of the curve, where the regulariser decides the solution (e.g. an
+    ``L1`` weight above :math:`\|J^*f\|_\infty`: the input 0 for every such weight), and the target
+    lies on, not off, the way. Stops
     when every sample is done or after ``max_search`` solves. :math:`\delta = 0` gives
     :math:`\alpha = 0`. Runs in float64.
 
@@ -55,7 +60,7 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     alpha = torch.where(zero, torch.zeros_like(delta), alpha0.to(delta))
     lo, hi = torch.zeros_like(delta), torch.full_like(delta, math.inf)
     d_lo, d_hi = torch.zeros_like(delta), torch.zeros_like(delta)
-    frozen, repeat = torch.zeros_like(zero), torch.zeros_like(zero)
+    frozen, repeat, sloped = torch.zeros_like(zero), torch.zeros_like(zero), torch.zeros_like(zero)
     for k in range(max_search):
         d = solve(alpha).to(delta)
         done = zero | frozen | ((d - target).abs() <= rtol * target)
@@ -66,8 +71,10 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
         repeat = torch.zeros_like(zero) if settled else above & ~repeat  # once per weight
         high = above & ~repeat  # alpha too large
         low = ~done & ~above
-        stalled_down = high & (lo == 0) & torch.isfinite(hi) & (d >= (1 - STALL) * d_hi)
-        stalled_up = low & torch.isinf(hi) & (lo > 0) & (d <= (1 + STALL) * d_lo)
+        down, up = high & (lo == 0) & torch.isfinite(hi), low & torch.isinf(hi) & (lo > 0)  # before a bracket
+        flat_down, flat_up = d >= (1 - STALL) * d_hi, d <= (1 + STALL) * d_lo
+        stalled_down, stalled_up = down & flat_down & sloped, up & flat_up & sloped
+        sloped = sloped | (down & ~flat_down) | (up & ~flat_up)
         restore = hi.clone()
         frozen = frozen | stalled_down | stalled_up
         high, low = high & ~stalled_down, low & ~stalled_up

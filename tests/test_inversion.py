@@ -1335,6 +1335,40 @@ def test_search_alpha_stops_on_an_unreachable_target():
     assert [float(a) for a in calls] == pytest.approx([10.0, 1.0, 0.1, 1.0])
 
 
+@pytest.mark.parametrize("start", [1e3, 1e-3])
+def test_search_alpha_passes_a_plateau_it_starts_on(start):
+    """A discrepancy flat from the first step is not a stalled search: ``d = clamp(alpha, 1, 10)``
+    (the input fixed by the regulariser above alpha = 10, e.g. 0 for L1, and a best fit below 1)
+    started on the upper plateau or on the lower one, with the target 3 on the slope between,
+    reaches d = 3 at alpha = 3; the stall test froze it on the plateau after its second solve."""
+    from liftinv.inversion_search import search_alpha
+
+    def solve(alpha):
+        return alpha.clamp(1.0, 10.0)
+
+    alpha = search_alpha(solve, torch.tensor([3.0], dtype=F64), torch.tensor([start], dtype=F64), tau=1.0,
+                         rtol=1e-3, max_search=20)
+    torch.testing.assert_close(alpha, torch.tensor([3.0], dtype=F64), rtol=2e-3, atol=0)
+
+
+def test_l1_weight_search_leaves_the_weights_that_zero_the_input():
+    r"""Identity layer, data of size 1e-3: ``default_alpha`` = 0.01 and 0.001 both exceed
+    :math:`\max|f|`, so the L1 solution :math:`S_\alpha(f)` is 0 for both and the discrepancy the
+    same; the search took this for an unreachable target and returned :math:`u = 0` with
+    :math:`d \approx 10\,\delta`. Oracle: soft-thresholding at the chosen weight, and its
+    discrepancy :math:`\|S_\alpha(f) - f\| = \delta` within the search's tolerance."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(30, 30, bias=False).double(), nn.Unflatten(1, (1, 5, 6)))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(30, dtype=F64))
+    u_true = 1e-3 * torch.rand(2, 1, 5, 6, dtype=F64, generator=gen(0))
+    f, delta = noisy(u_true, 0.05)
+    res = invert(model, f, input_shape=(1, 5, 6), regularizer=L1(), noise_level=delta, config=InversionConfig(max_iter=3000, tol=1e-10))
+    a = res.alpha.reshape(-1, 1, 1, 1)
+    soft = f.sign() * (f.abs() - a).clamp_min(0)
+    torch.testing.assert_close(res.input, soft, atol=1e-9, rtol=0)
+    torch.testing.assert_close((soft - f).flatten(1).norm(dim=1), delta, rtol=0.05, atol=0)
+
+
 @pytest.mark.parametrize("slope, calls", [(0.015, [10.0, 1.0, 0.1, 1.0]), (0.03, [10.0, 1.0, 0.1, 0.01])])
 def test_search_alpha_stalls_below_a_relative_change_of_two_percent(slope, calls):
     """Dividing the weight by 10 counts as stalled when d falls by less than STALL = 2 %
