@@ -101,14 +101,24 @@ def conv_adjoint(u: Tensor, weight: Tensor, padding) -> Tensor:
     return F.conv_transpose2d(u, weight, padding=padding)
 
 
+def _check_zero_padding(conv: nn.Conv2d, name: str) -> None:
+    """The maps built on a convolution's weight apply ``F.conv2d`` with zero padding: refuse
+    another ``padding_mode`` ("reflect", "replicate", "circular" pad otherwise)."""
+    if conv.padding_mode != "zeros":
+        raise ValueError(f"{name} must have padding_mode='zeros' (its weight is applied with zero padding), "
+                         f"got {conv.padding_mode!r}")
+
+
 def _check_numeric_padding(conv: nn.Conv2d) -> None:
-    """Adjoints need the padding in pixels; ``nn.Conv2d`` also accepts "same" and "valid"."""
+    """Adjoints need the padding in pixels (``nn.Conv2d`` also accepts "same" and "valid"), and
+    zero padding (:func:`_check_zero_padding`)."""
     if isinstance(conv.padding, str):
         raise ValueError(f"conv must have numeric padding (e.g. padding=kernel_size // 2), got {conv.padding!r}")
+    _check_zero_padding(conv, "conv")
 
 
 class ScaledConv(nn.Module):
-    r""":math:`x \mapsto s\,Lx` for a bias-free ``nn.Conv2d`` :math:`L` (shared, not copied) and a
+    r""":math:`x \mapsto s\,Lx` for a bias-free, zero-padded ``nn.Conv2d`` :math:`L` (shared, not copied) and a
     fixed scalar :math:`s`, computed as the convolution with the weight :math:`sW` (the scale
     touches the kernel, not the feature maps)."""
 
@@ -135,7 +145,7 @@ class ScaledConv(nn.Module):
 
 class ConvAdjoint(nn.Module):
     r""":math:`L^*`: the transposed convolution sharing the weight of ``conv`` (a bias-free
-    ``nn.Conv2d`` with ``padding = kernel // 2``, stride 1), times an optional fixed ``scale``
+    ``nn.Conv2d`` with zero ``padding = kernel // 2``, stride 1), times an optional fixed ``scale``
     (applied to the kernel)."""
 
     def __init__(self, conv: nn.Conv2d, scale: float = 1.0):
@@ -265,8 +275,8 @@ class MeasurementAdjoint(nn.Module):
 
 
 def _check_transposable(module: nn.Module, name: str) -> None:
-    """Raise unless ``module`` is an ``nn.Linear`` or an ``nn.Conv2d`` with stride 1 and
-    ``padding = kernel // 2`` (whose transpose maps back to the input's shape)."""
+    """Raise unless ``module`` is an ``nn.Linear`` or an ``nn.Conv2d`` with stride 1,
+    ``padding = kernel // 2`` (whose transpose maps back to the input's shape) and zero padding."""
     if not isinstance(module, (nn.Linear, nn.Conv2d)):
         raise TypeError(f"{name} must be an nn.Linear or nn.Conv2d, got {type(module).__name__}")
     if isinstance(module, nn.Conv2d) and (
@@ -274,6 +284,8 @@ def _check_transposable(module: nn.Module, name: str) -> None:
         or module.dilation != (1, 1) or module.groups != 1
     ):
         raise ValueError(f"{name} must be a stride-1 conv with padding kernel // 2, got {module}")
+    if isinstance(module, nn.Conv2d):
+        _check_zero_padding(module, name)
 
 
 def _times(module: nn.Linear | nn.Conv2d, x: Tensor) -> Tensor:

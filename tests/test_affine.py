@@ -251,3 +251,23 @@ def test_written_out_maps_compose_with_torch_func_and_forward_mode(c_in):
 def test_conv_adjoint_of_an_empty_batch_is_empty():
     u, w = torch.zeros(0, 4, 8, 8, dtype=DT), torch.ones(4, 1, 3, 3, dtype=DT)
     assert conv_adjoint(u, w, 1).shape == F.conv_transpose2d(u, w, padding=1).shape == (0, 1, 8, 8)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_maps_on_a_convolution_weight_refuse_other_padding_modes(mode):
+    """The maps built on a convolution's weight apply it with zero padding (``F.conv2d``), so
+    for another ``padding_mode`` they computed another map than the convolution (and than its
+    adjoint, the vector-Jacobian product of ``conv`` by autograd): they refuse it, naming the
+    argument; with zero padding they agree with that oracle."""
+    conv = nn.Conv2d(2, 3, 3, padding=1, padding_mode=mode, bias=False).double()
+    for kind, name in ((ScaledConv, "conv"), (ConvAdjoint, "conv"), (Unbiased, "module"), (Transposed, "module")):
+        with pytest.raises(ValueError, match=f"{name} must have padding_mode='zeros'.*'{mode}'"):
+            kind(conv)
+    with pytest.raises(ValueError, match="first must have padding_mode='zeros'"):
+        Chain(conv, Unbiased(_conv(c_in=3)))
+    conv.padding_mode = "zeros"
+    x = torch.randn(2, 2, 5, 6, dtype=DT, generator=gen(1)).requires_grad_()
+    r = torch.randn(2, 3, 5, 6, dtype=DT, generator=gen(2))
+    vjp = torch.autograd.grad(conv(x), x, r)[0]
+    torch.testing.assert_close(ScaledConv(conv, 1.0)(x), conv(x), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(ConvAdjoint(conv)(r), vjp, rtol=1e-14, atol=1e-14)
