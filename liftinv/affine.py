@@ -145,13 +145,16 @@ class ScaledConv(nn.Module):
 
 class ConvAdjoint(nn.Module):
     r""":math:`L^*`: the transposed convolution sharing the weight of ``conv`` (a bias-free
-    ``nn.Conv2d`` with zero ``padding = kernel // 2``, stride 1), times an optional fixed ``scale``
-    (applied to the kernel)."""
+    ``nn.Conv2d`` with zero ``padding = kernel // 2``, stride 1, no dilation, one group), times an
+    optional fixed ``scale`` (applied to the kernel)."""
 
     def __init__(self, conv: nn.Conv2d, scale: float = 1.0):
         super().__init__()
         if conv.bias is not None or conv.stride != (1, 1):
             raise ValueError("conv must be a bias-free stride-1 nn.Conv2d to have a transpose")
+        if conv.dilation != (1, 1) or conv.groups != 1:
+            raise ValueError(f"conv must have dilation 1 and groups 1 to have a transpose, got dilation={conv.dilation}, "
+                             f"groups={conv.groups}")
         _check_numeric_padding(conv)
         self.conv = conv
         self.scale = float(scale)

@@ -271,3 +271,15 @@ def test_maps_on_a_convolution_weight_refuse_other_padding_modes(mode):
     vjp = torch.autograd.grad(conv(x), x, r)[0]
     torch.testing.assert_close(ScaledConv(conv, 1.0)(x), conv(x), rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(ConvAdjoint(conv)(r), vjp, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", [ConvAdjoint, lambda conv: NormalStep(conv, 0.5)])
+@pytest.mark.parametrize("options", [dict(dilation=2, padding=2), dict(groups=2, padding=1)], ids=["dilation", "groups"])
+def test_conv_adjoint_refuses_dilated_and_grouped_convolutions(kind, options):
+    """``conv_adjoint`` is ``conv_transpose2d`` without dilation or groups, which is not the
+    adjoint (autograd's vector-Jacobian product) of a dilated or grouped convolution: its output
+    had another shape than the convolution's input, and the error came later from an unrelated
+    operation. Now refused at construction, naming the argument."""
+    conv = nn.Conv2d(4, 4, 3, bias=False, **options).double()
+    with pytest.raises(ValueError, match="conv must have dilation 1 and groups 1"):
+        kind(conv)
