@@ -53,13 +53,16 @@ def conv_norm(conv: nn.Conv2d, grid: int = 64) -> float:
 
     Returns :math:`\max_\omega \|\hat L(\omega)\|_2` over a ``grid`` x ``grid`` frequency grid,
     with :math:`\hat L(\omega) = \sum_s W_s e^{-i\langle\omega, s\rangle}` the (out x in) matrix
-    symbol. A zero-padded convolution on any image size is a compression of the convolution on
-    :math:`\mathbb Z^2`, whose norm is :math:`\sup_\omega\|\hat L(\omega)\|_2`; the grid maximum
-    approximates that supremum from below (relative error :math:`O((k/\text{grid})^2)` for a
-    ``k`` x ``k`` kernel).
+    symbol; with ``groups`` :math:`G` it is block diagonal, its norm the largest of the
+    :math:`G` blocks' (out/G x in/G, ``weight`` reshaped by group). A zero-padded convolution on
+    any image size is a compression of the convolution on :math:`\mathbb Z^2`, whose norm is
+    :math:`\sup_\omega\|\hat L(\omega)\|_2`; the grid maximum approximates that supremum from
+    below (relative error :math:`O((k/\text{grid})^2)` for a ``k`` x ``k`` kernel).
     """
-    symbol = torch.fft.fft2(conv.weight.detach(), s=(grid, grid))
-    return float(torch.linalg.matrix_norm(symbol.permute(2, 3, 0, 1), ord=2).max())
+    weight = conv.weight.detach()
+    blocks = weight.reshape(conv.groups, weight.shape[0] // conv.groups, *weight.shape[1:])
+    symbol = torch.fft.fft2(blocks, s=(grid, grid))
+    return float(torch.linalg.matrix_norm(symbol.permute(0, 3, 4, 1, 2), ord=2).max())
 
 
 def normalised_conv(
