@@ -57,13 +57,15 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             network, whose input is :math:`x_0` and whose data maps read the measurements
             :math:`y`), which is returned.
         input_shape: shape of one input sample (without batch). The lifted network then checks
-            its inputs against it, and the conversion runs a zero input through it.
+            its inputs against it, and the conversion runs zero batches of one and of two
+            samples through it, every layer keeping the batch axis.
 
     Raises:
         TypeError: a module is neither affine nor a proximal activation (the message names its
             index in ``module``, its class and the supported set); a subclass of an affine module
             that overrides ``forward`` is not taken as affine.
-        ValueError: no layer, or ``input_shape`` does not fit the network.
+        ValueError: no layer, or ``input_shape`` does not fit the network (a layer fails or
+            does not keep the batch axis).
     """
     if isinstance(module, LiftedNetwork):
         return module
@@ -98,16 +100,22 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
 
 
 def _dry_run(net: LiftedNetwork) -> None:
-    """Run a zero input of ``net.input_shape`` through every layer, naming the one that fails."""
+    """Run zero batches of one and of two samples of ``net.input_shape`` through every layer,
+    naming the one that fails or whose output does not keep the batch axis (dim 0): e.g. an
+    ``nn.Conv2d`` given a sample shape without channels takes a batch as one unbatched image,
+    whose channels are the samples (it fails on one of the two batch sizes)."""
     ref = next(net.parameters(), None)
     dtype, device = (torch.get_default_dtype(), "cpu") if ref is None else (ref.dtype, ref.device)
-    xs = [torch.zeros((1, *net.input_shape), dtype=dtype, device=device)]
-    with torch.no_grad():
-        for k in range(1, net.depth + 1):
-            try:
-                xs.append(net.layer(k)(xs))
-            except RuntimeError as err:
-                raise ValueError(
-                    f"input_shape={net.input_shape} (one sample, without the batch axis) does not fit "
-                    f"lifted layer {k} (map {net.layer(k).maps[0]}): {err}"
-                ) from err
+    for batch in (1, 2):
+        xs = [torch.zeros((batch, *net.input_shape), dtype=dtype, device=device)]
+        with torch.no_grad():
+            for k in range(1, net.depth + 1):
+                context = (f"input_shape={net.input_shape} (one sample, without the batch axis) does not fit "
+                           f"lifted layer {k} (map {net.layer(k).maps[0]})")
+                try:
+                    xs.append(net.layer(k)(xs))
+                except RuntimeError as err:
+                    raise ValueError(f"{context}: {err}") from err
+                if xs[-1].dim() == 0 or xs[-1].shape[0] != batch:
+                    raise ValueError(f"{context}: it maps a batch of {batch} to shape {tuple(xs[-1].shape)}, "
+                                     "which does not keep the batch axis (dim 0)")

@@ -201,3 +201,19 @@ def test_input_shape_is_checked_up_to_the_last_layer():
     model = build(nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(3, 2)), 11)
     with pytest.raises(ValueError, match=r"input_shape=\(5,\) .* does not fit lifted layer 2"):
         lift(model, input_shape=(5,))
+
+
+@pytest.mark.parametrize("hidden", [3, 1])
+def test_input_shape_without_channels_is_refused_for_convolutions(hidden):
+    """``nn.Conv2d`` takes a 3-d tensor as one unbatched image: with ``input_shape=(H, W)`` the
+    lifted network's inputs (B, H, W) had their samples taken as channels, and its variables
+    lost the batch axis (x_1 of shape (3, 5, 7) for one sample; with one channel throughout,
+    a batch of one passes and a batch of two fails) without an error. The dry run refuses it,
+    naming input_shape; with the channels the lifted network computes the model."""
+    model = build(nn.Sequential(nn.Conv2d(1, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, 1, 3, padding=1)), 16)
+    with pytest.raises(ValueError, match=r"input_shape=\(5, 7\) .* does not fit lifted layer 1"):
+        lift(model, input_shape=(5, 7))
+    net = lift(model, input_shape=(1, 5, 7))
+    u = torch.randn(2, 1, 5, 7, dtype=DT, generator=gen(17))
+    assert [x.shape[0] for x in net.feasible(u)] == [2, 2, 2]
+    torch.testing.assert_close(net(u), model(u), rtol=1e-14, atol=1e-15)
