@@ -217,3 +217,25 @@ def test_input_shape_without_channels_is_refused_for_convolutions(hidden):
     u = torch.randn(2, 1, 5, 7, dtype=DT, generator=gen(17))
     assert [x.shape[0] for x in net.feasible(u)] == [2, 2, 2]
     torch.testing.assert_close(net(u), model(u), rtol=1e-14, atol=1e-15)
+
+
+def test_hardtanh_subclasses_count_only_if_they_keep_their_forward():
+    """``nn.Hardtanh`` subclasses become a ``Clip`` (``nn.ReLU6`` does) only if they keep
+    ``Hardtanh.forward``: one that overrides it (here twice the clip) was lifted to the clip,
+    and the lifted network computed another function than the model (off by 1.0) without an
+    error; now refused by index and class, as an affine subclass that overrides ``forward``."""
+
+    class Doubled(nn.Hardtanh):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    class Named(nn.Hardtanh):
+        pass
+
+    with pytest.raises(TypeError, match=r"layer 1 \(Doubled\).*overrides its forward"):
+        lift(nn.Sequential(nn.Linear(3, 4), Doubled(-0.5, 0.5)))
+    model = build(nn.Sequential(nn.Linear(3, 4), Named(-0.5, 0.5), nn.Linear(4, 2), nn.ReLU6()), 18)
+    u = 3 * torch.randn(5, 3, dtype=DT, generator=gen(19))
+    net = lift(model)
+    assert [type(layer.activation) for layer in net.layers] == [Clip, Clip]
+    torch.testing.assert_close(net(u), model(u), rtol=1e-14, atol=1e-15)

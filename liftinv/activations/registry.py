@@ -66,7 +66,8 @@ def as_activation(module: nn.Module) -> Activation:
     Args:
         module: a liftinv :class:`Activation` (returned as it is) or one of ``nn.Identity``,
             ``nn.ReLU``, ``nn.LeakyReLU`` (``0 <= negative_slope <= 1``; 0 gives ReLU, 1 the
-            identity), ``nn.Hardtanh`` (incl. ``nn.ReLU6``; finite bounds) -> :class:`Clip`,
+            identity), ``nn.Hardtanh`` (incl. ``nn.ReLU6``, not a subclass overriding
+            ``forward``; finite bounds) -> :class:`Clip`,
             ``nn.Softshrink`` (``lambd >= 0``) -> :class:`SoftThreshold` (``lambd = 0`` gives
             the identity), ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)``.
 
@@ -83,6 +84,12 @@ def as_activation(module: nn.Module) -> Activation:
     return converted
 
 
+def _plain_hardtanh(module: nn.Module) -> bool:
+    """An ``nn.Hardtanh`` (or ``nn.ReLU6``) whose class keeps ``Hardtanh.forward``: a subclass
+    that overrides it may compute another map than the clip."""
+    return isinstance(module, nn.Hardtanh) and type(module).forward is nn.Hardtanh.forward
+
+
 def _convert(module: nn.Module) -> Activation | None:
     # Exact type checks where torch subclasses change the map (nn.ReLU6 is a Hardtanh: allowed).
     if type(module) is nn.Identity:
@@ -92,7 +99,7 @@ def _convert(module: nn.Module) -> Activation | None:
     if type(module) is nn.LeakyReLU and 0 <= module.negative_slope <= 1:
         slope = module.negative_slope
         return ReLU() if slope == 0 else Identity() if slope == 1 else LeakyReLU(slope)
-    if isinstance(module, nn.Hardtanh) and math.isfinite(module.min_val) and math.isfinite(module.max_val):
+    if _plain_hardtanh(module) and math.isfinite(module.min_val) and math.isfinite(module.max_val):
         return Clip(module.min_val, module.max_val)
     if type(module) is nn.Softshrink and module.lambd >= 0:
         return Identity() if module.lambd == 0 else SoftThreshold(module.lambd)
@@ -118,6 +125,8 @@ def _reason(module: nn.Module) -> str:
         if module.alpha > 1:
             return f"ELU with alpha={module.alpha} > 1 " + _STEEP
         return f"ELU with alpha={module.alpha} in [0, 1] " + _MONOTONE_LIPSCHITZ
+    if isinstance(module, nn.Hardtanh) and not _plain_hardtanh(module):
+        return f"{name} subclasses nn.Hardtanh but overrides its forward, so it may not be the clip"
     if isinstance(module, nn.Hardtanh):
         return (f"{name} with min_val={module.min_val}, max_val={module.max_val}: liftinv's Clip needs finite "
                 "bounds")
