@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
@@ -37,6 +38,17 @@ def _shared_convolutions(maps: Sequence[nn.Module]) -> list[tuple[int, list[tupl
     return list(groups.values())
 
 
+def _index(name: str, value: object) -> int:
+    """``value`` as an ``int`` if it is an integer (``operator.index``; not a bool), else a
+    ``ValueError`` naming ``name`` (``int()`` would truncate 1.5 to 1 and take "1" and True)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer (a variable index), got {value!r}") from None
+
+
 class Layer(nn.Module):
     r"""One layer of a :class:`~liftinv.network.LiftedNetwork`.
 
@@ -60,7 +72,7 @@ class Layer(nn.Module):
         weight: float = 1.0,
     ):
         super().__init__()
-        inputs = tuple(int(i) for i in inputs)
+        inputs = tuple(_index(f"inputs[{j}]", i) for j, i in enumerate(inputs))
         if len(inputs) == 0 or len(inputs) != len(maps):
             raise ValueError(f"inputs and maps must be non-empty and of equal length, got {len(inputs)} and {len(maps)}")
         if len(set(inputs)) != len(inputs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -495,6 +496,10 @@ def test_layers_and_networks_validate_their_arguments():
             Layer(inputs, maps, Identity())
     with pytest.raises(ValueError, match=r"inputs must be distinct, got \(0, 0\)"):
         Layer([0, 0], [lin, lin], Identity())
+    for index in (0.9, 1.5, "0", True):  # int() truncated 0.9 and 1.5 and took "0" and True (as 1)
+        with pytest.raises(ValueError, match=rf"inputs\[1\] must be an integer \(a variable index\), got {index!r}"):
+            Layer([0, index], [lin, lin], Identity())
+    assert Layer([np.int64(1), torch.tensor(0)], [lin, lin], Identity()).inputs == (1, 0)
     for weight in (0.0, -1.0, math.nan, math.inf, "1", True):
         with pytest.raises(ValueError, match="weight must be a positive finite number"):
             Layer([0], [lin], Identity(), weight=weight)
