@@ -114,7 +114,7 @@ def _dry_run(net: LiftedNetwork) -> None:
                            f"lifted layer {k} (map {net.layer(k).maps[0]})")
                 try:
                     xs.append(net.layer(k)(xs))
-                except RuntimeError as err:
+                except (RuntimeError, IndexError) as err:  # IndexError: a dimension out of range
                     raise ValueError(f"{context}: {err}") from err
                 if xs[-1].dim() == 0 or xs[-1].shape[0] != batch:
                     raise ValueError(f"{context}: it maps a batch of {batch} to shape {tuple(xs[-1].shape)}, "

@@ -195,6 +195,17 @@ def test_affine_subclasses_count_only_if_they_keep_their_forward():
     torch.testing.assert_close(lift(model)(u), model(u), rtol=1e-14, atol=1e-15)
 
 
+def test_input_shape_with_too_few_dimensions_is_refused_naming_it():
+    """A map indexing a dimension that the samples lack (``nn.Flatten(2)`` on ``(B, 5)``) failed
+    with torch's bare IndexError 'Dimension out of range', naming neither input_shape nor the
+    layer; now the ValueError of every other misfit."""
+    model = build(nn.Sequential(nn.Flatten(2), nn.Linear(4, 3), nn.ReLU()), 20)
+    with pytest.raises(ValueError, match=r"(?s)input_shape=\(5,\) .* does not fit lifted layer 1 .*Dimension out of range"):
+        lift(model, input_shape=(5,))
+    u = torch.randn(2, 3, 2, 2, dtype=DT, generator=gen(21))
+    torch.testing.assert_close(lift(model, input_shape=(3, 2, 2))(u), model(u), rtol=1e-14, atol=1e-15)
+
+
 def test_input_shape_is_checked_up_to_the_last_layer():
     """The dry run with ``input_shape`` runs every layer: a mismatch in the last (trailing affine)
     layer is reported with its index."""
