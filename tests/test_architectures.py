@@ -1028,6 +1028,12 @@ def test_unrolled_validates_its_arguments():
         UnrolledPrimalDual(physics, 1, 2, (1, 7, 9))
     with pytest.raises(ValueError, match="img_size"):
         UnrolledPrimalDual(physics, 2, 2, (7, 9))
+    # an int failed in len() ('object of type int has no len()'), and a size the operator refuses
+    # with its check of 'x', which the caller never passed
+    with pytest.raises(TypeError, match="img_size must be a sequence of sizes"):
+        UnrolledPrimalDual(physics, 2, 2, 9)
+    with pytest.raises(ValueError, match=r"img_size=\(1, 9, 7\) does not fit physics: x must have spatial size \(7, 9\)"):
+        UnrolledPrimalDual(physics, 2, 2, (1, 9, 7))
     with pytest.raises(ValueError, match="threshold"):
         UnrolledPrimalDual(physics, 2, 2, (1, 7, 9), threshold=-1.0)
     net = UnrolledPrimalDual(physics, 2, 2, (1, 7, 9)).double()

@@ -23,6 +23,7 @@ from liftinv.affine import ConvAdjoint, GradientStep, MeasurementAdjoint, Scaled
 from liftinv.architectures._common import normalised_conv, odd_int, positive_float, positive_int
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
+from liftinv.validation import sample_shape
 from operators.blur import Blur
 from operators.checks import check_tensor, opnorm, values_trusted
 from operators.mri import MRI
@@ -78,11 +79,14 @@ class UnrolledPrimalDual(Reconstructor):
         n_iter, features = positive_int("n_iter", n_iter), positive_int("features", features)
         if n_iter < 2:
             raise ValueError(f"n_iter must be at least 2, got {n_iter}")
-        if len(img_size) != 3:
-            raise ValueError(f"img_size must be (C, H, W), got {tuple(img_size)}")
-        self.img_size = tuple(positive_int(f"img_size[{i}]", s) for i, s in enumerate(img_size))
+        self.img_size = sample_shape("img_size", img_size)
+        if len(self.img_size) != 3:
+            raise ValueError(f"img_size must be (C, H, W), got {self.img_size}")
         threshold, kernel_size = positive_float("threshold", threshold), odd_int("kernel_size", kernel_size)
-        norm2 = opnorm(physics, (1, *self.img_size)) ** 2
+        try:
+            norm2 = opnorm(physics, (1, *self.img_size)) ** 2
+        except ValueError as err:  # the operator's check of an image of this size
+            raise ValueError(f"img_size={self.img_size} does not fit physics: {err}") from err
         if not norm2 > 0:
             raise ValueError(f"physics has operator norm 0 on images of size {self.img_size}")
         steps = [GradientStep(physics, 1.0 / norm2) for _ in range(n_iter)]
