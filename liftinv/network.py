@@ -64,6 +64,8 @@ class LiftedNetwork(nn.Module):
         whose sample shape is ``input_shape``."""
         if not isinstance(u, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(u).__name__}")
+        if not u.is_floating_point():  # complex, integer or bool (a network without parameters checks no dtype below)
+            raise TypeError(f"{name} must be a real floating tensor, got dtype {u.dtype}")
         ref = next(self.parameters(), None)
         if ref is not None and (u.dtype != ref.dtype or u.device != ref.device):
             raise TypeError(f"{name} has dtype {u.dtype} on {u.device}, the network uses {ref.dtype} on {ref.device}")

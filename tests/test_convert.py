@@ -206,6 +206,18 @@ def test_input_shape_with_too_few_dimensions_is_refused_naming_it():
     torch.testing.assert_close(lift(model, input_shape=(3, 2, 2))(u), model(u), rtol=1e-14, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [torch.complex128, torch.int64, torch.bool])
+def test_a_network_without_parameters_refuses_inputs_that_are_not_real_floats(dtype):
+    """Inputs must be real floating tensors, as ``check_input`` documents; without parameters it
+    compared no dtype, so a complex batch ran through the real activations (tanh of complex
+    numbers, a complex 'output') and integers were promoted, without an error."""
+    net = lift(nn.Sequential(nn.Flatten(), nn.Tanh()), input_shape=(3,))
+    with pytest.raises(TypeError, match=f"u must be a real floating tensor, got dtype {dtype}"):
+        net(torch.ones(2, 3, dtype=dtype))
+    u = torch.randn(2, 3, dtype=DT, generator=gen(22))
+    assert torch.equal(net(u), torch.tanh(u))
+
+
 def test_input_shape_is_checked_up_to_the_last_layer():
     """The dry run with ``input_shape`` runs every layer: a mismatch in the last (trailing affine)
     layer is reported with its index."""
