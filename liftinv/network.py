@@ -52,7 +52,10 @@ class LiftedNetwork(nn.Module):
         return len(self.layers)
 
     def layer(self, k: int) -> Layer:
-        """The layer producing variable ``k`` (``1 <= k <= K``)."""
+        """The layer producing variable ``k`` (``1 <= k <= K``; an ``IndexError`` otherwise, where
+        ``layers[k - 1]`` would give the last layer for ``k = 0``)."""
+        if not 1 <= k <= len(self.layers):
+            raise IndexError(f"k must lie in [1, {len(self.layers)}] (variable 0 is the input, made by no layer), got {k!r}")
         return self.layers[k - 1]
 
     def consumers(self, i: int) -> list[tuple[int, int]]:

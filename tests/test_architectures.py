@@ -513,6 +513,11 @@ def test_layers_and_networks_validate_their_arguments():
     net = LiftedNetwork([Layer([0], [lin], Identity()), Layer([0, 1], [lin, lin], Identity())], input_shape=(3,))
     u = torch.randn(2, 3, generator=gen(37), dtype=DT)
     torch.testing.assert_close(net(u), lin(u) + lin(lin(u)), rtol=1e-14, atol=1e-14)
+    xs = net.feasible(u)
+    torch.testing.assert_close(net.preactivation(1, xs), lin(u), rtol=1e-14, atol=1e-14)
+    for k in (0, -1, 3):  # layers[k - 1] gave the last layer for 0 (its a_k as if of x_0), and an off-by-one message for 3
+        with pytest.raises(IndexError, match=rf"k must lie in \[1, 2\] \(variable 0 is the input, made by no layer\), got {k}"):
+            net.preactivation(k, xs)
     with pytest.raises(TypeError, match="u must be a torch.Tensor, got list"):
         net([[0.0] * 3])
     with pytest.raises(TypeError, match="u has dtype torch.float32"):
