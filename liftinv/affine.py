@@ -358,18 +358,26 @@ class Chain(nn.Sequential):
         return r
 
 
+def _keeps_forward(module: nn.Module, cls: type) -> bool:
+    """Whether ``module`` is a ``cls`` whose class keeps ``cls.forward``: a subclass that
+    overrides it (e.g. a weight-standardised convolution, or one adding a constant) may compute
+    another map than its weight and bias say."""
+    return isinstance(module, cls) and type(module).forward is cls.forward
+
+
 #: Modules that are linear (no constant part) whatever their parameters.
 LINEAR_MODULES = (ScaledConv, ConvAdjoint, NormalStep, GradientStep, _SharedWeight, nn.Identity, nn.Flatten, nn.Unflatten)
 
 
 def is_linear(module: nn.Module) -> bool:
     """Whether the affine ``module`` is known to be linear, :math:`f(0) = 0`: the maps of this
-    module, bias-free ``nn.Linear``/``nn.Conv*``, and ``nn.Sequential`` chains of them."""
+    module, bias-free ``nn.Linear``/``nn.Conv*``, and ``nn.Sequential`` chains of them (torch
+    classes only if they keep their ``forward``)."""
     if isinstance(module, LINEAR_MODULES):
         return True
-    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
+    if any(_keeps_forward(module, cls) for cls in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
         return module.bias is None
-    if isinstance(module, nn.Sequential):
+    if _keeps_forward(module, nn.Sequential):
         return all(is_linear(m) for m in module)
     return False
 
@@ -387,11 +395,12 @@ class _ByAdjoint(torch.autograd.Function):
 
 def _adjoint_method(module: nn.Module):
     """``adjoint(r, input_shape)`` of the linear part of ``module``: its ``apply_adjoint`` method,
-    or for an ``nn.Conv2d`` with stride 1, no dilation, one group, numeric zero padding (bias
-    or not) :func:`conv_adjoint` of its weight; ``None`` for other modules."""
+    or for an ``nn.Conv2d`` (whose class keeps its ``forward``) with stride 1, no dilation, one
+    group, numeric zero padding (bias or not) :func:`conv_adjoint` of its weight; ``None`` for
+    other modules."""
     if callable(getattr(module, "apply_adjoint", None)):
         return module.apply_adjoint
-    if (isinstance(module, nn.Conv2d) and module.stride == (1, 1) and module.dilation == (1, 1) and module.groups == 1
+    if (_keeps_forward(module, nn.Conv2d) and module.stride == (1, 1) and module.dilation == (1, 1) and module.groups == 1
             and module.padding_mode == "zeros" and not isinstance(module.padding, str)):
         return lambda r, input_shape: conv_adjoint(r, module.weight, module.padding)
     return None
