@@ -278,10 +278,13 @@ class MeasurementAdjoint(nn.Module):
 
 
 def _check_transposable(module: nn.Module, name: str) -> None:
-    """Raise unless ``module`` is an ``nn.Linear`` or an ``nn.Conv2d`` with stride 1,
-    ``padding = kernel // 2`` (whose transpose maps back to the input's shape) and zero padding."""
+    """Raise unless ``module`` is an ``nn.Linear`` or an ``nn.Conv2d`` (whose class keeps its
+    ``forward``: the maps use its weight) with stride 1, ``padding = kernel // 2`` (whose
+    transpose maps back to the input's shape) and zero padding."""
     if not isinstance(module, (nn.Linear, nn.Conv2d)):
         raise TypeError(f"{name} must be an nn.Linear or nn.Conv2d, got {type(module).__name__}")
+    if not (_keeps_forward(module, nn.Linear) or _keeps_forward(module, nn.Conv2d)):
+        raise TypeError(f"{name} is a {type(module).__name__}, which overrides forward: its map need not be its weight's")
     if isinstance(module, nn.Conv2d) and (
         module.stride != (1, 1) or module.padding != tuple(k // 2 for k in module.kernel_size)
         or module.dilation != (1, 1) or module.groups != 1

@@ -318,3 +318,19 @@ def test_torch_subclasses_that_override_forward_get_no_adjoint_or_linearity_from
     assert not is_linear(shifted)
     torch.testing.assert_close(linear_part(shifted, u), shifted(u) - shifted(torch.zeros_like(u)), rtol=0, atol=0)
     assert is_linear(nn.utils.parametrizations.weight_norm(nn.Conv2d(2, 2, 3, bias=False)))  # keeps forward
+
+
+def test_shared_weight_maps_refuse_subclasses_that_override_forward():
+    """``Unbiased``, ``Transposed`` and ``Chain`` apply (and transpose) a module's weight: for a
+    subclass overriding ``forward`` that is another map (a ``Chain`` applied the module's
+    forward and transposed its raw weight, so its adjoint failed the dot-product test)."""
+    conv = _Standardised(2, 2, 3, padding=1, bias=False).double()
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, dtype=DT, generator=gen(7)))
+    for kind in (Unbiased, Transposed):
+        with pytest.raises(TypeError, match="module is a _Standardised, which overrides forward"):
+            kind(conv)
+    with pytest.raises(TypeError, match="first is a _Standardised, which overrides forward"):
+        Chain(conv, Unbiased(_conv(c_in=2)))
+    with pytest.raises(TypeError, match="then is a _Shifted, which overrides forward"):
+        Chain(_dense(3, 3), _Shifted(3, 2))
