@@ -110,23 +110,27 @@ def _check_zero_padding(conv: nn.Conv2d, name: str) -> None:
 
 
 def _check_numeric_padding(conv: nn.Conv2d) -> None:
-    """Adjoints need the padding in pixels (``nn.Conv2d`` also accepts "same" and "valid"), and
-    zero padding (:func:`_check_zero_padding`)."""
+    """``conv`` must be an ``nn.Conv2d`` whose class keeps its ``forward`` (the maps apply its
+    weight); adjoints need the padding in pixels (``nn.Conv2d`` also accepts "same" and
+    "valid"), and zero padding (:func:`_check_zero_padding`)."""
+    if not _keeps_forward(conv, nn.Conv2d):
+        what = "overrides forward" if isinstance(conv, nn.Conv2d) else "is not one"
+        raise TypeError(f"conv must be an nn.Conv2d, got {type(conv).__name__}, which {what}")
     if isinstance(conv.padding, str):
         raise ValueError(f"conv must have numeric padding (e.g. padding=kernel_size // 2), got {conv.padding!r}")
     _check_zero_padding(conv, "conv")
 
 
 class ScaledConv(nn.Module):
-    r""":math:`x \mapsto s\,Lx` for a bias-free, zero-padded ``nn.Conv2d`` :math:`L` (shared, not copied) and a
-    fixed scalar :math:`s`, computed as the convolution with the weight :math:`sW` (the scale
-    touches the kernel, not the feature maps)."""
+    r""":math:`x \mapsto s\,Lx` for a bias-free, zero-padded ``nn.Conv2d`` :math:`L` (shared, not
+    copied) and a fixed scalar :math:`s`, computed as the convolution with the weight :math:`sW`
+    (the scale touches the kernel, not the feature maps)."""
 
     def __init__(self, conv: nn.Conv2d, scale: float = 1.0):
         super().__init__()
+        _check_numeric_padding(conv)
         if conv.bias is not None:
             raise ValueError("conv must be a bias-free nn.Conv2d")
-        _check_numeric_padding(conv)
         self.conv = conv
         self.scale = float(scale)
 
@@ -150,12 +154,12 @@ class ConvAdjoint(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, scale: float = 1.0):
         super().__init__()
+        _check_numeric_padding(conv)
         if conv.bias is not None or conv.stride != (1, 1):
             raise ValueError("conv must be a bias-free stride-1 nn.Conv2d to have a transpose")
         if conv.dilation != (1, 1) or conv.groups != 1:
             raise ValueError(f"conv must have dilation 1 and groups 1 to have a transpose, got dilation={conv.dilation}, "
                              f"groups={conv.groups}")
-        _check_numeric_padding(conv)
         self.conv = conv
         self.scale = float(scale)
 

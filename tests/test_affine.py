@@ -334,3 +334,16 @@ def test_shared_weight_maps_refuse_subclasses_that_override_forward():
         Chain(conv, Unbiased(_conv(c_in=2)))
     with pytest.raises(TypeError, match="then is a _Shifted, which overrides forward"):
         Chain(_dense(3, 3), _Shifted(3, 2))
+
+
+@pytest.mark.parametrize("kind", [ScaledConv, ConvAdjoint, lambda conv: NormalStep(conv, 0.5)])
+def test_convolution_maps_refuse_other_modules_and_subclasses_that_override_forward(kind):
+    """``ScaledConv``, ``ConvAdjoint`` and ``NormalStep`` apply the weight of an ``nn.Conv2d``:
+    a weight-standardised subclass gave another map than the convolution (autograd's oracle)
+    without an error, and a bias-free ``nn.Linear`` failed with 'Linear object has no attribute
+    padding'; both now a TypeError naming conv."""
+    conv = _Standardised(2, 2, 3, padding=1, bias=False).double()
+    with pytest.raises(TypeError, match="conv must be an nn.Conv2d, got _Standardised, which overrides forward"):
+        kind(conv)
+    with pytest.raises(TypeError, match="conv must be an nn.Conv2d, got Linear, which is not one"):
+        kind(nn.Linear(2, 2, bias=False))
