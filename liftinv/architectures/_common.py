@@ -57,8 +57,13 @@ def conv_norm(conv: nn.Conv2d, grid: int = 64) -> float:
     :math:`G` blocks' (out/G x in/G, ``weight`` reshaped by group). A zero-padded convolution on
     any image size is a compression of the convolution on :math:`\mathbb Z^2`, whose norm is
     :math:`\sup_\omega\|\hat L(\omega)\|_2`; the grid maximum approximates that supremum from
-    below (relative error :math:`O((k/\text{grid})^2)` for a ``k`` x ``k`` kernel).
+    below (relative error :math:`O((k/\text{grid})^2)` for a ``k`` x ``k`` kernel). ``grid``
+    must be an integer >= the kernel size (a smaller FFT would crop the kernel).
     """
+    grid = positive_int("grid", grid)
+    if grid < max(conv.kernel_size):
+        raise ValueError(f"grid must be at least the kernel size {tuple(conv.kernel_size)} (the FFT would crop the "
+                         f"kernel), got {grid}")
     weight = conv.weight.detach()
     blocks = weight.reshape(conv.groups, weight.shape[0] // conv.groups, *weight.shape[1:])
     symbol = torch.fft.fft2(blocks, s=(grid, grid))
