@@ -7,6 +7,7 @@ import numbers
 import operator
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from liftinv.activations import Activation, as_activation
@@ -49,6 +50,14 @@ def _index(name: str, value: object) -> int:
         raise ValueError(f"{name} must be an integer (a variable index), got {value!r}") from None
 
 
+def _penalty_weight(value: object) -> float:
+    """``value`` as a float if it is a finite real number > 0 (not a bool), else a ``ValueError``
+    naming ``weight``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"weight must be a positive finite number, got {value!r}")
+    return float(value)
+
+
 class Layer(nn.Module):
     r"""One layer of a :class:`~liftinv.network.LiftedNetwork`.
 
@@ -59,7 +68,10 @@ class Layer(nn.Module):
         activation: a proximal activation (a torch activation is converted by
             :func:`~liftinv.activations.as_activation`).
         data_map: optional affine map :math:`c_k` of the measurements ``y``.
-        weight: the penalty weight :math:`\lambda_k`, a finite real number > 0.
+        weight: the penalty weight :math:`\lambda_k`, a finite real number > 0. It is part of the
+            lifted network: checked again when assigned, and saved in the module's state dict (as
+            extra state, a 0-d float64 tensor), so checkpoints and model files keep it; a state
+            dict without it (written before it was saved) leaves the layer's weight as it is.
     """
 
     def __init__(
@@ -77,13 +89,32 @@ class Layer(nn.Module):
             raise ValueError(f"inputs and maps must be non-empty and of equal length, got {len(inputs)} and {len(maps)}")
         if len(set(inputs)) != len(inputs):
             raise ValueError(f"inputs must be distinct, got {inputs}")
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 < weight < math.inf:
-            raise ValueError(f"weight must be a positive finite number, got {weight!r}")
+        self.weight = weight
         self.inputs = inputs
         self.maps = nn.ModuleList(maps)
         self.activation: Activation = as_activation(activation)
         self.data_map = data_map
-        self.weight = float(weight)
+
+    @property
+    def weight(self) -> float:
+        r"""The penalty weight :math:`\lambda_k`."""
+        return self._weight
+
+    @weight.setter
+    def weight(self, value: float) -> None:
+        self._weight = _penalty_weight(value)
+
+    def get_extra_state(self) -> Tensor:
+        return torch.tensor(self.weight, dtype=torch.float64)
+
+    def set_extra_state(self, state: Tensor) -> None:
+        if not isinstance(state, Tensor) or state.numel() != 1:
+            raise ValueError(f"a Layer's extra state must be its penalty weight (one number), got {state!r}")
+        self.weight = state.item()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())  # a state dict without the weight keeps it
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def terms(
         self, xs: Sequence[Tensor], y: Tensor | None = None, combine: bool = True

@@ -24,6 +24,7 @@ from liftinv.architectures import (
 )
 from liftinv.architectures._common import normalised_conv
 from liftinv.blocks import Params, Var
+from liftinv.layer import Layer
 from liftinv.penalty import BREGMAN, FENCHEL, MAC
 from liftinv.problem import LiftedProblem
 from liftinv.solvers import BCD, ISGM, Adam, Nesterov, Plain
@@ -411,7 +412,6 @@ def test_layer_weights_and_smooth_terms_enter_prox_lipschitz_and_cache():
     * :math:`L(u) = \lambda_1\|W_1\|^2 + w` and :math:`L(x_1) = \lambda_2\|W_2\|^2`, within the
       estimate's margin, also after the weights move (the constants are recomputed)."""
     from liftinv.activations import Identity
-    from liftinv.layer import Layer
     from liftinv.network import LiftedNetwork
     from liftinv.potentials import Tikhonov
 
@@ -453,7 +453,6 @@ def test_parameter_lipschitz_constants_follow_the_variables_they_read():
     at the new :math:`x_1`, that of a problem built there, not the cached one; so does holding a
     new batch (``rebind``, which keeps the variable blocks' constants: they depend on the maps only)."""
     from liftinv.activations import Identity
-    from liftinv.layer import Layer
     from liftinv.network import LiftedNetwork
     from liftinv.problem import LIPSCHITZ_MARGIN
 
@@ -487,7 +486,6 @@ def test_layers_and_networks_validate_their_arguments():
     variables in [0, k - 1]; its inputs must be tensors of the parameters' dtype, of the sample
     shape and finite."""
     from liftinv.activations import Identity
-    from liftinv.layer import Layer
     from liftinv.network import LiftedNetwork
 
     lin = nn.Linear(3, 3).double()
@@ -535,7 +533,6 @@ def test_parameter_groups_and_their_layers_inputs_and_outputs():
     used by layers [2, 3], outputs the free [2] (not the clamped :math:`x_3`) and reads the free
     [1, 2]; group :math:`W_1` outputs [1] and reads no free variable (not the fixed input)."""
     from liftinv.activations import Identity
-    from liftinv.layer import Layer
     from liftinv.network import LiftedNetwork
 
     w1, v = nn.Linear(3, 4).double(), nn.Linear(4, 4).double()
@@ -555,7 +552,6 @@ def test_lifted_problem_validates_its_arguments():
     refused on every variable but the input (the prox of :math:`x_k`, :math:`k \ge 1`, is
     that of its own penalty), where it is accepted."""
     from liftinv.activations import Identity
-    from liftinv.layer import Layer
     from liftinv.network import LiftedNetwork
     from liftinv.potentials import L1, Tikhonov
 
@@ -1067,7 +1063,6 @@ def test_preactivation_sums_in_place_without_touching_inputs():
     """A layer whose first map returns its input (identity, a view) sums into a new tensor; the
     inputs keep their values."""
     from liftinv.activations import Identity
-    from liftinv.layer import Layer
 
     g = gen(8)
     x0, x1 = torch.randn(3, 4, generator=g, dtype=DT), torch.randn(3, 4, generator=g, dtype=DT)
@@ -1089,7 +1084,6 @@ def test_scaled_copies_of_one_convolution_are_evaluated_once_on_the_combined_inp
     weights equal those of the map-by-map sum, with one convolution for the two copies of L."""
     from liftinv.activations import Identity
     from liftinv.affine import ScaledConv
-    from liftinv.layer import Layer
 
     g = gen(40)
     conv, other = normalised_conv(1, 3, 3, g).double(), normalised_conv(1, 3, 3, g).double()
@@ -1124,7 +1118,6 @@ def test_a_module_read_by_several_inputs_is_applied_to_each():
     :math:`W^\top(\sigma(a) - x_2)`."""
     from liftinv.activations import Identity
     from liftinv.affine import ScaledConv
-    from liftinv.layer import Layer
     from liftinv.network import LiftedNetwork
 
     g = gen(41)
@@ -1161,3 +1154,20 @@ def test_sweeps_never_overwrite_values_returned_by_get(example, schedule):
         for b in held:
             for t, c in zip(held[b], copies[b]):
                 assert torch.equal(t, c), b
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, math.inf, math.nan, True, "2"])
+def test_layer_weight_is_checked_when_assigned(value):
+    layer = Layer([0], [nn.Linear(2, 2)], ReLU(), weight=2.0)
+    with pytest.raises(ValueError, match="weight must be a positive finite number"):
+        layer.weight = value
+    assert layer.weight == 2.0
+
+
+def test_layer_state_dict_carries_the_penalty_weight():
+    layer = Layer([0], [nn.Linear(2, 2)], ReLU(), weight=2.5)
+    other = Layer([0], [nn.Linear(2, 2)], ReLU())
+    other.load_state_dict(layer.state_dict())
+    assert other.weight == 2.5
+    with pytest.raises(ValueError, match="penalty weight"):
+        other.load_state_dict({**layer.state_dict(), "_extra_state": torch.ones(2)})

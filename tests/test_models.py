@@ -240,3 +240,33 @@ def test_spec_lists_up_to_six_non_uniform_angles_and_summarises_more():
     six, seven = torch.tensor([0.0, 5.0, 10.0, 20.0, 40.0, 80.0]), torch.tensor([0.0, 5.0, 10.0, 20.0, 40.0, 80.0, 90.0])
     with pytest.raises(ValueError, match=r"Radon\(angles=\[0.0, 5.0, 10.0, 20.0, 40.0, 80.0\]\) but got Radon\(angles=<7 angles in \[0.0, 90.0\] deg>\)$"):
         check_spec(physics_spec(Radon(9, six)), physics_spec(Radon(9, seven)))
+
+
+def test_penalty_weights_are_saved_with_the_model(tmp_path):
+    # the CT setup and the demo weigh the dual layers by 1/s^2; a loaded model must keep them, or
+    # lifted training and inversion with it minimise another energy (the forward pass is the same)
+    physics = Radon(11, 9, dtype=torch.float64)
+    net = _trained_net(physics, (1, 11, 11), torch.float64)
+    for layer in list(net.lifted.layers)[1::2]:
+        layer.weight = 1 / net.s**2
+    path = tmp_path / "net.pt"
+    save_model(net, path, task="ct", physics=physics)
+    loaded = load_model(path).net
+    assert torch.equal(loaded.lifted.weights(), net.lifted.weights())
+    y = physics.A(torch.rand(2, 1, 11, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    u, y = net.lifted_inputs(y, physics)
+    xs = [x + 0.01 for x in net.lifted.feasible(u, y)]
+    assert torch.equal(loaded.lifted.energy(xs, y), net.lifted.energy(xs, y))
+
+def test_state_dict_without_penalty_weights_keeps_the_layers_weights():
+    # state dicts written before the weights were saved: strict loading keeps the built weights
+    physics = Radon(11, 9)
+    net = _trained_net(physics, (1, 11, 11), torch.float32)
+    state = {k: v for k, v in net.state_dict().items() if not k.endswith("_extra_state")}
+    other = UnrolledPrimalDual(physics, 3, 4, (1, 11, 11), threshold=0.07, kernel_size=5, adjoint_init=False,
+                               generator=torch.Generator().manual_seed(1))
+    for layer in other.lifted.layers:
+        layer.weight = 3.0
+    other.load_state_dict(state)
+    assert all(layer.weight == 3.0 for layer in other.lifted.layers)
+    assert all(torch.equal(p, q) for p, q in zip(other.parameters(), net.parameters()))
