@@ -185,6 +185,44 @@ def test_smooth_prox_float64_accurate_against_mpmath(act):
                 assert abs(u[i, j].item() - ref) <= 4 * 2.3e-16 * (1 + abs(vi)), (vi, gj)
 
 
+def test_tanh_prox_large_steps_against_mpmath():
+    r"""For :math:`\gamma \gg 1` the root :math:`u` of :math:`u - v + \gamma(\operatorname{atanh} u - u) = 0`
+    is near 0 (:math:`u \approx (3v/\gamma)^{1/3}`, exactly 0 at :math:`v = 0` by symmetry). Oracle:
+    bisection on :math:`u` in 50 digits. Float64 evaluation of :math:`f(s) = (1-\gamma)\tanh s + \gamma s - v`
+    cancels to :math:`\varepsilon\gamma|u|`, and :math:`f' \approx 1 + \gamma u^2`, so :math:`u` is
+    accurate to about :math:`\varepsilon(1 + |v| + \gamma|u|)/(1 + \gamma u^2)`; the old stopping test
+    (noise :math:`8\varepsilon|1-\gamma|`) stopped at :math:`u = -9.5\cdot 10^{-6}` for :math:`v = 0`,
+    :math:`\gamma = 10^{12}`."""
+    vs = [0.0, 1e-8, -0.5, 1.0, 2.0, -50.0]
+    gammas = [1e3, 1e6, 1e9, 1e12]
+    v = torch.tensor(vs, dtype=DT)[:, None].expand(-1, len(gammas))
+    u = Tanh().prox(v, torch.tensor(gammas, dtype=DT))
+    with mpmath.workdps(50):
+        for i, vi in enumerate(vs):
+            for j, gj in enumerate(gammas):
+                lo, hi = mpmath.mpf(-1), mpmath.mpf(1)
+                for _ in range(180):
+                    mid = (lo + hi) / 2
+                    if mid - vi + gj * (mpmath.atanh(mid) - mid) > 0:
+                        hi = mid
+                    else:
+                        lo = mid
+                ref = float((lo + hi) / 2)
+                tol = 16 * 2.3e-16 * (1 + abs(vi) + gj * abs(ref)) / (1 + gj * ref**2)
+                assert abs(u[i, j].item() - ref) <= tol, (vi, gj, u[i, j].item(), ref)
+
+
+@pytest.mark.parametrize("act", LEGENDRE, ids=repr)
+def test_smooth_prox_tiny_steps_project_onto_the_domain(act):
+    r"""As :math:`\gamma \to 0` the prox tends to the projection onto :math:`[lo, hi]`; at
+    :math:`v = lo` the root :math:`s` is near :math:`-690` for :math:`\gamma = 10^{-300}`, where
+    Newton on :math:`f \sim e^s` advances :math:`s` by about 1 per step: it must stop once
+    :math:`u = \sigma(s)` no longer moves (a test on :math:`f` relative to its terms alone did not)."""
+    v = torch.tensor([act.lo - 2.0, act.lo, 0.5 * (act.lo + act.hi) + 0.2, act.hi, act.hi + 3.0], dtype=DT)
+    for gam in (1e-300, 1e-100, 1e-30):
+        torch.testing.assert_close(act.prox(v, gam), v.clamp(act.lo, act.hi), atol=1e-15, rtol=0)
+
+
 @pytest.mark.parametrize("act", LEGENDRE, ids=repr)
 def test_smooth_prox_extreme_steps_and_dtype(act):
     grid = torch.linspace(-80, 80, 161, dtype=DT)[:, None]

@@ -109,13 +109,18 @@ class LegendreActivation(Activation):
                 torch.where(right, lo.clamp_min(0), lo),
                 torch.where(right, hi, hi.clamp_max(0)),
             )
-            noise = 8 * _EPS * (vb.abs() + c.abs() * max(abs(self.lo), abs(self.hi)))
+            scale = max(abs(self.lo), abs(self.hi))
             for _ in range(_MAX_ITER):
                 t = self(s)
                 f = c * t + gb * s - vb
-                step = f / (c * self._slope(t) + gb)
-                done = f.abs() <= noise + 8 * _EPS * (gb * s).abs()
+                slope_t = self._slope(t)
+                step = f / (c * slope_t + gb)
+                # f at the rounding noise of its terms (small near a root at 0, e.g. tanh with
+                # g >> 1), or a step that moves s or u = sigma(s) by less than roundoff (u is tiny
+                # where f ~ e^s and Newton advances s by about 1 per step)
+                done = f.abs() <= 8 * _EPS * (vb.abs() + (c * t).abs() + (gb * s).abs())
                 done |= step.abs() <= 2 * _EPS * s.abs()
+                done |= (step * slope_t).abs() <= _EPS * scale
                 if bool((done | f.isnan()).all()):
                     break
                 s = torch.where(done, s, s - step)
