@@ -248,6 +248,31 @@ def test_smooth_prox_gradient(act):
     assert torch.autograd.gradcheck(lambda v, gam: act.prox(v, gam), (v, gam))
 
 
+@pytest.mark.parametrize("act", LEGENDRE, ids=repr)
+def test_smooth_prox_gradient_in_gamma_at_gamma_one(act):
+    r"""Where a tensor :math:`\gamma` equals 1 the prox is exactly :math:`\sigma(v)` and keeps its
+    derivatives: by the implicit function theorem on :math:`u - v + \gamma(\Phi'(u) - u) = 0`,
+    :math:`\partial u/\partial\gamma = -(\Phi'(u) - u)/(1 + \gamma(\Phi''(u) - 1)) = -(v - \sigma(v))\sigma'(v)`
+    at :math:`\gamma = 1` (the selected :math:`\sigma(v)` had a zero derivative in :math:`\gamma`),
+    and :math:`\partial u/\partial v = \sigma'(v)`; also against central differences in
+    :math:`\gamma`."""
+    v = torch.tensor([0.7, -1.3, 2.5], dtype=DT, requires_grad=True)
+    gam = torch.ones(3, dtype=DT, requires_grad=True)
+    u = act.prox(v, gam)
+    assert torch.equal(u, act(v))
+    grad_v, grad_gam = torch.autograd.grad(u.sum(), (v, gam))
+    s = act(v.detach())
+    slope = act._slope(s)
+    torch.testing.assert_close(grad_gam, -(v.detach() - s) * slope, atol=1e-13, rtol=0)
+    torch.testing.assert_close(grad_v, slope, atol=1e-13, rtol=0)
+    h = 1e-5
+    central = (act.prox(v.detach(), 1 + h) - act.prox(v.detach(), 1 - h)) / (2 * h)
+    torch.testing.assert_close(grad_gam, central, atol=1e-8, rtol=0)
+    # infinite inputs keep their value sigma(+-inf)
+    v = torch.tensor([math.inf, -math.inf], dtype=DT)
+    assert torch.equal(act.prox(v, torch.ones(2, dtype=DT, requires_grad=True)), act(v))
+
+
 # ---------------------------------------------------------------- domain
 @pytest.mark.parametrize("act", ACTIVATIONS, ids=repr)
 def test_psi_domain_and_projection(act):

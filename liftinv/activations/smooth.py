@@ -83,13 +83,21 @@ class LegendreActivation(Activation):
         r""":math:`\operatorname{prox}_{\gamma\Psi}(v) = \sigma(s)` with :math:`f(s) = 0` (module doc).
 
         Exactly :math:`\sigma(v)` where :math:`\gamma = 1`. Differentiable in ``v`` and ``gamma``
-        (implicit differentiation through one final Newton step).
+        (implicit differentiation through one final Newton step), also where :math:`\gamma = 1`:
+        there :math:`\partial u/\partial\gamma = -(v - \sigma(v))\,\sigma'(v)`.
         """
         check_step("gamma", gamma)
         if not isinstance(gamma, Tensor) and gamma == 1:
             return self(v)
         u = self(self._solve(v.to(torch.float64), _float64(gamma, v))).to(v.dtype)
-        return torch.where(gamma == 1, self(v), u) if isinstance(gamma, Tensor) else u
+        if not isinstance(gamma, Tensor):
+            return u
+        # exactly sigma(v) where gamma == 1, with its derivative in gamma there (a zero term):
+        # du/dgamma = -(v - sigma(v)) sigma'(v), 0 in the limit v = +-inf
+        s = self(v)
+        with torch.no_grad():
+            d_gamma = ((s - v) * self._slope(s)).nan_to_num(0.0)
+        return torch.where(gamma == 1, s + (gamma - gamma.detach()).to(v.dtype) * d_gamma, u)
 
     def _solve(self, v: Tensor, g: Gamma) -> Tensor:
         """Root of f(s) = (1-g) sigma(s) + g s - v, in float64."""
