@@ -437,6 +437,23 @@ def test_bad_hyper_parameters(make, err, match):
         make()
 
 
+def test_leaky_relu_penalty_follows_a_slope_set_later():
+    """``LeakyReLU.slope`` set after construction changes Psi and the divergence with the forward
+    pass (they used k = (1 - c)/c cached at construction): B(sigma(a), a) = 0, the SPEC closed form
+    and prox_Psi against a brute-force minimiser with the new slope."""
+    act = LeakyReLU(0.2)
+    act.slope = 0.5
+    g = gen(15)
+    a = randn(31, g=g, scale=2.0)
+    z = randn(31, g=g, scale=2.0)
+    torch.testing.assert_close(act(a), F.leaky_relu(a, 0.5), atol=0, rtol=0)
+    torch.testing.assert_close(act.divergence(act(a), a), torch.zeros_like(a), atol=1e-15, rtol=0)
+    torch.testing.assert_close(act.divergence(z, a), _TABLE[LeakyReLU](act, z, a), atol=1e-12, rtol=1e-12)
+    radius = a.abs() + 3
+    u_bf, _ = brute_min(psi_obj(act, a, torch.ones_like(a)), -radius, radius)
+    torch.testing.assert_close(act(a), u_bf, atol=1e-7, rtol=0)
+
+
 def test_hparams_and_repr():
     assert LeakyReLU(0.3).hparams() == {"slope": 0.3}
     assert SoftThreshold(2).hparams() == {"threshold": 2.0}

@@ -89,7 +89,12 @@ class LeakyReLU(Activation):
         self.slope = real_hparam("slope", slope)
         if not 0 < self.slope < 1:
             raise ValueError(f"slope must be in (0, 1), got {self.slope}")
-        self._k = (1 - self.slope) / self.slope
+
+    @property
+    def _k(self) -> float:
+        """k = (1 - c)/c of the current ``slope`` (Psi and the divergence follow a slope set after
+        construction, as the forward pass and the prox do)."""
+        return (1 - self.slope) / self.slope
 
     def psi(self, z: Tensor) -> Tensor:
         return 0.5 * self._k * z.clamp_max(0) ** 2
