@@ -198,6 +198,13 @@ def test_weights_box_and_tolerance_are_checked():
         Tikhonov(torch.tensor([0.1, -1e-3], dtype=torch.float64))
     with pytest.raises(TypeError, match="weight"):
         L1(True)
+    # the squared-error loss and a prior's Lipschitz constant too: float() took True as 1, "2" as 2
+    target = torch.zeros(2, 3, dtype=torch.float64)
+    for bad in (True, "2"):
+        with pytest.raises(TypeError, match="weight must be a finite non-negative number"):
+            SquaredError(target, bad)
+        with pytest.raises(TypeError, match="lipschitz must be a finite non-negative number"):
+            DeepinvPrior(dinv.optim.Tikhonov(), 0.7, lipschitz=bad)
     with pytest.raises(ValueError, match="batch has 2"):
         L1(torch.ones(3, dtype=torch.float64)).prox(images(b=2), 1.0)
     with pytest.raises(ValueError, match="lo < hi"):
