@@ -13,6 +13,7 @@ depends on (weights, bias, input) by autograd through the affine map only.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,8 +44,8 @@ def _check_pair(name1: str, t1: Tensor, name2: str, t2: Tensor) -> None:
 
 
 def per_sample(t: Tensor) -> Tensor:
-    """Sum over every dimension but the first: ``(B, ...) -> (B,)``."""
-    return t.reshape(t.shape[0], -1).sum(1)
+    """Sum over every dimension but the first: ``(B, ...) -> (B,)`` (also for ``B = 0``)."""
+    return t.reshape(t.shape[0], math.prod(t.shape[1:])).sum(1)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,21 @@ def test_mac_residual_has_sigma_prime():
 
 
 @penalties
+@activations
+def test_empty_batch_gives_empty_values(pen, act):
+    """A batch of no sample has no per-sample value (shape (0,)): the sum over its samples is 0 and
+    the values of a batch with an empty part are those of the rest (the reshape to (0, -1) failed
+    as ambiguous)."""
+    g = gen(29)
+    a = randn(2, 4, 3, g=g)
+    z = domain_points(act, a.shape, g)
+    for method in (pen.value, pen.surrogate):
+        empty = method(act, z[:0], a[:0])
+        assert empty.shape == (0,) and empty.dtype == DT
+        torch.testing.assert_close(torch.cat([method(act, z, a), empty]), method(act, z, a), atol=0, rtol=0)
+
+
+@penalties
 def test_bad_inputs(pen):
     act = Tanh()
     z, a = torch.zeros(2, 3, dtype=DT), torch.zeros(2, 3, dtype=DT)
