@@ -50,8 +50,8 @@ _REASONS: dict[type, str] = {
     nn.PReLU: "has an unconstrained learnable slope (it may be negative or above 1); "
     "use nn.LeakyReLU with a fixed slope in [0, 1]",
     nn.RReLU: "has a random slope in training mode; use nn.LeakyReLU with a fixed slope in [0, 1]",
-    nn.Hardshrink: "is discontinuous" + _NOT_PROX,
-    nn.Threshold: "is discontinuous" + _NOT_PROX,
+    nn.Hardshrink: "with lambd > 0 is discontinuous" + _NOT_PROX,
+    nn.Threshold: "with value != threshold is discontinuous" + _NOT_PROX,
     nn.Softplus: _MONOTONE_LIPSCHITZ,
     nn.CELU: _MONOTONE_LIPSCHITZ,
     nn.LogSigmoid: _MONOTONE_LIPSCHITZ,
@@ -69,7 +69,9 @@ def as_activation(module: nn.Module) -> Activation:
             identity), ``nn.Hardtanh`` (incl. ``nn.ReLU6``, not a subclass overriding
             ``forward``; finite bounds) -> :class:`Clip`,
             ``nn.Softshrink`` (``lambd >= 0``) -> :class:`SoftThreshold` (``lambd = 0`` gives
-            the identity), ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)``.
+            the identity), ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)``, and the
+            continuous cases of discontinuous maps: ``nn.Hardshrink(lambd <= 0)`` (the
+            identity) and ``nn.Threshold(0, 0)`` (ReLU).
 
     Raises:
         TypeError: the module is not a proximal map (non-monotone, slope above 1, discontinuous)
@@ -103,6 +105,10 @@ def _convert(module: nn.Module) -> Activation | None:
         return Clip(module.min_val, module.max_val)
     if type(module) is nn.Softshrink and module.lambd >= 0:
         return Identity() if module.lambd == 0 else SoftThreshold(module.lambd)
+    if type(module) is nn.Hardshrink and module.lambd <= 0:  # x if |x| > lambd: the identity
+        return Identity()
+    if type(module) is nn.Threshold and module.threshold == module.value == 0:  # max(x, 0)
+        return ReLU()
     if type(module) is nn.Tanh:
         return Tanh()
     if type(module) is nn.Sigmoid:
@@ -132,6 +138,9 @@ def _reason(module: nn.Module) -> str:
                 "bounds")
     if isinstance(module, nn.Softshrink) and not module.lambd >= 0:
         return f"Softshrink with lambd={module.lambd} (not >= 0) is not a soft-threshold (torch refuses it too)"
+    if isinstance(module, nn.Threshold) and module.threshold == module.value:
+        return (f"Threshold with threshold = value = {module.threshold} is max(x, {module.threshold}), a proximal "
+                "map (the projection onto a half-line), but liftinv has it only for 0 (ReLU)")
     if isinstance(module, nn.Softmax):
         return f"Softmax is supported over dim=1 only (the class dimension), got dim={module.dim}"
     for cls, why in _REASONS.items():
