@@ -84,6 +84,8 @@ class Layer(nn.Module):
         weight: float = 1.0,
     ):
         super().__init__()
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
+            raise TypeError(f"inputs must be a sequence of variable indices, got {inputs!r}")
         inputs = tuple(_index(f"inputs[{j}]", i) for j, i in enumerate(inputs))
         if len(inputs) == 0 or len(inputs) != len(maps):
             raise ValueError(f"inputs and maps must be non-empty and of equal length, got {len(inputs)} and {len(maps)}")

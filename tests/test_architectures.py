@@ -1171,3 +1171,9 @@ def test_layer_state_dict_carries_the_penalty_weight():
     assert other.weight == 2.5
     with pytest.raises(ValueError, match="penalty weight"):
         other.load_state_dict({**layer.state_dict(), "_extra_state": torch.ones(2)})
+
+
+@pytest.mark.parametrize("inputs", [0, "0", None])
+def test_layer_inputs_must_be_a_sequence(inputs):
+    with pytest.raises(TypeError, match="inputs must be a sequence of variable indices"):
+        Layer(inputs, [nn.Linear(2, 2)], ReLU())
