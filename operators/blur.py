@@ -24,7 +24,7 @@ from deepinv.physics.noise import NoiseModel, ZeroNoise
 from scipy.fft import next_fast_len
 from torch import Tensor
 
-from operators.checks import check_tensor, clear_opnorm, empty_batch, one_for_the_batch
+from operators.checks import check_tensor, clear_opnorm, empty_batch, is_integer, one_for_the_batch
 
 BOUNDARIES = ("circular", "reflect", "replicate", "zero")
 #: Kernels with more entries than this use FFT convolution for non-circular boundaries by default.
@@ -99,11 +99,11 @@ class Blur(LinearPhysics):
         if use_fft is not None and not isinstance(use_fft, bool):
             raise TypeError(f"use_fft must be a bool or None, got {use_fft!r}")
         if img_size is not None and (
-            len(img_size) != 3 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in img_size)
+            len(img_size) != 3 or any(not is_integer(n) or n < 1 for n in img_size)
         ):
             raise ValueError(f"img_size must be (C, H, W) positive integers, got {img_size!r}")
         super().__init__(
-            img_size=None if img_size is None else tuple(img_size),
+            img_size=None if img_size is None else tuple(int(n) for n in img_size),
             noise_model=ZeroNoise() if noise_model is None else noise_model,
             device=device,
         )

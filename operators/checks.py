@@ -1,6 +1,7 @@
 r"""Input validation, adjoint tests and cached operator norms shared by all operators."""
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -9,6 +10,21 @@ import torch
 from torch import Tensor
 
 _VALUES_TRUSTED: ContextVar[bool] = ContextVar("values_trusted", default=False)
+
+
+def is_real(value: object) -> bool:
+    """Whether ``value`` is a real number: a :class:`numbers.Real` that is not a ``bool``, so
+    Python ``int``/``float`` and NumPy integer and floating scalars (``np.float32(0.5)``,
+    ``np.int64(3)``), but not ``True``, ``np.bool_``, complex numbers, strings or tensors."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_integer(value: object) -> bool:
+    """Whether ``value`` is an integer: a :class:`numbers.Integral` that is not a ``bool``, so
+    Python ``int`` and NumPy integer scalars (``np.int64(3)``, ``np.uint8(3)``), but not ``True``,
+    ``np.bool_`` (not a :class:`numbers.Integral`), floats such as ``2.0`` or tensors. Callers that
+    keep the value convert it with ``int(value)``, so that no NumPy scalar is stored."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @contextmanager

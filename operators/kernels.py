@@ -6,10 +6,11 @@ to 1, centred at index ``(r, r')`` (the convolution centre used by :class:`~oper
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor
+
+from operators.checks import is_integer, is_real
 
 
 def _check_dtype(dtype: torch.dtype) -> None:
@@ -18,7 +19,7 @@ def _check_dtype(dtype: torch.dtype) -> None:
 
 
 def _check_number(value: float, name: str, *, minimum: float, strict: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if not is_real(value) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if value < minimum or (strict and value == minimum):
         raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
@@ -55,8 +56,9 @@ def gaussian_kernel(
         sizes = tuple(2 * math.ceil(3 * s) + 1 for s in sigmas)
     else:
         sizes = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-    if len(sizes) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 or n % 2 == 0 for n in sizes):
+    if len(sizes) != 2 or any(not is_integer(n) or n < 1 or n % 2 == 0 for n in sizes):
         raise ValueError(f"size must be a positive odd integer or a pair of them, got {size!r}")
+    sizes = tuple(int(n) for n in sizes)
     gy, gx = (torch.exp(-0.5 * (_offsets(n // 2, dtype) / s) ** 2) for n, s in zip(sizes, sigmas))
     kernel = gy[:, None] * gx[None, :]
     return kernel / kernel.sum()

@@ -9,20 +9,21 @@ always contain the ``round(W * center_fraction)`` central columns, starting at c
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor
 
+from operators.checks import is_integer, is_real
+
 
 def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
-    if len(shape) != 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+    if len(shape) != 2 or any(not is_integer(n) or n < 1 for n in shape):
         raise ValueError(f"shape must be (H, W) with positive integers, got {shape!r}")
     return int(shape[0]), int(shape[1])
 
 
 def _check_acceleration(acceleration: float) -> float:
-    if isinstance(acceleration, bool) or not isinstance(acceleration, numbers.Real) or not math.isfinite(acceleration):
+    if not is_real(acceleration) or not math.isfinite(acceleration):
         raise ValueError(f"acceleration must be a finite number, got {acceleration!r}")
     if acceleration < 1:
         raise ValueError(f"acceleration must be >= 1, got {acceleration}")
@@ -31,7 +32,7 @@ def _check_acceleration(acceleration: float) -> float:
 
 def _centre_columns(width: int, acceleration: float, center_fraction: float) -> tuple[int, int, Tensor]:
     """Number of sampled columns, number of centre columns, and the mask of the centre columns."""
-    if isinstance(center_fraction, bool) or not isinstance(center_fraction, numbers.Real) or not 0 <= center_fraction <= 1:
+    if not is_real(center_fraction) or not 0 <= center_fraction <= 1:
         raise ValueError(f"center_fraction must be in [0, 1], got {center_fraction!r}")
     n_total = max(1, round(width / _check_acceleration(acceleration)))
     n_low = round(width * center_fraction)
@@ -98,7 +99,7 @@ def gaussian_mask(
     """
     height, width = _check_shape(shape)
     n_total = max(1, round(height * width / _check_acceleration(acceleration)))
-    if isinstance(std, bool) or not isinstance(std, numbers.Real) or not (math.isfinite(std) and std > 0):
+    if not is_real(std) or not (math.isfinite(std) and std > 0):
         raise ValueError(f"std must be a finite number > 0, got {std!r}")
     u = (torch.arange(height, dtype=torch.float64) - height // 2) / height
     v = (torch.arange(width, dtype=torch.float64) - width // 2) / width

@@ -24,7 +24,7 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import ZeroNoise
 from torch import Tensor
 
-from operators.checks import check_tensor, clear_opnorm
+from operators.checks import check_tensor, clear_opnorm, is_integer
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 _CHUNK_ENTRIES = 1 << 22  # candidate matrix entries generated per construction step
@@ -219,9 +219,10 @@ class _SparseMatmul(torch.autograd.Function):
 
 def _parse_angles(angles) -> Tensor:
     """Angles in degrees as a float64 CPU tensor (a copy: the caller may change theirs), validated."""
-    if isinstance(angles, bool) or not isinstance(angles, (int, Tensor)):
+    if not (is_integer(angles) or isinstance(angles, Tensor)):
         raise TypeError(f"angles must be an int or a 1-D tensor of degrees, got {type(angles).__name__}")
-    if isinstance(angles, int):
+    if is_integer(angles):
+        angles = int(angles)
         if angles < 1:
             raise ValueError(f"angles must be >= 1, got {angles}")
         return torch.arange(angles, dtype=torch.float64) * (180.0 / angles)
@@ -270,18 +271,21 @@ class Radon(LinearPhysics):
         dtype=torch.float32,
         device="cpu",
     ):
-        if isinstance(img_size, bool) or not isinstance(img_size, int):
+        if not is_integer(img_size):
             raise TypeError(f"img_size must be an int, got {type(img_size).__name__}")
+        img_size = int(img_size)
         if img_size < 2:
             raise ValueError(f"img_size must be >= 2, got {img_size}")
         if not isinstance(circle, bool):
             raise TypeError(f"circle must be a bool, got {type(circle).__name__}")
         if n_detectors is None:
             n_detectors = default_detectors(img_size, circle)
-        elif isinstance(n_detectors, bool) or not isinstance(n_detectors, int):
+        elif not is_integer(n_detectors):
             raise TypeError(f"n_detectors must be an int or None, got {type(n_detectors).__name__}")
         elif n_detectors < 1:
             raise ValueError(f"n_detectors must be >= 1, got {n_detectors}")
+        else:
+            n_detectors = int(n_detectors)
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         angles = _parse_angles(angles)
