@@ -8,17 +8,16 @@ specific operator (:func:`fbp` for :class:`operators.radon.Radon`, :func:`wiener
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor
 
 from liftinv.tv import pdhg_tv
-from operators.checks import check_tensor
+from operators.checks import check_tensor, is_integer, is_real
 
 
 def _check_nonneg(value: float, name: str, *, strict: bool = False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)  # NumPy scalars too
+    ok = is_real(value) and math.isfinite(value)  # NumPy scalars too
     if not ok or value < 0 or (strict and value == 0):
         bound = "> 0" if strict else ">= 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
@@ -72,8 +71,9 @@ def tikhonov(
     check_tensor(y, "y")
     _check_nonneg(lam, "lam")
     _check_nonneg(tol, "tol")
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+    if not is_integer(n_iter) or n_iter < 1:
         raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
+    n_iter = int(n_iter)
     b = physics.A_adjoint(y)
 
     def normal(v: Tensor) -> Tensor:

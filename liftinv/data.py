@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from operators.checks import is_integer
+
 DATASETS: dict[str, str] = {
     "ellipses": "64x64 random ellipse phantoms (train 512, val 64, test 64)",
     "patches": "32x32 grey natural-image patches (train 2048, val 256, test 256)",
@@ -32,9 +34,11 @@ def data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
 
 
-def _check_size(size: int | None) -> None:
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+def _check_size(size: int | None) -> int | None:
+    """``size`` as an ``int`` (``None`` kept) if it is a positive integer or ``None``."""
+    if size is not None and (not is_integer(size) or size < 1):
         raise ValueError(f"size must be a positive int or None, got {size!r}")
+    return None if size is None else int(size)
 
 
 def _check_dtype(dtype: torch.dtype) -> None:
@@ -70,7 +74,7 @@ def load_dataset(
         raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    _check_size(size)
+    size = _check_size(size)
     _check_dtype(dtype)
     path = data_dir() / f"{name}.npz"
     if not path.is_file():
@@ -122,7 +126,7 @@ def load_image_folder(
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} not found")
-    _check_size(size)
+    size = _check_size(size)
     _check_dtype(dtype)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -190,7 +194,7 @@ def shepp_logan(size: int = 64, *, dtype: torch.dtype = torch.float32) -> Tensor
 
     if size is None:
         raise ValueError("size must be a positive int, got None")
-    _check_size(size)
+    size = _check_size(size)
     _check_dtype(dtype)
     img = sk_resize(shepp_logan_phantom(), (size, size), anti_aliasing=True, order=1)
     return torch.from_numpy(np.clip(img, 0.0, 1.0))[None, None].to(dtype)

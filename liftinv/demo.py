@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import time
 from collections.abc import Callable
 import dataclasses
@@ -49,6 +48,7 @@ from liftinv.solvers.rules import Adam
 from liftinv.tasks import Reconstruction
 from liftinv.training import Lifted, train
 from operators.blur import Blur
+from operators.checks import is_integer, is_real
 from operators.kernels import gaussian_kernel
 from operators.masks import random_mask
 from operators.mri import MRI
@@ -89,14 +89,19 @@ class DemoConfig:
     def __post_init__(self) -> None:
         for name in ("tv_iter", "cg_iter", "inversion_iter"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_integer(value) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            object.__setattr__(self, name, int(value))  # frozen; a NumPy integer becomes an int
+        if not is_integer(self.seed):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
-        if isinstance(self.train_time, bool) or not isinstance(self.train_time, numbers.Real) or not 0 < self.train_time < math.inf:
+        object.__setattr__(self, "seed", int(self.seed))
+        if not is_real(self.train_time) or not 0 < self.train_time < math.inf:
             raise ValueError(f"train_time must be a finite positive number, got {self.train_time!r}")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
+        object.__setattr__(self, "train_time", float(self.train_time))  # written to demo_results.json
+        if self.threads is not None and (not is_integer(self.threads) or self.threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
+        if self.threads is not None:
+            object.__setattr__(self, "threads", int(self.threads))
 
 
 FULL = DemoConfig()

@@ -81,7 +81,6 @@ default). ``physics`` appends the measurement layer
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -100,7 +99,7 @@ from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, TV
 from liftinv.solvers import Nesterov, Rule
 from liftinv.validation import refuse_inference_mode, sample_shape
-from operators.checks import values_trusted
+from operators.checks import is_integer, is_real, values_trusted
 
 
 @dataclass(frozen=True)
@@ -147,18 +146,19 @@ class InversionConfig:
     def __post_init__(self):
         for name in ("max_iter", "max_search", "energy_every"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_integer(value) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+            object.__setattr__(self, name, int(value))  # frozen; a NumPy integer becomes an int
         for name, lo, hi in (("tol", 0, math.inf), ("max_time", 0, math.inf), ("discrepancy_rtol", 0, 1),
                              ("snap", 0, math.inf)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
+            if not is_real(value) or not lo <= value <= hi:
                 raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
         if self.snap == math.inf:  # would set every entry to a saturation value
             raise ValueError(f"snap must be a finite number >= 0, got {self.snap!r}")
         for name in ("tau", "default_alpha"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+            if not is_real(value) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a finite positive number, got {value!r}")
         if not isinstance(self.progress, bool):
             raise TypeError(f"progress must be a bool, got {type(self.progress).__name__}")
@@ -281,7 +281,7 @@ def _noise(noise_level, batch: int, like: Tensor) -> Tensor | None:
         delta = noise_level.detach().to(like)
         if delta.ndim > 1 or (delta.ndim == 1 and delta.shape[0] != batch):
             raise ValueError(f"noise_level must be a number or a tensor of shape ({batch},), got shape {tuple(delta.shape)}")
-    elif isinstance(noise_level, bool) or not isinstance(noise_level, numbers.Real):
+    elif not is_real(noise_level):
         raise TypeError(f"noise_level must be None, a number or a tensor, got {type(noise_level).__name__}")
     else:
         delta = torch.tensor(float(noise_level), dtype=like.dtype, device=like.device)

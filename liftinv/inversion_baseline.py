@@ -14,7 +14,6 @@ compared at their own discrepancy-principle weight.
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from liftinv.inversion import InversionConfig, InversionResult, Task, prepare, s
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Box, Potential, TV
 from liftinv.validation import refuse_inference_mode
+from operators.checks import is_real
 
 
 #: L-BFGS iterations per call of ``torch.optim.LBFGS.step`` (and per stopping test): called with
@@ -51,7 +51,7 @@ class GradientOptimizer:
     def __post_init__(self):
         for name in ("lr", "eps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+            if not is_real(value) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a finite positive number, got {value!r}")
         if not isinstance(self.lbfgs, bool):
             raise TypeError(f"lbfgs must be a bool, got {type(self.lbfgs).__name__}")

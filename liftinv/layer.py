@@ -3,8 +3,6 @@ r"""A lifted layer: :math:`x_k = \sigma_k\big(\sum_j M_{kj} x_{i_j} + c_k(y)\big
 from __future__ import annotations
 
 import math
-import numbers
-import operator
 from collections.abc import Callable, Sequence
 
 import torch
@@ -12,6 +10,7 @@ from torch import Tensor, nn
 
 from liftinv.activations import Activation, as_activation
 from liftinv.affine import ScaledConv
+from operators.checks import is_integer, is_real
 
 
 def shares_storage(t: Tensor, others: Sequence[Tensor]) -> bool:
@@ -40,20 +39,17 @@ def _shared_convolutions(maps: Sequence[nn.Module]) -> list[tuple[int, list[tupl
 
 
 def _index(name: str, value: object) -> int:
-    """``value`` as an ``int`` if it is an integer (``operator.index``; not a bool), else a
-    ``ValueError`` naming ``name`` (``int()`` would truncate 1.5 to 1 and take "1" and True)."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer (a variable index), got {value!r}") from None
+    """``value`` as an ``int`` if it is an integer (not a bool), else a ``ValueError`` naming
+    ``name`` (``int()`` would truncate 1.5 to 1 and take "1" and True)."""
+    if not is_integer(value):
+        raise ValueError(f"{name} must be an integer (a variable index), got {value!r}")
+    return int(value)
 
 
 def _penalty_weight(value: object) -> float:
     """``value`` as a float if it is a finite real number > 0 (not a bool), else a ``ValueError``
     naming ``weight``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+    if not is_real(value) or not 0 < value < math.inf:
         raise ValueError(f"weight must be a positive finite number, got {value!r}")
     return float(value)
 

@@ -2,13 +2,12 @@ r"""Image quality metrics per sample of a batch (B, C, H, W): PSNR and SSIM."""
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from operators.checks import check_tensor
+from operators.checks import check_tensor, is_real
 
 SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5): scikit-image's truncation of the Gaussian window
@@ -20,7 +19,7 @@ def _check_pair(x: Tensor, ref: Tensor, data_range: float) -> None:
     check_tensor(x, "x", ndim=4, like=ref)
     if x.shape != ref.shape:
         raise ValueError(f"x and ref must have the same shape, got {tuple(x.shape)} and {tuple(ref.shape)}")
-    real = isinstance(data_range, numbers.Real) and not isinstance(data_range, bool)  # NumPy scalars too
+    real = is_real(data_range)  # NumPy scalars too
     if not (real and math.isfinite(data_range) and data_range > 0):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
 

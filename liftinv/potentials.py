@@ -6,13 +6,12 @@ Values are per sample, shape ``(B,)``; a potential never sees a network.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor
 
 from liftinv.tv import GRAD_NORM_SQ, div2d, grad2d, tv
-from operators.checks import check_tensor
+from operators.checks import check_tensor, is_integer, is_real
 
 
 def _per_sample(t: Tensor) -> Tensor:
@@ -93,7 +92,7 @@ def _check_weights(weight, name: str = "weight") -> float | Tensor | None:
         if not bool((torch.isfinite(weight) & (weight >= 0)).all()):
             raise ValueError(f"{name} must hold finite non-negative numbers, got {weight.tolist()}")
         return weight.detach()
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+    if not is_real(weight):
         raise TypeError(f"{name} must be None, a number or a tensor of shape (B,), got {type(weight).__name__}")
     return _check_weight(weight, name)
 
@@ -224,11 +223,11 @@ class TV(_Weighted):
         if box is not None:
             Box(*box)  # validates lo < hi
             box = (float(box[0]), float(box[1]))
-        if isinstance(max_inner, bool) or not isinstance(max_inner, int) or max_inner < 1:
+        if not is_integer(max_inner) or max_inner < 1:
             raise ValueError(f"max_inner must be a positive int, got {max_inner!r}")
-        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
+        if not is_real(tol) or not tol >= 0:
             raise ValueError(f"tol must be a number >= 0, got {tol!r}")
-        self.box, self.max_inner, self.tol = box, max_inner, float(tol)
+        self.box, self.max_inner, self.tol = box, int(max_inner), float(tol)
         self._dual: dict[tuple, Tensor] = {}
 
     def with_weight(self, weight: float | Tensor) -> TV:

@@ -18,7 +18,6 @@ FBP for CT, zero-filled for MRI and Tikhonov for blur.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -28,22 +27,23 @@ from liftinv import classical
 from liftinv.models import SavedModel
 from liftinv.tv import _check_box
 from operators.blur import Blur
-from operators.checks import check_tensor
+from operators.checks import check_tensor, is_integer, is_real
 from operators.mri import MRI
 from operators.radon import FILTERS, Radon
 from operators.spec import check_spec, physics_spec
 
 
 def _weight(name: str, value: object, *, strict: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     if not math.isfinite(value) or value < 0 or (strict and value == 0):
         raise ValueError(f"{name} must be a finite number {'> 0' if strict else '>= 0'}, got {value!r}")
 
 
-def _count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def _count(name: str, value: object) -> int:
+    if not is_integer(value) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def _require(method: object, physics, cls: type) -> None:
@@ -95,7 +95,7 @@ class Tikhonov:
 
     def __post_init__(self):
         _weight("weight", self.weight)
-        _count("n_iter", self.n_iter)
+        object.__setattr__(self, "n_iter", _count("n_iter", self.n_iter))  # frozen
         _weight("tol", self.tol)
 
     def __call__(self, y: Tensor, physics) -> Tensor:
@@ -128,7 +128,7 @@ class TV:
 
     def __post_init__(self):
         _weight("weight", self.weight)
-        _count("n_iter", self.n_iter)
+        object.__setattr__(self, "n_iter", _count("n_iter", self.n_iter))  # frozen
         _weight("tol", self.tol)
         _check_box(self.box)
 

@@ -17,11 +17,12 @@ device, so a CPU generator gives the same noise on every device.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from operators.checks import is_real
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Batch:
 
 
 def _noise_level(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from operators.checks import check_tensor, opnorm
+from operators.checks import check_tensor, is_integer, is_real, opnorm
 
 GRAD_NORM_SQ = 8.0  # bound on ||grad||_2^2
 _CHECK_EVERY = 10  # prox_tv evaluates its duality gap every _CHECK_EVERY iterations
@@ -93,13 +93,15 @@ def _sq(x: Tensor) -> Tensor:
     return x.pow(2).flatten(1).sum(1)
 
 
-def _check_params(weight: float, n_iter: int, tol: float) -> None:
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
+def _check_params(weight: float, n_iter: int, tol: float) -> int:
+    """Validate the parameters; return ``n_iter`` as an ``int``."""
+    if not is_real(weight) or not math.isfinite(weight) or weight < 0:
         raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+    if not is_integer(n_iter) or n_iter < 1:
         raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
+    if not is_real(tol) or not tol >= 0:
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    return int(n_iter)
 
 
 def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> Tensor:
@@ -131,7 +133,7 @@ def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> T
         tol: relative duality-gap tolerance.
     """
     check_tensor(v, "v", ndim=4)
-    _check_params(weight, n_iter, tol)
+    n_iter = _check_params(weight, n_iter, tol)
     if weight == 0:
         return v.clone()
     step = 1.0 / (GRAD_NORM_SQ * weight)
@@ -206,7 +208,7 @@ def pdhg_tv(
         iteration and sample in ``history``.
     """
     check_tensor(y, "y")
-    _check_params(weight, n_iter, tol)
+    n_iter = _check_params(weight, n_iter, tol)
     _check_box(box)
     x = physics.A_adjoint(y)
     if x.ndim != 4:

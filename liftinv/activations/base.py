@@ -18,10 +18,11 @@ size 1. Reductions over a sample happen in :mod:`liftinv.penalty`. Reference: Wa
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor, nn
+
+from operators.checks import is_real
 
 Gamma = float | Tensor
 
@@ -33,7 +34,7 @@ def real_hparam(name: str, value: object) -> float:
         TypeError: ``value`` is not a real number (``bool`` is refused).
         ValueError: ``value`` is NaN or infinite.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):

@@ -3,17 +3,17 @@ convolution norms."""
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor, nn
 
 from liftinv.validation import positive_int
+from operators.checks import is_real
 
 
 def positive_float(name: str, value: object) -> float:
     """Return ``value`` as a float if it is finite and > 0, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")

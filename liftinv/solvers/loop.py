@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from liftinv.solvers.protocol import BlockProblem, Solver
 from liftinv.solvers.rules import check_real
+from operators.checks import is_integer
 
 
 @dataclass
@@ -69,8 +70,9 @@ def run(
     Returns:
         The final solver state and the :class:`History`.
     """
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+    if not is_integer(max_iter) or max_iter < 0:
         raise ValueError(f"max_iter must be an integer >= 0, got {max_iter}")
+    max_iter = int(max_iter)
     check_real("rtol", rtol)
     if not 0 <= rtol < math.inf:
         raise ValueError(f"rtol must be a finite number >= 0, got {rtol}")

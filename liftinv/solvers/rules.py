@@ -11,19 +11,20 @@ are dicts of tensors, lists of tensors and numbers, so they serialise with ``tor
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from operators.checks import is_real
+
 Values = list[Tensor]
 Prox = Callable[[Values, float], Values]
 
 
 def check_real(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
 
 
