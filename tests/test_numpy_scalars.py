@@ -1,17 +1,32 @@
 """Every argument that takes a real number takes a NumPy scalar (``np.float32`` is not a Python
-``float``, as the results of NumPy reductions are), with the result of the Python number."""
+``float``, as the results of NumPy reductions are), with the result of the Python number; every
+argument that takes an integer count or size takes a NumPy integer (``np.int64``, as sizes read
+off NumPy arrays are), with the result of ``int(n)``, and stores it as an ``int``."""
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
+from skimage.io import imsave
+from test_solvers import two_blocks
 
-from liftinv import TV
+from liftinv import TV, reconstruction
+from liftinv.classical import tikhonov, tv_reconstruction
+from liftinv.data import load_dataset, load_image_folder, shepp_logan
 from liftinv.demo import DemoConfig
 from liftinv.inversion import InversionConfig
 from liftinv.inversion_baseline import GradientOptimizer
 from liftinv.potentials import L1, Box
-from liftinv.solvers import Adam, HeavyBall
+from liftinv.solvers import BCD, Adam, HeavyBall
+from liftinv.solvers.loop import run
+from liftinv.tv import prox_tv
+from liftinv.validation import positive_int, sample_shape
+from operators.blur import Blur
+from operators.checks import is_integer, is_real
 from operators.kernels import gaussian_kernel, motion_kernel
-from operators.masks import gaussian_mask, random_mask
+from operators.masks import equispaced_mask, gaussian_mask, random_mask
+from operators.radon import Radon
 
 
 def f32(value):
@@ -40,3 +55,136 @@ def test_configs_take_numpy_scalars():
     assert DemoConfig(train_time=f32(2.0)).train_time == 2.0
     with pytest.raises(ValueError, match="train_time must be a finite positive number"):
         DemoConfig(train_time=float("inf"))
+
+
+# --------------------------------------------------------------------------- integer counts
+# The oracle is the same call with ``int(n)``; bools, ``np.bool_`` and floats such as 2.0 stay
+# refused, with the exception type and message they had.
+REFUSED_COUNTS = (True, np.bool_(True), 2.0, np.float64(2.0))
+
+
+def test_predicates():
+    for value in (3, np.int64(3), np.uint8(3), np.int32(-1)):
+        assert is_integer(value) and is_real(value)
+    for value in (2.5, 2.0, np.float32(2.5), np.float64(2.0)):
+        assert is_real(value) and not is_integer(value)
+    for value in (True, False, np.bool_(True), np.bool_(False), 1j, "3", None, torch.tensor(3), np.array(3)):
+        assert not is_integer(value) and not is_real(value), value
+
+
+def test_radon_takes_numpy_integers():
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for angles, detectors in ((np.int64(6), None), (np.int32(6), np.int64(20)), (np.uint16(6), np.int16(20))):
+        radon = Radon(np.int64(16), angles, n_detectors=detectors, dtype=torch.float64)
+        oracle = Radon(16, int(angles), n_detectors=None if detectors is None else int(detectors), dtype=torch.float64)
+        assert torch.equal(radon.A(x), oracle.A(x)) and torch.equal(radon.angles, oracle.angles)
+        assert type(radon.n) is int and type(radon.n_detectors) is int and radon.img_size == (1, 16, 16)
+        assert all(type(n) is int for n in radon.img_size)
+    for bad in REFUSED_COUNTS:
+        with pytest.raises(TypeError, match="img_size must be an int"):
+            Radon(bad)
+        with pytest.raises(TypeError, match="angles must be an int or a 1-D tensor"):
+            Radon(16, bad)
+        with pytest.raises(TypeError, match="n_detectors must be an int or None"):
+            Radon(16, 4, n_detectors=bad)
+    with pytest.raises(ValueError, match="angles must be >= 1"):
+        Radon(16, np.int64(0))
+
+
+def test_blur_kernels_and_masks_take_numpy_integers():
+    assert torch.equal(gaussian_kernel(1.0, np.int64(5)), gaussian_kernel(1.0, 5))
+    assert torch.equal(gaussian_kernel(1.0, (np.int64(3), np.uint8(5))), gaussian_kernel(1.0, (3, 5)))
+    blur = Blur(gaussian_kernel(1.0, 5), img_size=(np.int64(1), np.int64(12), np.int32(12)))
+    assert blur.img_size == (1, 12, 12) and all(type(n) is int for n in blur.img_size)
+    x = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(blur.A(x), Blur(gaussian_kernel(1.0, 5), img_size=(1, 12, 12)).A(x))
+    shape = (np.int64(16), np.int64(12))
+    draw = lambda fn, *args: fn(*args, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    assert torch.equal(draw(random_mask, shape, 4.0), draw(random_mask, (16, 12), 4.0))
+    assert torch.equal(draw(gaussian_mask, shape, 4.0), draw(gaussian_mask, (16, 12), 4.0))
+    assert torch.equal(equispaced_mask(shape, 4.0), equispaced_mask((16, 12), 4.0))
+    for bad in REFUSED_COUNTS:
+        with pytest.raises(ValueError, match="size must be a positive odd integer"):
+            gaussian_kernel(1.0, bad)
+        with pytest.raises(ValueError, match=r"img_size must be \(C, H, W\)"):
+            Blur(gaussian_kernel(1.0, 3), img_size=(1, bad, 8))
+        with pytest.raises(ValueError, match=r"shape must be \(H, W\)"):
+            equispaced_mask((bad, 8), 2.0)
+
+
+def test_tv_classical_and_reconstruction_counts_take_numpy_integers():
+    v = torch.rand(2, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(prox_tv(v, 0.1, n_iter=np.int64(5), tol=0.0), prox_tv(v, 0.1, n_iter=5, tol=0.0))
+    radon = Radon(8, 6, dtype=torch.float64)
+    y = radon.A(v)
+    assert torch.equal(tikhonov(y, radon, 0.1, n_iter=np.int64(3)), tikhonov(y, radon, 0.1, n_iter=3))
+    assert torch.equal(tv_reconstruction(y, radon, 0.01, n_iter=np.int64(4), tol=0.0),
+                       tv_reconstruction(y, radon, 0.01, n_iter=4, tol=0.0))
+    for cls in (reconstruction.Tikhonov, reconstruction.TV):
+        method = cls(0.01, n_iter=np.int64(4), tol=0.0)
+        assert type(method.n_iter) is int and method == cls(0.01, n_iter=4, tol=0.0)
+        assert torch.equal(method(y, radon), cls(0.01, n_iter=4, tol=0.0)(y, radon))
+    potential = TV(0.25, max_inner=np.int64(2))
+    assert type(potential.max_inner) is int and type(potential.with_weight(0.5).max_inner) is int
+    assert torch.equal(potential.prox(v, 0.5), TV(0.25, max_inner=2).prox(v, 0.5))
+    for bad in REFUSED_COUNTS:
+        with pytest.raises(ValueError, match="n_iter must be a positive int"):
+            prox_tv(v, 0.1, n_iter=bad)
+        with pytest.raises(ValueError, match="n_iter must be a positive int"):
+            tikhonov(y, radon, 0.1, n_iter=bad)
+        for cls in (reconstruction.Tikhonov, reconstruction.TV):
+            with pytest.raises(ValueError, match="n_iter must be a positive int"):
+                cls(0.01, n_iter=bad)
+        with pytest.raises(ValueError, match="max_inner must be a positive int"):
+            TV(0.25, max_inner=bad)
+
+
+def test_solver_run_takes_a_numpy_max_iter():
+    _, history = run(BCD(), two_blocks(), max_iter=np.int64(3), rtol=0.0)
+    _, oracle = run(BCD(), two_blocks(), max_iter=3, rtol=0.0)
+    assert history.iterations == 3 and history.energy == oracle.energy
+    for bad in REFUSED_COUNTS:
+        with pytest.raises(ValueError, match="max_iter must be an integer >= 0"):
+            run(BCD(), two_blocks(), max_iter=bad)
+
+
+def test_data_sizes_take_numpy_integers(tmp_path):
+    assert torch.equal(shepp_logan(np.int64(16)), shepp_logan(16))
+    for i in range(2):
+        imsave(tmp_path / f"{i}.png", (np.arange(64, dtype=np.uint8).reshape(8, 8) * (i + 1)), check_contrast=False)
+    folder = load_image_folder(tmp_path, size=np.int64(4))
+    assert torch.equal(folder.tensors[0], load_image_folder(tmp_path, size=4).tensors[0])
+    try:
+        data = load_dataset("ellipses", "val", size=np.int64(16))
+    except FileNotFoundError:
+        data = None
+    if data is not None:
+        assert torch.equal(data.tensors[0], load_dataset("ellipses", "val", size=16).tensors[0])
+    for bad in REFUSED_COUNTS:
+        with pytest.raises(ValueError, match="size must be a positive int"):
+            shepp_logan(bad)
+        with pytest.raises(ValueError, match="size must be a positive int or None"):
+            load_image_folder(tmp_path, size=bad)
+
+
+def test_config_counts_take_numpy_integers_and_store_ints():
+    config = InversionConfig(max_iter=np.int64(3), max_search=np.int32(2), energy_every=np.uint8(5))
+    assert config == InversionConfig(max_iter=3, max_search=2, energy_every=5)
+    assert all(type(getattr(config, n)) is int for n in ("max_iter", "max_search", "energy_every"))
+    demo = DemoConfig(tv_iter=np.int64(6), cg_iter=np.int64(2), inversion_iter=np.int64(3), seed=np.int64(7),
+                      threads=np.int64(1), train_time=f32(2.0))
+    assert demo == DemoConfig(tv_iter=6, cg_iter=2, inversion_iter=3, seed=7, threads=1, train_time=2.0)
+    assert all(type(getattr(demo, n)) is int for n in ("tv_iter", "cg_iter", "inversion_iter", "seed", "threads"))
+    json.dumps(dataclasses.asdict(demo))  # the demo writes its config to JSON
+    assert type(positive_int("n", np.int64(4))) is int and sample_shape("s", (np.int64(1), np.int64(8))) == (1, 8)
+    for bad in REFUSED_COUNTS:
+        with pytest.raises(ValueError, match="max_iter must be a positive int"):
+            InversionConfig(max_iter=bad)
+        with pytest.raises(ValueError, match="tv_iter must be a positive int"):
+            DemoConfig(tv_iter=bad)
+        with pytest.raises(ValueError, match="seed must be an int"):
+            DemoConfig(seed=bad)
+        with pytest.raises(ValueError, match="threads must be a positive int or None"):
+            DemoConfig(threads=bad)
+        with pytest.raises(ValueError, match="n must be an integer >= 1"):
+            positive_int("n", bad)
