@@ -73,7 +73,7 @@ from time import perf_counter
 import torch
 from torch import Tensor
 
-from liftinv.blocks import Block, Var
+from liftinv.blocks import Var
 from liftinv.inversion_pdhg import joint_norm
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, SquaredError

@@ -3,6 +3,7 @@ r"""A lifted layer: :math:`x_k = \sigma_k\big(\sum_j M_{kj} x_{i_j} + c_k(y)\big
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor, nn
 
 from liftinv.activations import Activation, as_activation
 from liftinv.affine import ScaledConv
-from operators.checks import is_integer, is_real
+from operators.checks import is_real
 
 
 def shares_storage(t: Tensor, others: Sequence[Tensor]) -> bool:
@@ -39,11 +40,15 @@ def _shared_convolutions(maps: Sequence[nn.Module]) -> list[tuple[int, list[tupl
 
 
 def _index(name: str, value: object) -> int:
-    """``value`` as an ``int`` if it is an integer (not a bool), else a ``ValueError`` naming
-    ``name`` (``int()`` would truncate 1.5 to 1 and take "1" and True)."""
-    if not is_integer(value):
-        raise ValueError(f"{name} must be an integer (a variable index), got {value!r}")
-    return int(value)
+    """``value`` as an ``int`` if it is an integer (``operator.index``: NumPy integers and 0-d
+    integer tensors too; not a bool), else a ``ValueError`` naming ``name`` (``int()`` would
+    truncate 1.5 to 1 and take "1" and True)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer (a variable index), got {value!r}") from None
 
 
 def _penalty_weight(value: object) -> float:

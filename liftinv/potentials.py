@@ -20,7 +20,7 @@ def _per_sample(t: Tensor) -> Tensor:
 
 def _check_weight(weight: float, name: str = "weight") -> float:
     """``weight`` as a float: a finite real number >= 0 (bools and strings are refused)."""
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+    if not is_real(weight):
         raise TypeError(f"{name} must be a finite non-negative number, got {weight!r}")
     weight = float(weight)
     if not weight >= 0 or weight == float("inf"):

@@ -15,7 +15,6 @@ channel and summed over channels:
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -158,7 +157,7 @@ def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> T
 def _check_box(box: tuple[float, float] | None) -> None:
     if box is None:
         return
-    ok = isinstance(box, tuple) and len(box) == 2 and all(isinstance(b, numbers.Real) for b in box)
+    ok = isinstance(box, tuple) and len(box) == 2 and all(is_real(b) for b in box)
     if not (ok and math.isfinite(box[0]) and math.isfinite(box[1]) and box[0] < box[1]):
         raise ValueError(f"box must be None or a pair (lo, hi) of finite numbers with lo < hi, got {box!r}")
 

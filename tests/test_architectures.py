@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from liftinv.activations import Clip, ReLU, Tanh
+from liftinv.activations import ReLU, Tanh
 from liftinv.affine import Chain
 from liftinv.architectures import (
     ARCHITECTURES,

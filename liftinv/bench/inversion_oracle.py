@@ -25,7 +25,6 @@ encoder.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
