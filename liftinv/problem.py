@@ -71,6 +71,7 @@ from liftinv.layer import shares_storage
 from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential
+from liftinv.validation import positive_int
 
 
 
@@ -145,7 +146,8 @@ class LiftedProblem:
         penalty: ``BREGMAN`` (default), ``MAC`` or ``FENCHEL``.
         terms: potentials on variables, ``{index: Potential}`` (a loss on a free output, a
             regulariser on a free input). A nonsmooth term is allowed on the input only.
-        power_iters: power iterations per Lipschitz refresh (warm started).
+        power_iters: power iterations per Lipschitz refresh (warm started; the first estimate
+            of a block takes four times as many), an integer >= 1.
         cache_preactivations: keep the pre-activations of the forward pass and update those of
             layers with several free inputs in place when one input moves (the default: no map
             is evaluated twice). ``False`` keeps none from the forward pass and drops a
@@ -185,7 +187,7 @@ class LiftedProblem:
         self.penalty = penalty
         self.terms = terms
         self.free_vars = tuple(sorted(set(free_vars)))
-        self.power_iters = power_iters
+        self.power_iters = positive_int("power_iters", power_iters)
         self.cache_preactivations = bool(cache_preactivations)
         self.param_groups = self._group_parameters() if train_params else []
         self._layers_of_group = [self._layers_using(g) for g in self.param_groups]

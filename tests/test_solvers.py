@@ -767,6 +767,19 @@ def test_two_layer_relu_energy_decreases_monotonically():
     assert e[-1] < 0.5 * e[0]
 
 
+@pytest.mark.parametrize("iters", [0, -2, 2.5, True])
+def test_lifted_problem_refuses_power_iters_that_are_not_a_positive_integer(iters):
+    """``power_iters=0`` (or negative) ran no power iteration: every Lipschitz constant was 0, so
+    BCD stepped by ``step_scale`` whatever the curvature; 2.5 failed later in ``range``."""
+    from liftinv.problem import LiftedProblem
+
+    net, problem, u, y = _two_layer_relu(19)
+    exact = float(torch.linalg.matrix_norm(net.layer(2).maps[0].weight.detach(), 2) ** 2)
+    assert problem.lipschitz(Var(1)) >= exact * (1 - 1e-6)  # the oracle: |W_2|^2, with the default iterations
+    with pytest.raises(ValueError, match=r"power_iters must be an integer >= 1, got "):
+        LiftedProblem(net, problem.xs, free_vars=(1,), train_params=True, power_iters=iters)
+
+
 def test_penalties_in_slices_of_the_batch_equal_the_unsliced_penalties(monkeypatch):
     import liftinv.problem
 
