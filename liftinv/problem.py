@@ -59,6 +59,7 @@ across batches) an estimate can fall well below it, which ``LIPSCHITZ_MARGIN`` d
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -141,7 +142,8 @@ class LiftedProblem:
         xs: initial variables ``[x_0, ..., x_K]`` (e.g. ``network.feasible(u)``, with ``x_K``
             replaced by a clamped target); detached, never modified in place (updates replace them).
         y: measurements for layers with a data term.
-        free_vars: indices of the variables that are optimised; the others stay fixed.
+        free_vars: indices (integers in ``[0, K]``) of the variables that are optimised; the
+            others stay fixed.
         train_params: whether the parameters are blocks.
         penalty: ``BREGMAN`` (default), ``MAC`` or ``FENCHEL``.
         terms: potentials on variables, ``{index: Potential}`` (a loss on a free output, a
@@ -175,9 +177,14 @@ class LiftedProblem:
         if len(xs) != K + 1:
             raise ValueError(f"xs must hold K + 1 = {K + 1} variables, got {len(xs)}")
         terms = dict(terms or {})
-        for i in sorted(set(free_vars) | set(terms)):
-            if not 0 <= i <= K:
-                raise ValueError(f"variable index {i} out of range [0, {K}]")
+        free_vars = list(free_vars)
+        for name, indices in (("free_vars", free_vars), ("terms", list(terms))):
+            for i in indices:
+                if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+                    raise TypeError(f"{name} must hold variable indices (integers), got {i!r}")
+                if not 0 <= i <= K:
+                    raise ValueError(f"variable index {i} out of range [0, {K}]")
+        terms = {int(i): term for i, term in terms.items()}
         for i, term in terms.items():
             if i > 0 and not term.smooth:
                 raise ValueError(f"terms[{i}] is nonsmooth; nonsmooth terms are supported on the input (0) only")
@@ -186,7 +193,7 @@ class LiftedProblem:
         self.y = y
         self.penalty = penalty
         self.terms = terms
-        self.free_vars = tuple(sorted(set(free_vars)))
+        self.free_vars = tuple(sorted({int(i) for i in free_vars}))
         self.power_iters = positive_int("power_iters", power_iters)
         self.cache_preactivations = bool(cache_preactivations)
         self.param_groups = self._group_parameters() if train_params else []

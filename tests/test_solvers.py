@@ -780,6 +780,28 @@ def test_lifted_problem_refuses_power_iters_that_are_not_a_positive_integer(iter
         LiftedProblem(net, problem.xs, free_vars=(1,), train_params=True, power_iters=iters)
 
 
+def test_lifted_problem_takes_integer_variable_indices_only():
+    """``free_vars=(1.5,)`` made a block Var(1.5) that failed in its first sweep ('list indices
+    must be integers'), ``("1",)`` failed in sorted(); NumPy integers are indices like ints: the
+    same blocks and the same sweep as with the Python ints."""
+    import numpy as np
+
+    from liftinv.problem import LiftedProblem
+
+    for bad in [(1.5,), ("1",), (True,)]:
+        net, problem, u, y = _two_layer_relu(20)
+        with pytest.raises(TypeError, match=r"free_vars must hold variable indices \(integers\), got "):
+            LiftedProblem(net, problem.xs, free_vars=bad, train_params=False)
+    moved = []
+    for index in (1, np.int64(1)):
+        net, problem, u, y = _two_layer_relu(20)
+        other = LiftedProblem(net, problem.xs, free_vars=(index,), train_params=False)
+        assert other.blocks() == [Var(1)] and type(other.blocks()[0].index) is int
+        BCD().step(other, BCD().init(other))
+        moved.append(other.xs[1])
+    assert torch.equal(*moved) and not torch.equal(moved[0], problem.xs[1])
+
+
 def test_penalties_in_slices_of_the_batch_equal_the_unsliced_penalties(monkeypatch):
     import liftinv.problem
 
