@@ -195,7 +195,9 @@ class LiftedProblem:
         self.terms = terms
         self.free_vars = tuple(sorted({int(i) for i in free_vars}))
         self.power_iters = positive_int("power_iters", power_iters)
-        self.cache_preactivations = bool(cache_preactivations)
+        if not isinstance(cache_preactivations, bool):
+            raise TypeError(f"cache_preactivations must be a bool, got {cache_preactivations!r}")
+        self.cache_preactivations = cache_preactivations
         self.param_groups = self._group_parameters() if train_params else []
         self._layers_of_group = [self._layers_using(g) for g in self.param_groups]
         self._pre: dict[int, Tensor] = {}

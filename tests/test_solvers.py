@@ -802,6 +802,18 @@ def test_lifted_problem_takes_integer_variable_indices_only():
     assert torch.equal(*moved) and not torch.equal(moved[0], problem.xs[1])
 
 
+def test_lifted_problem_refuses_a_cache_flag_that_is_not_a_bool():
+    """``cache_preactivations="False"`` (or 0.0, None) was taken by truth value: the string kept
+    the cache the caller meant to turn off. Lifted(...) already refused it; a bool still works."""
+    from liftinv.problem import LiftedProblem
+
+    net, problem, u, y = _two_layer_relu(21)
+    for bad in ("False", 0.0, None):
+        with pytest.raises(TypeError, match=r"cache_preactivations must be a bool, got "):
+            LiftedProblem(net, problem.xs, free_vars=(1,), train_params=True, cache_preactivations=bad)
+    assert not LiftedProblem(net, problem.xs, free_vars=(1,), train_params=True, cache_preactivations=False).cache_preactivations
+
+
 def test_penalties_in_slices_of_the_batch_equal_the_unsliced_penalties(monkeypatch):
     import liftinv.problem
 
