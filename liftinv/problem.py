@@ -59,7 +59,6 @@ across batches) an estimate can fall well below it, which ``LIPSCHITZ_MARGIN`` d
 """
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -73,6 +72,7 @@ from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential
 from liftinv.validation import positive_int
+from operators.checks import is_integer
 
 
 
@@ -180,7 +180,7 @@ class LiftedProblem:
         free_vars = list(free_vars)
         for name, indices in (("free_vars", free_vars), ("terms", list(terms))):
             for i in indices:
-                if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+                if not is_integer(i):
                     raise TypeError(f"{name} must hold variable indices (integers), got {i!r}")
                 if not 0 <= i <= K:
                     raise ValueError(f"variable index {i} out of range [0, {K}]")
