@@ -358,15 +358,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def reconstruct_main(argv: list[str]) -> int:
-    """``liftinv reconstruct ARGS``: returns the exit status; an option that does not apply is an
-    argparse error (exit status 2); missing files, bad input and files that cannot be written
-    print ``liftinv reconstruct: error: ...`` and return 1."""
+    """``liftinv reconstruct ARGS``: returns the exit status, as ``liftinv invert`` and ``liftinv
+    train``: an option that does not apply is an argparse error (exit status 2); bad input (a
+    file whose content cannot be read included) prints ``liftinv reconstruct: error: ...`` and
+    returns 2; a file that is missing, a folder, or cannot be opened or written returns 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return run(args)
     except OptionError as err:
         parser.error(str(err))
-    except (OSError, ValueError, TypeError) as err:
+    except OSError as err:
         print(f"liftinv reconstruct: error: {err}", file=sys.stderr)
         return 1
+    except (ValueError, TypeError) as err:
+        print(f"liftinv reconstruct: error: {err}", file=sys.stderr)
+        return 2

@@ -91,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``liftinv train``; returns the exit status (1 when training diverged)."""
+    """Entry point of ``liftinv train``; returns the exit status (2: bad arguments or input, an
+    unreadable checkpoint included; 1: training diverged, or a file or folder that cannot be read,
+    created or written)."""
     parser = _parser()
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else Path("out/train") / f"{args.task}-{args.method}.pt"
@@ -113,8 +115,11 @@ def train_main(argv: list[str] | None = None) -> int:
             val_set=setup.val, checkpoint=out, resume=args.resume, time_budget=args.time_budget,
             generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress,
         )
-    except (ValueError, TypeError, OSError) as err:  # OSError: a checkpoint that cannot be read or written
+    except (ValueError, TypeError) as err:  # bad input, an unreadable checkpoint included: exit status 2
         parser.error(str(err))
+    except OSError as err:  # a checkpoint folder that cannot be created or written
+        print(f"liftinv train: error: {err}", file=sys.stderr)
+        return 1
     except FloatingPointError as err:
         print(f"liftinv train: {err}", file=sys.stderr)
         return 1

@@ -120,7 +120,7 @@ def test_reconstruct_refuses_an_image_file_for_several_images_before_reconstruct
     monkeypatch.setattr(cli, "reconstruct", lambda *a: pytest.fail("reconstructed before checking --out"))
     save_array(torch.zeros(2, 1, 25, 9), tmp_path / "y.npy")
     argv = ["reconstruct", "--measurements", str(tmp_path / "y.npy"), "--operator", "ct", "--out", str(tmp_path / "x.png")]
-    assert main(argv) == 1
+    assert main(argv) == 2
     assert "an image file holds one grey image, but the array has shape (2, 1, 17, 17)" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
 
@@ -269,11 +269,11 @@ def test_reconstruct_with_a_saved_model(tmp_path, capsys):
     y = load_array(tmp_path / "y.pt")
     assert torch.equal(load_array(tmp_path / "x.pt"), net(y, physics))
     # settings that differ from the model's are refused, naming them
-    assert main(["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--angles", "12", "--no-progress"]) == 1
+    assert main(["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--angles", "12", "--no-progress"]) == 2
     assert "model was trained for Radon(angles=9) but got Radon(angles=12)" in capsys.readouterr().err
-    assert main(["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--operator", "mri"]) == 1
+    assert main(["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--operator", "mri"]) == 2
     assert "--operator mri, but the model was trained for Radon(" in capsys.readouterr().err
-    assert main(["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--method", "tv"]) == 1
+    assert main(["reconstruct", "--simulate", "--model", str(tmp_path / "net.pt"), "--method", "tv"]) == 2
     assert "--model needs --method model, got --method tv" in capsys.readouterr().err
 
 
@@ -304,15 +304,18 @@ def test_reconstruct_with_a_saved_model(tmp_path, capsys):
     (["--simulate", "--operator", "mri", "--truth", "{tmp}/t3.npy"],  # was 'x must have 2 channels, got (1, 6, 5, 5)'
      "MRI truth must be real images (H, W) or (B, 1, H, W), got shape (1, 3, 5, 5)"),
 ])
-def test_reconstruct_errors_exit_1_with_a_message(tmp_path, capsys, argv, message):
+def test_reconstruct_errors_exit_with_a_message(tmp_path, capsys, argv, message):
+    """Exit status 1 for a missing file (an ``OSError``), 2 for bad input, as ``liftinv invert``
+    and ``liftinv train``."""
     save_array(torch.zeros(1, 1, 25, 9), tmp_path / "y.npy")
     save_array(torch.zeros(5, 5), tmp_path / "t.npy")
     save_array(torch.zeros(1, 1, 1, 25, 9), tmp_path / "y5.npy")
     save_array(torch.zeros(3, 5, 5), tmp_path / "t3.npy")
     save_array(torch.zeros(0, 1, 25, 9), tmp_path / "y0.npy")
     argv = [a.format(tmp=tmp_path) for a in argv]
+    status = 1 if message.endswith("not found") else 2
     assert main(["reconstruct", *argv, "--no-progress", "--out", str(tmp_path / "x.npy")] if "--out" not in argv
-                else ["reconstruct", *argv]) == 1
+                else ["reconstruct", *argv]) == status
     err = capsys.readouterr().err
     assert err.startswith("liftinv reconstruct: error: ") and message.format(tmp=tmp_path) in err
     assert "Traceback" not in err
@@ -371,7 +374,7 @@ def test_reconstruct_refuses_a_size_that_the_data_contradict(tmp_path, capsys, a
     save_array(torch.rand(12, 12), tmp_path / "y.npy")
     save_array(torch.ones(12, 12), tmp_path / "m.npy")
     argv = [a.format(tmp=tmp_path) for a in argv]
-    assert main(["reconstruct", *argv, "--size", "16", "--no-progress", "--out", str(tmp_path / "x.npy")]) == 1
+    assert main(["reconstruct", *argv, "--size", "16", "--no-progress", "--out", str(tmp_path / "x.npy")]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "x.npy").exists()
 
 
@@ -389,7 +392,7 @@ def test_reconstruct_refuses_an_output_that_is_an_input(tmp_path, capsys, argv, 
     save_array(truth, tmp_path / "x.npy")
     argv = [a.format(tmp=tmp_path) for a in argv]
     out = [] if "--out" in argv else ["--out", str(tmp_path / "x.npy")]
-    assert main(["reconstruct", *argv, *CT, *out]) == 1
+    assert main(["reconstruct", *argv, *CT, *out]) == 2
     assert message.format(tmp=tmp_path) in capsys.readouterr().err
     assert torch.equal(load_array(tmp_path / "x.npy"), truth) and not (tmp_path / "r.npy").exists()
 
@@ -482,7 +485,7 @@ def test_reconstruct_with_an_mri_model_uses_its_mask_unless_told_otherwise(tmp_p
     assert main([*model, "--save-measurements", str(tmp_path / "y.pt")]) == 0, capsys.readouterr().err
     y = load_array(tmp_path / "y.pt")
     assert torch.equal(y, y * physics.mask.to(y))  # zero off the model's sampled entries
-    assert main([*model, "--size", "12"]) == 1
+    assert main([*model, "--size", "12"]) == 2
     assert "model was trained for MRI(" in capsys.readouterr().err
 
 
@@ -496,7 +499,7 @@ def test_reconstruct_ct_with_set_detectors_needs_the_size(tmp_path, capsys):
     save_array(y, tmp_path / "y.npy")
     common = ["reconstruct", "--measurements", str(tmp_path / "y.npy"), "--operator", "ct", "--detectors", "25",
               "--no-progress", "--out", str(tmp_path / "x.npy")]
-    assert main(common) == 1
+    assert main(common) == 2
     assert "--detectors 25: the image size cannot be read off the measurements; pass --size" in capsys.readouterr().err
     assert not (tmp_path / "x.npy").exists()
     assert main([*common, "--size", "16"]) == 0

@@ -857,3 +857,13 @@ def test_tensor_memory_excludes_given_storages_while_they_hold_them():
         grad = torch.ones(1000, dtype=DT)
         assert mem.peak == 8000 and mem.current == 16000
     del grad
+
+
+def test_cli_checkpoint_that_cannot_be_written_exits_1_with_a_message(tmp_path, capsys):
+    """A checkpoint folder that cannot be created (its parent is a file) is an ``OSError``: exit
+    status 1 with a message, as ``liftinv invert`` and ``liftinv reconstruct`` (2 is bad input)."""
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "file" / "ae.pt"
+    assert train_main(["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("liftinv train: error: ") and "Traceback" not in err
