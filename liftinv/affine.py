@@ -1,8 +1,9 @@
 r"""Affine maps that feed a layer's activation.
 
 A layer's pre-activation is :math:`a = \sum_j M_j x_{i_j} + c(y)`: each :math:`M_j` is an affine
-``nn.Module`` (``nn.Linear``, ``nn.Conv2d``, ``nn.ConvTranspose2d``, chains of them with
-``nn.Flatten``/``nn.Unflatten``, or the maps below) and :math:`c(y)` an optional affine map of the
+``nn.Module`` (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, ``nn.ConvTranspose2d``, chains of them
+with pooling, padding, upsampling, pixel (un)shuffle or ``nn.Flatten``/``nn.Unflatten``, see
+:data:`liftinv.convert.AFFINE`, or the maps below) and :math:`c(y)` an optional affine map of the
 measurements. Adjoints and parameter gradients are taken by autograd through one map at a time
 (exact, since the maps are affine), so any affine module is admissible. A map whose linear part
 has a known adjoint (an ``apply_adjoint(r, input_shape)`` method, or a plain stride-1
@@ -375,13 +376,23 @@ def _keeps_forward(module: nn.Module, cls: type) -> bool:
 #: Modules that are linear (no constant part) whatever their parameters.
 LINEAR_MODULES = (ScaledConv, ConvAdjoint, NormalStep, GradientStep, _SharedWeight, nn.Identity, nn.Flatten, nn.Unflatten)
 
+#: torch modules that are linear whatever their settings, if their class keeps the ``forward``
+#: of one of these (e.g. ``nn.ZeroPad2d`` is a ``nn.ConstantPad2d`` with value 0, see
+#: :func:`is_linear`; ``nn.Upsample`` interpolates linearly in every mode).
+LINEAR_TORCH = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.ReflectionPad1d,
+                nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d, nn.Upsample, nn.PixelShuffle,
+                nn.PixelUnshuffle)
+
 
 def is_linear(module: nn.Module) -> bool:
     """Whether the affine ``module`` is known to be linear, :math:`f(0) = 0`: the maps of this
-    module, bias-free ``nn.Linear``/``nn.Conv*``, and ``nn.Sequential`` chains of them (torch
-    classes only if they keep their ``forward``)."""
-    if isinstance(module, LINEAR_MODULES):
+    module, bias-free ``nn.Linear``/``nn.Conv*``, the modules of :data:`LINEAR_TORCH`, constant
+    padding by 0 (``nn.ConstantPad1d/2d``, ``nn.ZeroPad1d/2d``), and ``nn.Sequential`` chains of
+    them (torch classes only if they keep their ``forward``)."""
+    if isinstance(module, LINEAR_MODULES) or any(_keeps_forward(module, cls) for cls in LINEAR_TORCH):
         return True
+    if any(_keeps_forward(module, cls) for cls in (nn.ConstantPad1d, nn.ConstantPad2d)):
+        return module.value == 0
     if any(_keeps_forward(module, cls) for cls in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
         return module.bias is None
     if _keeps_forward(module, nn.Sequential):

@@ -18,8 +18,14 @@ from liftinv.activations import Identity, as_activation
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 
-#: Affine modules that may appear between activations (``nn.Identity`` is dropped).
-AFFINE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn.Identity)
+#: Affine modules that may appear between activations (``nn.Identity`` is dropped); subclasses
+#: that keep the ``forward`` of one of them count too (``nn.ZeroPad2d``, ``nn.UpsamplingNearest2d``).
+#: Upsampling is linear in every mode, constant padding affine (linear for the value 0). Their
+#: adjoints are taken by autograd (see :mod:`liftinv.affine`).
+AFFINE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn.Identity, nn.Conv1d,
+          nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.ConstantPad1d, nn.ConstantPad2d,
+          nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d, nn.Upsample,
+          nn.PixelShuffle, nn.PixelUnshuffle)
 
 
 def _is_affine(module: nn.Module) -> bool:
@@ -47,9 +53,12 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
     r"""The lifted form of ``module``, computing the same function with shared parameters.
 
     Args:
-        module: an ``nn.Sequential`` (nested ones are flattened) of ``nn.Linear``,
-            ``nn.Conv2d``, ``nn.ConvTranspose2d``, ``nn.Flatten``, ``nn.Unflatten``,
-            ``nn.Identity`` and proximal activations (``nn.ReLU``, ``nn.LeakyReLU``,
+        module: an ``nn.Sequential`` (nested ones are flattened) of the affine modules of
+            :data:`AFFINE` (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, ``nn.ConvTranspose2d``,
+            ``nn.AvgPool1d/2d``, ``nn.AdaptiveAvgPool1d/2d``, ``nn.ZeroPad1d/2d``,
+            ``nn.ConstantPad1d/2d``, ``nn.ReflectionPad1d/2d``, ``nn.ReplicationPad1d/2d``,
+            ``nn.Upsample`` in any mode, ``nn.PixelShuffle``, ``nn.PixelUnshuffle``,
+            ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``) and proximal activations (``nn.ReLU``, ``nn.LeakyReLU``,
             ``nn.Hardtanh``, ``nn.Softshrink``, ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)``
             or liftinv activations; see :func:`~liftinv.activations.as_activation`); a single
             such module; a :class:`LiftedNetwork`, returned as it is; or a model that holds its

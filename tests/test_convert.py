@@ -1,10 +1,13 @@
 """lift(): same function, shared parameters, one layer per activation, clear refusals."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
+from liftinv.affine import adjoint_graph, is_linear, linear_part
 from liftinv.activations import Clip, Identity, LeakyReLU, ReLU, Sigmoid, SoftThreshold, Tanh
 from liftinv.architectures import MLP
 from liftinv.architectures._common import init_parameters_
@@ -262,3 +265,70 @@ def test_hardtanh_subclasses_count_only_if_they_keep_their_forward():
     net = lift(model)
     assert [type(layer.activation) for layer in net.layers] == [Clip, Clip]
     torch.testing.assert_close(net(u), model(u), rtol=1e-14, atol=1e-15)
+
+
+def _matrix(module: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
+    """The matrix of the linear part of ``module`` on samples of ``shape``, column j the image of
+    the j-th basis vector minus the image of 0 (forward passes only)."""
+    n = math.prod(shape)
+    with torch.no_grad():
+        images = module(torch.eye(n, dtype=DT).reshape(n, *shape)) - module(torch.zeros(1, *shape, dtype=DT))
+    return images.reshape(n, -1).T
+
+
+def _adjoint_matrix(module: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
+    r"""The matrix whose row i is :math:`M^* e_i` by the backward pass of :func:`adjoint_graph`
+    (the adjoint the lifted solvers use): :math:`M` itself if that adjoint is exact."""
+    x = torch.zeros(1, *shape, dtype=DT, requires_grad=True)
+    out = adjoint_graph(module, x)
+    basis = torch.eye(out[0].numel(), dtype=DT).reshape(-1, 1, *out.shape[1:])
+    return torch.stack([torch.autograd.grad(adjoint_graph(module, x), x, r)[0].reshape(-1) for r in basis])
+
+
+# (model, one sample's shape): each puts the layer between affine maps and activations
+LINEAR_LAYERS = {
+    "conv1d": (lambda: nn.Sequential(nn.Conv1d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv1d(3, 2, 2, stride=2)), (2, 6)),
+    "conv1d-reflect": (lambda: nn.Sequential(nn.Conv1d(2, 2, 3, padding=1, padding_mode="reflect"), nn.Tanh()), (2, 5)),
+    "avgpool1d": (lambda: nn.Sequential(nn.Conv1d(1, 2, 3), nn.AvgPool1d(2, ceil_mode=True), nn.ReLU()), (1, 7)),
+    "avgpool2d": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AvgPool2d(2), nn.ReLU()), (1, 4, 6)),
+    "avgpool2d-padded": (lambda: nn.Sequential(nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), nn.Tanh()),
+                         (2, 5, 4)),
+    "adaptive-avgpool2d": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                                 nn.Linear(2, 3)), (1, 5, 4)),
+    "zeropad2d": (lambda: nn.Sequential(nn.ZeroPad2d((1, 0, 2, 1)), nn.Conv2d(1, 2, 3), nn.ReLU()), (1, 3, 3)),
+    "constantpad2d": (lambda: nn.Sequential(nn.ReLU(), nn.ConstantPad2d(1, 0.5), nn.Conv2d(1, 1, 2), nn.Sigmoid()), (1, 2, 3)),
+    "constantpad1d": (lambda: nn.Sequential(nn.ConstantPad1d((2, 1), -0.25), nn.Conv1d(1, 2, 2), nn.ReLU()), (1, 4)),
+    "reflectionpad2d": (lambda: nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(1, 2, 3), nn.ReLU()), (1, 3, 4)),
+    "replicationpad2d": (lambda: nn.Sequential(nn.ReplicationPad2d((2, 0, 1, 1)), nn.Conv2d(1, 1, 3), nn.Tanh()), (1, 3, 3)),
+    "upsample-nearest": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2),
+                                               nn.Conv2d(2, 1, 3, padding=1)), (1, 3, 2)),
+    "upsample-nearest-fractional": (lambda: nn.Sequential(nn.UpsamplingNearest2d(size=(5, 4)), nn.ReLU()), (1, 3, 3)),
+    "upsample-bilinear": (lambda: nn.Sequential(nn.Upsample(scale_factor=1.5, mode="bilinear"), nn.Tanh()), (2, 2, 3)),
+    "pixelshuffle": (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.PixelShuffle(2),
+                                           nn.Conv2d(1, 1, 3, padding=1)), (1, 2, 3)),
+    "pixelunshuffle": (lambda: nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4, 2, 1), nn.LeakyReLU(0.1)), (1, 4, 2)),
+}
+
+
+@pytest.mark.parametrize("name", LINEAR_LAYERS)
+def test_common_affine_layers_lift_with_exact_adjoints(name):
+    """Conv1d, average pooling, zero/constant/reflection/replication padding, upsampling and pixel
+    (un)shuffle were refused as 'neither affine nor a proximal activation'. The lifted network
+    computes the model (float64, bit for bit), with the model's parameters; every layer map's
+    linear part (:func:`linear_part`) is its matrix built from forward passes, the backward pass
+    of :func:`adjoint_graph` its transpose, and :func:`is_linear` holds where the map sends 0 to 0."""
+    make, shape = LINEAR_LAYERS[name]
+    model, g = make().double(), gen(30)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.6, 0.6, generator=g)
+    net = lift(model, input_shape=shape)
+    u = torch.randn(3, *shape, dtype=DT, generator=gen(31))
+    assert torch.equal(net(u), model(u))
+    assert {id(p) for p in net.parameters()} == {id(p) for p in model.parameters()}
+    for x, layer in zip(net.feasible(u), net.layers):
+        m, sample = layer.maps[0], tuple(x.shape[1:])
+        matrix = _matrix(m, sample)
+        torch.testing.assert_close(linear_part(m, x).flatten(1), x.flatten(1) @ matrix.T, rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(_adjoint_matrix(m, sample), matrix, rtol=1e-14, atol=1e-14)
+        assert is_linear(m) == (not bool(m(torch.zeros_like(x)).any()))
