@@ -366,6 +366,30 @@ class Chain(nn.Sequential):
         return r
 
 
+class EvalBatchNorm(nn.Module):
+    r""":math:`x \mapsto \gamma\,(x - \mu)/\sqrt{v + \epsilon} + \beta` per channel (dim 1):
+    the map of ``bn`` (an ``nn.BatchNorm1d`` or ``nn.BatchNorm2d``, shared, not copied) in eval
+    mode, with its running mean :math:`\mu` and variance :math:`v`, its ``eps``
+    :math:`\epsilon` and its affine parameters :math:`\gamma, \beta` (1 and 0 without them),
+    whatever its ``training`` flag: a network holding this map keeps it in training mode, where
+    ``bn`` itself would normalise by the batch, and leaves the running statistics as they are.
+    ``bn`` must keep running statistics (``track_running_stats=True``)."""
+
+    def __init__(self, bn: nn.BatchNorm1d | nn.BatchNorm2d):
+        super().__init__()
+        if not (_keeps_forward(bn, nn.BatchNorm1d) or _keeps_forward(bn, nn.BatchNorm2d)):
+            raise TypeError(f"bn must be an nn.BatchNorm1d or nn.BatchNorm2d that keeps its forward, got {type(bn).__name__}")
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError("bn must keep running statistics (track_running_stats=True): without them it normalises "
+                             "each batch by its own statistics, in eval mode too, which is no affine map of a sample")
+        self.bn = bn
+
+    def forward(self, x: Tensor) -> Tensor:
+        bn = self.bn
+        bn._check_input_dim(x)
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
 def _keeps_forward(module: nn.Module, cls: type) -> bool:
     """Whether ``module`` is a ``cls`` whose class keeps ``cls.forward``: a subclass that
     overrides it (e.g. a weight-standardised convolution, or one adding a constant) may compute

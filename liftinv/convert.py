@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from liftinv.activations import Identity, as_activation
+from liftinv.affine import EvalBatchNorm
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 
@@ -32,6 +33,23 @@ def _is_affine(module: nn.Module) -> bool:
     """An instance of a class of :data:`AFFINE`, or of a subclass that keeps its ``forward``
     (one that overrides it may compute anything)."""
     return any(isinstance(module, cls) and type(module).forward is cls.forward for cls in AFFINE)
+
+
+def _batch_norm(module: nn.Module, path: str) -> EvalBatchNorm | None:
+    """The eval-mode map of an ``nn.BatchNorm1d``/``nn.BatchNorm2d`` (of a subclass that keeps
+    its ``forward``), ``None`` for other modules; a ``TypeError`` naming the layer for one that
+    normalises by the batch (in training mode, or without running statistics)."""
+    if not any(isinstance(module, cls) and type(module).forward is cls.forward for cls in (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return None
+    where = f"cannot lift layer {path or '(root)'} ({type(module).__name__})"
+    if module.training:
+        raise TypeError(f"{where}: it is in training mode, where it normalises each batch by its own statistics, which "
+                        "is no affine map of a sample; call .eval() on the model first (its running statistics then "
+                        "define the map)")
+    try:
+        return EvalBatchNorm(module)
+    except ValueError as err:
+        raise TypeError(f"{where}: {err}") from err
 
 
 def _leaves(module: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
@@ -58,7 +76,10 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             ``nn.AvgPool1d/2d``, ``nn.AdaptiveAvgPool1d/2d``, ``nn.ZeroPad1d/2d``,
             ``nn.ConstantPad1d/2d``, ``nn.ReflectionPad1d/2d``, ``nn.ReplicationPad1d/2d``,
             ``nn.Upsample`` in any mode, ``nn.PixelShuffle``, ``nn.PixelUnshuffle``,
-            ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``) and proximal activations (``nn.ReLU``, ``nn.LeakyReLU``,
+            ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``), ``nn.BatchNorm1d/2d`` in eval mode
+            with running statistics (lifted to their affine map,
+            :class:`~liftinv.affine.EvalBatchNorm`, which the lifted network keeps in training
+            mode) and proximal activations (``nn.ReLU``, ``nn.LeakyReLU``,
             ``nn.Hardtanh``, ``nn.Softshrink``, ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)``
             or liftinv activations; see :func:`~liftinv.activations.as_activation`); a single
             such module; a :class:`LiftedNetwork`, returned as it is; or a model that holds its
@@ -72,7 +93,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
     Raises:
         TypeError: a module is neither affine nor a proximal activation (the message names its
             index in ``module``, its class and the supported set); a subclass of an affine module
-            that overrides ``forward`` is not taken as affine.
+            that overrides ``forward`` is not taken as affine; a batch norm in training mode or
+            without running statistics (it normalises by the batch) is refused, naming it.
         ValueError: no layer, or ``input_shape`` does not fit the network (a layer fails or
             does not keep the batch axis).
     """
@@ -88,13 +110,17 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             if not isinstance(m, nn.Identity):
                 chain.append(m)
             continue
+        norm = _batch_norm(m, path)
+        if norm is not None:
+            chain.append(norm)
+            continue
         try:
             act = as_activation(m)
         except TypeError as err:
             names = ", ".join(f"nn.{c.__name__}" for c in AFFINE)
             raise TypeError(
                 f"cannot lift layer {path or '(root)'} ({type(m).__name__}): it is neither affine "
-                f"({names}, nested nn.Sequential) nor a proximal activation: {err}"
+                f"({names}, nn.BatchNorm1d/2d in eval mode, nested nn.Sequential) nor a proximal activation: {err}"
             ) from err
         layers.append(Layer([len(layers)], [_chain(chain)], act))
         chain = []
@@ -123,7 +149,8 @@ def _dry_run(net: LiftedNetwork) -> None:
                            f"lifted layer {k} (map {net.layer(k).maps[0]})")
                 try:
                     xs.append(net.layer(k)(xs))
-                except (RuntimeError, IndexError) as err:  # IndexError: a dimension out of range
+                except (RuntimeError, IndexError, ValueError) as err:  # IndexError: a dimension out of range;
+                    # ValueError: a batch norm's check of the input's dimensions
                     raise ValueError(f"{context}: {err}") from err
                 if xs[-1].dim() == 0 or xs[-1].shape[0] != batch:
                     raise ValueError(f"{context}: it maps a batch of {batch} to shape {tuple(xs[-1].shape)}, "

@@ -132,7 +132,7 @@ def test_unrolled_networks_give_their_lifted_form():
     [
         (nn.GELU(), "1 (GELU)"),
         (nn.SiLU(), "1 (SiLU)"),
-        (nn.BatchNorm1d(4), "1 (BatchNorm1d)"),
+        (nn.GroupNorm(2, 4), "1 (GroupNorm)"),
         (nn.Dropout(0.1), "1 (Dropout)"),
         (nn.LeakyReLU(-0.1), "1 (LeakyReLU)"),
         (nn.Sequential(nn.ReLU(), nn.ELU()), "1.1 (ELU)"),
@@ -326,9 +326,100 @@ def test_common_affine_layers_lift_with_exact_adjoints(name):
     u = torch.randn(3, *shape, dtype=DT, generator=gen(31))
     assert torch.equal(net(u), model(u))
     assert {id(p) for p in net.parameters()} == {id(p) for p in model.parameters()}
+    _check_layer_maps(net, u)
+
+
+def _check_layer_maps(net: LiftedNetwork, u: torch.Tensor) -> None:
+    """Every layer map's linear part (:func:`linear_part`) is its matrix built from forward
+    passes, the backward pass of :func:`adjoint_graph` its transpose, and :func:`is_linear` holds
+    where the map sends 0 to 0."""
     for x, layer in zip(net.feasible(u), net.layers):
         m, sample = layer.maps[0], tuple(x.shape[1:])
         matrix = _matrix(m, sample)
         torch.testing.assert_close(linear_part(m, x).flatten(1), x.flatten(1) @ matrix.T, rtol=1e-13, atol=1e-13)
         torch.testing.assert_close(_adjoint_matrix(m, sample), matrix, rtol=1e-14, atol=1e-14)
         assert is_linear(m) == (not bool(m(torch.zeros_like(x)).any()))
+
+
+def _pretrained(model: nn.Module, seed: int) -> nn.Module:
+    """``model`` in float64 and eval mode with random parameters and batch-norm statistics (running
+    means in [-0.5, 0.5], variances in [0.5, 2]), as after training."""
+    model, g = model.double().eval(), gen(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.6, 0.6, generator=g)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+    return model
+
+
+def _batch_norm_oracle(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    r""":math:`\gamma (x - \mu) / \sqrt{v + \epsilon} + \beta` per channel (dim 1), written out."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    gamma = bn.weight if bn.affine else torch.ones_like(bn.running_mean)
+    beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+    scale = gamma / torch.sqrt(bn.running_var + bn.eps)
+    return (x - bn.running_mean.reshape(shape)) * scale.reshape(shape) + beta.reshape(shape)
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 2, 3, bias=False),
+                               nn.BatchNorm2d(2, affine=False), nn.LeakyReLU(0.1), nn.Flatten(), nn.Linear(8, 3)),
+         (1, 4, 4)),
+        (lambda: nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.BatchNorm1d(5), nn.Linear(5, 2)), (4,)),
+        (lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), nn.ReLU()), (2, 5)),
+    ],
+    ids=["conv2d", "linear", "conv1d"],
+)
+def test_eval_mode_batch_norm_lifts_to_its_affine_map(make, shape):
+    """BatchNorm1d/2d in eval mode (per channel, the affine map of its running statistics) was
+    refused as 'neither affine nor a proximal activation'. The lifted network equals the model
+    bit for bit (float64) with the model's parameters, each batch norm its closed form; its maps
+    pass the matrix and adjoint checks. Put in training mode, the lifted network keeps the map of
+    the running statistics (and does not update them), where the module alone would normalise by
+    the batch."""
+    model = _pretrained(make(), 40)
+    net = lift(model, input_shape=shape)
+    u = torch.randn(3, *shape, dtype=DT, generator=gen(41))
+    expected = model(u)
+    assert torch.equal(net(u), expected)
+    assert {id(p) for p in net.parameters()} == {id(p) for p in model.parameters()}
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    x = u
+    for m in model:
+        x, seen = m(x), x
+        if m in norms:
+            torch.testing.assert_close(x, _batch_norm_oracle(m, seen), rtol=1e-14, atol=1e-14)
+    _check_layer_maps(net, u)
+    stats = [b.clone() for b in model.buffers()]
+    net.train()
+    assert torch.equal(net(u), expected) and all(torch.equal(a, b) for a, b in zip(stats, model.buffers()))
+
+
+@pytest.mark.parametrize(
+    "bn, reason",
+    [
+        (nn.BatchNorm1d(4), "in training mode"),
+        (nn.BatchNorm1d(4, track_running_stats=False).eval(), "running statistics"),
+        (nn.BatchNorm1d(4, track_running_stats=False), "in training mode"),
+    ],
+)
+def test_batch_norm_that_normalises_by_the_batch_is_refused_naming_the_layer(bn, reason):
+    """A batch norm in training mode, or one without running statistics (which normalises by the
+    batch in eval mode too), is no affine map of each sample: refused by index, class and reason."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.ReLU(), bn), nn.Linear(4, 2))
+    with pytest.raises(TypeError, match=rf"cannot lift layer 1\.1 \(BatchNorm1d\): .*{reason}"):
+        lift(model)
+
+
+def test_batch_norm_input_shape_without_channels_is_refused_naming_it():
+    """BatchNorm2d refuses 3-d inputs with a ValueError of its own: the dry run names input_shape
+    and the layer, as for the other maps."""
+    model = nn.Sequential(nn.BatchNorm2d(1).eval(), nn.ReLU())
+    with pytest.raises(ValueError, match=r"(?s)input_shape=\(5, 7\) .* does not fit lifted layer 1 .*4D input"):
+        lift(model, input_shape=(5, 7))
+    assert lift(model, input_shape=(1, 5, 7)).input_shape == (1, 5, 7)

@@ -441,6 +441,25 @@ def test_noiseless_injective_network_recovers_input():
     assert res.discrepancy.max() < 1e-6
 
 
+def test_noiseless_cnn_with_eval_mode_batch_norm_recovers_input():
+    """A pre-trained-style CNN, convolutions each followed by a BatchNorm2d in eval mode (running
+    statistics away from 0 and 1) and a leaky ReLU, with more channels than the input: lift
+    refused its batch norms; inverted from noiseless data it gives back the input."""
+    g = gen(11)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.LeakyReLU(0.5),
+                          nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.LeakyReLU(0.5)).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.6, 0.6, generator=g)
+        for bn in (model[1], model[4]):
+            bn.running_mean.uniform_(-0.5, 0.5, generator=g)
+            bn.running_var.uniform_(0.5, 2.0, generator=g)
+    u = torch.rand(2, 1, 5, 5, dtype=F64, generator=g)
+    res = invert(model, model(u).detach(), input_shape=(1, 5, 5), config=InversionConfig(max_iter=2000, tol=1e-13))
+    torch.testing.assert_close(res.input, u, atol=1e-8, rtol=0)
+    assert res.discrepancy.max() < 1e-8
+
+
 def test_noiseless_identity_output_layer_recovers_input():
     # a last layer without activation: squared error data term
     model = seeded(nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 10)).double(), 1)
