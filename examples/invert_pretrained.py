@@ -36,8 +36,8 @@ generator = torch.Generator().manual_seed(0)
 
 # The "pre-trained" network: convolution, leaky ReLU, convolution (any nn.Sequential of Linear,
 # Conv1d/Conv2d/ConvTranspose2d, average pooling, padding, upsampling, pixel (un)shuffle,
-# Flatten/Unflatten, eval-mode BatchNorm and proximal activations can be inverted; GELU and other
-# non-proximal activations are refused by name).
+# Flatten/Unflatten, eval-mode BatchNorm and Dropout, and proximal activations can be inverted;
+# GELU and other non-proximal activations are refused by name).
 net = nn.Sequential(nn.Conv2d(1, 4, 5, padding=2), nn.LeakyReLU(0.2), nn.Conv2d(4, 4, 3, padding=1))
 with torch.no_grad():
     for conv in (net[0], net[2]):

@@ -29,23 +29,41 @@ AFFINE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn
           nn.PixelShuffle, nn.PixelUnshuffle)
 
 
+#: Modules whose map in eval mode is affine, refused in training mode: batch norm (its running
+#: statistics' per-channel affine map, :class:`~liftinv.affine.EvalBatchNorm`) and dropout (the
+#: identity, dropped).
+BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
+DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d)
+
+
+def _instance_keeping_forward(module: nn.Module, classes: tuple[type, ...]) -> bool:
+    """An instance of one of ``classes``, or of a subclass that keeps its ``forward`` (one that
+    overrides it may compute anything)."""
+    return any(isinstance(module, cls) and type(module).forward is cls.forward for cls in classes)
+
+
 def _is_affine(module: nn.Module) -> bool:
-    """An instance of a class of :data:`AFFINE`, or of a subclass that keeps its ``forward``
-    (one that overrides it may compute anything)."""
-    return any(isinstance(module, cls) and type(module).forward is cls.forward for cls in AFFINE)
+    """An instance of a class of :data:`AFFINE` (see :func:`_instance_keeping_forward`)."""
+    return _instance_keeping_forward(module, AFFINE)
 
 
-def _batch_norm(module: nn.Module, path: str) -> EvalBatchNorm | None:
-    """The eval-mode map of an ``nn.BatchNorm1d``/``nn.BatchNorm2d`` (of a subclass that keeps
-    its ``forward``), ``None`` for other modules; a ``TypeError`` naming the layer for one that
-    normalises by the batch (in training mode, or without running statistics)."""
-    if not any(isinstance(module, cls) and type(module).forward is cls.forward for cls in (nn.BatchNorm1d, nn.BatchNorm2d)):
+def _eval_mode_map(module: nn.Module, path: str) -> nn.Module | None:
+    """The eval-mode map of a batch norm (:class:`~liftinv.affine.EvalBatchNorm`) or a dropout
+    (``nn.Identity``) of :data:`BATCH_NORM` or :data:`DROPOUT`, ``None`` for other modules; a
+    ``TypeError`` naming the layer for one in training mode, or a batch norm without running
+    statistics (either normalises by the batch or draws random entries)."""
+    if _instance_keeping_forward(module, BATCH_NORM):
+        does = "normalises each batch by its own statistics"
+    elif _instance_keeping_forward(module, DROPOUT):
+        does = "zeroes random entries"
+    else:
         return None
     where = f"cannot lift layer {path or '(root)'} ({type(module).__name__})"
     if module.training:
-        raise TypeError(f"{where}: it is in training mode, where it normalises each batch by its own statistics, which "
-                        "is no affine map of a sample; call .eval() on the model first (its running statistics then "
-                        "define the map)")
+        raise TypeError(f"{where}: it is in training mode, where it {does}, which is no affine map of a sample; "
+                        "call .eval() on the model first")
+    if isinstance(module, DROPOUT):
+        return nn.Identity()
     try:
         return EvalBatchNorm(module)
     except ValueError as err:
@@ -79,9 +97,10 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``), ``nn.BatchNorm1d/2d`` in eval mode
             with running statistics (lifted to their affine map,
             :class:`~liftinv.affine.EvalBatchNorm`, which the lifted network keeps in training
-            mode) and proximal activations (``nn.ReLU``, ``nn.LeakyReLU``,
-            ``nn.Hardtanh``, ``nn.Softshrink``, ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)``
-            or liftinv activations; see :func:`~liftinv.activations.as_activation`); a single
+            mode), ``nn.Dropout/1d/2d`` in eval mode (the identity, dropped) and proximal
+            activations (``nn.ReLU``, ``nn.LeakyReLU``, ``nn.Hardtanh``, ``nn.Softshrink``,
+            ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)`` or liftinv activations; see
+            :func:`~liftinv.activations.as_activation`); a single
             such module; a :class:`LiftedNetwork`, returned as it is; or a model that holds its
             lifted form as ``.lifted`` (the unrolled reconstruction networks: that lifted
             network, whose input is :math:`x_0` and whose data maps read the measurements
@@ -93,8 +112,9 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
     Raises:
         TypeError: a module is neither affine nor a proximal activation (the message names its
             index in ``module``, its class and the supported set); a subclass of an affine module
-            that overrides ``forward`` is not taken as affine; a batch norm in training mode or
-            without running statistics (it normalises by the batch) is refused, naming it.
+            that overrides ``forward`` is not taken as affine; a batch norm or dropout in training
+            mode, or a batch norm without running statistics (it normalises by the batch), is
+            refused, naming it.
         ValueError: no layer, or ``input_shape`` does not fit the network (a layer fails or
             does not keep the batch axis).
     """
@@ -106,13 +126,10 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     layers, chain = [], []
     for path, m in _leaves(module, ""):
-        if _is_affine(m):
-            if not isinstance(m, nn.Identity):
-                chain.append(m)
-            continue
-        norm = _batch_norm(m, path)
-        if norm is not None:
-            chain.append(norm)
+        mapped = m if _is_affine(m) else _eval_mode_map(m, path)
+        if mapped is not None:
+            if not isinstance(mapped, nn.Identity):
+                chain.append(mapped)
             continue
         try:
             act = as_activation(m)
@@ -120,7 +137,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             names = ", ".join(f"nn.{c.__name__}" for c in AFFINE)
             raise TypeError(
                 f"cannot lift layer {path or '(root)'} ({type(m).__name__}): it is neither affine "
-                f"({names}, nn.BatchNorm1d/2d in eval mode, nested nn.Sequential) nor a proximal activation: {err}"
+                f"({names}, nn.BatchNorm1d/2d and nn.Dropout/1d/2d in eval mode, nested nn.Sequential) nor a "
+                f"proximal activation: {err}"
             ) from err
         layers.append(Layer([len(layers)], [_chain(chain)], act))
         chain = []

@@ -133,7 +133,6 @@ def test_unrolled_networks_give_their_lifted_form():
         (nn.GELU(), "1 (GELU)"),
         (nn.SiLU(), "1 (SiLU)"),
         (nn.GroupNorm(2, 4), "1 (GroupNorm)"),
-        (nn.Dropout(0.1), "1 (Dropout)"),
         (nn.LeakyReLU(-0.1), "1 (LeakyReLU)"),
         (nn.Sequential(nn.ReLU(), nn.ELU()), "1.1 (ELU)"),
     ],
@@ -423,3 +422,23 @@ def test_batch_norm_input_shape_without_channels_is_refused_naming_it():
     with pytest.raises(ValueError, match=r"(?s)input_shape=\(5, 7\) .* does not fit lifted layer 1 .*4D input"):
         lift(model, input_shape=(5, 7))
     assert lift(model, input_shape=(1, 5, 7)).input_shape == (1, 5, 7)
+
+
+@pytest.mark.parametrize(
+    "drop, conv, shape",
+    [(nn.Dropout(0.3), nn.Conv1d, (2, 5)), (nn.Dropout1d(0.5), nn.Conv1d, (2, 5)), (nn.Dropout2d(0.2), nn.Conv2d, (2, 3, 4))],
+    ids=["Dropout", "Dropout1d", "Dropout2d"],
+)
+def test_eval_mode_dropout_lifts_to_the_identity_and_training_mode_is_refused(drop, conv, shape):
+    """Dropout in eval mode is the identity (as in pre-trained classifiers); it was refused as
+    'neither affine nor a proximal activation'. It is dropped from the maps: the lifted network
+    equals the model, also once put in training mode (where the module would zero random
+    entries). In training mode it is refused by index, class and reason."""
+    model = _pretrained(nn.Sequential(conv(2, 3, 3), drop, nn.ReLU(), nn.Dropout(0.5), conv(3, 2, 1)), 50)
+    net = lift(model, input_shape=shape)
+    u = torch.randn(4, *shape, dtype=DT, generator=gen(51))
+    expected = model(u)
+    assert torch.equal(net(u), expected) and net.layer(1).maps[0] is model[0] and net.layer(2).maps[0] is model[4]
+    assert torch.equal(net.train()(u), expected)
+    with pytest.raises(TypeError, match=rf"cannot lift layer 1 \({type(drop).__name__}\): .*training mode"):
+        lift(model.train())
