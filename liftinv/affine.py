@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from liftinv.validation import keeps_forward
 from operators.checks import values_trusted
 
 
@@ -114,7 +115,7 @@ def _check_numeric_padding(conv: nn.Conv2d) -> None:
     """``conv`` must be an ``nn.Conv2d`` whose class keeps its ``forward`` (the maps apply its
     weight); adjoints need the padding in pixels (``nn.Conv2d`` also accepts "same" and
     "valid"), and zero padding (:func:`_check_zero_padding`)."""
-    if not _keeps_forward(conv, nn.Conv2d):
+    if not keeps_forward(conv, nn.Conv2d):
         what = "overrides forward" if isinstance(conv, nn.Conv2d) else "is not one"
         raise TypeError(f"conv must be an nn.Conv2d, got {type(conv).__name__}, which {what}")
     if isinstance(conv.padding, str):
@@ -288,7 +289,7 @@ def _check_transposable(module: nn.Module, name: str) -> None:
     transpose maps back to the input's shape) and zero padding."""
     if not isinstance(module, (nn.Linear, nn.Conv2d)):
         raise TypeError(f"{name} must be an nn.Linear or nn.Conv2d, got {type(module).__name__}")
-    if not (_keeps_forward(module, nn.Linear) or _keeps_forward(module, nn.Conv2d)):
+    if not keeps_forward(module, nn.Linear, nn.Conv2d):
         raise TypeError(f"{name} is a {type(module).__name__}, which overrides forward: its map need not be its weight's")
     if isinstance(module, nn.Conv2d) and (
         module.stride != (1, 1) or module.padding != tuple(k // 2 for k in module.kernel_size)
@@ -377,7 +378,7 @@ class EvalBatchNorm(nn.Module):
 
     def __init__(self, bn: nn.BatchNorm1d | nn.BatchNorm2d):
         super().__init__()
-        if not (_keeps_forward(bn, nn.BatchNorm1d) or _keeps_forward(bn, nn.BatchNorm2d)):
+        if not keeps_forward(bn, nn.BatchNorm1d, nn.BatchNorm2d):
             raise TypeError(f"bn must be an nn.BatchNorm1d or nn.BatchNorm2d that keeps its forward, got {type(bn).__name__}")
         if bn.running_mean is None or bn.running_var is None:
             raise ValueError("bn must keep running statistics (track_running_stats=True): without them it normalises "
@@ -388,13 +389,6 @@ class EvalBatchNorm(nn.Module):
         bn = self.bn
         bn._check_input_dim(x)
         return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-
-
-def _keeps_forward(module: nn.Module, cls: type) -> bool:
-    """Whether ``module`` is a ``cls`` whose class keeps ``cls.forward``: a subclass that
-    overrides it (e.g. a weight-standardised convolution, or one adding a constant) may compute
-    another map than its weight and bias say."""
-    return isinstance(module, cls) and type(module).forward is cls.forward
 
 
 #: Modules that are linear (no constant part) whatever their parameters.
@@ -413,13 +407,13 @@ def is_linear(module: nn.Module) -> bool:
     module, bias-free ``nn.Linear``/``nn.Conv*``, the modules of :data:`LINEAR_TORCH`, constant
     padding by 0 (``nn.ConstantPad1d/2d``, ``nn.ZeroPad1d/2d``), and ``nn.Sequential`` chains of
     them (torch classes only if they keep their ``forward``)."""
-    if isinstance(module, LINEAR_MODULES) or any(_keeps_forward(module, cls) for cls in LINEAR_TORCH):
+    if isinstance(module, LINEAR_MODULES) or keeps_forward(module, *LINEAR_TORCH):
         return True
-    if any(_keeps_forward(module, cls) for cls in (nn.ConstantPad1d, nn.ConstantPad2d)):
+    if keeps_forward(module, nn.ConstantPad1d, nn.ConstantPad2d):
         return module.value == 0
-    if any(_keeps_forward(module, cls) for cls in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
+    if keeps_forward(module, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d):
         return module.bias is None
-    if _keeps_forward(module, nn.Sequential):
+    if keeps_forward(module, nn.Sequential):
         return all(is_linear(m) for m in module)
     return False
 
@@ -442,7 +436,7 @@ def _adjoint_method(module: nn.Module):
     other modules."""
     if callable(getattr(module, "apply_adjoint", None)):
         return module.apply_adjoint
-    if (_keeps_forward(module, nn.Conv2d) and module.stride == (1, 1) and module.dilation == (1, 1) and module.groups == 1
+    if (keeps_forward(module, nn.Conv2d) and module.stride == (1, 1) and module.dilation == (1, 1) and module.groups == 1
             and module.padding_mode == "zeros" and not isinstance(module.padding, str)):
         return lambda r, input_shape: conv_adjoint(r, module.weight, module.padding)
     return None

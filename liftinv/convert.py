@@ -18,6 +18,7 @@ from liftinv.activations import Identity, as_activation
 from liftinv.affine import EvalBatchNorm
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
+from liftinv.validation import keeps_forward
 
 #: Affine modules that may appear between activations (``nn.Identity`` is dropped); subclasses
 #: that keep the ``forward`` of one of them count too (``nn.ZeroPad2d``, ``nn.UpsamplingNearest2d``).
@@ -36,15 +37,10 @@ BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d)
 
 
-def _instance_keeping_forward(module: nn.Module, classes: tuple[type, ...]) -> bool:
-    """An instance of one of ``classes``, or of a subclass that keeps its ``forward`` (one that
-    overrides it may compute anything)."""
-    return any(isinstance(module, cls) and type(module).forward is cls.forward for cls in classes)
-
-
 def _is_affine(module: nn.Module) -> bool:
-    """An instance of a class of :data:`AFFINE` (see :func:`_instance_keeping_forward`)."""
-    return _instance_keeping_forward(module, AFFINE)
+    """An instance of a class of :data:`AFFINE` that keeps its ``forward``
+    (:func:`~liftinv.validation.keeps_forward`)."""
+    return keeps_forward(module, *AFFINE)
 
 
 def _eval_mode_map(module: nn.Module, path: str) -> nn.Module | None:
@@ -52,9 +48,9 @@ def _eval_mode_map(module: nn.Module, path: str) -> nn.Module | None:
     (``nn.Identity``) of :data:`BATCH_NORM` or :data:`DROPOUT`, ``None`` for other modules; a
     ``TypeError`` naming the layer for one in training mode, or a batch norm without running
     statistics (either normalises by the batch or draws random entries)."""
-    if _instance_keeping_forward(module, BATCH_NORM):
+    if keeps_forward(module, *BATCH_NORM):
         does = "normalises each batch by its own statistics"
-    elif _instance_keeping_forward(module, DROPOUT):
+    elif keeps_forward(module, *DROPOUT):
         does = "zeroes random entries"
     else:
         return None

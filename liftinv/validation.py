@@ -24,6 +24,13 @@ def sample_shape(name: str, value: object) -> tuple[int, ...]:
     return tuple(positive_int(f"{name}[{i}]", s) for i, s in enumerate(value))
 
 
+def keeps_forward(module: object, *classes: type) -> bool:
+    """Whether ``module`` is an instance of one of ``classes`` whose class keeps that class's
+    ``forward``: a subclass that overrides it (e.g. a weight-standardised convolution, or one
+    adding a constant) may compute another map than its parameters say."""
+    return any(isinstance(module, cls) and type(module).forward is cls.forward for cls in classes)
+
+
 def refuse_inference_mode(what: str) -> None:
     """A ``RuntimeError`` naming ``what`` under ``torch.inference_mode``, which disables the
     autograd that ``what`` needs (its failure inside would name no cause)."""

@@ -10,6 +10,8 @@ import math
 
 from torch import nn
 
+from liftinv.validation import keeps_forward
+
 from .base import Activation
 from .piecewise import Clip, Identity, LeakyReLU, ReLU, SoftThreshold
 from .smooth import Sigmoid, Tanh
@@ -86,12 +88,6 @@ def as_activation(module: nn.Module) -> Activation:
     return converted
 
 
-def _plain_hardtanh(module: nn.Module) -> bool:
-    """An ``nn.Hardtanh`` (or ``nn.ReLU6``) whose class keeps ``Hardtanh.forward``: a subclass
-    that overrides it may compute another map than the clip."""
-    return isinstance(module, nn.Hardtanh) and type(module).forward is nn.Hardtanh.forward
-
-
 def _convert(module: nn.Module) -> Activation | None:
     # Exact type checks where torch subclasses change the map (nn.ReLU6 is a Hardtanh: allowed).
     if type(module) is nn.Identity:
@@ -101,7 +97,7 @@ def _convert(module: nn.Module) -> Activation | None:
     if type(module) is nn.LeakyReLU and 0 <= module.negative_slope <= 1:
         slope = module.negative_slope
         return ReLU() if slope == 0 else Identity() if slope == 1 else LeakyReLU(slope)
-    if _plain_hardtanh(module) and math.isfinite(module.min_val) and math.isfinite(module.max_val):
+    if keeps_forward(module, nn.Hardtanh) and math.isfinite(module.min_val) and math.isfinite(module.max_val):
         return Clip(module.min_val, module.max_val)
     if type(module) is nn.Softshrink and module.lambd >= 0:
         return Identity() if module.lambd == 0 else SoftThreshold(module.lambd)
@@ -131,7 +127,7 @@ def _reason(module: nn.Module) -> str:
         if module.alpha > 1:
             return f"ELU with alpha={module.alpha} > 1 " + _STEEP
         return f"ELU with alpha={module.alpha} in [0, 1] " + _MONOTONE_LIPSCHITZ
-    if isinstance(module, nn.Hardtanh) and not _plain_hardtanh(module):
+    if isinstance(module, nn.Hardtanh) and not keeps_forward(module, nn.Hardtanh):
         return f"{name} subclasses nn.Hardtanh but overrides its forward, so it may not be the clip"
     if isinstance(module, nn.Hardtanh):
         return (f"{name} with min_val={module.min_val}, max_val={module.max_val}: liftinv's Clip needs finite "
