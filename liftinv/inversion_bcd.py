@@ -92,9 +92,12 @@ class JointProblem(LiftedProblem):
     :class:`~liftinv.solvers.BCD` with the :class:`~liftinv.solvers.Simultaneous` schedule takes provably
     decreasing joint steps. Parameter blocks keep :meth:`LiftedProblem.lipschitz`. A joint step
     moves every input of a layer: one re-evaluation of the layer costs no more than updating it
-    input by input, so pre-activations are recomputed (``incremental = False``)."""
+    input by input, so pre-activations are recomputed (``incremental = False``). Its constants
+    majorise the coupling between the variable blocks (``majorises_coupling = True``), so BCD
+    keeps every group of the schedule whole."""
 
     incremental = False
+    majorises_coupling = True
 
     def _var_lipschitz(self, block: Var) -> float:
         r""":math:`D_b = t\,w_b` over ``LIPSCHITZ_MARGIN`` (which ``lipschitz`` applies): the coupling

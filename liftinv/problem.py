@@ -137,6 +137,11 @@ class LiftedProblem:
     inputs when one input moves, rather than recompute them (see the module docstring); a
     subclass whose solver moves all inputs of a layer at once sets it to False.
 
+    ``majorises_coupling`` (class attribute, False): whether the variable blocks' constants
+    (:meth:`lipschitz`) majorise the coupling between them, so that any Jacobi group of variable
+    blocks takes a descent step; otherwise :class:`~liftinv.solvers.BCD` splits each group of its
+    schedule into groups of blocks that share no layer penalty (:meth:`var_layers`).
+
     Args:
         network: the lifted network (:meth:`set` gives its parameters new values).
         xs: initial variables ``[x_0, ..., x_K]`` (e.g. ``network.feasible(u)``, with ``x_K``
@@ -159,6 +164,7 @@ class LiftedProblem:
     """
 
     incremental = True
+    majorises_coupling = False
 
     def __init__(
         self,
@@ -481,6 +487,12 @@ class LiftedProblem:
                 for p, g in zip(wrt, grads):
                     _accumulate(total, id(p), g)
         return tuple(total.get(id(p)) for p in own)
+
+    def var_layers(self, index: int) -> list[int]:
+        """The layers whose penalty the variable ``index`` enters, in increasing order: its own
+        layer (``index`` > 0) and every layer that reads it (two variables that share one are
+        coupled through its pre-activation)."""
+        return sorted({k for k, _ in self.network.consumers(index)} | ({index} if index > 0 else set()))
 
     def param_layers(self, index: int) -> list[int]:
         """The layers that use the parameter group ``index``, in increasing order."""

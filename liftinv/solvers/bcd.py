@@ -12,9 +12,15 @@ no two of them enter the same layer's penalty (blocks that share a layer are cou
 pre-activation). So the parameter blocks are split, in order, into groups whose layers are
 disjoint (``problem.param_layers``; one group per architecture whose layers each use one
 parameter group, e.g. every training setup; several on an exact-form ResNet, whose layers read
-the input map and earlier residual maps). The schedules' variable groups are disjoint on chains
-(:class:`~liftinv.solvers.schedules.OddEven` included); :class:`~liftinv.solvers.schedules.Simultaneous`
-needs constants that majorise the coupling (:class:`liftinv.inversion_bcd.JointProblem`). With
+the input map and earlier residual maps), and so is each variable group of the schedule
+(``problem.var_layers``: a variable :math:`x_i` enters the penalty of its layer :math:`i` and of
+every layer that reads it). On chains the schedules' groups are already disjoint
+(:class:`~liftinv.solvers.schedules.OddEven` included) and stay as they are; on a penalty-form
+ResNet, whose layer :math:`u_j = u_{j-1} + V_j z_j` reads :math:`u_{j-1}`, ``OddEven``'s group
+holding :math:`u_{j-1}` and :math:`u_j` is split. A problem whose variable constants majorise
+the coupling between the blocks (``problem.majorises_coupling``, as
+:class:`liftinv.inversion_bcd.JointProblem`'s do for
+:class:`~liftinv.solvers.schedules.Simultaneous`) keeps every variable group whole. With
 such groups, ``Plain`` rules, ``step_scale`` < 2 and constants :math:`L_b` that bound the block
 curvature, every group update decreases the energy (descent lemma); ``step_scale`` = 1 is the
 classical PALM step (Bolte, Sabach & Teboulle 2014). The constants are estimates (see
@@ -87,20 +93,26 @@ class SolverState:
         return cls(int(d["iteration"]), dict(d["var_states"]), dict(d["param_states"]))
 
 
-def _disjoint_layers(problem: BlockProblem, params: list[Params]) -> list[list[Params]]:
-    """``params`` split, in order, into Jacobi groups whose blocks share no layer (first fit);
-    one group when the problem does not tell its blocks' layers (``param_layers``)."""
-    layers_of = getattr(problem, "param_layers", None)
-    if not callable(layers_of):
-        return [params]
-    groups: list[tuple[list[Params], set[int]]] = []
-    for p in params:
-        layers = set(layers_of(p.index))
+def _disjoint_layers(problem: BlockProblem, blocks: list[Block]) -> list[list[Block]]:
+    """``blocks`` (variables or parameters) split, in order, into Jacobi groups whose blocks
+    share no layer (first fit: each block joins the first group none of whose blocks shares a
+    layer with it), by the problem's ``var_layers`` or ``param_layers``; one group when the
+    problem does not tell its blocks' layers, and for variables when its constants majorise the
+    coupling between them (``majorises_coupling``)."""
+    kinds = {type(b) for b in blocks}
+    if Var in kinds and getattr(problem, "majorises_coupling", False):
+        return [blocks]
+    layers_of = {Var: getattr(problem, "var_layers", None), Params: getattr(problem, "param_layers", None)}
+    if not all(callable(layers_of[kind]) for kind in kinds):
+        return [blocks]
+    groups: list[tuple[list[Block], set[int]]] = []
+    for b in blocks:
+        layers = set(layers_of[type(b)](b.index))
         fit = next((g for g in groups if not g[1] & layers), None)
         if fit is None:
-            groups.append(([p], layers))
+            groups.append(([b], layers))
         else:
-            fit[0].append(p)
+            fit[0].append(b)
             fit[1].update(layers)
     return [g for g, _ in groups]
 
@@ -179,7 +191,7 @@ class BCD:
         state = self._complete(problem, state)
         iteration = state.iteration + 1
         blocks = problem.blocks()
-        groups = self.schedule([b for b in blocks if isinstance(b, Var)])
+        groups = [part for g in self.schedule([b for b in blocks if isinstance(b, Var)]) for part in _disjoint_layers(problem, g)]
         params = [b for b in blocks if isinstance(b, Params)]
         sequence = [g for _ in range(self.var_sweeps - 1) for g in groups] + self._last_pass(problem, groups, params)
         expect = getattr(problem, "expect", None)  # optional: what the step still moves

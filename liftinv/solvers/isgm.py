@@ -59,8 +59,9 @@ class ProximalPoint:
         return self.problem.prox(block, values, step)
 
     def __getattr__(self, name: str):
-        """What the wrapped problem has beyond the protocol (``param_layers``, ``param_inputs``,
-        ``param_outputs``), so the inner BCD groups and orders the blocks as on the problem."""
+        """What the wrapped problem has beyond the protocol (``var_layers``, ``param_layers``,
+        ``param_inputs``, ``param_outputs``, ``majorises_coupling``), so the inner BCD groups and
+        orders the blocks as on the problem."""
         if "problem" not in self.__dict__:  # a copy being built: no problem yet to delegate to
             raise AttributeError(name)
         return getattr(self.__dict__["problem"], name)

@@ -3,7 +3,10 @@
 A schedule maps the free variable blocks to a list of groups. Groups are visited in order
 (Gauss-Seidel); inside a group every gradient is taken at the same state before any block of the
 group moves (Jacobi). A Jacobi group is an exact block-coordinate step when its blocks do not
-interact (no layer reads two of them, as for odd versus even layers of a chain network).
+interact (no two of them enter the same layer's penalty, as for odd versus even layers of a chain
+network); :class:`~liftinv.solvers.BCD` splits, in order, a group whose blocks do into groups
+whose blocks do not (``problem.var_layers``), unless the problem's constants majorise the
+coupling (``problem.majorises_coupling``).
 """
 from __future__ import annotations
 
@@ -38,7 +41,9 @@ class BottomUp(Schedule):
 
 @dataclass(frozen=True)
 class OddEven(Schedule):
-    """Two Jacobi groups: the odd indices, then the even ones (empty groups are skipped)."""
+    """Two Jacobi groups: the odd indices, then the even ones (empty groups are skipped);
+    disjoint on chains, split by :class:`~liftinv.solvers.BCD` where a layer reads several
+    variables (e.g. :math:`u_{j-1}` and :math:`u_j` of a penalty-form ResNet)."""
 
     def __call__(self, blocks):
         groups = [[b for b in blocks if b.index % 2 == parity] for parity in (1, 0)]
@@ -49,7 +54,9 @@ class OddEven(Schedule):
 class Simultaneous(Schedule):
     """One Jacobi group holding every block: all gradients at one state, then all moves (a
     proximal-gradient step on the blocks jointly; its steps must majorise the coupling between
-    blocks, see :class:`liftinv.inversion_bcd.JointProblem`)."""
+    blocks, see :class:`liftinv.inversion_bcd.JointProblem`). On a problem whose constants do
+    not (``majorises_coupling`` false or absent, with ``var_layers``),
+    :class:`~liftinv.solvers.BCD` splits it into groups of blocks that share no layer."""
 
     def __call__(self, blocks):
         return [list(blocks)]
