@@ -23,7 +23,10 @@ the coupling between the blocks (``problem.majorises_coupling``, as
 :class:`~liftinv.solvers.schedules.Simultaneous`) keeps every variable group whole. With
 such groups, ``Plain`` rules, ``step_scale`` < 2 and constants :math:`L_b` that bound the block
 curvature, every group update decreases the energy (descent lemma); ``step_scale`` = 1 is the
-classical PALM step (Bolte, Sabach & Teboulle 2014). The constants are estimates (see
+classical PALM step (Bolte, Sabach & Teboulle 2014). :class:`~liftinv.solvers.rules.HeavyBall`
+rules need ``step_scale`` :math:`< 2(1-\beta)` (iPiano), and then every group update decreases
+:math:`E + \sum_b \tfrac{\beta}{2 s_b}|x_b - x_b^-|^2` (:math:`x_b^-` the block's value before
+its last update) rather than :math:`E`. The constants are estimates (see
 :class:`~liftinv.problem.LiftedProblem`): with few power iterations they can be below the
 curvature, and then the guarantee does not hold.
 
@@ -142,7 +145,8 @@ class BCD:
         schedule: order of the variable blocks.
         step_scale: step :math:`s_b = \text{step\_scale}/L_b`, in (0, 2); :math:`s_b =
             \text{step\_scale}` when :math:`L_b = 0` (a smooth part affine in the block, where
-            any step decreases the energy).
+            any step decreases the energy). The descent guarantee (module docstring) needs
+            :math:`< 2(1-\beta)` with :class:`~liftinv.solvers.rules.HeavyBall` rules.
         var_sweeps: passes over the variable blocks per iteration.
         interleave: move the parameters with the variables of the last pass (see the module
             docstring) instead of after it; needs ``problem.param_inputs``.

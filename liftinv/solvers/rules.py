@@ -67,6 +67,14 @@ class HeavyBall(Rule):
     :math:`x^+ = \operatorname{prox}_{s h}\big(x - s\nabla f(x) + \beta (x - x^-)\big)`, with
     :math:`x^- = x` at the first step. For :math:`h = 0` and step ``lr`` this is
     ``torch.optim.SGD(lr=lr, momentum=beta)``.
+
+    iPiano's guarantee (Ochs, Chen, Brox & Pock 2014; :math:`h` convex, :math:`\nabla f`
+    :math:`L`-Lipschitz) needs :math:`s < 2(1-\beta)/L`, i.e. ``step_scale`` :math:`< 2(1-\beta)`
+    in :class:`~liftinv.solvers.BCD` (0.2 for the default :math:`\beta = 0.9`, where BCD accepts
+    any ``step_scale`` below 2): then each update decreases
+    :math:`H = E(x) + \tfrac{\beta}{2s}|x - x^-|^2` by at least
+    :math:`\big(\tfrac{1-\beta}{s} - \tfrac L2\big)|x^+ - x|^2`. Longer steps (the defaults
+    included) come with no descent guarantee.
     """
 
     beta: float = 0.9
