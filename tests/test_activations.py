@@ -400,6 +400,57 @@ def test_divergence_properties(act):
     bad = torch.full(shape, -7.0, dtype=DT)
     assert torch.equal(torch.isinf(act.divergence(bad, a.detach())), ~act.in_domain(bad))
 
+def _bernoulli_kl_mp(p: mpmath.mpf, b: mpmath.mpf) -> tuple[mpmath.mpf, mpmath.mpf]:
+    """KL(p || sigmoid(b)) and sigmoid(b) in mpmath (p in [0, 1], 1 - p through log1p)."""
+    t1 = p * (mpmath.log(p) + mpmath.log1p(mpmath.exp(-b))) if p > 0 else 0
+    t2 = (1 - p) * (mpmath.log1p(-p) + mpmath.log1p(mpmath.exp(b))) if p < 1 else 0
+    return t1 + t2, 1 / (1 + mpmath.exp(-b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("act", LEGENDRE, ids=repr)
+def test_smooth_divergence_nonnegative_and_accurate_in_saturation(act, dtype):
+    r"""B(z, a) = KL(p || sigmoid(b)) (sigmoid: p = z, b = a; tanh: p = (1+z)/2, b = 2a) against a
+    50-digit mpmath reference at the float inputs, over |a| <= 1e4, z at the range's ends, in
+    the middle, next to them and at (and one ulp either side of) sigma(a). B >= 0 entry by entry
+    and within 16 eps (B + |p - sigmoid(b)| + eps): the rounding of the sigmoid (and of 1 - z)
+    and nothing more. The form Phi(z) + (Phi*(a) - za) cancelled: in float32 B(sigma(a), a) was
+    down to -6e-8, B(4e-8, -17) was 3.6e-15 for 9e-24. Autograd: sigma(a) - z in a, Phi'(z) - a in z."""
+    eps = torch.finfo(dtype).eps
+    grid = [0.0, 1e-3, 0.3, 1.0, 3.0, 10.0, 17.0, 20.0, 50.0, 90.0, 100.0, 1e3, 1e4]
+    a = torch.tensor(sorted({-x for x in grid} | set(grid)), dtype=dtype)
+    s = act(a)
+    lo, hi = torch.full_like(a, act.lo), torch.full_like(a, act.hi)
+    zs = [s, torch.nextafter(s, hi), torch.nextafter(s, lo)]
+    ends = (act.lo, act.hi, 0.5 * (act.lo + act.hi), act.lo + 1e-6, act.hi - 1e-6, act.lo + 1e-30)
+    zs += [torch.full_like(a, c) for c in ends]
+    z = torch.stack(zs).clamp(act.lo, act.hi)
+    a = a.expand_as(z)
+    div = act.divergence(z, a)
+    assert torch.all(div >= 0)
+    assert torch.all(act.divergence(s[[0, -1]], a[0, [0, -1]]) == 0)  # a = -+1e4: saturated, exactly 0
+    # a = +-inf: 0 at z = sigma(a) = hi or lo, inf elsewhere (no nan from inf - inf)
+    a_inf = torch.tensor([math.inf] * 3 + [-math.inf] * 3, dtype=dtype)
+    mid = 0.5 * (act.lo + act.hi)
+    z_inf = torch.tensor([act.hi, act.lo, mid, act.lo, act.hi, mid], dtype=dtype)
+    want = torch.tensor([0.0, math.inf, math.inf] * 2, dtype=dtype)
+    assert torch.equal(act.divergence(z_inf, a_inf), want)
+    with mpmath.workdps(50):
+        for zi, ai, di in zip(z.flatten().tolist(), a.flatten().tolist(), div.flatten().tolist()):
+            zm, am = mpmath.mpf(zi), mpmath.mpf(ai)
+            p, b = (zm, am) if isinstance(act, Sigmoid) else ((1 + zm) / 2, 2 * am)
+            ref, sig = _bernoulli_kl_mp(p, b)
+            assert abs(di - ref) <= 16 * eps * (ref + abs(p - sig) + eps), (zi, ai, di, float(ref))
+    # gradients (nan-free in saturation, where sigmoid(2a)**2 underflows), interior z
+    z, a = z[3:].clone().requires_grad_(True), a[3:].clone().requires_grad_(True)
+    gz, ga = torch.autograd.grad(act.divergence(z, a).sum(), (z, a))
+    z64, a64 = z.detach().double(), a.detach().double()
+    torch.testing.assert_close(ga.double(), act(a64) - z64, atol=2 * eps, rtol=0)
+    phi_prime = torch.logit(z64) if isinstance(act, Sigmoid) else torch.atanh(z64)
+    inner = (z64 > act.lo) & (z64 < act.hi)
+    torch.testing.assert_close(gz.double()[inner], (phi_prime - a64)[inner], atol=4 * eps, rtol=4 * eps)
+
+
 @pytest.mark.parametrize("act", ACTIVATIONS, ids=repr)
 def test_divergence_strongly_convex_in_z_convex_in_a(act):
     g = gen(13)

@@ -37,13 +37,54 @@ def logcosh(x: Tensor) -> Tensor:
     return torch.logaddexp(x, -x) - math.log(2.0)
 
 
+def kl_term(x: Tensor, y: Tensor, log_y: Tensor) -> Tensor:
+    r"""Elementwise :math:`x\log(x/y) - x + y \ge 0` for probabilities :math:`x \in [0, 1]`,
+    :math:`y \in (0, 1]` (``y`` may underflow to 0, ``log_y`` = :math:`\log y` may not), 0 where
+    :math:`x = y` (exactly, for normal :math:`y`), with :math:`0\log 0 = 0`. Free of cancellation: it is :math:`x\,\ell - (x - y)` with the value
+
+    .. math:: \ell = \log\frac{x}{y} = \begin{cases}
+       \operatorname{log1p}\big(\frac{x - y}{y}\big) & \tfrac12 y \le x \le 2y
+       \text{ (where } x - y \text{ is exact)},\\
+       \log(x/y) & \text{otherwise},\\
+       \log x - \log y & y \text{ subnormal},
+       \end{cases}
+
+    so its error is a few ulps of :math:`x|\ell| + |x - y|`; the rounding left where :math:`x` is
+    within an ulp or two of :math:`y` is clamped at 0. The gradient is that of
+    :math:`\ell = \log x - \log y` (through ``log_y``: no :math:`x/y^2` that overflows for small
+    :math:`y`), exact: :math:`\partial_x = \ell`, :math:`\partial_y = 1 - x/y`.
+    """
+    pos = x > 0
+    x1 = torch.where(pos, x, 1.0)  # no inf or nan in unused values or gradients
+    with torch.no_grad():
+        normal = y >= torch.finfo(y.dtype).tiny
+        y1 = torch.where(normal, y, 1.0)
+        r = x1 / y1
+        near = normal & (r >= 0.5) & (r <= 2)
+        far = torch.where(normal, torch.log(r), torch.log(x1) - log_y)
+        exact = torch.where(near, torch.log1p((x - y) / y1), far)
+    log_ratio = torch.log(x1) - torch.where(log_y.isfinite(), log_y, 0.0)  # for the gradient
+    log_ratio = exact + (log_ratio - log_ratio.detach())
+    return (torch.where(pos, x * log_ratio, 0.0) - (x - y)).clamp_min(0)
+
+
+def bernoulli_kl(p: Tensor, q: Tensor, b: Tensor) -> Tensor:
+    r""":math:`\mathrm{KL}(p \,\|\, s) = p\log\frac{p}{s} + q\log\frac{q}{1-s}` with
+    :math:`s = \mathrm{sigmoid}(b)` and :math:`q = 1 - p` (passed: the caller computes it where
+    it is accurate), as the sum of the two nonnegative terms :func:`kl_term` :math:`(p, s)` and
+    :math:`(q, 1 - s)` (their :math:`-x + y` parts cancel): :math:`\ge 0` entry by entry, 0 where
+    :math:`p = s`, with :math:`1 - s = \mathrm{sigmoid}(-b)`, :math:`\log s = -\mathrm{softplus}(-b)`
+    and :math:`\log(1 - s) = -\mathrm{softplus}(b)` accurate in saturation."""
+    return kl_term(p, torch.sigmoid(b), -softplus(-b)) + kl_term(q, torch.sigmoid(-b), -softplus(b))
+
+
 class LegendreActivation(Activation):
     r"""Base of smooth activations :math:`\sigma = (\Phi')^{-1}` with :math:`\operatorname{dom}\Phi = [lo, hi]`.
 
     Subclasses set ``lo``, ``hi`` and implement :meth:`forward`, :meth:`conjugate`
     (:math:`\Phi^*`, stable), :meth:`_phi` (:math:`\Phi` on :math:`[lo, hi]`), :meth:`_slope`
-    (:math:`\sigma'` as a function of :math:`\sigma`) and :meth:`_coupling`
-    (:math:`\Phi^*(a) - za`, stable).
+    (:math:`\sigma'` as a function of :math:`\sigma`) and :meth:`_bernoulli` (the divergence as a
+    Bernoulli KL divergence).
     """
 
     lo: float
@@ -55,7 +96,9 @@ class LegendreActivation(Activation):
     def _slope(self, t: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def _coupling(self, z: Tensor, a: Tensor) -> Tensor:
+    def _bernoulli(self, z: Tensor, a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        r"""``(p, q, b)`` with :math:`B_\Psi(z, a) = \mathrm{KL}(p \,\|\, \mathrm{sigmoid}(b))`,
+        :math:`q = 1 - p`."""
         raise NotImplementedError
 
     def psi(self, z: Tensor) -> Tensor:
@@ -68,10 +111,14 @@ class LegendreActivation(Activation):
         return 0.5 * a**2 - self.conjugate(a)
 
     def divergence(self, z: Tensor, a: Tensor) -> Tensor:
-        r""":math:`B_\Psi(z, a) = \Phi(z) + \Phi^*(a) - za` (a Bernoulli KL divergence), ``inf``
-        for :math:`z \notin [lo, hi]`."""
-        zc = self.project_domain(z)
-        return torch.where(self.in_domain(z), self._phi(zc) + self._coupling(zc, a), torch.inf)
+        r""":math:`B_\Psi(z, a) = \Phi(z) + \Phi^*(a) - za`, ``inf`` for :math:`z \notin [lo, hi]`.
+
+        Computed as the Bernoulli KL divergence :func:`bernoulli_kl` of :meth:`_bernoulli`, a sum
+        of terms each :math:`\ge 0`: no cancellation between :math:`\Phi(z)` and
+        :math:`\Phi^*(a) - za`, so :math:`B \ge 0` in every dtype, 0 at :math:`z = \sigma(a)`,
+        and accurate to a few ulps of its terms, also in saturation."""
+        div = bernoulli_kl(*self._bernoulli(self.project_domain(z), a))
+        return torch.where(self.in_domain(z), div, torch.inf)
 
     def in_domain(self, z: Tensor) -> Tensor:
         return (z >= self.lo) & (z <= self.hi)
@@ -147,7 +194,9 @@ def _float64(gamma: Gamma, like: Tensor) -> Gamma:
 class Tanh(LegendreActivation):
     r""":math:`\sigma = \tanh`, :math:`\Phi(u) = \tfrac12[(1+u)\log(1+u) + (1-u)\log(1-u)]` on
     :math:`[-1, 1]`, :math:`\Phi^*(a) = \log\cosh a`, :math:`\Psi(u) = \Phi(u) - u^2/2`,
-    :math:`B_\Psi(z, a) = \tfrac12[(1+z)\log(1+z) + (1-z)\log(1-z)] + \log\cosh a - za`.
+    :math:`B_\Psi(z, a) = \tfrac12[(1+z)\log(1+z) + (1-z)\log(1-z)] + \log\cosh a - za
+    = \mathrm{KL}\big(\tfrac{1+z}2 \,\|\, \mathrm{sigmoid}(2a)\big)`, as
+    :math:`1 \pm \tanh a = 2\,\mathrm{sigmoid}(\pm 2a)`.
     """
 
     lo, hi = -1.0, 1.0
@@ -164,15 +213,15 @@ class Tanh(LegendreActivation):
     def _slope(self, t: Tensor) -> Tensor:
         return 1 - t * t
 
-    def _coupling(self, z: Tensor, a: Tensor) -> Tensor:
-        r""":math:`\log\cosh a - za = \tfrac12(1+z)\,\mathrm{softplus}(-2a) + \tfrac12(1-z)\,\mathrm{softplus}(2a) - \log 2`."""
-        return 0.5 * ((1 + z) * softplus(-2 * a) + (1 - z) * softplus(2 * a)) - math.log(2.0)
+    def _bernoulli(self, z: Tensor, a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return 0.5 * (1 + z), 0.5 * (1 - z), 2 * a
 
 
 class Sigmoid(LegendreActivation):
     r""":math:`\sigma(a) = 1/(1 + e^{-a})`, :math:`\Phi(u) = u\log u + (1-u)\log(1-u)` on :math:`[0, 1]`,
     :math:`\Phi^* = \mathrm{softplus}`, :math:`\Psi(u) = \Phi(u) - u^2/2`,
-    :math:`B_\Psi(z, a) = z\log z + (1-z)\log(1-z) + \mathrm{softplus}(a) - za`.
+    :math:`B_\Psi(z, a) = z\log z + (1-z)\log(1-z) + \mathrm{softplus}(a) - za
+    = \mathrm{KL}(z \,\|\, \sigma(a))`.
     """
 
     lo, hi = 0.0, 1.0
@@ -189,6 +238,5 @@ class Sigmoid(LegendreActivation):
     def _slope(self, t: Tensor) -> Tensor:
         return t * (1 - t)
 
-    def _coupling(self, z: Tensor, a: Tensor) -> Tensor:
-        r""":math:`\mathrm{softplus}(a) - za = z\,\mathrm{softplus}(-a) + (1-z)\,\mathrm{softplus}(a)`."""
-        return z * softplus(-a) + (1 - z) * softplus(a)
+    def _bernoulli(self, z: Tensor, a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return z, 1 - z, a
