@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .base import Activation, Gamma, check_step
+from .smooth import kl_term
 
 
 class Softmax(Activation):
@@ -48,9 +49,15 @@ class Softmax(Activation):
         return torch.logsumexp(a, dim=1, keepdim=True)
 
     def divergence(self, z: Tensor, a: Tensor) -> Tensor:
-        r""":math:`\mathrm{KL}(z\,\|\,\operatorname{softmax}(a)) = \sum_i z_i\log z_i - z_i\log\operatorname{softmax}(a)_i`
-        over dim 1 (keepdim), ``inf`` where :math:`z \notin \Delta`."""
-        val = (torch.xlogy(z, z) - z * torch.log_softmax(a, dim=1)).sum(1, keepdim=True)
+        r""":math:`\mathrm{KL}(z\,\|\,s) = \sum_i z_i\log(z_i/s_i) - z_i + s_i` over dim 1 (keepdim),
+        :math:`s = \operatorname{softmax}(a)`, ``inf`` where :math:`z \notin \Delta`.
+
+        A sum of the nonnegative terms :func:`~liftinv.activations.smooth.kl_term` (with
+        :math:`\log s_i` from ``log_softmax``; the :math:`-z_i + s_i` cancel on :math:`\Delta`):
+        :math:`\ge 0` in every dtype, also for :math:`z` off :math:`\Delta` within the
+        tolerance of :meth:`in_domain`, 0 at :math:`z = s`, no cancellation between
+        :math:`\sum_i z_i\log z_i` and :math:`-\sum_i z_i\log s_i`."""
+        val = kl_term(z, torch.softmax(a, dim=1), torch.log_softmax(a, dim=1)).sum(1, keepdim=True)
         return torch.where(self.in_domain(z), val, torch.inf)
 
     def in_domain(self, z: Tensor) -> Tensor:
