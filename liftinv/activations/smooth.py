@@ -40,7 +40,8 @@ def logcosh(x: Tensor) -> Tensor:
 def kl_term(x: Tensor, y: Tensor, log_y: Tensor) -> Tensor:
     r"""Elementwise :math:`x\log(x/y) - x + y \ge 0` for probabilities :math:`x \in [0, 1]`,
     :math:`y \in (0, 1]` (``y`` may underflow to 0, ``log_y`` = :math:`\log y` may not), 0 where
-    :math:`x = y` (exactly, for normal :math:`y`), with :math:`0\log 0 = 0`. Free of cancellation: it is :math:`x\,\ell - (x - y)` with the value
+    :math:`x = y` (exactly, for normal :math:`y`), with :math:`0\log 0 = 0`. Free of
+    cancellation: it is :math:`x\,\ell - (x - y)` with the value
 
     .. math:: \ell = \log\frac{x}{y} = \begin{cases}
        \operatorname{log1p}\big(\frac{x - y}{y}\big) & \tfrac12 y \le x \le 2y
