@@ -17,6 +17,9 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 def _check_pair(x: Tensor, ref: Tensor, data_range: float) -> None:
     check_tensor(ref, "ref", ndim=4)
     check_tensor(x, "x", ndim=4, like=ref)
+    for name, t in (("ref", ref), ("x", x)):
+        if t.is_complex():
+            raise TypeError(f"{name} must be a real tensor (pass the magnitudes of complex images), got dtype {t.dtype}")
     if x.shape != ref.shape:
         raise ValueError(f"x and ref must have the same shape, got {tuple(x.shape)} and {tuple(ref.shape)}")
     real = is_real(data_range)  # NumPy scalars too
@@ -27,7 +30,7 @@ def _check_pair(x: Tensor, ref: Tensor, data_range: float) -> None:
 def psnr(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
     r"""Peak signal-to-noise ratio per sample,
     :math:`10\log_{10}(R^2 / \mathrm{mean}_{c,h,w}(x - \mathrm{ref})^2)` in dB, shape (B,)
-    (``inf`` where ``x == ref``)."""
+    (``inf`` where ``x == ref``), of real images (complex ones are refused)."""
     _check_pair(x, ref, data_range)
     mse = (x - ref).pow(2).flatten(1).mean(1)
     return 10.0 * torch.log10(data_range**2 / mse)
@@ -41,7 +44,7 @@ def _gaussian_window(dtype: torch.dtype, device: torch.device) -> Tensor:
 
 
 def ssim(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
-    r"""Structural similarity per sample (Wang et al. 2004), shape (B,).
+    r"""Structural similarity per sample (Wang et al. 2004) of real images, shape (B,).
 
     With Gaussian local means :math:`\mu` (11x11 window, :math:`\sigma = 1.5`), local (population)
     variances :math:`v` and covariance :math:`v_{x,r}`, :math:`C_1 = (0.01R)^2`,

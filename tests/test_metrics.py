@@ -96,3 +96,17 @@ def test_metric_bad_inputs():
         psnr(x[0], ref[0])
     with pytest.raises(TypeError, match="x"):
         psnr(np.zeros((2, 1, 16, 16)), ref)
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_complex_images_are_refused(metric):
+    """psnr took mean((x - ref)^2) of complex images, not of |x - ref|^2: ref + 0.1j gave the
+    'PSNR' 20 - 13.6j dB (scikit-image's PSNR of the magnitudes' error 0.1 is 20 dB), and ssim
+    failed inside torch.arange; both now refuse complex tensors by name."""
+    x, ref = pair((1, 1, 12, 12))
+    assert float(psnr(x, ref)) == pytest.approx(peak_signal_noise_ratio(ref[0].numpy(), x[0].numpy(), data_range=1.0))
+    z = ref.to(torch.complex128)
+    with pytest.raises(TypeError, match="x must be a real tensor.*complex128"):
+        metric(z + 0.1j, ref)
+    with pytest.raises(TypeError, match="ref must be a real tensor.*complex128"):
+        metric(x, z)
