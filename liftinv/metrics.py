@@ -14,7 +14,9 @@ SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5): scikit-image's truncation of the Gaus
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
-def _check_pair(x: Tensor, ref: Tensor, data_range: float) -> None:
+def _check_pair(x: Tensor, ref: Tensor, data_range: float) -> tuple[Tensor, Tensor]:
+    """Validate the pair and return it in at least float32: in float16 the squares of 8-bit-range
+    values overflow (PSNR ``inf``, SSIM NaN at ``data_range=255``) and bfloat16 sums lose digits."""
     check_tensor(ref, "ref", ndim=4)
     check_tensor(x, "x", ndim=4, like=ref)
     for name, t in (("ref", ref), ("x", x)):
@@ -25,13 +27,16 @@ def _check_pair(x: Tensor, ref: Tensor, data_range: float) -> None:
     real = is_real(data_range)  # NumPy scalars too
     if not (real and math.isfinite(data_range) and data_range > 0):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    return x.to(dtype), ref.to(dtype)
 
 
 def psnr(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
     r"""Peak signal-to-noise ratio per sample,
     :math:`10\log_{10}(R^2 / \mathrm{mean}_{c,h,w}(x - \mathrm{ref})^2)` in dB, shape (B,)
-    (``inf`` where ``x == ref``), of real images (complex ones are refused)."""
-    _check_pair(x, ref, data_range)
+    (``inf`` where ``x == ref``), of real images (complex ones are refused); computed and returned
+    in float32 for half-precision inputs."""
+    x, ref = _check_pair(x, ref, data_range)
     mse = (x - ref).pow(2).flatten(1).mean(1)
     return 10.0 * torch.log10(data_range**2 / mse)
 
@@ -59,8 +64,9 @@ def ssim(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
     taken of both images less the mean :math:`m` of each reference channel (variances and the
     covariance do not change, :math:`\mu` gets :math:`m` back): :math:`v = \mu(x^2) - \mu(x)^2`
     of the raw images cancels catastrophically in float32 when the values lie far from 0.
+    Half-precision inputs are computed, and the result returned, in float32.
     """
-    _check_pair(x, ref, data_range)
+    x, ref = _check_pair(x, ref, data_range)
     side = 2 * SSIM_RADIUS + 1
     if min(x.shape[-2:]) < side:
         raise ValueError(f"ssim needs images of at least {side}x{side}, got shape {tuple(x.shape)}")
