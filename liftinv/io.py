@@ -68,7 +68,8 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
     else:
         if array.dtype.kind not in "biufc":
             raise ValueError(f"{name} file {path} must hold a numeric array, got dtype {array.dtype}")
-        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")))  # torch: native order only
+        native = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))  # torch: native order only
+        tensor = torch.from_numpy(native).reshape(array.shape)  # ascontiguousarray makes a 0-d array 1-d
     if not (tensor.is_floating_point() or tensor.is_complex()):
         tensor = tensor.to(torch.get_default_dtype())
     return tensor

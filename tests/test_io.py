@@ -162,3 +162,16 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_array(torch.zeros(3), path)
     assert torch.equal(load_array(path), torch.ones(3)) and [p.name for p in tmp_path.iterdir()] == ["x.npy"]
+
+
+@pytest.mark.parametrize("dtype", ["<f8", ">f4", "<i2", ">c16"])
+def test_zero_dimensional_npy_keeps_its_shape(tmp_path, dtype):
+    """A 0-d .npy (a scalar, e.g. a noise level) was read as shape (1,): np.ascontiguousarray,
+    used to reach native byte order, returns at least 1-d arrays. Oracle: np.load's shape and value."""
+    np.save(tmp_path / "s.npy", np.array(2.5 if dtype[1] != "i" else 7, dtype=dtype))
+    stored = np.load(tmp_path / "s.npy")
+    y = load_array(tmp_path / "s.npy")
+    assert y.shape == stored.shape == ()
+    assert y.item() == stored.item()
+    save_array(torch.tensor(3.5, dtype=torch.float64), tmp_path / "t.npy")
+    assert load_array(tmp_path / "t.npy").shape == ()
