@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from liftinv.metrics import SSIM_RADIUS, psnr, ssim
 from liftinv.tasks import Task
+from liftinv.validation import positive_int
 
 
 def sample_loss(output: Tensor, target: Tensor) -> Tensor:
@@ -33,14 +34,21 @@ class HeldOut:
     """A held-out set with fixed observations, evaluated chunk by chunk without gradients.
 
     Args:
-        images: clean images ``(N, C, H, W)``.
+        images: clean images ``(N, C, H, W)``, ``N >= 1``.
         task: turns them into observations and targets.
-        batch_size: chunk size of the forward passes (the observations do not depend on it).
+        batch_size: chunk size of the forward passes, an integer >= 1 (the observations do not
+            depend on it).
         seed: seed of the generator (on the images' device) drawing the observation noise, all
             at once.
+
+    Raises:
+        ValueError: ``batch_size`` is not an integer >= 1, or there is no image.
     """
 
     def __init__(self, images: Tensor, task: Task, batch_size: int, seed: int = 0):
+        batch_size = positive_int("batch_size", batch_size)
+        if images.ndim == 0 or images.shape[0] == 0:
+            raise ValueError(f"images must hold at least one image (N, C, H, W), got shape {tuple(images.shape)}")
         batch = task.observe(images, torch.Generator(device=images.device).manual_seed(seed))
         self.chunks = list(zip(batch.observation.split(batch_size), batch.target.split(batch_size), images.split(batch_size)))
         self.task = task

@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
@@ -340,6 +341,22 @@ def test_held_out_observations_come_from_the_seed(patches):
         assert m.psnr == pytest.approx(float(psnr(noisy, clean).mean()), rel=1e-12)
         assert m.ssim == pytest.approx(float(ssim(noisy, clean).mean()), rel=1e-12)
     assert HeldOut(clean, Denoising(0.1), 6, seed=4).evaluate(torch.nn.Identity()).loss != pytest.approx(m.loss)
+
+
+def test_held_out_refuses_a_bad_batch_size_or_no_image(patches):
+    """batch_size 0, -1, 2.5 or True failed inside Tensor.split with torch's messages (no
+    argument named) and an empty image set in a ZeroDivisionError; now ValueErrors naming them.
+    A NumPy integer batch size is a batch size: the means equal the hand loop's over all 5 images
+    (chunks 2, 2, 1)."""
+    clean = patches[1][:5, :, :11, :11]
+    noisy = clean + 0.1 * torch.randn(clean.shape, dtype=DT, generator=_gen(0))
+    m = evaluate(torch.nn.Identity(), clean, task=Denoising(0.1), batch_size=np.int64(2))
+    assert m.psnr == pytest.approx(float(psnr(noisy, clean).mean()), rel=1e-12)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+            evaluate(torch.nn.Identity(), clean, task=Denoising(0.1), batch_size=bad)
+    with pytest.raises(ValueError, match=r"images must hold at least one image .*\(0, 1, 11, 11\)"):
+        evaluate(torch.nn.Identity(), clean[:0], task=Denoising(0.1))
 
 
 # ----------------------------------------------------------------------------- resume
