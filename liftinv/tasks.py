@@ -34,6 +34,9 @@ class Batch:
 
 
 def _noise_level(name: str, value: object) -> float:
+    """``value`` as a Python ``float`` if it is a finite real number >= 0 (NumPy scalars too; the
+    tasks store the float, so that a checkpoint's config holds no NumPy scalar, which
+    ``torch.load(weights_only=True)`` refuses)."""
     if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     if not (math.isfinite(value) and value >= 0):
@@ -74,7 +77,7 @@ class Denoising(Task):
     noise_sigma: float
 
     def __post_init__(self):
-        _noise_level("noise_sigma", self.noise_sigma)
+        object.__setattr__(self, "noise_sigma", _noise_level("noise_sigma", self.noise_sigma))
 
     def observe(self, clean, generator):
         return Batch(clean + gaussian(clean, self.noise_sigma, generator), clean)
@@ -96,7 +99,7 @@ class Reconstruction(Task):
     def __post_init__(self):
         if not callable(getattr(self.physics, "A", None)):
             raise TypeError(f"physics must have a callable A, got {type(self.physics).__name__}")
-        _noise_level("noise_sigma", self.noise_sigma)
+        object.__setattr__(self, "noise_sigma", _noise_level("noise_sigma", self.noise_sigma))
 
     def observe(self, clean, generator):
         y = self.physics.A(clean)
@@ -115,7 +118,7 @@ class Autoencoder(Task):
     noise_sigma: float = 0.0
 
     def __post_init__(self):
-        _noise_level("noise_sigma", self.noise_sigma)
+        object.__setattr__(self, "noise_sigma", _noise_level("noise_sigma", self.noise_sigma))
 
     def observe(self, clean, generator):
         flat = clean.flatten(1)

@@ -415,6 +415,23 @@ def test_resume_of_a_float64_checkpoint_in_float32(patches, tmp_path, method):
     assert all(p.dtype == torch.float32 and torch.equal(p, q) for p, q in zip(*(n.parameters() for n in nets)))
 
 
+def test_a_numpy_noise_level_is_stored_as_a_float_and_its_checkpoint_resumes(patches, tmp_path):
+    """Denoising(np.float64(0.1)) kept the NumPy scalar, which went into the checkpoint's config,
+    and torch.load(weights_only=True) refuses NumPy scalars: the resume failed with 'cannot read
+    checkpoint file'. Oracle: a run resumed after one epoch equals two uninterrupted epochs with
+    the Python float 0.1."""
+    physics = Blur(gaussian_kernel(1.0, dtype=DT), img_size=(1, 15, 15), boundary="zero", dtype=DT)
+    for task in (Denoising(np.float64(0.1)), Reconstruction(physics, noise_sigma=np.float32(0.1)), Autoencoder(np.int64(1))):
+        assert type(task.noise_sigma) is float
+    kwargs = dict(method=Backprop(lr=1e-2), batch_size=10, progress=False)
+    nets = [_pnn(), _pnn()]
+    train(nets[0], patches[0][:20], task=Denoising(0.1), epochs=2, **kwargs)
+    for epochs in (1, 2):
+        train(nets[1], patches[0][:20], task=Denoising(np.float64(0.1)), epochs=epochs, resume=epochs == 2,
+              checkpoint=tmp_path / "c.pt", **kwargs)
+    assert all(torch.equal(p, q) for p, q in zip(*(n.parameters() for n in nets)))
+
+
 def test_resume_refuses_another_noise_level(patches, tmp_path):
     train_set, _ = patches
     kwargs = dict(method=Backprop(lr=1e-2), batch_size=10, checkpoint=tmp_path / "c.pt", progress=False)
