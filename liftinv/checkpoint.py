@@ -9,12 +9,15 @@ hold only tensors and plain containers, never pickled code.
 """
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -67,14 +70,33 @@ def unreadable(name: str, path: str | os.PathLike, err: BaseException) -> ValueE
     return ValueError(f"cannot read {name} file {path}: {reason}")
 
 
+def _python_scalars(obj):
+    """``obj`` with every NumPy number or bool inside its dicts, lists and tuples replaced by the
+    Python scalar of equal value (``.item()``), the containers' types and attributes kept."""
+    if isinstance(obj, (np.number, np.bool_)):
+        return obj.item()
+    if type(obj) in (dict, OrderedDict):
+        out = copy.copy(obj)  # keeps attributes, such as a state dict's _metadata
+        for key, value in obj.items():
+            out[key] = _python_scalars(value)
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(_python_scalars(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     """Write ``payload`` (tensors and plain containers) to ``path`` atomically (:func:`atomic_path`).
+    NumPy scalars in it (a NumPy batch size or learning rate in a config or an optimizer state) are
+    written as the Python numbers of equal value: ``torch.load(weights_only=True)``, hence
+    :func:`load_checkpoint`, refuses NumPy scalars.
 
     Raises:
         TypeError: ``payload`` is not a dict.
     """
     if not isinstance(payload, dict):
         raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
+    payload = _python_scalars(payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

@@ -109,3 +109,26 @@ def test_unreadable_checkpoint_is_a_value_error(tmp_path, content):
     (tmp_path / "c.pt").write_bytes(content)
     with pytest.raises(ValueError, match="cannot read checkpoint file .*c.pt: "):
         load_checkpoint(tmp_path / "c.pt")
+
+
+def test_numpy_scalars_are_written_as_python_numbers(tmp_path):
+    """A NumPy scalar anywhere in the payload (np.int64 batch size in a config, np.float64 learning
+    rate in an optimizer's param_groups) made the checkpoint unreadable: torch.load(weights_only=True)
+    refuses NumPy scalars. They are now written as the Python numbers of equal value, containers
+    (dict, OrderedDict, list, tuple) kept. Oracle: plain torch.load(weights_only=True) of the file."""
+    from collections import OrderedDict
+
+    import numpy as np
+
+    payload = {"config": {"batch_size": np.int64(10), "lr": np.float32(0.1), "flag": np.bool_(True)},
+               "state": OrderedDict(w=torch.ones(2)), "groups": [{"betas": (np.float64(0.9), 0.999)}]}
+    save_checkpoint(tmp_path / "c.pt", payload)
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert loaded["config"] == {"batch_size": 10, "lr": float(np.float32(0.1)), "flag": True}
+    assert [type(v) for v in loaded["config"].values()] == [int, float, bool]
+    assert type(loaded["state"]) is OrderedDict and torch.equal(loaded["state"]["w"], torch.ones(2))
+    state = torch.nn.BatchNorm1d(2).state_dict()  # its _metadata (module versions) is kept, as torch.save keeps it
+    save_checkpoint(tmp_path / "s.pt", {"model": state, "lr": np.float64(0.1)})
+    assert load_checkpoint(tmp_path / "s.pt")["model"]._metadata == state._metadata == {"": {"version": 2}}
+    assert loaded["groups"] == [{"betas": (0.9, 0.999)}] and type(loaded["groups"][0]["betas"][0]) is float
+    assert type(payload["config"]["batch_size"]) is np.int64  # the caller's payload is left as it was

@@ -432,6 +432,18 @@ def test_a_numpy_noise_level_is_stored_as_a_float_and_its_checkpoint_resumes(pat
     assert all(torch.equal(p, q) for p, q in zip(*(n.parameters() for n in nets)))
 
 
+def test_a_numpy_batch_size_and_learning_rate_resume(patches, tmp_path):
+    """batch_size=np.int64(10) (in the checkpoint's config) and Backprop(lr=np.float64(0.01)) (in
+    the optimizer's state) made the checkpoint unreadable under weights_only; oracle: the resumed
+    run equals two uninterrupted epochs with Python numbers."""
+    nets = [_pnn(), _pnn()]
+    train(nets[0], patches[0][:20], task=Denoising(0.1), method=Backprop(lr=1e-2), epochs=2, batch_size=10, progress=False)
+    for epochs in (1, 2):
+        train(nets[1], patches[0][:20], task=Denoising(0.1), method=Backprop(lr=np.float64(1e-2)), epochs=epochs,
+              batch_size=np.int64(10), resume=epochs == 2, checkpoint=tmp_path / "c.pt", progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(*(n.parameters() for n in nets)))
+
+
 def test_resume_refuses_another_noise_level(patches, tmp_path):
     train_set, _ = patches
     kwargs = dict(method=Backprop(lr=1e-2), batch_size=10, checkpoint=tmp_path / "c.pt", progress=False)
