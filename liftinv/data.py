@@ -92,11 +92,17 @@ def load_dataset(
 
 def grey_float(img: np.ndarray, source: Path | str) -> np.ndarray:
     """Grey float image in [0, 1] from a 2-D, grey + alpha, RGB or RGBA array (alpha composited on
-    white; grey + alpha as the RGBA image of three equal channels); ``source`` names the image in
-    the error for any other shape."""
+    white; grey + alpha as the RGBA image of three equal channels); a grey image with a singleton
+    axis, ``(H, W, 1)`` or ``(1, H, W)`` (a one-page TIFF of a ``(1, H, W)`` array), is taken as
+    ``(H, W)``, except that ``(1, W, 2..4)`` stays one row of channels. ``source`` names the
+    image in the error for any other shape."""
     from skimage.color import rgb2gray, rgba2rgb
     from skimage.util import img_as_float
 
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 3 and img.shape[0] == 1 and img.shape[-1] not in (2, 3, 4):
+        img = img[0]
     if img.ndim == 3 and img.shape[-1] == 2:
         img = img[..., [0, 0, 0, 1]]
     if img.ndim == 3 and img.shape[-1] == 4:

@@ -164,6 +164,26 @@ def test_grey_with_alpha_is_composited_on_white_as_rgba(tmp_path):
     np.testing.assert_allclose(x[0, 0, 0].numpy(), 1.0, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(6, 5, 1), (1, 6, 5)])
+def test_grey_tiff_with_a_singleton_axis_is_read_as_grey(tmp_path, shape):
+    """A grey TIFF of a (1, H, W) array (tifffile.imwrite of a one-channel image tensor) or with
+    one sample per pixel as (H, W, 1) was refused as 'unsupported shape'; it is the 2-D image,
+    uint8 / 255, for load_image_folder and load_array alike. A one-row RGB image (1, W, 3) is
+    still RGB (rgb2gray)."""
+    import tifffile
+
+    from liftinv.io import load_array
+
+    grey = np.random.default_rng(4).integers(0, 256, (6, 5), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "g.tif", grey.reshape(shape), photometric="minisblack")
+    (x,) = load_image_folder(tmp_path, dtype=torch.float64).tensors
+    np.testing.assert_allclose(x[0, 0].numpy(), grey / 255, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(load_array(tmp_path / "g.tif").numpy(), grey / 255, rtol=0, atol=1e-15)
+    row = np.random.default_rng(5).integers(0, 256, (1, 5, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "row.tif", row, photometric="rgb")
+    np.testing.assert_allclose(load_array(tmp_path / "row.tif").numpy(), rgb2gray(row), atol=1e-12)
+
+
 def test_image_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         load_image_folder(tmp_path / "missing")
