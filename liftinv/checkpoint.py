@@ -107,14 +107,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     the errors.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        FileNotFoundError: ``path`` does not exist (``NAME file PATH not found``).
+        IsADirectoryError: ``path`` is a folder.
         ValueError: the file cannot be read (empty, corrupt, not a torch file, or holding pickled
             code, which ``weights_only`` refuses: :func:`unreadable`'s ``cannot read NAME file
             PATH: reason``), or is not a checkpoint dict.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{name} file {path} is a folder, not a file")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
+        raise FileNotFoundError(f"{name} file {path} not found")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch.load of an empty or foreign file: EOFError, UnpicklingError, RuntimeError

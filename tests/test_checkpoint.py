@@ -132,3 +132,14 @@ def test_numpy_scalars_are_written_as_python_numbers(tmp_path):
     assert load_checkpoint(tmp_path / "s.pt")["model"]._metadata == state._metadata == {"": {"version": 2}}
     assert loaded["groups"] == [{"betas": (0.9, 0.999)}] and type(loaded["groups"][0]["betas"][0]) is float
     assert type(payload["config"]["batch_size"]) is np.int64  # the caller's payload is left as it was
+
+
+def test_missing_file_or_folder_is_named_as_what_it_should_hold(tmp_path):
+    """load_checkpoint said 'checkpoint PATH not found' whatever ``name`` said the file holds
+    (liftinv reconstruct --model none.pt: 'checkpoint none.pt not found') and for a folder too,
+    which exists; now 'NAME file PATH not found' and an IsADirectoryError for a folder, the
+    messages of io.load_array."""
+    with pytest.raises(FileNotFoundError, match=f"^model file {tmp_path / 'none.pt'} not found$"):
+        load_checkpoint(tmp_path / "none.pt", name="model")
+    with pytest.raises(IsADirectoryError, match=f"^checkpoint file {tmp_path} is a folder, not a file$"):
+        load_checkpoint(tmp_path)

@@ -279,7 +279,7 @@ def test_reconstruct_with_a_saved_model(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--measurements", "{tmp}/none.npy", "--operator", "ct"], "measurements file {tmp}/none.npy not found"),
-    (["--simulate", "--model", "{tmp}/none.pt"], "checkpoint {tmp}/none.pt not found"),
+    (["--simulate", "--model", "{tmp}/none.pt"], "model file {tmp}/none.pt not found"),
     (["--simulate", "--operator", "blur", "--kernel", "{tmp}/k.npy"], "kernel file {tmp}/k.npy not found"),
     (["--simulate"], "--operator is required without --model"),
     (["--simulate", "--operator", "ct", "--method", "model"], "--method model needs --model FILE"),
