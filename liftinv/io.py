@@ -102,7 +102,8 @@ def _image_bytes(x: Tensor, path: Path) -> np.ndarray:
 
 def save_array(x: Tensor, path: str | os.PathLike) -> Path:
     """Write the tensor ``x`` to ``path`` (format from the suffix), creating its folder; returns the path.
-    A ``bfloat16`` tensor goes to ``.npy`` as float32 (the same values; NumPy has no bfloat16).
+    A ``bfloat16`` tensor goes to ``.npy`` as float32 (the same values; NumPy has no bfloat16), a
+    lazily conjugated (``x.conj()``) or negated view as the values it stands for.
 
     Raises:
         TypeError: ``x`` is not a tensor.
@@ -116,8 +117,9 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
     if suffix in IMAGE_SUFFIXES:
         pixels = _image_bytes(x, path)
     with atomic_path(path, suffix) as tmp:
-        if suffix == ".npy":  # NumPy has no bfloat16: float32 holds its values exactly
-            np.save(tmp, x.detach().cpu().to(torch.float32 if x.dtype == torch.bfloat16 else x.dtype).numpy())
+        if suffix == ".npy":  # NumPy has no bfloat16: float32 holds its values exactly; numpy() refuses conj/neg views
+            values = x.detach().cpu().resolve_conj().resolve_neg()
+            np.save(tmp, values.to(torch.float32 if x.dtype == torch.bfloat16 else x.dtype).numpy())
         elif suffix == ".pt":
             torch.save(x.detach().cpu().clone(), tmp)
         elif suffix in (".tif", ".tiff"):  # scikit-image would write a first or last axis of length 3 or 4 as RGB(A)

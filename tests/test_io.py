@@ -175,3 +175,14 @@ def test_zero_dimensional_npy_keeps_its_shape(tmp_path, dtype):
     assert y.item() == stored.item()
     save_array(torch.tensor(3.5, dtype=torch.float64), tmp_path / "t.npy")
     assert load_array(tmp_path / "t.npy").shape == ()
+
+
+def test_conjugate_and_negative_views_go_to_npy_by_value(tmp_path):
+    """save_array(z.conj(), '.npy') failed with torch's "Can't call numpy() on Tensor that has
+    conjugate bit set" (no file named); the lazy conj/neg views are written as the values they
+    stand for. Oracle: the materialised tensors (resolve_conj), and np.conj of the stored array."""
+    z = torch.randn(3, 4, dtype=torch.complex128, generator=torch.Generator().manual_seed(0))
+    for view in (z.conj(), z.conj().imag, -z.conj()):
+        save_array(view, tmp_path / "v.npy")
+        assert torch.equal(load_array(tmp_path / "v.npy"), view.resolve_conj().resolve_neg())
+    np.testing.assert_array_equal(np.conj(np.load(tmp_path / "v.npy")), -z.numpy())
