@@ -61,9 +61,10 @@ def ssim(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
     averaged over the pixels whose window lies inside the image and over channels. This equals
     ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, data_range=R)``. Images must be at least 11x11. The moments are
-    taken of both images less the mean :math:`m` of each reference channel (variances and the
-    covariance do not change, :math:`\mu` gets :math:`m` back): :math:`v = \mu(x^2) - \mu(x)^2`
-    of the raw images cancels catastrophically in float32 when the values lie far from 0.
+    taken of each image less the mean :math:`m` of its own channel (variances and the covariance
+    do not change, :math:`\mu` gets :math:`m` back): :math:`v = \mu(x^2) - \mu(x)^2` of the raw
+    images cancels catastrophically in float32 when the values lie far from 0, and so does that
+    of :math:`x` less the reference's mean when :math:`x` is offset from the reference.
     Half-precision inputs are computed, and the result returned, in float32.
     """
     x, ref = _check_pair(x, ref, data_range)
@@ -72,12 +73,12 @@ def ssim(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
         raise ValueError(f"ssim needs images of at least {side}x{side}, got shape {tuple(x.shape)}")
     b, c, h, w = x.shape
     win = _gaussian_window(x.dtype, x.device)
-    m = ref.mean((-2, -1), keepdim=True)
-    xc, rc = x - m, ref - m
+    mx, mr = x.mean((-2, -1), keepdim=True), ref.mean((-2, -1), keepdim=True)
+    xc, rc = x - mx, ref - mr
     stack = torch.cat([xc, rc, xc * xc, rc * rc, xc * rc], dim=1).reshape(b * 5 * c, 1, h, w)
     mu_xc, mu_rc, xx, rr, xr = F.conv2d(stack, win).reshape(b, 5, c, h - side + 1, w - side + 1).unbind(1)
     var_x, var_r, cov = xx - mu_xc**2, rr - mu_rc**2, xr - mu_xc * mu_rc
-    mu_x, mu_r = mu_xc + m, mu_rc + m
+    mu_x, mu_r = mu_xc + mx, mu_rc + mr
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     s = ((2 * mu_x * mu_r + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_r**2 + c1) * (var_x + var_r + c2))
     return s.flatten(1).mean(1)

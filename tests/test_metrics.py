@@ -69,6 +69,21 @@ def test_float32_ssim_of_images_far_from_zero_matches_skimage():
         assert abs(out[b].item() - expected) < 1e-3
 
 
+def test_float32_ssim_of_an_image_offset_from_the_reference_matches_skimage():
+    """x = 300 + 0.01 u against a reference in [0, 0.1]: ssim took the moments of both images
+    less the *reference's* channel mean, so v_x = mu(x^2) - mu(x)^2 of x - m (about 300)
+    cancelled to float32 rounding noise and SSIM came out negative (-5e-6 against scikit-image's
+    float64 1.8e-4); each image less its own mean agrees to 1e-3 relative."""
+    g = torch.Generator().manual_seed(0)
+    ref = 0.1 * torch.rand(2, 2, 16, 16, dtype=torch.float64, generator=g)
+    x = 300 + 0.01 * torch.rand(2, 2, 16, 16, dtype=torch.float64, generator=g)
+    out = ssim(x.float(), ref.float())
+    for b in range(2):
+        expected = structural_similarity(ref[b].numpy(), x[b].numpy(), data_range=1.0, channel_axis=0,
+                                         gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert float(out[b]) == pytest.approx(expected, rel=1e-3)
+
+
 def test_numpy_scalar_data_range_matches_skimage():
     """data_range as a NumPy scalar (e.g. np.ptp of an array) was refused as 'not a positive finite number'."""
     x, ref = pair((1, 1, 16, 16))
