@@ -5,6 +5,8 @@ every model (and every method being compared) is scored on the same noisy inputs
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -30,8 +32,23 @@ class Metrics:
     ssim: float
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode within the block (dropout off, batch norm on its running
+    statistics), every module's own mode restored after it."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.train(training)
+
+
 class HeldOut:
-    """A held-out set with fixed observations, evaluated chunk by chunk without gradients.
+    """A held-out set with fixed observations, evaluated chunk by chunk without gradients, with the
+    model in eval mode (:func:`eval_mode`: a held-out score is that of the trained model, not of
+    one normalising by the batch or dropping entries).
 
     Args:
         images: clean images ``(N, C, H, W)``, ``N >= 1``.
@@ -58,15 +75,16 @@ class HeldOut:
     def evaluate(self, model: nn.Module) -> Metrics:
         """Mean loss, PSNR and SSIM of ``model(observation)`` against the targets."""
         loss = value_psnr = value_ssim = 0.0
-        for obs, target, clean in self.chunks:
-            out = model(obs)
-            loss += float(sample_loss(out, target).sum())
-            image = self.task.image(out, clean)
-            value_psnr += float(psnr(image, clean).sum())
-            if min(clean.shape[-2:]) >= 2 * SSIM_RADIUS + 1:
-                value_ssim += float(ssim(image, clean).sum())
-            else:
-                value_ssim = float("nan")
+        with eval_mode(model):
+            for obs, target, clean in self.chunks:
+                out = model(obs)
+                loss += float(sample_loss(out, target).sum())
+                image = self.task.image(out, clean)
+                value_psnr += float(psnr(image, clean).sum())
+                if min(clean.shape[-2:]) >= 2 * SSIM_RADIUS + 1:
+                    value_ssim += float(ssim(image, clean).sum())
+                else:
+                    value_ssim = float("nan")
         n = self.count
         return Metrics(loss / n, value_psnr / n, value_ssim / n)
 

@@ -913,3 +913,28 @@ def test_cli_checkpoint_that_cannot_be_written_exits_1_with_a_message(tmp_path, 
     assert train_main(["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("liftinv train: error: ") and "Traceback" not in err
+
+
+def test_held_out_scores_the_model_in_eval_mode_and_restores_its_modes(patches):
+    """A model in training mode with dropout and batch norm is scored as the trained model: the
+    loss equals that of the same model in eval mode (dropout off, running statistics), computed
+    by hand; afterwards every module is back in its own mode (here one module was in eval mode)."""
+    clean = patches[1][:6, :, :11, :11]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.BatchNorm2d(2), torch.nn.Dropout(0.5),
+                                torch.nn.Conv2d(2, 1, 3, padding=1)).to(DT)
+    with torch.no_grad():
+        model[1].running_mean.fill_(0.3)
+        model[1].running_var.fill_(2.0)
+    model.train()
+    model[3].eval()
+    held = HeldOut(clean, Denoising(0.1), 4, seed=3)
+    obs = torch.cat([o for o, _, _ in held.chunks])
+    model.eval()
+    with torch.no_grad():
+        expected = float(0.5 * (model(obs) - clean).pow(2).flatten(1).sum(1).mean())
+    model.train()
+    model[3].eval()
+    assert held.evaluate(model).loss == pytest.approx(expected, rel=1e-12)
+    assert [m.training for m in model.modules()] == [True, True, True, True, False]
+    assert float(model[1].running_mean[0]) == 0.3  # no batch statistics were folded in
