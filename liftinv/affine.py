@@ -11,12 +11,14 @@ has a known adjoint (an ``apply_adjoint(r, input_shape)`` method, or a plain str
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from liftinv.validation import keeps_forward
-from operators.checks import values_trusted
+from operators.checks import is_real, values_trusted
 
 
 #: Most elements of the per-channel temporary of :func:`conv_adjoint`'s one-channel path (the
@@ -249,10 +251,13 @@ class NormalStep(nn.Module):
 class GradientStep(nn.Module):
     r"""Linear part :math:`x \mapsto x - \tau A^*A x` of the gradient step
     :math:`x - \tau A^*(Ax - y)` on :math:`\tfrac12\|Ax-y\|^2`; its data part is
-    :class:`MeasurementAdjoint` (:math:`\tau A^* y`). ``tau`` may be learnable."""
+    :class:`MeasurementAdjoint` (:math:`\tau A^* y`). ``tau``, a finite number > 0, may be
+    learnable."""
 
     def __init__(self, physics, tau: float, learnable: bool = False):
         super().__init__()
+        if not is_real(tau) or not 0 < tau < math.inf:
+            raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
         self.bind(physics)
         self.tau = nn.Parameter(torch.tensor(float(tau)), requires_grad=learnable)
 

@@ -98,7 +98,7 @@ from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, TV
 from liftinv.solvers import Nesterov, Rule
-from liftinv.validation import refuse_inference_mode, sample_shape
+from liftinv.validation import check_flag, refuse_inference_mode, sample_shape
 from operators.checks import is_integer, is_real, values_trusted
 
 
@@ -160,8 +160,7 @@ class InversionConfig:
             value = getattr(self, name)
             if not is_real(value) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-        if not isinstance(self.progress, bool):
-            raise TypeError(f"progress must be a bool, got {type(self.progress).__name__}")
+        check_flag("progress", self.progress)
         if not isinstance(self.rule, Rule):
             raise TypeError(f"rule must be a liftinv.solvers.Rule, got {type(self.rule).__name__}")
 
@@ -391,8 +390,7 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
     :class:`InversionConfig`). With ``any_module``, a module that :func:`~liftinv.lift` refuses
     becomes one layer whose map is the whole module (identity activation): a network for plain
     forward passes :math:`N(u)` only (its "map" is not affine), as the gradient baseline needs."""
-    if not isinstance(free_output, bool):
-        raise TypeError(f"free_output must be a bool, got {type(free_output).__name__}")
+    check_flag("free_output", free_output)
     _check_output(output)
     net, shape = _network(network, input_shape, x0, any_module)
     ref = next(net.parameters(), None)

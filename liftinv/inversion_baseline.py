@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from liftinv.inversion import InversionConfig, InversionResult, Task, prepare, solve_task
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Box, Potential, TV
-from liftinv.validation import refuse_inference_mode
+from liftinv.validation import check_flag, refuse_inference_mode
 from operators.checks import is_real
 
 
@@ -53,8 +53,7 @@ class GradientOptimizer:
             value = getattr(self, name)
             if not is_real(value) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-        if not isinstance(self.lbfgs, bool):
-            raise TypeError(f"lbfgs must be a bool, got {type(self.lbfgs).__name__}")
+        check_flag("lbfgs", self.lbfgs)
 
 
 def _box(regularizer: Potential | None) -> tuple[float, float] | None:

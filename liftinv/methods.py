@@ -28,7 +28,7 @@ from liftinv.problem import LiftedProblem
 from liftinv.solvers import BCD, ISGM, SolverState
 from liftinv.solvers.rules import check_real
 from liftinv.tasks import Batch
-from liftinv.validation import positive_int
+from liftinv.validation import check_flag, positive_int
 
 OPTIMIZERS = ("adam", "sgd")
 _PENALTY_NAMES = {penalties.BREGMAN: "bregman", penalties.MAC: "mac", penalties.FENCHEL: "fenchel"}
@@ -72,8 +72,7 @@ class Lifted:
         positive_int("sweeps_per_batch", self.sweeps_per_batch)
         positive_int("power_iters", self.power_iters)
         positive_int("lipschitz_every", self.lipschitz_every)
-        if not isinstance(self.cache_preactivations, bool):
-            raise TypeError(f"cache_preactivations must be a bool, got {self.cache_preactivations!r}")
+        check_flag("cache_preactivations", self.cache_preactivations)
 
     @property
     def name(self) -> str:

@@ -59,7 +59,10 @@ class LiftedNetwork(nn.Module):
         return self.layers[k - 1]
 
     def consumers(self, i: int) -> list[tuple[int, int]]:
-        """``(k, position)`` of every layer ``k`` that reads variable ``i``."""
+        """``(k, position)`` of every layer ``k`` that reads variable ``i`` (``0 <= i <= K``; an
+        ``IndexError`` otherwise, where a negative ``i`` would count from the end)."""
+        if not 0 <= i <= len(self.layers):
+            raise IndexError(f"i must lie in [0, {len(self.layers)}], got {i!r}")
         return self._consumers[i]
 
     def check_input(self, u: Tensor, name: str = "u") -> None:

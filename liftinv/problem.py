@@ -71,7 +71,7 @@ from liftinv.layer import shares_storage
 from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential
-from liftinv.validation import positive_int
+from liftinv.validation import check_flag, positive_int
 from operators.checks import is_integer
 
 
@@ -201,8 +201,7 @@ class LiftedProblem:
         self.terms = terms
         self.free_vars = tuple(sorted({int(i) for i in free_vars}))
         self.power_iters = positive_int("power_iters", power_iters)
-        if not isinstance(cache_preactivations, bool):
-            raise TypeError(f"cache_preactivations must be a bool, got {cache_preactivations!r}")
+        check_flag("cache_preactivations", cache_preactivations)
         self.cache_preactivations = cache_preactivations
         self.param_groups = self._group_parameters() if train_params else []
         self._layers_of_group = [self._layers_using(g) for g in self.param_groups]

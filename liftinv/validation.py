@@ -24,6 +24,14 @@ def sample_shape(name: str, value: object) -> tuple[int, ...]:
     return tuple(positive_int(f"{name}[{i}]", s) for i, s in enumerate(value))
 
 
+def check_flag(name: str, value: object) -> bool:
+    """Return ``value`` if it is a ``bool``, else a ``TypeError`` naming ``name`` (a string such
+    as ``"False"``, a number or ``None`` would otherwise be taken by its truth value)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
 def keeps_forward(module: object, *classes: type) -> bool:
     """Whether ``module`` is an instance of one of ``classes`` whose class keeps that class's
     ``forward``: a subclass that overrides it (e.g. a weight-standardised convolution, or one

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from liftinv.activations import ReLU, Tanh
-from liftinv.affine import Chain
+from liftinv.affine import Chain, GradientStep
 from liftinv.architectures import (
     ARCHITECTURES,
     MLP,
@@ -1177,3 +1177,24 @@ def test_layer_state_dict_carries_the_penalty_weight():
 def test_layer_inputs_must_be_a_sequence(inputs):
     with pytest.raises(TypeError, match="inputs must be a sequence of variable indices"):
         Layer(inputs, [nn.Linear(2, 2)], ReLU())
+
+
+def test_constructor_flags_and_weights_are_checked():
+    """``tied="no"`` and ``adjoint_init="no"`` were taken by truth value (as True), a 0-d tensor
+    of weights failed in ``list()`` ('iteration over a 0-d tensor'), a gradient step took any
+    ``tau`` (an ascent step for tau <= 0), and ``consumers(-1)`` read the last variable's."""
+    with pytest.raises(TypeError, match="tied must be a bool, got 'no'"):
+        ResNet(4, 2, ReLU(), tied="no")
+    blur = Blur(torch.ones(1, 3, 3) / 9, img_size=(1, 8, 8))
+    with pytest.raises(TypeError, match="adjoint_init must be a bool, got 'no'"):
+        UnrolledPrimalDual(blur, 2, 2, (1, 8, 8), adjoint_init="no")
+    with pytest.raises(TypeError, match="weights must be a number or a sequence of 2 numbers"):
+        MLP([3, 4, 2], ReLU(), weights=torch.tensor(0.5))
+    for tau in (0.0, -1.0, math.nan, math.inf, True):
+        with pytest.raises(ValueError, match="tau must be a finite number > 0"):
+            GradientStep(blur, tau)
+    net = MLP([3, 4, 2], ReLU())
+    assert net.consumers(0) == [(1, 0)] and net.consumers(2) == []
+    for i in (-1, 3):
+        with pytest.raises(IndexError, match=r"i must lie in \[0, 2\]"):
+            net.consumers(i)

@@ -969,7 +969,7 @@ def test_interleaved_sweep_costs_one_forward_pass_of_the_chain():
 def test_interleave_needs_param_inputs():
     with pytest.raises(TypeError, match="interleave needs a problem with param_inputs and param_outputs, got Quadratic"):
         run(BCD(interleave=True), two_blocks(), max_iter=1)
-    with pytest.raises(TypeError, match="interleave must be a bool, got int"):
+    with pytest.raises(TypeError, match="interleave must be a bool, got 1"):
         BCD(interleave=1)
 
 

@@ -44,6 +44,8 @@ class MLP(LiftedNetwork):
         hidden = [activations] * (n - 1) if isinstance(activations, nn.Module) else list(activations)
         if len(hidden) != n - 1:
             raise ValueError(f"activations must hold {n - 1} hidden activations, got {len(hidden)}")
+        if isinstance(weights, (str, bytes)) or not isinstance(weights, (numbers.Real, Sequence)):
+            raise TypeError(f"weights must be a number or a sequence of {n} numbers, got {weights!r}")
         weights = [weights] * n if isinstance(weights, numbers.Real) else list(weights)
         if len(weights) != n:
             raise ValueError(f"weights must hold {n} penalty weights, got {len(weights)}")

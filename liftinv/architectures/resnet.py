@@ -33,6 +33,7 @@ from liftinv.affine import Chain, Transposed, Unbiased
 from liftinv.architectures._common import check_channels, init_parameters_, odd_int, positive_float, positive_int
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
+from liftinv.validation import check_flag
 
 
 class ResNet(LiftedNetwork):
@@ -81,6 +82,7 @@ class ResNet(LiftedNetwork):
         rho = positive_float("rho", rho)
         _check_residual(residual)
         k = None if kernel_size is None else odd_int("kernel_size", kernel_size)
+        tied = check_flag("tied", tied)
 
         def affine(n_in: int, n_out: int, bias: bool = True) -> nn.Module:
             if k is None:
@@ -96,7 +98,7 @@ class ResNet(LiftedNetwork):
         super().__init__(_layers(residual, *parts), input_shape=(n_in,) if kernel_size is None else None)
         init_parameters_(self, generator)
         self._parts = parts  # not registered: the layers hold the modules
-        self.tied = bool(tied)
+        self.tied = tied
         self.residual = residual
         self.in_channels = None if kernel_size is None else n_in
 

@@ -23,7 +23,7 @@ from liftinv.affine import ConvAdjoint, GradientStep, MeasurementAdjoint, Scaled
 from liftinv.architectures._common import normalised_conv, odd_int, positive_float, positive_int
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
-from liftinv.validation import sample_shape
+from liftinv.validation import check_flag, sample_shape
 from operators.blur import Blur
 from operators.checks import check_tensor, opnorm, values_trusted
 from operators.mri import MRI
@@ -83,6 +83,7 @@ class UnrolledPrimalDual(Reconstructor):
         if len(self.img_size) != 3:
             raise ValueError(f"img_size must be (C, H, W), got {self.img_size}")
         threshold, kernel_size = positive_float("threshold", threshold), odd_int("kernel_size", kernel_size)
+        self.adjoint_init = check_flag("adjoint_init", adjoint_init)
         try:
             norm2 = opnorm(physics, (1, *self.img_size)) ** 2
         except ValueError as err:  # the operator's check of an image of this size
@@ -108,7 +109,6 @@ class UnrolledPrimalDual(Reconstructor):
             layers.append(Layer(inputs, maps, Clip(-threshold, threshold)))
             x_prev, u_prev = x_new, len(layers)
         self.lifted = LiftedNetwork(layers, input_shape=self.img_size)
-        self.adjoint_init = bool(adjoint_init)
 
     @property
     def physics(self):

@@ -62,7 +62,7 @@ from liftinv.blocks import Block, Params, Var
 from liftinv.solvers.protocol import BlockProblem
 from liftinv.solvers.rules import Plain, Rule, check_real
 from liftinv.solvers.schedules import Schedule, TopDown
-from liftinv.validation import positive_int
+from liftinv.validation import check_flag, positive_int
 from operators.checks import all_finite
 
 
@@ -167,8 +167,7 @@ class BCD:
         if not 0 < self.step_scale < 2:
             raise ValueError(f"step_scale must be in (0, 2), got {self.step_scale}")
         positive_int("var_sweeps", self.var_sweeps)
-        if not isinstance(self.interleave, bool):
-            raise TypeError(f"interleave must be a bool, got {type(self.interleave).__name__}")
+        check_flag("interleave", self.interleave)
 
     def init(self, problem: BlockProblem) -> SolverState:
         """Fresh rule states for every block of ``problem``."""
