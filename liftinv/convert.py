@@ -18,7 +18,7 @@ from liftinv.activations import Identity, as_activation
 from liftinv.affine import EvalBatchNorm
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
-from liftinv.validation import keeps_forward
+from liftinv.validation import keeps_forward, sample_shape
 
 #: Affine modules that may appear between activations (``nn.Identity`` is dropped); subclasses
 #: that keep the ``forward`` of one of them count too (``nn.ZeroPad2d``, ``nn.UpsamplingNearest2d``).
@@ -112,12 +112,15 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             mode, or a batch norm without running statistics (it normalises by the batch), is
             refused, naming it.
         ValueError: no layer, or ``input_shape`` does not fit the network (a layer fails or
-            does not keep the batch axis).
+            does not keep the batch axis), or differs from the ``input_shape`` of a given lifted
+            network.
     """
-    if isinstance(module, LiftedNetwork):
-        return module
-    if isinstance(getattr(module, "lifted", None), LiftedNetwork):
-        return module.lifted
+    given = module if isinstance(module, LiftedNetwork) else getattr(module, "lifted", None)
+    if isinstance(given, LiftedNetwork):
+        shape = None if input_shape is None else sample_shape("input_shape", input_shape)
+        if shape is not None and given.input_shape is not None and shape != given.input_shape:
+            raise ValueError(f"input_shape={shape} differs from the lifted network's input_shape {given.input_shape}")
+        return given
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     layers, chain = [], []

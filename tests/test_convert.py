@@ -442,3 +442,12 @@ def test_eval_mode_dropout_lifts_to_the_identity_and_training_mode_is_refused(dr
     assert torch.equal(net.train()(u), expected)
     with pytest.raises(TypeError, match=rf"cannot lift layer 1 \({type(drop).__name__}\): .*training mode"):
         lift(model.train())
+
+
+def test_lifting_a_lifted_network_checks_a_given_input_shape():
+    """``lift(net, input_shape=...)`` of a lifted network ignored the shape without a word; now a
+    shape other than the network's is refused, its own shape (any sequence) accepted."""
+    mlp = MLP([3, 4, 2], ReLU())
+    assert lift(mlp, input_shape=[3]) is mlp
+    with pytest.raises(ValueError, match=r"input_shape=\(5,\) differs from the lifted network's input_shape \(3,\)"):
+        lift(mlp, input_shape=(5,))
