@@ -1,11 +1,13 @@
 r"""Arrays on disk: ``.npy`` (NumPy), ``.pt`` (a tensor saved by ``torch.save``) and images
 (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif``, ``.tiff``).
 
-:func:`load_array` returns a CPU tensor: NumPy and torch files as stored, in native byte order (real arrays become
-floating tensors, complex arrays complex ones); images as grey values in [0, 1] of shape ``(H, W)``
-(integer images divided by their type's maximum, floating-point ones clipped, not rescaled), in
-float64, or in the image's own dtype for a float32 or float16 image. :func:`save_array` writes atomically (a temporary file in the target's folder, then
-``os.replace``, :func:`liftinv.checkpoint.atomic_path`); images are written as 8-bit grey, ``round(255 clip(x, 0, 1))``.
+:func:`load_array` returns a CPU tensor: NumPy and torch files as stored, in native byte order
+(real arrays become floating tensors, complex arrays complex ones); images as grey values in
+[0, 1] of shape ``(H, W)`` (integer images divided by their type's maximum, floating-point ones
+clipped, not rescaled), in float64, or in the image's own dtype for a float32 or float16 image.
+:func:`save_array` writes atomically (a temporary file in the target's folder, then
+``os.replace``, :func:`liftinv.checkpoint.atomic_path`); images are written as 8-bit grey,
+``round(255 clip(x, 0, 1))``.
 """
 from __future__ import annotations
 
