@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from liftinv.metrics import SSIM_RADIUS, psnr, ssim
+from liftinv.metrics import SSIM_SIDE, psnr, ssim
 from liftinv.tasks import Task
 from liftinv.validation import positive_int
 
@@ -81,7 +81,7 @@ class HeldOut:
                 loss += float(sample_loss(out, target).sum())
                 image = self.task.image(out, clean)
                 value_psnr += float(psnr(image, clean).sum())
-                if min(clean.shape[-2:]) >= 2 * SSIM_RADIUS + 1:
+                if min(clean.shape[-2:]) >= SSIM_SIDE:
                     value_ssim += float(ssim(image, clean).sum())
                 else:
                     value_ssim = float("nan")

@@ -11,6 +11,7 @@ from operators.checks import check_tensor, is_real
 
 SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5): scikit-image's truncation of the Gaussian window
+SSIM_SIDE = 2 * SSIM_RADIUS + 1  # the window's side: ssim needs images at least this large
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
@@ -68,15 +69,14 @@ def ssim(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
     Half-precision inputs are computed, and the result returned, in float32.
     """
     x, ref = _check_pair(x, ref, data_range)
-    side = 2 * SSIM_RADIUS + 1
-    if min(x.shape[-2:]) < side:
-        raise ValueError(f"ssim needs images of at least {side}x{side}, got shape {tuple(x.shape)}")
+    if min(x.shape[-2:]) < SSIM_SIDE:
+        raise ValueError(f"ssim needs images of at least {SSIM_SIDE}x{SSIM_SIDE}, got shape {tuple(x.shape)}")
     b, c, h, w = x.shape
     win = _gaussian_window(x.dtype, x.device)
     mx, mr = x.mean((-2, -1), keepdim=True), ref.mean((-2, -1), keepdim=True)
     xc, rc = x - mx, ref - mr
     stack = torch.cat([xc, rc, xc * xc, rc * rc, xc * rc], dim=1).reshape(b * 5 * c, 1, h, w)
-    mu_xc, mu_rc, xx, rr, xr = F.conv2d(stack, win).reshape(b, 5, c, h - side + 1, w - side + 1).unbind(1)
+    mu_xc, mu_rc, xx, rr, xr = F.conv2d(stack, win).reshape(b, 5, c, h - SSIM_SIDE + 1, w - SSIM_SIDE + 1).unbind(1)
     var_x, var_r, cov = xx - mu_xc**2, rr - mu_rc**2, xr - mu_xc * mu_rc
     mu_x, mu_r = mu_xc + mx, mu_rc + mr
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2

@@ -40,7 +40,7 @@ from liftinv import demo
 from liftinv.cli_types import int_at_least, positive_int
 from liftinv.data import load_dataset
 from liftinv.io import IMAGE_SUFFIXES, SUFFIXES, check_output, load_array, save_array
-from liftinv.metrics import SSIM_RADIUS, psnr, ssim
+from liftinv.metrics import SSIM_SIDE, psnr, ssim
 from liftinv.models import load_model, model_spec
 from liftinv.reconstruction import FBP, TV, Adjoint, Tikhonov, Wiener, ZeroFilled, reconstruct
 from operators.blur import BOUNDARIES, Blur
@@ -348,9 +348,8 @@ def run(args: argparse.Namespace) -> int:
         if picture.shape[-2:] != truth.shape[-2:]:
             raise ValueError(f"truth has shape {tuple(truth.shape)}, the reconstruction {tuple(picture.shape)}")
         truth = truth.to(picture.dtype)
-        side = 2 * SSIM_RADIUS + 1
-        score = (f"SSIM {float(ssim(picture, truth).mean()):.4f}" if min(truth.shape[-2:]) >= side
-                 else f"SSIM n/a (images smaller than {side}x{side})")
+        score = (f"SSIM {float(ssim(picture, truth).mean()):.4f}" if min(truth.shape[-2:]) >= SSIM_SIDE
+                 else f"SSIM n/a (images smaller than {SSIM_SIDE}x{SSIM_SIDE})")
         print(f"PSNR {float(psnr(picture, truth).mean()):.2f} dB, {score}")
     out = _picture(x_hat, operator) if args.out.lower().endswith(IMAGE_SUFFIXES) else x_hat
     print(f"wrote {save_array(out, args.out)}")
