@@ -92,6 +92,19 @@ def _sq(x: Tensor) -> Tensor:
     return x.pow(2).flatten(1).sum(1)
 
 
+def prox_gap(u: Tensor, v: Tensor, p: Tensor, weight: float | Tensor) -> tuple[Tensor, Tensor]:
+    r"""Per sample, shape (B,) each: the primal value :math:`P(u) = \tfrac12\|u - v\|^2 + w\,\mathrm{TV}(u)`
+    of the TV prox and its duality gap at the dual :math:`p` (with :math:`|p| \le 1`) as
+    :math:`w\sum_{c,i,j}\big(|(\nabla u)_{c,i,j}|_2 - \langle(\nabla u)_{c,i,j}, p_{c,i,j}\rangle\big)`,
+    whose terms are :math:`\ge 0`. It equals :math:`P(u) - D(p)` for :math:`u = v + w\operatorname{div}p`,
+    or that point projected onto a box. Computed this way, it does not cancel to rounding noise in
+    float32 for images far from 0, as the difference of :math:`\tfrac12\|v\|^2` and
+    :math:`\tfrac12\|u\|^2` does. ``weight`` is a number or one per sample, shape (B,)."""
+    g = grad2d(u)
+    tv_u = _pointwise_norm(g).flatten(1).sum(1)
+    return 0.5 * _sq(u - v) + weight * tv_u, weight * (tv_u - (g * p).flatten(1).sum(1))
+
+
 def _check_params(weight: float, n_iter: int, tol: float) -> int:
     """Validate the parameters; return ``n_iter`` as an ``int``."""
     if not is_real(weight) or not math.isfinite(weight) or weight < 0:
@@ -120,10 +133,7 @@ def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> T
     :math:`P(u) - (\tfrac12\|v\|^2 - \tfrac12\|u\|^2)`, with
     :math:`P(u) = \tfrac12\|u - v\|^2 + w\,\mathrm{TV}(u)`, is at most ``tol`` times :math:`P(u)` for
     every sample (checked every 10 iterations), or after ``n_iter`` iterations. The gap bounds
-    :math:`\tfrac12\|u - u^\star\|^2`. It is evaluated as the equal
-    :math:`w\sum_{c,i,j}\big(|(\nabla u)_{c,i,j}|_2 - \langle(\nabla u)_{c,i,j}, p_{c,i,j}\rangle\big)`, whose terms are
-    :math:`\ge 0` (:math:`|p| \le 1`): the difference of :math:`\tfrac12\|v\|^2` and :math:`\tfrac12\|u\|^2`
-    cancels to rounding noise in float32 for images far from 0.
+    :math:`\tfrac12\|u - u^\star\|^2`. It is evaluated by :func:`prox_gap`, free of cancellation.
 
     Args:
         v: images (B, C, H, W).
@@ -145,10 +155,7 @@ def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> T
         p_prev, t = p, t_next
         if k % _CHECK_EVERY == 0 or k == n_iter:
             u = v + weight * div2d(p)
-            g = grad2d(u)
-            tv_u = _pointwise_norm(g).flatten(1).sum(1)
-            primal = 0.5 * _sq(u - v) + weight * tv_u
-            gap = weight * (tv_u - (g * p).flatten(1).sum(1))
+            primal, gap = prox_gap(u, v, p, weight)
             if bool((gap <= tol * primal).all()):
                 break
     return u

@@ -76,7 +76,7 @@ def test_tv_prox_with_box_stops_at_the_first_small_duality_gap(spy):
     P(u) = 1/2 |u - v|^2 + lam TV(u) and L(u, p) = 1/2 |u - v|^2 - lam <u, div p> the Lagrangian
     at its minimiser over the box (the dual value); 5 iterations fewer, some gap is above tol P(u)."""
     v, lam, tol, box = 3 * images(b=2, c=1, seed=3) - 1, 0.15, 1e-6, (0.0, 1.0)
-    calls = spy(potentials, "_project_unit_ball")
+    calls = spy(potentials, "_project_ball")  # once per inner iteration
 
     def run(max_inner):
         pot = TV(lam, box=box, tol=tol, max_inner=max_inner)
