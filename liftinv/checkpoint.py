@@ -62,6 +62,17 @@ def write_figure(fig, path: str | os.PathLike, dpi: int) -> None:
         fig.savefig(tmp, dpi=dpi)
 
 
+def existing_file(path: str | os.PathLike, name: str) -> Path:
+    """``path`` as a ``Path`` if it is a file, else an ``IsADirectoryError`` (a folder) or a
+    ``FileNotFoundError`` naming the ``name`` file."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{name} file {path} is a folder, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} file {path} not found")
+    return path
+
+
 def unreadable(name: str, path: str | os.PathLike, err: BaseException) -> ValueError:
     """The error for a ``name`` file that a reader failed on: ``cannot read NAME file PATH:
     reason``, the reason being the first line of ``err`` or its class name (``torch.load`` of an
@@ -113,11 +124,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
             code, which ``weights_only`` refuses: :func:`unreadable`'s ``cannot read NAME file
             PATH: reason``), or is not a checkpoint dict.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{name} file {path} is a folder, not a file")
-    if not path.is_file():
-        raise FileNotFoundError(f"{name} file {path} not found")
+    path = existing_file(path, name)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch.load of an empty or foreign file: EOFError, UnpicklingError, RuntimeError

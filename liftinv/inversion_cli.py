@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from liftinv import cli_types
-from liftinv.checkpoint import unreadable
+from liftinv.checkpoint import existing_file, unreadable
 from liftinv.convert import lift
 from liftinv.inversion import InversionConfig, invert
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
@@ -92,8 +91,7 @@ def _regularizer(args):
 
 
 def _load_network(path: str, device: str) -> nn.Module:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"network file {path} not found")
+    existing_file(path, "network")
     try:
         network = torch.load(path, map_location=device, weights_only=False)
     except OSError:  # a file that cannot be opened: exit status 1

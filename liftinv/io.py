@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from liftinv.checkpoint import atomic_path, unreadable
+from liftinv.checkpoint import atomic_path, existing_file, unreadable
 from liftinv.data import IMAGE_SUFFIXES, grey_float
 
 ARRAY_SUFFIXES = (".npy", ".pt")
@@ -48,10 +48,7 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
     """
     path = Path(path)
     suffix = _suffix(path, name)
-    if path.is_dir():
-        raise IsADirectoryError(f"{name} file {path} is a folder, not a file")
-    if not path.is_file():
-        raise FileNotFoundError(f"{name} file {path} not found")
+    existing_file(path, name)
     try:
         if suffix == ".npy":
             array = np.load(path, allow_pickle=False)
