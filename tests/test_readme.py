@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from liftinv import lift
+from liftinv.affine import EvalBatchNorm
 from liftinv.metrics import psnr
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -45,6 +47,7 @@ def test_inversion_snippet(snippets):
     ns = snippets[2]
     result = ns["result"]
     assert ns["u"].shape == (2, 1, 64, 64) and torch.isfinite(ns["u"]).all()  # as its comment says
+    assert any(isinstance(m, EvalBatchNorm) for m in lift(ns["encoder"]).modules())  # the batch norm is lifted
     assert torch.allclose(result.discrepancy, result.target, rtol=0.1)  # the discrepancy principle
 
 
