@@ -182,8 +182,8 @@ class _LiftedRunner:
 
     def step(self, batch: Batch, iteration: int) -> float:
         u, y = self.inputs(batch.observation)
-        output = self._bind(u, y)
-        loss = float(sample_loss(output, batch.target).mean())
+        # the forward output is not kept: the target replaces it, and the sweeps run without it
+        loss = float(sample_loss(self._bind(u, y), batch.target).mean())
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite output of the forward pass (block Var({self.net.depth})) at iteration {iteration}")
         top = self.net.layer(self.net.depth).activation
