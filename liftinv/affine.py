@@ -434,7 +434,7 @@ class _ByAdjoint(torch.autograd.Function):
         return ctx.adjoint(r, ctx.shape), None, None
 
 
-def _adjoint_method(module: nn.Module):
+def adjoint_method(module: nn.Module):
     """``adjoint(r, input_shape)`` of the linear part of ``module``: its ``apply_adjoint`` method,
     or for an ``nn.Conv2d`` (whose class keeps its ``forward``) with stride 1, no dilation, one
     group, numeric zero padding (bias or not) :func:`conv_adjoint` of its weight; ``None`` for
@@ -455,7 +455,7 @@ def adjoint_graph(module: nn.Module, x: Tensor) -> Tensor:
     inside :math:`A^*A`) and avoids oneDNN's slow backward of convolutions with few channels. The
     parameters of ``module`` get no gradient through it. Other modules, or an ``x`` that does not
     require grad, are applied as they are."""
-    adjoint = _adjoint_method(module)
+    adjoint = adjoint_method(module)
     if x.requires_grad and adjoint is not None:
         return _ByAdjoint.apply(x, module, adjoint)
     return module(x)

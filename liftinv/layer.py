@@ -141,6 +141,13 @@ class Layer(nn.Module):
             pairs.append((self.maps[first], x))
         return pairs + data
 
+    def reads_alone(self, pos: int) -> bool:
+        """Whether :meth:`terms` (with ``combine``) applies the map at input position ``pos`` to
+        that input alone, not to a combination of inputs (a ``ScaledConv`` sharing its
+        convolution with another map of the layer): the vector-Jacobian product of :math:`a_k` in
+        that input is then the adjoint of that one map."""
+        return any(parts == [(pos, 1.0)] for _, parts in _shared_convolutions(self.maps))
+
     def preactivation(
         self, xs: Sequence[Tensor], y: Tensor | None = None, apply: Callable[[nn.Module, Tensor], Tensor] | None = None,
         combine: bool = True,

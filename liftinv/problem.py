@@ -43,7 +43,11 @@ updates are kept: memory for time.
 Graphs to the variables only apply the maps that have an adjoint by
 :func:`~liftinv.affine.adjoint_graph`, so they keep no tensor alive; and block gradients pull
 back through the layers in decreasing order (for the unrolled networks that computes the
-largest residual, of a dual layer, before the other terms of the sum exist: a lower peak).
+largest residual, of a dual layer, before the other terms of the sum exist: a lower peak), and
+a later term whose layer reads each of the block's variables through one map with a known
+adjoint is added into the sum in place, slice by slice of the batch (the image of a primal
+residual by an unrolled network's :math:`L_k` is dual-sized: without the slices it would be
+alive next to the sum).
 
 Lipschitz constants are Gauss-Newton bounds :math:`\lambda_{\max}(\sum_j \lambda_j J_j^*J_j)`,
 with :math:`J_j` the Jacobian of the pre-activation :math:`a_j` in the block, by warm-started
@@ -66,7 +70,7 @@ import torch
 from torch import Tensor
 
 from liftinv.penalty import BREGMAN, Penalty
-from liftinv.affine import adjoint_graph, linear_part
+from liftinv.affine import adjoint_graph, adjoint_method, linear_part
 from liftinv.layer import shares_storage
 from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
@@ -96,6 +100,12 @@ def _accumulate(total: dict, key: object, g: Tensor | None) -> None:
     """``total[key] += g`` (in place after the first term; ``None`` adds nothing)."""
     if g is not None:
         total[key] = total[key].add_(g) if key in total else g
+
+
+def _fresh(a: Tensor, keep: bool) -> bool:
+    """Whether a pre-activation ``a`` that is not kept may be overwritten by its residual: a
+    result of the maps (not a variable or a view of one)."""
+    return not keep and a.grad_fn is not None and a._base is None
 
 
 @contextmanager
@@ -430,6 +440,10 @@ class LiftedProblem:
             keys = [i for i in layer.inputs if i in variables]
             own = [p for p in layer.parameters() if id(p) in params]
             keep = k in variables or (k in self._multi and not own and self._still_read(k))
+            adjoints = None if own or not all(i in total for i in keys) else self._adjoints(k, keys)
+            if adjoints is not None:
+                self._add_pullback(k, {i: total[i] for i in keys}, adjoints, keep)
+                continue
             for key, g in zip(keys + [id(p) for p in own], self._pullback(k, keys, own, keep)):
                 _accumulate(total, key, g)
         out = []
@@ -459,15 +473,54 @@ class LiftedProblem:
         rest = [] if param_graph else list(own)  # by the maps that hold them
         if not (through_graph or rest):
             return (None,) * (len(keys) + len(own))
-        layer = self.network.layer(k)
-        fresh = not keep and a.grad_fn is not None and a._base is None  # not a variable or a view of one
-        residual = self.penalty.residual_ if fresh else self.penalty.residual
-        cotangent = residual(layer.activation, self.xs[k], a.detach()).mul_(layer.weight)
+        cotangent = self._cotangent(k, a, self.xs[k], _fresh(a, keep))
         if through_graph:
             grads = torch.autograd.grad(a, wrt, cotangent, retain_graph=keep, allow_unused=True)
         else:
             grads = (None,) * len(wrt)
         return (*grads, *self._param_pullback(k, rest, cotangent))
+
+    def _cotangent(self, k: int, a: Tensor, z: Tensor, fresh: bool) -> Tensor:
+        r""":math:`\lambda_k r_k = \lambda_k \partial_a P_k(z, a)` of layer :math:`k` at its output
+        ``z`` and pre-activation ``a`` (or at slices of both), in the storage of ``a`` if
+        ``fresh`` (see :func:`_fresh`)."""
+        layer = self.network.layer(k)
+        residual = self.penalty.residual_ if fresh else self.penalty.residual
+        return residual(layer.activation, z, a.detach()).mul_(layer.weight)
+
+    def _adjoints(self, k: int, keys: Sequence[int]) -> list | None:
+        r"""The adjoints ``adjoint(r, input_shape)`` of the maps of layer :math:`k` that read the
+        variables ``keys``, when the backward pass of :math:`a_k`'s graph to them is exactly
+        these adjoints applied to the cotangent (each variable read by a map alone,
+        :meth:`~liftinv.layer.Layer.reads_alone`, that has one,
+        :func:`~liftinv.affine.adjoint_method`, through a graph that does not reach the
+        parameters, so :func:`~liftinv.affine.adjoint_graph` applied it); else ``None``."""
+        layer = self.network.layer(k)
+        positions = [layer.inputs.index(i) for i in keys]
+        adjoints = [adjoint_method(layer.maps[pos]) if layer.reads_alone(pos) else None for pos in positions]
+        if not keys or None in adjoints or not self._preactivation_graph(k).requires_grad or k in self._param_graph:
+            return None
+        return adjoints
+
+    def _add_pullback(self, k: int, totals: Mapping[int, Tensor], adjoints: Sequence, keep: bool) -> None:
+        r"""In place, :math:`g_i \mathrel{+}= \lambda_k M_{ki}^* r_k` for each variable :math:`i`
+        of ``totals`` (:math:`g_i` its gradient so far, :math:`M_{ki}^*` its map's adjoint among
+        ``adjoints``, see :meth:`_adjoints`): the terms that :meth:`_pullback` would give, added
+        slice by slice of the batch of at most :data:`UPDATE_SLICE` entries of :math:`a_k` or of a
+        :math:`g_i` (each map acts on every sample alone), so the cotangent and its images are
+        slice-sized temporaries where the backward pass makes full-size ones. Unless ``keep``,
+        consumes the cached :math:`a_k` as :meth:`_pullback` does."""
+        a = self._preactivation_graph(k)
+        fresh = _fresh(a, keep)
+        if not keep:
+            self._drop(k)
+        size = max(1, UPDATE_SLICE // max(a.shape[1:].numel(), *(g.shape[1:].numel() for g in totals.values()), 1))
+        with torch.no_grad():
+            for start in range(0, len(a), size):
+                part = slice(start, start + size)
+                cotangent = self._cotangent(k, a[part], self.xs[k][part], fresh)
+                for (i, g), adjoint in zip(totals.items(), adjoints):
+                    g[part] += adjoint(cotangent, self.xs[i][part].shape)
 
     def _param_pullback(self, k: int, own: Sequence[Tensor], cotangent: Tensor) -> tuple[Tensor | None, ...]:
         r"""The vector-Jacobian product of :math:`a_k` in the parameters ``own`` with

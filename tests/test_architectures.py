@@ -285,6 +285,56 @@ def test_in_place_updates_allocate_less_than_a_dual_variable(monkeypatch, i):
     assert 0 < mem.peak < dual
 
 
+def _moved_dual_problem(i):
+    """:func:`_unrolled_problem` with every variable above ``i`` moved (nonzero residuals in the
+    layers that read ``i``, whose cached pre-activations are then updated in place)."""
+    net, problem = _unrolled_problem()
+    g = gen(9)
+    for j in reversed(range(i + 1, net.lifted.depth + 1)):
+        x = problem.xs[j]
+        problem.set(Var(j), [net.lifted.layer(j).activation.project_domain(x + 0.1 * randn_like(x, g))])
+    return net, problem
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "consumed"])
+def test_dual_gradient_terms_added_by_batch_slices_equal_autograd(monkeypatch, spy, keep):
+    r"""A dual variable's gradient: the term of the layer that reads it through the identity (the
+    first, decreasing order) is the gradient buffer, and the term of the next primal layer
+    (:math:`-\tau\lambda L r`, a map with a known adjoint) is added into it in place, slice by
+    slice of the batch (one sample per slice here), with the cached pre-activation kept for the
+    rest of the sweep or consumed (``expect``: nothing later reads it). It equals autograd of
+    the energy, and it is what that term's backward pass gives (checked bit for bit on the
+    training setups' iterates)."""
+    monkeypatch.setattr("liftinv.problem.UPDATE_SLICE", 8 * 16 * 16)  # one sample of a dual variable
+    i = 4  # u_2, read by the layers of x_3 (ConvAdjoint) and u_3 (identity)
+    net, problem = _moved_dual_problem(i)
+    added = spy(LiftedProblem, "_add_pullback", lambda self, k, totals, adjoints, keep: (k, list(totals), keep))
+    problem.expect(None if keep else [])
+    grad = problem.grads([Var(i)])[0][0]
+    problem.expect(None)
+    assert added == [(i + 1, [i], keep)]
+    assert (i + 1 in problem._pre) == keep
+    leaves = [x.detach().clone().requires_grad_() for x in problem.xs]
+    expected = torch.autograd.grad(energy(net.lifted, leaves, problem.y, BREGMAN, own=i), leaves[i])[0]
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_dual_gradient_allocates_one_dual_variable_and_slices(monkeypatch):
+    """The gradient of a dual variable allocates the gradient itself and slice-sized temporaries
+    (:class:`~liftinv.bench.training.TensorMemory`), where the whole image of the primal
+    layer's residual by :math:`L` would be a second dual-sized term alive next to the first."""
+    from liftinv.bench.training import TensorMemory
+
+    monkeypatch.setattr("liftinv.problem.UPDATE_SLICE", 8 * 16 * 16)  # one sample of a dual variable
+    i = 4
+    _, problem = _moved_dual_problem(i)
+    dual = problem.xs[i].numel() * problem.xs[i].element_size()
+    with TensorMemory() as mem:
+        problem.grads([Var(i)])
+    assert dual <= mem.peak < 1.5 * dual
+
+
 class _WithoutHints:
     """A problem seen without its optional ``expect`` (every other attribute delegated)."""
 
