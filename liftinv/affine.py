@@ -372,19 +372,26 @@ class Chain(nn.Sequential):
         return r
 
 
+#: Batch norms whose map in eval mode, with running statistics, is :class:`EvalBatchNorm`'s
+#: (``nn.SyncBatchNorm`` synchronises batch statistics in training mode only).
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
 class EvalBatchNorm(nn.Module):
     r""":math:`x \mapsto \gamma\,(x - \mu)/\sqrt{v + \epsilon} + \beta` per channel (dim 1):
-    the map of ``bn`` (an ``nn.BatchNorm1d`` or ``nn.BatchNorm2d``, shared, not copied) in eval
+    the map of ``bn`` (an ``nn.BatchNorm1d``, ``nn.BatchNorm2d``, ``nn.BatchNorm3d`` or
+    ``nn.SyncBatchNorm`` of :data:`BATCH_NORMS`, shared, not copied) in eval
     mode, with its running mean :math:`\mu` and variance :math:`v`, its ``eps``
     :math:`\epsilon` and its affine parameters :math:`\gamma, \beta` (1 and 0 without them),
     whatever its ``training`` flag: a network holding this map keeps it in training mode, where
     ``bn`` itself would normalise by the batch, and leaves the running statistics as they are.
     ``bn`` must keep running statistics (``track_running_stats=True``)."""
 
-    def __init__(self, bn: nn.BatchNorm1d | nn.BatchNorm2d):
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
         super().__init__()
-        if not keeps_forward(bn, nn.BatchNorm1d, nn.BatchNorm2d):
-            raise TypeError(f"bn must be an nn.BatchNorm1d or nn.BatchNorm2d that keeps its forward, got {type(bn).__name__}")
+        if not keeps_forward(bn, *BATCH_NORMS):
+            raise TypeError("bn must be an nn.BatchNorm1d/2d/3d or nn.SyncBatchNorm that keeps its forward, "
+                            f"got {type(bn).__name__}")
         if bn.running_mean is None or bn.running_var is None:
             raise ValueError("bn must keep running statistics (track_running_stats=True): without them it normalises "
                              "each batch by its own statistics, in eval mode too, which is no affine map of a sample")

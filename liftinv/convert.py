@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from liftinv.activations import Identity, as_activation
-from liftinv.affine import EvalBatchNorm
+from liftinv.affine import BATCH_NORMS, EvalBatchNorm
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.validation import keeps_forward, sample_shape
@@ -30,10 +30,9 @@ AFFINE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn
           nn.PixelShuffle, nn.PixelUnshuffle)
 
 
-#: Modules whose map in eval mode is affine, refused in training mode: batch norm (its running
-#: statistics' per-channel affine map, :class:`~liftinv.affine.EvalBatchNorm`) and dropout (the
-#: identity, dropped).
-BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d)
+#: Modules whose map in eval mode is affine, refused in training mode: batch norm
+#: (:data:`~liftinv.affine.BATCH_NORMS`, its running statistics' per-channel affine map,
+#: :class:`~liftinv.affine.EvalBatchNorm`) and dropout (the identity, dropped).
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d)
 
 
@@ -45,10 +44,10 @@ def _is_affine(module: nn.Module) -> bool:
 
 def _eval_mode_map(module: nn.Module, path: str) -> nn.Module | None:
     """The eval-mode map of a batch norm (:class:`~liftinv.affine.EvalBatchNorm`) or a dropout
-    (``nn.Identity``) of :data:`BATCH_NORM` or :data:`DROPOUT`, ``None`` for other modules; a
+    (``nn.Identity``) of :data:`~liftinv.affine.BATCH_NORMS` or :data:`DROPOUT`, ``None`` for other modules; a
     ``TypeError`` naming the layer for one in training mode, or a batch norm without running
     statistics (either normalises by the batch or draws random entries)."""
-    if keeps_forward(module, *BATCH_NORM):
+    if keeps_forward(module, *BATCH_NORMS):
         does = "normalises each batch by its own statistics"
     elif keeps_forward(module, *DROPOUT):
         does = "zeroes random entries"
@@ -90,8 +89,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             ``nn.AvgPool1d/2d``, ``nn.AdaptiveAvgPool1d/2d``, ``nn.ZeroPad1d/2d``,
             ``nn.ConstantPad1d/2d``, ``nn.ReflectionPad1d/2d``, ``nn.ReplicationPad1d/2d``,
             ``nn.Upsample`` in any mode, ``nn.PixelShuffle``, ``nn.PixelUnshuffle``,
-            ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``), ``nn.BatchNorm1d/2d`` in eval mode
-            with running statistics (lifted to their affine map,
+            ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``), ``nn.BatchNorm1d/2d/3d`` and
+            ``nn.SyncBatchNorm`` in eval mode with running statistics (lifted to their affine map,
             :class:`~liftinv.affine.EvalBatchNorm`, which the lifted network keeps in training
             mode), ``nn.Dropout/1d/2d`` in eval mode (the identity, dropped) and proximal
             activations (``nn.ReLU``, ``nn.LeakyReLU``, ``nn.Hardtanh``, ``nn.Softshrink``,
@@ -136,7 +135,7 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             names = ", ".join(f"nn.{c.__name__}" for c in AFFINE)
             raise TypeError(
                 f"cannot lift layer {path or '(root)'} ({type(m).__name__}): it is neither affine "
-                f"({names}, nn.BatchNorm1d/2d and nn.Dropout/1d/2d in eval mode, nested nn.Sequential) nor a "
+                f"({names}, nn.BatchNorm1d/2d/3d, nn.SyncBatchNorm and nn.Dropout/1d/2d in eval mode, nested nn.Sequential) nor a "
                 f"proximal activation: {err}"
             ) from err
         layers.append(Layer([len(layers)], [_chain(chain)], act))

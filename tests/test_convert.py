@@ -371,12 +371,17 @@ def _batch_norm_oracle(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> 
          (1, 4, 4)),
         (lambda: nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.BatchNorm1d(5), nn.Linear(5, 2)), (4,)),
         (lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), nn.ReLU()), (2, 5)),
+        (lambda: nn.Sequential(nn.Linear(3, 16), nn.Unflatten(1, (2, 2, 2, 2)), nn.BatchNorm3d(2), nn.ReLU(), nn.Flatten(),
+                               nn.Linear(16, 2)), (3,)),
+        (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.SyncBatchNorm(2), nn.Tanh(), nn.Flatten(),
+                               nn.Linear(18, 3), nn.SyncBatchNorm(3, affine=False)), (1, 3, 3)),
     ],
-    ids=["conv2d", "linear", "conv1d"],
+    ids=["conv2d", "linear", "conv1d", "batchnorm3d", "syncbatchnorm"],
 )
 def test_eval_mode_batch_norm_lifts_to_its_affine_map(make, shape):
-    """BatchNorm1d/2d in eval mode (per channel, the affine map of its running statistics) was
-    refused as 'neither affine nor a proximal activation'. The lifted network equals the model
+    """BatchNorm1d/2d/3d and SyncBatchNorm (the same map, batch statistics synchronised in training
+    mode only) in eval mode (per channel, the affine map of its running statistics) were refused
+    as 'neither affine nor a proximal activation'. The lifted network equals the model
     bit for bit (float64) with the model's parameters, each batch norm its closed form; its maps
     pass the matrix and adjoint checks. Put in training mode, the lifted network keeps the map of
     the running statistics (and does not update them), where the module alone would normalise by
@@ -405,13 +410,16 @@ def test_eval_mode_batch_norm_lifts_to_its_affine_map(make, shape):
         (nn.BatchNorm1d(4), "in training mode"),
         (nn.BatchNorm1d(4, track_running_stats=False).eval(), "running statistics"),
         (nn.BatchNorm1d(4, track_running_stats=False), "in training mode"),
+        (nn.SyncBatchNorm(4), "in training mode"),
+        (nn.SyncBatchNorm(4, track_running_stats=False).eval(), "running statistics"),
+        (nn.BatchNorm3d(4), "in training mode"),
     ],
 )
 def test_batch_norm_that_normalises_by_the_batch_is_refused_naming_the_layer(bn, reason):
     """A batch norm in training mode, or one without running statistics (which normalises by the
     batch in eval mode too), is no affine map of each sample: refused by index, class and reason."""
     model = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.ReLU(), bn), nn.Linear(4, 2))
-    with pytest.raises(TypeError, match=rf"cannot lift layer 1\.1 \(BatchNorm1d\): .*{reason}"):
+    with pytest.raises(TypeError, match=rf"cannot lift layer 1\.1 \({type(bn).__name__}\): .*{reason}"):
         lift(model)
 
 
