@@ -1,7 +1,7 @@
 r"""Affine maps that feed a layer's activation.
 
 A layer's pre-activation is :math:`a = \sum_j M_j x_{i_j} + c(y)`: each :math:`M_j` is an affine
-``nn.Module`` (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, ``nn.ConvTranspose2d``, chains of them
+``nn.Module`` (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, ``nn.ConvTranspose1d/2d``, chains of them
 with pooling, padding, upsampling, pixel (un)shuffle or ``nn.Flatten``/``nn.Unflatten``, see
 :data:`liftinv.convert.AFFINE`, or the maps below) and :math:`c(y)` an optional affine map of the
 measurements. Adjoints and parameter gradients are taken by autograd through one map at a time
@@ -416,14 +416,14 @@ LINEAR_TORCH = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvg
 
 def is_linear(module: nn.Module) -> bool:
     """Whether the affine ``module`` is known to be linear, :math:`f(0) = 0`: the maps of this
-    module, bias-free ``nn.Linear``/``nn.Conv*``, the modules of :data:`LINEAR_TORCH`, constant
-    padding by 0 (``nn.ConstantPad1d/2d``, ``nn.ZeroPad1d/2d``), and ``nn.Sequential`` chains of
+    module, bias-free ``nn.Linear``/``nn.Conv1d/2d/3d``/``nn.ConvTranspose1d/2d``, the modules
+    of :data:`LINEAR_TORCH`, constant padding by 0 (``nn.ConstantPad1d/2d``, ``nn.ZeroPad1d/2d``), and ``nn.Sequential`` chains of
     them (torch classes only if they keep their ``forward``)."""
     if isinstance(module, LINEAR_MODULES) or keeps_forward(module, *LINEAR_TORCH):
         return True
     if keeps_forward(module, nn.ConstantPad1d, nn.ConstantPad2d):
         return module.value == 0
-    if keeps_forward(module, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d):
+    if keeps_forward(module, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d):
         return module.bias is None
     if keeps_forward(module, nn.Sequential):
         return all(is_linear(m) for m in module)

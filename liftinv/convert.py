@@ -25,8 +25,8 @@ from liftinv.validation import keeps_forward, sample_shape
 #: Upsampling is linear in every mode, constant padding affine (linear for the value 0). Their
 #: adjoints are taken by autograd (see :mod:`liftinv.affine`).
 AFFINE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn.Identity, nn.Conv1d,
-          nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.ConstantPad1d, nn.ConstantPad2d,
-          nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d, nn.Upsample,
+          nn.ConvTranspose1d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.ConstantPad1d,
+          nn.ConstantPad2d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d, nn.Upsample,
           nn.PixelShuffle, nn.PixelUnshuffle)
 
 
@@ -85,7 +85,7 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
 
     Args:
         module: an ``nn.Sequential`` (nested ones are flattened) of the affine modules of
-            :data:`AFFINE` (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, ``nn.ConvTranspose2d``,
+            :data:`AFFINE` (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, ``nn.ConvTranspose1d/2d``,
             ``nn.AvgPool1d/2d``, ``nn.AdaptiveAvgPool1d/2d``, ``nn.ZeroPad1d/2d``,
             ``nn.ConstantPad1d/2d``, ``nn.ReflectionPad1d/2d``, ``nn.ReplicationPad1d/2d``,
             ``nn.Upsample`` in any mode, ``nn.PixelShuffle``, ``nn.PixelUnshuffle``,

@@ -288,6 +288,8 @@ def _adjoint_matrix(module: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
 LINEAR_LAYERS = {
     "conv1d": (lambda: nn.Sequential(nn.Conv1d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv1d(3, 2, 2, stride=2)), (2, 6)),
     "conv1d-reflect": (lambda: nn.Sequential(nn.Conv1d(2, 2, 3, padding=1, padding_mode="reflect"), nn.Tanh()), (2, 5)),
+    "convtranspose1d": (lambda: nn.Sequential(nn.ConvTranspose1d(2, 3, 3, stride=2, output_padding=1), nn.ReLU(),
+                                              nn.ConvTranspose1d(3, 1, 2, bias=False)), (2, 4)),
     "avgpool1d": (lambda: nn.Sequential(nn.Conv1d(1, 2, 3), nn.AvgPool1d(2, ceil_mode=True), nn.ReLU()), (1, 7)),
     "avgpool2d": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AvgPool2d(2), nn.ReLU()), (1, 4, 6)),
     "avgpool2d-padded": (lambda: nn.Sequential(nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), nn.Tanh()),
@@ -311,8 +313,8 @@ LINEAR_LAYERS = {
 
 @pytest.mark.parametrize("name", LINEAR_LAYERS)
 def test_common_affine_layers_lift_with_exact_adjoints(name):
-    """Conv1d, average pooling, zero/constant/reflection/replication padding, upsampling and pixel
-    (un)shuffle were refused as 'neither affine nor a proximal activation'. The lifted network
+    """Conv1d, ConvTranspose1d, average pooling, zero/constant/reflection/replication padding,
+    upsampling and pixel (un)shuffle were refused as 'neither affine nor a proximal activation'. The lifted network
     computes the model (float64, bit for bit), with the model's parameters; every layer map's
     linear part (:func:`linear_part`) is its matrix built from forward passes, the backward pass
     of :func:`adjoint_graph` its transpose, and :func:`is_linear` holds where the map sends 0 to 0."""
