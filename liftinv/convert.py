@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from liftinv.activations import Identity, as_activation
+from liftinv.activations import Identity, Softmax, as_activation
 from liftinv.affine import BATCH_NORMS, EvalBatchNorm
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
@@ -65,6 +65,16 @@ def _eval_mode_map(module: nn.Module, path: str) -> nn.Module | None:
         raise TypeError(f"{where}: {err}") from err
 
 
+def _softmax_dim(module: nn.Module) -> int | None:
+    """The negative ``dim`` of an ``nn.Softmax`` (-3 for an ``nn.Softmax2d`` that keeps its
+    ``forward``): the softmax over dim 1, the class dimension of liftinv's
+    :class:`~liftinv.activations.Softmax`, exactly where its input has ``ndim >= -dim`` dimensions
+    with ``dim % ndim == 1`` (checked by the dry run of ``input_shape``); ``None`` for other modules."""
+    if type(module) is nn.Softmax and isinstance(module.dim, int) and not isinstance(module.dim, bool) and module.dim < 0:
+        return module.dim
+    return -3 if keeps_forward(module, nn.Softmax2d) else None
+
+
 def _leaves(module: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
     """``(path, module)`` of the modules of a possibly nested ``nn.Sequential``, in the order its
     forward pass applies them: a module held twice appears twice (``named_children`` would list
@@ -95,7 +105,9 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             mode), ``nn.Dropout/1d/2d`` in eval mode (the identity, dropped) and proximal
             activations (``nn.ReLU``, ``nn.LeakyReLU``, ``nn.Hardtanh``, ``nn.Softshrink``,
             ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)`` or liftinv activations; see
-            :func:`~liftinv.activations.as_activation`); a single
+            :func:`~liftinv.activations.as_activation`; ``nn.Softmax`` with a negative ``dim``
+            and ``nn.Softmax2d`` (``dim=-3``) too where, for ``input_shape``, that dim is dim 1
+            of the softmax's input, e.g. ``dim=-1`` after an ``nn.Linear``); a single
             such module; a :class:`LiftedNetwork`, returned as it is; or a model that holds its
             lifted form as ``.lifted`` (the unrolled reconstruction networks: that lifted
             network, whose input is :math:`x_0` and whose data maps read the measurements
@@ -109,7 +121,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             index in ``module``, its class and the supported set); a subclass of an affine module
             that overrides ``forward`` is not taken as affine; a batch norm or dropout in training
             mode, or a batch norm without running statistics (it normalises by the batch), is
-            refused, naming it.
+            refused, naming it; so is a softmax over a negative dim without ``input_shape``, or
+            one whose dim is not dim 1 of its input for ``input_shape``.
         ValueError: no layer, or ``input_shape`` does not fit the network (a layer fails or
             does not keep the batch axis), or differs from the ``input_shape`` of a given lifted
             network.
@@ -122,7 +135,7 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
         return given
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
-    layers, chain = [], []
+    layers, chain, softmax_dims = [], [], {}
     for path, m in _leaves(module, ""):
         mapped = m if _is_affine(m) else _eval_mode_map(m, path)
         if mapped is not None:
@@ -130,7 +143,7 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
                 chain.append(mapped)
             continue
         try:
-            act = as_activation(m)
+            act = as_activation(m) if _softmax_dim(m) is None else Softmax()
         except TypeError as err:
             names = ", ".join(f"nn.{c.__name__}" for c in AFFINE)
             raise TypeError(
@@ -138,6 +151,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
                 f"({names}, nn.BatchNorm1d/2d/3d, nn.SyncBatchNorm and nn.Dropout/1d/2d in eval mode, nested nn.Sequential) nor a "
                 f"proximal activation: {err}"
             ) from err
+        if _softmax_dim(m) is not None:
+            softmax_dims[len(layers) + 1] = (f"{path or '(root)'} ({type(m).__name__})", _softmax_dim(m))
         layers.append(Layer([len(layers)], [_chain(chain)], act))
         chain = []
     if chain:
@@ -146,15 +161,22 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
         raise ValueError(f"module has no layer to lift: {module}")
     net = LiftedNetwork(layers, input_shape=input_shape)
     if input_shape is not None:
-        _dry_run(net)
+        _dry_run(net, softmax_dims)
+    elif softmax_dims:
+        where, dim = next(iter(softmax_dims.values()))
+        raise TypeError(f"cannot lift layer {where}: it takes the softmax over dim={dim}, the class dimension (dim 1) "
+                        "only for inputs of some number of dimensions; give input_shape so that lift can check it")
     return net
 
 
-def _dry_run(net: LiftedNetwork) -> None:
+def _dry_run(net: LiftedNetwork, softmax_dims: dict[int, tuple[str, int]] | None = None) -> None:
     """Run zero batches of one and of two samples of ``net.input_shape`` through every layer,
     naming the one that fails or whose output does not keep the batch axis (dim 0): e.g. an
     ``nn.Conv2d`` given a sample shape without channels takes a batch as one unbatched image,
-    whose channels are the samples (it fails on one of the two batch sizes)."""
+    whose channels are the samples (it fails on one of the two batch sizes). ``softmax_dims``
+    maps a layer ``k`` to ``(name, dim)`` of the negative-``dim`` softmax it lifts
+    (:func:`_softmax_dim`), a ``TypeError`` naming it unless ``dim`` is dim 1 of its input."""
+    softmax_dims = softmax_dims or {}
     ref = next(net.parameters(), None)
     dtype, device = (torch.get_default_dtype(), "cpu") if ref is None else (ref.dtype, ref.device)
     for batch in (1, 2):
@@ -171,3 +193,8 @@ def _dry_run(net: LiftedNetwork) -> None:
                 if xs[-1].dim() == 0 or xs[-1].shape[0] != batch:
                     raise ValueError(f"{context}: it maps a batch of {batch} to shape {tuple(xs[-1].shape)}, "
                                      "which does not keep the batch axis (dim 0)")
+                where, dim = softmax_dims.get(k, (None, None))
+                if dim is not None and not (-xs[-1].dim() <= dim and dim % xs[-1].dim() == 1):
+                    raise TypeError(f"cannot lift layer {where}: with input_shape={net.input_shape} it takes the softmax "
+                                    f"over dim={dim} of a {xs[-1].dim()}-d input, which is not dim 1 (the class "
+                                    "dimension, the only one liftinv's Softmax takes)")

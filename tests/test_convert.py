@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from liftinv.affine import adjoint_graph, is_linear, linear_part
-from liftinv.activations import Clip, Identity, LeakyReLU, ReLU, Sigmoid, SoftThreshold, Tanh
+from liftinv.activations import Clip, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, SoftThreshold, Tanh
 from liftinv.architectures import MLP
 from liftinv.architectures._common import init_parameters_
 from liftinv.convert import lift
@@ -461,3 +461,39 @@ def test_lifting_a_lifted_network_checks_a_given_input_shape():
     assert lift(mlp, input_shape=[3]) is mlp
     with pytest.raises(ValueError, match=r"input_shape=\(5,\) differs from the lifted network's input_shape \(3,\)"):
         lift(mlp, input_shape=(5,))
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 5), nn.Softmax(dim=-1)), (3,)),
+        (lambda: nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Softmax(dim=-3)), (1, 2, 4)),
+        (lambda: nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 2, 1), nn.Softmax2d()), (1, 2, 4)),
+    ],
+    ids=["dim-1", "dim-3", "softmax2d"],
+)
+def test_softmax_over_a_negative_dim_that_is_dim_1_lifts_to_the_softmax(make, shape):
+    """``nn.Softmax(dim=-1)`` after a linear layer, ``dim=-3`` or ``nn.Softmax2d`` on images take
+    the softmax over dim 1, the class dimension: they were refused ('supported over dim=1
+    only'). The lifted network (softmax last layer) equals the model bit for bit in float64."""
+    model = _pretrained(make(), 60)
+    net = lift(model, input_shape=shape)
+    u = torch.randn(3, *shape, dtype=DT, generator=gen(61))
+    assert torch.equal(net(u), model(u)) and isinstance(net.layer(net.depth).activation, Softmax)
+
+
+@pytest.mark.parametrize(
+    "model, shape, reason",
+    [
+        (nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=-1)), None, "give input_shape"),
+        (nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Softmax(dim=-1)), (1, 2, 4), r"dim=-1 of a 4-d input"),
+        (nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=-3)), (3,), r"dim=-3 of a 2-d input"),
+        (nn.Sequential(nn.Conv1d(1, 3, 2), nn.Softmax2d()), (1, 4), r"dim=-3 of a 3-d input"),  # the batch axis
+    ],
+)
+def test_softmax_over_another_dim_is_refused_naming_the_layer(model, shape, reason):
+    """A softmax over a negative dim is the class softmax only for some input dimensions: without
+    ``input_shape``, or where it is not dim 1, it is refused by index and class."""
+    cls = type(model[1]).__name__
+    with pytest.raises(TypeError, match=rf"cannot lift layer 1 \({cls}\): .*{reason}"):
+        lift(model, input_shape=shape)
