@@ -497,3 +497,44 @@ def test_softmax_over_another_dim_is_refused_naming_the_layer(model, shape, reas
     cls = type(model[1]).__name__
     with pytest.raises(TypeError, match=rf"cannot lift layer 1 \({cls}\): .*{reason}"):
         lift(model, input_shape=shape)
+
+
+def _hooked(where: str) -> tuple[nn.Module, str]:
+    """A model with a forward hook or pre-hook that changes the map of one module, and that
+    module's path and class."""
+    inner = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    model = nn.Sequential(inner, nn.Identity(), nn.Linear(4, 2), nn.Tanh()).double()
+    if where == "root":
+        model.register_forward_hook(lambda m, i, o: 2 * o)
+        return model, r"\(root\) \(Sequential\)"
+    if where == "container":
+        inner.register_forward_pre_hook(lambda m, i: (i[0] + 1,))
+        return model, r"0 \(Sequential\)"
+    if where == "activation":
+        inner[1].register_forward_hook(lambda m, i, o: o + 1)
+        return model, r"0\.1 \(ReLU\)"
+    if where == "identity":
+        model[1].register_forward_hook(lambda m, i, o: 3 * o)
+        return model, r"1 \(Identity\)"
+    model[2].register_forward_hook(lambda m, i, o: 3 * o)  # affine, but no longer its weight's map
+    return model, r"2 \(Linear\)"
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+@pytest.mark.parametrize("where", ["root", "container", "activation", "identity", "affine"])
+def test_modules_with_forward_hooks_are_refused_naming_them(where):
+    """A forward hook on a container, an activation or an nn.Identity was dropped without a word
+    (the lifted network differed from the model by up to 5), one on an affine module made its
+    map another than its weight's. Such modules are refused by path and class; weight and
+    spectral normalisation's and pruning's pre-hooks on affine modules are kept (the lifted
+    network equals the model)."""
+    model, name = _hooked(where)
+    u = torch.randn(3, 3, dtype=DT, generator=gen(70))
+    with pytest.raises(TypeError, match=rf"cannot lift layer {name}: it has forward hooks"):
+        lift(model, input_shape=(3,))
+    pruned = nn.Linear(4, 4)
+    nn.utils.prune.l1_unstructured(pruned, "weight", 0.5)
+    normed = nn.Sequential(nn.utils.weight_norm(nn.Linear(3, 4)), nn.ReLU(), pruned, nn.Tanh(),
+                           nn.utils.spectral_norm(nn.Linear(4, 2)))
+    normed = _pretrained(normed, 71)
+    assert torch.equal(lift(normed, input_shape=(3,))(u), normed(u))
