@@ -21,7 +21,7 @@ from liftinv.activations import Identity, Softmax, as_activation
 from liftinv.affine import BATCH_NORMS, EvalBatchNorm
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
-from liftinv.validation import keeps_forward, sample_shape
+from liftinv.validation import keeps_forward, reference_tensor, sample_shape
 
 #: Affine modules that may appear between activations (``nn.Identity`` is dropped); subclasses
 #: that keep the ``forward`` of one of them count too (``nn.ZeroPad2d``, ``nn.UpsamplingNearest2d``).
@@ -199,7 +199,7 @@ def _dry_run(net: LiftedNetwork, softmax_dims: dict[int, tuple[str, int]] | None
     maps a layer ``k`` to ``(name, dim)`` of the negative-``dim`` softmax it lifts
     (:func:`_softmax_dim`), a ``TypeError`` naming it unless ``dim`` is dim 1 of its input."""
     softmax_dims = softmax_dims or {}
-    ref = next(net.parameters(), None)
+    ref = reference_tensor(net)
     dtype, device = (torch.get_default_dtype(), "cpu") if ref is None else (ref.dtype, ref.device)
     for batch in (1, 2):
         xs = [torch.zeros((batch, *net.input_shape), dtype=dtype, device=device)]

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from liftinv.penalty import BREGMAN, Penalty
 from liftinv.layer import Layer
-from liftinv.validation import sample_shape
+from liftinv.validation import reference_tensor, sample_shape
 
 
 class LiftedNetwork(nn.Module):
@@ -66,13 +66,14 @@ class LiftedNetwork(nn.Module):
         return self._consumers[i]
 
     def check_input(self, u: Tensor, name: str = "u") -> None:
-        """Validate an input batch: a finite floating tensor of the parameters' dtype and device
-        whose sample shape is ``input_shape``."""
+        """Validate an input batch: a finite floating tensor of the dtype and device of the
+        parameters (of the floating buffers in a network without parameters:
+        :func:`~liftinv.validation.reference_tensor`) whose sample shape is ``input_shape``."""
         if not isinstance(u, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(u).__name__}")
         if not u.is_floating_point():  # complex, integer or bool (a network without parameters checks no dtype below)
             raise TypeError(f"{name} must be a real floating tensor, got dtype {u.dtype}")
-        ref = next(self.parameters(), None)
+        ref = reference_tensor(self)
         if ref is not None and (u.dtype != ref.dtype or u.device != ref.device):
             raise TypeError(f"{name} has dtype {u.dtype} on {u.device}, the network uses {ref.dtype} on {ref.device}")
         if self.input_shape is not None and tuple(u.shape[1:]) != self.input_shape:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor, nn
 
 from operators.checks import is_integer
 
@@ -44,3 +45,11 @@ def refuse_inference_mode(what: str) -> None:
     autograd that ``what`` needs (its failure inside would name no cause)."""
     if torch.is_inference_mode_enabled():
         raise RuntimeError(f"{what} cannot run under torch.inference_mode: it needs autograd, which inference mode disables")
+
+
+def reference_tensor(module: nn.Module) -> Tensor | None:
+    """The tensor whose dtype and device ``module`` computes in: its first parameter, else its
+    first floating-point buffer (a network of parameter-free maps holding buffers, e.g. a batch
+    norm with ``affine=False``), ``None`` if it has neither."""
+    ref = next(module.parameters(), None)
+    return ref if ref is not None else next((b for b in module.buffers() if b.is_floating_point()), None)

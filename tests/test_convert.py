@@ -538,3 +538,17 @@ def test_modules_with_forward_hooks_are_refused_naming_them(where):
                            nn.utils.spectral_norm(nn.Linear(4, 2)))
     normed = _pretrained(normed, 71)
     assert torch.equal(lift(normed, input_shape=(3,))(u), normed(u))
+
+
+def test_a_network_whose_only_tensors_are_buffers_computes_in_their_dtype():
+    """A batch norm without affine parameters holds buffers only: the dry run of ``input_shape``
+    used the default dtype (float32) against the float64 statistics and refused a fitting shape
+    as 'does not fit', and the lifted network took float32 inputs, failing inside
+    ``F.batch_norm`` with 'mixed dtype'. Now the buffers' dtype is the network's: the lifted
+    network equals the model bit for bit and refuses another dtype naming it."""
+    model = _pretrained(nn.Sequential(nn.BatchNorm1d(4, affine=False), nn.ReLU(), nn.AvgPool1d(2)), 80)
+    net = lift(model, input_shape=(4,))
+    u = torch.randn(3, 4, dtype=DT, generator=gen(81))
+    assert torch.equal(net(u), model(u))
+    with pytest.raises(TypeError, match=r"u has dtype torch.float32 on cpu, the network uses torch.float64"):
+        net(u.float())
