@@ -36,7 +36,7 @@ AFFINE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn
 #: Modules whose map in eval mode is affine, refused in training mode: batch norm
 #: (:data:`~liftinv.affine.BATCH_NORMS`, its running statistics' per-channel affine map,
 #: :class:`~liftinv.affine.EvalBatchNorm`) and dropout (the identity, dropped).
-DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d)
+DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
 def _is_affine(module: nn.Module) -> bool:
@@ -122,7 +122,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``), ``nn.BatchNorm1d/2d/3d`` and
             ``nn.SyncBatchNorm`` in eval mode with running statistics (lifted to their affine map,
             :class:`~liftinv.affine.EvalBatchNorm`, which the lifted network keeps in training
-            mode), ``nn.Dropout/1d/2d`` in eval mode (the identity, dropped) and proximal
+            mode), ``nn.Dropout/1d/2d/3d``, ``nn.AlphaDropout`` and ``nn.FeatureAlphaDropout`` in
+            eval mode (the identity, dropped) and proximal
             activations (``nn.ReLU``, ``nn.LeakyReLU``, ``nn.Hardtanh``, ``nn.Softshrink``,
             ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)`` or liftinv activations; see
             :func:`~liftinv.activations.as_activation`; ``nn.Softmax`` with a negative ``dim``
@@ -170,7 +171,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             names = ", ".join(f"nn.{c.__name__}" for c in AFFINE)
             raise TypeError(
                 f"cannot lift layer {path or '(root)'} ({type(m).__name__}): it is neither affine "
-                f"({names}, nn.BatchNorm1d/2d/3d, nn.SyncBatchNorm and nn.Dropout/1d/2d in eval mode, nested nn.Sequential) nor a "
+                f"({names}, nn.BatchNorm1d/2d/3d, nn.SyncBatchNorm and the dropouts nn.Dropout/1d/2d/3d, "
+                f"nn.AlphaDropout, nn.FeatureAlphaDropout in eval mode, nested nn.Sequential) nor a "
                 f"proximal activation: {err}"
             ) from err
         if _softmax_dim(m) is not None:

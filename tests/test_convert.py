@@ -436,12 +436,15 @@ def test_batch_norm_input_shape_without_channels_is_refused_naming_it():
 
 @pytest.mark.parametrize(
     "drop, conv, shape",
-    [(nn.Dropout(0.3), nn.Conv1d, (2, 5)), (nn.Dropout1d(0.5), nn.Conv1d, (2, 5)), (nn.Dropout2d(0.2), nn.Conv2d, (2, 3, 4))],
-    ids=["Dropout", "Dropout1d", "Dropout2d"],
+    [(nn.Dropout(0.3), nn.Conv1d, (2, 5)), (nn.Dropout1d(0.5), nn.Conv1d, (2, 5)), (nn.Dropout2d(0.2), nn.Conv2d, (2, 3, 4)),
+     (nn.Dropout3d(0.2), nn.Conv2d, (2, 3, 4)), (nn.AlphaDropout(0.3), nn.Conv1d, (2, 5)),
+     (nn.FeatureAlphaDropout(0.3), nn.Conv2d, (2, 3, 4))],
+    ids=["Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"],
 )
 def test_eval_mode_dropout_lifts_to_the_identity_and_training_mode_is_refused(drop, conv, shape):
     """Dropout in eval mode is the identity (as in pre-trained classifiers); it was refused as
-    'neither affine nor a proximal activation'. It is dropped from the maps: the lifted network
+    'neither affine nor a proximal activation' (Dropout3d, AlphaDropout and FeatureAlphaDropout
+    until later). It is dropped from the maps: the lifted network
     equals the model, also once put in training mode (where the module would zero random
     entries). In training mode it is refused by index, class and reason."""
     model = _pretrained(nn.Sequential(conv(2, 3, 3), drop, nn.ReLU(), nn.Dropout(0.5), conv(3, 2, 1)), 50)
