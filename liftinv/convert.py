@@ -82,22 +82,25 @@ def _check_hooks(module: nn.Module, path: str) -> None:
     """A ``TypeError`` naming the layer if ``module`` has forward hooks or forward pre-hooks, but
     for the pre-hooks of ``torch.nn.utils.weight_norm``/``spectral_norm`` and of pruning
     (``torch.nn.utils.prune``) on an affine module of :data:`AFFINE` (they recompute its weight,
-    and the lifted network calls such a module as it is): a hook may change the module's output or input, and the lifted network applies
-    containers, activations, batch norms and dropouts by their maps without calling them (their
-    hooks would be dropped), and takes adjoints and linear parts of the affine maps from their
-    weights."""
+    and the lifted network calls such a module as it is): a hook may change the module's output
+    or input, and the lifted network applies containers, activations, batch norms and dropouts
+    by their maps without calling them (their hooks would be dropped), and takes adjoints and
+    linear parts of the affine maps from their weights. Likewise for backward hooks, which may
+    change the gradients that liftinv takes as the adjoints of the maps."""
+    where = f"cannot lift layer {path or '(root)'} ({type(module).__name__})"
     kept = (WeightNorm, SpectralNorm, BasePruningMethod) if _is_affine(module) else ()
     if module._forward_hooks or any(not isinstance(h, kept) for h in module._forward_pre_hooks.values()):
-        raise TypeError(f"cannot lift layer {path or '(root)'} ({type(module).__name__}): it has forward hooks or forward "
-                        "pre-hooks, which may change its map and which the lifted network would not run as the model "
-                        "does; remove them first (the handle's .remove())")
+        raise TypeError(f"{where}: it has forward hooks or forward pre-hooks, which may change its map and which the "
+                        "lifted network would not run as the model does; remove them first (the handle's .remove())")
+    if module._backward_hooks or module._backward_pre_hooks:
+        raise TypeError(f"{where}: it has backward hooks or backward pre-hooks, which may change the gradients that "
+                        "liftinv takes as the adjoints of its maps; remove them first (the handle's .remove())")
 
 
 def _leaves(module: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
     """``(path, module)`` of the modules of a possibly nested ``nn.Sequential``, in the order its
     forward pass applies them: a module held twice appears twice (``named_children`` would list
-    it once). Each module met, container or not, must have no forward hooks
-    (:func:`_check_hooks`)."""
+    it once). Each module met, container or not, must have no hooks (:func:`_check_hooks`)."""
     _check_hooks(module, path)
     if type(module) is not nn.Sequential:
         return [(path, module)]
@@ -145,7 +148,7 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             refused, naming it; so is a softmax over a negative dim without ``input_shape``, or
             one whose dim is not dim 1 of its input for ``input_shape``, and a module (container
             or not) with forward hooks or pre-hooks other than weight or spectral normalisation's
-            or pruning's on an affine module.
+            or pruning's on an affine module, or with backward hooks.
         ValueError: no layer, or ``input_shape`` does not fit the network (a layer fails or
             does not keep the batch axis), or differs from the ``input_shape`` of a given lifted
             network.

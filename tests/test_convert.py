@@ -555,3 +555,18 @@ def test_a_network_whose_only_tensors_are_buffers_computes_in_their_dtype():
     assert torch.equal(net(u), model(u))
     with pytest.raises(TypeError, match=r"u has dtype torch.float32 on cpu, the network uses torch.float64"):
         net(u.float())
+
+
+def test_modules_with_backward_hooks_are_refused_naming_them():
+    """liftinv takes the adjoints of generic maps by autograd: a full backward hook doubling the
+    input gradient of a strided convolution made the adjoint of :func:`adjoint_graph` twice the
+    transpose of the map's matrix (from forward passes), without a word. Such a module is
+    refused by path and class; without the hook the maps pass the matrix and adjoint checks."""
+    model = _pretrained(nn.Sequential(nn.Conv1d(1, 2, 3, stride=2), nn.ReLU(), nn.Conv1d(2, 1, 2)), 90)
+    conv = model[0]
+    handle = conv.register_full_backward_hook(lambda m, grad_in, grad_out: (2 * grad_in[0],))
+    torch.testing.assert_close(_adjoint_matrix(conv, (1, 7)), 2 * _matrix(conv, (1, 7)), rtol=1e-14, atol=1e-14)
+    with pytest.raises(TypeError, match=r"cannot lift layer 0 \(Conv1d\): it has backward hooks"):
+        lift(model, input_shape=(1, 7))
+    handle.remove()
+    _check_layer_maps(lift(model, input_shape=(1, 7)), torch.randn(2, 1, 7, dtype=DT, generator=gen(91)))
