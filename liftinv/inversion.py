@@ -98,7 +98,7 @@ from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, TV
 from liftinv.solvers import Nesterov, Rule
-from liftinv.validation import check_flag, refuse_inference_mode, sample_shape
+from liftinv.validation import check_flag, reference_tensor, refuse_inference_mode, sample_shape
 from operators.checks import is_integer, is_real, values_trusted
 
 
@@ -393,7 +393,7 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
     check_flag("free_output", free_output)
     _check_output(output)
     net, shape = _network(network, input_shape, x0, any_module)
-    ref = next(net.parameters(), None)
+    ref = reference_tensor(net)
     if ref is not None and output.dtype != ref.dtype:
         raise TypeError(f"output has dtype {output.dtype}, the network uses {ref.dtype}")
     batch = output.shape[0]

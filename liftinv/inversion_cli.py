@@ -24,6 +24,7 @@ from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.io import SUFFIXES, check_output, load_array, save_array
 from liftinv.metrics import psnr, ssim
 from liftinv.potentials import L1, TV, Box, Tikhonov
+from liftinv.validation import reference_tensor
 
 REGULARIZERS = ("tv", "tikhonov", "l1", "box", "none")
 
@@ -116,7 +117,7 @@ def _run(args) -> None:
     _check_method_options(args)
     regularizer = _regularizer(args)
     network = _load_network(args.network, args.device)
-    ref = next(network.parameters(), None)
+    ref = reference_tensor(network)
     dtype = torch.get_default_dtype() if ref is None else ref.dtype
     output = _load_real(args.output, "output", args.device, dtype)
     if args.single:

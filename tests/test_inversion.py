@@ -1258,6 +1258,41 @@ def test_invert_cli_refuses_a_truth_of_another_size_and_complex_arrays_before_so
 
 
 
+def _buffers_only_model():
+    """Batch norm without affine parameters (its running statistics are buffers) and a leaky
+    ReLU, in float64 and eval mode: a network without parameters."""
+    model = nn.Sequential(nn.BatchNorm1d(4, affine=False), nn.LeakyReLU(0.5)).double().eval()
+    with torch.no_grad():
+        model[0].running_mean.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0], dtype=F64))
+        model[0].running_var.copy_(torch.tensor([0.5, 2.0, 1.0, 1.5], dtype=F64))
+    return model
+
+
+def test_invert_a_network_without_parameters_in_the_dtype_of_its_buffers(tmp_path, capsys):
+    """A network whose only tensors are buffers computes in their dtype: invert checked the
+    output's dtype against the parameters only (a float32 output got as far as the lifted
+    network's input check, which named u), and liftinv invert read the output in the default
+    dtype (float32), so a float64 network file failed (exit status 2). Oracle: the input of the
+    noiseless output, recovered to 1e-3, and the command line's result equals invert's."""
+    import numpy as np
+
+    from liftinv.inversion_cli import invert_main
+
+    model = _buffers_only_model()
+    u = torch.randn(2, 4, dtype=F64, generator=gen(3))
+    f = model(u).detach()
+    cfg = InversionConfig(max_iter=1000, tol=1e-4)  # the command line's defaults
+    res = invert(model, f, input_shape=(4,), config=cfg)
+    torch.testing.assert_close(res.input, u, rtol=0, atol=1e-3)
+    with pytest.raises(TypeError, match=r"output has dtype torch.float32, the network uses torch.float64"):
+        invert(model, f.float(), input_shape=(4,), config=cfg)
+    torch.save(model, tmp_path / "net.pt")
+    np.save(tmp_path / "f.npy", f.numpy())
+    assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "4", "--regularizer", "none",
+                        "--no-progress", "--out", str(tmp_path / "x.npy")]) == 0, capsys.readouterr().err
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "x.npy")), res.input)
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage\n"])
 def test_invert_cli_unreadable_network_file_is_an_error_naming_it(tmp_path, capsys, content):
     """An empty network file ended liftinv invert in torch.load's EOFError traceback, a text file
