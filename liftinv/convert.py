@@ -47,9 +47,9 @@ def _is_affine(module: nn.Module) -> bool:
 
 def _eval_mode_map(module: nn.Module, path: str) -> nn.Module | None:
     """The eval-mode map of a batch norm (:class:`~liftinv.affine.EvalBatchNorm`) or a dropout
-    (``nn.Identity``) of :data:`~liftinv.affine.BATCH_NORMS` or :data:`DROPOUT`, ``None`` for other modules; a
-    ``TypeError`` naming the layer for one in training mode, or a batch norm without running
-    statistics (either normalises by the batch or draws random entries)."""
+    (``nn.Identity``) of :data:`~liftinv.affine.BATCH_NORMS` or :data:`DROPOUT`, ``None`` for
+    other modules; a ``TypeError`` naming the layer for one in training mode, or a batch norm
+    without running statistics (either normalises by the batch or draws random entries)."""
     if keeps_forward(module, *BATCH_NORMS):
         does = "normalises each batch by its own statistics"
     elif keeps_forward(module, *DROPOUT):
@@ -72,9 +72,11 @@ def _softmax_dim(module: nn.Module) -> int | None:
     """The negative ``dim`` of an ``nn.Softmax`` (-3 for an ``nn.Softmax2d`` that keeps its
     ``forward``): the softmax over dim 1, the class dimension of liftinv's
     :class:`~liftinv.activations.Softmax`, exactly where its input has ``ndim >= -dim`` dimensions
-    with ``dim % ndim == 1`` (checked by the dry run of ``input_shape``); ``None`` for other modules."""
-    if type(module) is nn.Softmax and isinstance(module.dim, int) and not isinstance(module.dim, bool) and module.dim < 0:
-        return module.dim
+    with ``dim % ndim == 1`` (checked by the dry run of ``input_shape``); ``None`` for other
+    modules."""
+    dim = getattr(module, "dim", None)
+    if type(module) is nn.Softmax and isinstance(dim, int) and not isinstance(dim, bool) and dim < 0:
+        return dim
     return -3 if keeps_forward(module, nn.Softmax2d) else None
 
 
@@ -126,9 +128,9 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             ``nn.SyncBatchNorm`` in eval mode with running statistics (lifted to their affine map,
             :class:`~liftinv.affine.EvalBatchNorm`, which the lifted network keeps in training
             mode), ``nn.Dropout/1d/2d/3d``, ``nn.AlphaDropout`` and ``nn.FeatureAlphaDropout`` in
-            eval mode (the identity, dropped) and proximal
-            activations (``nn.ReLU``, ``nn.LeakyReLU``, ``nn.Hardtanh``, ``nn.Softshrink``,
-            ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)`` or liftinv activations; see
+            eval mode (the identity, dropped) and proximal activations (``nn.ReLU``,
+            ``nn.LeakyReLU``, ``nn.Hardtanh``, ``nn.Softshrink``, ``nn.Tanh``, ``nn.Sigmoid``,
+            ``nn.Softmax(dim=1)`` or liftinv activations; see
             :func:`~liftinv.activations.as_activation`; ``nn.Softmax`` with a negative ``dim``
             and ``nn.Softmax2d`` (``dim=-3``) too where, for ``input_shape``, that dim is dim 1
             of the softmax's input, e.g. ``dim=-1`` after an ``nn.Linear``); a single
