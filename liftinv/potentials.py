@@ -98,11 +98,12 @@ def _check_weights(weight, name: str = "weight") -> float | Tensor | None:
 
 
 def _per_sample_scale(weight: float | Tensor, x: Tensor) -> float | Tensor:
-    """``weight`` as a float, or a per-sample tensor shaped to broadcast against ``x``."""
+    """``weight`` as a float, or a per-sample tensor shaped to broadcast against ``x``, in the real
+    dtype of ``x`` (float64 for complex128: a weight stays real)."""
     if isinstance(weight, Tensor):
         if weight.shape[0] != x.shape[0]:
             raise ValueError(f"the weight holds {weight.shape[0]} values but the batch has {x.shape[0]} samples")
-        return weight.to(x).reshape(-1, *(1,) * (x.ndim - 1))
+        return weight.to(device=x.device, dtype=x.real.dtype).reshape(-1, *(1,) * (x.ndim - 1))
     return weight
 
 
@@ -148,7 +149,9 @@ class Tikhonov(_Weighted):
 
 
 class L1(_Weighted):
-    r""":math:`T(x) = w\|x\|_1`, prox :math:`S_{\gamma w}` (soft-thresholding).
+    r""":math:`T(x) = w\|x\|_1 = w\sum_i |x_i|`, prox :math:`S_{\gamma w}` (soft-thresholding)
+    :math:`S_t(x)_i = x_i\max(0, 1 - t/|x_i|)`; for complex :math:`x`, :math:`|x_i|` is the modulus
+    (the value is real and the prox shrinks each modulus, keeping the phase).
 
     Args:
         weight: :math:`w \ge 0`, one for all samples or a tensor ``(B,)``; ``None`` leaves it to
@@ -168,7 +171,7 @@ class L1(_Weighted):
 
     def prox(self, x: Tensor, step: float) -> Tensor:
         t = step * _per_sample_scale(self._weight(), x)
-        return torch.sign(x) * torch.clamp(x.abs() - t, min=0)
+        return torch.sgn(x) * torch.clamp(x.abs() - t, min=0)  # sgn(x) = x/|x| (0 at 0), also on C
 
 
 def _largest(weight: float | Tensor) -> float:
