@@ -18,6 +18,11 @@ def _per_sample(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1).sum(1)
 
 
+def _abs2(t: Tensor) -> Tensor:
+    """:math:`|t|^2` entrywise, real also for complex ``t`` (where ``t**2`` is not the square of the modulus)."""
+    return t.abs().square() if t.is_complex() else t**2
+
+
 def _check_weight(weight: float, name: str = "weight") -> float:
     """``weight`` as a float: a finite real number >= 0 (bools and strings are refused)."""
     if not is_real(weight):
@@ -48,14 +53,15 @@ class Potential:
 
 
 class SquaredError(Potential):
-    r""":math:`T(x) = \tfrac{w}{2}\|x - t\|^2` for a fixed target :math:`t`."""
+    r""":math:`T(x) = \tfrac{w}{2}\|x - t\|^2` for a fixed target :math:`t` (the modulus for complex
+    entries: the value is real)."""
 
     def __init__(self, target: Tensor, weight: float = 1.0):
         self.target = target
         self.weight = _check_weight(weight)
 
     def value(self, x: Tensor) -> Tensor:
-        return 0.5 * self.weight * _per_sample((x - self.target) ** 2)
+        return 0.5 * self.weight * _per_sample(_abs2(x - self.target))
 
     def grad(self, x: Tensor) -> Tensor:
         return self.weight * (x - self.target)
@@ -125,7 +131,8 @@ class _Weighted(Potential):
 
 
 class Tikhonov(_Weighted):
-    r""":math:`T(x) = \tfrac{w}{2}\|x\|^2`.
+    r""":math:`T(x) = \tfrac{w}{2}\|x\|^2 = \tfrac{w}{2}\sum_i |x_i|^2` (the modulus for complex
+    entries: the value is real, and the gradient :math:`wx` is that of the real and imaginary parts).
 
     Args:
         weight: :math:`w \ge 0`, one for all samples or a tensor ``(B,)``; ``None`` leaves it to
@@ -139,7 +146,7 @@ class Tikhonov(_Weighted):
         return Tikhonov(weight)
 
     def value(self, x: Tensor) -> Tensor:
-        return 0.5 * _per_sample(_per_sample_scale(self._weight(), x) * x**2)
+        return 0.5 * _per_sample(_per_sample_scale(self._weight(), x) * _abs2(x))
 
     def grad(self, x: Tensor) -> Tensor:
         return _per_sample_scale(self._weight(), x) * x

@@ -326,3 +326,23 @@ def test_l1_on_complex_data_is_the_modulus_and_its_prox_the_complex_soft_thresho
         assert step * 0.5 * abs(ui) + 0.5 * abs(ui - zi) ** 2 <= float(obj.min()) + 1e-12
     real = torch.tensor([[0.3, -0.05, 0.0, -1.0]], dtype=torch.float64)
     torch.testing.assert_close(pot.prox(real, step), torch.tensor([[0.1, 0.0, 0.0, -0.8]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("make", [lambda z: Tikhonov(torch.tensor([0.5, 2.0], dtype=torch.float64)),
+                                  lambda z: Tikhonov(0.5), lambda z: SquaredError(0.3 * z.conj(), 1.5)],
+                         ids=["tikhonov-per-sample", "tikhonov", "squared-error"])
+def test_quadratic_potentials_on_complex_data_are_real_and_their_gradient_is_autograds(make):
+    """On complex entries Tikhonov and SquaredError are w/2 sum |x_i - t_i|^2, real: x**2 made the
+    value complex (w/2 sum x_i^2, not the squared modulus). Oracle: the same potential on the real
+    layout view_as_real(x); the gradient (that of the real and imaginary parts) is autograd's."""
+    z = torch.randn(2, 1, 3, 4, dtype=torch.complex128, generator=torch.Generator().manual_seed(0))
+    pot = make(z)
+    x = z.clone().requires_grad_(True)
+    value = pot.value(x)
+    assert value.dtype == torch.float64
+    target = torch.view_as_real(pot.target) if isinstance(pot, SquaredError) else torch.zeros(1, dtype=torch.float64)
+    weight = pot.weight.reshape(-1, 1, 1, 1, 1) if isinstance(pot.weight, torch.Tensor) else pot.weight
+    expected = 0.5 * (weight * (torch.view_as_real(z) - target) ** 2).flatten(1).sum(1)
+    torch.testing.assert_close(value, expected, rtol=1e-14, atol=0)
+    (grad,) = torch.autograd.grad(value.sum(), x)
+    torch.testing.assert_close(pot.grad(z), grad, rtol=1e-14, atol=0)
