@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-from liftinv.tv import GRAD_NORM_SQ, _project_ball, div2d, grad2d, prox_gap, tv
+from liftinv.tv import GRAD_NORM_SQ, _project_ball, check_real_images, div2d, grad2d, prox_gap, tv
 from operators.checks import check_tensor, is_integer, is_real
 
 
@@ -80,11 +80,18 @@ class Box(Potential):
             raise ValueError(f"Box needs lo < hi, got lo={lo}, hi={hi}")
         self.lo, self.hi = float(lo), float(hi)
 
+    @staticmethod
+    def _check_real(x: Tensor) -> None:
+        if x.is_complex():
+            raise TypeError(f"x must be real for a Box (an interval of real numbers), got dtype {x.dtype}")
+
     def value(self, x: Tensor) -> Tensor:
+        self._check_real(x)
         inside = ((x >= self.lo) & (x <= self.hi)).reshape(x.shape[0], -1).all(1)
         return torch.where(inside, 0.0, float("inf")).to(x.dtype)
 
     def prox(self, x: Tensor, step: float) -> Tensor:
+        self._check_real(x)
         return x.clamp(self.lo, self.hi)
 
 
@@ -249,6 +256,8 @@ class TV(_Weighted):
     def _check_images(x: Tensor) -> None:
         if x.ndim != 4:
             raise ValueError(f"TV needs images (B, C, H, W), got shape {tuple(x.shape)}")
+        if x.is_complex():
+            check_real_images(x, "x")  # refused by name
 
     def value(self, x: Tensor) -> Tensor:
         r""":math:`w\,\mathrm{TV}(x)` per sample (``inf`` outside the box)."""

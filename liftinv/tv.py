@@ -71,6 +71,17 @@ def div2d(p: Tensor) -> Tensor:
     return d
 
 
+def check_real_images(x: Tensor, name: str) -> Tensor:
+    """Check that ``x`` is a finite real floating tensor of images (B, C, H, W) and return it. TV
+    is defined here on real images: complex ones (MRI) are refused with a ``TypeError`` naming
+    ``name`` (their squares are not squared moduli; pass real and imaginary parts as channels)."""
+    check_tensor(x, name, ndim=4)
+    if x.is_complex():
+        raise TypeError(f"{name} must be real images (B, C, H, W) for TV, got dtype {x.dtype}; pass complex "
+                        "images as real and imaginary channels (MRI's real layout (B, 2, H, W))")
+    return x
+
+
 def _pointwise_norm(g: Tensor) -> Tensor:
     """Euclidean norm over the gradient component axis: (B, C, 2, H, W) -> (B, C, 1, H, W)."""
     return g.pow(2).sum(dim=2, keepdim=True).sqrt()
@@ -78,7 +89,7 @@ def _pointwise_norm(g: Tensor) -> Tensor:
 
 def tv(x: Tensor) -> Tensor:
     r"""Isotropic total variation per sample, :math:`\sum_{c,i,j} |(\nabla x)_{c,i,j}|_2`, shape (B,)."""
-    check_tensor(x, "x", ndim=4)
+    check_real_images(x, "x")
     return _pointwise_norm(grad2d(x)).flatten(1).sum(1)
 
 
@@ -141,7 +152,7 @@ def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> T
         n_iter: maximum number of iterations.
         tol: relative duality-gap tolerance.
     """
-    check_tensor(v, "v", ndim=4)
+    check_real_images(v, "v")
     n_iter = _check_params(weight, n_iter, tol)
     if weight == 0:
         return v.clone()
@@ -214,11 +225,15 @@ def pdhg_tv(
         iteration and sample in ``history``.
     """
     check_tensor(y, "y")
+    if y.is_complex():
+        raise TypeError(f"y must be real for pdhg_tv (TV of real images), got dtype {y.dtype}; pass MRI "
+                        "measurements in the real layout (B, 2, H, W)")
     n_iter = _check_params(weight, n_iter, tol)
     _check_box(box)
     x = physics.A_adjoint(y)
     if x.ndim != 4:
         raise ValueError(f"pdhg_tv needs images (B, C, H, W); A^*y has shape {tuple(x.shape)}")
+    check_real_images(x, "A^*y")
     if x0 is not None:
         check_tensor(x0, "x0", ndim=4, like=x)
         if x0.shape != x.shape:
