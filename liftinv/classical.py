@@ -79,8 +79,9 @@ def tikhonov(
     def normal(v: Tensor) -> Tensor:
         return physics.A_adjoint(physics.A(v)) + lam * v
 
-    def dot(u: Tensor, v: Tensor) -> Tensor:
-        return (u * v).flatten(1).sum(1).view(-1, *([1] * (u.ndim - 1)))
+    def dot(u: Tensor, v: Tensor) -> Tensor:  # real inner product Re<u, v>, per sample (also for complex images)
+        uv = (u.conj() * v).real if u.is_complex() else u * v
+        return uv.flatten(1).sum(1).view(-1, *([1] * (u.ndim - 1)))
 
     if x0 is None:
         x, r = torch.zeros_like(b), b.clone()

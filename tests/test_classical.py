@@ -169,3 +169,22 @@ def test_bad_measurements_and_x0():
         tikhonov(torch.rand(2, 1, 6, 6, dtype=torch.float64), blur, 0.1, x0=torch.zeros(2, 1, 5, 6, dtype=torch.float64))
     with pytest.raises(TypeError, match="x0"):
         tikhonov(torch.rand(2, 1, 6, 6, dtype=torch.float64), blur, 0.1, x0=torch.zeros(2, 1, 6, 6))
+
+
+@pytest.mark.parametrize("x0", [None, "given"])
+def test_tikhonov_of_complex_mri_data_equals_the_real_layout(x0):
+    """Complex k-space (MRI's complex (B, 1, H, W) layout): CG took u * v for the inner product,
+    not Re(conj(u) v), so its step lengths were complex and the stopping test failed ("le_cpu not
+    implemented for 'ComplexDouble'"). Oracle: the same solve on the real (B, 2, H, W) layout, and
+    the normal equations (A*A + lam I) x = A*y."""
+    g = torch.Generator().manual_seed(0)
+    mri = MRI(random_mask((8, 8), 3.0, generator=g).double(), dtype=torch.float64)
+    x = torch.randn(2, 1, 8, 8, dtype=torch.complex128, generator=g)
+    y = mri.A(x)
+    start = None if x0 is None else torch.randn(x.shape, dtype=x.dtype, generator=g)
+    real = lambda z: torch.view_as_real(z[:, 0]).permute(0, 3, 1, 2)  # noqa: E731
+    xc = tikhonov(y, mri, 0.1, n_iter=100, tol=1e-12, x0=start)
+    xr = tikhonov(real(y), mri, 0.1, n_iter=100, tol=1e-12, x0=None if start is None else real(start))
+    assert xc.dtype == torch.complex128
+    torch.testing.assert_close(real(xc), xr, rtol=0, atol=1e-10)
+    torch.testing.assert_close(mri.A_adjoint(mri.A(xc)) + 0.1 * xc, mri.A_adjoint(y), rtol=0, atol=1e-10)
