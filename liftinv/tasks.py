@@ -12,7 +12,8 @@ device, so a CPU generator gives the same noise on every device.
 * :class:`Autoencoder`: observation :math:`\operatorname{vec}(x) + \sigma n` (``(B, CHW)``),
   target :math:`\operatorname{vec}(x)`.
 
-:math:`n` has i.i.d. standard normal entries.
+:math:`n` has i.i.d. standard normal entries (for complex observations, real and imaginary parts
+each standard normal: :func:`gaussian`).
 """
 from __future__ import annotations
 
@@ -46,10 +47,18 @@ def _noise_level(name: str, value: object) -> float:
 
 def gaussian(like: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
     r""":math:`\sigma n` with :math:`n` standard normal of the shape, dtype and device of ``like``,
-    drawn on ``generator``'s device (zeros without drawing when :math:`\sigma = 0`)."""
+    drawn on ``generator``'s device (zeros without drawing when :math:`\sigma = 0`). For complex
+    ``like`` the real and imaginary parts of :math:`n` are independent standard normals, so each
+    part has standard deviation :math:`\sigma`, as in the real layout (B, 2, H, W) of the same data
+    and in :meth:`operators.mri.MRI.noise` (``torch.randn`` of a complex dtype would give each part
+    :math:`\sigma/\sqrt2`)."""
     if sigma == 0:
         return torch.zeros_like(like)
-    n = torch.randn(like.shape, dtype=like.dtype, device=generator.device, generator=generator)
+    dtype = like.real.dtype if like.is_complex() else like.dtype
+    shape = (*like.shape, 2) if like.is_complex() else like.shape
+    n = torch.randn(shape, dtype=dtype, device=generator.device, generator=generator)
+    if like.is_complex():
+        n = torch.view_as_complex(n)
     return sigma * n.to(like.device)
 
 

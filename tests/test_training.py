@@ -938,3 +938,27 @@ def test_held_out_scores_the_model_in_eval_mode_and_restores_its_modes(patches):
     assert held.evaluate(model).loss == pytest.approx(expected, rel=1e-12)
     assert [m.training for m in model.modules()] == [True, True, True, True, False]
     assert float(model[1].running_mean[0]) == 0.3  # no batch statistics were folded in
+
+
+def test_reconstruction_noise_on_complex_measurements_has_sigma_per_part():
+    r"""Reconstruction(mri, sigma) on complex k-space (MRI's complex layout) drew torch.randn of a
+    complex dtype, whose real and imaginary parts have standard deviation 1/sqrt(2): a network
+    trained on it saw sigma/sqrt(2) per part while the real layout (B, 2, H, W) and MRI's own noise
+    model (operators.mri.MRI.noise, physics(x)) give sigma per part. Oracle:
+    the sample standard deviation of each part over 4 x 32 x 32 entries (within 5 %) for the
+    complex layout, the real layout and the operator's deepinv GaussianNoise."""
+    from deepinv.physics import GaussianNoise
+
+    from operators.mri import MRI
+
+    sigma, g = 0.3, _gen(0)
+    mri = MRI(torch.ones(32, 32, dtype=DT), dtype=DT)
+    clean = torch.rand(4, 1, 32, 32, dtype=DT, generator=g)
+    z = torch.complex(clean, torch.zeros_like(clean))
+    noise = Reconstruction(mri, sigma).observe(z, g).observation - mri.A(z)
+    real = torch.cat([clean, torch.zeros_like(clean)], 1)  # the real layout (B, 2, H, W)
+    noise_real = Reconstruction(mri, sigma).observe(real, g).observation - mri.A(real)
+    physics = MRI(torch.ones(32, 32, dtype=DT), dtype=DT, noise_model=GaussianNoise(sigma, rng=_gen(1)))
+    noise_physics = physics(z) - mri.A(z)
+    for part in (noise.real, noise.imag, noise_real[:, 0], noise_real[:, 1], noise_physics.real, noise_physics.imag):
+        assert float(part.std()) == pytest.approx(sigma, rel=0.05)
