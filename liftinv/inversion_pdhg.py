@@ -37,8 +37,12 @@ Residuals (Goldstein et al. 2015): :math:`r_p = (u - u^+)/\tau \in \partial G(u^
 :math:`r_d = ((s - s^+)/\sigma_1 + M(\bar u - u^+),\ (q - q^+)/\sigma_2 + \nabla(\bar u - u^+)) \in
 \partial h^*(y^+) - K u^+`, :math:`K = (M, \nabla)`, :math:`y = (s, q)`; both vanish exactly at a
 saddle point. They are reported relative to
-:math:`\max(\|M^* s^+\|, \|\operatorname{div} q^+\|, \|u^+\|/\tau)` (the parts of :math:`K^* y^+`,
-which cancel at a solution without box, and the scale of :math:`u`, for data fitted exactly) and
+:math:`\max(\|M^* s^+\|, \|\operatorname{div} q^+\|, \|u^+\|/\tau, \sqrt{8n}\,\|\alpha\|)` (the parts of
+:math:`K^* y^+`, which cancel at a solution without box, the scale of :math:`u`, for data fitted
+exactly, and the bound on :math:`\|\operatorname{div} q\|` over the dual ball :math:`|q_{c,i,j}| \le \alpha`,
+:math:`n` the entries of one sample and :math:`\|\alpha\|` the norm of the per-sample TV weights: the scale of
+:math:`\alpha\,\partial\mathrm{TV}`, which does not vanish when the solution is :math:`u = 0`,
+where the other three shrink with :math:`u` and their ratio settled at the rate of convergence) and
 :math:`\max(\|K u^+\|, \|(s^+/\sigma_1, q^+/\sigma_2)\|)`.
 :math:`\beta = \|M\|` (:math:`\tau = 0.49\,\sigma_1`, the usual balanced scaling; residual
 balancing as in Goldstein et al. 2015 settled at a smaller :math:`\beta` and converged more
@@ -139,6 +143,7 @@ class PrimalDual:
         radius = torch.as_tensor(weight, dtype=u.dtype, device=u.device).expand(u.shape[0]).reshape(-1, 1, 1, 1, 1)
         box = regularizer.box
         q = _project_ball(q, radius)
+        ball = joint_norm(radius) * (GRAD_NORM_SQ * u[0].numel()) ** 0.5  # bound on |div q| over |q_{c,i,j}| <= alpha
         start, it = perf_counter(), 0
         sigma1, sigma2, tau = self.beta / self.norm_sq, self.beta / GRAD_NORM_SQ, 0.49 / self.beta
         while it < config.max_iter:
@@ -151,7 +156,7 @@ class PrimalDual:
             if box is not None:
                 u_new = u_new.clamp(*box)
             mu_new, grad_new = self.apply(u_new), grad2d(u_new)
-            p_rel = joint_norm(u - u_new) / tau / max(joint_norm(mts), joint_norm(div_q), joint_norm(u_new) / tau, 1e-300)
+            p_rel = joint_norm(u - u_new) / tau / max(joint_norm(mts), joint_norm(div_q), joint_norm(u_new) / tau, ball, 1e-300)
             r_s = (s - s_new) / sigma1 + mu_bar - mu_new
             r_q = (q - q_new) / sigma2 + grad_bar - grad_new
             d_rel = joint_norm(r_s, r_q) / max(joint_norm(mu_new, grad_new), joint_norm(s_new / sigma1, q_new / sigma2), 1e-300)

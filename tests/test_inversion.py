@@ -198,6 +198,23 @@ def test_pdhg_with_tol_zero_runs_max_iter_iterations_even_at_a_fixed_point():
     assert res.iterations == 50 and torch.equal(res.input, u)
 
 
+def test_pdhg_stops_on_its_residuals_when_the_solution_is_zero():
+    r""":math:`\min_u B_{\tanh}(0, Wu) + 0.1\,\mathrm{TV}(u)` with an injective :math:`W` (40 x 12)
+    has the unique solution :math:`u = 0` (:math:`B_{\tanh}(0, a) = \log\cosh a`). The primal
+    residual was relative to :math:`\max(\|M^*s\|, \|\operatorname{div} q\|, \|u\|/\tau)`, all of
+    which shrink with :math:`u`, so it settled at the rate of convergence (0.02 to 0.09 with
+    :math:`u \sim 10^{-17}`) and PDHG ran all its iterations; with the TV dual ball's scale
+    :math:`\sqrt{8n}\,\|\alpha\|` in the denominator it stops at tol 1e-6 near 0. Oracle: the
+    closed-form solution 0."""
+    model = perceptron(40, (1, 3, 4), nn.Tanh())
+    u0 = torch.rand(2, 1, 3, 4, dtype=F64, generator=gen(0))
+    res = invert(model, torch.zeros(2, 40, dtype=F64), regularizer=TV(0.1), x0=u0,
+                 config=InversionConfig(max_iter=1000, tol=1e-6))
+    assert res.iterations < 1000  # about 300
+    assert res.history.primal_residual[-1] <= 1e-6 and res.history.dual_residual[-1] <= 1e-6
+    assert float(res.input.abs().max()) <= 1e-5
+
+
 def test_pdhg_in_float32_with_a_zero_tv_weight_matches_float64():
     """A zero TV weight (given, or chosen for a sample with zero noise level) makes the dual ball
     radius 0; its floor 1e-300 is 0 in float32, and 0/0 filled u with NaN ('x contains NaN or Inf
