@@ -91,6 +91,12 @@ def gaussian_mask(
     where :math:`u = (i - \lfloor H/2 \rfloor)/H`, :math:`v = (j - \lfloor W/2 \rfloor)/W` are
     frequencies in cycles per pixel (so the density peaks at the zero frequency).
 
+    The draw is ``torch.multinomial``'s (the same mask for the same generator state) computed with
+    log-densities: the ``round(H W / acceleration)`` largest keys
+    :math:`-(u^2 + v^2)/(2\,\text{std}^2) - \log E_{ij}`, :math:`E_{ij}` i.i.d. standard
+    exponential (Efraimidis and Spirakis' sampling without replacement), so that densities below
+    float64's range (a small ``std``) keep their order instead of all being 0.
+
     Args:
         shape: ``(H, W)``.
         acceleration: >= 1.
@@ -103,7 +109,8 @@ def gaussian_mask(
         raise ValueError(f"std must be a finite number > 0, got {std!r}")
     u = (torch.arange(height, dtype=torch.float64) - height // 2) / height
     v = (torch.arange(width, dtype=torch.float64) - width // 2) / width
-    density = torch.exp(-(u[:, None] ** 2 + v[None, :] ** 2) / (2 * std**2)).flatten()
+    log_density = (-(u[:, None] ** 2 + v[None, :] ** 2) / (2 * std**2)).flatten()
+    keys = log_density - torch.empty_like(log_density).exponential_(generator=generator).log()
     mask = torch.zeros(height * width, dtype=torch.bool)
-    mask[torch.multinomial(density, n_total, replacement=False, generator=generator)] = True
+    mask[torch.topk(keys, n_total).indices] = True
     return mask.reshape(height, width)

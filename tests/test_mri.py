@@ -259,6 +259,22 @@ def test_gaussian_mask_density():
     assert (torch.diff(rings) < 0).all() and rings[0] > 4 * rings[-1]
 
 
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gaussian_mask_with_a_narrow_density_takes_the_most_probable_points(seed):
+    r"""With std = 0.005 on a 16 x 16 grid the density :math:`\exp(-r^2/(2\,\text{std}^2))`,
+    :math:`r^2 = (d_i^2 + d_j^2)/256`, falls by :math:`e^{-78}` from one level :math:`d_i^2 + d_j^2`
+    to the next, so drawing 81 points without replacement in proportion to it takes the 81 points
+    of the disc :math:`d_i^2 + d_j^2 \le 25` (the next level, 26, has probability below
+    :math:`10^{-30}`). Most of that disc underflows to density 0 in float64 (levels above 9), and
+    multinomial filled such points by ``topk``'s order of ties: whole rows below the centre, the
+    same for every seed."""
+    di, dj = torch.meshgrid(torch.arange(16) - 8, torch.arange(16) - 8, indexing="ij")
+    disc = di**2 + dj**2 <= 25
+    assert int(disc.sum()) == 81
+    mask = gaussian_mask((16, 16), 256 / 81, generator=_gen(seed), std=0.005)
+    assert torch.equal(mask, disc)
+
 @pytest.mark.parametrize(
     "call, name",
     [
