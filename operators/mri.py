@@ -51,8 +51,9 @@ class MRI(LinearPhysics):
             deepinv's ``(C, H, W)`` / ``(B, C, H, W)`` layout of one (see :meth:`update_parameters`).
         coil_maps: complex ``(N, H, W)`` sensitivity maps, or ``(B, N, H, W)`` as deepinv's (see
             :meth:`update_parameters`); ``None`` for single-coil data.
-        noise_model: deepinv noise model; ``physics(x)`` returns :math:`M \odot N(Ax)` (noise only
-            on sampled k-space entries, as deepinv's MRI operators).
+        noise_model: deepinv noise model; ``physics(x)`` returns :math:`1_{M \ne 0} \odot N(Ax)`
+            (noise only on sampled k-space entries; deepinv's MRI operators' :math:`M \odot N(Ax)`
+            for a 0/1 mask).
         dtype: real floating dtype; complex inputs must have the matching complex dtype.
         device: device of the operator (inputs must match).
     """
@@ -205,9 +206,13 @@ class MRI(LinearPhysics):
         return self._from_complex(x if self.coil_maps is None else x.sum(1), rep)
 
     def noise(self, y: Tensor, **params) -> Tensor:
-        r""":math:`M \odot N(y)`: noise only on the sampled k-space entries. Complex data get it on
-        their real and imaginary parts as the real layout does (a complex draw would split the
-        variance between them)."""
+        r""":math:`1_{M \ne 0} \odot N(y)`: noise only on the sampled k-space entries, where the
+        measurement is kept at its scale (deepinv's :math:`M \odot N(y)` for a 0/1 mask; for a
+        weighted mask that would scale :math:`y = Ax` by :math:`M` once more, so that even
+        ``ZeroNoise`` gave :math:`M^2 F S x \ne Ax`). Complex data get it on their real and
+        imaginary parts as the real layout does (a complex draw would split the variance between
+        them)."""
+        support = (self.mask != 0).to(self.mask.dtype)
         if y.is_complex():
-            return torch.view_as_complex(self.noise_model(torch.view_as_real(y), **params).contiguous()) * self.mask
-        return self.noise_model(y, **params) * self.mask
+            return torch.view_as_complex(self.noise_model(torch.view_as_real(y), **params).contiguous()) * support
+        return self.noise_model(y, **params) * support

@@ -156,6 +156,28 @@ def test_mri_noise_on_complex_data_only_on_sampled_entries():
     assert noise[..., mask].abs().min() > 0
 
 
+
+@pytest.mark.parametrize("complex_data", [False, True])
+def test_mri_noise_with_a_weighted_mask_keeps_the_measurement(complex_data):
+    r"""deepinv's contract :math:`y = N(Ax)`: with ``ZeroNoise`` ``physics(x)`` is :math:`Ax` for a
+    weighted mask too (it was :math:`M \odot Ax = M^2 F x`), and Gaussian noise of sigma lands on
+    the sampled entries alone, unscaled by the weights (it was :math:`M` times the noisy
+    measurement). Oracle: ``A`` itself, and the noise's standard deviation over 6400 draws."""
+    shape = (10, 8)
+    weights = torch.rand(shape, dtype=torch.float64, generator=_gen(50)) * 0.8 + 0.1
+    weights[:, ::3] = 0
+    x = torch.randn(64, 2, *shape, dtype=torch.float64, generator=_gen(51))
+    if complex_data:
+        x = torch.complex(x[:, 0], x[:, 1])
+    clean = MRI(weights, dtype=torch.float64)
+    torch.testing.assert_close(clean(x), clean.A(x), rtol=0, atol=0)
+    noisy = MRI(weights, noise_model=dinv.physics.GaussianNoise(sigma=0.2, rng=_gen(52)), dtype=torch.float64)
+    noise = noisy(x) - noisy.A(x)
+    noise = torch.view_as_real(noise).movedim(-1, 1) if complex_data else noise
+    sampled = weights != 0
+    assert noise[..., ~sampled].abs().max() == 0
+    assert noise[..., sampled].std().item() == pytest.approx(0.2, rel=0.05)
+
 def test_mri_works_with_deepinv_least_squares_prox():
     """deepinv's iterative prox_l2 through our A and A_adjoint meets A^T (A z - y) + (z - u) / gamma = 0."""
     shape = (9, 10)
