@@ -333,6 +333,17 @@ class Radon(LinearPhysics):
         new._buffers.update({name: m.clone() for name, m in sparse.items()})
         return new
 
+    def _apply(self, fn, recurse: bool = True) -> Radon:
+        """Module conversions (``to``, ``float``, ``double``, ``half``, ``cuda``) convert the system
+        matrices; the angles, the float64 record of the geometry, only follow their device (with
+        the matrices' dtype, ``net.float()`` of a float32 operator rounded them, and its spec
+        described another geometry)."""
+        angles = self._buffers.get("angles")  # None while LinearPhysics.__init__ moves the module
+        super()._apply(fn, recurse)
+        if angles is not None:
+            self.angles = angles.to(self._matrix.device)
+        return self
+
     @property
     def dtype(self) -> torch.dtype:
         """Floating dtype of the operator (of its system matrices)."""

@@ -15,6 +15,7 @@ from skimage.transform.radon_transform import _get_fourier_filter
 
 from operators.checks import adjoint_error, opnorm
 from operators.radon import FILTERS, Radon, fourier_filter
+from operators.spec import describe, physics_spec
 
 SPARSE = torch.tensor([0.0, 17.5, 45.0, 90.0, 133.0, 179.0])  # sparse-angle, with the 45 and 90 ties
 LIMITED = torch.linspace(20.0, 110.0, 31)  # limited-angle: a 90 degree wedge
@@ -250,6 +251,19 @@ def test_module_to_dtype_converts_both_matrices():
     assert adjoint_error(physics, x, _gen(1)) < 1e-10
     assert physics.fbp(physics.A(x)).dtype == torch.float64
 
+
+
+@pytest.mark.parametrize("convert", [lambda m: m.float(), lambda m: m.double(), lambda m: m.double().float(), lambda m: m.half()])
+def test_module_dtype_conversions_keep_the_float64_angles(convert):
+    """The angles are the geometry's record: a dtype conversion of the module (as ``net.float()``
+    of a network holding the operator) leaves them float64 and bit for bit k * 180 / 7. They were
+    converted with the matrices, so ``float()`` of a float32 operator rounded them, its spec then
+    listed 7 odd angles instead of '7', and the operator rebuilt from it differed by 4e-7."""
+    physics = Radon(33, 7)
+    convert(physics)
+    assert physics.angles.dtype == torch.float64
+    assert torch.equal(physics.angles, torch.arange(7, dtype=torch.float64) * (180.0 / 7))
+    assert describe(physics_spec(physics), ["angles"]) == "Radon(angles=7)"
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
