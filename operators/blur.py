@@ -165,6 +165,17 @@ class Blur(LinearPhysics):
         self._spectra = {}
         clear_opnorm(self)
 
+    def _apply(self, fn, recurse: bool = True) -> Blur:
+        """Module conversions (``to``, ``float``, ``double``, ...): a change of dtype may round the
+        kernel (float64 -> float32 -> float64 does), so the spectra and operator norms cached for
+        the kernel as it was are cleared; a move to another device keeps them (keyed by device)."""
+        before = self._buffers.get("kernel")  # None while LinearPhysics.__init__ moves the module
+        super()._apply(fn, recurse)
+        if before is not None and self.kernel.dtype != before.dtype:
+            self._spectra = {}
+            clear_opnorm(self)
+        return self
+
     def _check(self, x: Tensor, name: str) -> Tensor:
         if self.img_size is None:
             check_tensor(x, name, ndim=4, like=self.kernel)

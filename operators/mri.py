@@ -141,6 +141,17 @@ class MRI(LinearPhysics):
         self._factors = {}
         clear_opnorm(self)
 
+    def _apply(self, fn, recurse: bool = True) -> MRI:
+        """Module conversions (``to``, ``float``, ``double``, ...): a change of dtype may round the
+        coil maps (float64 -> float32 -> float64 does), so the factors and operator norms cached
+        for them as they were are cleared; a move to another device keeps them (keyed by device)."""
+        before = self._buffers.get("mask")  # None while LinearPhysics.__init__ moves the module
+        super()._apply(fn, recurse)
+        if before is not None and self.mask.dtype != before.dtype:
+            self._factors = {}
+            clear_opnorm(self)
+        return self
+
     def _phases(self) -> tuple[Tensor, Tensor]:
         r"""``(D_in S_n or D_in, M D_out)`` in the operator's complex dtype, cached per dtype/device,
         computed outside inference mode (later calls under autograd save them for backward)."""

@@ -337,11 +337,15 @@ class Radon(LinearPhysics):
         """Module conversions (``to``, ``float``, ``double``, ``half``, ``cuda``) convert the system
         matrices; the angles, the float64 record of the geometry, only follow their device (with
         the matrices' dtype, ``net.float()`` of a float32 operator rounded them, and its spec
-        described another geometry)."""
+        described another geometry). A change of dtype may round the matrices (float64 -> float32
+        -> float64 does): the operator norms cached for them as they were are cleared."""
         angles = self._buffers.get("angles")  # None while LinearPhysics.__init__ moves the module
+        dtype = None if angles is None else self.dtype
         super()._apply(fn, recurse)
         if angles is not None:
             self.angles = angles.to(self._matrix.device)
+            if self.dtype != dtype:
+                clear_opnorm(self)
         return self
 
     @property

@@ -48,6 +48,27 @@ def test_opnorm_matches_dense_svd(name):
     assert opnorm(physics, (1, *sample)) == pytest.approx(float(torch.linalg.matrix_norm(dense, ord=2)), rel=1e-4)
 
 
+
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_a_dtype_round_trip_leaves_no_stale_cache(name):
+    """float64 -> float32 -> float64 rounds the kernel, coil maps or system matrices: an operator
+    used before the round trip computes A, A^T and opnorm as a twin converted before any use,
+    which computes them from the rounded tensors alone. The spectra, MRI factors and norms cached
+    for the float64 values before were kept (keyed by dtype), so A differed by up to 4e-8 from the
+    operator's own kernel and maps, and opnorm by up to 7e-9."""
+    used, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    fresh, _ = operators.OPERATORS[name](torch.float64, "cpu")
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(shape, dtype=torch.float64, generator=g)
+    y = torch.randn(used.A(x).shape, dtype=torch.float64, generator=g)
+    used.A_adjoint(y)
+    opnorm(used, shape)
+    for physics in (used, fresh):
+        physics.float().double()
+    assert torch.equal(used.A(x), fresh.A(x))
+    assert torch.equal(used.A_adjoint(y), fresh.A_adjoint(y))
+    assert opnorm(used, shape) == opnorm(fresh, shape)
+
 @pytest.mark.parametrize("name", ["blur-circular-gaussian", "radon-full", "mri-random"])
 def test_deepinv_noise_model(name):
     physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
