@@ -151,7 +151,8 @@ def opnorm(
 
     ``x_shape`` defaults to ``physics.img_size`` prefixed by a batch of 1; ``dtype`` to the
     physics' own ``dtype`` attribute (liftinv operators have one), else torch's default. The norm
-    is cached, keyed by shape and dtype, on a physics whose class sets ``clears_opnorm = True``
+    is cached, keyed by shape, dtype, ``max_iter`` and ``rtol`` (a norm computed to a looser
+    tolerance is not returned for a stricter one), on a physics whose class sets ``clears_opnorm = True``
     (liftinv's operators: they call :func:`clear_opnorm` whenever :math:`A` changes); any other
     physics, which deepinv's ``update_parameters`` may change without notice, gets it recomputed.
     """
@@ -159,7 +160,7 @@ def opnorm(
         raise ValueError(f"x_shape is needed: {type(physics).__name__} has no img_size to take it from")
     shape = tuple(x_shape) if x_shape is not None else (1, *physics.img_size)
     dtype = dtype or getattr(physics, "dtype", None) or torch.get_default_dtype()
-    key = (shape, dtype)
+    key = (shape, dtype, max_iter, rtol)
     cache = physics.__dict__.setdefault("_opnorm_cache", {}) if getattr(physics, "clears_opnorm", False) else {}
     if key not in cache:
         device = physics._device_holder.device if hasattr(physics, "_device_holder") else "cpu"

@@ -260,6 +260,19 @@ def test_opnorm_cache_is_keyed_by_dtype_and_shape():
     assert opnorm(physics, (1, 1, 7, 8)) == opnorm(other, (1, 1, 7, 8)) != high
 
 
+
+def test_opnorm_cache_is_keyed_by_the_lanczos_settings():
+    """A norm computed with ``max_iter=2`` (6.77 for this CT operator) is not returned for the
+    default settings afterwards: the cache was keyed by shape and dtype alone, so the later call
+    returned it, 34% below the norm, without a word. Oracle: the dense matrix's largest singular
+    value, 10.32."""
+    physics = operators.OPERATORS["radon-circle"](torch.float64, "cpu")[0]
+    n = 15 * 15
+    dense = physics.A(torch.eye(n, dtype=torch.float64).reshape(n, 1, 15, 15)).reshape(n, -1).T
+    exact = float(torch.linalg.matrix_norm(dense, ord=2))
+    assert opnorm(physics, max_iter=2) < 0.9 * exact
+    assert opnorm(physics) == pytest.approx(exact, rel=1e-8)
+
 def test_opnorm_of_a_deepinv_physics_follows_its_updates():
     """deepinv's own physics change through ``update`` without clearing any cache: their norm is
     recomputed, 3 after the 1 x 1 filter 1 becomes 3 (not the 1 of the first call)."""
