@@ -113,6 +113,8 @@ def lanczos_max(apply_normal, x0: Tensor, *, max_iter: int = 60, rtol: float = 1
     level also means the Krylov space is exhausted: going on would build the basis from rounding
     noise, which loses orthogonality and can lift the Ritz value above :math:`\lambda_{\max}`.
     """
+    if not is_integer(max_iter) or max_iter < 1:  # no iteration would return 0 as the eigenvalue
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     tol = max(rtol, 100 * torch.finfo(x0.dtype).eps)
     basis = [x0 / x0.norm()]
     alphas: list[float] = []

@@ -1,6 +1,7 @@
 """Contract tests over every registered operator: exact adjoints, norms, deepinv compatibility."""
 import re
 
+import numpy as np
 import pytest
 import torch
 from deepinv.physics import LinearPhysics
@@ -272,6 +273,19 @@ def test_opnorm_cache_is_keyed_by_the_lanczos_settings():
     exact = float(torch.linalg.matrix_norm(dense, ord=2))
     assert opnorm(physics, max_iter=2) < 0.9 * exact
     assert opnorm(physics) == pytest.approx(exact, rel=1e-8)
+
+
+@pytest.mark.parametrize("max_iter", [0, -3, 2.5, True])
+def test_opnorm_refuses_a_max_iter_that_is_not_a_positive_integer(max_iter):
+    """max_iter = 0 (or -3) ran no Lanczos step and returned 0 as the norm of an operator of norm 1
+    (the identity blur), without an error; 2.5 failed inside range(), True ran as 1. Now a ValueError
+    naming it; a NumPy integer is taken."""
+    from operators.blur import Blur
+
+    physics = Blur(torch.ones(1, 1, dtype=torch.float64), img_size=(1, 4, 4), dtype=torch.float64)
+    with pytest.raises(ValueError, match="max_iter"):
+        opnorm(physics, max_iter=max_iter)
+    assert opnorm(physics, max_iter=np.int64(1)) == pytest.approx(1.0, rel=1e-12)
 
 def test_opnorm_of_a_deepinv_physics_follows_its_updates():
     """deepinv's own physics change through ``update`` without clearing any cache: their norm is
