@@ -155,7 +155,7 @@ def _run(args) -> None:
         truth = truth.reshape(result.input.shape)
         error = (result.input - truth).flatten(1).norm(dim=1) / truth.flatten(1).norm(dim=1)
         scores = f"relative error {error.tolist()}"
-        if truth.ndim == 4:
+        if truth.ndim == 4 and bool(truth.min() >= 0) and bool(truth.max() <= 1):  # images in [0, 1]
             x = result.input.clamp(0, 1)
             scores += f", PSNR {psnr(x, truth).tolist()} dB"
             if min(truth.shape[-2:]) >= 11:

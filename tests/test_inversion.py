@@ -1201,6 +1201,34 @@ def test_invert_cli_round_trip(tmp_path, capsys, monkeypatch):
     torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "l1.npy")), expected.input)
 
 
+def test_invert_cli_scores_psnr_and_ssim_only_for_a_truth_in_the_unit_range(tmp_path, capsys):
+    """--truth prints PSNR and SSIM 'for images in [0, 1]' (its help): they clamp the recovered
+    input to [0, 1] and take the peak 1. A truth in [-1, 1] (a network on normalised images) was
+    scored all the same, a PSNR of the clamped input against values it cannot reach, without a
+    word; the relative error, printed for any truth, is the oracle's |u - x| / |x|."""
+    import numpy as np
+
+    from liftinv.inversion_cli import invert_main
+    from liftinv.metrics import psnr
+
+    model = perceptron(100, (1, 7, 9), nn.LeakyReLU(0.5))
+    for truth in (blocky(), 2 * blocky() - 1):
+        np.save(tmp_path / "f.npy", model(truth).detach().numpy())
+        np.save(tmp_path / "x.npy", truth.numpy())
+        torch.save(model, tmp_path / "net.pt")
+        assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "1", "7", "9",
+                            "--regularizer", "none", "--max-iter", "5", "--no-progress", "--truth", str(tmp_path / "x.npy"),
+                            "--out", str(tmp_path / "u.npy")]) == 0
+        scores = [line for line in capsys.readouterr().out.splitlines() if line.startswith("relative error")]
+        u = torch.from_numpy(np.load(tmp_path / "u.npy"))
+        error = ((u - truth).flatten(1).norm(dim=1) / truth.flatten(1).norm(dim=1)).tolist()
+        assert len(scores) == 1 and scores[0].startswith(f"relative error {error}")
+        in_unit_range = bool(truth.min() >= 0 and truth.max() <= 1)
+        assert ("PSNR" in scores[0]) == in_unit_range, (truth.aminmax(), scores[0])
+        if in_unit_range:
+            assert f"PSNR {psnr(u.clamp(0, 1), truth).tolist()} dB" in scores[0]
+
+
 def test_invert_cli_passes_its_options_to_the_solver(tmp_path, capsys, spy):
     """``--single`` adds and removes the batch axis, ``--free-output`` and ``--lr`` reach the
     lifted and gradient solvers, and options the regularizer would ignore are refused by name."""
