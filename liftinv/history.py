@@ -102,7 +102,8 @@ def plot_history(history: TrainHistory, path: str | os.PathLike | None = None, *
     depth = max((len(g) for g in history.gaps), default=0)
     for k in range(depth):
         values = [g[k] if len(g) > k else _NAN for g in history.gaps]
-        axes[2].plot(ep, [max(v, 1e-16) if math.isfinite(v) else _NAN for v in values], label=f"layer {k + 1}")
+        axes[2].plot(ep, [max(v, 1e-16) if math.isfinite(v) else _NAN for v in values], "o-", ms=3,
+                     label=f"layer {k + 1}")
     axes[2].set(title="per-layer gaps", xlabel="epoch", yscale="log" if depth else "linear")
     if depth:
         axes[2].legend(fontsize="small", ncol=2)

@@ -687,6 +687,22 @@ def test_history_roundtrip_and_plots(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pdf", "h.png"]  # no temporary file left
 
 
+def test_history_plot_shows_every_recorded_point():
+    """After one epoch (``liftinv train --epochs 1``, or a time budget spent in the first) each
+    curve holds one finite point, at epoch 1 (epoch 0, the untrained model, has no energy, gaps
+    or training loss). A line draws a lone point only through its marker: the per-layer gaps,
+    drawn as bare lines, left their panel empty. Every curve of every panel draws its points."""
+    h = TrainHistory()
+    h.append(epoch=0, seconds=0.0, val_loss=2.0, val_psnr=18.0, val_ssim=0.3)
+    h.append(epoch=1, seconds=1.5, train_loss=1.0, energy=1.2, gaps=[0.1, 0.2, 0.3], val_loss=1.0, val_psnr=21.0, val_ssim=0.5)
+    fig = plot_history(h)
+    lines = [line for ax in fig.axes for line in ax.get_lines()]
+    assert len(lines) == 7  # train and validation loss, energy, three gaps, PSNR
+    for line in lines:
+        finite = [y for y in line.get_ydata() if math.isfinite(y)]
+        assert finite and line.get_marker() not in ("None", "", " ", None), (line.get_label(), line.get_marker())
+
+
 def test_history_from_dict_copies_the_records():
     """``from_dict`` builds its own lists: the per-record gap lists are copies (editing the
     source dict, e.g. a loaded checkpoint's, leaves the history as it was) and numbers become
