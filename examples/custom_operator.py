@@ -32,8 +32,9 @@ class AveragePooling(LinearPhysics):
         return F.interpolate(y, scale_factor=2, mode="nearest") / 4
 
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--tiny", action="store_true", default=os.environ.get("LIFTINV_TINY") == "1")
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--tiny", action="store_true", default=os.environ.get("LIFTINV_TINY") == "1",
+                    help="tiny images and budgets, a run of seconds (the default with LIFTINV_TINY=1, as in the tests)")
 tiny = parser.parse_args().tiny
 size, tv_iters = (16, 100) if tiny else (64, 400)
 torch.set_num_threads(1)

@@ -26,8 +26,9 @@ from liftinv.io import save_array
 from liftinv.metrics import psnr
 from liftinv.potentials import TV
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--tiny", action="store_true", default=os.environ.get("LIFTINV_TINY") == "1")
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--tiny", action="store_true", default=os.environ.get("LIFTINV_TINY") == "1",
+                    help="tiny images and budgets, a run of seconds (the default with LIFTINV_TINY=1, as in the tests)")
 parser.add_argument("--out", type=Path, default=Path("out"), help="folder of the saved network (default: out)")
 args = parser.parse_args()
 size, max_iter = (16, 300) if args.tiny else (32, 1000)

@@ -23,8 +23,9 @@ from liftinv.inversion import InversionConfig, invert
 from liftinv.metrics import psnr
 from liftinv.potentials import TV
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--tiny", action="store_true", default=os.environ.get("LIFTINV_TINY") == "1")
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--tiny", action="store_true", default=os.environ.get("LIFTINV_TINY") == "1",
+                    help="tiny images and budgets, a run of seconds (the default with LIFTINV_TINY=1, as in the tests)")
 args = parser.parse_args()
 size, sweeps = (16, 40) if args.tiny else (32, 60)
 torch.set_num_threads(1)

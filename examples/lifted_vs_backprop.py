@@ -19,8 +19,9 @@ from liftinv.tasks import Reconstruction
 from liftinv.training import Backprop, Lifted, train
 from operators import Blur, gaussian_kernel
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--tiny", action="store_true", default=os.environ.get("LIFTINV_TINY") == "1")
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--tiny", action="store_true", default=os.environ.get("LIFTINV_TINY") == "1",
+                    help="tiny images and budgets, a run of seconds (the default with LIFTINV_TINY=1, as in the tests)")
 args = parser.parse_args()
 size, n_train, epochs = (16, 32, 1) if args.tiny else (32, 256, 3)
 torch.set_num_threads(1)

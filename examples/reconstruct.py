@@ -15,8 +15,9 @@ from liftinv.metrics import psnr
 from liftinv.reconstruction import FBP, TV, Tikhonov, ZeroFilled, reconstruct
 from operators import MRI, Radon, random_mask
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--tiny", action="store_true", default=os.environ.get("LIFTINV_TINY") == "1")
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--tiny", action="store_true", default=os.environ.get("LIFTINV_TINY") == "1",
+                    help="tiny images and budgets, a run of seconds (the default with LIFTINV_TINY=1, as in the tests)")
 tiny = parser.parse_args().tiny
 size, tv_iters = (24, 60) if tiny else (64, 300)
 torch.set_num_threads(1)  # small images: one thread is fastest

@@ -2,8 +2,10 @@
 (``LIFTINV_TINY=1``), in a fresh interpreter started from an empty folder, and prints what it
 promises. The scripts start together (their imports dominate and overlap); each test reads its
 own script's output."""
+import ast
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +103,19 @@ def test_example_runs(runs, name):
     code, out, err, cwd = runs[name]
     assert code == 0, err
     CHECKS[name](out, cwd)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_example_help_shows_its_docstring_and_the_tiny_option(name, capsys, monkeypatch):
+    """``python examples/NAME.py --help`` prints the script's docstring, which says what it shows
+    and how to run it, and what ``--tiny`` does. It printed the docstring's first line, a sentence
+    cut off mid-way ('... noisy outputs f = N(u) + noise by lifted'), and ``--tiny`` had no help."""
+    path = EXAMPLES / name
+    monkeypatch.setattr(sys, "argv", [name, "--help"])
+    with pytest.raises(SystemExit) as exit_info:  # argparse exits before the script does any work
+        runpy.run_path(str(path), run_name="__main__")
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    doc = ast.get_docstring(ast.parse(path.read_text()))
+    assert " ".join(doc.split()) in " ".join(out.split())  # the whole docstring, usage lines included
+    assert re.search(r"^ +--tiny +\w", out, flags=re.M), out  # with a help text
