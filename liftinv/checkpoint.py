@@ -120,15 +120,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     Raises:
         FileNotFoundError: ``path`` does not exist (``NAME file PATH not found``).
         IsADirectoryError: ``path`` is a folder.
-        ValueError: the file cannot be read (empty, corrupt, not a torch file, or holding pickled
-            code, which ``weights_only`` refuses: :func:`unreadable`'s ``cannot read NAME file
-            PATH: reason``), or is not a checkpoint dict.
+        OSError: the file cannot be opened (``PermissionError``...), raised as ``open`` raises it.
+        ValueError: the file's content cannot be read (empty, corrupt, not a torch file, or holding
+            pickled code, which ``weights_only`` refuses: :func:`unreadable`'s ``cannot read NAME
+            file PATH: reason``), or is not a checkpoint dict.
     """
     path = existing_file(path, name)
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch.load of an empty or foreign file: EOFError, UnpicklingError, RuntimeError
-        raise unreadable(name, path, err) from err
+    with open(path, "rb") as fh:  # opened here: only what torch.load raises on the content is 'unreadable'
+        try:
+            payload = torch.load(fh, map_location=map_location, weights_only=True)
+        except Exception as err:  # an empty or foreign file: EOFError, UnpicklingError, RuntimeError
+            raise unreadable(name, path, err) from err
     if not isinstance(payload, dict):
         raise ValueError(f"{path} does not hold a checkpoint dict, got {type(payload).__name__}")
     return payload

@@ -91,9 +91,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``liftinv train``; returns the exit status (2: bad arguments or input, an
-    unreadable checkpoint included; 1: training diverged, or a file or folder that cannot be read,
-    created or written)."""
+    """Entry point of ``liftinv train``; returns the exit status (2: bad arguments or input, a
+    checkpoint whose content cannot be read included; 1: training diverged, or a file or folder
+    that is missing or cannot be opened, created or written)."""
     parser = _parser()
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else Path("out/train") / f"{args.task}-{args.method}.pt"
@@ -117,7 +117,7 @@ def train_main(argv: list[str] | None = None) -> int:
         )
     except (ValueError, TypeError) as err:  # bad input, an unreadable checkpoint included: exit status 2
         parser.error(str(err))
-    except OSError as err:  # a checkpoint folder that cannot be created or written
+    except OSError as err:  # a checkpoint that is missing or cannot be opened; a folder that cannot be created or written
         print(f"liftinv train: error: {err}", file=sys.stderr)
         return 1
     except FloatingPointError as err:
