@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 
 from liftinv.checkpoint import write_figure
+from operators.checks import is_real
 
 _NAN = float("nan")
 
@@ -70,18 +71,42 @@ class TrainHistory:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, list]) -> TrainHistory:
-        """Inverse of :meth:`as_dict`.
+        """Inverse of :meth:`as_dict`: ``d`` maps every field to a list (or tuple) with one entry
+        per record, a real number (``gaps``: a list or tuple of real numbers), read as floats.
 
         Raises:
+            TypeError: ``d`` is not a mapping, or a field or an entry has another type (the
+                message names the field and, for an entry, its record).
             ValueError: a field is missing or the fields have different lengths.
         """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"history must be a mapping of its fields, got {type(d).__name__}")
         missing = [f.name for f in fields(cls) if f.name not in d]
         if missing:
             raise ValueError(f"history is missing the fields {missing}")
+        for f in fields(cls):
+            if not isinstance(d[f.name], (list, tuple)):
+                raise TypeError(f"history field {f.name} must be a list, got {type(d[f.name]).__name__}")
         lengths = {f.name: len(d[f.name]) for f in fields(cls)}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"history fields have different lengths: {lengths}")
-        return cls(**{f.name: [list(v) if isinstance(v, list) else float(v) for v in d[f.name]] for f in fields(cls)})
+        return cls(**{f.name: [(_numbers if f.name == "gaps" else _number)(f.name, i, v) for i, v in enumerate(d[f.name])]
+                      for f in fields(cls)})
+
+
+def _number(name: str, record: int, value: object) -> float:
+    """``value`` as a float if it is a real number (not a bool), else a ``TypeError`` naming the
+    field ``name`` and the ``record``."""
+    if not is_real(value):
+        raise TypeError(f"history field {name}[{record}] must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def _numbers(name: str, record: int, values: object) -> list[float]:
+    """``values`` as a list of floats if it is a list or tuple of real numbers (:func:`_number`)."""
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f"history field {name}[{record}] must be a list of real numbers, got {type(values).__name__}")
+    return [_number(f"{name}[{record}]", j, v) for j, v in enumerate(values)]
 
 
 def plot_history(history: TrainHistory, path: str | os.PathLike | None = None, *, title: str = ""):

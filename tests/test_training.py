@@ -1009,3 +1009,29 @@ def test_cli_checkpoint_that_cannot_be_opened_exits_1_as_a_network_file(tmp_path
     with pytest.raises(SystemExit) as exit_info:
         train_main([*args, "--epochs", "2", "--resume"])
     assert exit_info.value.code == 2 and "cannot read checkpoint file" in capsys.readouterr().err
+
+
+def test_history_from_dict_refuses_entries_of_another_type():
+    """A hand-written or corrupted history (a checkpoint's) was taken as it came: gaps of numbers
+    (not lists) and nested epochs were kept, and failed later (``len`` of a float in
+    :func:`plot_history`); a string field was read letter by letter ('could not convert string to
+    float'), an ``int`` field failed in ``len``. Each is refused naming the field and record; the
+    records of a valid dict (tuples and ints included) read back as floats."""
+    good = {"epoch": (0, 1), "seconds": [0, 2.5], "energy": [math.nan, 1], "gaps": [[], (0.5, 1)],
+            "train_loss": [math.nan, 3], "val_loss": [1, 2], "val_psnr": [3, 4], "val_ssim": [0, 1]}
+    h = TrainHistory.from_dict(good)
+    assert h.epoch == [0.0, 1.0] and h.gaps == [[], [0.5, 1.0]] and type(h.gaps[1][1]) is float
+    cases = [
+        ({"gaps": [1.0, 2.0]}, r"^history field gaps\[0\] must be a list of real numbers, got float$"),
+        ({"gaps": [[], [0.5, "x"]]}, r"^history field gaps\[1\]\[1\] must be a real number, got str$"),
+        ({"epoch": [[0.0], [1.0]]}, r"^history field epoch\[0\] must be a real number, got list$"),
+        ({"epoch": "ab"}, r"^history field epoch must be a list, got str$"),
+        ({"seconds": 3}, r"^history field seconds must be a list, got int$"),
+        ({"val_psnr": [1.0, True]}, r"^history field val_psnr\[1\] must be a real number, got bool$"),
+        ({"energy": [0.0, torch.tensor(1.0)]}, r"^history field energy\[1\] must be a real number, got Tensor$"),
+    ]
+    for change, match in cases:
+        with pytest.raises(TypeError, match=match):
+            TrainHistory.from_dict({**good, **change})
+    with pytest.raises(TypeError, match="^history must be a mapping of its fields, got list$"):
+        TrainHistory.from_dict([good])
