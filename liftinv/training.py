@@ -120,7 +120,8 @@ def train(
             (observations drawn once with seed 0, see :class:`~liftinv.evaluation.HeldOut`).
         checkpoint: file written atomically after every complete epoch.
         resume: continue from ``checkpoint`` (which must exist and come from the same method, task
-            kind and noise level, batch size and training-set size).
+            kind and noise level, batch size, training-set size and image shape; the task's
+            physics and the training images themselves are not compared).
         time_budget: stop after the batch at which the cumulative training time reaches this many
             seconds (the last epoch is then partial and not checkpointed, unless that batch
             ends it). The time of a resumed run counts: one that reached the budget trains no more.
@@ -156,7 +157,7 @@ def train(
     _check_fit(model, task, images)
     trainer = runner(model, method)
     config = {"method": repr(method), "task": type(task).__name__, "noise_sigma": getattr(task, "noise_sigma", None),
-              "batch_size": batch_size, "n_train": int(images.shape[0])}
+              "batch_size": batch_size, "n_train": int(images.shape[0]), "image_shape": list(images.shape[1:])}
 
     history, start = TrainHistory(), 0
     if resume:

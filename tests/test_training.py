@@ -462,6 +462,29 @@ def test_resume_refuses_another_training_set_size(patches, tmp_path):
         train(_pnn(), train_set[:20], epochs=2, resume=True, **kwargs)
 
 
+def test_resume_refuses_another_image_shape(tmp_path):
+    """A checkpoint of an unrolled CT network trained on 8x8 images resumed a run on 10x10 ones
+    (``liftinv train --task ct --quick``, then ``--resume`` without ``--quick``: same method,
+    noise, batch size and training-set size): the gradient steps' stored tau, a buffer of the
+    state dict, became the 8x8 operator's 1/|A|^2 while the network's physics is the 10x10
+    operator, for which it is another step (oracle: the new network's own tau)."""
+    from operators.radon import Radon
+
+    def run(n: int, epochs: int, resume: bool) -> UnrolledPrimalDual:
+        physics = Radon(n, 6, dtype=DT)
+        images = torch.rand(4, 1, n, n, dtype=DT, generator=_gen())
+        net = UnrolledPrimalDual(physics, 2, 2, (1, n, n), generator=_gen()).to(DT)
+        train(net, images, task=Reconstruction(physics, 0.01), method=Backprop(lr=1e-3), epochs=epochs, batch_size=2,
+              checkpoint=tmp_path / "c.pt", resume=resume, progress=False)
+        return net
+
+    run(8, 1, False)
+    with pytest.raises(ValueError, match=r"'image_shape': \[1, 8, 8\]\}.*'image_shape': \[1, 10, 10\]\}"):
+        run(10, 2, True)
+    net = run(8, 2, True)  # the same shape resumes, its steps its own operator's
+    assert all(float(m.tau) == net.tau for m in net.modules() if type(m).__name__ == "GradientStep")
+
+
 def test_resume_refuses_other_method(patches, tmp_path):
     train_set, _ = patches
     kwargs = dict(task=Denoising(0.1), epochs=2, batch_size=10, checkpoint=tmp_path / "c.pt", progress=False)
