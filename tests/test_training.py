@@ -1011,8 +1011,8 @@ def test_cli_checkpoint_that_cannot_be_opened_exits_1_as_a_network_file(tmp_path
     import builtins
 
     out = tmp_path / "ae.pt"
+    out.write_bytes(b"not a checkpoint")  # opening it is denied before its content is read
     args = ["--task", "autoencoder", "--quick", "--no-progress", "--out", str(out)]
-    assert train_main([*args, "--epochs", "1"]) == 0
     real_open = builtins.open
 
     def denied(file, *a, **k):
@@ -1028,7 +1028,6 @@ def test_cli_checkpoint_that_cannot_be_opened_exits_1_as_a_network_file(tmp_path
     err = capsys.readouterr().err
     assert err.startswith("liftinv train: error: ") and "Permission denied" in err and "Traceback" not in err
     monkeypatch.setattr(builtins, "open", real_open)
-    out.write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit) as exit_info:
         train_main([*args, "--epochs", "2", "--resume"])
     assert exit_info.value.code == 2 and "cannot read checkpoint file" in capsys.readouterr().err
