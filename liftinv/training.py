@@ -35,6 +35,7 @@ from liftinv.methods import Backprop, Lifted, lifted_view, runner
 from liftinv.solvers.rules import check_real
 from liftinv.tasks import Task
 from liftinv.validation import positive_int, refuse_inference_mode
+from operators.checks import is_integer
 
 CHECKPOINT_FORMAT = 1
 
@@ -132,7 +133,8 @@ def train(
         :class:`TrainResult` with the model and its :class:`~liftinv.history.TrainHistory`.
 
     Raises:
-        ValueError: bad sizes, data that do not fit the model, NaN/Inf data, invalid arguments.
+        ValueError: bad sizes, data that do not fit the model, NaN/Inf data, invalid arguments, a
+            checkpoint to resume that another run wrote or whose entries are missing or bad.
         TypeError: wrong argument types.
         RuntimeError: called under ``torch.inference_mode``.
         FloatingPointError: a non-finite block update, penalty, loss or gradient; the message names
@@ -247,10 +249,26 @@ def _resume(checkpoint, config: dict, model: nn.Module, trainer, generator: torc
     ckpt = load_checkpoint(checkpoint, map_location=device)
     if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("config") != config:
         raise ValueError(f"checkpoint {checkpoint} was written with {ckpt.get('config')}, this run uses {config}")
+    missing = [key for key in ("epoch", "model", "runner", "generator", "history") if key not in ckpt]
+    if missing:
+        raise ValueError(f"checkpoint {checkpoint} lacks the entries {missing}")
+    epoch = ckpt["epoch"]
+    if not is_integer(epoch) or epoch < 1:
+        raise ValueError(f"checkpoint {checkpoint} holds the epoch {epoch!r}, not an integer >= 1")
+    try:
+        history = TrainHistory.from_dict(ckpt["history"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {checkpoint} holds a bad history: {err}") from err
+    if not history.epoch or history.epoch[-1] != epoch:
+        last = history.epoch[-1] if history.epoch else "no record"
+        raise ValueError(f"checkpoint {checkpoint} holds epoch {epoch} but its history ends at {last}")
+    state = ckpt["generator"]
+    if not (isinstance(state, Tensor) and state.dtype == torch.uint8 and state.ndim == 1):
+        raise ValueError(f"checkpoint {checkpoint} holds no generator state (a uint8 vector), got {state!r}")
     model.load_state_dict(ckpt["model"])
     trainer.load_state_dict(ckpt["runner"])
-    generator.set_state(ckpt["generator"].cpu())  # map_location moved it; RNG states live on the CPU
-    return TrainHistory.from_dict(ckpt["history"]), int(ckpt["epoch"])
+    generator.set_state(state.cpu())  # map_location moved it; RNG states live on the CPU
+    return history, int(epoch)
 
 
 def _kept(checkpoint, history: TrainHistory) -> str:

@@ -485,6 +485,35 @@ def test_resume_refuses_another_image_shape(tmp_path):
     assert all(float(m.tau) == net.tau for m in net.modules() if type(m).__name__ == "GradientStep")
 
 
+def test_resume_refuses_a_checkpoint_with_missing_or_bad_entries(patches, tmp_path):
+    """A checkpoint edited by hand or corrupted, with the right format and config: a missing
+    entry was a KeyError (a traceback from ``liftinv train --resume``), an epoch of 1.5 or -1 was
+    resumed (-1 trained three epochs up to 2), a history ending at another epoch than the
+    checkpoint's (or at none: IndexError) was continued, a generator state that is not a tensor
+    failed on ``.cpu()``. Each is a ValueError (``liftinv train`` exit status 2) naming the
+    checkpoint and the entry; the unedited checkpoint resumes."""
+    kwargs = dict(task=Denoising(0.1), method=Backprop(lr=1e-2), batch_size=10, progress=False)
+    train(_pnn(), patches[0][:20], epochs=1, checkpoint=tmp_path / "c.pt", **kwargs)
+    good = load_checkpoint(tmp_path / "c.pt")
+    cases = [
+        (lambda c: c.pop("history"), r"lacks the entries \['history'\]"),
+        (lambda c: (c.pop("model"), c.pop("runner")), r"lacks the entries \['model', 'runner'\]"),
+        (lambda c: c.update(epoch=1.5), "holds the epoch 1.5, not an integer >= 1"),
+        (lambda c: c.update(epoch=-1), "holds the epoch -1, not an integer >= 1"),
+        (lambda c: c["history"].update(epoch=[0.0, 3.0]), "holds epoch 1 but its history ends at 3.0"),
+        (lambda c: c.update(history={k: [] for k in c["history"]}), "holds epoch 1 but its history ends at no record"),
+        (lambda c: c["history"].update(gaps=[1.0, 2.0]), r"holds a bad history: history field gaps\[0\] must be a list"),
+        (lambda c: c.update(generator=[1, 2]), r"holds no generator state \(a uint8 vector\), got \[1, 2\]"),
+    ]
+    for edit, match in cases:
+        bad = copy.deepcopy(good)
+        edit(bad)
+        torch.save(bad, tmp_path / "bad.pt")
+        with pytest.raises(ValueError, match=r"^checkpoint .*bad\.pt " + match):
+            train(_pnn(), patches[0][:20], epochs=2, checkpoint=tmp_path / "bad.pt", resume=True, **kwargs)
+    assert train(_pnn(), patches[0][:20], epochs=2, checkpoint=tmp_path / "c.pt", resume=True, **kwargs).history.epoch == [0, 1, 2]
+
+
 def test_resume_refuses_other_method(patches, tmp_path):
     train_set, _ = patches
     kwargs = dict(task=Denoising(0.1), epochs=2, batch_size=10, checkpoint=tmp_path / "c.pt", progress=False)
