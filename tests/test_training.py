@@ -1086,3 +1086,33 @@ def test_history_from_dict_refuses_entries_of_another_type():
             TrainHistory.from_dict({**good, **change})
     with pytest.raises(TypeError, match="^history must be a mapping of its fields, got list$"):
         TrainHistory.from_dict([good])
+
+
+def test_fista_momentum_runs_on_over_batches_for_parameters_and_restarts_for_variables(patches, monkeypatch):
+    """``Nesterov()`` (FISTA rule) in BCD training, two epochs of three batches, one sweep each:
+    every parameter block's momentum follows one FISTA sequence over all six batches (oracle: the
+    hand-written t_k, beta_k of Beck & Teboulle), every variable block's starts again with each
+    batch (beta = 0 at its only update), as the rule's docstring says."""
+    calls = []
+    original = Nesterov._momentum
+    var_rule, param_rule = Nesterov(), Nesterov()
+
+    def spy(self, state):
+        beta = original(self, state)
+        calls.append(("var" if self is var_rule else "param", beta))
+        return beta
+
+    monkeypatch.setattr(Nesterov, "_momentum", spy)
+    method = Lifted(solver=BCD(var_rule=var_rule, param_rule=param_rule))
+    net = _pnn()
+    train(net, patches[0][:30], task=Denoising(0.1), method=method, epochs=2, batch_size=10, progress=False)
+    t, fista = 0.0, []
+    for _ in range(6):
+        t_next = 0.5 * (1 + math.sqrt(1 + 4 * t * t))
+        fista.append(max(t - 1, 0.0) / t_next)
+        t = t_next
+    n_params = len(LiftedProblem(net, net.feasible(patches[0][:2]), free_vars=[], train_params=True).param_groups)
+    params = [beta for kind, beta in calls if kind == "param"]
+    assert len(params) == 6 * n_params
+    assert params == pytest.approx([b for b in fista for _ in range(n_params)], abs=1e-15) and fista[-1] > 0.45
+    assert {beta for kind, beta in calls if kind == "var"} == {0.0}

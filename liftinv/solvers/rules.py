@@ -101,6 +101,13 @@ class Nesterov(Rule):
     The first step (:math:`x^- = x`) is a plain step. For :math:`h = 0`, fixed :math:`\beta` and
     step ``lr``, the look-ahead points :math:`y` are the iterates of
     ``torch.optim.SGD(lr=lr, momentum=beta, nesterov=True)``.
+
+    :math:`k` counts the updates of the block since its state began: in
+    :class:`~liftinv.solvers.BCD` training a variable block's state begins again with every
+    mini-batch (:meth:`~liftinv.solvers.BCD.reset_vars`), while a parameter block's runs on over
+    the batches and epochs (and through checkpoints), so with ``beta=None`` the parameters'
+    :math:`\beta_k` tends to 1 over training, whatever the batches (FISTA's sequence without
+    restart); :class:`~liftinv.solvers.ISGM` begins every state again at each outer step.
     """
 
     beta: float | None = None
