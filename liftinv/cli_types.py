@@ -46,6 +46,22 @@ def int_at_least(low: int) -> Callable[[str], int]:
 positive_int = int_at_least(1)
 
 
+#: The integers ``torch.Generator.manual_seed`` takes (a negative seed is taken modulo 2**64).
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def seed(text: str) -> int:
+    """An integer seed that ``torch.Generator.manual_seed`` takes, in :data:`SEED_RANGE`."""
+    low, high = SEED_RANGE
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be an integer from -2**63 to 2**64 - 1 (a torch seed), got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (seconds, for instance)."""
     try:

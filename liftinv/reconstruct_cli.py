@@ -37,7 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from liftinv import demo
-from liftinv.cli_types import int_at_least, positive_int
+from liftinv.cli_types import int_at_least, positive_int, seed
 from liftinv.data import load_dataset
 from liftinv.io import IMAGE_SUFFIXES, SUFFIXES, check_output, load_array, save_array
 from liftinv.metrics import SSIM_SIDE, psnr, ssim
@@ -123,7 +123,7 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     simulation = parser.add_argument_group("simulation (--simulate)")
     simulation.add_argument("--noise", type=float, help="Gaussian noise sigma (default: ct 0.5, blur 0.02, mri 0.02)")
     simulation.add_argument("--index", type=int, help="index of the bundled test image, without --truth (default: the demo's)")
-    simulation.add_argument("--seed", type=int, default=0, help="seed of the noise and of the MRI mask (default: %(default)s)")
+    simulation.add_argument("--seed", type=seed, default=0, help="seed of the noise and of the MRI mask (default: %(default)s)")
     simulation.add_argument("--save-measurements", metavar="FILE", help="also write the simulated measurements")
     return parser
 

@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-budget", type=cli_types.positive_float, default=None, metavar="SECONDS", help="stop after this much training time")
     parser.add_argument("--quick", action="store_true",
                         help="fewer images (ct: as many, at 32x32 instead of 64x64; see liftinv.training_setups)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation, shuffling and noise (default: 0)")
+    parser.add_argument("--seed", type=cli_types.seed, default=0, help="seed of the initialisation, shuffling and noise (default: 0)")
     parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--float64", action="store_true", help="train in float64 (default: float32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar and epoch log")

@@ -1116,3 +1116,25 @@ def test_fista_momentum_runs_on_over_batches_for_parameters_and_restarts_for_var
     assert len(params) == 6 * n_params
     assert params == pytest.approx([b for b in fista for _ in range(n_params)], abs=1e-15) and fista[-1] > 0.45
     assert {beta for kind, beta in calls if kind == "var"} == {0.0}
+
+
+@pytest.mark.parametrize("seed", ["18446744073709551616", "-9223372036854775809", "1.5", "x"])
+def test_cli_refuses_a_seed_that_torch_does_not_take_naming_the_option(seed, capsys):
+    """``--seed 2**64`` failed in ``torch.Generator.manual_seed`` with 'Overflow when unpacking
+    long long', naming no option, after the data were loaded; oracle: torch's own range, whose
+    ends are taken (``manual_seed`` of them). ``liftinv reconstruct --seed`` likewise."""
+    from liftinv.cli_types import SEED_RANGE
+
+    for end in SEED_RANGE:
+        torch.Generator().manual_seed(end)
+        with pytest.raises(ValueError, match="Overflow"):
+            torch.Generator().manual_seed(end + (1 if end > 0 else -1))
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--task", "autoencoder", "--quick", "--epochs", "1", "--seed", seed])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"argument --seed: must be an integer from -2**63 to 2**64 - 1 (a torch seed), got '{seed}'" in err
+    from liftinv.reconstruct_cli import reconstruct_main  # the same option, the same type
+
+    with pytest.raises(SystemExit) as exit_info:
+        reconstruct_main(["--simulate", "--operator", "blur", "--method", "adjoint", "--seed", seed, "--out", "x.npy"])
+    assert exit_info.value.code == 2 and "argument --seed: must be an integer from -2**63" in capsys.readouterr().err
