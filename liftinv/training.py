@@ -265,9 +265,12 @@ def _resume(checkpoint, config: dict, model: nn.Module, trainer, generator: torc
     state = ckpt["generator"]
     if not (isinstance(state, Tensor) and state.dtype == torch.uint8 and state.ndim == 1):
         raise ValueError(f"checkpoint {checkpoint} holds no generator state (a uint8 vector), got {state!r}")
-    model.load_state_dict(ckpt["model"])
-    trainer.load_state_dict(ckpt["runner"])
-    generator.set_state(state.cpu())  # map_location moved it; RNG states live on the CPU
+    try:
+        model.load_state_dict(ckpt["model"])
+        trainer.load_state_dict(ckpt["runner"])
+        generator.set_state(state.cpu())  # map_location moved it; RNG states live on the CPU
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:  # torch's messages name what does not fit
+        raise ValueError(f"checkpoint {checkpoint} does not fit this run: {type(err).__name__}: {err}") from err
     return history, int(epoch)
 
 

@@ -490,8 +490,10 @@ def test_resume_refuses_a_checkpoint_with_missing_or_bad_entries(patches, tmp_pa
     entry was a KeyError (a traceback from ``liftinv train --resume``), an epoch of 1.5 or -1 was
     resumed (-1 trained three epochs up to 2), a history ending at another epoch than the
     checkpoint's (or at none: IndexError) was continued, a generator state that is not a tensor
-    failed on ``.cpu()``. Each is a ValueError (``liftinv train`` exit status 2) naming the
-    checkpoint and the entry; the unedited checkpoint resumes."""
+    failed on ``.cpu()``; an optimizer state without its key (KeyError), a generator state of
+    another size or a model state without a parameter (RuntimeError) escaped the command line's
+    handling. Each is a ValueError (``liftinv train`` exit status 2) naming the checkpoint and the
+    entry; the unedited checkpoint resumes."""
     kwargs = dict(task=Denoising(0.1), method=Backprop(lr=1e-2), batch_size=10, progress=False)
     train(_pnn(), patches[0][:20], epochs=1, checkpoint=tmp_path / "c.pt", **kwargs)
     good = load_checkpoint(tmp_path / "c.pt")
@@ -504,6 +506,11 @@ def test_resume_refuses_a_checkpoint_with_missing_or_bad_entries(patches, tmp_pa
         (lambda c: c.update(history={k: [] for k in c["history"]}), "holds epoch 1 but its history ends at no record"),
         (lambda c: c["history"].update(gaps=[1.0, 2.0]), r"holds a bad history: history field gaps\[0\] must be a list"),
         (lambda c: c.update(generator=[1, 2]), r"holds no generator state \(a uint8 vector\), got \[1, 2\]"),
+    ]
+    cases += [  # entries that the model, the optimizer or the generator refuse (torch's messages)
+        (lambda c: c.update(runner={}), "does not fit this run: KeyError: 'optimizer'"),
+        (lambda c: c.update(generator=torch.zeros(3, dtype=torch.uint8)), "does not fit this run: RuntimeError: .*size"),
+        (lambda c: c["model"].pop("layers.0.maps.0.conv.weight"), r"does not fit this run: RuntimeError: Error\(s\) in loading state_dict for .*:\s+Missing key"),
     ]
     for edit, match in cases:
         bad = copy.deepcopy(good)
