@@ -34,7 +34,7 @@ from liftinv.history import TrainHistory
 from liftinv.methods import Backprop, Lifted, lifted_view, runner
 from liftinv.solvers.rules import check_real
 from liftinv.tasks import Task
-from liftinv.validation import positive_int, refuse_inference_mode
+from liftinv.validation import check_flag, positive_int, refuse_inference_mode
 from operators.checks import is_integer
 
 CHECKPOINT_FORMAT = 1
@@ -140,7 +140,7 @@ def train(
         FloatingPointError: a non-finite block update, penalty, loss or gradient; the message names
             the block (or parameter) and the iteration; the last checkpoint stays as it was.
     """
-    _check_arguments(model, task, method, epochs, batch_size, time_budget, resume, checkpoint)
+    _check_arguments(model, task, method, epochs, batch_size, time_budget, resume, checkpoint, progress)
     ref = next((p for p in model.parameters() if p.requires_grad), None)
     if ref is None:
         raise ValueError("model has no trainable parameters")
@@ -221,7 +221,7 @@ def train(
     return TrainResult(model, history)
 
 
-def _check_arguments(model, task, method, epochs, batch_size, time_budget, resume, checkpoint) -> None:
+def _check_arguments(model, task, method, epochs, batch_size, time_budget, resume, checkpoint, progress) -> None:
     """The checks of :func:`train`'s arguments that need no data."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -236,6 +236,8 @@ def _check_arguments(model, task, method, epochs, batch_size, time_budget, resum
         check_real("time_budget", time_budget)
         if not time_budget > 0:
             raise ValueError(f"time_budget must be positive, got {time_budget}")
+    check_flag("resume", resume)
+    check_flag("progress", progress)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     if checkpoint is not None and os.path.isdir(checkpoint):

@@ -687,6 +687,9 @@ def test_bad_hyper_parameters(make, error, match):
         ({"batch_size": 2.0}, ValueError, "batch_size"),
         ({"time_budget": -1.0}, ValueError, "time_budget"),
         ({"resume": True}, ValueError, "resume"),
+        ({"resume": "False"}, TypeError, "^resume must be a bool, got 'False'$"),  # was 'resume=True needs a checkpoint'
+        ({"resume": 0}, TypeError, "^resume must be a bool, got 0$"),  # was taken as False
+        ({"progress": None}, TypeError, "^progress must be a bool, got None$"),  # was taken as False
         ({"task": "denoising"}, TypeError, "task"),
         ({"method": "bregman"}, TypeError, "method"),
         ({"generator": 0}, TypeError, "generator"),
