@@ -22,6 +22,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -240,8 +241,11 @@ def _check_arguments(model, task, method, epochs, batch_size, time_budget, resum
     check_flag("progress", progress)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
-    if checkpoint is not None and os.path.isdir(checkpoint):
-        raise ValueError(f"checkpoint must be a file path, got the directory {checkpoint}")
+    if checkpoint is not None:
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be a file path (str or os.PathLike), got {type(checkpoint).__name__}")
+        if Path(checkpoint).is_dir():  # '' is the current folder
+            raise ValueError(f"checkpoint must be a file path, got the directory {str(checkpoint)!r}")
 
 
 def _resume(checkpoint, config: dict, model: nn.Module, trainer, generator: torch.Generator,

@@ -694,6 +694,10 @@ def test_bad_hyper_parameters(make, error, match):
         ({"method": "bregman"}, TypeError, "method"),
         ({"generator": 0}, TypeError, "generator"),
         ({"checkpoint": pathlib.Path(__file__).parent}, ValueError, "checkpoint must be a file path, got the directory"),
+        # refused before training (they failed when the first checkpoint was written, after an epoch):
+        ({"checkpoint": ""}, ValueError, "^checkpoint must be a file path, got the directory ''$"),
+        ({"checkpoint": 123}, TypeError, r"^checkpoint must be a file path \(str or os.PathLike\), got int$"),
+        ({"checkpoint": b"c.pt"}, TypeError, r"^checkpoint must be a file path \(str or os.PathLike\), got bytes$"),
     ],
 )
 def test_bad_train_arguments(patches, override, error, match):
