@@ -50,7 +50,8 @@ class TrainResult:
 
 
 def _images(data: TensorDataset | Tensor, name: str, like: Tensor) -> Tensor:
-    """Clean images ``(N, C, H, W)`` of ``data`` in the dtype and on the device of ``like``."""
+    """Clean images ``(N, C, H, W)`` of ``data`` in the dtype and on the device of ``like``,
+    detached (data, not unknowns: no gradient reaches the caller's tensor)."""
     images = data.tensors[0] if isinstance(data, TensorDataset) else data
     if not isinstance(images, Tensor):
         raise TypeError(f"{name} must be a TensorDataset or a Tensor of images, got {type(data).__name__}")
@@ -60,7 +61,7 @@ def _images(data: TensorDataset | Tensor, name: str, like: Tensor) -> Tensor:
         raise TypeError(f"{name} must hold floating-point images, got dtype {images.dtype}")
     if not bool(torch.isfinite(images).all()):
         raise ValueError(f"{name} contains NaN or Inf entries")
-    return images.to(dtype=like.dtype, device=like.device)
+    return images.detach().to(dtype=like.dtype, device=like.device)
 
 
 def _check_fit(model: nn.Module, task: Task, images: Tensor) -> None:

@@ -627,6 +627,25 @@ def test_targets_outside_the_output_range_are_refused_where_the_penalty_is_infin
     assert all(math.isfinite(g) for g in h.gaps[-1])
 
 
+@pytest.mark.parametrize("method", [Backprop(lr=1e-2), Lifted()], ids=["backprop", "lifted"])
+def test_images_that_require_grad_are_data(patches, method):
+    """Training images that require grad (a tensor from an autograd computation): backprop
+    accumulated the loss gradient into the caller's tensor's ``.grad`` (nonzero after one epoch)
+    and the lifted runner warned about a scalar of a tensor that requires grad. Oracle: the same
+    run on the detached images gives the same parameters, and the tensor keeps ``grad is None``."""
+    import warnings
+
+    images = patches[0][:20]
+    kwargs = dict(task=Denoising(0.1), method=method, epochs=1, batch_size=10, val_set=patches[1][:4], progress=False)
+    plain = train(_pnn(), images, **kwargs).model
+    leaf = images.clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        watched = train(_pnn(), leaf, **kwargs).model
+    assert leaf.grad is None
+    assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), watched.parameters()))
+
+
 def test_bad_data(patches):
     train_set, val_set = patches
     kwargs = dict(task=Denoising(0.1), epochs=1, batch_size=5, progress=False)
