@@ -30,7 +30,7 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from liftinv.checkpoint import load_checkpoint, save_checkpoint
-from liftinv.evaluation import HeldOut
+from liftinv.evaluation import HeldOut, eval_mode
 from liftinv.history import TrainHistory
 from liftinv.methods import Backprop, Lifted, lifted_view, runner
 from liftinv.solvers.rules import check_real
@@ -67,13 +67,15 @@ def _images(data: TensorDataset | Tensor, name: str, like: Tensor) -> Tensor:
 def _check_fit(model: nn.Module, task: Task, images: Tensor) -> None:
     """Bind a model that has ``bind(physics)`` to a reconstruction task's physics (which checks
     that it is the operator the model was built for), then run one observation through
-    ``model``: it must accept it and output the target's shape."""
+    ``model`` in eval mode (:func:`~liftinv.evaluation.eval_mode`: the check is no training
+    batch of a batch norm's running statistics, and draws no dropout): it must accept it and
+    output the target's shape."""
     physics, bind = getattr(task, "physics", None), getattr(model, "bind", None)
     if physics is not None and callable(bind):
         bind(physics)
     batch = task.observe(images[:2], torch.Generator(device=images.device).manual_seed(0))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             out = model(batch.observation)
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"train_set images of shape {tuple(images.shape[1:])} do not fit the model under {task!r}: {err}") from err

@@ -646,6 +646,32 @@ def test_images_that_require_grad_are_data(patches, method):
     assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), watched.parameters()))
 
 
+def test_backprop_with_batch_norm_is_the_hand_written_adam_loop():
+    """A model with batch norm in training mode, trained by backprop for one epoch of three
+    batches: the shape check before training ran the model in training mode, so its running
+    statistics took one extra batch (num_batches_tracked 4, running mean off). Oracle: the same
+    permutation and noise drawn from the default generator, torch.optim.Adam on the mean
+    per-sample loss, by hand; the state dicts agree bit for bit, and the modes are kept."""
+    def model() -> torch.nn.Module:
+        torch.manual_seed(3)
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
+                                   torch.nn.Conv2d(3, 1, 3, padding=1)).to(DT)
+
+    images, task = torch.rand(6, 1, 8, 8, dtype=DT, generator=_gen(2)), Denoising(0.1)
+    trained = train(model(), images, task=task, method=Backprop(lr=1e-2), epochs=1, batch_size=2, progress=False).model
+    by_hand, generator = model(), _gen(0)
+    optimizer = torch.optim.Adam(by_hand.parameters(), lr=1e-2)
+    order = torch.randperm(6, generator=generator)
+    for b in range(3):
+        batch = task.observe(images[order[2 * b : 2 * b + 2]], generator)
+        optimizer.zero_grad()
+        sample_loss(by_hand(batch.observation), batch.target).mean().backward()
+        optimizer.step()
+    assert int(trained[1].num_batches_tracked) == 3 and trained.training and trained[1].training
+    for (name, a), b in zip(by_hand.state_dict().items(), trained.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_bad_data(patches):
     train_set, val_set = patches
     kwargs = dict(task=Denoising(0.1), epochs=1, batch_size=5, progress=False)
