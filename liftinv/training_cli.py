@@ -125,7 +125,11 @@ def train_main(argv: list[str] | None = None) -> int:
         return 1
     test = evaluate(model, setup.test, task=setup.task, batch_size=setup.batch_size)
     plot = out.with_suffix(".png")
-    plot_history(result.history, plot, title=f"{args.task}, {method.name}")
+    try:
+        plot_history(result.history, plot, title=f"{args.task}, {method.name}")
+    except OSError as err:  # a folder in its place, say: the checkpoint is written, the plot is not
+        print(f"liftinv train: error: cannot write the history plot {plot}: {err}", file=sys.stderr)
+        return 1
     h = result.history
     saved = math.floor(h.epoch[-1])  # every complete epoch is checkpointed, a partial one is not
     kept = f"checkpoint {out} (epoch {saved})" if saved > 0 else "no checkpoint (no epoch completed)"

@@ -1042,6 +1042,27 @@ def test_cli_checkpoint_that_cannot_be_written_exits_1_with_a_message(tmp_path, 
     assert err.startswith("liftinv train: error: ") and "Traceback" not in err
 
 
+def test_cli_plot_that_cannot_be_written_exits_1_with_a_message(tmp_path, capsys, monkeypatch):
+    """A folder where the history plot goes (``--out c.pt`` next to a folder ``c.png``): the
+    write failed after training with a traceback (IsADirectoryError from the rename); now exit
+    status 1 with a message naming the plot, as for a checkpoint that cannot be written.
+    (Training, which writes the checkpoint before, is replaced by a one-record history.)"""
+    import liftinv.training_cli as cli
+    from liftinv.training import TrainResult
+
+    def fake_train(model, *args, checkpoint, **kwargs):
+        history = TrainHistory()
+        history.append(epoch=0, seconds=0.0, val_psnr=20.0)
+        return TrainResult(model, history)
+
+    monkeypatch.setattr(cli, "train", fake_train)
+    monkeypatch.setattr(cli, "evaluate", lambda *a, **k: type("M", (), {"psnr": 20.0, "ssim": 0.5})())
+    (tmp_path / "c.png").mkdir()
+    assert train_main(["--task", "autoencoder", "--quick", "--no-progress", "--out", str(tmp_path / "c.pt")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"liftinv train: error: cannot write the history plot {tmp_path / 'c.png'}: ") and "Traceback" not in err
+
+
 def test_held_out_scores_the_model_in_eval_mode_and_restores_its_modes(patches):
     """A model in training mode with dropout and batch norm is scored as the trained model: the
     loss equals that of the same model in eval mode (dropout off, running statistics), computed
