@@ -63,14 +63,18 @@ def write_figure(fig, path: str | os.PathLike, dpi: int) -> None:
 
 
 def existing_file(path: str | os.PathLike, name: str) -> Path:
-    """``path`` as a ``Path`` if it is a file, else an ``IsADirectoryError`` (a folder) or a
-    ``FileNotFoundError`` naming the ``name`` file."""
+    """``path`` as a ``Path`` if it is a file that can be opened, else an ``IsADirectoryError``
+    (a folder), a ``FileNotFoundError`` naming the ``name`` file, or the ``OSError`` that
+    ``open`` raises (``PermissionError``...): the file is opened once here, so that a reader
+    called next, which turns what it cannot parse into :func:`unreadable`, never takes a file that
+    cannot be opened for unreadable content."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{name} file {path} is a folder, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"{name} file {path} not found")
-    return path
+    with open(path, "rb"):
+        return path
 
 
 def unreadable(name: str, path: str | os.PathLike, err: BaseException) -> ValueError:
@@ -126,7 +130,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
             file PATH: reason``), or is not a checkpoint dict.
     """
     path = existing_file(path, name)
-    with open(path, "rb") as fh:  # opened here: only what torch.load raises on the content is 'unreadable'
+    with open(path, "rb") as fh:
         try:
             payload = torch.load(fh, map_location=map_location, weights_only=True)
         except Exception as err:  # an empty or foreign file: EOFError, UnpicklingError, RuntimeError

@@ -95,8 +95,6 @@ def _load_network(path: str, device: str) -> nn.Module:
     existing_file(path, "network")
     try:
         network = torch.load(path, map_location=device, weights_only=False)
-    except OSError:  # a file that cannot be opened: exit status 1
-        raise
     except Exception as err:  # an empty or foreign file: EOFError, UnpicklingError, ValueError...
         raise unreadable("network", path, err) from err
     if not isinstance(network, nn.Module):

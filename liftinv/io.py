@@ -43,6 +43,7 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
     Raises:
         FileNotFoundError: ``path`` does not exist (the message names ``name`` and the path).
         IsADirectoryError: ``path`` is a folder.
+        OSError: the file cannot be opened (``PermissionError``...), raised as ``open`` raises it.
         ValueError: unknown suffix, unreadable file, a ``.pt`` file that does not hold a tensor,
             a non-numeric array, or an image that is not grey (with or without alpha), RGB or RGBA.
     """

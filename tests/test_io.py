@@ -186,3 +186,28 @@ def test_conjugate_and_negative_views_go_to_npy_by_value(tmp_path):
         save_array(view, tmp_path / "v.npy")
         assert torch.equal(load_array(tmp_path / "v.npy"), view.resolve_conj().resolve_neg())
     np.testing.assert_array_equal(np.conj(np.load(tmp_path / "v.npy")), -z.numpy())
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".pt", ".png"])
+def test_file_that_cannot_be_opened_raises_opens_error(tmp_path, monkeypatch, capsys, suffix):
+    """A file that cannot be opened (``PermissionError``, simulated: root reads any file) raises
+    ``open``'s ``OSError`` and ``liftinv reconstruct`` exits 1, as for a checkpoint or a network
+    file; ``load_array`` took it for unreadable content (``cannot read ... file``, a
+    ``ValueError``, exit 2)."""
+    import builtins
+
+    from liftinv.reconstruct_cli import reconstruct_main
+
+    path = save_array(torch.rand(16, 16), tmp_path / f"y{suffix}")
+    real_open = builtins.open
+
+    def denied(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    with pytest.raises(PermissionError):
+        load_array(path, "measurements")
+    status = reconstruct_main(["--measurements", str(path), "--operator", "blur", "--method", "adjoint", "--out", str(tmp_path / "x.npy")])
+    assert status == 1 and "Permission denied" in capsys.readouterr().err
