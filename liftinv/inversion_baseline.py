@@ -84,7 +84,9 @@ class GradientInversion:
         return self.u
 
     def solve(self, regularizer: Potential | None, history) -> int:
-        """Run the optimiser from the current ``u``; returns the iterations done."""
+        """Run the optimiser from the current ``u``; returns the iterations done. L-BFGS also
+        stops where the gradient vanishes exactly (torch's L-BFGS then returns without an
+        iteration, so ``tol = 0`` would otherwise loop forever)."""
         config, opt = self.config, self.optimizer
         box = _box(regularizer)
         u = (self.u if box is None else self.u.clamp(*box)).clone().requires_grad_(True)
@@ -117,6 +119,7 @@ class GradientInversion:
             if opt.lbfgs:  # several iterations per call: one at a time, torch's L-BFGS stalls
                 optim.param_groups[0]["max_iter"] = min(LBFGS_ITERATIONS_PER_STEP, config.max_iter - it)
             loss = optim.step(closure)
+            done = it  # iterations before this step
             it = optim.state[u]["n_iter"] if opt.lbfgs else it + 1
             if box is not None:
                 with torch.no_grad():
@@ -124,6 +127,8 @@ class GradientInversion:
             change = float((u.detach() - before).norm() / u.detach().norm().clamp_min(1e-30))
             history.record(loss, change)
             if (config.tol > 0 and change <= config.tol) or time.perf_counter() - start > config.max_time:
+                break
+            if it == done:  # L-BFGS took no iteration: the gradient vanishes exactly, u is stationary
                 break
         self.u = u.detach()
         return it

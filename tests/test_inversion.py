@@ -924,6 +924,21 @@ def test_gradient_baseline_counts_iterations_and_tol_zero_never_stops():
         GradientOptimizer(lr=0.0)
 
 
+def test_gradient_baseline_lbfgs_stops_where_the_gradient_vanishes_exactly():
+    """torch's L-BFGS returns without an iteration where the gradient is exactly zero (here: x0 is
+    the exact input of noiseless data of a linear map, so the misfit is exactly 0): with tol = 0
+    the baseline called it again and again without counting an iteration (an endless loop; here
+    cut by max_time). Now one call, u unchanged, 0 iterations."""
+    model = nn.Linear(3, 4, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]], dtype=F64))
+    u = torch.tensor([[0.5, 0.25, 1.0]], dtype=F64)
+    res = invert_gradient(model, model(u).detach(), x0=u, optimizer=GradientOptimizer(lr=1.0, lbfgs=True),
+                          config=InversionConfig(max_iter=10, tol=0, max_time=0.3))
+    assert len(res.history.energy) == 1 and res.history.steps[0].iterations == 0
+    assert torch.equal(res.input, u) and float(res.discrepancy) == 0.0
+
+
 def test_gradient_baseline_lbfgs_does_not_stall():
     """A network on which torch's L-BFGS, called one iteration at a time, stopped at a point that
     is not stationary (its step was zero, read as convergence); several iterations per call
