@@ -438,9 +438,14 @@ def first_alpha(task: Task, regularizer: Potential, config: InversionConfig) -> 
 # --------------------------------------------------------------------------------- entry point
 def solve_task(task: Task, solver, regularizer: Potential | None, config: InversionConfig) -> InversionResult:
     """Run ``solver`` (with ``solve(regularizer, history)`` and ``input``) on ``task``, choosing
-    the weight of ``regularizer`` when it is ``None`` (see the module docstring)."""
+    the weight of ``regularizer`` when it is ``None`` (see the module docstring). A
+    :class:`~liftinv.potentials.TV` regulariser is used through a :meth:`~liftinv.potentials.TV.cold`
+    copy: its prox's warm start holds the dual of the last batch of the same shape it was applied
+    to, so an earlier inversion with the same object would change the result."""
     if regularizer is not None and not isinstance(regularizer, Potential):
         raise TypeError(f"regularizer must be a liftinv Potential or None, got {type(regularizer).__name__}")
+    if isinstance(regularizer, TV):  # its prox's warm start from what the object solved before
+        regularizer = regularizer.cold()
     history = InversionHistory()
     batch = task.data.shape[0]
     weight = getattr(regularizer, "weight", None)

@@ -249,6 +249,10 @@ class TV(_Weighted):
         new._dual = self._dual  # the warm start carries over
         return new
 
+    def cold(self) -> TV:
+        """A copy whose prox starts from the zero dual: without the warm start of earlier calls."""
+        return TV(self.weight, box=self.box, max_inner=self.max_inner, tol=self.tol)
+
     def _project(self, x: Tensor) -> Tensor:
         return x if self.box is None else x.clamp(*self.box)
 
