@@ -178,7 +178,7 @@ class SearchStep:
 
 @dataclass
 class InversionHistory:
-    """Per iteration (over all solves, in order): energy (batch sum; NaN where the BCD solver did
+    """Per iteration (over all solves, in order; L-BFGS: per call of several iterations): energy (batch sum; NaN where the BCD solver did
     not evaluate it, see ``InversionConfig.energy_every``), primal and dual residuals
     (relative; dual is NaN for methods without a dual variable) and wall-clock seconds since the
     start; per solve: :class:`SearchStep` records."""
@@ -198,7 +198,9 @@ class InversionHistory:
 
     @property
     def iterations(self) -> int:
-        """Iterations over all solves."""
+        """Entries recorded over all solves: one per iteration, but one per call of
+        :data:`~liftinv.inversion_baseline.LBFGS_ITERATIONS_PER_STEP` iterations for L-BFGS
+        (:attr:`InversionResult.iterations` counts iterations)."""
         return len(self.energy)
 
 
@@ -226,7 +228,9 @@ class InversionResult:
 
     @property
     def iterations(self) -> int:
-        return self.history.iterations
+        """Iterations over all solves, the sum of the :class:`SearchStep` records' (L-BFGS records
+        one history entry per call of several iterations, so it is not the history's length)."""
+        return sum(step.iterations for step in self.history.steps)
 
     @property
     def seconds(self) -> float:

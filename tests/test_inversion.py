@@ -930,8 +930,9 @@ def test_gradient_baseline_adam_iterates_are_projected_adam_on_the_smoothed_obje
 
 def test_gradient_baseline_counts_iterations_and_tol_zero_never_stops():
     """tol = 0: Adam started at the exact input of noiseless data (zero gradient, zero change)
-    runs all max_iter steps; L-BFGS runs exactly max_iter = 7 iterations (5 per call, then 2);
-    lr must be positive."""
+    runs all max_iter steps; L-BFGS runs exactly max_iter = 7 iterations (5 per call, then 2),
+    which the result's iterations count (it gave the history's 2 entries, one per call); lr must
+    be positive."""
     model = seeded(nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(0.5), nn.Linear(8, 9)).double(), 3)
     u = torch.randn(2, 3, dtype=F64, generator=gen(11))
     res = invert_gradient(model, model(u).detach(), input_shape=(3,), x0=u, config=InversionConfig(max_iter=3, tol=0))
@@ -939,6 +940,7 @@ def test_gradient_baseline_counts_iterations_and_tol_zero_never_stops():
     res = invert_gradient(model, model(u).detach(), input_shape=(3,), optimizer=GradientOptimizer(lr=1.0, lbfgs=True),
                           config=InversionConfig(max_iter=7, tol=0))
     assert res.history.steps[0].iterations == 7
+    assert res.iterations == 7 and len(res.history.energy) == 2  # two calls of torch's LBFGS.step: 5, then 2
     with pytest.raises(ValueError, match="lr"):
         GradientOptimizer(lr=0.0)
 
