@@ -397,6 +397,14 @@ class EvalBatchNorm(nn.Module):
                              "each batch by its own statistics, in eval mode too, which is no affine map of a sample")
         self.bn = bn
 
+    def train(self, mode: bool = True) -> "EvalBatchNorm":
+        """Set this map's ``training`` flag only: ``bn`` is the user's module, shared, and keeps its
+        own mode (switching it would make the model it came from normalise by the batch)."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"training mode is expected to be boolean, got {type(mode).__name__}")
+        self.training = mode
+        return self
+
     def forward(self, x: Tensor) -> Tensor:
         bn = self.bn
         bn._check_input_dim(x)

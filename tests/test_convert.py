@@ -387,7 +387,8 @@ def test_eval_mode_batch_norm_lifts_to_its_affine_map(make, shape):
     bit for bit (float64) with the model's parameters, each batch norm its closed form; its maps
     pass the matrix and adjoint checks. Put in training mode, the lifted network keeps the map of
     the running statistics (and does not update them), where the module alone would normalise by
-    the batch."""
+    the batch, and leaves the model's batch norms in eval mode (they were switched with it, so the
+    model the user lifted normalised by the batch from then on)."""
     model = _pretrained(make(), 40)
     net = lift(model, input_shape=shape)
     u = torch.randn(3, *shape, dtype=DT, generator=gen(41))
@@ -404,6 +405,8 @@ def test_eval_mode_batch_norm_lifts_to_its_affine_map(make, shape):
     stats = [b.clone() for b in model.buffers()]
     net.train()
     assert torch.equal(net(u), expected) and all(torch.equal(a, b) for a, b in zip(stats, model.buffers()))
+    assert not any(m.training for m in norms)  # the model's batch norms stay in eval mode: model(u) is still its map
+    assert torch.equal(model(u), expected)
 
 
 @pytest.mark.parametrize(
