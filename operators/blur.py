@@ -24,7 +24,7 @@ from deepinv.physics.noise import NoiseModel, ZeroNoise
 from scipy.fft import next_fast_len
 from torch import Tensor
 
-from operators.checks import check_tensor, clear_opnorm, empty_batch, is_integer, one_for_the_batch
+from operators.checks import ValueCaches, check_tensor, empty_batch, is_integer, one_for_the_batch
 
 BOUNDARIES = ("circular", "reflect", "replicate", "zero")
 #: Kernels with more entries than this use FFT convolution for non-circular boundaries by default.
@@ -62,7 +62,7 @@ def _check_kernel_fits(kernel: Tensor, shape: tuple[int, ...], name: str = "kern
         raise ValueError(f"{name} has {n_k} channels but the image has {channels}")
 
 
-class Blur(LinearPhysics):
+class Blur(ValueCaches, LinearPhysics):
     r"""Convolution :math:`y = k * x` with a fixed kernel, as a deepinv ``LinearPhysics``.
 
     Args:
@@ -80,6 +80,7 @@ class Blur(LinearPhysics):
     """
 
     clears_opnorm = True  #: calls clear_opnorm whenever A changes, so opnorm caches its norm
+    _cache, _dtype_buffer = "_spectra", "kernel"  #: see :class:`~operators.checks.ValueCaches`
 
     def __init__(
         self,
@@ -155,26 +156,7 @@ class Blur(LinearPhysics):
         if self.img_size is not None:
             _check_kernel_fits(kernel, self.img_size, name)
         self.kernel = kernel
-        self._spectra: dict[tuple, Tensor] = {}
-        clear_opnorm(self)
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        """``load_state_dict`` copies a kernel of the same shape into the buffer in place; the
-        spectra and operator norms cached for the old kernel are then cleared."""
-        super()._load_from_state_dict(*args, **kwargs)
-        self._spectra = {}
-        clear_opnorm(self)
-
-    def _apply(self, fn, recurse: bool = True) -> Blur:
-        """Module conversions (``to``, ``float``, ``double``, ...): a change of dtype may round the
-        kernel (float64 -> float32 -> float64 does), so the spectra and operator norms cached for
-        the kernel as it was are cleared; a move to another device keeps them (keyed by device)."""
-        before = self._buffers.get("kernel")  # None while LinearPhysics.__init__ moves the module
-        super()._apply(fn, recurse)
-        if before is not None and self.kernel.dtype != before.dtype:
-            self._spectra = {}
-            clear_opnorm(self)
-        return self
+        self._clear_caches()
 
     def _check(self, x: Tensor, name: str) -> Tensor:
         if self.img_size is None:

@@ -205,3 +205,30 @@ def one_for_the_batch(t: Tensor, name: str, ndim: int, axes: tuple[str, ...]) ->
 def clear_opnorm(physics) -> None:
     """Forget the cached operator norms of ``physics`` (call after changing the operator)."""
     physics.__dict__.pop("_opnorm_cache", None)
+
+
+class ValueCaches:
+    r"""Mixin for a ``LinearPhysics`` that caches values computed from its buffers: a dict, the
+    attribute named by ``_cache``, and the operator norms of :func:`opnorm`. Both are cleared
+    (:meth:`_clear_caches`) when ``load_state_dict`` copies new buffers in place, and when a
+    module conversion (``to``, ``float``, ``double``, ...) changes the dtype of the buffer named
+    by ``_dtype_buffer``: that may round the buffers (float64 -> float32 -> float64 does); a move
+    to another device keeps them (their keys hold the device)."""
+
+    _cache: str
+    _dtype_buffer: str
+
+    def _clear_caches(self) -> None:
+        setattr(self, self._cache, {})
+        clear_opnorm(self)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._clear_caches()
+
+    def _apply(self, fn, recurse: bool = True):
+        before = self._buffers.get(self._dtype_buffer)  # None while LinearPhysics.__init__ moves the module
+        super()._apply(fn, recurse)
+        if before is not None and self._buffers[self._dtype_buffer].dtype != before.dtype:
+            self._clear_caches()
+        return self

@@ -25,7 +25,7 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import NoiseModel, ZeroNoise
 from torch import Tensor
 
-from operators.checks import check_tensor, clear_opnorm, empty_batch, one_for_the_batch
+from operators.checks import ValueCaches, check_tensor, empty_batch, one_for_the_batch
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -43,7 +43,7 @@ def _centring_phases(n: int) -> tuple[Tensor, Tensor]:
     return phase(s * (idx - s)), phase(s * idx)
 
 
-class MRI(LinearPhysics):
+class MRI(ValueCaches, LinearPhysics):
     r"""Cartesian MRI :math:`y_n = M F (S_n x)` as a deepinv ``LinearPhysics`` (see module docstring).
 
     Args:
@@ -59,6 +59,7 @@ class MRI(LinearPhysics):
     """
 
     clears_opnorm = True  #: calls clear_opnorm whenever A changes, so opnorm caches its norm
+    _cache, _dtype_buffer = "_factors", "mask"  #: see :class:`~operators.checks.ValueCaches`
 
     def __init__(
         self,
@@ -131,26 +132,7 @@ class MRI(LinearPhysics):
             raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the coil maps {tuple(self.coil_maps.shape[:3])}")
         self.mask = mask
         self.img_size = (2, *self.mask.shape)
-        self._factors = {}
-        clear_opnorm(self)
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        """``load_state_dict`` copies a mask and coil maps of the same shapes into the buffers in
-        place; the factors and operator norms cached for the old ones are then cleared."""
-        super()._load_from_state_dict(*args, **kwargs)
-        self._factors = {}
-        clear_opnorm(self)
-
-    def _apply(self, fn, recurse: bool = True) -> MRI:
-        """Module conversions (``to``, ``float``, ``double``, ...): a change of dtype may round the
-        coil maps (float64 -> float32 -> float64 does), so the factors and operator norms cached
-        for them as they were are cleared; a move to another device keeps them (keyed by device)."""
-        before = self._buffers.get("mask")  # None while LinearPhysics.__init__ moves the module
-        super()._apply(fn, recurse)
-        if before is not None and self.mask.dtype != before.dtype:
-            self._factors = {}
-            clear_opnorm(self)
-        return self
+        self._clear_caches()
 
     def _phases(self) -> tuple[Tensor, Tensor]:
         r"""``(D_in S_n or D_in, M D_out)`` in the operator's complex dtype, cached per dtype/device,
