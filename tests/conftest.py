@@ -25,3 +25,23 @@ def spy(monkeypatch):
         return calls
 
     return install
+
+
+@pytest.fixture
+def deny_open(monkeypatch):
+    """``deny_open(path)``: ``open(path)`` raises ``PermissionError`` for the rest of the test (or
+    until ``monkeypatch.undo()``), as for a file without read permission, which root, who runs
+    these tests, could read anyway; other files open as usual."""
+    import builtins
+
+    real_open = builtins.open
+
+    def install(path):
+        def denied(file, *args, **kwargs):
+            if str(file) == str(path):
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", denied)
+
+    return install

@@ -189,24 +189,15 @@ def test_conjugate_and_negative_views_go_to_npy_by_value(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".pt", ".png"])
-def test_file_that_cannot_be_opened_raises_opens_error(tmp_path, monkeypatch, capsys, suffix):
+def test_file_that_cannot_be_opened_raises_opens_error(tmp_path, capsys, deny_open, suffix):
     """A file that cannot be opened (``PermissionError``, simulated: root reads any file) raises
     ``open``'s ``OSError`` and ``liftinv reconstruct`` exits 1, as for a checkpoint or a network
     file; ``load_array`` took it for unreadable content (``cannot read ... file``, a
     ``ValueError``, exit 2)."""
-    import builtins
-
     from liftinv.reconstruct_cli import reconstruct_main
 
     path = save_array(torch.rand(16, 16), tmp_path / f"y{suffix}")
-    real_open = builtins.open
-
-    def denied(file, *args, **kwargs):
-        if str(file) == str(path):
-            raise PermissionError(13, "Permission denied", str(file))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", denied)
+    deny_open(path)
     with pytest.raises(PermissionError):
         load_array(path, "measurements")
     status = reconstruct_main(["--measurements", str(path), "--operator", "blur", "--method", "adjoint", "--out", str(tmp_path / "x.npy")])

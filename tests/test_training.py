@@ -1112,31 +1112,22 @@ def test_reconstruction_noise_on_complex_measurements_has_sigma_per_part():
         assert float(part.std()) == pytest.approx(sigma, rel=0.05)
 
 
-def test_cli_checkpoint_that_cannot_be_opened_exits_1_as_a_network_file(tmp_path, capsys, monkeypatch):
+def test_cli_checkpoint_that_cannot_be_opened_exits_1_as_a_network_file(tmp_path, capsys, monkeypatch, deny_open):
     """Opening the checkpoint to resume is denied (``PermissionError``, simulated: root reads any
     file): exit status 1, as ``liftinv invert`` for a network file that cannot be opened; it was
     taken for unreadable content (a ``ValueError``, exit status 2). Content that cannot be read
     stays exit status 2."""
-    import builtins
-
     out = tmp_path / "ae.pt"
     out.write_bytes(b"not a checkpoint")  # opening it is denied before its content is read
     args = ["--task", "autoencoder", "--quick", "--no-progress", "--out", str(out)]
-    real_open = builtins.open
-
-    def denied(file, *a, **k):
-        if str(file) == str(out):
-            raise PermissionError(13, "Permission denied", str(file))
-        return real_open(file, *a, **k)
-
-    monkeypatch.setattr(builtins, "open", denied)
+    deny_open(out)
     with pytest.raises(PermissionError):
         load_checkpoint(out)
     capsys.readouterr()
     assert train_main([*args, "--epochs", "2", "--resume"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("liftinv train: error: ") and "Permission denied" in err and "Traceback" not in err
-    monkeypatch.setattr(builtins, "open", real_open)
+    monkeypatch.undo()
     with pytest.raises(SystemExit) as exit_info:
         train_main([*args, "--epochs", "2", "--resume"])
     assert exit_info.value.code == 2 and "cannot read checkpoint file" in capsys.readouterr().err
