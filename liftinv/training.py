@@ -37,6 +37,7 @@ from liftinv.solvers.rules import check_real
 from liftinv.tasks import Task
 from liftinv.validation import check_flag, positive_int, refuse_inference_mode
 from operators.checks import is_integer
+from operators.spec import check_spec, physics_spec
 
 CHECKPOINT_FORMAT = 1
 
@@ -125,8 +126,10 @@ def train(
             (observations drawn once with seed 0, see :class:`~liftinv.evaluation.HeldOut`).
         checkpoint: file written atomically after every complete epoch.
         resume: continue from ``checkpoint`` (which must exist and come from the same method, task
-            kind and noise level, batch size, training-set size and image shape; the task's
-            physics and the training images themselves are not compared).
+            kind and noise level, batch size, training-set size and image shape, and the same
+            physics as its spec when it is a ``Radon``, ``Blur`` or ``MRI``,
+            :func:`operators.spec.check_spec`; a custom physics and the training images
+            themselves are not compared).
         time_budget: stop after the batch at which the cumulative training time reaches this many
             seconds (the last epoch is then partial and not checkpointed, unless that batch
             ends it). The time of a resumed run counts: one that reached the budget trains no more.
@@ -164,10 +167,11 @@ def train(
     trainer = runner(model, method)
     config = {"method": repr(method), "task": type(task).__name__, "noise_sigma": getattr(task, "noise_sigma", None),
               "batch_size": batch_size, "n_train": int(images.shape[0]), "image_shape": list(images.shape[1:])}
+    physics = _physics_record(task)
 
     history, start = TrainHistory(), 0
     if resume:
-        history, start = _resume(checkpoint, config, model, trainer, generator, ref.device)
+        history, start = _resume(checkpoint, config, physics, model, trainer, generator, ref.device)
         if epochs < start:
             raise ValueError(f"epochs must be at least the {start} epochs that checkpoint {checkpoint} holds, got {epochs}")
     else:
@@ -216,6 +220,7 @@ def train(
                 payload = {
                     "format": CHECKPOINT_FORMAT, "config": config, "epoch": epoch + 1, "model": model.state_dict(),
                     "runner": trainer.state_dict(), "generator": generator.get_state(), "history": history.as_dict(),
+                    "physics": physics,
                 }
                 save_checkpoint(checkpoint, payload)
             if not complete:
@@ -251,13 +256,32 @@ def _check_arguments(model, task, method, epochs, batch_size, time_budget, resum
             raise ValueError(f"checkpoint must be a file path, got the directory {str(checkpoint)!r}")
 
 
-def _resume(checkpoint, config: dict, model: nn.Module, trainer, generator: torch.Generator,
+def _physics_record(task: Task) -> dict | None:
+    """The spec (:func:`operators.spec.physics_spec`) of the task's physics, which a resumed run
+    must share; ``None`` for a task without physics or with a custom operator (no spec)."""
+    physics = getattr(task, "physics", None)
+    try:
+        return None if physics is None else physics_spec(physics)
+    except TypeError:  # not a Radon, Blur or MRI
+        return None
+
+
+def _resume(checkpoint, config: dict, physics: dict | None, model: nn.Module, trainer, generator: torch.Generator,
             device: torch.device) -> tuple[TrainHistory, int]:
-    """Load ``checkpoint`` (written with the same ``config``) into the model, the trainer and the
-    generator; returns its history and epoch."""
+    """Load ``checkpoint`` (written with the same ``config`` and ``physics`` spec) into the model,
+    the trainer and the generator; returns its history and epoch."""
     ckpt = load_checkpoint(checkpoint, map_location=device)
     if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("config") != config:
         raise ValueError(f"checkpoint {checkpoint} was written with {ckpt.get('config')}, this run uses {config}")
+    saved = ckpt.get("physics")
+    if (saved is None) != (physics is None):
+        raise ValueError(f"checkpoint {checkpoint} was written for physics {saved and saved.get('operator')}, "
+                         f"this run uses {physics and physics['operator']}")
+    if physics is not None:
+        try:
+            check_spec(saved, physics, context=f"checkpoint {checkpoint} was written for")
+        except TypeError as err:
+            raise ValueError(f"checkpoint {checkpoint} holds a bad physics spec: {err}") from err
     missing = [key for key in ("epoch", "model", "runner", "generator", "history") if key not in ckpt]
     if missing:
         raise ValueError(f"checkpoint {checkpoint} lacks the entries {missing}")

@@ -485,6 +485,28 @@ def test_resume_refuses_another_image_shape(tmp_path):
     assert all(float(m.tau) == net.tau for m in net.modules() if type(m).__name__ == "GradientStep")
 
 
+def test_resume_refuses_another_physics(tmp_path):
+    """A CT checkpoint resumed a run with other angles at the same image size without a word (same
+    config): the network went on learning for another operator. Oracle: the two operators' specs
+    (check_spec names the angles); the same physics resumes, and a task without physics keeps
+    resuming."""
+    from operators.blur import Blur
+    from operators.radon import Radon
+
+    def run(physics, epochs: int, resume: bool) -> None:
+        images = torch.rand(4, 1, 8, 8, dtype=DT, generator=_gen())
+        net = UnrolledPrimalDual(physics, 2, 2, (1, 8, 8), generator=_gen()).to(DT)
+        train(net, images, task=Reconstruction(physics, 0.01), method=Backprop(lr=1e-3), epochs=epochs, batch_size=2,
+              checkpoint=tmp_path / "c.pt", resume=resume, progress=False)
+
+    run(Radon(8, 6, dtype=DT), 1, False)
+    with pytest.raises(ValueError, match=r"written for Radon\(angles=6\) but got Radon\(angles=5\)"):
+        run(Radon(8, 5, dtype=DT), 2, True)
+    with pytest.raises(ValueError, match=r"written for Radon\(.*but got Blur\("):
+        run(Blur(torch.ones(3, 3, dtype=DT) / 9, dtype=DT), 2, True)
+    run(Radon(8, 6, dtype=DT), 2, True)
+
+
 def test_resume_refuses_a_checkpoint_with_missing_or_bad_entries(patches, tmp_path):
     """A checkpoint edited by hand or corrupted, with the right format and config: a missing
     entry was a KeyError (a traceback from ``liftinv train --resume``), an epoch of 1.5 or -1 was
