@@ -9,7 +9,7 @@ views from the sinogram width); ``--size`` must agree with the image size that t
 ``--truth`` or ``--mask`` fix.
 A model used with other operator settings than it was trained for is refused, naming the settings.
 Regularisation weights and simulated noise levels default to the demo's (tuned for images in
-[0, 1] at the demo's noise levels).
+[0, 1] at the demo's noise levels); MRI Tikhonov, which the demo does not run, defaults to 0.01.
 
 Layouts: CT and blur images and measurements are ``(B, 1, H, W)``; a 2-D array is one image.
 MRI measurements are real ``(B, 2, H, W)`` (real, imaginary) or complex ``(B, H, W)`` / ``(H, W)``;
@@ -97,7 +97,7 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=METHOD_NAMES,
                         help="default: model with --model, else fbp (ct), tikhonov (blur), zero-filled (mri)")
     parser.add_argument("--model", metavar="FILE", help="model saved by liftinv (implies --method model)")
-    parser.add_argument("--weight", type=float, help="regularisation weight of tikhonov/wiener/tv (default: the demo's)")
+    parser.add_argument("--weight", type=float, help="regularisation weight of tikhonov/wiener/tv (default: the demo's; 0.01 for MRI tikhonov)")
     parser.add_argument("--iters", type=positive_int, help="iteration limit of tikhonov (default 200) and tv (default 500)")
     parser.add_argument("--filter", choices=FILTERS, help="FBP filter (default: ramp)")
     parser.add_argument("--out", default="out/recon.png", metavar="FILE",
