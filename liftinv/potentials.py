@@ -5,6 +5,7 @@ Values are per sample, shape ``(B,)``; a potential never sees a network.
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -315,7 +316,9 @@ class TV(_Weighted):
 class DeepinvPrior(_Weighted):
     r"""A deepinv prior :math:`g` as a potential :math:`T(x) = w\,g(x)`.
 
-    Proximable by default: :math:`\operatorname{prox}_{\gamma T}(x)` = ``prior.prox(x, gamma=gamma * w)``
+    Proximable by default: :math:`\operatorname{prox}_{\gamma T}(x)` = ``prior.prox(x, gamma=gamma * w)``,
+    with ``ths=1`` for priors whose prox takes a ``ths`` that scales :math:`g` too (deepinv's
+    ``WaveletPrior.prox`` is the prox of ``ths * gamma * g``, ``ths`` 0.1 by default)
     (per-sample weights: one call with ``gamma`` of shape ``(B, 1, ..., 1)``, as deepinv's priors
     take it; one call per sample would let a prior with state, such as deepinv's TV with its warm
     start, carry one sample's iterate into the next). With ``lipschitz`` given, smooth instead:
@@ -335,6 +338,7 @@ class DeepinvPrior(_Weighted):
             raise TypeError(f"prior must be an explicit deepinv prior (explicit_prior=True: fn gives its value), got "
                             f"{type(prior).__name__} (a plug-and-play or other implicit prior)")
         self.prior = prior
+        self._unit = {"ths": 1.0} if "ths" in inspect.signature(prior.prox).parameters else {}
         self.weight = _check_weights(weight)
         self.lip = None if lipschitz is None else _check_weight(lipschitz, "lipschitz")
         self.smooth = lipschitz is not None
@@ -359,6 +363,5 @@ class DeepinvPrior(_Weighted):
 
     def prox(self, x: Tensor, step: float) -> Tensor:
         weight = self._weight()
-        if not isinstance(weight, Tensor):
-            return self.prior.prox(x, gamma=step * weight)
-        return self.prior.prox(x, gamma=step * _per_sample_scale(weight, x))
+        gamma = step * (_per_sample_scale(weight, x) if isinstance(weight, Tensor) else weight)
+        return self.prior.prox(x, gamma=gamma, **self._unit)

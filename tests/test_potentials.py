@@ -224,6 +224,35 @@ def test_deepinv_l1_prior_matches_l1():
     assert not pot.smooth
 
 
+class _ThresholdScaledL1(dinv.optim.Prior):
+    """l1 with deepinv's ``WaveletPrior`` convention: ``prox(x, ths=0.1, gamma)`` is the prox of
+    ``ths * gamma * g``, its ``ths`` defaulting to 0.1 (pywt, which WaveletPrior needs, is not
+    installed here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.explicit_prior = True
+
+    def fn(self, x, *args, **kwargs):
+        return x.abs().flatten(1).sum(1)
+
+    def prox(self, x, *args, ths=0.1, gamma=1.0, **kwargs):
+        return torch.sign(x) * (x.abs() - ths * gamma).clamp(min=0)
+
+
+@pytest.mark.parametrize("weight", [0.3, torch.tensor([0.3, 0.05, 0.0], dtype=torch.float64)])
+def test_deepinv_prior_with_a_threshold_argument_proxes_its_own_value(weight):
+    """A deepinv prior whose prox also scales by a ``ths`` argument with a default other than 1
+    (WaveletPrior: 0.1) was called with gamma alone, so the adapter applied the prox of 0.1 w g
+    while its value was w g. Oracle: the closed-form soft-threshold of w |x|_1 (L1's prox)."""
+    x = torch.randn(3, 1, 5, 6, dtype=torch.float64, generator=gen(9))
+    pot = DeepinvPrior(_ThresholdScaledL1(), weight)
+    for b in range(3):
+        w = float(weight[b]) if isinstance(weight, torch.Tensor) else weight
+        torch.testing.assert_close(pot.prox(x, 0.5)[b], L1(w).prox(x[b : b + 1], 0.5)[0])
+        torch.testing.assert_close(pot.value(x)[b], w * x[b].abs().sum())
+
+
 def test_deepinv_prior_per_sample_weights():
     x = torch.randn(3, 1, 5, 6, dtype=torch.float64, generator=gen(8))
     w = torch.tensor([0.1, 0.4, 0.0], dtype=torch.float64)
