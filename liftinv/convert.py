@@ -140,7 +140,9 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             :math:`y`), which is returned.
         input_shape: shape of one input sample (without batch). The lifted network then checks
             its inputs against it, and the conversion runs zero batches of one and of two
-            samples through it, every layer keeping the batch axis.
+            samples through it, every layer keeping the batch axis. A given lifted network is
+            returned as it is: ``input_shape`` must equal its own if it has one, and is neither
+            checked nor set on it otherwise.
 
     Raises:
         TypeError: a module is neither affine nor a proximal activation (the message names its
