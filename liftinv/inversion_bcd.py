@@ -9,7 +9,9 @@ output, which is clamped to the (projected) data, or, with ``free_output``, free
 restarted by the gradient scheme of O'Donoghue & Candes (2015): when
 :math:`\langle y - x^+, x^+ - x\rangle > 0` over all blocks together (:math:`y` the extrapolated point,
 :math:`x^+` the new iterate, i.e. the step goes against the momentum): an accelerated
-proximal-gradient method on all variables jointly. The test needs no energy, which costs a
+proximal-gradient method on all variables jointly. The test and the restart are per sample (the
+first dimension of every variable block; :meth:`~liftinv.solvers.Nesterov.restart`): the samples'
+problems are independent, and one sample's restart does not reset the others' momentum. The test needs no energy, which costs a
 forward pass through every layer; the energy is evaluated every ``config.energy_every`` sweeps
 and at the end of each solve (encoder benchmark at 1 % noise, fixed TV weight, 1200 sweeps: the
 same input, 27.3 dB, in 20.6 s instead of 24.3 s with the energy scheme evaluated at every
@@ -204,14 +206,20 @@ class LiftedBCD:
             change = joint_norm(*steps) / max(joint_norm(*current), 1e-30)
             last = (it == config.max_iter or (config.tol > 0 and change <= config.tol)
                     or perf_counter() - start > config.max_time)
-            if gradient_scheme:  # the energy only every energy_every sweeps
-                restart = sum(float(((y - c) * d).sum()) for y, c, d in zip(looks, current, steps)) > 0
+            if gradient_scheme:  # per sample (the first dimension of every variable block)
+                restart = sum(((y - c) * d).flatten(1).sum(1) for y, c, d in zip(looks, current, steps)) > 0
                 energy = float(problem.energy()) if last or it % config.energy_every == 0 else math.nan
+                if bool(restart.all()):
+                    state.var_states.clear()  # restart the momentum
+                elif bool(restart.any()):  # of these samples only: the others do not see it
+                    for i, x in zip(problem.free_vars, current):
+                        if i in state.var_states:
+                            state.var_states[i] = config.rule.restart([x], state.var_states[i], restart)
             else:  # function scheme
                 new = float(problem.energy())
-                restart, energy = new > energy, new
-            if restart:
-                state.var_states.clear()  # restart the momentum
+                if new > energy:
+                    state.var_states.clear()  # restart the momentum
+                energy = new
             history.record(energy, change)
             if last:
                 break

@@ -119,17 +119,36 @@ class Nesterov(Rule):
     def init(self, values):
         return {"prev": values, "t": 0.0}
 
-    def _next_t(self, t: float) -> float:
+    def _next_t(self, t: float | Tensor) -> float | Tensor:
+        if isinstance(t, Tensor):
+            return 0.5 * (1 + torch.sqrt(1 + 4 * t * t))
         return 0.5 * (1 + math.sqrt(1 + 4 * t * t))
 
-    def _momentum(self, state: dict) -> float:
+    def _momentum(self, state: dict) -> float | Tensor:
         if self.beta is not None:
             return self.beta
-        return max(state["t"] - 1, 0.0) / self._next_t(state["t"])
+        t = state["t"]
+        if isinstance(t, Tensor):
+            return (t - 1).clamp_min(0.0) / self._next_t(t)
+        return max(t - 1, 0.0) / self._next_t(t)
 
     def lookahead(self, values, state):
         beta = self._momentum(state)
+        if isinstance(beta, Tensor):  # one per sample (see restart): along the first dimension
+            return [x + beta.to(x.dtype).reshape(-1, *(1,) * (x.ndim - 1)) * (x - p)
+                    for x, p in zip(values, state["prev"])]
         return [x + beta * (x - p) for x, p in zip(values, state["prev"])]
+
+    def restart(self, values: Values, state: dict, mask: Tensor) -> dict:
+        r"""The state with the samples in ``mask`` (shape ``(B,)``, along the first dimension of
+        every value) started again: :math:`x^- = x` (``values``, the block's current values) and
+        :math:`t = 0` there, as in :meth:`init`; the others keep theirs. The counter :math:`t`
+        becomes a float64 tensor of shape ``(B,)``, so each sample's :math:`\beta_k` follows its
+        own restarts: the iterates of a batch are those of its samples solved alone."""
+        t = torch.as_tensor(state["t"], dtype=torch.float64, device=mask.device).expand(mask.shape).clone()
+        t[mask] = 0.0
+        prev = [torch.where(mask.reshape(-1, *(1,) * (x.ndim - 1)), x, p) for x, p in zip(values, state["prev"])]
+        return {"prev": prev, "t": t}
 
     def advance(self, values, look, grads, step, prox, state):
         new = prox([y - step * g for y, g in zip(look, grads)], step)
