@@ -178,7 +178,7 @@ class SearchStep:
 
 @dataclass
 class InversionHistory:
-    """Per iteration (over all solves, in order; L-BFGS: per call of several iterations): energy (batch sum; NaN where the BCD solver did
+    """Per iteration (over all solves, in order; L-BFGS without a box: per call of several iterations): energy (batch sum; NaN where the BCD solver did
     not evaluate it, see ``InversionConfig.energy_every``), primal and dual residuals
     (relative; dual is NaN for methods without a dual variable) and wall-clock seconds since the
     start; per solve: :class:`SearchStep` records."""
@@ -199,7 +199,7 @@ class InversionHistory:
     @property
     def iterations(self) -> int:
         """Entries recorded over all solves: one per iteration, but one per call of
-        :data:`~liftinv.inversion_baseline.LBFGS_ITERATIONS_PER_STEP` iterations for L-BFGS
+        :data:`~liftinv.inversion_baseline.LBFGS_ITERATIONS_PER_STEP` iterations for L-BFGS without a box
         (:attr:`InversionResult.iterations` counts iterations)."""
         return len(self.energy)
 

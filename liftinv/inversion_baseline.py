@@ -2,11 +2,14 @@ r"""Gradient-based inversion baseline: autograd through the whole network.
 
 .. math:: \min_u\; \tfrac12\|N(u) - f_\delta\|^2 + \alpha J_\varepsilon(u)
 
-per sample, by Adam (projected onto the box, if any) or L-BFGS (strong Wolfe line search) on
-:math:`u`, with gradients by backpropagation through :math:`N` (the network's parameters get no
-gradient). :math:`J_\varepsilon` is :math:`J` made differentiable: total variation smoothed as
+per sample, by Adam (projected onto the box, if any) or L-BFGS on :math:`u`, with gradients by
+backpropagation through :math:`N` (the network's parameters get no gradient). L-BFGS without a box
+is ``torch.optim.LBFGS`` (strong Wolfe line search); with a box, :class:`ProjectedLBFGS` (active
+set, projected Armijo search), whose fixed points are the box's KKT points: clamping torch's
+L-BFGS after its steps invalidates its memory, and it ended far from the bounded minimiser.
+:math:`J_\varepsilon` is :math:`J` made differentiable: total variation smoothed as
 :math:`\sum\sqrt{|\nabla u|^2 + \varepsilon^2} - \varepsilon` (:meth:`TV.smooth_value`), a box
-enforced by projection after each step, every other potential through autograd of its value
+enforced by projection (Adam: after each step), every other potential through autograd of its value
 (e.g. the subgradient :math:`\operatorname{sign}(u)` of :math:`\|u\|_1`). The weight is chosen
 as in :func:`liftinv.invert` (discrepancy principle with the same search), so both methods are
 compared at their own discrepancy-principle weight.
@@ -39,8 +42,10 @@ class GradientOptimizer:
 
     Args:
         lr: Adam learning rate (L-BFGS: initial step, 1 recommended).
-        lbfgs: use L-BFGS (history 10, strong Wolfe, :data:`LBFGS_ITERATIONS_PER_STEP` iterations
-            per recorded step of the history) instead of Adam.
+        lbfgs: use L-BFGS instead of Adam: without a box, torch's (history 10, strong Wolfe,
+            :data:`LBFGS_ITERATIONS_PER_STEP` iterations per recorded step of the history); with
+            a box, :class:`ProjectedLBFGS` (history :data:`LBFGS_HISTORY`, one recorded step per
+            iteration).
         eps: TV smoothing :math:`\\varepsilon`.
     """
 
@@ -65,11 +70,121 @@ def _box(regularizer: Potential | None) -> tuple[float, float] | None:
 
 
 def _penalty(regularizer: Potential | None, u: Tensor, eps: float) -> Tensor:
+    """The smoothed penalty per sample, shape ``(B,)``."""
     if regularizer is None or isinstance(regularizer, Box):
-        return u.new_zeros(())
+        return u.new_zeros(u.shape[0])
     if isinstance(regularizer, TV):
-        return regularizer.smooth_value(u, eps).sum()
-    return regularizer.value(u).sum()
+        return regularizer.smooth_value(u, eps)
+    return regularizer.value(u)
+
+
+#: Memory (curvature pairs) of the projected L-BFGS, as torch's ``history_size`` in the unboxed case.
+LBFGS_HISTORY = 10
+#: Armijo constant and the most halvings of the step in the projected line search.
+ARMIJO, MAX_HALVINGS = 1e-4, 40
+
+
+class ProjectedLBFGS:
+    r"""L-BFGS on :math:`\min_{lo \le u \le hi} f(u)`, per sample (every sample of the batch has its own
+    memory, active set and line search: a batch gives the iterates of its samples solved alone).
+
+    Two-metric projection (Bertsekas 1982) with an active set: at :math:`u` with gradient :math:`g`,
+    the entries at a bound whose gradient points outward,
+    :math:`\mathcal A = \{i: u_i = lo,\ g_i > 0\} \cup \{i: u_i = hi,\ g_i < 0\}`, are frozen; on the
+    free entries :math:`\mathcal F` the direction is :math:`d_{\mathcal F} = -H g_{\mathcal F}`, :math:`H`
+    the L-BFGS two-loop matrix of the stored pairs :math:`(s, y)` restricted to :math:`\mathcal F`
+    (:data:`LBFGS_HISTORY` pairs, :math:`H_0 = \gamma I`, :math:`\gamma = s^\top y / y^\top y` of the
+    latest pair, :math:`\min(1, 1/\|g_{\mathcal F}\|_1)` before the first), and
+    :math:`d_{\mathcal A} = 0`. The memory is emptied when :math:`\mathcal A` changes (its pairs are
+    curvature along other faces); a pair is stored only when :math:`s^\top y > 0`. The step is
+    :math:`u^+ = P(u + t d)`, :math:`P` the projection on the box, with :math:`t = \text{lr}` halved
+    until Armijo's condition on the projected arc
+    :math:`f(u^+) \le f(u) + c\,g^\top(u^+ - u)`, :math:`c =` :data:`ARMIJO`, holds. Where
+    :math:`g^\top(u^+ - u) \ge 0` (the projection turned the direction) or the search fails after
+    :data:`MAX_HALVINGS` halvings, the memory is emptied and the step is the projected gradient step,
+    :math:`d = -\gamma g_{\mathcal F}`, which the condition accepts for a small enough :math:`t`.
+
+    :math:`d = 0` exactly at the points satisfying the box KKT conditions (:math:`g_i = 0` inside,
+    :math:`g_i \ge 0` at :math:`lo`, :math:`g_i \le 0` at :math:`hi`): they are its fixed points.
+
+    Args:
+        evaluate: ``u -> (f, g)``: the objective per sample ``(B,)`` and its gradient (shape of ``u``).
+        lo, hi: the box.
+        lr: the first trial step :math:`t`.
+    """
+
+    def __init__(self, evaluate, lo: float, hi: float, lr: float):
+        self.evaluate, self.lo, self.hi, self.lr = evaluate, lo, hi, lr
+        self.pairs: list[tuple[Tensor, Tensor, Tensor]] = []  # (s, y, rho), rho = 0 where a sample has none
+        self.gamma: Tensor | None = None  # per sample, NaN before the first pair
+        self.active: Tensor | None = None
+
+    def _reset(self, samples: Tensor) -> None:
+        self.pairs = [(s, y, torch.where(samples, 0.0, rho)) for s, y, rho in self.pairs]
+
+    def _direction(self, g: Tensor, free: Tensor) -> Tensor:
+        """:math:`-H g` on the free entries (two-loop recursion per sample), 0 on the others."""
+        q = torch.where(free, g, 0.0)
+        alphas = []
+        for s, y, rho in reversed(self.pairs):
+            a = rho * (s * q).sum(1)
+            q = q - a[:, None] * torch.where(free, y, 0.0)
+            alphas.append(a)
+        first = 1 / q.abs().sum(1).clamp_min(1.0)  # min(1, 1/|g_F|_1) before any pair
+        gamma = first if self.gamma is None else torch.where(torch.isnan(self.gamma), first, self.gamma)
+        r = gamma[:, None] * q
+        for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
+            b = rho * (torch.where(free, y, 0.0) * r).sum(1)
+            r = r + (a - b)[:, None] * torch.where(free, s, 0.0)
+        return -r
+
+    def step(self, u: Tensor, f: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One iteration from ``u`` (flattened, ``(B, n)``, inside the box) with objective ``f`` and
+        gradient ``g`` there; returns ``(u+, f+, g+, moved)``, ``moved`` the samples that moved
+        (a sample at a KKT point, or whose step no longer decreases ``f`` in floating point, stays)."""
+        at_lo, at_hi = u <= self.lo, u >= self.hi
+        active = (at_lo & (g > 0)) | (at_hi & (g < 0))
+        if self.active is not None:
+            self._reset((active != self.active).any(1))
+        self.active = active
+        free = ~active
+        stationary = ~(torch.where(free, g, 0.0) != 0).any(1)
+        d = self._direction(g, free)
+        new_u, new_f, new_g = u.clone(), f.clone(), g.clone()
+        pending, steepest = ~stationary, torch.zeros_like(stationary)
+        t = torch.full_like(f, self.lr)
+        for _ in range(2 * MAX_HALVINGS + 2):
+            if not bool(pending.any()):
+                break
+            trial = torch.where(pending[:, None], (u + t[:, None] * d).clamp(self.lo, self.hi), new_u)
+            slope = (g * (trial - u)).sum(1)
+            turned = pending & ~steepest & (slope >= 0)
+            f_t, g_t = self.evaluate(trial)
+            ok = pending & ~turned & (f_t <= f + ARMIJO * slope)
+            new_u, new_f = torch.where(ok[:, None], trial, new_u), torch.where(ok, f_t, new_f)
+            new_g = torch.where(ok[:, None], g_t, new_g)
+            pending = pending & ~ok
+            t = torch.where(pending, t / 2, t)
+            give_up = pending & (turned | (t < self.lr * 2.0**-MAX_HALVINGS))
+            restart = give_up & ~steepest  # the quasi-Newton step failed: projected gradient step
+            if bool(restart.any()):
+                self._reset(restart)
+                gamma = 1 / g.abs().sum(1).clamp_min(1.0) if self.gamma is None else \
+                    torch.where(torch.isnan(self.gamma), 1 / g.abs().sum(1).clamp_min(1.0), self.gamma)
+                d = torch.where(restart[:, None], -gamma[:, None] * torch.where(free, g, 0.0), d)
+                t = torch.where(restart, torch.full_like(t, self.lr), t)
+                steepest = steepest | restart
+            pending = pending & ~(give_up & ~restart)  # the projected gradient step failed too: stay
+        moved = (new_u != u).any(1)
+        s, y = new_u - u, new_g - g
+        sy = (s * y).sum(1)
+        keep = moved & (sy > 0)
+        if bool(keep.any()):
+            rho = torch.where(keep, 1 / torch.where(keep, sy, 1.0), 0.0)
+            self.pairs = [*self.pairs, (s, y, rho)][-LBFGS_HISTORY:]
+            gamma = sy / (y * y).sum(1).clamp_min(torch.finfo(y.dtype).tiny)
+            self.gamma = torch.where(keep, gamma, torch.full_like(gamma, math.nan) if self.gamma is None else self.gamma)
+        return new_u, new_f, new_g, moved
 
 
 class GradientInversion:
@@ -86,27 +201,34 @@ class GradientInversion:
     def solve(self, regularizer: Potential | None, history) -> int:
         """Run the optimiser from the current ``u``; returns the iterations done. L-BFGS also
         stops where the gradient vanishes exactly (torch's L-BFGS then returns without an
-        iteration, so ``tol = 0`` would otherwise loop forever)."""
+        iteration, so ``tol = 0`` would otherwise loop forever), and, with a box, where no sample
+        moves (:class:`ProjectedLBFGS`: every sample at a KKT point of the box)."""
         config, opt = self.config, self.optimizer
         box = _box(regularizer)
         u = (self.u if box is None else self.u.clamp(*box)).clone().requires_grad_(True)
 
-        def objective() -> Tensor:
-            misfit = self.task.forward(u) - self.task.data
-            return 0.5 * misfit.pow(2).sum() + _penalty(regularizer, u, opt.eps)
-
-        def closure() -> Tensor:
+        def evaluate(x: Tensor) -> tuple[Tensor, Tensor]:
+            """The objective per sample and its gradient at ``x``."""
             with torch.enable_grad():
-                loss = objective()
-                u.grad = torch.autograd.grad(loss, u)[0]
-            if not bool(torch.isfinite(u.grad).all()):
+                x = x.detach().requires_grad_(True)
+                misfit = self.task.forward(x) - self.task.data
+                loss = 0.5 * misfit.flatten(1).pow(2).sum(1) + _penalty(regularizer, x, opt.eps)
+                grad = torch.autograd.grad(loss.sum(), x)[0]
+            if not bool(torch.isfinite(grad).all()):
                 raise ValueError(
                     f"the objective's gradient is not finite at the current input (regularizer "
                     f"{type(regularizer).__name__}: a nonsmooth one has no gradient at some points, e.g. a "
                     "deepinv TV prior at a flat image; start from another x0, or use liftinv.TV, which this "
                     "baseline smooths)"
                 )
-            return loss.detach()
+            return loss.detach(), grad
+
+        if opt.lbfgs and box is not None:
+            return self._solve_projected(evaluate, u.detach(), box, history)
+
+        def closure() -> Tensor:
+            loss, u.grad = evaluate(u)
+            return loss.sum()
 
         if opt.lbfgs:
             optim = torch.optim.LBFGS([u], lr=opt.lr, history_size=10, line_search_fn="strong_wolfe",
@@ -131,6 +253,32 @@ class GradientInversion:
             if it == done:  # L-BFGS took no iteration: the gradient vanishes exactly, u is stationary
                 break
         self.u = u.detach()
+        return it
+
+    def _solve_projected(self, evaluate, u: Tensor, box: tuple[float, float], history) -> int:
+        """L-BFGS with a box: :class:`ProjectedLBFGS` on the flattened samples, one history entry
+        (the objective before the iteration, the relative change of ``u``) per iteration."""
+        config, shape = self.config, u.shape
+
+        def evaluate_flat(x: Tensor) -> tuple[Tensor, Tensor]:
+            f, g = evaluate(x.reshape(shape))
+            return f, g.reshape(x.shape)
+
+        method = ProjectedLBFGS(evaluate_flat, *box, self.optimizer.lr)
+        x = u.reshape(shape[0], -1)
+        f, g = evaluate_flat(x)
+        start, it = time.perf_counter(), 0
+        while it < config.max_iter:
+            it += 1
+            new, new_f, new_g, moved = method.step(x, f, g)
+            change = float((new - x).norm() / new.norm().clamp_min(1e-30))
+            history.record(f.sum(), change)
+            x, f, g = new, new_f, new_g
+            if (config.tol > 0 and change <= config.tol) or time.perf_counter() - start > config.max_time:
+                break
+            if not bool(moved.any()):  # every sample at a KKT point (or no decrease left in floating point)
+                break
+        self.u = x.reshape(shape)
         return it
 
 
