@@ -427,16 +427,19 @@ def first_alpha(task: Task, regularizer: Potential, config: InversionConfig) -> 
     :math:`J_N^* s = -\alpha\,\partial\mathrm{TV}(u)` with :math:`\|s\| \approx \tau\delta` (the residual
     at the target) and :math:`\|\partial\mathrm{TV}\| \le \sqrt{8n}` (:math:`n` input entries):
     :math:`\alpha_0 = \operatorname{Lip}(N)\,\tau\delta/\sqrt{8n}`
-    (:func:`~liftinv.inversion_search.lipschitz_estimate`); otherwise, or where that estimate is
+    (:func:`~liftinv.inversion_search.lipschitz_estimate`; one for the batch, but one per sample
+    for a network that reads measurements ``y``, whose Jacobian depends on them, so that a
+    sample's guess does not depend on the others'); otherwise, or where that estimate is
     not a positive finite number (a network flat at the random input, e.g. every ReLU inactive:
     the search multiplies and divides :math:`\alpha_0` by 10 and could not leave 0),
     ``config.default_alpha``."""
-    if isinstance(regularizer, TV):
-        y = None if task.y is None else task.y[:1]
-        lip = lipschitz_estimate(lambda x: task.network(x, y), task.x0[:1])
-        if 0 < lip < math.inf:
-            return lip * config.tau * task.delta / math.sqrt(8 * task.x0[0].numel())
-    return torch.full_like(task.delta, config.default_alpha)
+    default = torch.full_like(task.delta, config.default_alpha)
+    if not isinstance(regularizer, TV):
+        return default
+    ys = [None] if task.y is None else [task.y[b:b + 1] for b in range(task.y.shape[0])]
+    lip = torch.tensor([lipschitz_estimate(lambda x: task.network(x, y), task.x0[:1]) for y in ys]).to(task.delta)
+    usable = (lip > 0) & torch.isfinite(lip)
+    return torch.where(usable, lip * config.tau * task.delta / math.sqrt(8 * task.x0[0].numel()), default)
 
 
 # --------------------------------------------------------------------------------- entry point

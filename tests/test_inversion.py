@@ -753,6 +753,22 @@ def test_first_alpha_for_tv_follows_the_lipschitz_constant_and_tau():
     torch.testing.assert_close(first_alpha(task, Tikhonov(), cfg), torch.full((2,), 0.3, dtype=F64))
 
 
+def test_first_alpha_of_a_network_with_measurements_is_per_sample():
+    """A network that reads measurements y has a Jacobian that depends on them: the TV guess used
+    sample 0's y for every sample (sample 1's guess differed from its solo one by 1e-3
+    relatively). Oracle: each sample's guess computed alone."""
+    from liftinv.architectures import ARCHITECTURES
+    from liftinv.inversion import first_alpha
+
+    example = ARCHITECTURES["unrolled_primal_dual"](gen(0))
+    net, y = example.network, example.y
+    f = net(example.u, y).detach()
+    batch = first_alpha(prepare(net, f, noise_level=0.1, y=y), TV(), InversionConfig())
+    for b in range(2):
+        alone = first_alpha(prepare(net, f[b:b + 1], noise_level=0.1, y=y[b:b + 1]), TV(), InversionConfig())
+        torch.testing.assert_close(batch[b:b + 1], alone, rtol=1e-12, atol=0)
+
+
 def test_tv_weight_search_leaves_zero_for_a_network_flat_at_the_random_input():
     r"""A ReLU layer :math:`N(u) = \max(u - 5, 0)` is flat on :math:`[0, 1]^n`, where
     ``lipschitz_estimate`` probes it: the estimate is 0, and so was :math:`\alpha_0`, which the
