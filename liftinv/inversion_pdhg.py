@@ -104,10 +104,12 @@ class PrimalDual:
             self.offset = layer.preactivation([torch.zeros_like(x0)], y)
         self.apply = lambda u: linear_part(module, u)
         _, self._adjoint = vjp(self.apply, torch.zeros_like(x0))
+        # ||M||^2 on one sample (M acts on every sample alike): the steps do not depend on the batch
+        _, adjoint_one = vjp(self.apply, torch.zeros_like(x0[:1]))
         g = torch.Generator(device=x0.device).manual_seed(0)
-        start = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=g)
+        start = torch.randn((1, *x0.shape[1:]), dtype=x0.dtype, device=x0.device, generator=g)
         with torch.no_grad():
-            self.norm_sq = NORM_MARGIN * lanczos_max(lambda v: self.adjoint(self.apply(v)), start, max_iter=30, rtol=1e-4)
+            self.norm_sq = NORM_MARGIN * lanczos_max(lambda v: adjoint_one(self.apply(v))[0], start, max_iter=30, rtol=1e-4)
         self.beta = self.norm_sq**0.5
         self.u = x0.clone()
         with torch.no_grad():

@@ -125,6 +125,22 @@ def test_one_softmax_layer_with_tv_matches_a_bound_constrained_reference():
     torch.testing.assert_close(res.input.flatten(), u_ref, atol=1e-7, rtol=0)
 
 
+def test_pdhg_batch_samples_are_solved_independently():
+    """PDHG's steps come from a Lanczos estimate of ||M||^2, which was taken on a random start of
+    the batch's shape, so a sample's step, and iterates (1.7e-10 after 200 iterations), depended
+    on the batch; it is now taken on one sample. Oracle: each sample solved alone (its own TV
+    weight), fixed number of iterations, to 1e-13."""
+    model = perceptron(30, (1, 7, 7), nn.LeakyReLU(0.5))
+    u = torch.rand(3, 1, 7, 7, dtype=F64, generator=gen(0))
+    f, _ = noisy(model(u).detach(), 0.05)
+    weights = torch.tensor([0.01, 0.05, 0.2], dtype=F64)
+    config = InversionConfig(max_iter=200, tol=0)
+    batch = invert(model, f, regularizer=TV(weights), input_shape=(1, 7, 7), config=config)
+    for b in range(3):
+        solo = invert(model, f[b:b + 1], regularizer=TV(weights[b:b + 1]), input_shape=(1, 7, 7), config=config)
+        torch.testing.assert_close(batch.input[b:b + 1], solo.input, rtol=0, atol=1e-13)
+
+
 def test_pdhg_layer_weight_scales_the_data_term():
     r""":math:`\lambda B(f, Wu + b) + \alpha TV(u)` is :math:`\lambda` times the objective with the
     weights 1 and :math:`\alpha/\lambda`: same minimiser, energies in the ratio :math:`\lambda`."""
