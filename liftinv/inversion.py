@@ -561,6 +561,17 @@ def invert(
     Returns:
         :class:`InversionResult`.
 
+    **Batches.** The samples' problems are independent and are solved side by side, each with its
+    own weight search and momentum restarts; with a fixed weight (or ``weight=None`` without a
+    noise level), ``tol = 0`` and no ``max_time``, a sample's result is that of the sample inverted
+    alone, with these exceptions, where a sample's iterates depend on the others' (not the
+    minimiser they converge to): a solve stops when the change (BCD) or the residuals (PDHG) of
+    the whole batch fall below ``tol``, or at ``max_time`` for the whole batch, so the weight search's
+    test of a solve that stopped at its limit (:func:`~liftinv.inversion_search.search_alpha`'s
+    ``unsettled``) is one for the batch; and a smooth regulariser with per-sample weights
+    (e.g. ``Tikhonov(w)``, ``w`` of shape ``(B,)``) gives the input block of BCD one step size, from
+    the largest weight in the batch.
+
     Raises:
         TypeError: unsupported layers (from :func:`liftinv.lift`), wrong argument types or dtypes.
         ValueError: shapes not matching the network, NaN/Inf in ``output``, a negative or

@@ -2,7 +2,7 @@ r"""Gradient-based inversion baseline: autograd through the whole network.
 
 .. math:: \min_u\; \tfrac12\|N(u) - f_\delta\|^2 + \alpha J_\varepsilon(u)
 
-per sample, by Adam (projected onto the box, if any) or L-BFGS on :math:`u`, with gradients by
+per sample (see :func:`invert_gradient` for what a batch shares), by Adam (projected onto the box, if any) or L-BFGS on :math:`u`, with gradients by
 backpropagation through :math:`N` (the network's parameters get no gradient). L-BFGS without a box
 is ``torch.optim.LBFGS`` (strong Wolfe line search); with a box, :class:`ProjectedLBFGS` (active
 set, projected Armijo search), whose fixed points are the box's KKT points: clamping torch's
@@ -301,7 +301,13 @@ def invert_gradient(
     takes any ``nn.Module`` mapping ``(B, *input_shape)`` to the output (autograd is all it needs);
     one that :func:`liftinv.lift` refuses needs ``input_shape`` or ``x0``, and runs in the mode it
     is in (call ``model.eval()`` first if it has dropout or batch norm, whose running statistics
-    the forward passes of a training-mode model would update)."""
+    the forward passes of a training-mode model would update).
+
+    Batches (the objective is a sum over samples): Adam (elementwise) and L-BFGS with a box
+    (:class:`ProjectedLBFGS`) move each sample as if it were solved alone; L-BFGS without a box is
+    one torch L-BFGS on the whole batch (one line search and memory: a sample's iterates depend on
+    the others', not the minimiser). The stopping test (``tol``: the change of the whole batch)
+    and ``max_time`` are for the batch, as in :func:`liftinv.invert`."""
     if not isinstance(config, InversionConfig):
         raise TypeError(f"config must be an InversionConfig, got {type(config).__name__}")
     if not isinstance(optimizer, GradientOptimizer):
