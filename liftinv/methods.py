@@ -28,7 +28,7 @@ from liftinv.problem import LiftedProblem
 from liftinv.solvers import BCD, ISGM, SolverState
 from liftinv.solvers.rules import check_real
 from liftinv.tasks import Batch
-from liftinv.validation import check_flag, positive_int
+from liftinv.validation import check_flag, checked_field, positive_int
 
 OPTIMIZERS = ("adam", "sgd")
 _PENALTY_NAMES = {penalties.BREGMAN: "bregman", penalties.MAC: "mac", penalties.FENCHEL: "fenchel"}
@@ -69,9 +69,9 @@ class Lifted:
             raise ValueError(f"penalty must be one of BREGMAN, MAC, FENCHEL, got {self.penalty!r}")
         if not isinstance(self.solver, (BCD, ISGM)):
             raise TypeError(f"solver must be a BCD or an ISGM, got {type(self.solver).__name__}")
-        positive_int("sweeps_per_batch", self.sweeps_per_batch)
-        positive_int("power_iters", self.power_iters)
-        positive_int("lipschitz_every", self.lipschitz_every)
+        checked_field(self, "sweeps_per_batch", positive_int)
+        checked_field(self, "power_iters", positive_int)
+        checked_field(self, "lipschitz_every", positive_int)
         check_flag("cache_preactivations", self.cache_preactivations)
 
     @property
@@ -97,10 +97,10 @@ class Backprop:
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        check_real("lr", self.lr)
+        checked_field(self, "lr", check_real)
         if not 0 < self.lr < math.inf:
             raise ValueError(f"lr must be a positive finite number, got {self.lr}")
-        check_real("momentum", self.momentum)
+        checked_field(self, "momentum", check_real)
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 

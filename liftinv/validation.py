@@ -1,12 +1,19 @@
 """Argument checks shared by configuration objects and builders."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from operators.checks import is_integer
+
+
+def checked_field(obj: object, name: str, check: Callable[[str, object], object]) -> None:
+    """Check field ``name`` of the dataclass ``obj`` (frozen or not) by ``check(name, value)`` and
+    store the result, a Python number: a NumPy number would stay otherwise and print as another
+    text in ``repr(obj)``, the method text that a checkpoint records and a resume compares."""
+    object.__setattr__(obj, name, check(name, getattr(obj, name)))
 
 
 def positive_int(name: str, value: object) -> int:

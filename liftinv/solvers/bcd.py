@@ -62,7 +62,7 @@ from liftinv.blocks import Block, Params, Var
 from liftinv.solvers.protocol import BlockProblem
 from liftinv.solvers.rules import Plain, Rule, check_real
 from liftinv.solvers.schedules import Schedule, TopDown
-from liftinv.validation import check_flag, positive_int
+from liftinv.validation import check_flag, checked_field, positive_int
 from operators.checks import all_finite
 
 
@@ -163,10 +163,10 @@ class BCD:
         for name, kind in (("var_rule", Rule), ("param_rule", Rule), ("schedule", Schedule)):
             if not isinstance(getattr(self, name), kind):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
-        check_real("step_scale", self.step_scale)
+        checked_field(self, "step_scale", check_real)
         if not 0 < self.step_scale < 2:
             raise ValueError(f"step_scale must be in (0, 2), got {self.step_scale}")
-        positive_int("var_sweeps", self.var_sweeps)
+        checked_field(self, "var_sweeps", positive_int)
         check_flag("interleave", self.interleave)
 
     def init(self, problem: BlockProblem) -> SolverState:

@@ -21,7 +21,7 @@ from liftinv.blocks import Block, Params
 from liftinv.solvers.bcd import BCD, NonFiniteError, SolverState
 from liftinv.solvers.protocol import BlockProblem
 from liftinv.solvers.rules import check_real
-from liftinv.validation import positive_int
+from liftinv.validation import checked_field, positive_int
 
 
 class ProximalPoint:
@@ -99,12 +99,12 @@ class ISGM:
     inner_steps: int = 1
 
     def __post_init__(self):
-        check_real("eta", self.eta)
+        checked_field(self, "eta", check_real)
         if not self.eta > 0:
             raise ValueError(f"eta must be positive, got {self.eta}")
         if not isinstance(self.inner, BCD):
             raise TypeError(f"inner must be a BCD, got {type(self.inner).__name__}")
-        positive_int("inner_steps", self.inner_steps)
+        checked_field(self, "inner_steps", positive_int)
 
     def init(self, problem: BlockProblem) -> SolverState:
         """A fresh state (only the iteration count persists between outer steps)."""

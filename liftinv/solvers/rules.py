@@ -17,21 +17,27 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from liftinv.validation import checked_field
 from operators.checks import is_real
 
 Values = list[Tensor]
 Prox = Callable[[Values, float], Values]
 
 
-def check_real(name: str, value) -> None:
+def check_real(name: str, value) -> float:
+    """``value`` as a Python float if it is a real number (NumPy numbers included), else a
+    ``TypeError`` naming ``name``."""
     if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
 
 
-def _check_momentum(name: str, value: float) -> None:
-    check_real(name, value)
+def _momentum(name: str, value) -> float:
+    """``value`` as a Python float if it is a real number in [0, 1), else an error naming ``name``."""
+    value = check_real(name, value)
     if not 0 <= value < 1:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return value
 
 
 class Rule:
@@ -80,7 +86,7 @@ class HeavyBall(Rule):
     beta: float = 0.9
 
     def __post_init__(self):
-        _check_momentum("beta", self.beta)
+        checked_field(self, "beta", _momentum)
 
     def init(self, values):
         return {"prev": values}
@@ -114,7 +120,7 @@ class Nesterov(Rule):
 
     def __post_init__(self):
         if self.beta is not None:
-            _check_momentum("beta", self.beta)
+            checked_field(self, "beta", _momentum)
 
     def init(self, values):
         return {"prev": values, "t": 0.0}
@@ -178,12 +184,12 @@ class Adam(Rule):
     needs_step = False
 
     def __post_init__(self):
-        check_real("lr", self.lr)
-        check_real("eps", self.eps)
+        checked_field(self, "lr", check_real)
+        checked_field(self, "eps", check_real)
         if not 0 < self.lr < math.inf:
             raise ValueError(f"lr must be a positive finite number, got {self.lr}")
-        _check_momentum("b1", self.b1)
-        _check_momentum("b2", self.b2)
+        checked_field(self, "b1", _momentum)
+        checked_field(self, "b2", _momentum)
         if not 0 < self.eps < math.inf:
             raise ValueError(f"eps must be a positive finite number, got {self.eps}")
 
