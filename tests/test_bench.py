@@ -119,6 +119,30 @@ def test_training_targets_compare_the_selected_rows_and_the_low_memory_variant()
     ]
 
 
+def test_training_targets_count_a_method_whose_every_configuration_diverged():
+    """A lifted method that diverged (run_task's row: NaN numbers, not selected) misses its
+    targets, printed as NOT met; the lines were left out, so a run whose only lifted
+    configuration diverged printed no target line for it. A diverged backprop or MAC is beaten
+    by a lifted run; no memory comparison with a diverged run (its peak is not measured)."""
+    from liftinv.bench.training import targets
+
+    nan = float("nan")
+
+    def row(task, method, psnr, mb, selected=True):
+        return {"task": task, "method": method, "psnr": psnr, "peak_memory_mb": mb, "selected": selected}
+
+    records = [row("ct", "bregman-bcd", nan, nan, False), row("ct", "mac-bcd", 24.0, 13.0),
+               row("ct", "backprop-adam", 26.0, 11.0), row("ct", "backprop-adam", nan, nan, False),
+               row("denoising", "bregman-bcd", 25.0, 12.0), row("denoising", "mac-bcd", nan, nan, False),
+               row("denoising", "backprop-adam", nan, nan, False)]
+    assert targets(records) == [
+        "ct: bregman-bcd diverged vs backprop-adam 26.00 dB at equal time (NOT met); memory not compared (diverged)",
+        "ct: bregman-bcd diverged vs mac-bcd 24.00 dB (NOT met)",
+        "denoising: bregman-bcd 25.00 dB vs backprop-adam diverged at equal time (met); memory not compared (diverged)",
+        "denoising: bregman-bcd 25.00 dB vs mac-bcd diverged (met)",
+    ]
+
+
 def test_alignment_benchmark_compares_each_group_with_backprop():
     """One record per order and parameter group; interleaved, the top layer's parameters step
     from the forward pass's residual of the clamped output, exactly backpropagation's gradient

@@ -32,6 +32,7 @@ hyper-parameters and NaN numbers (``null`` in the JSON), never selected. Converg
 from __future__ import annotations
 
 import dataclasses
+import math
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -179,28 +180,49 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+#: The stand-in for a method every configuration of which diverged (no selected row).
+DIVERGED = {"psnr": -math.inf, "peak_memory_mb": math.nan}
+
+
+def _psnr(row: dict) -> str:
+    return "diverged" if row is DIVERGED else f"{row['psnr']:.2f} dB"
+
+
 def _memory(lifted: dict, bp: dict, name: str = "") -> str:
-    """``memory A vs [name ]B MB (met)``: the lifted run's peak against backprop's."""
+    """``memory A vs [name ]B MB (met)``: the lifted run's peak against backprop's (none for a
+    diverged method, whose peak is not measured)."""
+    if lifted is DIVERGED or bp is DIVERGED:
+        return "memory not compared (diverged)"
     return (f"memory {lifted['peak_memory_mb']:.1f} vs {name}{bp['peak_memory_mb']:.1f} MB "
             f"({_verdict(lifted['peak_memory_mb'] <= bp['peak_memory_mb'])})")
 
 
+def _beats(a: dict, b: dict, strict: bool) -> bool:
+    """Whether ``a``'s test PSNR is at least (``strict``: above) ``b``'s; a diverged ``a`` never
+    is, a diverged ``b`` is beaten by any ``a`` that ran."""
+    if a is DIVERGED or b is DIVERGED:
+        return b is DIVERGED and a is not DIVERGED
+    return a["psnr"] > b["psnr"] if strict else a["psnr"] >= b["psnr"]
+
+
 def targets(records: list[dict]) -> list[str]:
-    """One line per target of the benchmark, with the numbers it compares."""
-    best = {(r["task"], r["method"]): r for r in records if r["selected"]}
+    """One line per target of the benchmark, with the numbers it compares. A method of a task all
+    of whose configurations diverged is ``diverged``: a lifted one misses its targets."""
+    best = {(r["task"], r["method"]): DIVERGED for r in records}  # replaced by the selected row, if any
+    best.update({(r["task"], r["method"]): r for r in records if r["selected"]})
     lines = []
     for task in dict.fromkeys(r["task"] for r in records):
         breg, bp, mac = best.get((task, "bregman-bcd")), best.get((task, "backprop-adam")), best.get((task, "mac-bcd"))
         low = best.get((task, "bregman-bcd-low-memory"))
         if breg and bp:
             lines.append(
-                f"{task}: bregman-bcd {breg['psnr']:.2f} dB vs backprop-adam {bp['psnr']:.2f} dB at equal time "
-                f"({_verdict(breg['psnr'] >= bp['psnr'])}); {_memory(breg, bp)}"
+                f"{task}: bregman-bcd {_psnr(breg)} vs backprop-adam {_psnr(bp)} at equal time "
+                f"({_verdict(_beats(breg, bp, strict=False))}); {_memory(breg, bp)}"
             )
         if low and bp:
-            lines.append(f"{task}: bregman-bcd-low-memory {low['psnr']:.2f} dB, {_memory(low, bp, 'backprop-adam ')}")
+            lines.append(f"{task}: bregman-bcd-low-memory {_psnr(low)}, {_memory(low, bp, 'backprop-adam ')}")
         if breg and mac:
-            lines.append(f"{task}: bregman-bcd {breg['psnr']:.2f} dB vs mac-bcd {mac['psnr']:.2f} dB ({_verdict(breg['psnr'] > mac['psnr'])})")
+            lines.append(f"{task}: bregman-bcd {_psnr(breg)} vs mac-bcd {_psnr(mac)} ({_verdict(_beats(breg, mac, strict=True))})")
     return lines
 
 
