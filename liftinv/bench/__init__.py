@@ -36,6 +36,11 @@ SECTIONS = {
 }
 
 
+def verdict(ok: bool) -> str:
+    """How a benchmark prints whether a target is reached: ``met`` or ``NOT met``."""
+    return "met" if ok else "NOT met"
+
+
 def format_table(records: list[dict]) -> str:
     """Render records as a Markdown table with the union of their keys as columns (list-valued
     fields, e.g. curves, are left to the JSON)."""

@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from liftinv.bench import verdict
 from liftinv.evaluation import evaluate
 from liftinv.history import plot_psnr_vs_time
 from liftinv.penalty import MAC
@@ -176,10 +177,6 @@ def run_task(name: str, quick: bool = False, device: str = "cpu") -> list[dict]:
     return rows
 
 
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "NOT met"
-
-
 #: The stand-in for a method every configuration of which diverged (no selected row).
 DIVERGED = {"psnr": -math.inf, "peak_memory_mb": math.nan}
 
@@ -194,7 +191,7 @@ def _memory(lifted: dict, bp: dict, name: str = "") -> str:
     if lifted is DIVERGED or bp is DIVERGED:
         return "memory not compared (diverged)"
     return (f"memory {lifted['peak_memory_mb']:.1f} vs {name}{bp['peak_memory_mb']:.1f} MB "
-            f"({_verdict(lifted['peak_memory_mb'] <= bp['peak_memory_mb'])})")
+            f"({verdict(lifted['peak_memory_mb'] <= bp['peak_memory_mb'])})")
 
 
 def _beats(a: dict, b: dict, strict: bool) -> bool:
@@ -217,12 +214,12 @@ def targets(records: list[dict]) -> list[str]:
         if breg and bp:
             lines.append(
                 f"{task}: bregman-bcd {_psnr(breg)} vs backprop-adam {_psnr(bp)} at equal time "
-                f"({_verdict(_beats(breg, bp, strict=False))}); {_memory(breg, bp)}"
+                f"({verdict(_beats(breg, bp, strict=False))}); {_memory(breg, bp)}"
             )
         if low and bp:
             lines.append(f"{task}: bregman-bcd-low-memory {_psnr(low)}, {_memory(low, bp, 'backprop-adam ')}")
         if breg and mac:
-            lines.append(f"{task}: bregman-bcd {_psnr(breg)} vs mac-bcd {_psnr(mac)} ({_verdict(_beats(breg, mac, strict=True))})")
+            lines.append(f"{task}: bregman-bcd {_psnr(breg)} vs mac-bcd {_psnr(mac)} ({verdict(_beats(breg, mac, strict=True))})")
     return lines
 
 
