@@ -134,11 +134,16 @@ def test_pdhg_batch_samples_are_solved_independently():
     u = torch.rand(3, 1, 7, 7, dtype=F64, generator=gen(0))
     f, _ = noisy(model(u).detach(), 0.05)
     weights = torch.tensor([0.01, 0.05, 0.2], dtype=F64)
-    config = InversionConfig(max_iter=200, tol=0)
-    batch = invert(model, f, regularizer=TV(weights), input_shape=(1, 7, 7), config=config)
-    for b in range(3):
-        solo = invert(model, f[b:b + 1], regularizer=TV(weights[b:b + 1]), input_shape=(1, 7, 7), config=config)
-        torch.testing.assert_close(batch.input[b:b + 1], solo.input, rtol=0, atol=1e-13)
+    _assert_samples_solved_alone(model, f, weights, (1, 7, 7), InversionConfig(max_iter=200, tol=0), atol=1e-13)
+
+
+def _assert_samples_solved_alone(network, f, weights, input_shape, config, atol):
+    """``invert`` of the batch ``f`` with per-sample TV ``weights`` equals, per sample, the
+    inversion of that sample alone with its own weight, to ``atol``."""
+    batch = invert(network, f, regularizer=TV(weights), input_shape=input_shape, config=config)
+    for b in range(len(f)):
+        solo = invert(network, f[b:b + 1], regularizer=TV(weights[b:b + 1]), input_shape=input_shape, config=config)
+        torch.testing.assert_close(batch.input[b:b + 1], solo.input, rtol=0, atol=atol)
 
 
 def test_pdhg_layer_weight_scales_the_data_term():
@@ -497,11 +502,7 @@ def test_deep_bcd_batch_samples_are_solved_independently_with_nesterov():
             p.copy_(torch.randn(p.shape, dtype=F64, generator=gen(seed)) / 3)
     f = net(torch.rand(3, 1, 6, 6, dtype=F64, generator=gen(5))).detach()
     weights = torch.tensor([0.003, 0.05, 0.3], dtype=F64)
-    config = InversionConfig(max_iter=100, tol=0)
-    batch = invert(net, f, regularizer=TV(weights), input_shape=(1, 6, 6), config=config)
-    for b in range(3):
-        solo = invert(net, f[b:b + 1], regularizer=TV(weights[b:b + 1]), input_shape=(1, 6, 6), config=config)
-        torch.testing.assert_close(batch.input[b:b + 1], solo.input, rtol=0, atol=1e-12)
+    _assert_samples_solved_alone(net, f, weights, (1, 6, 6), InversionConfig(max_iter=100, tol=0), atol=1e-12)
 
 
 def test_noiseless_injective_network_recovers_input():
