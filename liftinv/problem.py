@@ -97,9 +97,16 @@ def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
 
 
 def _accumulate(total: dict, key: object, g: Tensor | None) -> None:
-    """``total[key] += g`` (in place after the first term; ``None`` adds nothing)."""
-    if g is not None:
-        total[key] = total[key].add_(g) if key in total else g
+    """``total[key] += g`` (in place after the first term; ``None`` adds nothing). A first term
+    that shares storage with another entry is copied: autograd hands one cotangent unchanged to
+    every input that a layer reads through the identity or a view (:math:`x_1 + x_2`), and the
+    in-place sums of one variable's gradient must not change another's."""
+    if g is None:
+        return
+    if key in total:
+        total[key].add_(g)
+    else:
+        total[key] = g.clone() if shares_storage(g, list(total.values())) else g
 
 
 def _fresh(a: Tensor, keep: bool) -> bool:

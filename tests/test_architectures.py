@@ -1185,6 +1185,32 @@ def test_a_module_read_by_several_inputs_is_applied_to_each():
     torch.testing.assert_close(layer.preactivation(z), z[2], rtol=0, atol=0)
 
 
+def test_gradients_of_variables_read_through_identities_by_one_layer_do_not_alias():
+    r"""A layer :math:`x_3 = x_1 + x_2` reads two free variables through identities (views):
+    autograd hands both the same cotangent :math:`\lambda_3 r_3`. The Jacobi gradients of
+    :math:`x_1` (read by layer 2 as well) and :math:`x_2` equal autograd of the energy: the
+    second term of :math:`x_1`'s sum must not be added into :math:`x_2`'s gradient."""
+    from liftinv.activations import Identity
+    from liftinv.network import LiftedNetwork
+
+    from liftinv.architectures._common import init_parameters_
+
+    g = gen(42)
+    for skip in (nn.Identity(), nn.Flatten()):
+        layers = [Layer([0], [nn.Linear(4, 4)], Tanh()), Layer([1], [nn.Linear(4, 4)], Tanh()),
+                  Layer([1, 2], [nn.Identity(), skip], Identity(), weight=2.0)]
+        net = LiftedNetwork(layers).double()
+        init_parameters_(net, g)
+        xs = perturbed(net, net.feasible(torch.randn(3, 4, generator=g, dtype=DT)), g)
+        problem = LiftedProblem(net, xs, free_vars=[1, 2], train_params=False)
+        grads = problem.grads([Var(1), Var(2)])
+        for i, grad in zip((1, 2), grads):
+            leaves = [x.detach().clone().requires_grad_() for x in xs]
+            expected = torch.autograd.grad(energy(net, leaves, None, BREGMAN, own=i), leaves[i])[0]
+            torch.testing.assert_close(grad[0], expected, rtol=1e-12, atol=1e-12, msg=f"x_{i}")
+        assert grads[0][0].untyped_storage().data_ptr() != grads[1][0].untyped_storage().data_ptr()
+
+
 @pytest.mark.parametrize("schedule", ["top-down", "simultaneous"])
 def test_sweeps_never_overwrite_values_returned_by_get(example, schedule):
     """The BlockProblem contract the solvers rely on (previous iterates, stopping tests): values
