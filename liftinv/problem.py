@@ -327,9 +327,16 @@ class LiftedProblem:
 
     def rebind(self, xs: Sequence[Tensor], y: Tensor | None = None) -> None:
         """Hold a new batch: replace every variable and the measurements. Lipschitz constants
-        of variable blocks (they depend on the maps only) and power-iteration vectors are kept."""
+        of variable blocks (they depend on the maps and on the variable's sample shape: a
+        zero-padded convolution has a larger norm on larger images) and power-iteration vectors
+        are kept, except those of a variable whose sample shape changes (a convolutional
+        network on images of another size), which are recomputed when next asked for."""
         if len(xs) != len(self.xs):
             raise ValueError(f"xs must hold {len(self.xs)} variables, got {len(xs)}")
+        for i, (old, new) in enumerate(zip(self.xs, xs)):
+            if old.shape[1:] != new.shape[1:]:
+                self._lip.pop(Var(i), None)
+                self._eigvec.pop(Var(i), None)
         self.xs = [x.detach() for x in xs]
         self.y = y
         self._pre.clear()

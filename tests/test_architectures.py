@@ -530,6 +530,38 @@ def test_parameter_lipschitz_constants_follow_the_variables_they_read():
     assert problem.lipschitz(Var(1)) == var
 
 
+def test_rebind_to_images_of_another_size_recomputes_the_variable_lipschitz_constants():
+    r"""A convolutional network takes images of any size, and a zero-padded convolution's norm
+    grows with the image: after ``rebind`` from 3 x 3 to 8 x 9 images, each variable block's
+    constant lies in :math:`[\lambda, 1.06\lambda]` for :math:`\lambda = \lambda_{\max}(\sum_k
+    \lambda_k M_k^* M_k)` on the new size (explicit matrices of the maps), also after a
+    parameter move (which recomputes them from warm-started vectors)."""
+    net = ProximalNeuralNetwork(1, 2, 2, kernel_size=3, threshold=0.1, generator=gen(43)).double()
+    small, large = (torch.randn(2, 1, *hw, generator=gen(44), dtype=DT) for hw in ((3, 3), (8, 9)))
+    problem = LiftedProblem(net, net.feasible(small), free_vars=range(net.depth), train_params=True, power_iters=20)
+    blocks = [Var(i) for i in range(net.depth)]
+    for b in blocks:
+        problem.lipschitz(b)
+    xs = net.feasible(large)
+
+    def check():
+        for i in range(net.depth):
+            n = xs[i][0].numel()
+            basis = torch.eye(n, dtype=DT).reshape(n, *xs[i].shape[1:])
+            gram = torch.zeros(n, n, dtype=DT)
+            for k, pos in net.consumers(i):
+                with torch.no_grad():
+                    cols = net.layer(k).maps[pos](basis).reshape(n, -1)
+                gram += net.layer(k).weight * cols @ cols.T
+            lam = float(torch.linalg.eigvalsh(gram).max())
+            assert lam * (1 - 1e-9) <= problem.lipschitz(Var(i)) <= 1.06 * lam, (i, problem.lipschitz(Var(i)), lam)
+
+    problem.rebind(xs)
+    check()
+    problem.set(Params(0), problem.get(Params(0)))
+    check()
+
+
 def test_layers_and_networks_validate_their_arguments():
     """A layer needs one map per input, at least one, distinct inputs and a finite real weight
     > 0 (NaN, infinity, strings and bools refused); a network needs at least one layer, ``Layer`` instances only, each reading
