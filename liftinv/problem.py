@@ -75,7 +75,7 @@ from liftinv.layer import shares_storage
 from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential
-from liftinv.validation import check_flag, positive_int
+from liftinv.validation import check_flag, positive_int, reference_tensor
 from operators.checks import is_integer
 
 
@@ -132,6 +132,27 @@ def _trainable(module: torch.nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
 
+def _check_variables(network: LiftedNetwork, xs: Sequence[Tensor]) -> None:
+    """Raise a ``TypeError`` or ``ValueError`` naming ``xs[k]`` unless every variable is a real
+    floating tensor of the network's dtype and device (:func:`~liftinv.validation.reference_tensor`;
+    those of ``xs[0]`` for a network with neither parameters nor buffers) with the batch size of
+    ``xs[0]``. No pass over the values: the maps would otherwise fail inside torch, or the
+    penalties name their own arguments (``z`` and ``a``)."""
+    ref = reference_tensor(network)
+    for k, x in enumerate(xs):
+        name = f"xs[{k}]"
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a real floating tensor, got dtype {x.dtype}")
+        like = xs[0] if ref is None else ref
+        if x.dtype != like.dtype or x.device != like.device:
+            raise TypeError(f"{name} has dtype {x.dtype} on {x.device}, the network uses {like.dtype} on {like.device}")
+        if x.ndim == 0 or x.shape[0] != xs[0].shape[0]:
+            raise ValueError(f"{name} must have a batch dimension of size {xs[0].shape[0] if xs[0].ndim else 'B'} "
+                             f"(that of xs[0]), got shape {tuple(x.shape)}")
+
+
 def power_iteration(apply, v: list[Tensor], iters: int) -> tuple[float, list[Tensor]]:
     """Largest eigenvalue of the PSD map ``apply`` on lists of tensors, from ``v`` (0 once an
     iterate vanishes: a zero iterate is divided by 1, and the linear map keeps it zero). The
@@ -162,7 +183,9 @@ class LiftedProblem:
     Args:
         network: the lifted network (:meth:`set` gives its parameters new values).
         xs: initial variables ``[x_0, ..., x_K]`` (e.g. ``network.feasible(u)``, with ``x_K``
-            replaced by a clamped target); detached, never modified in place (updates replace them).
+            replaced by a clamped target): real floating tensors of the network's dtype and
+            device with one batch size (checked here and by :meth:`rebind`, naming ``xs[k]``);
+            detached, never modified in place (updates replace them).
         y: measurements for layers with a data term.
         free_vars: indices (integers in ``[0, K]``) of the variables that are optimised; the
             others stay fixed.
@@ -207,6 +230,7 @@ class LiftedProblem:
                     raise TypeError(f"{name} must hold variable indices (integers), got {i!r}")
                 if not 0 <= i <= K:
                     raise ValueError(f"variable index {i} out of range [0, {K}]")
+        _check_variables(network, xs)
         terms = {int(i): term for i, term in terms.items()}
         for i, term in terms.items():
             if i > 0 and not term.smooth:
@@ -333,6 +357,7 @@ class LiftedProblem:
         network on images of another size), which are recomputed when next asked for."""
         if len(xs) != len(self.xs):
             raise ValueError(f"xs must hold {len(self.xs)} variables, got {len(xs)}")
+        _check_variables(self.network, xs)
         for i, (old, new) in enumerate(zip(self.xs, xs)):
             if old.shape[1:] != new.shape[1:]:
                 self._lip.pop(Var(i), None)

@@ -652,6 +652,32 @@ def test_lifted_problem_validates_its_arguments():
         problem.rebind([*xs, xs[-1]])
 
 
+def test_lifted_problem_names_the_variable_of_a_wrong_dtype_device_or_batch():
+    """Each variable must be a real floating tensor of the network's dtype with the batch size of
+    ``xs[0]``, checked by the constructor and by ``rebind`` naming ``xs[k]``: a float32 input
+    of a float64 network failed inside ``F.linear`` ('mat1 and mat2 must have the same dtype'),
+    and a variable of another batch size inside the penalty, naming its ``z`` and ``a``."""
+    from liftinv.activations import Identity
+    from liftinv.network import LiftedNetwork
+
+    net = LiftedNetwork([Layer([0], [nn.Linear(3, 3).double()], Identity()), Layer([1], [nn.Linear(3, 2).double()], Identity())])
+    xs = net.feasible(torch.randn(2, 3, generator=gen(45), dtype=DT))
+    problem = LiftedProblem(net, xs, free_vars=(1,), train_params=True)
+    bad = [
+        ([xs[0].float(), *xs[1:]], TypeError, r"xs\[0\] has dtype torch.float32 on cpu, the network uses torch.float64"),
+        ([xs[0], xs[1].to(torch.int64), xs[2]], TypeError, r"xs\[1\] must be a real floating tensor, got dtype torch.int64"),
+        ([xs[0], xs[1], xs[2].tolist()], TypeError, r"xs\[2\] must be a torch.Tensor, got list"),
+        ([xs[0], xs[1][:1], xs[2]], ValueError, r"xs\[1\] must have a batch dimension of size 2 \(that of xs\[0\]\), got shape \(1, 3\)"),
+    ]
+    for variables, error, message in bad:
+        with pytest.raises(error, match=message):
+            LiftedProblem(net, variables, free_vars=(1,), train_params=True)
+        with pytest.raises(error, match=message):
+            problem.rebind(variables)
+    problem.rebind([x[:1] for x in xs])  # one batch size for all: accepted
+    torch.testing.assert_close(problem.energy(), net.energy([x[:1] for x in xs]).sum(), rtol=0, atol=0)
+
+
 def test_parameter_lipschitz_bounds_are_tight_gauss_newton_bounds(example):
     """Same for Params blocks, J from differences (exact for groups entering affinely; groups
     entering through a product of parameters, where no global bound exists, are left out)."""
