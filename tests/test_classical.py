@@ -1,3 +1,4 @@
+import math
 import numpy as np
 import pytest
 import torch
@@ -188,3 +189,28 @@ def test_tikhonov_of_complex_mri_data_equals_the_real_layout(x0):
     assert xc.dtype == torch.complex128
     torch.testing.assert_close(real(xc), xr, rtol=0, atol=1e-10)
     torch.testing.assert_close(mri.A_adjoint(mri.A(xc)) + 0.1 * xc, mri.A_adjoint(y), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("solve", ["tikhonov", "pdhg_tv"])
+def test_iterations_read_the_host_once_each(monkeypatch, solve):
+    """Each CG / PDHG iteration reads the device once (its stopping test; a device sync on a GPU):
+    y and x0 are scanned for NaN/Inf on entry, and the iterates go through A and A^* unscanned
+    (values_trusted), as in the network layers. The operators' own scans made it three reads per
+    iteration. Oracle: the count of host reads (tol = 0: no early stop) for 4 and 9 iterations."""
+    blur = Blur(gaussian_kernel(0.7, 3, dtype=torch.float64), boundary="zero", dtype=torch.float64)
+    y = blur.A(torch.rand(2, 1, 7, 8, dtype=torch.float64, generator=gen(31)))
+    run = {"tikhonov": lambda n: tikhonov(y, blur, 0.1, n_iter=n, tol=0.0),
+           "pdhg_tv": lambda n: pdhg_tv(blur, y, 0.05, n_iter=n, tol=0.0)}[solve]
+    run(1)  # the operator norm is cached
+    counts = []
+    for n in (4, 9):
+        reads = []
+        with monkeypatch.context() as m:
+            for name in ("__bool__", "__float__", "item", "tolist"):
+                m.setattr(torch.Tensor, name, lambda t, *args, f=getattr(torch.Tensor, name): reads.append(1) or f(t, *args))
+            run(n)
+        counts.append(len(reads))
+    assert counts[1] - counts[0] == 5
+    y[0, 0, 1, 2] = math.nan
+    with pytest.raises(ValueError, match="y contains NaN"):  # the entry scan stays
+        run(4)
