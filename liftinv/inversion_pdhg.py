@@ -68,9 +68,14 @@ from operators.checks import lanczos_max
 NORM_MARGIN = 1.02
 
 
+def _norm(*ts: Tensor) -> Tensor:
+    """Euclidean norm of the tensors ``ts`` taken together, a 0-d tensor (no host read)."""
+    return sum(t.pow(2).sum() for t in ts).sqrt()
+
+
 def joint_norm(*ts: Tensor) -> float:
     """Euclidean norm of the tensors ``ts`` taken together."""
-    return float(sum(t.pow(2).sum() for t in ts).sqrt())
+    return float(_norm(*ts))
 
 
 def _project_ball(q: Tensor, radius: Tensor) -> Tensor:
@@ -158,11 +163,15 @@ class PrimalDual:
             if box is not None:
                 u_new = u_new.clamp(*box)
             mu_new, grad_new = self.apply(u_new), grad2d(u_new)
-            p_rel = joint_norm(u - u_new) / tau / max(joint_norm(mts), joint_norm(div_q), joint_norm(u_new) / tau, ball, 1e-300)
             r_s = (s - s_new) / sigma1 + mu_bar - mu_new
             r_q = (q - q_new) / sigma2 + grad_bar - grad_new
-            d_rel = joint_norm(r_s, r_q) / max(joint_norm(mu_new, grad_new), joint_norm(s_new / sigma1, q_new / sigma2), 1e-300)
-            history.record(self.energy(mu_new, u_new, radius), p_rel, d_rel)
+            # the residuals' norms and the energy in one host read (a device sync on a GPU)
+            step, n_mts, n_div, n_u, res, n_primal, n_dual, energy = torch.stack([
+                _norm(u - u_new), _norm(mts), _norm(div_q), _norm(u_new), _norm(r_s, r_q), _norm(mu_new, grad_new),
+                _norm(s_new / sigma1, q_new / sigma2), self.energy(mu_new, u_new, radius)]).tolist()
+            p_rel = step / tau / max(n_mts, n_div, n_u / tau, ball, 1e-300)
+            d_rel = res / max(n_primal, n_dual, 1e-300)
+            history.record(energy, p_rel, d_rel)
             u_bar, mu_bar = 2 * u_new - u, 2 * mu_new - mu
             u, mu, s, q = u_new, mu_new, s_new, q_new
             if (config.tol > 0 and p_rel <= config.tol and d_rel <= config.tol) or perf_counter() - start > config.max_time:
