@@ -209,10 +209,14 @@ def train(
             bad = next((n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
             if bad is not None:
                 raise FloatingPointError(f"non-finite parameter {bad} after epoch {epoch + 1}{_kept(checkpoint, history)}")
+            try:
+                summary = trainer.summary()
+            except FloatingPointError as err:
+                raise FloatingPointError(f"{err} of epoch {epoch + 1}{_kept(checkpoint, history)}") from err
             metrics = heldout.evaluate(model) if heldout is not None else None
             history.append(
                 epoch=epoch + len(losses) / n_batches, seconds=seconds, train_loss=sum(losses) / len(losses),
-                **trainer.summary(), **_metric_fields(metrics),
+                **summary, **_metric_fields(metrics),
             )
             if progress:
                 tqdm.write(_log_line(history))

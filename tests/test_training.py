@@ -596,6 +596,33 @@ class _PoisonedBCD(BCD):
         return super().step(problem, state)
 
 
+@dataclass(frozen=True)
+class _PoisonedAfterBCD(BCD):
+    """BCD that overwrites hidden variable 1 with NaN after sweep ``at``: the batch's own checks
+    have run, only the epoch's summary of the last batch sees it."""
+
+    at: int = 6
+
+    def step(self, problem, state):
+        state = super().step(problem, state)
+        if state.iteration == self.at:
+            x = problem.get(Var(1))[0]
+            problem.set(Var(1), [torch.full_like(x, math.nan)])
+        return state
+
+
+def test_non_finite_penalty_at_the_end_of_an_epoch_names_it_and_the_kept_checkpoint(patches, tmp_path):
+    """A non-finite penalty found by the epoch's summary raised without the epoch and what the
+    checkpoint keeps, which the other non-finite errors say."""
+    train_set, _ = patches
+    path = tmp_path / "c.pt"
+    with pytest.raises(FloatingPointError, match=r"penalty of layer 1 \(block Var\(1\)\) after the last batch of epoch 2; "
+                                                 r"checkpoint .*c\.pt keeps epoch 1$"):
+        train(_pnn(), train_set, task=Denoising(0.1), method=Lifted(solver=_PoisonedAfterBCD()), epochs=3, batch_size=10,
+              checkpoint=path, progress=False)
+    assert load_checkpoint(path)["epoch"] == 1
+
+
 def test_non_finite_state_names_block_and_keeps_last_checkpoint(patches, tmp_path):
     train_set, _ = patches
     net = _pnn()
