@@ -45,3 +45,21 @@ def deny_open(monkeypatch):
         monkeypatch.setattr(builtins, "open", denied)
 
     return install
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """``with host_reads() as reads:``: every host read of a tensor's value inside the block
+    (``bool``, ``float``, ``.item()``, ``.tolist()``: a device sync on a GPU) appends 1 to
+    ``reads``."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def count():
+        reads = []
+        with monkeypatch.context() as m:
+            for name in ("__bool__", "__float__", "item", "tolist"):
+                m.setattr(torch.Tensor, name, lambda t, *args, f=getattr(torch.Tensor, name): reads.append(1) or f(t, *args))
+            yield reads
+
+    return count

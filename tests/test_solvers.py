@@ -599,17 +599,15 @@ def test_non_finite_prox_output_keeps_the_values_not_the_lookahead():
 
 
 @pytest.mark.parametrize("schedule, groups", [(Simultaneous(), 2), (TopDown(), 4)])
-def test_finite_checks_read_the_device_once_per_group_and_check(monkeypatch, schedule, groups):
+def test_finite_checks_read_the_device_once_per_group_and_check(host_reads, schedule, groups):
     """The gradients and the updates of a group are each checked by one host read (a device sync
     on a GPU), whatever its number of blocks: one group of all the variables and one of all the
     parameters (Simultaneous), or three variable groups and the parameters' (TopDown)."""
     problem = chain(seed=17)
     solver = BCD(var_rule=Adam(lr=0.01), param_rule=Adam(lr=0.01), schedule=schedule)  # no Lipschitz constants
     state = solver.init(problem)
-    reads = []
-    for name in ("__bool__", "__float__", "item", "tolist"):
-        monkeypatch.setattr(torch.Tensor, name, lambda t, *args, f=getattr(torch.Tensor, name): reads.append(1) or f(t, *args))
-    solver.step(problem, state)
+    with host_reads() as reads:
+        solver.step(problem, state)
     assert len(reads) == 2 * groups
 
 
@@ -667,7 +665,7 @@ def test_zero_lipschitz_block_takes_the_step_scale_as_step():
     torch.testing.assert_close(problem.x, _soft(x0 - 0.4 * c, 0.4 * 0.3), atol=1e-15, rtol=0)
 
 
-def test_power_iteration_reads_the_device_once(monkeypatch):
+def test_power_iteration_reads_the_device_once(host_reads):
     """The iterations run without host reads (device syncs on a GPU): one read of the estimate at
     the end; a map that zeroes its argument gives 0, a non-finite one NaN, no iteration 0."""
     from liftinv.problem import power_iteration
@@ -675,12 +673,9 @@ def test_power_iteration_reads_the_device_once(monkeypatch):
     m = torch.randn(5, 5, generator=_gen(7), dtype=DT)
     a = m @ m.T
     v = [torch.randn(5, generator=_gen(8), dtype=DT)]
-    reads = []
-    for name in ("__bool__", "__float__", "item", "tolist"):
-        monkeypatch.setattr(torch.Tensor, name, lambda t, *args, f=getattr(torch.Tensor, name): reads.append(1) or f(t, *args))
-    lam, w = power_iteration(lambda u: [a @ u[0]], v, 200)
+    with host_reads() as reads:
+        lam, w = power_iteration(lambda u: [a @ u[0]], v, 200)
     assert len(reads) == 1
-    monkeypatch.undo()
     assert lam == pytest.approx(float(torch.linalg.eigvalsh(a)[-1]), rel=1e-12)
     torch.testing.assert_close(a @ (w[0] / w[0].norm()), lam * w[0] / w[0].norm())
     lam, w = power_iteration(lambda u: [0 * u[0]], v, 3)
