@@ -109,6 +109,14 @@ def _accumulate(total: dict, key: object, g: Tensor | None) -> None:
         total[key] = g.clone() if shares_storage(g, list(total.values())) else g
 
 
+def _batch_slices(*tensors: Tensor) -> Iterator[slice]:
+    """Consecutive slices of the batch (the first dimension, shared by ``tensors``), each holding
+    at most :data:`UPDATE_SLICE` entries of every one of them (one sample at least)."""
+    size = max(1, UPDATE_SLICE // max(*(t.shape[1:].numel() for t in tensors), 1))
+    for start in range(0, len(tensors[0]), size):
+        yield slice(start, start + size)
+
+
 def _fresh(a: Tensor, keep: bool) -> bool:
     """Whether a pre-activation ``a`` that is not kept may be overwritten by its residual: a
     result of the maps (not a variable or a view of one)."""
@@ -318,10 +326,8 @@ class LiftedProblem:
         and its image are slice-sized temporaries. The graph of :math:`a_k` stays that of the
         maps to the variables."""
         m, a = self.network.layer(k).maps[pos], self._pre[k]
-        size = max(1, UPDATE_SLICE // max(new.shape[1:].numel(), a.shape[1:].numel(), 1))
         with torch.no_grad():
-            for start in range(0, len(new), size):
-                part = slice(start, start + size)
+            for part in _batch_slices(new, a):
                 a[part] += linear_part(m, new[part] - old[part])
 
     def expect(self, later: Sequence[Block] | None) -> None:
@@ -553,10 +559,8 @@ class LiftedProblem:
         fresh = _fresh(a, keep)
         if not keep:
             self._drop(k)
-        size = max(1, UPDATE_SLICE // max(a.shape[1:].numel(), *(g.shape[1:].numel() for g in totals.values()), 1))
         with torch.no_grad():
-            for start in range(0, len(a), size):
-                part = slice(start, start + size)
+            for part in _batch_slices(a, *totals.values()):
                 cotangent = self._cotangent(k, a[part], self.xs[k][part], fresh)
                 for (i, g), adjoint in zip(totals.items(), adjoints):
                     g[part] += adjoint(cotangent, self.xs[i][part].shape)
