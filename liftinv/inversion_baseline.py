@@ -122,6 +122,12 @@ class ProjectedLBFGS:
     def _reset(self, samples: Tensor) -> None:
         self.pairs = [(s, y, torch.where(samples, 0.0, rho)) for s, y, rho in self.pairs]
 
+    def _scale(self, v: Tensor) -> Tensor:
+        """Per sample, the initial inverse Hessian scale :math:`\gamma`: :math:`s^\top y / y^\top y`
+        of the last stored pair, or :math:`\min(1, 1/\|v\|_1)` for a sample without one."""
+        first = 1 / v.abs().sum(1).clamp_min(1.0)
+        return first if self.gamma is None else torch.where(torch.isnan(self.gamma), first, self.gamma)
+
     def _direction(self, g: Tensor, free: Tensor) -> Tensor:
         """:math:`-H g` on the free entries (two-loop recursion per sample), 0 on the others."""
         q = torch.where(free, g, 0.0)
@@ -130,9 +136,7 @@ class ProjectedLBFGS:
             a = rho * (s * q).sum(1)
             q = q - a[:, None] * torch.where(free, y, 0.0)
             alphas.append(a)
-        first = 1 / q.abs().sum(1).clamp_min(1.0)  # min(1, 1/|g_F|_1) before any pair
-        gamma = first if self.gamma is None else torch.where(torch.isnan(self.gamma), first, self.gamma)
-        r = gamma[:, None] * q
+        r = self._scale(q)[:, None] * q
         for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
             b = rho * (torch.where(free, y, 0.0) * r).sum(1)
             r = r + (a - b)[:, None] * torch.where(free, s, 0.0)
@@ -169,9 +173,7 @@ class ProjectedLBFGS:
             restart = give_up & ~steepest  # the quasi-Newton step failed: projected gradient step
             if bool(restart.any()):
                 self._reset(restart)
-                gamma = 1 / g.abs().sum(1).clamp_min(1.0) if self.gamma is None else \
-                    torch.where(torch.isnan(self.gamma), 1 / g.abs().sum(1).clamp_min(1.0), self.gamma)
-                d = torch.where(restart[:, None], -gamma[:, None] * torch.where(free, g, 0.0), d)
+                d = torch.where(restart[:, None], -self._scale(g)[:, None] * torch.where(free, g, 0.0), d)
                 t = torch.where(restart, torch.full_like(t, self.lr), t)
                 steepest = steepest | restart
             pending = pending & ~(give_up & ~restart)  # the projected gradient step failed too: stay
