@@ -45,6 +45,11 @@ def _is_affine(module: nn.Module) -> bool:
     return keeps_forward(module, *AFFINE)
 
 
+def _layer(module: nn.Module, path: str) -> str:
+    """How errors name a layer of the model: its path in the model and its class."""
+    return f"{path or '(root)'} ({type(module).__name__})"
+
+
 def _eval_mode_map(module: nn.Module, path: str) -> nn.Module | None:
     """The eval-mode map of a batch norm (:class:`~liftinv.affine.EvalBatchNorm`) or a dropout
     (``nn.Identity``) of :data:`~liftinv.affine.BATCH_NORMS` or :data:`DROPOUT`, ``None`` for
@@ -56,7 +61,7 @@ def _eval_mode_map(module: nn.Module, path: str) -> nn.Module | None:
         does = "zeroes random entries"
     else:
         return None
-    where = f"cannot lift layer {path or '(root)'} ({type(module).__name__})"
+    where = f"cannot lift layer {_layer(module, path)}"
     if module.training:
         raise TypeError(f"{where}: it is in training mode, where it {does}, which is no affine map of a sample; "
                         "call .eval() on the model first")
@@ -89,7 +94,7 @@ def _check_hooks(module: nn.Module, path: str) -> None:
     by their maps without calling them (their hooks would be dropped), and takes adjoints and
     linear parts of the affine maps from their weights. Likewise for backward hooks, which may
     change the gradients that liftinv takes as the adjoints of the maps."""
-    where = f"cannot lift layer {path or '(root)'} ({type(module).__name__})"
+    where = f"cannot lift layer {_layer(module, path)}"
     kept = (WeightNorm, SpectralNorm, BasePruningMethod) if _is_affine(module) else ()
     if module._forward_hooks or any(not isinstance(h, kept) for h in module._forward_pre_hooks.values()):
         raise TypeError(f"{where}: it has forward hooks or forward pre-hooks, which may change its map and which the "
@@ -177,13 +182,13 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
         except TypeError as err:
             names = ", ".join(f"nn.{c.__name__}" for c in AFFINE)
             raise TypeError(
-                f"cannot lift layer {path or '(root)'} ({type(m).__name__}): it is neither affine "
+                f"cannot lift layer {_layer(m, path)}: it is neither affine "
                 f"({names}, nn.BatchNorm1d/2d/3d, nn.SyncBatchNorm and the dropouts nn.Dropout/1d/2d/3d, "
                 f"nn.AlphaDropout, nn.FeatureAlphaDropout in eval mode, nested nn.Sequential) nor a "
                 f"proximal activation: {err}"
             ) from err
         if _softmax_dim(m) is not None:
-            softmax_dims[len(layers) + 1] = (f"{path or '(root)'} ({type(m).__name__})", _softmax_dim(m))
+            softmax_dims[len(layers) + 1] = (_layer(m, path), _softmax_dim(m))
         layers.append(Layer([len(layers)], [_chain(chain)], act))
         chain = []
     if chain:
