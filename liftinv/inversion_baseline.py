@@ -123,7 +123,7 @@ class ProjectedLBFGS:
         self.pairs = [(s, y, torch.where(samples, 0.0, rho)) for s, y, rho in self.pairs]
 
     def _scale(self, v: Tensor) -> Tensor:
-        """Per sample, the initial inverse Hessian scale :math:`\gamma`: :math:`s^\top y / y^\top y`
+        r"""Per sample, the initial inverse Hessian scale :math:`\gamma`: :math:`s^\top y / y^\top y`
         of the last stored pair, or :math:`\min(1, 1/\|v\|_1)` for a sample without one."""
         first = 1 / v.abs().sum(1).clamp_min(1.0)
         return first if self.gamma is None else torch.where(torch.isnan(self.gamma), first, self.gamma)
