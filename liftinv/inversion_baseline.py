@@ -92,11 +92,14 @@ class ProjectedLBFGS:
     the entries at a bound whose gradient points outward,
     :math:`\mathcal A = \{i: u_i = lo,\ g_i > 0\} \cup \{i: u_i = hi,\ g_i < 0\}`, are frozen; on the
     free entries :math:`\mathcal F` the direction is :math:`d_{\mathcal F} = -H g_{\mathcal F}`, :math:`H`
-    the L-BFGS two-loop matrix of the stored pairs :math:`(s, y)` restricted to :math:`\mathcal F`
-    (:data:`LBFGS_HISTORY` pairs, :math:`H_0 = \gamma I`, :math:`\gamma = s^\top y / y^\top y` of the
-    latest pair, :math:`\min(1, 1/\|g_{\mathcal F}\|_1)` before the first), and
-    :math:`d_{\mathcal A} = 0`. The memory is emptied when :math:`\mathcal A` changes (its pairs are
-    curvature along other faces); a pair is stored only when :math:`s^\top y > 0`. The step is
+    the L-BFGS two-loop matrix of the stored pairs :math:`(s, y)` restricted to :math:`\mathcal F`,
+    :math:`(s_{\mathcal F}, y_{\mathcal F})`, of those with :math:`s_{\mathcal F}^\top y_{\mathcal F} > 0`
+    (so :math:`H` is positive definite; :data:`LBFGS_HISTORY` pairs, :math:`H_0 = \gamma I`,
+    :math:`\gamma = s^\top y / y^\top y` of the latest pair, :math:`\min(1, 1/\|g_{\mathcal F}\|_1)`
+    before the first), and :math:`d_{\mathcal A} = 0`, as in Schmidt's ``minConf_TMP``. The memory is
+    kept when :math:`\mathcal A` changes (emptying it there, which on images with a background at a
+    bound happens on most iterations, left the method barely faster than projected gradient); a pair
+    is stored only when :math:`s^\top y > 0`. The step is
     :math:`u^+ = P(u + t d)`, :math:`P` the projection on the box, with :math:`t = \text{lr}` halved
     until Armijo's condition on the projected arc
     :math:`f(u^+) \le f(u) + c\,g^\top(u^+ - u)`, :math:`c =` :data:`ARMIJO`, holds. Where
@@ -115,12 +118,11 @@ class ProjectedLBFGS:
 
     def __init__(self, evaluate, lo: float, hi: float, lr: float):
         self.evaluate, self.lo, self.hi, self.lr = evaluate, lo, hi, lr
-        self.pairs: list[tuple[Tensor, Tensor, Tensor]] = []  # (s, y, rho), rho = 0 where a sample has none
+        self.pairs: list[tuple[Tensor, Tensor, Tensor]] = []  # (s, y, kept), kept False where a sample has none
         self.gamma: Tensor | None = None  # per sample, NaN before the first pair
-        self.active: Tensor | None = None
 
     def _reset(self, samples: Tensor) -> None:
-        self.pairs = [(s, y, torch.where(samples, 0.0, rho)) for s, y, rho in self.pairs]
+        self.pairs = [(s, y, kept & ~samples) for s, y, kept in self.pairs]
 
     def _scale(self, v: Tensor) -> Tensor:
         r"""Per sample, the initial inverse Hessian scale :math:`\gamma`: :math:`s^\top y / y^\top y`
@@ -131,15 +133,21 @@ class ProjectedLBFGS:
     def _direction(self, g: Tensor, free: Tensor) -> Tensor:
         """:math:`-H g` on the free entries (two-loop recursion per sample), 0 on the others."""
         q = torch.where(free, g, 0.0)
+        pairs = []  # (s_F, y_F, 1 / s_F'y_F), rho = 0 for a pair not kept or without curvature on F
+        for s, y, kept in self.pairs:
+            s, y = torch.where(free, s, 0.0), torch.where(free, y, 0.0)
+            sy = (s * y).sum(1)
+            use = kept & (sy > 0)
+            pairs.append((s, y, torch.where(use, 1 / torch.where(use, sy, 1.0), 0.0)))
         alphas = []
-        for s, y, rho in reversed(self.pairs):
+        for s, y, rho in reversed(pairs):
             a = rho * (s * q).sum(1)
-            q = q - a[:, None] * torch.where(free, y, 0.0)
+            q = q - a[:, None] * y
             alphas.append(a)
         r = self._scale(q)[:, None] * q
-        for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
-            b = rho * (torch.where(free, y, 0.0) * r).sum(1)
-            r = r + (a - b)[:, None] * torch.where(free, s, 0.0)
+        for (s, y, rho), a in zip(pairs, reversed(alphas)):
+            b = rho * (y * r).sum(1)
+            r = r + (a - b)[:, None] * s
         return -r
 
     def step(self, u: Tensor, f: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -148,9 +156,6 @@ class ProjectedLBFGS:
         (a sample at a KKT point, or whose step no longer decreases ``f`` in floating point, stays)."""
         at_lo, at_hi = u <= self.lo, u >= self.hi
         active = (at_lo & (g > 0)) | (at_hi & (g < 0))
-        if self.active is not None:
-            self._reset((active != self.active).any(1))
-        self.active = active
         free = ~active
         stationary = ~(torch.where(free, g, 0.0) != 0).any(1)
         d = self._direction(g, free)
@@ -182,8 +187,7 @@ class ProjectedLBFGS:
         sy = (s * y).sum(1)
         keep = moved & (sy > 0)
         if bool(keep.any()):
-            rho = torch.where(keep, 1 / torch.where(keep, sy, 1.0), 0.0)
-            self.pairs = [*self.pairs, (s, y, rho)][-LBFGS_HISTORY:]
+            self.pairs = [*self.pairs, (s, y, keep)][-LBFGS_HISTORY:]
             gamma = sy / (y * y).sum(1).clamp_min(torch.finfo(y.dtype).tiny)
             self.gamma = torch.where(keep, gamma, torch.full_like(gamma, math.nan) if self.gamma is None else self.gamma)
         return new_u, new_f, new_g, moved

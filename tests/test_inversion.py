@@ -1031,6 +1031,37 @@ def test_gradient_baseline_lbfgs_with_a_box_converges_to_the_bounded_minimiser(k
     torch.testing.assert_close(short.input[:1], alone.input, rtol=0, atol=1e-12)
 
 
+def test_gradient_baseline_lbfgs_with_a_box_keeps_pace_with_scipy_lbfgs_b():
+    """Efficiency, not only the fixed point: the projected L-BFGS emptied its memory whenever the
+    box's active set changed, which on images with a background at the bound happens on most
+    iterations (on the benchmark's 64x64 encoder task, in 1725 of 2428 sample-iterations: 11.6 dB
+    against 27.0 without the box). Oracle: scipy's L-BFGS-B (memory 10, as here) from the same
+    start; the projected L-BFGS must reach its optimal objective (to 1e-9, relative) within the
+    iterations scipy took (200; it needed 260 before)."""
+    from scipy.optimize import minimize
+
+    g, h = gen(0), 16
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h, dtype=F64), torch.linspace(-1, 1, h, dtype=F64), indexing="ij")
+    truth = ((xx / 0.7) ** 2 + (yy / 0.5) ** 2 < 1) * (0.5 + 0.5 * (xx**2 + yy**2 < 0.1))  # background 0, peak 1
+    net = nn.Sequential(nn.Flatten(), nn.Linear(h * h, h * h // 2, bias=False), nn.Softplus()).double()
+    with torch.no_grad():
+        net[1].weight.copy_(3 * torch.randn(h * h // 2, h * h, dtype=F64, generator=g) / h)
+    f = net(truth.double()[None, None]).detach()
+    f = f + 0.01 * torch.randn(f.shape, dtype=F64, generator=g)
+    tv = TV(1e-3, box=(0.0, 1.0))
+
+    def fun(x):
+        x = torch.tensor(x, dtype=F64, requires_grad=True)
+        value = 0.5 * (net(x.reshape(1, 1, h, h)) - f).pow(2).sum() + tv.smooth_value(x.reshape(1, 1, h, h), 0.01).sum()
+        return float(value.detach()), torch.autograd.grad(value, x)[0].numpy()
+
+    ref = minimize(fun, np.zeros(h * h), jac=True, method="L-BFGS-B", bounds=[(0, 1)] * (h * h),
+                   options=dict(ftol=1e-15, gtol=1e-12, maxiter=2000, maxcor=10))
+    res = invert_gradient(net, f, input_shape=(1, h, h), regularizer=tv, x0=torch.zeros(1, 1, h, h, dtype=F64),
+                          optimizer=GradientOptimizer(lr=1.0, lbfgs=True, eps=0.01), config=InversionConfig(max_iter=ref.nit, tol=0))
+    assert fun(res.input.flatten().numpy())[0] <= ref.fun * (1 + 1e-9)
+
+
 def test_gradient_baseline_counts_iterations_and_tol_zero_never_stops():
     """tol = 0: Adam started at the exact input of noiseless data (zero gradient, zero change)
     runs all max_iter steps; L-BFGS runs exactly max_iter = 7 iterations (5 per call, then 2),
