@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.nn.utils.prune import BasePruningMethod
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
@@ -71,6 +73,23 @@ def _eval_mode_map(module: nn.Module, path: str) -> nn.Module | None:
         return EvalBatchNorm(module)
     except ValueError as err:
         raise TypeError(f"{where}: {err}") from err
+
+
+def _check_power_iteration(module: nn.Module, path: str) -> None:
+    r"""A ``TypeError`` naming the layer if ``module`` has spectral normalisation
+    (``torch.nn.utils.spectral_norm`` or ``torch.nn.utils.parametrizations.spectral_norm``) in
+    training mode: its weight :math:`W / \sigma(W)` then takes one more step of the power
+    iteration for :math:`\sigma` at every forward pass, so the map changes with every call (the
+    lifted network's energies and adjoints are of no fixed map, and the dry run of
+    ``input_shape`` would move the model's vectors). In eval mode the vectors are kept and the map
+    is fixed."""
+    hooked = module.training and any(isinstance(h, SpectralNorm) for h in module._forward_pre_hooks.values())
+    parametrized = parametrize.is_parametrized(module) and any(
+        isinstance(p, _SpectralNorm) and p.training for ps in module.parametrizations.values() for p in ps)
+    if hooked or parametrized:
+        raise TypeError(f"cannot lift layer {_layer(module, path)}: it has spectral normalisation in training mode, "
+                        "where every forward pass takes a power-iteration step and changes its weight, which is no "
+                        "fixed map; call .eval() on the model first")
 
 
 def _softmax_dim(module: nn.Module) -> int | None:
@@ -154,10 +173,11 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             index in ``module``, its class and the supported set); a subclass of an affine module
             that overrides ``forward`` is not taken as affine; a batch norm or dropout in training
             mode, or a batch norm without running statistics (it normalises by the batch), is
-            refused, naming it; so is a softmax over a negative dim without ``input_shape``, or
-            one whose dim is not dim 1 of its input for ``input_shape``, and a module (container
-            or not) with forward hooks or pre-hooks other than weight or spectral normalisation's
-            or pruning's on an affine module, or with backward hooks.
+            refused, naming it, and so is an affine module with spectral normalisation in training
+            mode (its weight changes at every call); so is a softmax over a negative dim without
+            ``input_shape``, or one whose dim is not dim 1 of its input for ``input_shape``, and a
+            module (container or not) with forward hooks or pre-hooks other than weight or spectral
+            normalisation's or pruning's on an affine module, or with backward hooks.
         ValueError: no layer, or ``input_shape`` does not fit the network (a layer fails or
             does not keep the batch axis), or differs from the ``input_shape`` of a given lifted
             network.
@@ -173,6 +193,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
     layers, chain, softmax_dims = [], [], {}
     for path, m in _leaves(module, ""):
         mapped = m if _is_affine(m) else _eval_mode_map(m, path)
+        if mapped is m:
+            _check_power_iteration(m, path)
         if mapped is not None:
             if not isinstance(mapped, nn.Identity):
                 chain.append(mapped)

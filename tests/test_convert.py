@@ -573,3 +573,22 @@ def test_modules_with_backward_hooks_are_refused_naming_them():
         lift(model, input_shape=(1, 7))
     handle.remove()
     _check_layer_maps(lift(model, input_shape=(1, 7)), torch.randn(2, 1, 7, dtype=DT, generator=gen(91)))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.spectral_norm` is deprecated:FutureWarning")
+@pytest.mark.parametrize("normalise", [nn.utils.spectral_norm, nn.utils.parametrizations.spectral_norm])
+def test_spectral_norm_in_training_mode_is_refused_naming_the_layer(normalise):
+    """Spectral normalisation in training mode takes a power-iteration step at every forward
+    pass: lift accepted it, its dry run moved the model's vectors, and the lifted network changed
+    its map with every call (0.02 between two calls on the same input). It is refused by path and
+    class, the model untouched; in eval mode the lifted network is the model, a fixed map."""
+    model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Sequential(normalise(nn.Linear(4, 9)), nn.ReLU())).double()
+    init_parameters_(model, gen(100))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TypeError, match=r"cannot lift layer 2\.0 \(\w*Linear\): it has spectral normalisation in "
+                                        r"training mode.*call \.eval\(\)"):
+        lift(model, input_shape=(6,))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    net, u = lift(model.eval(), input_shape=(6,)), torch.randn(3, 6, dtype=DT, generator=gen(101))
+    assert torch.equal(net(u), model(u)) and torch.equal(net(u), model(u))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
