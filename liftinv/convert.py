@@ -161,7 +161,9 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             such module; a :class:`LiftedNetwork`, returned as it is; or a model that holds its
             lifted form as ``.lifted`` (the unrolled reconstruction networks: that lifted
             network, whose input is :math:`x_0` and whose data maps read the measurements
-            :math:`y`), which is returned.
+            :math:`y`), which is returned. A module of no layer (``nn.Identity``, an empty
+            ``nn.Sequential``, eval-mode dropouts) is the identity, lifted to the one layer
+            :math:`x_1 = x_0`.
         input_shape: shape of one input sample (without batch). The lifted network then checks
             its inputs against it, and the conversion runs zero batches of one and of two
             samples through it, every layer keeping the batch axis. A given lifted network is
@@ -178,9 +180,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             ``input_shape``, or one whose dim is not dim 1 of its input for ``input_shape``, and a
             module (container or not) with forward hooks or pre-hooks other than weight or spectral
             normalisation's or pruning's on an affine module, or with backward hooks.
-        ValueError: no layer, or ``input_shape`` does not fit the network (a layer fails or
-            does not keep the batch axis), or differs from the ``input_shape`` of a given lifted
-            network.
+        ValueError: ``input_shape`` does not fit the network (a layer fails or does not keep the
+            batch axis), or differs from the ``input_shape`` of a given lifted network.
     """
     given = module if isinstance(module, LiftedNetwork) else getattr(module, "lifted", None)
     if isinstance(given, LiftedNetwork):
@@ -213,10 +214,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             softmax_dims[len(layers) + 1] = (_layer(m, path), _softmax_dim(m))
         layers.append(Layer([len(layers)], [_chain(chain)], act))
         chain = []
-    if chain:
+    if chain or not layers:  # a module of no layer (the identity) lifts to one identity layer
         layers.append(Layer([len(layers)], [_chain(chain)], Identity()))
-    if not layers:
-        raise ValueError(f"module has no layer to lift: {module}")
     net = LiftedNetwork(layers, input_shape=input_shape)
     if input_shape is not None:
         _dry_run(net, softmax_dims)

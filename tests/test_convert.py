@@ -147,8 +147,6 @@ def test_unsupported_layers_are_refused_by_index_and_class(bad, where):
 def test_invalid_modules_and_shapes_are_refused():
     with pytest.raises(TypeError, match="nn.Module"):
         lift(lambda x: x)
-    with pytest.raises(ValueError, match="no layer"):
-        lift(nn.Sequential(nn.Identity()))
     model = build(conv_model(), 8)
     with pytest.raises(ValueError, match=r"input_shape=\(2, 7, 9\) \(one sample, without the batch axis\) does not fit lifted layer 3"):
         lift(model, input_shape=(2, 7, 9))
@@ -592,3 +590,18 @@ def test_spectral_norm_in_training_mode_is_refused_naming_the_layer(normalise):
     net, u = lift(model.eval(), input_shape=(6,)), torch.randn(3, 6, dtype=DT, generator=gen(101))
     assert torch.equal(net(u), model(u)) and torch.equal(net(u), model(u))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+@pytest.mark.parametrize("model", [nn.Identity(), nn.Sequential(), nn.Sequential(nn.Identity(), nn.Sequential()),
+                                   nn.Sequential(nn.Dropout(0.3), nn.Identity()).eval()])
+@pytest.mark.parametrize("shape", [None, (2, 3)])
+def test_the_identity_lifts_to_one_identity_layer(model, shape):
+    """The identity is a network of no layer: nn.Identity (which lift's docstring lists as an
+    affine module, and takes a single such module), an empty nn.Sequential or eval-mode dropouts
+    were refused with 'module has no layer to lift'. They lift to the one layer
+    :math:`x_1 = x_0` (identity map and activation), whose output is the input bit for bit, as
+    ``model(u)``."""
+    net = lift(model, input_shape=shape)
+    u = torch.randn(4, 2, 3, dtype=DT, generator=gen(110))
+    assert net.depth == 1 and net.input_shape == shape
+    assert torch.equal(net(u), model(u)) and torch.equal(net(u), u)
