@@ -376,25 +376,34 @@ class Chain(nn.Sequential):
 #: (``nn.SyncBatchNorm`` synchronises batch statistics in training mode only).
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
+#: Instance norms, whose map in eval mode with running statistics (``track_running_stats=True``)
+#: is :class:`EvalBatchNorm`'s too, on batched inputs; without them (the default), or in
+#: training mode, they normalise each sample by its own statistics.
+INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
 
 class EvalBatchNorm(nn.Module):
     r""":math:`x \mapsto \gamma\,(x - \mu)/\sqrt{v + \epsilon} + \beta` per channel (dim 1):
     the map of ``bn`` (an ``nn.BatchNorm1d``, ``nn.BatchNorm2d``, ``nn.BatchNorm3d`` or
-    ``nn.SyncBatchNorm`` of :data:`BATCH_NORMS`, shared, not copied) in eval
+    ``nn.SyncBatchNorm`` of :data:`BATCH_NORMS`, or an ``nn.InstanceNorm1d/2d/3d`` of
+    :data:`INSTANCE_NORMS`, shared, not copied) in eval
     mode, with its running mean :math:`\mu` and variance :math:`v`, its ``eps``
     :math:`\epsilon` and its affine parameters :math:`\gamma, \beta` (1 and 0 without them),
     whatever its ``training`` flag: a network holding this map keeps it in training mode, where
-    ``bn`` itself would normalise by the batch, and leaves the running statistics as they are.
-    ``bn`` must keep running statistics (``track_running_stats=True``)."""
+    ``bn`` itself would normalise by the batch (by each sample, an instance norm), and leaves the
+    running statistics as they are. ``bn`` must keep running statistics
+    (``track_running_stats=True``). An instance norm takes an input without a batch axis as one
+    sample whose channels are the first axis: such inputs are refused."""
 
-    def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
+    def __init__(self, bn: nn.modules.batchnorm._NormBase):
         super().__init__()
-        if not keeps_forward(bn, *BATCH_NORMS):
-            raise TypeError("bn must be an nn.BatchNorm1d/2d/3d or nn.SyncBatchNorm that keeps its forward, "
-                            f"got {type(bn).__name__}")
+        if not keeps_forward(bn, *BATCH_NORMS, *INSTANCE_NORMS):
+            raise TypeError("bn must be an nn.BatchNorm1d/2d/3d, nn.SyncBatchNorm or nn.InstanceNorm1d/2d/3d that keeps "
+                            f"its forward, got {type(bn).__name__}")
         if bn.running_mean is None or bn.running_var is None:
-            raise ValueError("bn must keep running statistics (track_running_stats=True): without them it normalises "
-                             "each batch by its own statistics, in eval mode too, which is no affine map of a sample")
+            each = "sample" if isinstance(bn, INSTANCE_NORMS) else "batch"
+            raise ValueError(f"bn must keep running statistics (track_running_stats=True): without them it normalises "
+                             f"each {each} by its own statistics, in eval mode too, which is no affine map of a sample")
         self.bn = bn
 
     def train(self, mode: bool = True) -> "EvalBatchNorm":
@@ -408,6 +417,9 @@ class EvalBatchNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         bn = self.bn
         bn._check_input_dim(x)
+        if isinstance(bn, INSTANCE_NORMS) and x.dim() == bn._get_no_batch_dim():
+            raise ValueError(f"{type(bn).__name__} takes a {x.dim()}-d input as one sample without a batch axis, "
+                             f"got shape {tuple(x.shape)}: give each sample its channel axis")
         return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
 
 

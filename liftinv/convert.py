@@ -20,7 +20,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
 from liftinv.activations import Identity, Softmax, as_activation
-from liftinv.affine import BATCH_NORMS, EvalBatchNorm
+from liftinv.affine import BATCH_NORMS, INSTANCE_NORMS, EvalBatchNorm
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.validation import keeps_forward, reference_tensor, sample_shape
@@ -35,8 +35,9 @@ AFFINE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn
           nn.PixelShuffle, nn.PixelUnshuffle)
 
 
-#: Modules whose map in eval mode is affine, refused in training mode: batch norm
-#: (:data:`~liftinv.affine.BATCH_NORMS`, its running statistics' per-channel affine map,
+#: Modules whose map in eval mode is affine, refused in training mode: batch norm and instance
+#: norm with running statistics (:data:`~liftinv.affine.BATCH_NORMS`,
+#: :data:`~liftinv.affine.INSTANCE_NORMS`, the running statistics' per-channel affine map,
 #: :class:`~liftinv.affine.EvalBatchNorm`) and dropout (the identity, dropped).
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
@@ -53,12 +54,15 @@ def _layer(module: nn.Module, path: str) -> str:
 
 
 def _eval_mode_map(module: nn.Module, path: str) -> nn.Module | None:
-    """The eval-mode map of a batch norm (:class:`~liftinv.affine.EvalBatchNorm`) or a dropout
-    (``nn.Identity``) of :data:`~liftinv.affine.BATCH_NORMS` or :data:`DROPOUT`, ``None`` for
-    other modules; a ``TypeError`` naming the layer for one in training mode, or a batch norm
-    without running statistics (either normalises by the batch or draws random entries)."""
+    """The eval-mode map of a batch or instance norm (:class:`~liftinv.affine.EvalBatchNorm`) or
+    a dropout (``nn.Identity``) of :data:`~liftinv.affine.BATCH_NORMS`,
+    :data:`~liftinv.affine.INSTANCE_NORMS` or :data:`DROPOUT`, ``None`` for other modules; a
+    ``TypeError`` naming the layer for one in training mode, or a norm without running
+    statistics (either normalises by the batch or by the sample, or draws random entries)."""
     if keeps_forward(module, *BATCH_NORMS):
         does = "normalises each batch by its own statistics"
+    elif keeps_forward(module, *INSTANCE_NORMS):
+        does = "normalises each sample by its own statistics"
     elif keeps_forward(module, *DROPOUT):
         does = "zeroes random entries"
     else:
@@ -149,7 +153,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             ``nn.ConstantPad1d/2d``, ``nn.ReflectionPad1d/2d``, ``nn.ReplicationPad1d/2d``,
             ``nn.Upsample`` in any mode, ``nn.PixelShuffle``, ``nn.PixelUnshuffle``,
             ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``), ``nn.BatchNorm1d/2d/3d`` and
-            ``nn.SyncBatchNorm`` in eval mode with running statistics (lifted to their affine map,
+            ``nn.SyncBatchNorm`` and ``nn.InstanceNorm1d/2d/3d`` in eval mode with running
+            statistics (``track_running_stats=True``; lifted to their affine map,
             :class:`~liftinv.affine.EvalBatchNorm`, which the lifted network keeps in training
             mode), ``nn.Dropout/1d/2d/3d``, ``nn.AlphaDropout`` and ``nn.FeatureAlphaDropout`` in
             eval mode (the identity, dropped) and proximal activations (``nn.ReLU``,
@@ -173,8 +178,9 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
     Raises:
         TypeError: a module is neither affine nor a proximal activation (the message names its
             index in ``module``, its class and the supported set); a subclass of an affine module
-            that overrides ``forward`` is not taken as affine; a batch norm or dropout in training
-            mode, or a batch norm without running statistics (it normalises by the batch), is
+            that overrides ``forward`` is not taken as affine; a batch or instance norm or dropout in
+            training mode, or a norm without running statistics (it normalises by the batch or the
+            sample), is
             refused, naming it, and so is an affine module with spectral normalisation in training
             mode (its weight changes at every call); so is a softmax over a negative dim without
             ``input_shape``, or one whose dim is not dim 1 of its input for ``input_shape``, and a
@@ -206,8 +212,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             names = ", ".join(f"nn.{c.__name__}" for c in AFFINE)
             raise TypeError(
                 f"cannot lift layer {_layer(m, path)}: it is neither affine "
-                f"({names}, nn.BatchNorm1d/2d/3d, nn.SyncBatchNorm and the dropouts nn.Dropout/1d/2d/3d, "
-                f"nn.AlphaDropout, nn.FeatureAlphaDropout in eval mode, nested nn.Sequential) nor a "
+                f"({names}, nn.BatchNorm1d/2d/3d, nn.SyncBatchNorm, nn.InstanceNorm1d/2d/3d and the dropouts "
+                f"nn.Dropout/1d/2d/3d, nn.AlphaDropout, nn.FeatureAlphaDropout in eval mode, nested nn.Sequential) nor a "
                 f"proximal activation: {err}"
             ) from err
         if _softmax_dim(m) is not None:

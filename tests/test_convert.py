@@ -341,14 +341,14 @@ def _check_layer_maps(net: LiftedNetwork, u: torch.Tensor) -> None:
 
 
 def _pretrained(model: nn.Module, seed: int) -> nn.Module:
-    """``model`` in float64 and eval mode with random parameters and batch-norm statistics (running
+    """``model`` in float64 and eval mode with random parameters and batch- and instance-norm statistics (running
     means in [-0.5, 0.5], variances in [0.5, 2]), as after training."""
     model, g = model.double().eval(), gen(seed)
     with torch.no_grad():
         for p in model.parameters():
             p.uniform_(-0.6, 0.6, generator=g)
         for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.running_mean is not None:
                 m.running_mean.uniform_(-0.5, 0.5, generator=g)
                 m.running_var.uniform_(0.5, 2.0, generator=g)
     return model
@@ -424,6 +424,48 @@ def test_batch_norm_that_normalises_by_the_batch_is_refused_naming_the_layer(bn,
     model = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.ReLU(), bn), nn.Linear(4, 2))
     with pytest.raises(TypeError, match=rf"cannot lift layer 1\.1 \({type(bn).__name__}\): .*{reason}"):
         lift(model)
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.InstanceNorm1d(3, track_running_stats=True), nn.ReLU()), (2, 5)),
+        (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.InstanceNorm2d(2, affine=True, track_running_stats=True),
+                               nn.Tanh(), nn.Conv2d(2, 1, 2)), (1, 4, 3)),
+        (lambda: nn.Sequential(nn.InstanceNorm3d(2, affine=True, track_running_stats=True), nn.ReLU()), (2, 2, 3, 2)),
+    ],
+    ids=["instancenorm1d", "instancenorm2d", "instancenorm3d"],
+)
+def test_eval_mode_instance_norm_with_running_statistics_lifts_to_its_affine_map(make, shape):
+    """InstanceNorm1d/2d/3d with ``track_running_stats=True`` in eval mode normalise by their
+    running statistics, per channel, an affine map as a batch norm's; they were refused as
+    'neither affine nor a proximal activation'. The lifted network equals the model bit for bit
+    (float64), each instance norm its closed form, and the maps pass the matrix and adjoint
+    checks; a sample shape without channels (which the model takes as one unbatched sample) is
+    refused naming input_shape and the layer."""
+    model = _pretrained(make(), 120)
+    net = lift(model, input_shape=shape)
+    u = torch.randn(3, *shape, dtype=DT, generator=gen(121))
+    assert torch.equal(net(u), model(u))
+    norm = next(m for m in model if isinstance(m, nn.modules.instancenorm._InstanceNorm))
+    torch.testing.assert_close(norm(u if model[0] is norm else model[0](u)),
+                               _batch_norm_oracle(norm, u if model[0] is norm else model[0](u)), rtol=1e-14, atol=1e-14)
+    _check_layer_maps(net, u)
+    with pytest.raises(ValueError, match=r"(?s)input_shape=.* does not fit lifted layer 1 .*one sample without a batch axis"):
+        lift(nn.Sequential(nn.InstanceNorm1d(3, track_running_stats=True).eval(), nn.ReLU()), input_shape=(5,))
+
+
+@pytest.mark.parametrize("norm, reason", [
+    (nn.InstanceNorm2d(2), "in training mode, where it normalises each sample by its own statistics"),
+    (nn.InstanceNorm2d(2, track_running_stats=True), "in training mode, where it normalises each sample"),
+    (nn.InstanceNorm1d(2, affine=True).eval(), r"running statistics \(track_running_stats=True\): without them it "
+                                               "normalises each sample by its own statistics"),
+])
+def test_instance_norm_that_normalises_by_the_sample_is_refused_naming_the_layer(norm, reason):
+    """An instance norm in training mode or without running statistics normalises each sample by
+    its own statistics, no affine map: refused by path, class and that reason."""
+    with pytest.raises(TypeError, match=rf"cannot lift layer 1 \({type(norm).__name__}\): .*{reason}"):
+        lift(nn.Sequential(nn.Conv2d(1, 2, 1), norm, nn.ReLU()))
 
 
 def test_batch_norm_input_shape_without_channels_is_refused_naming_it():
