@@ -202,6 +202,26 @@ def one_for_the_batch(t: Tensor, name: str, ndim: int, axes: tuple[str, ...]) ->
     return t[(0,) * max(extra, 0)]
 
 
+#: The dtypes the operators compute in: their constructors take no other, and module
+#: conversions to another (``half()``, ``bfloat16()``, ``to(torch.float16)``) are refused
+#: (:func:`check_conversion`): FFTs have no bfloat16, and half precision only for power-of-two
+#: sizes on a GPU, sparse products none on the CPU, MRI's complex factors no complex32.
+DTYPES = (torch.float32, torch.float64)
+
+
+def check_conversion(physics, fn, t: Tensor | None) -> None:
+    """A ``TypeError`` naming ``physics``'s class and the dtype if the module conversion ``fn`` (of
+    ``nn.Module._apply``) would give its floating tensor ``t`` a dtype outside :data:`DTYPES`;
+    checked on an empty tensor of ``t``'s dtype and device, before anything is converted, so a
+    refused conversion leaves the operator as it was. Nothing to check while ``t`` is ``None``."""
+    if t is None:
+        return
+    dtype = fn(torch.empty(0, dtype=t.dtype, device=t.device)).dtype
+    if dtype not in DTYPES:
+        raise TypeError(f"{type(physics).__name__} computes in torch.float32 or torch.float64 only, got a conversion to "
+                        f"{dtype}; convert it with .float() or .double()")
+
+
 def clear_opnorm(physics) -> None:
     """Forget the cached operator norms of ``physics`` (call after changing the operator)."""
     physics.__dict__.pop("_opnorm_cache", None)
@@ -213,7 +233,8 @@ class ValueCaches:
     (:meth:`_clear_caches`) when ``load_state_dict`` copies new buffers in place, and when a
     module conversion (``to``, ``float``, ``double``, ...) changes the dtype of the buffer named
     by ``_dtype_buffer``: that may round the buffers (float64 -> float32 -> float64 does); a move
-    to another device keeps them (their keys hold the device)."""
+    to another device keeps them (their keys hold the device). A conversion to a dtype outside
+    :data:`DTYPES` is refused (:func:`check_conversion`)."""
 
     _cache: str
     _dtype_buffer: str
@@ -228,6 +249,7 @@ class ValueCaches:
 
     def _apply(self, fn, recurse: bool = True):
         before = self._buffers.get(self._dtype_buffer)  # None while LinearPhysics.__init__ moves the module
+        check_conversion(self, fn, before)
         super()._apply(fn, recurse)
         if before is not None and self._buffers[self._dtype_buffer].dtype != before.dtype:
             self._clear_caches()

@@ -24,7 +24,7 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import ZeroNoise
 from torch import Tensor
 
-from operators.checks import check_tensor, clear_opnorm, is_integer
+from operators.checks import check_conversion, check_tensor, clear_opnorm, is_integer
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 _CHUNK_ENTRIES = 1 << 22  # candidate matrix entries generated per construction step
@@ -334,12 +334,15 @@ class Radon(LinearPhysics):
         return new
 
     def _apply(self, fn, recurse: bool = True) -> Radon:
-        """Module conversions (``to``, ``float``, ``double``, ``half``, ``cuda``) convert the system
+        """Module conversions (``to``, ``float``, ``double``, ``cuda``) convert the system
         matrices; the angles, the float64 record of the geometry, only follow their device (with
         the matrices' dtype, ``net.float()`` of a float32 operator rounded them, and its spec
         described another geometry). A change of dtype may round the matrices (float64 -> float32
-        -> float64 does): the operator norms cached for them as they were are cleared."""
+        -> float64 does): the operator norms cached for them as they were are cleared. A
+        conversion to a dtype outside :data:`~operators.checks.DTYPES` (``half``) is refused
+        (:func:`~operators.checks.check_conversion`)."""
         angles = self._buffers.get("angles")  # None while LinearPhysics.__init__ moves the module
+        check_conversion(self, fn, self._buffers.get("_matrix"))
         dtype = None if angles is None else self.dtype
         super()._apply(fn, recurse)
         if angles is not None:

@@ -70,6 +70,24 @@ def test_a_dtype_round_trip_leaves_no_stale_cache(name):
     assert torch.equal(used.A_adjoint(y), fresh.A_adjoint(y))
     assert opnorm(used, shape) == opnorm(fresh, shape)
 
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+@pytest.mark.parametrize("convert, dtype", [(lambda m: m.half(), torch.float16), (lambda m: m.bfloat16(), torch.bfloat16),
+                                            (lambda m: m.to(torch.float16), torch.float16)])
+def test_a_conversion_to_a_dtype_the_operator_cannot_serve_is_refused_naming_it(name, convert, dtype):
+    """The constructors take float32 and float64 only, but ``half()``/``bfloat16()`` converted
+    the buffers, and A then failed inside torch ('Unsupported dtype Half' from the FFT, a KeyError
+    float16 in MRI, 'addmm_out_sparse_csr_impl_mkl not implemented for Half'), or (a direct
+    blur) ran in half precision: each operator now refuses the conversion, naming its class and
+    the dtype, and stays as it was (A bit for bit)."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    before = physics.A(x)
+    with pytest.raises(TypeError, match=rf"{type(physics).__name__} computes in torch.float32 or torch.float64 only, "
+                                        rf"got a conversion to {dtype}"):
+        convert(physics)
+    assert physics.dtype == torch.float64 and torch.equal(physics.A(x), before)
+
+
 @pytest.mark.parametrize("name", ["blur-circular-gaussian", "radon-full", "mri-random"])
 def test_deepinv_noise_model(name):
     physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
