@@ -152,7 +152,9 @@ def opnorm(
     r"""Operator norm :math:`\|A\|_2 = \lambda_{\max}(A^*A)^{1/2}` by Lanczos (:func:`lanczos_max`).
 
     ``x_shape`` defaults to ``physics.img_size`` prefixed by a batch of 1; ``dtype`` to the
-    physics' own ``dtype`` attribute (liftinv operators have one), else torch's default. The norm
+    ``dtype`` attribute of the physics (liftinv operators have one) or else of its first submodule
+    that has one (a composition of liftinv operators, deepinv's ``physics1 * physics2``), else
+    torch's default; the start vector lies on the device of that module. The norm
     is cached, keyed by shape, dtype, ``max_iter`` and ``rtol`` (a norm computed to a looser
     tolerance is not returned for a stricter one), on a physics whose class sets ``clears_opnorm = True``
     (liftinv's operators: they call :func:`clear_opnorm` whenever :math:`A` changes); any other
@@ -161,11 +163,13 @@ def opnorm(
     if x_shape is None and getattr(physics, "img_size", None) is None:
         raise ValueError(f"x_shape is needed: {type(physics).__name__} has no img_size to take it from")
     shape = tuple(x_shape) if x_shape is not None else (1, *physics.img_size)
-    dtype = dtype or getattr(physics, "dtype", None) or torch.get_default_dtype()
+    modules = physics.modules() if isinstance(physics, torch.nn.Module) else (physics,)
+    typed = next((m for m in modules if isinstance(getattr(m, "dtype", None), torch.dtype)), physics)
+    dtype = dtype or getattr(typed, "dtype", None) or torch.get_default_dtype()
     key = (shape, dtype, max_iter, rtol)
     cache = physics.__dict__.setdefault("_opnorm_cache", {}) if getattr(physics, "clears_opnorm", False) else {}
     if key not in cache:
-        device = physics._device_holder.device if hasattr(physics, "_device_holder") else "cpu"
+        device = typed._device_holder.device if hasattr(typed, "_device_holder") else "cpu"
         g = torch.Generator(device=device).manual_seed(0)
         x0 = torch.randn(shape, dtype=dtype, device=device, generator=g)
         with torch.no_grad():

@@ -293,6 +293,24 @@ def test_opnorm_cache_is_keyed_by_the_lanczos_settings():
     assert opnorm(physics) == pytest.approx(exact, rel=1e-8)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opnorm_of_a_composition_computes_in_the_operators_dtype(dtype):
+    """deepinv's ``physics1 * physics2`` of liftinv operators has no ``dtype`` of its own: opnorm
+    started from a vector of torch's default dtype and a float64 composition refused it ('x has
+    dtype torch.float32 but the operator uses torch.float64') unless dtype was given. The default
+    is now the dtype of its operators. Oracle: the dense matrix's largest singular value."""
+    from operators.blur import Blur
+    from operators.radon import Radon
+
+    radon = Radon(6, 4, dtype=dtype)
+    blur = Blur(torch.tensor([[0.1, 0.5, 0.4], [0.2, 0.3, -0.1]], dtype=dtype), img_size=(1, 6, 6), dtype=dtype)
+    composed = radon * blur
+    n = 36
+    dense = radon.A(blur.A(torch.eye(n, dtype=dtype).reshape(n, 1, 6, 6))).reshape(n, -1).T.double()
+    exact = float(torch.linalg.matrix_norm(dense, ord=2))
+    assert opnorm(composed, (1, 1, 6, 6)) == pytest.approx(exact, rel=1e-12 if dtype == torch.float64 else 1e-5)
+
+
 @pytest.mark.parametrize("max_iter", [0, -3, 2.5, True])
 def test_opnorm_refuses_a_max_iter_that_is_not_a_positive_integer(max_iter):
     """max_iter = 0 (or -3) ran no Lanczos step and returned 0 as the norm of an operator of norm 1
