@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.nn.utils.prune import BasePruningMethod
@@ -116,8 +117,14 @@ def _check_hooks(module: nn.Module, path: str) -> None:
     or input, and the lifted network applies containers, activations, batch norms and dropouts
     by their maps without calling them (their hooks would be dropped), and takes adjoints and
     linear parts of the affine maps from their weights. Likewise for backward hooks, which may
-    change the gradients that liftinv takes as the adjoints of the maps."""
+    change the gradients that liftinv takes as the adjoints of the maps. A lazy module
+    (``nn.LazyLinear``, ``nn.LazyConv2d``, ...) whose parameters are not initialised yet is refused
+    as such (its pre-hook infers them at the first forward pass, after which it is the plain
+    module)."""
     where = f"cannot lift layer {_layer(module, path)}"
+    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+        raise TypeError(f"{where}: it is a lazy module whose parameters are not initialised yet (its pre-hook infers "
+                        "their shapes at the first forward pass); run the model once on an input first")
     kept = (WeightNorm, SpectralNorm, BasePruningMethod) if _is_affine(module) else ()
     if module._forward_hooks or any(not isinstance(h, kept) for h in module._forward_pre_hooks.values()):
         raise TypeError(f"{where}: it has forward hooks or forward pre-hooks, which may change its map and which the "

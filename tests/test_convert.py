@@ -647,3 +647,18 @@ def test_the_identity_lifts_to_one_identity_layer(model, shape):
     u = torch.randn(4, 2, 3, dtype=DT, generator=gen(110))
     assert net.depth == 1 and net.input_shape == shape
     assert torch.equal(net(u), model(u)) and torch.equal(net(u), u)
+
+
+def test_a_lazy_module_not_yet_initialised_is_refused_as_such():
+    """An ``nn.LazyLinear``/``nn.LazyConv1d`` before its first forward pass was refused as having
+    'forward hooks or forward pre-hooks ... remove them first (the handle's .remove())': removing
+    its shape-inference hook would leave it without parameters. Now the refusal names the layer
+    and says to run the model once; after that it is a plain module and lifts to the model's
+    function, bit for bit."""
+    model = nn.Sequential(nn.LazyConv1d(2, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).double()
+    with pytest.raises(TypeError, match=r"cannot lift layer 0 \(LazyConv1d\): it is a lazy module whose parameters "
+                                        r"are not initialised yet .* run the model once"):
+        lift(model, input_shape=(1, 6))
+    u = torch.randn(3, 1, 6, dtype=DT, generator=gen(130))
+    expected = model(u)
+    assert torch.equal(lift(model, input_shape=(1, 6))(u), expected)
