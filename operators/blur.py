@@ -17,6 +17,8 @@ convolution followed by folding the padded border back onto the image.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from deepinv.physics import LinearPhysics
@@ -100,7 +102,7 @@ class Blur(ValueCaches, LinearPhysics):
         if use_fft is not None and not isinstance(use_fft, bool):
             raise TypeError(f"use_fft must be a bool or None, got {use_fft!r}")
         if img_size is not None and (
-            len(img_size) != 3 or any(not is_integer(n) or n < 1 for n in img_size)
+            not isinstance(img_size, Sequence) or len(img_size) != 3 or any(not is_integer(n) or n < 1 for n in img_size)
         ):
             raise ValueError(f"img_size must be (C, H, W) positive integers, got {img_size!r}")
         super().__init__(

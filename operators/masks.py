@@ -9,6 +9,7 @@ always contain the ``round(W * center_fraction)`` central columns, starting at c
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -17,7 +18,7 @@ from operators.checks import is_integer, is_real
 
 
 def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
-    if len(shape) != 2 or any(not is_integer(n) or n < 1 for n in shape):
+    if not isinstance(shape, Sequence) or len(shape) != 2 or any(not is_integer(n) or n < 1 for n in shape):
         raise ValueError(f"shape must be (H, W) with positive integers, got {shape!r}")
     return int(shape[0]), int(shape[1])
 

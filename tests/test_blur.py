@@ -307,6 +307,7 @@ def test_use_fft_default_threshold():
         (lambda: Blur(torch.ones(3, 3), img_size=(1, 2, 9)), ValueError, "kernel"),
         (lambda: Blur(torch.ones(2, 3, 3), img_size=(3, 9, 9)), ValueError, "kernel"),
         (lambda: Blur(torch.ones(3, 3), img_size=(9, 9)), ValueError, "img_size"),
+        (lambda: Blur(torch.ones(3, 3), img_size=9), ValueError, r"img_size must be \(C, H, W\) .*got 9"),  # was len()'s
         (lambda: Blur(torch.ones(3, 3), use_fft="yes"), TypeError, "use_fft"),
     ],
 )

@@ -306,6 +306,8 @@ def test_gaussian_mask_with_a_narrow_density_takes_the_most_probable_points(seed
         (lambda: random_mask((8, 40), 8, center_fraction=0.5), "center_fraction"),
         (lambda: equispaced_mask((8, 0), 2), "shape"),
         (lambda: equispaced_mask((8, 8, 8), 2), "shape"),
+        (lambda: random_mask(16, 4), r"shape must be \(H, W\) with positive integers, got 16"),  # was len()'s TypeError
+        (lambda: gaussian_mask(16, 4), r"shape must be \(H, W\) with positive integers, got 16"),
         (lambda: gaussian_mask((8, 8), 0), "acceleration"),
         (lambda: gaussian_mask((8, 8), 2, std=0.0), "std"),
     ],
