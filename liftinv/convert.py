@@ -137,9 +137,11 @@ def _check_hooks(module: nn.Module, path: str) -> None:
 def _leaves(module: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
     """``(path, module)`` of the modules of a possibly nested ``nn.Sequential``, in the order its
     forward pass applies them: a module held twice appears twice (``named_children`` would list
-    it once). Each module met, container or not, must have no hooks (:func:`_check_hooks`)."""
+    it once). A subclass of ``nn.Sequential`` that keeps its ``forward`` and iteration (as
+    torchvision's ``Conv2dNormActivation``) is flattened too. Each module met, container or not,
+    must have no hooks (:func:`_check_hooks`)."""
     _check_hooks(module, path)
-    if type(module) is not nn.Sequential:
+    if not (keeps_forward(module, nn.Sequential) and type(module).__iter__ is nn.Sequential.__iter__):
         return [(path, module)]
     return [leaf for name, child in module._modules.items() for leaf in _leaves(child, f"{path}.{name}".lstrip("."))]
 
@@ -154,7 +156,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
     r"""The lifted form of ``module``, computing the same function with shared parameters.
 
     Args:
-        module: an ``nn.Sequential`` (nested ones are flattened) of the affine modules of
+        module: an ``nn.Sequential`` (nested ones, and subclasses that keep its ``forward``, are
+            flattened) of the affine modules of
             :data:`AFFINE` (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, ``nn.ConvTranspose1d/2d``,
             ``nn.AvgPool1d/2d``, ``nn.AdaptiveAvgPool1d/2d``, ``nn.ZeroPad1d/2d``,
             ``nn.ConstantPad1d/2d``, ``nn.ReflectionPad1d/2d``, ``nn.ReplicationPad1d/2d``,

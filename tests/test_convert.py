@@ -662,3 +662,38 @@ def test_a_lazy_module_not_yet_initialised_is_refused_as_such():
     u = torch.randn(3, 1, 6, dtype=DT, generator=gen(130))
     expected = model(u)
     assert torch.equal(lift(model, input_shape=(1, 6))(u), expected)
+
+
+class _ConvNormActivation(nn.Sequential):
+    """A block as torchvision's ``Conv2dNormActivation``: an ``nn.Sequential`` subclass that only
+    builds its modules."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class _Residual(nn.Sequential):
+    def forward(self, x):
+        return x + super().forward(x)
+
+
+class _Reversed(nn.Sequential):
+    def __iter__(self):
+        return reversed(list(self._modules.values()))
+
+
+def test_sequential_subclasses_that_keep_its_forward_are_flattened():
+    """An nn.Sequential subclass that only builds its modules (torchvision's
+    Conv2dNormActivation) was refused as 'neither affine nor a proximal activation'. It is
+    flattened as an nn.Sequential: the lifted network equals model(u) bit for bit with the
+    model's parameters. A subclass whose forward or iteration differs is still refused by path
+    and class."""
+    model = _pretrained(nn.Sequential(_ConvNormActivation(1, 2), _ConvNormActivation(2, 2), nn.Conv2d(2, 1, 1)), 140)
+    net = lift(model, input_shape=(1, 4, 5))
+    u = torch.randn(3, 1, 4, 5, dtype=DT, generator=gen(141))
+    assert net.depth == 3 and torch.equal(net(u), model(u))
+    assert {id(p) for p in net.parameters()} == {id(p) for p in model.parameters()}
+    assert torch.equal(lift(model[0], input_shape=(1, 4, 5))(u), model[0](u))
+    for cls in (_Residual, _Reversed):
+        with pytest.raises(TypeError, match=rf"cannot lift layer 1 \({cls.__name__}\): it is neither affine"):
+            lift(nn.Sequential(nn.Linear(2, 2), cls(nn.Linear(2, 2), nn.ReLU())))
