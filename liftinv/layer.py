@@ -92,6 +92,10 @@ class Layer(nn.Module):
             raise ValueError(f"inputs and maps must be non-empty and of equal length, got {len(inputs)} and {len(maps)}")
         if len(set(inputs)) != len(inputs):
             raise ValueError(f"inputs must be distinct, got {inputs}")
+        for name, m in [*((f"maps[{j}]", m) for j, m in enumerate(maps)), ("data_map", data_map)]:
+            if not isinstance(m, nn.Module) and not (name == "data_map" and m is None):
+                raise TypeError(f"{name} must be an nn.Module (its tensors move and are saved with the network), "
+                                f"got {type(m).__name__}")
         self.weight = weight
         self.inputs = inputs
         self.maps = nn.ModuleList(maps)

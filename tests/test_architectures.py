@@ -1332,3 +1332,15 @@ def test_constructor_flags_and_weights_are_checked():
     for i in (-1, 3):
         with pytest.raises(IndexError, match=r"i must lie in \[0, 2\]"):
             net.consumers(i)
+
+
+def test_layer_maps_and_data_map_must_be_modules():
+    """A plain function as the data map was taken: it works until the network moves or is saved,
+    when its tensors (captured in the closure) stay behind; as a map, nn.ModuleList refused it
+    with '__main__.<lambda> is not a Module subclass', naming no argument."""
+    lin = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match=r"maps\[1\] must be an nn.Module .* got function"):
+        Layer([0, 1], [lin, lambda x: 2 * x], ReLU())
+    with pytest.raises(TypeError, match=r"data_map must be an nn.Module .* got function"):
+        Layer([0], [lin], ReLU(), data_map=lambda y: y)
+    assert Layer([0], [lin], ReLU(), data_map=nn.Identity()).data_map is not None
