@@ -143,6 +143,8 @@ def train(
         ValueError: bad sizes, data that do not fit the model, NaN/Inf data, invalid arguments, a
             checkpoint to resume that another run wrote or whose entries are missing or bad.
         TypeError: wrong argument types.
+        IsADirectoryError: ``checkpoint`` is a folder (``''`` included: the current folder), as a
+            file that cannot be written (``liftinv train``: exit status 1).
         RuntimeError: called under ``torch.inference_mode``.
         FloatingPointError: a non-finite block update, penalty, loss or gradient; the message names
             the block (or parameter) and the iteration; the last checkpoint stays as it was.
@@ -257,7 +259,7 @@ def _check_arguments(model, task, method, epochs, batch_size, time_budget, resum
         if not isinstance(checkpoint, (str, os.PathLike)):
             raise TypeError(f"checkpoint must be a file path (str or os.PathLike), got {type(checkpoint).__name__}")
         if Path(checkpoint).is_dir():  # '' is the current folder
-            raise ValueError(f"checkpoint must be a file path, got the directory {str(checkpoint)!r}")
+            raise IsADirectoryError(f"checkpoint must be a file path, got the directory {str(checkpoint)!r}")
 
 
 def _physics_record(task: Task) -> dict | None:

@@ -283,7 +283,8 @@ def test_inversion_targets_compare_what_the_issue_asks():
 
 
 def test_json_option_is_refused_before_the_run(tmp_path, capsys):
-    """A folder, or a file under a file, is an argparse error (status 2) before any work."""
+    """A folder, or a file under a file, is refused before any work with exit status 1, a file
+    that cannot be written, as in liftinv train, invert and reconstruct (it was 2, bad arguments)."""
     ran = []
     (tmp_path / "file").write_text("")
     for target, message in ((tmp_path, "is a folder"), (tmp_path / "file" / "r.json", "cannot create the folder")):
@@ -291,7 +292,7 @@ def test_json_option_is_refused_before_the_run(tmp_path, capsys):
             bench.run_module("liftinv.bench.fake", lambda quick, device: ran.append(1) or [], "Fake.",
                              ["--json", str(target)])
         stderr = capsys.readouterr().err
-        assert err.value.code == 2 and "argument --json:" in stderr and message in stderr and str(target) in stderr
+        assert err.value.code == 1 and "argument --json:" in stderr and message in stderr and str(target) in stderr
     assert ran == []
 
 

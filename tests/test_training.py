@@ -784,9 +784,9 @@ def test_bad_hyper_parameters(make, error, match):
         ({"task": "denoising"}, TypeError, "task"),
         ({"method": "bregman"}, TypeError, "method"),
         ({"generator": 0}, TypeError, "generator"),
-        ({"checkpoint": pathlib.Path(__file__).parent}, ValueError, "checkpoint must be a file path, got the directory"),
+        ({"checkpoint": pathlib.Path(__file__).parent}, IsADirectoryError, "checkpoint must be a file path, got the directory"),
         # refused before training (they failed when the first checkpoint was written, after an epoch):
-        ({"checkpoint": ""}, ValueError, "^checkpoint must be a file path, got the directory ''$"),
+        ({"checkpoint": ""}, IsADirectoryError, "^checkpoint must be a file path, got the directory ''$"),
         ({"checkpoint": 123}, TypeError, r"^checkpoint must be a file path \(str or os.PathLike\), got int$"),
         ({"checkpoint": b"c.pt"}, TypeError, r"^checkpoint must be a file path \(str or os.PathLike\), got bytes$"),
     ],
@@ -1086,6 +1086,19 @@ def test_cli_checkpoint_that_cannot_be_written_exits_1_with_a_message(tmp_path, 
     assert train_main(["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("liftinv train: error: ") and "Traceback" not in err
+
+
+def test_cli_folder_as_checkpoint_exits_1_before_training(tmp_path, capsys, monkeypatch):
+    """A folder given as --out is a file that cannot be written: exit status 1, as liftinv invert
+    and reconstruct (and a checkpoint folder that cannot be created); it was an argparse error
+    (2, bad arguments). Refused before the first batch."""
+    import liftinv.training as training
+
+    monkeypatch.setattr(training, "runner", lambda *a: pytest.fail("trained with a folder as checkpoint"))
+    assert train_main(["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"liftinv train: error: checkpoint must be a file path, got the directory '{tmp_path}'")
+    assert "usage:" not in err
 
 
 def test_cli_plot_that_cannot_be_written_exits_1_with_a_message(tmp_path, capsys, monkeypatch):
