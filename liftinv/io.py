@@ -75,11 +75,20 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
     return tensor
 
 
+def _not_a_folder(path: Path) -> None:
+    """Raise ``IsADirectoryError`` naming ``path`` if it is a folder (the rename of the temporary
+    file over it would fail with a message naming the temporary file)."""
+    if path.is_dir():
+        raise IsADirectoryError(f"output file {path} is a folder, not a file")
+
+
 def check_output(path: str | os.PathLike, shape: Sequence[int]) -> None:
-    """Raise the ``ValueError`` that :func:`save_array` would raise for real data of ``shape``
-    at ``path`` (unknown suffix, or an image file for data that are not one 2-D image), so that a
-    command can refuse its output file before the work that produces the data."""
+    """Raise the error that :func:`save_array` would raise for real data of ``shape`` at ``path``
+    before writing (``ValueError``: unknown suffix, or an image file for data that are not one 2-D
+    image; ``IsADirectoryError``: ``path`` is a folder), so that a command can refuse its output
+    file before the work that produces the data."""
     path = Path(path)
+    _not_a_folder(path)
     if _suffix(path, "output") not in IMAGE_SUFFIXES:
         return
     squeezed = [n for n in shape if n != 1]
@@ -109,11 +118,13 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
         TypeError: ``x`` is not a tensor.
         ValueError: unknown suffix, or an image file for data that is not one real 2-D image
             (after dropping dimensions of size 1) or that holds NaN.
+        IsADirectoryError: ``path`` is a folder.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     path = Path(path)
     suffix = _suffix(path, "output")
+    _not_a_folder(path)
     if suffix in IMAGE_SUFFIXES:
         pixels = _image_bytes(x, path)
     with atomic_path(path, suffix) as tmp:

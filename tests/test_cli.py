@@ -364,6 +364,25 @@ def test_reconstruct_unwritable_output_is_an_error_not_a_traceback(tmp_path, cap
     assert err.startswith("liftinv reconstruct: error: ") and "file" in err and "Traceback" not in err
 
 
+def test_reconstruct_and_invert_refuse_a_folder_as_output_before_the_work(tmp_path, capsys, monkeypatch):
+    """A folder as --out exits 1 (a file that cannot be written) before reconstructing or
+    inverting: both ran to the end and failed in the final rename, naming the temporary file."""
+    import liftinv.inversion_cli as inversion_cli
+    import liftinv.reconstruct_cli as reconstruct_cli
+
+    monkeypatch.setattr(reconstruct_cli, "reconstruct", lambda *a: pytest.fail("reconstructed"))
+    monkeypatch.setattr(inversion_cli, "invert", lambda *a, **k: pytest.fail("inverted"))
+    out = tmp_path / "x.npy"
+    out.mkdir()
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()), tmp_path / "net.pt")
+    save_array(torch.rand(2, 2), tmp_path / "f.npy")
+    for argv in (["reconstruct", "--simulate", *CT], ["invert", str(tmp_path / "net.pt"), str(tmp_path / "f.npy"),
+                                                      "--input-shape", "3", "--regularizer", "none", "--no-progress"]):
+        assert main([*argv, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err == f"liftinv {argv[0]}: error: output file {out} is a folder, not a file\n"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--measurements", "{tmp}/y.npy", "--operator", "blur"], "--size 16, but the images are 12x12"),
     (["--simulate", "--truth", "{tmp}/y.npy", "--operator", "blur"], "--size 16, but the images are 12x12"),

@@ -106,6 +106,22 @@ def test_folder_is_refused_as_a_folder(tmp_path):
         load_array(path, "measurements")
 
 
+@pytest.mark.parametrize("name", ["x.npy", "x.png"])
+def test_output_folder_is_refused_naming_it(tmp_path, name):
+    """A folder as the output: save_array failed in the final rename, naming the temporary file
+    ('Is a directory: .../.x.npy.k2j_.npy' -> 'x.npy'), and check_output, which commands call
+    before their work, let it pass; both now name the output, the folder left as it was."""
+    from liftinv.io import check_output
+
+    path = tmp_path / name
+    path.mkdir()
+    with pytest.raises(IsADirectoryError, match=f"^output file {path} is a folder, not a file$"):
+        check_output(path, (1, 1, 4, 5))
+    with pytest.raises(IsADirectoryError, match=f"^output file {path} is a folder, not a file$"):
+        save_array(torch.zeros(4, 5), path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name] and not any(path.iterdir())
+
+
 def test_unknown_suffix(tmp_path):
     with pytest.raises(ValueError, match=r"must end in one of .*'\.txt'"):
         load_array(tmp_path / "x.txt")
