@@ -1,7 +1,8 @@
 """``liftinv train``: train a network on the bundled data, lifted or by backpropagation.
 
 Example: ``liftinv train --task denoising --method bregman-bcd --epochs 5 --out out/train/pnn.pt``;
-run it again with ``--resume --epochs 10`` to continue from the checkpoint. ``--sweep-order``
+run it again with ``--resume --epochs 10`` to continue from the checkpoint (an existing checkpoint
+is never replaced without ``--overwrite``: a run without ``--resume`` refuses it). ``--sweep-order``
 overrides the setup's order of the lifted BCD sweep (``liftinv train --task deblurring --epochs 12
 --quick --sweep-order top-down`` against ``interleaved`` shows the deblurring plateau of the
 top-down order). The checkpoint is
@@ -78,8 +79,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="lifted methods: recompute pre-activations instead of caching them (less memory, more time)")
     parser.add_argument("--lr", type=float, default=None,
                         help=f"learning rate of backprop-adam/backprop-sgd (default: {BACKPROP_LR:g})")
-    parser.add_argument("--out", type=Path, default=None, help="checkpoint file (default: out/train/TASK-METHOD.pt)")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint --out")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="checkpoint file (default: out/train/TASK-METHOD.pt); if it exists, --resume or --overwrite is needed")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue from the checkpoint --out")
+    start.add_argument("--overwrite", action="store_true", help="start a new run, replacing an existing checkpoint --out")
     parser.add_argument("--time-budget", type=cli_types.positive_float, default=None, metavar="SECONDS", help="stop after this much training time")
     parser.add_argument("--quick", action="store_true",
                         help="fewer images (ct: as many, at 32x32 instead of 64x64; see liftinv.training_setups)")
@@ -100,6 +104,9 @@ def train_main(argv: list[str] | None = None) -> int:
     if out.with_suffix(".png") == out:
         parser.error(f"--out {out}: the history plot goes to --out with the suffix .png and would overwrite the "
                      "checkpoint; use another suffix (e.g. .pt)")
+    if out.exists() and not out.is_dir() and not (args.resume or args.overwrite):  # a folder: exit status 1 below
+        parser.error(f"--out {out} exists: pass --resume to continue from it or --overwrite to replace it "
+                     "(or delete it)")
     dtype = torch.float64 if args.float64 else torch.float32
     try:
         setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed)

@@ -890,6 +890,28 @@ def test_cli_trains_resumes_and_refuses_bad_arguments(tmp_path, capsys):
     assert "checkpoint" in capsys.readouterr().err
 
 
+def test_cli_never_replaces_a_checkpoint_without_resume_or_overwrite(tmp_path, capsys):
+    """Running the command again without --resume started a new run and replaced the checkpoint
+    of the previous one after its first epoch. Now it is refused before any work (exit status
+    2), naming the file and the ways forward, the file left byte for byte; --overwrite replaces
+    it with a new run's; --resume and --overwrite together are refused."""
+    out = tmp_path / "ae.pt"
+    out.write_bytes(b"a long run's checkpoint")
+    args = ["--task", "autoencoder", "--quick", "--method", "backprop-adam", "--epochs", "1", "--no-progress",
+            "--out", str(out)]
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert f"--out {out} exists: pass --resume to continue from it or --overwrite to replace it (or delete it)" in err
+    assert out.read_bytes() == b"a long run's checkpoint" and not out.with_suffix(".png").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*args, "--resume", "--overwrite"])
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert train_main([*args, "--overwrite"]) == 0
+    assert load_checkpoint(out)["epoch"] == 1
+
+
 def test_cli_sweep_order_sets_the_bcd_order_and_refuses_other_methods(tmp_path, capsys):
     """The checkpoint records the method that trained: interleaved or not as asked; the option
     is refused, naming itself, for a method without BCD sweeps."""
