@@ -10,6 +10,8 @@ views from the sinogram width); ``--size`` must agree with the image size that t
 A model used with other operator settings than it was trained for is refused, naming the settings.
 Regularisation weights and simulated noise levels default to the demo's (tuned for images in
 [0, 1] at the demo's noise levels); MRI Tikhonov, which the demo does not run, defaults to 0.01.
+``--truth`` is scored against by PSNR and SSIM with data range 1 (as by ``liftinv invert``), so
+only a truth in [0, 1]; another truth is simulated but not scored.
 
 Layouts: CT and blur images and measurements are ``(B, 1, H, W)``; a 2-D array is one image.
 MRI measurements are real ``(B, 2, H, W)`` (real, imaginary) or complex ``(B, H, W)`` / ``(H, W)``;
@@ -102,7 +104,9 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     parser.add_argument("--filter", choices=FILTERS, help="FBP filter (default: ramp)")
     parser.add_argument("--out", default="out/recon.png", metavar="FILE",
                         help=f"output file ({', '.join(SUFFIXES)}; default: %(default)s)")
-    parser.add_argument("--truth", metavar="FILE", help="ground truth: scored against (PSNR, SSIM), and simulated with --simulate")
+    parser.add_argument("--truth", metavar="FILE",
+                        help="ground truth: simulated with --simulate, and scored against (PSNR and SSIM, peak 1) "
+                             "if it lies in [0, 1]")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="operator dtype (default: the model's, else float32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     geometry = parser.add_argument_group("operator settings (default: the model's, else the demo's)")
@@ -348,9 +352,12 @@ def run(args: argparse.Namespace) -> int:
         if picture.shape[-2:] != truth.shape[-2:]:
             raise ValueError(f"truth has shape {tuple(truth.shape)}, the reconstruction {tuple(picture.shape)}")
         truth = truth.to(picture.dtype)
-        score = (f"SSIM {float(ssim(picture, truth).mean()):.4f}" if min(truth.shape[-2:]) >= SSIM_SIDE
-                 else f"SSIM n/a (images smaller than {SSIM_SIDE}x{SSIM_SIDE})")
-        print(f"PSNR {float(psnr(picture, truth).mean()):.2f} dB, {score}")
+        if not (bool(truth.min() >= 0) and bool(truth.max() <= 1)):  # as liftinv invert: the scores' peak is 1
+            print("PSNR and SSIM n/a (the truth lies outside [0, 1], their data range)")
+        else:
+            score = (f"SSIM {float(ssim(picture, truth).mean()):.4f}" if min(truth.shape[-2:]) >= SSIM_SIDE
+                     else f"SSIM n/a (images smaller than {SSIM_SIDE}x{SSIM_SIDE})")
+            print(f"PSNR {float(psnr(picture, truth).mean()):.2f} dB, {score}")
     out = _picture(x_hat, operator) if args.out.lower().endswith(IMAGE_SUFFIXES) else x_hat
     print(f"wrote {save_array(out, args.out)}")
     return 0

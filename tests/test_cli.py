@@ -235,6 +235,28 @@ def test_reconstruct_scores_images_smaller_than_the_ssim_window_by_psnr(tmp_path
     assert "SSIM n/a (images smaller than 11x11)" in out
 
 
+def test_reconstruct_scores_only_a_truth_in_the_unit_range(tmp_path, capsys):
+    """PSNR and SSIM take the data range 1: a truth in [0, 2] (another scaling of the same image)
+    was scored all the same, PSNR against a peak of half its range, without a word (liftinv
+    invert scores only a truth in [0, 1]). Oracle: scikit-image's PSNR with data_range=1 for the
+    truth in [0, 1]; none printed for the one in [0, 2]."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    truth = load_dataset("ellipses", "test", size=12, dtype=torch.float64).tensors[0][0, 0]
+    assert float(truth.min()) >= 0 and 0.5 < float(truth.max()) <= 1  # 2 truth leaves [0, 1]
+    for scale in (1, 2):
+        save_array(scale * truth, tmp_path / "t.npy")
+        assert main(["reconstruct", "--simulate", "--operator", "blur", "--kernel-sigma", "0.7", "--truth",
+                     str(tmp_path / "t.npy"), "--no-progress", "--dtype", "float64", "--out", str(tmp_path / "x.npy")]) == 0
+        out = capsys.readouterr().out
+        x = load_array(tmp_path / "x.npy")[0, 0]
+        if scale == 1:
+            assert _psnr(out) == pytest.approx(peak_signal_noise_ratio(truth.numpy(), x.numpy(), data_range=1), abs=0.01)
+        else:
+            assert "PSNR" not in out.replace("PSNR and SSIM n/a (the truth lies outside [0, 1], their data range)", "")
+            assert "PSNR and SSIM n/a (the truth lies outside [0, 1], their data range)" in out
+
+
 def test_reconstruct_mri_from_complex_measurements(tmp_path, capsys):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 1, 12, 10, dtype=torch.float64, generator=g)
