@@ -25,7 +25,7 @@ from liftinv.history import plot_history
 from liftinv.penalty import FENCHEL, MAC
 from liftinv.solvers import BCD
 from liftinv.training import Backprop, Lifted, train
-from liftinv.training_setups import SETUP_NAMES, Setup, build_setup
+from liftinv.training_setups import SETUP_NAMES, TEST_SEED, Setup, build_setup
 
 #: ``--method`` choices: setup and learning rate -> method.
 METHODS: dict[str, Callable[[Setup, float], Lifted | Backprop]] = {
@@ -130,7 +130,7 @@ def train_main(argv: list[str] | None = None) -> int:
     except FloatingPointError as err:
         print(f"liftinv train: {err}", file=sys.stderr)
         return 1
-    test = evaluate(model, setup.test, task=setup.task, batch_size=setup.batch_size)
+    test = evaluate(model, setup.test, task=setup.task, batch_size=setup.batch_size, seed=TEST_SEED)
     plot = out.with_suffix(".png")
     try:
         plot_history(result.history, plot, title=f"{args.task}, {method.name}")

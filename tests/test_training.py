@@ -912,6 +912,54 @@ def test_cli_never_replaces_a_checkpoint_without_resume_or_overwrite(tmp_path, c
     assert load_checkpoint(out)["epoch"] == 1
 
 
+def _held_out_noise(monkeypatch) -> list:
+    """Record the observation noise (observation less clean target) of every HeldOut built."""
+    import liftinv.evaluation as evaluation
+
+    noises, init = [], evaluation.HeldOut.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        noises.append(torch.cat([obs - target for obs, target, _ in self.chunks]).flatten(1).double())
+
+    monkeypatch.setattr(evaluation.HeldOut, "__init__", spy)
+    return noises
+
+
+def _assert_independent(val_noise, test_noise):
+    """The sample correlation of the validation noise with that of as many test images is that of
+    independent fields (|r| < 0.02 over 64 * 256 entries; it was 1: the same noise image for
+    image, both drawn with seed 0)."""
+    n = min(len(val_noise), len(test_noise))
+    r = torch.corrcoef(torch.stack([val_noise[:n].flatten(), test_noise[:n].flatten()]))[0, 1]
+    assert abs(float(r)) < 0.02, float(r)
+
+
+def test_cli_draws_the_test_noise_independently_of_the_validation_noise(tmp_path, monkeypatch, capsys):
+    import liftinv.training_cli as cli
+
+    noises = _held_out_noise(monkeypatch)
+    monkeypatch.setattr(cli, "plot_history", lambda *a, **k: None)
+    assert train_main(["--task", "autoencoder", "--quick", "--method", "backprop-adam", "--epochs", "1",
+                       "--time-budget", "1e-9", "--no-progress", "--out", str(tmp_path / "ae.pt")]) == 0
+    val_noise, test_noise = noises
+    assert (len(val_noise), len(test_noise)) == (64, 128)  # the quick setup's validation and test images
+    _assert_independent(val_noise, test_noise)
+
+
+def test_training_benchmark_draws_the_test_noise_independently_of_the_validation_noise(monkeypatch):
+    import liftinv.bench.training as bt
+
+    noises = _held_out_noise(monkeypatch)
+    monkeypatch.setattr(bt, "_methods", lambda setup, quick: [("backprop-adam", "lr=0.001", Backprop("adam", 1e-3))])
+    monkeypatch.setattr(bt, "QUICK_BUDGET", 1e-9)  # one batch
+    monkeypatch.setattr(bt, "peak_training_memory", lambda setup, method: 0)
+    monkeypatch.setattr(bt, "plot_psnr_vs_time", lambda *a, **k: None)
+    bt.run_task("autoencoder", quick=True)
+    val_noise, test_noise = noises
+    _assert_independent(val_noise, test_noise)
+
+
 def test_cli_sweep_order_sets_the_bcd_order_and_refuses_other_methods(tmp_path, capsys):
     """The checkpoint records the method that trained: interleaved or not as asked; the option
     is refused, naming itself, for a method without BCD sweeps."""
