@@ -1,7 +1,9 @@
 """The benchmark plumbing: table rendering, the per-module command line and the dispatcher."""
+import contextlib
 import json
 
 import pytest
+import torch
 
 import liftinv.bench as bench
 
@@ -102,6 +104,40 @@ def test_training_benchmark_records_a_diverging_method_and_selects_among_the_oth
     assert [r["selected"] for r in rows] == [True, False, False]
     assert math.isnan(rows[1]["psnr"]) and rows[0]["psnr"] == 24.0
     assert (tmp_path / "training_denoising.png").exists()
+
+
+def test_training_benchmark_warms_each_method_up_before_timing_it(monkeypatch, tmp_path):
+    """Each method's timed run comes after an untimed run of the same method on another fresh
+    model (the 3-batch memory run), so no method pays the process's first-call costs in its
+    time; the memory run came after the timed one, and the first method of a task ran cold.
+    A method that diverges in the untimed run is a diverged row, never timed."""
+    from types import SimpleNamespace
+
+    import liftinv.bench.training as bt
+
+    calls = []
+    history = SimpleNamespace(val_psnr=[20.0, 25.0], seconds=[0.0, 1.0], epoch=[0, 1])
+
+    def fake_train(model, images, *, method, time_budget=None, **kwargs):
+        calls.append((method, "timed" if time_budget else "untimed", model))
+        if method == "bad":
+            raise FloatingPointError("non-finite")
+        return SimpleNamespace(history=history)
+
+    models = iter(range(100))
+    setup = SimpleNamespace(make_model=lambda: SimpleNamespace(parameters=lambda: [], n=next(models)),
+                            train=torch.zeros(8), val=None, test=None, task=None, batch_size=1)
+    monkeypatch.setattr(bt, "build_setup", lambda *a, **k: setup)
+    monkeypatch.setattr(bt, "_methods", lambda s, quick: [("a", "", "a"), ("b", "", "bad"), ("c", "", "c")])
+    monkeypatch.setattr(bt, "train", fake_train)
+    monkeypatch.setattr(bt, "TensorMemory", lambda exclude: contextlib.nullcontext(SimpleNamespace(peak=0)))
+    monkeypatch.setattr(bt, "evaluate", lambda *a, **k: SimpleNamespace(psnr=24.0, ssim=0.5))
+    monkeypatch.setattr(bt, "plot_psnr_vs_time", lambda *a, **k: None)
+    rows = bt.run_task("denoising", quick=True)
+    assert [(m, kind) for m, kind, _ in calls] == [("a", "untimed"), ("a", "timed"), ("bad", "untimed"),
+                                                   ("c", "untimed"), ("c", "timed")]
+    assert len({model.n for _, _, model in calls}) == len(calls)  # a fresh model each time
+    assert [r["hyper"] for r in rows] == ["", " (diverged)", ""]
 
 
 def test_training_targets_compare_the_selected_rows_and_the_low_memory_variant():

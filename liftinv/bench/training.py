@@ -25,10 +25,14 @@ drawn with ``training_setups.TEST_SEED``; selection among grid points uses the *
 short separate run of 3 training batches and alive at the same time (activations, auxiliary
 variables, gradients, solver or optimizer states, power-iteration vectors; not the parameters,
 the data or the operators, which all methods share), counted exactly by a
-``TorchDispatchMode`` on any device. ``selected`` marks the configuration reported for each
-method; a configuration whose training diverges is a row with ``(diverged)`` after its
-hyper-parameters and NaN numbers (``null`` in the JSON), never selected. Convergence plots
-(validation PSNR against seconds, selected configurations) go to ``out/bench/training_<task>.png``.
+``TorchDispatchMode`` on any device. That untimed run, on a fresh model, comes before each
+method's timed run and is also its warm-up: no method's time includes the start-up costs of
+first calls (kernel loading, allocator growth, one-time library setup), which fell on whichever
+method ran first. ``selected`` marks the configuration reported for each method; a
+configuration whose training diverges (in that run or the timed one) is a row with
+``(diverged)`` after its hyper-parameters and NaN numbers (``null`` in the JSON), never selected.
+Convergence plots (validation PSNR against seconds, selected configurations) go to
+``out/bench/training_<task>.png``.
 """
 from __future__ import annotations
 
@@ -147,8 +151,9 @@ def run_task(name: str, quick: bool = False, device: str = "cpu") -> list[dict]:
     budget = QUICK_BUDGET if quick else FULL_BUDGET
     rows, histories = [], []
     for method_name, hyper, method in _methods(setup, quick):
-        model = setup.make_model()
         try:
+            peak = peak_training_memory(setup, method)  # untimed: also the method's warm-up
+            model = setup.make_model()
             h = train(
                 model, setup.train, task=setup.task, method=method, epochs=1_000_000, batch_size=setup.batch_size,
                 val_set=setup.val, time_budget=budget, generator=torch.Generator().manual_seed(0), progress=False,
@@ -164,7 +169,7 @@ def run_task(name: str, quick: bool = False, device: str = "cpu") -> list[dict]:
         rows.append({
             "task": f"{name}", "method": method_name, "hyper": hyper, "psnr": test.psnr, "ssim": test.ssim,
             "val_psnr": h.val_psnr[-1], "seconds": h.seconds[-1], "epochs": h.epoch[-1],
-            "peak_memory_mb": peak_training_memory(setup, method) / 2**20, "selected": False,
+            "peak_memory_mb": peak / 2**20, "selected": False,
         })
         histories.append(h)
     curves = {}
