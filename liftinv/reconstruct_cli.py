@@ -337,6 +337,8 @@ def run(args: argparse.Namespace) -> int:
     if args.size and (height, width) != (args.size, args.size):  # blur and MRI images take the data's size
         raise ValueError(f"--size {args.size}, but the images are {height}x{width}")
     check_output(args.out, _picture_shape(y, physics) if args.out.lower().endswith(IMAGE_SUFFIXES) else y.shape)
+    if truth is not None and tuple(truth.shape) != _picture_shape(y, physics):  # before the work, as liftinv invert
+        raise ValueError(f"--truth has shape {tuple(truth.shape)}, the reconstruction {_picture_shape(y, physics)}")
     start = time.perf_counter()
     parts = []
     for i in tqdm(range(y.shape[0]), disable=args.no_progress, desc=args.method or "reconstruct", unit="image"):
@@ -349,8 +351,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{operator}: {label}, {y.shape[0]} image(s) in {time.perf_counter() - start:.2f} s")
     if truth is not None:
         picture = _picture(x_hat, operator)
-        if picture.shape[-2:] != truth.shape[-2:]:
-            raise ValueError(f"truth has shape {tuple(truth.shape)}, the reconstruction {tuple(picture.shape)}")
         truth = truth.to(picture.dtype)
         if not (bool(truth.min() >= 0) and bool(truth.max() <= 1)):  # as liftinv invert: the scores' peak is 1
             print("PSNR and SSIM n/a (the truth lies outside [0, 1], their data range)")
