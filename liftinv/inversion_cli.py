@@ -5,7 +5,8 @@ that :func:`liftinv.lift` accepts, or a :class:`~liftinv.network.LiftedNetwork`;
 ``--method gradient`` any module); loading it runs
 Python code stored in the file, so use only files you trust. The output is a ``.npy`` or ``.pt``
 array ``(B, ...)`` (a single sample without batch axis with ``--single``). The recovered input is
-written to ``--out`` (``.npy``, ``.pt`` or, for one grey image, an image file).
+written to ``--out`` (``.npy``, ``.pt`` or, for one grey image, an image file), which must differ
+from every input file.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from liftinv.checkpoint import existing_file, unreadable
 from liftinv.convert import lift
 from liftinv.inversion import InversionConfig, invert
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
-from liftinv.io import SUFFIXES, check_output, load_array, save_array
+from liftinv.io import SUFFIXES, check_not_an_input, check_output, load_array, save_array
 from liftinv.metrics import psnr, ssim
 from liftinv.potentials import L1, TV, Box, Tikhonov
 from liftinv.validation import reference_tensor
@@ -112,6 +113,8 @@ def _load_real(path: str, name: str, device: str, dtype: torch.dtype) -> torch.T
 
 
 def _run(args) -> None:
+    check_not_an_input("--out", args.out, {"network": args.network, "output": args.output, "--x0": args.x0,
+                                           "--truth": args.truth})
     _check_method_options(args)
     regularizer = _regularizer(args)
     network = _load_network(args.network, args.device)

@@ -75,6 +75,15 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
     return tensor
 
 
+def check_not_an_input(option: str, out: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Raise ``ValueError`` if the output ``out`` (the command's ``option``) is one of the
+    ``inputs`` (option -> path, ``None`` for one not given; the paths compared after resolving
+    them): writing it would replace that file."""
+    for other, path in inputs.items():
+        if path is not None and other != option and Path(path).resolve() == Path(out).resolve():
+            raise ValueError(f"{option} {out} is also {other}: writing it would replace that file")
+
+
 def _not_a_folder(path: Path) -> None:
     """Raise ``IsADirectoryError`` naming ``path`` if it is a folder (the rename of the temporary
     file over it would fail with a message naming the temporary file)."""
@@ -144,4 +153,4 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["ARRAY_SUFFIXES", "SUFFIXES", "check_output", "load_array", "save_array"]
+__all__ = ["ARRAY_SUFFIXES", "SUFFIXES", "check_not_an_input", "check_output", "load_array", "save_array"]

@@ -31,7 +31,6 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 from deepinv.physics import GaussianNoise
@@ -41,7 +40,7 @@ from tqdm.auto import tqdm
 from liftinv import demo
 from liftinv.cli_types import int_at_least, positive_int, seed
 from liftinv.data import load_dataset
-from liftinv.io import IMAGE_SUFFIXES, SUFFIXES, check_output, load_array, save_array
+from liftinv.io import IMAGE_SUFFIXES, SUFFIXES, check_not_an_input, check_output, load_array, save_array
 from liftinv.metrics import SSIM_SIDE, psnr, ssim
 from liftinv.models import load_model, model_spec
 from liftinv.reconstruction import FBP, TV, Adjoint, Tikhonov, Wiener, ZeroFilled, reconstruct
@@ -233,9 +232,8 @@ def _check_outputs(args) -> None:
     files = {"--measurements": args.measurements, "--truth": args.truth, "--model": args.model,
              "--kernel": args.kernel, "--mask": args.mask, "--save-measurements": args.save_measurements}
     for option, out in (("--out", args.out), ("--save-measurements", args.save_measurements)):
-        for other, path in files.items():
-            if out and path and other != option and Path(path).resolve() == Path(out).resolve():
-                raise ValueError(f"{option} {out} is also {other}: writing it would replace that file")
+        if out:
+            check_not_an_input(option, out, files)
 
 
 def _method(args, operator: str, name: str, saved):

@@ -1473,6 +1473,30 @@ def test_invert_cli_refuses_a_truth_of_another_size_and_complex_arrays_before_so
 
 
 
+@pytest.mark.parametrize("option", ["network", "output", "--x0", "--truth"])
+def test_invert_cli_refuses_an_output_that_is_an_input(tmp_path, capsys, monkeypatch, option):
+    """--out equal to an input file: the recovered input replaced the observed outputs (or the
+    network, x0 or truth) without a word, where liftinv reconstruct refuses it. Now refused by
+    name before any work, the file left byte for byte (a path spelled another way too)."""
+    import numpy as np
+
+    from liftinv.inversion_cli import invert_main
+
+    model = perceptron(30, (1, 7, 9), nn.LeakyReLU(0.5))
+    torch.save(model, tmp_path / "net.pt")
+    np.save(tmp_path / "f.npy", model(blocky()).detach().numpy())
+    np.save(tmp_path / "x0.npy", blocky().numpy())
+    np.save(tmp_path / "t.npy", blocky().numpy())
+    files = {"network": "net.pt", "output": "f.npy", "--x0": "x0.npy", "--truth": "t.npy"}
+    before = (tmp_path / files[option]).read_bytes()
+    monkeypatch.setattr("liftinv.inversion_cli.invert", lambda *a, **k: pytest.fail("solved"))
+    out = tmp_path / "sub" / ".." / files[option]
+    assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "1", "7", "9",
+                        "--x0", str(tmp_path / "x0.npy"), "--truth", str(tmp_path / "t.npy"), "--out", str(out)]) == 2
+    assert f"--out {out} is also {option}: writing it would replace that file" in capsys.readouterr().err
+    assert (tmp_path / files[option]).read_bytes() == before
+
+
 def _buffers_only_model():
     """Batch norm without affine parameters (its running statistics are buffers) and a leaky
     ReLU, in float64 and eval mode: a network without parameters."""
