@@ -11,7 +11,6 @@ from every input file.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 import torch
@@ -134,10 +133,11 @@ def _run(args) -> None:
         raise ValueError("the network's input shape is unknown: pass --input-shape or --x0")
     check_output(args.out, shape if args.single else [output.shape[0], *shape])
     truth = None
-    if args.truth is not None:  # as many entries as the input, checked before solving
+    if args.truth is not None:  # the input's shape up to axes of length 1 (an image file's (H, W)), checked before solving
         truth = _load_real(args.truth, "truth", args.device, dtype)
-        if truth.numel() != output.shape[0] * math.prod(shape):
-            raise ValueError(f"--truth has shape {tuple(truth.shape)}, the recovered input {(output.shape[0], *shape)}")
+        expected = (output.shape[0], *shape)
+        if [n for n in truth.shape if n != 1] != [n for n in expected if n != 1]:
+            raise ValueError(f"--truth has shape {tuple(truth.shape)}, the recovered input {expected}")
     config = InversionConfig(max_iter=args.max_iter, tol=args.tol, progress=not args.no_progress)
     common = dict(input_shape=shape, regularizer=regularizer, noise_level=args.noise_level, x0=x0,
                   config=config)

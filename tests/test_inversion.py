@@ -1473,6 +1473,34 @@ def test_invert_cli_refuses_a_truth_of_another_size_and_complex_arrays_before_so
 
 
 
+def test_invert_cli_refuses_a_transposed_truth_and_takes_one_without_its_axes_of_length_1(tmp_path, capsys, monkeypatch):
+    """--truth was compared by its number of entries only and reshaped to the input's shape, so
+    the transpose (1, 1, 9, 7) of a (1, 7, 9) image was scored as a scrambled image without a
+    word. Now its shape must be the recovered input's up to axes of length 1: the (7, 9) of an
+    image file still is; the transpose and a (2, 63) truth are refused before solving."""
+    import numpy as np
+
+    from liftinv.inversion_cli import invert_main
+
+    model = perceptron(30, (1, 7, 9), nn.LeakyReLU(0.5))
+    torch.save(model, tmp_path / "net.pt")
+    x = blocky()[:1]
+    np.save(tmp_path / "f.npy", model(x).detach().numpy())
+    argv = [str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "1", "7", "9", "--regularizer", "none",
+            "--max-iter", "3", "--no-progress", "--truth", str(tmp_path / "t.npy"), "--out", str(tmp_path / "u.npy")]
+    for truth in (x.transpose(-1, -2), x.reshape(1, 63).expand(2, 63)):
+        np.save(tmp_path / "t.npy", truth.numpy())
+        monkeypatch.setattr("liftinv.inversion_cli.invert", lambda *a, **k: pytest.fail("solved"))
+        assert invert_main(argv) == 2
+        assert f"--truth has shape {tuple(truth.shape)}, the recovered input (1, 1, 7, 9)" in capsys.readouterr().err
+    monkeypatch.undo()
+    np.save(tmp_path / "t.npy", x[0, 0].numpy())
+    assert invert_main(argv) == 0
+    u = torch.from_numpy(np.load(tmp_path / "u.npy"))
+    error = ((u - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).tolist()
+    assert f"relative error {error}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("option", ["network", "output", "--x0", "--truth"])
 def test_invert_cli_refuses_an_output_that_is_an_input(tmp_path, capsys, monkeypatch, option):
     """--out equal to an input file: the recovered input replaced the observed outputs (or the
