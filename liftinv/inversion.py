@@ -125,7 +125,7 @@ class InversionConfig:
             lifted energy (a forward pass through every layer) every this many sweeps and at the
             last sweep of each solve; the history holds NaN at the other sweeps. 1: every sweep.
             (One-layer networks and other rules evaluate it at every sweep: their momentum
-            restarts read it.)
+            restarts read each sample's.)
         progress: show a progress bar with a step per solve (the weight search's, or the one
             solve at a given weight), with the mean weight and the mean discrepancy over its
             target.
@@ -562,7 +562,9 @@ def invert(
         :class:`InversionResult`.
 
     **Batches.** The samples' problems are independent and are solved side by side, each with its
-    own weight search and momentum restarts; with a fixed weight (or ``weight=None`` without a
+    own weight search and momentum restarts (BCD tests each sample alone, for a step against its
+    momentum or an increase of its own energy, and restarts only the samples that pass the test,
+    see :mod:`liftinv.inversion_bcd`); with a fixed weight (or ``weight=None`` without a
     noise level), ``tol = 0`` and no ``max_time``, a sample's result is that of the sample inverted
     alone, with these exceptions, where a sample's iterates depend on the others' (not the
     minimiser they converge to): a solve stops when the change (BCD) or the residuals (PDHG) of

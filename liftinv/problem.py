@@ -450,13 +450,19 @@ class LiftedProblem:
             values.append(torch.cat([self.penalty.value(act, z, b) for z, b in zip(self.xs[k].split(size), a.split(size))]))
         return torch.stack(values)
 
-    def energy(self) -> Tensor:
-        """The lifted energy summed over the batch (a scalar tensor)."""
+    def energies(self) -> Tensor:
+        r"""The lifted energy of each sample, shape ``(B,)``:
+        :math:`\sum_k \lambda_k P_k(x_k, a_k) + \sum_i T_i(x_i)` (the potentials' values are per
+        sample)."""
         p = self.penalties()
-        total = (self.network.weights().to(p)[:, None] * p).sum()
+        total = (self.network.weights().to(p)[:, None] * p).sum(0)
         for i, term in self.terms.items():
-            total = total + term.value(self.xs[i]).sum()
+            total = total + term.value(self.xs[i])
         return total
+
+    def energy(self) -> Tensor:
+        """The lifted energy summed over the batch (a scalar tensor): the sum of :meth:`energies`."""
+        return self.energies().sum()
 
     def gaps(self) -> Tensor:
         """Batch-mean penalty of each layer, shape ``(K,)``."""

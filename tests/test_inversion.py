@@ -18,7 +18,7 @@ from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.penalty import bregman
 from liftinv.potentials import L1, TV, Box, DeepinvPrior, Tikhonov
 from liftinv.problem import LIPSCHITZ_MARGIN, LiftedProblem
-from liftinv.solvers import BCD, HeavyBall, Nesterov, Plain, run
+from liftinv.solvers import BCD, Adam, HeavyBall, Nesterov, Plain, run
 from liftinv.tv import div2d, grad2d, pdhg_tv
 from operators.blur import Blur
 from operators.kernels import gaussian_kernel
@@ -137,12 +137,13 @@ def test_pdhg_batch_samples_are_solved_independently():
     _assert_samples_solved_alone(model, f, weights, (1, 7, 7), InversionConfig(max_iter=200, tol=0), atol=1e-13)
 
 
-def _assert_samples_solved_alone(network, f, weights, input_shape, config, atol):
+def _assert_samples_solved_alone(network, f, weights, input_shape, config, atol, free_output=False):
     """``invert`` of the batch ``f`` with per-sample TV ``weights`` equals, per sample, the
     inversion of that sample alone with its own weight, to ``atol``."""
-    batch = invert(network, f, regularizer=TV(weights), input_shape=input_shape, config=config)
+    batch = invert(network, f, regularizer=TV(weights), input_shape=input_shape, free_output=free_output, config=config)
     for b in range(len(f)):
-        solo = invert(network, f[b:b + 1], regularizer=TV(weights[b:b + 1]), input_shape=input_shape, config=config)
+        solo = invert(network, f[b:b + 1], regularizer=TV(weights[b:b + 1]), input_shape=input_shape,
+                      free_output=free_output, config=config)
         torch.testing.assert_close(batch.input[b:b + 1], solo.input, rtol=0, atol=atol)
 
 
@@ -503,6 +504,41 @@ def test_deep_bcd_batch_samples_are_solved_independently_with_nesterov():
     f = net(torch.rand(3, 1, 6, 6, dtype=F64, generator=gen(5))).detach()
     weights = torch.tensor([0.003, 0.05, 0.3], dtype=F64)
     _assert_samples_solved_alone(net, f, weights, (1, 6, 6), InversionConfig(max_iter=100, tol=0), atol=1e-12)
+
+
+@pytest.mark.parametrize("deep, rule", [(False, Nesterov()), (False, HeavyBall(0.9)), (False, Adam(lr=0.05)),
+                                        (True, HeavyBall(0.9)), (True, Adam(lr=0.05))])
+def test_bcd_function_scheme_restarts_each_sample_alone(monkeypatch, deep, rule):
+    """The function scheme of restarts (one layer, solved by BCD with a free output; every rule
+    but Nesterov on deep networks) compared the energy summed over the batch and cleared every
+    sample's momentum when the sum increased, so a sample's result depended on the others (up
+    to 0.4 from its solo solve after 60 sweeps). Oracle: each sample solved alone (its own TV
+    weight), to 1e-12; the solo solves restart (their momentum cleared) at different sweeps, so
+    the batch must restart some samples and not others."""
+    if deep:
+        net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(2, 1, 3, padding=1),
+                            nn.LeakyReLU(0.2)).double()
+        for p, seed in zip(net.parameters(), range(4)):
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, dtype=F64, generator=gen(seed)) / 3)
+    else:
+        net = perceptron(20, (1, 5, 5), nn.LeakyReLU(0.5))
+    u = torch.rand(3, 1, 5, 5, dtype=F64, generator=gen(5))
+    f, _ = noisy(net(u).detach(), 0.05)
+    weights = torch.tensor([0.003, 0.05, 0.3], dtype=F64)
+    cleared, step = [], BCD.step
+
+    def spy(self, problem, state):  # per solve (batch, then each sample), the sweeps after which it cleared the momentum
+        if state.iteration == 0:
+            cleared.append([])
+        elif not state.var_states:
+            cleared[-1].append(state.iteration)
+        return step(self, problem, state)
+
+    monkeypatch.setattr(BCD, "step", spy)
+    config = InversionConfig(max_iter=25, tol=0, rule=rule)
+    _assert_samples_solved_alone(net, f, weights, (1, 5, 5), config, atol=1e-12, free_output=not deep)
+    assert len(cleared) == 4 and len(set(map(tuple, cleared[1:]))) == 3 and all(cleared[2:])
 
 
 def test_noiseless_injective_network_recovers_input():

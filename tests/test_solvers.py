@@ -312,6 +312,46 @@ def test_adam_is_torch_adam():
     _assert_trajectories(_rule_iterates(rule, start, grad, None, 20), theirs, 1e-12)
 
 
+@pytest.mark.parametrize("rule, factory", [
+    (HeavyBall(0.7), lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.7)),
+    (Adam(lr=0.05, b1=0.8, b2=0.95, eps=1e-6), lambda p: torch.optim.Adam(p, lr=0.05, betas=(0.8, 0.95), eps=1e-6)),
+])
+def test_restart_starts_the_samples_in_the_mask_again(rule, factory):
+    """``restart(values, state, mask)`` starts the momentum of the samples in ``mask`` (along the
+    first dimension) again and keeps the others' (Adam: its moments and its bias-correction
+    count, which becomes one per sample). The rows of the least-squares block are independent
+    problems. Oracle: torch.optim, for row 0 a fresh optimiser from the values at the restart,
+    for row 1 the optimiser run on without a restart."""
+    start, grad = _smooth_block()
+    values, state = start, rule.init(start)
+    ours = []
+    for n in range(11):
+        if n == 6:
+            state = rule.restart(values, state, torch.tensor([True, False]))
+        values, state = rule.advance(values, values, grad(values), 0.01, _identity, state)
+        ours.append(values)
+    theirs = _torch_iterates(factory, start, grad, 12)
+    restarted = _torch_iterates(factory, theirs[6], grad, 6)
+    for j in range(1, 6):
+        for u, v, w in zip(ours[5 + j], restarted[j], theirs[6 + j]):
+            torch.testing.assert_close(u, torch.cat([v[:1], w[1:]]), atol=1e-12, rtol=0)
+
+
+def test_restart_of_a_rule_with_a_state_needs_the_rule_s_own():
+    """A rule without state has nothing to restart; one with a state that does not say how to
+    restart some samples only is refused by name (clearing every sample's would couple them)."""
+    values = [torch.ones(2, 3, dtype=DT)]
+    mask = torch.tensor([True, False])
+    assert Plain().restart(values, Plain().init(values), mask) == {}
+
+    class Counting(Plain):
+        def init(self, values):
+            return {"count": 0}
+
+    with pytest.raises(NotImplementedError, match="Counting has a state and no per-sample restart"):
+        Counting().restart(values, {"count": 3}, mask)
+
+
 def test_adam_with_a_prox_is_torch_adam_then_the_prox_with_step_lr():
     r""":math:`x^+ = \operatorname{prox}_{\mathrm{lr}\,h}(\text{Adam move})`: with
     :math:`h = \lambda|\cdot|_1`, torch's Adam step followed by soft-thresholding at

@@ -32,6 +32,25 @@ def check_real(name: str, value) -> float:
     return float(value)
 
 
+def _along_batch(t: Tensor, x: Tensor) -> Tensor:
+    """A per-sample tensor ``t`` (shape ``(B,)``) shaped to broadcast along the first dimension of ``x``."""
+    return t.reshape(-1, *(1,) * (x.ndim - 1))
+
+
+def _per_sample(value: float | Tensor, x: Tensor) -> float | Tensor:
+    """A rule's number, or its per-sample tensor (shape ``(B,)``, see :meth:`Rule.restart`) in
+    ``x``'s dtype shaped to broadcast along ``x``'s first dimension."""
+    return _along_batch(value.to(x.dtype), x) if isinstance(value, Tensor) else value
+
+
+def _restarted_count(count: float | Tensor, mask: Tensor) -> Tensor:
+    """A rule's counter (a number, or one per sample) as a float64 tensor of shape ``(B,)``
+    (``mask``'s), 0 for the samples in ``mask``."""
+    count = torch.as_tensor(count, dtype=torch.float64, device=mask.device).expand(mask.shape).clone()
+    count[mask] = 0.0
+    return count
+
+
 def _momentum(name: str, value) -> float:
     """``value`` as a Python float if it is a real number in [0, 1), else an error naming ``name``."""
     value = check_real(name, value)
@@ -41,7 +60,8 @@ def _momentum(name: str, value) -> float:
 
 
 class Rule:
-    """Base class: the identity look-ahead and an empty state; subclasses implement :meth:`advance`."""
+    """Base class: the identity look-ahead and an empty state; subclasses implement :meth:`advance`
+    (and :meth:`restart` if they have a state)."""
 
     #: Whether :meth:`advance` uses the Lipschitz step (solvers skip computing it otherwise).
     needs_step: bool = True
@@ -57,6 +77,16 @@ class Rule:
     def advance(self, values: Values, look: Values, grads: Values, step: float | None, prox: Prox, state: dict) -> tuple[Values, dict]:
         """The next values and state, from the gradient ``grads`` taken at ``look``."""
         raise NotImplementedError
+
+    def restart(self, values: Values, state: dict, mask: Tensor) -> dict:
+        """The state with the samples in ``mask`` (a boolean tensor of shape ``(B,)``, along the
+        first dimension of every value) started again as :meth:`init` starts them from
+        ``values`` (the block's current values), the other samples' kept: a batch of independent
+        problems restarts each sample's momentum alone. Here: a rule without state (:meth:`init`
+        gives ``{}``) keeps it; a rule with a state must override this."""
+        if state:
+            raise NotImplementedError(f"{type(self).__name__} has a state and no per-sample restart")
+        return state
 
 
 @dataclass(frozen=True)
@@ -90,6 +120,10 @@ class HeavyBall(Rule):
 
     def init(self, values):
         return {"prev": values}
+
+    def restart(self, values, state, mask):
+        r""":math:`x^- = x` (``values``) for the samples in ``mask``, as in :meth:`init`."""
+        return {"prev": [torch.where(_along_batch(mask, x), x, p) for x, p in zip(values, state["prev"])]}
 
     def advance(self, values, look, grads, step, prox, state):
         moved = [x - step * g + self.beta * (x - p) for x, g, p in zip(values, grads, state["prev"])]
@@ -139,11 +173,8 @@ class Nesterov(Rule):
         return max(t - 1, 0.0) / self._next_t(t)
 
     def lookahead(self, values, state):
-        beta = self._momentum(state)
-        if isinstance(beta, Tensor):  # one per sample (see restart): along the first dimension
-            return [x + beta.to(x.dtype).reshape(-1, *(1,) * (x.ndim - 1)) * (x - p)
-                    for x, p in zip(values, state["prev"])]
-        return [x + beta * (x - p) for x, p in zip(values, state["prev"])]
+        beta = self._momentum(state)  # a number, or one per sample (see restart)
+        return [x + _per_sample(beta, x) * (x - p) for x, p in zip(values, state["prev"])]
 
     def restart(self, values: Values, state: dict, mask: Tensor) -> dict:
         r"""The state with the samples in ``mask`` (shape ``(B,)``, along the first dimension of
@@ -151,10 +182,8 @@ class Nesterov(Rule):
         :math:`t = 0` there, as in :meth:`init`; the others keep theirs. The counter :math:`t`
         becomes a float64 tensor of shape ``(B,)``, so each sample's :math:`\beta_k` follows its
         own restarts: the iterates of a batch are those of its samples solved alone."""
-        t = torch.as_tensor(state["t"], dtype=torch.float64, device=mask.device).expand(mask.shape).clone()
-        t[mask] = 0.0
-        prev = [torch.where(mask.reshape(-1, *(1,) * (x.ndim - 1)), x, p) for x, p in zip(values, state["prev"])]
-        return {"prev": prev, "t": t}
+        prev = [torch.where(_along_batch(mask, x), x, p) for x, p in zip(values, state["prev"])]
+        return {"prev": prev, "t": _restarted_count(state["t"], mask)}
 
     def advance(self, values, look, grads, step, prox, state):
         new = prox([y - step * g for y, g in zip(look, grads)], step)
@@ -171,9 +200,10 @@ class Adam(Rule):
         \frac{m_k/(1-\beta_1^k)}{\sqrt{v_k/(1-\beta_2^k)} + \epsilon}\Big),
 
     :math:`m_0 = v_0 = 0`: ``torch.optim.Adam(lr, betas=(b1, b2), eps=eps)`` when :math:`h = 0`
-    (parameter blocks), with its operations in the same order. The moment buffers are updated in
-    place (the solvers check the gradients for NaN/Inf first). The prox with step ``lr`` ignores
-    the diagonal metric; use Adam on blocks without a nonsmooth part.
+    (parameter blocks), with its operations in the same order. :math:`k` counts the updates since
+    the state began (one count per sample after a :meth:`restart` of some samples). The moment
+    buffers are updated in place (the solvers check the gradients for NaN/Inf first). The prox
+    with step ``lr`` ignores the diagonal metric; use Adam on blocks without a nonsmooth part.
     """
 
     lr: float = 1e-3
@@ -196,14 +226,25 @@ class Adam(Rule):
     def init(self, values):
         return {"m": [torch.zeros_like(x) for x in values], "v": [torch.zeros_like(x) for x in values], "count": 0}
 
+    def restart(self, values, state, mask):
+        r""":math:`m = v = 0` and :math:`k = 0` for the samples in ``mask``, as in :meth:`init`;
+        the others keep theirs. The count :math:`k` becomes a float64 tensor of shape ``(B,)``,
+        so each sample's bias correction follows its own restarts: the iterates of a batch are
+        those of its samples solved alone."""
+        m, v = ([t.masked_fill(_along_batch(mask, t), 0.0) for t in state[key]] for key in ("m", "v"))
+        return {"m": m, "v": v, "count": _restarted_count(state["count"], mask)}
+
     def advance(self, values, look, grads, step, prox, state):
         count = state["count"] + 1
         m = [mm.lerp_(g, 1 - self.b1) for mm, g in zip(state["m"], grads)]
         v = [vv.mul_(self.b2).addcmul_(g, g, value=1 - self.b2) for vv, g in zip(state["v"], grads)]
-        rate = self.lr / (1 - self.b1**count)
-        root = math.sqrt(1 - self.b2**count)
-        moved = [  # x - rate m / (sqrt(v) / root + eps), written into the gradient's storage
-            torch.addcdiv(x, mm, vv.sqrt().div_(root).add_(self.eps), value=-rate, out=g)
-            for x, mm, vv, g in zip(values, m, v, grads)
-        ]
+        rate = self.lr / (1 - self.b1**count)  # numbers, or one per sample (see restart)
+        root = torch.sqrt(1 - self.b2**count) if isinstance(count, Tensor) else math.sqrt(1 - self.b2**count)
+        moved = []
+        for x, mm, vv, g in zip(values, m, v, grads):  # x - rate m / (sqrt(v) / root + eps), in g's storage
+            denom = vv.sqrt().div_(_per_sample(root, x)).add_(self.eps)
+            if isinstance(rate, Tensor):
+                moved.append(torch.addcdiv(x, _per_sample(-rate, x) * mm, denom, out=g))
+            else:
+                moved.append(torch.addcdiv(x, mm, denom, value=-rate, out=g))
         return prox(moved, self.lr), {"m": m, "v": v, "count": count}
