@@ -48,10 +48,11 @@ class Lifted:
             Few iterations can underestimate a constant, and steps from an underestimate may raise
             the energy: raise it where monotone descent matters.
         lipschitz_every: 1 recomputes the blocks' Lipschitz constants whenever they may change
-            (PALM steps from fresh estimates); ``n > 1`` keeps them for ``n`` batches (a variable block's constant
-            depends on the parameters only, a parameter block's on the batch and, for quadratic
-            maps, the parameters; both move little from batch to batch), which saves most of the
-            power iterations at the price of possibly stale steps.
+            (PALM steps from fresh estimates); ``n > 1`` keeps them for ``n`` batches of the same
+            shapes (a variable block's constant depends on the parameters and its sample shape, a
+            parameter block's on the batch and, for quadratic maps, the parameters; both move
+            little from batch to batch; a batch of other shapes gets its own), which saves most of
+            the power iterations at the price of possibly stale steps.
         cache_preactivations: ``False`` trades time for memory
             (:class:`~liftinv.problem.LiftedProblem`): pre-activations are recomputed when
             needed instead of kept from the forward pass and updated in place.
@@ -126,11 +127,14 @@ def lifted_view(model: nn.Module) -> tuple[LiftedNetwork, object]:
 
 class _CachedLipschitz:
     """``problem`` (every attribute delegated) with the blocks' Lipschitz constants kept until
-    :meth:`refresh`."""
+    :meth:`refresh`, or until the shapes they depend on change: a variable block's constant on
+    the sample shape of its variable (a zero-padded convolution's norm grows with the image), a
+    parameter block's on the shapes of all the variables (a sum over the samples and pixels of
+    the layers' inputs)."""
 
     def __init__(self, problem: LiftedProblem):
         self.problem = problem
-        self.cache: dict[Block, float] = {}
+        self.cache: dict[Block, tuple[tuple, float]] = {}
 
     def __getattr__(self, name: str):
         if "problem" not in self.__dict__:  # a copy being built: no problem yet to delegate to
@@ -140,10 +144,15 @@ class _CachedLipschitz:
     def refresh(self) -> None:
         self.cache.clear()
 
+    def _shapes(self, block: Block) -> tuple:
+        xs = self.problem.xs
+        return xs[block.index].shape[1:] if isinstance(block, Var) else tuple(x.shape for x in xs)
+
     def lipschitz(self, block: Block) -> float:
-        if block not in self.cache:
-            self.cache[block] = self.problem.lipschitz(block)
-        return self.cache[block]
+        shapes = self._shapes(block)
+        if block not in self.cache or self.cache[block][0] != shapes:
+            self.cache[block] = (shapes, self.problem.lipschitz(block))
+        return self.cache[block][1]
 
 
 class _LiftedRunner:

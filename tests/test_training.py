@@ -251,6 +251,27 @@ def test_lipschitz_constants_are_estimated_once_per_lipschitz_every_batches(patc
     assert set(counts.values()) == {2 * per_epoch}
 
 
+def test_kept_lipschitz_constants_follow_the_image_size():
+    """The trainer's Lipschitz cache (``lipschitz_every`` > 1) keeps a constant across batches only
+    while the batch has the shapes it was estimated on: a zero-padded convolution's norm grows with
+    the image (a variable block's constant) and a parameter block's constant sums over the samples'
+    pixels, so after batches of 3 x 3 images, a batch of 8 x 9 images gets every block's constant of
+    a problem built on it (power iterations from scratch, within 5%), not the small images'."""
+    from liftinv.methods import _CachedLipschitz
+
+    net = _pnn()
+    small, large = (torch.randn(2, 1, *hw, generator=_gen(44), dtype=DT) for hw in ((3, 3), (8, 9)))
+    problem = LiftedProblem(net, net.feasible(small), free_vars=range(1, net.depth), train_params=True, power_iters=20)
+    cached = _CachedLipschitz(problem)
+    blocks = problem.blocks()
+    for b in blocks:
+        cached.lipschitz(b)
+    problem.rebind(net.feasible(large))
+    fresh = LiftedProblem(net, net.feasible(large), free_vars=range(1, net.depth), train_params=True, power_iters=20)
+    for b in blocks:
+        assert cached.lipschitz(b) == pytest.approx(fresh.lipschitz(b), rel=0.05), b
+
+
 def test_logged_energy_weights_each_layer_penalty(patches, spy):
     r"""The energy logged after an epoch is that of the last batch after its sweeps,
     :math:`\sum_k \lambda_k \tfrac1B\sum_i P_k^i` with the MAC penalty
