@@ -2,7 +2,8 @@ r"""Input validation, adjoint tests and cached operator norms shared by all oper
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -224,6 +225,72 @@ def check_conversion(physics, fn, t: Tensor | None) -> None:
     if dtype not in DTYPES:
         raise TypeError(f"{type(physics).__name__} computes in torch.float32 or torch.float64 only, got a conversion to "
                         f"{dtype}; convert it with .float() or .double()")
+
+
+def _version(obj: object) -> int | None:
+    """The version counter of a tensor (``None`` for other objects, and for tensors made in
+    inference mode, which have none)."""
+    return obj._version if isinstance(obj, Tensor) and not obj.is_inference() else None
+
+
+def _ref(obj: object):
+    """A weak reference to ``obj``, or a strong one where ``obj`` takes no weak reference."""
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return lambda: obj
+
+
+_STALE = object()  #: stands for a stamped object that changed: no object is it
+
+
+class Stamp:
+    r"""Whether some objects are still the same and unchanged, without reading their values: each
+    object's identity (held by a weak reference, so no object is kept alive and a new one never
+    passes for a freed one) and, for a tensor, its version counter, which every in-place change
+    advances (``copy_`` by ``load_state_dict``, an edit under ``torch.no_grad``, ``set_``).
+    :meth:`matches` is False once one of them was replaced or changed in place (a tensor made
+    in inference mode has no version counter: only its replacement is seen). A deep copy stamps
+    the copies of the objects (a copy of a cache stays valid for the copies); a pickled stamp
+    matches nothing."""
+
+    def __init__(self, objects: Iterable[object]):
+        self._entries = [(_ref(obj), _version(obj)) for obj in objects]
+
+    def matches(self, objects: Iterable[object]) -> bool:
+        """Whether ``objects`` are, in order, the stamped objects, each unchanged since."""
+        n = 0
+        for obj in objects:
+            if n == len(self._entries):
+                return False
+            ref, version = self._entries[n]
+            if ref() is not obj or _version(obj) != version:
+                return False
+            n += 1
+        return n == len(self._entries)
+
+    def __deepcopy__(self, memo: dict) -> Stamp:
+        import copy
+
+        new = Stamp(())
+        for ref, version in self._entries:
+            obj = ref()
+            if obj is None or _version(obj) != version:  # stale already: so is the copy
+                new._entries.append((_ref(_STALE), None))
+            else:
+                obj = copy.deepcopy(obj, memo)
+                new._entries.append((_ref(obj), _version(obj)))
+        return new
+
+    def __reduce__(self):
+        return Stamp, ((),)
+
+
+def state_of(obj: object) -> list:
+    """``obj`` and the tensors that define it, its parameters and buffers if it is an
+    ``nn.Module`` (what a :class:`Stamp` of a physics or a network holds)."""
+    tensors = [*obj.parameters(), *obj.buffers()] if isinstance(obj, torch.nn.Module) else []
+    return [obj, *tensors]
 
 
 def clear_opnorm(physics) -> None:

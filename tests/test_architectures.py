@@ -1067,7 +1067,8 @@ def test_unrolled_forward_is_the_primal_dual_loop():
 def test_unrolled_binds_a_deepinv_physics():
     import deepinv as dinv
 
-    net = UnrolledPrimalDual(blur(21), 3, 2, (1, 7, 9), adjoint_init=False, generator=gen(22)).double()
+    # circular: the norm of a normalised non-negative kernel is 1, as BlurFFT's (the steps hold)
+    net = UnrolledPrimalDual(blur(21, "circular"), 3, 2, (1, 7, 9), adjoint_init=False, generator=gen(22)).double()
     kernel = torch.rand(1, 1, 3, 3, dtype=DT, generator=gen(23))
     other = dinv.physics.BlurFFT(img_size=(1, 7, 9), filter=kernel / kernel.sum())
     y = other.A(torch.rand(2, 1, 7, 9, dtype=DT, generator=gen(24)))
@@ -1090,6 +1091,39 @@ def test_unrolled_bind_refuses_another_operator_but_not_another_dtype():
     same32 = Blur(blur(21).kernel.float(), img_size=(1, 7, 9), boundary="zero", dtype=torch.float32)
     net.bind(same32)
     assert net.physics is same32
+
+
+def test_unrolled_refuses_a_physics_whose_norm_changed():
+    r"""The steps :math:`\tau = 1/\|A\|^2`, :math:`s = \|A\|^2/2.02` were computed at
+    construction: when the bound Blur's kernel is doubled by ``update_parameters``
+    (:math:`\|A\|^2` four times larger, as a network built for it says: its :math:`\tau` is a
+    quarter), the forward pass and the trainers' ``lifted_inputs`` refuse it instead of taking
+    steps four times too long; a deepinv BlurFFT of another norm (circular, norm 1, where the
+    zero-boundary blur's is 0.93) is refused by ``bind``, and the network stays bound to its
+    operator. A kernel of the same norm (flipped) and the original kernel again are accepted, with
+    the outputs of a network built for them."""
+    import deepinv as dinv
+
+    physics = blur(25)
+    kernel = physics.kernel[0].clone()
+    net = UnrolledPrimalDual(physics, 3, 2, (1, 7, 9), generator=gen(26)).double()
+    y = physics.A(torch.rand(2, 1, 7, 9, dtype=DT, generator=gen(27)))
+    before = net(y)
+    physics.update_parameters(kernel=2 * kernel)
+    fresh = UnrolledPrimalDual(physics, 3, 2, (1, 7, 9), generator=gen(26)).double()
+    assert fresh.tau == pytest.approx(net.tau / 4, rel=1e-9)
+    for call in (lambda: net(y), lambda: net.lifted_inputs(y), lambda: net(y, physics)):
+        with pytest.raises(ValueError, match=r"physics has operator norm .* computed for"):
+            call()
+    physics.update_parameters(kernel=kernel.flip(0, 1))
+    fresh = UnrolledPrimalDual(physics, 3, 2, (1, 7, 9), generator=gen(26)).double()
+    torch.testing.assert_close(net(y), fresh(y), rtol=1e-12, atol=1e-14)  # the same steps, to rounding
+    physics.update_parameters(kernel=kernel)
+    assert torch.equal(net(y), before)
+    other = dinv.physics.BlurFFT(img_size=(1, 7, 9), filter=kernel[None, None] / kernel.sum())
+    with pytest.raises(ValueError, match=r"physics has operator norm .* computed for"):
+        net.bind(other)
+    assert net.physics is physics and torch.equal(net(y), before)
 
 
 @pytest.mark.parametrize("n_iter", [3, 4])

@@ -12,6 +12,7 @@ an auxiliary variable; :math:`A` enters only through :math:`A` and :math:`A^*`.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -25,10 +26,14 @@ from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.validation import check_flag, sample_shape
 from operators.blur import Blur
-from operators.checks import check_tensor, opnorm, values_trusted
+from operators.checks import Stamp, check_tensor, opnorm, state_of, values_trusted
 from operators.mri import MRI
 from operators.radon import Radon
 from operators.spec import check_spec, physics_spec
+
+#: Relative tolerance on :math:`\|A\|^2` of a bound physics against the construction physics'
+#: (rounding of another dtype and of the Lanczos estimate: about 1e-5 in float32).
+NORM_RTOL = 1e-4
 
 
 class UnrolledPrimalDual(Reconstructor):
@@ -37,8 +42,13 @@ class UnrolledPrimalDual(Reconstructor):
     With :math:`u_0 = 0` and :math:`x_0 = A^* y` (or 0), ``n_iter`` = :math:`K` primal updates and
     :math:`K - 1` dual updates (the last dual update would not reach the output). The steps are
     :math:`\tau = 1/\|A\|^2` (stored in the default dtype by the ``GradientStep`` s) and
-    :math:`s = \|A\|^2 / 2.02`, computed from ``physics`` at construction (by power iteration,
-    ``operators.checks.opnorm``) and kept when another physics is bound; the :math:`L_k` start
+    :math:`s = \|A\|^2 / 2.02`, computed from ``physics`` at construction (by Lanczos,
+    ``operators.checks.opnorm``) and kept: the operator the network applies must keep that norm
+    (to a relative :data:`NORM_RTOL` on :math:`\|A\|^2`), whether another physics is bound or
+    the bound one changes (``update_parameters``, an edit of its tensors, another dtype), which
+    :meth:`bind` and :meth:`lifted_inputs` check (the norm is estimated again only when the
+    physics or one of its parameters and buffers was replaced or changed in place since the last
+    check; a physics that is no ``nn.Module`` is checked when bound only); the :math:`L_k` start
     with norm 1 (see ``conv_norm``), so the Condat-Vu condition
     :math:`1/\tau - s\|L_k\|^2 > \|A\|^2/2` holds at initialisation.
 
@@ -109,6 +119,22 @@ class UnrolledPrimalDual(Reconstructor):
             layers.append(Layer(inputs, maps, Clip(-threshold, threshold)))
             x_prev, u_prev = x_new, len(layers)
         self.lifted = LiftedNetwork(layers, input_shape=self.img_size)
+        self._norm2, self._checked = norm2, Stamp(state_of(physics))
+
+    def _check_norm(self, physics) -> None:
+        """Raise unless ``physics`` has the norm the steps were computed for (see the class
+        docstring); nothing to do when it is the physics last checked, unchanged."""
+        state = state_of(physics)
+        if self._checked.matches(state):
+            return
+        norm2 = opnorm(physics, (1, *self.img_size)) ** 2
+        if not math.isclose(norm2, self._norm2, rel_tol=NORM_RTOL):
+            raise ValueError(
+                f"physics has operator norm ||A||^2 = {norm2:.9g} on images of size {self.img_size}, but the network's "
+                f"steps tau = 1/||A||^2 and s = ||A||^2/2.02 were computed for ||A||^2 = {self._norm2:.9g}: build the "
+                "network for this operator"
+            )
+        self._checked = Stamp(state)
 
     @property
     def physics(self):
@@ -118,27 +144,36 @@ class UnrolledPrimalDual(Reconstructor):
     def bind(self, physics) -> None:
         r"""Use ``physics`` in every gradient step from now on. The steps keep their :math:`\tau`
         and :math:`s`, computed for the construction physics, so a ``Radon``, ``Blur`` or ``MRI``
-        must have the spec of the operator bound now (its dtype and device may differ); an
-        operator without a spec is bound unchecked.
+        must have the spec of the operator bound now (its dtype and device may differ), and every
+        operator must have the norm of the construction physics (see the class docstring).
 
         Raises:
-            ValueError: ``physics`` has another spec than the bound operator.
+            ValueError: ``physics`` has another spec than the bound operator, or another norm
+                than the construction physics.
         """
         bound = self.physics
         if physics is not bound and all(isinstance(p, (Radon, Blur, MRI)) for p in (bound, physics)):
             expected, actual = physics_spec(bound), physics_spec(physics)
             actual["dtype"] = expected["dtype"]  # a copy in another dtype is the same operator
             check_spec(expected, actual, context="physics must have the spec of the operator the network is bound to:")
+        self._check_norm(physics)
         for m in self.lifted.modules():
             if isinstance(m, GradientStep):
                 m.bind(physics)
 
     def lifted_inputs(self, y: Tensor, physics=None) -> tuple[Tensor, Tensor]:
         """Bind ``physics`` if given, and return the network input :math:`x_0` and the
-        measurements for ``self.lifted.feasible(x0, y)``."""
+        measurements for ``self.lifted.feasible(x0, y)``.
+
+        Raises:
+            ValueError: the physics (given or bound) has another norm than the construction
+                physics (see the class docstring).
+        """
         check_tensor(y, "y")
         if physics is not None:
             self.bind(physics)
+        else:
+            self._check_norm(self.physics)
         with values_trusted():  # y was scanned for NaN/Inf just above
             x0 = self.physics.A_adjoint(y)
         return (x0 if self.adjoint_init else torch.zeros_like(x0)), y
