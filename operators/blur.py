@@ -183,6 +183,7 @@ class Blur(ValueCaches, LinearPhysics):
         r"""rfft2 of :math:`g` on ``grid`` with :math:`g[(p - s) \bmod N] = k[p]`, so that
         :math:`(g \circledast u)[i] = \sum_p k[p] u[i - p + s]`. Cached per grid/shift/dtype/device,
         computed outside inference mode (later calls under autograd save it for backward)."""
+        self.refresh_caches()
         key = (grid, shift, self.kernel.dtype, self.kernel.device)
         if key not in self._spectra:
             h, w = self.kernel.shape[-2:]

@@ -158,8 +158,10 @@ def opnorm(
     torch's default; the start vector lies on the device of that module. The norm
     is cached, keyed by shape, dtype, ``max_iter`` and ``rtol`` (a norm computed to a looser
     tolerance is not returned for a stricter one), on a physics whose class sets ``clears_opnorm = True``
-    (liftinv's operators: they call :func:`clear_opnorm` whenever :math:`A` changes); any other
-    physics, which deepinv's ``update_parameters`` may change without notice, gets it recomputed.
+    (liftinv's operators: they call :func:`clear_opnorm` whenever :math:`A` changes, after their
+    ``refresh_caches`` method, which this calls first where there is one, has seen an edit of
+    their tensors); any other physics, which deepinv's ``update_parameters`` may change without
+    notice, gets it recomputed.
     """
     if x_shape is None and getattr(physics, "img_size", None) is None:
         raise ValueError(f"x_shape is needed: {type(physics).__name__} has no img_size to take it from")
@@ -168,6 +170,8 @@ def opnorm(
     typed = next((m for m in modules if isinstance(getattr(m, "dtype", None), torch.dtype)), physics)
     dtype = dtype or getattr(typed, "dtype", None) or torch.get_default_dtype()
     key = (shape, dtype, max_iter, rtol)
+    if callable(getattr(physics, "refresh_caches", None)):
+        physics.refresh_caches()
     cache = physics.__dict__.setdefault("_opnorm_cache", {}) if getattr(physics, "clears_opnorm", False) else {}
     if key not in cache:
         device = typed._device_holder.device if hasattr(typed, "_device_holder") else "cpu"
@@ -301,11 +305,14 @@ def clear_opnorm(physics) -> None:
 class ValueCaches:
     r"""Mixin for a ``LinearPhysics`` that caches values computed from its buffers: a dict, the
     attribute named by ``_cache``, and the operator norms of :func:`opnorm`. Both are cleared
-    (:meth:`_clear_caches`) when ``load_state_dict`` copies new buffers in place, and when a
-    module conversion (``to``, ``float``, ``double``, ...) changes the dtype of the buffer named
-    by ``_dtype_buffer``: that may round the buffers (float64 -> float32 -> float64 does); a move
-    to another device keeps them (their keys hold the device). A conversion to a dtype outside
-    :data:`DTYPES` is refused (:func:`check_conversion`)."""
+    (:meth:`_clear_caches`) when ``load_state_dict`` copies new buffers in place, when a module
+    conversion (``to``, ``float``, ``double``, ...) changes the dtype of the buffer named by
+    ``_dtype_buffer`` (that may round the buffers: float64 -> float32 -> float64 does; a move to
+    another device keeps them, their keys hold the device), and when a buffer was replaced (an
+    attribute assignment) or changed in place (an edit under ``torch.no_grad``) since they were
+    filled: :meth:`refresh_caches`, which the operator calls before reading its cache and
+    :func:`opnorm` before reading the norms, compares a :class:`Stamp` of the buffers. A
+    conversion to a dtype outside :data:`DTYPES` is refused (:func:`check_conversion`)."""
 
     _cache: str
     _dtype_buffer: str
@@ -313,6 +320,13 @@ class ValueCaches:
     def _clear_caches(self) -> None:
         setattr(self, self._cache, {})
         clear_opnorm(self)
+        self._cache_stamp = Stamp(self.buffers())
+
+    def refresh_caches(self) -> None:
+        """Clear the caches if a buffer was replaced or changed in place since they were filled."""
+        stamp = self.__dict__.get("_cache_stamp")  # None until the caches are first cleared
+        if stamp is None or not stamp.matches(self.buffers()):
+            self._clear_caches()
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)
@@ -321,7 +335,12 @@ class ValueCaches:
     def _apply(self, fn, recurse: bool = True):
         before = self._buffers.get(self._dtype_buffer)  # None while LinearPhysics.__init__ moves the module
         check_conversion(self, fn, before)
+        if before is not None:
+            self.refresh_caches()  # the caches kept below must be those of the buffers as they are
         super()._apply(fn, recurse)
-        if before is not None and self._buffers[self._dtype_buffer].dtype != before.dtype:
-            self._clear_caches()
+        if before is not None:
+            if self._buffers[self._dtype_buffer].dtype != before.dtype:
+                self._clear_caches()
+            else:
+                self._cache_stamp = Stamp(self.buffers())  # the same values, on another device
         return self

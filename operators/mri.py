@@ -137,6 +137,7 @@ class MRI(ValueCaches, LinearPhysics):
     def _phases(self) -> tuple[Tensor, Tensor]:
         r"""``(D_in S_n or D_in, M D_out)`` in the operator's complex dtype, cached per dtype/device,
         computed outside inference mode (later calls under autograd save them for backward)."""
+        self.refresh_caches()
         key = (self.mask.dtype, self.mask.device)
         if key not in self._factors:
             (in_h, out_h), (in_w, out_w) = (_centring_phases(n) for n in self.mask.shape)

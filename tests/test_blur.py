@@ -244,6 +244,30 @@ def test_blur_update_kernel_refreshes_cached_spectrum():
 
 
 @pytest.mark.parametrize("use_fft", [False, True])
+def test_blur_kernel_edited_in_place_or_replaced_gives_the_new_operator(use_fft):
+    """The kernel buffer edited in place (under ``torch.no_grad``) or assigned as an attribute
+    gives the A and the norm of a Blur built from the new kernel, not the spectrum and norm
+    cached for the old one: circular boundary, norm = max |DFT of the kernel on the image grid|
+    (doubled kernel: twice the norm)."""
+    g = _gen(10)
+    x = torch.randn(2, 1, 9, 8, dtype=torch.float64, generator=g)
+    kernel = torch.rand(3, 3, generator=g, dtype=torch.float64)
+    op = Blur(kernel, boundary="circular", use_fft=use_fft, dtype=torch.float64)
+
+    def closed_form(k):
+        return float(torch.fft.fft2(k, s=(9, 8)).abs().max())
+
+    for change in (lambda: op.kernel.mul_(2), lambda: setattr(op, "kernel", op.kernel.flip(-1) / 4)):
+        op.A(x), opnorm(op, (1, 1, 9, 8))
+        with torch.no_grad():
+            change()
+        fresh = Blur(op.kernel[0].clone(), boundary="circular", use_fft=use_fft, dtype=torch.float64)
+        torch.testing.assert_close(op.A(x), fresh.A(x), rtol=0, atol=1e-12)
+        torch.testing.assert_close(op.A_adjoint(x), fresh.A_adjoint(x), rtol=0, atol=1e-12)
+        assert opnorm(op, (1, 1, 9, 8)) == pytest.approx(closed_form(op.kernel[0]), rel=1e-9)
+
+
+@pytest.mark.parametrize("use_fft", [False, True])
 def test_blur_load_state_dict_takes_the_loaded_kernel(use_fft):
     """``load_state_dict`` from a Blur with another kernel of the same shape gives that operator's
     A and norm, not the spectrum or norm cached for the old kernel."""

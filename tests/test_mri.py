@@ -61,6 +61,23 @@ def test_multi_coil_matches_deepinv_multicoil_mri(shape, dtype, tol):
     torch.testing.assert_close(ours.A_adjoint(y), ref.A_adjoint(y), rtol=0, atol=tol)
 
 
+def test_mri_mask_edited_in_place_or_replaced_gives_the_new_operator():
+    """The mask buffer scaled in place (under ``torch.no_grad``) or assigned as an attribute
+    gives the A and the norm of an MRI built from the new mask (single coil: the norm is
+    max |mask|), not the phase factors and norm cached for the old one."""
+    g = _gen(11)
+    x = torch.randn(2, 2, 6, 7, dtype=torch.float64, generator=g)
+    op = MRI((torch.rand(6, 7, generator=g) > 0.5).double(), dtype=torch.float64)
+    for change in (lambda: op.mask.mul_(3), lambda: setattr(op, "mask", op.mask.flip(0) / 2)):
+        op.A(x), opnorm(op)
+        with torch.no_grad():
+            change()
+        fresh = MRI(op.mask.clone(), dtype=torch.float64)
+        torch.testing.assert_close(op.A(x), fresh.A(x), rtol=0, atol=1e-12)
+        torch.testing.assert_close(op.A_adjoint(x), fresh.A_adjoint(x), rtol=0, atol=1e-12)
+        assert opnorm(op) == pytest.approx(float(op.mask.abs().max()), rel=1e-9)
+
+
 def test_full_mask_single_coil_is_unitary_centred_fft():
     shape = (7, 10)
     op = MRI(torch.ones(shape), dtype=torch.float64)
