@@ -70,13 +70,13 @@ import torch
 from torch import Tensor
 
 from liftinv.penalty import BREGMAN, Penalty
-from liftinv.affine import adjoint_graph, adjoint_method, linear_part
+from liftinv.affine import GradientStep, adjoint_graph, adjoint_method, linear_part
 from liftinv.layer import shares_storage
 from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential
 from liftinv.validation import check_flag, positive_int, reference_tensor
-from operators.checks import is_integer
+from operators.checks import Stamp, is_integer, state_of
 
 
 
@@ -161,6 +161,27 @@ def _check_variables(network: LiftedNetwork, xs: Sequence[Tensor]) -> None:
                              f"(that of xs[0]), got shape {tuple(x.shape)}")
 
 
+class _NetworkState:
+    """What the maps and the constants of ``network`` depend on beyond the variables, for a
+    :class:`~operators.checks.Stamp`: the parameters and buffers of its modules, each physics that
+    a ``GradientStep`` holds by reference (with its parameters and buffers), and the layers'
+    penalty weights. The modules that hold parameters or buffers are listed once (a state is
+    read at every entry point of :class:`LiftedProblem`: no walk through the module tree)."""
+
+    def __init__(self, network: LiftedNetwork):
+        modules = list(network.modules())
+        self.tensors = [d for m in modules for d in (m._parameters, m._buffers) if d]
+        self.steps = [m for m in modules if isinstance(m, GradientStep)]
+        self.layers = list(network.layers)
+
+    def objects(self) -> list:
+        physics = {id(m.physics): m.physics for m in self.steps}
+        return [t for d in self.tensors for t in d.values()] + [t for p in physics.values() for t in state_of(p)]
+
+    def weights(self) -> list[float]:
+        return [layer.weight for layer in self.layers]
+
+
 def power_iteration(apply, v: list[Tensor], iters: int) -> tuple[float, list[Tensor]]:
     """Largest eigenvalue of the PSD map ``apply`` on lists of tensors, from ``v`` (0 once an
     iterate vanishes: a zero iterate is divided by 1, and the linear map keeps it zero). The
@@ -187,6 +208,13 @@ class LiftedProblem:
     (:meth:`lipschitz`) majorise the coupling between them, so that any Jacobi group of variable
     blocks takes a descent step; otherwise :class:`~liftinv.solvers.BCD` splits each group of its
     schedule into groups of blocks that share no layer penalty (:meth:`var_layers`).
+
+    What depends on the network (pre-activations with their graphs, Lipschitz constants) is
+    cached; it is dropped when the network changes other than by :meth:`set`: a parameter or
+    buffer replaced or changed in place (``load_state_dict``, an edit under ``torch.no_grad``), a
+    layer's penalty weight, or a physics of a ``GradientStep`` (noticed at the next call of
+    :meth:`lipschitz`, :meth:`grads`, :meth:`prox`, :meth:`penalties`, :meth:`preactivation`,
+    :meth:`set`, :meth:`rebind` or :meth:`forward`; power-iteration vectors are kept as warm starts).
 
     Args:
         network: the lifted network (:meth:`set` gives its parameters new values).
@@ -264,6 +292,19 @@ class LiftedProblem:
         self._lip: dict[Block, float] = {}
         self._eigvec: dict[Block, list[Tensor]] = {}
         self._needed: set[int] | None = None  # layers a solver still reads in its step (None: unknown)
+        self._state = _NetworkState(network)
+        self._stamp, self._weights = Stamp(self._state.objects()), self._state.weights()
+
+    def _sync(self) -> None:
+        """Drop the caches that depend on the network if it changed other than by :meth:`set`
+        (see the class docstring)."""
+        state, weights = self._state.objects(), self._state.weights()
+        if weights == self._weights and self._stamp.matches(state):
+            return
+        self._pre.clear()
+        self._param_graph.clear()
+        self._lip.clear()
+        self._stamp, self._weights = Stamp(state), weights
 
     # ----------------------------------------------------------------- structure
     def _group_parameters(self) -> list[list[Tensor]]:
@@ -294,6 +335,7 @@ class LiftedProblem:
 
     def set(self, block: Block, values: Sequence[Tensor]) -> None:
         """Replace the values of a block and invalidate what depends on them."""
+        self._sync()
         if isinstance(block, Var):
             i = block.index
             old, new = self.xs[i], values[0].detach()
@@ -318,6 +360,7 @@ class LiftedProblem:
             for k in self._layers_of_group[block.index]:
                 self._drop(k)
             self._lip.clear()
+            self._stamp = Stamp(self._state.objects())  # set_ advanced the version counters
 
     def _add_change(self, k: int, pos: int, old: Tensor, new: Tensor) -> None:
         r"""In place, :math:`a_k \mathrel{+}= M(x^+ - x)` for the map :math:`M` of layer ``k`` at
@@ -364,6 +407,7 @@ class LiftedProblem:
         if len(xs) != len(self.xs):
             raise ValueError(f"xs must hold {len(self.xs)} variables, got {len(xs)}")
         _check_variables(self.network, xs)
+        self._sync()
         for i, (old, new) in enumerate(zip(self.xs, xs)):
             if old.shape[1:] != new.shape[1:]:
                 self._lip.pop(Var(i), None)
@@ -432,6 +476,7 @@ class LiftedProblem:
 
     def preactivation(self, k: int) -> Tensor:
         r""":math:`a_k` at the current state (cached, detached)."""
+        self._sync()
         return self._preactivation_graph(k).detach()
 
     # ----------------------------------------------------------------- energy
@@ -439,6 +484,7 @@ class LiftedProblem:
         r"""Unweighted per-sample penalties :math:`P_k`, shape ``(K, B)``, each computed on
         slices of the batch of at most :data:`PENALTY_SLICE` entries (pre-activations that were
         not cached are computed without a graph and not kept)."""
+        self._sync()
         values = []
         for k in range(1, self.network.depth + 1):
             if k in self._pre:
@@ -481,6 +527,7 @@ class LiftedProblem:
         which makes them stale), except those of the variable blocks themselves, whose proxes
         read them next, and those that :meth:`set` updates in place (unless :meth:`expect` says
         that no later block of the step reads them)."""
+        self._sync()
         variables = {b.index for b in blocks if isinstance(b, Var)}
         params = {id(p) for b in blocks if isinstance(b, Params) for p in self.param_groups[b.index]}
         layers = {k for i in variables for k, _ in self.network.consumers(i)}
@@ -611,6 +658,7 @@ class LiftedProblem:
     def lipschitz(self, block: Block) -> float:
         """Lipschitz constant of the gradient of the block's smooth part (cached until the
         parameters change; power iterations warm-start from the last eigenvector)."""
+        self._sync()
         if block not in self._lip:
             if isinstance(block, Var):
                 lam = self._var_lipschitz(block)
@@ -671,6 +719,7 @@ class LiftedProblem:
     def prox(self, block: Block, values: Sequence[Tensor], step: float) -> list[Tensor]:
         """Prox of ``step`` times the block's nonsmooth part at ``values`` (a variable's in the
         storage of ``values``, the caller's temporaries)."""
+        self._sync()
         if isinstance(block, Params):
             return list(values)
         i = block.index

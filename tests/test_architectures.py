@@ -530,6 +530,46 @@ def test_parameter_lipschitz_constants_follow_the_variables_they_read():
     assert problem.lipschitz(Var(1)) == var
 
 
+def test_parameters_changed_outside_the_problem_are_noticed():
+    r"""A lifted problem caches what depends on the parameters (pre-activations, Lipschitz
+    constants); parameters changed outside :meth:`set`, by ``load_state_dict``, by an edit under
+    ``torch.no_grad`` or a new penalty weight, give the constants, gradients and energy of a
+    problem built on the new network at the same variables: for :math:`a_2 = W_2 x_1 + b_2`
+    (identity activations), :math:`L(x_1) = \lambda_2 \sigma_{\max}(W_2)^2` with the margin."""
+    from liftinv.activations import Identity
+    from liftinv.network import LiftedNetwork
+    from liftinv.problem import LIPSCHITZ_MARGIN
+
+    g = gen(35)
+    lin1, lin2 = nn.Linear(6, 5).double(), nn.Linear(5, 4).double()
+    net = LiftedNetwork([Layer([0], [lin1], Identity(), weight=2.5), Layer([1], [lin2], Identity(), weight=0.4)])
+    xs = perturbed(net, net.feasible(torch.randn(7, 6, generator=g, dtype=DT)), gen(36))
+    problem = LiftedProblem(net, xs, free_vars=(1,), train_params=True, power_iters=100)
+    doubled = {k: 2 * v for k, v in net.state_dict().items() if k.endswith(("weight", "bias"))}
+
+    def change_weight(value):
+        net.layer(2).weight = value
+
+    def edit():
+        with torch.no_grad():
+            lin2.weight.mul_(3)
+
+    for change in (lambda: net.load_state_dict(doubled, strict=False), edit, lambda: change_weight(1.5)):
+        for b in (Var(1), Params(0), Params(1)):  # fill the caches
+            problem.lipschitz(b)
+        problem.grads([Var(1)])
+        problem.energy()
+        change()
+        fresh = LiftedProblem(net, xs, free_vars=(1,), train_params=True, power_iters=100)
+        exact = LIPSCHITZ_MARGIN * net.layer(2).weight * float(torch.linalg.matrix_norm(lin2.weight.detach(), ord=2)) ** 2
+        assert problem.lipschitz(Var(1)) == pytest.approx(exact, rel=1e-9)
+        for b in (Params(0), Params(1)):
+            assert problem.lipschitz(b) == pytest.approx(fresh.lipschitz(b), rel=1e-9)
+        for got, want in zip(problem.grads(problem.blocks()), fresh.grads(fresh.blocks())):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        assert float(problem.energy()) == pytest.approx(float(fresh.energy()), rel=1e-12)
+
+
 def test_rebind_to_images_of_another_size_recomputes_the_variable_lipschitz_constants():
     r"""A convolutional network takes images of any size, and a zero-padded convolution's norm
     grows with the image: after ``rebind`` from 3 x 3 to 8 x 9 images, each variable block's
