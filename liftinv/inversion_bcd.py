@@ -82,7 +82,7 @@ import torch
 from torch import Tensor
 
 from liftinv.blocks import Var
-from liftinv.inversion_pdhg import joint_norm
+from liftinv.inversion_pdhg import _norm
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, SquaredError
 from liftinv.affine import linear_part
@@ -194,7 +194,11 @@ class LiftedBCD:
         r"""Run BCD from the current variables, recording into ``history``; returns the iterations.
         Stops after ``max_iter`` sweeps, when the free variables :math:`X` (all blocks together)
         change by :math:`\|X_k - X_{k-1}\| \le \text{tol}\,\|X_k\|` (``tol`` > 0; a joint step
-        from a forward pass leaves the input in place), or after ``max_time`` seconds."""
+        from a forward pass leaves the input in place), or after ``max_time`` seconds. Besides
+        :class:`~liftinv.solvers.BCD`'s finiteness checks, a sweep reads the device once (a sync
+        on a GPU): the two norms of the change, the number of samples that restart and, in the
+        function scheme, the energy; the gradient scheme reads the energy a second time when it
+        records it."""
         config, problem = self.config, self._problem(regularizer)
         solver = BCD(var_rule=config.rule, schedule=Simultaneous() if self.joint else TopDown())
         state = solver.init(problem) if self.state is None else self.state
@@ -209,16 +213,23 @@ class LiftedBCD:
             state = solver.step(problem, state)
             current = [problem.xs[i] for i in problem.free_vars]
             steps = [c - p for c, p in zip(current, previous)]
-            change = joint_norm(*steps) / max(joint_norm(*current), 1e-30)
-            last = (it == config.max_iter or (config.tol > 0 and change <= config.tol)
-                    or perf_counter() - start > config.max_time)
+            # one host read per sweep: the two norms, the samples that restart and (function scheme) the energy
+            scalars = [_norm(*steps), _norm(*current)]
             if gradient_scheme:  # per sample (the first dimension of every variable block)
                 restart = sum(((y - c) * d).flatten(1).sum(1) for y, c, d in zip(looks, current, steps)) > 0
-                energy = float(problem.energy()) if last or it % config.energy_every == 0 else math.nan
             else:  # function scheme, per sample: where the sample's energy increased
                 new = problem.energies()
-                restart, energies, energy = new > energies, new, float(new.sum())
-            restarted = int(restart.sum())  # samples that restart (one host read)
+                restart, energies = new > energies, new
+                scalars.append(new.sum())
+            scalars.append(restart.sum().to(scalars[0].dtype))
+            step_norm, norm, *energy, restarted = torch.stack(scalars).tolist()
+            change = step_norm / max(norm, 1e-30)
+            last = (it == config.max_iter or (config.tol > 0 and change <= config.tol)
+                    or perf_counter() - start > config.max_time)
+            if gradient_scheme:
+                energy = float(problem.energy()) if last or it % config.energy_every == 0 else math.nan
+            else:
+                energy = energy[0]
             if restarted == len(restart):
                 state.var_states.clear()  # restart the momentum
             elif restarted:  # of these samples only: the others do not see it
