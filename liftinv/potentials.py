@@ -286,9 +286,9 @@ class TV(_Weighted):
         self._check_images(x)
         check_tensor(x, "x")
         lam = step * _per_sample_scale(self._weight(), x)
-        lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device).expand(x.shape[0], 1, 1, 1).reshape(-1, 1, 1, 1, 1)
-        if not bool((lam > 0).any()):
+        if not (bool((lam > 0).any()) if isinstance(lam, Tensor) else lam > 0):  # a host read for per-sample weights only
             return self._project(x)
+        lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device).expand(x.shape[0], 1, 1, 1).reshape(-1, 1, 1, 1, 1)
         key = (tuple(x.shape), x.dtype, x.device)
         p_prev = self._dual.get(key)
         if p_prev is None:

@@ -76,7 +76,7 @@ from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential
 from liftinv.validation import check_flag, positive_int, reference_tensor
-from operators.checks import Stamp, is_integer, state_of
+from operators.checks import Stamp, is_integer, state_of, values_trusted
 
 
 
@@ -725,6 +725,9 @@ class LiftedProblem:
         i = block.index
         if i == 0:
             term = self.terms.get(0)
-            return [values[0] if term is None or term.smooth else term.prox(values[0], step)]
+            if term is None or term.smooth:
+                return [values[0]]
+            with values_trusted():  # the solver checks gradients and proxes for NaN/Inf: no scan here
+                return [term.prox(values[0], step)]
         layer = self.network.layer(i)
         return [self.penalty.prox_output_(layer.activation, self.preactivation(i), values[0], step * layer.weight)]
