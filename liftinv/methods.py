@@ -192,11 +192,14 @@ class _LiftedRunner:
     def step(self, batch: Batch, iteration: int) -> float:
         u, y = self.inputs(batch.observation)
         # the forward output is not kept: the target replaces it, and the sweeps run without it
-        loss = float(sample_loss(self._bind(u, y), batch.target).mean())
+        top = self.net.layer(self.net.depth).activation
+        scalars = [sample_loss(self._bind(u, y), batch.target).mean()]
+        if self.method.penalty is not penalties.MAC:  # the targets in the range of the output activation
+            scalars.append(top.in_domain(batch.target).all())
+        loss, *inside = torch.stack(scalars).tolist()  # one host read for both
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite output of the forward pass (block Var({self.net.depth})) at iteration {iteration}")
-        top = self.net.layer(self.net.depth).activation
-        if self.method.penalty is not penalties.MAC and not bool(top.in_domain(batch.target).all()):
+        if inside and not inside[0]:
             raise ValueError(
                 f"targets of iteration {iteration} lie outside the range of the output activation {top!r}, where its "
                 f"{_PENALTY_NAMES[self.method.penalty]} penalty is infinite (use targets in that range, another output "

@@ -236,6 +236,32 @@ def test_backprop_step_reads_the_device_twice(host_reads):
     assert len(reads) == 2 and loss == before
 
 
+def test_lifted_step_reads_the_loss_and_the_target_check_at_once(host_reads):
+    """Besides its sweeps (BCD's finiteness checks) and the Lipschitz estimates, a lifted training
+    step reads the device twice (syncs on a GPU): the scan of the batch's input and one read of
+    the forward pass's loss with the check that the targets lie in the range of the output
+    activation (they were two reads). Oracle: the counts of host reads for 1 and 2 sweeps per
+    batch (constants kept: lipschitz_every = 100) differ by the sweep's; the loss returned is the
+    mean sample loss of the forward pass, bit for bit."""
+    from liftinv.tasks import Batch
+
+    images = torch.rand(6, 1, 5, 5, dtype=DT, generator=torch.Generator().manual_seed(0))
+    batches = [Batch(images[:3] + 0.1, images[:3]), Batch(images[3:] + 0.1, images[3:])]
+    counts = []
+    for sweeps in (1, 2):
+        net = _pnn()
+        runner = _LiftedRunner(net, Lifted(solver=BCD(param_rule=Adam(1e-2)), sweeps_per_batch=sweeps, lipschitz_every=100))
+        runner.start_epoch()
+        runner.step(batches[0], 1)  # the constants are estimated on the first batch
+        with torch.no_grad():
+            before = float(sample_loss(net(batches[1].observation), batches[1].target).mean())
+        with host_reads() as reads:
+            loss = runner.step(batches[1], 2)
+        counts.append(len(reads))
+        assert loss == before
+    assert 2 * counts[0] - counts[1] == 2
+
+
 @pytest.mark.parametrize("every, per_epoch", [(1, 3), (2, 2), (3, 1)])
 def test_lipschitz_constants_are_estimated_once_per_lipschitz_every_batches(patches, spy, every, per_epoch):
     """B = 3 batches per epoch, one BCD sweep each: every block's Lipschitz constant is estimated
