@@ -1,7 +1,8 @@
 r"""Piecewise-linear proximal activations: identity, ReLU, leaky ReLU, soft-threshold, clip.
 
 Their envelopes and Bregman divergences use the generic forms of
-:class:`~liftinv.activations.base.Activation`, which are exact here:
+:class:`~liftinv.activations.base.Activation`, which are exact here (leaky ReLU and
+soft-threshold compute the divergence by nonnegative closed forms, free of cancellation):
 
 ========================  =====================================  ======================================
 :math:`\sigma(a)`          :math:`\Psi(u)`                         :math:`\operatorname{env}_\Psi(a)`
@@ -137,6 +138,14 @@ class SoftThreshold(Activation):
 
     def psi(self, z: Tensor) -> Tensor:
         return self.threshold * z.abs()
+
+    def divergence(self, z: Tensor, a: Tensor) -> Tensor:
+        r"""Nonnegative closed form, with :math:`s = S_t(a)` and :math:`a - s = \mathrm{clip}(a, -t, t)`:
+        :math:`\tfrac12(z - s)^2 + |z|\,\big(t - \operatorname{sign}(z)\,\mathrm{clip}(a, -t, t)\big)`,
+        both terms :math:`\ge 0` (the generic three-point form's :math:`t|z| - t|s|` and
+        :math:`(a - s)(z - s)` cancel: in float32 it was negative near :math:`z = s`)."""
+        t = self.threshold
+        return 0.5 * (z - self(a)) ** 2 + z.abs() * (t - z.sign() * a.clamp(-t, t))
 
     def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
         check_step("gamma", gamma)
