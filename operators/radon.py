@@ -301,7 +301,7 @@ class Radon(LinearPhysics):
 
     def _set_angles(self, angles: Tensor, dtype, device) -> None:
         """Angles (degrees, parsed) and the system matrices built for them."""
-        self.register_buffer("angles", angles.to(device), persistent=False)
+        self.register_buffer("_angles", angles.to(device), persistent=False)
         matrix, transpose = joseph_matrices(self.n, angles, self.n_detectors, self.circle, dtype=dtype, device=device)
         self.register_buffer("_matrix", matrix, persistent=False)
         self.register_buffer("_matrix_t", transpose, persistent=False)
@@ -319,7 +319,7 @@ class Radon(LinearPhysics):
         """
         if angles is not None:
             angles = _parse_angles(angles)
-            if not torch.equal(angles.to(self.angles), self.angles):
+            if not torch.equal(angles.to(self._angles), self._angles):
                 self._set_angles(angles, self.dtype, self._matrix.device)
 
     def __deepcopy__(self, memo: dict) -> Radon:
@@ -341,15 +341,26 @@ class Radon(LinearPhysics):
         -> float64 does): the operator norms cached for them as they were are cleared. A
         conversion to a dtype outside :data:`~operators.checks.DTYPES` (``half``) is refused
         (:func:`~operators.checks.check_conversion`)."""
-        angles = self._buffers.get("angles")  # None while LinearPhysics.__init__ moves the module
+        angles = self._buffers.get("_angles")  # None while LinearPhysics.__init__ moves the module
         check_conversion(self, fn, self._buffers.get("_matrix"))
         dtype = None if angles is None else self.dtype
         super()._apply(fn, recurse)
         if angles is not None:
-            self.angles = angles.to(self._matrix.device)
+            self._angles = angles.to(self._matrix.device)
             if self.dtype != dtype:
                 clear_opnorm(self)
         return self
+
+    @property
+    def angles(self) -> Tensor:
+        """The angles in degrees (float64), a copy: the system matrices are built for them, so the
+        geometry changes only by :meth:`update_parameters` (an edit of the tensor the operator held
+        changed its spec and sinogram shape and kept the matrices)."""
+        return self._angles.clone()
+
+    @angles.setter
+    def angles(self, value) -> None:
+        raise AttributeError("Radon's angles are set by update_parameters(angles=...), which rebuilds the system matrices")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -359,7 +370,7 @@ class Radon(LinearPhysics):
     @property
     def sinogram_shape(self) -> tuple[int, int]:
         """``(n_detectors, n_angles)``: the last two dimensions of a sinogram."""
-        return self.n_detectors, self.angles.numel()
+        return self.n_detectors, self._angles.numel()
 
     @property
     def nbytes(self) -> int:
@@ -382,7 +393,7 @@ class Radon(LinearPhysics):
         flat = x.reshape(b * ch, n, n)
         stacked = torch.stack((flat, flat.transpose(-1, -2)), 1).reshape(b * ch, 2 * n * n)
         rays = _SparseMatmul.apply(stacked.T, _Pair(self._matrix, self._matrix_t))  # (n_ang * n_det, BC)
-        return rays.T.reshape(b, ch, self.angles.numel(), self.n_detectors).transpose(-1, -2).contiguous()
+        return rays.T.reshape(b, ch, self._angles.numel(), self.n_detectors).transpose(-1, -2).contiguous()
 
     def _backward(self, rays: Tensor) -> Tensor:
         r"""Unchecked :math:`A^\top y` of ``rays`` = ``y`` in ray order ``(B, C, n_angles, n_detectors)``;
@@ -416,7 +427,7 @@ class Radon(LinearPhysics):
             with torch.inference_mode(False):
                 kernel = torch.fft.irfft(fourier_filter(size, name)[: size // 2 + 1], n=size)
                 i = torch.arange(self.n_detectors)
-                toeplitz = kernel[(i[:, None] - i[None, :]) % size] * (math.pi / (2 * self.angles.numel()))
+                toeplitz = kernel[(i[:, None] - i[None, :]) % size] * (math.pi / (2 * self._angles.numel()))
                 self._filters[key] = toeplitz.to(dtype=self.dtype, device=self._matrix.device)
         return self._filters[key]
 

@@ -389,3 +389,23 @@ def test_update_angles_rebuilds_the_operator():
     assert opnorm(op, (1, 1, 16, 16)) != before
     assert op(x, angles=5).shape == (2, 1, 23, 5) and op.sinogram_shape == (23, 5)
     assert torch.equal(op.A_adjoint(op.A(x)), Radon(16, 5, dtype=torch.float64).A_adjoint(Radon(16, 5, dtype=torch.float64).A(x)))
+
+
+def test_angles_change_only_through_update_parameters():
+    """The angles were a plain buffer: editing it in place (``op.angles.mul_(0.5)``) changed the
+    spec and the sinogram shape's geometry record while A kept the system matrices of the old
+    angles, and assigning ``op.angles = ...`` (10 angles for 20) crashed later in a reshape. Now
+    ``angles`` is a copy, an assignment is refused naming ``update_parameters``, and the operator
+    equals one built for its reported angles (skimage's geometry through ``Radon``'s own
+    constructor: the oracle is a fresh operator)."""
+    op = Radon(16, angles=20, dtype=torch.float64)
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64, generator=_gen(3))
+    y = op.A(x)
+    op.angles.mul_(0.5)
+    assert torch.equal(op.A(x), y)
+    torch.testing.assert_close(op.A(x), Radon(16, angles=op.angles, dtype=torch.float64).A(x), rtol=0, atol=0)
+    with pytest.raises(AttributeError, match=r"update_parameters\(angles=\.\.\.\)"):
+        op.angles = torch.arange(10, dtype=torch.float64) * 18.0
+    assert op.sinogram_shape == (op.n_detectors, 20)
+    op.update_parameters(angles=10)
+    torch.testing.assert_close(op.A(x), Radon(16, angles=10, dtype=torch.float64).A(x), rtol=0, atol=0)
