@@ -190,9 +190,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             index in ``module``, its class and the supported set); a subclass of an affine module
             that overrides ``forward`` is not taken as affine; a batch or instance norm or dropout in
             training mode, or a norm without running statistics (it normalises by the batch or the
-            sample), is
-            refused, naming it, and so is an affine module with spectral normalisation in training
-            mode (its weight changes at every call); so is a softmax over a negative dim without
+            sample), is refused, naming it, and so is an affine module with spectral normalisation
+            in training mode (its weight changes at every call); so is a softmax over a negative dim without
             ``input_shape``, or one whose dim is not dim 1 of its input for ``input_shape``, and a
             module (container or not) with forward hooks or pre-hooks other than weight or spectral
             normalisation's or pruning's on an affine module, or with backward hooks.
