@@ -37,24 +37,27 @@ def logcosh(x: Tensor) -> Tensor:
     return torch.logaddexp(x, -x) - math.log(2.0)
 
 
-def kl_term(x: Tensor, y: Tensor, log_y: Tensor) -> Tensor:
+def kl_term(x: Tensor, y: Tensor, log_y: Tensor, diff: Tensor | None = None) -> Tensor:
     r"""Elementwise :math:`x\log(x/y) - x + y \ge 0` for probabilities :math:`x \in [0, 1]`,
     :math:`y \in (0, 1]` (``y`` may underflow to 0, ``log_y`` = :math:`\log y` may not), 0 where
-    :math:`x = y` (exactly, for normal :math:`y`), with :math:`0\log 0 = 0`. Free of
-    cancellation: it is :math:`x\,\ell - (x - y)` with the value
+    :math:`x = y` (exactly, for normal :math:`y`), with :math:`0\log 0 = 0`. ``diff`` is
+    :math:`d = x - y` (with its graph) where the caller has it more accurately than the rounded
+    ``x`` gives it, ``x - y`` if ``None``. Free of cancellation: it is :math:`x\,\ell - d` with
+    the value
 
     .. math:: \ell = \log\frac{x}{y} = \begin{cases}
-       \operatorname{log1p}\big(\frac{x - y}{y}\big) & \tfrac12 y \le x \le 2y
+       \operatorname{log1p}\big(\frac{d}{y}\big) & \tfrac12 y \le x \le 2y
        \text{ (where } x - y \text{ is exact)},\\
        \log(x/y) & \text{otherwise},\\
        \log x - \log y & y \text{ subnormal},
        \end{cases}
 
-    so its error is a few ulps of :math:`x|\ell| + |x - y|`; the rounding left where :math:`x` is
+    so its error is a few ulps of :math:`x|\ell| + |d|`; the rounding left where :math:`x` is
     within an ulp or two of :math:`y` is clamped at 0. The gradient is that of
     :math:`\ell = \log x - \log y` (through ``log_y``: no :math:`x/y^2` that overflows for small
     :math:`y`), exact: :math:`\partial_x = \ell`, :math:`\partial_y = 1 - x/y`.
     """
+    d = x - y if diff is None else diff
     pos = x > 0
     x1 = torch.where(pos, x, 1.0)  # no inf or nan in unused values or gradients
     with torch.no_grad():
@@ -63,10 +66,10 @@ def kl_term(x: Tensor, y: Tensor, log_y: Tensor) -> Tensor:
         r = x1 / y1
         near = normal & (r >= 0.5) & (r <= 2)
         far = torch.where(normal, torch.log(r), torch.log(x1) - log_y)
-        exact = torch.where(near, torch.log1p((x - y) / y1), far)
+        exact = torch.where(near, torch.log1p(d / y1), far)
     log_ratio = torch.log(x1) - torch.where(log_y.isfinite(), log_y, 0.0)  # for the gradient
     log_ratio = exact + (log_ratio - log_ratio.detach())
-    return (torch.where(pos, x * log_ratio, 0.0) - (x - y)).clamp_min(0)
+    return (torch.where(pos, x * log_ratio, 0.0) - d).clamp_min(0)
 
 
 def bernoulli_kl(p: Tensor, q: Tensor, b: Tensor) -> Tensor:
@@ -75,8 +78,15 @@ def bernoulli_kl(p: Tensor, q: Tensor, b: Tensor) -> Tensor:
     it is accurate), as the sum of the two nonnegative terms :func:`kl_term` :math:`(p, s)` and
     :math:`(q, 1 - s)` (their :math:`-x + y` parts cancel): :math:`\ge 0` entry by entry, 0 where
     :math:`p = s`, with :math:`1 - s = \mathrm{sigmoid}(-b)`, :math:`\log s = -\mathrm{softplus}(-b)`
-    and :math:`\log(1 - s) = -\mathrm{softplus}(b)` accurate in saturation."""
-    return kl_term(p, torch.sigmoid(b), -softplus(-b)) + kl_term(q, torch.sigmoid(-b), -softplus(b))
+    and :math:`\log(1 - s) = -\mathrm{softplus}(b)` accurate in saturation. Both terms take the
+    one difference :math:`d = p - s` (and :math:`q - (1 - s) = -d`) formed on the side of the
+    smaller probability, :math:`p - \mathrm{sigmoid}(b)` where :math:`p \le \tfrac12`, else
+    :math:`\mathrm{sigmoid}(-b) - q`: there the probability carries no absolute rounding of
+    :math:`\tfrac12` eps (the other, e.g. :math:`1 - z` for a small :math:`z`, does), so no
+    floor of about :math:`\mathrm{eps}^2` where :math:`p \approx s` is small."""
+    s, t = torch.sigmoid(b), torch.sigmoid(-b)
+    d = torch.where(p <= 0.5, p - s, t - q)
+    return kl_term(p, s, -softplus(-b), d) + kl_term(q, t, -softplus(b), -d)
 
 
 class LegendreActivation(Activation):
@@ -216,6 +226,29 @@ class Tanh(LegendreActivation):
 
     def _bernoulli(self, z: Tensor, a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return 0.5 * (1 + z), 0.5 * (1 - z), 2 * a
+
+    def divergence(self, z: Tensor, a: Tensor) -> Tensor:
+        r""":math:`B_\Psi(z, a)` as the Bernoulli KL divergence (base class), except where
+        :math:`|z| \le \tfrac12` and :math:`|s| \le \tfrac12`, :math:`s = \tanh a`: there
+        :math:`p = (1+z)/2` would round :math:`z` by up to :math:`\tfrac12` eps absolute, and the
+        KL terms, of the size of :math:`|z - s|`, cancel down to :math:`B \approx \tfrac12(z - s)^2`
+        (a floor of about :math:`\mathrm{eps}^2` and an error of eps :math:`|z - s|`), so it is
+
+        .. math:: B_\Psi(z, a) = \tfrac12\operatorname{log1p}\Big(-\frac{(z - s)(z + s)}{1 - s^2}\Big)
+           + z\operatorname{atanh}\frac{z - s}{1 - zs}
+
+        (:math:`\Phi(z) = \tfrac12\log(1 - z^2) + z\operatorname{atanh} z`,
+        :math:`\log\cosh a = -\tfrac12\log(1 - s^2)`), whose two terms are of the size of
+        :math:`|z|\,|z - s|` only: accurate to a few ulps of :math:`B + |a|\,|z - s|` (the
+        rounding of :math:`\tanh a`) for small :math:`z` and :math:`a` too. Its inputs are
+        masked to 0 elsewhere (no nan in the unused values or gradients)."""
+        div = super().divergence(z, a)
+        s = torch.tanh(a)
+        mid = (z.abs() <= 0.5) & (s.abs() <= 0.5)
+        zm, sm = torch.where(mid, z, 0.0), torch.where(mid, s, 0.0)  # no nan in unused gradients
+        d = zm - sm
+        small = 0.5 * torch.log1p(-d * (zm + sm) / (1 - sm * sm)) + zm * torch.atanh(d / (1 - zm * sm))
+        return torch.where(mid, small.clamp_min(0), div)
 
 
 class Sigmoid(LegendreActivation):
