@@ -110,7 +110,7 @@ class Blur(ValueCaches, LinearPhysics):
             noise_model=ZeroNoise() if noise_model is None else noise_model,
             device=device,
         )
-        self.boundary = boundary
+        self._boundary = boundary
         self._use_fft = use_fft
         self.register_buffer("kernel", torch.zeros(1, 1, 1, dtype=dtype, device=device))
         self._spectra: dict[tuple, Tensor] = {}
@@ -120,6 +120,16 @@ class Blur(ValueCaches, LinearPhysics):
     def dtype(self) -> torch.dtype:
         """Real dtype of the operator."""
         return self.kernel.dtype
+
+    @property
+    def boundary(self) -> str:
+        """The boundary condition, fixed at construction: the cached operator norms are those of
+        the operator with this boundary (an assignment changed :meth:`A` and kept the old norm)."""
+        return self._boundary
+
+    @boundary.setter
+    def boundary(self, value) -> None:
+        raise AttributeError(f"Blur's boundary is fixed at construction: build a new Blur(kernel, boundary={value!r})")
 
     @property
     def use_fft(self) -> bool:

@@ -415,3 +415,22 @@ def test_blur_takes_deepinv_filter_parameter():
         op.update(filter=new[None, None, None])
     with pytest.raises(ValueError, match="not both"):
         op.update(kernel=new, filter=new)
+
+
+def test_blur_boundary_cannot_be_assigned_behind_the_cached_norm():
+    """The operator norm is cached per shape and dtype, not per boundary: an assignment
+    ``op.boundary = "zero"`` after a circular norm was cached changed A but kept the norm 1.0 (a
+    zero-boundary Blur of this kernel has 0.93). The boundary is fixed at construction: an
+    assignment is refused, and the operator stays the one it reports. Oracle: a Blur built with the
+    reported boundary, and the circular closed form |sum k| = 1 for a normalised kernel."""
+    kernel = torch.rand(3, 3, dtype=torch.float64, generator=_gen(5))
+    kernel /= kernel.sum()
+    op = Blur(kernel, img_size=(1, 8, 8), dtype=torch.float64)
+    assert opnorm(op) == pytest.approx(1.0, rel=1e-9)
+    with pytest.raises(AttributeError, match="boundary is fixed at construction"):
+        op.boundary = "zero"
+    assert op.boundary == "circular"
+    fresh = Blur(kernel, img_size=(1, 8, 8), boundary=op.boundary, dtype=torch.float64)
+    assert opnorm(op) == opnorm(fresh)
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64, generator=_gen(6))
+    assert torch.equal(op.A(x), fresh.A(x))
