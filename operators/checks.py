@@ -237,6 +237,11 @@ def _version(obj: object) -> int | None:
     return obj._version if isinstance(obj, Tensor) and not obj.is_inference() else None
 
 
+def _dense(obj: object) -> Tensor | None:
+    """``obj`` if it is a dense (strided) tensor, else ``None``."""
+    return obj if isinstance(obj, Tensor) and obj.layout == torch.strided else None
+
+
 def _ref(obj: object):
     """A weak reference to ``obj``, or a strong one where ``obj`` takes no weak reference."""
     try:
@@ -256,10 +261,16 @@ class Stamp:
     :meth:`matches` is False once one of them was replaced or changed in place (a tensor made
     in inference mode has no version counter: only its replacement is seen). A deep copy stamps
     the copies of the objects (a copy of a cache stays valid for the copies); a pickled stamp
-    matches nothing."""
+    matches nothing.
 
-    def __init__(self, objects: Iterable[object]):
+    With ``keep``, the stamp also holds (strongly) the dense tensors among the objects, so that
+    :meth:`same_values` can tell a tensor replaced by an equal one (deepinv's ``update_parameters``
+    assigns new tensors at every call, with the same values) from a changed one."""
+
+    def __init__(self, objects: Iterable[object], keep: bool = False):
+        objects = list(objects)
         self._entries = [(_ref(obj), _version(obj)) for obj in objects]
+        self._kept = [_dense(obj) for obj in objects] if keep else None
 
     def matches(self, objects: Iterable[object]) -> bool:
         """Whether ``objects`` are, in order, the stamped objects, each unchanged since."""
@@ -273,6 +284,24 @@ class Stamp:
             n += 1
         return n == len(self._entries)
 
+    def same_values(self, objects: Iterable[object]) -> bool:
+        """Whether ``objects`` are, in order, the stamped objects unchanged (as :meth:`matches`) or,
+        where a dense tensor was replaced, a tensor equal to it (``torch.equal``, of its dtype,
+        shape and device) while the replaced one is unchanged since the stamp. Needs a stamp made
+        with ``keep`` (without, as :meth:`matches`); a tensor changed in place is a change."""
+        objects = list(objects)
+        if self._kept is None or len(objects) != len(self._entries):
+            return self.matches(objects)
+        for obj, (ref, version), old in zip(objects, self._entries, self._kept):
+            if ref() is obj:
+                if _version(obj) != version:
+                    return False
+            elif old is None or _version(old) != version or _dense(obj) is None or not (
+                obj.dtype == old.dtype and obj.shape == old.shape and obj.device == old.device and torch.equal(obj, old)
+            ):
+                return False
+        return True
+
     def __deepcopy__(self, memo: dict) -> Stamp:
         import copy
 
@@ -284,6 +313,9 @@ class Stamp:
             else:
                 obj = copy.deepcopy(obj, memo)
                 new._entries.append((_ref(obj), _version(obj)))
+        if self._kept is not None:
+            new._kept = [None if old is None or entry[0]() is _STALE else copy.deepcopy(old, memo)
+                         for old, entry in zip(self._kept, new._entries)]
         return new
 
     def __reduce__(self):

@@ -1122,6 +1122,44 @@ def test_unrolled_binds_a_deepinv_physics():
     assert isinstance(net, dinv.models.Reconstructor)
 
 
+def test_unrolled_deepinv_physics_updated_with_the_same_values_costs_no_lanczos(monkeypatch):
+    """deepinv calls ``update_parameters`` with the same values at every batch, and its physics
+    assign new tensors each time: the norm check saw a replaced buffer and ran Lanczos at every
+    forward pass (one per batch; none before the check existed). Tensors replaced by equal ones
+    are no change: no Lanczos, the same outputs bit for bit; a filter of other values, or a filter
+    changed in place and then replaced by an equal copy, is still refused. Oracle: a spy on
+    lanczos_max and the network's steps computed for the circular blur (norm 1)."""
+    import deepinv as dinv
+
+    import operators.checks as checks
+
+    calls = []
+    lanczos = checks.lanczos_max
+    monkeypatch.setattr(checks, "lanczos_max", lambda *a, **k: calls.append(1) or lanczos(*a, **k))
+    kernel = torch.rand(1, 1, 3, 3, dtype=DT, generator=gen(28))
+    kernel /= kernel.sum()
+    net = UnrolledPrimalDual(blur(29, "circular"), 3, 2, (1, 7, 9), generator=gen(30)).double()
+    physics = dinv.physics.BlurFFT(img_size=(1, 7, 9), filter=kernel.clone())
+    y = physics.A(torch.rand(2, 1, 7, 9, dtype=DT, generator=gen(31)))
+    first = net(y, physics)
+    calls.clear()
+    for _ in range(3):
+        physics.update_parameters(filter=kernel.clone())
+        assert torch.equal(net(y, physics), first)
+        assert torch.equal(net(y), first)
+    assert not calls
+    physics.update_parameters(filter=2 * kernel)
+    with pytest.raises(ValueError, match=r"physics has operator norm .* computed for"):
+        net(y)
+    physics.update_parameters(filter=kernel.clone())
+    net(y)
+    with torch.no_grad():
+        physics.filter.mul_(2)
+    physics.update_parameters(filter=physics.filter.clone())
+    with pytest.raises(ValueError, match=r"physics has operator norm .* computed for"):
+        net(y)
+
+
 def test_unrolled_bind_refuses_another_operator_but_not_another_dtype():
     """Its steps were computed for the construction operator: binding a ``Blur`` with another
     kernel raises naming the kernel; a float32 copy of the same operator is accepted and used."""

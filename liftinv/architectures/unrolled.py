@@ -47,8 +47,8 @@ class UnrolledPrimalDual(Reconstructor):
     (to a relative :data:`NORM_RTOL` on :math:`\|A\|^2`), whether another physics is bound or
     the bound one changes (``update_parameters``, an edit of its tensors, another dtype), which
     :meth:`bind` and :meth:`lifted_inputs` check (the norm is estimated again only when the
-    physics or one of its parameters and buffers was replaced or changed in place since the last
-    check; a physics that is no ``nn.Module`` is checked when bound only); the :math:`L_k` start
+    physics was replaced, or one of its parameters and buffers changed in place or was replaced
+    by one of other values, since the last check; a physics that is no ``nn.Module`` is checked when bound only); the :math:`L_k` start
     with norm 1 (see ``conv_norm``), so the Condat-Vu condition
     :math:`1/\tau - s\|L_k\|^2 > \|A\|^2/2` holds at initialisation.
 
@@ -119,13 +119,16 @@ class UnrolledPrimalDual(Reconstructor):
             layers.append(Layer(inputs, maps, Clip(-threshold, threshold)))
             x_prev, u_prev = x_new, len(layers)
         self.lifted = LiftedNetwork(layers, input_shape=self.img_size)
-        self._norm2, self._checked = norm2, Stamp(state_of(physics))
+        self._norm2, self._checked = norm2, Stamp(state_of(physics), keep=True)
 
     def _check_norm(self, physics) -> None:
         """Raise unless ``physics`` has the norm the steps were computed for (see the class
         docstring); nothing to do when it is the physics last checked, unchanged."""
         state = state_of(physics)
         if self._checked.matches(state):
+            return
+        if self._checked.same_values(state):  # tensors replaced by equal ones (deepinv's update_parameters)
+            self._checked = Stamp(state, keep=True)
             return
         norm2 = opnorm(physics, (1, *self.img_size)) ** 2
         if not math.isclose(norm2, self._norm2, rel_tol=NORM_RTOL):
@@ -134,7 +137,7 @@ class UnrolledPrimalDual(Reconstructor):
                 f"steps tau = 1/||A||^2 and s = ||A||^2/2.02 were computed for ||A||^2 = {self._norm2:.9g}: build the "
                 "network for this operator"
             )
-        self._checked = Stamp(state)
+        self._checked = Stamp(state, keep=True)
 
     @property
     def physics(self):
