@@ -237,6 +237,18 @@ def _version(obj: object) -> int | None:
     return obj._version if isinstance(obj, Tensor) and not obj.is_inference() else None
 
 
+def _storage(obj: object):
+    """A weak reference to the storage of a dense tensor (``None`` for other objects): an
+    assignment to ``.data`` and a module conversion (``to``, ``float``, ``double``, which assign
+    ``.data`` of parameters) give a tensor another storage and keep its version counter."""
+    return weakref.ref(obj.untyped_storage()) if _dense(obj) is not None else None
+
+
+def _unchanged(obj: object, version: int | None, storage) -> bool:
+    """Whether ``obj`` has the version counter and storage it had when stamped."""
+    return _version(obj) == version and (storage is None or storage() is obj.untyped_storage())
+
+
 def _dense(obj: object) -> Tensor | None:
     """``obj`` if it is a dense (strided) tensor, else ``None``."""
     return obj if isinstance(obj, Tensor) and obj.layout == torch.strided else None
@@ -257,9 +269,12 @@ class Stamp:
     r"""Whether some objects are still the same and unchanged, without reading their values: each
     object's identity (held by a weak reference, so no object is kept alive and a new one never
     passes for a freed one) and, for a tensor, its version counter, which every in-place change
-    advances (``copy_`` by ``load_state_dict``, an edit under ``torch.no_grad``, ``set_``).
-    :meth:`matches` is False once one of them was replaced or changed in place (a tensor made
-    in inference mode has no version counter: only its replacement is seen). A deep copy stamps
+    through the tensor advances (``copy_`` by ``load_state_dict``, an edit under
+    ``torch.no_grad``, ``set_``), and its storage (weakly held), which an assignment to ``.data``
+    and a module conversion (``float()``, then ``double()``: rounded values) replace without
+    advancing the counter. :meth:`matches` is False once one of them was replaced or changed in
+    place (a tensor made in inference mode has no version counter, and an in-place edit through
+    ``.data``, which has a counter of its own, advances none: only a replacement is seen then). A deep copy stamps
     the copies of the objects (a copy of a cache stays valid for the copies); a pickled stamp
     matches nothing.
 
@@ -269,7 +284,7 @@ class Stamp:
 
     def __init__(self, objects: Iterable[object], keep: bool = False):
         objects = list(objects)
-        self._entries = [(_ref(obj), _version(obj)) for obj in objects]
+        self._entries = [(_ref(obj), _version(obj), _storage(obj)) for obj in objects]
         self._kept = [_dense(obj) for obj in objects] if keep else None
 
     def matches(self, objects: Iterable[object]) -> bool:
@@ -278,8 +293,8 @@ class Stamp:
         for obj in objects:
             if n == len(self._entries):
                 return False
-            ref, version = self._entries[n]
-            if ref() is not obj or _version(obj) != version:
+            ref, version, storage = self._entries[n]
+            if ref() is not obj or not _unchanged(obj, version, storage):
                 return False
             n += 1
         return n == len(self._entries)
@@ -292,11 +307,11 @@ class Stamp:
         objects = list(objects)
         if self._kept is None or len(objects) != len(self._entries):
             return self.matches(objects)
-        for obj, (ref, version), old in zip(objects, self._entries, self._kept):
+        for obj, (ref, version, storage), old in zip(objects, self._entries, self._kept):
             if ref() is obj:
-                if _version(obj) != version:
+                if not _unchanged(obj, version, storage):
                     return False
-            elif old is None or _version(old) != version or _dense(obj) is None or not (
+            elif old is None or not _unchanged(old, version, storage) or _dense(obj) is None or not (
                 obj.dtype == old.dtype and obj.shape == old.shape and obj.device == old.device and torch.equal(obj, old)
             ):
                 return False
@@ -306,13 +321,13 @@ class Stamp:
         import copy
 
         new = Stamp(())
-        for ref, version in self._entries:
+        for ref, version, storage in self._entries:
             obj = ref()
-            if obj is None or _version(obj) != version:  # stale already: so is the copy
-                new._entries.append((_ref(_STALE), None))
+            if obj is None or not _unchanged(obj, version, storage):  # stale already: so is the copy
+                new._entries.append((_ref(_STALE), None, None))
             else:
                 obj = copy.deepcopy(obj, memo)
-                new._entries.append((_ref(obj), _version(obj)))
+                new._entries.append((_ref(obj), _version(obj), _storage(obj)))
         if self._kept is not None:
             new._kept = [None if old is None or entry[0]() is _STALE else copy.deepcopy(old, memo)
                          for old, entry in zip(self._kept, new._entries)]

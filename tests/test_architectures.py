@@ -570,6 +570,43 @@ def test_parameters_changed_outside_the_problem_are_noticed():
         assert float(problem.energy()) == pytest.approx(float(fresh.energy()), rel=1e-12)
 
 
+@pytest.mark.parametrize("route", ["data", "round trip"])
+def test_parameters_given_another_storage_are_noticed(route):
+    r"""An assignment to ``.data`` and a module conversion (``float()`` then ``double()``, which
+    rounds) give a parameter another storage without advancing its version counter: the problem
+    kept L(x_1) of the old weights (0.22 where lambda_2 sigma_max(W_2)^2 with the margin is 2.0
+    after ``W_2.data = 3 W_2``) and the pre-activations of the unrounded ones. Oracle: the closed
+    form and a problem built on the changed network at the same variables (to 1e-12)."""
+    from liftinv.activations import Identity
+    from liftinv.network import LiftedNetwork
+    from liftinv.problem import LIPSCHITZ_MARGIN
+
+    g = gen(37)
+    lin1, lin2 = nn.Linear(6, 5).double(), nn.Linear(5, 4).double()
+    net = LiftedNetwork([Layer([0], [lin1], Identity(), weight=2.5), Layer([1], [lin2], Identity(), weight=0.4)])
+    with torch.no_grad():
+        lin1.weight.add_(torch.randn(5, 6, generator=g, dtype=DT) / 3)  # not representable in float32
+    xs = perturbed(net, net.feasible(torch.randn(7, 6, generator=g, dtype=DT)), gen(38))
+    problem = LiftedProblem(net, xs, free_vars=(1,), train_params=True, power_iters=100)
+    for b in (Var(1), Params(0), Params(1)):  # fill the caches
+        problem.lipschitz(b)
+    problem.preactivation(1)
+    problem.preactivation(2)
+    if route == "data":
+        lin2.weight.data = 3 * lin2.weight.data
+    else:
+        net.float()
+        net.double()
+    fresh = LiftedProblem(net, xs, free_vars=(1,), train_params=True, power_iters=100)
+    exact = LIPSCHITZ_MARGIN * net.layer(2).weight * float(torch.linalg.matrix_norm(lin2.weight.detach(), ord=2)) ** 2
+    assert problem.lipschitz(Var(1)) == pytest.approx(exact, rel=1e-9)
+    for k in (1, 2):
+        torch.testing.assert_close(problem.preactivation(k), fresh.preactivation(k), rtol=1e-12, atol=1e-12)
+    for got, want in zip(problem.grads(problem.blocks()), fresh.grads(fresh.blocks())):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert float(problem.energy()) == pytest.approx(float(fresh.energy()), rel=1e-12)
+
+
 def test_rebind_to_images_of_another_size_recomputes_the_variable_lipschitz_constants():
     r"""A convolutional network takes images of any size, and a zero-padded convolution's norm
     grows with the image: after ``rebind`` from 3 x 3 to 8 x 9 images, each variable block's

@@ -434,3 +434,20 @@ def test_blur_boundary_cannot_be_assigned_behind_the_cached_norm():
     assert opnorm(op) == opnorm(fresh)
     x = torch.rand(2, 1, 8, 8, dtype=torch.float64, generator=_gen(6))
     assert torch.equal(op.A(x), fresh.A(x))
+
+
+def test_blur_kernel_given_another_storage_is_noticed():
+    """``op.kernel.data = 2 * op.kernel.data`` replaces the kernel's storage without advancing its
+    version counter: the cached spectrum and norm stayed those of the old kernel (A unchanged by
+    FFT, ||A|| = 1 where it is 2). Oracle: a Blur built from the doubled kernel and the circular
+    closed form |sum k| = 2."""
+    kernel = torch.rand(3, 3, dtype=torch.float64, generator=_gen(7))
+    kernel /= kernel.sum()
+    op = Blur(kernel, img_size=(1, 8, 8), dtype=torch.float64)
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64, generator=_gen(8))
+    op.A(x)
+    assert opnorm(op) == pytest.approx(1.0, rel=1e-9)
+    op.kernel.data = 2 * op.kernel.data
+    fresh = Blur(2 * kernel, img_size=(1, 8, 8), dtype=torch.float64)
+    assert opnorm(op) == pytest.approx(2.0, rel=1e-9)
+    torch.testing.assert_close(op.A(x), fresh.A(x), rtol=1e-12, atol=1e-12)
