@@ -82,7 +82,7 @@ import torch
 from torch import Tensor
 
 from liftinv.blocks import Var
-from liftinv.inversion_pdhg import _norm
+from liftinv.inversion_pdhg import joint_norm_tensor
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, SquaredError
 from liftinv.affine import linear_part
@@ -214,7 +214,7 @@ class LiftedBCD:
             current = [problem.xs[i] for i in problem.free_vars]
             steps = [c - p for c, p in zip(current, previous)]
             # one host read per sweep: the two norms, the samples that restart and (function scheme) the energy
-            scalars = [_norm(*steps), _norm(*current)]
+            scalars = [joint_norm_tensor(*steps), joint_norm_tensor(*current)]
             if gradient_scheme:  # per sample (the first dimension of every variable block)
                 restart = sum(((y - c) * d).flatten(1).sum(1) for y, c, d in zip(looks, current, steps)) > 0
             else:  # function scheme, per sample: where the sample's energy increased

@@ -68,14 +68,15 @@ from operators.checks import lanczos_max
 NORM_MARGIN = 1.02
 
 
-def _norm(*ts: Tensor) -> Tensor:
-    """Euclidean norm of the tensors ``ts`` taken together, a 0-d tensor (no host read)."""
+def joint_norm_tensor(*ts: Tensor) -> Tensor:
+    """Euclidean norm of the tensors ``ts`` taken together, a 0-d tensor (no host read: several
+    are read at once, ``torch.stack(...).tolist()``)."""
     return sum(t.pow(2).sum() for t in ts).sqrt()
 
 
 def joint_norm(*ts: Tensor) -> float:
     """Euclidean norm of the tensors ``ts`` taken together."""
-    return float(_norm(*ts))
+    return float(joint_norm_tensor(*ts))
 
 
 def _project_ball(q: Tensor, radius: Tensor) -> Tensor:
@@ -153,6 +154,7 @@ class PrimalDual:
         ball = joint_norm(radius) * (GRAD_NORM_SQ * u[0].numel()) ** 0.5  # bound on |div q| over |q_{c,i,j}| <= alpha
         start, it = perf_counter(), 0
         sigma1, sigma2, tau = self.beta / self.norm_sq, self.beta / GRAD_NORM_SQ, 0.49 / self.beta
+        norm = joint_norm_tensor
         while it < config.max_iter:
             it += 1
             s_new = self._prox_h1_conj(s + sigma1 * mu_bar, sigma1)
@@ -167,8 +169,8 @@ class PrimalDual:
             r_q = (q - q_new) / sigma2 + grad_bar - grad_new
             # the residuals' norms and the energy in one host read (a device sync on a GPU)
             step, n_mts, n_div, n_u, res, n_primal, n_dual, energy = torch.stack([
-                _norm(u - u_new), _norm(mts), _norm(div_q), _norm(u_new), _norm(r_s, r_q), _norm(mu_new, grad_new),
-                _norm(s_new / sigma1, q_new / sigma2), self.energy(mu_new, u_new, radius)]).tolist()
+                norm(u - u_new), norm(mts), norm(div_q), norm(u_new), norm(r_s, r_q), norm(mu_new, grad_new),
+                norm(s_new / sigma1, q_new / sigma2), self.energy(mu_new, u_new, radius)]).tolist()
             p_rel = step / tau / max(n_mts, n_div, n_u / tau, ball, 1e-300)
             d_rel = res / max(n_primal, n_dual, 1e-300)
             history.record(energy, p_rel, d_rel)
