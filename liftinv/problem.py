@@ -730,4 +730,5 @@ class LiftedProblem:
             with values_trusted():  # the solver checks gradients and proxes for NaN/Inf: no scan here
                 return [term.prox(values[0], step)]
         layer = self.network.layer(i)
-        return [self.penalty.prox_output_(layer.activation, self.preactivation(i), values[0], step * layer.weight)]
+        a = self._preactivation_graph(i).detach()  # preactivation() without its second _sync
+        return [self.penalty.prox_output_(layer.activation, a, values[0], step * layer.weight)]
