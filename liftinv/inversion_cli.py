@@ -22,7 +22,7 @@ from liftinv.convert import lift
 from liftinv.inversion import InversionConfig, invert
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.io import SUFFIXES, check_not_an_input, check_output, load_array, save_array
-from liftinv.metrics import psnr, ssim
+from liftinv.metrics import SSIM_SIDE, in_unit_range, psnr, ssim
 from liftinv.potentials import L1, TV, Box, Tikhonov
 from liftinv.validation import reference_tensor
 
@@ -156,10 +156,10 @@ def _run(args) -> None:
         truth = truth.reshape(result.input.shape)
         error = (result.input - truth).flatten(1).norm(dim=1) / truth.flatten(1).norm(dim=1)
         scores = f"relative error {error.tolist()}"
-        if truth.ndim == 4 and bool(truth.min() >= 0) and bool(truth.max() <= 1):  # images in [0, 1]
+        if truth.ndim == 4 and in_unit_range(truth):  # images in [0, 1]
             x = result.input.clamp(0, 1)
             scores += f", PSNR {psnr(x, truth).tolist()} dB"
-            if min(truth.shape[-2:]) >= 11:
+            if min(truth.shape[-2:]) >= SSIM_SIDE:
                 scores += f", SSIM {ssim(x, truth).tolist()}"
         print(scores)
     print(f"wrote {args.out}")

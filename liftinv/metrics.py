@@ -32,6 +32,12 @@ def _check_pair(x: Tensor, ref: Tensor, data_range: float) -> tuple[Tensor, Tens
     return x.to(dtype), ref.to(dtype)
 
 
+def in_unit_range(ref: Tensor) -> bool:
+    """Whether every entry of ``ref`` lies in [0, 1], the data range that :func:`psnr` and
+    :func:`ssim` take by default (the commands score a truth only then)."""
+    return bool(ref.min() >= 0) and bool(ref.max() <= 1)
+
+
 def psnr(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
     r"""Peak signal-to-noise ratio per sample,
     :math:`10\log_{10}(R^2 / \mathrm{mean}_{c,h,w}(x - \mathrm{ref})^2)` in dB, shape (B,)

@@ -41,7 +41,7 @@ from liftinv import demo
 from liftinv.cli_types import int_at_least, positive_int, seed
 from liftinv.data import load_dataset
 from liftinv.io import IMAGE_SUFFIXES, SUFFIXES, check_not_an_input, check_output, load_array, save_array
-from liftinv.metrics import SSIM_SIDE, psnr, ssim
+from liftinv.metrics import SSIM_SIDE, in_unit_range, psnr, ssim
 from liftinv.models import load_model, model_spec
 from liftinv.reconstruction import FBP, TV, Adjoint, Tikhonov, Wiener, ZeroFilled, reconstruct
 from operators.blur import BOUNDARIES, Blur
@@ -350,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
     if truth is not None:
         picture = _picture(x_hat, operator)
         truth = truth.to(picture.dtype)
-        if not (bool(truth.min() >= 0) and bool(truth.max() <= 1)):  # as liftinv invert: the scores' peak is 1
+        if not in_unit_range(truth):  # as liftinv invert: the scores' peak is 1
             print("PSNR and SSIM n/a (the truth lies outside [0, 1], their data range)")
         else:
             score = (f"SSIM {float(ssim(picture, truth).mean()):.4f}" if min(truth.shape[-2:]) >= SSIM_SIDE
