@@ -147,6 +147,7 @@ def opnorm(
     x_shape: tuple[int, ...] | None = None,
     *,
     dtype: torch.dtype | None = None,
+    like: Tensor | None = None,
     max_iter: int = 60,
     rtol: float = 1e-10,
 ) -> float:
@@ -155,7 +156,9 @@ def opnorm(
     ``x_shape`` defaults to ``physics.img_size`` prefixed by a batch of 1; ``dtype`` to the
     ``dtype`` attribute of the physics (liftinv operators have one) or else of its first submodule
     that has one (a composition of liftinv operators, deepinv's ``physics1 * physics2``), else
-    torch's default; the start vector lies on the device of that module. The norm
+    that of ``like``, else torch's default; the start vector lies on the device of that module
+    (or of the physics where none has a dtype), else of ``like``, else on the CPU. A physics built from plain functions (deepinv's
+    ``LinearPhysics(A=..., A_adjoint=...)``) has neither: give the data as ``like``. The norm
     is cached, keyed by shape, dtype, ``max_iter`` and ``rtol`` (a norm computed to a looser
     tolerance is not returned for a stricter one), on a physics whose class sets ``clears_opnorm = True``
     (liftinv's operators: they call :func:`clear_opnorm` whenever :math:`A` changes, after their
@@ -167,14 +170,16 @@ def opnorm(
         raise ValueError(f"x_shape is needed: {type(physics).__name__} has no img_size to take it from")
     shape = tuple(x_shape) if x_shape is not None else (1, *physics.img_size)
     modules = physics.modules() if isinstance(physics, torch.nn.Module) else (physics,)
-    typed = next((m for m in modules if isinstance(getattr(m, "dtype", None), torch.dtype)), physics)
-    dtype = dtype or getattr(typed, "dtype", None) or torch.get_default_dtype()
+    typed = next((m for m in modules if isinstance(getattr(m, "dtype", None), torch.dtype)), None)
+    dtype = dtype or (typed.dtype if typed is not None else like.dtype if like is not None else torch.get_default_dtype())
     key = (shape, dtype, max_iter, rtol)
     if callable(getattr(physics, "refresh_caches", None)):
         physics.refresh_caches()
     cache = physics.__dict__.setdefault("_opnorm_cache", {}) if getattr(physics, "clears_opnorm", False) else {}
     if key not in cache:
-        device = typed._device_holder.device if hasattr(typed, "_device_holder") else "cpu"
+        holder = physics if typed is None else typed
+        device = (holder._device_holder.device if hasattr(holder, "_device_holder")
+                  else like.device if like is not None else "cpu")
         g = torch.Generator(device=device).manual_seed(0)
         x0 = torch.randn(shape, dtype=dtype, device=device, generator=g)
         with torch.no_grad():

@@ -1493,3 +1493,26 @@ def test_layer_maps_and_data_map_must_be_modules():
     with pytest.raises(TypeError, match=r"data_map must be an nn.Module .* got function"):
         Layer([0], [lin], ReLU(), data_map=lambda y: y)
     assert Layer([0], [lin], ReLU(), data_map=nn.Identity()).data_map is not None
+
+
+def test_unrolled_checks_a_physics_of_plain_functions_in_the_network_dtype():
+    """A deepinv LinearPhysics built from functions has no dtype: the norm check of bind ran
+    opnorm's Lanczos in float32 whatever the network's dtype, so binding a float64 physics of
+    functions to a float64 network crashed in the convolution ('expected scalar type Float but
+    found Double'). The check now runs in the network's dtype and on its device. Oracle: the
+    independent primal-dual loop with the same physics."""
+    import deepinv as dinv
+
+    kernel = torch.rand(1, 1, 3, 3, generator=gen(150))
+    kernel = kernel / kernel.sum()
+
+    def conv_physics(k):
+        return dinv.physics.LinearPhysics(A=lambda x: F.conv2d(x, k, padding=1),
+                                          A_adjoint=lambda y: F.conv_transpose2d(y, k, padding=1))
+
+    net = UnrolledPrimalDual(conv_physics(kernel), 2, 2, (1, 5, 6), generator=gen(151)).double()
+    physics = conv_physics(kernel.double())
+    y = physics.A(torch.rand(1, 1, 5, 6, dtype=DT, generator=gen(152)))
+    weights = [c.weight for c in convs_of(net)]
+    expected = primal_dual_loop(y, physics, weights, net.tau, net.s, 0.05, physics.A_adjoint(y))
+    torch.testing.assert_close(net(y, physics), expected, rtol=1e-13, atol=1e-14)

@@ -24,7 +24,7 @@ from liftinv.affine import ConvAdjoint, GradientStep, MeasurementAdjoint, Scaled
 from liftinv.architectures._common import normalised_conv, odd_int, positive_float, positive_int
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
-from liftinv.validation import check_flag, sample_shape
+from liftinv.validation import check_flag, reference_tensor, sample_shape
 from operators.blur import Blur
 from operators.checks import Stamp, check_tensor, opnorm, state_of, values_trusted
 from operators.mri import MRI
@@ -48,7 +48,8 @@ class UnrolledPrimalDual(Reconstructor):
     the bound one changes (``update_parameters``, an edit of its tensors, another dtype), which
     :meth:`bind` and :meth:`lifted_inputs` check (the norm is estimated again only when the
     physics was replaced, or one of its parameters and buffers changed in place or was replaced
-    by one of other values, since the last check; a physics that is no ``nn.Module`` is checked when bound only); the :math:`L_k` start
+    by one of other values, since the last check, in the network's dtype and on its device
+    where the physics has none of its own; a physics that is no ``nn.Module`` is checked when bound only); the :math:`L_k` start
     with norm 1 (see ``conv_norm``), so the Condat-Vu condition
     :math:`1/\tau - s\|L_k\|^2 > \|A\|^2/2` holds at initialisation.
 
@@ -130,7 +131,8 @@ class UnrolledPrimalDual(Reconstructor):
         if self._checked.same_values(state):  # tensors replaced by equal ones (deepinv's update_parameters)
             self._checked = Stamp(state, keep=True)
             return
-        norm2 = opnorm(physics, (1, *self.img_size)) ** 2
+        # a physics of plain functions has no dtype or device: it computes in the network's
+        norm2 = opnorm(physics, (1, *self.img_size), like=reference_tensor(self.lifted)) ** 2
         if not math.isclose(norm2, self._norm2, rel_tol=NORM_RTOL):
             raise ValueError(
                 f"physics has operator norm ||A||^2 = {norm2:.9g} on images of size {self.img_size}, but the network's "
