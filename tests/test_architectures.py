@@ -1516,3 +1516,23 @@ def test_unrolled_checks_a_physics_of_plain_functions_in_the_network_dtype():
     weights = [c.weight for c in convs_of(net)]
     expected = primal_dual_loop(y, physics, weights, net.tau, net.s, 0.05, physics.A_adjoint(y))
     torch.testing.assert_close(net(y, physics), expected, rtol=1e-13, atol=1e-14)
+
+
+def test_scales_and_steps_of_the_convolution_maps_are_fixed():
+    """A LiftedProblem stamps the network's tensors, not the float scale of a ScaledConv or
+    ConvAdjoint or the step of a NormalStep: after net.layers[1].maps[1].scale *= 3 its cached
+    pre-activation stayed that of the old map (0.66 off that of a problem built on the changed
+    network). Such an assignment is refused naming the attribute; the problem's pre-activations
+    equal those of a problem built afresh, and a copy keeps the values."""
+    net = ProximalNeuralNetwork(1, 2, 2, generator=gen(160)).double()
+    xs = net.feasible(torch.rand(1, 1, 5, 7, dtype=DT, generator=gen(161)))
+    problem = LiftedProblem(net, xs, free_vars=[1, 2, 3], train_params=False)
+    before = [problem.preactivation(k) for k in (1, 2, 3)]
+    for m, name in ((net.layers[1].maps[1], "scale"), (net.layers[2].maps[1], "scale"), (net.layers[1].maps[0], "tau")):
+        value = getattr(m, name)
+        with pytest.raises(AttributeError, match=rf"{type(m).__name__}\.{name} is fixed at construction"):
+            setattr(m, name, 3 * value)
+        assert getattr(m, name) == value and getattr(copy.deepcopy(m), name) == value
+    fresh = LiftedProblem(net, xs, free_vars=[1, 2, 3], train_params=False)
+    for k, a in zip((1, 2, 3), before):
+        assert torch.equal(problem.preactivation(k), fresh.preactivation(k)) and torch.equal(a, fresh.preactivation(k))
