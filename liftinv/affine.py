@@ -17,6 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
+from torch.nn.utils.spectral_norm import SpectralNorm
+
 from liftinv.validation import keeps_forward
 from operators.checks import is_real, values_trusted
 
@@ -446,6 +450,46 @@ class EvalBatchNorm(nn.Module):
             raise ValueError(f"{type(bn).__name__} takes a {x.dim()}-d input as one sample without a batch axis, "
                              f"got shape {tuple(x.shape)}: give each sample its channel axis")
         return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
+def spectral_norms(module: nn.Module) -> list[nn.Module]:
+    """The spectral normalisations of ``module`` whose ``training`` flag decides whether its
+    forward pass takes a power-iteration step: ``module`` itself for ``torch.nn.utils.spectral_norm``
+    (a pre-hook), the parametrizations of ``torch.nn.utils.parametrizations.spectral_norm``."""
+    hooked = [module] if any(isinstance(h, SpectralNorm) for h in module._forward_pre_hooks.values()) else []
+    if not parametrize.is_parametrized(module):
+        return hooked
+    return hooked + [p for ps in module.parametrizations.values() for p in ps if isinstance(p, _SpectralNorm)]
+
+
+class EvalSpectralNorm(nn.Module):
+    r"""The map of an affine ``module`` with spectral normalisation (shared, not copied) in eval
+    mode, :math:`x \mapsto (W/\sigma) x + b` with the power-iteration vectors kept: a network
+    holding it keeps it in eval mode in training mode too (its :meth:`train` sets this map's flag
+    only; in training mode ``module`` would take a power-iteration step at every call, which is no
+    fixed map), and it refuses, naming ``module``, to run after ``module`` was switched to
+    training mode (a ``.train()`` of the model it came from)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        if not spectral_norms(module):
+            raise ValueError(f"module must have spectral normalisation, got {type(module).__name__}")
+        self.module = module
+
+    def train(self, mode: bool = True) -> "EvalSpectralNorm":
+        """Set this map's ``training`` flag only (``module`` keeps its own mode)."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"training mode is expected to be boolean, got {type(mode).__name__}")
+        self.training = mode
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        if any(m.training for m in spectral_norms(self.module)):
+            raise RuntimeError(f"the spectral normalisation of {type(self.module).__name__} was switched to training mode "
+                               "after it was lifted (the model's .train()), where every forward pass takes a "
+                               "power-iteration step and changes its weight, which is no fixed map; call .eval() on "
+                               "the model")
+        return self.module(x)
 
 
 #: Modules that are linear (no constant part) whatever their parameters.

@@ -14,14 +14,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.nn.utils.prune import BasePruningMethod
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
 from liftinv.activations import Identity, Softmax, as_activation
-from liftinv.affine import BATCH_NORMS, INSTANCE_NORMS, EvalBatchNorm
+from liftinv.affine import BATCH_NORMS, INSTANCE_NORMS, EvalBatchNorm, EvalSpectralNorm, spectral_norms
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.validation import keeps_forward, reference_tensor, sample_shape
@@ -87,11 +85,8 @@ def _check_power_iteration(module: nn.Module, path: str) -> None:
     iteration for :math:`\sigma` at every forward pass, so the map changes with every call (the
     lifted network's energies and adjoints are of no fixed map, and the dry run of
     ``input_shape`` would move the model's vectors). In eval mode the vectors are kept and the map
-    is fixed."""
-    hooked = module.training and any(isinstance(h, SpectralNorm) for h in module._forward_pre_hooks.values())
-    parametrized = parametrize.is_parametrized(module) and any(
-        isinstance(p, _SpectralNorm) and p.training for ps in module.parametrizations.values() for p in ps)
-    if hooked or parametrized:
+    is fixed (lifted to :class:`~liftinv.affine.EvalSpectralNorm`, which keeps it so)."""
+    if any(m.training for m in spectral_norms(module)):
         raise TypeError(f"cannot lift layer {_layer(module, path)}: it has spectral normalisation in training mode, "
                         "where every forward pass takes a power-iteration step and changes its weight, which is no "
                         "fixed map; call .eval() on the model first")
@@ -162,7 +157,9 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             ``nn.AvgPool1d/2d``, ``nn.AdaptiveAvgPool1d/2d``, ``nn.ZeroPad1d/2d``,
             ``nn.ConstantPad1d/2d``, ``nn.ReflectionPad1d/2d``, ``nn.ReplicationPad1d/2d``,
             ``nn.Upsample`` in any mode, ``nn.PixelShuffle``, ``nn.PixelUnshuffle``,
-            ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``), ``nn.BatchNorm1d/2d/3d`` and
+            ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``; with spectral normalisation in eval
+            mode, lifted to :class:`~liftinv.affine.EvalSpectralNorm`, which the lifted network
+            keeps in eval mode), ``nn.BatchNorm1d/2d/3d`` and
             ``nn.SyncBatchNorm`` and ``nn.InstanceNorm1d/2d/3d`` in eval mode with running
             statistics (``track_running_stats=True``; lifted to their affine map,
             :class:`~liftinv.affine.EvalBatchNorm`, which the lifted network keeps in training
@@ -209,8 +206,9 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
     layers, chain, softmax_dims = [], [], {}
     for path, m in _leaves(module, ""):
         mapped = m if _is_affine(m) else _eval_mode_map(m, path)
-        if mapped is m:
+        if mapped is m and spectral_norms(m):
             _check_power_iteration(m, path)
+            mapped = EvalSpectralNorm(m)
         if mapped is not None:
             if not isinstance(mapped, nn.Identity):
                 chain.append(mapped)

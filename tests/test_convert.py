@@ -697,3 +697,31 @@ def test_sequential_subclasses_that_keep_its_forward_are_flattened():
     for cls in (_Residual, _Reversed):
         with pytest.raises(TypeError, match=rf"cannot lift layer 1 \({cls.__name__}\): it is neither affine"):
             lift(nn.Sequential(nn.Linear(2, 2), cls(nn.Linear(2, 2), nn.ReLU())))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.spectral_norm` is deprecated:FutureWarning")
+@pytest.mark.parametrize("normalise", [nn.utils.spectral_norm, nn.utils.parametrizations.spectral_norm])
+def test_a_lifted_spectral_norm_stays_in_eval_mode(normalise):
+    """lift takes spectral normalisation in eval mode only, but the lifted network shared the
+    module itself, so its .train() (as any training loop calls) switched the model's spectral
+    norm back to training mode: both then took a power-iteration step at every call (two calls
+    of the lifted network differed by 0.003, and model(u) in eval mode changed). The lifted map
+    keeps the module in eval mode (EvalSpectralNorm); after the model's own .train() it refuses
+    to run, naming the class, instead of computing another map at each call. Oracle: the model
+    in eval mode, bit for bit, and its state untouched."""
+    model = nn.Sequential(normalise(nn.Linear(4, 5)), nn.Tanh(), nn.Linear(5, 3)).double()
+    init_parameters_(model, gen(110))
+    model.eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    net, u = lift(model, input_shape=(4,)), torch.randn(2, 4, dtype=DT, generator=gen(111))
+    net.train()
+    assert not model[0].training and all(not m.training for m in model[0].modules())
+    first = net(u)
+    assert torch.equal(first, net(u)) and torch.equal(first, model(u))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    model.train()
+    with pytest.raises(RuntimeError, match=r"spectral normalisation of \w*Linear was switched to training mode.*\.eval"):
+        net(u)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    model.eval()
+    assert torch.equal(net(u), first)
