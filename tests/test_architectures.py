@@ -1536,3 +1536,25 @@ def test_scales_and_steps_of_the_convolution_maps_are_fixed():
     fresh = LiftedProblem(net, xs, free_vars=[1, 2, 3], train_params=False)
     for k, a in zip((1, 2, 3), before):
         assert torch.equal(problem.preactivation(k), fresh.preactivation(k)) and torch.equal(a, fresh.preactivation(k))
+
+
+def test_unrolled_refuses_the_state_of_a_network_built_for_another_norm():
+    """The gradient steps' tau is a parameter, saved in the state dict, but the dual maps keep
+    the tau and s of the construction: loading the state of a network built for a blur of twice
+    the kernel (||A||^2 four times larger) into a network built for the blur gave primal steps
+    tau = 1.30 with the dual maps' -0.32, without a word. It is refused before anything is loaded;
+    the state of a network built for the same operator loads, and the outputs are the
+    independent primal-dual loop's."""
+    physics, doubled = blur(170), Blur(2 * blur(170).kernel[0], img_size=(1, 7, 9), boundary="zero", dtype=DT)
+    net = UnrolledPrimalDual(physics, 2, 2, (1, 7, 9), generator=gen(171)).double()
+    other = UnrolledPrimalDual(doubled, 2, 2, (1, 7, 9), generator=gen(172)).double()
+    state = copy.deepcopy(net.state_dict())
+    with pytest.raises(ValueError, match=r"state dict entry lifted\.layers\.0\.maps\.0\.tau = .*this network's steps"):
+        net.load_state_dict(other.state_dict())
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    same = UnrolledPrimalDual(physics, 2, 2, (1, 7, 9), generator=gen(173)).double()
+    same.load_state_dict(state)
+    y = physics.A(torch.rand(1, 1, 7, 9, dtype=DT, generator=gen(174)))
+    weights = [c.weight for c in convs_of(net)]
+    expected = primal_dual_loop(y, physics, weights, net.tau, net.s, 0.05, physics.A_adjoint(y))
+    torch.testing.assert_close(same(y), expected, rtol=1e-13, atol=1e-14)

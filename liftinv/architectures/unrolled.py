@@ -36,6 +36,19 @@ from operators.spec import check_spec, physics_spec
 NORM_RTOL = 1e-4
 
 
+def _check_loaded_steps(net: "UnrolledPrimalDual", state_dict, prefix: str, *_) -> None:
+    r"""Refuse, before anything is loaded, a state dict whose gradient steps' :math:`\tau` is not
+    ``net.tau`` (to a relative :data:`NORM_RTOL`): the dual maps keep the :math:`\tau` and
+    :math:`s` of ``net``'s construction, so the state of a network built for an operator of
+    another norm would mix two step sizes."""
+    for name, m in net.named_modules(prefix=prefix.rstrip(".")):
+        tau = state_dict.get(f"{name}.tau") if isinstance(m, GradientStep) else None
+        if isinstance(tau, Tensor) and tau.numel() == 1 and not math.isclose(float(tau), net.tau, rel_tol=NORM_RTOL):
+            raise ValueError(f"state dict entry {name}.tau = {float(tau):.9g}, but this network's steps are "
+                             f"tau = {net.tau:.9g} (1/||A||^2 of its physics): the state is of a network built for "
+                             "an operator of another norm; build the network for that operator")
+
+
 class UnrolledPrimalDual(Reconstructor):
     r"""Unrolled primal-dual network :math:`y \mapsto x_K`, a deepinv ``Reconstructor``.
 
@@ -49,8 +62,10 @@ class UnrolledPrimalDual(Reconstructor):
     :meth:`bind` and :meth:`lifted_inputs` check (the norm is estimated again only when the
     physics was replaced, or one of its parameters and buffers changed in place or was replaced
     by one of other values, since the last check, in the network's dtype and on its device
-    where the physics has none of its own; a physics that is no ``nn.Module`` is checked when bound only); the :math:`L_k` start
-    with norm 1 (see ``conv_norm``), so the Condat-Vu condition
+    where the physics has none of its own; a physics that is no ``nn.Module`` is checked when
+    bound only), and a loaded state dict must hold the network's :math:`\tau` (to
+    :data:`NORM_RTOL`; ``load_state_dict`` refuses another before loading anything); the
+    :math:`L_k` start with norm 1 (see ``conv_norm``), so the Condat-Vu condition
     :math:`1/\tau - s\|L_k\|^2 > \|A\|^2/2` holds at initialisation.
 
     The lifted network is :attr:`lifted`: variable 0 is :math:`x_0`, then
@@ -121,6 +136,7 @@ class UnrolledPrimalDual(Reconstructor):
             x_prev, u_prev = x_new, len(layers)
         self.lifted = LiftedNetwork(layers, input_shape=self.img_size)
         self._norm2, self._checked = norm2, Stamp(state_of(physics), keep=True)
+        self.register_load_state_dict_pre_hook(_check_loaded_steps)
 
     def _check_norm(self, physics) -> None:
         """Raise unless ``physics`` has the norm the steps were computed for (see the class
