@@ -42,6 +42,17 @@ from operators.spec import check_spec, physics_spec
 CHECKPOINT_FORMAT = 1
 
 
+class CheckpointExistsError(ValueError):
+    """:func:`train` refuses to start a new run over an existing checkpoint (``path``) without
+    ``resume=True`` or ``overwrite=True``: the previous run's checkpoint would be replaced after
+    the first epoch."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = path
+        super().__init__(f"checkpoint {path} exists: pass resume=True to continue from it or overwrite=True to "
+                         "replace it (or delete it)")
+
+
 @dataclass
 class TrainResult:
     """The trained ``model`` (the object passed in, updated in place) and its ``history``."""
@@ -100,6 +111,7 @@ def train(
     val_set: TensorDataset | Tensor | None = None,
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     time_budget: float | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
@@ -130,6 +142,9 @@ def train(
             physics as its spec when it is a ``Radon``, ``Blur`` or ``MRI``,
             :func:`operators.spec.check_spec`; a custom physics and the training images
             themselves are not compared).
+        overwrite: start a new run even though ``checkpoint`` exists, replacing it after the
+            first complete epoch. Without ``resume`` or ``overwrite`` an existing checkpoint is
+            refused (:class:`CheckpointExistsError`) before any work: nothing written is lost.
         time_budget: stop after the batch at which the cumulative training time reaches this many
             seconds (the last epoch is then partial and not checkpointed, unless that batch
             ends it). The time of a resumed run counts: one that reached the budget trains no more.
@@ -142,6 +157,8 @@ def train(
     Raises:
         ValueError: bad sizes, data that do not fit the model, NaN/Inf data, invalid arguments, a
             checkpoint to resume that another run wrote or whose entries are missing or bad.
+        CheckpointExistsError: ``checkpoint`` exists and neither ``resume`` nor ``overwrite`` is set
+            (a ``ValueError``; ``liftinv train``: exit status 2).
         TypeError: wrong argument types.
         IsADirectoryError: ``checkpoint`` is a folder (``''`` included: the current folder), as a
             file that cannot be written (``liftinv train``: exit status 1).
@@ -149,7 +166,7 @@ def train(
         FloatingPointError: a non-finite block update, penalty, loss or gradient; the message names
             the block (or parameter) and the iteration; the last checkpoint stays as it was.
     """
-    _check_arguments(model, task, method, epochs, batch_size, time_budget, resume, checkpoint, progress)
+    _check_arguments(model, task, method, epochs, batch_size, time_budget, resume, overwrite, checkpoint, progress)
     ref = next((p for p in model.parameters() if p.requires_grad), None)
     if ref is None:
         raise ValueError("model has no trainable parameters")
@@ -236,7 +253,8 @@ def train(
     return TrainResult(model, history)
 
 
-def _check_arguments(model, task, method, epochs, batch_size, time_budget, resume, checkpoint, progress) -> None:
+def _check_arguments(model, task, method, epochs, batch_size, time_budget, resume, overwrite, checkpoint,
+                     progress) -> None:
     """The checks of :func:`train`'s arguments that need no data."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -252,14 +270,19 @@ def _check_arguments(model, task, method, epochs, batch_size, time_budget, resum
         if not time_budget > 0:
             raise ValueError(f"time_budget must be positive, got {time_budget}")
     check_flag("resume", resume)
+    check_flag("overwrite", overwrite)
     check_flag("progress", progress)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if resume and overwrite:
+        raise ValueError("resume=True continues from the checkpoint and overwrite=True replaces it: pass one of them")
     if checkpoint is not None:
         if not isinstance(checkpoint, (str, os.PathLike)):
             raise TypeError(f"checkpoint must be a file path (str or os.PathLike), got {type(checkpoint).__name__}")
         if Path(checkpoint).is_dir():  # '' is the current folder
             raise IsADirectoryError(f"checkpoint must be a file path, got the directory {str(checkpoint)!r}")
+        if not (resume or overwrite) and Path(checkpoint).exists():
+            raise CheckpointExistsError(checkpoint)
 
 
 def _physics_record(task: Task) -> dict | None:
@@ -340,4 +363,4 @@ def _log_line(h: TrainHistory) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["Backprop", "Lifted", "TrainResult", "lifted_view", "train"]
+__all__ = ["Backprop", "CheckpointExistsError", "Lifted", "TrainResult", "lifted_view", "train"]

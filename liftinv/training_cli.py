@@ -24,7 +24,7 @@ from liftinv.evaluation import evaluate
 from liftinv.history import plot_history
 from liftinv.penalty import FENCHEL, MAC
 from liftinv.solvers import BCD
-from liftinv.training import Backprop, Lifted, train
+from liftinv.training import Backprop, CheckpointExistsError, Lifted, train
 from liftinv.training_setups import SETUP_NAMES, TEST_SEED, Setup, build_setup
 
 #: ``--method`` choices: setup and learning rate -> method.
@@ -104,9 +104,6 @@ def train_main(argv: list[str] | None = None) -> int:
     if out.with_suffix(".png") == out:
         parser.error(f"--out {out}: the history plot goes to --out with the suffix .png and would overwrite the "
                      "checkpoint; use another suffix (e.g. .pt)")
-    if out.exists() and not out.is_dir() and not (args.resume or args.overwrite):  # a folder: exit status 1 below
-        parser.error(f"--out {out} exists: pass --resume to continue from it or --overwrite to replace it "
-                     "(or delete it)")
     dtype = torch.float64 if args.float64 else torch.float32
     try:
         setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed)
@@ -119,9 +116,12 @@ def train_main(argv: list[str] | None = None) -> int:
         model = setup.make_model()
         result = train(
             model, setup.train, task=setup.task, method=method, epochs=args.epochs, batch_size=setup.batch_size,
-            val_set=setup.val, checkpoint=out, resume=args.resume, time_budget=args.time_budget,
+            val_set=setup.val, checkpoint=out, resume=args.resume, overwrite=args.overwrite, time_budget=args.time_budget,
             generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress,
         )
+    except CheckpointExistsError as err:  # train's check, in the command's words
+        parser.error(f"--out {err.path} exists: pass --resume to continue from it or --overwrite to replace it "
+                     "(or delete it)")
     except (ValueError, TypeError) as err:  # bad input, an unreadable checkpoint included: exit status 2
         parser.error(str(err))
     except OSError as err:  # a checkpoint that is missing or cannot be opened; a folder that cannot be created or written

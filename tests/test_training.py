@@ -28,7 +28,7 @@ from liftinv.penalty import MAC
 from liftinv.problem import LiftedProblem
 from liftinv.solvers import BCD, ISGM, Adam, Nesterov, OddEven
 from liftinv.tasks import Autoencoder, Denoising, Reconstruction
-from liftinv.training import Backprop, Lifted, train
+from liftinv.training import Backprop, CheckpointExistsError, Lifted, train
 from liftinv.training_cli import train_main
 from liftinv.training_setups import SETUP_NAMES, build_setup
 from operators.blur import Blur
@@ -427,6 +427,31 @@ def test_resume_is_bit_identical(patches, tmp_path, method):
         assert _same(getattr(full.history, field), getattr(resumed.history, field)), field
     assert load_checkpoint(tmp_path / "part.pt")["epoch"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.pt", "part.pt"]
+
+
+def test_train_never_replaces_a_checkpoint_without_resume_or_overwrite(patches, tmp_path):
+    """train(..., checkpoint=PATH) with resume=False replaced an existing checkpoint after the
+    first epoch (liftinv train refused it; the API did not). Now refused before any work, naming
+    the argument and the path, the file byte for byte; overwrite=True writes a new run's epoch 1,
+    equal to a run on a fresh path (oracle); resume and overwrite together are refused."""
+    kwargs = dict(task=Denoising(0.1), method=Backprop(lr=1e-2), epochs=1, batch_size=10, progress=False)
+    path = tmp_path / "c.pt"
+    path.write_bytes(b"a long run's checkpoint")
+    net = _pnn()
+    before = copy.deepcopy(net.state_dict())
+    with pytest.raises(CheckpointExistsError, match=re.escape(f"checkpoint {path} exists: pass resume=True")) as err:
+        train(net, patches[0][:20], checkpoint=path, **kwargs)
+    assert isinstance(err.value, ValueError) and err.value.path == path
+    assert path.read_bytes() == b"a long run's checkpoint"
+    assert all(torch.equal(a, b) for a, b in zip(before.values(), net.state_dict().values()))
+    with pytest.raises(ValueError, match="resume=True continues from the checkpoint and overwrite=True replaces it"):
+        train(_pnn(), patches[0][:20], checkpoint=path, resume=True, overwrite=True, **kwargs)
+    with pytest.raises(TypeError, match="overwrite must be a bool"):
+        train(_pnn(), patches[0][:20], checkpoint=path, overwrite=1, **kwargs)
+    train(_pnn(), patches[0][:20], checkpoint=path, overwrite=True, **kwargs)
+    train(_pnn(), patches[0][:20], checkpoint=tmp_path / "fresh.pt", **kwargs)
+    ours, fresh = load_checkpoint(path), load_checkpoint(tmp_path / "fresh.pt")
+    assert ours["epoch"] == 1 and all(torch.equal(a, b) for a, b in zip(ours["model"].values(), fresh["model"].values()))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
