@@ -229,7 +229,8 @@ class _LiftedRunner:
 
     def load_state_dict(self, d: dict) -> None:
         """The solver state of :meth:`state_dict`, its floating tensors cast to the network's
-        dtype (as torch optimizers cast theirs: a float64 checkpoint resumes a float32 run)."""
+        dtype (as torch optimizers cast theirs; :func:`~liftinv.training.train` refuses to resume a
+        checkpoint of another dtype)."""
         dtype = next(self.net.parameters()).dtype
         self.state = None if d["solver"] is None else SolverState.from_dict(_cast(d["solver"], dtype))
 

@@ -140,8 +140,9 @@ def train(
         resume: continue from ``checkpoint`` (which must exist and come from the same method, task
             kind and noise level, batch size, training-set size and image shape, and the same
             physics as its spec when it is a ``Radon``, ``Blur`` or ``MRI``,
-            :func:`operators.spec.check_spec`; a custom physics and the training images
-            themselves are not compared).
+            :func:`operators.spec.check_spec`, and the model's dtype: a change of any of them
+            would not give the uninterrupted run's result; a custom physics and the training
+            images themselves are not compared).
         overwrite: start a new run even though ``checkpoint`` exists, replacing it after the
             first complete epoch. Without ``resume`` or ``overwrite`` an existing checkpoint is
             refused (:class:`CheckpointExistsError`) before any work: nothing written is lost.
@@ -327,6 +328,7 @@ def _resume(checkpoint, config: dict, physics: dict | None, model: nn.Module, tr
     state = ckpt["generator"]
     if not (isinstance(state, Tensor) and state.dtype == torch.uint8 and state.ndim == 1):
         raise ValueError(f"checkpoint {checkpoint} holds no generator state (a uint8 vector), got {state!r}")
+    _check_dtypes(checkpoint, ckpt["model"], model)
     try:
         model.load_state_dict(ckpt["model"])
         trainer.load_state_dict(ckpt["runner"])
@@ -334,6 +336,21 @@ def _resume(checkpoint, config: dict, physics: dict | None, model: nn.Module, tr
     except (KeyError, RuntimeError, TypeError, ValueError) as err:  # torch's messages name what does not fit
         raise ValueError(f"checkpoint {checkpoint} does not fit this run: {type(err).__name__}: {err}") from err
     return history, int(epoch)
+
+
+def _check_dtypes(checkpoint, saved, model: nn.Module) -> None:
+    """Refuse a checkpoint whose floating entries have another dtype than the model's:
+    ``load_state_dict`` would cast them, and the resumed run would not be the uninterrupted one
+    (the run continues in the dtype the checkpoint was written in, or a new one starts)."""
+    if not isinstance(saved, dict):
+        return  # load_state_dict names what does not fit
+    current = model.state_dict()
+    for key, value in saved.items():
+        now = current.get(key)
+        if (isinstance(value, Tensor) and isinstance(now, Tensor) and value.is_floating_point()
+                and now.is_floating_point() and value.dtype != now.dtype):
+            raise ValueError(f"checkpoint {checkpoint} was written in {value.dtype} (model entry {key}), this run "
+                             f"uses {now.dtype}: a resumed run continues in the dtype it was written in")
 
 
 def _kept(checkpoint, history: TrainHistory) -> str:

@@ -469,19 +469,25 @@ def test_resume_on_cuda_restores_the_generator(patches, tmp_path):
 
 
 @pytest.mark.parametrize("method", [Lifted(solver=BCD(param_rule=Adam(1e-2))), Backprop(lr=1e-2)], ids=["lifted", "backprop"])
-def test_resume_of_a_float64_checkpoint_in_float32(patches, tmp_path, method):
-    """A float32 run resumes from a float64 checkpoint as from that checkpoint cast to float32."""
-    from torch.utils._pytree import tree_map
-
-    kwargs = dict(task=Denoising(0.1), method=method, epochs=2, batch_size=10, progress=False, resume=True)
-    train(_pnn(), patches[0][:20], **{**kwargs, "epochs": 1, "resume": False}, checkpoint=tmp_path / "c64.pt")
-    cast = tree_map(lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t,
-                    load_checkpoint(tmp_path / "c64.pt"))
-    torch.save(cast, tmp_path / "c32.pt")
-    nets = [_pnn().float(), _pnn().float()]
-    for net, path in zip(nets, ("c64.pt", "c32.pt")):
-        train(net, patches[0][:20], **kwargs, checkpoint=tmp_path / path)
-    assert all(p.dtype == torch.float32 and torch.equal(p, q) for p, q in zip(*(n.parameters() for n in nets)))
+@pytest.mark.parametrize("saved, now", [(torch.float64, torch.float32), (torch.float32, torch.float64)], ids=["64to32", "32to64"])
+def test_resume_refuses_a_checkpoint_of_another_dtype(patches, tmp_path, method, saved, now):
+    """A float32 run resumed a float64 checkpoint (and the reverse, liftinv train --resume
+    --float64 on a float32 checkpoint) silently, the state cast by load_state_dict: the result is
+    not the uninterrupted run's, which resume promises (bit-identical on CPU). Refused before
+    loading, naming both dtypes; the model (its entries and dtypes) and the checkpoint's bytes
+    are untouched."""
+    kwargs = dict(task=Denoising(0.1), method=method, batch_size=10, progress=False)
+    path = tmp_path / "c.pt"
+    train(_pnn().to(saved), patches[0][:20], epochs=1, checkpoint=path, **kwargs)
+    data = path.read_bytes()
+    net = _pnn(seed=3).to(now)
+    before = copy.deepcopy(net.state_dict())
+    with pytest.raises(ValueError, match=re.escape(f"checkpoint {path} was written in {saved} (model entry ") + r".*"
+                       + re.escape(f"this run uses {now}")):
+        train(net, patches[0][:20], epochs=2, checkpoint=path, resume=True, **kwargs)
+    assert path.read_bytes() == data
+    assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(before.values(), net.state_dict().values()))
+    assert next(net.parameters()).dtype == now
 
 
 def test_a_numpy_noise_level_is_stored_as_a_float_and_its_checkpoint_resumes(patches, tmp_path):
