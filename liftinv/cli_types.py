@@ -46,6 +46,10 @@ def int_at_least(low: int) -> Callable[[str], int]:
 positive_int = int_at_least(1)
 
 
+#: ``--dtype`` choices (``liftinv train``, ``liftinv reconstruct``): name -> torch dtype.
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
 #: The integers ``torch.Generator.manual_seed`` takes (a negative seed is taken modulo 2**64).
 SEED_RANGE = (-(2**63), 2**64 - 1)
 

@@ -38,7 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from liftinv import demo
-from liftinv.cli_types import int_at_least, positive_int, seed
+from liftinv.cli_types import DTYPES, int_at_least, positive_int, seed
 from liftinv.data import load_dataset
 from liftinv.io import IMAGE_SUFFIXES, SUFFIXES, check_not_an_input, check_output, load_array, save_array
 from liftinv.metrics import SSIM_SIDE, in_unit_range, psnr, ssim
@@ -62,7 +62,6 @@ WEIGHTS = {
 }
 NOISE = {"ct": demo.CT_NOISE, "blur": demo.BLUR_NOISE, "mri": demo.MRI_NOISE}
 TEST_IMAGES = {"ct": ("ellipses", demo.CT_INDEX), "blur": ("patches64", demo.BLUR_INDEX), "mri": ("ellipses", demo.MRI_INDEX)}
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: option -> the methods it applies to.
 METHOD_OPTIONS = {"weight": ("tikhonov", "wiener", "tv"), "iters": ("tikhonov", "tv"), "filter": ("fbp",)}
 #: option -> the operator it applies to.

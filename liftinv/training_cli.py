@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="fewer images (ct: as many, at 32x32 instead of 64x64; see liftinv.training_setups)")
     parser.add_argument("--seed", type=cli_types.seed, default=0, help="seed of the initialisation, shuffling and noise (default: 0)")
     parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--float64", action="store_true", help="train in float64 (default: float32)")
+    parser.add_argument("--dtype", choices=sorted(cli_types.DTYPES), default="float32",
+                        help="dtype of the model and data (default: %(default)s); a resumed run keeps its checkpoint's")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar and epoch log")
     return parser
 
@@ -104,7 +105,7 @@ def train_main(argv: list[str] | None = None) -> int:
     if out.with_suffix(".png") == out:
         parser.error(f"--out {out}: the history plot goes to --out with the suffix .png and would overwrite the "
                      "checkpoint; use another suffix (e.g. .pt)")
-    dtype = torch.float64 if args.float64 else torch.float32
+    dtype = cli_types.DTYPES[args.dtype]
     try:
         setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed)
         method = METHODS[args.method](setup, BACKPROP_LR if args.lr is None else args.lr)

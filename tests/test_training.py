@@ -1111,7 +1111,7 @@ def test_cli_lr_is_refused_by_the_lifted_methods(tmp_path, capsys):
 ])
 def test_cli_maps_options_to_the_training_call(tmp_path, monkeypatch, capsys, argv, check):
     """Each ``--method`` reaches ``train`` as documented (with ``--lr`` for backprop), ``--seed``
-    seeds the generator, ``--float64`` the model, the checkpoint defaults to
+    seeds the generator, ``--dtype float64`` the model, the checkpoint defaults to
     ``out/train/TASK-METHOD.pt``, and a diverged training exits with status 1."""
     import liftinv.training_cli as cli
 
@@ -1123,7 +1123,7 @@ def test_cli_maps_options_to_the_training_call(tmp_path, monkeypatch, capsys, ar
 
     monkeypatch.setattr(cli, "train", diverge)
     monkeypatch.chdir(tmp_path)
-    assert train_main(["--task", "autoencoder", "--quick", "--seed", "7", "--float64", "--no-progress", *argv]) == 1
+    assert train_main(["--task", "autoencoder", "--quick", "--seed", "7", "--dtype", "float64", "--no-progress", *argv]) == 1
     assert "liftinv train: training diverged" in capsys.readouterr().err
     (model, kwargs), = calls
     method = argv[argv.index("--method") + 1]
@@ -1131,6 +1131,33 @@ def test_cli_maps_options_to_the_training_call(tmp_path, monkeypatch, capsys, ar
     assert kwargs["checkpoint"] == pathlib.Path("out/train") / f"autoencoder-{method}.pt"
     assert kwargs["generator"].initial_seed() == 7
     assert all(p.dtype == torch.float64 for p in model.parameters())
+
+
+def test_cli_dtype_is_the_option_of_reconstruct_and_a_resume_keeps_it(tmp_path, capsys):
+    """liftinv train took --float64 where liftinv reconstruct takes --dtype {float32,float64}:
+    both now take --dtype from one table (cli_types.DTYPES); --float64 is an unknown option. A
+    resume with another dtype than its checkpoint's is refused naming both (exit status 2), the
+    checkpoint byte for byte."""
+    from liftinv.reconstruct_cli import build_parser
+    from liftinv.training_cli import _parser
+
+    def dtype_action(parser):
+        return next(a for a in parser._actions if a.dest == "dtype")
+
+    assert dtype_action(_parser()).choices == dtype_action(build_parser()).choices == ["float32", "float64"]
+    assert _parser().parse_args([]).dtype == "float32"
+    out = tmp_path / "ae.pt"
+    args = ["--task", "autoencoder", "--quick", "--method", "backprop-adam", "--no-progress", "--out", str(out)]
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*args, "--float64"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --float64" in capsys.readouterr().err
+    assert train_main([*args, "--epochs", "1"]) == 0
+    data = out.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*args, "--epochs", "2", "--resume", "--dtype", "float64"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"checkpoint {out} was written in torch.float32 (model entry " in err
+    assert "this run uses torch.float64" in err and out.read_bytes() == data
 
 
 @pytest.mark.parametrize("kind", ["bcd", "isgm"])
