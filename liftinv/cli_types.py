@@ -1,9 +1,11 @@
 """Argument types of the command lines: a bad value is an ``argparse`` error naming the option
-(``argument --angles: must be an integer >= 1, got '0'``), before any work starts."""
+(``argument --angles: must be an integer >= 1, got '0'``), before any work starts; and
+:func:`run_command`, which turns the errors a command finds after parsing into its exit status."""
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 
 import torch
@@ -75,3 +77,31 @@ def positive_float(text: str) -> float:
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
+
+
+class OptionError(ValueError):
+    """An option that does not apply to the chosen method, operator, regularizer or source, or
+    options that exclude each other, found after parsing: an ``argparse`` error (usage, exit
+    status 2), as a bad value is (:func:`run_command`)."""
+
+
+def run_command(parser: argparse.ArgumentParser, body: Callable[[], int]) -> int:
+    """Run ``body``, the work of a command whose arguments ``parser`` parsed, and return its exit
+    status; the errors found after parsing end it as in every ``liftinv`` command:
+
+    * :class:`OptionError`: ``parser.error`` (usage and ``PROG: error: MSG``, exit status 2);
+    * ``OSError`` (a file that is missing, a folder, or cannot be opened, created or written):
+      one line ``PROG: error: MSG`` on stderr, exit status 1;
+    * ``ValueError``, ``TypeError`` (bad input, a file whose content cannot be read included):
+      the same line, exit status 2.
+    """
+    try:
+        return body()
+    except OptionError as err:
+        parser.error(str(err))
+    except OSError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2

@@ -70,23 +70,23 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
 
 def _check_method_options(args) -> None:
     if args.free_output and args.method != "lifted":
-        raise ValueError(f"--free-output applies to --method lifted, not {args.method}")
+        raise cli_types.OptionError(f"--free-output applies to --method lifted, not {args.method}")
     if args.lr is not None and args.method != "gradient":
-        raise ValueError(f"--lr applies to --method gradient, not {args.method}")
+        raise cli_types.OptionError(f"--lr applies to --method gradient, not {args.method}")
 
 
 def _regularizer(args):
     if args.box is not None and args.regularizer not in ("tv", "box"):
-        raise ValueError(f"--box applies to --regularizer tv or box, not {args.regularizer}")
+        raise cli_types.OptionError(f"--box applies to --regularizer tv or box, not {args.regularizer}")
     if args.weight is not None and args.regularizer in ("none", "box"):
-        raise ValueError(f"--weight applies to --regularizer tv, tikhonov or l1, not {args.regularizer}")
+        raise cli_types.OptionError(f"--weight applies to --regularizer tv, tikhonov or l1, not {args.regularizer}")
     if args.regularizer == "none":
         return None
     if args.regularizer == "tv":
         return TV(args.weight, box=None if args.box is None else tuple(args.box))
     if args.regularizer == "box":
         if args.box is None:
-            raise ValueError("--regularizer box needs --box LO HI")
+            raise cli_types.OptionError("--regularizer box needs --box LO HI")
         return Box(*args.box)
     return Tikhonov(args.weight) if args.regularizer == "tikhonov" else L1(args.weight)
 
@@ -166,19 +166,18 @@ def _run(args) -> None:
 
 
 def invert_main(argv: list[str] | None = None) -> int:
-    """``liftinv invert``; returns the exit status (2: bad arguments or input, a file whose content
-    cannot be read included; 1: a file that is missing, a folder, or cannot be opened or written)."""
+    """``liftinv invert``; returns the exit status (:func:`~liftinv.cli_types.run_command`): an
+    option that does not apply is an argparse error (exit status 2); bad input (a file whose
+    content cannot be read included) prints ``liftinv invert: error: ...`` and returns 2; a file
+    that is missing, a folder, or cannot be opened or written returns 1."""
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
+
+    def body() -> int:
         _run(args)
-    except OSError as err:
-        print(f"liftinv invert: error: {err}", file=sys.stderr)
-        return 1
-    except (ValueError, TypeError) as err:
-        print(f"liftinv invert: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return cli_types.run_command(parser, body)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 
 import torch
@@ -38,7 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from liftinv import demo
-from liftinv.cli_types import DTYPES, int_at_least, positive_int, seed
+from liftinv.cli_types import DTYPES, OptionError, int_at_least, positive_int, run_command, seed
 from liftinv.data import load_dataset
 from liftinv.io import IMAGE_SUFFIXES, SUFFIXES, check_not_an_input, check_output, load_array, save_array
 from liftinv.metrics import SSIM_SIDE, in_unit_range, psnr, ssim
@@ -68,10 +67,6 @@ METHOD_OPTIONS = {"weight": ("tikhonov", "wiener", "tv"), "iters": ("tikhonov", 
 OPERATOR_OPTIONS = {"angles": "ct", "detectors": "ct", "circle": "ct", "kernel_sigma": "blur", "kernel": "blur",
                     "boundary": "blur", "acceleration": "mri", "mask": "mri"}
 SIMULATION_OPTIONS = ("noise", "index", "save_measurements")
-
-
-class OptionError(ValueError):
-    """An option that does not apply to the chosen method, operator or source (exit status 2)."""
 
 
 def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
@@ -362,18 +357,10 @@ def run(args: argparse.Namespace) -> int:
 
 def reconstruct_main(argv: list[str]) -> int:
     """``liftinv reconstruct ARGS``: returns the exit status, as ``liftinv invert`` and ``liftinv
-    train``: an option that does not apply is an argparse error (exit status 2); bad input (a
-    file whose content cannot be read included) prints ``liftinv reconstruct: error: ...`` and
-    returns 2; a file that is missing, a folder, or cannot be opened or written returns 1."""
+    train`` (:func:`~liftinv.cli_types.run_command`): an option that does not apply is an
+    argparse error (exit status 2); bad input (a file whose content cannot be read included)
+    prints ``liftinv reconstruct: error: ...`` and returns 2; a file that is missing, a folder, or
+    cannot be opened or written returns 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except OptionError as err:
-        parser.error(str(err))
-    except OSError as err:
-        print(f"liftinv reconstruct: error: {err}", file=sys.stderr)
-        return 1
-    except (ValueError, TypeError) as err:
-        print(f"liftinv reconstruct: error: {err}", file=sys.stderr)
-        return 2
+    return run_command(parser, lambda: run(args))

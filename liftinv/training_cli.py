@@ -50,14 +50,14 @@ def _with_sweep_order(method: Lifted | Backprop, order: str, name: str) -> Lifte
     if order == "setup":
         return method
     if not (isinstance(method, Lifted) and isinstance(method.solver, BCD)):
-        raise ValueError(f"--sweep-order applies to the lifted BCD methods (*-bcd), not to {name}")
+        raise cli_types.OptionError(f"--sweep-order applies to the lifted BCD methods (*-bcd), not to {name}")
     return dataclasses.replace(method, solver=dataclasses.replace(method.solver, interleave=order == "interleaved"))
 
 
 def _low_memory(method: Lifted | Backprop, name: str) -> Lifted:
     """``method`` with ``cache_preactivations=False``."""
     if not isinstance(method, Lifted):
-        raise ValueError(f"--low-memory applies to the lifted methods, not to {name}")
+        raise cli_types.OptionError(f"--low-memory applies to the lifted methods, not to {name}")
     return dataclasses.replace(method, cache_preactivations=False)
 
 
@@ -96,38 +96,41 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``liftinv train``; returns the exit status (2: bad arguments or input, a
-    checkpoint whose content cannot be read included; 1: training diverged, or a file or folder
-    that is missing or cannot be opened, created or written)."""
+    """Entry point of ``liftinv train``; returns the exit status (:func:`~liftinv.cli_types.run_command`):
+    an option that does not apply, or an existing checkpoint without ``--resume`` or
+    ``--overwrite``, is an argparse error (exit status 2); bad input, a checkpoint whose content
+    cannot be read or that another run wrote included, prints ``liftinv train: error: ...`` and
+    returns 2; training that diverged, or a file or folder that is missing or cannot be opened,
+    created or written, returns 1."""
     parser = _parser()
     args = parser.parse_args(argv)
+    return cli_types.run_command(parser, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Train as the parsed ``args`` say, write the checkpoint and the plot; the exit status."""
     out = args.out if args.out is not None else Path("out/train") / f"{args.task}-{args.method}.pt"
     if out.with_suffix(".png") == out:
-        parser.error(f"--out {out}: the history plot goes to --out with the suffix .png and would overwrite the "
-                     "checkpoint; use another suffix (e.g. .pt)")
+        raise cli_types.OptionError(f"--out {out}: the history plot goes to --out with the suffix .png and would "
+                                    "overwrite the checkpoint; use another suffix (e.g. .pt)")
     dtype = cli_types.DTYPES[args.dtype]
+    setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed)
+    method = METHODS[args.method](setup, BACKPROP_LR if args.lr is None else args.lr)
+    if args.lr is not None and not isinstance(method, Backprop):
+        raise cli_types.OptionError(f"--lr applies to the backprop methods (backprop-*), not to {args.method}")
+    method = _with_sweep_order(method, args.sweep_order, args.method)
+    if args.low_memory:
+        method = _low_memory(method, args.method)
+    model = setup.make_model()
     try:
-        setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed)
-        method = METHODS[args.method](setup, BACKPROP_LR if args.lr is None else args.lr)
-        if args.lr is not None and not isinstance(method, Backprop):
-            raise ValueError(f"--lr applies to the backprop methods (backprop-*), not to {args.method}")
-        method = _with_sweep_order(method, args.sweep_order, args.method)
-        if args.low_memory:
-            method = _low_memory(method, args.method)
-        model = setup.make_model()
         result = train(
             model, setup.train, task=setup.task, method=method, epochs=args.epochs, batch_size=setup.batch_size,
             val_set=setup.val, checkpoint=out, resume=args.resume, overwrite=args.overwrite, time_budget=args.time_budget,
             generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress,
         )
     except CheckpointExistsError as err:  # train's check, in the command's words
-        parser.error(f"--out {err.path} exists: pass --resume to continue from it or --overwrite to replace it "
-                     "(or delete it)")
-    except (ValueError, TypeError) as err:  # bad input, an unreadable checkpoint included: exit status 2
-        parser.error(str(err))
-    except OSError as err:  # a checkpoint that is missing or cannot be opened; a folder that cannot be created or written
-        print(f"liftinv train: error: {err}", file=sys.stderr)
-        return 1
+        raise cli_types.OptionError(f"--out {err.path} exists: pass --resume to continue from it or --overwrite to "
+                                    "replace it (or delete it)") from err
     except FloatingPointError as err:
         print(f"liftinv train: {err}", file=sys.stderr)
         return 1
@@ -136,8 +139,7 @@ def train_main(argv: list[str] | None = None) -> int:
     try:
         plot_history(result.history, plot, title=f"{args.task}, {method.name}")
     except OSError as err:  # a folder in its place, say: the checkpoint is written, the plot is not
-        print(f"liftinv train: error: cannot write the history plot {plot}: {err}", file=sys.stderr)
-        return 1
+        raise OSError(f"cannot write the history plot {plot}: {err}") from err
     h = result.history
     saved = math.floor(h.epoch[-1])  # every complete epoch is checkpointed, a partial one is not
     kept = f"checkpoint {out} (epoch {saved})" if saved > 0 else "no checkpoint (no epoch completed)"

@@ -567,9 +567,43 @@ def test_reconstruct_ct_with_set_detectors_needs_the_size(tmp_path, capsys):
 def test_train_resume_from_an_unreadable_checkpoint_is_an_error_not_a_traceback(tmp_path, capsys):
     """An empty checkpoint ended liftinv train --resume in torch.load's bare EOFError traceback."""
     (tmp_path / "c.pt").write_bytes(b"")
-    with pytest.raises(SystemExit) as exit_:
-        main(["train", "--task", "autoencoder", "--quick", "--epochs", "1", "--resume", "--no-progress",
-              "--out", str(tmp_path / "c.pt")])
-    assert exit_.value.code == 2
+    assert main(["train", "--task", "autoencoder", "--quick", "--epochs", "1", "--resume", "--no-progress",
+                 "--out", str(tmp_path / "c.pt")]) == 2
     err = capsys.readouterr().err
     assert f"liftinv train: error: cannot read checkpoint file {tmp_path / 'c.pt'}: EOFError" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command, option_error, bad_input, missing", [
+    ("train", (["--method", "bregman-bcd", "--lr", "0.5"], "--lr applies to the backprop methods"),
+     (["--resume", "--out", "{tmp}/garbage.pt"], "cannot read checkpoint file"),
+     (["--resume", "--out", "{tmp}/missing.pt"], "checkpoint file {tmp}/missing.pt not found")),
+    ("invert", (["{tmp}/net.pt", "{tmp}/f.npy", "--out", "{tmp}/x.npy", "--lr", "0.1"], "--lr applies to --method gradient"),
+     (["{tmp}/garbage.pt", "{tmp}/f.npy", "--out", "{tmp}/x.npy"], "cannot read network file"),
+     (["{tmp}/missing.pt", "{tmp}/f.npy", "--out", "{tmp}/x.npy"], "network file {tmp}/missing.pt not found")),
+    ("reconstruct", (["--simulate", "--operator", "ct", "--weight", "0.1"], "--weight applies to --method"),
+     (["--measurements", "{tmp}/garbage.pt", "--operator", "ct"], "cannot read measurements file"),
+     (["--measurements", "{tmp}/missing.npy", "--operator", "ct"], "measurements file {tmp}/missing.npy not found")),
+], ids=["train", "invert", "reconstruct"])
+def test_errors_found_after_parsing_end_every_command_alike(tmp_path, capsys, command, option_error, bad_input, missing):
+    """liftinv train turned every error found after parsing into an argparse error (usage, exit
+    status 2), where invert and reconstruct print one line 'liftinv CMD: error: ...' (2 for bad
+    input, 1 for a file); invert printed that line for an option that does not apply, where
+    reconstruct (and train) give an argparse error. All three now end through
+    cli_types.run_command: an option that does not apply is an argparse error (usage, 2), bad
+    content one line and 2, a missing file one line and 1."""
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
+    prefix = ["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress"] if command == "train" else []
+
+    def argv(args):
+        return [command, *prefix, *(a.format(tmp=tmp_path) for a in args)]
+
+    args, message = option_error
+    with pytest.raises(SystemExit) as exit_:
+        main(argv(args))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(f"usage: liftinv {command}") and message in err
+    for (args, message), status in ((bad_input, 2), (missing, 1)):
+        assert main(argv(args)) == status
+        err = capsys.readouterr().err
+        assert err.startswith(f"liftinv {command}: error: ") and message.format(tmp=tmp_path) in err, err
+        assert err.count("\n") == 1 and "usage" not in err
