@@ -18,6 +18,7 @@ lifted problem, with its warm-started power iterations, is rebuilt at the start 
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -191,9 +192,7 @@ def train(
 
     history, start = TrainHistory(), 0
     if resume:
-        history, start = _resume(checkpoint, config, physics, model, trainer, generator, ref.device)
-        if epochs < start:
-            raise ValueError(f"epochs must be at least the {start} epochs that checkpoint {checkpoint} holds, got {epochs}")
+        history, start = _resume(checkpoint, config, physics, epochs, model, trainer, generator, ref.device)
     else:
         metrics = heldout.evaluate(model) if heldout is not None else None
         history.append(epoch=0, seconds=0.0, **_metric_fields(metrics))
@@ -296,10 +295,11 @@ def _physics_record(task: Task) -> dict | None:
         return None
 
 
-def _resume(checkpoint, config: dict, physics: dict | None, model: nn.Module, trainer, generator: torch.Generator,
-            device: torch.device) -> tuple[TrainHistory, int]:
-    """Load ``checkpoint`` (written with the same ``config`` and ``physics`` spec) into the model,
-    the trainer and the generator; returns its history and epoch."""
+def _resume(checkpoint, config: dict, physics: dict | None, epochs: int, model: nn.Module, trainer,
+            generator: torch.Generator, device: torch.device) -> tuple[TrainHistory, int]:
+    """Load ``checkpoint`` (written with the same ``config`` and ``physics`` spec, at most
+    ``epochs`` epochs) into the model, the trainer and the generator; returns its history and
+    epoch. A refused checkpoint leaves the model and the generator as they were."""
     ckpt = load_checkpoint(checkpoint, map_location=device)
     if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("config") != config:
         raise ValueError(f"checkpoint {checkpoint} was written with {ckpt.get('config')}, this run uses {config}")
@@ -318,6 +318,8 @@ def _resume(checkpoint, config: dict, physics: dict | None, model: nn.Module, tr
     epoch = ckpt["epoch"]
     if not is_integer(epoch) or epoch < 1:
         raise ValueError(f"checkpoint {checkpoint} holds the epoch {epoch!r}, not an integer >= 1")
+    if epochs < epoch:
+        raise ValueError(f"epochs must be at least the {epoch} epochs that checkpoint {checkpoint} holds, got {epochs}")
     try:
         history = TrainHistory.from_dict(ckpt["history"])
     except (TypeError, ValueError) as err:
@@ -329,11 +331,13 @@ def _resume(checkpoint, config: dict, physics: dict | None, model: nn.Module, tr
     if not (isinstance(state, Tensor) and state.dtype == torch.uint8 and state.ndim == 1):
         raise ValueError(f"checkpoint {checkpoint} holds no generator state (a uint8 vector), got {state!r}")
     _check_dtypes(checkpoint, ckpt["model"], model)
+    kept = copy.deepcopy(model.state_dict())  # load_state_dict copies what fits before it raises
     try:
         model.load_state_dict(ckpt["model"])
         trainer.load_state_dict(ckpt["runner"])
         generator.set_state(state.cpu())  # map_location moved it; RNG states live on the CPU
     except (KeyError, RuntimeError, TypeError, ValueError) as err:  # torch's messages name what does not fit
+        model.load_state_dict(kept)
         raise ValueError(f"checkpoint {checkpoint} does not fit this run: {type(err).__name__}: {err}") from err
     return history, int(epoch)
 

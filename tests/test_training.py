@@ -490,6 +490,28 @@ def test_resume_refuses_a_checkpoint_of_another_dtype(patches, tmp_path, method,
     assert next(net.parameters()).dtype == now
 
 
+def test_a_refused_resume_leaves_the_model_and_the_generator_as_they_were(patches, tmp_path):
+    """A resume refused for too few epochs, or for a runner state that does not fit, raised after
+    load_state_dict had copied the checkpoint's weights into the model: the caller's model held
+    another run's parameters after the error. Now the epochs are checked before loading and the
+    model is restored when a later load fails. Oracle: a deep copy of the model's state and the
+    generator's state taken before the call, equal entry for entry after it."""
+    kwargs = dict(task=Denoising(0.1), method=Backprop(lr=1e-2), batch_size=10, progress=False)
+    path = tmp_path / "c.pt"
+    train(_pnn(), patches[0][:20], epochs=2, checkpoint=path, **kwargs)
+    bad = load_checkpoint(path)
+    bad["runner"] = {}
+    torch.save(bad, tmp_path / "bad.pt")
+    for checkpoint, epochs, message in ((path, 1, "epochs must be at least the 2 epochs"),
+                                        (tmp_path / "bad.pt", 3, "does not fit this run: KeyError")):
+        net, gen = _pnn(seed=5), _gen(7)
+        before, state = copy.deepcopy(net.state_dict()), gen.get_state()
+        with pytest.raises(ValueError, match=message):
+            train(net, patches[0][:20], epochs=epochs, checkpoint=checkpoint, resume=True, generator=gen, **kwargs)
+        assert all(torch.equal(a, b) for a, b in zip(before.values(), net.state_dict().values()))
+        assert torch.equal(gen.get_state(), state)
+
+
 def test_a_numpy_noise_level_is_stored_as_a_float_and_its_checkpoint_resumes(patches, tmp_path):
     """Denoising(np.float64(0.1)) kept the NumPy scalar, which went into the checkpoint's config,
     and torch.load(weights_only=True) refuses NumPy scalars: the resume failed with 'cannot read
