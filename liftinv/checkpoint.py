@@ -43,6 +43,16 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
         raise
 
 
+def check_parent(path: str | os.PathLike, name: str) -> None:
+    """Raise ``NotADirectoryError`` naming the ``name`` file ``path`` if the nearest existing path
+    above it is a file: :func:`atomic_path` could not create its folder. Writers call it before
+    the work whose result they write, so that the error comes before the work, not after it."""
+    above = next(p for p in Path(path).absolute().parents if p.exists() or p.is_symlink())
+    if not above.is_dir():
+        raise NotADirectoryError(f"{name} file {path}: {above} is a file, not a folder, so the file's folder "
+                                 "cannot be created")
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # the only way to read it is to set it
     os.umask(mask)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from liftinv.checkpoint import load_checkpoint, save_checkpoint
+from liftinv.checkpoint import check_parent, load_checkpoint, save_checkpoint
 from liftinv.evaluation import HeldOut, eval_mode
 from liftinv.history import TrainHistory
 from liftinv.methods import Backprop, Lifted, lifted_view, runner
@@ -164,6 +164,8 @@ def train(
         TypeError: wrong argument types.
         IsADirectoryError: ``checkpoint`` is a folder (``''`` included: the current folder), as a
             file that cannot be written (``liftinv train``: exit status 1).
+        NotADirectoryError: ``checkpoint``'s folder cannot be created (a file is in the way),
+            found before training (exit status 1).
         RuntimeError: called under ``torch.inference_mode``.
         FloatingPointError: a non-finite block update, penalty, loss or gradient; the message names
             the block (or parameter) and the iteration; the last checkpoint stays as it was.
@@ -281,6 +283,7 @@ def _check_arguments(model, task, method, epochs, batch_size, time_budget, resum
             raise TypeError(f"checkpoint must be a file path (str or os.PathLike), got {type(checkpoint).__name__}")
         if Path(checkpoint).is_dir():  # '' is the current folder
             raise IsADirectoryError(f"checkpoint must be a file path, got the directory {str(checkpoint)!r}")
+        check_parent(checkpoint, "checkpoint")
         if not (resume or overwrite) and Path(checkpoint).exists():
             raise CheckpointExistsError(checkpoint)
 

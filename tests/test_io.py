@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -120,6 +122,23 @@ def test_output_folder_is_refused_naming_it(tmp_path, name):
     with pytest.raises(IsADirectoryError, match=f"^output file {path} is a folder, not a file$"):
         save_array(torch.zeros(4, 5), path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [name] and not any(path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["x.npy", "x.png"])
+def test_output_whose_folder_cannot_be_created_is_refused_before_the_work(tmp_path, name):
+    """check_output, which liftinv invert and reconstruct call before solving, let pass an output
+    under a file ('f/sub/x.npy' with f a file): the work ran and save_array's mkdir failed after
+    it (FileExistsError or NotADirectoryError, naming no option). Now check_output raises the
+    NotADirectoryError naming the output and the file in the way; the file is left as it was."""
+    from liftinv.io import check_output
+
+    (tmp_path / "f").write_text("a file")
+    for path in (tmp_path / "f" / name, tmp_path / "f" / "sub" / name):
+        with pytest.raises(NotADirectoryError, match=re.escape(f"output file {path}: {tmp_path / 'f'} is a file, not a folder")):
+            check_output(path, (1, 1, 4, 5))
+    assert (tmp_path / "f").read_text() == "a file"
+    check_output(tmp_path / "new" / "sub" / name, (1, 1, 4, 5))  # folders to create: fine
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
 
 
 def test_unknown_suffix(tmp_path):

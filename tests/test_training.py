@@ -1273,14 +1273,24 @@ def test_tensor_memory_excludes_given_storages_while_they_hold_them():
     del grad
 
 
-def test_cli_checkpoint_that_cannot_be_written_exits_1_with_a_message(tmp_path, capsys):
+def test_cli_checkpoint_that_cannot_be_written_exits_1_with_a_message(tmp_path, capsys, monkeypatch):
     """A checkpoint folder that cannot be created (its parent is a file) is an ``OSError``: exit
-    status 1 with a message, as ``liftinv invert`` and ``liftinv reconstruct`` (2 is bad input)."""
+    status 1 with a message, as ``liftinv invert`` and ``liftinv reconstruct`` (2 is bad input).
+    It was found when the first epoch's checkpoint was written, after that epoch's training; now
+    before the first batch (the runner is never built), for train() as for the command."""
+    import liftinv.training as training
+
     (tmp_path / "file").write_text("not a folder")
-    out = tmp_path / "file" / "ae.pt"
+    out = tmp_path / "file" / "sub" / "ae.pt"
+    monkeypatch.setattr(training, "runner", lambda *a: pytest.fail("trained with a checkpoint that cannot be written"))
     assert train_main(["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress", "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("liftinv train: error: ") and "Traceback" not in err
+    assert err.startswith(f"liftinv train: error: checkpoint file {out}: {tmp_path / 'file'} is a file, not a folder")
+    assert "Traceback" not in err
+    with pytest.raises(NotADirectoryError, match=re.escape(f"checkpoint file {out}: {tmp_path / 'file'} is a file")):
+        train(_pnn(), torch.rand(4, 1, 8, 8, dtype=DT), task=Denoising(0.1), epochs=1, batch_size=2, checkpoint=out,
+              progress=False)
+    assert (tmp_path / "file").read_text() == "not a folder"
 
 
 def test_cli_folder_as_checkpoint_exits_1_before_training(tmp_path, capsys, monkeypatch):
