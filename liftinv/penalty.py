@@ -95,10 +95,11 @@ class BregmanPenalty(Penalty):
 
     def residual(self, act: Activation, z: Tensor, a: Tensor) -> Tensor:
         r""":math:`\nabla_a B_\Psi(z, a) = \sigma(a) - z` (in the storage of :math:`\sigma(a)`
-        when that is new: one temporary the size of ``a`` rather than two)."""
+        when that is new and has no graph, whose backward may read it: one temporary the size of
+        ``a`` rather than two)."""
         _check_pair("z", z, "a", a)
         s = act(a)
-        return s - z if shares_storage(s, [a]) else s.sub_(z)
+        return s - z if s.requires_grad or shares_storage(s, [a]) else s.sub_(z)
 
     def residual_(self, act: Activation, z: Tensor, a: Tensor) -> Tensor:
         """:meth:`residual` in the storage of ``a``: no temporaries for activations with an

@@ -181,6 +181,25 @@ def test_mac_residual_has_sigma_prime():
     torch.testing.assert_close(BREGMAN.residual(Tanh(), z, a), s - z)
 
 
+@activations
+def test_bregman_residual_keeps_its_graph(act):
+    """residual(z, a) = sigma(a) - z differentiates through sigma: its vector-Jacobian product in
+    a is that of sigma alone (tanh: (1 - tanh(a)^2) w), and in z it is -w. It subtracted z in
+    the storage of sigma(a), which tanh, sigmoid, softmax and ReLU keep for their backward."""
+    g = gen(28)
+    a = randn(3, 5, g=g, scale=2.0).requires_grad_(True)
+    z = domain_points(act, (3, 5), g).requires_grad_(True)
+    w = randn(3, 5, g=g)
+    grad_a, grad_z = torch.autograd.grad(BREGMAN.residual(act, z, a), (a, z), w)
+    (want,) = torch.autograd.grad(act(a), a, w)
+    torch.testing.assert_close(grad_a, want, atol=1e-14, rtol=1e-14)
+    torch.testing.assert_close(grad_z, -w, atol=0, rtol=0)
+    if isinstance(act, Tanh):
+        torch.testing.assert_close(grad_a, (1 - torch.tanh(a.detach()) ** 2) * w)
+    with torch.no_grad():  # the same values as without a graph
+        torch.testing.assert_close(BREGMAN.residual(act, z, a), act(a) - z, atol=0, rtol=0)
+
+
 @penalties
 @activations
 def test_empty_batch_gives_empty_values(pen, act):
