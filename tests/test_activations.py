@@ -426,6 +426,34 @@ def test_divergence_properties(act):
     bad = torch.full(shape, -7.0, dtype=DT)
     assert torch.equal(torch.isinf(act.divergence(bad, a.detach())), ~act.in_domain(bad))
 
+
+@pytest.mark.parametrize("act", [Tanh(), Sigmoid(), Softmax()], ids=repr)
+def test_divergence_forward_mode_derivatives(act):
+    """Forward-mode AD (torch.func.jvp, gradcheck's check_forward_ad) gives the derivatives of B:
+    in a, <sigma(a) - z, w>; in z, <Phi'(z) - a, w>. The log-ratio of kl_term, computed under
+    no_grad (which does not stop forward-mode tangents), added its tangent to that of the
+    gradient path, so the jvp in a came out twice the derivative."""
+    g = gen(29)
+    shape = (2, 3, 2)
+    a = randn(*shape, g=g, scale=2.0)
+    z = act(randn(*shape, g=g, scale=2.0))  # interior points (Phi' finite)
+    w = randn(*shape, g=g)
+    # Phi'(z) (softmax: log z + logsumexp(a), so that Phi'(z) - a = log(z / softmax(a)), the
+    # derivative of the code's sum of z log(z/s) - z + s, also off the simplex's tangent space)
+    lse = torch.logsumexp(a, 1, keepdim=True)
+    phi_prime = {Tanh: torch.atanh(z), Sigmoid: torch.logit(z), Softmax: torch.log(z) + lse}[type(act)]
+    _, jvp_a = torch.func.jvp(lambda a: act.divergence(z, a), (a,), (w,))
+    _, jvp_z = torch.func.jvp(lambda z: act.divergence(z, a), (z,), (w,))
+    torch.testing.assert_close(jvp_a, reduce(act, (act(a) - z) * w), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(jvp_z, reduce(act, (phi_prime - a) * w), atol=1e-12, rtol=1e-12)
+    # finite differences (in a only for softmax: a step in z leaves the simplex, where B = inf)
+    if act.elementwise:
+        args, fn = (z.requires_grad_(True), a.requires_grad_(True)), act.divergence
+    else:
+        args, fn = (a.requires_grad_(True),), lambda a: act.divergence(z, a)
+    assert torch.autograd.gradcheck(fn, args, check_forward_ad=True)
+
+
 def _bernoulli_kl_mp(p: mpmath.mpf, b: mpmath.mpf) -> tuple[mpmath.mpf, mpmath.mpf]:
     """KL(p || sigmoid(b)) and sigmoid(b) in mpmath (p in [0, 1], 1 - p through log1p)."""
     t1 = p * (mpmath.log(p) + mpmath.log1p(mpmath.exp(-b))) if p > 0 else 0

@@ -55,18 +55,20 @@ def kl_term(x: Tensor, y: Tensor, log_y: Tensor, diff: Tensor | None = None) -> 
     so its error is a few ulps of :math:`x|\ell| + |d|`; the rounding left where :math:`x` is
     within an ulp or two of :math:`y` is clamped at 0. The gradient is that of
     :math:`\ell = \log x - \log y` (through ``log_y``: no :math:`x/y^2` that overflows for small
-    :math:`y`), exact: :math:`\partial_x = \ell`, :math:`\partial_y = 1 - x/y`.
+    :math:`y`), exact: :math:`\partial_x = \ell`, :math:`\partial_y = 1 - x/y`, in reverse and
+    forward mode (the value of :math:`\ell` carries no tangent).
     """
     d = x - y if diff is None else diff
     pos = x > 0
     x1 = torch.where(pos, x, 1.0)  # no inf or nan in unused values or gradients
-    with torch.no_grad():
-        normal = y >= torch.finfo(y.dtype).tiny
-        y1 = torch.where(normal, y, 1.0)
-        r = x1 / y1
+    with torch.no_grad():  # detached: no_grad does not stop forward-mode (jvp) tangents
+        xd, yd, dd, log_yd = x1.detach(), y.detach(), d.detach(), log_y.detach()
+        normal = yd >= torch.finfo(yd.dtype).tiny
+        y1 = torch.where(normal, yd, 1.0)
+        r = xd / y1
         near = normal & (r >= 0.5) & (r <= 2)
-        far = torch.where(normal, torch.log(r), torch.log(x1) - log_y)
-        exact = torch.where(near, torch.log1p(d / y1), far)
+        far = torch.where(normal, torch.log(r), torch.log(xd) - log_yd)
+        exact = torch.where(near, torch.log1p(dd / y1), far)
     log_ratio = torch.log(x1) - torch.where(log_y.isfinite(), log_y, 0.0)  # for the gradient
     log_ratio = exact + (log_ratio - log_ratio.detach())
     return (torch.where(pos, x * log_ratio, 0.0) - d).clamp_min(0)
