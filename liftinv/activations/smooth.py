@@ -61,15 +61,17 @@ def kl_term(x: Tensor, y: Tensor, log_y: Tensor, diff: Tensor | None = None) -> 
     d = x - y if diff is None else diff
     pos = x > 0
     x1 = torch.where(pos, x, 1.0)  # no inf or nan in unused values or gradients
+    log_x = torch.log(x1)
     with torch.no_grad():  # detached: no_grad does not stop forward-mode (jvp) tangents
         xd, yd, dd, log_yd = x1.detach(), y.detach(), d.detach(), log_y.detach()
         normal = yd >= torch.finfo(yd.dtype).tiny
         y1 = torch.where(normal, yd, 1.0)
         r = xd / y1
         near = normal & (r >= 0.5) & (r <= 2)
-        far = torch.where(normal, torch.log(r), torch.log(xd) - log_yd)
+        far = torch.where(normal, torch.log(r), log_x.detach() - log_yd)
         exact = torch.where(near, torch.log1p(dd / y1), far)
-    log_ratio = torch.log(x1) - torch.where(log_y.isfinite(), log_y, 0.0)  # for the gradient
+    # for the gradient: log x - log y, with a -inf or nan log y (<= 0 otherwise) replaced by 0
+    log_ratio = log_x - torch.where(log_y > -math.inf, log_y, 0.0)
     log_ratio = exact + (log_ratio - log_ratio.detach())
     return (torch.where(pos, x * log_ratio, 0.0) - d).clamp_min(0)
 
@@ -243,11 +245,13 @@ class Tanh(LegendreActivation):
         :math:`\log\cosh a = -\tfrac12\log(1 - s^2)`), whose two terms are of the size of
         :math:`|z|\,|z - s|` only: accurate to a few ulps of :math:`B + |a|\,|z - s|` (the
         rounding of :math:`\tanh a`) for small :math:`z` and :math:`a` too. Its inputs are
-        masked to 0 elsewhere (no nan in the unused values or gradients)."""
+        clamped to :math:`[-\tfrac34, \tfrac34]` (no change where it is used, nor in its gradient, the
+        bounds not being reached there; finite unused
+        values and gradients elsewhere, and cheaper than masking)."""
         div = super().divergence(z, a)
         s = torch.tanh(a)
         mid = (z.abs() <= 0.5) & (s.abs() <= 0.5)
-        zm, sm = torch.where(mid, z, 0.0), torch.where(mid, s, 0.0)  # no nan in unused gradients
+        zm, sm = z.clamp(-0.75, 0.75), s.clamp(-0.75, 0.75)  # no nan in unused gradients
         d = zm - sm
         small = 0.5 * torch.log1p(-d * (zm + sm) / (1 - sm * sm)) + zm * torch.atanh(d / (1 - zm * sm))
         return torch.where(mid, small.clamp_min(0), div)
