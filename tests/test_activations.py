@@ -610,6 +610,46 @@ def test_bad_hyper_parameters(make, err, match):
         make()
 
 
+@pytest.mark.parametrize(
+    "make, name, value, err, match",
+    [
+        (lambda: LeakyReLU(0.2), "slope", 1.5, ValueError, r"slope must be in \(0, 1\), got 1.5"),
+        (lambda: LeakyReLU(0.2), "slope", float("nan"), ValueError, "slope must be finite"),
+        (lambda: LeakyReLU(0.2), "slope", "0.1", TypeError, "slope must be a real number"),
+        (lambda: SoftThreshold(0.3), "threshold", -0.1, ValueError, "threshold must be positive"),
+        (lambda: Clip(-0.5, 1.5), "lo", 2.0, ValueError, "lo=2.0, hi=1.5"),
+        (lambda: Clip(-0.5, 1.5), "hi", -1.0, ValueError, "lo=-0.5, hi=-1.0"),
+        (lambda: Clip(-0.5, 1.5), "hi", math.inf, ValueError, "hi must be finite"),
+    ],
+)
+def test_bad_hyper_parameters_assigned_later(make, name, value, err, match):
+    """A hyper-parameter assigned after construction is checked as the constructor checks it,
+    and a refused one leaves the activation as it was: LeakyReLU.slope = 1.5 was taken, giving
+    k = (1 - c)/c = -1/3, a concave Psi, an expanding forward map (sigma(-1) = -1.5) and
+    B(0, -1) = 0.75 below 1/2 (z - sigma(a))^2 = 1.125 (the bound a convex Psi gives),
+    SoftThreshold.threshold = -0.1 the expanding map
+    sign(a)(|a| + 0.1), Clip with lo > hi a constant map."""
+    act = make()
+    before = act.hparams()
+    with pytest.raises(err, match=match):
+        setattr(act, name, value)
+    assert act.hparams() == before
+    a, z = torch.tensor([-1.0, 0.05, 2.0], dtype=DT), torch.tensor([0.0, 0.0, 0.0], dtype=DT)
+    s = act(a)
+    assert torch.all(act.divergence(z, a) >= 0.5 * (z - s) ** 2 - 1e-15)
+
+
+def test_hyper_parameters_assigned_later_take_effect():
+    """Valid assignments are taken (the forward pass follows them)."""
+    act, clip = SoftThreshold(0.3), Clip(-0.5, 1.5)
+    act.threshold = 0.5
+    clip.hi, clip.lo = 3.0, 2.0  # hi first: lo = 2 > the old hi would be refused
+    a = torch.tensor([-1.0, 0.2, 2.5, 4.0], dtype=DT)
+    torch.testing.assert_close(act(a), F.softshrink(a, 0.5), atol=0, rtol=0)
+    torch.testing.assert_close(clip(a), F.hardtanh(a, 2.0, 3.0), atol=0, rtol=0)
+    assert act.hparams() == {"threshold": 0.5} and clip.hparams() == {"lo": 2.0, "hi": 3.0}
+
+
 def test_leaky_relu_penalty_follows_a_slope_set_later():
     """``LeakyReLU.slope`` set after construction changes Psi and the divergence with the forward
     pass (they used k = (1 - c)/c cached at construction): B(sigma(a), a) = 0, the SPEC closed form

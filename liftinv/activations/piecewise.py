@@ -82,14 +82,24 @@ class LeakyReLU(Activation):
     :math:`v / (1 + \gamma\tfrac{1-c}{c})`.
 
     Args:
-        slope: the negative slope :math:`c \in (0, 1)`.
+        slope: the negative slope :math:`c \in (0, 1)` (also checked when assigned later).
     """
 
     def __init__(self, slope: float = 0.01) -> None:
         super().__init__()
-        self.slope = real_hparam("slope", slope)
-        if not 0 < self.slope < 1:
-            raise ValueError(f"slope must be in (0, 1), got {self.slope}")
+        self.slope = slope
+
+    @property
+    def slope(self) -> float:
+        """The negative slope :math:`c`."""
+        return self._slope
+
+    @slope.setter
+    def slope(self, value: float) -> None:
+        value = real_hparam("slope", value)
+        if not 0 < value < 1:
+            raise ValueError(f"slope must be in (0, 1), got {value}")
+        self._slope = value
 
     @property
     def _k(self) -> float:
@@ -127,14 +137,24 @@ class SoftThreshold(Activation):
     :math:`\operatorname{env}_\Psi = \mathrm{huber}_t`.
 
     Args:
-        threshold: :math:`t > 0`.
+        threshold: :math:`t > 0` (also checked when assigned later).
     """
 
     def __init__(self, threshold: float = 0.1) -> None:
         super().__init__()
-        self.threshold = real_hparam("threshold", threshold)
-        if self.threshold <= 0:
-            raise ValueError(f"threshold must be positive, got {self.threshold}")
+        self.threshold = threshold
+
+    @property
+    def threshold(self) -> float:
+        """The threshold :math:`t`."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        value = real_hparam("threshold", value)
+        if value <= 0:
+            raise ValueError(f"threshold must be positive, got {value}")
+        self._threshold = value
 
     def psi(self, z: Tensor) -> Tensor:
         return self.threshold * z.abs()
@@ -163,15 +183,36 @@ class Clip(Activation):
 
     Args:
         lo: lower bound.
-        hi: upper bound, ``hi > lo``.
+        hi: upper bound, ``hi > lo`` (also checked when either is assigned later).
     """
 
     def __init__(self, lo: float = -1.0, hi: float = 1.0) -> None:
         super().__init__()
-        self.lo = real_hparam("lo", lo)
-        self.hi = real_hparam("hi", hi)
-        if not self.lo < self.hi:
-            raise ValueError(f"lo must be smaller than hi, got lo={self.lo}, hi={self.hi}")
+        self._set_bounds(lo, hi)
+
+    def _set_bounds(self, lo: float, hi: float) -> None:
+        lo, hi = real_hparam("lo", lo), real_hparam("hi", hi)
+        if not lo < hi:
+            raise ValueError(f"lo must be smaller than hi, got lo={lo}, hi={hi}")
+        self._lo, self._hi = lo, hi
+
+    @property
+    def lo(self) -> float:
+        """The lower bound."""
+        return self._lo
+
+    @lo.setter
+    def lo(self, value: float) -> None:
+        self._set_bounds(value, self._hi)
+
+    @property
+    def hi(self) -> float:
+        """The upper bound."""
+        return self._hi
+
+    @hi.setter
+    def hi(self, value: float) -> None:
+        self._set_bounds(self._lo, value)
 
     def psi(self, z: Tensor) -> Tensor:
         return _indicator(self.in_domain(z), z)
