@@ -88,9 +88,15 @@ def _pointwise_norm(g: Tensor) -> Tensor:
 
 
 def tv(x: Tensor) -> Tensor:
-    r"""Isotropic total variation per sample, :math:`\sum_{c,i,j} |(\nabla x)_{c,i,j}|_2`, shape (B,)."""
+    r"""Isotropic total variation per sample, :math:`\sum_{c,i,j} |(\nabla x)_{c,i,j}|_2`, shape (B,).
+
+    Differentiable by autograd with the subgradient :math:`-\operatorname{div} q`,
+    :math:`q_{c,i,j} = (\nabla x)_{c,i,j} / |(\nabla x)_{c,i,j}|_2` and :math:`q_{c,i,j} = 0` where
+    :math:`(\nabla x)_{c,i,j} = 0` (the square root's derivative there is kept out of the graph)."""
     check_real_images(x, "x")
-    return _pointwise_norm(grad2d(x)).flatten(1).sum(1)
+    sq = grad2d(x).pow(2).sum(dim=2)
+    flat = sq == 0
+    return torch.where(flat, 0.0, sq.masked_fill(flat, 1.0).sqrt()).flatten(1).sum(1)
 
 
 def _project_ball(p: Tensor, radius: float) -> Tensor:

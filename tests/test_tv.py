@@ -65,6 +65,24 @@ def test_tv_matches_explicit_sum():
     torch.testing.assert_close(tv(x), expected, rtol=1e-12, atol=0)
 
 
+def test_tv_autograd_is_a_finite_subgradient_at_flat_regions():
+    """tv(x) differentiated by autograd: sqrt of the squared gradient norm gave NaN (0 * inf) at
+    every pixel next to one with (grad x) = 0, so a piecewise-constant image had NaN gradients.
+    Oracle: the closed-form subgradient -div(q), q = grad x / |grad x| and 0 where grad x = 0;
+    values bit for bit the explicit sqrt of the sum of squares."""
+    x = torch.zeros(2, 2, 6, 7, dtype=torch.float64)
+    x[:, :, 1:4, 2:5] = 1.0
+    x[1, 1] = torch.randn(6, 7, dtype=torch.float64, generator=gen(6))
+    x.requires_grad_(True)
+    value = tv(x)
+    (grad,) = torch.autograd.grad(value.sum(), x)
+    g = grad2d(x.detach())
+    norm = g.pow(2).sum(2, keepdim=True).sqrt()
+    q = torch.where(norm > 0, g / norm.clamp_min(1e-300), torch.zeros_like(g))
+    assert torch.equal(value.detach(), norm.flatten(1).sum(1))
+    torch.testing.assert_close(grad, -div2d(q), rtol=1e-12, atol=1e-12)
+
+
 def prox_objective(u, v, w):
     return 0.5 * (u - v).pow(2).flatten(1).sum(1) + w * tv(u)
 
