@@ -23,7 +23,8 @@ invert`` and ``liftinv train``: ``--weight`` applies to tikhonov, wiener and tv,
 tikhonov and tv, ``--filter`` to fbp (:data:`METHOD_OPTIONS`); the operator settings to their
 operator (:data:`OPERATOR_OPTIONS`); ``--noise``, ``--index`` and ``--save-measurements`` to
 ``--simulate``, and ``--index`` only without ``--truth``. ``--out`` and ``--save-measurements``
-must differ from each other and from every input file.
+must differ from each other and from every input file; ``--save-measurements`` is a ``.npy`` or
+``.pt`` file (an image file would clip the measurements to [0, 1] and round them to 8 bits).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from tqdm.auto import tqdm
 from liftinv import demo
 from liftinv.cli_types import DTYPES, OptionError, int_at_least, positive_int, run_command, seed
 from liftinv.data import load_dataset
-from liftinv.io import IMAGE_SUFFIXES, SUFFIXES, check_not_an_input, check_output, load_array, save_array
+from liftinv.io import ARRAY_SUFFIXES, IMAGE_SUFFIXES, SUFFIXES, check_not_an_input, check_output, load_array, save_array
 from liftinv.metrics import SSIM_SIDE, in_unit_range, psnr, ssim
 from liftinv.models import load_model, model_spec
 from liftinv.reconstruction import FBP, TV, Adjoint, Tikhonov, Wiener, ZeroFilled, reconstruct
@@ -121,7 +122,8 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     simulation.add_argument("--noise", type=float, help="Gaussian noise sigma (default: ct 0.5, blur 0.02, mri 0.02)")
     simulation.add_argument("--index", type=int, help="index of the bundled test image, without --truth (default: the demo's)")
     simulation.add_argument("--seed", type=seed, default=0, help="seed of the noise and of the MRI mask (default: %(default)s)")
-    simulation.add_argument("--save-measurements", metavar="FILE", help="also write the simulated measurements")
+    simulation.add_argument("--save-measurements", metavar="FILE",
+                            help=f"also write the simulated measurements ({', '.join(ARRAY_SUFFIXES)}: an image file would clip them to [0, 1])")
     return parser
 
 
@@ -307,6 +309,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--operator is required without --model")
     name = args.method or ("model" if args.model else DEFAULT_METHOD[operator])
     _check_options(args, operator, name)
+    if args.save_measurements and not args.save_measurements.lower().endswith(ARRAY_SUFFIXES):
+        raise ValueError(f"--save-measurements must end in one of {ARRAY_SUFFIXES} (an image file holds round(255 clip(y, 0, 1)), "
+                         f"not the measurements), got {args.save_measurements}")
     data = _measurement_batch(load_array(args.measurements, "measurements"), operator) if args.measurements else None
     truth = _image_batch(load_array(args.truth, "truth"), "truth") if args.truth else None
     if operator == "mri" and truth is not None and truth.shape[1] != 1:  # compared with the modulus
