@@ -726,6 +726,7 @@ def test_as_activation_same_forward(module, cls):
         (nn.SELU(), "1.0507 > 1"),
         (nn.LeakyReLU(1.5), "negative_slope=1.5 > 1"),
         (nn.LeakyReLU(-0.1), "non-monotone"),
+        (nn.LeakyReLU(math.nan), "negative_slope=nan is not a number"),
         (nn.Hardshrink(), "discontinuous"),
         (nn.Threshold(0.1, 0.0), "Threshold with value != threshold is discontinuous"),
         (nn.Threshold(0.5, 0.5), r"threshold = value = 0.5 is max\(x, 0.5\), a proximal map"),

@@ -118,6 +118,8 @@ def _reason(module: nn.Module) -> str:
     name = type(module).__name__
     if isinstance(module, nn.LeakyReLU):
         slope = module.negative_slope
+        if math.isnan(slope):
+            return f"LeakyReLU with negative_slope={slope} is not a number"
         if slope < 0:
             return f"LeakyReLU with negative_slope={slope} < 0 is non-monotone" + _NOT_PROX
         return f"LeakyReLU with negative_slope={slope} > 1 " + _STEEP
