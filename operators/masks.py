@@ -1,7 +1,8 @@
 r"""k-space sampling masks for :class:`operators.mri.MRI`, in centred (fftshift) k-space layout.
 
-Each function returns a boolean ``(H, W)`` tensor with exactly ``round(H W / acceleration)``
-sampled entries (Cartesian masks: ``round(W / acceleration)`` sampled columns). Cartesian masks
+Each function returns a boolean ``(H, W)`` tensor with exactly ``max(1, round(H W / acceleration))``
+sampled entries (Cartesian masks: ``max(1, round(W / acceleration))`` sampled columns; at least one,
+however large the acceleration). Cartesian masks
 sample whole columns (phase encoding along the last axis, readout along the rows, as fastMRI) and
 always contain the ``round(W * center_fraction)`` central columns, starting at column
 ``(W - n_low + 1) // 2`` (fastMRI's convention; the zero frequency sits at column ``W // 2``).
@@ -56,7 +57,7 @@ def random_mask(
 
     Args:
         shape: ``(H, W)``.
-        acceleration: >= 1; ``round(W / acceleration)`` columns are sampled.
+        acceleration: >= 1; ``max(1, round(W / acceleration))`` columns are sampled.
         center_fraction: fraction of fully sampled central columns, in [0, 1].
         generator: CPU ``torch.Generator`` for the draw.
     """
@@ -73,7 +74,7 @@ def equispaced_mask(shape: tuple[int, int], acceleration: float, center_fraction
 
     Args:
         shape: ``(H, W)``.
-        acceleration: >= 1; ``round(W / acceleration)`` columns are sampled.
+        acceleration: >= 1; ``max(1, round(W / acceleration))`` columns are sampled.
         center_fraction: fraction of fully sampled central columns, in [0, 1].
     """
     height, width = _check_shape(shape)
@@ -87,13 +88,13 @@ def equispaced_mask(shape: tuple[int, int], acceleration: float, center_fraction
 def gaussian_mask(
     shape: tuple[int, int], acceleration: float, generator: torch.Generator | None = None, *, std: float = 0.15
 ) -> Tensor:
-    r"""2-D variable-density mask: ``round(H W / acceleration)`` k-space points drawn without
+    r"""2-D variable-density mask: ``max(1, round(H W / acceleration))`` k-space points drawn without
     replacement with probability proportional to :math:`\exp(-(u^2 + v^2) / (2\,\text{std}^2))`,
     where :math:`u = (i - \lfloor H/2 \rfloor)/H`, :math:`v = (j - \lfloor W/2 \rfloor)/W` are
     frequencies in cycles per pixel (so the density peaks at the zero frequency).
 
     The draw is ``torch.multinomial``'s (the same mask for the same generator state) computed with
-    log-densities: the ``round(H W / acceleration)`` largest keys
+    log-densities: the ``max(1, round(H W / acceleration))`` largest keys
     :math:`-(u^2 + v^2)/(2\,\text{std}^2) - \log E_{ij}`, :math:`E_{ij}` i.i.d. standard
     exponential (Efraimidis and Spirakis' sampling without replacement), so that densities below
     float64's range (a small ``std``) keep their order instead of all being 0.
