@@ -1471,8 +1471,8 @@ def test_constructor_flags_and_weights_are_checked():
     blur = Blur(torch.ones(1, 3, 3) / 9, img_size=(1, 8, 8))
     with pytest.raises(TypeError, match="adjoint_init must be a bool, got 'no'"):
         UnrolledPrimalDual(blur, 2, 2, (1, 8, 8), adjoint_init="no")
-    with pytest.raises(TypeError, match="weights must be a number or a sequence of 2 numbers"):
-        MLP([3, 4, 2], ReLU(), weights=torch.tensor(0.5))
+    with pytest.raises(TypeError, match="weights must be a number or a sequence of 2 numbers, got 'x'"):
+        MLP([3, 4, 2], ReLU(), weights="x")
     for tau in (0.0, -1.0, math.nan, math.inf, True):
         with pytest.raises(ValueError, match="tau must be a finite number > 0"):
             GradientStep(blur, tau)
@@ -1481,6 +1481,18 @@ def test_constructor_flags_and_weights_are_checked():
     for i in (-1, 3):
         with pytest.raises(IndexError, match=r"i must lie in \[0, 2\]"):
             net.consumers(i)
+
+
+def test_mlp_takes_arrays_of_weights_and_refuses_a_string_of_activations():
+    """``activations="relu"`` was read as the sequence of its 4 letters ('must hold 1 hidden
+    activations, got 4'), and weights as a tensor or numpy array were refused (a 0-d tensor failed
+    in ``list()``, an array as not a sequence). Oracle: the same weights given as floats."""
+    with pytest.raises(TypeError, match="activations must be an activation module or a sequence of 1, got 'relu'"):
+        MLP([3, 4, 2], "relu")
+    floats = [layer.weight for layer in MLP([3, 4, 2], ReLU(), weights=[0.5, 2.0]).layers]
+    for weights in (np.array([0.5, 2.0]), torch.tensor([0.5, 2.0])):
+        assert [layer.weight for layer in MLP([3, 4, 2], ReLU(), weights=weights).layers] == floats
+    assert [layer.weight for layer in MLP([3, 4, 2], ReLU(), weights=torch.tensor(0.5)).layers] == [0.5, 0.5]
 
 
 def test_layer_maps_and_data_map_must_be_modules():

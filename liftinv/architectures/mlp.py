@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,7 +24,8 @@ class MLP(LiftedNetwork):
         sizes: widths :math:`(n_0, \dots, n_L)`, at least two.
         activations: the hidden activations :math:`\sigma_1..\sigma_{L-1}`, one for all or one
             per hidden layer (proximal activations, or torch ones accepted by ``as_activation``).
-        weights: penalty weights :math:`\lambda_k`, one for all or one per layer.
+        weights: penalty weights :math:`\lambda_k`, one for all or one per layer (numbers, or a
+            tensor or array of them).
         output_activation: :math:`\sigma_L`; ``None`` means the identity.
         generator: seeds the initialisation (see ``init_parameters_``); ``None`` keeps PyTorch's.
     """
@@ -41,9 +43,13 @@ class MLP(LiftedNetwork):
         n = len(sizes) - 1
         if n < 1:
             raise ValueError(f"sizes must hold at least two widths, got {sizes}")
+        if not isinstance(activations, (nn.Module, Sequence)) or isinstance(activations, str):
+            raise TypeError(f"activations must be an activation module or a sequence of {n - 1}, got {activations!r}")
         hidden = [activations] * (n - 1) if isinstance(activations, nn.Module) else list(activations)
         if len(hidden) != n - 1:
             raise ValueError(f"activations must hold {n - 1} hidden activations, got {len(hidden)}")
+        if isinstance(weights, (torch.Tensor, np.ndarray)):  # the weights as an array: their values
+            weights = weights.tolist()
         if isinstance(weights, (str, bytes)) or not isinstance(weights, (numbers.Real, Sequence)):
             raise TypeError(f"weights must be a number or a sequence of {n} numbers, got {weights!r}")
         weights = [weights] * n if isinstance(weights, numbers.Real) else list(weights)
