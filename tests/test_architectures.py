@@ -1495,6 +1495,20 @@ def test_mlp_takes_arrays_of_weights_and_refuses_a_string_of_activations():
     assert [layer.weight for layer in MLP([3, 4, 2], ReLU(), weights=torch.tensor(0.5)).layers] == [0.5, 0.5]
 
 
+def test_unrolled_refuses_what_is_not_a_linear_physics():
+    """UnrolledPrimalDual(None, ...), or a plain function as the physics of the constructor or
+    of a call, failed inside opnorm or bind ("'NoneType' object has no attribute 'A_adjoint'"),
+    naming no argument."""
+    for physics in (None, lambda x: x):
+        with pytest.raises(TypeError, match="physics must be a deepinv LinearPhysics .* got (NoneType|function)"):
+            UnrolledPrimalDual(physics, 2, 2, (1, 8, 8))
+    blur = Blur(torch.ones(1, 3, 3) / 9, img_size=(1, 8, 8))
+    net = UnrolledPrimalDual(blur, 2, 2, (1, 8, 8))
+    with pytest.raises(TypeError, match="physics must be a deepinv LinearPhysics .* got function"):
+        net(blur.A(torch.ones(1, 1, 8, 8)), lambda x: x)
+    assert net.physics is blur
+
+
 def test_layer_maps_and_data_map_must_be_modules():
     """A plain function as the data map was taken: it works until the network moves or is saved,
     when its tensors (captured in the closure) stay behind; as a map, nn.ModuleList refused it

@@ -28,6 +28,13 @@ def odd_int(name: str, value: object) -> int:
     return value
 
 
+def check_linear_physics(physics: object) -> None:
+    """Raise a ``TypeError`` naming ``physics`` unless it has callable ``A`` and ``A_adjoint`` (a
+    deepinv ``LinearPhysics``)."""
+    if not all(callable(getattr(physics, name, None)) for name in ("A", "A_adjoint")):
+        raise TypeError(f"physics must be a deepinv LinearPhysics (callable A and A_adjoint), got {type(physics).__name__}")
+
+
 def check_channels(u: Tensor, channels: int, name: str) -> None:
     """Raise a ``ValueError`` naming ``name`` unless ``u`` has shape ``(B, channels, H, W)``."""
     if u.ndim != 4 or u.shape[1] != channels:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from liftinv.activations import Clip
 from liftinv.affine import ConvAdjoint, GradientStep, MeasurementAdjoint, ScaledConv
-from liftinv.architectures._common import normalised_conv, odd_int, positive_float, positive_int
+from liftinv.architectures._common import check_linear_physics, normalised_conv, odd_int, positive_float, positive_int
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.validation import check_flag, reference_tensor, sample_shape
@@ -102,6 +102,7 @@ class UnrolledPrimalDual(Reconstructor):
         generator: torch.Generator | None = None,
     ):
         super().__init__()
+        check_linear_physics(physics)
         n_iter, features = positive_int("n_iter", n_iter), positive_int("features", features)
         if n_iter < 2:
             raise ValueError(f"n_iter must be at least 2, got {n_iter}")
@@ -169,9 +170,11 @@ class UnrolledPrimalDual(Reconstructor):
         operator must have the norm of the construction physics (see the class docstring).
 
         Raises:
+            TypeError: ``physics`` has no callable ``A`` and ``A_adjoint``.
             ValueError: ``physics`` has another spec than the bound operator, or another norm
                 than the construction physics.
         """
+        check_linear_physics(physics)
         bound = self.physics
         if physics is not bound and all(isinstance(p, (Radon, Blur, MRI)) for p in (bound, physics)):
             expected, actual = physics_spec(bound), physics_spec(physics)
