@@ -3,9 +3,9 @@ r"""Convert a plain torch network into a :class:`~liftinv.network.LiftedNetwork`
 An ``nn.Sequential`` (nested ones are flattened) of affine modules and proximal activations
 becomes one layer per activation: the affine modules between two activations compose into the
 layer's map :math:`M_k` and the activation closes the layer,
-:math:`x_k = \sigma_k(M_k x_{k-1})`; a trailing affine chain gets the identity activation. The
-lifted network reuses the original modules, so it shares their parameters and computes the same
-function.
+:math:`x_k = \sigma_k(M_k x_{k-1})`; a trailing affine chain gets the identity activation (one
+that only rearranges entries joins the last layer, see :func:`lift`). The lifted network reuses
+the original modules, so it shares their parameters and computes the same function.
 """
 from __future__ import annotations
 
@@ -39,6 +39,11 @@ AFFINE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn
 #: :data:`~liftinv.affine.INSTANCE_NORMS`, the running statistics' per-channel affine map,
 #: :class:`~liftinv.affine.EvalBatchNorm`) and dropout (the identity, dropped).
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+#: Affine modules that only rearrange the entries of a sample (a permutation :math:`P`): they
+#: commute with elementwise activations, :math:`P\sigma(z) = \sigma(Pz)`.
+REARRANGE = (nn.Flatten, nn.Unflatten, nn.PixelShuffle, nn.PixelUnshuffle)
 
 
 def _is_affine(module: nn.Module) -> bool:
@@ -175,7 +180,10 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             network, whose input is :math:`x_0` and whose data maps read the measurements
             :math:`y`), which is returned. A module of no layer (``nn.Identity``, an empty
             ``nn.Sequential``, eval-mode dropouts) is the identity, lifted to the one layer
-            :math:`x_1 = x_0`.
+            :math:`x_1 = x_0`. A trailing chain that only rearranges entries (``nn.Flatten``,
+            ``nn.Unflatten``, ``nn.PixelShuffle``, ``nn.PixelUnshuffle``) after an elementwise
+            activation joins the last layer's map (they commute with the activation); any other
+            trailing affine chain becomes a last layer with the identity activation.
         input_shape: shape of one input sample (without batch). The lifted network then checks
             its inputs against it, and the conversion runs zero batches of one and of two
             samples through it, every layer keeping the batch axis. A given lifted network is
@@ -227,7 +235,13 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             softmax_dims[len(layers) + 1] = (_layer(m, path), _softmax_dim(m))
         layers.append(Layer([len(layers)], [_chain(chain)], act))
         chain = []
-    if chain or not layers:  # a module of no layer (the identity) lifts to one identity layer
+    if chain and layers and not isinstance(layers[-1].activation, Softmax) and all(
+            keeps_forward(m, *REARRANGE) for m in chain):
+        # a trailing rearrangement P of an elementwise activation's output joins its layer,
+        # P sigma(M x) = sigma(P M x): the same network with no identity layer to relax it
+        last = layers.pop()
+        layers.append(Layer(last.inputs, [_chain([last.maps[0], *chain])], last.activation))
+    elif chain or not layers:  # a module of no layer (the identity) lifts to one identity layer
         layers.append(Layer([len(layers)], [_chain(chain)], Identity()))
     net = LiftedNetwork(layers, input_shape=input_shape)
     if input_shape is not None:

@@ -725,3 +725,26 @@ def test_a_lifted_spectral_norm_stays_in_eval_mode(normalise):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     model.eval()
     assert torch.equal(net(u), first)
+
+
+@pytest.mark.parametrize("model, shape, depth", [
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.Sigmoid(), nn.Unflatten(1, (3, 2, 2))), (1, 4, 4), 1),
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.PixelShuffle(2), nn.Flatten()), (1, 4, 4), 1),
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Unflatten(1, (3, 4)), nn.Linear(4, 2)), (1, 4, 4), 2),
+    (lambda: nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Softmax(dim=1), nn.Flatten()), (1, 4, 4), 2),
+], ids=["unflatten", "pixelshuffle-flatten", "then-linear", "softmax"])
+def test_a_trailing_rearrangement_joins_the_last_layer(model, shape, depth):
+    """A network ending in a reshape (Unflatten, Flatten, PixelShuffle) after its last activation
+    got a last layer with the identity activation for it, whose penalty relaxes the network: the
+    lifted problem of Flatten-Linear-Sigmoid-Unflatten had two layers, and inverting it gave
+    another input than inverting the same network without the Unflatten. An elementwise activation
+    commutes with a rearrangement, P sigma(z) = sigma(P z), so the rearrangement joins the last
+    layer's map; a chain with another affine map, or after a softmax (over dim 1, which a flatten
+    moves), keeps its identity layer. Oracle: the model's forward, bit for bit."""
+    torch.manual_seed(0)
+    model = model().double()
+    net = lift(model, input_shape=shape)
+    u = torch.randn(3, *shape, dtype=DT, generator=gen(120))
+    assert net.depth == depth and torch.equal(net(u), model(u))
+    if depth == 1:
+        assert not isinstance(net.layer(1).activation, Identity)
