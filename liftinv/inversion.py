@@ -396,6 +396,7 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
     forward passes :math:`N(u)` only (its "map" is not affine), as the gradient baseline needs."""
     check_flag("free_output", free_output)
     _check_output(output)
+    output = output.detach()  # the data: a result must not hold the caller's graph to them
     net, shape = _network(network, input_shape, x0, any_module)
     ref = reference_tensor(net)
     if ref is not None and output.dtype != ref.dtype:

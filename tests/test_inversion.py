@@ -1921,3 +1921,15 @@ def test_inverting_a_network_that_ends_in_a_reshape_solves_the_network_without_i
     b = invert(plain, f.flatten(1), input_shape=(1, 8, 8), regularizer=TV(1e-3), config=cfg)
     assert a.input.shape == (2, 1, 8, 8)
     torch.testing.assert_close(a.input, b.input, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", [invert, invert_gradient], ids=["lifted", "gradient"])
+def test_a_result_holds_no_graph_of_the_data(method):
+    """Data computed with autograd on (``f = net(u)``) came back from the gradient baseline as
+    ``variables[1]`` with ``requires_grad=True``, holding the caller's graph. Oracle: every tensor
+    of the result is a leaf without grad."""
+    net = nn.Sequential(nn.Linear(4, 3), nn.Sigmoid()).double()
+    f = net(torch.rand(2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    assert f.requires_grad
+    result = method(net, f, input_shape=(4,), regularizer=Tikhonov(1e-2), config=InversionConfig(max_iter=5))
+    assert not any(v.requires_grad for v in (*result.variables, result.input, result.discrepancy))
