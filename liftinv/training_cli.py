@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=cli_types.seed, default=0, help="seed of the initialisation, shuffling and noise (default: 0)")
     parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--dtype", choices=sorted(cli_types.DTYPES), default="float32",
-                        help="dtype of the model and data (default: %(default)s); a resumed run keeps its checkpoint's")
+                        help="dtype of the model and data (default: %(default)s); --resume needs the checkpoint's")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar and epoch log")
     return parser
 
