@@ -294,9 +294,7 @@ class Radon(LinearPhysics):
             noise_model=ZeroNoise() if noise_model is None else noise_model,
             device=device,
         )
-        self.n = img_size
-        self.n_detectors = n_detectors
-        self.circle = circle
+        self._n, self._n_detectors, self._circle = img_size, n_detectors, circle
         self._set_angles(angles, dtype, device)
 
     def _set_angles(self, angles: Tensor, dtype, device) -> None:
@@ -361,6 +359,41 @@ class Radon(LinearPhysics):
     @angles.setter
     def angles(self, value) -> None:
         raise AttributeError("Radon's angles are set by update_parameters(angles=...), which rebuilds the system matrices")
+
+    @property
+    def n(self) -> int:
+        """Side ``N`` of the ``N x N`` images, fixed at construction (see :meth:`_fixed`)."""
+        return self._n
+
+    @n.setter
+    def n(self, value) -> None:
+        self._fixed("n", value)
+
+    @property
+    def n_detectors(self) -> int:
+        """Detector count, fixed at construction (see :meth:`_fixed`)."""
+        return self._n_detectors
+
+    @n_detectors.setter
+    def n_detectors(self, value) -> None:
+        self._fixed("n_detectors", value)
+
+    @property
+    def circle(self) -> bool:
+        """Whether the object is supported on the inscribed disc, fixed at construction (see
+        :meth:`_fixed`)."""
+        return self._circle
+
+    @circle.setter
+    def circle(self, value) -> None:
+        self._fixed("circle", value)
+
+    def _fixed(self, name: str, value) -> None:
+        """Refuse an assignment to the geometry ``name``: the system matrices, the FBP filters and
+        the cached norms are built for the constructor's (an assignment ``op.circle = True`` changed
+        the spec and FBP's padding and kept the non-circle matrices; ``op.n_detectors = ...`` crashed
+        later in a reshape)."""
+        raise AttributeError(f"Radon's {name} is fixed at construction: build a new Radon(..., {name}={value!r})")
 
     @property
     def dtype(self) -> torch.dtype:

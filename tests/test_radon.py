@@ -15,7 +15,7 @@ from skimage.transform.radon_transform import _get_fourier_filter
 
 from operators.checks import adjoint_error, opnorm
 from operators.radon import FILTERS, Radon, fourier_filter
-from operators.spec import describe, physics_spec
+from operators.spec import describe, physics_from_spec, physics_spec
 
 SPARSE = torch.tensor([0.0, 17.5, 45.0, 90.0, 133.0, 179.0])  # sparse-angle, with the 45 and 90 ties
 LIMITED = torch.linspace(20.0, 110.0, 31)  # limited-angle: a 90 degree wedge
@@ -409,3 +409,18 @@ def test_angles_change_only_through_update_parameters():
     assert op.sinogram_shape == (op.n_detectors, 20)
     op.update_parameters(angles=10)
     torch.testing.assert_close(op.A(x), Radon(16, angles=10, dtype=torch.float64).A(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name, value", [("circle", True), ("n_detectors", 19), ("n", 12)])
+def test_geometry_is_fixed_at_construction(name, value):
+    """``op.circle = True`` was taken as a plain attribute: the spec (and FBP's padding) said circle
+    while A kept the non-circle matrices, so the operator rebuilt from its spec differed by 5.9 on
+    a random image; ``op.n_detectors = 19`` crashed later in a reshape. An assignment is refused by
+    name, and the operator equals one built from its spec (the oracle: Radon's own constructor)."""
+    op = Radon(16, 7, dtype=torch.float64)
+    with pytest.raises(AttributeError, match=f"Radon's {name} is fixed at construction"):
+        setattr(op, name, value)
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64, generator=_gen(4))
+    fresh = Radon(op.n, op.angles, n_detectors=op.n_detectors, circle=op.circle, dtype=torch.float64)
+    assert torch.equal(op.A(x), fresh.A(x))
+    assert torch.equal(physics_from_spec(physics_spec(op)).A(x), op.A(x))
