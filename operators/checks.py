@@ -110,12 +110,15 @@ def lanczos_max(apply_normal, x0: Tensor, *, max_iter: int = 60, rtol: float = 1
     The largest Ritz value converges to :math:`\lambda_{\max}` from below much faster than the
     power method when the top eigenvalues cluster; iterations stop when the residual bound
     :math:`\beta_k |s_k|` of the top Ritz pair is below :math:`\max(\text{rtol}, 100\,\varepsilon)`
-    times its value, :math:`\varepsilon` the machine epsilon of ``x0``'s dtype. A bound at rounding
+    times its value, :math:`\varepsilon` the machine epsilon of ``x0``'s dtype; ``rtol`` lies in
+    :math:`[0, 1)` (a bound as large as the Ritz value says nothing about it). A bound at rounding
     level also means the Krylov space is exhausted: going on would build the basis from rounding
     noise, which loses orthogonality and can lift the Ritz value above :math:`\lambda_{\max}`.
     """
     if not is_integer(max_iter) or max_iter < 1:  # no iteration would return 0 as the eigenvalue
         raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    if not is_real(rtol) or not 0 <= rtol < 1:  # NaN never stops, >= 1 stops at the first Rayleigh quotient
+        raise ValueError(f"rtol must be a number in [0, 1), got {rtol!r}")
     tol = max(rtol, 100 * torch.finfo(x0.dtype).eps)
     basis = [x0 / x0.norm()]
     alphas: list[float] = []

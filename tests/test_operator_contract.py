@@ -370,3 +370,18 @@ def test_spec_is_a_snapshot(name):
         if isinstance(value, torch.Tensor):
             value.add_(1)
     assert spec_differences(physics_spec(twin), physics_spec(physics)) == []
+
+
+@pytest.mark.parametrize("rtol", [float("nan"), float("inf"), 1.0, 2.0, -1e-3, "1e-6", True])
+def test_opnorm_refuses_an_rtol_outside_zero_one(rtol):
+    """rtol = NaN never stopped Lanczos, which went on over the exhausted float32 Krylov space of
+    the identity blur and returned 1.146 for its norm 1; rtol >= 1 (inf, 2) stopped at the first
+    Rayleigh quotient, 2.78 for a CT operator of norm 11.41; both without an error. Now a ValueError
+    naming it; 0 and a NumPy float are taken. Oracle: the identity's norm 1."""
+    from operators.blur import Blur
+
+    physics = Blur(torch.ones(1, 1), img_size=(1, 16, 16))
+    with pytest.raises(ValueError, match="rtol"):
+        opnorm(physics, rtol=rtol)
+    assert opnorm(physics, rtol=0.0) == pytest.approx(1.0, rel=1e-5)
+    assert opnorm(physics, rtol=np.float32(0.5)) == pytest.approx(1.0, rel=1e-5)
