@@ -167,8 +167,18 @@ class Blur(ValueCaches, LinearPhysics):
             return
         if self.img_size is not None:
             _check_kernel_fits(kernel, self.img_size, name)
-        self.kernel = kernel
+        self._buffers["kernel"] = kernel  # not self.kernel =, which comes back here (__setattr__)
         self._clear_caches()
+
+    def __setattr__(self, name: str, value) -> None:
+        """``op.kernel = k`` is ``op.update_parameters(kernel=k)``: validated, copied to the
+        operator's dtype and device and checked against ``img_size`` as the constructor's kernel (a
+        plain buffer assignment took a 2-D kernel, another dtype, which became the operator's, or a
+        kernel larger than the image, which the circular FFT cropped, without a word)."""
+        if name == "kernel" and "kernel" in self.__dict__.get("_buffers", {}):
+            self.update_parameters(kernel=check_tensor(value, "kernel"))  # None would update nothing
+        else:
+            super().__setattr__(name, value)
 
     def _check(self, x: Tensor, name: str) -> Tensor:
         if self.img_size is None:

@@ -451,3 +451,25 @@ def test_blur_kernel_given_another_storage_is_noticed():
     fresh = Blur(2 * kernel, img_size=(1, 8, 8), dtype=torch.float64)
     assert opnorm(op) == pytest.approx(2.0, rel=1e-9)
     torch.testing.assert_close(op.A(x), fresh.A(x), rtol=1e-12, atol=1e-12)
+
+
+def test_blur_kernel_assignment_is_validated_as_the_constructor_kernel():
+    """``op.kernel = k`` replaced the buffer as it was: a 2-D kernel (the constructor's form) broke
+    the direct convolution ('weight of size [1, 3, 1, 3]'), a float32 kernel made a float64 operator
+    float32, and a kernel larger than the image of ``img_size`` was cropped by the circular FFT
+    (a 6 x 6 kernel on 4 x 4 images), all without an error naming it. Now the assignment is
+    ``update_parameters(kernel=k)``. Oracle: a Blur built from the assigned kernel."""
+    g = _gen(12)
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=g)
+    kernel = torch.rand(3, 3, dtype=torch.float32, generator=g)
+    for boundary, use_fft in (("circular", True), ("zero", False)):
+        op = Blur(torch.ones(1, 1), img_size=(1, 4, 4), boundary=boundary, use_fft=use_fft, dtype=torch.float64)
+        op.kernel = kernel
+        fresh = Blur(kernel, img_size=(1, 4, 4), boundary=boundary, use_fft=use_fft, dtype=torch.float64)
+        assert op.dtype == torch.float64 and op.kernel.shape == (1, 3, 3)
+        torch.testing.assert_close(op.A(x), fresh.A(x), rtol=0, atol=0)
+        with pytest.raises(ValueError, match=r"kernel of spatial size \(6, 6\) is larger than the image \(4, 4\)"):
+            op.kernel = torch.rand(1, 6, 6, dtype=torch.float64, generator=g)
+        with pytest.raises(TypeError, match="kernel must be a torch.Tensor"):
+            op.kernel = None
+        torch.testing.assert_close(op.A(x), fresh.A(x), rtol=0, atol=0)
