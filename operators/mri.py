@@ -130,9 +130,21 @@ class MRI(ValueCaches, LinearPhysics):
                 self.coil_maps = torch.view_as_real(maps)
         elif self.coil_maps is not None and mask.shape != self.coil_maps.shape[1:3]:
             raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the coil maps {tuple(self.coil_maps.shape[:3])}")
-        self.mask = mask
+        self._buffers["mask"] = mask  # not self.mask =, which comes back here (__setattr__)
         self.img_size = (2, *self.mask.shape)
         self._clear_caches()
+
+    def __setattr__(self, name: str, value) -> None:
+        """``op.mask = m`` is ``op.update_parameters(mask=m)``: validated, copied to the operator's
+        dtype and device, checked against the coil maps and followed by ``img_size`` (a plain buffer
+        assignment took a bool mask, which became the operator's dtype, or a mask of another shape,
+        which ``img_size`` and the coil maps did not follow, without a word)."""
+        if name == "mask" and "mask" in self.__dict__.get("_buffers", {}):
+            if value is None:  # would update nothing
+                raise TypeError("mask must be a bool or real floating tensor, got None")
+            self.update_parameters(mask=value)
+        else:
+            super().__setattr__(name, value)
 
     def _phases(self) -> tuple[Tensor, Tensor]:
         r"""``(D_in S_n or D_in, M D_out)`` in the operator's complex dtype, cached per dtype/device,

@@ -544,3 +544,27 @@ def test_mri_noise_sigma_is_per_real_component_in_every_layout(layout):
     y = op(zeros if layout == "real" else torch.complex(zeros[:, 0], zeros[:, 1]))
     parts = y if layout == "real" else torch.stack((y.real, y.imag), 1)
     assert float(parts[:, 0].std()) == pytest.approx(0.5, rel=0.02) and float(parts[:, 1].std()) == pytest.approx(0.5, rel=0.02)
+
+
+def test_mri_mask_assignment_is_validated_as_the_constructor_mask():
+    """``op.mask = m`` replaced the buffer as it was: a bool mask (what the mask functions return)
+    made the operator's dtype torch.bool (A refused float64 images: 'the operator uses
+    torch.bool'), and a mask of another size was applied while ``img_size`` kept the old one
+    (opnorm's default shape: opnorm failed) and the coil maps the old size (a broadcasting error
+    in A). Now the assignment is ``update_parameters(mask=m)``.
+    Oracle: an MRI built from the assigned mask (A bit for bit, ``img_size``, the norm max |M| = 1)."""
+    g = _gen(13)
+    mask = random_mask((6, 5), 2, 0.2, generator=g)
+    op = MRI(torch.ones(8, 7), dtype=torch.float64)
+    op.mask = mask
+    fresh = MRI(mask, dtype=torch.float64)
+    x = torch.randn(2, 2, 6, 5, dtype=torch.float64, generator=g)
+    assert op.dtype == torch.float64 and op.img_size == (2, 6, 5)
+    torch.testing.assert_close(op.A(x), fresh.A(x), rtol=0, atol=0)
+    assert opnorm(op) == pytest.approx(1.0, rel=1e-9)
+    multi = MRI(torch.ones(8, 7), coil_maps=_coil_maps(2, (8, 7), torch.float64), dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"mask of shape \(6, 5\) does not match the coil maps"):
+        multi.mask = mask
+    with pytest.raises(TypeError, match="mask must be"):
+        multi.mask = None
+    assert multi.mask.shape == (8, 7) and multi.img_size == (2, 8, 7)
