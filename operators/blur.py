@@ -183,9 +183,9 @@ class Blur(ValueCaches, LinearPhysics):
     def _check(self, x: Tensor, name: str) -> Tensor:
         if self.img_size is None:
             check_tensor(x, name, ndim=4, like=self.kernel)
-            _check_kernel_fits(self.kernel, tuple(x.shape))
         else:
             check_tensor(x, name, ndim=4, channels=self.img_size[0], spatial=self.img_size[1:], like=self.kernel)
+        _check_kernel_fits(self.kernel, tuple(x.shape))  # img_size, a plain attribute, may have changed
         if x.is_complex():
             raise TypeError(f"{name} must be real, got dtype {x.dtype}")
         return x

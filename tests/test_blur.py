@@ -473,3 +473,17 @@ def test_blur_kernel_assignment_is_validated_as_the_constructor_kernel():
         with pytest.raises(TypeError, match="kernel must be a torch.Tensor"):
             op.kernel = None
         torch.testing.assert_close(op.A(x), fresh.A(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_blur_kernel_larger_than_a_reassigned_img_size_is_refused(boundary):
+    """img_size is deepinv's plain attribute: after ``op.img_size = (1, 2, 2)`` a 3 x 3 kernel was
+    applied to 2 x 2 images without an error (the circular FFT cropped the kernel to 2 x 2), where
+    a Blur without img_size (the oracle) refuses the same call naming the kernel."""
+    op = Blur(torch.rand(3, 3, generator=_gen(14)), img_size=(1, 8, 8), boundary=boundary)
+    op.img_size = (1, 2, 2)
+    x = torch.rand(1, 1, 2, 2, generator=_gen(15))
+    for physics in (op, Blur(op.kernel[0], boundary=boundary)):
+        for apply in (physics.A, physics.A_adjoint):
+            with pytest.raises(ValueError, match=r"kernel of spatial size \(3, 3\) is larger than the image \(2, 2\)"):
+                apply(x)
