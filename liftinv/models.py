@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from liftinv.activations import Clip
 from liftinv.affine import ConvAdjoint, GradientStep
 from liftinv.architectures import UnrolledPrimalDual
 from liftinv.checkpoint import load_checkpoint, save_checkpoint
@@ -59,23 +60,39 @@ class SavedModel:
 
 
 def architecture_config(net: nn.Module) -> dict:
-    """Constructor arguments of ``net``, read from its modules: for an
+    r"""Constructor arguments of ``net``, read from its modules: for an
     :class:`~liftinv.architectures.UnrolledPrimalDual`, ``n_iter`` (its gradient steps),
     ``features`` and ``kernel_size`` (of its convolutions :math:`L_k`), ``img_size``,
     ``threshold`` (the upper bound of the dual clip) and ``adjoint_init``.
 
+    The constructor builds the clips :math:`[0, 1]` (primal layers, odd) and
+    :math:`[-\lambda, \lambda]` (dual layers, even) with one :math:`\lambda`; a network whose
+    clips were changed since (``layer.activation.hi = ...``) cannot be rebuilt from these
+    arguments and is refused.
+
     Raises:
         TypeError: unsupported architecture.
+        ValueError: a layer's clip is not the one the constructor builds with ``threshold`` (the
+            message names the layer).
     """
     if not isinstance(net, UnrolledPrimalDual):
         raise TypeError(f"net must be an UnrolledPrimalDual to be saved with its physics, got {type(net).__name__}")
     conv = next(m.conv for m in net.modules() if isinstance(m, ConvAdjoint))
+    threshold = net.lifted.layer(2).activation.hi
+    for k in range(1, net.lifted.depth + 1):
+        activation = net.lifted.layer(k).activation
+        bounds = (0.0, 1.0) if k % 2 else (-threshold, threshold)
+        if not (isinstance(activation, Clip) and (activation.lo, activation.hi) == bounds):
+            raise ValueError(
+                f"layer {k} has the activation {activation!r}, but a model file stores one threshold and rebuilds "
+                f"Clip{bounds} there (threshold = layer 2's bound {threshold!r}): it cannot save this network"
+            )
     return {
         "class": "UnrolledPrimalDual",
         "n_iter": sum(isinstance(m, GradientStep) for m in net.modules()),
         "features": conv.out_channels,
         "img_size": tuple(net.img_size),
-        "threshold": net.lifted.layer(2).activation.hi,
+        "threshold": threshold,
         "kernel_size": conv.kernel_size[0],
         "adjoint_init": net.adjoint_init,
     }
@@ -111,7 +128,8 @@ def save_model(net: nn.Module, path: str | os.PathLike, *, task: str, physics, e
 
     Raises:
         TypeError: unsupported ``net`` or ``physics``, non-plain ``extra``.
-        ValueError: empty ``task``, or ``net`` bound to an operator with another spec than ``physics``.
+        ValueError: empty ``task``, ``net`` bound to an operator with another spec than ``physics``,
+            or a clip of ``net`` changed since its construction (see :func:`architecture_config`).
     """
     config = architecture_config(net)
     if not isinstance(task, str) or not task.strip():

@@ -270,3 +270,22 @@ def test_state_dict_without_penalty_weights_keeps_the_layers_weights():
     other.load_state_dict(state)
     assert all(layer.weight == 3.0 for layer in other.lifted.layers)
     assert all(torch.equal(p, q) for p, q in zip(other.parameters(), net.parameters()))
+
+
+def test_a_network_with_changed_clips_is_refused_not_saved_as_another(tmp_path):
+    # the model file stores one threshold: a dual clip widened after construction (or a primal
+    # clip changed) was saved and loaded as the constructor's clip, another network (outputs off
+    # by 7e-3) without a word; the oracle is the forward pass of the network that was saved
+    physics = Radon(11, 9)
+    y = physics.A(torch.rand(2, 1, 11, 11, generator=torch.Generator().manual_seed(1)))
+    for k, lo, hi in ((4, -0.5, 0.5), (2, 0.0, 0.07), (3, 0.0, 0.3)):
+        net = _trained_net(physics, (1, 11, 11), torch.float32)
+        expected = net(y, physics)
+        net.lifted.layer(k).activation.lo, net.lifted.layer(k).activation.hi = lo, hi
+        assert not torch.equal(net(y, physics), expected)  # the change matters
+        with pytest.raises(ValueError, match=f"^layer {k} has the activation Clip"):
+            save_model(net, tmp_path / "net.pt", task="ct", physics=physics)
+        assert not (tmp_path / "net.pt").exists()
+    net = _trained_net(physics, (1, 11, 11), torch.float32)  # the constructor's clips: saved, the same network
+    save_model(net, tmp_path / "net.pt", task="ct", physics=physics)
+    assert torch.equal(load_model(tmp_path / "net.pt").net(y, physics), net(y, physics))
