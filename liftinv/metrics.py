@@ -19,10 +19,13 @@ def _check_pair(x: Tensor, ref: Tensor, data_range: float) -> tuple[Tensor, Tens
     """Validate the pair and return it in at least float32: in float16 the squares of 8-bit-range
     values overflow (PSNR ``inf``, SSIM NaN at ``data_range=255``) and bfloat16 sums lose digits."""
     check_tensor(ref, "ref", ndim=4)
-    check_tensor(x, "x", ndim=4, like=ref)
+    check_tensor(x, "x", ndim=4)
     for name, t in (("ref", ref), ("x", x)):
         if t.is_complex():
             raise TypeError(f"{name} must be a real tensor (pass the magnitudes of complex images), got dtype {t.dtype}")
+    if x.dtype != ref.dtype or x.device != ref.device:
+        raise TypeError(f"x and ref must have the same dtype and device, got x {x.dtype} on {x.device} and ref "
+                        f"{ref.dtype} on {ref.device}")
     if x.shape != ref.shape:
         raise ValueError(f"x and ref must have the same shape, got {tuple(x.shape)} and {tuple(ref.shape)}")
     real = is_real(data_range)  # NumPy scalars too

@@ -145,3 +145,16 @@ def test_half_precision_images_in_the_8_bit_range_match_skimage(dtype):
         assert float(s[b]) == pytest.approx(structural_similarity(
             r64, far[b, 0].double().numpy(), data_range=255, gaussian_weights=True, sigma=1.5,
             use_sample_covariance=False), abs=1e-5)
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_images_of_two_dtypes_are_refused_naming_both(metric):
+    """A float32 x against a float64 ref was refused with check_tensor's operator wording, 'x has
+    dtype torch.float32 but the operator uses torch.float64', though no operator is involved;
+    the message now names x and ref with their dtypes (the oracle: the arguments passed)."""
+    x, ref = pair((1, 1, 12, 12))
+    with pytest.raises(TypeError, match=r"^x and ref must have the same dtype and device, got x torch.float32 on cpu "
+                                        r"and ref torch.float64 on cpu$"):
+        metric(x.float(), ref)
+    with pytest.raises(TypeError, match="got x torch.float64 on cpu and ref torch.float32 on cpu$"):
+        metric(x, ref.float())
