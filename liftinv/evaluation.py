@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from liftinv.metrics import SSIM_SIDE, psnr, ssim
 from liftinv.tasks import Task
 from liftinv.validation import positive_int
+from operators.checks import is_integer
 
 
 def sample_loss(output: Tensor, target: Tensor) -> Tensor:
@@ -56,14 +57,18 @@ class HeldOut:
         batch_size: chunk size of the forward passes, an integer >= 1 (the observations do not
             depend on it).
         seed: seed of the generator (on the images' device) drawing the observation noise, all
-            at once.
+            at once: an integer (Python or NumPy, not a bool).
 
     Raises:
-        ValueError: ``batch_size`` is not an integer >= 1, or there is no image.
+        ValueError: ``batch_size`` is not an integer >= 1, ``seed`` is not an integer, or there
+            is no image.
     """
 
     def __init__(self, images: Tensor, task: Task, batch_size: int, seed: int = 0):
         batch_size = positive_int("batch_size", batch_size)
+        if not is_integer(seed):  # torch's manual_seed: 'an integer is required' for np.int64, True taken as 1
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        seed = int(seed)
         if images.ndim == 0 or images.shape[0] == 0:
             raise ValueError(f"images must hold at least one image (N, C, H, W), got shape {tuple(images.shape)}")
         batch = task.observe(images, torch.Generator(device=images.device).manual_seed(seed))
