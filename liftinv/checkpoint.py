@@ -27,8 +27,15 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     block ends without an exception, the file is flushed to disk, given the permissions a new file
     gets under the process umask (``0o666 & ~umask``, not ``mkstemp``'s ``0o600``) and renamed over
     ``path``; otherwise it is removed and ``path`` is left untouched. ``suffix`` is the temporary
-    file's (writers that pick a format from it need the target's)."""
+    file's (writers that pick a format from it need the target's).
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder (the rename over it would fail naming the
+            temporary file), before anything is written.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)

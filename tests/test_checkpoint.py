@@ -143,3 +143,24 @@ def test_missing_file_or_folder_is_named_as_what_it_should_hold(tmp_path):
         load_checkpoint(tmp_path / "none.pt", name="model")
     with pytest.raises(IsADirectoryError, match=f"^checkpoint file {tmp_path} is a folder, not a file$"):
         load_checkpoint(tmp_path)
+
+
+def test_a_folder_as_the_file_to_write_is_refused_naming_it(tmp_path):
+    """Every atomic writer (a checkpoint, a model file, a history plot, the demo's table) given a
+    folder failed in the final rename with '[Errno 21] Is a directory: .../.d.png.t0mw6txu.png'
+    -> 'd.png', naming the temporary file; now an IsADirectoryError naming the folder, which is
+    left as it was (the oracle: its listing, and the folder's parent holds no temporary file)."""
+    from liftinv.checkpoint import write_figure, write_text
+    from liftinv.history import TrainHistory, plot_history
+
+    folder = tmp_path / "d.png"
+    (folder / "inside").mkdir(parents=True)
+    history = TrainHistory()
+    history.append(epoch=0, seconds=0.0)
+    writers = [lambda p: save_checkpoint(p, {"a": 1}), lambda p: write_text(p, "x"),
+               lambda p: write_figure(plot_history(history), p, dpi=10), lambda p: plot_history(history, p)]
+    for write in writers:
+        with pytest.raises(IsADirectoryError, match=f"^cannot write {folder}: it is a folder, not a file$"):
+            write(folder)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png"]
+        assert [p.name for p in folder.iterdir()] == ["inside"]
