@@ -28,6 +28,8 @@ def _check_pair(x: Tensor, ref: Tensor, data_range: float) -> tuple[Tensor, Tens
                         f"{ref.dtype} on {ref.device}")
     if x.shape != ref.shape:
         raise ValueError(f"x and ref must have the same shape, got {tuple(x.shape)} and {tuple(ref.shape)}")
+    if isinstance(data_range, Tensor):  # is_real refuses tensors: the message below would read as a contradiction
+        raise ValueError(f"data_range must be a Python or NumPy number, not a tensor (pass float(...)), got {data_range!r}")
     real = is_real(data_range)  # NumPy scalars too
     if not (real and math.isfinite(data_range) and data_range > 0):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")

@@ -158,3 +158,16 @@ def test_images_of_two_dtypes_are_refused_naming_both(metric):
         metric(x.float(), ref)
     with pytest.raises(TypeError, match="got x torch.float64 on cpu and ref torch.float32 on cpu$"):
         metric(x, ref.float())
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_a_tensor_data_range_is_refused_saying_why(metric):
+    """data_range=ref.max() - ref.min() (a 0-d tensor of 0.99) was refused with 'data_range must be
+    a positive finite number, got tensor(0.9924...)', which it is; the message now says that a
+    tensor is refused and how to pass it, and its float() gives scikit-image's value."""
+    x, ref = pair((1, 1, 12, 12))
+    span = ref.max() - ref.min()
+    with pytest.raises(ValueError, match=r"^data_range must be a Python or NumPy number, not a tensor \(pass float"):
+        metric(x, ref, data_range=span)
+    expected = peak_signal_noise_ratio(ref[0, 0].numpy(), x[0, 0].numpy(), data_range=float(span))
+    assert float(psnr(x, ref, data_range=float(span))) == pytest.approx(expected, rel=1e-12)
