@@ -23,6 +23,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -99,8 +100,10 @@ def architecture_config(net: nn.Module) -> dict:
 
 
 def _check_plain(value: object, name: str) -> None:
-    """Raise unless ``value`` is made of tensors, str/int/float/bool/None, lists, tuples and str-keyed dicts."""
-    if value is None or isinstance(value, (str, int, float, bool, Tensor)):
+    """Raise unless ``value`` is made of tensors, str/int/float/bool/None (NumPy integers, floats
+    and bools too: :func:`~liftinv.checkpoint.save_checkpoint` writes them as the Python scalars of
+    equal value), lists, tuples and str-keyed dicts."""
+    if value is None or isinstance(value, (str, int, float, bool, Tensor, np.integer, np.floating, np.bool_)):
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
@@ -124,7 +127,8 @@ def save_model(net: nn.Module, path: str | os.PathLike, *, task: str, physics, e
         path: target file (``.pt`` by convention); its folder is created.
         task: non-empty task name, e.g. ``"ct"``.
         physics: the operator the network was trained for (``Radon``, ``Blur`` or ``MRI``).
-        extra: plain metadata (noise level, training method, scores...).
+        extra: plain metadata (noise level, training method, scores...); NumPy numbers in it are
+            stored as the Python numbers of equal value.
 
     Raises:
         TypeError: unsupported ``net`` or ``physics``, non-plain ``extra``.

@@ -1,5 +1,6 @@
 import io
 
+import numpy as np
 import pytest
 import torch
 from deepinv.physics import LinearPhysics
@@ -289,3 +290,16 @@ def test_a_network_with_changed_clips_is_refused_not_saved_as_another(tmp_path):
     net = _trained_net(physics, (1, 11, 11), torch.float32)  # the constructor's clips: saved, the same network
     save_model(net, tmp_path / "net.pt", task="ct", physics=physics)
     assert torch.equal(load_model(tmp_path / "net.pt").net(y, physics), net(y, physics))
+
+
+def test_numpy_numbers_in_extra_are_stored_as_python_numbers(tmp_path):
+    # extra={"psnr": np.float32(25.1)} was refused as 'must hold only tensors, numbers, strings,
+    # lists and dicts, got float32' (np.float64, a float subclass, passed); save_checkpoint writes
+    # NumPy scalars as the Python scalars of equal value, the oracle here (.item())
+    physics = Radon(9, 5)
+    net = _trained_net(physics, (1, 9, 9), torch.float32)
+    extra = {"psnr": np.float32(25.1), "epochs": np.int64(3), "ok": np.bool_(True), "list": [np.uint8(7), np.float16(0.5)]}
+    save_model(net, tmp_path / "net.pt", task="ct", physics=physics, extra=extra)
+    loaded = load_model(tmp_path / "net.pt").extra
+    assert loaded == {"psnr": np.float32(25.1).item(), "epochs": 3, "ok": True, "list": [7, 0.5]}
+    assert [type(v) for v in (loaded["psnr"], loaded["epochs"], loaded["ok"], *loaded["list"])] == [float, int, bool, int, float]
