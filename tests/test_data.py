@@ -39,12 +39,15 @@ def test_bundled_datasets_shapes_and_range(name, split):
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
-def test_bundled_data_equal_generator_output(name):
-    """The files in data/ are what ``python -m liftinv.generate_data`` writes, level by level."""
+def test_bundled_data_equal_generator_output(name, tmp_path):
+    """The files in data/ are what ``python -m liftinv.generate_data`` writes, level by level and
+    byte for byte (the archive as save_npz writes it: keys, order, compression)."""
     splits = generate_data.BUILDERS[name]()
     for split in SPLITS:
         (x,) = load_dataset(name, split, dtype=torch.float64).tensors
         np.testing.assert_array_equal(np.round(x[:, 0].numpy() * 255).astype(np.uint8), splits[split])
+    generate_data.save_npz(tmp_path / f"{name}.npz", splits)
+    assert (tmp_path / f"{name}.npz").read_bytes() == (data_dir() / f"{name}.npz").read_bytes()
 
 
 def test_patch_sources_are_disjoint_and_offline():
