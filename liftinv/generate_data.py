@@ -53,11 +53,11 @@ def _skimage_image(name: str) -> np.ndarray:
 def random_ellipse_phantom(rng: np.random.Generator, size: int, supersample: int = SUPERSAMPLE) -> np.ndarray:
     r"""One Shepp-Logan-like phantom in [0, 1] of shape (size, size).
 
-    An outer ellipse (centre within 0.05 of the origin, semi-axes in [0.7, 0.9], intensity in
-    [0.3, 0.6]) holds 3 to 10 inner ellipses (centre in the disc of radius 0.55, semi-axes in
-    [0.05, 0.4], angle in [0, pi), additive intensity in [-0.3, 0.5]); the sum is restricted to the
-    outer ellipse, clipped to [0, 1] and averaged over ``supersample`` x ``supersample``
-    sub-pixels, on the square [-1, 1]^2.
+    An outer ellipse (centre coordinates each in [-0.05, 0.05], semi-axes in [0.7, 0.9], angle in
+    [0, pi), intensity in [0.3, 0.6]) holds 3 to 10 inner ellipses (centre in the disc of radius
+    0.55, semi-axes in [0.05, 0.4], angle in [0, pi), additive intensity in [-0.3, 0.5]); the sum
+    is restricted to the outer ellipse, clipped to [0, 1] and averaged over ``supersample`` x
+    ``supersample`` sub-pixels, on the square [-1, 1]^2.
     """
     fine = size * supersample
     t = (np.arange(fine) + 0.5) / fine * 2.0 - 1.0
