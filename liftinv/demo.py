@@ -47,6 +47,7 @@ from liftinv.solvers import BCD
 from liftinv.solvers.rules import Adam
 from liftinv.tasks import Reconstruction
 from liftinv.training import Lifted, train
+from liftinv.validation import check_flag
 from operators.blur import Blur
 from operators.checks import is_integer, is_real
 from operators.kernels import gaussian_kernel
@@ -365,10 +366,19 @@ def run_demo(out_dir: str | Path = "out", quick: bool = False, train_seconds: fl
     ``demo_table.md``, ``demo_results.json`` and the trained networks ``models/<problem>.pt`` to
     ``out_dir``; print the table and where the results are; return the scores. ``quick`` uses the
     smaller budgets of :data:`QUICK` (same problems); ``train_seconds`` replaces the training time
-    of either."""
-    config = QUICK if quick else FULL
+    of either.
+
+    Raises:
+        TypeError: ``quick`` is not a bool.
+        ValueError: ``train_seconds`` is not a finite positive number (checked as
+            :attr:`DemoConfig.train_time`).
+    """
+    config = QUICK if check_flag("quick", quick) else FULL
     if train_seconds is not None:
-        config = dataclasses.replace(config, train_time=train_seconds)
+        try:
+            config = dataclasses.replace(config, train_time=train_seconds)
+        except ValueError as err:  # DemoConfig names its field, train_time
+            raise ValueError(f"train_seconds must be a finite positive number, got {train_seconds!r}") from err
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(config.seed)

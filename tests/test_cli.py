@@ -1,5 +1,6 @@
 import json
 import math
+import re
 
 import matplotlib
 import pytest
@@ -187,6 +188,21 @@ def test_demo_output_folder_that_cannot_be_created_is_a_clear_error(tmp_path, ca
 def test_demo_config_validation(field, value):
     with pytest.raises(ValueError, match=field):
         DemoConfig(**{field: value})
+
+
+def test_run_demo_names_its_own_arguments(tmp_path, monkeypatch):
+    """run_demo(train_seconds=0) was refused as 'train_time must be ...', a name run_demo does not
+    take, and quick='no' (any truthy object) ran the quick demo without a word; both are refused
+    by name before any work (no problem built, nothing written)."""
+    monkeypatch.setattr(demo, "PROBLEMS", ())
+    monkeypatch.setattr(demo, "INVERSIONS", ())  # nothing to build: a refusal comes before the folder
+    for bad in (0, -1.0, float("nan"), "3", True):
+        with pytest.raises(ValueError, match=f"^train_seconds must be a finite positive number, got {re.escape(repr(bad))}$"):
+            demo.run_demo(tmp_path / "out", quick=True, train_seconds=bad)
+    for bad in ("no", 1, None):
+        with pytest.raises(TypeError, match=f"^quick must be a bool, got {re.escape(repr(bad))}$"):
+            demo.run_demo(tmp_path / "out", quick=bad)
+    assert not (tmp_path / "out").exists()
 
 
 # ---- liftinv reconstruct (small CT grids: --size 17 --angles 9 keep each run well under a second)
