@@ -133,7 +133,9 @@ def save_model(net: nn.Module, path: str | os.PathLike, *, task: str, physics, e
     Raises:
         TypeError: unsupported ``net`` or ``physics``, non-plain ``extra``.
         ValueError: empty ``task``, ``net`` bound to an operator with another spec than ``physics``,
-            or a clip of ``net`` changed since its construction (see :func:`architecture_config`).
+            ``physics`` of another norm than the one ``net``'s steps were computed for (a kernel
+            or mask changed since; :func:`load_model` could not rebuild them), or a clip of
+            ``net`` changed since its construction (see :func:`architecture_config`).
     """
     config = architecture_config(net)
     if not isinstance(task, str) or not task.strip():
@@ -142,6 +144,7 @@ def save_model(net: nn.Module, path: str | os.PathLike, *, task: str, physics, e
     bound = net.physics
     if bound is not physics:
         check_spec(physics_spec(bound), spec, context="net is bound to")
+    net._check_norm(physics)  # else load_model, which rebuilds s from the norm, could never read the file
     extra = {} if extra is None else extra
     if not isinstance(extra, dict):
         raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")

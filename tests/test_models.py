@@ -303,3 +303,20 @@ def test_numpy_numbers_in_extra_are_stored_as_python_numbers(tmp_path):
     loaded = load_model(tmp_path / "net.pt").extra
     assert loaded == {"psnr": np.float32(25.1).item(), "epochs": 3, "ok": True, "list": [7, 0.5]}
     assert [type(v) for v in (loaded["psnr"], loaded["epochs"], loaded["ok"], *loaded["list"])] == [float, int, bool, int, float]
+
+
+def test_a_physics_changed_since_the_network_was_built_is_refused_at_save(tmp_path):
+    # a kernel doubled after construction (||A||^2 four times larger) was saved without a word
+    # into a file that load_model refuses for every physics of that spec (it rebuilds s from the
+    # norm: 1.98 against the stored 0.495); the oracle is a network built for the doubled kernel
+    physics = Blur(gaussian_kernel(1.0), img_size=(1, 12, 12))
+    net = UnrolledPrimalDual(physics, 2, 2, (1, 12, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        physics.kernel.mul_(2)
+    rebuilt = UnrolledPrimalDual(physics, 2, 2, (1, 12, 12), generator=torch.Generator().manual_seed(0))
+    assert rebuilt.s == pytest.approx(4 * net.s, rel=1e-4)
+    with pytest.raises(ValueError, match=r"^physics has operator norm \|\|A\|\|\^2 = 4\.0000.* computed for \|\|A\|\|\^2 = 1\.0000"):
+        save_model(net, tmp_path / "net.pt", task="blur", physics=physics)
+    assert not any(tmp_path.iterdir())
+    save_model(rebuilt, tmp_path / "net.pt", task="blur", physics=physics)  # the network for that operator
+    assert load_model(tmp_path / "net.pt").net.s == rebuilt.s
