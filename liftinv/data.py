@@ -117,7 +117,8 @@ def grey_float(img: np.ndarray, source: Path | str) -> np.ndarray:
 def load_image_folder(
     path: str | os.PathLike, size: int | None = None, *, dtype: torch.dtype = torch.float32
 ) -> TensorDataset:
-    """All images of a folder (sorted by name; PNG, JPEG, BMP, TIFF), converted to grey (N, 1, H, W).
+    """All image files of a folder (sorted by name; PNG, JPEG, BMP, TIFF; subfolders are not read,
+    whatever their names), converted to grey (N, 1, H, W).
 
     Colour images are converted with ``skimage.color.rgb2gray`` (alpha composited on white).
     With ``size``, every image is resized to ``size`` x ``size``; without it, all images must share
@@ -134,7 +135,7 @@ def load_image_folder(
         raise FileNotFoundError(f"image folder {folder} not found")
     size = _check_size(size)
     _check_dtype(dtype)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise ValueError(f"no image with suffix in {IMAGE_SUFFIXES} in {folder}")
     images = [torch.from_numpy(grey_float(imread(p), p))[None, None] for p in files]

@@ -136,6 +136,19 @@ def test_image_folder(tmp_path):
     assert small.shape == (3, 1, 8, 8) and small.dtype == torch.float32
 
 
+def test_image_folder_skips_a_subfolder_with_an_image_name(tmp_path):
+    """A subfolder named like an image ('scans.png/', here holding an image itself) was passed to
+    imread, which failed with '[Errno 21] Is a directory'; subfolders are not read. Oracle: the
+    stored uint8 levels / 255 of the one image file."""
+    grey = np.random.default_rng(0).integers(0, 256, (12, 10), dtype=np.uint8)
+    imsave(tmp_path / "a.png", grey, check_contrast=False)
+    (tmp_path / "scans.png").mkdir()
+    imsave(tmp_path / "scans.png" / "b.png", grey[::-1], check_contrast=False)
+    (x,) = load_image_folder(tmp_path, dtype=torch.float64).tensors
+    assert x.shape == (1, 1, 12, 10)
+    np.testing.assert_allclose(x[0, 0].numpy(), grey / 255.0, rtol=0, atol=1e-15)
+
+
 def test_image_folder_composites_alpha_on_white(tmp_path):
     """An RGBA image becomes ``rgb2gray`` of ``rgba2rgb`` (alpha composited on white): fully
     transparent pixels are 1, opaque ones the grey of their colour."""
