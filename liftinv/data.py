@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,10 @@ def _read_idx(path: Path) -> np.ndarray:
     with open(path, "rb") as fh:
         raw = fh.read()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as err:  # a download cut short: EOFError naming no file
+            raise ValueError(f"{path} is not a complete gzip file ({err})") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
@@ -178,7 +182,8 @@ def load_mnist_idx(
 
     Raises:
         FileNotFoundError: a file is missing.
-        ValueError: not IDX, not uint8 images of shape (N, H, W), or label count mismatch.
+        ValueError: not IDX (or a gzip file cut short), not uint8 images of shape (N, H, W), or
+            label count mismatch.
     """
     _check_dtype(dtype)
     images = _read_idx(Path(images_path))

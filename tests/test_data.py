@@ -1,4 +1,5 @@
 import gzip
+import re
 
 import numpy as np
 import pytest
@@ -262,6 +263,21 @@ def test_mnist_idx_errors(tmp_path):
     write_idx(tmp_path / "int", np.zeros((3, 4, 4), dtype=">i4"), True)
     with pytest.raises(ValueError, match="uint8"):
         load_mnist_idx(tmp_path / "int")
+
+
+def test_mnist_idx_gzip_cut_short_is_a_value_error_naming_the_file(tmp_path):
+    """A .gz file cut short (an interrupted download) or with a corrupt stream raised gzip's bare
+    EOFError / BadGzipFile naming no file; now the documented ValueError naming it. Oracle: the
+    complete file reads back as written."""
+    images = np.arange(48, dtype=np.uint8).reshape(3, 4, 4)
+    write_idx(tmp_path / "img.gz", images, True)
+    (x,) = load_mnist_idx(tmp_path / "img.gz", dtype=torch.float64).tensors
+    np.testing.assert_array_equal(np.round(x[:, 0].numpy() * 255), images)
+    whole = (tmp_path / "img.gz").read_bytes()
+    for name, content in (("cut.gz", whole[: len(whole) // 2]), ("bad.gz", whole[:10] + b"\xff" * 20)):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path / name))} is not a complete gzip file"):
+            load_mnist_idx(tmp_path / name)
 
 
 def test_shepp_logan():
