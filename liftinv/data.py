@@ -162,6 +162,8 @@ def _read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:  # the sizes would be read from missing bytes as 0
+        raise ValueError(f"{path}: the IDX header of {ndim} dimensions needs {4 + 4 * ndim} bytes, the file holds {len(raw)}")
     dims = tuple(int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     start = 4 + 4 * ndim

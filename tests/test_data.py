@@ -280,6 +280,15 @@ def test_mnist_idx_gzip_cut_short_is_a_value_error_naming_the_file(tmp_path):
             load_mnist_idx(tmp_path / name)
 
 
+def test_mnist_idx_header_cut_short_is_named_as_such(tmp_path):
+    """A file cut inside its header (3 dimensions announced, one size present) was refused as
+    'header announces shape (5, 0, 0) (0 bytes) but holds -8': the missing sizes read as 0 and a
+    negative byte count. Oracle: the bytes written (4 + 4 * 3 = 16 needed, 8 held)."""
+    (tmp_path / "cut").write_bytes(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big"))
+    with pytest.raises(ValueError, match=r"the IDX header of 3 dimensions needs 16 bytes, the file holds 8$"):
+        load_mnist_idx(tmp_path / "cut")
+
+
 def test_shepp_logan():
     full = shepp_logan(400, dtype=torch.float64)
     np.testing.assert_allclose(full[0, 0].numpy(), shepp_logan_phantom(), atol=1e-12)
