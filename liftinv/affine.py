@@ -16,7 +16,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.nn.utils.spectral_norm import SpectralNorm
