@@ -407,11 +407,24 @@ class LiftedProblem:
         if len(xs) != len(self.xs):
             raise ValueError(f"xs must hold {len(self.xs)} variables, got {len(xs)}")
         _check_variables(self.network, xs)
-        self._sync()
-        for i, (old, new) in enumerate(zip(self.xs, xs)):
-            if old.shape[1:] != new.shape[1:]:
+        shapes = self._sample_shapes()
+        self._hold(xs, y)
+        self._forget_other_shapes(shapes)
+
+    def _sample_shapes(self) -> list[torch.Size]:
+        return [x.shape[1:] for x in self.xs]
+
+    def _forget_other_shapes(self, shapes: Sequence[torch.Size]) -> None:
+        """Drop the Lipschitz constant and power-iteration vector of each variable whose sample
+        shape is no longer the one in ``shapes`` (they were computed for that shape)."""
+        for i, (shape, x) in enumerate(zip(shapes, self.xs)):
+            if shape != x.shape[1:]:
                 self._lip.pop(Var(i), None)
                 self._eigvec.pop(Var(i), None)
+
+    def _hold(self, xs: Sequence[Tensor], y: Tensor | None) -> None:
+        """:meth:`rebind` without its checks and without dropping the variables' constants."""
+        self._sync()
         self.xs = [x.detach() for x in xs]
         self.y = y
         self._pre.clear()
@@ -431,16 +444,20 @@ class LiftedProblem:
         then gives the variable and the parameter gradients, instead of a second evaluation of
         the maps that hold the parameters."""
         self.network.check_input(u)
-        self.rebind([u.detach()] * len(self.xs), y)
-        for k in range(1, self.network.depth + 1):
-            a = self._preactivation_graph(k, params=param_graphs).detach()
-            x = self.network.layer(k).activation(a)
-            if self.cache_preactivations:
-                # the cached a_k is consumed in place by _pullback: x_k must not share its storage
-                self.xs[k] = x.clone() if shares_storage(x, [a]) else x
-            else:
-                self._drop(k)
-                self.xs[k] = x
+        shapes = self._sample_shapes()  # compared with the forward pass's, not with u's
+        self._hold([u.detach()] * len(self.xs), y)
+        try:
+            for k in range(1, self.network.depth + 1):
+                a = self._preactivation_graph(k, params=param_graphs).detach()
+                x = self.network.layer(k).activation(a)
+                if self.cache_preactivations:
+                    # the cached a_k is consumed in place by _pullback: x_k must not share its storage
+                    self.xs[k] = x.clone() if shares_storage(x, [a]) else x
+                else:
+                    self._drop(k)
+                    self.xs[k] = x
+        finally:
+            self._forget_other_shapes(shapes)
         return self.xs[-1]
 
     def _input(self, i: int) -> Tensor:
