@@ -226,9 +226,11 @@ class LiftedProblem:
         free_vars: indices (integers in ``[0, K]``) of the variables that are optimised; the
             others stay fixed.
         train_params: whether the parameters are blocks.
-        penalty: ``BREGMAN`` (default), ``MAC`` or ``FENCHEL``.
+        penalty: ``BREGMAN`` (default), ``MAC`` or ``FENCHEL`` (a ``Penalty``; a ``TypeError``
+            otherwise).
         terms: potentials on variables, ``{index: Potential}`` (a loss on a free output, a
-            regulariser on a free input). A nonsmooth term is allowed on the input only.
+            regulariser on a free input; a ``TypeError`` naming ``terms[index]`` for anything
+            else). A nonsmooth term is allowed on the input only.
         power_iters: power iterations per Lipschitz refresh (warm started; the first estimate
             of a block takes four times as many), an integer >= 1.
         cache_preactivations: keep the pre-activations of the forward pass and update those of
@@ -268,7 +270,11 @@ class LiftedProblem:
                     raise ValueError(f"variable index {i} out of range [0, {K}]")
         _check_variables(network, xs)
         terms = {int(i): term for i, term in terms.items()}
+        if not isinstance(penalty, Penalty):
+            raise TypeError(f"penalty must be a liftinv Penalty (BREGMAN, MAC or FENCHEL), got {type(penalty).__name__}")
         for i, term in terms.items():
+            if not isinstance(term, Potential):
+                raise TypeError(f"terms[{i}] must be a liftinv Potential, got {type(term).__name__}")
             if i > 0 and not term.smooth:
                 raise ValueError(f"terms[{i}] is nonsmooth; nonsmooth terms are supported on the input (0) only")
         self.network = network

@@ -729,6 +729,25 @@ def test_lifted_problem_validates_its_arguments():
         problem.rebind([*xs, xs[-1]])
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(penalty="mac"), "penalty must be a liftinv Penalty .* got str"),
+    (dict(penalty=None), "penalty must be a liftinv Penalty .* got NoneType"),
+    (dict(terms={2: lambda x: x.sum()}), r"terms\[2\] must be a liftinv Potential, got function"),
+    (dict(terms={0: "tv"}), r"terms\[0\] must be a liftinv Potential, got str"),
+])
+def test_lifted_problem_refuses_a_penalty_or_term_of_another_type_by_name(kwargs, message):
+    """A penalty given by its name or a term that is not a Potential was accepted and ended in
+    an AttributeError of the energy ('str' object has no attribute 'value') or of the
+    constructor ('str' object has no attribute 'smooth'), naming neither argument."""
+    from liftinv.activations import Identity
+    from liftinv.network import LiftedNetwork
+
+    net = LiftedNetwork([Layer([0], [nn.Linear(3, 3).double()], Identity()), Layer([1], [nn.Linear(3, 2).double()], Identity())])
+    xs = net.feasible(torch.randn(2, 3, generator=gen(35), dtype=DT))
+    with pytest.raises(TypeError, match=message):
+        LiftedProblem(net, xs, free_vars=(0, 1), train_params=False, **kwargs)
+
+
 def test_lifted_problem_names_the_variable_of_a_wrong_dtype_device_or_batch():
     """Each variable must be a real floating tensor of the network's dtype with the batch size of
     ``xs[0]``, checked by the constructor and by ``rebind`` naming ``xs[k]``: a float32 input
