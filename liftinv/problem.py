@@ -331,6 +331,16 @@ class LiftedProblem:
         """Free variable blocks (in index order) followed by parameter blocks."""
         return [Var(k) for k in self.free_vars] + [Params(g) for g in range(len(self.param_groups))]
 
+    def _check_block(self, block: object) -> None:
+        """A ``TypeError`` or ``ValueError`` naming ``block`` unless it is one of :meth:`blocks`
+        (a fixed variable has no gradient, constant or prox of its own)."""
+        if not isinstance(block, (Var, Params)):
+            raise TypeError(f"block must be a Var or a Params, got {type(block).__name__}")
+        if isinstance(block, Var) and block.index not in self.free_vars or (
+            isinstance(block, Params) and not (is_integer(block.index) and 0 <= block.index < len(self.param_groups))
+        ):
+            raise ValueError(f"{block} is not a block of this problem, whose blocks are {self.blocks()}")
+
     # ----------------------------------------------------------------- state
     def get(self, block: Block) -> list[Tensor]:
         """Current values of a block; the problem never modifies them in place (:meth:`set`
@@ -549,8 +559,13 @@ class LiftedProblem:
         The cached pre-activations read here are consumed (the caller moves the blocks next,
         which makes them stale), except those of the variable blocks themselves, whose proxes
         read them next, and those that :meth:`set` updates in place (unless :meth:`expect` says
-        that no later block of the step reads them)."""
+        that no later block of the step reads them).
+
+        :meth:`grads`, :meth:`lipschitz` and :meth:`prox` take the problem's :meth:`blocks` only
+        (a ``ValueError`` naming any other, e.g. a fixed variable)."""
         self._sync()
+        for b in blocks:
+            self._check_block(b)
         variables = {b.index for b in blocks if isinstance(b, Var)}
         params = {id(p) for b in blocks if isinstance(b, Params) for p in self.param_groups[b.index]}
         layers = {k for i in variables for k, _ in self.network.consumers(i)}
@@ -683,6 +698,7 @@ class LiftedProblem:
         parameters change; power iterations warm-start from the last eigenvector)."""
         self._sync()
         if block not in self._lip:
+            self._check_block(block)
             if isinstance(block, Var):
                 lam = self._var_lipschitz(block)
             else:
@@ -743,6 +759,7 @@ class LiftedProblem:
         """Prox of ``step`` times the block's nonsmooth part at ``values`` (a variable's in the
         storage of ``values``, the caller's temporaries)."""
         self._sync()
+        self._check_block(block)
         if isinstance(block, Params):
             return list(values)
         i = block.index

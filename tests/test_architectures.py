@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import numpy as np
 import pytest
@@ -1630,3 +1631,28 @@ def test_forward_keeps_the_variable_lipschitz_constants_of_a_batch_of_the_same_s
     fresh = LiftedProblem(net, net.feasible(large), free_vars=range(1, net.depth), train_params=True)
     assert [problem.lipschitz(b) for b in blocks] == [fresh.lipschitz(b) for b in blocks]
     assert len(calls) == 2 * len(blocks)
+
+
+def test_gradients_constants_and_proxes_of_blocks_the_problem_does_not_have_are_refused_by_name():
+    """A fixed variable (not in free_vars) or a parameter group that does not exist has no
+    gradient, constant or prox: grads([Var(2)]) of a fixed x_2 failed inside autograd ('One of
+    the differentiated Tensors does not require grad'), lipschitz(Var(2)) returned the constant
+    of a block that is not one, prox(Params(9)) returned its argument and grads([Params(9)]) an
+    IndexError, none naming the block. The valid blocks keep their values (oracle: the same
+    calls on a problem that never saw the refused ones)."""
+    net = ARCHITECTURES["mlp"](gen(1)).network
+    xs = net.feasible(ARCHITECTURES["mlp"](gen(1)).u)
+    problem = LiftedProblem(net, xs, free_vars=[1, 3], train_params=True)
+    calls = {"grads": lambda b: problem.grads([Var(1), b]), "lipschitz": problem.lipschitz,
+             "prox": lambda b: problem.prox(b, [xs[1].clone()], 0.1)}
+    for block in (Var(2), Var(0), Params(len(problem.param_groups)), Params(-1)):
+        for name, call in calls.items():
+            with pytest.raises(ValueError, match=rf"{re.escape(repr(block))} is not a block of this problem"):
+                call(block)
+    with pytest.raises(TypeError, match="block must be a Var or a Params, got int"):
+        problem.lipschitz(1)
+    fresh = LiftedProblem(net, xs, free_vars=[1, 3], train_params=True)
+    assert problem.lipschitz(Var(3)) == fresh.lipschitz(Var(3))
+    for got, want in zip(problem.grads(problem.blocks()), fresh.grads(fresh.blocks())):
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
