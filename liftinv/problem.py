@@ -57,7 +57,10 @@ variables always; dense and convolution weights) and the penalty's Hessian in :m
 :math:`\sum_j \lambda_j \langle r_j, \nabla^2 a_j\rangle` of maps nonlinear in their parameters
 (``NormalStep`` is quadratic in :math:`L`, a ``Chain`` bilinear), which is zero where the
 residuals :math:`r_j` are (at the forward pass) and small near it, and of MAC's Hessian in
-:math:`a` (:math:`\sigma'^2 + (\sigma - z)\sigma''`). Power iteration approaches
+:math:`a` (:math:`\sigma'^2 + (\sigma - z)\sigma''`). Where :math:`\sigma` has kinks (ReLU, leaky
+ReLU, clip, soft-threshold) MAC's gradient jumps there, so no constant bounds its curvature: plain
+steps :math:`1/L` need not descend (a leaky ReLU MLP can settle into a 2-cycle of the energy),
+while the Bregman penalty's gradient :math:`\sigma(a) - z` is 1-Lipschitz in :math:`a`. Power iteration approaches
 :math:`\lambda_{\max}` from below: with few iterations (the trainer's defaults, warm-started
 across batches) an estimate can fall well below it, which ``LIPSCHITZ_MARGIN`` does not cover.
 """
