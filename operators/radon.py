@@ -405,15 +405,6 @@ class Radon(LinearPhysics):
         """``(n_detectors, n_angles)``: the last two dimensions of a sinogram."""
         return self.n_detectors, self._angles.numel()
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the two precomputed sparse matrices (forward and transpose)."""
-        return sum(
-            t.numel() * t.element_size()
-            for m in (self._matrix, self._matrix_t)
-            for t in (m.crow_indices(), m.col_indices(), m.values())
-        )
-
     def _check(self, t: Tensor, name: str, spatial: tuple[int, int]) -> Tensor:
         check_tensor(t, name, ndim=4, spatial=spatial, like=self._matrix)
         if t.is_complex():
