@@ -410,7 +410,20 @@ BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
-class EvalBatchNorm(nn.Module):
+class _OwnTrainingFlag(nn.Module):
+    """Base of the maps that apply the eval-mode map of a user's module (shared, not copied):
+    :meth:`train` sets this map's ``training`` flag only, so the user's module keeps its own mode
+    (switching it would change the model it came from)."""
+
+    def train(self, mode: bool = True) -> "_OwnTrainingFlag":
+        """Set this map's ``training`` flag only (the shared module keeps its own mode)."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"training mode is expected to be boolean, got {type(mode).__name__}")
+        self.training = mode
+        return self
+
+
+class EvalBatchNorm(_OwnTrainingFlag):
     r""":math:`x \mapsto \gamma\,(x - \mu)/\sqrt{v + \epsilon} + \beta` per channel (dim 1):
     the map of ``bn`` (an ``nn.BatchNorm1d``, ``nn.BatchNorm2d``, ``nn.BatchNorm3d`` or
     ``nn.SyncBatchNorm`` of :data:`BATCH_NORMS`, or an ``nn.InstanceNorm1d/2d/3d`` of
@@ -434,14 +447,6 @@ class EvalBatchNorm(nn.Module):
                              f"each {each} by its own statistics, in eval mode too, which is no affine map of a sample")
         self.bn = bn
 
-    def train(self, mode: bool = True) -> "EvalBatchNorm":
-        """Set this map's ``training`` flag only: ``bn`` is the user's module, shared, and keeps its
-        own mode (switching it would make the model it came from normalise by the batch)."""
-        if not isinstance(mode, bool):
-            raise ValueError(f"training mode is expected to be boolean, got {type(mode).__name__}")
-        self.training = mode
-        return self
-
     def forward(self, x: Tensor) -> Tensor:
         bn = self.bn
         bn._check_input_dim(x)
@@ -461,7 +466,7 @@ def spectral_norms(module: nn.Module) -> list[nn.Module]:
     return hooked + [p for ps in module.parametrizations.values() for p in ps if isinstance(p, _SpectralNorm)]
 
 
-class EvalSpectralNorm(nn.Module):
+class EvalSpectralNorm(_OwnTrainingFlag):
     r"""The map of an affine ``module`` with spectral normalisation (shared, not copied) in eval
     mode, :math:`x \mapsto (W/\sigma) x + b` with the power-iteration vectors kept: a network
     holding it keeps it in eval mode in training mode too (its :meth:`train` sets this map's flag
@@ -474,13 +479,6 @@ class EvalSpectralNorm(nn.Module):
         if not spectral_norms(module):
             raise ValueError(f"module must have spectral normalisation, got {type(module).__name__}")
         self.module = module
-
-    def train(self, mode: bool = True) -> "EvalSpectralNorm":
-        """Set this map's ``training`` flag only (``module`` keeps its own mode)."""
-        if not isinstance(mode, bool):
-            raise ValueError(f"training mode is expected to be boolean, got {type(mode).__name__}")
-        self.training = mode
-        return self
 
     def forward(self, x: Tensor) -> Tensor:
         if any(m.training for m in spectral_norms(self.module)):
