@@ -279,15 +279,15 @@ class NormalStep(nn.Module):
 class GradientStep(nn.Module):
     r"""Linear part :math:`x \mapsto x - \tau A^*A x` of the gradient step
     :math:`x - \tau A^*(Ax - y)` on :math:`\tfrac12\|Ax-y\|^2`; its data part is
-    :class:`MeasurementAdjoint` (:math:`\tau A^* y`). ``tau``, a finite number > 0, may be
-    learnable."""
+    :class:`MeasurementAdjoint` (:math:`\tau A^* y`). ``tau``, a finite number > 0, is fixed:
+    a parameter without gradient (so that it is in the state dict)."""
 
-    def __init__(self, physics, tau: float, learnable: bool = False):
+    def __init__(self, physics, tau: float):
         super().__init__()
         if not is_real(tau) or not 0 < tau < math.inf:
             raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
         self.bind(physics)
-        self.tau = nn.Parameter(torch.tensor(float(tau)), requires_grad=learnable)
+        self.tau = nn.Parameter(torch.tensor(float(tau)), requires_grad=False)
 
     def bind(self, physics) -> None:
         """Use ``physics`` from now on. It is held by reference, not registered as a submodule,
