@@ -26,7 +26,7 @@ from deepinv.physics.noise import NoiseModel, ZeroNoise
 from scipy.fft import next_fast_len
 from torch import Tensor
 
-from operators.checks import ValueCaches, check_tensor, empty_batch, is_integer, one_for_the_batch
+from operators.checks import ValueCaches, check_operator_dtype, check_tensor, empty_batch, is_integer, one_for_the_batch
 
 BOUNDARIES = ("circular", "reflect", "replicate", "zero")
 #: Kernels with more entries than this use FFT convolution for non-circular boundaries by default.
@@ -97,8 +97,7 @@ class Blur(ValueCaches, LinearPhysics):
     ):
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        check_operator_dtype(dtype)
         if use_fft is not None and not isinstance(use_fft, bool):
             raise TypeError(f"use_fft must be a bool or None, got {use_fft!r}")
         if img_size is not None and (

@@ -226,6 +226,13 @@ def one_for_the_batch(t: Tensor, name: str, ndim: int, axes: tuple[str, ...]) ->
 DTYPES = (torch.float32, torch.float64)
 
 
+def check_operator_dtype(dtype: object) -> None:
+    """The ``dtype`` argument of an operator's constructor: a ``TypeError`` unless it is one of
+    :data:`DTYPES`."""
+    if dtype not in DTYPES:
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+
+
 def check_conversion(physics, fn, t: Tensor | None) -> None:
     """A ``TypeError`` naming ``physics``'s class and the dtype if the module conversion ``fn`` (of
     ``nn.Module._apply``) would give its floating tensor ``t`` a dtype outside :data:`DTYPES`;

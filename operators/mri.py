@@ -25,7 +25,7 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import NoiseModel, ZeroNoise
 from torch import Tensor
 
-from operators.checks import ValueCaches, check_tensor, empty_batch, one_for_the_batch
+from operators.checks import ValueCaches, check_operator_dtype, check_tensor, empty_batch, one_for_the_batch
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -70,8 +70,7 @@ class MRI(ValueCaches, LinearPhysics):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ):
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        check_operator_dtype(dtype)
         super().__init__(noise_model=ZeroNoise() if noise_model is None else noise_model, device=device)
         self.register_buffer("mask", torch.zeros((), dtype=dtype, device=device))
         self.register_buffer("coil_maps", None)

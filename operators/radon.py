@@ -24,7 +24,7 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import ZeroNoise
 from torch import Tensor
 
-from operators.checks import check_conversion, check_tensor, clear_opnorm, is_integer
+from operators.checks import check_conversion, check_operator_dtype, check_tensor, clear_opnorm, is_integer
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 _CHUNK_ENTRIES = 1 << 22  # candidate matrix entries generated per construction step
@@ -286,8 +286,7 @@ class Radon(LinearPhysics):
             raise ValueError(f"n_detectors must be >= 1, got {n_detectors}")
         else:
             n_detectors = int(n_detectors)
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        check_operator_dtype(dtype)
         angles = _parse_angles(angles)
         super().__init__(
             img_size=(1, img_size, img_size),
