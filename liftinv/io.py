@@ -130,6 +130,7 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
         ValueError: unknown suffix, or an image file for data that is not one real 2-D image
             (after dropping dimensions of size 1) or that holds NaN.
         IsADirectoryError: ``path`` is a folder.
+        NotADirectoryError: ``path``'s folder cannot be created (a path above it is a file).
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
