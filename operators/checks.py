@@ -124,7 +124,7 @@ def lanczos_max(apply_normal, x0: Tensor, *, max_iter: int = 60, rtol: float = 1
     alphas: list[float] = []
     betas: list[float] = []
     theta = 0.0
-    for k in range(max_iter):
+    for _ in range(max_iter):
         w = apply_normal(basis[-1])
         alphas.append(float(_dot(basis[-1], w)))
         for v in basis:  # full reorthogonalisation (twice is enough)
