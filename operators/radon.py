@@ -217,6 +217,12 @@ class _SparseMatmul(torch.autograd.Function):
         return out.reshape(out.shape[0], *columns.shape[1:]), 1
 
 
+def uniform_angles(count: int) -> Tensor:
+    r"""``count`` angles in degrees uniform on :math:`[0, 180)` without the endpoint,
+    :math:`180 k / \text{count}`, float64 on the CPU (the geometry of ``Radon(n, count)``)."""
+    return torch.arange(count, dtype=torch.float64) * (180.0 / count)
+
+
 def _parse_angles(angles) -> Tensor:
     """Angles in degrees as a float64 CPU tensor (a copy: the caller may change theirs), validated."""
     if not (is_integer(angles) or isinstance(angles, Tensor)):
@@ -225,7 +231,7 @@ def _parse_angles(angles) -> Tensor:
         angles = int(angles)
         if angles < 1:
             raise ValueError(f"angles must be >= 1, got {angles}")
-        return torch.arange(angles, dtype=torch.float64) * (180.0 / angles)
+        return uniform_angles(angles)
     if angles.ndim != 1 or angles.numel() == 0:
         raise ValueError(f"angles must be a non-empty 1-D tensor, got shape {tuple(angles.shape)}")
     if angles.is_complex() or angles.dtype == torch.bool:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from operators.blur import Blur
 from operators.mri import MRI
-from operators.radon import Radon
+from operators.radon import Radon, uniform_angles
 
 #: Spec keys per operator class name (``operator`` excluded).
 KEYS: dict[str, tuple[str, ...]] = {
@@ -124,8 +124,8 @@ def spec_differences(expected: dict, actual: dict) -> list[str]:
 
 
 def _uniform_angles(angles: Tensor) -> bool:
-    n = angles.numel()
-    return bool(torch.allclose(angles, torch.arange(n, dtype=torch.float64) * (180.0 / n), rtol=0, atol=1e-9))
+    """Whether ``angles`` are :func:`~operators.radon.uniform_angles` of their count (to 1e-9 degrees)."""
+    return bool(torch.allclose(angles, uniform_angles(angles.numel()), rtol=0, atol=1e-9))
 
 
 def _describe_value(key: str, value: object, other: object) -> str:
