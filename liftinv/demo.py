@@ -73,7 +73,8 @@ class DemoConfig:
         cg_iter: maximum CG iterations of Tikhonov reconstructions.
         inversion_iter: maximum iterations per solve of the network inversions.
         seed: seed of the ``torch.Generator`` drawing noise and sampling masks (and, offset by
-            one, of the generator initialising and training the unrolled networks).
+            one, of the generator initialising and training the unrolled networks,
+            :meth:`training_generator`).
         train_time: training time budget (s) of each unrolled network.
         threads: torch intra-op threads while the demo runs (restored afterwards); ``None`` keeps
             torch's setting. One thread is fastest for these 64x64 problems: with more, thread
@@ -103,6 +104,11 @@ class DemoConfig:
             raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
         if self.threads is not None:
             object.__setattr__(self, "threads", int(self.threads))
+
+    def training_generator(self) -> torch.Generator:
+        """A fresh ``torch.Generator`` seeded with ``seed + 1``, which initialises and trains an
+        unrolled network."""
+        return torch.Generator().manual_seed(self.seed + 1)
 
 
 FULL = DemoConfig()
@@ -157,7 +163,7 @@ def ct_problem(config: DemoConfig, generator: torch.Generator) -> Problem:
     x = load_dataset("ellipses", "test").tensors[0][CT_INDEX : CT_INDEX + 1]
     radon = Radon(SIZE, CT_ANGLES, noise_model=GaussianNoise(sigma=CT_NOISE, rng=generator))
     y = radon(x)
-    trainer = torch.Generator().manual_seed(config.seed + 1)
+    trainer = config.training_generator()
     net = UnrolledPrimalDual(radon, 10, 8, (1, SIZE, SIZE), threshold=0.1, adjoint_init=False, generator=trainer)
     for layer in list(net.lifted.layers)[1::2]:  # dual layers: their maps carry s ~ |A|^2 / 2
         layer.weight = 1 / net.s**2
@@ -185,7 +191,7 @@ def deblurring_problem(config: DemoConfig, generator: torch.Generator) -> Proble
     blur = Blur(gaussian_kernel(BLUR_SIGMA, dtype=torch.float32), boundary="circular",
                 noise_model=GaussianNoise(sigma=BLUR_NOISE, rng=generator))
     y = blur(x)
-    trainer = torch.Generator().manual_seed(config.seed + 1)
+    trainer = config.training_generator()
     net = UnrolledPrimalDual(blur, 5, 8, (1, SIZE, SIZE), threshold=0.02, generator=trainer)
     seconds = train_unrolled(blur, load_dataset("patches64", "train").tensors[0], BLUR_NOISE, net, config, trainer)
     return Problem(
@@ -221,7 +227,7 @@ def mri_problem(config: DemoConfig, generator: torch.Generator) -> Problem:
     mask = random_mask((SIZE, SIZE), MRI_ACCELERATION, generator=generator)
     mri = MRI(mask, noise_model=GaussianNoise(sigma=MRI_NOISE, rng=generator))
     y = mri(_complex(x))
-    trainer = torch.Generator().manual_seed(config.seed + 1)
+    trainer = config.training_generator()
     net = UnrolledPrimalDual(mri, 5, 8, (2, SIZE, SIZE), threshold=0.02, generator=trainer)
     seconds = train_unrolled(mri, _complex(load_dataset("ellipses", "train").tensors[0]), MRI_NOISE, net, config, trainer)
     return Problem(
