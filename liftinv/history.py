@@ -110,10 +110,11 @@ def _numbers(name: str, record: int, values: object) -> list[float]:
 
 
 def plot_history(history: TrainHistory, path: str | os.PathLike | None = None, *, title: str = ""):
-    """Four panels against epochs: training and validation loss, lifted energy, per-layer gaps
-    (log scale), validation PSNR. Saves a PNG to ``path`` when given; returns the
-    ``matplotlib.figure.Figure`` (built without pyplot, so no backend is touched)."""
+    """Four panels against epochs (whole-number ticks): training and validation loss, lifted
+    energy, per-layer gaps (log scale), validation PSNR. Saves a PNG to ``path`` when given; returns
+    the ``matplotlib.figure.Figure`` (built without pyplot, so no backend is touched)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(16, 3.6))
     axes = fig.subplots(1, 4)
@@ -134,6 +135,8 @@ def plot_history(history: TrainHistory, path: str | os.PathLike | None = None, *
         axes[2].legend(fontsize="small", ncol=2)
     axes[3].plot(ep, history.val_psnr, "o-")
     axes[3].set(title="validation PSNR (dB)", xlabel="epoch")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     return _finish(fig, title, path)
 
 
@@ -141,9 +144,10 @@ def plot_psnr_vs_time(
     histories: Mapping[str, TrainHistory], path: str | os.PathLike | None = None, *, title: str = ""
 ):
     """Validation PSNR against training seconds (left) and against epochs (right), one line per
-    named history: methods compared at equal wall-clock time and per pass over the data. Saves
-    a PNG to ``path`` when given."""
+    named history: methods compared at equal wall-clock time and per pass over the data (epoch
+    axis with whole-number ticks). Saves a PNG to ``path`` when given."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(11, 4.2))
     by_time, by_epoch = fig.subplots(1, 2, sharey=True)
@@ -152,6 +156,7 @@ def plot_psnr_vs_time(
         by_epoch.plot(h.epoch, h.val_psnr, "o-", ms=3, label=name)
     by_time.set(xlabel="training time (s)", ylabel="validation PSNR (dB)")
     by_epoch.set(xlabel="epochs")
+    by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     for ax in (by_time, by_epoch):
         ax.grid(alpha=0.3)
     by_epoch.legend(fontsize="small")

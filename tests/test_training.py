@@ -973,6 +973,25 @@ def test_history_plot_shows_every_recorded_point():
         assert finite and line.get_marker() not in ("None", "", " ", None), (line.get_label(), line.get_marker())
 
 
+def test_history_plots_tick_whole_epochs():
+    """The epoch axes are ticked at whole epochs only: matplotlib's default locator put ticks at
+    1.5, 2.5 on the energy and gap panels of a 4-epoch run (they start at epoch 1) and at 0.2,
+    0.4, ... after one epoch, epochs that do not exist. Oracle: every tick inside the axis range
+    is an integer, for runs of 1 and 4 epochs and for both plotting functions."""
+    for epochs in (1, 4):
+        h = TrainHistory()
+        h.append(epoch=0, seconds=0.0, val_loss=2.0, val_psnr=18.0, val_ssim=0.3)
+        for e in range(1, epochs + 1):
+            h.append(epoch=e, seconds=1.5 * e, train_loss=1.0 / e, energy=1.2 / e, gaps=[0.1 / e, 0.2], val_loss=1.0 / e,
+                     val_psnr=20.0 + e, val_ssim=0.5)
+        axes = plot_history(h).axes + plot_psnr_vs_time({"a": h}).axes[1:]
+        assert len(axes) == 5
+        for ax in axes:
+            lo, hi = ax.get_xlim()
+            ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+            assert ticks and all(t == round(t) for t in ticks), (epochs, ax.get_title(), ticks)
+
+
 def test_history_from_dict_copies_the_records():
     """``from_dict`` builds its own lists: the per-record gap lists are copies (editing the
     source dict, e.g. a loaded checkpoint's, leaves the history as it was) and numbers become
