@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="classical and trained reconstructions (CT, deblurring, MRI) and a network inversion on the bundled data",
-        description="Run the demo on the bundled data and write a figure, a Markdown table and JSON scores.",
+        description="Run the demo on the bundled data and write to --out two figures (demo_classical.png, "
+                    "demo_inversion.png), a Markdown table (demo_table.md), JSON scores (demo_results.json) "
+                    "and the trained models (models/).",
     )
     demo.add_argument("--out", default="out", metavar="DIR", help="output folder (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="small iteration budgets (about 30 s in all)")
