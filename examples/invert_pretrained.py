@@ -61,7 +61,7 @@ delta = sigma * math.sqrt(clean[0].numel())
 save_array(f, args.out / "features.npy")  # for the command line above
 save_array(x, args.out / "patches.npy")
 
-config = InversionConfig(max_iter=max_iter, tol=1e-4)
+config = InversionConfig(max_iter=max_iter, tol=1e-4, progress=not args.tiny)  # a bar per weight search
 regularizer = TV(box=(0.0, 1.0))  # weight left to the discrepancy principle; u in [0, 1]
 print(f"noise level delta = {delta:.3f}")
 for name, method in (("lifted", invert), ("gradient", invert_gradient)):

@@ -43,8 +43,9 @@ sigma = 0.01
 f = clean + sigma * torch.randn(clean.shape, generator=generator)
 delta = sigma * math.sqrt(clean[0].numel())  # expected noise norm of one sample
 
-# The same number of sweeps per solve of the weight search for both forms, a progress bar per search.
-config = InversionConfig(max_iter=sweeps, tol=0.0, max_search=6, progress=True)
+# The same number of sweeps per solve of the weight search for both forms, a progress bar per search
+# (not in the seconds-long tiny run).
+config = InversionConfig(max_iter=sweeps, tol=0.0, max_search=6, progress=not args.tiny)
 print(f"noise level delta = {delta:.3f}; variables: penalised {penalised.depth + 1}, exact {exact.depth + 1}")
 for name, network in (("penalised", penalised), ("exact", exact)):
     result = invert(network, f, regularizer=TV(box=(0.0, 1.0)), noise_level=delta, x0=torch.full_like(x, 0.5),

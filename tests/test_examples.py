@@ -103,6 +103,10 @@ def test_example_runs(runs, name):
     code, out, err, cwd = runs[name]
     assert code == 0, err
     CHECKS[name](out, cwd)
+    # A run of seconds writes nothing to stderr: no warning, and no progress bar (invert_resnet
+    # drew its weight searches' bars in the tiny run too, where invert_pretrained's half-minute
+    # full run had none); the bars are for the full runs.
+    assert err == "", err
 
 
 @pytest.mark.parametrize("name", sorted(CHECKS))
