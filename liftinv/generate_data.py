@@ -144,8 +144,10 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Write every bundled data set to ``--out`` (default: :func:`liftinv.data.data_dir`,
     ``$LIFTINV_DATA`` if set, else the repository's ``data/``)."""
-    parser = argparse.ArgumentParser(prog="python -m liftinv.generate_data", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: liftinv.data.data_dir())")
+    parser = argparse.ArgumentParser(prog="python -m liftinv.generate_data",
+                                     description="Write the bundled data sets (the .npz files of data/), deterministically.")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output folder (default: $LIFTINV_DATA if set, else the repository's data/; now {str(data_dir()).replace('%', '%%')})")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else data_dir()
     try:
