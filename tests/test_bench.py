@@ -1,6 +1,8 @@
 """The benchmark plumbing: table rendering, the per-module command line and the dispatcher."""
 import contextlib
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -330,6 +332,31 @@ def test_json_option_is_refused_before_the_run(tmp_path, capsys):
         stderr = capsys.readouterr().err
         assert err.value.code == 1 and "argument --json:" in stderr and message in stderr and str(target) in stderr
     assert ran == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no file can be created")
+def test_json_in_a_folder_that_takes_no_new_file_is_refused_before_the_run(capsys):
+    """--json /proc/r.json: the folder exists (so the folder checks passed), but no file can be
+    created in it, even by root; the run went ahead and the write failed after it, naming the
+    temporary file. Oracle: creating a file there fails; now exit status 1 before any work,
+    naming the path and the folder, and nothing is left behind."""
+    target = Path("/proc") / "liftinv-bench-r.json"
+    with pytest.raises(OSError):
+        open(target, "x").close()
+    ran = []
+    with pytest.raises(SystemExit) as err:
+        bench.run_module("liftinv.bench.fake", lambda quick, device: ran.append(1) or [], "Fake.",
+                         ["--json", str(target)])
+    stderr = capsys.readouterr().err
+    assert err.value.code == 1 and ran == []
+    assert f"argument --json: cannot write {target}: no file can be created in /proc" in stderr
+
+
+def test_json_check_leaves_no_file_behind(tmp_path):
+    """The write test of --json removes its temporary file; only the written JSON remains."""
+    out = tmp_path / "r.json"
+    bench.run_module("liftinv.bench.fake", lambda quick, device: [], "Fake.", ["--json", str(out)])
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
 def test_json_is_strict_with_non_finite_numbers_as_null(tmp_path):

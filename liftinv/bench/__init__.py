@@ -6,7 +6,7 @@
 
 Each section is a module with ``run(quick, device) -> list[dict]`` (training and alignment also
 take ``tasks``); the records are printed as one table per module. ``--json FILE`` is checked before
-the run (not a folder; its folder is created; else exit status 1) and written as strict JSON: a non-finite number
+the run (not a folder; its folder is created and takes a new file; else exit status 1) and written as strict JSON: a non-finite number
 (the NaN of a diverged training run, the cosine of a zero gradient) is written as ``null``.
 """
 from __future__ import annotations
@@ -16,6 +16,8 @@ import importlib
 import inspect
 import json
 import math
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,15 +89,23 @@ def _json_value(value):
 
 
 def _check_json(path: Path, parser: argparse.ArgumentParser) -> None:
-    """Refuse ``--json`` before the run if it is a folder or its folder cannot be created: a file
-    that cannot be written, exit status 1 (as ``liftinv train``, ``invert`` and ``reconstruct``;
-    2 is for bad arguments)."""
+    """Refuse ``--json`` before the run if it is a folder, its folder cannot be created or no file
+    can be created in that folder (the temporary file that :func:`~liftinv.checkpoint.write_text`
+    renames over ``path``; it is removed again): a file that cannot be written, exit status 1 (as
+    ``liftinv train``, ``invert`` and ``reconstruct``; 2 is for bad arguments)."""
     if path.is_dir():
         parser.exit(1, f"{parser.prog}: error: argument --json: {path} is a folder, not a file\n")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         parser.exit(1, f"{parser.prog}: error: argument --json: cannot create the folder of {path}: {err}\n")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        parser.exit(1, f"{parser.prog}: error: argument --json: cannot write {path}: no file can be created "
+                       f"in {path.parent} ({err.strerror or err})\n")
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def _records(runs: dict[str, Callable[..., list[dict]]], args: argparse.Namespace,
