@@ -15,12 +15,13 @@ prox-gradient step from the forward pass, :math:`x_k^+ \approx x_k - c_k\,\sigma
 with :math:`c_k = t_k/(1 + t_k)/\lambda_k`, :math:`t_k = s_k\lambda_k` (its step times its
 weight; :math:`g_k` collects the residuals of the layers that read :math:`x_k`), and the
 residual it leaves, :math:`\lambda_k(\sigma_k(a_k) - x_k^+)`, carries that move to the layers
-below. Each layer a path crosses multiplies it by :math:`t/(1+t) < 1`: a chain of layers
-(the PNN denoiser, the MLP autoencoder) rescales each group's gradient by one factor, which Adam
-undoes; in the unrolled networks a variable is read by layers of several depths, paths of
-different lengths add up with different factors and the direction changes (so does the
-leak through saturated clips, which the prox lets through where backpropagation's
-:math:`\sigma' = 0` does not).
+below. Each layer a path crosses multiplies it by :math:`t/(1+t) < 1`: on a chain of layers
+this rescales each group's gradient by one factor, which Adam undoes (the PNN denoiser's
+cosines are 0.98-0.99); in the unrolled networks a variable is read by layers of several
+depths, paths of different lengths add up with different factors and the direction changes.
+So does the leak through the flat pieces of the activations (saturated clips, inactive ReLUs),
+which the prox lets through where backpropagation's :math:`\sigma' = 0` does not: the MLP
+autoencoder, a chain of ReLU layers, has cosines of about 0.6-0.7 below its top group.
 """
 from __future__ import annotations
 
