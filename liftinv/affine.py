@@ -21,7 +21,7 @@ from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.nn.utils.spectral_norm import SpectralNorm
 
 from liftinv.validation import keeps_forward
-from operators.checks import is_real, values_trusted
+from operators.checks import fixed_at_construction, is_real, values_trusted
 
 
 #: Most elements of the per-channel temporary of :func:`conv_adjoint`'s one-channel path (the
@@ -128,31 +128,12 @@ def _check_numeric_padding(conv: nn.Conv2d) -> None:
     _check_zero_padding(conv, "conv")
 
 
-def _fixed(name: str, doc: str) -> property:
-    """A float attribute of a map, set once by its ``__init__``: a :class:`~liftinv.problem.LiftedProblem`
-    stamps the network's tensors and penalty weights, not such numbers, so a later assignment would
-    leave its pre-activations and Lipschitz constants those of the old map; it raises
-    ``AttributeError`` naming the way forward (a new map)."""
-    key = "_" + name
-
-    def get(self) -> float:
-        return self.__dict__[key]
-
-    def set_(self, value: float) -> None:
-        if key in self.__dict__:
-            raise AttributeError(f"{type(self).__name__}.{name} is fixed at construction (cached values of the map "
-                                 f"depend on it): build a new {type(self).__name__}")
-        self.__dict__[key] = float(value)
-
-    return property(get, set_, doc=doc)
-
-
 class ScaledConv(nn.Module):
     r""":math:`x \mapsto s\,Lx` for a bias-free, zero-padded ``nn.Conv2d`` :math:`L` (shared, not
     copied) and a fixed scalar :math:`s`, computed as the convolution with the weight :math:`sW`
     (the scale touches the kernel, not the feature maps)."""
 
-    scale = _fixed("scale", r"The scale :math:`s`, fixed at construction.")
+    scale = fixed_at_construction("scale", r"The scale :math:`s`, fixed at construction.")
 
     def __init__(self, conv: nn.Conv2d, scale: float = 1.0):
         super().__init__()
@@ -180,7 +161,7 @@ class ConvAdjoint(nn.Module):
     ``nn.Conv2d`` with zero ``padding = kernel // 2``, stride 1, no dilation, one group), times an
     optional fixed ``scale`` (applied to the kernel)."""
 
-    scale = _fixed("scale", "The scale, fixed at construction.")
+    scale = fixed_at_construction("scale", "The scale, fixed at construction.")
 
     def __init__(self, conv: nn.Conv2d, scale: float = 1.0):
         super().__init__()
@@ -259,7 +240,7 @@ class NormalStep(nn.Module):
     r""":math:`u \mapsto u - \tau L L^* u` for a convolution :math:`L` (dual forward-backward step
     of a proximal neural network); :math:`\tau` is a fixed step."""
 
-    tau = _fixed("tau", r"The step :math:`\tau`, fixed at construction.")
+    tau = fixed_at_construction("tau", r"The step :math:`\tau`, fixed at construction.")
 
     def __init__(self, conv: nn.Conv2d, tau: float):
         super().__init__()

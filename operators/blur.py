@@ -26,7 +26,8 @@ from deepinv.physics.noise import NoiseModel, ZeroNoise
 from scipy.fft import next_fast_len
 from torch import Tensor
 
-from operators.checks import ValueCaches, check_operator_dtype, check_tensor, empty_batch, is_integer, one_for_the_batch
+from operators.checks import (ValueCaches, check_operator_dtype, check_tensor, empty_batch, fixed_at_construction,
+                              is_integer, one_for_the_batch)
 
 BOUNDARIES = ("circular", "reflect", "replicate", "zero")
 #: Kernels with more entries than this use FFT convolution for non-circular boundaries by default.
@@ -81,6 +82,9 @@ class Blur(ValueCaches, LinearPhysics):
         device: device of the operator (inputs must match).
     """
 
+    # the cached operator norms are those of the operator with this boundary
+    boundary = fixed_at_construction("boundary", "The boundary condition, fixed at construction.")
+
     clears_opnorm = True  #: calls clear_opnorm whenever A changes, so opnorm caches its norm
     _cache, _dtype_buffer = "_spectra", "kernel"  #: see :class:`~operators.checks.ValueCaches`
 
@@ -119,16 +123,6 @@ class Blur(ValueCaches, LinearPhysics):
     def dtype(self) -> torch.dtype:
         """Real dtype of the operator."""
         return self.kernel.dtype
-
-    @property
-    def boundary(self) -> str:
-        """The boundary condition, fixed at construction: the cached operator norms are those of
-        the operator with this boundary (an assignment changed :meth:`A` and kept the old norm)."""
-        return self._boundary
-
-    @boundary.setter
-    def boundary(self, value) -> None:
-        raise AttributeError(f"Blur's boundary is fixed at construction: build a new Blur(kernel, boundary={value!r})")
 
     @property
     def use_fft(self) -> bool:

@@ -233,6 +233,27 @@ def check_operator_dtype(dtype: object) -> None:
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
 
 
+def fixed_at_construction(name: str, doc: str) -> property:
+    """A property ``name`` (stored as ``_name``) that the constructor sets once and that refuses
+    later assignments, with an ``AttributeError`` naming the class, the attribute and the way
+    forward (a new instance): what the object builds or caches for it (system matrices, norms,
+    pre-activations and Lipschitz constants of a lifted problem) would stay that of the old
+    value. ``doc`` is the property's docstring."""
+    key = "_" + name
+
+    def get(self):
+        return self.__dict__[key]
+
+    def set_(self, value) -> None:
+        if key in self.__dict__:
+            cls = type(self).__name__
+            raise AttributeError(f"{cls}'s {name} is fixed at construction (what is built for it would keep the old "
+                                 f"value): build a new {cls}(..., {name}={value!r})")
+        self.__dict__[key] = value
+
+    return property(get, set_, doc=doc)
+
+
 def check_conversion(physics, fn, t: Tensor | None) -> None:
     """A ``TypeError`` naming ``physics``'s class and the dtype if the module conversion ``fn`` (of
     ``nn.Module._apply``) would give its floating tensor ``t`` a dtype outside :data:`DTYPES`;

@@ -24,7 +24,8 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import ZeroNoise
 from torch import Tensor
 
-from operators.checks import check_conversion, check_operator_dtype, check_tensor, clear_opnorm, is_integer
+from operators.checks import (check_conversion, check_operator_dtype, check_tensor, clear_opnorm, fixed_at_construction,
+                              is_integer)
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 _CHUNK_ENTRIES = 1 << 22  # candidate matrix entries generated per construction step
@@ -264,6 +265,12 @@ class Radon(LinearPhysics):
         device: where the system matrices live; inputs must be on the same device.
     """
 
+    # the system matrices, FBP filters and cached norms are built for the constructor's geometry
+    n = fixed_at_construction("n", "Side ``N`` of the ``N x N`` images, fixed at construction.")
+    n_detectors = fixed_at_construction("n_detectors", "Detector count, fixed at construction.")
+    circle = fixed_at_construction("circle", "Whether the object is supported on the inscribed disc, fixed at "
+                                             "construction.")
+
     clears_opnorm = True  #: calls clear_opnorm whenever A changes, so opnorm caches its norm
 
     def __init__(
@@ -364,41 +371,6 @@ class Radon(LinearPhysics):
     @angles.setter
     def angles(self, value) -> None:
         raise AttributeError("Radon's angles are set by update_parameters(angles=...), which rebuilds the system matrices")
-
-    @property
-    def n(self) -> int:
-        """Side ``N`` of the ``N x N`` images, fixed at construction (see :meth:`_fixed`)."""
-        return self._n
-
-    @n.setter
-    def n(self, value) -> None:
-        self._fixed("n", value)
-
-    @property
-    def n_detectors(self) -> int:
-        """Detector count, fixed at construction (see :meth:`_fixed`)."""
-        return self._n_detectors
-
-    @n_detectors.setter
-    def n_detectors(self, value) -> None:
-        self._fixed("n_detectors", value)
-
-    @property
-    def circle(self) -> bool:
-        """Whether the object is supported on the inscribed disc, fixed at construction (see
-        :meth:`_fixed`)."""
-        return self._circle
-
-    @circle.setter
-    def circle(self, value) -> None:
-        self._fixed("circle", value)
-
-    def _fixed(self, name: str, value) -> None:
-        """Refuse an assignment to the geometry ``name``: the system matrices, the FBP filters and
-        the cached norms are built for the constructor's (an assignment ``op.circle = True`` changed
-        the spec and FBP's padding and kept the non-circle matrices; ``op.n_detectors = ...`` crashed
-        later in a reshape)."""
-        raise AttributeError(f"Radon's {name} is fixed at construction: build a new Radon(..., {name}={value!r})")
 
     @property
     def dtype(self) -> torch.dtype:

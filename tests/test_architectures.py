@@ -1576,7 +1576,7 @@ def test_scales_and_steps_of_the_convolution_maps_are_fixed():
     before = [problem.preactivation(k) for k in (1, 2, 3)]
     for m, name in ((net.layers[1].maps[1], "scale"), (net.layers[2].maps[1], "scale"), (net.layers[1].maps[0], "tau")):
         value = getattr(m, name)
-        with pytest.raises(AttributeError, match=rf"{type(m).__name__}\.{name} is fixed at construction"):
+        with pytest.raises(AttributeError, match=rf"{type(m).__name__}'s {name} is fixed at construction"):
             setattr(m, name, 3 * value)
         assert getattr(m, name) == value and getattr(copy.deepcopy(m), name) == value
     fresh = LiftedProblem(net, xs, free_vars=[1, 2, 3], train_params=False)
