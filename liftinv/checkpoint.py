@@ -30,12 +30,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     file's (writers that pick a format from it need the target's).
 
     Raises:
-        IsADirectoryError: ``path`` is a folder (the rename over it would fail naming the
-            temporary file), before anything is written.
+        IsADirectoryError, NotADirectoryError: :func:`check_output_file`'s, before anything is
+            written.
     """
     path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {path}: it is a folder, not a file")
+    check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -58,6 +57,17 @@ def check_parent(path: str | os.PathLike, name: str) -> None:
     if not above.is_dir():
         raise NotADirectoryError(f"{name} file {path}: {above} is a file, not a folder, so the file's folder "
                                  "cannot be created")
+
+
+def check_output_file(path: str | os.PathLike, name: str = "output") -> None:
+    """Raise what :func:`atomic_path` would fail on before writing anything at ``path``, naming it
+    as the ``name`` file: ``IsADirectoryError`` (``NAME file PATH is a folder, not a file``) if
+    it is a folder, where the final rename would fail naming the temporary file, and
+    :func:`check_parent`'s ``NotADirectoryError`` if its folder cannot be created, where ``mkdir``
+    would fail naming only the file in the way. Writers call it before their work as well."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{name} file {path} is a folder, not a file")
+    check_parent(path, name)
 
 
 def _umask() -> int:

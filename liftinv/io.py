@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from liftinv.checkpoint import atomic_path, check_parent, existing_file, unreadable
+from liftinv.checkpoint import atomic_path, check_output_file, existing_file, unreadable
 from liftinv.data import IMAGE_SUFFIXES, grey_float
 
 ARRAY_SUFFIXES = (".npy", ".pt")
@@ -84,22 +84,13 @@ def check_not_an_input(option: str, out: str | os.PathLike, inputs: dict[str, st
             raise ValueError(f"{option} {out} is also {other}: writing it would replace that file")
 
 
-def _not_a_folder(path: Path) -> None:
-    """Raise ``IsADirectoryError`` naming ``path`` if it is a folder (the rename of the temporary
-    file over it would fail with a message naming the temporary file), ``NotADirectoryError`` if
-    its folder cannot be created (:func:`~liftinv.checkpoint.check_parent`)."""
-    if path.is_dir():
-        raise IsADirectoryError(f"output file {path} is a folder, not a file")
-    check_parent(path, "output")
-
-
 def check_output(path: str | os.PathLike, shape: Sequence[int]) -> None:
     """Raise the error that :func:`save_array` would raise for real data of ``shape`` at ``path``
     before writing (``ValueError``: unknown suffix, or an image file for data that are not one 2-D
     image; ``IsADirectoryError``: ``path`` is a folder; ``NotADirectoryError``: its folder cannot be
     created), so that a command can refuse its output file before the work that produces the data."""
     path = Path(path)
-    _not_a_folder(path)
+    check_output_file(path)
     if _suffix(path, "output") not in IMAGE_SUFFIXES:
         return
     squeezed = [n for n in shape if n != 1]
@@ -136,7 +127,7 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     path = Path(path)
     suffix = _suffix(path, "output")
-    _not_a_folder(path)
+    check_output_file(path)
     if suffix in IMAGE_SUFFIXES:
         pixels = _image_bytes(x, path)
     with atomic_path(path, suffix) as tmp:

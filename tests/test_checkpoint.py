@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -149,7 +150,8 @@ def test_a_folder_as_the_file_to_write_is_refused_naming_it(tmp_path):
     """Every atomic writer (a checkpoint, a model file, a history plot, the demo's table) given a
     folder failed in the final rename with '[Errno 21] Is a directory: .../.d.png.t0mw6txu.png'
     -> 'd.png', naming the temporary file; now an IsADirectoryError naming the folder, which is
-    left as it was (the oracle: its listing, and the folder's parent holds no temporary file)."""
+    left as it was (the oracle: its listing, and the folder's parent holds no temporary file), in
+    the words of io.save_array and check_output (one check_output_file serves them all)."""
     from liftinv.checkpoint import write_figure, write_text
     from liftinv.history import TrainHistory, plot_history
 
@@ -160,7 +162,24 @@ def test_a_folder_as_the_file_to_write_is_refused_naming_it(tmp_path):
     writers = [lambda p: save_checkpoint(p, {"a": 1}), lambda p: write_text(p, "x"),
                lambda p: write_figure(plot_history(history), p, dpi=10), lambda p: plot_history(history, p)]
     for write in writers:
-        with pytest.raises(IsADirectoryError, match=f"^cannot write {folder}: it is a folder, not a file$"):
+        with pytest.raises(IsADirectoryError, match=f"^output file {folder} is a folder, not a file$"):
             write(folder)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png"]
         assert [p.name for p in folder.iterdir()] == ["inside"]
+
+
+def test_a_file_in_the_way_of_the_folder_to_write_in_is_named(tmp_path):
+    """An atomic writer (a checkpoint, the JSON of a benchmark, a figure) whose folder is a file,
+    or lies under one, failed in mkdir with the bare '[Errno 17] File exists: .../f' or
+    '[Errno 20] Not a directory: .../f/sub', naming neither the file to write nor what is in the
+    way; now check_parent's NotADirectoryError names both (the messages of io.check_output), and
+    the file in the way is left as it was (oracle: its content; nothing else in the folder)."""
+    from liftinv.checkpoint import write_text
+
+    (tmp_path / "f").write_text("a file")
+    for path in (tmp_path / "f" / "a.pt", tmp_path / "f" / "sub" / "a.pt"):
+        for write in (lambda p: save_checkpoint(p, {"a": 1}), lambda p: write_text(p, "x")):
+            with pytest.raises(NotADirectoryError, match=re.escape(
+                    f"output file {path}: {tmp_path / 'f'} is a file, not a folder, so the file's folder cannot be created")):
+                write(path)
+    assert (tmp_path / "f").read_text() == "a file" and [p.name for p in tmp_path.iterdir()] == ["f"]
