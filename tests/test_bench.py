@@ -371,3 +371,52 @@ def test_json_is_strict_with_non_finite_numbers_as_null(tmp_path):
 
     assert json.loads(out.read_text(), parse_constant=refuse) == [
         {"psnr": None, "curve": [1.0, None], "epochs": 3, "selected": False}]
+
+
+def test_section_outputs_are_checked_before_any_run(tmp_path, monkeypatch, capsys):
+    """A plot path or the autoencoder's weight cache that is a folder, or out/bench a file, failed
+    only when the file was written, after the whole run, and the records (and the --json file)
+    were lost. Now every module's outputs are checked with --json's check before the first run:
+    exit status 1 naming the path, the work never started (oracle: a spy on the work), the folder
+    in the way left as it was; with writable paths the same command runs."""
+    import liftinv.bench.inversion as bi
+    import liftinv.bench.inversion_oracle as bo
+    import liftinv.bench.training as bt
+
+    ran = []
+    monkeypatch.setattr(bt, "run_task", lambda name, quick, device: ran.append(name) or [])
+    monkeypatch.setattr(bi, "cases", lambda s, device: ran.append("inversion") or iter(()))
+    monkeypatch.setattr(bo, "cases", lambda s, device: ran.append("oracle") or iter(()))
+    for module in (bi, bo):
+        monkeypatch.setattr(module, "plot", lambda records, path: None)
+    cache = bi.autoencoder_path(bi.QUICK.autoencoder).name
+    folder, file = tmp_path / "d", tmp_path / "f"
+    file.write_text("a file")
+    cases = [("training", "training_ct.png", "is a folder, not a file"),
+             ("inversion", "inversion_noise.png", "is a folder, not a file"),
+             ("inversion", cache, "is a folder, not a file"),
+             ("inversion-oracle", "inversion_oracle.png", "is a folder, not a file"),
+             ("inversion-oracle", cache, "is a folder, not a file"),
+             ("inversion", None, "cannot create the folder of"),
+             ("training", None, "cannot create the folder of")]
+    for section, name, message in cases:
+        out = folder if name else file  # out/bench a folder holding a folder `name`, or a file
+        if name:
+            (out / name / "inside").mkdir(parents=True, exist_ok=True)
+        monkeypatch.setattr(bt, "OUT_DIR", out)
+        monkeypatch.setattr(bi, "OUT", out)
+        monkeypatch.setattr(bo, "OUT", out)
+        with pytest.raises(SystemExit) as err:
+            bench.main([section, "--quick", "--task", "ct", "--json", str(tmp_path / "r.json")]
+                       if section == "training" else [section, "--quick", "--json", str(tmp_path / "r.json")])
+        stderr = capsys.readouterr().err
+        path = out / name if name else out / ("training_ct.png" if section == "training" else "inversion_noise.png")
+        assert err.value.code == 1 and ran == [] and f"{section.replace('-', '_')} benchmark output" in stderr
+        assert message in stderr and str(path) in stderr, stderr
+        if name:
+            assert [p.name for p in (out / name).iterdir()] == ["inside"]
+            (out / name / "inside").rmdir()
+            (out / name).rmdir()
+    assert file.read_text() == "a file"
+    monkeypatch.setattr(bt, "OUT_DIR", folder)
+    assert bench.main(["training", "--quick", "--task", "ct"]) == 0 and ran == ["ct"]

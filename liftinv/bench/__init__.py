@@ -5,9 +5,12 @@
 (``python -m liftinv.bench.training --task deblurring``).
 
 Each section is a module with ``run(quick, device) -> list[dict]`` (training and alignment also
-take ``tasks``); the records are printed as one table per module. ``--json FILE`` is checked before
-the run (not a folder; its folder is created and takes a new file; else exit status 1) and written as strict JSON: a non-finite number
-(the NaN of a diverged training run, the cosine of a zero gradient) is written as ``null``.
+take ``tasks``); the records are printed as one table per module. A module that writes files of its
+own (plots, a weight cache) names them by ``outputs(**options) -> list[Path]`` (the options of its
+``run`` that it takes). Those files and ``--json FILE`` are checked before any run (not a folder;
+the folder is created and takes a new file; else exit status 1), so that no run's records are lost
+to a file that cannot be written after it. The JSON is strict: a non-finite number (the NaN of a
+diverged training run, the cosine of a zero gradient) is written as ``null``.
 """
 from __future__ import annotations
 
@@ -88,21 +91,22 @@ def _json_value(value):
     return value
 
 
-def _check_json(path: Path, parser: argparse.ArgumentParser) -> None:
-    """Refuse ``--json`` before the run if it is a folder, its folder cannot be created or no file
-    can be created in that folder (the temporary file that :func:`~liftinv.checkpoint.write_text`
-    renames over ``path``; it is removed again): a file that cannot be written, exit status 1 (as
-    ``liftinv train``, ``invert`` and ``reconstruct``; 2 is for bad arguments)."""
+def _check_writable(path: Path, what: str, parser: argparse.ArgumentParser) -> None:
+    """Refuse the file ``path`` (``what`` names it in the error: ``argument --json``) before the
+    run if it is a folder, its folder cannot be created or no file can be created in that folder
+    (the temporary file that :func:`~liftinv.checkpoint.atomic_path` renames over ``path``; it is
+    removed again): a file that cannot be written, exit status 1 (as ``liftinv train``, ``invert``
+    and ``reconstruct``; 2 is for bad arguments)."""
     if path.is_dir():
-        parser.exit(1, f"{parser.prog}: error: argument --json: {path} is a folder, not a file\n")
+        parser.exit(1, f"{parser.prog}: error: {what}: {path} is a folder, not a file\n")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        parser.exit(1, f"{parser.prog}: error: argument --json: cannot create the folder of {path}: {err}\n")
+        parser.exit(1, f"{parser.prog}: error: {what}: cannot create the folder of {path}: {err}\n")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        parser.exit(1, f"{parser.prog}: error: argument --json: cannot write {path}: no file can be created "
+        parser.exit(1, f"{parser.prog}: error: {what}: cannot write {path}: no file can be created "
                        f"in {path.parent} ({err.strerror or err})\n")
     os.close(fd)
     os.unlink(tmp)
@@ -111,17 +115,25 @@ def _check_json(path: Path, parser: argparse.ArgumentParser) -> None:
 def _records(runs: dict[str, Callable[..., list[dict]]], args: argparse.Namespace,
              parser: argparse.ArgumentParser) -> None:
     """Call every module's ``run`` (module name -> ``run``) with the parsed options, print one
-    table per module and write the JSON file of ``--json``."""
+    table per module and write the JSON file of ``--json``. Every file written (``--json`` and
+    each module's ``outputs``) is checked before the first run."""
     if args.task and not any("tasks" in inspect.signature(run).parameters for run in runs.values()):
         parser.error("--task applies to the training and alignment benchmarks only")
     if args.json is not None:
-        _check_json(args.json, parser)
+        _check_writable(args.json, "argument --json", parser)
+    options = {}
+    for module, run in runs.items():
+        options[module] = {"quick": args.quick, "device": args.device}
+        if args.task and "tasks" in inspect.signature(run).parameters:
+            options[module]["tasks"] = tuple(dict.fromkeys(args.task))  # each once, in the order given
+        outputs = getattr(inspect.getmodule(run), "outputs", None)
+        if outputs is not None:
+            taken = inspect.signature(outputs).parameters
+            for path in outputs(**{k: v for k, v in options[module].items() if k in taken}):
+                _check_writable(Path(path), f"{module.rsplit('.', 1)[-1]} benchmark output", parser)
     records: list[dict] = []
     for module, run in runs.items():
-        kwargs = {"quick": args.quick, "device": args.device}
-        if args.task and "tasks" in inspect.signature(run).parameters:
-            kwargs["tasks"] = tuple(dict.fromkeys(args.task))  # each once, in the order given
-        rows = run(**kwargs)
+        rows = run(**options[module])
         print(f"\n## {module.rsplit('.', 1)[-1]} ({args.device}{', quick' if args.quick else ''})\n")
         print(format_table(rows), flush=True)
         records += rows

@@ -64,6 +64,11 @@ class Settings:
     lbfgs: bool
     epochs: int
 
+    @property
+    def autoencoder(self) -> AutoencoderSettings:
+        """The settings of the encoder task's autoencoder (``epochs`` of training)."""
+        return AutoencoderSettings(epochs=self.epochs)
+
 
 QUICK = Settings(images=4, noise=(0.01, 0.05, 0.1), solve_seconds=1.5, max_search=6, lbfgs=False, epochs=12)
 FULL = Settings(images=8, noise=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2), solve_seconds=3.0, max_search=10, lbfgs=True, epochs=12)
@@ -119,12 +124,18 @@ def autoencoder(s: AutoencoderSettings) -> tuple[nn.Sequential, nn.Sequential]:
     return encoder, decoder
 
 
+def autoencoder_path(s: AutoencoderSettings) -> Path:
+    """The weight cache of the autoencoder of settings ``s``: ``out/bench/autoencoder_<key>.pt``,
+    ``key`` the first 16 hex digits of the SHA-256 of the settings as sorted JSON."""
+    key = hashlib.sha256(json.dumps(asdict(s), sort_keys=True).encode()).hexdigest()[:16]
+    return OUT / f"autoencoder_{key}.pt"
+
+
 def trained_autoencoder(s: AutoencoderSettings) -> tuple[nn.Sequential, nn.Sequential, dict]:
     """Train (or load from the cache) the autoencoder on the ``ellipses`` training split by
     backpropagation, Adam on the mean squared reconstruction error, fixed shuffling seed."""
     encoder, decoder = autoencoder(s)
-    key = hashlib.sha256(json.dumps(asdict(s), sort_keys=True).encode()).hexdigest()[:16]
-    path = OUT / f"autoencoder_{key}.pt"
+    path = autoencoder_path(s)
     if path.is_file():
         state = torch.load(path, weights_only=True)
         encoder.load_state_dict(state["encoder"])
@@ -218,7 +229,7 @@ def cases(s: Settings, device: str = "cpu") -> Iterator[Case]:
     generator = torch.Generator().manual_seed(0)
     truth = load_dataset("ellipses", "test")[: s.images][0].to(device)
     yield _make_case("perceptron", perceptron(generator).to(device), truth, s, generator)
-    ae = AutoencoderSettings(epochs=s.epochs)
+    ae = s.autoencoder
     encoder, decoder, info = trained_autoencoder(ae)
     print(f"autoencoder: code {ae.code}, train MSE {info['train_mse']:.3g}, trained in {info['train_seconds']:.1f} s")
     yield _make_case("encoder", encoder.to(device), truth, s, generator, decoder=decoder.to(device))
@@ -303,6 +314,12 @@ def save_figure(fig, path: Path) -> None:
     folder)."""
     fig.tight_layout()
     write_figure(fig, path, dpi=120)
+
+
+def outputs(quick: bool = False) -> list[Path]:
+    """The files :func:`run` writes: the plot and the autoencoder's weight cache (checked before
+    the run by :mod:`liftinv.bench`)."""
+    return [OUT / "inversion_noise.png", autoencoder_path((QUICK if quick else FULL).autoencoder)]
 
 
 def run(quick: bool = False, device: str = "cpu") -> list[dict]:

@@ -32,7 +32,7 @@ from time import perf_counter
 import torch
 from torch import Tensor, nn
 
-from liftinv.bench.inversion import FULL, OUT, QUICK, Case, Settings, cases, label_panel, save_figure
+from liftinv.bench.inversion import FULL, OUT, QUICK, Case, Settings, autoencoder_path, cases, label_panel, save_figure
 from liftinv.inversion import InversionConfig, invert
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.metrics import psnr
@@ -114,6 +114,12 @@ def plot(records: list[dict], path: Path) -> None:
                         label=f"{r['method']}, {100 * r['noise']:g}% noise")
         label_panel(ax, f"{task}: PSNR against the TV weight", "alpha", "mean PSNR (dB)")
     save_figure(fig, path)
+
+
+def outputs(quick: bool = False) -> list[Path]:
+    """The files :func:`run` writes: the plot and the encoder task's weight cache (checked before
+    the run by :mod:`liftinv.bench`)."""
+    return [OUT / "inversion_oracle.png", autoencoder_path((QUICK if quick else FULL).autoencoder)]
 
 
 def run(quick: bool = False, device: str = "cpu") -> list[dict]:

@@ -229,6 +229,11 @@ def targets(records: list[dict]) -> list[str]:
     return lines
 
 
+def outputs(tasks: tuple[str, ...] = SETUP_NAMES) -> list[Path]:
+    """The files :func:`run` writes: one plot per task (checked before the run by :mod:`liftinv.bench`)."""
+    return [OUT_DIR / f"training_{name}.png" for name in tasks]
+
+
 def run(quick: bool = False, device: str = "cpu", tasks: tuple[str, ...] = SETUP_NAMES) -> list[dict]:
     """Records of every task (see the module docstring); prints the target checks."""
     records = [row for name in tasks for row in run_task(name, quick, device)]
