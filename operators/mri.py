@@ -126,7 +126,7 @@ class MRI(ValueCaches, LinearPhysics):
                 raise ValueError(f"coil_maps must hold at least one coil, got shape {tuple(coil_maps.shape)}")
             with torch.inference_mode(False):
                 maps = coil_maps.detach().to(dtype=_COMPLEX[self.dtype], device=self.mask.device, copy=True)
-                self.coil_maps = torch.view_as_real(maps)
+                self._buffers["coil_maps"] = torch.view_as_real(maps)  # not self.coil_maps = (__setattr__)
         elif self.coil_maps is not None and mask.shape != self.coil_maps.shape[1:3]:
             raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the coil maps {tuple(self.coil_maps.shape[:3])}")
         self._buffers["mask"] = mask  # not self.mask =, which comes back here (__setattr__)
@@ -137,11 +137,23 @@ class MRI(ValueCaches, LinearPhysics):
         """``op.mask = m`` is ``op.update_parameters(mask=m)``: validated, copied to the operator's
         dtype and device, checked against the coil maps and followed by ``img_size`` (a plain buffer
         assignment took a bool mask, which became the operator's dtype, or a mask of another shape,
-        which ``img_size`` and the coil maps did not follow, without a word)."""
-        if name == "mask" and "mask" in self.__dict__.get("_buffers", {}):
+        which ``img_size`` and the coil maps did not follow, without a word).
+
+        ``op.coil_maps = S`` is ``op.update_parameters(coil_maps=S)`` as well, where ``S`` may also
+        be the buffer's own layout, the real view ``(..., N, H, W, 2)`` of complex maps (what
+        ``state_dict`` holds and ``load_state_dict(..., assign=True)`` assigns); ``None`` makes the
+        operator single-coil. (A plain buffer assignment took complex maps, maps of another size or
+        real maps, and ``A`` failed later in ``view_as_complex``, naming none of them; a real view
+        of another dtype was not converted.)"""
+        buffers = self.__dict__.get("_buffers", {})
+        if name == "mask" and "mask" in buffers:
             if value is None:  # would update nothing
                 raise TypeError("mask must be a bool or real floating tensor, got None")
             self.update_parameters(mask=value)
+        elif name == "coil_maps" and "coil_maps" in buffers and value is not None:
+            if isinstance(value, Tensor) and value.is_floating_point() and value.ndim > 0 and value.shape[-1] == 2:
+                value = torch.view_as_complex(value.detach().to(self.dtype).contiguous())  # the stored real view
+            self.update_parameters(coil_maps=value)
         else:
             super().__setattr__(name, value)
 

@@ -568,3 +568,51 @@ def test_mri_mask_assignment_is_validated_as_the_constructor_mask():
     with pytest.raises(TypeError, match="mask must be"):
         multi.mask = None
     assert multi.mask.shape == (8, 7) and multi.img_size == (2, 8, 7)
+
+
+def test_mri_coil_maps_assignment_is_validated_like_update_parameters():
+    """``op.coil_maps = S`` was a plain buffer assignment: complex (N, H, W) maps, the layout the
+    constructor and update_parameters take, were stored as they came and A failed later in
+    view_as_complex ('only supported for half, float and double tensors'), as it did for real
+    maps and maps of another size, naming none of them. Now it is update_parameters(coil_maps=S)
+    (the mask assignment's routing): oracle, an MRI built from those maps, bit for bit, for
+    complex maps of the operator's or another dtype and for the stored real view (what
+    load_state_dict(assign=True) assigns); real maps and maps of another size are refused naming
+    coil_maps and change nothing."""
+    shape = (6, 7)
+    mask = random_mask(shape, 2, 0.2, generator=_gen(50))
+    old, new = _coil_maps(2, shape, torch.float64, seed=51), _coil_maps(3, shape, torch.float64, seed=52)
+    x = torch.randn(2, 2, *shape, dtype=torch.float64, generator=_gen(53))
+    expected = MRI(mask, coil_maps=new, dtype=torch.float64).A(x)
+    for value in (new, new.to(torch.complex64), torch.view_as_real(new), torch.view_as_real(new).float(), new[None]):
+        op = MRI(mask, coil_maps=old, dtype=torch.float64)
+        op.A(x)
+        op.coil_maps = value
+        reference = expected if value.dtype in (torch.complex128, torch.float64) else \
+            MRI(mask, coil_maps=new.to(torch.complex64), dtype=torch.float64).A(x)
+        assert op.coil_maps.shape == (3, *shape, 2) and op.coil_maps.dtype == torch.float64
+        torch.testing.assert_close(op.A(x), reference, rtol=0, atol=0)
+    for bad, error in ((new.real, TypeError), (_coil_maps(3, (5, 5), torch.float64), ValueError)):
+        op = MRI(mask, coil_maps=old, dtype=torch.float64)
+        with pytest.raises(error, match="coil_maps"):
+            op.coil_maps = bad
+        torch.testing.assert_close(op.A(x), MRI(mask, coil_maps=old, dtype=torch.float64).A(x), rtol=0, atol=0)
+    op = MRI(mask, coil_maps=old, dtype=torch.float64)
+    op.coil_maps = None  # single-coil
+    torch.testing.assert_close(op.A(x), MRI(mask, dtype=torch.float64).A(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("assign", [False, True])
+def test_mri_load_state_dict_takes_the_coil_maps(assign):
+    """load_state_dict, in place or with assign=True (which assigns the buffers, so it goes through
+    the validated coil_maps assignment), gives the operator of the saved maps (oracle: that
+    operator), the buffer still the real view of the operator's dtype."""
+    shape = (6, 7)
+    mask = random_mask(shape, 2, 0.2, generator=_gen(54))
+    source = MRI(mask, coil_maps=_coil_maps(2, shape, torch.float64, seed=55), dtype=torch.float64)
+    op = MRI(mask, coil_maps=_coil_maps(2, shape, torch.float64, seed=56), dtype=torch.float64)
+    x = torch.randn(1, 2, *shape, dtype=torch.float64, generator=_gen(57))
+    op.A(x)
+    op.load_state_dict(source.state_dict(), assign=assign)
+    assert op.coil_maps.shape == (2, *shape, 2) and op.coil_maps.dtype == torch.float64
+    torch.testing.assert_close(op.A(x), source.A(x), rtol=0, atol=0)
