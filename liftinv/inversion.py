@@ -369,6 +369,15 @@ def _start(x0: Tensor | None, net: LiftedNetwork, output: Tensor, shape: tuple[i
     return x0
 
 
+class OutputShapeError(ValueError):
+    """The output (the data) does not have the shape ``(B, *expected)`` of the network's output,
+    ``expected`` the shape of one sample; ``got`` is the output's shape."""
+
+    def __init__(self, expected: tuple[int, ...], got: tuple[int, ...]):
+        self.expected, self.got = expected, got
+        super().__init__(f"output must have shape (B, {', '.join(map(str, expected))}) for this network, got {got}")
+
+
 @torch.no_grad()
 def _output_shape(net: LiftedNetwork, measurement: Measurement | None, x0: Tensor, y: Tensor | None,
                   shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -409,7 +418,7 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
     if measurement is not None:
         net = LiftedNetwork([*net.layers, Layer([net.depth], [measurement], Identity())], input_shape=net.input_shape)
     if tuple(output.shape[1:]) != expected:
-        raise ValueError(f"output must have shape (B, {', '.join(map(str, expected))}) for this network, got {tuple(output.shape)}")
+        raise OutputShapeError(expected, tuple(output.shape))
     act = net.layer(net.depth).activation
     if free_output and isinstance(act, Softmax):
         raise ValueError("free_output=True needs a last activation with a prox; a softmax output must stay clamped "

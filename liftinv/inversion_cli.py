@@ -19,7 +19,7 @@ from torch import nn
 from liftinv import cli_types
 from liftinv.checkpoint import existing_file, unreadable
 from liftinv.convert import lift
-from liftinv.inversion import InversionConfig, invert
+from liftinv.inversion import InversionConfig, OutputShapeError, invert
 from liftinv.inversion_baseline import GradientOptimizer, invert_gradient
 from liftinv.io import SUFFIXES, check_not_an_input, check_output, load_array, save_array
 from liftinv.metrics import SSIM_SIDE, in_unit_range, psnr, ssim
@@ -111,6 +111,18 @@ def _load_real(path: str, name: str, device: str, dtype: torch.dtype) -> torch.T
     return array.to(device=device, dtype=dtype)
 
 
+def _output_shape_error(err: OutputShapeError, args) -> ValueError:
+    """``err`` in terms of the output file: with ``--single`` (which adds the batch axis that
+    ``err.got`` shows) the file must hold one sample of the network's output shape, and a file
+    that holds a batch of them is told to drop ``--single``."""
+    if not args.single:
+        return err
+    held, expected = err.got[1:], err.expected
+    hint = f": it holds a batch of {held[0]}, drop --single" if held[1:] == expected else ""
+    return ValueError(f"with --single the output file {args.output} must hold one sample of shape "
+                      f"({', '.join(map(str, expected))}) for this network, got {held}{hint}")
+
+
 def _run(args) -> None:
     check_not_an_input("--out", args.out, {"network": args.network, "output": args.output, "--x0": args.x0,
                                            "--truth": args.truth})
@@ -141,11 +153,14 @@ def _run(args) -> None:
     config = InversionConfig(max_iter=args.max_iter, tol=args.tol, progress=not args.no_progress)
     common = dict(input_shape=shape, regularizer=regularizer, noise_level=args.noise_level, x0=x0,
                   config=config)
-    if args.method == "lifted":
-        result = invert(network, output, free_output=args.free_output, **common)
-    else:
-        optimizer = GradientOptimizer() if args.lr is None else GradientOptimizer(lr=args.lr)
-        result = invert_gradient(network, output, optimizer=optimizer, **common)
+    try:  # the shapes are checked before solving
+        if args.method == "lifted":
+            result = invert(network, output, free_output=args.free_output, **common)
+        else:
+            optimizer = GradientOptimizer() if args.lr is None else GradientOptimizer(lr=args.lr)
+            result = invert_gradient(network, output, optimizer=optimizer, **common)
+    except OutputShapeError as err:
+        raise _output_shape_error(err, args) from err
     save_array(result.input[0] if args.single else result.input, args.out)
     summary = (f"{args.method} inversion: {result.iterations} iterations, {len(result.history.steps)} solve(s), "
                f"{result.seconds:.2f} s; alpha {result.alpha.tolist()}; discrepancy {result.discrepancy.tolist()}")

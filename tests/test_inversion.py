@@ -1537,6 +1537,34 @@ def test_invert_cli_passes_its_options_to_the_solver(tmp_path, capsys, spy):
     assert len(lifted_calls) == len(gradient_calls) == 1  # refused before solving
 
 
+@pytest.mark.parametrize("method", ["lifted", "gradient"])
+def test_invert_cli_output_shape_error_says_what_to_do_with_single(tmp_path, capsys, method):
+    """liftinv invert --single on a file with a batch axis said 'output must have shape (B, 30)
+    for this network, got (1, 2, 30)', a shape the file does not have, without naming --single.
+    Now the message names the file's own shape (oracle: the array saved) and says to drop
+    --single; a file of the wrong size is still refused, with and without --single; nothing is
+    solved or written."""
+    import numpy as np
+
+    from liftinv.inversion_cli import invert_main
+
+    model = perceptron(30, (1, 7, 9), nn.LeakyReLU(0.5))
+    f = model(blocky(b=2)).detach()
+    torch.save(model, tmp_path / "net.pt")
+    base = [str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "1", "7", "9", "--max-iter", "2",
+            "--no-progress", "--method", method, "--out", str(tmp_path / "u.npy")]
+    for array, single, expected in (
+            (f, True, f"with --single the output file {tmp_path / 'f.npy'} must hold one sample of shape (30) for "
+                      "this network, got (2, 30): it holds a batch of 2, drop --single"),
+            (f[0, :29], True, f"with --single the output file {tmp_path / 'f.npy'} must hold one sample of shape (30) "
+                              "for this network, got (29,)\n"),
+            (f[:, :29], False, "output must have shape (B, 30) for this network, got (2, 29)\n")):
+        np.save(tmp_path / "f.npy", array.numpy())
+        assert invert_main([*base, *(["--single"] if single else [])]) == 2
+        assert capsys.readouterr().err == f"liftinv invert: error: {expected}" + ("" if expected.endswith("\n") else "\n")
+    assert not (tmp_path / "u.npy").exists()
+
+
 def test_invert_cli_gradient_method_takes_a_network_that_lift_refuses(tmp_path, capsys):
     import numpy as np
 
