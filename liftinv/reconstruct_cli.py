@@ -8,6 +8,9 @@ the measurements (the CT image size from the detector count unless ``--detectors
 views from the sinogram width); ``--size`` must agree with the image size that the measurements,
 ``--truth`` or ``--mask`` fix.
 A model used with other operator settings than it was trained for is refused, naming the settings.
+MRI measurements that were taken with another mask are refused before the work (the mask samples
+entries where they are all exactly 0 while they are non-zero where it samples nothing, as with
+another ``--seed``); a fully sampled k-space is undersampled by the mask.
 Regularisation weights and simulated noise levels default to the demo's (tuned for images in
 [0, 1] at the demo's noise levels); MRI Tikhonov, which the demo does not run, defaults to 0.01.
 ``--truth`` is scored against by PSNR and SSIM with data range 1 (as by ``liftinv invert``), so
@@ -187,16 +190,47 @@ def _physics(args, operator: str, spec: dict | None, data: Tensor | None, shape:
             kernel = spec["kernel"]
         return Blur(kernel, img_size=spec and spec["img_size"], boundary=args.boundary or (spec and spec["boundary"]) or "circular",
                     use_fft=spec and spec["use_fft"], noise_model=noise, dtype=dtype)
+    mask, source = _mri_mask(args, spec, data, shape)
+    physics = MRI(mask, coil_maps=spec and spec["coil_maps"], noise_model=noise, dtype=dtype)
+    if data is not None:
+        _check_mask_fits(data, physics.mask, source)
+    return physics
+
+
+def _mri_mask(args, spec: dict | None, data: Tensor | None, shape: tuple[int, int] | None) -> tuple[Tensor, str]:
+    """The MRI mask (``--mask``, else the model's unless ``--acceleration`` or ``--size`` is given,
+    else a random mask drawn with ``--acceleration`` and ``--seed``) and what to pass for another
+    one, for :func:`_check_mask_fits`."""
     if args.mask:
-        mask = load_array(args.mask, "mask")
-    elif spec is not None and args.acceleration is None and args.size is None:
-        mask = spec["mask"]
-    else:
-        side = (args.size,) * 2 if args.size else None
-        mask_shape = side or (tuple(data.shape[-2:]) if data is not None else shape) or (demo.SIZE,) * 2
-        acceleration = demo.MRI_ACCELERATION if args.acceleration is None else args.acceleration
-        mask = random_mask(mask_shape, acceleration, generator=torch.Generator().manual_seed(args.seed))
-    return MRI(mask, coil_maps=spec and spec["coil_maps"], noise_model=noise, dtype=dtype)
+        return load_array(args.mask, "mask"), f"--mask {args.mask}: pass the mask they were taken with"
+    if spec is not None and args.acceleration is None and args.size is None:
+        return spec["mask"], "the model's: pass the mask they were taken with (--mask)"
+    side = (args.size,) * 2 if args.size else None
+    mask_shape = side or (tuple(data.shape[-2:]) if data is not None else shape) or (demo.SIZE,) * 2
+    acceleration = demo.MRI_ACCELERATION if args.acceleration is None else args.acceleration
+    return (random_mask(mask_shape, acceleration, generator=torch.Generator().manual_seed(args.seed)),
+            f"drawn with --acceleration {acceleration:g} and --seed {args.seed}: pass the --acceleration and --seed "
+            "of their simulation, or their mask (--mask)")
+
+
+def _check_mask_fits(data: Tensor, mask: Tensor, source: str) -> None:
+    """Refuse MRI measurements ``data`` (``(B, 2, H, W)`` or ``(B, 2, N, H, W)``) that were taken
+    with another mask than ``mask``: the mask samples k-space entries where every measurement
+    (over the batch, real and imaginary parts and coils) is exactly 0, which only a mask applied
+    to the data makes (a measured entry is never exactly 0), while the measurements are non-zero
+    at entries it leaves out. Such data (from another --seed) reconstruct from the wrong
+    entries, taking the zeros as measured. Non-zero data off the mask alone pass: a fully sampled
+    k-space is undersampled by the mask (the operator's adjoint and data terms read only the
+    sampled entries). ``source`` says where the mask came from and what to pass instead."""
+    if data.ndim < 2 or tuple(data.shape[-2:]) != tuple(mask.shape):
+        return  # the operator refuses their shape
+    nonzero = (data != 0).flatten(0, -3).any(0)
+    sampled = mask != 0
+    zero_sampled, ignored = int((sampled & ~nonzero).sum()), int((~sampled & nonzero).sum())
+    if zero_sampled and ignored:
+        raise ValueError(f"the measurements were not taken with this mask ({source}): it samples {zero_sampled} "
+                         f"k-space entries where every measurement is exactly 0, and {ignored} non-zero "
+                         "measurements lie where it samples nothing")
 
 
 def _check_options(args, operator: str, name: str) -> None:

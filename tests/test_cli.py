@@ -478,9 +478,42 @@ def test_reconstruct_mri_file_round_trip_redraws_the_same_mask(tmp_path, capsys)
     assert main(["reconstruct", "--measurements", str(tmp_path / "k.npy"), *common, "--out", str(tmp_path / "b.npy")]) == 0
     assert load_array(tmp_path / "k.npy").shape == (1, 2, 16, 16)
     assert torch.equal(load_array(tmp_path / "a.npy"), load_array(tmp_path / "b.npy"))
-    assert main(["reconstruct", "--measurements", str(tmp_path / "k.npy"), *common, "--seed", "1",
-                 "--out", str(tmp_path / "c.npy")]) == 0
-    assert not torch.equal(load_array(tmp_path / "a.npy"), load_array(tmp_path / "c.npy"))
+
+
+def test_reconstruct_mri_refuses_measurements_taken_with_another_mask(tmp_path, capsys):
+    """Measurements simulated with --seed 0 and read back with --seed 1 (or another
+    --acceleration, or a --mask file of another draw) were reconstructed from the rebuilt mask's
+    columns, most of them exactly 0 in the file, without a word. Oracle: the simulation's mask
+    (random_mask with its seed), whose complement holds the file's exact zeros. Now refused,
+    naming --seed and --acceleration, and nothing is written; the simulation's own settings, and
+    a fully sampled k-space (undersampled by the mask: the result equals that of the masked
+    data), still pass."""
+    common = ["--operator", "mri", "--size", "16", "--no-progress"]
+    assert main(["reconstruct", "--simulate", *common, "--save-measurements", str(tmp_path / "k.npy"),
+                 "--out", str(tmp_path / "a.npy")]) == 0
+    k = load_array(tmp_path / "k.npy")
+    mask = random_mask((16, 16), demo.MRI_ACCELERATION, generator=torch.Generator().manual_seed(0))
+    assert torch.equal((k != 0).any(1)[0], mask)  # the oracle: the file is zero exactly off the simulation's mask
+    other = random_mask((16, 16), 8, generator=torch.Generator().manual_seed(5))
+    save_array(other, tmp_path / "m.npy")
+    capsys.readouterr()
+    for extra, named in ((["--seed", "1"], "drawn with --acceleration 4 and --seed 1: pass the --acceleration and --seed"),
+                         (["--acceleration", "3", "--seed", "2"], "drawn with --acceleration 3 and --seed 2"),
+                         (["--mask", str(tmp_path / "m.npy")], f"--mask {tmp_path / 'm.npy'}: pass the mask")):
+        assert main(["reconstruct", "--measurements", str(tmp_path / "k.npy"), *common, *extra,
+                     "--out", str(tmp_path / "c.npy")]) == 2
+        err = capsys.readouterr().err
+        assert f"liftinv reconstruct: error: the measurements were not taken with this mask ({named}" in err, err
+        assert "k-space entries where every measurement is exactly 0" in err
+    assert not (tmp_path / "c.npy").exists()
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    full = MRI(torch.ones(16, 16)).A(torch.cat([x, torch.zeros_like(x)], 1))
+    save_array(full, tmp_path / "full.npy")
+    save_array(full * mask, tmp_path / "masked.npy")
+    for name in ("full", "masked"):
+        assert main(["reconstruct", "--measurements", str(tmp_path / f"{name}.npy"), *common, "--method", "tv",
+                     "--iters", "5", "--out", str(tmp_path / f"{name}_x.npy")]) == 0
+    torch.testing.assert_close(load_array(tmp_path / "full_x.npy"), load_array(tmp_path / "masked_x.npy"))
 
 
 @pytest.mark.parametrize("argv, label", [
