@@ -447,7 +447,7 @@ def first_alpha(task: Task, regularizer: Potential, config: InversionConfig) -> 
     if not isinstance(regularizer, TV):
         return default
     ys = [None] if task.y is None else [task.y[b:b + 1] for b in range(task.y.shape[0])]
-    lip = torch.tensor([lipschitz_estimate(lambda x: task.network(x, y), task.x0[:1]) for y in ys]).to(task.delta)
+    lip = task.delta.new_tensor([lipschitz_estimate(lambda x: task.network(x, y), task.x0[:1]) for y in ys])
     usable = (lip > 0) & torch.isfinite(lip)
     return torch.where(usable, lip * config.tau * task.delta / math.sqrt(8 * task.x0[0].numel()), default)
 

@@ -890,6 +890,26 @@ def test_first_alpha_of_a_network_with_measurements_is_per_sample():
         torch.testing.assert_close(batch[b:b + 1], alone, rtol=1e-12, atol=0)
 
 
+def test_first_alpha_keeps_the_lipschitz_estimate_in_float64():
+    r"""The per-sample Lipschitz estimates (Python floats) were gathered by ``torch.tensor(list)``,
+    torch's default float32, so a float64 inversion's :math:`\alpha_0` was rounded to float32
+    (relative error ~1e-8, and the whole weight search with it). Oracle: the same formula in
+    float64 from :func:`lipschitz_estimate` itself, to 1e-14."""
+    from liftinv.architectures import ARCHITECTURES
+    from liftinv.inversion import first_alpha
+
+    example = ARCHITECTURES["unrolled_primal_dual"](gen(0))
+    net, y = example.network, example.y
+    task = prepare(net, net(example.u, y).detach(), noise_level=0.1, y=y)
+    cfg = InversionConfig(tau=1.5)
+    got = first_alpha(task, TV(), cfg)
+    assert got.dtype == F64
+    n = task.x0[0].numel()
+    for b in range(2):
+        lip = lipschitz_estimate(lambda x: net(x, y[b:b + 1]), task.x0[:1])
+        assert abs(float(got[b]) - lip * 1.5 * 0.1 / math.sqrt(8 * n)) <= 1e-14 * float(got[b])
+
+
 def test_tv_weight_search_leaves_zero_for_a_network_flat_at_the_random_input():
     r"""A ReLU layer :math:`N(u) = \max(u - 5, 0)` is flat on :math:`[0, 1]^n`, where
     ``lipschitz_estimate`` probes it: the estimate is 0, and so was :math:`\alpha_0`, which the
