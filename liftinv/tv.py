@@ -247,7 +247,7 @@ def pdhg_tv(
         x = x0.clone()
     if box is not None:
         x = x.clamp(*box)
-    norm_a = opnorm(physics, (1, *x.shape[1:]), dtype=x.dtype)
+    norm_a = opnorm(physics, (1, *x.shape[1:]), dtype=x.dtype, like=x)
     if norm_a == 0:
         raise ValueError("physics has a zero operator norm")
     lip = norm_a**2

@@ -155,6 +155,20 @@ def test_prox_tv_stops_at_the_first_check_with_a_small_relative_gap(spy):
     assert (gap > tol * primal).any()
 
 
+def test_pdhg_gives_opnorm_the_data_for_a_physics_of_plain_functions(spy):
+    """A physics of plain functions has no dtype or device: opnorm takes them from ``like``
+    (its docstring), so pdhg_tv must pass its images, or on a GPU the Lanczos start vector would
+    lie on the CPU. Checked by what opnorm receives (on the CPU no device can differ)."""
+    shape = (1, 4, 5)
+    physics = matrix_physics(7, shape, seed=3)
+    y = physics.A(torch.rand(2, *shape, dtype=torch.float64, generator=gen(4)))
+    calls = spy(tv_module, "opnorm", record=lambda *args, **kwargs: kwargs.get("like"))
+    pdhg_tv(physics, y, 0.01, n_iter=2)
+    like = calls[0]
+    assert isinstance(like, torch.Tensor) and like.dtype == y.dtype and like.device == y.device
+    assert like.shape[1:] == shape
+
+
 def test_prox_tv_zero_weight_and_constant():
     v = torch.rand(2, 1, 5, 5, generator=gen(10))
     assert torch.equal(prox_tv(v, 0.0), v)
