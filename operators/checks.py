@@ -159,9 +159,11 @@ def opnorm(
     ``x_shape`` defaults to ``physics.img_size`` prefixed by a batch of 1; ``dtype`` to the
     ``dtype`` attribute of the physics (liftinv operators have one) or else of its first submodule
     that has one (a composition of liftinv operators, deepinv's ``physics1 * physics2``), else
-    that of ``like``, else torch's default; the start vector lies on the device of that module
-    (or of the physics where none has a dtype), else of ``like``, else on the CPU. A physics built from plain functions (deepinv's
-    ``LinearPhysics(A=..., A_adjoint=...)``) has neither: give the data as ``like``. The norm
+    that of ``like``, else torch's default; the start vector lies on the device of that module,
+    else (no module has a dtype) of ``like``, else of the physics' deepinv device holder, else
+    on the CPU. A physics built from plain functions (deepinv's
+    ``LinearPhysics(A=..., A_adjoint=...)``) has no dtype, and its device holder (the CPU unless
+    built with ``device=``) need not be where its functions compute: give the data as ``like``. The norm
     is cached, keyed by shape, dtype, ``max_iter`` and ``rtol`` (a norm computed to a looser
     tolerance is not returned for a stricter one), on a physics whose class sets ``clears_opnorm = True``
     (liftinv's operators: they call :func:`clear_opnorm` whenever :math:`A` changes, after their
@@ -180,9 +182,11 @@ def opnorm(
         physics.refresh_caches()
     cache = physics.__dict__.setdefault("_opnorm_cache", {}) if getattr(physics, "clears_opnorm", False) else {}
     if key not in cache:
-        holder = physics if typed is None else typed
-        device = (holder._device_holder.device if hasattr(holder, "_device_holder")
-                  else like.device if like is not None else "cpu")
+        if typed is None and like is not None:  # the data: a physics of plain functions applies them where they are
+            device = like.device
+        else:
+            holder = physics if typed is None else typed
+            device = holder._device_holder.device if hasattr(holder, "_device_holder") else "cpu"
         g = torch.Generator(device=device).manual_seed(0)
         x0 = torch.randn(shape, dtype=dtype, device=device, generator=g)
         with torch.no_grad():

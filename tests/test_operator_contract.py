@@ -334,6 +334,18 @@ def test_opnorm_of_a_deepinv_physics_follows_its_updates():
     assert opnorm(physics, (1, 1, 8, 8), dtype=torch.float64) == pytest.approx(3.0, rel=1e-10)
 
 
+def test_opnorm_of_a_physics_of_plain_functions_starts_on_the_device_of_like():
+    """A deepinv ``LinearPhysics(A=..., A_adjoint=...)`` has no dtype, and its device holder (the
+    CPU unless built with ``device=``) says nothing about where its functions compute: the docstring
+    says to give the data as ``like``, but the start vector was drawn on the holder's device (so
+    CPU for functions of GPU tensors). A holder on another device (here 'meta') stands for that
+    case. Oracle: the largest singular value of the dense matrix."""
+    mat = torch.randn(5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    physics = LinearPhysics(A=lambda x: x.flatten(1) @ mat.T, A_adjoint=lambda y: (y @ mat).reshape(-1, 6), device="meta")
+    like = torch.zeros(1, 6, dtype=torch.float64)
+    assert opnorm(physics, (1, 6), like=like) == pytest.approx(float(torch.linalg.matrix_norm(mat, 2)), rel=1e-10)
+
+
 def test_lanczos_max_clamps_a_rounding_negative_value_to_zero():
     r"""For a positive semidefinite map the largest eigenvalue is :math:`\ge 0`: a Ritz value that
     rounding made negative (here the map :math:`-10^{-20} I`) is returned as 0."""
