@@ -31,6 +31,7 @@ from liftinv.problem import LiftedProblem
 from liftinv.solvers import BCD, ISGM, Adam, Nesterov, Plain
 from operators import OPERATORS
 from operators.blur import Blur
+from operators.checks import opnorm
 
 PENALTIES = {"bregman": BREGMAN, "mac": MAC, "fenchel": FENCHEL}
 DT = torch.float64
@@ -1562,6 +1563,28 @@ def test_unrolled_checks_a_physics_of_plain_functions_in_the_network_dtype():
     weights = [c.weight for c in convs_of(net)]
     expected = primal_dual_loop(y, physics, weights, net.tau, net.s, 0.05, physics.A_adjoint(y))
     torch.testing.assert_close(net(y, physics), expected, rtol=1e-13, atol=1e-14)
+
+
+def test_unrolled_built_on_a_float64_physics_of_plain_functions_says_how():
+    """Building the network on a float64 physics of plain functions failed inside the
+    convolution with torch's "expected scalar type Float but found Double", naming no argument:
+    opnorm's start vector has torch's default dtype there. The error now names physics and the
+    way out, which works (oracle: the network built so has the step tau = 1/||A||^2 of the
+    physics' float64 norm)."""
+    import deepinv as dinv
+
+    kernel = torch.rand(1, 1, 3, 3, generator=gen(153), dtype=DT)
+    physics = dinv.physics.LinearPhysics(A=lambda x: F.conv2d(x, kernel, padding=1),
+                                         A_adjoint=lambda y: F.conv_transpose2d(y, kernel, padding=1))
+    with pytest.raises(TypeError, match=r"physics failed on a torch.float32 image .* torch.set_default_dtype"):
+        UnrolledPrimalDual(physics, 2, 2, (1, 5, 6))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        net = UnrolledPrimalDual(physics, 2, 2, (1, 5, 6), generator=gen(154))
+    finally:
+        torch.set_default_dtype(default)
+    assert math.isclose(net.tau * opnorm(physics, (1, 1, 5, 6), like=kernel) ** 2, 1.0, rel_tol=1e-9)
 
 
 def test_scales_and_steps_of_the_convolution_maps_are_fixed():

@@ -115,6 +115,13 @@ class UnrolledPrimalDual(Reconstructor):
             norm2 = opnorm(physics, (1, *self.img_size)) ** 2
         except ValueError as err:  # the operator's check of an image of this size
             raise ValueError(f"img_size={self.img_size} does not fit physics: {err}") from err
+        except RuntimeError as err:  # e.g. float64 functions given opnorm's default-dtype start vector
+            raise TypeError(
+                f"physics failed on a {torch.get_default_dtype()} image of size {self.img_size} ({err}); a physics "
+                "without a dtype of its own (a deepinv LinearPhysics of plain functions) is applied in torch's "
+                "default dtype while the network is built: build it under torch.set_default_dtype() of the "
+                "physics' dtype, then convert the network (.to(dtype))"
+            ) from err
         if not norm2 > 0:
             raise ValueError(f"physics has operator norm 0 on images of size {self.img_size}")
         steps = [GradientStep(physics, 1.0 / norm2) for _ in range(n_iter)]
