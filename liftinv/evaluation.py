@@ -14,8 +14,7 @@ from torch import Tensor, nn
 
 from liftinv.metrics import SSIM_SIDE, psnr, ssim
 from liftinv.tasks import Task
-from liftinv.validation import positive_int
-from operators.checks import is_integer
+from liftinv.validation import positive_int, seed_int
 
 
 def sample_loss(output: Tensor, target: Tensor) -> Tensor:
@@ -66,9 +65,7 @@ class HeldOut:
 
     def __init__(self, images: Tensor, task: Task, batch_size: int, seed: int = 0):
         batch_size = positive_int("batch_size", batch_size)
-        if not is_integer(seed):  # torch's manual_seed: 'an integer is required' for np.int64, True taken as 1
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        seed = int(seed)
+        seed = seed_int("seed", seed)
         if images.ndim == 0 or images.shape[0] == 0:
             raise ValueError(f"images must hold at least one image (N, C, H, W), got shape {tuple(images.shape)}")
         batch = task.observe(images, torch.Generator(device=images.device).manual_seed(seed))

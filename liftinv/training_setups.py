@@ -48,6 +48,7 @@ from liftinv.penalty import BREGMAN
 from liftinv.solvers import BCD, ISGM, Adam, Nesterov
 from liftinv.tasks import Autoencoder, Denoising, Reconstruction, Task
 from liftinv.training import Lifted
+from liftinv.validation import seed_int
 from operators.blur import Blur
 from operators.kernels import gaussian_kernel
 from operators.radon import Radon
@@ -101,13 +102,15 @@ def build_setup(
 ) -> Setup:
     """The setup ``name`` (see the module docstring); ``quick`` uses fewer images (train / val /
     test 512 / 64 / 128 instead of 2048 / 256 / 256; CT: the same 512 / 64 / 64 phantoms at 32x32
-    instead of 64x64).
+    instead of 64x64). ``seed`` (an integer, Python or NumPy, not a bool) seeds the generator of
+    every ``make_model`` call.
 
     Raises:
-        ValueError: unknown ``name``.
+        ValueError: unknown ``name``, or ``seed`` not an integer.
     """
     if name not in SETUP_NAMES:
         raise ValueError(f"name must be one of {SETUP_NAMES}, got {name!r}")
+    seed = seed_int("seed", seed)
     counts = (512, 64, 128) if quick else (2048, 256, 256)
 
     def gen() -> torch.Generator:

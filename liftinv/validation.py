@@ -24,6 +24,15 @@ def positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def seed_int(name: str, value: object) -> int:
+    """Return ``value`` as an ``int`` if it is an integer (Python or NumPy, not a bool), else raise
+    a ``ValueError`` naming ``name``: ``torch.Generator.manual_seed`` refuses a NumPy integer with
+    'an integer is required' (naming no argument) and takes ``True`` as the seed 1."""
+    if not is_integer(value):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 def sample_shape(name: str, value: object) -> tuple[int, ...]:
     """``value`` (the shape of one sample, without batch) as a tuple of ints if it is a sequence
     of integers >= 1, else a ``TypeError`` (not a sequence) or ``ValueError`` naming ``name[i]``."""

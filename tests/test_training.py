@@ -1504,3 +1504,15 @@ def test_cli_refuses_a_seed_that_torch_does_not_take_naming_the_option(seed, cap
     with pytest.raises(SystemExit) as exit_info:
         reconstruct_main(["--simulate", "--operator", "blur", "--method", "adjoint", "--seed", seed, "--out", "x.npy"])
     assert exit_info.value.code == 2 and "argument --seed: must be an integer from -2**63" in capsys.readouterr().err
+
+
+def test_build_setup_takes_a_numpy_integer_seed_and_refuses_a_bool_or_float_by_name():
+    """``build_setup(seed=np.int64(3))`` failed only when ``make_model`` ran, inside torch's
+    ``manual_seed`` ('an integer is required', naming no argument), and ``seed=True`` built the
+    models of seed 1 without a word. Oracle: the model of ``seed=3``, bit for bit."""
+    ref = build_setup("autoencoder", seed=3).make_model()
+    model = build_setup("autoencoder", seed=np.int64(3)).make_model()
+    assert all(torch.equal(p, q) for p, q in zip(ref.parameters(), model.parameters()))
+    for bad in (True, 1.5, "3", None):
+        with pytest.raises(ValueError, match=r"seed must be an integer, got"):
+            build_setup("autoencoder", seed=bad)
