@@ -48,7 +48,7 @@ from liftinv.penalty import BREGMAN
 from liftinv.solvers import BCD, ISGM, Adam, Nesterov
 from liftinv.tasks import Autoencoder, Denoising, Reconstruction, Task
 from liftinv.training import Lifted
-from liftinv.validation import seed_int
+from liftinv.validation import check_flag, seed_int
 from operators.blur import Blur
 from operators.kernels import gaussian_kernel
 from operators.radon import Radon
@@ -107,9 +107,11 @@ def build_setup(
 
     Raises:
         ValueError: unknown ``name``, or ``seed`` not an integer.
+        TypeError: ``quick`` is not a bool.
     """
     if name not in SETUP_NAMES:
         raise ValueError(f"name must be one of {SETUP_NAMES}, got {name!r}")
+    check_flag("quick", quick)
     seed = seed_int("seed", seed)
     counts = (512, 64, 128) if quick else (2048, 256, 256)
 

@@ -1516,3 +1516,13 @@ def test_build_setup_takes_a_numpy_integer_seed_and_refuses_a_bool_or_float_by_n
     for bad in (True, 1.5, "3", None):
         with pytest.raises(ValueError, match=r"seed must be an integer, got"):
             build_setup("autoencoder", seed=bad)
+
+
+def test_build_setup_refuses_a_quick_that_is_not_a_bool():
+    """``quick="no"`` was taken by its truth value (the quick sizes) and ``quick=0`` built the full
+    setup (2048 training images), both without a word: a bool is required, as for train's flags.
+    Oracle: the documented sizes, 512 / 2048 training images for True / False."""
+    assert build_setup("autoencoder", quick=True).train.shape[0] == 512
+    for bad in ("no", 0, None):
+        with pytest.raises(TypeError, match=r"quick must be a bool, got"):
+            build_setup("autoencoder", quick=bad)
