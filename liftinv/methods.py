@@ -1,10 +1,10 @@
 r"""Training methods and what each does with one mini-batch.
 
-* :class:`Lifted`: the batch's clean observation is run forward (:math:`x_0..x_K`, every hidden
-  penalty zero), the top variable is clamped to the target, and ``sweeps_per_batch`` steps of a
-  BCD or ISGM solver move the hidden variables and the parameters of the lifted energy
-  :math:`\sum_i \sum_k \lambda_k P_k(x_k^i, a_k^i)`. The parameters are updated in
-  place; parameter-rule states persist across batches (BCD).
+* :class:`Lifted`: the batch's observation (with the noise the task draws) is run forward
+  (:math:`x_0..x_K`, every hidden penalty zero), the top variable is clamped to the target, and
+  ``sweeps_per_batch`` steps of a BCD or ISGM solver move the hidden variables and the
+  parameters of the lifted energy :math:`\sum_i \sum_k \lambda_k P_k(x_k^i, a_k^i)`. The
+  parameters are updated in place; parameter-rule states persist across batches (BCD).
 * :class:`Backprop`: ``torch.optim.Adam`` or ``SGD`` on the unlifted loss
   :math:`\tfrac1B\sum_i \tfrac12\|N(u^i) - t^i\|^2`.
 
