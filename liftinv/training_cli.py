@@ -87,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-budget", type=cli_types.positive_float, default=None, metavar="SECONDS", help="stop after this much training time")
     parser.add_argument("--quick", action="store_true",
                         help="fewer images (ct: as many, at 32x32 instead of 64x64; see liftinv.training_setups)")
-    parser.add_argument("--seed", type=cli_types.seed, default=0, help="seed of the initialisation, shuffling and noise (default: 0)")
+    parser.add_argument("--seed", type=cli_types.seed, default=0,
+                        help="seed of the initialisation and of the training batches' shuffling and noise; the "
+                        f"validation and test noise have their own fixed seeds, 0 and {TEST_SEED} (default: 0)")
     parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--dtype", choices=sorted(cli_types.DTYPES), default="float32",
                         help="dtype of the model and data (default: %(default)s); --resume needs the checkpoint's")
