@@ -60,9 +60,10 @@ residuals :math:`r_j` are (at the forward pass) and small near it, and of MAC's 
 :math:`a` (:math:`\sigma'^2 + (\sigma - z)\sigma''`). Where :math:`\sigma` has kinks (ReLU, leaky
 ReLU, clip, soft-threshold) MAC's gradient jumps there, so no constant bounds its curvature: plain
 steps :math:`1/L` need not descend (a leaky ReLU MLP can settle into a 2-cycle of the energy),
-while the Bregman penalty's gradient :math:`\sigma(a) - z` is 1-Lipschitz in :math:`a`. Power iteration approaches
-:math:`\lambda_{\max}` from below: with few iterations (the trainer's defaults, warm-started
-across batches) an estimate can fall well below it, which ``LIPSCHITZ_MARGIN`` does not cover.
+while the Bregman penalty's gradient :math:`\sigma(a) - z` is 1-Lipschitz in :math:`a`. Power
+iteration approaches :math:`\lambda_{\max}` from below: with few iterations (the trainer's
+defaults, warm-started across batches) an estimate can fall well below it, which
+``LIPSCHITZ_MARGIN`` does not cover.
 """
 from __future__ import annotations
 
