@@ -144,7 +144,7 @@ def save_model(net: nn.Module, path: str | os.PathLike, *, task: str, physics, e
     bound = net.physics
     if bound is not physics:
         check_spec(physics_spec(bound), spec, context="net is bound to")
-    net._check_norm(physics)  # else load_model, which rebuilds s from the norm, could never read the file
+    net.check_norm(physics)  # else load_model, which rebuilds s from the norm, could never read the file
     extra = {} if extra is None else extra
     if not isinstance(extra, dict):
         raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")

@@ -146,7 +146,7 @@ class UnrolledPrimalDual(Reconstructor):
         self._norm2, self._checked = norm2, Stamp(state_of(physics), keep=True)
         self.register_load_state_dict_pre_hook(_check_loaded_steps)
 
-    def _check_norm(self, physics) -> None:
+    def check_norm(self, physics) -> None:
         """Raise unless ``physics`` has the norm the steps were computed for (see the class
         docstring); nothing to do when it is the physics last checked, unchanged."""
         state = state_of(physics)
@@ -187,7 +187,7 @@ class UnrolledPrimalDual(Reconstructor):
             expected, actual = physics_spec(bound), physics_spec(physics)
             actual["dtype"] = expected["dtype"]  # a copy in another dtype is the same operator
             check_spec(expected, actual, context="physics must have the spec of the operator the network is bound to:")
-        self._check_norm(physics)
+        self.check_norm(physics)
         for m in self.lifted.modules():
             if isinstance(m, GradientStep):
                 m.bind(physics)
@@ -204,7 +204,7 @@ class UnrolledPrimalDual(Reconstructor):
         if physics is not None:
             self.bind(physics)
         else:
-            self._check_norm(self.physics)
+            self.check_norm(self.physics)
         with values_trusted():  # y was scanned for NaN/Inf just above
             x0 = self.physics.A_adjoint(y)
         return (x0 if self.adjoint_init else torch.zeros_like(x0)), y
