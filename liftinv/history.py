@@ -111,8 +111,9 @@ def _numbers(name: str, record: int, values: object) -> list[float]:
 
 def plot_history(history: TrainHistory, path: str | os.PathLike | None = None, *, title: str = ""):
     """Four panels against epochs (whole-number ticks): training and validation loss, lifted
-    energy, per-layer gaps (log scale), validation PSNR. Saves a PNG to ``path`` when given; returns
-    the ``matplotlib.figure.Figure`` (built without pyplot, so no backend is touched)."""
+    energy, per-layer gaps (log scale), validation PSNR. Saves it to ``path`` when given
+    (:func:`_finish`); returns the ``matplotlib.figure.Figure`` (built without pyplot, so no
+    backend is touched)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -145,7 +146,13 @@ def plot_psnr_vs_time(
 ):
     """Validation PSNR against training seconds (left) and against epochs (right), one line per
     named history: methods compared at equal wall-clock time and per pass over the data (epoch
-    axis with whole-number ticks). Saves a PNG to ``path`` when given."""
+    axis with whole-number ticks). Saves it to ``path`` when given (:func:`_finish`).
+
+    Raises:
+        ValueError: ``histories`` is empty (a figure with no line to compare).
+    """
+    if not histories:
+        raise ValueError("histories must name at least one TrainHistory to plot, got none")
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 

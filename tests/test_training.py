@@ -1526,3 +1526,15 @@ def test_build_setup_refuses_a_quick_that_is_not_a_bool():
     for bad in ("no", 0, None):
         with pytest.raises(TypeError, match=r"quick must be a bool, got"):
             build_setup("autoencoder", quick=bad)
+
+
+def test_plot_psnr_vs_time_refuses_no_history(tmp_path):
+    """An empty mapping drew two empty panels and matplotlib warned 'No artists with labels found
+    to put in legend'; it is refused by name, and nothing is written."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="histories must name at least one TrainHistory"):
+            plot_psnr_vs_time({}, tmp_path / "c.png")
+    assert not (tmp_path / "c.png").exists()
