@@ -18,6 +18,7 @@ size 1. Reductions over a sample happen in :mod:`liftinv.penalty`. Reference: Wa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +41,25 @@ def real_hparam(name: str, value: object) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return value
+
+
+def checked_hparam(name: str, valid: Callable[[float], bool], requirement: str, doc: str) -> property:
+    """A hyper-parameter property ``name`` (stored as ``_name``) checked whenever it is set, by
+    the constructor or later: :func:`real_hparam`, then a ``ValueError``
+    ``NAME must be REQUIREMENT, got VALUE`` unless ``valid(value)``; a refused value leaves the
+    activation unchanged. ``doc`` is the property's docstring."""
+    key = "_" + name
+
+    def get(self) -> float:
+        return self.__dict__[key]
+
+    def set_(self, value: object) -> None:
+        value = real_hparam(name, value)
+        if not valid(value):
+            raise ValueError(f"{name} must be {requirement}, got {value}")
+        self.__dict__[key] = value
+
+    return property(get, set_, doc=doc)
 
 
 def check_step(name: str, value: Gamma) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Activation, Gamma, check_step, real_hparam
+from .base import Activation, Gamma, check_step, checked_hparam, real_hparam
 
 
 def _indicator(mask: Tensor, like: Tensor) -> Tensor:
@@ -85,21 +85,11 @@ class LeakyReLU(Activation):
         slope: the negative slope :math:`c \in (0, 1)` (also checked when assigned later).
     """
 
+    slope = checked_hparam("slope", lambda c: 0 < c < 1, "in (0, 1)", r"The negative slope :math:`c`.")
+
     def __init__(self, slope: float = 0.01) -> None:
         super().__init__()
         self.slope = slope
-
-    @property
-    def slope(self) -> float:
-        """The negative slope :math:`c`."""
-        return self._slope
-
-    @slope.setter
-    def slope(self, value: float) -> None:
-        value = real_hparam("slope", value)
-        if not 0 < value < 1:
-            raise ValueError(f"slope must be in (0, 1), got {value}")
-        self._slope = value
 
     @property
     def _k(self) -> float:
@@ -140,21 +130,11 @@ class SoftThreshold(Activation):
         threshold: :math:`t > 0` (also checked when assigned later).
     """
 
+    threshold = checked_hparam("threshold", lambda t: t > 0, "positive", r"The threshold :math:`t`.")
+
     def __init__(self, threshold: float = 0.1) -> None:
         super().__init__()
         self.threshold = threshold
-
-    @property
-    def threshold(self) -> float:
-        """The threshold :math:`t`."""
-        return self._threshold
-
-    @threshold.setter
-    def threshold(self, value: float) -> None:
-        value = real_hparam("threshold", value)
-        if value <= 0:
-            raise ValueError(f"threshold must be positive, got {value}")
-        self._threshold = value
 
     def psi(self, z: Tensor) -> Tensor:
         return self.threshold * z.abs()
