@@ -7,8 +7,9 @@
 Noise follows deepinv: pass ``noise_model=GaussianNoise(sigma)`` (or ``PoissonNoise``) and
 ``physics(x)`` returns noisy measurements. ``PoissonNoise`` refuses negative entries, and an
 FFT blur (the circular boundary, or ``use_fft=True``) of an image with zero regions has entries of
-about -1e-7 there (rounding): give it ``PoissonNoise(gain, clip_positive=True)``. :data:`OPERATORS` holds small instances for tests and
-benchmarks; :func:`opnorm` gives a cached operator norm.
+about -1e-7 there (rounding): give it ``PoissonNoise(gain, clip_positive=True)``.
+:data:`OPERATORS` holds small instances for tests and benchmarks; :func:`opnorm` gives a cached
+operator norm.
 """
 from deepinv.physics import GaussianNoise, PoissonNoise
 
