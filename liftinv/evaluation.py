@@ -55,8 +55,10 @@ class HeldOut:
         task: turns them into observations and targets.
         batch_size: chunk size of the forward passes, an integer >= 1 (the observations do not
             depend on it).
-        seed: seed of the generator (on the images' device) drawing the observation noise, all
-            at once: an integer (Python or NumPy, not a bool).
+        seed: seed of the CPU generator drawing the observation noise, all at once (then moved
+            to the images' device, so the observations are the same on every device, as the
+            training noise of :func:`~liftinv.training.train`'s default generator): an integer
+            (Python or NumPy, not a bool).
 
     Raises:
         ValueError: ``batch_size`` is not an integer >= 1, ``seed`` is not an integer, or there
@@ -68,7 +70,7 @@ class HeldOut:
         seed = seed_int("seed", seed)
         if images.ndim == 0 or images.shape[0] == 0:
             raise ValueError(f"images must hold at least one image (N, C, H, W), got shape {tuple(images.shape)}")
-        batch = task.observe(images, torch.Generator(device=images.device).manual_seed(seed))
+        batch = task.observe(images, torch.Generator().manual_seed(seed))
         self.chunks = list(zip(batch.observation.split(batch_size), batch.target.split(batch_size), images.split(batch_size)))
         self.task = task
         self.count = images.shape[0]

@@ -387,6 +387,29 @@ def test_held_out_observations_come_from_the_seed(patches):
     assert HeldOut(clean, Denoising(0.1), 6, seed=4).evaluate(torch.nn.Identity()).loss != pytest.approx(m.loss)
 
 
+def test_held_out_noise_is_drawn_on_the_cpu_whatever_the_images_device(patches):
+    """The held-out noise comes from a CPU generator seeded with ``seed`` and is then moved to the
+    images' device (tasks' own rule), so a model is scored on the same observations on every
+    device: images on the 'meta' device (standing for a GPU on this machine) get the CPU
+    generator, whose noise is that of ``manual_seed(3)`` (it was a generator on the images'
+    device, which also fails on 'meta')."""
+    clean = patches[1][:3, :, :8, :8]
+
+    @dataclass(frozen=True)
+    class Spy(Denoising):
+        drawn: list
+
+        def observe(self, x, generator):
+            self.drawn.append((generator.device, generator.initial_seed()))
+            return super().observe(x, generator)
+
+    task = Spy(0.1, [])
+    heldout = HeldOut(clean.to("meta"), task, 2, seed=3)
+    assert task.drawn == [(torch.device("cpu"), 3)] and heldout.chunks[0][0].device.type == "meta"
+    cpu = HeldOut(clean, Denoising(0.1), 3, seed=3).chunks[0][0]
+    torch.testing.assert_close(cpu, clean + 0.1 * torch.randn(clean.shape, dtype=DT, generator=_gen(3)), atol=0, rtol=0)
+
+
 def test_held_out_refuses_a_bad_batch_size_or_no_image(patches):
     """batch_size 0, -1, 2.5 or True failed inside Tensor.split with torch's messages (no
     argument named) and an empty image set in a ZeroDivisionError; now ValueErrors naming them.
