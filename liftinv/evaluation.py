@@ -32,6 +32,16 @@ class Metrics:
     ssim: float
 
 
+def bind_to_task(model: nn.Module, task: Task) -> None:
+    """Bind a model that has ``bind(physics)`` (the unrolled networks) to the physics of a task
+    that has one (:class:`~liftinv.tasks.Reconstruction`), so that it reconstructs with the
+    operator that took the observations; its ``bind`` refuses an operator it was not built for.
+    Any other model or task is left as it is."""
+    physics, bind = getattr(task, "physics", None), getattr(model, "bind", None)
+    if physics is not None and callable(bind):
+        bind(physics)
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """``model`` in eval mode within the block (dropout off, batch norm on its running
@@ -77,7 +87,15 @@ class HeldOut:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> Metrics:
-        """Mean loss, PSNR and SSIM of ``model(observation)`` against the targets."""
+        """Mean loss, PSNR and SSIM of ``model(observation)`` against the targets, a model with
+        ``bind(physics)`` bound to the task's physics first (:func:`bind_to_task`, as
+        :func:`~liftinv.training.train` binds it).
+
+        Raises:
+            ValueError: ``model.bind`` refuses the task's physics (an operator of another spec
+                or norm than the one the network was built for).
+        """
+        bind_to_task(model, self.task)
         loss = value_psnr = value_ssim = 0.0
         with eval_mode(model):
             for obs, target, clean in self.chunks:
@@ -94,5 +112,6 @@ class HeldOut:
 
 
 def evaluate(model: nn.Module, images: Tensor, *, task: Task, batch_size: int = 64, seed: int = 0) -> Metrics:
-    """Score ``model`` on clean ``images`` ``(N, C, H, W)`` under ``task`` (see :class:`HeldOut`)."""
+    """Score ``model`` on clean ``images`` ``(N, C, H, W)`` under ``task`` (see :class:`HeldOut`;
+    a model with ``bind(physics)`` is bound to the task's physics)."""
     return HeldOut(images, task, batch_size, seed).evaluate(model)

@@ -31,7 +31,7 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from liftinv.checkpoint import check_parent, load_checkpoint, save_checkpoint
-from liftinv.evaluation import HeldOut, eval_mode
+from liftinv.evaluation import HeldOut, bind_to_task, eval_mode
 from liftinv.history import TrainHistory
 from liftinv.methods import Backprop, Lifted, lifted_view, runner
 from liftinv.solvers.rules import check_real
@@ -83,9 +83,7 @@ def _check_fit(model: nn.Module, task: Task, images: Tensor) -> None:
     ``model`` in eval mode (:func:`~liftinv.evaluation.eval_mode`: the check is no training
     batch of a batch norm's running statistics, and draws no dropout): it must accept it and
     output the target's shape."""
-    physics, bind = getattr(task, "physics", None), getattr(model, "bind", None)
-    if physics is not None and callable(bind):
-        bind(physics)
+    bind_to_task(model, task)
     batch = task.observe(images[:2], torch.Generator(device=images.device).manual_seed(0))
     try:
         with torch.no_grad(), eval_mode(model):

@@ -1265,6 +1265,28 @@ def test_reconstruction_task_must_use_the_network_operator(patches):
     assert net.physics is same
 
 
+def test_evaluate_binds_an_unrolled_network_to_the_task_physics(patches):
+    """evaluate, as train, binds a network with bind(physics) to the task's physics: a network
+    built for one blur scored on observations of another was scored with its own blur without a
+    word; now refused, and a copy of its operator is bound and gives the score of the network
+    run with the task's physics (oracle: the observations and loss written out)."""
+    clean = patches[1][:4]
+
+    def physics(width: float) -> Blur:
+        return Blur(gaussian_kernel(width, dtype=DT), img_size=(1, 15, 15), boundary="zero", dtype=DT)
+
+    net = UnrolledPrimalDual(physics(1.0), 2, 2, (1, 15, 15), generator=_gen(2)).to(DT)
+    with pytest.raises(ValueError, match=r"physics must have the spec of the operator the network is bound to: Blur\(kernel="):
+        evaluate(net, clean, task=Reconstruction(physics(2.0), 0.02), batch_size=4)
+    same = physics(1.0)
+    m = evaluate(net, clean, task=Reconstruction(same, 0.02), batch_size=4, seed=3)
+    assert net.physics is same
+    y = same.A(clean) + 0.02 * torch.randn(same.A(clean).shape, dtype=DT, generator=_gen(3))
+    with torch.no_grad():
+        expected = float(sample_loss(net(y, same), clean).mean())
+    assert m.loss == pytest.approx(expected, rel=1e-12)
+
+
 def test_build_setup_refuses_unknown_name():
     with pytest.raises(ValueError, match="name must be one of"):
         build_setup("inpainting")
