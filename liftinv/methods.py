@@ -257,6 +257,7 @@ class _BackpropRunner:
             self.optimizer = torch.optim.Adam(params, lr=method.lr)
         else:
             self.optimizer = torch.optim.SGD(params, lr=method.lr, momentum=method.momentum)
+        self.updated: int | None = None  # the iteration of the last update
 
     def start_epoch(self) -> None:
         pass
@@ -266,6 +267,10 @@ class _BackpropRunner:
             loss = sample_loss(self.model(batch.observation), batch.target).mean()
         value = float(loss.detach())
         if not math.isfinite(value):
+            bad = next((name for name, p in self.named if not bool(torch.isfinite(p).all())), None)
+            if bad is not None:  # finite gradients can still step a parameter to Inf (SGD with a huge lr)
+                when = "before any update" if self.updated is None else f"after the update of iteration {self.updated}"
+                raise FloatingPointError(f"non-finite parameter {bad} {when}, found at iteration {iteration}")
             raise FloatingPointError(f"non-finite loss at iteration {iteration}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -274,6 +279,7 @@ class _BackpropRunner:
             name = next(name for name, ok in finite.items() if not ok)
             raise FloatingPointError(f"non-finite gradient of parameter {name} at iteration {iteration}")
         self.optimizer.step()
+        self.updated = iteration
         return value
 
     def summary(self) -> dict:

@@ -779,6 +779,22 @@ def test_backprop_divergence_names_loss(patches, tmp_path):
     assert not path.exists()
 
 
+def test_backprop_names_the_update_that_made_a_parameter_non_finite(patches):
+    """A finite-gradient SGD step of lr 1e38 on float32 makes a parameter Inf at iteration 1;
+    the next batch's loss is NaN, which was reported as 'non-finite loss at iteration 2',
+    blaming the loss of a batch and not the update of the parameter. Oracle: the parameters
+    after the run (the named one is the only non-finite one)."""
+    net = _pnn().float()
+    with pytest.raises(FloatingPointError, match=r"^non-finite parameter (\S+) after the update of iteration 1, found at "
+                       r"iteration 2 \(epoch 1, batch 2\)$") as info:
+        train(net, patches[0].float(), task=Denoising(100.0), method=Backprop("sgd", lr=1e38, momentum=0.0), epochs=1,
+              batch_size=10, progress=False)
+    name = re.match(r"non-finite parameter (\S+)", str(info.value)).group(1)
+    assert [n for n, p in net.named_parameters() if not bool(torch.isfinite(p).all())] == [name]
+    with pytest.raises(FloatingPointError, match=f"^non-finite parameter {re.escape(name)} before any update, found at iteration 1 "):
+        train(net, patches[0].float(), task=Denoising(0.1), method=Backprop("sgd"), epochs=1, batch_size=10, progress=False)
+
+
 def test_non_finite_parameters_are_never_checkpointed(patches, tmp_path):
     train_set = patches[0].float()  # one batch per epoch; large noise and lr 1e38 overflow float32 parameters
     with pytest.raises(FloatingPointError, match=r"non-finite parameter layers\.\d.* after epoch 1"):
