@@ -25,7 +25,7 @@ from liftinv.blocks import Block, Var
 from liftinv.evaluation import sample_loss
 from liftinv.network import LiftedNetwork
 from liftinv.problem import LiftedProblem
-from liftinv.solvers import BCD, ISGM, SolverState
+from liftinv.solvers import BCD, ISGM, NonFiniteError, SolverState
 from liftinv.solvers.rules import check_real
 from liftinv.tasks import Batch
 from liftinv.validation import check_flag, checked_field, positive_int
@@ -209,7 +209,10 @@ class _LiftedRunner:
         solver = self.method.solver
         self.state = solver.init(self.view) if self.state is None else solver.reset_vars(self.state)
         for _ in range(self.method.sweeps_per_batch):
-            self.state = solver.step(self.view, self.state)
+            try:
+                self.state = solver.step(self.view, self.state)
+            except NonFiniteError as err:  # the solver counts its sweeps, sweeps_per_batch per batch
+                raise NonFiniteError(err.block, iteration) from err
         return loss
 
     def summary(self) -> dict:

@@ -768,6 +768,15 @@ def test_non_finite_state_names_block_and_keeps_last_checkpoint(patches, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
+def test_non_finite_block_is_named_at_the_training_iteration_whatever_the_sweeps_per_batch(patches):
+    """With two sweeps per batch the solver's 7th sweep is the 4th training iteration (epoch 2,
+    batch 1 of 3): the message said 'at iteration 7 (epoch 2, batch 1)', the solver's count, where
+    the runner's other messages count batches. Oracle: (epoch - 1) * batches per epoch + batch."""
+    with pytest.raises(FloatingPointError, match=r"Var\(\d\) at iteration 4; the last finite state was kept \(epoch 2, batch 1\)$"):
+        train(_pnn(), patches[0], task=Denoising(0.1), method=Lifted(solver=_PoisonedBCD(at=7), sweeps_per_batch=2),
+              epochs=3, batch_size=10, progress=False)
+
+
 def test_backprop_divergence_names_loss(patches, tmp_path):
     """A divergence in the first epoch says that no checkpoint was written (not that it keeps
     epoch 0), and none was."""
