@@ -10,7 +10,9 @@ views from the sinogram width); ``--size`` must agree with the image size that t
 A model used with other operator settings than it was trained for is refused, naming the settings.
 MRI measurements that were taken with another mask are refused before the work (the mask samples
 entries where they are all exactly 0 while they are non-zero where it samples nothing, as with
-another ``--seed``); a fully sampled k-space is undersampled by the mask.
+another ``--seed``); a fully sampled k-space is undersampled by the mask. A mask that samples
+entries where they are all exactly 0 but no other is warned about on stderr (it may sample more
+than theirs, as a smaller ``--acceleration`` with the same ``--seed`` does).
 Regularisation weights and simulated noise levels default to the demo's (tuned for images in
 [0, 1] at the demo's noise levels); MRI Tikhonov, which the demo does not run, defaults to 0.01.
 ``--truth`` is scored against by PSNR and SSIM with data range 1 (as by ``liftinv invert``), so
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 
 import torch
@@ -221,7 +224,11 @@ def _check_mask_fits(data: Tensor, mask: Tensor, source: str) -> None:
     at entries it leaves out. Such data (from another --seed) reconstruct from the wrong
     entries, taking the zeros as measured. Non-zero data off the mask alone pass: a fully sampled
     k-space is undersampled by the mask (the operator's adjoint and data terms read only the
-    sampled entries). ``source`` says where the mask came from and what to pass instead."""
+    sampled entries). Exact zeros at sampled entries alone are only warned about (on stderr): a
+    mask that samples more than the measurements' (as a smaller --acceleration with the same
+    --seed, whose columns include the larger one's) takes them as measured, but noiseless data of
+    simple images (a constant, a band) have exact zeros in k-space too. ``source`` says where the
+    mask came from and what to pass instead."""
     if data.ndim < 2 or tuple(data.shape[-2:]) != tuple(mask.shape):
         return  # the operator refuses their shape
     nonzero = (data != 0).flatten(0, -3).any(0)
@@ -231,6 +238,10 @@ def _check_mask_fits(data: Tensor, mask: Tensor, source: str) -> None:
         raise ValueError(f"the measurements were not taken with this mask ({source}): it samples {zero_sampled} "
                          f"k-space entries where every measurement is exactly 0, and {ignored} non-zero "
                          "measurements lie where it samples nothing")
+    if zero_sampled and bool(nonzero.any()):
+        print(f"liftinv reconstruct: warning: the mask samples {zero_sampled} k-space entries where every measurement "
+              "is exactly 0 and takes them as measured; if the measurements were taken with a smaller mask, it is not "
+              f"theirs ({source})", file=sys.stderr)
 
 
 def _check_options(args, operator: str, name: str) -> None:

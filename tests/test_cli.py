@@ -516,6 +516,33 @@ def test_reconstruct_mri_refuses_measurements_taken_with_another_mask(tmp_path, 
     torch.testing.assert_close(load_array(tmp_path / "full_x.npy"), load_array(tmp_path / "masked_x.npy"))
 
 
+def test_reconstruct_mri_warns_of_a_mask_that_samples_more_than_the_measurements(tmp_path, capsys):
+    """Measurements simulated with --acceleration 4 --seed 0 and read back with --acceleration 2
+    (same seed) or a full mask passed the mask check without a word: random_mask's columns for
+    the same seed are nested, so the larger mask samples every measured entry plus columns that are
+    exactly 0 in the file, which the TV and Tikhonov data terms take as measured zeros. Oracle: the
+    2x mask contains the simulation's 4x mask. Now a warning on stderr names the mask and the count
+    of its entries where every measurement is 0 (the run goes on: noiseless data of simple images
+    have exact zeros too); the simulation's own mask gives none."""
+    common = ["--operator", "mri", "--size", "16", "--no-progress"]
+    assert main(["reconstruct", "--simulate", *common, "--save-measurements", str(tmp_path / "k.npy"),
+                 "--out", str(tmp_path / "a.npy")]) == 0
+    small = random_mask((16, 16), demo.MRI_ACCELERATION, generator=torch.Generator().manual_seed(0))
+    large = random_mask((16, 16), 2, generator=torch.Generator().manual_seed(0))
+    assert bool((small <= large).all()) and int(large.sum()) == 2 * int(small.sum())  # the oracle: nested
+    save_array(torch.ones(16, 16), tmp_path / "ones.npy")
+    capsys.readouterr()
+    assert main(["reconstruct", "--measurements", str(tmp_path / "k.npy"), *common, "--out", str(tmp_path / "b.npy")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    for extra, named, count in ((["--acceleration", "2"], "drawn with --acceleration 2 and --seed 0", int(large.sum() - small.sum())),
+                                (["--mask", str(tmp_path / "ones.npy")], f"--mask {tmp_path / 'ones.npy'}", 256 - int(small.sum()))):
+        assert main(["reconstruct", "--measurements", str(tmp_path / "k.npy"), *common, *extra,
+                     "--out", str(tmp_path / "c.npy")]) == 0
+        err = capsys.readouterr().err
+        assert f"liftinv reconstruct: warning: the mask samples {count} k-space entries where every measurement is exactly 0" in err, err
+        assert f"it is not theirs ({named}" in err, err
+
+
 @pytest.mark.parametrize("argv, label", [
     (["--operator", "blur"], f"Tikhonov(weight={demo.BLUR_WIENER}, n_iter=200,"),
     (["--operator", "blur", "--method", "tv"], f"TV(weight={demo.BLUR_TV}, n_iter=500,"),
