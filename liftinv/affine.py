@@ -238,15 +238,23 @@ class _NormalStepFunction(torch.autograd.Function):
 
 class NormalStep(nn.Module):
     r""":math:`u \mapsto u - \tau L L^* u` for a convolution :math:`L` (dual forward-backward step
-    of a proximal neural network); :math:`\tau` is a fixed step."""
+    of a proximal neural network); :math:`\tau` is a fixed step. Its state is the weight of
+    :math:`L`, ``adjoint.conv.weight``.
+
+    The state dicts of earlier versions (training checkpoints included) also hold
+    ``step.conv.weight``, a second entry for the same shared weight (of a submodule
+    :math:`-\tau L` that nothing applied): on load it is dropped if equal to
+    ``adjoint.conv.weight``, taken as that entry if it is absent, and refused otherwise
+    (``load_state_dict``'s ``RuntimeError``; the two entries of such a state dict are always
+    equal)."""
 
     tau = fixed_at_construction("tau", r"The step :math:`\tau`, fixed at construction.")
 
     def __init__(self, conv: nn.Conv2d, tau: float):
         super().__init__()
         self.adjoint = ConvAdjoint(conv)
-        self.step = ScaledConv(conv, -float(tau))
         self.tau = float(tau)
+        self.register_load_state_dict_pre_hook(_drop_old_step)
 
     def forward(self, u: Tensor) -> Tensor:
         conv = self.adjoint.conv
@@ -255,6 +263,25 @@ class NormalStep(nn.Module):
     def apply_adjoint(self, r: Tensor, input_shape: torch.Size) -> Tensor:
         """The map is self-adjoint."""
         return self(r)
+
+
+def _drop_old_step(module: NormalStep, state_dict: dict, prefix: str, local_metadata, strict, missing_keys,
+                   unexpected_keys, error_msgs: list[str]) -> None:
+    """:class:`NormalStep`'s rule for the ``step.conv.weight`` entry of earlier state dicts (a
+    load pre-hook); a refusal is an error message, which ``load_state_dict`` raises as a
+    ``RuntimeError`` after the load, as it does a shape mismatch."""
+    old, weight = prefix + "step.conv.weight", prefix + "adjoint.conv.weight"
+    if old not in state_dict:
+        return
+    value = state_dict.pop(old)
+    if weight not in state_dict:
+        state_dict[weight] = value
+        return
+    current = state_dict[weight]
+    if not (torch.is_tensor(value) and torch.is_tensor(current) and value.shape == current.shape
+            and torch.equal(value, current.to(value.device))):
+        error_msgs.append(f"state dict entry {old} (an earlier version's second entry for {weight}) differs from "
+                          f"{weight}: both are the weight of one convolution")
 
 
 class GradientStep(nn.Module):

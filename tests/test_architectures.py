@@ -1587,6 +1587,39 @@ def test_unrolled_built_on_a_float64_physics_of_plain_functions_says_how():
     assert math.isclose(net.tau * opnorm(physics, (1, 1, 5, 6), like=kernel) ** 2, 1.0, rel_tol=1e-9)
 
 
+def _with_old_step_entries(state: dict) -> dict:
+    """``state`` as the PNN wrote it while its NormalSteps held a dead ScaledConv ``step`` on the
+    shared convolution: a second entry ``...maps.0.step.conv.weight`` equal to ``...adjoint.conv.weight``."""
+    old = {}
+    for key, value in state.items():
+        old[key] = value
+        if key.endswith(".adjoint.conv.weight") and ".maps.0." in key:
+            old[key.replace(".adjoint.", ".step.")] = value.clone()
+    return old
+
+
+def test_pnn_state_holds_each_convolution_once_and_loads_earlier_state_dicts():
+    """NormalStep held a ScaledConv(conv, -tau) that nothing applied: dead state, one more entry
+    for each dual step's shared convolution in the PNN's state dicts and training checkpoints. The
+    state dict now holds no such entry and round-trips; a state dict with
+    the old entries loads (strict) into a network of other weights and gives the outputs of the
+    network that wrote it, bit for bit; an old entry that differs from the weight is refused."""
+    net = ProximalNeuralNetwork(1, 2, 3, generator=gen(190)).double()
+    state = net.state_dict()
+    assert not [k for k in state if ".step." in k]
+    z = torch.rand(2, 1, 6, 7, dtype=DT, generator=gen(191))
+    for saved in (state, _with_old_step_entries(state)):
+        other = ProximalNeuralNetwork(1, 2, 3, generator=gen(192)).double()
+        assert not torch.equal(other(z), net(z))
+        other.load_state_dict(copy.deepcopy(saved))
+        assert torch.equal(other(z), net(z))
+    bad = _with_old_step_entries(state)
+    bad["layers.2.maps.0.step.conv.weight"] += 1
+    with pytest.raises(RuntimeError, match=r"layers\.2\.maps\.0\.step\.conv\.weight .* differs from "
+                                           r"layers\.2\.maps\.0\.adjoint\.conv\.weight"):
+        ProximalNeuralNetwork(1, 2, 3, generator=gen(192)).double().load_state_dict(bad)
+
+
 def test_scales_and_steps_of_the_convolution_maps_are_fixed():
     """A LiftedProblem stamps the network's tensors, not the float scale of a ScaledConv or
     ConvAdjoint or the step of a NormalStep: after net.layers[1].maps[1].scale *= 3 its cached

@@ -465,6 +465,30 @@ def test_resume_is_bit_identical(patches, tmp_path, method):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.pt", "part.pt"]
 
 
+def test_resume_from_a_checkpoint_with_the_old_normal_step_entries(patches, tmp_path):
+    """Training checkpoints of the PNN written while NormalStep held its dead ``step`` submodule
+    have a second entry ``...maps.0.step.conv.weight`` per dual step (equal to
+    ``...adjoint.conv.weight``): such a checkpoint resumes, to the uninterrupted run bit for bit."""
+    from liftinv.checkpoint import save_checkpoint
+
+    train_set = patches[0][:20]
+    kwargs = dict(task=Denoising(0.1), method=Backprop(lr=1e-2), batch_size=10, progress=False)
+    full = train(_pnn(), train_set, epochs=2, generator=_gen(), **kwargs).model
+    path = tmp_path / "part.pt"
+    train(_pnn(), train_set, epochs=1, checkpoint=path, generator=_gen(), **kwargs)
+    ckpt = load_checkpoint(path)
+    model = {}
+    for key, value in ckpt["model"].items():
+        model[key] = value
+        if key.endswith(".maps.0.adjoint.conv.weight"):
+            model[key.replace(".adjoint.", ".step.")] = value.clone()
+    assert len(model) == len(ckpt["model"]) + 2
+    save_checkpoint(path, {**ckpt, "model": model})
+    resumed = train(_pnn(seed=9), train_set, epochs=2, checkpoint=path, resume=True, generator=_gen(5), **kwargs).model
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_train_never_replaces_a_checkpoint_without_resume_or_overwrite(patches, tmp_path):
     """train(..., checkpoint=PATH) with resume=False replaced an existing checkpoint after the
     first epoch (liftinv train refused it; the API did not). Now refused before any work, naming
