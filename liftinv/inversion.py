@@ -168,7 +168,9 @@ class InversionConfig:
 @dataclass(frozen=True)
 class SearchStep:
     """One solve of the parameter search: the :math:`\\alpha` used, the discrepancy reached
-    (both per sample), the iterations and the seconds it took."""
+    (both per sample, in the data's dtype, the weight as the regulariser applies it: the float64
+    weights of :func:`~liftinv.inversion_search.search_alpha` rounded), the iterations and the
+    seconds it took."""
 
     alpha: Tensor
     discrepancy: Tensor
@@ -212,8 +214,9 @@ class InversionResult:
         input: the recovered input, shape ``(B, *input_shape)``.
         variables: all lifted variables ``[x_0 = input, x_1, ..., x_K]`` (``x_K``: the clamped,
             projected and snapped data); for the single-layer PDHG solver ``[input, data]``.
-        alpha: the regularisation weight used per sample, shape ``(B,)``: the chosen one, or the
-            regulariser's own (NaN without a regulariser or for one without a weight, as a box).
+        alpha: the regularisation weight used per sample, shape ``(B,)``, in the data's dtype
+            (as the regulariser applies it): the chosen one, or the regulariser's own (NaN without
+            a regulariser or for one without a weight, as a box).
         discrepancy: :math:`\\|N(u) - f_\\delta\\|` per sample, shape ``(B,)``.
         target: :math:`\\tau\\delta` per sample, or ``None`` without a noise level.
         history: the :class:`InversionHistory`.
@@ -478,7 +481,7 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
         iterations = solver.solve(regularizer if alpha is None else regularizer.with_weight(alpha), history)
         unsettled[0] = iterations >= config.max_iter or perf_counter() - start >= config.max_time
         d = task.discrepancy(solver.input)
-        weights = _given_weight(regularizer, task.data) if alpha is None else alpha.clone()
+        weights = _given_weight(regularizer, task.data) if alpha is None else alpha.to(task.data.dtype, copy=True)
         history.steps.append(SearchStep(weights, d.clone(), iterations, perf_counter() - start))
         variables = [v.clone() for v in getattr(solver, "xs", [solver.input, task.projected])]
         state = [solver.input.clone(), variables, weights, d]  # d is fresh and never modified

@@ -910,6 +910,29 @@ def test_first_alpha_keeps_the_lipschitz_estimate_in_float64():
         assert abs(float(got[b]) - lip * 1.5 * 0.1 / math.sqrt(8 * n)) <= 1e-14 * float(got[b])
 
 
+@pytest.mark.parametrize("deep", [False, True], ids=["pdhg", "bcd"])
+def test_alpha_is_in_the_data_dtype_as_the_regulariser_applies_it(monkeypatch, deep):
+    """A float32 inversion returned alpha (and SearchStep.alpha) in float64 after the weight
+    search (search_alpha works in float64) but in float32 with a given or default weight. The
+    regulariser applies the weight in the data's dtype, so alpha is the float32 rounding of the
+    float64 weight each solve was given (a spy on TV.with_weight), and float32 on every path."""
+    layers = [nn.Flatten(), nn.Linear(20, 12), nn.ReLU()] + ([nn.Linear(12, 10)] if deep else [])
+    model = seeded(nn.Sequential(*layers).double(), 5).float()
+    f = model(torch.rand(2, 1, 4, 5, generator=gen(6))).detach()
+    f = f + 0.05 * torch.randn(f.shape, generator=gen(7))
+    given = []
+    with_weight = TV.with_weight
+    monkeypatch.setattr(TV, "with_weight", lambda self, w: given.append(w.clone()) or with_weight(self, w))
+    cfg = InversionConfig(max_iter=5, max_search=3)
+    res = invert(model, f, input_shape=(1, 4, 5), regularizer=TV(), noise_level=0.2, config=cfg)
+    assert len(given) == len(res.history.steps) == 3 and given[0].dtype == F64
+    for step, w in zip(res.history.steps, given):
+        assert step.alpha.dtype == torch.float32 and torch.equal(step.alpha, w.float())
+    assert res.alpha.dtype == torch.float32 and any(torch.equal(res.alpha, w.float()) for w in given)
+    for reg, noise in ((TV(0.1), 0.2), (TV(), None), (None, None)):
+        assert invert(model, f, input_shape=(1, 4, 5), regularizer=reg, noise_level=noise, config=cfg).alpha.dtype == torch.float32
+
+
 def test_tv_weight_search_leaves_zero_for_a_network_flat_at_the_random_input():
     r"""A ReLU layer :math:`N(u) = \max(u - 5, 0)` is flat on :math:`[0, 1]^n`, where
     ``lipschitz_estimate`` probes it: the estimate is 0, and so was :math:`\alpha_0`, which the
