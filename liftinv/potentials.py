@@ -207,9 +207,10 @@ class TV(_Weighted):
     .. math:: p_k = \Pi_{|\cdot|\le 1}\big(r_k + \tfrac{1}{8\lambda}\nabla u(r_k)\big)
 
     with FISTA extrapolation :math:`r`. The dual is warm-started from the last call on a batch of
-    the same shape (it is scale free, so it carries over across weights); the iteration stops when
-    the duality gap :math:`P(u) - D(p) \le \text{tol}\cdot P(u)` for every sample (checked every 5
-    iterations), with :math:`P(u) = \tfrac12\|u-v\|^2 + \lambda\mathrm{TV}(u)` and
+    the same shape (it is scale free, so it carries over across weights); a sample's dual stops
+    moving once its duality gap :math:`P(u) - D(p) \le \text{tol}\cdot P(u)` (checked every 5
+    iterations), so that each sample's prox is the one of that sample alone, and the iteration
+    stops when every sample's has, with :math:`P(u) = \tfrac12\|u-v\|^2 + \lambda\mathrm{TV}(u)` and
     :math:`D(p) = \tfrac12\|v\|^2 - \tfrac12\|y\|^2 + \tfrac12\|y - \Pi(y)\|^2`,
     :math:`y = v + \lambda\operatorname{div}p`; the gap bounds :math:`\tfrac12\|u - u^\star\|^2`. It is
     evaluated by :func:`liftinv.tv.prox_gap`, free of cancellation.
@@ -295,9 +296,11 @@ class TV(_Weighted):
             p_prev = x.new_zeros(*x.shape[:2], 2, *x.shape[2:])
         safe = torch.where(lam > 0, lam, torch.ones_like(lam))
         lam4, step_dual = lam[..., 0], 1.0 / (GRAD_NORM_SQ * safe)
-        r, t = p_prev, 1.0
+        r, t, done = p_prev, 1.0, None
         for k in range(1, self.max_inner + 1):
             p = _project_ball(r + step_dual * grad2d(self._project(x + lam4 * div2d(r))), 1.0)
+            if done is not None:  # the samples that passed the gap test keep their dual, as alone
+                p = torch.where(done, p_prev, p)
             t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
             r = p + ((t - 1.0) / t_next) * (p - p_prev)
             p_prev, t = p, t_next
@@ -307,7 +310,9 @@ class TV(_Weighted):
                 if k == self.max_inner:  # the last iteration: no gap test (a reduction and a host sync)
                     break
                 primal, gap = prox_gap(u, x, p, lam.flatten())
-                if bool((gap <= self.tol * primal).all()):
+                passed = (gap <= self.tol * primal).reshape(-1, 1, 1, 1, 1)
+                done = passed if done is None else done | passed
+                if bool(done.all()):
                     break
         self._dual[key] = p
         return u

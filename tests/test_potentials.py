@@ -46,6 +46,21 @@ def test_tv_prox_per_sample_weights_equal_separate_calls():
         torch.testing.assert_close(u[b : b + 1], ref, atol=1e-8, rtol=0)
 
 
+@pytest.mark.parametrize("box", [None, (0.0, 1.0)])
+def test_tv_prox_of_a_batch_is_each_sample_alone_with_a_gap_tolerance(box):
+    """The gap test stopped the inner iteration for the whole batch, so a sample that passed it
+    kept iterating while another had not: with max_inner=50, tol=1e-3 a sample's prox differed
+    by 0.012 from its prox alone. Each sample's dual now stops at its own test. Oracle: every
+    sample's prox alone (its own weight), bit for bit."""
+    x = images(seed=5)
+    x[1] *= 0.01
+    w = torch.tensor([0.05, 0.001, 0.3], dtype=torch.float64)
+    u = TV(w, box=box, max_inner=50, tol=1e-3).prox(x, 1.0)
+    for b in range(3):
+        alone = TV(w[b:b + 1], box=box, max_inner=50, tol=1e-3).prox(x[b:b + 1], 1.0)
+        assert torch.equal(u[b:b + 1], alone), b
+
+
 def test_tv_prox_with_box_matches_pdhg():
     # prox of w TV + box = TV-regularised denoising with a box, solved independently by PDHG
     x = 1.4 * images(seed=3) - 0.2
