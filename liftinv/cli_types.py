@@ -79,6 +79,25 @@ def positive_float(text: str) -> float:
     return value
 
 
+def float_at_least(low: float) -> Callable[[str], float]:
+    """The type of a number option whose values are finite and at least ``low``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: A finite number >= 0 (a regularisation weight, a noise level, a tolerance).
+nonnegative_float = float_at_least(0.0)
+
+
 class OptionError(ValueError):
     """An option that does not apply to the chosen method, operator, regularizer or source, or
     options that exclude each other, found after parsing: an ``argparse`` error (usage, exit

@@ -47,19 +47,19 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
     parser.add_argument("--input-shape", type=int, nargs="+", metavar="N",
                         help="shape of one input sample, e.g. 1 64 64 (default: the network's)")
     parser.add_argument("--single", action="store_true", help="the output file holds one sample without batch axis")
-    parser.add_argument("--noise-level", type=float, metavar="DELTA",
+    parser.add_argument("--noise-level", type=cli_types.nonnegative_float, metavar="DELTA",
                         help="expected norm of the noise in one sample's output (enables the discrepancy principle)")
     parser.add_argument("--regularizer", choices=REGULARIZERS, default="tv", help="default: %(default)s")
-    parser.add_argument("--weight", type=float,
+    parser.add_argument("--weight", type=cli_types.nonnegative_float,
                         help="regularisation weight of tv, tikhonov or l1 (default: chosen by the discrepancy "
                              "principle with --noise-level, else the default weight)")
     parser.add_argument("--box", type=float, nargs=2, metavar=("LO", "HI"), help="box constraint on the input (tv, box)")
     parser.add_argument("--free-output", action="store_true", help="free output variable with a squared-error loss")
     parser.add_argument("--method", choices=("lifted", "gradient"), default="lifted", help="default: %(default)s")
-    parser.add_argument("--lr", type=float,
+    parser.add_argument("--lr", type=cli_types.positive_float,
                         help=f"gradient method: Adam learning rate (default: {GradientOptimizer().lr})")
     parser.add_argument("--max-iter", type=cli_types.positive_int, default=1000, help="iterations per solve (default: %(default)s)")
-    parser.add_argument("--tol", type=float, default=1e-4, help="relative residual tolerance (default: %(default)s)")
+    parser.add_argument("--tol", type=cli_types.nonnegative_float, default=1e-4, help="relative residual tolerance (default: %(default)s)")
     parser.add_argument("--x0", metavar="FILE", help="initial input (default: zeros)")
     parser.add_argument("--truth", metavar="FILE",
                         help="true input: print the relative error, and PSNR and SSIM for images in [0, 1]")
@@ -80,6 +80,8 @@ def _regularizer(args):
         raise cli_types.OptionError(f"--box applies to --regularizer tv or box, not {args.regularizer}")
     if args.weight is not None and args.regularizer in ("none", "box"):
         raise cli_types.OptionError(f"--weight applies to --regularizer tv, tikhonov or l1, not {args.regularizer}")
+    if args.box is not None and not args.box[0] < args.box[1]:
+        raise ValueError(f"--box LO HI needs LO < HI, got {args.box[0]:g} {args.box[1]:g}")
     if args.regularizer == "none":
         return None
     if args.regularizer == "tv":

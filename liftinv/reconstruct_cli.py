@@ -44,7 +44,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from liftinv import demo
-from liftinv.cli_types import DTYPES, OptionError, int_at_least, positive_int, run_command, seed
+from liftinv.cli_types import (DTYPES, OptionError, float_at_least, int_at_least, nonnegative_float, positive_int,
+                               run_command, seed)
 from liftinv.data import load_dataset
 from liftinv.io import ARRAY_SUFFIXES, IMAGE_SUFFIXES, SUFFIXES, check_not_an_input, check_output, load_array, save_array
 from liftinv.metrics import SSIM_SIDE, in_unit_range, psnr, ssim
@@ -99,7 +100,7 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=METHOD_NAMES,
                         help="default: model with --model, else fbp (ct), tikhonov (blur), zero-filled (mri)")
     parser.add_argument("--model", metavar="FILE", help="model saved by liftinv (implies --method model)")
-    parser.add_argument("--weight", type=float, help="regularisation weight of tikhonov/wiener/tv (default: the demo's; 0.01 for MRI tikhonov)")
+    parser.add_argument("--weight", type=nonnegative_float, help="regularisation weight of tikhonov/wiener/tv (default: the demo's; 0.01 for MRI tikhonov)")
     parser.add_argument("--iters", type=positive_int, help="iteration limit of tikhonov (default 200) and tv (default 500)")
     parser.add_argument("--filter", choices=FILTERS, help="FBP filter (default: ramp)")
     parser.add_argument("--out", default="out/recon.png", metavar="FILE",
@@ -122,7 +123,7 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     kernel.add_argument("--kernel", metavar="FILE", help="blur: kernel (h, w) from a file instead")
     geometry.add_argument("--boundary", choices=BOUNDARIES, help="blur: boundary condition (default: circular)")
     mask = geometry.add_mutually_exclusive_group()
-    mask.add_argument("--acceleration", type=float, help=f"mri: random column mask acceleration (default {demo.MRI_ACCELERATION:g})")
+    mask.add_argument("--acceleration", type=float_at_least(1.0), help=f"mri: random column mask acceleration (default {demo.MRI_ACCELERATION:g})")
     mask.add_argument("--mask", metavar="FILE", help="mri: sampling mask (H, W) from a file instead")
     simulation = parser.add_argument_group("simulation (--simulate)")
     simulation.add_argument("--noise", type=float, help="Gaussian noise sigma (default: ct 0.5, blur 0.02, mri 0.02)")

@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
                         "denoising and deblurring, top-down elsewhere)")
     parser.add_argument("--low-memory", action="store_true",
                         help="lifted methods: recompute pre-activations instead of caching them (less memory, more time)")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--lr", type=cli_types.positive_float, default=None,
                         help=f"learning rate of backprop-adam/backprop-sgd (default: {BACKPROP_LR:g})")
     parser.add_argument("--out", type=Path, default=None,
                         help="checkpoint file (default: out/train/TASK-METHOD.pt); if it exists, --resume or --overwrite is needed")

@@ -71,6 +71,19 @@ def test_bad_command_lines(capsys):
     (["train", "--time-budget", "-1"], "argument --time-budget: must be a finite number > 0, got '-1'"),
     (["demo", "--train-seconds", "inf"], "argument --train-seconds: must be a finite number > 0, got 'inf'"),
     (["demo", "--train-seconds", "ten"], "argument --train-seconds: must be a finite number > 0, got 'ten'"),
+    # numbers the library refused after parsing under its own argument names (weight, lr, tol, ...)
+    (["reconstruct", "--simulate", "--operator", "ct", "--method", "tv", "--weight", "-1"],
+     "argument --weight: must be a finite number >= 0, got '-1'"),
+    (["reconstruct", "--simulate", "--operator", "mri", "--acceleration", "0.5"],
+     "argument --acceleration: must be a finite number >= 1, got '0.5'"),
+    (["train", "--method", "backprop-adam", "--lr", "-1"], "argument --lr: must be a finite number > 0, got '-1'"),
+    (["invert", "net.pt", "f.npy", "--out", "u.npy", "--weight", "nan"],
+     "argument --weight: must be a finite number >= 0, got 'nan'"),
+    (["invert", "net.pt", "f.npy", "--out", "u.npy", "--noise-level", "-1"],
+     "argument --noise-level: must be a finite number >= 0, got '-1'"),
+    (["invert", "net.pt", "f.npy", "--out", "u.npy", "--tol", "-1"], "argument --tol: must be a finite number >= 0, got '-1'"),
+    (["invert", "net.pt", "f.npy", "--out", "u.npy", "--method", "gradient", "--lr", "0"],
+     "argument --lr: must be a finite number > 0, got '0'"),
 ])
 def test_bad_option_values_are_argparse_errors(capsys, monkeypatch, argv, message):
     """Refused while parsing (exit status 2, the option named), before any file is read."""
@@ -82,9 +95,19 @@ def test_bad_option_values_are_argparse_errors(capsys, monkeypatch, argv, messag
 
 
 def test_option_types_accept_their_bounds():
-    from liftinv.cli_types import int_at_least, positive_float, positive_int
+    from liftinv.cli_types import float_at_least, int_at_least, nonnegative_float, positive_float, positive_int
 
     assert positive_int("1") == 1 and int_at_least(2)("2") == 2 and positive_float("1e-3") == 1e-3
+    assert nonnegative_float("0") == 0.0 and float_at_least(1.0)("1") == 1.0
+
+
+@pytest.mark.parametrize("box", [["1", "0"], ["0", "nan"]])
+def test_invert_refuses_an_empty_box_by_its_option(tmp_path, capsys, box):
+    """``--box LO HI`` with ``LO >= HI`` names the option (it said 'Box needs lo < hi'), before
+    the network file is read."""
+    assert main(["invert", str(tmp_path / "missing.pt"), str(tmp_path / "f.npy"), "--out", str(tmp_path / "u.npy"),
+                 "--box", *box]) == 2
+    assert "--box LO HI needs LO < HI" in capsys.readouterr().err
 
 
 def test_demo_forwards_its_options(tmp_path, monkeypatch):
@@ -339,7 +362,6 @@ def test_reconstruct_with_a_saved_model(tmp_path, capsys):
     (["--simulate"], "--operator is required without --model"),
     (["--simulate", "--operator", "ct", "--method", "model"], "--method model needs --model FILE"),
     (["--simulate", *CT, "--method", "zero-filled"], "ZeroFilled needs a MRI physics, got Radon"),
-    (["--simulate", *CT, "--method", "tv", "--weight", "-1"], "weight must be a finite number >= 0, got -1.0"),
     (["--simulate", *CT, "--noise", "-0.1"], "--noise must be a finite number >= 0, got -0.1"),
     (["--simulate", *CT, "--noise", "inf"], "--noise must be a finite number >= 0, got inf"),
     (["--simulate", *CT, "--index", "1000"], "--index must be in [0, 63], got 1000"),

@@ -1488,8 +1488,9 @@ def test_invert_cli_round_trip(tmp_path, capsys, monkeypatch):
                       config=InversionConfig(max_iter=1000, tol=1e-4))
     torch.testing.assert_close(rec, expected.input)
     # bad input: exit status 2 with the argument named; missing file: 1
-    assert invert_main([*argv[:-2], "--out", str(tmp_path / "x.npy"), "--noise-level", "-1"]) == 2
-    assert "noise_level" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        invert_main([*argv[:-2], "--out", str(tmp_path / "x.npy"), "--noise-level", "-1"])
+    assert exit_.value.code == 2 and "argument --noise-level" in capsys.readouterr().err
     assert invert_main([str(tmp_path / "missing.pt"), str(tmp_path / "f.npy"), "--out", str(tmp_path / "x.npy")]) == 1
     capsys.readouterr()
     (tmp_path / "folder.npy").mkdir()  # a file that cannot be read: 1, with its name, not a traceback
