@@ -73,7 +73,7 @@ def _parser(prog: str | None, description: str, sections: bool) -> argparse.Argu
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (minutes on 2 cores)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the records as JSON")
     parser.add_argument("--device", type=cli_types.device, default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="torch device")
+                        help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--task", choices=SETUP_NAMES, action="append",
                         help="training and alignment: only this setup (repeatable; default: all)")
     return parser
