@@ -77,6 +77,9 @@ class Box(Potential):
     smooth = False
 
     def __init__(self, lo: float = 0.0, hi: float = 1.0):
+        for name, bound in (("lo", lo), ("hi", hi)):
+            if not is_real(bound):  # strings would compare as text, True as 1
+                raise TypeError(f"Box's {name} must be a real number, got {bound!r}")
         if not lo < hi:
             raise ValueError(f"Box needs lo < hi, got lo={lo}, hi={hi}")
         self.lo, self.hi = float(lo), float(hi)
@@ -226,7 +229,7 @@ class TV(_Weighted):
         weight: :math:`w \ge 0`, one for all samples or a tensor ``(B,)``; ``None`` leaves it to
             :func:`liftinv.invert` (discrepancy principle or its default); such a potential has
             no value until :meth:`with_weight` gives it one.
-        box: ``(lo, hi)`` or ``None``.
+        box: ``(lo, hi)`` (real numbers, ``lo < hi``) or ``None``.
         max_inner: maximal dual iterations per prox.
         tol: relative duality-gap tolerance of the prox.
     """
@@ -237,6 +240,8 @@ class TV(_Weighted):
                  max_inner: int = 3, tol: float = 1e-3):
         self.weight = _check_weights(weight)
         if box is not None:
+            if not (isinstance(box, (tuple, list)) and len(box) == 2):
+                raise ValueError(f"box must be None or a pair (lo, hi), got {box!r}")
             Box(*box)  # validates lo < hi
             box = (float(box[0]), float(box[1]))
         if not is_integer(max_inner) or max_inner < 1:

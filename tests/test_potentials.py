@@ -1,4 +1,5 @@
 import deepinv as dinv
+import numpy as np
 import pytest
 import torch
 from deepinv.physics import Denoising
@@ -205,6 +206,21 @@ def test_tv_bad_arguments():
         TV(0.1).prox(torch.zeros(2, 5, dtype=torch.float64), 1.0)
     with pytest.raises(ValueError, match="batch has 3"):
         TV(torch.ones(2, dtype=torch.float64)).prox(images(), 1.0)
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: Box("10", "9"), TypeError, "Box's lo must be a real number, got '10'"),  # compared as text: 9 <= x <= 10 nowhere
+    (lambda: Box(0.0, "1"), TypeError, "Box's hi must be a real number, got '1'"),
+    (lambda: Box(True, 2.0), TypeError, "Box's lo must be a real number, got True"),
+    (lambda: TV(0.1, box=(0.5,)), ValueError, r"box must be None or a pair \(lo, hi\), got \(0.5,\)"),  # was IndexError
+    (lambda: TV(0.1, box=(0.0, 1.0, 2.0)), ValueError, "box must be None or a pair"),  # was Box()'s argument count
+    (lambda: TV(0.1, box=0.5), ValueError, "box must be None or a pair"),
+])
+def test_box_bounds_are_two_real_numbers(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+    assert Box(np.float32(-1), 2).prox(torch.tensor([-3.0, 3.0]), 1.0).tolist() == [-1.0, 2.0]
+    assert TV(0.1, box=[0, 1]).box == (0.0, 1.0)
 
 
 def test_weights_box_and_tolerance_are_checked():
