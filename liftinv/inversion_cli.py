@@ -53,7 +53,7 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
     parser.add_argument("--regularizer", choices=REGULARIZERS, default="tv", help="default: %(default)s")
     parser.add_argument("--weight", type=cli_types.nonnegative_float,
                         help="regularisation weight of tv, tikhonov or l1 (default: chosen by the discrepancy "
-                             "principle with --noise-level, else the default weight)")
+                             f"principle with --noise-level, else {InversionConfig().default_alpha:g})")
     parser.add_argument("--box", type=float, nargs=2, metavar=("LO", "HI"), help="box constraint on the input (tv, box)")
     parser.add_argument("--free-output", action="store_true", help="free output variable with a squared-error loss")
     parser.add_argument("--method", choices=("lifted", "gradient"), default="lifted", help="default: %(default)s")
