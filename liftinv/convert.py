@@ -182,8 +182,10 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             ``nn.Sequential``, eval-mode dropouts) is the identity, lifted to the one layer
             :math:`x_1 = x_0`. A trailing chain that only rearranges entries (``nn.Flatten``,
             ``nn.Unflatten``, ``nn.PixelShuffle``, ``nn.PixelUnshuffle``) after an elementwise
-            activation joins the last layer's map (they commute with the activation); any other
-            trailing affine chain becomes a last layer with the identity activation.
+            activation (``activation.elementwise``) joins the last layer's map (they commute with
+            the activation); any other trailing affine chain, or one after an activation that is
+            not elementwise (softmax, a custom one), becomes a last layer with the identity
+            activation.
         input_shape: shape of one input sample (without batch). The lifted network then checks
             its inputs against it, and the conversion runs zero batches of one and of two
             samples through it, every layer keeping the batch axis. A given lifted network is
@@ -235,8 +237,7 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             softmax_dims[len(layers) + 1] = (_layer(m, path), _softmax_dim(m))
         layers.append(Layer([len(layers)], [_chain(chain)], act))
         chain = []
-    if chain and layers and not isinstance(layers[-1].activation, Softmax) and all(
-            keeps_forward(m, *REARRANGE) for m in chain):
+    if chain and layers and layers[-1].activation.elementwise and all(keeps_forward(m, *REARRANGE) for m in chain):
         # a trailing rearrangement P of an elementwise activation's output joins its layer,
         # P sigma(M x) = sigma(P M x): the same network with no identity layer to relax it
         last = layers.pop()
