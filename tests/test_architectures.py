@@ -1712,3 +1712,21 @@ def test_gradients_constants_and_proxes_of_blocks_the_problem_does_not_have_are_
     for got, want in zip(problem.grads(problem.blocks()), fresh.grads(fresh.blocks())):
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_block_indices_are_integers():
+    """Var and Params took any index: Var(1.0), Var(True) or Var(torch.tensor(1)) compare equal
+    to Var(1), so a problem took Var(1.0) for its block and failed inside ('list indices must be
+    integers or slices, not float' from grads and lipschitz), and lipschitz(Params(0.0)) returned
+    the constant of Params(0) when cached while grads refused it. They are refused at
+    construction naming the class; NumPy integers are stored as the int of equal value. Oracle:
+    the problem's own blocks, Var(1) and Params(0), their constants bit for bit."""
+    for make, bad in [(Var, 1.0), (Var, True), (Var, torch.tensor(1)), (Var, "1"), (Params, 0.0), (Params, None)]:
+        with pytest.raises(TypeError, match=rf"{make.__name__} index must be an integer, got {re.escape(repr(bad))}"):
+            make(bad)
+    assert Var(np.int64(1)) == Var(1) and type(Var(np.int64(1)).index) is int and type(Params(np.uint8(0)).index) is int
+    net = ARCHITECTURES["mlp"](gen(1)).network
+    xs = net.feasible(ARCHITECTURES["mlp"](gen(1)).u)
+    problem = LiftedProblem(net, xs, free_vars=[1, 3], train_params=True)
+    assert problem.lipschitz(Var(np.int64(1))) == problem.lipschitz(Var(1))
+    assert problem.lipschitz(Params(np.int64(0))) == problem.lipschitz(Params(0))
