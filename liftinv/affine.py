@@ -128,10 +128,19 @@ def _check_numeric_padding(conv: nn.Conv2d) -> None:
     _check_zero_padding(conv, "conv")
 
 
+def _fixed_number(name: str, value: object, positive: bool = False) -> float:
+    """``value`` as a float if it is a finite real number (> 0 if ``positive``; a Python or NumPy
+    number, not a bool, string or tensor: :func:`~operators.checks.is_real`), else a
+    ``ValueError`` naming ``name``: the fixed scales and steps of the maps below."""
+    if not is_real(value) or not math.isfinite(value) or (positive and not value > 0):
+        raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {value!r}")
+    return float(value)
+
+
 class ScaledConv(nn.Module):
     r""":math:`x \mapsto s\,Lx` for a bias-free, zero-padded ``nn.Conv2d`` :math:`L` (shared, not
-    copied) and a fixed scalar :math:`s`, computed as the convolution with the weight :math:`sW`
-    (the scale touches the kernel, not the feature maps)."""
+    copied) and a fixed finite real :math:`s` (a Python or NumPy number), computed as the
+    convolution with the weight :math:`sW` (the scale touches the kernel, not the feature maps)."""
 
     scale = fixed_at_construction("scale", r"The scale :math:`s`, fixed at construction.")
 
@@ -141,7 +150,7 @@ class ScaledConv(nn.Module):
         if conv.bias is not None:
             raise ValueError("conv must be a bias-free nn.Conv2d")
         self.conv = conv
-        self.scale = float(scale)
+        self.scale = _fixed_number("scale", scale)
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.conv
@@ -159,7 +168,7 @@ class ScaledConv(nn.Module):
 class ConvAdjoint(nn.Module):
     r""":math:`L^*`: the transposed convolution sharing the weight of ``conv`` (a bias-free
     ``nn.Conv2d`` with zero ``padding = kernel // 2``, stride 1, no dilation, one group), times an
-    optional fixed ``scale`` (applied to the kernel)."""
+    optional fixed ``scale``, a finite real number (applied to the kernel)."""
 
     scale = fixed_at_construction("scale", "The scale, fixed at construction.")
 
@@ -172,7 +181,7 @@ class ConvAdjoint(nn.Module):
             raise ValueError(f"conv must have dilation 1 and groups 1 to have a transpose, got dilation={conv.dilation}, "
                              f"groups={conv.groups}")
         self.conv = conv
-        self.scale = float(scale)
+        self.scale = _fixed_number("scale", scale)
 
     def forward(self, u: Tensor) -> Tensor:
         return conv_adjoint(u, self.scale * self.conv.weight, self.conv.padding)
@@ -238,8 +247,8 @@ class _NormalStepFunction(torch.autograd.Function):
 
 class NormalStep(nn.Module):
     r""":math:`u \mapsto u - \tau L L^* u` for a convolution :math:`L` (dual forward-backward step
-    of a proximal neural network); :math:`\tau` is a fixed step. Its state is the weight of
-    :math:`L`, ``adjoint.conv.weight``.
+    of a proximal neural network); :math:`\tau` is a fixed step, a finite number > 0. Its state
+    is the weight of :math:`L`, ``adjoint.conv.weight``.
 
     The state dicts of earlier versions (training checkpoints included) also hold
     ``step.conv.weight``, a second entry for the same shared weight (of a submodule
@@ -252,8 +261,9 @@ class NormalStep(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, tau: float):
         super().__init__()
+        tau = _fixed_number("tau", tau, positive=True)
         self.adjoint = ConvAdjoint(conv)
-        self.tau = float(tau)
+        self.tau = tau
         self.register_load_state_dict_pre_hook(_drop_old_step)
 
     def forward(self, u: Tensor) -> Tensor:
@@ -292,10 +302,9 @@ class GradientStep(nn.Module):
 
     def __init__(self, physics, tau: float):
         super().__init__()
-        if not is_real(tau) or not 0 < tau < math.inf:
-            raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+        tau = _fixed_number("tau", tau, positive=True)
         self.bind(physics)
-        self.tau = nn.Parameter(torch.tensor(float(tau)), requires_grad=False)
+        self.tau = nn.Parameter(torch.tensor(tau), requires_grad=False)
 
     def bind(self, physics) -> None:
         """Use ``physics`` from now on. It is held by reference, not registered as a submodule,

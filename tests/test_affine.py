@@ -347,3 +347,30 @@ def test_convolution_maps_refuse_other_modules_and_subclasses_that_override_forw
         kind(conv)
     with pytest.raises(TypeError, match="conv must be an nn.Conv2d, got Linear, which is not one"):
         kind(nn.Linear(2, 2, bias=False))
+
+
+@pytest.mark.parametrize("make, name", [
+    (ScaledConv, "scale"), (ConvAdjoint, "scale"), (NormalStep, "tau"),
+    (lambda conv, tau: GradientStep(OPERATORS["blur-zero-gaussian"](DT, "cpu")[0], tau), "tau"),
+], ids=["scaled_conv", "conv_adjoint", "normal_step", "gradient_step"])
+def test_fixed_scales_and_steps_are_finite_real_numbers(make, name):
+    """ScaledConv, ConvAdjoint and NormalStep took their scale or step through float(): NaN and
+    inf were kept (every output NaN or inf, no error), the string '2' became 2.0 and True 1.0, and
+    NormalStep took tau <= 0 (tau = -1 gives the expanding u + L L^* u). Now, as GradientStep's
+    tau, a ValueError naming the argument; a finite scale of either sign (a NormalStep's tau > 0)
+    and NumPy numbers are taken as the float of equal value. Oracle: F.conv2d with the weight
+    scaled by that float."""
+    import numpy as np
+
+    positive = name == "tau"
+    bad = [float("nan"), float("inf"), -float("inf"), "2", True, torch.tensor(2.0), None]
+    bad += [0.0, -0.5] if positive else []
+    for value in bad:
+        with pytest.raises(ValueError, match=rf"{name} must be a finite number{' > 0' if positive else ''}, got"):
+            make(_conv(), value)
+    if make is ScaledConv:
+        conv, x = _conv(), torch.randn(2, 2, 5, 6, dtype=DT, generator=gen(301))
+        for value in (np.float32(0.25), np.int64(-2), -0.7):
+            m = make(conv, value)
+            assert type(m.scale) is float and m.scale == float(value)
+            assert torch.equal(m(x), F.conv2d(x, float(value) * conv.weight, padding=conv.padding))
