@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from liftinv.activations import Activation, as_activation
 from liftinv.affine import ScaledConv
-from operators.checks import is_real
+from operators.checks import fixed_at_construction, is_real
 
 
 def shares_storage(t: Tensor, others: Sequence[Tensor]) -> bool:
@@ -73,7 +73,13 @@ class Layer(nn.Module):
             lifted network: checked again when assigned, and saved in the module's state dict (as
             extra state, a 0-d float64 tensor), so checkpoints and model files keep it; a state
             dict without it (written before it was saved) leaves the layer's weight as it is.
+
+    ``inputs`` is fixed at construction (a tuple of ints): a :class:`~liftinv.network.LiftedNetwork`
+    checks it against the layer's position and keeps the readers of each variable from it.
     """
+
+    inputs = fixed_at_construction(
+        "inputs", "The indices of the variables the layer reads, fixed at construction (a tuple of ints).")
 
     def __init__(
         self,
@@ -101,6 +107,11 @@ class Layer(nn.Module):
         self.maps = nn.ModuleList(maps)
         self.activation: Activation = as_activation(activation)
         self.data_map = data_map
+
+    def __setstate__(self, state: dict) -> None:
+        if "inputs" in state:  # a layer pickled while inputs was a plain attribute
+            state["_inputs"] = state.pop("inputs")
+        super().__setstate__(state)
 
     @property
     def weight(self) -> float:

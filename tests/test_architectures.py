@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import re
 
 import numpy as np
@@ -1730,3 +1731,34 @@ def test_block_indices_are_integers():
     problem = LiftedProblem(net, xs, free_vars=[1, 3], train_params=True)
     assert problem.lipschitz(Var(np.int64(1))) == problem.lipschitz(Var(1))
     assert problem.lipschitz(Params(np.int64(0))) == problem.lipschitz(Params(0))
+
+
+def test_a_layers_inputs_are_fixed_at_construction():
+    """Layer.inputs was a plain attribute: after net.layer(2).inputs = (0,) the forward pass read
+    x_0 while the network's readers of each variable (consumers, built by the constructor) still
+    said x_1, so LiftedProblem.grads([Var(0)]) left out layer 2's term (0.15 off) without an error,
+    and an index out of the network's range or a tuple of another length than the maps was taken
+    unchecked. The assignment now raises AttributeError naming the attribute and the way forward.
+    Oracle: autograd of the smooth part of Var(0), sum_k lambda_k B(x_k, a_k), of the network as
+    built."""
+    from liftinv.activations import Identity
+    from liftinv.architectures._common import init_parameters_
+    from liftinv.network import LiftedNetwork
+
+    lin1, lin2 = nn.Linear(4, 4).double(), nn.Linear(4, 4).double()
+    init_parameters_(lin1, gen(31)), init_parameters_(lin2, gen(32))
+    net = LiftedNetwork([Layer([0], [lin1], ReLU()), Layer([1], [lin2], Identity())])
+    with pytest.raises(AttributeError, match=r"Layer's inputs is fixed at construction.*build a new Layer"):
+        net.layer(2).inputs = (0,)
+    assert net.layer(2).inputs == (1,) and net.consumers(0) == [(1, 0)] and net.consumers(1) == [(2, 0)]
+    old = copy.copy(net.layer(2))
+    old.__dict__["inputs"] = old.__dict__.pop("_inputs")  # as pickled while inputs was a plain attribute
+    assert pickle.loads(pickle.dumps(old)).inputs == (1,)
+    xs = [x.detach() for x in net.feasible(torch.randn(2, 4, dtype=DT, generator=gen(33)))]
+    xs = [xs[0], xs[1] + 0.1, xs[2] + 0.2]
+    problem = LiftedProblem(net, xs, free_vars=[0, 1], train_params=False)
+    leaves = [x.clone().requires_grad_() for x in xs]
+    energy = sum(BREGMAN.value(net.layer(k).activation, leaves[k], net.layer(k).preactivation(leaves)).sum()
+                 for k in (1, 2))
+    torch.testing.assert_close(problem.grads([Var(0)])[0][0], torch.autograd.grad(energy, leaves[0])[0],
+                               rtol=1e-14, atol=1e-14)
