@@ -12,6 +12,7 @@ has a known adjoint (an ``apply_adjoint(r, input_shape)`` method, or a plain str
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +32,11 @@ ADJOINT_SLICE = 2**15
 
 
 def _same_padding(weight: Tensor, padding) -> bool:
+    """Whether ``padding`` (as ``F.conv_transpose2d`` takes it: one integer, Python or NumPy, or a
+    sequence of one or two) is ``kernel // 2`` in both dimensions of an odd kernel."""
     kh, kw = weight.shape[-2:]
-    ph, pw = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    pad = tuple(padding) if isinstance(padding, Sequence) else (padding,)
+    ph, pw = pad * 2 if len(pad) == 1 else pad
     return kh % 2 == 1 and kw % 2 == 1 and (ph, pw) == (kh // 2, kw // 2)
 
 

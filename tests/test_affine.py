@@ -2,6 +2,7 @@
 the linear-part helpers."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -360,8 +361,6 @@ def test_fixed_scales_and_steps_are_finite_real_numbers(make, name):
     tau, a ValueError naming the argument; a finite scale of either sign (a NormalStep's tau > 0)
     and NumPy numbers are taken as the float of equal value. Oracle: F.conv2d with the weight
     scaled by that float."""
-    import numpy as np
-
     positive = name == "tau"
     bad = [float("nan"), float("inf"), -float("inf"), "2", True, torch.tensor(2.0), None]
     bad += [0.0, -0.5] if positive else []
@@ -374,3 +373,21 @@ def test_fixed_scales_and_steps_are_finite_real_numbers(make, name):
             m = make(conv, value)
             assert type(m.scale) is float and m.scale == float(value)
             assert torch.equal(m(x), F.conv2d(x, float(value) * conv.weight, padding=conv.padding))
+
+
+@pytest.mark.parametrize("padding", [np.int64(1), [1], (1,), (np.int64(1), 1), [0]], ids=repr)
+@pytest.mark.parametrize("c_in", [1, 2])
+def test_conv_adjoint_takes_every_padding_conv_transpose2d_takes(padding, c_in):
+    """conv_adjoint is F.conv_transpose2d(u, weight, padding=padding), but its test for "same"
+    padding unpacked the padding as an int or a pair, so a NumPy integer failed with
+    "'numpy.int64' object is not iterable" and a one-element sequence with 'not enough values to
+    unpack', paddings torch takes. Oracle: F.conv_transpose2d, its value and the gradients of
+    <g, L^* u> in u and the weight by autograd, float64."""
+    w = torch.randn(3, c_in, 3, 3, dtype=DT, generator=gen(311), requires_grad=True)
+    u = torch.randn(2, 3, 5, 6, dtype=DT, generator=gen(312), requires_grad=True)
+    want = F.conv_transpose2d(u, w, padding=padding)
+    got = conv_adjoint(u, w, padding)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+    g = torch.randn(want.shape, dtype=DT, generator=gen(313))
+    for a, b in zip(torch.autograd.grad(got, (u, w), g), torch.autograd.grad(want, (u, w), g)):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
