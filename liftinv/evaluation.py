@@ -1,7 +1,8 @@
 r"""Held-out evaluation by the plain forward pass: unlifted loss, PSNR and SSIM.
 
-The observations of a held-out set are drawn once, from a generator seeded with ``seed``, so
-every model (and every method being compared) is scored on the same noisy inputs.
+The observations of a held-out set are drawn once, from a generator seeded from ``seed``
+(:func:`held_out_generator`), so every model (and every method being compared) is scored on the
+same noisy inputs.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -20,6 +22,22 @@ from liftinv.validation import positive_int, seed_int
 def sample_loss(output: Tensor, target: Tensor) -> Tensor:
     r"""Per-sample unlifted loss :math:`\tfrac12\|N(u) - t\|^2`, shape ``(B,)``."""
     return 0.5 * (output - target).pow(2).flatten(1).sum(1)
+
+
+#: Key mixed into a held-out seed (the bytes of "held"), see :func:`held_out_generator`.
+HELD_OUT_KEY = 0x68656C64
+
+
+def held_out_generator(seed: int) -> torch.Generator:
+    """The CPU generator of a held-out set's noise: seeded with the 32-bit word of NumPy's
+    ``SeedSequence([HELD_OUT_KEY, seed mod 2**64])``, not with ``seed`` itself. A training run
+    seeds its generator with a small integer too (:func:`~liftinv.training.train`'s default and
+    ``liftinv train --seed``: 0); with the same seed, the noise of the first epoch's batches
+    continued the stream the held-out noise was drawn from, after the shuffle's draws (in float32
+    most of the validation noise values came back in training, shifted by ``N - 1`` entries).
+    torch's CPU generator keeps the low 32 bits of its seed, so the derived seed is one word."""
+    word = np.random.SeedSequence([HELD_OUT_KEY, seed % 2**64]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(word))
 
 
 @dataclass(frozen=True)
@@ -65,10 +83,10 @@ class HeldOut:
         task: turns them into observations and targets.
         batch_size: chunk size of the forward passes, an integer >= 1 (the observations do not
             depend on it).
-        seed: seed of the CPU generator drawing the observation noise, all at once (then moved
-            to the images' device, so the observations are the same on every device, as the
-            training noise of :func:`~liftinv.training.train`'s default generator): an integer
-            (Python or NumPy, not a bool).
+        seed: seed of the held-out noise, an integer (Python or NumPy, not a bool): the noise is
+            drawn all at once by :func:`held_out_generator` on the CPU, then moved to the images'
+            device, so the observations are the same on every device (as the training noise of
+            :func:`~liftinv.training.train`'s default generator).
 
     Raises:
         ValueError: ``batch_size`` is not an integer >= 1, ``seed`` is not an integer, or there
@@ -80,7 +98,7 @@ class HeldOut:
         seed = seed_int("seed", seed)
         if images.ndim == 0 or images.shape[0] == 0:
             raise ValueError(f"images must hold at least one image (N, C, H, W), got shape {tuple(images.shape)}")
-        batch = task.observe(images, torch.Generator().manual_seed(seed))
+        batch = task.observe(images, held_out_generator(seed))
         self.chunks = list(zip(batch.observation.split(batch_size), batch.target.split(batch_size), images.split(batch_size)))
         self.task = task
         self.count = images.shape[0]

@@ -134,7 +134,8 @@ def train(
             holds no more).
         batch_size: samples per batch, at most ``N``.
         val_set: clean held-out images of the training images' shape, scored after every epoch
-            (observations drawn once with seed 0, see :class:`~liftinv.evaluation.HeldOut`).
+            (observations drawn once from seed 0 by
+            :func:`~liftinv.evaluation.held_out_generator`, a stream apart from ``generator``'s).
         checkpoint: file written atomically after every complete epoch.
         resume: continue from ``checkpoint`` (which must exist and come from the same method, task
             kind and noise level, batch size, training-set size and image shape, and the same
