@@ -109,6 +109,11 @@ def _sq(x: Tensor) -> Tensor:
     return x.pow(2).flatten(1).sum(1)
 
 
+def _norm(x: Tensor) -> Tensor:
+    """Norm per sample, shape (B,)."""
+    return _sq(x).sqrt()
+
+
 def prox_gap(u: Tensor, v: Tensor, p: Tensor, weight: float | Tensor) -> tuple[Tensor, Tensor]:
     r"""Per sample, shape (B,) each: the primal value :math:`P(u) = \tfrac12\|u - v\|^2 + w\,\mathrm{TV}(u)`
     of the TV prox and its duality gap at the dual :math:`p` (with :math:`|p| \le 1`) as
@@ -270,7 +275,7 @@ def pdhg_tv(
     q1, q2 = torch.zeros_like(ax), torch.zeros_like(gx)
     objective, converged = [], False
     with values_trusted():  # y and x0 are checked: no NaN/Inf scan (a host read) in A and A^* per iteration
-        size_y = _sq(y).sqrt()
+        size_y = _norm(y)
         for _ in range(n_iter):
             q1_new = (q1 + sigma1 * (ax_bar - y)) / (1.0 + sigma1)
             q2_new = _project_ball(q2 + sigma2 * gx_bar, weight) if weight > 0 else torch.zeros_like(q2)
@@ -279,9 +284,9 @@ def pdhg_tv(
                 x_new = x_new.clamp(*box)
             ax_new, gx_new = physics.A(x_new), grad2d(x_new)
             objective.append(0.5 * _sq(ax_new - y) + weight * _pointwise_norm(gx_new).flatten(1).sum(1))
-            small = (_sq(x_new - x).sqrt() <= tol * _sq(x_new).sqrt()) & (
-                _sq((q1 - q1_new) / sigma1 + ax_bar - ax_new).sqrt() <= tol * size_y) & (
-                _sq((q2 - q2_new) / sigma2 + gx_bar - gx_new).sqrt() <= tol * (_sq(gx_new).sqrt() + _sq(q2_new).sqrt() / sigma2))
+            d1, d2 = (q1 - q1_new) / sigma1 + ax_bar - ax_new, (q2 - q2_new) / sigma2 + gx_bar - gx_new
+            small = ((_norm(x_new - x) <= tol * _norm(x_new)) & (_norm(d1) <= tol * size_y)
+                     & (_norm(d2) <= tol * (_norm(gx_new) + _norm(q2_new) / sigma2)))
             ax_bar, gx_bar = 2 * ax_new - ax, 2 * gx_new - gx
             x, ax, gx, q1, q2 = x_new, ax_new, gx_new, q1_new, q2_new
             if bool(small.all()):
