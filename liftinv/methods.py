@@ -187,7 +187,7 @@ class _LiftedRunner:
         elif isinstance(self.view, _CachedLipschitz) and self.batches % self.method.lipschitz_every == 0:
             self.view.refresh()
         self.batches += 1
-        return self.problem.forward(u, y, param_graphs=getattr(self.method.solver, "interleave", False))
+        return self.problem.forward(u, y, param_graphs=_interleaved(self.method.solver))
 
     def step(self, batch: Batch, iteration: int) -> float:
         u, y = self.inputs(batch.observation)
@@ -236,6 +236,14 @@ class _LiftedRunner:
         checkpoint of another dtype)."""
         dtype = next(self.net.parameters()).dtype
         self.state = None if d["solver"] is None else SolverState.from_dict(_cast(d["solver"], dtype))
+
+
+def _interleaved(solver: BCD | ISGM) -> bool:
+    """Whether ``solver``'s sweep (an ISGM's inner one) is interleaved (``BCD.interleave``): it
+    takes parameter gradients before the layers' inputs move, so the forward pass keeps graphs to
+    the parameters (:meth:`LiftedProblem.forward`'s ``param_graphs``; the same gradients
+    otherwise, from a second evaluation of the maps)."""
+    return (solver.inner if isinstance(solver, ISGM) else solver).interleave
 
 
 def _cast(state, dtype: torch.dtype):

@@ -160,6 +160,33 @@ def test_each_batch_takes_sweeps_per_batch_solver_steps(patches, spy, sweeps):
     assert calls == list(range(1, 6 * sweeps + 1))
 
 
+@pytest.mark.parametrize("solver, graphs", [
+    (BCD(param_rule=Adam(1e-2), interleave=True), True),
+    (ISGM(eta=10.0, inner=BCD(param_rule=Adam(1e-2), interleave=True), inner_steps=2), True),
+    (ISGM(eta=10.0, inner=BCD(param_rule=Adam(1e-2))), False),
+], ids=["bcd-interleaved", "isgm-interleaved", "isgm-top-down"])
+def test_forward_pass_keeps_parameter_graphs_for_an_interleaved_sweep(patches, monkeypatch, solver, graphs):
+    """The forward pass keeps the graphs to the parameters (``param_graphs``) exactly when the
+    sweep is interleaved, an ISGM's inner one included (the trainer read ``solver.interleave``,
+    which ISGM lacks, and took the parameter gradients from a second evaluation of the maps); the
+    graphs save work only: the parameters equal those of a run without them, bit for bit."""
+    real, asked = LiftedProblem.forward, []
+
+    def forward(self, u, y=None, *, param_graphs=False, force=None):
+        asked.append(param_graphs)
+        return real(self, u, y, param_graphs=param_graphs if force is None else force)
+
+    def run(force=None):
+        monkeypatch.setattr(LiftedProblem, "forward", lambda *a, **k: forward(*a, **k, force=force))
+        return train(_pnn(), patches[0][:20], task=Denoising(0.1), method=Lifted(solver=solver), epochs=1, batch_size=10,
+                     progress=False, generator=_gen()).model
+
+    model = run()
+    assert asked == [graphs, graphs]
+    for (name, a), b in zip(model.named_parameters(), run(force=not graphs).parameters()):
+        assert torch.equal(a, b), name
+
+
 def test_lifted_step_clamps_the_output_to_the_target_and_moves_the_hidden_variables(patches):
     r"""One lifted step holds the batch at its forward pass, clamps :math:`x_K` to the target and
     moves the hidden variables :math:`x_1..x_{K-1}` and the parameters: :math:`x_K` stays the
