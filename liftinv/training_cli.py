@@ -23,7 +23,6 @@ from liftinv import cli_types
 from liftinv.evaluation import evaluate
 from liftinv.history import plot_history
 from liftinv.penalty import FENCHEL, MAC
-from liftinv.solvers import BCD
 from liftinv.training import Backprop, CheckpointExistsError, Lifted, train
 from liftinv.training_setups import SETUP_NAMES, TEST_SEED, Setup, build_setup
 
@@ -45,20 +44,25 @@ BACKPROP_LR = 1e-2
 SWEEP_ORDERS = ("setup", "top-down", "interleaved")
 
 
-def _with_sweep_order(method: Lifted | Backprop, order: str, name: str) -> Lifted | Backprop:
-    """``method`` with the BCD order ``order`` (``BCD.interleave``); ``"setup"`` keeps it."""
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse an option given that does not apply to ``--method`` (:class:`~liftinv.cli_types.OptionError`),
+    before the setup's data are loaded: ``--lr`` applies to the backprop methods (``backprop-*``),
+    ``--sweep-order`` to the lifted BCD methods (``*-bcd``), ``--low-memory`` to the lifted ones."""
+    backprop = args.method.startswith("backprop-")
+    if args.lr is not None and not backprop:
+        raise cli_types.OptionError(f"--lr applies to the backprop methods (backprop-*), not to {args.method}")
+    if args.sweep_order != "setup" and not args.method.endswith("-bcd"):
+        raise cli_types.OptionError(f"--sweep-order applies to the lifted BCD methods (*-bcd), not to {args.method}")
+    if args.low_memory and backprop:
+        raise cli_types.OptionError(f"--low-memory applies to the lifted methods, not to {args.method}")
+
+
+def _with_sweep_order(method: Lifted | Backprop, order: str) -> Lifted | Backprop:
+    """``method`` (a lifted BCD one unless ``order`` is ``"setup"``, :func:`_check_options`) with
+    the BCD order ``order`` (``BCD.interleave``); ``"setup"`` keeps it."""
     if order == "setup":
         return method
-    if not (isinstance(method, Lifted) and isinstance(method.solver, BCD)):
-        raise cli_types.OptionError(f"--sweep-order applies to the lifted BCD methods (*-bcd), not to {name}")
     return dataclasses.replace(method, solver=dataclasses.replace(method.solver, interleave=order == "interleaved"))
-
-
-def _low_memory(method: Lifted | Backprop, name: str) -> Lifted:
-    """``method`` with ``cache_preactivations=False``."""
-    if not isinstance(method, Lifted):
-        raise cli_types.OptionError(f"--low-memory applies to the lifted methods, not to {name}")
-    return dataclasses.replace(method, cache_preactivations=False)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,14 +119,12 @@ def _run(args: argparse.Namespace) -> int:
     if out.with_suffix(".png") == out:
         raise cli_types.OptionError(f"--out {out}: the history plot goes to --out with the suffix .png and would "
                                     "overwrite the checkpoint; use another suffix (e.g. .pt)")
+    _check_options(args)
     dtype = cli_types.DTYPES[args.dtype]
     setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed)
-    method = METHODS[args.method](setup, BACKPROP_LR if args.lr is None else args.lr)
-    if args.lr is not None and not isinstance(method, Backprop):
-        raise cli_types.OptionError(f"--lr applies to the backprop methods (backprop-*), not to {args.method}")
-    method = _with_sweep_order(method, args.sweep_order, args.method)
+    method = _with_sweep_order(METHODS[args.method](setup, BACKPROP_LR if args.lr is None else args.lr), args.sweep_order)
     if args.low_memory:
-        method = _low_memory(method, args.method)
+        method = dataclasses.replace(method, cache_preactivations=False)
     model = setup.make_model()
     try:
         result = train(

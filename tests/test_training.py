@@ -1276,14 +1276,26 @@ def test_cli_refuses_a_checkpoint_path_that_the_plot_would_overwrite(tmp_path, c
     assert not (tmp_path / "m.png").exists()
 
 
-def test_cli_lr_is_refused_by_the_lifted_methods(tmp_path, capsys):
-    """``--lr`` sets the backprop methods' learning rate only: a lifted method refuses it by
-    name rather than ignore it."""
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "bregman-bcd", "--lr", "0.5"], "--lr applies to the backprop methods (backprop-*), not to bregman-bcd"),
+    (["--method", "bregman-isgm", "--lr", "0.5"], "--lr applies to the backprop methods (backprop-*), not to bregman-isgm"),
+    (["--method", "bregman-isgm", "--sweep-order", "top-down"],
+     "--sweep-order applies to the lifted BCD methods (*-bcd), not to bregman-isgm"),
+    (["--method", "backprop-sgd", "--low-memory"], "--low-memory applies to the lifted methods, not to backprop-sgd"),
+])
+def test_cli_refuses_an_option_of_other_methods_before_loading_the_data(tmp_path, monkeypatch, capsys, argv, message):
+    """``--lr`` sets the backprop methods' learning rate only, ``--sweep-order`` the lifted BCD
+    order, ``--low-memory`` the lifted cache: another method refuses them by name rather than
+    ignore them, as an argparse error before the setup's data are loaded (build_setup not called)."""
+    import liftinv.training_cli as cli
+
+    built = []
+    monkeypatch.setattr(cli, "build_setup", lambda *a, **k: built.append(1) or build_setup(*a, **k))
     with pytest.raises(SystemExit) as exit_info:
-        train_main(["--task", "autoencoder", "--quick", "--method", "bregman-bcd", "--lr", "0.5", "--no-progress",
-                    "--out", str(tmp_path / "l.pt")])
+        train_main(["--task", "autoencoder", "--quick", "--no-progress", "--out", str(tmp_path / "l.pt"), *argv])
     assert exit_info.value.code == 2
-    assert "--lr applies to the backprop methods (backprop-*), not to bregman-bcd" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert built == [] and not (tmp_path / "l.pt").exists()
 
 
 @pytest.mark.parametrize("argv, check", [
