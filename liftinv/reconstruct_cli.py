@@ -27,9 +27,10 @@ An option that does not apply is refused (exit status 2, naming the option), as 
 invert`` and ``liftinv train``: ``--weight`` applies to tikhonov, wiener and tv, ``--iters`` to
 tikhonov and tv, ``--filter`` to fbp (:data:`METHOD_OPTIONS`); the operator settings to their
 operator (:data:`OPERATOR_OPTIONS`); ``--noise``, ``--index`` and ``--save-measurements`` to
-``--simulate``, and ``--index`` only without ``--truth``. ``--out`` and ``--save-measurements``
-must differ from each other and from every input file; ``--save-measurements`` is a ``.npy`` or
-``.pt`` file (an image file would clip the measurements to [0, 1] and round them to 8 bits).
+``--simulate``, and ``--index`` only without ``--truth``; wiener refuses ``--weight 0``.
+``--out`` and ``--save-measurements`` must differ from each other and from every input file;
+``--save-measurements`` is a ``.npy`` or ``.pt`` file (an image file would clip the measurements
+to [0, 1] and round them to 8 bits).
 """
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=METHOD_NAMES,
                         help="default: model with --model, else fbp (ct), tikhonov (blur), zero-filled (mri)")
     parser.add_argument("--model", metavar="FILE", help="model saved by liftinv (implies --method model)")
-    parser.add_argument("--weight", type=nonnegative_float, help="regularisation weight of tikhonov/wiener/tv (default: the demo's; 0.01 for MRI tikhonov)")
+    parser.add_argument("--weight", type=nonnegative_float, help="regularisation weight of tikhonov/wiener/tv, > 0 for wiener (default: the demo's; 0.01 for MRI tikhonov)")
     parser.add_argument("--iters", type=positive_int, help="iteration limit of tikhonov (default 200) and tv (default 500)")
     parser.add_argument("--filter", choices=FILTERS, help="FBP filter (default: ramp)")
     parser.add_argument("--out", default="out/recon.png", metavar="FILE",
@@ -266,6 +267,8 @@ def _check_options(args, operator: str, name: str) -> None:
             raise OptionError(f"{flag(option)} applies to --simulate, not --measurements")
     if given("index") and given("truth"):
         raise OptionError("--index picks a bundled test image, but --truth is simulated instead")
+    if name == "wiener" and given("weight") and args.weight == 0:  # its closed form divides by |FA|^2 + weight
+        raise OptionError(f"--weight must be > 0 with --method wiener, got {args.weight:g}")
 
 
 def _check_outputs(args) -> None:

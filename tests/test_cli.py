@@ -403,6 +403,8 @@ def test_reconstruct_errors_exit_with_a_message(tmp_path, capsys, argv, message)
     (["--simulate", *CT, "--method", "adjoint", "--weight", "0.1"], "--weight applies to --method tikhonov, wiener or tv, not adjoint"),
     (["--simulate", *CT, "--method", "wiener", "--iters", "5"], "--iters applies to --method tikhonov or tv, not wiener"),
     (["--simulate", *CT, "--method", "tv", "--filter", "hann"], "--filter applies to --method fbp, not tv"),
+    (["--simulate", "--operator", "blur", "--method", "wiener", "--weight", "0"], "--weight must be > 0 with --method wiener, got 0"),
+    (["--simulate", "--operator", "blur", "--method", "wiener", "--weight", "-0"], "--weight must be > 0 with --method wiener, got -0"),
     (["--simulate", "--model", "{tmp}/net.pt", "--weight", "0.1"], "--weight applies to --method tikhonov, wiener or tv, not model"),
     (["--simulate", *CT, "--kernel-sigma", "2"], "--kernel-sigma applies to --operator blur, not ct"),
     (["--simulate", "--operator", "mri", "--no-circle"], "--circle applies to --operator ct, not mri"),
