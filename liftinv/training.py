@@ -19,6 +19,7 @@ lifted problem, with its warm-started power iterations, is rebuilt at the start 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -137,8 +138,9 @@ def train(
             (observations drawn once from seed 0 by
             :func:`~liftinv.evaluation.held_out_generator`, a stream apart from ``generator``'s).
         checkpoint: file written atomically after every complete epoch.
-        resume: continue from ``checkpoint`` (which must exist and come from the same method, task
-            kind and noise level, batch size, training-set size and image shape, and the same
+        resume: continue from ``checkpoint`` (which must exist and come from the same method, but
+            for the ``momentum`` of a :class:`Backprop` with Adam, which does not use it; the same
+            task kind and noise level, batch size, training-set size and image shape, and the same
             physics as its spec when it is a ``Radon``, ``Blur`` or ``MRI``,
             :func:`operators.spec.check_spec`, and the model's dtype: a change of any of them
             would not give the uninterrupted run's result; a custom physics and the training
@@ -187,7 +189,7 @@ def train(
         heldout = HeldOut(val_images, task, batch_size)
     _check_fit(model, task, images)
     trainer = runner(model, method)
-    config = {"method": repr(method), "task": type(task).__name__, "noise_sigma": getattr(task, "noise_sigma", None),
+    config = {"method": _method_record(method), "task": type(task).__name__, "noise_sigma": getattr(task, "noise_sigma", None),
               "batch_size": batch_size, "n_train": int(images.shape[0]), "image_shape": list(images.shape[1:])}
     physics = _physics_record(task)
 
@@ -285,6 +287,15 @@ def _check_arguments(model, task, method, epochs, batch_size, time_budget, resum
         check_parent(checkpoint, "checkpoint")
         if not (resume or overwrite) and Path(checkpoint).exists():
             raise CheckpointExistsError(checkpoint)
+
+
+def _method_record(method: Lifted | Backprop) -> str:
+    """The method as a checkpoint's config records it, which a resumed run must match: its
+    ``repr``, with Adam's unused ``momentum`` at its default (so another value neither blocks a
+    resume nor changes the record of a run that left it)."""
+    if isinstance(method, Backprop) and method.optimizer == "adam":
+        method = dataclasses.replace(method, momentum=Backprop.momentum)  # the class attribute is the default
+    return repr(method)
 
 
 def _physics_record(task: Task) -> dict | None:

@@ -770,6 +770,25 @@ def test_resume_refuses_other_method(patches, tmp_path):
         train(_pnn(), train_set, method=Lifted(), resume=True, **{**kwargs, "checkpoint": tmp_path / "none.pt"})
 
 
+def test_resume_takes_another_momentum_for_adam_only(patches, tmp_path):
+    """Adam does not use ``Backprop.momentum``: a checkpoint of Adam with one momentum resumes
+    with another to the uninterrupted run, bit for bit (it was refused as another method); SGD's
+    momentum still must match."""
+    train_set = patches[0][:20]
+    kwargs = dict(task=Denoising(0.1), batch_size=10, progress=False)
+    full = train(_pnn(), train_set, method=Backprop("adam", 1e-2, momentum=0.3), epochs=2, generator=_gen(), **kwargs)
+    train(_pnn(), train_set, method=Backprop("adam", 1e-2, momentum=0.5), epochs=1, checkpoint=tmp_path / "a.pt",
+          generator=_gen(), **kwargs)
+    resumed = train(_pnn(seed=9), train_set, method=Backprop("adam", 1e-2), epochs=2, checkpoint=tmp_path / "a.pt",
+                    resume=True, generator=_gen(5), **kwargs)
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert _same(full.history.train_loss, resumed.history.train_loss)
+    train(_pnn(), train_set, method=Backprop("sgd", 1e-2, momentum=0.5), epochs=1, checkpoint=tmp_path / "s.pt", **kwargs)
+    with pytest.raises(ValueError, match="momentum=0.5.*momentum=0.9"):
+        train(_pnn(), train_set, method=Backprop("sgd", 1e-2), epochs=2, checkpoint=tmp_path / "s.pt", resume=True, **kwargs)
+
+
 def test_resume_refuses_fewer_epochs_than_the_checkpoint_holds(patches, tmp_path):
     """A checkpoint of 2 epochs resumed with ``epochs=1`` would return its 2-epoch model as the
     1-epoch run asked for; ``epochs=2`` returns it unchanged."""
