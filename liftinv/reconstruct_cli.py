@@ -25,8 +25,9 @@ image files.
 
 An option that does not apply is refused (exit status 2, naming the option), as by ``liftinv
 invert`` and ``liftinv train``: ``--weight`` applies to tikhonov, wiener and tv, ``--iters`` to
-tikhonov and tv, ``--filter`` to fbp (:data:`METHOD_OPTIONS`); the operator settings to their
-operator (:data:`OPERATOR_OPTIONS`); ``--noise``, ``--index`` and ``--save-measurements`` to
+tikhonov and tv, ``--filter`` to fbp (:data:`METHOD_OPTIONS`); fbp, wiener and zero-filled to
+ct, blur and mri (:data:`METHOD_OPERATORS`; wiener to a circular ``--boundary``); the operator
+settings to their operator (:data:`OPERATOR_OPTIONS`); ``--noise``, ``--index`` and ``--save-measurements`` to
 ``--simulate``, and ``--index`` only without ``--truth``; wiener refuses ``--weight 0``.
 ``--out`` and ``--save-measurements`` must differ from each other and from every input file;
 ``--save-measurements`` is a ``.npy`` or ``.pt`` file (an image file would clip the measurements
@@ -76,6 +77,8 @@ METHOD_OPTIONS = {"weight": ("tikhonov", "wiener", "tv"), "iters": ("tikhonov", 
 OPERATOR_OPTIONS = {"angles": "ct", "detectors": "ct", "circle": "ct", "kernel_sigma": "blur", "kernel": "blur",
                     "boundary": "blur", "acceleration": "mri", "mask": "mri"}
 SIMULATION_OPTIONS = ("noise", "index", "save_measurements")
+#: method -> the operator it applies to (the others apply to every operator).
+METHOD_OPERATORS = {"fbp": "ct", "wiener": "blur", "zero-filled": "mri"}
 
 
 def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
@@ -259,6 +262,10 @@ def _check_options(args, operator: str, name: str) -> None:
         if given(option) and name not in methods:
             listed = " or ".join(filter(None, [", ".join(methods[:-1]), methods[-1]]))
             raise OptionError(f"{flag(option)} applies to --method {listed}, not {name}")
+    if METHOD_OPERATORS.get(name, operator) != operator:
+        raise OptionError(f"--method {name} applies to --operator {METHOD_OPERATORS[name]}, not {operator}")
+    if name == "wiener" and args.boundary not in (None, "circular"):
+        raise OptionError(f"--method wiener needs --boundary circular, got {args.boundary} (use tikhonov)")
     for option, applies in OPERATOR_OPTIONS.items():
         if given(option) and operator != applies:
             raise OptionError(f"{flag(option)} applies to --operator {applies}, not {operator}")

@@ -361,7 +361,6 @@ def test_reconstruct_with_a_saved_model(tmp_path, capsys):
     (["--simulate", "--operator", "blur", "--kernel", "{tmp}/k.npy"], "kernel file {tmp}/k.npy not found"),
     (["--simulate"], "--operator is required without --model"),
     (["--simulate", "--operator", "ct", "--method", "model"], "--method model needs --model FILE"),
-    (["--simulate", *CT, "--method", "zero-filled"], "ZeroFilled needs a MRI physics, got Radon"),
     (["--simulate", *CT, "--noise", "-0.1"], "--noise must be a finite number >= 0, got -0.1"),
     (["--simulate", *CT, "--noise", "inf"], "--noise must be a finite number >= 0, got inf"),
     (["--simulate", *CT, "--index", "1000"], "--index must be in [0, 63], got 1000"),
@@ -403,6 +402,12 @@ def test_reconstruct_errors_exit_with_a_message(tmp_path, capsys, argv, message)
     (["--simulate", *CT, "--method", "adjoint", "--weight", "0.1"], "--weight applies to --method tikhonov, wiener or tv, not adjoint"),
     (["--simulate", *CT, "--method", "wiener", "--iters", "5"], "--iters applies to --method tikhonov or tv, not wiener"),
     (["--simulate", *CT, "--method", "tv", "--filter", "hann"], "--filter applies to --method fbp, not tv"),
+    (["--simulate", *CT, "--method", "wiener", "--save-measurements", "{tmp}/k.npy"],
+     "--method wiener applies to --operator blur, not ct"),
+    (["--simulate", "--operator", "blur", "--method", "fbp"], "--method fbp applies to --operator ct, not blur"),
+    (["--simulate", *CT, "--method", "zero-filled"], "--method zero-filled applies to --operator mri, not ct"),
+    (["--simulate", "--operator", "blur", "--method", "wiener", "--boundary", "reflect"],
+     "--method wiener needs --boundary circular, got reflect (use tikhonov)"),
     (["--simulate", "--operator", "blur", "--method", "wiener", "--weight", "0"], "--weight must be > 0 with --method wiener, got 0"),
     (["--simulate", "--operator", "blur", "--method", "wiener", "--weight", "-0"], "--weight must be > 0 with --method wiener, got -0"),
     (["--simulate", "--model", "{tmp}/net.pt", "--weight", "0.1"], "--weight applies to --method tikhonov, wiener or tv, not model"),
@@ -431,7 +436,7 @@ def test_reconstruct_refuses_options_that_do_not_apply(tmp_path, capsys, monkeyp
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert f"liftinv reconstruct: error: {message}" in err and "Traceback" not in err
-    assert not (tmp_path / "x.npy").exists()
+    assert not (tmp_path / "x.npy").exists() and not (tmp_path / "k.npy").exists()
 
 
 @pytest.mark.parametrize("option", ["--out", "--save-measurements"])
