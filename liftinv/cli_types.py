@@ -13,7 +13,8 @@ import torch
 
 def device(text: str) -> str:
     """A torch device that this machine has and that holds data: ``cpu``, ``cuda``, ``cuda:1``,
-    ``mps``... (not ``meta``, whose tensors have shapes but no values)."""
+    ``mps``... (not ``meta``, whose tensors have shapes but no values), found by placing an empty
+    tensor there (a backend that this build of torch lacks, as ``xpu`` or ``xla``, is refused)."""
     try:
         dev = torch.device(text)
     except RuntimeError as err:
@@ -27,6 +28,12 @@ def device(text: str) -> str:
             raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine (use cpu)")
+    try:
+        torch.empty(0, device=dev)
+    except Exception as err:  # a backend this build of torch lacks: AssertionError, NotImplementedError, ...
+        reason = (str(err).splitlines() or [""])[0][:120]
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine cannot hold tensors there ({type(err).__name__}: "
+                                         f"{reason}) (use cpu)") from None
     return text
 
 

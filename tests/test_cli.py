@@ -138,6 +138,23 @@ def test_meta_device_is_refused_by_name():
         device("meta")
 
 
+@pytest.mark.parametrize("name", ["xla", "ipu", "vulkan"])
+def test_a_device_whose_backend_torch_lacks_is_an_argparse_error(capsys, name):
+    """torch.device takes every backend's name, but a tensor cannot be placed on one that this
+    build lacks (placing one raises NotImplementedError or AssertionError): the option is
+    refused by name, exit status 2 and no traceback, where training failed with a traceback."""
+    try:
+        torch.empty(0, device=name)
+    except NotImplementedError:
+        pass
+    else:
+        pytest.skip(f"this build of torch has the {name} backend")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--task", "autoencoder", "--quick", "--device", name])
+    assert exit_info.value.code == 2
+    assert f"argument --device: '{name}': this machine cannot hold tensors there" in capsys.readouterr().err
+
+
 def test_reconstruct_refuses_an_image_file_for_several_images_before_reconstructing(tmp_path, capsys, monkeypatch):
     import liftinv.reconstruct_cli as cli
 
