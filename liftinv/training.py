@@ -148,9 +148,12 @@ def train(
         overwrite: start a new run even though ``checkpoint`` exists, replacing it after the
             first complete epoch. Without ``resume`` or ``overwrite`` an existing checkpoint is
             refused (:class:`CheckpointExistsError`) before any work: nothing written is lost.
-        time_budget: stop after the batch at which the cumulative training time reaches this many
-            seconds (the last epoch is then partial and not checkpointed, unless that batch
-            ends it). The time of a resumed run counts: one that reached the budget trains no more.
+        time_budget: stop after the batch at which the cumulative training time (the batches'
+            observations and steps; not validation or checkpointing) reaches this many seconds
+            (the last epoch is then partial and not checkpointed, unless that batch ends it). A
+            resumed run starts from the time its checkpoint records, that of its complete epochs:
+            one whose complete epochs reached the budget trains no more, while a partial epoch
+            after them, which the checkpoint does not hold, is trained again.
         generator: source of every random draw (shuffling, noise); default seeded with 0 on CPU.
         progress: show a tqdm progress bar and a log line per epoch.
 

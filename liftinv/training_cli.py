@@ -88,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true", help="continue from the checkpoint --out")
     start.add_argument("--overwrite", action="store_true", help="start a new run, replacing an existing checkpoint --out")
-    parser.add_argument("--time-budget", type=cli_types.positive_float, default=None, metavar="SECONDS", help="stop after this much training time")
+    parser.add_argument("--time-budget", type=cli_types.positive_float, default=None, metavar="SECONDS",
+                        help="stop after the batch at which this much training time is spent, counting the time of "
+                        "the checkpointed epochs with --resume (validation not counted)")
     parser.add_argument("--quick", action="store_true",
                         help="fewer images (ct: as many, at 32x32 instead of 64x64; see liftinv.training_setups)")
     parser.add_argument("--seed", type=cli_types.seed, default=0,
