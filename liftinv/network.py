@@ -19,6 +19,15 @@ from torch import Tensor, nn
 from liftinv.penalty import BREGMAN, Penalty
 from liftinv.layer import Layer
 from liftinv.validation import reference_tensor, sample_shape
+from operators.checks import is_integer
+
+
+def _variable_index(name: str, value: object) -> int:
+    """``value`` as an ``int`` if it is an integer (``operator.checks.is_integer``: NumPy
+    integers too, not a bool, float or tensor), else a ``TypeError`` naming ``name``."""
+    if not is_integer(value):
+        raise TypeError(f"{name} must be an integer (a variable index), got {value!r}")
+    return int(value)
 
 
 class LiftedNetwork(nn.Module):
@@ -27,7 +36,8 @@ class LiftedNetwork(nn.Module):
     Args:
         layers: layer ``k-1`` of the list produces variable ``k``; its inputs must be ``< k``.
         input_shape: shape of one input sample (without batch; a sequence of integers >= 1),
-            used to validate inputs.
+            used to validate inputs, or ``None`` (inputs of any sample shape). Checked again when
+            assigned (stored as a tuple of ints).
     """
 
     def __init__(self, layers: Sequence[Layer], *, input_shape: Sequence[int] | None = None):
@@ -40,11 +50,25 @@ class LiftedNetwork(nn.Module):
             if max(layer.inputs) >= k or min(layer.inputs) < 0:
                 raise ValueError(f"layer {k} reads variables {layer.inputs}; they must lie in [0, {k - 1}]")
         self.layers = nn.ModuleList(layers)
-        self.input_shape = None if input_shape is None else sample_shape("input_shape", input_shape)
+        self.input_shape = input_shape
         self._consumers = [[] for _ in range(len(layers) + 1)]
         for k, layer in enumerate(layers, start=1):
             for pos, i in enumerate(layer.inputs):
                 self._consumers[i].append((k, pos))
+
+    def __setstate__(self, state: dict) -> None:
+        if "input_shape" in state:  # a network pickled while input_shape was a plain attribute
+            state["_input_shape"] = state.pop("input_shape")
+        super().__setstate__(state)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """Shape of one input sample (without batch), a tuple of ints, or ``None``."""
+        return self._input_shape
+
+    @input_shape.setter
+    def input_shape(self, value: Sequence[int] | None) -> None:
+        self._input_shape = None if value is None else sample_shape("input_shape", value)
 
     @property
     def depth(self) -> int:
@@ -53,14 +77,18 @@ class LiftedNetwork(nn.Module):
 
     def layer(self, k: int) -> Layer:
         """The layer producing variable ``k`` (``1 <= k <= K``; an ``IndexError`` otherwise, where
-        ``layers[k - 1]`` would give the last layer for ``k = 0``)."""
+        ``layers[k - 1]`` would give the last layer for ``k = 0``); ``k`` is an integer (a
+        ``TypeError`` for a bool, float or tensor, which ``True == 1`` would take for 1)."""
+        k = _variable_index("k", k)
         if not 1 <= k <= len(self.layers):
             raise IndexError(f"k must lie in [1, {len(self.layers)}] (variable 0 is the input, made by no layer), got {k!r}")
         return self.layers[k - 1]
 
     def consumers(self, i: int) -> list[tuple[int, int]]:
         """``(k, position)`` of every layer ``k`` that reads variable ``i`` (``0 <= i <= K``; an
-        ``IndexError`` otherwise, where a negative ``i`` would count from the end)."""
+        ``IndexError`` otherwise, where a negative ``i`` would count from the end); ``i`` is an
+        integer (a ``TypeError`` for a bool, float or tensor)."""
+        i = _variable_index("i", i)
         if not 0 <= i <= len(self.layers):
             raise IndexError(f"i must lie in [0, {len(self.layers)}], got {i!r}")
         return self._consumers[i]

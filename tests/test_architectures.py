@@ -1762,3 +1762,38 @@ def test_a_layers_inputs_are_fixed_at_construction():
                  for k in (1, 2))
     torch.testing.assert_close(problem.grads([Var(0)])[0][0], torch.autograd.grad(energy, leaves[0])[0],
                                rtol=1e-14, atol=1e-14)
+
+
+def test_a_networks_input_shape_is_checked_when_assigned_and_its_indices_are_integers():
+    """``net.input_shape = [3]`` after construction was stored as the list, so every input was
+    refused with 'u must have shape (B, 3), got (2, 3)'; ``input_shape = [0]`` or ``"ab"`` was
+    taken unchecked. ``layer(True)`` returned layer 1 (True == 1) and ``consumers(1.0)`` failed
+    with 'list indices must be integers or slices, not float'. Now the assignment goes through the
+    constructor's check (a tuple of ints), and ``layer``/``consumers`` refuse a non-integer index
+    with a TypeError naming it (NumPy integers taken). A network pickled while input_shape was a
+    plain attribute still loads. Oracle: the forward pass of the same network built with
+    input_shape=(3,), bit for bit."""
+    from liftinv.architectures._common import init_parameters_
+    from liftinv.network import LiftedNetwork
+
+    lin = nn.Linear(3, 4).double()
+    init_parameters_(lin, gen(41))
+    net = LiftedNetwork([Layer([0], [lin], ReLU())])
+    u = torch.randn(2, 3, dtype=DT, generator=gen(42))
+    net.input_shape = [3]
+    assert net.input_shape == (3,) and torch.equal(net(u), LiftedNetwork([Layer([0], [lin], ReLU())], input_shape=(3,))(u))
+    for bad, err in (([0], ValueError), ("ab", TypeError), (3, TypeError)):
+        with pytest.raises(err, match=r"input_shape"):
+            net.input_shape = bad
+    assert net.input_shape == (3,)
+    net.input_shape = None
+    assert net(torch.randn(2, 5, 3, dtype=DT, generator=gen(43))).shape == (2, 5, 4)
+    old = copy.copy(net)
+    old.__dict__["input_shape"] = old.__dict__.pop("_input_shape")  # as pickled while it was a plain attribute
+    assert pickle.loads(pickle.dumps(old)).input_shape is None
+    for bad in (True, 1.0, torch.tensor(1), "1"):
+        with pytest.raises(TypeError, match=r"k must be an integer \(a variable index\)"):
+            net.layer(bad)
+        with pytest.raises(TypeError, match=r"i must be an integer \(a variable index\)"):
+            net.consumers(bad)
+    assert net.layer(np.int64(1)) is net.layers[0] and net.consumers(np.int64(0)) == [(1, 0)]
