@@ -59,6 +59,11 @@ def _penalty_weight(value: object) -> float:
     return float(value)
 
 
+class TermShapeError(ValueError):
+    """The terms of a layer's pre-activation (or the variables that one convolution reads in
+    :meth:`Layer.terms`) differ in shape: they are summed, never broadcast."""
+
+
 class Layer(nn.Module):
     r"""One layer of a :class:`~liftinv.network.LiftedNetwork`.
 
@@ -152,9 +157,20 @@ class Layer(nn.Module):
         for first, parts in _shared_convolutions(self.maps):  # from the maps as they are now
             x = xs[self.inputs[parts[0][0]]]
             for pos, c in parts[1:]:
+                if xs[self.inputs[pos]].shape != x.shape:  # the combination would broadcast
+                    raise TermShapeError(
+                        f"maps[{first}] and maps[{pos}] scale one convolution, so they must read variables of one "
+                        f"shape: x_{self.inputs[first]} has shape {tuple(x.shape)}, x_{self.inputs[pos]} "
+                        f"{tuple(xs[self.inputs[pos]].shape)}")
                 x = x + c * xs[self.inputs[pos]]
             pairs.append((self.maps[first], x))
         return pairs + data
+
+    def _term_names(self, combine: bool) -> list[str]:
+        """How errors name the terms of :meth:`terms` (in its order): the map and what it reads."""
+        firsts = [first for first, _ in _shared_convolutions(self.maps)] if combine else range(len(self.maps))
+        names = [f"maps[{j}] (reading x_{self.inputs[j]})" for j in firsts]
+        return names + ([] if self.data_map is None else ["data_map (reading y)"])
 
     def reads_alone(self, pos: int) -> bool:
         """Whether :meth:`terms` (with ``combine``) applies the map at input position ``pos`` to
@@ -169,14 +185,21 @@ class Layer(nn.Module):
     ) -> Tensor:
         r""":math:`a_k = \sum_j M_{kj} x_{i_j} + c_k(y)` by :meth:`terms` (with ``combine``), summed
         in place into the first term unless that term shares an input's storage (a map may return
-        its input or a view of it). ``apply(map, x)`` evaluates each map (default ``map(x)``)."""
+        its input or a view of it). ``apply(map, x)`` evaluates each map (default ``map(x)``).
+        Every term must have the shape of the first (nothing is broadcast): a
+        :class:`TermShapeError` (a ``ValueError``) naming the two maps and their shapes otherwise."""
         pairs = self.terms(xs, y, combine)
         inputs = [x for _, x in pairs]
         apply = apply or (lambda m, x: m(x))
         a = apply(*pairs[0])
         owned = not shares_storage(a, inputs)
-        for m, x in pairs[1:]:
-            a = a.add_(apply(m, x)) if owned else a + apply(m, x)
+        for j, (m, x) in enumerate(pairs[1:], start=1):
+            term = apply(m, x)
+            if term.shape != a.shape:
+                names = self._term_names(combine)
+                raise TermShapeError(f"the terms of the pre-activation must have one shape: {names[0]} gives "
+                                     f"{tuple(a.shape)}, {names[j]} gives {tuple(term.shape)}")
+            a = a.add_(term) if owned else a + term
             owned = True
         return a
 

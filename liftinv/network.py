@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from liftinv.penalty import BREGMAN, Penalty
-from liftinv.layer import Layer
+from liftinv.layer import Layer, TermShapeError
 from liftinv.validation import reference_tensor, sample_shape
 from operators.checks import is_integer
 
@@ -110,11 +110,16 @@ class LiftedNetwork(nn.Module):
             raise ValueError(f"{name} contains NaN or Inf entries")
 
     def feasible(self, u: Tensor, y: Tensor | None = None) -> list[Tensor]:
-        """All variables ``[x_0 = u, x_1, ..., x_K]`` of the forward pass (every penalty is zero)."""
+        """All variables ``[x_0 = u, x_1, ..., x_K]`` of the forward pass (every penalty is zero).
+        A layer whose terms differ in shape is named: ``TermShapeError`` (a ``ValueError``,
+        :meth:`~liftinv.layer.Layer.preactivation`)."""
         self.check_input(u)
         xs = [u]
-        for layer in self.layers:
-            xs.append(layer(xs, y))
+        for k, layer in enumerate(self.layers, start=1):
+            try:
+                xs.append(layer(xs, y))
+            except TermShapeError as err:
+                raise TermShapeError(f"lifted layer {k}: {err}") from None
         return xs
 
     def forward(self, u: Tensor, y: Tensor | None = None) -> Tensor:

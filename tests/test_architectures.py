@@ -1797,3 +1797,48 @@ def test_a_networks_input_shape_is_checked_when_assigned_and_its_indices_are_int
         with pytest.raises(TypeError, match=r"i must be an integer \(a variable index\)"):
             net.consumers(bad)
     assert net.layer(np.int64(1)) is net.layers[0] and net.consumers(np.int64(0)) == [(1, 0)]
+
+
+def test_a_layers_terms_of_different_shapes_are_refused_not_broadcast():
+    """Layer.preactivation summed its terms in place into the first: a second term of shape
+    (2, 1) after a first of (2, 4) was broadcast without an error (the network's output had the
+    first term's shape), the other order failed inside add_ with a bare 'output with shape
+    [2, 1] doesn't match the broadcast shape [2, 4]'; the variables that two ScaledConv of one
+    convolution read were combined by a broadcasting x + c x' too, and a data term of another
+    shape was broadcast alike. Now a TermShapeError (a ValueError) names the layer (in the forward
+    pass), the maps, what they read and the shapes. Oracle: the explicit sum of the maps' images
+    for terms of one shape, to 1e-15."""
+    from liftinv.activations import Identity
+    from liftinv.affine import ScaledConv
+    from liftinv.architectures._common import init_parameters_
+    from liftinv.layer import TermShapeError
+    from liftinv.network import LiftedNetwork
+
+    lin0, wide, narrow = nn.Linear(3, 4).double(), nn.Linear(4, 4).double(), nn.Linear(4, 1).double()
+    for j, m in enumerate((lin0, wide, narrow)):
+        init_parameters_(m, gen(50 + j))
+    u = torch.randn(2, 3, dtype=DT, generator=gen(53))
+    first = Layer([0], [lin0], ReLU())
+    for maps, shapes in (((lin0, narrow), r"\(2, 4\).*\(2, 1\)"), ((nn.Linear(3, 1).double(), wide), r"\(2, 1\).*\(2, 4\)")):
+        net = LiftedNetwork([first, Layer([0, 1], list(maps), Identity())], input_shape=(3,))
+        with pytest.raises(TermShapeError, match=rf"lifted layer 2: the terms of the pre-activation must have one "
+                                                 rf"shape: maps\[0\] \(reading x_0\) gives {shapes.split('.*')[0]}, "
+                                                 rf"maps\[1\] \(reading x_1\) gives {shapes.split('.*')[1]}"):
+            net(u)
+    net = LiftedNetwork([first, Layer([0, 1], [lin0, wide], Identity(), data_map=nn.Linear(5, 1).double())])
+    with pytest.raises(ValueError, match=r"maps\[0\] \(reading x_0\) gives \(2, 4\), data_map \(reading y\) gives \(2, 1\)"):
+        net(u, torch.zeros(2, 5, dtype=DT))
+    net = LiftedNetwork([first, Layer([0, 1], [lin0, wide], Identity())])
+    xs = net.feasible(u)
+    torch.testing.assert_close(xs[2], lin0(u) + wide(xs[1]), rtol=1e-15, atol=1e-15)
+    conv = nn.Conv2d(1, 1, 1, bias=False).double()
+    init_parameters_(conv, gen(54))
+    net = LiftedNetwork([Layer([0], [nn.AdaptiveAvgPool2d((4, 1))], Identity()),
+                         Layer([0, 1], [ScaledConv(conv, 2.0), ScaledConv(conv, -1.0)], Identity())])
+    x = torch.randn(2, 1, 4, 4, dtype=DT, generator=gen(55))
+    with pytest.raises(TermShapeError, match=r"lifted layer 2: maps\[0\] and maps\[1\] scale one convolution.*"
+                                             r"x_0 has shape \(2, 1, 4, 4\), x_1 \(2, 1, 4, 1\)"):
+        net(x)
+    with pytest.raises(TermShapeError, match=r"maps\[0\] \(reading x_0\) gives \(2, 1, 4, 4\), maps\[1\] \(reading x_1\) "
+                                             r"gives \(2, 1, 4, 1\)"):
+        net.layer(2).preactivation([x, x[..., :1]], combine=False)
