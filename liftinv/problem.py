@@ -73,7 +73,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from liftinv.penalty import BREGMAN, Penalty
+from liftinv.activations import Softmax
+from liftinv.penalty import BREGMAN, BregmanPenalty, Penalty
 from liftinv.affine import GradientStep, adjoint_graph, adjoint_method, linear_part
 from liftinv.layer import shares_storage
 from liftinv.blocks import Block, Params, Var
@@ -165,6 +166,26 @@ def _check_variables(network: LiftedNetwork, xs: Sequence[Tensor]) -> None:
                              f"(that of xs[0]), got shape {tuple(x.shape)}")
 
 
+def _check_free_softmax(network: LiftedNetwork, free_vars: Sequence[int], penalty: Penalty) -> None:
+    r"""A ``ValueError`` naming the layer if a free variable :math:`x_k` (:math:`k \ge 1`) is the
+    output of a :class:`~liftinv.activations.Softmax` under the Bregman or Fenchel penalty: its
+    prox (:meth:`prox`, :math:`\operatorname{prox}_{\mu\Phi}`, :math:`\mu > 0`) needs the
+    softmax's prox at :math:`\gamma = \mu/(1+\mu) \ne 1`, which does not exist in closed form
+    (``Softmax.prox`` refuses it), so a solver would fail at its first step of that block. A
+    softmax layer's output must be clamped (the top layer); MAC's prox needs only
+    :math:`\sigma(a)`."""
+    if not isinstance(penalty, BregmanPenalty):
+        return
+    for k in free_vars:
+        if k >= 1 and isinstance(network.layer(k).activation, Softmax):
+            raise ValueError(
+                f"variable {k} is free, but layer {k}'s activation is a Softmax: the prox of a free variable under "
+                f"the {type(penalty).__name__} needs Softmax.prox at gamma != 1, which exists only at gamma == 1; "
+                "a softmax layer must be the clamped output layer (a hidden softmax, or one followed by a "
+                "rearrangement such as nn.Flatten, which lift keeps in a last identity layer, cannot take lifted "
+                "block updates with this penalty; the MAC penalty needs no such prox)")
+
+
 class _NetworkState:
     """What the maps and the constants of ``network`` depend on beyond the variables, for a
     :class:`~operators.checks.Stamp`: the parameters and buffers of its modules, each physics that
@@ -228,7 +249,9 @@ class LiftedProblem:
             detached, never modified in place (updates replace them).
         y: measurements for layers with a data term.
         free_vars: indices (integers in ``[0, K]``) of the variables that are optimised; the
-            others stay fixed.
+            others stay fixed. With ``BREGMAN`` or ``FENCHEL``, the output of a softmax layer
+            cannot be free (a ``ValueError`` naming it: its prox exists only at
+            :math:`\gamma = 1`); it must be clamped.
         train_params: whether the parameters are blocks.
         penalty: ``BREGMAN`` (default), ``MAC`` or ``FENCHEL`` (a ``Penalty``; a ``TypeError``
             otherwise).
@@ -276,6 +299,8 @@ class LiftedProblem:
         terms = {int(i): term for i, term in terms.items()}
         if not isinstance(penalty, Penalty):
             raise TypeError(f"penalty must be a liftinv Penalty (BREGMAN, MAC or FENCHEL), got {type(penalty).__name__}")
+        self.free_vars = tuple(sorted({int(i) for i in free_vars}))
+        _check_free_softmax(network, self.free_vars, penalty)
         for i, term in terms.items():
             if not isinstance(term, Potential):
                 raise TypeError(f"terms[{i}] must be a liftinv Potential, got {type(term).__name__}")
@@ -286,7 +311,6 @@ class LiftedProblem:
         self.y = y
         self.penalty = penalty
         self.terms = terms
-        self.free_vars = tuple(sorted({int(i) for i in free_vars}))
         self.power_iters = positive_int("power_iters", power_iters)
         check_flag("cache_preactivations", cache_preactivations)
         self.cache_preactivations = cache_preactivations

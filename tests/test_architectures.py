@@ -1842,3 +1842,41 @@ def test_a_layers_terms_of_different_shapes_are_refused_not_broadcast():
     with pytest.raises(TermShapeError, match=r"maps\[0\] \(reading x_0\) gives \(2, 1, 4, 4\), maps\[1\] \(reading x_1\) "
                                              r"gives \(2, 1, 4, 1\)"):
         net.layer(2).preactivation([x, x[..., :1]], combine=False)
+
+
+@pytest.mark.parametrize("penalty", ["bregman", "fenchel", "mac"])
+def test_a_free_softmax_variable_is_refused_where_its_prox_is_needed(penalty):
+    """SPEC: softmax is for the (clamped) top layer only, yet lift and LiftedNetwork take a hidden
+    softmax (fine for the forward pass, the gradient baseline and MAC), and a LiftedProblem that
+    freed its variable under the Bregman or Fenchel penalty failed at the solver's first prox of
+    that block with 'Softmax.prox is only available for gamma == 1' (invert mid-solve, after the
+    forward pass and the power iterations). The problem now refuses it at construction, naming
+    the variable; MAC's prox needs only sigma(a) and is kept. Oracle: MAC's closed form
+    (v + tau softmax(a)) / (1 + tau); the clamped top softmax of Linear-Softmax stays allowed."""
+    from liftinv import invert, lift
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=1), nn.Linear(4, 2), nn.Tanh()).double()
+    net = lift(model, input_shape=(3,))
+    u = torch.randn(2, 3, dtype=DT, generator=gen(60))
+    xs = [x.detach() for x in net.feasible(u)]
+    pen = PENALTIES[penalty]
+    if pen is MAC:
+        problem = LiftedProblem(net, xs, free_vars=[1], train_params=True, penalty=pen)
+        v = torch.rand(2, 4, dtype=DT, generator=gen(61))
+        a = model[0](u).detach()
+        torch.testing.assert_close(problem.prox(Var(1), [v.clone()], 0.5)[0], (v + 0.5 * torch.softmax(a, 1)) / 1.5,
+                                   rtol=1e-15, atol=1e-15)
+        return
+    for free in ([1], [0, 1]):
+        with pytest.raises(ValueError, match=r"variable 1 is free, but layer 1's activation is a Softmax.*clamped output"):
+            LiftedProblem(net, xs, free_vars=free, train_params=True, penalty=pen)
+    top = lift(nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=1)).double())
+    LiftedProblem(top, top.feasible(u), free_vars=[0], train_params=True, penalty=pen)
+    if pen is BREGMAN:
+        with pytest.raises(ValueError, match=r"variable 1 is free, but layer 1's activation is a Softmax"):
+            invert(net, model(u).detach())
+        flat = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Softmax(dim=1), nn.Flatten()).double()
+        x = torch.randn(1, 1, 3, 3, dtype=DT, generator=gen(62))
+        with pytest.raises(ValueError, match=r"variable 1 is free, but layer 1's activation is a Softmax"):
+            invert(flat, flat(x).detach(), input_shape=(1, 3, 3))
