@@ -49,11 +49,20 @@ def check_flag(name: str, value: object) -> bool:
     return value
 
 
+#: Methods through which torch modules' ``forward`` computes their map: a subclass that overrides
+#: one of them changes the map as much as one overriding ``forward`` (``nn.Conv1d/2d/3d`` apply
+#: their weight by ``_conv_forward``, the instance norms normalise by ``_apply_instance_norm``).
+FORWARD_PARTS = ("forward", "_conv_forward", "_apply_instance_norm")
+
+
 def keeps_forward(module: object, *classes: type) -> bool:
     """Whether ``module`` is an instance of one of ``classes`` whose class keeps that class's
-    ``forward``: a subclass that overrides it (e.g. a weight-standardised convolution, or one
-    adding a constant) may compute another map than its parameters say."""
-    return any(isinstance(module, cls) and type(module).forward is cls.forward for cls in classes)
+    ``forward`` and the methods of :data:`FORWARD_PARTS` that ``forward`` calls: a subclass that
+    overrides them (e.g. a weight-standardised convolution, by ``forward`` or ``_conv_forward``,
+    or one adding a constant) may compute another map than its parameters say."""
+    return any(isinstance(module, cls) and all(getattr(type(module), name) is getattr(cls, name)
+                                               for name in FORWARD_PARTS if hasattr(cls, name))
+               for cls in classes)
 
 
 def refuse_inference_mode(what: str) -> None:

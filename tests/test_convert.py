@@ -195,6 +195,36 @@ def test_affine_subclasses_count_only_if_they_keep_their_forward():
     torch.testing.assert_close(lift(model)(u), model(u), rtol=1e-14, atol=1e-15)
 
 
+def test_a_convolution_subclass_that_overrides_conv_forward_is_not_taken_as_affine():
+    """nn.Conv2d.forward applies the weight through ``_conv_forward``: a subclass overriding that
+    (here a weight-standardising one, the kernel doubled) kept ``forward``, so lift took it as a
+    plain convolution, and the adjoint of its linear part came from ``module.weight``
+    (:func:`~liftinv.affine.adjoint_graph`, conv_adjoint): the lifted problem's gradient in the
+    input was half the true one, without an error. It is now refused by index and class, as a
+    subclass overriding ``forward``, and adjoint_graph takes its adjoint by autograd. Oracle:
+    autograd of the module's own forward, float64; a subclass keeping both still lifts."""
+
+    class Standardised(nn.Conv2d):
+        def _conv_forward(self, x, weight, bias):
+            return super()._conv_forward(x, 2 * weight, bias)
+
+    class Named(nn.Conv2d):
+        pass
+
+    with pytest.raises(TypeError, match=r"layer 0 \(Standardised\): it is neither affine"):
+        lift(nn.Sequential(Standardised(1, 2, 3, padding=1, bias=False), nn.Tanh()))
+    for cls in (Standardised, Named):
+        conv = build(cls(1, 2, 3, padding=1, bias=False), 16)
+        x = torch.randn(2, 1, 5, 5, dtype=DT, generator=gen(17), requires_grad=True)
+        r = torch.randn(2, 2, 5, 5, dtype=DT, generator=gen(18))
+        (got,) = torch.autograd.grad(adjoint_graph(conv, x), x, r)
+        (want,) = torch.autograd.grad(conv(x), x, r)
+        torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-14)
+    model = build(nn.Sequential(Named(1, 2, 3, padding=1), nn.Tanh()), 19)
+    u = torch.randn(2, 1, 5, 5, dtype=DT, generator=gen(20))
+    assert torch.equal(lift(model, input_shape=(1, 5, 5))(u), model(u))
+
+
 def test_input_shape_with_too_few_dimensions_is_refused_naming_it():
     """A map indexing a dimension that the samples lack (``nn.Flatten(2)`` on ``(B, 5)``) failed
     with torch's bare IndexError 'Dimension out of range', naming neither input_shape nor the
