@@ -51,6 +51,15 @@ def _index(name: str, value: object) -> int:
         raise ValueError(f"{name} must be an integer (a variable index), got {value!r}") from None
 
 
+def is_module_sequence(value: object) -> bool:
+    """Whether ``value`` is a sequence that may hold modules: a ``Sequence`` that is no string,
+    or an ``nn.ModuleList`` or ``nn.Sequential`` (which are not registered as ``Sequence``), but
+    no other module (an ``nn.Linear`` given for ``[nn.Linear]`` has no ``len``)."""
+    if isinstance(value, (nn.ModuleList, nn.Sequential)):
+        return True
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
 def _penalty_weight(value: object) -> float:
     """``value`` as a float if it is a finite real number > 0 (not a bool), else a ``ValueError``
     naming ``weight``."""
@@ -70,7 +79,8 @@ class Layer(nn.Module):
     Args:
         inputs: indices of the variables it reads (0 is the network input; all smaller than the
             index of the variable this layer produces).
-        maps: one affine ``nn.Module`` per input, :math:`M_{kj}`.
+        maps: one affine ``nn.Module`` per input, :math:`M_{kj}` (a sequence, also of one map;
+            a ``TypeError`` naming ``maps`` otherwise).
         activation: a proximal activation (a torch activation is converted by
             :func:`~liftinv.activations.as_activation`).
         data_map: optional affine map :math:`c_k` of the measurements ``y``.
@@ -99,6 +109,9 @@ class Layer(nn.Module):
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             raise TypeError(f"inputs must be a sequence of variable indices, got {inputs!r}")
         inputs = tuple(_index(f"inputs[{j}]", i) for j, i in enumerate(inputs))
+        if not is_module_sequence(maps):
+            raise TypeError(f"maps must be a sequence of nn.Modules, one per input (a single map in a list: [map]), "
+                            f"got {type(maps).__name__}")
         if len(inputs) == 0 or len(inputs) != len(maps):
             raise ValueError(f"inputs and maps must be non-empty and of equal length, got {len(inputs)} and {len(maps)}")
         if len(set(inputs)) != len(inputs):

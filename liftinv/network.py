@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from liftinv.penalty import BREGMAN, Penalty
-from liftinv.layer import Layer, TermShapeError
+from liftinv.layer import Layer, TermShapeError, is_module_sequence
 from liftinv.validation import reference_tensor, sample_shape
 from operators.checks import is_integer
 
@@ -34,7 +34,8 @@ class LiftedNetwork(nn.Module):
     """A network of :class:`~liftinv.layer.Layer` s.
 
     Args:
-        layers: layer ``k-1`` of the list produces variable ``k``; its inputs must be ``< k``.
+        layers: layer ``k-1`` of the sequence produces variable ``k``; its inputs must be ``< k``
+            (a ``TypeError`` naming ``layers`` for a single layer or a generator).
         input_shape: shape of one input sample (without batch; a sequence of integers >= 1),
             used to validate inputs, or ``None`` (inputs of any sample shape). Checked again when
             assigned (stored as a tuple of ints).
@@ -42,6 +43,9 @@ class LiftedNetwork(nn.Module):
 
     def __init__(self, layers: Sequence[Layer], *, input_shape: Sequence[int] | None = None):
         super().__init__()
+        if not is_module_sequence(layers):
+            raise TypeError(f"layers must be a sequence of liftinv Layers (one layer in a list: [layer]), "
+                            f"got {type(layers).__name__}")
         if len(layers) == 0:
             raise ValueError("layers must not be empty")
         for k, layer in enumerate(layers, start=1):

@@ -1543,6 +1543,27 @@ def test_layer_maps_and_data_map_must_be_modules():
     assert Layer([0], [lin], ReLU(), data_map=nn.Identity()).data_map is not None
 
 
+def test_a_single_map_or_layer_for_a_sequence_is_refused_naming_it():
+    """``Layer([0], nn.Linear(2, 2), act)`` (the map without its list) failed with torch's
+    "object of type 'Linear' has no len()", and ``LiftedNetwork(layer)`` with "object of type
+    'Layer' has no len()", naming no argument; generators alike. Now a TypeError names maps or
+    layers and the way forward. Oracle: the network built from lists, nn.ModuleList and
+    tuples gives lin(u) relu'd, bit for bit."""
+    from liftinv.network import LiftedNetwork
+
+    lin = nn.Linear(2, 2).double()
+    with pytest.raises(TypeError, match=r"maps must be a sequence of nn.Modules, one per input .*got Linear"):
+        Layer([0], lin, ReLU())
+    with pytest.raises(TypeError, match=r"maps must be a sequence .*got generator"):
+        Layer([0], (m for m in [lin]), ReLU())
+    layer = Layer([0], nn.ModuleList([lin]), ReLU())
+    with pytest.raises(TypeError, match=r"layers must be a sequence of liftinv Layers .*got Layer"):
+        LiftedNetwork(layer)
+    u = torch.randn(3, 2, dtype=DT, generator=gen(70))
+    for net in (LiftedNetwork([layer]), LiftedNetwork((Layer([0], (lin,), ReLU()),)), LiftedNetwork(nn.ModuleList([layer]))):
+        assert torch.equal(net(u), torch.relu(lin(u)))
+
+
 def test_unrolled_checks_a_physics_of_plain_functions_in_the_network_dtype():
     """A deepinv LinearPhysics built from functions has no dtype: the norm check of bind ran
     opnorm's Lanczos in float32 whatever the network's dtype, so binding a float64 physics of
