@@ -30,6 +30,21 @@ def _variable_index(name: str, value: object) -> int:
     return int(value)
 
 
+def _readers(layers: Sequence[Layer]) -> list[list[tuple[int, int]]]:
+    """``(k, position)`` of the layers reading each variable ``0..K``, after checking that every
+    entry of ``layers`` is a :class:`~liftinv.layer.Layer` and that layer ``k`` reads variables
+    in ``[0, k - 1]`` (a ``TypeError`` or ``ValueError`` naming it)."""
+    readers: list[list[tuple[int, int]]] = [[] for _ in range(len(layers) + 1)]
+    for k, layer in enumerate(layers, start=1):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layers[{k - 1}] must be a liftinv Layer, got {type(layer).__name__}")
+        if max(layer.inputs) >= k or min(layer.inputs) < 0:
+            raise ValueError(f"layer {k} reads variables {layer.inputs}; they must lie in [0, {k - 1}]")
+        for pos, i in enumerate(layer.inputs):
+            readers[i].append((k, pos))
+    return readers
+
+
 class LiftedNetwork(nn.Module):
     """A network of :class:`~liftinv.layer.Layer` s.
 
@@ -48,21 +63,14 @@ class LiftedNetwork(nn.Module):
                             f"got {type(layers).__name__}")
         if len(layers) == 0:
             raise ValueError("layers must not be empty")
-        for k, layer in enumerate(layers, start=1):
-            if not isinstance(layer, Layer):
-                raise TypeError(f"layers[{k - 1}] must be a liftinv Layer, got {type(layer).__name__}")
-            if max(layer.inputs) >= k or min(layer.inputs) < 0:
-                raise ValueError(f"layer {k} reads variables {layer.inputs}; they must lie in [0, {k - 1}]")
+        _readers(layers)  # checks the layers and what they read
         self.layers = nn.ModuleList(layers)
         self.input_shape = input_shape
-        self._consumers = [[] for _ in range(len(layers) + 1)]
-        for k, layer in enumerate(layers, start=1):
-            for pos, i in enumerate(layer.inputs):
-                self._consumers[i].append((k, pos))
 
     def __setstate__(self, state: dict) -> None:
         if "input_shape" in state:  # a network pickled while input_shape was a plain attribute
             state["_input_shape"] = state.pop("input_shape")
+        state.pop("_consumers", None)  # pickled while the readers were kept from the constructor
         super().__setstate__(state)
 
     @property
@@ -91,11 +99,13 @@ class LiftedNetwork(nn.Module):
     def consumers(self, i: int) -> list[tuple[int, int]]:
         """``(k, position)`` of every layer ``k`` that reads variable ``i`` (``0 <= i <= K``; an
         ``IndexError`` otherwise, where a negative ``i`` would count from the end); ``i`` is an
-        integer (a ``TypeError`` for a bool, float or tensor)."""
+        integer (a ``TypeError`` for a bool, float or tensor). Read off the layers as they are
+        now, so a layer replaced in ``layers`` after construction is counted (and checked as the
+        constructor checks its layers)."""
         i = _variable_index("i", i)
         if not 0 <= i <= len(self.layers):
             raise IndexError(f"i must lie in [0, {len(self.layers)}], got {i!r}")
-        return self._consumers[i]
+        return _readers(self.layers)[i]
 
     def check_input(self, u: Tensor, name: str = "u") -> None:
         """Validate an input batch: a finite floating tensor of the dtype and device of the

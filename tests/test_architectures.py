@@ -1901,3 +1901,33 @@ def test_a_free_softmax_variable_is_refused_where_its_prox_is_needed(penalty):
         x = torch.randn(1, 1, 3, 3, dtype=DT, generator=gen(62))
         with pytest.raises(ValueError, match=r"variable 1 is free, but layer 1's activation is a Softmax"):
             invert(flat, flat(x).detach(), input_shape=(1, 3, 3))
+
+
+def test_the_readers_of_a_variable_follow_a_layer_replaced_in_layers():
+    """LiftedNetwork kept the readers of each variable (consumers) from its constructor: after
+    net.layers[1] = Layer([0, 1], ...) the forward pass read x_0 in layer 2 while consumers(0)
+    still said [(1, 0)], so a LiftedProblem of the network left out layer 2's term from the
+    gradient of Var(0) (0.12 off) without an error. consumers now reads the layers as they are
+    (and checks them as the constructor does). Oracle: autograd of the smooth part of Var(0),
+    sum_k B(x_k, a_k), of the network as it is."""
+    from liftinv.activations import Identity
+    from liftinv.architectures._common import init_parameters_
+    from liftinv.network import LiftedNetwork
+
+    lin0, lin1, lin2 = (nn.Linear(3, 3).double() for _ in range(3))
+    for j, m in enumerate((lin0, lin1, lin2)):
+        init_parameters_(m, gen(80 + j))
+    net = LiftedNetwork([Layer([0], [lin0], ReLU()), Layer([1], [lin1], Identity())])
+    net.layers[1] = Layer([0, 1], [lin2, lin1], Identity())
+    assert net.consumers(0) == [(1, 0), (2, 0)] and net.consumers(1) == [(2, 1)]
+    xs = [x.detach() for x in net.feasible(torch.randn(2, 3, dtype=DT, generator=gen(83)))]
+    xs = [xs[0], xs[1] + 0.1, xs[2] + 0.2]
+    problem = LiftedProblem(net, xs, free_vars=[0, 1], train_params=False)
+    leaves = [x.clone().requires_grad_() for x in xs]
+    energy = sum(BREGMAN.value(net.layer(k).activation, leaves[k], net.layer(k).preactivation(leaves)).sum()
+                 for k in (1, 2))
+    torch.testing.assert_close(problem.grads([Var(0)])[0][0], torch.autograd.grad(energy, leaves[0])[0],
+                               rtol=1e-14, atol=1e-14)
+    net.layers[0] = Layer([1], [lin0], ReLU())
+    with pytest.raises(ValueError, match=r"layer 1 reads variables \(1,\); they must lie in \[0, 0\]"):
+        net.consumers(0)
