@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from liftinv.penalty import BREGMAN, Penalty
+from liftinv.penalty import BREGMAN, Penalty, check_penalty
 from liftinv.layer import Layer, TermShapeError, is_module_sequence
 from liftinv.validation import reference_tensor, sample_shape
 from operators.checks import is_integer
@@ -107,6 +107,11 @@ class LiftedNetwork(nn.Module):
             raise IndexError(f"i must lie in [0, {len(self.layers)}], got {i!r}")
         return _readers(self.layers)[i]
 
+    def check_variable_count(self, xs: Sequence[Tensor]) -> None:
+        """A ``ValueError`` unless ``xs`` holds the ``K + 1`` variables ``x_0..x_K``."""
+        if len(xs) != self.depth + 1:
+            raise ValueError(f"xs must hold K + 1 = {self.depth + 1} variables, got {len(xs)}")
+
     def check_input(self, u: Tensor, name: str = "u") -> None:
         """Validate an input batch: a finite floating tensor of the dtype and device of the
         parameters (of the floating buffers in a network without parameters:
@@ -145,7 +150,11 @@ class LiftedNetwork(nn.Module):
         return self.layer(k).preactivation(xs, y)
 
     def penalties(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty: Penalty = BREGMAN) -> Tensor:
-        r"""Unweighted per-sample penalties :math:`P_k(x_k, a_k)`, shape ``(K, B)``."""
+        r"""Unweighted per-sample penalties :math:`P_k(x_k, a_k)`, shape ``(K, B)``, of the variables
+        ``xs = [x_0, ..., x_K]`` (a ``ValueError`` for another count) under ``penalty`` (a liftinv
+        ``Penalty``, a ``TypeError`` otherwise)."""
+        self.check_variable_count(xs)
+        check_penalty(penalty)
         return torch.stack(
             [penalty.value(self.layer(k).activation, xs[k], self.preactivation(k, xs, y)) for k in range(1, self.depth + 1)]
         )

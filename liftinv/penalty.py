@@ -163,6 +163,13 @@ class MACPenalty(Penalty):
         return (v + tau * act(a)) / (1 + tau)
 
 
+def check_penalty(value: object) -> None:
+    """A ``TypeError`` naming ``penalty`` unless ``value`` is a :class:`Penalty` (a string such as
+    ``"mac"`` is not one)."""
+    if not isinstance(value, Penalty):
+        raise TypeError(f"penalty must be a liftinv Penalty (BREGMAN, MAC or FENCHEL), got {type(value).__name__}")
+
+
 BREGMAN = BregmanPenalty()
 FENCHEL = FenchelPenalty()
 MAC = MACPenalty()

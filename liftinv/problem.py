@@ -74,7 +74,7 @@ import torch
 from torch import Tensor
 
 from liftinv.activations import Softmax
-from liftinv.penalty import BREGMAN, BregmanPenalty, Penalty
+from liftinv.penalty import BREGMAN, BregmanPenalty, Penalty, check_penalty
 from liftinv.affine import GradientStep, adjoint_graph, adjoint_method, linear_part
 from liftinv.layer import shares_storage
 from liftinv.blocks import Block, Params, Var
@@ -285,8 +285,7 @@ class LiftedProblem:
         cache_preactivations: bool = True,
     ):
         K = network.depth
-        if len(xs) != K + 1:
-            raise ValueError(f"xs must hold K + 1 = {K + 1} variables, got {len(xs)}")
+        network.check_variable_count(xs)
         terms = dict(terms or {})
         free_vars = list(free_vars)
         for name, indices in (("free_vars", free_vars), ("terms", list(terms))):
@@ -297,8 +296,7 @@ class LiftedProblem:
                     raise ValueError(f"variable index {i} out of range [0, {K}]")
         _check_variables(network, xs)
         terms = {int(i): term for i, term in terms.items()}
-        if not isinstance(penalty, Penalty):
-            raise TypeError(f"penalty must be a liftinv Penalty (BREGMAN, MAC or FENCHEL), got {type(penalty).__name__}")
+        check_penalty(penalty)
         self.free_vars = tuple(sorted({int(i) for i in free_vars}))
         _check_free_softmax(network, self.free_vars, penalty)
         for i, term in terms.items():

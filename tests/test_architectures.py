@@ -1931,3 +1931,23 @@ def test_the_readers_of_a_variable_follow_a_layer_replaced_in_layers():
     net.layers[0] = Layer([1], [lin0], ReLU())
     with pytest.raises(ValueError, match=r"layer 1 reads variables \(1,\); they must lie in \[0, 0\]"):
         net.consumers(0)
+
+
+def test_network_penalties_check_the_variables_and_the_penalty():
+    """LiftedNetwork.penalties (energy, gaps) took xs of any length: one variable too many was
+    ignored without a word, one too few failed with a bare 'list index out of range', and
+    penalty="mac" with "'str' object has no attribute 'value'", where LiftedProblem refuses
+    both naming them. Now the same checks (one each, shared). Oracle: the energy of the right
+    variables, sum_k lambda_k B(x_k, a_k) written out, to 1e-15."""
+    net = ARCHITECTURES["mlp"](gen(90)).network
+    u = torch.randn(2, 5, dtype=DT, generator=gen(91))
+    xs = [x.detach() + 0.01 for x in net.feasible(u)]
+    want = sum(net.layer(k).weight * BREGMAN.value(net.layer(k).activation, xs[k], net.preactivation(k, xs))
+               for k in range(1, net.depth + 1))
+    torch.testing.assert_close(net.energy(xs), want, rtol=1e-15, atol=1e-15)
+    for bad in (xs + [xs[-1]], xs[:-1]):
+        for method in (net.energy, net.gaps, net.penalties):
+            with pytest.raises(ValueError, match=rf"xs must hold K \+ 1 = 5 variables, got {len(bad)}"):
+                method(bad)
+    with pytest.raises(TypeError, match=r"penalty must be a liftinv Penalty \(BREGMAN, MAC or FENCHEL\), got str"):
+        net.energy(xs, penalty="mac")
