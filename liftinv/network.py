@@ -66,11 +66,13 @@ class LiftedNetwork(nn.Module):
         _readers(layers)  # checks the layers and what they read
         self.layers = nn.ModuleList(layers)
         self.input_shape = input_shape
+        self._readers_of: tuple[tuple[Layer, ...], list] = ((), [])  # (the layers, their readers)
 
     def __setstate__(self, state: dict) -> None:
         if "input_shape" in state:  # a network pickled while input_shape was a plain attribute
             state["_input_shape"] = state.pop("input_shape")
         state.pop("_consumers", None)  # pickled while the readers were kept from the constructor
+        state.setdefault("_readers_of", ((), []))
         super().__setstate__(state)
 
     @property
@@ -101,11 +103,15 @@ class LiftedNetwork(nn.Module):
         ``IndexError`` otherwise, where a negative ``i`` would count from the end); ``i`` is an
         integer (a ``TypeError`` for a bool, float or tensor). Read off the layers as they are
         now, so a layer replaced in ``layers`` after construction is counted (and checked as the
-        constructor checks its layers)."""
+        constructor checks its layers); kept until a layer is replaced, added or removed (the
+        solvers ask for them many times per sweep)."""
         i = _variable_index("i", i)
         if not 0 <= i <= len(self.layers):
             raise IndexError(f"i must lie in [0, {len(self.layers)}], got {i!r}")
-        return _readers(self.layers)[i]
+        layers = tuple(self.layers._modules.values())
+        if layers != self._readers_of[0]:  # compares the layers by identity
+            self._readers_of = (layers, _readers(layers))
+        return list(self._readers_of[1][i])
 
     def check_variable_count(self, xs: Sequence[Tensor]) -> None:
         """A ``ValueError`` unless ``xs`` holds the ``K + 1`` variables ``x_0..x_K``."""
