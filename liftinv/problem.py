@@ -31,7 +31,8 @@ its graph still gives the vector-Jacobian products for the variables (linear map
 depend on the point; each free variable has one graph leaf, re-pointed at its current value, so
 no graph keeps an old value alive); parameter gradients of such a layer then come from its maps
 that hold parameters, evaluated at the current variables with the residual of the cached
-:math:`a_k`. Other caches are dropped when an input or a parameter moves. (A Gauss-Seidel sweep
+:math:`a_k`. After :data:`REFRESH_EVERY` such updates the cache is dropped and evaluated again
+when next read, so their rounding errors do not accumulate. Other caches are dropped when an input or a parameter moves. (A Gauss-Seidel sweep
 of an unrolled network moves the inputs of a layer one at a time; the updates spare it the full
 re-evaluation, e.g. the :math:`A^*A` of a gradient step.)
 A solver may say which blocks the rest of its step moves (:meth:`LiftedProblem.expect`, as
@@ -95,6 +96,13 @@ PENALTY_SLICE = 2**16
 #: In-place pre-activation updates (:meth:`LiftedProblem.set`) work on slices of the batch of at
 #: most this many entries of the moved variable and of the pre-activation (at least one sample).
 UPDATE_SLICE = 2**15
+#: In-place updates a cached pre-activation takes before it is recomputed instead (dropped by
+#: :meth:`LiftedProblem.set`, evaluated again when next read): each update adds the rounding of
+#: :math:`a_k + M_{ki}(x_i^+ - x_i)` (and, for a map with a bias, of :math:`f(d) - f(0)`, see
+#: :func:`~liftinv.affine.linear_part`), which near convergence does not average out, so without
+#: a refresh the cache drifts from :math:`a_k` in proportion to the number of updates (in float32,
+#: hundreds of ulps of its scale after a few thousand).
+REFRESH_EVERY = 16
 
 
 def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
@@ -315,6 +323,7 @@ class LiftedProblem:
         self.param_groups = self._group_parameters() if train_params else []
         self._layers_of_group = [self._layers_using(g) for g in self.param_groups]
         self._pre: dict[int, Tensor] = {}
+        self._updates: dict[int, int] = {}  # in-place updates of each cached a_k since it was evaluated
         self._param_graph: set[int] = set()  # cached a_k whose graph reaches the parameters at this state
         self._leaves: dict[int, Tensor] = {}
         self._multi = {
@@ -385,10 +394,11 @@ class LiftedProblem:
             for k, pos in self.network.consumers(i):
                 if k not in self._pre:
                     continue
-                if k not in self._multi or not self._still_read(k):
+                if k not in self._multi or not self._still_read(k) or self._updates[k] >= REFRESH_EVERY:
                     self._drop(k)
                     continue
                 self._add_change(k, pos, old, new)
+                self._updates[k] += 1
                 self._param_graph.discard(k)
             if i in self._leaves:  # re-point the leaf (``set_`` would detach it from the graphs)
                 self._leaves[i].data = new
@@ -529,6 +539,7 @@ class LiftedProblem:
             # gradient, where the maps one by one keep the variables, which stay alive anyway
             with torch.enable_grad(), _frozen([] if params else list(layer.parameters())):
                 self._pre[k] = layer.preactivation(xs, self.y, apply, combine=not params)
+            self._updates[k] = 0
             if params:
                 self._param_graph.add(k)
         return self._pre[k]
