@@ -653,7 +653,7 @@ def test_finite_checks_read_the_device_once_per_group_and_check(host_reads, sche
 
 def test_nan_gradient_in_a_jacobi_group_leaves_every_adam_state_finite():
     """All gradients of a Jacobi group are checked before any rule runs: a NaN gradient of the
-    group's last block raises before Adam computes the moments of the blocks before it."""
+    group's last block raises before Adam updates the moments (in place) of the blocks before it."""
     problem = NaNGradient(chain(seed=16), Var(3), after=1)
     solver = BCD(var_rule=Adam(lr=0.01), schedule=Simultaneous())
     state = solver.step(problem, solver.init(problem))
@@ -663,27 +663,6 @@ def test_nan_gradient_in_a_jacobi_group_leaves_every_adam_state_finite():
     for i, st in state.var_states.items():
         assert st["count"] == 1
         for t, b in zip(st["m"] + st["v"], before[i]):
-            torch.testing.assert_close(t, b, atol=0, rtol=0)
-
-
-@pytest.mark.parametrize("schedule", [TopDown(), Simultaneous()], ids=repr)
-def test_refused_adam_update_leaves_the_state_of_the_last_good_step(schedule):
-    """A NaN update (here from the prox, with finite gradients) is refused and leaves every Adam
-    state (m, v and count) of a block that did not move as the last good step left it: the
-    refused block's and those of its Jacobi group (oracle: a deep copy of the state before
-    the refused step)."""
-    problem = NaNProx(chain(seed=18), Var(2), after=1)
-    solver = BCD(var_rule=Adam(lr=0.01), schedule=schedule)
-    state = solver.step(problem, solver.init(problem))
-    before, values = copy.deepcopy(state), {b: problem.get(b)[0].clone() for b in problem.blocks()}
-    with pytest.raises(NonFiniteError, match=r"Var\(2\) at iteration 2;"):
-        solver.step(problem, state)
-    unmoved = [i for i in state.var_states if torch.equal(problem.get(Var(i))[0], values[Var(i)])]
-    assert unmoved == ([1, 2] if schedule == TopDown() else [1, 2, 3])  # TopDown moved Var(3) before
-    for i in unmoved:
-        st = state.var_states[i]
-        assert st["count"] == before.var_states[i]["count"] == 1
-        for t, b in zip(st["m"] + st["v"], before.var_states[i]["m"] + before.var_states[i]["v"]):
             torch.testing.assert_close(t, b, atol=0, rtol=0)
 
 

@@ -190,7 +190,10 @@ class BCD:
         ``expect(blocks)`` (e.g. :meth:`LiftedProblem.expect <liftinv.problem.LiftedProblem.expect>`)
         the blocks that the sweep moves after that group, so that only caches they read are kept.
         Raises :class:`NonFiniteError` (a ``FloatingPointError``) when a block update is not
-        finite; that update is not applied."""
+        finite; that update is not applied, but a rule's buffers may have advanced in place
+        (:class:`~liftinv.solvers.rules.Adam`'s moments): a caller that retries after the error
+        keeps a copy of the state (the trainer does not retry: it stops, its checkpoint holding
+        the last complete epoch)."""
         state = self._complete(problem, state)
         iteration = state.iteration + 1
         blocks = problem.blocks()

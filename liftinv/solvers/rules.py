@@ -201,9 +201,10 @@ class Adam(Rule):
 
     :math:`m_0 = v_0 = 0`: ``torch.optim.Adam(lr, betas=(b1, b2), eps=eps)`` when :math:`h = 0`
     (parameter blocks), with its operations in the same order. :math:`k` counts the updates since
-    the state began (one count per sample after a :meth:`restart` of some samples). The moments
-    of the new state are new tensors, the state passed in is left as it was (explicit state in,
-    state out: a solver that refuses a non-finite update keeps the last good state). The prox
+    the state began (one count per sample after a :meth:`restart` of some samples). The moment
+    buffers are updated in place, as ``torch.optim.Adam`` does (the solvers check the gradients
+    for NaN/Inf first; new buffers would keep the old ones alive next to them, which raised the
+    quick autoencoder's peak training memory from 1.17 to 1.80 MB). The prox
     with step ``lr`` ignores the diagonal metric; use Adam on blocks without a nonsmooth part.
     """
 
@@ -237,8 +238,8 @@ class Adam(Rule):
 
     def advance(self, values, look, grads, step, prox, state):
         count = state["count"] + 1
-        m = [mm.lerp(g, 1 - self.b1) for mm, g in zip(state["m"], grads)]  # new tensors: state stays as it was
-        v = [vv.mul(self.b2).addcmul_(g, g, value=1 - self.b2) for vv, g in zip(state["v"], grads)]
+        m = [mm.lerp_(g, 1 - self.b1) for mm, g in zip(state["m"], grads)]
+        v = [vv.mul_(self.b2).addcmul_(g, g, value=1 - self.b2) for vv, g in zip(state["v"], grads)]
         rate = self.lr / (1 - self.b1**count)  # numbers, or one per sample (see restart)
         root = torch.sqrt(1 - self.b2**count) if isinstance(count, Tensor) else math.sqrt(1 - self.b2**count)
         moved = []
