@@ -1754,6 +1754,17 @@ def test_block_indices_are_integers():
     assert problem.lipschitz(Params(np.int64(0))) == problem.lipschitz(Params(0))
 
 
+def _assert_input_gradient_is_autograds(net, xs):
+    """The lifted problem's gradient in Var(0) of a two-layer network (variables 0 and 1 free)
+    equals autograd's of the Bregman energy of both layers, to 1e-14."""
+    problem = LiftedProblem(net, xs, free_vars=[0, 1], train_params=False)
+    leaves = [x.clone().requires_grad_() for x in xs]
+    energy = sum(BREGMAN.value(net.layer(k).activation, leaves[k], net.layer(k).preactivation(leaves)).sum()
+                 for k in (1, 2))
+    torch.testing.assert_close(problem.grads([Var(0)])[0][0], torch.autograd.grad(energy, leaves[0])[0],
+                               rtol=1e-14, atol=1e-14)
+
+
 def test_a_layers_inputs_are_fixed_at_construction():
     """Layer.inputs was a plain attribute: after net.layer(2).inputs = (0,) the forward pass read
     x_0 while the network's readers of each variable (consumers, built by the constructor) still
@@ -1776,13 +1787,7 @@ def test_a_layers_inputs_are_fixed_at_construction():
     old.__dict__["inputs"] = old.__dict__.pop("_inputs")  # as pickled while inputs was a plain attribute
     assert pickle.loads(pickle.dumps(old)).inputs == (1,)
     xs = [x.detach() for x in net.feasible(torch.randn(2, 4, dtype=DT, generator=gen(33)))]
-    xs = [xs[0], xs[1] + 0.1, xs[2] + 0.2]
-    problem = LiftedProblem(net, xs, free_vars=[0, 1], train_params=False)
-    leaves = [x.clone().requires_grad_() for x in xs]
-    energy = sum(BREGMAN.value(net.layer(k).activation, leaves[k], net.layer(k).preactivation(leaves)).sum()
-                 for k in (1, 2))
-    torch.testing.assert_close(problem.grads([Var(0)])[0][0], torch.autograd.grad(energy, leaves[0])[0],
-                               rtol=1e-14, atol=1e-14)
+    _assert_input_gradient_is_autograds(net, [xs[0], xs[1] + 0.1, xs[2] + 0.2])
 
 
 def test_a_networks_input_shape_is_checked_when_assigned_and_its_indices_are_integers():
@@ -1921,13 +1926,7 @@ def test_the_readers_of_a_variable_follow_a_layer_replaced_in_layers():
     net.layers[1] = Layer([0, 1], [lin2, lin1], Identity())
     assert net.consumers(0) == [(1, 0), (2, 0)] and net.consumers(1) == [(2, 1)]
     xs = [x.detach() for x in net.feasible(torch.randn(2, 3, dtype=DT, generator=gen(83)))]
-    xs = [xs[0], xs[1] + 0.1, xs[2] + 0.2]
-    problem = LiftedProblem(net, xs, free_vars=[0, 1], train_params=False)
-    leaves = [x.clone().requires_grad_() for x in xs]
-    energy = sum(BREGMAN.value(net.layer(k).activation, leaves[k], net.layer(k).preactivation(leaves)).sum()
-                 for k in (1, 2))
-    torch.testing.assert_close(problem.grads([Var(0)])[0][0], torch.autograd.grad(energy, leaves[0])[0],
-                               rtol=1e-14, atol=1e-14)
+    _assert_input_gradient_is_autograds(net, [xs[0], xs[1] + 0.1, xs[2] + 0.2])
     net.layers[0] = Layer([1], [lin0], ReLU())
     with pytest.raises(ValueError, match=r"layer 1 reads variables \(1,\); they must lie in \[0, 0\]"):
         net.consumers(0)
