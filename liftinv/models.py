@@ -171,10 +171,14 @@ def _build(config: dict, physics) -> UnrolledPrimalDual:
 def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
     """The payload of a model file, with its format and entries checked."""
     payload = load_checkpoint(path, map_location=device, name="model")
-    if payload.get("format") != FORMAT or not isinstance(payload.get("format_version"), int):
+    if payload.get("format") != FORMAT or "format_version" not in payload:
         raise ValueError(f"{path} is not a liftinv model file (no format {FORMAT!r})")
-    if payload["format_version"] > FORMAT_VERSION:
-        raise ValueError(f"{path} has model format {payload['format_version']}; this liftinv reads up to {FORMAT_VERSION}")
+    version = payload["format_version"]
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise ValueError(f"{path} has model format {version}; this liftinv reads up to {FORMAT_VERSION}")
+    if not (isinstance(version, int) and not isinstance(version, bool) and version >= 1):
+        raise ValueError(f"{path} has model format {version!r}, which no liftinv writes (formats are the integers 1 "
+                         f"to {FORMAT_VERSION})")
     missing = [key for key in _ENTRIES if key not in payload]
     if missing:
         raise ValueError(f"{path} is not a complete liftinv model file (missing {missing})")

@@ -189,6 +189,17 @@ def test_not_a_model_file(tmp_path, saved_radon):
         load_model(saved_radon)
 
 
+@pytest.mark.parametrize("version", [0, -1, True, 1.0, "1"])
+def test_a_format_version_that_was_never_written_is_refused(saved_radon, version):
+    """Format versions start at FORMAT_VERSION's first value, 1: a file claiming format 0 or -1 (or
+    True, which compares equal to 1) was loaded as a format-1 file without a word."""
+    payload = load_checkpoint(saved_radon)
+    payload["format_version"] = version
+    save_checkpoint(saved_radon, payload)
+    with pytest.raises(ValueError, match=rf"net.pt has model format {version!r}, which no liftinv writes \(formats are the integers 1 to {FORMAT_VERSION}\)"):
+        load_model(saved_radon)
+
+
 @pytest.mark.parametrize("content", [b"", b"not a torch file", b"\x93NUMPY\x01\x00v\x00"])
 def test_unreadable_model_file_is_a_value_error(tmp_path, content):
     """An empty, corrupt or non-torch file raised torch.load's EOFError or UnpicklingError, which
