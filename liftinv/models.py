@@ -35,7 +35,10 @@ from operators.spec import check_spec, physics_from_spec, physics_spec
 
 FORMAT = "liftinv-model"
 FORMAT_VERSION = 1
-_ENTRIES = ("liftinv_version", "architecture", "state_dict", "physics", "steps", "task", "extra")
+_ENTRY_TYPES = {"liftinv_version": str, "architecture": dict, "state_dict": dict, "physics": dict, "steps": dict,
+                "task": str, "extra": dict}  # the entries besides the format, of the types save_model writes
+_ENTRIES = tuple(_ENTRY_TYPES)
+_ARCHITECTURE_KEYS = ("class", "n_iter", "features", "img_size", "threshold", "kernel_size", "adjoint_init")
 _STEP_RTOL = 1e-6  # relative tolerance on the dual step s rebuilt from the operator norm
 
 
@@ -169,7 +172,9 @@ def _build(config: dict, physics) -> UnrolledPrimalDual:
 
 
 def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
-    """The payload of a model file, with its format and entries checked."""
+    """The payload of a model file, with its format and entries checked: each entry of the type
+    :func:`save_model` writes (:data:`_ENTRY_TYPES`), the architecture with every constructor
+    argument :func:`_build` reads and the steps with ``tau`` and ``s``."""
     payload = load_checkpoint(path, map_location=device, name="model")
     if payload.get("format") != FORMAT or "format_version" not in payload:
         raise ValueError(f"{path} is not a liftinv model file (no format {FORMAT!r})")
@@ -182,6 +187,14 @@ def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
     missing = [key for key in _ENTRIES if key not in payload]
     if missing:
         raise ValueError(f"{path} is not a complete liftinv model file (missing {missing})")
+    for key, kind in _ENTRY_TYPES.items():
+        if not isinstance(payload[key], kind):
+            raise ValueError(f"{path} is not a valid liftinv model file: its {key} must be a {kind.__name__}, got "
+                             f"{type(payload[key]).__name__}")
+    for key, needed in (("architecture", _ARCHITECTURE_KEYS), ("steps", ("tau", "s"))):
+        absent = [name for name in needed if name not in payload[key]]
+        if absent:
+            raise ValueError(f"{path} is not a valid liftinv model file: its {key} lacks {absent}")
     return payload
 
 
@@ -206,7 +219,8 @@ def load_model(path: str | os.PathLike, physics=None, *, device: torch.device | 
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: unreadable, or not a complete liftinv model file; ``physics`` differs from the operator the model was
+        ValueError: unreadable, or not a complete liftinv model file (an entry missing or not of
+            the type :func:`save_model` writes, naming the file and the entry); ``physics`` differs from the operator the model was
             trained for (``"model was trained for Radon(angles=30) but got Radon(angles=60)"``); or
             its operator norm gives other step sizes than at training time.
     """

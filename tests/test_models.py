@@ -217,6 +217,26 @@ def test_model_file_missing_an_entry_names_it(saved_radon):
         load_model(saved_radon)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("steps", [0.1, 0.2], "its steps must be a dict, got list"),
+    ("steps", {"tau": 0.1}, r"its steps lacks \['s'\]"),
+    ("architecture", ["UnrolledPrimalDual"], "its architecture must be a dict, got list"),
+    ("architecture", {"class": "UnrolledPrimalDual"}, r"its architecture lacks \['n_iter', 'features'"),
+    ("state_dict", None, "its state_dict must be a dict, got NoneType"),
+    ("task", 3, "its task must be a str, got int"),
+    ("extra", [1], "its extra must be a dict, got list"),
+])
+def test_a_model_file_with_a_malformed_entry_names_the_file(saved_radon, key, value, message):
+    """Such files failed inside load_model with KeyError 's', 'list indices must be integers',
+    ''list' object has no attribute 'get'', naming neither the file nor the entry, or (task,
+    extra) loaded into a SavedModel that breaks its documented types."""
+    payload = load_checkpoint(saved_radon)
+    payload[key] = value
+    save_checkpoint(saved_radon, payload)
+    with pytest.raises(ValueError, match=f"net.pt is not a valid liftinv model file: {message}"):
+        load_model(saved_radon)
+
+
 def test_bad_save_arguments(tmp_path):
     physics = Radon(9, 5)
     net = _trained_net(physics, (1, 9, 9), torch.float32)
