@@ -55,11 +55,12 @@ class TrainHistory:
         val_psnr: float = _NAN,
         val_ssim: float = _NAN,
     ) -> None:
-        """Add one record."""
+        """Add one record; ``gaps`` is any sequence of real numbers (list, tuple, 1-D tensor or
+        array), ``None`` for none (recorded as ``[]``)."""
         self.epoch.append(float(epoch))
         self.seconds.append(float(seconds))
         self.energy.append(float(energy))
-        self.gaps.append([float(g) for g in (gaps or [])])
+        self.gaps.append([] if gaps is None else [float(g) for g in gaps])
         self.train_loss.append(float(train_loss))
         self.val_loss.append(float(val_loss))
         self.val_psnr.append(float(val_psnr))

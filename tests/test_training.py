@@ -1156,6 +1156,17 @@ def test_history_from_dict_copies_the_records():
     assert all(type(v) is float for f in ("epoch", "seconds", "val_loss", "val_psnr") for v in getattr(h, f))
 
 
+@pytest.mark.parametrize("gaps", [torch.tensor([0.0]), np.array([0.0]), np.array([0.25, 0.0]), torch.tensor([0.25, 0.0])])
+def test_history_append_records_gaps_given_as_an_array(gaps):
+    """``append`` tested ``gaps or []``: a one-entry tensor or array holding 0 is false, so the gap
+    was dropped (``[]`` recorded, as for a backprop record) without an error, and one of several
+    entries failed with 'The truth value of an array with more than one element is ambiguous'."""
+    h = TrainHistory()
+    h.append(epoch=1, seconds=0.5, gaps=gaps)
+    h.append(epoch=2, seconds=1.0)
+    assert h.gaps == [[float(g) for g in gaps.tolist()], []]
+
+
 # ----------------------------------------------------------------------------- CLI, setups, benchmark memory
 def test_cli_trains_resumes_and_refuses_bad_arguments(tmp_path, capsys):
     out = tmp_path / "ae.pt"
