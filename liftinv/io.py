@@ -44,7 +44,8 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
         FileNotFoundError: ``path`` does not exist (the message names ``name`` and the path).
         IsADirectoryError: ``path`` is a folder.
         OSError: the file cannot be opened (``PermissionError``...), raised as ``open`` raises it.
-        ValueError: unknown suffix, unreadable file, a ``.pt`` file that does not hold a tensor,
+        ValueError: unknown suffix, unreadable file, a ``.pt`` file that does not hold a dense
+            (strided) tensor with values (a sparse or meta tensor),
             a non-numeric array, or an image that is not grey (with or without alpha), RGB or RGBA.
     """
     path = Path(path)
@@ -64,6 +65,10 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
     if suffix == ".pt":
         if not isinstance(array, Tensor):
             raise ValueError(f"{name} file {path} must hold a tensor, got {type(array).__name__}")
+        if array.layout != torch.strided:
+            raise ValueError(f"{name} file {path} must hold a dense tensor, got layout {array.layout} (save x.to_dense())")
+        if array.is_meta:
+            raise ValueError(f"{name} file {path} holds a tensor on the meta device, which has no values")
         tensor = array.detach()
     else:
         if array.dtype.kind not in "biufc":

@@ -163,6 +163,22 @@ def test_unreadable_files(tmp_path):
         load_array(tmp_path / "str.npy")
 
 
+@pytest.mark.parametrize("tensor, message", [
+    (torch.eye(2).to_sparse(), "must hold a dense tensor, got layout torch.sparse_coo"),
+    (torch.eye(2).to_sparse_csr(), "must hold a dense tensor, got layout torch.sparse_csr"),
+    (torch.zeros(2, device="meta"), "holds a tensor on the meta device, which has no values"),
+])
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")
+def test_a_pt_file_of_a_tensor_without_dense_values_is_refused(tmp_path, tensor, message):
+    """load_array returns a dense CPU tensor: a sparse tensor (COO or CSR) and a meta tensor (which
+    has no values) were returned as they were stored without a word, to fail later in the caller
+    ('reshape is not implemented for sparse tensors', 'Tensor.item() cannot be called on meta
+    tensors')."""
+    torch.save(tensor, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match=f"measurements file .*x.pt {message}"):
+        load_array(tmp_path / "x.pt", "measurements")
+
+
 @pytest.mark.parametrize("name, content", [
     ("empty.pt", b""), ("empty.npy", b""), ("broken.png", b"\x89PNG\r\n\x1a\nxxxx"),
 ])
