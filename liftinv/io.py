@@ -45,7 +45,8 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
         IsADirectoryError: ``path`` is a folder.
         OSError: the file cannot be opened (``PermissionError``...), raised as ``open`` raises it.
         ValueError: unknown suffix, unreadable file, a ``.pt`` file that does not hold a dense
-            (strided) tensor with values (a sparse or meta tensor),
+            (strided) tensor with values (a sparse or meta tensor), a ``.npy`` file holding an
+            ``.npz`` archive,
             a non-numeric array, or an image that is not grey (with or without alpha), RGB or RGBA.
     """
     path = Path(path)
@@ -62,6 +63,10 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
             return torch.from_numpy(grey_float(imread(path), path))
     except Exception as err:  # readers fail in their own ways (PIL: SyntaxError; torch.load: a bare EOFError)
         raise unreadable(name, path, err) from err
+    if isinstance(array, np.lib.npyio.NpzFile):  # np.load reads an archive whatever the suffix
+        files = list(array.files)
+        array.close()
+        raise ValueError(f"{name} file {path} must hold one array (np.save), got an .npz archive of {files}")
     if suffix == ".pt":
         if not isinstance(array, Tensor):
             raise ValueError(f"{name} file {path} must hold a tensor, got {type(array).__name__}")

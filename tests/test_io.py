@@ -163,6 +163,16 @@ def test_unreadable_files(tmp_path):
         load_array(tmp_path / "str.npy")
 
 
+def test_an_npz_archive_named_npy_is_refused_naming_the_file(tmp_path):
+    """np.load reads an .npz archive whatever the suffix, so one saved (or renamed) as .npy failed
+    in load_array with ''NpzFile' object has no attribute 'dtype'', naming no file."""
+    with open(tmp_path / "y.npy", "wb") as fh:
+        np.savez(fh, a=np.ones(2), b=np.zeros(3))
+    with pytest.raises(ValueError, match=r"measurements file .*y.npy must hold one array \(np.save\), got an .npz archive "
+                                         r"of \['a', 'b'\]"):
+        load_array(tmp_path / "y.npy", "measurements")
+
+
 @pytest.mark.parametrize("tensor, message", [
     (torch.eye(2).to_sparse(), "must hold a dense tensor, got layout torch.sparse_coo"),
     (torch.eye(2).to_sparse_csr(), "must hold a dense tensor, got layout torch.sparse_csr"),
