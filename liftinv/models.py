@@ -222,7 +222,9 @@ def load_model(path: str | os.PathLike, physics=None, *, device: torch.device | 
         ValueError: unreadable, or not a complete liftinv model file (an entry missing or not of
             the type :func:`save_model` writes, naming the file and the entry); ``physics`` differs from the operator the model was
             trained for (``"model was trained for Radon(angles=30) but got Radon(angles=60)"``); or
-            its operator norm gives other step sizes than at training time.
+            its operator norm gives other step sizes than at training time; or the file's
+            parameters do not fit the architecture it records (entries missing, unexpected or of
+            another shape).
     """
     payload = _read(path, device)
     from liftinv import __version__
@@ -240,7 +242,11 @@ def load_model(path: str | os.PathLike, physics=None, *, device: torch.device | 
         raise ValueError(
             f"the operator norm of the physics gives the dual step s={net.s:.9g}, but the model was trained with s={saved_s:.9g}"
         )
-    net.load_state_dict(payload["state_dict"], assign=True)
+    try:
+        net.load_state_dict(payload["state_dict"], assign=True)
+    except RuntimeError as err:  # missing, unexpected or misshapen entries: torch's message names them
+        raise ValueError(f"{path} holds parameters that do not fit the architecture it records: "
+                         f"{' '.join(str(err).split())}") from err
     net.to(device).eval()
     return SavedModel(net, physics, spec, payload["task"], payload["liftinv_version"], payload["extra"])
 

@@ -237,6 +237,23 @@ def test_a_model_file_with_a_malformed_entry_names_the_file(saved_radon, key, va
         load_model(saved_radon)
 
 
+def test_a_model_file_whose_parameters_do_not_fit_its_architecture_names_the_file(saved_radon):
+    """load_state_dict's RuntimeError ('Error(s) in loading state_dict for UnrolledPrimalDual:
+    Missing key(s)...' or 'size mismatch') came out of load_model naming no file, where every
+    other defect of a model file is a ValueError naming it."""
+    payload = load_checkpoint(saved_radon)
+    name = next(key for key, value in payload["state_dict"].items() if value.ndim == 4)
+    payload["state_dict"][name] = payload["state_dict"][name][..., :1]
+    save_checkpoint(saved_radon, payload)
+    with pytest.raises(ValueError, match=rf"net.pt holds parameters that do not fit the architecture it records: "
+                                         rf".*size mismatch for {name}"):
+        load_model(saved_radon)
+    del payload["state_dict"][name]
+    save_checkpoint(saved_radon, payload)
+    with pytest.raises(ValueError, match=rf"net.pt holds parameters .*Missing key\(s\) in state_dict: \"{name}\""):
+        load_model(saved_radon)
+
+
 def test_bad_save_arguments(tmp_path):
     physics = Radon(9, 5)
     net = _trained_net(physics, (1, 9, 9), torch.float32)
