@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -133,14 +134,26 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     written as the Python numbers of equal value: ``torch.load(weights_only=True)``, hence
     :func:`load_checkpoint`, refuses NumPy scalars.
 
+    The written file is read back (``weights_only=True``, tensors on the ``meta`` device, so no
+    values are read) before it replaces ``path``: a payload holding anything else that
+    ``weights_only`` refuses (a NumPy array, a ``Path``, a ``defaultdict``...) is refused, not
+    written as a checkpoint that :func:`load_checkpoint` cannot read.
+
     Raises:
-        TypeError: ``payload`` is not a dict.
+        TypeError: ``payload`` is not a dict, or holds an object that ``torch.load(weights_only=True)``
+            refuses (``path`` is then left as it was).
     """
     if not isinstance(payload, dict):
         raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
     payload = _python_scalars(payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+        try:
+            torch.load(tmp, map_location="meta", weights_only=True)
+        except pickle.UnpicklingError as err:  # weights_only's refusal; the reason is the WeightsUnpickler line
+            lines = [line.strip() for line in str(err).splitlines() if "WeightsUnpickler error" in line]
+            raise TypeError(f"payload holds an object that torch.load(weights_only=True) refuses, so the checkpoint "
+                            f"{path} could not be read: {(lines or [type(err).__name__])[0]}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = None, *,

@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,6 +112,23 @@ def test_unreadable_checkpoint_is_a_value_error(tmp_path, content):
     (tmp_path / "c.pt").write_bytes(content)
     with pytest.raises(ValueError, match="cannot read checkpoint file .*c.pt: "):
         load_checkpoint(tmp_path / "c.pt")
+
+
+@pytest.mark.parametrize("value, refused", [
+    (np.ones(2), "_reconstruct"), (Path("data"), "PosixPath|WindowsPath"), (np.str_("ct"), "numpy"),
+    (defaultdict(int), "defaultdict"),
+])
+def test_a_payload_that_load_checkpoint_cannot_read_is_refused_keeping_the_previous_file(tmp_path, value, refused):
+    """save_checkpoint wrote a payload holding a NumPy array, a Path, a NumPy string or a
+    defaultdict without a word, and load_checkpoint (weights_only) then refused the file: the
+    previous checkpoint was replaced by one that no run can resume from. Oracle: load_checkpoint
+    of the previous file, and the directory listing."""
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, _payload(1))
+    with pytest.raises(TypeError, match=f"payload holds an object that torch.load\\(weights_only=True\\) refuses.*({refused})"):
+        save_checkpoint(path, {**_payload(2), "config": {"x": [value]}})
+    _assert_same(load_checkpoint(path), _payload(1))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
 def test_numpy_scalars_are_written_as_python_numbers(tmp_path):
