@@ -128,13 +128,15 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
 
     Raises:
         TypeError: ``x`` is not a tensor.
-        ValueError: unknown suffix, or an image file for data that is not one real 2-D image
-            (after dropping dimensions of size 1) or that holds NaN.
+        ValueError: ``x`` is sparse (not strided), unknown suffix, or an image file for data that
+            is not one real 2-D image (after dropping dimensions of size 1) or that holds NaN.
         IsADirectoryError: ``path`` is a folder.
         NotADirectoryError: ``path``'s folder cannot be created (a path above it is a file).
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.layout != torch.strided:  # load_array reads dense tensors only
+        raise ValueError(f"x must be a dense tensor, got layout {x.layout} (pass x.to_dense())")
     path = Path(path)
     suffix = _suffix(path, "output")
     check_output_file(path)

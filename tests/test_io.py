@@ -163,6 +163,17 @@ def test_unreadable_files(tmp_path):
         load_array(tmp_path / "str.npy")
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".pt", ".png"])
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_save_array_refuses_a_sparse_tensor_before_writing(tmp_path, suffix):
+    """save_array wrote a sparse tensor to .pt, a file load_array refuses (it returns dense
+    tensors), while .npy failed with torch's TypeError and .png with 'isnan ... SparseCPU'."""
+    for x in (torch.eye(3).to_sparse(), torch.eye(3).to_sparse_csr()):
+        with pytest.raises(ValueError, match=f"x must be a dense tensor, got layout {x.layout}"):
+            save_array(x, tmp_path / f"x{suffix}")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_npz_archive_named_npy_is_refused_naming_the_file(tmp_path):
     """np.load reads an .npz archive whatever the suffix, so one saved (or renamed) as .npy failed
     in load_array with ''NpzFile' object has no attribute 'dtype'', naming no file."""
