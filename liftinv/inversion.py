@@ -69,7 +69,8 @@ overshot (solves ended by ``max_time`` before converging make that more likely).
 stopped at ``max_iter`` or ``max_time`` and left a sample above the target is repeated once at
 the same weight before the search lowers it (its discrepancy may be that of an unconverged
 iterate).
-:math:`\delta = 0` gives :math:`\alpha = 0`. An explicit weight is used as given.
+:math:`\delta = 0` gives :math:`\alpha = 0` (no search: one solve when every sample has :math:`\delta = 0`).
+An explicit weight is used as given.
 
 **Solvers.** One layer with TV and the output clamped to the data (``free_output=False``): the
 convex problem is solved by primal-dual iterations (PDHG, :mod:`liftinv.inversion_pdhg`), unless

@@ -49,7 +49,9 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     problems drove the weights down by orders of magnitude, to solutions that overfit the noise.
     And when every sample is done after such a solve, the remaining solves go on at the same
     weights (the caller keeps, among solves that fit, the last of the largest weight), rather
-    than return an iterate that stopped at its limit.
+    than return an iterate that stopped at its limit; unless every sample has :math:`\delta = 0`:
+    its weight 0 is given, not searched (there is nothing to fit), so one solve at
+    :math:`\alpha = 0`, as for an explicit weight 0, is the whole search.
 
     Returns:
         The weights of the last solve.
@@ -65,7 +67,7 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
         d = solve(alpha).to(delta)
         done = zero | frozen | ((d - target).abs() <= rtol * target)
         settled = not unsettled()
-        if (bool(done.all()) and settled) or k == max_search - 1:
+        if (bool(done.all()) and (settled or bool(zero.all()))) or k == max_search - 1:
             break
         above = ~done & (d > target)
         repeat = torch.zeros_like(zero) if settled else above & ~repeat  # once per weight

@@ -814,6 +814,22 @@ def test_zero_noise_level_gives_zero_weight():
     torch.testing.assert_close(res.input, u_true, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("regularizer, zero", [(TV(), TV(0.0)), (L1(), L1(0.0))], ids=["tv-pdhg", "l1-bcd"])
+def test_zero_noise_level_everywhere_is_one_solve_at_weight_zero(regularizer, zero):
+    """noise_level = 0 for every sample gives alpha = 0 without a search: solves stopped at
+    max_iter (tol = 0) were repeated at alpha = 0 until max_search (12 solves, 12 max_iter
+    iterations), a longer solve with another result. Oracle: the explicit weight 0, one solve of
+    max_iter iterations, bit for bit (PDHG for TV on one layer, BCD for L1 on two)."""
+    layers = [nn.Flatten(), nn.Linear(20, 24), nn.LeakyReLU(0.5)] + ([nn.Linear(24, 16)] if isinstance(zero, L1) else [])
+    model = seeded(nn.Sequential(*layers).double(), 5)
+    f = model(torch.rand(2, 1, 4, 5, dtype=F64, generator=gen(6))).detach()
+    cfg = InversionConfig(max_iter=20, tol=0)
+    res = invert(model, f, input_shape=(1, 4, 5), regularizer=regularizer, noise_level=0.0, config=cfg)
+    ref = invert(model, f, input_shape=(1, 4, 5), regularizer=zero, config=cfg)
+    assert len(res.history.steps) == 1 and res.iterations == ref.iterations == 20
+    assert torch.all(res.alpha == 0) and torch.equal(res.input, ref.input)
+
+
 def test_default_weight_without_noise_level():
     u_true = blocky()
     model = perceptron(30, (1, 7, 9), nn.ReLU())
