@@ -61,7 +61,7 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
                         help=f"gradient method: Adam learning rate (default: {GradientOptimizer().lr})")
     parser.add_argument("--max-iter", type=cli_types.positive_int, default=1000, help="iterations per solve (default: %(default)s)")
     parser.add_argument("--tol", type=cli_types.nonnegative_float, default=1e-4, help="relative residual tolerance (default: %(default)s)")
-    parser.add_argument("--x0", metavar="FILE", help="initial input (default: zeros)")
+    parser.add_argument("--x0", metavar="FILE", help="initial input (B, ...), one without batch axis with --single (default: zeros)")
     parser.add_argument("--truth", metavar="FILE",
                         help="true input: print the relative error, and PSNR and SSIM for images in [0, 1]")
     parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device (default: %(default)s)")
@@ -146,6 +146,9 @@ def _run(args) -> None:
     shape = shape or getattr(network, "input_shape", None)
     if shape is None:
         raise ValueError("the network's input shape is unknown: pass --input-shape or --x0")
+    if x0 is not None and args.single and tuple(x0.shape[1:]) != tuple(shape):  # as the file holds it, without the added axis
+        raise ValueError(f"with --single the --x0 file {args.x0} must hold one input of shape "
+                         f"({', '.join(map(str, shape))}), got {tuple(x0.shape[1:])}")
     check_output(args.out, shape if args.single else [output.shape[0], *shape])
     truth = None
     if args.truth is not None:  # the input's shape up to axes of length 1 (an image file's (H, W)), checked before solving

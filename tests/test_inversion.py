@@ -1625,6 +1625,32 @@ def test_invert_cli_output_shape_error_says_what_to_do_with_single(tmp_path, cap
     assert not (tmp_path / "u.npy").exists()
 
 
+@pytest.mark.parametrize("method", ["lifted", "gradient"])
+def test_invert_cli_x0_shape_error_with_single_names_the_file_shape(tmp_path, capsys, monkeypatch, method):
+    """liftinv invert --single --x0 with an x0 file of another shape said 'x0 must have shape
+    (1, 1, 7, 9), got (1, 2, 7, 9)', with the batch axis that --single adds, shapes the file does
+    not have and should not have. Oracle: the arrays saved: the file's (2, 7, 9) against one
+    input (1, 7, 9), before solving; a file of one input is taken."""
+    import numpy as np
+
+    from liftinv.inversion_cli import invert_main
+
+    model = perceptron(30, (1, 7, 9), nn.LeakyReLU(0.5))
+    torch.save(model, tmp_path / "net.pt")
+    np.save(tmp_path / "f.npy", model(blocky()).detach()[0].numpy())
+    base = [str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--single", "--input-shape", "1", "7", "9", "--max-iter", "2",
+            "--no-progress", "--method", method, "--x0", str(tmp_path / "x0.npy"), "--out", str(tmp_path / "u.npy")]
+    np.save(tmp_path / "x0.npy", np.zeros((1, 7, 9)))
+    assert invert_main(base) == 0 and np.load(tmp_path / "u.npy").shape == (1, 7, 9)
+    monkeypatch.setattr(f"liftinv.inversion_cli.{'invert' if method == 'lifted' else 'invert_gradient'}",
+                        lambda *a, **k: pytest.fail("solved before checking"))
+    np.save(tmp_path / "x0.npy", np.zeros((2, 7, 9)))
+    capsys.readouterr()
+    assert invert_main(base) == 2
+    assert capsys.readouterr().err == (f"liftinv invert: error: with --single the --x0 file {tmp_path / 'x0.npy'} must hold "
+                                       "one input of shape (1, 7, 9), got (2, 7, 9)\n")
+
+
 def test_invert_cli_gradient_method_takes_a_network_that_lift_refuses(tmp_path, capsys):
     import numpy as np
 
