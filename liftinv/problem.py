@@ -32,9 +32,10 @@ depend on the point; each free variable has one graph leaf, re-pointed at its cu
 no graph keeps an old value alive); parameter gradients of such a layer then come from its maps
 that hold parameters, evaluated at the current variables with the residual of the cached
 :math:`a_k`. After :data:`REFRESH_EVERY` such updates the cache is dropped and evaluated again
-when next read, so their rounding errors do not accumulate. Other caches are dropped when an input or a parameter moves. (A Gauss-Seidel sweep
-of an unrolled network moves the inputs of a layer one at a time; the updates spare it the full
-re-evaluation, e.g. the :math:`A^*A` of a gradient step.)
+when next read, so their rounding errors do not accumulate. Other caches are dropped when an
+input or a parameter moves. (A Gauss-Seidel sweep of an unrolled network moves the inputs of a
+layer one at a time; the updates spare it the full re-evaluation, e.g. the :math:`A^*A` of a
+gradient step.)
 A solver may say which blocks the rest of its step moves (:meth:`LiftedProblem.expect`, as
 :class:`~liftinv.solvers.BCD` does); caches that none of them reads are then dropped rather than
 kept and updated (on the interleaved sweep of the unrolled deblurring network: a lower peak and
