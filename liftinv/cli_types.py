@@ -75,12 +75,17 @@ def seed(text: str) -> int:
     return value
 
 
+def _number(text: str) -> float:
+    """``text`` as a float, NaN if it is no number (which every range check then refuses)."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (seconds, for instance)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number(text)
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
@@ -90,10 +95,7 @@ def float_at_least(low: float) -> Callable[[str], float]:
     """The type of a number option whose values are finite and at least ``low``."""
 
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
+        value = _number(text)
         if not low <= value < math.inf:
             raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, got {text!r}")
         return value
