@@ -11,6 +11,7 @@ unrolled proximal networks and unrolled reconstruction networks all share this s
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from liftinv.penalty import BREGMAN, Penalty, check_penalty
 from liftinv.layer import Layer, TermShapeError, is_module_sequence
 from liftinv.validation import reference_tensor, sample_shape
-from operators.checks import is_integer
+from operators.checks import is_integer, is_real
 
 
 def _variable_index(name: str, value: object) -> int:
@@ -169,6 +170,35 @@ class LiftedNetwork(nn.Module):
         r"""Penalty weights :math:`\lambda_k`, shape ``(K,)``, in float64 (the default dtype would
         round them, e.g. :math:`\lambda = 0.1` to 7 digits in float32 energies of float64 networks)."""
         return torch.tensor([layer.weight for layer in self.layers], dtype=torch.float64)
+
+    def scale_weights_by_depth(self, ratio: float) -> None:
+        r"""Multiply the penalty weights by powers of ``ratio`` (a finite real number > 0) that grow
+        from the output down: :math:`\lambda_k \leftarrow \text{ratio}^{K-k}\,\lambda_k` for
+        :math:`k = 1..K`, so the output layer keeps its weight and factors already set (such as
+        those of an unrolled network's dual layers) are kept. The new weights are checked before
+        any is set (a ``ValueError`` naming ``ratio`` where one would overflow or vanish).
+
+        Why: from the forward pass, a BCD step on a hidden variable :math:`x_k` passes the
+        residuals of the layers reading it on to the layers below damped by :math:`t_k/(1+t_k)`,
+        with :math:`t_k = s_k\lambda_k` its step (about :math:`1/(\lambda_{k+1}\|M_{k+1}\|^2)`)
+        times its weight (see :mod:`liftinv.bench.alignment`). ``ratio > 1`` makes each
+        :math:`t_k` grow with :math:`\lambda_k/\lambda_{k+1}`: the lifted problem then enforces
+        the layers near the input more strictly, and as ``ratio`` grows a sweep's parameter
+        gradients approach those of backpropagation through the forward pass.
+        """
+        if not is_real(ratio):
+            raise TypeError(f"ratio must be a real number, got {ratio!r}")
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise ValueError(f"ratio must be a finite number > 0, got {ratio!r}")
+        K = self.depth
+        try:
+            new = [float(ratio) ** (K - k) * layer.weight for k, layer in enumerate(self.layers, start=1)]
+        except OverflowError:  # a power beyond the float range
+            new = [math.inf]
+        if not all(math.isfinite(w) and w > 0 for w in new):
+            raise ValueError(f"ratio = {ratio!r} makes a penalty weight overflow or vanish over {K} layers")
+        for layer, w in zip(self.layers, new):
+            layer.weight = w
 
     def energy(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty: Penalty = BREGMAN) -> Tensor:
         r"""Per-sample lifted energy :math:`\sum_k \lambda_k P_k(x_k, a_k)`, shape ``(B,)``."""

@@ -916,6 +916,46 @@ def test_energy_weights_are_exact_in_float64():
     torch.testing.assert_close(problem.energy(), expected.sum(), rtol=1e-15, atol=0)
 
 
+def test_scale_weights_by_depth_multiplies_by_powers_from_the_output():
+    """lambda_k <- ratio^(K-k) lambda_k, keeping the factors already set (oracle: the list written
+    out); a bad ratio is refused naming it, and an overflowing one leaves every weight as it was."""
+    net = MLP([3, 4, 4, 2], Tanh(), weights=[2.0, 0.5, 3.0], generator=gen(32))
+    net.scale_weights_by_depth(10)
+    assert [layer.weight for layer in net.layers] == [200.0, 5.0, 3.0]
+    for bad, error in ((True, TypeError), ("2", TypeError), (0.0, ValueError), (-1.0, ValueError),
+                       (math.nan, ValueError), (math.inf, ValueError), (1e200, ValueError), (1e-200, ValueError)):
+        with pytest.raises(error, match="ratio"):
+            net.scale_weights_by_depth(bad)
+    assert [layer.weight for layer in net.layers] == [200.0, 5.0, 3.0]
+
+
+@pytest.mark.parametrize("interleave", [False, True])
+def test_weights_growing_with_depth_bring_a_sweep_to_backprops_gradient(interleave):
+    """From the forward pass, one BCD sweep hands each parameter group the residuals of the layers
+    above damped by t/(1+t) per layer crossed; with weights growing from the output down (ratio
+    1e4, float64) every group's gradient equals backpropagation's (autograd through the network)
+    to 1e-3 in norm and 1e-6 in cosine, where equal weights shrink the bottom group's norm below
+    half and turn its direction (cosine < 0.99)."""
+    from liftinv.activations import Clip
+    from liftinv.bench.alignment import sweep_alignment
+    from liftinv.methods import Lifted
+    from liftinv.tasks import Autoencoder
+
+    g = gen(33)
+    batch = Autoencoder(0.1).observe(torch.rand(16, 1, 4, 4, generator=g, dtype=torch.float64), g)
+    method = Lifted(BREGMAN, BCD(param_rule=Adam(1e-3), interleave=interleave))
+
+    def groups(ratio):
+        model = MLP([16, 12, 8, 12, 16], [ReLU(), Clip(), ReLU()], generator=gen(34)).double()
+        model.scale_weights_by_depth(ratio)
+        return sweep_alignment(model, method, batch)
+
+    equal, deep = groups(1), groups(1e4)
+    assert equal[0]["norm_ratio"] < 0.5 and equal[0]["cosine"] < 0.99
+    for group in deep:
+        assert group["cosine"] > 1 - 1e-6 and abs(group["norm_ratio"] - 1) < 1e-3
+
+
 def test_resnet_residual_layers_carry_the_quadratic_penalty():
     r"""lambda_k B_k = rho/2 |u_j - u_{j-1} - V_j z_j|^2 on the residual layers (rho = 2)."""
     ex = ARCHITECTURES["resnet"](gen(28))

@@ -68,6 +68,25 @@ def _compare(a: list[Tensor], b: list[Tensor]) -> tuple[float, float]:
     return cosine, (na / nb if nb > 0 else math.nan)
 
 
+def sweep_alignment(model, method, batch) -> list[dict]:
+    """``{"layers", "cosine", "norm_ratio"}`` per parameter group (``layers`` that use it,
+    comma-separated): the gradients one sweep of ``method`` (a :class:`~liftinv.methods.Lifted`
+    with a BCD solver, whose parameter rule is replaced by a recorder) hands to the parameter
+    blocks of ``model`` on ``batch``, from the forward pass, against backpropagation's gradient
+    of the energy it starts from."""
+    solver = dataclasses.replace(method.solver, param_rule=_Record())
+    lifted = runner(model, dataclasses.replace(method, solver=solver))
+    lifted.start_epoch()
+    lifted.step(batch, 1)
+    problem = lifted.problem
+    reference = _backprop_grads(model, batch, problem.param_groups, problem.penalty)
+    return [
+        dict(zip(("cosine", "norm_ratio"), _compare(lifted.state.param_states[i]["grad"], reference[i])),
+             layers=",".join(map(str, problem.param_layers(i))))
+        for i in range(len(problem.param_groups))
+    ]
+
+
 def run_task(name: str, device: str = "cpu") -> list[dict]:
     """One record per (order of the sweep, parameter group) for the setup ``name``."""
     setup = build_setup(name, quick=True, device=device)
@@ -75,18 +94,11 @@ def run_task(name: str, device: str = "cpu") -> list[dict]:
     rows = []
     for interleave in (False, True):
         model = setup.make_model()
-        solver = dataclasses.replace(setup.bcd.solver, param_rule=_Record(), interleave=interleave)
-        lifted = runner(model, dataclasses.replace(setup.bcd, solver=solver))
-        lifted.start_epoch()
-        lifted.step(batch, 1)
-        problem = lifted.problem
-        reference = _backprop_grads(model, batch, problem.param_groups, problem.penalty)
-        for index in range(len(problem.param_groups)):
-            cosine, ratio = _compare(lifted.state.param_states[index]["grad"], reference[index])
+        method = dataclasses.replace(setup.bcd, solver=dataclasses.replace(setup.bcd.solver, interleave=interleave))
+        for index, group in enumerate(sweep_alignment(model, method, batch)):
             rows.append({
                 "task": name, "order": "interleaved" if interleave else "top-down",
-                "setup_order": interleave == setup.bcd.solver.interleave, "group": index,
-                "layers": ",".join(map(str, problem.param_layers(index))), "cosine": cosine, "norm_ratio": ratio,
+                "setup_order": interleave == setup.bcd.solver.interleave, "group": index, **group,
             })
     return rows
 
