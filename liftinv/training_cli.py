@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     method = _with_sweep_order(METHODS[args.method](setup, BACKPROP_LR if args.lr is None else args.lr), args.sweep_order)
     if args.low_memory:
         method = dataclasses.replace(method, cache_preactivations=False)
-    model = setup.make_model()
+    model = setup.model(method)
     try:
         result = train(
             model, setup.train, task=setup.task, method=method, epochs=args.epochs, batch_size=setup.batch_size,

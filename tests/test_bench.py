@@ -94,7 +94,7 @@ def test_training_benchmark_records_a_diverging_method_and_selects_among_the_oth
             raise FloatingPointError("non-finite")
         return SimpleNamespace(history=history)
 
-    setup = SimpleNamespace(make_model=lambda: None, train=None, val=None, test=None, task=None, batch_size=1)
+    setup = SimpleNamespace(model=lambda method: None, train=None, val=None, test=None, task=None, batch_size=1)
     monkeypatch.setattr(bt, "build_setup", lambda *a, **k: setup)
     monkeypatch.setattr(bt, "_methods", lambda s, quick: methods)
     monkeypatch.setattr(bt, "train", fake_train)
@@ -127,7 +127,7 @@ def test_training_benchmark_warms_each_method_up_before_timing_it(monkeypatch, t
         return SimpleNamespace(history=history)
 
     models = iter(range(100))
-    setup = SimpleNamespace(make_model=lambda: SimpleNamespace(parameters=lambda: [], n=next(models)),
+    setup = SimpleNamespace(model=lambda method: SimpleNamespace(parameters=lambda: [], n=next(models)),
                             train=torch.zeros(8), val=None, test=None, task=None, batch_size=1)
     monkeypatch.setattr(bt, "build_setup", lambda *a, **k: setup)
     monkeypatch.setattr(bt, "_methods", lambda s, quick: [("a", "", "a"), ("b", "", "bad"), ("c", "", "c")])

@@ -1446,7 +1446,8 @@ def test_build_setup_refuses_unknown_name():
 def test_setups_carry_their_documented_configurations():
     r"""What the module docstring of :mod:`liftinv.training_setups` states: penalty weights 1,
     except :math:`1/s^2` on the dual layers of the CT network (those reading through the dual
-    step's scaled convolutions); BCD with Adam and constants kept for 20 batches, interleaved on
+    step's scaled convolutions), times ``depth_ratio^(K-k)`` in the models for lifted BCD (10 on
+    the denoiser, 3 on the autoencoder), not for ISGM or backprop; BCD with Adam and constants kept for 20 batches, interleaved on
     denoising and deblurring; ISGM with :math:`\eta = 0.5`, on the denoiser two interleaved
     Nesterov (0.9) inner sweeps with steps :math:`1.9/L` and kept constants, elsewhere one plain
     sweep with fresh constants; one power iteration per estimate."""
@@ -1455,8 +1456,8 @@ def test_setups_carry_their_documented_configurations():
     from liftinv.solvers import Plain
 
     plain_isgm = Lifted(BREGMAN, ISGM(eta=0.5, inner=BCD(), inner_steps=1), power_iters=1, lipschitz_every=1)
-    for name, lr, interleave, batch_size in (("denoising", 1e-2, True, 32), ("deblurring", 1e-2, True, 32),
-                                             ("ct", 1e-2, False, 16), ("autoencoder", 1e-3, False, 32)):
+    for name, lr, interleave, batch_size, ratio in (("denoising", 5e-3, True, 32, 10), ("deblurring", 1e-2, True, 32, 1),
+                                                    ("ct", 1e-2, False, 16, 1), ("autoencoder", 1e-3, False, 32, 3)):
         setup = build_setup(name, quick=True)
         assert setup.batch_size == batch_size, name
         assert setup.bcd == Lifted(BREGMAN, BCD(param_rule=Adam(lr), interleave=interleave), lipschitz_every=20, power_iters=1), name
@@ -1465,11 +1466,14 @@ def test_setups_carry_their_documented_configurations():
             assert setup.isgm == Lifted(BREGMAN, ISGM(eta=0.5, inner=inner, inner_steps=2), lipschitz_every=20, power_iters=1)
         else:
             assert setup.isgm == plain_isgm, name
-        model = setup.make_model()
-        lifted = getattr(model, "lifted", model)
-        for k in range(1, lifted.depth + 1):
-            dual = name == "ct" and any(isinstance(m, ScaledConv) for m in lifted.layer(k).maps)
-            assert lifted.layer(k).weight == pytest.approx(1 / model.s**2 if dual else 1.0, rel=1e-12), (name, k)
+        for method, scale in ((setup.bcd, ratio), (setup.isgm, 1), (Backprop("adam", 1e-3), 1)):
+            model = setup.model(method)
+            lifted = getattr(model, "lifted", model)
+            for k in range(1, lifted.depth + 1):
+                dual = name == "ct" and any(isinstance(m, ScaledConv) for m in lifted.layer(k).maps)
+                expected = (1 / model.s**2 if dual else 1.0) * scale ** (lifted.depth - k)
+                assert lifted.layer(k).weight == pytest.approx(expected, rel=1e-12), (name, k)
+        assert setup.depth_ratio == ratio
         assert name != "ct" or sum(lifted.layer(k).weight < 1 for k in range(1, lifted.depth + 1)) == 9
 
 

@@ -93,8 +93,8 @@ def run_task(name: str, device: str = "cpu") -> list[dict]:
     batch = setup.task.observe(setup.train[: setup.batch_size], torch.Generator(device=setup.train.device).manual_seed(0))
     rows = []
     for interleave in (False, True):
-        model = setup.make_model()
         method = dataclasses.replace(setup.bcd, solver=dataclasses.replace(setup.bcd.solver, interleave=interleave))
+        model = setup.model(method)
         for index, group in enumerate(sweep_alignment(model, method, batch)):
             rows.append({
                 "task": name, "order": "interleaved" if interleave else "top-down",

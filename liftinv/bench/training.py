@@ -112,7 +112,7 @@ class TensorMemory(TorchDispatchMode):
 def peak_training_memory(setup: Setup, method: Lifted | Backprop, batches: int = MEMORY_BATCHES) -> int:
     """:class:`TensorMemory` peak (bytes) of ``batches`` training batches of a fresh model, its
     parameters excluded."""
-    model = setup.make_model()
+    model = setup.model(method)
     images = setup.train[: batches * setup.batch_size]
     with TensorMemory(exclude=list(model.parameters())) as mem:
         train(model, images, task=setup.task, method=method, epochs=1, batch_size=setup.batch_size, progress=False)
@@ -153,7 +153,7 @@ def run_task(name: str, quick: bool = False, device: str = "cpu") -> list[dict]:
     for method_name, hyper, method in _methods(setup, quick):
         try:
             peak = peak_training_memory(setup, method)  # untimed: also the method's warm-up
-            model = setup.make_model()
+            model = setup.model(method)
             h = train(
                 model, setup.train, task=setup.task, method=method, epochs=1_000_000, batch_size=setup.batch_size,
                 val_set=setup.val, time_budget=budget, generator=torch.Generator().manual_seed(0), progress=False,
