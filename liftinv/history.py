@@ -12,7 +12,7 @@ from operators.checks import is_real
 _NAN = float("nan")
 
 
-@dataclass
+@dataclass(eq=False)
 class TrainHistory:
     r"""What training records. Index 0 is the untrained model, index ``k`` the model after the
     ``k``-th (possibly partial) epoch. Lifted-only entries are NaN (or empty) for backprop.
@@ -29,6 +29,11 @@ class TrainHistory:
         val_loss: the same loss on the validation set (plain forward pass).
         val_psnr: mean PSNR (dB) of the validation outputs.
         val_ssim: mean SSIM of the validation outputs (NaN for images smaller than 11x11).
+
+    Two histories are equal (``==``) when every field holds the same records, a NaN equal to a
+    NaN (a backprop run's energy, an SSIM of small images): a history equals its round trip
+    through :meth:`as_dict` and a checkpoint (:meth:`from_dict`), where each NaN is another
+    float object, which list equality (``nan != nan``) would call different.
     """
 
     epoch: list[float] = field(default_factory=list)
@@ -42,6 +47,11 @@ class TrainHistory:
 
     def __len__(self) -> int:
         return len(self.epoch)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(_same(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
 
     def append(
         self,
@@ -93,6 +103,13 @@ class TrainHistory:
             raise ValueError(f"history fields have different lengths: {lengths}")
         return cls(**{f.name: [(_numbers if f.name == "gaps" else _number)(f.name, i, v) for i, v in enumerate(d[f.name])]
                       for f in fields(cls)})
+
+
+def _same(a, b) -> bool:
+    """Equality of two records (floats, or lists of floats for ``gaps``), a NaN equal to a NaN."""
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
 def _number(name: str, record: int, value: object) -> float:
