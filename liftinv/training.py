@@ -55,6 +55,18 @@ class CheckpointExistsError(ValueError):
                          "replace it (or delete it)")
 
 
+class SeedMismatchError(ValueError):
+    """:func:`train` refuses to resume ``path`` with a ``generator`` seeded with ``seed`` (its
+    ``initial_seed()``) when the checkpoint continues a run whose generator was seeded with
+    ``saved``: the generator's state comes from the checkpoint, so the seed would have no effect."""
+
+    def __init__(self, path: str | os.PathLike, seed: int, saved: int):
+        self.path, self.seed, self.saved = path, seed, saved
+        super().__init__(f"generator is seeded with {seed}, but checkpoint {path} continues a run whose generator was "
+                         f"seeded with {saved}, from the state it records: pass generator=None (or one seeded with "
+                         f"{saved}) to resume it, or start a new run")
+
+
 @dataclass
 class TrainResult:
     """The trained ``model`` (the object passed in, updated in place) and its ``history``."""
@@ -155,6 +167,9 @@ def train(
             one whose complete epochs reached the budget trains no more, while a partial epoch
             after them, which the checkpoint does not hold, is trained again.
         generator: source of every random draw (shuffling, noise); default seeded with 0 on CPU.
+            A resumed run continues from the generator state of the checkpoint: ``None`` takes
+            it, and a generator seeded otherwise (``initial_seed()``) than the checkpoint's run
+            is refused (:class:`SeedMismatchError`), as its seed would have no effect.
         progress: show a tqdm progress bar and a log line per epoch.
 
     Returns:
@@ -165,6 +180,8 @@ def train(
             checkpoint to resume that another run wrote or whose entries are missing or bad.
         CheckpointExistsError: ``checkpoint`` exists and neither ``resume`` nor ``overwrite`` is set
             (a ``ValueError``; ``liftinv train``: exit status 2).
+        SeedMismatchError: ``resume`` with a ``generator`` of another seed than the checkpoint's
+            run (a ``ValueError``; ``liftinv train --seed``: exit status 2).
         TypeError: wrong argument types.
         IsADirectoryError: ``checkpoint`` is a folder (``''`` included: the current folder), as a
             file that cannot be written (``liftinv train``: exit status 1).
@@ -178,6 +195,7 @@ def train(
     ref = next((p for p in model.parameters() if p.requires_grad), None)
     if ref is None:
         raise ValueError("model has no trainable parameters")
+    seeded = generator is not None  # a resumed run compares its seed with the checkpoint's
     generator = torch.Generator().manual_seed(0) if generator is None else generator
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
@@ -198,7 +216,7 @@ def train(
 
     history, start = TrainHistory(), 0
     if resume:
-        history, start = _resume(checkpoint, config, physics, epochs, model, trainer, generator, ref.device)
+        history, start = _resume(checkpoint, config, physics, epochs, model, trainer, generator, seeded, ref.device)
     else:
         metrics = heldout.evaluate(model) if heldout is not None else None
         history.append(epoch=0, seconds=0.0, **_metric_fields(metrics))
@@ -312,10 +330,11 @@ def _physics_record(task: Task) -> dict | None:
 
 
 def _resume(checkpoint, config: dict, physics: dict | None, epochs: int, model: nn.Module, trainer,
-            generator: torch.Generator, device: torch.device) -> tuple[TrainHistory, int]:
+            generator: torch.Generator, seeded: bool, device: torch.device) -> tuple[TrainHistory, int]:
     """Load ``checkpoint`` (written with the same ``config`` and ``physics`` spec, at most
-    ``epochs`` epochs) into the model, the trainer and the generator; returns its history and
-    epoch. A refused checkpoint leaves the model and the generator as they were."""
+    ``epochs`` epochs, and, when the caller ``seeded`` the ``generator``, by a run of its seed)
+    into the model, the trainer and the generator; returns its history and epoch. A refused
+    checkpoint leaves the model and the generator as they were."""
     ckpt = load_checkpoint(checkpoint, map_location=device)
     if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("config") != config:
         raise ValueError(f"checkpoint {checkpoint} was written with {ckpt.get('config')}, this run uses {config}")
@@ -346,6 +365,8 @@ def _resume(checkpoint, config: dict, physics: dict | None, epochs: int, model: 
     state = ckpt["generator"]
     if not (isinstance(state, Tensor) and state.dtype == torch.uint8 and state.ndim == 1):
         raise ValueError(f"checkpoint {checkpoint} holds no generator state (a uint8 vector), got {state!r}")
+    if seeded:
+        _check_seed(checkpoint, state, generator)
     _check_dtypes(checkpoint, ckpt["model"], model)
     kept = copy.deepcopy(model.state_dict())  # load_state_dict copies what fits before it raises
     try:
@@ -356,6 +377,19 @@ def _resume(checkpoint, config: dict, physics: dict | None, epochs: int, model: 
         model.load_state_dict(kept)
         raise ValueError(f"checkpoint {checkpoint} does not fit this run: {type(err).__name__}: {err}") from err
     return history, int(epoch)
+
+
+def _check_seed(checkpoint, state: Tensor, generator: torch.Generator) -> None:
+    """Refuse to resume with ``generator`` when the generator ``state`` of ``checkpoint`` comes
+    from a run of another seed (a state records its generator's ``initial_seed()``). A state
+    that does not fit a generator of this device is left to the load, which names it."""
+    saved = torch.Generator(device=generator.device)
+    try:
+        saved.set_state(state.cpu())
+    except (RuntimeError, ValueError):
+        return
+    if saved.initial_seed() != generator.initial_seed():
+        raise SeedMismatchError(checkpoint, generator.initial_seed(), saved.initial_seed())
 
 
 def _check_dtypes(checkpoint, saved, model: nn.Module) -> None:
@@ -400,4 +434,4 @@ def _log_line(h: TrainHistory) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["Backprop", "CheckpointExistsError", "Lifted", "TrainResult", "lifted_view", "train"]
+__all__ = ["Backprop", "CheckpointExistsError", "Lifted", "SeedMismatchError", "TrainResult", "lifted_view", "train"]

@@ -23,7 +23,7 @@ from liftinv import cli_types
 from liftinv.evaluation import evaluate
 from liftinv.history import plot_history
 from liftinv.penalty import FENCHEL, MAC
-from liftinv.training import Backprop, CheckpointExistsError, Lifted, train
+from liftinv.training import Backprop, CheckpointExistsError, Lifted, SeedMismatchError, train
 from liftinv.training_setups import SETUP_NAMES, TEST_SEED, Setup, build_setup
 
 #: ``--method`` choices: setup and learning rate -> method.
@@ -93,9 +93,10 @@ def _parser() -> argparse.ArgumentParser:
                         "the checkpointed epochs with --resume (validation not counted)")
     parser.add_argument("--quick", action="store_true",
                         help="fewer images (ct: as many, at 32x32 instead of 64x64; see liftinv.training_setups)")
-    parser.add_argument("--seed", type=cli_types.seed, default=0,
+    parser.add_argument("--seed", type=cli_types.seed, default=None,
                         help="seed of the initialisation and of the training batches' shuffling and noise; the "
-                        f"validation and test noise have their own fixed seeds, 0 and {TEST_SEED} (default: 0)")
+                        f"validation and test noise have their own fixed seeds, 0 and {TEST_SEED} (default: 0; with "
+                        "--resume the checkpoint's run's, which another seed cannot change: it is refused)")
     parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--dtype", choices=sorted(cli_types.DTYPES), default="float32",
                         help="dtype of the model and data (default: %(default)s); --resume needs the checkpoint's")
@@ -123,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
                                     "overwrite the checkpoint; use another suffix (e.g. .pt)")
     _check_options(args)
     dtype = cli_types.DTYPES[args.dtype]
-    setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed)
+    setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed or 0)
     method = _with_sweep_order(METHODS[args.method](setup, BACKPROP_LR if args.lr is None else args.lr), args.sweep_order)
     if args.low_memory:
         method = dataclasses.replace(method, cache_preactivations=False)
@@ -132,11 +133,14 @@ def _run(args: argparse.Namespace) -> int:
         result = train(
             model, setup.train, task=setup.task, method=method, epochs=args.epochs, batch_size=setup.batch_size,
             val_set=setup.val, checkpoint=out, resume=args.resume, overwrite=args.overwrite, time_budget=args.time_budget,
-            generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress,
+            generator=None if args.seed is None else torch.Generator().manual_seed(args.seed), progress=not args.no_progress,
         )
     except CheckpointExistsError as err:  # train's check, in the command's words
         raise cli_types.OptionError(f"--out {err.path} exists: pass --resume to continue from it or --overwrite to "
                                     "replace it (or delete it)") from err
+    except SeedMismatchError as err:
+        raise cli_types.OptionError(f"--seed {args.seed}: checkpoint {err.path} continues a run of seed {err.saved}, "
+                                    f"which --resume keeps (omit --seed, or pass --seed {err.saved})") from err
     except FloatingPointError as err:
         print(f"liftinv train: {err}", file=sys.stderr)
         return 1

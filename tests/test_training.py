@@ -515,14 +515,44 @@ def test_resume_is_bit_identical(patches, tmp_path, method):
     kwargs = dict(task=Denoising(0.1), method=method, batch_size=10, val_set=val_set, progress=False)
     full = train(_pnn(), train_set, epochs=2, checkpoint=tmp_path / "full.pt", generator=_gen(), **kwargs)
     train(_pnn(), train_set, epochs=1, checkpoint=tmp_path / "part.pt", generator=_gen(), **kwargs)
-    other = _pnn(seed=9)  # parameters, solver state and generator all come from the checkpoint
-    resumed = train(other, train_set, epochs=2, checkpoint=tmp_path / "part.pt", resume=True, generator=_gen(5), **kwargs)
+    other = _pnn(seed=9)  # parameters, solver state and generator state all come from the checkpoint
+    resumed = train(other, train_set, epochs=2, checkpoint=tmp_path / "part.pt", resume=True, generator=_gen(), **kwargs)
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     for field in ("epoch", "energy", "gaps", "train_loss", "val_loss", "val_psnr", "val_ssim"):
         assert _same(getattr(full.history, field), getattr(resumed.history, field)), field
     assert load_checkpoint(tmp_path / "part.pt")["epoch"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.pt", "part.pt"]
+
+
+def test_resume_refuses_a_generator_of_another_seed_and_takes_none_or_the_same_seed(patches, tmp_path):
+    """train(..., resume=True, generator=G) replaced G's state by the checkpoint's without a word,
+    so a seed other than the run's had no effect (liftinv train --seed 3 --resume ran seed 0's
+    run). Now a generator of another initial_seed() is refused naming both seeds (SeedMismatchError,
+    a ValueError), the model, the generator and the file as they were; generator=None or one of
+    the run's seed (in any state) resumes to the uninterrupted run, bit for bit. Oracle: the
+    uninterrupted run's parameters and losses, the generator's state before the call."""
+    from liftinv.training import SeedMismatchError
+
+    train_set = patches[0][:20]
+    kwargs = dict(task=Denoising(0.1), method=Backprop(lr=1e-2), batch_size=10, progress=False)
+    path = tmp_path / "c.pt"
+    full = train(_pnn(), train_set, epochs=2, generator=_gen(3), **kwargs)
+    train(_pnn(), train_set, epochs=1, checkpoint=path, generator=_gen(3), **kwargs)
+    data, net, gen = path.read_bytes(), _pnn(seed=9), _gen(4)
+    before, state = copy.deepcopy(net.state_dict()), gen.get_state()
+    with pytest.raises(SeedMismatchError, match=re.escape(f"generator is seeded with 4, but checkpoint {path} continues "
+                                                           "a run whose generator was seeded with 3")):
+        train(net, train_set, epochs=2, checkpoint=path, resume=True, generator=gen, **kwargs)
+    assert path.read_bytes() == data and torch.equal(gen.get_state(), state)
+    assert all(torch.equal(a, b) for a, b in zip(before.values(), net.state_dict().values()))
+    advanced = _gen(3)
+    torch.rand(5, generator=advanced)
+    for generator in (None, advanced):
+        path.write_bytes(data)
+        resumed = train(_pnn(seed=9), train_set, epochs=2, checkpoint=path, resume=True, generator=generator, **kwargs)
+        assert all(torch.equal(a, b) for a, b in zip(full.model.parameters(), resumed.model.parameters()))
+        assert _same(full.history.train_loss, resumed.history.train_loss)
 
 
 def test_resume_from_a_checkpoint_with_the_old_normal_step_entries(patches, tmp_path):
@@ -544,7 +574,7 @@ def test_resume_from_a_checkpoint_with_the_old_normal_step_entries(patches, tmp_
             model[key.replace(".adjoint.", ".step.")] = value.clone()
     assert len(model) == len(ckpt["model"]) + 2
     save_checkpoint(path, {**ckpt, "model": model})
-    resumed = train(_pnn(seed=9), train_set, epochs=2, checkpoint=path, resume=True, generator=_gen(5), **kwargs).model
+    resumed = train(_pnn(seed=9), train_set, epochs=2, checkpoint=path, resume=True, generator=_gen(), **kwargs).model
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -583,7 +613,7 @@ def test_resume_on_cuda_restores_the_generator(patches, tmp_path):
     full, part = _gen(), _gen()
     train(_pnn().cuda(), images, epochs=2, generator=full, **kwargs)
     train(_pnn().cuda(), images, epochs=1, checkpoint=tmp_path / "part.pt", generator=part, **kwargs)
-    resumed = _gen(5)
+    resumed = _gen()  # seeded as the run, in its initial state
     train(_pnn().cuda(), images, epochs=2, checkpoint=tmp_path / "part.pt", resume=True, generator=resumed, **kwargs)
     assert torch.equal(resumed.get_state(), full.get_state())
 
@@ -624,7 +654,8 @@ def test_a_refused_resume_leaves_the_model_and_the_generator_as_they_were(patche
     torch.save(bad, tmp_path / "bad.pt")
     for checkpoint, epochs, message in ((path, 1, "epochs must be at least the 2 epochs"),
                                         (tmp_path / "bad.pt", 3, "does not fit this run: KeyError")):
-        net, gen = _pnn(seed=5), _gen(7)
+        net, gen = _pnn(seed=5), _gen()
+        torch.rand(1, generator=gen)  # the run's seed, in a state of its own
         before, state = copy.deepcopy(net.state_dict()), gen.get_state()
         with pytest.raises(ValueError, match=message):
             train(net, patches[0][:20], epochs=epochs, checkpoint=checkpoint, resume=True, generator=gen, **kwargs)
@@ -780,7 +811,7 @@ def test_resume_takes_another_momentum_for_adam_only(patches, tmp_path):
     train(_pnn(), train_set, method=Backprop("adam", 1e-2, momentum=0.5), epochs=1, checkpoint=tmp_path / "a.pt",
           generator=_gen(), **kwargs)
     resumed = train(_pnn(seed=9), train_set, method=Backprop("adam", 1e-2), epochs=2, checkpoint=tmp_path / "a.pt",
-                    resume=True, generator=_gen(5), **kwargs)
+                    resume=True, generator=_gen(), **kwargs)
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert _same(full.history.train_loss, resumed.history.train_loss)
@@ -1224,6 +1255,25 @@ def test_cli_never_replaces_a_checkpoint_without_resume_or_overwrite(tmp_path, c
     assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     assert train_main([*args, "--overwrite"]) == 0
     assert load_checkpoint(out)["epoch"] == 1
+
+
+def test_cli_resume_refuses_another_seed_and_keeps_the_checkpoints_without_one(tmp_path, capsys):
+    """``liftinv train --seed 3 --resume`` continued the run of seed 0 (the checkpoint's generator
+    state) without a word. Now refused as an argparse error naming --seed, both seeds and the
+    way forward (exit status 2, the checkpoint byte for byte); --resume with the run's seed (or
+    without --seed) continues the run. Oracle: the checkpoint's bytes and epochs."""
+    out = tmp_path / "ae.pt"
+    args = ["--task", "autoencoder", "--quick", "--method", "backprop-adam", "--no-progress", "--out", str(out)]
+    assert train_main([*args, "--epochs", "1"]) == 0
+    data = out.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*args, "--epochs", "2", "--resume", "--seed", "3"])
+    assert exit_info.value.code == 2
+    assert (f"--seed 3: checkpoint {out} continues a run of seed 0, which --resume keeps (omit --seed, or pass "
+            "--seed 0)") in capsys.readouterr().err
+    assert out.read_bytes() == data
+    assert train_main([*args, "--epochs", "2", "--resume", "--seed", "0"]) == 0  # without --seed: the test above
+    assert load_checkpoint(out)["epoch"] == 2
 
 
 def _held_out_noise(monkeypatch) -> list:
