@@ -409,10 +409,13 @@ def _check_dtypes(checkpoint, saved, model: nn.Module) -> None:
 
 def _kept(checkpoint, history: TrainHistory) -> str:
     """What the checkpoint holds when training stops: the last complete epoch, or nothing of this
-    run before the first one (the last record is then the untrained model's, epoch 0)."""
+    run before the first one (the last record is then the untrained model's, epoch 0), in which
+    case a file there is the previous run's, which ``overwrite`` replaces after an epoch only."""
     if checkpoint is None:
         return ""
     if history.epoch[-1] == 0:
+        if Path(checkpoint).exists():
+            return f"; no checkpoint was written, so {checkpoint} still holds the previous run's"
         return f"; no checkpoint was written to {checkpoint}"
     return f"; checkpoint {checkpoint} keeps epoch {history.epoch[-1]:g}"
 

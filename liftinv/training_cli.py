@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="checkpoint file (default: out/train/TASK-METHOD.pt); if it exists, --resume or --overwrite is needed")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true", help="continue from the checkpoint --out")
-    start.add_argument("--overwrite", action="store_true", help="start a new run, replacing an existing checkpoint --out")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start a new run, replacing an existing checkpoint --out after its first complete epoch")
     parser.add_argument("--time-budget", type=cli_types.positive_float, default=None, metavar="SECONDS",
                         help="stop after the batch at which this much training time is spent, counting the time of "
                         "the checkpointed epochs with --resume (validation not counted)")
@@ -152,7 +153,12 @@ def _run(args: argparse.Namespace) -> int:
         raise OSError(f"cannot write the history plot {plot}: {err}") from err
     h = result.history
     saved = math.floor(h.epoch[-1])  # every complete epoch is checkpointed, a partial one is not
-    kept = f"checkpoint {out} (epoch {saved})" if saved > 0 else "no checkpoint (no epoch completed)"
+    if saved > 0:
+        kept = f"checkpoint {out} (epoch {saved})"
+    elif out.exists():  # --overwrite: replaced after a complete epoch only
+        kept = f"no epoch completed, so checkpoint {out} was not replaced: it still holds the previous run's"
+    else:
+        kept = "no checkpoint (no epoch completed)"
     print(
         f"{args.task} / {method.name}: {h.epoch[-1]:g} epochs in {h.seconds[-1]:.1f} s; validation PSNR "
         f"{h.val_psnr[-1]:.2f} dB; test PSNR {test.psnr:.2f} dB, SSIM {test.ssim:.3f}; {kept}; plot {plot}"

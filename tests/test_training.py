@@ -1368,6 +1368,33 @@ def test_cli_reports_the_checkpointed_epoch(tmp_path, monkeypatch, capsys):
     assert f"; checkpoint {out} (epoch 1); plot" in capsys.readouterr().out and out.exists()
 
 
+def test_cli_overwrite_that_completes_no_epoch_says_the_previous_checkpoint_is_still_there(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """``--overwrite --time-budget 1`` with batches of 1 s completes no epoch, so the previous run's
+    checkpoint is not replaced (overwrite replaces it after a complete epoch): the summary said
+    'no checkpoint (no epoch completed)' with the old file in place. Now it says the file still
+    holds the previous run's; a divergence in the first epoch of train(..., overwrite=True) says
+    the same. Oracle: the file's bytes, unchanged."""
+    from types import SimpleNamespace
+
+    import liftinv.training as training
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    out = tmp_path / "ae.pt"
+    out.write_bytes(b"a long run's checkpoint")
+    args = ["--task", "autoencoder", "--quick", "--method", "backprop-adam", "--no-progress", "--out", str(out)]
+    assert train_main([*args, "--epochs", "1", "--time-budget", "1", "--overwrite"]) == 0
+    assert (f"; no epoch completed, so checkpoint {out} was not replaced: it still holds the previous run's; plot"
+            in capsys.readouterr().out)
+    assert out.read_bytes() == b"a long run's checkpoint"
+    with pytest.raises(FloatingPointError, match="; no checkpoint was written, so " + re.escape(str(out))
+                       + " still holds the previous run's$"):
+        train(_pnn(), torch.rand(4, 1, 8, 8, dtype=DT, generator=_gen(2)), task=Denoising(0.1), checkpoint=out,
+              overwrite=True, method=Backprop("sgd", lr=1e200, momentum=0.0), epochs=1, batch_size=2, progress=False)
+    assert out.read_bytes() == b"a long run's checkpoint"
+
+
 def test_cli_refuses_a_checkpoint_path_that_the_plot_would_overwrite(tmp_path, capsys):
     """The history plot is written to ``--out`` with the suffix ``.png``: ``--out m.png`` would
     replace the checkpoint by the plot, so it is refused before training."""
