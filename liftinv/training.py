@@ -13,7 +13,8 @@ feasible point only the top term, the loss, remains. Backpropagation minimises t
 Inference is always the plain forward pass ``model(observation)``; validation reports its loss,
 PSNR and SSIM. Every epoch ends with an atomic checkpoint (network, solver or optimizer state,
 epoch, generator state, history); ``resume=True`` continues from it to the same result as an
-uninterrupted run (bit-identical on CPU: every random draw comes from ``generator``, and the
+uninterrupted run (bit-identical on CPU: every random draw comes from ``generator``, a model's
+own draws (dropout) from torch's global RNG seeded per batch from it (:func:`_step_rng`), and the
 lifted problem, with its warm-started power iterations, is rebuilt at the start of every epoch).
 """
 from __future__ import annotations
@@ -23,9 +24,12 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
@@ -42,6 +46,9 @@ from operators.checks import is_integer
 from operators.spec import check_spec, physics_spec
 
 CHECKPOINT_FORMAT = 1
+
+#: Key mixed into the seed of a training step's global RNG (the bytes of "step"), see :func:`_step_rng`.
+STEP_KEY = 0x73746570
 
 
 class CheckpointExistsError(ValueError):
@@ -167,6 +174,9 @@ def train(
             one whose complete epochs reached the budget trains no more, while a partial epoch
             after them, which the checkpoint does not hold, is trained again.
         generator: source of every random draw (shuffling, noise); default seeded with 0 on CPU.
+            The model's own draws in a step (dropout in training mode) come from torch's global
+            RNG, seeded for each batch from the generator's ``initial_seed()`` and the iteration
+            (:func:`_step_rng`; the caller's global RNG state is restored after the step).
             A resumed run continues from the generator state of the checkpoint: ``None`` takes
             it, and a generator seeded otherwise (``initial_seed()``) than the checkpoint's run
             is refused (:class:`SeedMismatchError`), as its seed would have no effect.
@@ -239,7 +249,8 @@ def train(
                 batch = task.observe(images[order[b * batch_size : (b + 1) * batch_size]], generator)
                 iteration = epoch * n_batches + b + 1
                 try:
-                    losses.append(trainer.step(batch, iteration))
+                    with _step_rng(generator.initial_seed(), iteration, device):
+                        losses.append(trainer.step(batch, iteration))
                 except FloatingPointError as err:
                     raise FloatingPointError(f"{err} (epoch {epoch + 1}, batch {b + 1}){_kept(checkpoint, history)}") from err
                 _sync(device)
@@ -275,6 +286,22 @@ def train(
     finally:
         bar.close()
     return TrainResult(model, history)
+
+
+@contextmanager
+def _step_rng(seed: int, iteration: int, device: torch.device) -> Iterator[None]:
+    """torch's global RNG (the CPU one, and the CUDA one of ``device``) within the block seeded
+    with the 32-bit word of NumPy's ``SeedSequence([STEP_KEY, seed, iteration])``, the caller's
+    state restored after it: a model's own draws (dropout masks) in a training step are a function
+    of the run's seed and the step, so a run is reproducible and a resumed run draws what the
+    uninterrupted one drew, whatever the global RNG did before."""
+    word = int(np.random.SeedSequence([STEP_KEY, seed, iteration]).generate_state(1)[0])
+    index = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else None
+    with torch.random.fork_rng(devices=[] if index is None else [index], device_type="cuda"):
+        torch.default_generator.manual_seed(word)
+        if index is not None:
+            torch.cuda.default_generators[index].manual_seed(word)
+        yield
 
 
 def _check_arguments(model, task, method, epochs, batch_size, time_budget, resume, overwrite, checkpoint,

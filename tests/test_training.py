@@ -1013,6 +1013,42 @@ def test_backprop_with_batch_norm_is_the_hand_written_adam_loop():
         assert torch.equal(a, b), name
 
 
+def test_dropout_masks_come_from_the_seed_and_resume_bit_identically(tmp_path):
+    """A model with dropout in training mode, trained by backprop, drew its masks from torch's
+    global RNG: two runs with the same generator gave other parameters when the global RNG was
+    elsewhere, a resumed run was not the uninterrupted one (against the module docstring's 'every
+    random draw comes from generator'), and training moved the caller's global RNG. Now each
+    step's global RNG is seeded from the generator's seed and the iteration and restored after it.
+    Oracles: the uninterrupted run, bit for bit, whatever torch.manual_seed before each call;
+    torch's global RNG state, unchanged by train; the same model with Dropout(0), different (the
+    masks are drawn); another seed, different."""
+    def model(p: float = 0.5) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1, bias=False), torch.nn.Dropout(p),
+                                   torch.nn.Conv2d(3, 1, 3, padding=1, bias=False)).to(DT)
+
+    torch.manual_seed(3)
+    init = model().state_dict()
+    images = torch.rand(4, 1, 8, 8, dtype=DT, generator=_gen(2))
+    kwargs = dict(task=Denoising(0.1), method=Backprop(lr=1e-2), batch_size=2, progress=False)
+
+    def run(epochs: int, global_seed: int, p: float = 0.5, seed: int = 0, **extra) -> list[torch.Tensor]:
+        net = model(p)
+        net.load_state_dict(init)
+        torch.manual_seed(global_seed)
+        state = torch.get_rng_state()
+        train(net, images, epochs=epochs, generator=_gen(seed), **kwargs, **extra)
+        assert torch.equal(torch.get_rng_state(), state)
+        return list(net.parameters())
+
+    full = run(2, global_seed=1)
+    run(1, global_seed=2, checkpoint=tmp_path / "c.pt")
+    resumed = run(2, global_seed=4, checkpoint=tmp_path / "c.pt", resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(full, resumed))
+    assert all(torch.equal(a, b) for a, b in zip(full, run(2, global_seed=5)))
+    assert not torch.equal(full[0], run(2, global_seed=1, p=0.0)[0])
+    assert not torch.equal(full[0], run(2, global_seed=1, seed=1)[0])
+
+
 def test_bad_data(patches):
     train_set, val_set = patches
     kwargs = dict(task=Denoising(0.1), epochs=1, batch_size=5, progress=False)
