@@ -194,7 +194,7 @@ class _LiftedRunner:
         # the forward output is not kept: the target replaces it, and the sweeps run without it
         top = self.net.layer(self.net.depth).activation
         scalars = [sample_loss(self._bind(u, y), batch.target).mean()]
-        if self.method.penalty is not penalties.MAC:  # the targets in the range of the output activation
+        if self.method.penalty != penalties.MAC:  # (== takes a copy of MAC) the targets in the output activation's range
             scalars.append(top.in_domain(batch.target).all())
         loss, *inside = torch.stack(scalars).tolist()  # one host read for both
         if not math.isfinite(loss):

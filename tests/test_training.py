@@ -968,6 +968,28 @@ def test_targets_outside_the_output_range_are_refused_where_the_penalty_is_infin
     assert all(math.isfinite(g) for g in h.gaps[-1])
 
 
+def test_a_mac_penalty_other_than_the_module_constant_trains_as_mac():
+    """Lifted took MACPenalty() or a copy of MAC (equal to MAC, a frozen dataclass), but the runner
+    told MAC by identity: such a run refused targets outside the output activation's range as
+    'its mac penalty is infinite (use ... the MAC penalty)', where MAC's penalty is finite. Oracle:
+    the run with the MAC constant, bit for bit."""
+    import pickle
+
+    from liftinv.activations import ReLU
+    from liftinv.penalty import MACPenalty
+
+    def net() -> MLP:
+        return MLP([16, 8, 16], [ReLU()], output_activation=ReLU(), generator=_gen(1)).to(DT)
+
+    images = torch.rand(4, 1, 4, 4, dtype=DT, generator=_gen(0)) - 0.5  # negative targets: outside ReLU's range
+    kwargs = dict(task=Autoencoder(0.0), epochs=1, batch_size=2, progress=False)
+    expected = train(net(), images, method=Lifted(penalty=MAC), **kwargs)
+    for penalty in (MACPenalty(), copy.deepcopy(MAC), pickle.loads(pickle.dumps(MAC))):
+        result = train(net(), images, method=Lifted(penalty=penalty), **kwargs)
+        assert all(torch.equal(a, b) for a, b in zip(expected.model.parameters(), result.model.parameters()))
+        assert _same(expected.history.gaps, result.history.gaps)
+
+
 @pytest.mark.parametrize("method", [Backprop(lr=1e-2), Lifted()], ids=["backprop", "lifted"])
 def test_images_that_require_grad_are_data(patches, method):
     """Training images that require grad (a tensor from an autograd computation): backprop
