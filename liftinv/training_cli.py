@@ -120,7 +120,7 @@ def train_main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     """Train as the parsed ``args`` say, write the checkpoint and the plot; the exit status."""
     out = args.out if args.out is not None else Path("out/train") / f"{args.task}-{args.method}.pt"
-    if out.with_suffix(".png") == out:
+    if out.name and out.with_suffix(".png") == out:  # no name ('.', '/'): a folder, which train refuses
         raise cli_types.OptionError(f"--out {out}: the history plot goes to --out with the suffix .png and would "
                                     "overwrite the checkpoint; use another suffix (e.g. .pt)")
     _check_options(args)

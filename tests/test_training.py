@@ -1681,17 +1681,22 @@ def test_cli_checkpoint_that_cannot_be_written_exits_1_with_a_message(tmp_path, 
     assert (tmp_path / "file").read_text() == "not a folder"
 
 
-def test_cli_folder_as_checkpoint_exits_1_before_training(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("folder", ["TMP", ".", "", "/"])
+def test_cli_folder_as_checkpoint_exits_1_before_training(tmp_path, capsys, monkeypatch, folder):
     """A folder given as --out is a file that cannot be written: exit status 1, as liftinv invert
     and reconstruct (and a checkpoint folder that cannot be created); it was an argparse error
-    (2, bad arguments). Refused before the first batch."""
+    (2, bad arguments). Refused before the first batch. A folder without a name ('.', '' or '/')
+    failed on the plot's path with "PosixPath('.') has an empty name" (exit status 2), naming
+    neither --out nor the folder."""
     import liftinv.training as training
 
     monkeypatch.setattr(training, "runner", lambda *a: pytest.fail("trained with a folder as checkpoint"))
-    assert train_main(["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress", "--out", str(tmp_path)]) == 1
+    monkeypatch.chdir(tmp_path)
+    folder = str(tmp_path) if folder == "TMP" else folder
+    assert train_main(["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress", "--out", folder]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"liftinv train: error: checkpoint must be a file path, got the directory '{tmp_path}'")
-    assert "usage:" not in err
+    assert err.startswith(f"liftinv train: error: checkpoint must be a file path, got the directory '{folder or '.'}'")
+    assert "usage:" not in err and list(tmp_path.iterdir()) == []
 
 
 def test_cli_plot_that_cannot_be_written_exits_1_with_a_message(tmp_path, capsys, monkeypatch):
