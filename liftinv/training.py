@@ -143,7 +143,11 @@ def train(
 
     Args:
         model: a :class:`~liftinv.network.LiftedNetwork`, or a module with ``.lifted`` and
-            ``.lifted_inputs`` (unrolled reconstruction); any module for :class:`Backprop`.
+            ``.lifted_inputs`` (unrolled reconstruction); any module for :class:`Backprop`,
+            trained in the modes its modules are in (``train()`` is not called: a model in eval
+            mode, as :func:`~liftinv.models.load_model` returns it, trains with its dropouts off
+            and its batch norms on their running statistics, which stay as they are); validation
+            always scores it in eval mode (:func:`~liftinv.evaluation.eval_mode`).
         train_set: clean images ``(N, C, H, W)`` (a ``TensorDataset`` whose first tensor they are).
         task: :class:`~liftinv.tasks.Denoising`, :class:`~liftinv.tasks.Reconstruction` (a
             model with ``bind(physics)``, as the unrolled networks, is bound to the task's
