@@ -1071,6 +1071,25 @@ def test_dropout_masks_come_from_the_seed_and_resume_bit_identically(tmp_path):
     assert not torch.equal(full[0], run(2, global_seed=1, seed=1)[0])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_dropout_masks_on_cuda_come_from_the_seed():
+    """On CUDA a dropout draws from the device's global RNG: two runs of one seed give the same
+    parameters whatever torch.manual_seed before them, and the device's RNG state is kept."""
+    torch.manual_seed(3)
+    init = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.Dropout(0.5),
+                               torch.nn.Conv2d(3, 1, 3, padding=1)).to(DT).cuda()
+    images = torch.rand(4, 1, 8, 8, dtype=DT, generator=_gen(2)).cuda()
+    results = []
+    for global_seed in (1, 2):
+        net = copy.deepcopy(init)
+        torch.manual_seed(global_seed)
+        state = torch.cuda.get_rng_state()
+        train(net, images, task=Denoising(0.1), method=Backprop(lr=1e-2), epochs=1, batch_size=2, progress=False)
+        assert torch.equal(torch.cuda.get_rng_state(), state)
+        results.append(list(net.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
 def test_bad_data(patches):
     train_set, val_set = patches
     kwargs = dict(task=Denoising(0.1), epochs=1, batch_size=5, progress=False)
