@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +66,14 @@ def _with_sweep_order(method: Lifted | Backprop, order: str) -> Lifted | Backpro
     return dataclasses.replace(method, solver=dataclasses.replace(method.solver, interleave=order == "interleaved"))
 
 
+def _checkpoint_path(text: str) -> Path:
+    """``--out``: a file path; one ending with a separator names a folder (``Path`` drops the
+    separator, and the checkpoint would be written as a file of the folder's name)."""
+    if text.endswith(tuple({"/", os.sep})):
+        raise argparse.ArgumentTypeError(f"must be a checkpoint file, got the folder {text!r} (e.g. {text}run.pt)")
+    return Path(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liftinv train",
@@ -83,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="lifted methods: recompute pre-activations instead of caching them (less memory, more time)")
     parser.add_argument("--lr", type=cli_types.positive_float, default=None,
                         help=f"learning rate of backprop-adam/backprop-sgd (default: {BACKPROP_LR:g})")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=_checkpoint_path, default=None,
                         help="checkpoint file (default: out/train/TASK-METHOD.pt); if it exists, --resume or --overwrite is needed")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true", help="continue from the checkpoint --out")

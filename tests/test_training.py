@@ -1700,11 +1700,23 @@ def test_cli_checkpoint_that_cannot_be_written_exits_1_with_a_message(tmp_path, 
     assert (tmp_path / "file").read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("folder", ["TMP", ".", "", "/"])
+def test_cli_out_ending_with_a_separator_is_refused_as_a_folder(tmp_path, capsys, monkeypatch):
+    """``--out runs/`` (a folder that does not exist yet) was read as the file ``runs`` (argparse's
+    Path drops the separator): the checkpoint and plot were written as ``runs`` and ``runs.png``
+    without a word. Now an argparse error naming --out (exit status 2), nothing written."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress", "--out", "runs/"])
+    assert exit_info.value.code == 2
+    assert "argument --out: must be a checkpoint file, got the folder 'runs/' (e.g. runs/run.pt)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("folder", ["TMP", ".", ""])
 def test_cli_folder_as_checkpoint_exits_1_before_training(tmp_path, capsys, monkeypatch, folder):
     """A folder given as --out is a file that cannot be written: exit status 1, as liftinv invert
     and reconstruct (and a checkpoint folder that cannot be created); it was an argparse error
-    (2, bad arguments). Refused before the first batch. A folder without a name ('.', '' or '/')
+    (2, bad arguments). Refused before the first batch. A folder without a name ('.' or '')
     failed on the plot's path with "PosixPath('.') has an empty name" (exit status 2), naming
     neither --out nor the folder."""
     import liftinv.training as training
