@@ -48,12 +48,17 @@ SWEEP_ORDERS = ("setup", "top-down", "interleaved")
 def _check_options(args: argparse.Namespace) -> None:
     """Refuse an option given that does not apply to ``--method`` (:class:`~liftinv.cli_types.OptionError`),
     before the setup's data are loaded: ``--lr`` applies to the backprop methods (``backprop-*``),
-    ``--sweep-order`` to the lifted BCD methods (``*-bcd``), ``--low-memory`` to the lifted ones."""
+    ``--sweep-order`` and ``--depth-ratio`` to the lifted BCD methods (``*-bcd``), ``--low-memory``
+    to the lifted ones; ``--depth-ratio`` starts a run (a resumed one keeps its checkpoint's weights)."""
     backprop = args.method.startswith("backprop-")
     if args.lr is not None and not backprop:
         raise cli_types.OptionError(f"--lr applies to the backprop methods (backprop-*), not to {args.method}")
     if args.sweep_order != "setup" and not args.method.endswith("-bcd"):
         raise cli_types.OptionError(f"--sweep-order applies to the lifted BCD methods (*-bcd), not to {args.method}")
+    if args.depth_ratio is not None and not args.method.endswith("-bcd"):
+        raise cli_types.OptionError(f"--depth-ratio applies to the lifted BCD methods (*-bcd), not to {args.method}")
+    if args.depth_ratio is not None and args.resume:
+        raise cli_types.OptionError("--depth-ratio sets the penalty weights of a new run; --resume keeps the checkpoint's")
     if args.low_memory and backprop:
         raise cli_types.OptionError(f"--low-memory applies to the lifted methods, not to {args.method}")
 
@@ -88,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="lifted BCD methods: move the parameters after the top-down variable pass (top-down) or "
                         "each layer's with its input variable (interleaved); default: the setup's (interleaved on "
                         "denoising and deblurring, top-down elsewhere)")
+    parser.add_argument("--depth-ratio", type=cli_types.positive_float, default=None, metavar="R",
+                        help="lifted BCD methods: multiply the penalty weights by R^(K-k) from the output (layer K) "
+                        "down (LiftedNetwork.scale_weights_by_depth); default: the setup's (10 on denoising, 3 on "
+                        "autoencoder, 1 elsewhere)")
     parser.add_argument("--low-memory", action="store_true",
                         help="lifted methods: recompute pre-activations instead of caching them (less memory, more time)")
     parser.add_argument("--lr", type=cli_types.positive_float, default=None,
@@ -135,6 +144,8 @@ def _run(args: argparse.Namespace) -> int:
     _check_options(args)
     dtype = cli_types.DTYPES[args.dtype]
     setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed or 0)
+    if args.depth_ratio is not None:
+        setup = dataclasses.replace(setup, depth_ratio=args.depth_ratio)
     method = _with_sweep_order(METHODS[args.method](setup, BACKPROP_LR if args.lr is None else args.lr), args.sweep_order)
     if args.low_memory:
         method = dataclasses.replace(method, cache_preactivations=False)

@@ -1428,6 +1428,18 @@ def test_cli_low_memory_turns_the_preactivation_cache_off_and_refuses_backprop(t
     assert "--low-memory applies to the lifted methods, not to backprop-adam" in capsys.readouterr().err
 
 
+def test_cli_depth_ratio_sets_the_penalty_weights_of_the_run(tmp_path):
+    """The checkpoint's layer weights are ratio^(K-k) (the autoencoder's make_model weights are
+    1, K = 4): the setup's ratio 3 by default, the option's 2 when given, 1 for backprop."""
+    args = ["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress"]
+    for extra, ratio in ((["--method", "bregman-bcd"], 3.0), (["--method", "mac-bcd", "--depth-ratio", "2"], 2.0),
+                         (["--method", "backprop-adam"], 1.0)):
+        out = tmp_path / f"r{ratio:g}.pt"
+        assert train_main([*args, *extra, "--out", str(out)]) == 0
+        state = load_checkpoint(out)["model"]
+        assert [float(state[f"layers.{i}._extra_state"]) for i in range(4)] == [ratio**3, ratio**2, ratio, 1.0]
+
+
 def test_cli_reports_the_checkpointed_epoch(tmp_path, monkeypatch, capsys):
     """With batches of 1 s, ``--time-budget 1`` ends the first epoch after its first batch: no
     checkpoint is written and the summary says so; a complete epoch is reported with its number."""
@@ -1487,6 +1499,10 @@ def test_cli_refuses_a_checkpoint_path_that_the_plot_would_overwrite(tmp_path, c
     (["--method", "bregman-isgm", "--sweep-order", "top-down"],
      "--sweep-order applies to the lifted BCD methods (*-bcd), not to bregman-isgm"),
     (["--method", "backprop-sgd", "--low-memory"], "--low-memory applies to the lifted methods, not to backprop-sgd"),
+    (["--method", "bregman-isgm", "--depth-ratio", "3"],
+     "--depth-ratio applies to the lifted BCD methods (*-bcd), not to bregman-isgm"),
+    (["--method", "bregman-bcd", "--depth-ratio", "3", "--resume"],
+     "--depth-ratio sets the penalty weights of a new run; --resume keeps the checkpoint's"),
 ])
 def test_cli_refuses_an_option_of_other_methods_before_loading_the_data(tmp_path, monkeypatch, capsys, argv, message):
     """``--lr`` sets the backprop methods' learning rate only, ``--sweep-order`` the lifted BCD
