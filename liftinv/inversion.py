@@ -63,10 +63,12 @@ for the projection on a convex set).
 else ``config.default_alpha``; see :func:`~liftinv.inversion_search.search_alpha` (each solve
 warm-started from the previous one) and :func:`first_alpha`. The result is, per sample, the solve
 of the search with the largest :math:`\alpha` among those with
-:math:`d \le (1 + \text{rtol})\,\tau\delta` (Morozov's choice; the smallest :math:`d` if there is
-none): usually the last one, but not when the search ran out of solves after a step that
-overshot (solves ended by ``max_time`` before converging make that more likely). A solve that
-stopped at ``max_iter`` or ``max_time`` and left a sample above the target is repeated once at
+:math:`d \le (1 + \text{rtol})\,\tau\delta` (Morozov's choice; if there is none, the smallest
+:math:`d`, where discrepancies within ``STALL`` of each other fit as well and the larger weight is
+kept: the weight at which a search that stalled stopped, see
+:func:`~liftinv.inversion_search.search_alpha`): usually the last one, but not when the search
+ran out of solves after a step that overshot (solves ended by ``max_time`` before converging
+make that more likely). A solve that stopped at ``max_iter`` or ``max_time`` and left a sample above the target is repeated once at
 the same weight before the search lowers it (its discrepancy may be that of an unconverged
 iterate).
 :math:`\delta = 0` gives :math:`\alpha = 0` (no search: one solve when every sample has :math:`\delta = 0`).
@@ -94,7 +96,7 @@ from liftinv.activations import Identity, Softmax
 from liftinv.convert import lift
 from liftinv.inversion_bcd import LiftedBCD
 from liftinv.inversion_pdhg import PrimalDual
-from liftinv.inversion_search import lipschitz_estimate, search_alpha
+from liftinv.inversion_search import STALL, lipschitz_estimate, search_alpha
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, TV
@@ -518,11 +520,16 @@ def _given_weight(regularizer: Potential | None, data: Tensor) -> Tensor:
 
 
 def _morozov_prefers(d: Tensor, alpha: Tensor, d_best: Tensor, alpha_best: Tensor, bound: Tensor) -> Tensor:
-    """Per sample, whether the solve ``(d, alpha)`` replaces the kept ``(d_best, alpha_best)``
+    r"""Per sample, whether the solve ``(d, alpha)`` replaces the kept ``(d_best, alpha_best)``
     under Morozov's rule: the largest weight among solves with ``d <= bound`` (the later of equal
-    weights), the smallest ``d`` while none fits."""
+    weights); while none fits, the smaller ``d``, where two discrepancies within
+    :data:`~liftinv.inversion_search.STALL` of each other (the smaller at least
+    :math:`(1 - \text{STALL})` times the larger) fit as well and the larger weight is kept, as
+    where the search stalls (of equal weights, the smaller ``d``)."""
     fits, fits_best = d <= bound, d_best <= bound
-    return torch.where(fits_best, fits & (alpha >= alpha_best), fits | (d < d_best))
+    closer = torch.where(alpha > alpha_best, d_best >= (1 - STALL) * d,
+                         torch.where(alpha < alpha_best, d < (1 - STALL) * d_best, d < d_best))
+    return torch.where(fits_best, fits & (alpha >= alpha_best), fits | closer)
 
 
 def _per_sample_where(mask: Tensor, new: list, old: list) -> list:

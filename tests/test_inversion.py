@@ -975,7 +975,8 @@ def test_tv_weight_search_leaves_zero_for_a_network_flat_at_the_random_input():
 def test_morozov_rule_keeps_the_largest_fitting_weight_else_the_smallest_discrepancy():
     """Per sample (bound 1): a fitting solve replaces a fitting kept one only with a weight at
     least as large; while the kept one does not fit, a solve replaces it when it fits or has a
-    smaller discrepancy."""
+    smaller discrepancy, by more than STALL = 2 % for a smaller weight (within it, the larger
+    weight fits as well)."""
     from liftinv.inversion import _morozov_prefers
 
     cases = [  # (d, alpha) of the solve, (d, alpha) kept, whether the solve replaces it
@@ -985,6 +986,9 @@ def test_morozov_rule_keeps_the_largest_fitting_weight_else_the_smallest_discrep
         (2.0, 0.1, 3.0, 1.0, True),  # neither fits: the smaller discrepancy
         (4.0, 5.0, 3.0, 1.0, False),
         (0.9, 0.1, 3.0, 1.0, True),  # only the solve fits
+        (2.95, 0.1, 3.0, 1.0, False),  # neither fits, within 2 %: the larger weight
+        (3.05, 5.0, 3.0, 1.0, True),
+        (2.99, 1.0, 3.0, 1.0, True),  # of equal weights, the smaller discrepancy
     ]
     d, alpha, d_best, alpha_best = (torch.tensor(column, dtype=F64) for column in list(zip(*cases))[:4])
     prefers = _morozov_prefers(d, alpha, d_best, alpha_best, torch.tensor(1.0, dtype=F64))
@@ -2047,3 +2051,32 @@ def test_a_result_holds_no_graph_of_the_data(method):
     assert f.requires_grad
     result = method(net, f, input_shape=(4,), regularizer=Tikhonov(1e-2), config=InversionConfig(max_iter=5))
     assert not any(v.requires_grad for v in (*result.variables, result.input, result.discrepancy))
+
+
+def test_stalled_weight_search_keeps_the_larger_weight_it_stopped_at():
+    r"""Identity layer with a ReLU output, data with negative entries: :math:`d(\alpha)` falls to the
+    floor :math:`\|f_-\|` as :math:`\alpha \to 0`, and the target :math:`\tau\delta` (half the floor)
+    is out of reach. The search comes down a slope (10, 1, 0.1), stalls at 0.01 (d 0.5 % below that
+    of 0.1) and goes back to 0.1, which fits as well (search_alpha's docstring); the selection
+    of solves took the smallest discrepancy instead, the weight 0.01, and wasted the last solve.
+    Oracle: converged solves at each weight of the search's path with the weight given, picked by
+    the documented rule (none fits: the largest weight whose d is within ``STALL`` of the
+    smallest)."""
+    from liftinv.inversion_search import STALL
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 12, bias=False).double(), nn.ReLU(), nn.Unflatten(1, (1, 3, 4)))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(12, dtype=F64))
+    f = torch.randn(1, 1, 3, 4, dtype=F64, generator=gen(0))
+    delta = 0.5 * float(f.clamp_max(0).norm())
+    cfg = InversionConfig(max_iter=2000, tol=1e-12, snap=0.0, default_alpha=10.0)
+    res = invert(model, f, input_shape=(1, 3, 4), regularizer=Tikhonov(), noise_level=delta, config=cfg)
+    path = sorted({float(s.alpha) for s in res.history.steps}, reverse=True)
+    assert len(path) >= 3
+    given = {w: invert(model, f, input_shape=(1, 3, 4), regularizer=Tikhonov(w), config=cfg) for w in path}
+    d = {w: float(r.discrepancy) for w, r in given.items()}
+    assert max(d.values()) > 0 and min(d.values()) > (1 + cfg.discrepancy_rtol) * delta  # none fits
+    expected = max(w for w in path if (1 - STALL) * d[w] <= min(d.values()))
+    assert expected > min(path)
+    assert float(res.alpha) == pytest.approx(expected, rel=1e-12)
+    torch.testing.assert_close(res.input, given[expected].input, atol=1e-9, rtol=0)
