@@ -302,13 +302,18 @@ class GradientStep(nn.Module):
     r"""Linear part :math:`x \mapsto x - \tau A^*A x` of the gradient step
     :math:`x - \tau A^*(Ax - y)` on :math:`\tfrac12\|Ax-y\|^2`; its data part is
     :class:`MeasurementAdjoint` (:math:`\tau A^* y`). ``tau``, a finite number > 0, is fixed:
-    a parameter without gradient (so that it is in the state dict)."""
+    a parameter without gradient (so that it is in the state dict), stored in torch's default
+    dtype, in which it must stay finite and > 0 (float32: about 1.4e-45 to 3.4e38)."""
 
     def __init__(self, physics, tau: float):
         super().__init__()
-        tau = _fixed_number("tau", tau, positive=True)
+        value = _fixed_number("tau", tau, positive=True)
+        stored = torch.tensor(value)
+        if not (math.isfinite(float(stored)) and float(stored) > 0):
+            raise ValueError(f"tau must be a finite number > 0 in the default dtype {stored.dtype}, in which it is stored, "
+                             f"got {tau!r} (stored as {float(stored)})")
         self.bind(physics)
-        self.tau = nn.Parameter(torch.tensor(tau), requires_grad=False)
+        self.tau = nn.Parameter(stored, requires_grad=False)
 
     def bind(self, physics) -> None:
         """Use ``physics`` from now on. It is held by reference, not registered as a submodule,

@@ -2,6 +2,8 @@
 the linear-part helpers."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -391,3 +393,22 @@ def test_conv_adjoint_takes_every_padding_conv_transpose2d_takes(padding, c_in):
     g = torch.randn(want.shape, dtype=DT, generator=gen(313))
     for a, b in zip(torch.autograd.grad(got, (u, w), g), torch.autograd.grad(want, (u, w), g)):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("tau", [1e39, 1e-50])
+def test_gradient_step_refuses_a_tau_its_dtype_cannot_hold(tau):
+    """GradientStep checked tau as a Python float, then stored it in torch's default dtype:
+    in float32 tau = 1e39 became inf (every output inf or NaN, without an error) and 1e-50
+    became 0 (no step), against 'a finite number > 0'. Oracle: torch.tensor(tau) in float32 is
+    inf or 0; in float64 the same tau is stored exactly."""
+    physics = OPERATORS["blur-zero-gaussian"](DT, "cpu")[0]
+    previous = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float32)
+        assert not (math.isfinite(float(torch.tensor(tau))) and float(torch.tensor(tau)) > 0)
+        with pytest.raises(ValueError, match=r"tau must be a finite number > 0 in the default dtype torch.float32"):
+            GradientStep(physics, tau)
+        torch.set_default_dtype(torch.float64)
+        assert float(GradientStep(physics, tau).tau) == tau
+    finally:
+        torch.set_default_dtype(previous)
