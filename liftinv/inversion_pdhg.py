@@ -19,7 +19,8 @@ is convex, with :math:`G = \iota_C` (the box of the
     u^+ &= \Pi_C\big(u - \tau(M^* s^+ - \operatorname{div} q^+)\big),
 
 :math:`\sigma_1 = \beta/\|M\|^2`, :math:`\sigma_2 = \beta/8`, :math:`\tau = 0.49/\beta`, so that
-:math:`\tau(\sigma_1\|M\|^2 + 8\sigma_2) < 1`. By Moreau's identity and
+:math:`\tau(\sigma_1\|M\|^2 + 8\sigma_2) < 1` (:math:`M = 0`, a layer that ignores its input:
+:math:`\sigma_1 = \beta = 1`). By Moreau's identity and
 :math:`\operatorname{prox}_{\mu\Phi^*}(x) = x - \mu\operatorname{prox}_{\Phi/\mu}(x/\mu)`
 (``activation.prox_phi``), with :math:`\mu = \lambda/\sigma_1`:
 
@@ -116,7 +117,9 @@ class PrimalDual:
         start = torch.randn((1, *x0.shape[1:]), dtype=x0.dtype, device=x0.device, generator=g)
         with torch.no_grad():
             self.norm_sq = NORM_MARGIN * lanczos_max(lambda v: adjoint_one(self.apply(v))[0], start, max_iter=30, rtol=1e-4)
-        self.beta = self.norm_sq**0.5
+        # M = 0 (a layer that ignores its input): any sigma_1 satisfies the step condition; sigma_1 = beta = 1
+        self.beta = self.norm_sq**0.5 if self.norm_sq > 0 else 1.0
+        self.sigma1 = self.beta / self.norm_sq if self.norm_sq > 0 else 1.0
         self.u = x0.clone()
         with torch.no_grad():
             self.mu = self.apply(self.u)
@@ -153,7 +156,7 @@ class PrimalDual:
         q = _project_ball(q, radius)
         ball = joint_norm(radius) * (GRAD_NORM_SQ * u[0].numel()) ** 0.5  # bound on |div q| over |q_{c,i,j}| <= alpha
         start, it = perf_counter(), 0
-        sigma1, sigma2, tau = self.beta / self.norm_sq, self.beta / GRAD_NORM_SQ, 0.49 / self.beta
+        sigma1, sigma2, tau = self.sigma1, self.beta / GRAD_NORM_SQ, 0.49 / self.beta
         norm = joint_norm_tensor
         while it < config.max_iter:
             it += 1

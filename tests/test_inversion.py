@@ -2080,3 +2080,22 @@ def test_stalled_weight_search_keeps_the_larger_weight_it_stopped_at():
     assert expected > min(path)
     assert float(res.alpha) == pytest.approx(expected, rel=1e-12)
     torch.testing.assert_close(res.input, given[expected].input, atol=1e-9, rtol=0)
+
+
+def test_pdhg_inverts_a_layer_that_ignores_its_input():
+    r"""A one-layer network whose weight is 0 (:math:`N(u) = \sigma(c)` for every input): PDHG's
+    steps :math:`\sigma_1 = \beta/\|M\|^2` divided 0 by 0 and invert failed with
+    'ZeroDivisionError: float division by zero'. With :math:`M = 0` any :math:`\sigma_1` keeps
+    :math:`\tau(\sigma_1\|M\|^2 + 8\sigma_2) < 1`, and the problem is :math:`\min_u \alpha\mathrm{TV}(u)`.
+    Oracle: PDHG's update :math:`u - \tau(M^*s - \operatorname{div} q)` keeps each channel's mean
+    (:math:`\operatorname{div}` has zero mean), so it converges to the constant image at the mean
+    of ``x0``; the discrepancy is :math:`\|\sigma(c) - f\|` whatever the input."""
+    model = perceptron(12, (2, 3, 4), nn.ReLU(), seed=3, bias=True)
+    with torch.no_grad():
+        model[1].weight.zero_()
+    x0 = torch.rand(2, 2, 3, 4, dtype=F64, generator=gen(1))
+    f = model(x0).detach() + 0.1
+    res = invert(model, f, regularizer=TV(0.1), x0=x0, config=InversionConfig(max_iter=3000, tol=1e-10))
+    mean = x0.mean(dim=(2, 3), keepdim=True).expand_as(x0)
+    torch.testing.assert_close(res.input, mean, atol=1e-7, rtol=0)
+    torch.testing.assert_close(res.discrepancy, (model(x0) - f).flatten(1).norm(dim=1), atol=1e-12, rtol=0)
