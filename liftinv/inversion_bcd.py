@@ -120,9 +120,12 @@ class JointProblem(LiftedProblem):
     def _coupling(self, own: dict[int, float]) -> float:
         r""":math:`t = \lambda_{\max}(W^{-1/2} S W^{-1/2})` with :math:`W = \operatorname{diag}(w_b)`
         (``own``) and :math:`S` the quadratic form of the module docstring, by
-        :data:`COUPLING_POWER_ITERS` power iterations on one sample from a seeded start."""
+        :data:`COUPLING_POWER_ITERS` power iterations on one sample from a seeded start. A block
+        with :math:`w_b = 0` (an input that no layer reads through a nonzero map, without a smooth
+        term) is left out (:math:`D_b = 0`: BCD's step ``step_scale``, as for one layer)."""
         free, net = list(own), self.network
-        scales = [w ** -0.5 for w in own.values()]
+        # w_b = 0: block b is not in the smooth part (an input the network ignores), so it adds no coupling
+        scales = [w ** -0.5 if w > 0 else 0.0 for w in own.values()]
         like = [self.xs[i][:1] for i in free]
 
         def scaled_form(v: list[Tensor]) -> list[Tensor]:

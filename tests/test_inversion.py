@@ -2099,3 +2099,24 @@ def test_pdhg_inverts_a_layer_that_ignores_its_input():
     mean = x0.mean(dim=(2, 3), keepdim=True).expand_as(x0)
     torch.testing.assert_close(res.input, mean, atol=1e-7, rtol=0)
     torch.testing.assert_close(res.discrepancy, (model(x0) - f).flatten(1).norm(dim=1), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("regularizer", [L1(0.1), None], ids=["l1", "none"])
+def test_joint_bcd_inverts_a_network_whose_first_layer_ignores_its_input(regularizer):
+    r"""A two-layer network whose first weight is 0: the input block's curvature
+    :math:`w_0 = L_0` is 0 and JointProblem's coupling factor scaled it by :math:`w_0^{-1/2}`:
+    invert failed with 'ZeroDivisionError: 0.0 cannot be raised to a negative power' (one layer,
+    solved by LiftedProblem's steps, takes :math:`L_b = 0` as BCD's step_scale). The input does
+    not enter the smooth part, so any step is a descent step. Oracle: the minimiser of the
+    regulariser alone reached from ``x0``: 0 for L1 (soft-thresholding by 0.1 per sweep, inputs
+    in [0, 1]), ``x0`` itself without a regulariser; the hidden variable fits the data as for any input."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6).double(), nn.ReLU(), nn.Linear(6, 5).double())
+    seeded(model, seed=2)
+    with torch.no_grad():
+        model[1].weight.zero_()
+    x0 = torch.rand(2, 1, 3, 4, dtype=F64, generator=gen(3))
+    f = model(x0).detach()
+    res = invert(model, f, regularizer=regularizer, x0=x0, input_shape=(1, 3, 4),
+                 config=InversionConfig(max_iter=200, tol=1e-12))
+    torch.testing.assert_close(res.input, torch.zeros_like(x0) if regularizer is not None else x0, atol=0, rtol=0)
+    torch.testing.assert_close(res.discrepancy, torch.zeros(2, dtype=F64), atol=1e-12, rtol=0)
