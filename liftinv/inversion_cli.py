@@ -61,7 +61,9 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
                         help=f"gradient method: Adam learning rate (default: {GradientOptimizer().lr})")
     parser.add_argument("--max-iter", type=cli_types.positive_int, default=1000, help="iterations per solve (default: %(default)s)")
     parser.add_argument("--tol", type=cli_types.nonnegative_float, default=1e-4, help="relative residual tolerance (default: %(default)s)")
-    parser.add_argument("--x0", metavar="FILE", help="initial input (B, ...), one without batch axis with --single (default: zeros)")
+    parser.add_argument("--x0", metavar="FILE",
+                        help="initial input (B, ...), one without batch axis with --single; with --input-shape, up to "
+                             "axes of length 1, as --truth (an image file's (H, W) for one grey input) (default: zeros)")
     parser.add_argument("--truth", metavar="FILE",
                         help="true input: print the relative error, and PSNR and SSIM for images in [0, 1]")
     parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device (default: %(default)s)")
@@ -114,6 +116,12 @@ def _load_real(path: str, name: str, device: str, dtype: torch.dtype) -> torch.T
     return array.to(device=device, dtype=dtype)
 
 
+def _same_up_to_ones(shape, expected) -> bool:
+    """Whether ``shape`` is ``expected`` once the axes of length 1 of both are left out (the same
+    entries in the same order: a reshape, not a transpose)."""
+    return [n for n in shape if n != 1] == [n for n in expected if n != 1]
+
+
 def _output_shape_error(err: OutputShapeError, args) -> ValueError:
     """``err`` in terms of the output file: with ``--single`` (which adds the batch axis that
     ``err.got`` shows) the file must hold one sample of the network's output shape, and a file
@@ -140,6 +148,8 @@ def _run(args) -> None:
     x0 = None if args.x0 is None else _load_real(args.x0, "x0", args.device, dtype)
     if x0 is not None and args.single:
         x0 = x0[None]
+    if x0 is not None and args.input_shape is not None and _same_up_to_ones(x0.shape, (output.shape[0], *args.input_shape)):
+        x0 = x0.reshape(output.shape[0], *args.input_shape)  # e.g. the (H, W) of an image file
     shape = args.input_shape or (None if x0 is None else list(x0.shape[1:]))
     if args.method == "lifted":  # refuses unsupported layers before solving
         network = lift(network, input_shape=shape)
@@ -154,7 +164,7 @@ def _run(args) -> None:
     if args.truth is not None:  # the input's shape up to axes of length 1 (an image file's (H, W)), checked before solving
         truth = _load_real(args.truth, "truth", args.device, dtype)
         expected = (output.shape[0], *shape)
-        if [n for n in truth.shape if n != 1] != [n for n in expected if n != 1]:
+        if not _same_up_to_ones(truth.shape, expected):
             raise ValueError(f"--truth has shape {tuple(truth.shape)}, the recovered input {expected}")
     config = InversionConfig(max_iter=args.max_iter, tol=args.tol, progress=not args.no_progress)
     common = dict(input_shape=shape, regularizer=regularizer, noise_level=args.noise_level, x0=x0,

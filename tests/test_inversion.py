@@ -2120,3 +2120,36 @@ def test_joint_bcd_inverts_a_network_whose_first_layer_ignores_its_input(regular
                  config=InversionConfig(max_iter=200, tol=1e-12))
     torch.testing.assert_close(res.input, torch.zeros_like(x0) if regularizer is not None else x0, atol=0, rtol=0)
     torch.testing.assert_close(res.discrepancy, torch.zeros(2, dtype=F64), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["batch", "single"])
+def test_invert_cli_takes_an_image_file_as_x0(tmp_path, capsys, single):
+    """--out writes one grey input as an image file of shape (H, W), and --truth takes it, but
+    --x0 refused it: 'x0 must have shape (1, 1, 7, 9), got (7, 9)' (with --single: 'must hold one
+    input of shape (1, 7, 9), got (7, 9)'). With --input-shape, --x0 is now taken up to axes of
+    length 1, as --truth. Oracle: invert with x0 the image's grey values read back; a transposed
+    array is still refused."""
+    import numpy as np
+
+    from liftinv.inversion_cli import invert_main
+    from liftinv.io import load_array, save_array
+
+    model = perceptron(30, (1, 7, 9), nn.LeakyReLU(0.5))
+    torch.save(model, tmp_path / "net.pt")
+    x = blocky()[:1]
+    f = model(x).detach()
+    np.save(tmp_path / "f.npy", (f[0] if single else f).numpy())
+    save_array(x[0, 0], tmp_path / "x0.png")
+    def argv(start):
+        return [str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "1", "7", "9", "--regularizer", "none",
+                "--max-iter", "3", "--tol", "0", "--no-progress", "--x0", str(tmp_path / start),
+                "--out", str(tmp_path / "u.npy"), *(["--single"] if single else [])]
+
+    assert invert_main(argv("x0.png")) == 0
+    x0 = load_array(tmp_path / "x0.png").reshape(1, 1, 7, 9)
+    expected = invert(model, f, x0=x0, config=InversionConfig(max_iter=3, tol=0)).input
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "u.npy")), expected[0] if single else expected)
+    np.save(tmp_path / "t.npy", x[0, 0].T.numpy())
+    capsys.readouterr()
+    assert invert_main(argv("t.npy")) == 2
+    assert "(9, 7)" in capsys.readouterr().err
