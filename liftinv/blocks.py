@@ -3,17 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from operators.checks import is_integer
+from liftinv.validation import integer_index
 
 
 def _check_index(block: object) -> None:
-    """Store ``block.index`` as an ``int`` if it is an integer (:func:`~operators.checks.is_integer`:
-    Python and NumPy integers, not a bool), else a ``TypeError`` naming the block's class: a
-    float, bool or tensor equal to an integer compared and hashed as that integer, so a problem
-    took ``Var(1.0)`` for ``Var(1)`` and failed inside, indexing its variables with a float."""
-    if not is_integer(block.index):
-        raise TypeError(f"{type(block).__name__} index must be an integer, got {block.index!r}")
-    object.__setattr__(block, "index", int(block.index))
+    """Store ``block.index`` as an ``int`` (:func:`~liftinv.validation.integer_index`, a
+    ``TypeError`` naming the block's class otherwise): a float, bool or tensor equal to an integer
+    compared and hashed as that integer, so a problem took ``Var(1.0)`` for ``Var(1)`` and failed
+    inside, indexing its variables with a float."""
+    object.__setattr__(block, "index", integer_index(f"{type(block).__name__} index", block.index))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ r"""A lifted layer: :math:`x_k = \sigma_k\big(\sum_j M_{kj} x_{i_j} + c_k(y)\big
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable, Sequence
 
 import torch
@@ -11,6 +10,7 @@ from torch import Tensor, nn
 
 from liftinv.activations import Activation, as_activation
 from liftinv.affine import ScaledConv
+from liftinv.validation import integer_index
 from operators.checks import fixed_at_construction, is_real
 
 
@@ -37,18 +37,6 @@ def _shared_convolutions(maps: Sequence[nn.Module]) -> list[tuple[int, list[tupl
         else:
             groups[key] = (pos, [(pos, 1.0)])
     return list(groups.values())
-
-
-def _index(name: str, value: object) -> int:
-    """``value`` as an ``int`` if it is an integer (``operator.index``: NumPy integers and 0-d
-    integer tensors too; not a bool), else a ``ValueError`` naming ``name`` (``int()`` would
-    truncate 1.5 to 1 and take "1" and True)."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer (a variable index), got {value!r}") from None
 
 
 def is_module_sequence(value: object) -> bool:
@@ -108,7 +96,7 @@ class Layer(nn.Module):
         super().__init__()
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             raise TypeError(f"inputs must be a sequence of variable indices, got {inputs!r}")
-        inputs = tuple(_index(f"inputs[{j}]", i) for j, i in enumerate(inputs))
+        inputs = tuple(integer_index(f"inputs[{j}]", i, "a variable index") for j, i in enumerate(inputs))
         if not is_module_sequence(maps):
             raise TypeError(f"maps must be a sequence of nn.Modules, one per input (a single map in a list: [map]), "
                             f"got {type(maps).__name__}")

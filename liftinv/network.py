@@ -19,16 +19,8 @@ from torch import Tensor, nn
 
 from liftinv.penalty import BREGMAN, Penalty, check_penalty
 from liftinv.layer import Layer, TermShapeError, is_module_sequence
-from liftinv.validation import reference_tensor, sample_shape
-from operators.checks import is_integer, is_real
-
-
-def _variable_index(name: str, value: object) -> int:
-    """``value`` as an ``int`` if it is an integer (``operator.checks.is_integer``: NumPy
-    integers too, not a bool, float or tensor), else a ``TypeError`` naming ``name``."""
-    if not is_integer(value):
-        raise TypeError(f"{name} must be an integer (a variable index), got {value!r}")
-    return int(value)
+from liftinv.validation import integer_index, reference_tensor, sample_shape
+from operators.checks import is_real
 
 
 def _readers(layers: Sequence[Layer]) -> list[list[tuple[int, int]]]:
@@ -94,7 +86,7 @@ class LiftedNetwork(nn.Module):
         """The layer producing variable ``k`` (``1 <= k <= K``; an ``IndexError`` otherwise, where
         ``layers[k - 1]`` would give the last layer for ``k = 0``); ``k`` is an integer (a
         ``TypeError`` for a bool, float or tensor, which ``True == 1`` would take for 1)."""
-        k = _variable_index("k", k)
+        k = integer_index("k", k, "a variable index")
         if not 1 <= k <= len(self.layers):
             raise IndexError(f"k must lie in [1, {len(self.layers)}] (variable 0 is the input, made by no layer), got {k!r}")
         return self.layers[k - 1]
@@ -106,7 +98,7 @@ class LiftedNetwork(nn.Module):
         now, so a layer replaced in ``layers`` after construction is counted (and checked as the
         constructor checks its layers); kept until a layer is replaced, added or removed (the
         solvers ask for them many times per sweep)."""
-        i = _variable_index("i", i)
+        i = integer_index("i", i, "a variable index")
         if not 0 <= i <= len(self.layers):
             raise IndexError(f"i must lie in [0, {len(self.layers)}], got {i!r}")
         layers = tuple(self.layers._modules.values())

@@ -33,6 +33,18 @@ def seed_int(name: str, value: object) -> int:
     return int(value)
 
 
+def integer_index(name: str, value: object, what: str | None = None) -> int:
+    """``value`` as an ``int`` if it is an integer (:func:`~operators.checks.is_integer`: Python
+    and NumPy integers; not a bool, float, string or tensor), else a ``TypeError`` naming ``name``
+    (and ``what`` the index is, e.g. ``"a variable index"``): a float, bool or tensor equal to an
+    integer compares and hashes as that integer, and ``int()`` would truncate 1.5 to 1 and take
+    ``"1"``. The one check of the indices of variables, layers and blocks; the caller checks the
+    range."""
+    if not is_integer(value):
+        raise TypeError(f"{name} must be an integer{f' ({what})' if what else ''}, got {value!r}")
+    return int(value)
+
+
 def sample_shape(name: str, value: object) -> tuple[int, ...]:
     """``value`` (the shape of one sample, without batch) as a tuple of ints if it is a sequence
     of integers >= 1, else a ``TypeError`` (not a sequence) or ``ValueError`` naming ``name[i]``."""

@@ -657,9 +657,9 @@ def test_layers_and_networks_validate_their_arguments():
     with pytest.raises(ValueError, match=r"inputs must be distinct, got \(0, 0\)"):
         Layer([0, 0], [lin, lin], Identity())
     for index in (0.9, 1.5, "0", True):  # int() truncated 0.9 and 1.5 and took "0" and True (as 1)
-        with pytest.raises(ValueError, match=rf"inputs\[1\] must be an integer \(a variable index\), got {index!r}"):
+        with pytest.raises(TypeError, match=rf"inputs\[1\] must be an integer \(a variable index\), got {index!r}"):
             Layer([0, index], [lin, lin], Identity())
-    assert Layer([np.int64(1), torch.tensor(0)], [lin, lin], Identity()).inputs == (1, 0)
+    assert Layer([np.int64(1), np.uint8(0)], [lin, lin], Identity()).inputs == (1, 0)
     for weight in (0.0, -1.0, math.nan, math.inf, "1", True):
         with pytest.raises(ValueError, match="weight must be a positive finite number"):
             Layer([0], [lin], Identity(), weight=weight)
@@ -1792,6 +1792,29 @@ def test_block_indices_are_integers():
     problem = LiftedProblem(net, xs, free_vars=[1, 3], train_params=True)
     assert problem.lipschitz(Var(np.int64(1))) == problem.lipschitz(Var(1))
     assert problem.lipschitz(Params(np.int64(0))) == problem.lipschitz(Params(0))
+
+
+def test_every_index_check_refuses_the_same_mistakes_with_the_same_error():
+    """Three copies checked an integer index: Layer's inputs raised ValueError (and took a 0-d
+    integer tensor), LiftedNetwork.layer/consumers and Var/Params TypeError (and refused it), so
+    one mistake gave two error types. validation.integer_index is now the one check: TypeError
+    for a bool, float, string or tensor, NumPy integers taken as the int of equal value. Oracle:
+    is_integer's own verdict on each value."""
+    from liftinv.activations import Identity
+    from liftinv.network import LiftedNetwork
+    from operators.checks import is_integer
+
+    lin = nn.Linear(2, 2).double()
+    net = LiftedNetwork([Layer([0], [lin], Identity()), Layer([0, 1], [lin, lin], Identity())])
+    checks = [lambda v: Layer([v], [lin], Identity()).inputs[0], lambda v: id(net.layer(v)),
+              lambda v: len(net.consumers(v)), lambda v: Var(v).index, lambda v: Params(v).index]
+    for value in (1, np.int64(1), np.uint8(1), True, np.bool_(True), 1.0, 1.5, "1", None, torch.tensor(1)):
+        for check in checks:
+            if is_integer(value):
+                assert check(value) == check(1)
+            else:
+                with pytest.raises(TypeError, match=f"must be an integer.*got {re.escape(repr(value))}"):
+                    check(value)
 
 
 def _assert_input_gradient_is_autograds(net, xs):
