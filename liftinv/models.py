@@ -18,6 +18,7 @@ takes a physics).
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
@@ -38,7 +39,12 @@ FORMAT_VERSION = 1
 _ENTRY_TYPES = {"liftinv_version": str, "architecture": dict, "state_dict": dict, "physics": dict, "steps": dict,
                 "task": str, "extra": dict}  # the entries besides the format, of the types save_model writes
 _ENTRIES = tuple(_ENTRY_TYPES)
-_ARCHITECTURE_KEYS = ("class", "n_iter", "features", "img_size", "threshold", "kernel_size", "adjoint_init")
+#: The constructor arguments a model file records: all of UnrolledPrimalDual's but the physics
+#: (stored as its spec) and the generator (the parameters are stored); read off the constructor,
+#: so that architecture_config, _read's check and _build name the same ones.
+_CONSTRUCTOR_ARGS = tuple(name for name in inspect.signature(UnrolledPrimalDual).parameters
+                          if name not in ("physics", "generator"))
+_ARCHITECTURE_KEYS = ("class", *_CONSTRUCTOR_ARGS)
 _STEP_RTOL = 1e-6  # relative tolerance on the dual step s rebuilt from the operator norm
 
 
@@ -91,8 +97,7 @@ def architecture_config(net: nn.Module) -> dict:
                 f"layer {k} has the activation {activation!r}, but a model file stores one threshold and rebuilds "
                 f"Clip{bounds} there (threshold = layer 2's bound {threshold!r}): it cannot save this network"
             )
-    return {
-        "class": "UnrolledPrimalDual",
+    args = {
         "n_iter": sum(isinstance(m, GradientStep) for m in net.modules()),
         "features": conv.out_channels,
         "img_size": tuple(net.img_size),
@@ -100,6 +105,7 @@ def architecture_config(net: nn.Module) -> dict:
         "kernel_size": conv.kernel_size[0],
         "adjoint_init": net.adjoint_init,
     }
+    return {"class": "UnrolledPrimalDual", **{name: args[name] for name in _CONSTRUCTOR_ARGS}}  # a KeyError if one is not read
 
 
 def _check_plain(value: object, name: str) -> None:
@@ -165,8 +171,7 @@ def _build(config: dict, physics) -> UnrolledPrimalDual:
     if config.get("class") != "UnrolledPrimalDual":
         raise ValueError(f"unsupported architecture {config.get('class')!r} in the model file")
     return UnrolledPrimalDual(
-        physics, config["n_iter"], config["features"], config["img_size"], threshold=config["threshold"],
-        kernel_size=config["kernel_size"], adjoint_init=config["adjoint_init"],
+        physics, **{name: config[name] for name in _CONSTRUCTOR_ARGS},
         generator=torch.Generator().manual_seed(0),  # overwritten by the state dict; keeps the global RNG untouched
     )
 

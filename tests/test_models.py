@@ -140,6 +140,32 @@ def test_architecture_config_reads_the_constructor_arguments():
     }
 
 
+@pytest.mark.parametrize("kind", ["radon", "blur", "mri"])
+@pytest.mark.parametrize("kernel_size, threshold, adjoint_init", [(3, 0.05, True), (5, 0.3, False)])
+def test_every_architecture_round_trips_through_its_recorded_arguments(tmp_path, kind, kernel_size, threshold, adjoint_init):
+    """The keys a model file must hold (_ARCHITECTURE_KEYS) were a second list of those
+    architecture_config writes; they are now read off UnrolledPrimalDual's constructor, which
+    _build calls with them. Oracle: the constructor's own signature, and a network rebuilt from
+    the file computing the saved one's output bit for bit, with the same recorded arguments."""
+    import inspect
+
+    from liftinv.models import _ARCHITECTURE_KEYS
+
+    physics, img_size = {"radon": (Radon(7, 5), (1, 7, 7)), "blur": (Blur(gaussian_kernel(0.5), img_size=(1, 6, 5)), (1, 6, 5)),
+                         "mri": (MRI(random_mask((6, 5), 2, generator=torch.Generator().manual_seed(1))), (2, 6, 5))}[kind]
+    net = UnrolledPrimalDual(physics, 2, 3, img_size, threshold=threshold, kernel_size=kernel_size,
+                             adjoint_init=adjoint_init, generator=torch.Generator().manual_seed(0))
+    config = architecture_config(net)
+    args = [p for p in inspect.signature(UnrolledPrimalDual).parameters if p not in ("physics", "generator")]
+    assert list(config) == list(_ARCHITECTURE_KEYS) == ["class", *args]
+    assert (config["kernel_size"], config["threshold"], config["adjoint_init"]) == (kernel_size, threshold, adjoint_init)
+    save_model(net, tmp_path / "net.pt", task=kind, physics=physics)
+    saved = load_model(tmp_path / "net.pt", physics)
+    assert architecture_config(saved.net) == config
+    y = physics.A(torch.rand(2, *img_size, generator=torch.Generator().manual_seed(2)))
+    assert torch.equal(saved.net(y, physics), net(y, physics))
+
+
 @pytest.fixture
 def saved_radon(tmp_path):
     physics = Radon(11, 30)
