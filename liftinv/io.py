@@ -5,6 +5,8 @@ r"""Arrays on disk: ``.npy`` (NumPy), ``.pt`` (a tensor saved by ``torch.save``)
 (real arrays become floating tensors, complex arrays complex ones); images as grey values in
 [0, 1] of shape ``(H, W)`` (integer images divided by their type's maximum, floating-point ones
 clipped, not rescaled), in float64, or in the image's own dtype for a float32 or float16 image.
+It refuses, naming the file, values that no caller can use: NaN or Inf, and dtypes outside
+:data:`LOADED_DTYPES`.
 :func:`save_array` writes atomically (a temporary file in the target's folder, then
 ``os.replace``, :func:`liftinv.checkpoint.atomic_path`); images are written as 8-bit grey,
 ``round(255 clip(x, 0, 1))``.
@@ -23,6 +25,9 @@ from liftinv.checkpoint import atomic_path, check_output_file, existing_file, un
 from liftinv.data import IMAGE_SUFFIXES, grey_float
 
 ARRAY_SUFFIXES = (".npy", ".pt")
+#: The dtypes :func:`load_array` returns (integer and bool arrays become the default dtype): those
+#: torch computes with; a file of another (``float8_*``, ``complex32``) is refused.
+LOADED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
 SUFFIXES = ARRAY_SUFFIXES + IMAGE_SUFFIXES
 
 
@@ -46,8 +51,10 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
         OSError: the file cannot be opened (``PermissionError``...), raised as ``open`` raises it.
         ValueError: unknown suffix, unreadable file, a ``.pt`` file that does not hold a dense
             (strided) tensor with values (a sparse or meta tensor), a ``.npy`` file holding an
-            ``.npz`` archive,
-            a non-numeric array, or an image that is not grey (with or without alpha), RGB or RGBA.
+            ``.npz`` archive, a non-numeric array, an array of a dtype outside
+            :data:`LOADED_DTYPES` (after integers become floating), an array or image holding NaN
+            or Inf (every caller needs finite data; a floating image's infinities are clipped to
+            [0, 1] first), or an image that is not grey (with or without alpha), RGB or RGBA.
     """
     path = Path(path)
     suffix = _suffix(path, name)
@@ -60,14 +67,16 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
         else:
             from skimage.io import imread
 
-            return torch.from_numpy(grey_float(imread(path), path))
+            array = grey_float(imread(path), path)
     except Exception as err:  # readers fail in their own ways (PIL: SyntaxError; torch.load: a bare EOFError)
         raise unreadable(name, path, err) from err
     if isinstance(array, np.lib.npyio.NpzFile):  # np.load reads an archive whatever the suffix
         files = list(array.files)
         array.close()
         raise ValueError(f"{name} file {path} must hold one array (np.save), got an .npz archive of {files}")
-    if suffix == ".pt":
+    if suffix in IMAGE_SUFFIXES:
+        tensor = torch.from_numpy(array)
+    elif suffix == ".pt":
         if not isinstance(array, Tensor):
             raise ValueError(f"{name} file {path} must hold a tensor, got {type(array).__name__}")
         if array.layout != torch.strided:
@@ -82,6 +91,13 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
         tensor = torch.from_numpy(native).reshape(array.shape)  # ascontiguousarray makes a 0-d array 1-d
     if not (tensor.is_floating_point() or tensor.is_complex()):
         tensor = tensor.to(torch.get_default_dtype())
+    if tensor.dtype not in LOADED_DTYPES:
+        raise ValueError(f"{name} file {path} holds dtype {tensor.dtype}, which torch has few operations for (not "
+                         "even a sum); save it as float32 or float64")
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        raise ValueError(f"{name} file {path} holds {int((~finite).sum())} NaN or Inf entries (of {tensor.numel()}); "
+                         "every caller needs finite values")
     return tensor
 
 
@@ -159,4 +175,4 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["ARRAY_SUFFIXES", "SUFFIXES", "check_not_an_input", "check_output", "load_array", "save_array"]
+__all__ = ["ARRAY_SUFFIXES", "LOADED_DTYPES", "SUFFIXES", "check_not_an_input", "check_output", "load_array", "save_array"]

@@ -274,3 +274,48 @@ def test_file_that_cannot_be_opened_raises_opens_error(tmp_path, capsys, deny_op
         load_array(path, "measurements")
     status = reconstruct_main(["--measurements", str(path), "--operator", "blur", "--method", "adjoint", "--out", str(tmp_path / "x.npy")])
     assert status == 1 and "Permission denied" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".pt", ".tif"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_are_refused_naming_the_file(tmp_path, suffix, bad):
+    """load_array returned NaN and Inf as stored, to callers that all need finite values: a truth
+    with NaN was refused by the operator as 'x contains NaN or Inf entries', a kernel or
+    measurements as 'kernel ...'/'y contains ...', naming no file. Now a ValueError naming the file
+    and the count; a floating image's infinities are clipped to [0, 1] as before (documented), so
+    only NaN is refused there. Oracle: np.isfinite of the values written."""
+    import tifffile
+
+    values = np.array([[0.25, bad, 0.5], [bad, 0.75, 1.0]], dtype=np.float32)
+    path = tmp_path / f"x{suffix}"
+    if suffix == ".npy":
+        np.save(path, values)
+    elif suffix == ".pt":
+        torch.save(torch.from_numpy(values), path)
+    else:
+        tifffile.imwrite(path, values)
+    if suffix == ".tif" and not np.isnan(bad):
+        assert torch.equal(load_array(path), torch.from_numpy(np.clip(values, 0, 1)))
+        return
+    with pytest.raises(ValueError, match=rf"^truth file {re.escape(str(path))} holds {(~np.isfinite(values)).sum()} NaN or Inf entries \(of 6\)"):
+        load_array(path, "truth")
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2, torch.complex32])
+def test_a_pt_file_of_a_dtype_torch_hardly_computes_with_is_refused(tmp_path, dtype):
+    """A .pt file of float8 or complex32 was returned as stored, and failed in the caller naming
+    neither file nor argument (liftinv reconstruct --kernel: NotImplementedError '"sum_cpu" not
+    implemented for 'Float8_e4m3fn'', a traceback). Now a ValueError naming the file and dtype;
+    float16, bfloat16 and complex64 still load as stored. Oracle: x.sum(), which torch does
+    not implement for these dtypes."""
+    x = torch.tensor([[0.5, 0.25]]).to(dtype)
+    with pytest.raises(NotImplementedError):
+        x.sum()
+    torch.save(x, tmp_path / "k.pt")
+    with pytest.raises(ValueError, match=rf"^kernel file {re.escape(str(tmp_path / 'k.pt'))} holds dtype {dtype}"):
+        load_array(tmp_path / "k.pt", "kernel")
+    for fine in (torch.float16, torch.bfloat16, torch.complex64):
+        torch.save(torch.tensor([[0.5, 0.25]]).to(fine), tmp_path / "f.pt")
+        got = load_array(tmp_path / "f.pt")
+        assert got.dtype == fine and torch.equal(got, torch.tensor([[0.5, 0.25]]).to(fine))
