@@ -22,19 +22,28 @@ import numpy as np
 import torch
 
 
+def _target(path: str | os.PathLike) -> Path:
+    """The file that writing ``path`` replaces: ``path`` itself, or the file a symbolic link
+    ``path`` points to (``os.path.realpath``, through a chain of links, also a dangling one), so
+    that the rename replaces that file and the link survives, as ``open(path, "w")`` would."""
+    return Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary path in ``path``'s folder (created if needed) for the caller to write; when the
     block ends without an exception, the file is flushed to disk, given the permissions a new file
     gets under the process umask (``0o666 & ~umask``, not ``mkstemp``'s ``0o600``) and renamed over
-    ``path``; otherwise it is removed and ``path`` is left untouched. ``suffix`` is the temporary
+    ``path``; otherwise it is removed and ``path`` is left untouched. A ``path`` that is a symbolic
+    link is written through: the temporary file goes to the folder of the link's target and
+    replaces the target, so the link stays a link. ``suffix`` is the temporary
     file's (writers that pick a format from it need the target's).
 
     Raises:
         IsADirectoryError, NotADirectoryError: :func:`check_output_file`'s, before anything is
             written.
     """
-    path = Path(path)
+    path = _target(path)
     check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
@@ -68,7 +77,7 @@ def check_output_file(path: str | os.PathLike, name: str = "output") -> None:
     would fail naming only the file in the way. Writers call it before their work as well."""
     if Path(path).is_dir():
         raise IsADirectoryError(f"{name} file {path} is a folder, not a file")
-    check_parent(path, name)
+    check_parent(_target(path), name)  # a link's target is written (atomic_path)
 
 
 def _umask() -> int:

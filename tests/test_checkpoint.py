@@ -202,3 +202,36 @@ def test_a_file_in_the_way_of_the_folder_to_write_in_is_named(tmp_path):
                     f"output file {path}: {tmp_path / 'f'} is a file, not a folder, so the file's folder cannot be created")):
                 write(path)
     assert (tmp_path / "f").read_text() == "a file" and [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_writing_through_a_symbolic_link_replaces_its_target_and_keeps_the_link(tmp_path):
+    """atomic_path renamed its temporary file onto the link's own path, so save_array,
+    save_checkpoint and write_text through a symbolic link replaced the link by a regular file
+    and left the file it pointed to as it was (open(path, 'w') writes the target). The target
+    (os.path.realpath, a relative link and a chain of links too) is now replaced, the temporary
+    file made in its folder. Oracle: os.readlink and the target's content read back."""
+    from liftinv.checkpoint import write_text
+    from liftinv.io import load_array
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "links").mkdir()
+    target = tmp_path / "data" / "x.npy"
+    save_array(torch.zeros(3), target)
+    link = tmp_path / "links" / "x.npy"
+    link.symlink_to(os.path.join("..", "data", "x.npy"))
+    chain = tmp_path / "chain.npy"
+    chain.symlink_to(link)
+    for i, path in enumerate((link, chain), start=1):
+        assert save_array(torch.full((3,), float(i)), path) == path
+        assert os.readlink(link) == os.path.join("..", "data", "x.npy") and os.readlink(chain) == str(link)
+        assert torch.equal(load_array(target), torch.full((3,), float(i)))
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["x.npy"]
+    text, text_link = tmp_path / "data" / "t.txt", tmp_path / "t.txt"
+    text_link.symlink_to(text)  # dangling: writing creates the target, as open() does
+    write_text(text_link, "new")
+    assert text_link.is_symlink() and text.read_text() == "new"
+    ckpt, ckpt_link = tmp_path / "data" / "c.pt", tmp_path / "c.pt"
+    save_checkpoint(ckpt, {"a": 1})
+    ckpt_link.symlink_to(ckpt)
+    save_checkpoint(ckpt_link, {"a": 2})
+    assert ckpt_link.is_symlink() and load_checkpoint(ckpt)["a"] == 2
