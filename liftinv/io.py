@@ -117,8 +117,12 @@ def check_output(path: str | os.PathLike, shape: Sequence[int]) -> None:
     created), so that a command can refuse its output file before the work that produces the data."""
     path = Path(path)
     check_output_file(path)
-    if _suffix(path, "output") not in IMAGE_SUFFIXES:
-        return
+    if _suffix(path, "output") in IMAGE_SUFFIXES:
+        _check_image_shape(path, shape)
+
+
+def _check_image_shape(path: Path, shape: Sequence[int]) -> None:
+    """A ``ValueError`` unless ``shape`` squeezes to one 2-D image (the image file ``path``)."""
     squeezed = [n for n in shape if n != 1]
     if len(squeezed) != 2:
         raise ValueError(
@@ -133,7 +137,7 @@ def _image_bytes(x: Tensor, path: Path) -> np.ndarray:
         raise ValueError(f"cannot write complex data to the image {path}; use .npy or .pt")
     if bool(x.isnan().any()):
         raise ValueError(f"cannot write NaN to the image {path}; use .npy or .pt")
-    check_output(path, x.shape)
+    _check_image_shape(path, x.shape)
     return np.round(255 * x.detach().cpu().squeeze().to(torch.float64).clamp(0, 1).numpy()).astype(np.uint8)
 
 
@@ -155,10 +159,9 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
         raise ValueError(f"x must be a dense tensor, got layout {x.layout} (pass x.to_dense())")
     path = Path(path)
     suffix = _suffix(path, "output")
-    check_output_file(path)
     if suffix in IMAGE_SUFFIXES:
         pixels = _image_bytes(x, path)
-    with atomic_path(path, suffix) as tmp:
+    with atomic_path(path, suffix) as tmp:  # checks the path (check_output_file) before writing
         if suffix == ".npy":  # NumPy has no bfloat16: float32 holds its values exactly; numpy() refuses conj/neg views
             values = x.detach().cpu().resolve_conj().resolve_neg()
             np.save(tmp, values.to(torch.float32 if x.dtype == torch.bfloat16 else x.dtype).numpy())

@@ -319,3 +319,20 @@ def test_a_pt_file_of_a_dtype_torch_hardly_computes_with_is_refused(tmp_path, dt
         torch.save(torch.tensor([[0.5, 0.25]]).to(fine), tmp_path / "f.pt")
         got = load_array(tmp_path / "f.pt")
         assert got.dtype == fine and torch.equal(got, torch.tensor([[0.5, 0.25]]).to(fine))
+
+
+@pytest.mark.parametrize("name", ["x.npy", "x.pt", "x.png", "x.tif"])
+def test_save_array_checks_its_path_once(tmp_path, monkeypatch, name):
+    """save_array checked the output path itself, again in _image_bytes (check_output) for an
+    image, and atomic_path checked it once more: two or three walks up the folders for one file.
+    atomic_path's check (checkpoint.check_output_file) is now the only one. Oracle: a spy on
+    checkpoint.check_parent, which every path check calls, and the file written as before."""
+    from liftinv import checkpoint
+
+    calls = []
+    original = checkpoint.check_parent
+    monkeypatch.setattr(checkpoint, "check_parent", lambda *args: calls.append(args) or original(*args))
+    x = torch.tensor([[0.0, 0.5], [1.0, 0.25]])
+    save_array(x, tmp_path / name)
+    assert len(calls) == 1
+    torch.testing.assert_close(load_array(tmp_path / name).reshape(2, 2).to(x.dtype), x, atol=0.5 / 255 + 1e-6, rtol=0)
