@@ -23,11 +23,12 @@ from torch import Tensor
 
 from liftinv.checkpoint import atomic_path, check_output_file, existing_file, unreadable
 from liftinv.data import IMAGE_SUFFIXES, grey_float
+from liftinv.validation import FLOAT_DTYPES
 
 ARRAY_SUFFIXES = (".npy", ".pt")
 #: The dtypes :func:`load_array` returns (integer and bool arrays become the default dtype): those
 #: torch computes with; a file of another (``float8_*``, ``complex32``) is refused.
-LOADED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
+LOADED_DTYPES = (*FLOAT_DTYPES, torch.complex64, torch.complex128)
 SUFFIXES = ARRAY_SUFFIXES + IMAGE_SUFFIXES
 
 

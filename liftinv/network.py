@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from liftinv.penalty import BREGMAN, Penalty, check_penalty
 from liftinv.layer import Layer, TermShapeError, is_module_sequence
-from liftinv.validation import integer_index, reference_tensor, sample_shape
+from liftinv.validation import FLOAT_DTYPES, integer_index, reference_tensor, sample_shape
 from operators.checks import is_real
 
 
@@ -112,13 +112,16 @@ class LiftedNetwork(nn.Module):
             raise ValueError(f"xs must hold K + 1 = {self.depth + 1} variables, got {len(xs)}")
 
     def check_input(self, u: Tensor, name: str = "u") -> None:
-        """Validate an input batch: a finite floating tensor of the dtype and device of the
-        parameters (of the floating buffers in a network without parameters:
-        :func:`~liftinv.validation.reference_tensor`) whose sample shape is ``input_shape``."""
+        """Validate an input batch: a finite real floating tensor of a dtype torch computes with
+        (:data:`~liftinv.validation.FLOAT_DTYPES`, also in a network without parameters or
+        buffers, which fixes no dtype), of the dtype and device of the parameters (of the floating
+        buffers in a network without parameters: :func:`~liftinv.validation.reference_tensor`),
+        whose sample shape is ``input_shape``."""
         if not isinstance(u, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(u).__name__}")
-        if not u.is_floating_point():  # complex, integer or bool (a network without parameters checks no dtype below)
-            raise TypeError(f"{name} must be a real floating tensor, got dtype {u.dtype}")
+        if u.dtype not in FLOAT_DTYPES:  # complex, integer, bool or float8 (a network without parameters checks no dtype below)
+            raise TypeError(f"{name} must be a real floating tensor, got dtype {u.dtype} (torch computes in "
+                            f"{', '.join(str(d) for d in FLOAT_DTYPES)})")
         ref = reference_tensor(self)
         if ref is not None and (u.dtype != ref.dtype or u.device != ref.device):
             raise TypeError(f"{name} has dtype {u.dtype} on {u.device}, the network uses {ref.dtype} on {ref.device}")

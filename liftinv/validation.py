@@ -9,6 +9,11 @@ from torch import Tensor, nn
 from operators.checks import is_integer
 
 
+#: The real floating dtypes torch computes with (its float8 types lack even ``isfinite`` or a sum
+#: on the CPU): the dtypes of the tensors a network takes.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def checked_field(obj: object, name: str, check: Callable[[str, object], object]) -> None:
     """Check field ``name`` of the dataclass ``obj`` (frozen or not) by ``check(name, value)`` and
     store the result, a Python number: a NumPy number would stay otherwise and print as another

@@ -2040,3 +2040,28 @@ def test_cached_preactivations_do_not_drift_over_many_in_place_updates():
     problem.grads = checked
     BCD(var_sweeps=100).step(problem, BCD().init(problem))
     assert 0 < worst[0] <= 16 * torch.finfo(torch.float32).eps
+
+
+@pytest.mark.parametrize("with_parameters", [False, True])
+def test_check_input_takes_the_dtypes_torch_computes_with(with_parameters):
+    """check_input refused only non-floating inputs: a float8 input passed it, for a network
+    without parameters (which fixes no dtype) or one converted to float8, and the forward pass
+    failed inside with torch's NotImplementedError '"isfinite" not implemented for
+    'Float8_e4m3fn'' (e5m2: in the ReLU, 'clamp_min_scalar_cpu'), naming no argument. Now a TypeError naming u;
+    float16 and bfloat16 pass as float32 and float64 do, with or without parameters (a network
+    converted to half precision computes in it). Oracle: torch.relu of the input (a parameter-free
+    ReLU layer), bit for bit."""
+    from liftinv.network import LiftedNetwork
+
+    u = torch.tensor([[0.5, -0.25, 1.0]])
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.float8_e4m3fn, torch.float8_e5m2):
+        lin = nn.Linear(3, 3, bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(torch.eye(3))
+        net = LiftedNetwork([Layer([0], [lin if with_parameters else nn.Identity()], ReLU())]).to(dtype)
+        x = u.to(dtype)
+        if dtype.itemsize == 1:
+            with pytest.raises(TypeError, match=rf"^u must be a real floating tensor, got dtype {dtype} \(torch computes in"):
+                net(x)
+        else:
+            assert torch.equal(net(x), torch.relu(x))
