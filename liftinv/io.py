@@ -149,7 +149,8 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
 
     Raises:
         TypeError: ``x`` is not a tensor.
-        ValueError: ``x`` is sparse (not strided), unknown suffix, or an image file for data that
+        ValueError: ``x`` is sparse (not strided) or of a floating or complex dtype outside
+            :data:`LOADED_DTYPES` (``float8_*``, ``complex32``), unknown suffix, or an image file for data that
             is not one real 2-D image (after dropping dimensions of size 1) or that holds NaN.
         IsADirectoryError: ``path`` is a folder.
         NotADirectoryError: ``path``'s folder cannot be created (a path above it is a file).
@@ -158,6 +159,8 @@ def save_array(x: Tensor, path: str | os.PathLike) -> Path:
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.layout != torch.strided:  # load_array reads dense tensors only
         raise ValueError(f"x must be a dense tensor, got layout {x.layout} (pass x.to_dense())")
+    if (x.is_floating_point() or x.is_complex()) and x.dtype not in LOADED_DTYPES:  # NumPy has none of them
+        raise ValueError(f"x has dtype {x.dtype}, which load_array does not read (pass x.float() or x.cfloat())")
     path = Path(path)
     suffix = _suffix(path, "output")
     if suffix in IMAGE_SUFFIXES:

@@ -336,3 +336,21 @@ def test_save_array_checks_its_path_once(tmp_path, monkeypatch, name):
     save_array(x, tmp_path / name)
     assert len(calls) == 1
     torch.testing.assert_close(load_array(tmp_path / name).reshape(2, 2).to(x.dtype), x, atol=0.5 / 255 + 1e-6, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+@pytest.mark.parametrize("suffix", [".npy", ".pt", ".png"])
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2, torch.complex32])
+def test_save_array_refuses_a_dtype_that_load_array_does_not_read_before_writing(tmp_path, suffix, dtype):
+    """save_array wrote float8 and complex32 tensors to .pt, files that load_array refuses, while
+    .npy failed with NumPy's TypeError 'Got unsupported ScalarType Float8_e4m3fn' naming no
+    argument. Now ValueError naming x and the dtype, nothing written (as for a sparse tensor).
+    Oracle: load_array's own refusal of such a file, and the folder left empty."""
+    x = torch.tensor([[0.5, 0.25], [1.0, 0.0]]).to(dtype)
+    torch.save(x, tmp_path / "ref.pt")
+    with pytest.raises(ValueError, match="holds dtype"):
+        load_array(tmp_path / "ref.pt")
+    (tmp_path / "ref.pt").unlink()
+    with pytest.raises(ValueError, match=rf"^x has dtype {dtype}, which load_array does not read"):
+        save_array(x, tmp_path / f"x{suffix}")
+    assert not any(tmp_path.iterdir())
