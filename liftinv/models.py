@@ -32,6 +32,7 @@ from liftinv.activations import Clip
 from liftinv.affine import ConvAdjoint, GradientStep
 from liftinv.architectures import UnrolledPrimalDual
 from liftinv.checkpoint import load_checkpoint, save_checkpoint
+from operators.checks import is_real
 from operators.spec import check_spec, physics_from_spec, physics_spec
 
 FORMAT = "liftinv-model"
@@ -179,7 +180,7 @@ def _build(config: dict, physics) -> UnrolledPrimalDual:
 def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
     """The payload of a model file, with its format and entries checked: each entry of the type
     :func:`save_model` writes (:data:`_ENTRY_TYPES`), the architecture with every constructor
-    argument :func:`_build` reads and the steps with ``tau`` and ``s``."""
+    argument :func:`_build` reads and the steps with ``tau`` and ``s``, positive finite numbers."""
     payload = load_checkpoint(path, map_location=device, name="model")
     if payload.get("format") != FORMAT or "format_version" not in payload:
         raise ValueError(f"{path} is not a liftinv model file (no format {FORMAT!r})")
@@ -200,6 +201,10 @@ def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
         absent = [name for name in needed if name not in payload[key]]
         if absent:
             raise ValueError(f"{path} is not a valid liftinv model file: its {key} lacks {absent}")
+    for name, step in payload["steps"].items():
+        if name in ("tau", "s") and not (is_real(step) and 0 < step < math.inf):
+            raise ValueError(f"{path} is not a valid liftinv model file: its steps[{name!r}] must be a positive finite "
+                             f"number, got {step!r}")
     return payload
 
 
@@ -225,7 +230,9 @@ def load_model(path: str | os.PathLike, physics=None, *, device: torch.device | 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: unreadable, or not a complete liftinv model file (an entry missing or not of
-            the type :func:`save_model` writes, naming the file and the entry); ``physics`` differs from the operator the model was
+            the type :func:`save_model` writes, naming the file and the entry; a step that is not a
+            positive finite number; constructor arguments that the architecture refuses);
+            ``physics`` differs from the operator the model was
             trained for (``"model was trained for Radon(angles=30) but got Radon(angles=60)"``); or
             its operator norm gives other step sizes than at training time; or the file's
             parameters do not fit the architecture it records (entries missing, unexpected or of
@@ -241,7 +248,10 @@ def load_model(path: str | os.PathLike, physics=None, *, device: torch.device | 
         physics = physics_from_spec(spec, device=device)
     else:
         check_spec(spec, physics_spec(physics), context="model was trained for")
-    net = _build(payload["architecture"], physics)
+    try:
+        net = _build(payload["architecture"], physics)
+    except (TypeError, ValueError) as err:  # a constructor argument of another type or value than save_model writes
+        raise ValueError(f"{path} is not a valid liftinv model file: its architecture cannot be built: {err}") from err
     saved_s = payload["steps"]["s"]
     if not math.isclose(net.s, saved_s, rel_tol=_STEP_RTOL):
         raise ValueError(

@@ -1,4 +1,6 @@
 import io
+import math
+import re
 
 import numpy as np
 import pytest
@@ -233,6 +235,29 @@ def test_unreadable_model_file_is_a_value_error(tmp_path, content):
     (tmp_path / "net.pt").write_bytes(content)
     with pytest.raises(ValueError, match="cannot read model file .*net.pt"):
         load_model(tmp_path / "net.pt")
+
+
+@pytest.mark.parametrize("key, name, value, message", [
+    ("steps", "s", "x", r"its steps\['s'\] must be a positive finite number, got 'x'"),
+    ("steps", "s", None, r"its steps\['s'\] must be a positive finite number, got None"),
+    ("steps", "tau", math.nan, r"its steps\['tau'\] must be a positive finite number, got nan"),
+    ("architecture", "adjoint_init", "yes", "its architecture cannot be built: adjoint_init must be a bool, got 'yes'"),
+    ("architecture", "kernel_size", 4, "its architecture cannot be built: kernel_size must be odd, got 4"),
+    ("architecture", "img_size", (1, 11), r"its architecture cannot be built: img_size must be \(C, H, W\)"),
+])
+def test_a_model_file_with_a_malformed_value_names_the_file(saved_radon, key, name, value, message):
+    """_read checked the entries' types and keys, not the values in them: a step s of 'x' or None
+    failed in math.isclose with TypeError 'must be real number, not str', an architecture
+    argument the constructor refuses came out as its own error ('adjoint_init must be a bool',
+    a TypeError; 'kernel_size must be odd'), naming no file, and liftinv reconstruct --model
+    showed the TypeErrors as tracebacks. Now ValueError 'PATH is not a valid liftinv model file:
+    ...'. Oracle: the values save_model writes (a file of them still loads)."""
+    payload = load_checkpoint(saved_radon)
+    load_model(saved_radon)
+    payload[key] = {**payload[key], name: value}
+    save_checkpoint(saved_radon, payload)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(saved_radon))} is not a valid liftinv model file: {message}"):
+        load_model(saved_radon)
 
 
 def test_model_file_missing_an_entry_names_it(saved_radon):
