@@ -46,7 +46,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     path = _target(path)
     check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    # the name cut to 100 characters: in full, with mkstemp's 8 and the suffix, a name near the file
+    # system's limit (255 bytes) would make a temporary name over it ('File name too long')
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield tmp
