@@ -52,7 +52,8 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
         OSError: the file cannot be opened (``PermissionError``...), raised as ``open`` raises it.
         ValueError: unknown suffix, unreadable file, a ``.pt`` file that does not hold a dense
             (strided) tensor with values (a sparse or meta tensor), a ``.npy`` file holding an
-            ``.npz`` archive, a non-numeric array, an array of a dtype outside
+            ``.npz`` archive, a non-numeric array or one of a NumPy dtype that torch lacks
+            (``longdouble``, ``clongdouble``), an array of a dtype outside
             :data:`LOADED_DTYPES` (after integers become floating), an array or image holding NaN
             or Inf (every caller needs finite data; a floating image's infinities are clipped to
             [0, 1] first), or an image that is not grey (with or without alpha), RGB or RGBA.
@@ -89,7 +90,11 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
         if array.dtype.kind not in "biufc":
             raise ValueError(f"{name} file {path} must hold a numeric array, got dtype {array.dtype}")
         native = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))  # torch: native order only
-        tensor = torch.from_numpy(native).reshape(array.shape)  # ascontiguousarray makes a 0-d array 1-d
+        try:
+            tensor = torch.from_numpy(native).reshape(array.shape)  # ascontiguousarray makes a 0-d array 1-d
+        except TypeError as err:  # longdouble, clongdouble: no torch dtype
+            raise ValueError(f"{name} file {path} holds dtype {array.dtype}, which torch has no dtype for; save it as "
+                             "float64 or complex128") from err
     if not (tensor.is_floating_point() or tensor.is_complex()):
         tensor = tensor.to(torch.get_default_dtype())
     if tensor.dtype not in LOADED_DTYPES:
