@@ -10,30 +10,16 @@ from collections.abc import Callable
 
 import torch
 
+from liftinv.validation import check_device
+
 
 def device(text: str) -> str:
     """A torch device that this machine has and that holds data: ``cpu``, ``cuda``, ``cuda:1``,
-    ``mps``... (not ``meta``, whose tensors have shapes but no values), found by placing an empty
-    tensor there (a backend that this build of torch lacks, as ``xpu`` or ``xla``, is refused)."""
+    ``mps``... (:func:`liftinv.validation.check_device`'s verdict as the option's error)."""
     try:
-        dev = torch.device(text)
-    except RuntimeError as err:
-        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} ({err})") from None
-    if dev.type == "meta":
-        raise argparse.ArgumentTypeError(f"{text!r}: meta tensors hold no values to compute with (use cpu)")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine (use cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine (use cpu)")
-    try:
-        torch.empty(0, device=dev)
-    except Exception as err:  # a backend this build of torch lacks: AssertionError, NotImplementedError, ...
-        reason = (str(err).splitlines() or [""])[0][:120]
-        raise argparse.ArgumentTypeError(f"{text!r}: this machine cannot hold tensors there ({type(err).__name__}: "
-                                         f"{reason}) (use cpu)") from None
+        check_device(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return text
 
 

@@ -32,6 +32,7 @@ from liftinv.activations import Clip
 from liftinv.affine import ConvAdjoint, GradientStep
 from liftinv.architectures import UnrolledPrimalDual
 from liftinv.checkpoint import load_checkpoint, save_checkpoint
+from liftinv.validation import check_device
 from operators.checks import is_real
 from operators.spec import check_spec, physics_from_spec, physics_spec
 
@@ -225,7 +226,8 @@ def load_model(path: str | os.PathLike, physics=None, *, device: torch.device | 
         path: the model file.
         physics: the operator to use; its spec must match the stored one. ``None`` rebuilds the
             operator from the stored spec (without noise model).
-        device: where the network (and a rebuilt physics) live.
+        device: where the network (and a rebuilt physics) live: a device this machine has
+            (:func:`~liftinv.validation.check_device`, a ``ValueError`` naming ``device``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -238,6 +240,10 @@ def load_model(path: str | os.PathLike, physics=None, *, device: torch.device | 
             parameters do not fit the architecture it records (entries missing, unexpected or of
             another shape).
     """
+    try:
+        device = check_device(device)  # else torch.load's failure to place the tensors there blames the file
+    except ValueError as err:
+        raise ValueError(f"device: {err}") from None
     payload = _read(path, device)
     from liftinv import __version__
 

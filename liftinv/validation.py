@@ -82,6 +82,33 @@ def keeps_forward(module: object, *classes: type) -> bool:
                for cls in classes)
 
 
+def check_device(value: object) -> torch.device:
+    """``value`` as a ``torch.device`` if this machine has it and it holds data: ``cpu``,
+    ``cuda``, ``cuda:1``, ``mps``... (not ``meta``, whose tensors have shapes but no values),
+    found by placing an empty tensor there (a backend that this build of torch lacks, as ``xpu``
+    or ``xla``, is refused); else a ``ValueError`` saying why (the caller names the argument)."""
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"not a torch device: {value!r} ({err})") from None
+    if dev.type == "meta":
+        raise ValueError(f"{value!r}: meta tensors hold no values to compute with (use cpu)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{value!r}: CUDA is not available on this machine (use cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{value!r}: MPS is not available on this machine (use cpu)")
+    try:
+        torch.empty(0, device=dev)
+    except Exception as err:  # a backend this build of torch lacks: AssertionError, NotImplementedError, ...
+        reason = (str(err).splitlines() or [""])[0][:120]
+        raise ValueError(f"{value!r}: this machine cannot hold tensors there ({type(err).__name__}: {reason}) "
+                         "(use cpu)") from None
+    return dev
+
+
 def refuse_inference_mode(what: str) -> None:
     """A ``RuntimeError`` naming ``what`` under ``torch.inference_mode``, which disables the
     autograd that ``what`` needs (its failure inside would name no cause)."""

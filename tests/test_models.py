@@ -260,6 +260,26 @@ def test_a_model_file_with_a_malformed_value_names_the_file(saved_radon, key, na
         load_model(saved_radon)
 
 
+def test_a_device_this_machine_lacks_is_refused_naming_device_not_the_file(saved_radon):
+    """load_model passed device to torch.load as map_location, so a device this machine lacks
+    came out as an unreadable file: 'cannot read model file PATH: don't know how to restore data
+    location ... (tagged with gpu)', '... Attempting to deserialize object on a CUDA device' or,
+    for device=3, "'int' object is not callable"; device='meta' failed after loading with
+    NotImplementedError 'Cannot copy out of meta tensor'. Now ValueError 'device: ...', the
+    verdict of the command lines' --device check (validation.check_device). Oracle:
+    cli_types.device's refusal of the same name; cpu still loads."""
+    import argparse
+
+    from liftinv.cli_types import device
+
+    for bad in ["gpu", "meta", "xla"] + ([] if torch.cuda.is_available() else ["cuda"]):
+        with pytest.raises(argparse.ArgumentTypeError) as cli_error:
+            device(bad)
+        with pytest.raises(ValueError, match=f"^device: {re.escape(str(cli_error.value))}$"):
+            load_model(saved_radon, device=bad)
+    assert next(load_model(saved_radon, device=torch.device("cpu")).net.parameters()).device.type == "cpu"
+
+
 def test_model_file_missing_an_entry_names_it(saved_radon):
     payload = load_checkpoint(saved_radon)
     del payload["steps"]
