@@ -103,13 +103,17 @@ def write_figure(fig, path: str | os.PathLike, dpi: int) -> None:
 
 def existing_file(path: str | os.PathLike, name: str) -> Path:
     """``path`` as a ``Path`` if it is a file that can be opened, else an ``IsADirectoryError``
-    (a folder), a ``FileNotFoundError`` naming the ``name`` file, or the ``OSError`` that
+    (a folder), a ``ValueError`` (a pipe, socket or device, which the readers cannot seek), a
+    ``FileNotFoundError`` naming the ``name`` file, or the ``OSError`` that
     ``open`` raises (``PermissionError``...): the file is opened once here, so that a reader
     called next, which turns what it cannot parse into :func:`unreadable`, never takes a file that
     cannot be opened for unreadable content."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{name} file {path} is a folder, not a file")
+    if path.exists() and not path.is_file():  # the readers seek; opening a pipe would wait for a writer
+        raise ValueError(f"{name} file {path} is not a regular file (a pipe, socket or device): the readers need "
+                         "a file on disk")
     if not path.is_file():
         raise FileNotFoundError(f"{name} file {path} not found")
     with open(path, "rb"):
@@ -176,7 +180,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
         FileNotFoundError: ``path`` does not exist (``NAME file PATH not found``).
         IsADirectoryError: ``path`` is a folder.
         OSError: the file cannot be opened (``PermissionError``...), raised as ``open`` raises it.
-        ValueError: the file's content cannot be read (empty, corrupt, not a torch file, or holding
+        ValueError: ``path`` is not a regular file (a pipe, socket or device), or the file's
+            content cannot be read (empty, corrupt, not a torch file, or holding
             pickled code, which ``weights_only`` refuses: :func:`unreadable`'s ``cannot read NAME
             file PATH: reason``), or is not a checkpoint dict.
     """

@@ -50,7 +50,8 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
         FileNotFoundError: ``path`` does not exist (the message names ``name`` and the path).
         IsADirectoryError: ``path`` is a folder.
         OSError: the file cannot be opened (``PermissionError``...), raised as ``open`` raises it.
-        ValueError: unknown suffix, unreadable file, a ``.pt`` file that does not hold a dense
+        ValueError: unknown suffix, a path that is not a regular file (a pipe, socket or
+            device), unreadable file, a ``.pt`` file that does not hold a dense
             (strided) tensor with values (a sparse or meta tensor), a ``.npy`` file holding an
             ``.npz`` archive, a non-numeric array or one of a NumPy dtype that torch lacks
             (``longdouble``, ``clongdouble``), an array of a dtype outside

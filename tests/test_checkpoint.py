@@ -252,3 +252,22 @@ def test_a_file_name_near_the_length_limit_is_written(tmp_path):
     assert torch.equal(load_array(path), torch.arange(3.0)) and [p.name for p in tmp_path.iterdir()] == [path.name]
     save_checkpoint(tmp_path / ("b" * 250 + ".pt"), {"a": 1})
     assert load_checkpoint(tmp_path / ("b" * 250 + ".pt")) == {"a": 1}
+
+
+def test_a_pipe_is_refused_as_not_a_regular_file_not_as_missing(tmp_path):
+    """existing_file took every path that is not a regular file for a missing one, so load_array
+    and load_checkpoint of a named pipe (or /dev/stdin, a process substitution) said 'input file
+    PATH not found' of a path that exists. Now ValueError 'is not a regular file (a pipe, socket
+    or device)', without opening it (which would wait for a writer). Oracle: os.path.exists and
+    stat.S_ISFIFO of the path; a missing path keeps its FileNotFoundError."""
+    from liftinv.io import load_array
+
+    pipe = tmp_path / "x.npy"
+    os.mkfifo(pipe)
+    assert os.path.exists(pipe) and stat.S_ISFIFO(os.stat(pipe).st_mode)
+    with pytest.raises(ValueError, match=rf"^input file {re.escape(str(pipe))} is not a regular file \(a pipe"):
+        load_array(pipe)
+    with pytest.raises(ValueError, match=rf"^checkpoint file {re.escape(str(pipe))} is not a regular file"):
+        load_checkpoint(pipe)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_array(tmp_path / "missing.npy")
