@@ -9,7 +9,8 @@ It refuses, naming the file, values that no caller can use: NaN or Inf, and dtyp
 :data:`LOADED_DTYPES`.
 :func:`save_array` writes atomically (a temporary file in the target's folder, then
 ``os.replace``, :func:`liftinv.checkpoint.atomic_path`); images are written as 8-bit grey,
-``round(255 clip(x, 0, 1))``.
+``round(255 clip(x, 0, 1))``: exactly in ``.png``, ``.bmp`` and ``.tif``; ``.jpg``/``.jpeg``
+compress lossily, so their pixels differ from these values (by tens of levels for noisy images).
 """
 from __future__ import annotations
 
