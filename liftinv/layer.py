@@ -148,7 +148,12 @@ class Layer(nn.Module):
         (``ScaledConv`` sharing ``conv``, as in the dual update :math:`s L(2x_{k+1} - x_k)` of an
         unrolled network) are evaluated once, the first :math:`s_1 L` on
         :math:`\sum_j (s_j/s_1) x_{i_j}`: one convolution (and one of each in the backward pass)
-        instead of one per input, for one input-sized temporary. Then the data term."""
+        instead of one per input, for one input-sized temporary. Then the data term. A
+        ``ValueError`` if ``maps`` (a public ``nn.ModuleList``) no longer holds one map per input,
+        where pairing them would drop a term or fail on an index."""
+        if len(self.maps) != len(self.inputs):
+            raise ValueError(f"the layer has {len(self.maps)} maps for its {len(self.inputs)} inputs {self.inputs}: maps "
+                             "was changed after construction, but inputs are fixed (build a new Layer)")
         if self.data_map is not None and y is None:
             raise ValueError("this network needs measurements y (a layer has a data term)")
         data = [] if self.data_map is None else [(self.data_map, y)]

@@ -2065,3 +2065,26 @@ def test_check_input_takes_the_dtypes_torch_computes_with(with_parameters):
                 net(x)
         else:
             assert torch.equal(net(x), torch.relu(x))
+
+
+def test_a_layer_whose_maps_no_longer_match_its_inputs_is_refused():
+    """Layer.maps is a public nn.ModuleList, and terms paired it with the fixed inputs by zip and
+    by position: after del layer.maps[1] the forward pass dropped the term of x_1 without an
+    error (the network computed lin(u) instead of lin(u) + lin(lin(u))), and a map appended failed
+    with a bare 'tuple index out of range'. Now a ValueError naming both counts and the inputs.
+    Oracle: the explicit sum of the maps' images before the change, to 1e-15."""
+    from liftinv.activations import Identity
+    from liftinv.architectures._common import init_parameters_
+    from liftinv.network import LiftedNetwork
+
+    lin = nn.Linear(2, 2).double()
+    init_parameters_(lin, gen(5))
+    net = LiftedNetwork([Layer([0], [lin], Identity()), Layer([0, 1], [lin, lin], Identity())])
+    u = torch.randn(3, 2, dtype=DT, generator=gen(6))
+    torch.testing.assert_close(net(u), lin(u) + lin(lin(u)), rtol=1e-15, atol=1e-15)
+    del net.layers[1].maps[1]
+    with pytest.raises(ValueError, match=r"^the layer has 1 maps for its 2 inputs \(0, 1\): maps was changed"):
+        net(u)
+    net.layers[1].maps.extend([lin, lin])
+    with pytest.raises(ValueError, match=r"^the layer has 3 maps for its 2 inputs \(0, 1\)"):
+        net(u)
