@@ -78,7 +78,7 @@ from torch import Tensor
 from liftinv.activations import Softmax
 from liftinv.penalty import BREGMAN, BregmanPenalty, Penalty, check_penalty
 from liftinv.affine import GradientStep, adjoint_graph, adjoint_method, linear_part
-from liftinv.layer import shares_storage
+from liftinv.layer import Layer, shares_storage
 from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential
@@ -197,20 +197,54 @@ def _check_free_softmax(network: LiftedNetwork, free_vars: Sequence[int], penalt
 
 class _NetworkState:
     """What the maps and the constants of ``network`` depend on beyond the variables, for a
-    :class:`~operators.checks.Stamp`: the parameters and buffers of its modules, each physics that
-    a ``GradientStep`` holds by reference (with its parameters and buffers), and the layers'
-    penalty weights. The modules that hold parameters or buffers are listed once (a state is
-    read at every entry point of :class:`LiftedProblem`: no walk through the module tree)."""
+    :class:`~operators.checks.Stamp`: the submodules and parameters of its modules (its
+    structure, from which :class:`LiftedProblem` derives its parameter groups and their layers,
+    and the layers with several free inputs), the parameters and buffers of its modules, each
+    physics that a ``GradientStep`` holds by reference (with its parameters and buffers), and the
+    layers' penalty weights. The modules are listed once (a state is read at every entry point of
+    :class:`LiftedProblem`: no walk through the module tree)."""
 
     def __init__(self, network: LiftedNetwork):
-        modules = list(network.modules())
+        named = list(network.named_modules())
+        modules = [m for _, m in named]
         self.tensors = [d for m in modules for d in (m._parameters, m._buffers) if d]
+        # a layer's activation is read as it is (by the penalties), so it may be replaced
+        self.parts = [(prefix, d, m if isinstance(m, Layer) else None) for prefix, m in named
+                      for d in (m._modules, m._parameters)]
         self.steps = [m for m in modules if isinstance(m, GradientStep)]
         self.layers = list(network.layers)
+        self.built = [self._entries(d, layer) for _, d, layer in self.parts]
+
+    @staticmethod
+    def _entries(d: dict, layer: Layer | None) -> list[tuple[str, object]]:
+        """``(name, object)`` of a module's submodules (a layer's activation excepted) or
+        parameters ``d`` (``None`` entries included)."""
+        return [(name, obj) for name, obj in d.items() if not (layer is not None and name == "activation")]
+
+    def structure(self) -> list[object]:
+        """Every submodule (a layer's activation excepted) and parameter of the network's modules."""
+        return [obj for _, d, layer in self.parts for _, obj in self._entries(d, layer)]
+
+    def check_structure(self) -> None:
+        """A ``RuntimeError`` naming the first submodule or parameter replaced, added or removed
+        since the problem was built (its parameter groups, their layers and the layers' free
+        inputs would be those of the old network: wrong energies and gradients)."""
+        for (prefix, d, layer), built in zip(self.parts, self.built):
+            now = self._entries(d, layer)
+            for n in range(max(len(now), len(built))):
+                old, new = (built[n] if n < len(built) else None), (now[n] if n < len(now) else None)
+                if old is None or new is None or old[0] != new[0] or old[1] is not new[1]:
+                    name = f"{prefix}.{(old or new)[0]}".lstrip(".")
+                    raise RuntimeError(
+                        f"the network's {name!r} was replaced, added or removed after this LiftedProblem was built: "
+                        "its parameter groups and the layers' free inputs are those of the network as it was; build a "
+                        "new LiftedProblem (parameters may change in place, e.g. load_state_dict, and activations be "
+                        "replaced)")
 
     def objects(self) -> list:
         physics = {id(m.physics): m.physics for m in self.steps}
-        return [t for d in self.tensors for t in d.values()] + [t for p in physics.values() for t in state_of(p)]
+        return (self.structure() + [t for d in self.tensors for t in d.values()]
+                + [t for p in physics.values() for t in state_of(p)])
 
     def weights(self) -> list[float]:
         return [layer.weight for layer in self.layers]
@@ -249,6 +283,11 @@ class LiftedProblem:
     layer's penalty weight, or a physics of a ``GradientStep`` (noticed at the next call of
     :meth:`lipschitz`, :meth:`grads`, :meth:`prox`, :meth:`penalties`, :meth:`preactivation`,
     :meth:`set`, :meth:`rebind` or :meth:`forward`; power-iteration vectors are kept as warm starts).
+    The network's structure is fixed for the problem's life: a submodule or parameter replaced,
+    added or removed after construction (``net.layers[k] = ...``, ``layer.maps[j] = ...``, a data
+    map set, ``module.weight = nn.Parameter(...)``) is refused at those calls with a
+    ``RuntimeError`` naming it (the parameter groups and the layers with several free inputs are
+    derived at construction); a layer's activation may be replaced (the penalties read it as it is).
 
     Args:
         network: the lifted network (:meth:`set` gives its parameters new values).
@@ -343,6 +382,7 @@ class LiftedProblem:
         state, weights = self._state.objects(), self._state.weights()
         if weights == self._weights and self._stamp.matches(state):
             return
+        self._state.check_structure()
         self._pre.clear()
         self._param_graph.clear()
         self._lip.clear()

@@ -2073,6 +2073,16 @@ def test_a_layer_whose_maps_no_longer_match_its_inputs_is_refused():
     error (the network computed lin(u) instead of lin(u) + lin(lin(u))), and a map appended failed
     with a bare 'tuple index out of range'. Now a ValueError naming both counts and the inputs.
     Oracle: the explicit sum of the maps' images before the change, to 1e-15."""
+@pytest.mark.parametrize("change", ["layer", "map", "data_map", "parameter"])
+def test_a_problem_refuses_a_network_whose_modules_were_replaced_after_it_was_built(change):
+    """A LiftedProblem derives its parameter groups, their layers and the layers with several free
+    inputs from the network at construction, and its stamp held the tensors of the modules of
+    that time: after net.layers[1] = Layer(...), layer.maps[0] = other map (or a data map set) or
+    lin.weight = nn.Parameter(...), its energy and gradients were those of the old network (cached
+    a_k of the replaced layer, 0.03 for 0.09 and gradients 0.27 off; a replaced parameter got a
+    zero gradient, its replacement none) without an error. Now a RuntimeError names what was
+    replaced; a replaced activation (read as it is by the penalties) is kept. Oracle: a problem
+    built fresh after the change."""
     from liftinv.activations import Identity
     from liftinv.architectures._common import init_parameters_
     from liftinv.network import LiftedNetwork
@@ -2088,3 +2098,33 @@ def test_a_layer_whose_maps_no_longer_match_its_inputs_is_refused():
     net.layers[1].maps.extend([lin, lin])
     with pytest.raises(ValueError, match=r"^the layer has 3 maps for its 2 inputs \(0, 1\)"):
         net(u)
+    lins = [nn.Linear(3, 3).double() for _ in range(4)]
+    for j, m in enumerate(lins):
+        init_parameters_(m, gen(110 + j))
+    net = LiftedNetwork([Layer([0], [lins[0]], ReLU()), Layer([1], [lins[1]], Identity())])
+    u, y = torch.randn(2, 3, dtype=DT, generator=gen(114)), torch.randn(2, 3, dtype=DT, generator=gen(115))
+    problem = LiftedProblem(net, [x.detach() + 0.1 for x in net.feasible(u)], y, free_vars=[1, 2], train_params=True)
+    problem.grads(problem.blocks())
+    problem.energy()  # caches filled
+    name = {"layer": "layers.1", "map": "layers.1.maps.0", "data_map": "layers.1.data_map",
+            "parameter": "layers.1.maps.0.weight"}[change]
+    if change == "layer":
+        net.layers[1] = Layer([0, 1], [lins[2], lins[1]], Identity())
+    elif change == "map":
+        net.layer(2).maps[0] = lins[3]
+    elif change == "data_map":
+        net.layer(2).data_map = lins[3]
+    else:
+        lins[1].weight = nn.Parameter(2 * lins[1].weight.detach())
+    for call in (problem.energy, lambda: problem.grads(problem.blocks()), lambda: problem.lipschitz(Params(0))):
+        with pytest.raises(RuntimeError, match=rf"the network's '{re.escape(name)}' was replaced, added or removed after "
+                                               r"this LiftedProblem was built.*build a new LiftedProblem"):
+            call()
+    fresh = LiftedProblem(net, problem.xs, y, free_vars=[1, 2], train_params=True)
+    fresh.grads(fresh.blocks())
+    net.layer(2).activation = Tanh()
+    fresh_after = LiftedProblem(net, problem.xs, y, free_vars=[1, 2], train_params=True)
+    torch.testing.assert_close(fresh.energy(), fresh_after.energy(), rtol=1e-15, atol=0)
+    for mine, want in zip(fresh.grads(fresh.blocks()), fresh_after.grads(fresh_after.blocks())):
+        for a, b in zip(mine, want):
+            torch.testing.assert_close(a, b, rtol=1e-15, atol=0)
