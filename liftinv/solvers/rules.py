@@ -173,7 +173,13 @@ class Nesterov(Rule):
         return max(t - 1, 0.0) / self._next_t(t)
 
     def lookahead(self, values, state):
+        r""":math:`y = x + \beta_k (x - x^-)`; ``values`` itself where that is :math:`x` exactly, when
+        :math:`\beta_k` is the number 0 (``beta=0``, FISTA's first two steps) or :math:`x^- = x`
+        (the first step): the solver then moves no block to a look-ahead point, so the caches
+        of the block's layers stay valid (the same iterates as :class:`Plain`, with its work)."""
         beta = self._momentum(state)  # a number, or one per sample (see restart)
+        if (not isinstance(beta, Tensor) and beta == 0) or all(p is x for x, p in zip(values, state["prev"])):
+            return values
         return [x + _per_sample(beta, x) * (x - p) for x, p in zip(values, state["prev"])]
 
     def restart(self, values: Values, state: dict, mask: Tensor) -> dict:
