@@ -69,8 +69,10 @@ defaults, warm-started across batches) an estimate can fall well below it, which
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import chain
 
 import torch
 from torch import Tensor
@@ -196,12 +198,12 @@ def _check_free_softmax(network: LiftedNetwork, free_vars: Sequence[int], penalt
 
 
 class _NetworkState:
-    """What the maps and the constants of ``network`` depend on beyond the variables, for a
-    :class:`~operators.checks.Stamp`: the submodules and parameters of its modules (its
-    structure, from which :class:`LiftedProblem` derives its parameter groups and their layers,
-    and the layers with several free inputs), the parameters and buffers of its modules, each
-    physics that a ``GradientStep`` holds by reference (with its parameters and buffers), and the
-    layers' penalty weights. The modules are listed once (a state is read at every entry point of
+    """What the maps and the constants of ``network`` depend on beyond the variables: the
+    submodules and parameters of its modules (its structure, from which :class:`LiftedProblem`
+    derives its parameter groups and their layers, and the layers with several free inputs),
+    compared by identity; for a :class:`~operators.checks.Stamp`, the parameters and buffers of
+    its modules and each physics that a ``GradientStep`` holds by reference (with its parameters
+    and buffers); and the layers' penalty weights. The modules are listed once (a state is read at every entry point of
     :class:`LiftedProblem`: no walk through the module tree)."""
 
     def __init__(self, network: LiftedNetwork):
@@ -214,16 +216,26 @@ class _NetworkState:
         self.steps = [m for m in modules if isinstance(m, GradientStep)]
         self.layers = list(network.layers)
         self.built = [self._entries(d, layer) for _, d, layer in self.parts]
+        # watched at every entry point: the dicts that hold something (a submodule or parameter
+        # added to a module that had none, e.g. to a Linear's empty submodules, goes unnoticed)
+        self.dicts = [d for _, d, _ in self.parts if d]
+        self.listed = self._listed()
+
+    def _listed(self) -> list[object]:
+        """Every submodule and parameter of the modules (activations included), in order."""
+        return list(chain.from_iterable(map(dict.values, self.dicts)))
+
+    def same_structure(self) -> bool:
+        """Whether every submodule and parameter is the one :meth:`check_structure` last saw (by
+        identity, in C loops: it runs at every entry point of :class:`LiftedProblem`)."""
+        now = self._listed()
+        return len(now) == len(self.listed) and all(map(operator.is_, now, self.listed))
 
     @staticmethod
     def _entries(d: dict, layer: Layer | None) -> list[tuple[str, object]]:
         """``(name, object)`` of a module's submodules (a layer's activation excepted) or
         parameters ``d`` (``None`` entries included)."""
         return [(name, obj) for name, obj in d.items() if not (layer is not None and name == "activation")]
-
-    def structure(self) -> list[object]:
-        """Every submodule (a layer's activation excepted) and parameter of the network's modules."""
-        return [obj for _, d, layer in self.parts for _, obj in self._entries(d, layer)]
 
     def check_structure(self) -> None:
         """A ``RuntimeError`` naming the first submodule or parameter replaced, added or removed
@@ -240,11 +252,11 @@ class _NetworkState:
                         "its parameter groups and the layers' free inputs are those of the network as it was; build a "
                         "new LiftedProblem (parameters may change in place, e.g. load_state_dict, and activations be "
                         "replaced)")
+        self.listed = self._listed()  # a replaced activation
 
     def objects(self) -> list:
         physics = {id(m.physics): m.physics for m in self.steps}
-        return (self.structure() + [t for d in self.tensors for t in d.values()]
-                + [t for p in physics.values() for t in state_of(p)])
+        return [t for d in self.tensors for t in d.values()] + [t for p in physics.values() for t in state_of(p)]
 
     def weights(self) -> list[float]:
         return [layer.weight for layer in self.layers]
@@ -380,7 +392,7 @@ class LiftedProblem:
         """Drop the caches that depend on the network if it changed other than by :meth:`set`
         (see the class docstring)."""
         state, weights = self._state.objects(), self._state.weights()
-        if weights == self._weights and self._stamp.matches(state):
+        if weights == self._weights and self._state.same_structure() and self._stamp.matches(state):
             return
         self._state.check_structure()
         self._pre.clear()
