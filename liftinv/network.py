@@ -183,11 +183,15 @@ class LiftedNetwork(nn.Module):
         """
         if not is_real(ratio):
             raise TypeError(f"ratio must be a real number, got {ratio!r}")
-        if not (math.isfinite(ratio) and ratio > 0):
-            raise ValueError(f"ratio must be a finite number > 0, got {ratio!r}")
+        try:
+            r = float(ratio)
+        except OverflowError:  # an integer (or fraction) beyond the float range
+            r = math.inf
+        if not (math.isfinite(r) and r > 0):
+            raise ValueError(f"ratio must be a finite number > 0 (within the float range), got {ratio!r}")
         K = self.depth
         try:
-            new = [float(ratio) ** (K - k) * layer.weight for k, layer in enumerate(self.layers, start=1)]
+            new = [r ** (K - k) * layer.weight for k, layer in enumerate(self.layers, start=1)]
         except OverflowError:  # a power beyond the float range
             new = [math.inf]
         if not all(math.isfinite(w) and w > 0 for w in new):

@@ -929,6 +929,20 @@ def test_scale_weights_by_depth_multiplies_by_powers_from_the_output():
     assert [layer.weight for layer in net.layers] == [200.0, 5.0, 3.0]
 
 
+def test_scale_weights_by_depth_refuses_an_integer_beyond_the_float_range_naming_ratio():
+    """A Python integer ratio (a real number, accepted) too large for a float (float() itself
+    raises OverflowError, the oracle) is refused as a ValueError naming ratio, every weight kept;
+    it failed with OverflowError 'int too large to convert to float' from math.isfinite."""
+    net = MLP([3, 4, 4, 2], Tanh(), weights=[2.0, 0.5, 3.0], generator=gen(32))
+    with pytest.raises(OverflowError):
+        float(10**400)
+    with pytest.raises(ValueError, match="ratio"):
+        net.scale_weights_by_depth(10**400)
+    assert [layer.weight for layer in net.layers] == [2.0, 0.5, 3.0]
+    net.scale_weights_by_depth(10**2)  # an integer within the range is taken
+    assert [layer.weight for layer in net.layers] == [20000.0, 50.0, 3.0]
+
+
 @pytest.mark.parametrize("interleave", [False, True])
 def test_weights_growing_with_depth_bring_a_sweep_to_backprops_gradient(interleave):
     """From the forward pass, one BCD sweep hands each parameter group the residuals of the layers
