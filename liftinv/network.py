@@ -171,7 +171,9 @@ class LiftedNetwork(nn.Module):
         from the output down: :math:`\lambda_k \leftarrow \text{ratio}^{K-k}\,\lambda_k` for
         :math:`k = 1..K`, so the output layer keeps its weight and factors already set (such as
         those of an unrolled network's dual layers) are kept. The new weights are checked before
-        any is set (a ``ValueError`` naming ``ratio`` where one would overflow or vanish).
+        any is set (a ``ValueError`` naming ``ratio`` where one would overflow or vanish in the dtype of
+        the network's parameters, float64 without any: outside :math:`[\text{tiny}, \max]` of its
+        ``torch.finfo``, as the weights multiply the network's tensors; convert the network first).
 
         Why: from the forward pass, a BCD step on a hidden variable :math:`x_k` passes the
         residuals of the layers reading it on to the layers below damped by :math:`t_k/(1+t_k)`,
@@ -194,8 +196,13 @@ class LiftedNetwork(nn.Module):
             new = [r ** (K - k) * layer.weight for k, layer in enumerate(self.layers, start=1)]
         except OverflowError:  # a power beyond the float range
             new = [math.inf]
-        if not all(math.isfinite(w) and w > 0 for w in new):
-            raise ValueError(f"ratio = {ratio!r} makes a penalty weight overflow or vanish over {K} layers")
+        ref = reference_tensor(self)
+        dtype = ref.dtype if ref is not None else torch.float64
+        info = torch.finfo(dtype)
+        if not all(info.tiny <= w <= info.max for w in new):  # NaN and Inf fail too
+            raise ValueError(f"ratio = {ratio!r} makes a penalty weight overflow or vanish in {dtype} over {K} layers "
+                             f"(the weights multiply the network's tensors: they must lie in [{info.tiny:.3g}, "
+                             f"{info.max:.3g}])")
         for layer, w in zip(self.layers, new):
             layer.weight = w
 

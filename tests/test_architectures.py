@@ -943,6 +943,27 @@ def test_scale_weights_by_depth_refuses_an_integer_beyond_the_float_range_naming
     assert [layer.weight for layer in net.layers] == [20000.0, 50.0, 3.0]
 
 
+def test_scale_weights_by_depth_refuses_weights_beyond_the_range_of_the_networks_dtype():
+    """The weights multiply the network's tensors in its dtype: a float32 network refuses a ratio
+    whose weights the float32 conversion turns into Inf or below its smallest normal number
+    (oracle: torch.tensor(w, dtype=float32) and torch.finfo), naming ratio and float32, every
+    weight kept, where the float64 network takes the same ratio. It took them, and lifted
+    training crashed in the prox with RuntimeError 'value cannot be converted to type float
+    without overflow' (liftinv train --task ct --depth-ratio 200: 200^19 = 5e43)."""
+    weights = [2.0, 0.5, 3.0]
+    for ratio in (1e20, 1e-20):
+        expected = [ratio**2 * 2.0, ratio * 0.5, 3.0]
+        as_float32 = torch.tensor(expected, dtype=torch.float32)
+        assert not torch.isfinite(as_float32).all() or (as_float32.abs() < torch.finfo(torch.float32).tiny).any()
+        net = MLP([3, 4, 4, 2], Tanh(), weights=weights, generator=gen(32))
+        with pytest.raises(ValueError, match="ratio = .*torch.float32"):
+            net.scale_weights_by_depth(ratio)
+        assert [layer.weight for layer in net.layers] == weights
+        net = net.double()
+        net.scale_weights_by_depth(ratio)
+        assert [layer.weight for layer in net.layers] == expected
+
+
 @pytest.mark.parametrize("interleave", [False, True])
 def test_weights_growing_with_depth_bring_a_sweep_to_backprops_gradient(interleave):
     """From the forward pass, one BCD sweep hands each parameter group the residuals of the layers
