@@ -74,11 +74,11 @@ def _compare(a: list[Tensor], b: list[Tensor]) -> tuple[float, float]:
 def sweep_alignment(model, method, batch) -> list[dict]:
     """``{"layers", "cosine", "norm_ratio"}`` per parameter group (``layers`` that use it,
     comma-separated): the gradients one sweep of ``method`` (a :class:`~liftinv.methods.Lifted`
-    with a BCD solver, whose parameter rule is replaced by a recorder) hands to the parameter
-    blocks of ``model`` on ``batch``, from the forward pass, against backpropagation's gradient
-    of the energy it starts from."""
+    with a BCD solver, whose parameter rule is replaced by a recorder; its first sweep whatever
+    its ``sweeps_per_batch``) hands to the parameter blocks of ``model`` on ``batch``, from the
+    forward pass, against backpropagation's gradient of the energy it starts from."""
     solver = dataclasses.replace(method.solver, param_rule=_Record())
-    lifted = runner(model, dataclasses.replace(method, solver=solver))
+    lifted = runner(model, dataclasses.replace(method, solver=solver, sweeps_per_batch=1))
     lifted.start_epoch()
     lifted.step(batch, 1)
     problem = lifted.problem
