@@ -226,6 +226,29 @@ def test_sweep_alignment_measures_one_sweep_from_the_forward_pass_whatever_sweep
     assert results[0] == results[1]
 
 
+def test_sweep_alignment_refuses_a_method_without_a_bcd_sweep_naming_method():
+    """ISGM (no parameter rule to record) and backpropagation (no sweep) are refused as a
+    TypeError naming method, before any step; they failed inside dataclasses.replace ('ISGM.__init__()
+    got an unexpected keyword argument 'param_rule'') and with AttributeError 'Backprop' object has no
+    attribute 'solver'. Oracle: Lifted with a BCD solver is taken (isinstance of the solver)."""
+    import torch
+
+    from liftinv.activations import ReLU
+    from liftinv.architectures import MLP
+    from liftinv.bench.alignment import sweep_alignment
+    from liftinv.methods import Backprop, Lifted
+    from liftinv.solvers import BCD, ISGM
+    from liftinv.tasks import Autoencoder
+
+    g = torch.Generator().manual_seed(0)
+    batch = Autoencoder(0.1).observe(torch.rand(4, 1, 2, 2, generator=g), g)
+    model = MLP([4, 3, 4], [ReLU()], generator=torch.Generator().manual_seed(1))
+    for bad in (Lifted(solver=ISGM(eta=0.5)), Backprop()):
+        with pytest.raises(TypeError, match="method must be a Lifted method with a BCD solver"):
+            sweep_alignment(model, bad, batch)
+    assert len(sweep_alignment(model, Lifted(solver=BCD()), batch)) == 2
+
+
 def test_inversion_oracle_solves_the_grid_in_order_with_warm_starts():
     """A fake method whose image i is off the truth by a constant |alpha - a_i|: the PSNR matrix
     is that of those offsets (computed here independently), and every solve starts from the

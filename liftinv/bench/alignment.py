@@ -34,7 +34,8 @@ import math
 import torch
 from torch import Tensor
 
-from liftinv.methods import lifted_view, runner
+from liftinv.methods import Lifted, lifted_view, runner
+from liftinv.solvers import BCD
 from liftinv.solvers.rules import Rule
 from liftinv.training_setups import SETUP_NAMES, build_setup
 
@@ -77,6 +78,8 @@ def sweep_alignment(model, method, batch) -> list[dict]:
     with a BCD solver, whose parameter rule is replaced by a recorder; its first sweep whatever
     its ``sweeps_per_batch``) hands to the parameter blocks of ``model`` on ``batch``, from the
     forward pass, against backpropagation's gradient of the energy it starts from."""
+    if not (isinstance(method, Lifted) and isinstance(method.solver, BCD)):
+        raise TypeError(f"method must be a Lifted method with a BCD solver (one sweep to record), got {method!r}")
     solver = dataclasses.replace(method.solver, param_rule=_Record())
     lifted = runner(model, dataclasses.replace(method, solver=solver, sweeps_per_batch=1))
     lifted.start_epoch()
