@@ -170,7 +170,10 @@ class LiftedNetwork(nn.Module):
         r"""Multiply the penalty weights by powers of ``ratio`` (a finite real number > 0) that grow
         from the output down: :math:`\lambda_k \leftarrow \text{ratio}^{K-k}\,\lambda_k` for
         :math:`k = 1..K`, so the output layer keeps its weight and factors already set (such as
-        those of an unrolled network's dual layers) are kept. The new weights are checked before
+        those of an unrolled network's dual layers) are kept. :math:`k` is the layer's index in
+        :attr:`layers` (the variable it produces): its depth on a chain; in a network whose layers
+        also read variables further back (ResNets, unrolled networks) the factor follows the
+        index, not the layer's distance to the output in the graph. The new weights are checked before
         any is set (a ``ValueError`` naming ``ratio`` where one would overflow or vanish in the dtype of
         the network's parameters, float64 without any: outside :math:`[\text{tiny}, \max]` of its
         ``torch.finfo``, as the weights multiply the network's tensors; convert the network first).
@@ -181,7 +184,14 @@ class LiftedNetwork(nn.Module):
         times its weight (see :mod:`liftinv.bench.alignment`). ``ratio > 1`` makes each
         :math:`t_k` grow with :math:`\lambda_k/\lambda_{k+1}`: the lifted problem then enforces
         the layers near the input more strictly, and as ``ratio`` grows a sweep's parameter
-        gradients approach those of backpropagation through the forward pass.
+        gradients approach those of backpropagation through the forward pass, up to rounding:
+        the residual :math:`\lambda_k(\sigma_k(a_k) - x_k^+)` a layer hands on is a difference of
+        values of the size of :math:`x_k` that differ by about :math:`|g_k|/\lambda_k`, lost
+        once :math:`\lambda_k` approaches :math:`|g_k|/(\epsilon |x_k|)` (:math:`\epsilon` the
+        dtype's machine epsilon). On a small PNN (:math:`K = 5`, ``sweep_alignment``) the bottom
+        group's cosine with backpropagation is 1.0 at ratio 100 in float64 but 0.23 at ratio 1e4
+        (:math:`\lambda_1 = 10^{16}`); in float32 it is 0.99 at ratio 10 but 0.61 at ratio 100
+        (:math:`\lambda_1 = 10^8`).
         """
         if not is_real(ratio):
             raise TypeError(f"ratio must be a real number, got {ratio!r}")
