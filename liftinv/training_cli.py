@@ -149,7 +149,12 @@ def _run(args: argparse.Namespace) -> int:
     method = _with_sweep_order(METHODS[args.method](setup, BACKPROP_LR if args.lr is None else args.lr), args.sweep_order)
     if args.low_memory:
         method = dataclasses.replace(method, cache_preactivations=False)
-    model = setup.model(method)
+    try:
+        model = setup.model(method)
+    except ValueError as err:  # a --depth-ratio whose weights leave the range of the dtype (scale_weights_by_depth)
+        if args.depth_ratio is None:
+            raise
+        raise cli_types.OptionError(f"--depth-ratio {args.depth_ratio:g}: {err}") from err
     try:
         result = train(
             model, setup.train, task=setup.task, method=method, epochs=args.epochs, batch_size=setup.batch_size,

@@ -1440,6 +1440,22 @@ def test_cli_depth_ratio_sets_the_penalty_weights_of_the_run(tmp_path):
         assert [float(state[f"layers.{i}._extra_state"]) for i in range(4)] == [ratio**3, ratio**2, ratio, 1.0]
 
 
+def test_cli_depth_ratio_whose_weights_overflow_is_refused_naming_the_option(tmp_path, capsys):
+    """--depth-ratio 1e30 on the autoencoder (K = 4, float32): 1e90 is beyond float32's range
+    (oracle: torch.finfo(float32).max), so the run is refused as an argparse error naming
+    --depth-ratio and its value (exit status 2, usage), nothing written; it came out as
+    'liftinv train: error: ratio = 1e+30 makes ...', naming an argument the command does not have."""
+    assert 1e30**3 > torch.finfo(torch.float32).max
+    out = tmp_path / "r.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress", "--method", "bregman-bcd",
+                    "--depth-ratio", "1e30", "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and "error: --depth-ratio 1e+30: ratio = 1e+30 makes a penalty weight overflow" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_reports_the_checkpointed_epoch(tmp_path, monkeypatch, capsys):
     """With batches of 1 s, ``--time-budget 1`` ends the first epoch after its first batch: no
     checkpoint is written and the summary says so; a complete epoch is reported with its number."""
