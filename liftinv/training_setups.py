@@ -25,9 +25,9 @@ and per epoch the denoiser then learned as much as backpropagation, the autoenco
 with equal weights; on deblurring and CT it made no difference beyond the epoch-to-epoch
 spread, and on the denoiser (:math:`K = 5`) ratios of 100 and more lose the bottom layers'
 gradients to float32 rounding (a residual times :math:`\lambda_k`; alignment of the bottom
-group: cosine 1.00 at ratio 10, 0.68 at 100, -0.41 at 300). Lifted BCD updates the parameters with Adam (it matched backpropagation epoch for
-epoch, where Nesterov and heavy ball with Lipschitz steps were slower) and keeps Lipschitz
-constants for 20 batches; on denoising and deblurring it moves each layer's parameters with
+group: cosine 1.00 at ratio 10, 0.68 at 100, -0.41 at 300). Lifted BCD updates the parameters
+with Adam (it matched backpropagation epoch for epoch, where Nesterov and heavy ball with
+Lipschitz steps were slower) and keeps Lipschitz constants for 20 batches; on denoising and deblurring it moves each layer's parameters with
 that layer's input variable (``BCD(interleave=True)``: on deblurring the default order levels
 off at a lower validation PSNR, on the denoiser it learns as much per epoch at a lower cost per
 epoch; see ``liftinv train --sweep-order``; no gain on CT).
