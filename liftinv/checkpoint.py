@@ -29,6 +29,17 @@ def _target(path: str | os.PathLike) -> Path:
     return Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
 
 
+def _temporary_file(path: Path, suffix: str = ".tmp") -> str:
+    """Create an empty temporary file ``.NAME.XXXXXXXX`` + ``suffix`` in the folder of ``path``
+    (a path :func:`_target` returned, whose folder exists) and return its name; ``OSError`` if
+    none can be created there. The name holds at most 100 characters of ``path``'s: in full, with
+    ``mkstemp``'s 8 and the suffix, a name near the file system's limit (255 bytes) would make a
+    temporary name over it ('File name too long')."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary path in ``path``'s folder (created if needed) for the caller to write; when the
@@ -46,10 +57,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     path = _target(path)
     check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # the name cut to 100 characters: in full, with mkstemp's 8 and the suffix, a name near the file
-    # system's limit (255 bytes) would make a temporary name over it ('File name too long')
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    tmp = _temporary_file(path, suffix)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

@@ -472,3 +472,35 @@ def test_section_outputs_are_checked_before_any_run(tmp_path, monkeypatch, capsy
     assert file.read_text() == "a file"
     monkeypatch.setattr(bt, "OUT_DIR", folder)
     assert bench.main(["training", "--quick", "--task", "ct"]) == 0 and ran == ["ct"]
+
+
+def test_json_with_a_name_near_the_length_limit_is_written(tmp_path):
+    """The write test of --json named its temporary file '.NAME.XXXXXXXX.tmp' with the full name,
+    so a valid name of 240 to 255 characters was refused ('cannot write ...: File name too long')
+    although open() creates it and write_text (atomic_path) writes it. Oracle: open() creating
+    the same name; the JSON written and read back, nothing else left."""
+    out = tmp_path / ("r" * 250 + ".json")
+    open(out, "w").close()
+    out.unlink()
+    bench.run_module("liftinv.bench.fake", lambda quick, device: [{"case": "x"}], "Fake.", ["--json", str(out)])
+    assert json.loads(out.read_text()) == [{"case": "x"}] and [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no file can be created")
+def test_json_through_a_link_checks_the_folder_of_the_links_target(tmp_path, capsys):
+    """--json LINK, LINK -> /proc/r.json: write_text writes the link's target (atomic_path), in a
+    folder that takes no new file, but the write test made its temporary file next to the link,
+    so the run went ahead and the write failed after it. Oracle: write_text through the link
+    failing; now exit status 1 before any work, naming the target's folder."""
+    from liftinv.checkpoint import write_text
+
+    link = tmp_path / "r.json"
+    link.symlink_to("/proc/liftinv-bench-r.json")
+    with pytest.raises(OSError):
+        write_text(link, "[]")
+    ran = []
+    with pytest.raises(SystemExit) as err:
+        bench.run_module("liftinv.bench.fake", lambda quick, device: ran.append(1) or [], "Fake.",
+                         ["--json", str(link)])
+    assert err.value.code == 1 and ran == [] and "no file can be created in /proc" in capsys.readouterr().err
+    assert link.is_symlink() and [p.name for p in tmp_path.iterdir()] == ["r.json"]
