@@ -84,7 +84,7 @@ from liftinv.layer import Layer, shares_storage
 from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential
-from liftinv.validation import check_flag, positive_int, reference_tensor
+from liftinv.validation import FLOAT_DTYPES, check_flag, positive_int, reference_tensor
 from operators.checks import Stamp, is_integer, state_of, values_trusted
 
 
@@ -158,7 +158,8 @@ def _trainable(module: torch.nn.Module) -> bool:
 
 def _check_variables(network: LiftedNetwork, xs: Sequence[Tensor]) -> None:
     """Raise a ``TypeError`` or ``ValueError`` naming ``xs[k]`` unless every variable is a real
-    floating tensor of the network's dtype and device (:func:`~liftinv.validation.reference_tensor`;
+    floating tensor of a dtype torch computes with (:data:`~liftinv.validation.FLOAT_DTYPES`, as
+    :meth:`~liftinv.network.LiftedNetwork.check_input`) of the network's dtype and device (:func:`~liftinv.validation.reference_tensor`;
     those of ``xs[0]`` for a network with neither parameters nor buffers) with the batch size of
     ``xs[0]``. No pass over the values: the maps would otherwise fail inside torch, or the
     penalties name their own arguments (``z`` and ``a``)."""
@@ -167,8 +168,9 @@ def _check_variables(network: LiftedNetwork, xs: Sequence[Tensor]) -> None:
         name = f"xs[{k}]"
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be a real floating tensor, got dtype {x.dtype}")
+        if x.dtype not in FLOAT_DTYPES:  # complex, integer, bool or float8 (a network without parameters fixes no dtype)
+            raise TypeError(f"{name} must be a real floating tensor, got dtype {x.dtype} (torch computes in "
+                            f"{', '.join(str(d) for d in FLOAT_DTYPES)})")
         like = xs[0] if ref is None else ref
         if x.dtype != like.dtype or x.device != like.device:
             raise TypeError(f"{name} has dtype {x.dtype} on {x.device}, the network uses {like.dtype} on {like.device}")

@@ -2192,3 +2192,28 @@ def test_nesterov_without_momentum_moves_no_block_to_a_lookahead_point(name, rul
     (plain, plain_calls), (mine, mine_calls) = runs
     assert mine_calls == plain_calls and plain_calls[0] > 0
     assert all(torch.equal(a, b) for a, b in zip(mine, plain))
+
+
+def test_lifted_problem_refuses_float8_variables_of_a_network_without_parameters():
+    """_check_variables took any floating dtype, so float8 variables of a parameter-free network
+    (which fixes no dtype) were accepted by LiftedProblem and rebind, and the first energy failed
+    inside torch with NotImplementedError '"clamp_min_scalar_cpu" not implemented for
+    'Float8_e4m3fn'', naming no argument. The rule is validation.FLOAT_DTYPES, as check_input's.
+    Oracle: net(u) (check_input) refusing the same dtype; float16 to float64 keep their energy 0
+    at the forward pass."""
+    from liftinv.network import LiftedNetwork
+    from liftinv.validation import FLOAT_DTYPES
+
+    net = LiftedNetwork([Layer([0], [nn.Identity()], ReLU()), Layer([1], [nn.Identity()], ReLU())])
+    u = torch.tensor([[0.5, -0.25, 1.0]])
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        with pytest.raises(TypeError, match="u must be a real floating tensor"):
+            net(u.to(dtype))
+        xs = [x.to(dtype) for x in net.feasible(u)]
+        with pytest.raises(TypeError, match=rf"^xs\[0\] must be a real floating tensor, got dtype {dtype} \(torch computes in"):
+            LiftedProblem(net, xs, free_vars=(1,), train_params=False)
+        problem = LiftedProblem(net, net.feasible(u), free_vars=(1,), train_params=False)
+        with pytest.raises(TypeError, match=rf"^xs\[0\] must be a real floating tensor, got dtype {dtype}"):
+            problem.rebind(xs)
+    for dtype in FLOAT_DTYPES:
+        assert LiftedProblem(net, net.feasible(u.to(dtype)), free_vars=(1,), train_params=False).energy() == 0
