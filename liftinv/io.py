@@ -2,7 +2,9 @@ r"""Arrays on disk: ``.npy`` (NumPy), ``.pt`` (a tensor saved by ``torch.save``)
 (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif``, ``.tiff``).
 
 :func:`load_array` returns a CPU tensor: NumPy and torch files as stored, in native byte order
-(real arrays become floating tensors, complex arrays complex ones); images as grey values in
+(complex arrays complex ones; integer and bool arrays become floating tensors: the default dtype
+where it holds every value of their type exactly, bool to uint16 in float32, else float64, exact
+up to :math:`2^{53}` in magnitude, which int32 and uint32 never exceed); images as grey values in
 [0, 1] of shape ``(H, W)`` (integer images divided by their type's maximum, floating-point ones
 clipped, not rescaled), in float64, or in the image's own dtype for a float32 or float16 image.
 It refuses, naming the file, values that no caller can use: NaN or Inf, and dtypes outside
@@ -14,6 +16,7 @@ compress lossily, so their pixels differ from these values (by tens of levels fo
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +30,7 @@ from liftinv.data import IMAGE_SUFFIXES, grey_float
 from liftinv.validation import FLOAT_DTYPES
 
 ARRAY_SUFFIXES = (".npy", ".pt")
-#: The dtypes :func:`load_array` returns (integer and bool arrays become the default dtype): those
+#: The dtypes :func:`load_array` returns (integer and bool arrays become floating, :func:`_floating`): those
 #: torch computes with; a file of another (``float8_*``, ``complex32``) is refused.
 LOADED_DTYPES = (*FLOAT_DTYPES, torch.complex64, torch.complex128)
 SUFFIXES = ARRAY_SUFFIXES + IMAGE_SUFFIXES
@@ -38,6 +41,19 @@ def _suffix(path: Path, name: str) -> str:
     if suffix not in SUFFIXES:
         raise ValueError(f"{name} {path} must end in one of {SUFFIXES}, got suffix {path.suffix!r}")
     return suffix
+
+
+def _floating(dtype: torch.dtype) -> torch.dtype:
+    """The floating dtype that an integer or bool array of ``dtype`` becomes: the default dtype if
+    it holds each value of ``dtype`` exactly (its significand has at least as many bits as the
+    integers' magnitude: bool, int8, uint8, int16 and uint16 in float32), else float64, so that
+    a caller computing in float64 gets the integers stored (up to :math:`2^{53}`), not their
+    float32 roundings (:math:`2^{24} + 1 \\to 2^{24}`)."""
+    default = torch.get_default_dtype()
+    if dtype == torch.bool:
+        return default
+    digits = round(-math.log2(torch.finfo(default).eps)) + 1  # float32: 24
+    return default if torch.iinfo(dtype).bits - dtype.is_signed <= digits else torch.float64
 
 
 def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
@@ -98,7 +114,7 @@ def load_array(path: str | os.PathLike, name: str = "input") -> Tensor:
             raise ValueError(f"{name} file {path} holds dtype {array.dtype}, which torch has no dtype for; save it as "
                              "float64 or complex128") from err
     if not (tensor.is_floating_point() or tensor.is_complex()):
-        tensor = tensor.to(torch.get_default_dtype())
+        tensor = tensor.to(_floating(tensor.dtype))
     if tensor.dtype not in LOADED_DTYPES:
         raise ValueError(f"{name} file {path} holds dtype {tensor.dtype}, which torch has few operations for (not "
                          "even a sum); save it as float32 or float64")

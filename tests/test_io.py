@@ -66,6 +66,23 @@ def test_integer_arrays_become_floating(tmp_path):
     assert y.dtype == torch.get_default_dtype() and torch.equal(y, torch.arange(6.0).reshape(2, 3))
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.int64, np.uint64])
+def test_wide_integer_arrays_keep_their_values(tmp_path, dtype):
+    """Integer arrays became the default dtype, float32, whatever their width, so an int32 or
+    int64 value above 2^24 (counts, labels) was rounded on loading (2^24 + 1 -> 2^24), also for
+    a caller that computes in float64 (liftinv reconstruct --dtype float64 casts the loaded data
+    to it). Integers that float32 cannot hold exactly now become float64, exact up to 2^53.
+    Oracle: the integers written, compared as Python ints; int16 still becomes the default dtype
+    (test_integer_arrays_become_floating)."""
+    info = np.iinfo(dtype)
+    values = [v for v in (2**24 + 1, 2**31 - 1, -(2**31), 2**32 - 1, 2**53 - 1, -(2**53) + 1)
+              if info.min <= v <= info.max]
+    for suffix, save in ((".npy", lambda a, p: np.save(p, a)), (".pt", lambda a, p: torch.save(torch.from_numpy(a), p))):
+        save(np.array(values, dtype=dtype), tmp_path / f"x{suffix}")
+        y = load_array(tmp_path / f"x{suffix}")
+        assert y.dtype == torch.float64 and [int(v) for v in y.tolist()] == values
+
+
 def test_bool_arrays_become_floating_and_suffixes_ignore_case(tmp_path):
     """A boolean .npy array is numeric (0/1, default float dtype); .NPY and .PT are .npy and .pt."""
     np.save(tmp_path / "b.npy", np.array([True, False, True]))
