@@ -68,7 +68,8 @@ of the search with the largest :math:`\alpha` among those with
 kept: the weight at which a search that stalled stopped, see
 :func:`~liftinv.inversion_search.search_alpha`): usually the last one, but not when the search
 ran out of solves after a step that overshot (solves ended by ``max_time`` before converging
-make that more likely). A solve that stopped at ``max_iter`` or ``max_time`` and left a sample above the target is repeated once at
+make that more likely). A target that no weight the data's dtype holds reaches from below (a
+noise level far too large) stops the search at the largest such weight, with a ``RuntimeWarning``. A solve that stopped at ``max_iter`` or ``max_time`` and left a sample above the target is repeated once at
 the same weight before the search lowers it (its discrepancy may be that of an unconverged
 iterate).
 :math:`\delta = 0` gives :math:`\alpha = 0` (no search: one solve when every sample has :math:`\delta = 0`).
@@ -503,7 +504,8 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
               disable=not config.progress) as bar:
         if search:
             search_alpha(solve, task.delta, first_alpha(task, regularizer, config), tau=config.tau,
-                         rtol=config.discrepancy_rtol, max_search=config.max_search, unsettled=lambda: unsettled[0])
+                         rtol=config.discrepancy_rtol, max_search=config.max_search, unsettled=lambda: unsettled[0],
+                         max_alpha=torch.finfo(task.data.dtype).max)  # solve applies the weights in the data's dtype
         else:
             solve(task.data.new_full((batch,), config.default_alpha) if free else None)
     recovered, variables, alpha, discrepancy = best

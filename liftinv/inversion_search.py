@@ -21,7 +21,8 @@ STALL = 0.02
 
 
 def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tensor, *, tau: float, rtol: float,
-                 max_search: int, unsettled: Callable[[], bool] = lambda: False) -> Tensor:
+                 max_search: int, unsettled: Callable[[], bool] = lambda: False,
+                 max_alpha: float = torch.finfo(torch.float64).max) -> Tensor:
     r"""Discrepancy principle: per sample, :math:`\alpha` with :math:`d(u_\alpha) = \tau\delta`.
 
     ``solve(alpha)`` solves for the weights ``alpha`` (shape ``(B,)``, warm-started from the
@@ -37,7 +38,10 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     than ``STALL`` (the search came down, or up, a slope onto it): a :math:`d` flat from the first
     step is the other end of the curve, where the regulariser decides the solution (e.g. an
     ``L1`` weight above :math:`\|J^*f\|_\infty`: the input 0 for every such weight), and the target
-    lies on, not off, the way. Stops
+    lies on, not off, the way. A step up that would take :math:`\alpha` above ``max_alpha`` (the
+    largest number of the dtype the weights are applied in) is not taken: the target is out of
+    reach upward (on such a flat curve, a noise level claimed far too large), the search stops for
+    that sample at its last weight and a ``RuntimeWarning`` names it. Stops
     when every sample is done or after ``max_search`` solves. :math:`\delta = 0` gives
     :math:`\alpha = 0`. Runs in float64.
 
@@ -63,6 +67,7 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
     lo, hi = torch.zeros_like(delta), torch.full_like(delta, math.inf)
     d_lo, d_hi = torch.zeros_like(delta), torch.zeros_like(delta)
     frozen, repeat, sloped = torch.zeros_like(zero), torch.zeros_like(zero), torch.zeros_like(zero)
+    capped = torch.zeros_like(zero)  # stopped below max_alpha with d under the target
     for k in range(max_search):
         d = solve(alpha).to(delta)
         done = zero | frozen | ((d - target).abs() <= rtol * target)
@@ -89,8 +94,17 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
         inner = (log_lo + frac.clamp(0.1, 0.9) * (log_hi - log_lo)).exp()
         outer = torch.where(torch.isfinite(hi), hi / 10, lo * 10)
         bracketed = (lo > 0) & torch.isfinite(hi)
-        alpha = torch.where(done | stalled_up | repeat, alpha, torch.where(bracketed, inner, outer))
-        alpha = torch.where(stalled_down, restore, alpha)
+        new = torch.where(done | stalled_up | repeat, alpha, torch.where(bracketed, inner, outer))
+        new = torch.where(stalled_down, restore, new)
+        over = new > max_alpha  # only a step up (lo * 10) leaves the range
+        capped, frozen = capped | over, frozen | over
+        alpha = torch.where(over, alpha, new)
+    if bool(capped.any()):
+        index = capped.nonzero().flatten().tolist()
+        warnings.warn(f"discrepancy principle: the target tau * delta is out of reach for sample(s) {index}: their "
+                      f"discrepancy stays below it (d = {d[capped].tolist()}, tau * delta = {target[capped].tolist()}) "
+                      f"up to the largest weight the dtype holds, alpha = {alpha[capped].tolist()}; the noise level "
+                      "is likely too large", RuntimeWarning, stacklevel=2)
     return alpha
 
 

@@ -1881,6 +1881,45 @@ def test_search_alpha_stops_on_an_unreachable_target():
     assert [float(a) for a in calls] == pytest.approx([10.0, 1.0, 0.1, 1.0])
 
 
+@pytest.mark.parametrize("max_alpha", [None, float(torch.finfo(torch.float32).max)])
+def test_search_alpha_stops_at_the_largest_weight_the_dtype_holds(max_alpha):
+    """A target out of reach upward (a noise level claimed far too large) on a discrepancy flat
+    from the first step (the regulariser decides the input, e.g. 0 for L1, for every weight):
+    the search multiplied the weight by 10 at every solve, up to inf (in float64 after 309
+    solves; invert's float32 weights after 41). It now stops at the last weight below the range
+    (max_alpha: the data dtype's largest number, float64's by default), solves there once more,
+    and warns. Oracle: alpha0 * 10^k for the largest k that stays in the range."""
+    from liftinv.inversion_search import search_alpha
+
+    calls = []
+
+    def solve(alpha):
+        calls.append(float(alpha))
+        return torch.ones_like(alpha)
+
+    largest = torch.finfo(F64).max if max_alpha is None else max_alpha
+    k = math.floor(math.log10(largest) + 2)  # 0.01 * 10^k <= largest
+    with pytest.warns(RuntimeWarning, match=r"out of reach.*sample\(s\) \[0\].*noise level"):
+        alpha = search_alpha(solve, torch.tensor([100.0], dtype=F64), torch.tensor([0.01], dtype=F64), tau=1.0,
+                             rtol=0.01, max_search=400, **({} if max_alpha is None else {"max_alpha": max_alpha}))
+    assert float(alpha) == pytest.approx(10.0 ** (k - 2), rel=1e-9) and float(alpha) <= largest
+    assert calls == pytest.approx([10.0 ** (i - 2) for i in range(k + 1)] + [10.0 ** (k - 2)], rel=1e-9)
+
+
+def test_invert_with_a_noise_level_far_too_large_keeps_a_finite_weight():
+    """invert in float32 with L1 and a noise level no weight reaches: alpha was inf after 41
+    solves of a long search. Now the largest finite float32 weight of the search, with a
+    RuntimeWarning; its solution is the regulariser's minimiser, 0 (oracle: the L1 minimiser)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    f = net(torch.rand(2, 4)).detach()
+    with pytest.warns(RuntimeWarning, match="out of reach"):
+        res = invert(net, f, input_shape=(4,), regularizer=L1(), noise_level=100.0,
+                     config=InversionConfig(max_search=60, max_iter=20))
+    assert res.alpha.dtype == torch.float32 and bool(torch.isfinite(res.alpha).all()) and float(res.alpha.min()) > 1e37
+    assert torch.equal(res.input, torch.zeros_like(res.input))
+
+
 @pytest.mark.parametrize("start", [1e3, 1e-3])
 def test_search_alpha_passes_a_plateau_it_starts_on(start):
     """A discrepancy flat from the first step is not a stalled search: ``d = clamp(alpha, 1, 10)``
