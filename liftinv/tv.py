@@ -226,11 +226,14 @@ def pdhg_tv(
     (norms per sample, not squared):
 
     .. math::
-        \|x^+ - x\| \le \mathrm{tol}\,\|x^+\|, \quad
-        \|D_1\| \le \mathrm{tol}\,\|y\|, \quad
-        \|D_2\| \le \mathrm{tol}\,(\|\nabla x^+\| + \|q_2^+\|/\sigma_2),
+        \|x^+ - x\| \le \mathrm{tol}\,\max(\|x^+\|, s), \quad
+        \|D_1\| \le \mathrm{tol}\,\max(\|y\|, \|A\|\,s), \quad
+        \|D_2\| \le \mathrm{tol}\,\max(\|\nabla x^+\| + \|q_2^+\|/\sigma_2, \sqrt8\,s),
 
-    or after ``n_iter`` iterations. (:math:`x` alone is no test: its change is compared with
+    or after ``n_iter`` iterations. The floor :math:`s` is 0 for a sample with :math:`y \ne 0`
+    and :math:`\|x_0\|` (the start, after the box) for a sample with :math:`y = 0`: there the
+    solution is 0 if the box holds 0, every other scale vanishes with it and the tests would
+    never pass, so the start sets the scale. (:math:`x` alone is no test: its change is compared with
     :math:`\|x^+\|`, which a constant offset of the image inflates, while the TV dual that moves
     :math:`x` may still be far from its limit.)
 
@@ -276,6 +279,7 @@ def pdhg_tv(
     objective, converged = [], False
     with values_trusted():  # y and x0 are checked: no NaN/Inf scan (a host read) in A and A^* per iteration
         size_y = _norm(y)
+        floor = torch.where(size_y == 0, _norm(x), 0.0)  # the start's scale where y = 0 (docstring)
         for _ in range(n_iter):
             q1_new = (q1 + sigma1 * (ax_bar - y)) / (1.0 + sigma1)
             q2_new = _project_ball(q2 + sigma2 * gx_bar, weight) if weight > 0 else torch.zeros_like(q2)
@@ -285,8 +289,9 @@ def pdhg_tv(
             ax_new, gx_new = physics.A(x_new), grad2d(x_new)
             objective.append(0.5 * _sq(ax_new - y) + weight * _pointwise_norm(gx_new).flatten(1).sum(1))
             d1, d2 = (q1 - q1_new) / sigma1 + ax_bar - ax_new, (q2 - q2_new) / sigma2 + gx_bar - gx_new
-            small = ((_norm(x_new - x) <= tol * _norm(x_new)) & (_norm(d1) <= tol * size_y)
-                     & (_norm(d2) <= tol * (_norm(gx_new) + _norm(q2_new) / sigma2)))
+            small = ((_norm(x_new - x) <= tol * torch.maximum(_norm(x_new), floor))
+                     & (_norm(d1) <= tol * torch.maximum(size_y, norm_a * floor))
+                     & (_norm(d2) <= tol * torch.maximum(_norm(gx_new) + _norm(q2_new) / sigma2, GRAD_NORM_SQ**0.5 * floor)))
             ax_bar, gx_bar = 2 * ax_new - ax, 2 * gx_new - gx
             x, ax, gx, q1, q2 = x_new, ax_new, gx_new, q1_new, q2_new
             if bool(small.all()):

@@ -255,6 +255,29 @@ def test_pdhg_stops_only_at_a_small_relative_change():
     assert (change[1] <= tol * size[1]).all()
 
 
+@pytest.mark.parametrize("box", [(0.0, 1.0), None])
+def test_pdhg_stops_on_a_sample_with_zero_measurements(box):
+    """A sample with y = 0, started from an image x0 (a warm start): its solution is 0 (the
+    objective is >= 0 = its value at 0), so |x^+|, |y| and |grad x^+| + |q_2|/sigma_2, the
+    references of the relative tests, all vanish and the tests never passed: pdhg_tv ran to
+    n_iter (3000 here) for the whole batch. Such a sample now takes the scale of its start
+    (|x0|) as the floor of each reference. Oracle: the minimiser 0, reached to 10 tol |x0|, in
+    far fewer iterations; the other sample's result is that of the same number of iterations
+    without a test (tol = 0)."""
+    from operators.blur import Blur
+    from operators.kernels import gaussian_kernel
+
+    blur = Blur(gaussian_kernel(1.0, 5, dtype=torch.float64), boundary="circular", dtype=torch.float64)
+    x0 = torch.rand(2, 1, 12, 12, dtype=torch.float64, generator=gen(3))
+    y = blur.A(torch.rand(2, 1, 12, 12, dtype=torch.float64, generator=gen(4)))
+    y[1] = 0
+    tol = 1e-3
+    x, hist = pdhg_tv(blur, y, 0.05, box=box, n_iter=3000, tol=tol, x0=x0)
+    assert hist.converged and hist.n_iter < 500
+    assert x[1].norm() <= 10 * tol * x0[1].norm()
+    assert torch.equal(x, pdhg_tv(blur, y, 0.05, box=box, n_iter=hist.n_iter, tol=0.0, x0=x0)[0])
+
+
 def test_pdhg_does_not_stop_early_on_an_image_with_an_offset():
     """pdhg_tv stopped on the relative change of x alone, |x_k - x_{k-1}| <= tol |x_k|: adding 100
     to a ramp inflates |x_k| and it stopped after one iteration, 'converged', at x ~ y with an
