@@ -37,6 +37,13 @@ def _along_batch(t: Tensor, x: Tensor) -> Tensor:
     return t.reshape(-1, *(1,) * (x.ndim - 1))
 
 
+def _same_view(x: Tensor, p: Tensor) -> bool:
+    """Whether ``p`` is ``x`` or a view of the same elements (storage, offset, shape, strides and
+    dtype), so that ``x - p`` is 0 exactly."""
+    return p is x or (p.data_ptr() == x.data_ptr() and p.device == x.device and p.dtype == x.dtype
+                      and p.shape == x.shape and p.stride() == x.stride())
+
+
 def _per_sample(value: float | Tensor, x: Tensor) -> float | Tensor:
     """A rule's number, or its per-sample tensor (shape ``(B,)``, see :meth:`Rule.restart`) in
     ``x``'s dtype shaped to broadcast along ``x``'s first dimension."""
@@ -175,10 +182,11 @@ class Nesterov(Rule):
     def lookahead(self, values, state):
         r""":math:`y = x + \beta_k (x - x^-)`; ``values`` itself where that is :math:`x` exactly, when
         :math:`\beta_k` is the number 0 (``beta=0``, FISTA's first two steps) or :math:`x^- = x`
-        (the first step): the solver then moves no block to a look-ahead point, so the caches
+        (the first step; :func:`_same_view`: a parameter block's values are new detached views at
+        every ``problem.get``): the solver then moves no block to a look-ahead point, so the caches
         of the block's layers stay valid (the same iterates as :class:`Plain`, with its work)."""
         beta = self._momentum(state)  # a number, or one per sample (see restart)
-        if (not isinstance(beta, Tensor) and beta == 0) or all(p is x for x, p in zip(values, state["prev"])):
+        if (not isinstance(beta, Tensor) and beta == 0) or all(map(_same_view, values, state["prev"])):
             return values
         return [x + _per_sample(beta, x) * (x - p) for x, p in zip(values, state["prev"])]
 
