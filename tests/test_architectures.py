@@ -2165,6 +2165,26 @@ def test_a_problem_refuses_a_network_whose_modules_were_replaced_after_it_was_bu
             torch.testing.assert_close(a, b, rtol=1e-15, atol=0)
 
 
+def _bcd_run(name: str, rule, sweeps: int, spy) -> tuple[list, list[int]]:
+    """``sweeps`` BCD sweeps with ``rule`` on every variable and parameter block of the example
+    ``name`` (its output moved off the forward pass, Lipschitz constants computed first): the
+    variables and parameters after them, and the numbers of ``Layer.preactivation`` calls and
+    in-place pre-activation updates (``LiftedProblem._add_change``) during the sweeps."""
+    ex = ARCHITECTURES[name](gen(0))
+    net = ex.network
+    problem = LiftedProblem(net, net.feasible(ex.u, ex.y), ex.y, free_vars=range(1, net.depth), train_params=True)
+    out = problem.forward(ex.u, ex.y)
+    problem.set(Var(net.depth), [out + 0.1 * randn_like(out, gen(5))])
+    solver = BCD(var_rule=rule, param_rule=rule)
+    state = solver.init(problem)
+    for b in problem.blocks():
+        problem.lipschitz(b)
+    calls = spy(Layer, "preactivation"), spy(LiftedProblem, "_add_change")
+    for _ in range(sweeps):
+        state = solver.step(problem, state)
+    return _state(problem, net), [len(c) for c in calls]
+
+
 @pytest.mark.parametrize("rule", [Nesterov(beta=0.0), Nesterov()], ids=["beta-0", "fista"])
 @pytest.mark.parametrize("name", ["mlp", "resnet_exact"])
 def test_nesterov_without_momentum_moves_no_block_to_a_lookahead_point(name, rule, spy):
@@ -2174,22 +2194,8 @@ def test_nesterov_without_momentum_moves_no_block_to_a_lookahead_point(name, rul
     three sweeps 181 pre-activation evaluations and in-place updates for Plain's 168 on the exact
     ResNet, 159 for 128 on the unrolled network; iterates 1e-16 off Plain's). Now it returns the values themselves there. Oracle: BCD with Plain rules, bit for
     bit, with as many pre-activation evaluations and in-place updates (spies)."""
-    runs = []
-    for r in (Plain(), rule):
-        ex = ARCHITECTURES[name](gen(0))
-        net = ex.network
-        problem = LiftedProblem(net, net.feasible(ex.u, ex.y), ex.y, free_vars=range(1, net.depth), train_params=True)
-        out = problem.forward(ex.u, ex.y)
-        problem.set(Var(net.depth), [out + 0.1 * randn_like(out, gen(5))])
-        solver = BCD(var_rule=r, param_rule=r)
-        state = solver.init(problem)
-        for b in problem.blocks():
-            problem.lipschitz(b)
-        calls = spy(Layer, "preactivation"), spy(LiftedProblem, "_add_change")
-        for _ in range(2 if rule.beta is None else 3):  # FISTA's beta_2 > 0
-            state = solver.step(problem, state)
-        runs.append((_state(problem, net), [len(c) for c in calls]))
-    (plain, plain_calls), (mine, mine_calls) = runs
+    sweeps = 2 if rule.beta is None else 3  # FISTA's beta_2 > 0
+    (plain, plain_calls), (mine, mine_calls) = (_bcd_run(name, r, sweeps, spy) for r in (Plain(), rule))
     assert mine_calls == plain_calls and plain_calls[0] > 0
     assert all(torch.equal(a, b) for a, b in zip(mine, plain))
 
@@ -2230,20 +2236,6 @@ def test_nesterov_takes_no_lookahead_on_a_parameter_blocks_first_update(name, sp
     shape and strides for x itself. Oracle: one sweep, where no block has momentum yet, of
     BCD with Plain rules: variables and parameters bit for bit, as many Layer.preactivation
     calls and in-place updates (spies)."""
-    runs = []
-    for rule in (Plain(), Nesterov(beta=0.5)):
-        ex = ARCHITECTURES[name](gen(0))
-        net = ex.network
-        problem = LiftedProblem(net, net.feasible(ex.u, ex.y), ex.y, free_vars=range(1, net.depth), train_params=True)
-        out = problem.forward(ex.u, ex.y)
-        problem.set(Var(net.depth), [out + 0.1 * randn_like(out, gen(5))])
-        solver = BCD(var_rule=rule, param_rule=rule)
-        state = solver.init(problem)
-        for b in problem.blocks():
-            problem.lipschitz(b)
-        calls = spy(Layer, "preactivation"), spy(LiftedProblem, "_add_change")
-        solver.step(problem, state)
-        runs.append((_state(problem, net), [len(c) for c in calls]))
-    (plain, plain_calls), (mine, mine_calls) = runs
+    (plain, plain_calls), (mine, mine_calls) = (_bcd_run(name, r, 1, spy) for r in (Plain(), Nesterov(beta=0.5)))
     assert mine_calls == plain_calls and plain_calls[0] > 0
     assert all(torch.equal(a, b) for a, b in zip(mine, plain))
