@@ -56,9 +56,11 @@ def tikhonov(
     :math:`(A^*A + \lambda I)x = A^*y`, by conjugate gradients per sample (matrix-free: only
     :math:`A` and :math:`A^*`).
 
-    Stops when the residual :math:`\|A^*y - (A^*A + \lambda I)x\| \le \mathrm{tol}\,\|A^*y\|` for
-    every sample, or after ``n_iter`` iterations. With :math:`\lambda = 0` and ``x0 = 0`` CG
-    converges to the minimum-norm least-squares solution.
+    Each sample stops when its residual
+    :math:`\|A^*y - (A^*A + \lambda I)x\| \le \mathrm{tol}\,\|A^*y\|` (its iterate is then kept
+    while the others go on, so a sample's result does not depend on the rest of the batch); the
+    loop ends when every sample has stopped, or after ``n_iter`` iterations. With
+    :math:`\lambda = 0` and ``x0 = 0`` CG converges to the minimum-norm least-squares solution.
 
     Args:
         y: measurements.
@@ -95,15 +97,16 @@ def tikhonov(
     p, rs = r.clone(), dot(r, r)
     threshold = tol**2 * dot(b, b)
     for _ in range(n_iter):
-        if bool((rs <= threshold).all()):
+        active = rs > threshold  # a sample that met its tolerance keeps x, r and p
+        if not bool(active.any()):
             break
         ap = normal(p)
         curv = dot(p, ap)
-        alpha = torch.where(curv > 0, rs / curv, torch.zeros_like(rs))
+        alpha = torch.where(active & (curv > 0), rs / curv, torch.zeros_like(rs))
         x = x + alpha * p
         r = r - alpha * ap
         rs_new = dot(r, r)
-        p = r + torch.where(rs > 0, rs_new / rs, torch.zeros_like(rs)) * p
+        p = torch.where(active, r + torch.where(rs > 0, rs_new / rs, torch.zeros_like(rs)) * p, p)
         rs = rs_new
     return x
 

@@ -74,6 +74,21 @@ def test_tikhonov_zero_measurement_sample_stays_zero_while_the_others_converge()
     torch.testing.assert_close(x.flatten(1), dense_tikhonov(mat, y, 0.1), rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tikhonov_sample_result_does_not_depend_on_the_batch(dtype):
+    """A sample that meets its tolerance keeps its iterate while the others go on: CG iterated the
+    whole batch until every sample had converged, so an easy sample (a constant image) batched
+    with an ill-conditioned one came out 10 % (of its size) off the same sample solved alone.
+    Oracle: each sample solved alone, with the same tolerance."""
+    blur = Blur(torch.rand(5, 5, dtype=dtype, generator=gen(41)) + 0.05, boundary="reflect", dtype=dtype)
+    y = blur.A(torch.rand(2, 1, 16, 16, dtype=dtype, generator=gen(42)))
+    y[1] = 1e-3
+    both = tikhonov(y, blur, 1e-3, n_iter=300, tol=1e-5)
+    for i in range(2):
+        alone = tikhonov(y[i : i + 1], blur, 1e-3, n_iter=300, tol=1e-5)
+        torch.testing.assert_close(both[i : i + 1], alone, rtol=0, atol=1e-6 * float(alone.abs().max()))
+
+
 def test_tv_reconstruction_is_pdhg_tv_with_the_same_arguments():
     """tv_reconstruction returns pdhg_tv's x for the same weight, box, n_iter, tol and x0 (here a
     run that stops by tol from a given start)."""
