@@ -219,7 +219,7 @@ def pdhg_tv(
 
     :math:`\|A\|` comes from :func:`operators.checks.opnorm` (cached power iteration);
     :math:`A\bar x` and :math:`\nabla\bar x` are formed by linearity, so an iteration costs one
-    :math:`A`, one :math:`A^*`, one gradient and one divergence. Stops when, for every sample, the
+    :math:`A`, one :math:`A^*`, one gradient and one divergence. A sample stops when the
     relative change of :math:`x` and both blocks of the dual residual
     :math:`D_i = (q_i - q_i^+)/\sigma_i + K_i(\bar x - x^+)` (:math:`K_1 = A`, :math:`K_2 = \nabla`;
     zero exactly when :math:`K_i x^+ \in \partial f_i^*(q_i^+)`, Goldstein et al. 2015) are small
@@ -230,7 +230,9 @@ def pdhg_tv(
         \|D_1\| \le \mathrm{tol}\,\max(\|y\|, \|A\|\,s), \quad
         \|D_2\| \le \mathrm{tol}\,\max(\|\nabla x^+\| + \|q_2^+\|/\sigma_2, \sqrt8\,s),
 
-    or after ``n_iter`` iterations. The floor :math:`s` is 0 for a sample with :math:`y \ne 0`
+    (its iterates are then kept while the others go on, so that a sample's result does not depend
+    on the rest of the batch); the loop ends when every sample has stopped, or after ``n_iter``
+    iterations. The floor :math:`s` is 0 for a sample with :math:`y \ne 0`
     and :math:`\|x_0\|` (the start, after the box) for a sample with :math:`y = 0`: there the
     solution is 0 if the box holds 0, every other scale vanishes with it and the tests would
     never pass, so the start sets the scale. (:math:`x` alone is no test: its change is compared with
@@ -280,6 +282,7 @@ def pdhg_tv(
     with values_trusted():  # y and x0 are checked: no NaN/Inf scan (a host read) in A and A^* per iteration
         size_y = _norm(y)
         floor = torch.where(size_y == 0, _norm(x), 0.0)  # the start's scale where y = 0 (docstring)
+        done = [False] * x.shape[0]
         for _ in range(n_iter):
             q1_new = (q1 + sigma1 * (ax_bar - y)) / (1.0 + sigma1)
             q2_new = _project_ball(q2 + sigma2 * gx_bar, weight) if weight > 0 else torch.zeros_like(q2)
@@ -287,6 +290,11 @@ def pdhg_tv(
             if box is not None:
                 x_new = x_new.clamp(*box)
             ax_new, gx_new = physics.A(x_new), grad2d(x_new)
+            if any(done):  # a sample that passed its tests keeps its iterates (docstring)
+                keep = torch.tensor(done, device=x.device)
+                x_new, ax_new, gx_new, q1_new, q2_new = (
+                    torch.where(keep.view(-1, *(1,) * (new.ndim - 1)), old, new)
+                    for old, new in ((x, x_new), (ax, ax_new), (gx, gx_new), (q1, q1_new), (q2, q2_new)))
             objective.append(0.5 * _sq(ax_new - y) + weight * _pointwise_norm(gx_new).flatten(1).sum(1))
             d1, d2 = (q1 - q1_new) / sigma1 + ax_bar - ax_new, (q2 - q2_new) / sigma2 + gx_bar - gx_new
             small = ((_norm(x_new - x) <= tol * torch.maximum(_norm(x_new), floor))
@@ -294,7 +302,8 @@ def pdhg_tv(
                      & (_norm(d2) <= tol * torch.maximum(_norm(gx_new) + _norm(q2_new) / sigma2, GRAD_NORM_SQ**0.5 * floor)))
             ax_bar, gx_bar = 2 * ax_new - ax, 2 * gx_new - gx
             x, ax, gx, q1, q2 = x_new, ax_new, gx_new, q1_new, q2_new
-            if bool(small.all()):
+            done = [a or b for a, b in zip(done, small.tolist())]  # the iteration's one host read
+            if all(done):
                 converged = True
                 break
     return x, TVHistory(torch.stack(objective), converged)
