@@ -56,11 +56,14 @@ def tikhonov(
     :math:`(A^*A + \lambda I)x = A^*y`, by conjugate gradients per sample (matrix-free: only
     :math:`A` and :math:`A^*`).
 
-    Each sample stops when its residual
-    :math:`\|A^*y - (A^*A + \lambda I)x\| \le \mathrm{tol}\,\|A^*y\|` (its iterate is then kept
-    while the others go on, so a sample's result does not depend on the rest of the batch); the
-    loop ends when every sample has stopped, or after ``n_iter`` iterations. With
-    :math:`\lambda = 0` and ``x0 = 0`` CG converges to the minimum-norm least-squares solution.
+    Each sample stops when its residual :math:`r = A^*y - (A^*A + \lambda I)x` has
+    :math:`\|r\| \le \mathrm{tol}\,\|A^*y\|`, or, where :math:`A^*y = 0` (solution 0, or with
+    :math:`\lambda = 0` the part of ``x0`` in the null space of :math:`A`: no multiple of
+    :math:`\|A^*y\|` would ever be reached), :math:`\|r\| \le \mathrm{tol}\,\|r_0\|`, the start's
+    residual. Its iterate is then kept while the others go on, so a sample's result does not
+    depend on the rest of the batch; the loop ends when every sample has stopped, or after
+    ``n_iter`` iterations. With :math:`\lambda = 0` and ``x0 = 0`` CG converges to the
+    minimum-norm least-squares solution.
 
     Args:
         y: measurements.
@@ -95,7 +98,8 @@ def tikhonov(
         x = x0.clone()
         r = b - normal(x)
     p, rs = r.clone(), dot(r, r)
-    threshold = tol**2 * dot(b, b)
+    bb = dot(b, b)
+    threshold = tol**2 * torch.where(bb == 0, rs, bb)  # A^*y = 0: the start's residual sets the scale (docstring)
     for _ in range(n_iter):
         active = rs > threshold  # a sample that met its tolerance keeps x, r and p
         if not bool(active.any()):

@@ -89,6 +89,29 @@ def test_tikhonov_sample_result_does_not_depend_on_the_batch(dtype):
         torch.testing.assert_close(both[i : i + 1], alone, rtol=0, atol=1e-6 * float(alone.abs().max()))
 
 
+def test_tikhonov_stops_on_a_warm_started_sample_with_zero_measurements():
+    """A sample with y = 0 started from x0 != 0: its solution is 0, but the stopping test
+    |r| <= tol |A^*y| asked for a residual of exactly 0, so it ran until the residual underflowed
+    (275 CG iterations where the other sample stops after 18, float64). Such a sample now stops at
+    tol times its start's residual. Oracle: the minimiser 0, reached to tol (|A|^2 + lam) / lam
+    |x0|, in as many iterations as the other sample solved alone; the other sample bit for bit
+    that of its own solve."""
+    blur = Blur(gaussian_kernel(1.0, 5, dtype=torch.float64), boundary="reflect", dtype=torch.float64)
+    calls = []
+    phys = LinearPhysics(A=lambda x: calls.append(1) or blur.A(x), A_adjoint=blur.A_adjoint)
+    x0 = torch.rand(2, 1, 12, 12, dtype=torch.float64, generator=gen(51))
+    y = blur.A(torch.rand(2, 1, 12, 12, dtype=torch.float64, generator=gen(52)))
+    y[1] = 0
+    lam, tol = 0.1, 1e-6
+    alone = tikhonov(y[:1], phys, lam, n_iter=3000, tol=tol, x0=x0[:1])
+    n_alone = len(calls)
+    calls.clear()
+    x = tikhonov(y, phys, lam, n_iter=3000, tol=tol, x0=x0)
+    assert len(calls) <= n_alone
+    assert torch.equal(x[:1], alone)
+    assert x[1].norm() <= tol * (1 + lam) / lam * x0[1].norm()
+
+
 def test_tv_reconstruction_is_pdhg_tv_with_the_same_arguments():
     """tv_reconstruction returns pdhg_tv's x for the same weight, box, n_iter, tol and x0 (here a
     run that stops by tol from a given start)."""
