@@ -153,8 +153,10 @@ def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> T
 
     Stops when the duality gap
     :math:`P(u) - (\tfrac12\|v\|^2 - \tfrac12\|u\|^2)`, with
-    :math:`P(u) = \tfrac12\|u - v\|^2 + w\,\mathrm{TV}(u)`, is at most ``tol`` times :math:`P(u)` for
-    every sample (checked every 10 iterations), or after ``n_iter`` iterations. The gap bounds
+    :math:`P(u) = \tfrac12\|u - v\|^2 + w\,\mathrm{TV}(u)`, is at most ``tol`` times :math:`P(u)`
+    (checked every 10 iterations) for every sample, or after ``n_iter`` iterations; a sample that
+    passed the test keeps its iterate while the others go on, so that its result does not depend
+    on the rest of the batch. The gap bounds
     :math:`\tfrac12\|u - u^\star\|^2`. It is evaluated by :func:`prox_gap`, free of cancellation.
 
     Args:
@@ -170,16 +172,21 @@ def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> T
     step = 1.0 / (GRAD_NORM_SQ * weight)
     p_prev = torch.zeros(*v.shape[:2], 2, *v.shape[2:], dtype=v.dtype, device=v.device)
     r, t = p_prev, 1.0
+    done = None  # samples whose gap test passed: they keep their p (docstring)
     for k in range(1, n_iter + 1):
         p = _project_ball(r + step * grad2d(v + weight * div2d(r)), 1.0)
+        if done is not None:
+            p = torch.where(done, p_prev, p)
         t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
         r = p + ((t - 1.0) / t_next) * (p - p_prev)
         p_prev, t = p, t_next
         if k % _CHECK_EVERY == 0 or k == n_iter:
             u = v + weight * div2d(p)
             primal, gap = prox_gap(u, v, p, weight)
-            if bool((gap <= tol * primal).all()):
+            small = gap <= tol * primal
+            if bool(small.all()):
                 break
+            done = small.view(-1, 1, 1, 1, 1) if done is None else done | small.view(-1, 1, 1, 1, 1)
     return u
 
 
