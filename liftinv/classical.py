@@ -129,6 +129,7 @@ def wiener(y: Tensor, blur, lam: float) -> Tensor:
 
     Raises:
         ValueError: ``blur`` is not circular (``blur.boundary != "circular"``) or ``lam <= 0``.
+        TypeError: ``y`` is complex (a blur takes real images).
     """
     if getattr(blur, "boundary", None) != "circular":
         raise ValueError(
@@ -137,6 +138,8 @@ def wiener(y: Tensor, blur, lam: float) -> Tensor:
         )
     _check_nonneg(lam, "lam", strict=True)
     check_tensor(y, "y", ndim=4)
+    if y.is_complex():  # the impulse response below takes y's dtype: the blur would refuse it as 'x'
+        raise TypeError(f"y must be real, got dtype {y.dtype}")
     delta = torch.zeros((1, *y.shape[1:]), dtype=y.dtype, device=y.device)
     delta[..., 0, 0] = 1.0
     transfer = torch.fft.fft2(blur.A(delta))

@@ -157,6 +157,18 @@ def test_wiener_refuses_non_circular_blur_and_bad_lambda():
         wiener(y, Blur(gaussian_kernel(1.0, 3), boundary="circular", dtype=torch.float64), 0.0)
 
 
+def test_wiener_refuses_complex_measurements_naming_y():
+    """Complex y was refused by the blur applied to the impulse response built in y's dtype, as
+    'x must be real', naming an argument wiener does not have. Oracle: Blur.A's refusal of the
+    same dtype, which adjoint and tikhonov report as 'y must be real'."""
+    blur = Blur(gaussian_kernel(1.0, 3), boundary="circular")
+    y = torch.rand(1, 1, 8, 8, dtype=torch.complex64)
+    with pytest.raises(TypeError, match="y must be real"):
+        adjoint(y, blur)
+    with pytest.raises(TypeError, match=r"^y must be real, got dtype torch.complex64$"):
+        wiener(y, blur, 0.1)
+
+
 def test_tv_beats_adjoint_and_best_tikhonov_on_noisy_blurred_phantom():
     x = torch.cat([shepp_logan(33, dtype=torch.float64)] * 2)
     blur = Blur(
