@@ -273,8 +273,8 @@ class TV(_Weighted):
     def value(self, x: Tensor) -> Tensor:
         r""":math:`w\,\mathrm{TV}(x)` per sample (``inf`` outside the box)."""
         self._check_images(x)
-        weight = self._weight()
-        val = tv(x) * (weight.to(x) if isinstance(weight, Tensor) else weight)
+        val = tv(x)
+        val = val * _per_sample_scale(self._weight(), val)
         if self.box is not None:
             val = val + Box(*self.box).value(x)
         return val
@@ -283,10 +283,9 @@ class TV(_Weighted):
         r"""Charbonnier-smoothed :math:`w\sum_{c,i,j}\big(\sqrt{|(\nabla x)_{c,i,j}|^2 + \varepsilon^2} - \varepsilon\big)`
         per sample (differentiable; for gradient-based baselines), without the box."""
         self._check_images(x)
-        weight = self._weight()
         g = grad2d(x).pow(2).sum(2)
         val = ((g + eps**2).sqrt() - eps).flatten(1).sum(1)
-        return val * (weight.to(x) if isinstance(weight, Tensor) else weight)
+        return val * _per_sample_scale(self._weight(), val)
 
     def prox(self, x: Tensor, step: float) -> Tensor:
         self._check_images(x)
@@ -357,9 +356,8 @@ class DeepinvPrior(_Weighted):
         return DeepinvPrior(self.prior, weight, lipschitz=self.lip)
 
     def value(self, x: Tensor) -> Tensor:
-        weight = self._weight()
         val = self.prior.fn(x).reshape(x.shape[0], -1).sum(1)
-        return val * (weight.to(x) if isinstance(weight, Tensor) else weight)
+        return val * _per_sample_scale(self._weight(), val)
 
     def grad(self, x: Tensor) -> Tensor:
         if not self.smooth:

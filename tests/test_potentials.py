@@ -187,6 +187,32 @@ def test_tikhonov_and_l1_per_sample_weights_equal_separate_potentials():
     assert tik.lipschitz() == 1.5
 
 
+@pytest.mark.parametrize("size", [1, 4])
+@pytest.mark.parametrize(
+    "value",
+    [
+        lambda w, x: TV(w).value(x),
+        lambda w, x: TV(w).smooth_value(x, 0.1),
+        lambda w, x: DeepinvPrior(dinv.optim.prior.TVPrior()).with_weight(w).value(x),
+    ],
+    ids=["tv", "tv_smooth", "deepinv"],
+)
+def test_per_sample_weights_of_another_batch_size_are_refused_by_every_value(value, size):
+    """A weight tensor is one weight per sample: TV's values and DeepinvPrior's took one of
+    another length by broadcasting (a weight (1,) for a batch of 3 gave every sample its weight,
+    silently; (4,) failed inside torch naming nothing). Oracle: L1's and Tikhonov's values and
+    every prox refuse the same weights with this error."""
+    x = images()
+    w = torch.full((size,), 0.5, dtype=torch.float64)
+    message = f"weight holds {size} values but the batch has 3 samples"
+    for oracle in (lambda: L1(w).value(x), lambda: Tikhonov(w).value(x), lambda: TV(w).prox(x, 1.0)):
+        with pytest.raises(ValueError, match=message):
+            oracle()
+    with pytest.raises(ValueError, match=message):
+        value(w, x)
+    torch.testing.assert_close(value(torch.full((3,), 0.5, dtype=torch.float64), x), value(0.5, x))
+
+
 @pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
 def test_tv_bad_weight(weight):
     with pytest.raises(ValueError, match="weight"):
