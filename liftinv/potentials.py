@@ -11,12 +11,9 @@ import math
 import torch
 from torch import Tensor
 
+from liftinv.penalty import per_sample
 from liftinv.tv import GRAD_NORM_SQ, _project_ball, check_real_images, div2d, grad2d, prox_gap, tv
 from operators.checks import check_tensor, is_integer, is_real
-
-
-def _per_sample(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1).sum(1)
 
 
 def _abs2(t: Tensor) -> Tensor:
@@ -62,7 +59,7 @@ class SquaredError(Potential):
         self.weight = _check_weight(weight)
 
     def value(self, x: Tensor) -> Tensor:
-        return 0.5 * self.weight * _per_sample(_abs2(x - self.target))
+        return 0.5 * self.weight * per_sample(_abs2(x - self.target))
 
     def grad(self, x: Tensor) -> Tensor:
         return self.weight * (x - self.target)
@@ -91,7 +88,7 @@ class Box(Potential):
 
     def value(self, x: Tensor) -> Tensor:
         self._check_real(x)
-        inside = ((x >= self.lo) & (x <= self.hi)).reshape(x.shape[0], -1).all(1)
+        inside = per_sample(~((x >= self.lo) & (x <= self.hi))) == 0  # no entry outside (NaN is)
         return torch.where(inside, 0.0, float("inf")).to(x.dtype)
 
     def prox(self, x: Tensor, step: float) -> Tensor:
@@ -157,7 +154,7 @@ class Tikhonov(_Weighted):
         return Tikhonov(weight)
 
     def value(self, x: Tensor) -> Tensor:
-        return 0.5 * _per_sample(_per_sample_scale(self._weight(), x) * _abs2(x))
+        return 0.5 * per_sample(_per_sample_scale(self._weight(), x) * _abs2(x))
 
     def grad(self, x: Tensor) -> Tensor:
         return _per_sample_scale(self._weight(), x) * x
@@ -185,7 +182,7 @@ class L1(_Weighted):
         return L1(weight)
 
     def value(self, x: Tensor) -> Tensor:
-        return _per_sample(_per_sample_scale(self._weight(), x) * x.abs())
+        return per_sample(_per_sample_scale(self._weight(), x) * x.abs())
 
     def prox(self, x: Tensor, step: float) -> Tensor:
         t = step * _per_sample_scale(self._weight(), x)
@@ -356,7 +353,7 @@ class DeepinvPrior(_Weighted):
         return DeepinvPrior(self.prior, weight, lipschitz=self.lip)
 
     def value(self, x: Tensor) -> Tensor:
-        val = self.prior.fn(x).reshape(x.shape[0], -1).sum(1)
+        val = per_sample(self.prior.fn(x))
         return val * _per_sample_scale(self._weight(), val)
 
     def grad(self, x: Tensor) -> Tensor:

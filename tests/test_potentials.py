@@ -457,3 +457,28 @@ def test_tv_and_box_refuse_complex_images_by_name():
     g = grad2d(real)
     torch.testing.assert_close(TV(0.1).value(real), 0.1 * (g[:, :, 0] ** 2 + g[:, :, 1] ** 2).sqrt().flatten(1).sum(1))
     pdhg_tv(mri, mri.A(real), 0.1, box=None, n_iter=2)
+
+
+@pytest.mark.parametrize(
+    "potential",
+    [
+        SquaredError(torch.zeros(1, 1, 4, 5, dtype=torch.float64)),
+        Tikhonov(0.5),
+        L1(0.5),
+        Box(0.0, 1.0),
+        TV(0.5),
+        TV(0.5, box=(0.0, 1.0)),
+    ],
+    ids=["squared_error", "tikhonov", "l1", "box", "tv", "tv_box"],
+)
+def test_values_of_an_empty_batch_are_empty(potential):
+    """A batch of B = 0 samples has B = 0 values: the potentials summed each sample with
+    reshape(B, -1), which torch refuses for 0 elements ('cannot reshape tensor of 0 elements
+    into shape [0, -1] ... ambiguous'). Oracle: the values of a batch are its samples' values
+    (torch.cat of the one-sample values; none for none), as penalty.per_sample gives them."""
+    x = images(b=2, c=1, h=4, w=5)
+    kept = [potential.value(x[b : b + 1]) for b in range(2)]
+    torch.testing.assert_close(potential.value(x), torch.cat(kept))
+    empty = potential.value(x[:0])
+    assert empty.shape == (0,) and empty.dtype == x.dtype
+    torch.testing.assert_close(empty, torch.cat(kept)[:0])
