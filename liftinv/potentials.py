@@ -278,7 +278,18 @@ class TV(_Weighted):
 
     def smooth_value(self, x: Tensor, eps: float) -> Tensor:
         r"""Charbonnier-smoothed :math:`w\sum_{c,i,j}\big(\sqrt{|(\nabla x)_{c,i,j}|^2 + \varepsilon^2} - \varepsilon\big)`
-        per sample (differentiable; for gradient-based baselines), without the box."""
+        per sample (differentiable; for gradient-based baselines), without the box.
+
+        Raises:
+            TypeError: ``eps`` is not a real number.
+            ValueError: ``eps`` is not a finite positive number (with :math:`\varepsilon \le 0` the
+                value is not a smoothing of TV, nonzero on constant images for
+                :math:`\varepsilon < 0`, and its gradient NaN where :math:`\nabla x = 0` for 0).
+        """
+        if not is_real(eps):
+            raise TypeError(f"eps must be a finite positive number, got {eps!r}")
+        if not 0 < eps < math.inf:
+            raise ValueError(f"eps must be a finite positive number, got {eps!r}")
         self._check_images(x)
         g = grad2d(x).pow(2).sum(2)
         val = ((g + eps**2).sqrt() - eps).flatten(1).sum(1)

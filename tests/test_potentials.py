@@ -5,6 +5,7 @@ import torch
 from deepinv.physics import Denoising
 
 from liftinv import potentials
+from liftinv.inversion_baseline import GradientOptimizer
 from liftinv.potentials import L1, TV, Box, DeepinvPrior, SquaredError, Tikhonov
 from liftinv.tv import div2d, grad2d, pdhg_tv, prox_tv, tv
 
@@ -159,6 +160,24 @@ def test_tv_smooth_value_tends_to_tv():
     pot = TV(0.7)
     assert torch.all(pot.smooth_value(x, 1e-8) <= pot.value(x))
     torch.testing.assert_close(pot.smooth_value(x, 1e-9), pot.value(x), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("eps", [-0.1, 0.0, float("nan"), float("inf"), True, "0.1"])
+def test_tv_smooth_value_refuses_an_eps_that_is_not_a_smoothing(eps):
+    """smooth_value took any eps: -0.1 gave 3.2 on a constant 4x4 image (TV 0), 0 gave NaN
+    gradients there, NaN a NaN value, True failed inside torch. Oracles: the smoothed TV of a
+    constant image is 0 with gradient 0 for every eps > 0 (closed form), and the gradient baseline
+    (GradientOptimizer) refuses the same eps."""
+    x = torch.full((1, 1, 4, 4), 0.5, dtype=torch.float64, requires_grad=True)
+    for good in (1e-3, 1.0):
+        value = TV(1.0).smooth_value(x, good)
+        (grad,) = torch.autograd.grad(value.sum(), x)
+        assert float(value.detach()) == 0.0 and bool((grad == 0).all())
+    with pytest.raises((TypeError, ValueError), match="eps must be a finite positive number"):
+        GradientOptimizer(eps=eps)
+    error = TypeError if isinstance(eps, (bool, str)) else ValueError
+    with pytest.raises(error, match="eps must be a finite positive number"):
+        TV(1.0).smooth_value(x, eps)
 
 
 @pytest.mark.parametrize("kind", [TV, Tikhonov, L1])
