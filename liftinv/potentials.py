@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor
 
+from liftinv.activations import check_step
 from liftinv.penalty import per_sample
 from liftinv.tv import GRAD_NORM_SQ, _project_ball, check_real_images, div2d, grad2d, prox_gap, tv
 from operators.checks import check_tensor, is_integer, is_real
@@ -47,6 +48,10 @@ class Potential:
         raise NotImplementedError(f"{type(self).__name__} is not smooth")
 
     def prox(self, x: Tensor, step: float) -> Tensor:
+        r""":math:`\operatorname{prox}_{sT}(x) = \arg\min_u \tfrac12\|u - x\|^2 + s\,T(u)` for the step
+        :math:`s` > 0 (a number, or a tensor, not inspected, as for the activations' ``gamma``:
+        :func:`~liftinv.activations.check_step`; a number that is not finite and > 0 is refused
+        naming ``step``)."""
         raise NotImplementedError(f"{type(self).__name__} has no prox")
 
 
@@ -92,6 +97,7 @@ class Box(Potential):
         return torch.where(inside, 0.0, float("inf")).to(x.dtype)
 
     def prox(self, x: Tensor, step: float) -> Tensor:
+        check_step("step", step)
         self._check_real(x)
         return x.clamp(self.lo, self.hi)
 
@@ -185,6 +191,7 @@ class L1(_Weighted):
         return per_sample(_per_sample_scale(self._weight(), x) * x.abs())
 
     def prox(self, x: Tensor, step: float) -> Tensor:
+        check_step("step", step)
         t = step * _per_sample_scale(self._weight(), x)
         return torch.sgn(x) * torch.clamp(x.abs() - t, min=0)  # sgn(x) = x/|x| (0 at 0), also on C
 
@@ -296,6 +303,7 @@ class TV(_Weighted):
         return val * _per_sample_scale(self._weight(), val)
 
     def prox(self, x: Tensor, step: float) -> Tensor:
+        check_step("step", step)
         self._check_images(x)
         check_tensor(x, "x")
         lam = step * _per_sample_scale(self._weight(), x)
@@ -378,6 +386,7 @@ class DeepinvPrior(_Weighted):
         return self.lip * _largest(self._weight())
 
     def prox(self, x: Tensor, step: float) -> Tensor:
+        check_step("step", step)
         weight = self._weight()
         gamma = step * (_per_sample_scale(weight, x) if isinstance(weight, Tensor) else weight)
         return self.prior.prox(x, gamma=gamma, **self._unit)

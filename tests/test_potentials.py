@@ -7,6 +7,7 @@ from deepinv.physics import Denoising
 from liftinv import potentials
 from liftinv.inversion_baseline import GradientOptimizer
 from liftinv.potentials import L1, TV, Box, DeepinvPrior, SquaredError, Tikhonov
+from liftinv.activations import SoftThreshold
 from liftinv.tv import div2d, grad2d, pdhg_tv, prox_tv, tv
 
 
@@ -501,3 +502,22 @@ def test_values_of_an_empty_batch_are_empty(potential):
     empty = potential.value(x[:0])
     assert empty.shape == (0,) and empty.dtype == x.dtype
     torch.testing.assert_close(empty, torch.cat(kept)[:0])
+
+
+@pytest.mark.parametrize("step", [-0.5, 0.0, float("nan"), float("inf"), True, "1"])
+@pytest.mark.parametrize(
+    "potential",
+    [Box(0.0, 1.0), L1(0.5), TV(0.5), DeepinvPrior(dinv.optim.L1Prior(), 0.5)],
+    ids=["box", "l1", "tv", "deepinv"],
+)
+def test_prox_refuses_a_step_that_is_not_a_finite_positive_number(potential, step):
+    """The proxes took any step: L1's with step -0.5 moved every entry away from 0 (|x| + 0.25),
+    TV's took it for 0 (x returned as it is), NaN gave NaN entries, a string failed inside torch.
+    Oracle: the soft-threshold activation, whose prox is L1's (SoftThreshold(t).prox(x, s) =
+    L1(t).prox(x, s)), refuses the same steps with the same error naming its argument."""
+    x = images(b=2, c=1, h=4, w=5)
+    torch.testing.assert_close(L1(0.5).prox(x, 0.7), SoftThreshold(0.5).prox(x, 0.7), rtol=0, atol=0)
+    with pytest.raises((TypeError, ValueError)) as expected:
+        SoftThreshold(0.5).prox(x, step)
+    with pytest.raises(expected.type, match=str(expected.value).replace("gamma", "step").replace("(", r"\(")):
+        potential.prox(x, step)
