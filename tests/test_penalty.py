@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from scipy.optimize import minimize
 from test_activations import DT, brute_min, domain_points, gen, randn
 
-from liftinv.activations import ACTIVATIONS, Softmax, Tanh
+from liftinv.activations import ACTIVATIONS, LeakyReLU, ReLU, Softmax, Tanh
 from liftinv.penalty import BREGMAN, FENCHEL, MAC, PENALTIES, bregman
+from liftinv.validation import FLOAT_DTYPES
 
 ELEMENTWISE = [act for act in ACTIVATIONS if act.elementwise]
 PEN_IDS = {BREGMAN: "bregman", MAC: "mac", FENCHEL: "fenchel"}
@@ -250,3 +251,26 @@ def test_tensors_on_different_devices_are_refused(pen):
         pen.residual(act, meta, cpu)
     with pytest.raises(ValueError, match="a and v must be on the same device"):
         pen.prox_output(act, cpu, meta, 1.0)
+
+
+@penalties
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64, torch.float8_e4m3fn])
+def test_tensors_of_a_dtype_torch_does_not_compute_in_are_refused_by_name(pen, dtype):
+    """Integer, bool, complex or float8 z and a passed the checks: ReLU's Bregman value of
+    z = (1, 2), a = (3, -1) as int64 came out as 6 (the value of the float tensors), while
+    LeakyReLU and Tanh failed inside torch ('"leaky_relu_cpu" not implemented for 'Long'',
+    'logaddexp_cpu'), and MAC with 'only Tensors of floating point dtype can require gradients',
+    naming neither argument. Oracle: LiftedProblem's rule for variables, validation.FLOAT_DTYPES
+    (the float tensors give the closed form 1/2 (z - relu(a))^2 + z max(-a, 0), summed: 6)."""
+    assert dtype not in FLOAT_DTYPES
+    z, a = torch.tensor([[1.0, 2.0]], dtype=DT), torch.tensor([[3.0, -1.0]], dtype=DT)
+    assert float(BREGMAN.value(ReLU(), z, a)) == 6.0
+    bad = torch.zeros(1, 2, dtype=dtype)
+    for act in (ReLU(), LeakyReLU(0.5), Tanh()):
+        message = f"must be a real floating tensor, got dtype {dtype}"
+        with pytest.raises(TypeError, match="z " + message):
+            pen.value(act, bad, a)
+        with pytest.raises(TypeError, match="a " + message):
+            pen.residual(act, z, bad)
+        with pytest.raises(TypeError, match="v " + message):
+            pen.prox_output(act, a, bad, 0.5)
