@@ -100,14 +100,18 @@ class Setup:
     isgm: Lifted
     depth_ratio: float = 1.0
 
+    def ratio_for(self, method: Lifted | Backprop) -> float:
+        """The depth ratio :meth:`model` applies for ``method``: :attr:`depth_ratio` when it is
+        lifted with a :class:`~liftinv.solvers.BCD` solver, else 1 (ISGM keeps the weights: in
+        our tuning, the denoiser's ISGM learned less with them scaled)."""
+        return self.depth_ratio if isinstance(method, Lifted) and isinstance(method.solver, BCD) else 1.0
+
     def model(self, method: Lifted | Backprop) -> nn.Module:
         """A fresh model to train with ``method``: :attr:`make_model`'s, with its penalty weights
-        scaled by :attr:`depth_ratio` from the output down when ``method`` is lifted with a
-        :class:`~liftinv.solvers.BCD` solver (ISGM keeps them: in our tuning, the denoiser's ISGM
-        learned less with them scaled)."""
-        model = self.make_model()
-        if isinstance(method, Lifted) and isinstance(method.solver, BCD) and self.depth_ratio != 1:
-            lifted_view(model)[0].scale_weights_by_depth(self.depth_ratio)
+        scaled by :meth:`ratio_for` ``(method)`` from the output down."""
+        model, ratio = self.make_model(), self.ratio_for(method)
+        if ratio != 1:
+            lifted_view(model)[0].scale_weights_by_depth(ratio)
         return model
 
 

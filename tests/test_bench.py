@@ -108,6 +108,25 @@ def test_training_benchmark_records_a_diverging_method_and_selects_among_the_oth
     assert (tmp_path / "training_denoising.png").exists()
 
 
+def test_training_benchmark_rows_name_the_depth_ratio_of_the_models_they_train():
+    """The rows of the methods that Setup.model trains with penalty weights growing with depth
+    (lifted BCD on the denoiser: ratio 10) say so in their hyper-parameters; ISGM, backprop and
+    the equal-weight setups (CT) do not. Oracle: the weights of the models Setup.model builds."""
+    from liftinv.bench.training import _methods
+    from liftinv.methods import lifted_view
+    from liftinv.training_setups import build_setup
+
+    for name, count in (("denoising", 3), ("ct", 0)):  # bregman-bcd, its low-memory mode, mac-bcd
+        setup = build_setup(name, quick=True)
+        equal = lifted_view(setup.make_model())[0].layer(1).weight
+        scaled = []
+        for method_name, hyper, method in _methods(setup, quick=True):
+            is_scaled = lifted_view(setup.model(method))[0].layer(1).weight != equal
+            assert hyper.endswith(f", depth ratio {setup.depth_ratio:g}") == is_scaled, (name, hyper)
+            scaled += [method_name] if is_scaled else []
+        assert len(scaled) == count and all("bcd" in m for m in scaled), scaled
+
+
 def test_training_benchmark_warms_each_method_up_before_timing_it(monkeypatch, tmp_path):
     """Each method's timed run comes after an untimed run of the same method on another fresh
     model (the 3-batch memory run), so no method pays the process's first-call costs in its

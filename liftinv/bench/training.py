@@ -120,7 +120,9 @@ def peak_training_memory(setup: Setup, method: Lifted | Backprop, batches: int =
 
 
 def _methods(setup: Setup, quick: bool) -> list[tuple[str, str, Lifted | Backprop]]:
-    """``(method, hyper-parameters, config)``; rows sharing a method name compete for selection."""
+    """``(method, hyper-parameters, config)``; rows sharing a method name compete for selection.
+    The hyper-parameters name the depth ratio of the penalty weights (:meth:`Setup.ratio_for`)
+    where it is not 1."""
     out = []
     if quick:
         out.append(("bregman-bcd", _rule_name(setup.bcd), setup.bcd))
@@ -135,7 +137,8 @@ def _methods(setup: Setup, quick: bool) -> list[tuple[str, str, Lifted | Backpro
     out.append(("mac-bcd", _rule_name(setup.bcd), dataclasses.replace(setup.bcd, penalty=MAC)))
     for lr in QUICK_LRS if quick else FULL_LRS:
         out.append(("backprop-adam", f"lr={lr:g}", Backprop("adam", lr)))
-    return out
+    ratios = [setup.ratio_for(m) for _, _, m in out]
+    return [(name, hyper + (f", depth ratio {r:g}" if r != 1 else ""), m) for (name, hyper, m), r in zip(out, ratios)]
 
 
 def _rule_name(method: Lifted | BCD) -> str:
