@@ -28,6 +28,13 @@ def sample_loss(output: Tensor, target: Tensor) -> Tensor:
 HELD_OUT_KEY = 0x68656C64
 
 
+def derived_seed(key: int, *values: int) -> int:
+    """The 32-bit word of NumPy's ``SeedSequence([key, *values mod 2**64])``: a seed for a stream
+    of its own, apart from the streams of other keys and of the integers themselves (torch's CPU
+    generator keeps the low 32 bits of its seed, so one word is all it takes)."""
+    return int(np.random.SeedSequence([key, *(int(v) % 2**64 for v in values)]).generate_state(1)[0])
+
+
 def held_out_generator(seed: int) -> torch.Generator:
     """The CPU generator of a held-out set's noise: seeded with the 32-bit word of NumPy's
     ``SeedSequence([HELD_OUT_KEY, seed mod 2**64])``, not with ``seed`` itself. A training run
@@ -35,9 +42,8 @@ def held_out_generator(seed: int) -> torch.Generator:
     ``liftinv train --seed``: 0); with the same seed, the noise of the first epoch's batches
     continued the stream the held-out noise was drawn from, after the shuffle's draws (in float32
     most of the validation noise values came back in training, shifted by ``N - 1`` entries).
-    torch's CPU generator keeps the low 32 bits of its seed, so the derived seed is one word."""
-    word = np.random.SeedSequence([HELD_OUT_KEY, seed % 2**64]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(word))
+    The derived seed is :func:`derived_seed` ``(HELD_OUT_KEY, seed)``."""
+    return torch.Generator().manual_seed(derived_seed(HELD_OUT_KEY, seed))
 
 
 @dataclass(frozen=True)

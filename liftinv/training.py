@@ -29,14 +29,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from liftinv.checkpoint import check_parent, load_checkpoint, save_checkpoint
-from liftinv.evaluation import HeldOut, bind_to_task, eval_mode
+from liftinv.evaluation import HeldOut, bind_to_task, derived_seed, eval_mode
 from liftinv.history import TrainHistory
 from liftinv.methods import Backprop, Lifted, lifted_view, runner
 from liftinv.solvers.rules import check_real
@@ -295,11 +294,11 @@ def train(
 @contextmanager
 def _step_rng(seed: int, iteration: int, device: torch.device) -> Iterator[None]:
     """torch's global RNG (the CPU one, and the CUDA one of ``device``) within the block seeded
-    with the 32-bit word of NumPy's ``SeedSequence([STEP_KEY, seed, iteration])``, the caller's
+    with :func:`~liftinv.evaluation.derived_seed` ``(STEP_KEY, seed, iteration)``, the caller's
     state restored after it: a model's own draws (dropout masks) in a training step are a function
     of the run's seed and the step, so a run is reproducible and a resumed run draws what the
     uninterrupted one drew, whatever the global RNG did before."""
-    word = int(np.random.SeedSequence([STEP_KEY, seed, iteration]).generate_state(1)[0])
+    word = derived_seed(STEP_KEY, seed, iteration)
     index = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" else None
     with torch.random.fork_rng(devices=[] if index is None else [index], device_type="cuda"):
         torch.default_generator.manual_seed(word)
