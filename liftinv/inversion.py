@@ -102,7 +102,7 @@ from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, TV
 from liftinv.solvers import Nesterov, Rule
-from liftinv.validation import FLOAT_DTYPES, check_flag, reference_tensor, refuse_inference_mode, sample_shape
+from liftinv.validation import check_flag, check_float_dtype, reference_tensor, refuse_inference_mode, sample_shape
 from operators.checks import is_integer, is_real, values_trusted
 
 
@@ -315,9 +315,7 @@ def snap_saturated(activation, f: Tensor, radius: Tensor) -> Tensor:
 def _check_output(output) -> None:
     if not isinstance(output, Tensor):
         raise TypeError(f"output must be a torch.Tensor, got {type(output).__name__}")
-    if output.dtype not in FLOAT_DTYPES:  # complex, integer, bool or float8 (isfinite below fails on it)
-        raise ValueError(f"output must be a real floating tensor, got dtype {output.dtype} (torch computes in "
-                         f"{', '.join(str(d) for d in FLOAT_DTYPES)})")
+    check_float_dtype("output", output, ValueError)  # isfinite below fails on float8
     if output.ndim < 2:
         raise ValueError(f"output must have a batch axis, shape (B, ...), got shape {tuple(output.shape)}")
     if output.shape[0] == 0:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from liftinv.penalty import BREGMAN, Penalty, check_penalty
 from liftinv.layer import Layer, TermShapeError, is_module_sequence
-from liftinv.validation import FLOAT_DTYPES, integer_index, reference_tensor, sample_shape
+from liftinv.validation import check_float_dtype, integer_index, reference_tensor, sample_shape
 from operators.checks import is_real
 
 
@@ -119,9 +119,7 @@ class LiftedNetwork(nn.Module):
         whose sample shape is ``input_shape``."""
         if not isinstance(u, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(u).__name__}")
-        if u.dtype not in FLOAT_DTYPES:  # complex, integer, bool or float8 (a network without parameters checks no dtype below)
-            raise TypeError(f"{name} must be a real floating tensor, got dtype {u.dtype} (torch computes in "
-                            f"{', '.join(str(d) for d in FLOAT_DTYPES)})")
+        check_float_dtype(name, u)  # also where a network without parameters checks no dtype below
         ref = reference_tensor(self)
         if ref is not None and (u.dtype != ref.dtype or u.device != ref.device):
             raise TypeError(f"{name} has dtype {u.dtype} on {u.device}, the network uses {ref.dtype} on {ref.device}")

@@ -23,16 +23,14 @@ from torch import Tensor
 from .activations import Activation
 from .activations.base import Gamma, check_step
 from .layer import shares_storage
-from .validation import FLOAT_DTYPES
+from .validation import check_float_dtype
 
 
 def _check_pair(name1: str, t1: Tensor, name2: str, t2: Tensor) -> None:
     for name, t in ((name1, t1), (name2, t2)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in FLOAT_DTYPES:  # integer, bool, complex or float8
-            raise TypeError(f"{name} must be a real floating tensor, got dtype {t.dtype} (torch computes in "
-                            f"{', '.join(str(d) for d in FLOAT_DTYPES)})")
+        check_float_dtype(name, t)
         if t.ndim < 1:
             raise ValueError(f"{name} must have a batch dimension, got shape {tuple(t.shape)}")
     if t1.shape != t2.shape:

@@ -84,7 +84,7 @@ from liftinv.layer import Layer, shares_storage
 from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential
-from liftinv.validation import FLOAT_DTYPES, check_flag, positive_int, reference_tensor
+from liftinv.validation import check_flag, check_float_dtype, positive_int, reference_tensor
 from operators.checks import Stamp, is_integer, state_of, values_trusted
 
 
@@ -168,9 +168,7 @@ def _check_variables(network: LiftedNetwork, xs: Sequence[Tensor]) -> None:
         name = f"xs[{k}]"
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype not in FLOAT_DTYPES:  # complex, integer, bool or float8 (a network without parameters fixes no dtype)
-            raise TypeError(f"{name} must be a real floating tensor, got dtype {x.dtype} (torch computes in "
-                            f"{', '.join(str(d) for d in FLOAT_DTYPES)})")
+        check_float_dtype(name, x)  # also where a network without parameters fixes no dtype
         like = xs[0] if ref is None else ref
         if x.dtype != like.dtype or x.device != like.device:
             raise TypeError(f"{name} has dtype {x.dtype} on {x.device}, the network uses {like.dtype} on {like.device}")

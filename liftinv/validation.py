@@ -14,6 +14,14 @@ from operators.checks import is_integer
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def check_float_dtype(name: str, tensor: Tensor, error: type[Exception] = TypeError) -> None:
+    """``error`` naming ``name`` unless ``tensor`` has one of :data:`FLOAT_DTYPES` (not a complex,
+    integer, bool or float8 dtype)."""
+    if tensor.dtype not in FLOAT_DTYPES:
+        raise error(f"{name} must be a real floating tensor, got dtype {tensor.dtype} (torch computes in "
+                    f"{', '.join(str(d) for d in FLOAT_DTYPES)})")
+
+
 def checked_field(obj: object, name: str, check: Callable[[str, object], object]) -> None:
     """Check field ``name`` of the dataclass ``obj`` (frozen or not) by ``check(name, value)`` and
     store the result, a Python number: a NumPy number would stay otherwise and print as another
