@@ -33,7 +33,7 @@ from liftinv.affine import ConvAdjoint, GradientStep
 from liftinv.architectures import UnrolledPrimalDual
 from liftinv.checkpoint import load_checkpoint, save_checkpoint
 from liftinv.validation import check_device
-from operators.checks import is_real
+from operators.checks import is_integer, is_real
 from operators.spec import check_spec, physics_from_spec, physics_spec
 
 FORMAT = "liftinv-model"
@@ -186,9 +186,9 @@ def _read(path: str | os.PathLike, device: torch.device | str) -> dict:
     if payload.get("format") != FORMAT or "format_version" not in payload:
         raise ValueError(f"{path} is not a liftinv model file (no format {FORMAT!r})")
     version = payload["format_version"]
-    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+    if is_integer(version) and version > FORMAT_VERSION:
         raise ValueError(f"{path} has model format {version}; this liftinv reads up to {FORMAT_VERSION}")
-    if not (isinstance(version, int) and not isinstance(version, bool) and version >= 1):
+    if not (is_integer(version) and version >= 1):
         raise ValueError(f"{path} has model format {version!r}, which no liftinv writes (formats are the integers 1 "
                          f"to {FORMAT_VERSION})")
     missing = [key for key in _ENTRIES if key not in payload]
