@@ -51,8 +51,10 @@ class Lifted:
             (PALM steps from fresh estimates); ``n > 1`` keeps them for ``n`` batches of the same
             shapes (a variable block's constant depends on the parameters and its sample shape, a
             parameter block's on the batch and, for quadratic maps, the parameters; both move
-            little from batch to batch; a batch of other shapes gets its own), which saves most of
-            the power iterations at the price of possibly stale steps.
+            little from batch to batch; a batch of other shapes gets its own, and a change of the
+            network other than by the solver, such as a penalty weight or a parameter set between
+            batches, drops them all), which saves most of the power iterations at the price of
+            possibly stale steps.
         cache_preactivations: ``False`` trades time for memory
             (:class:`~liftinv.problem.LiftedProblem`): pre-activations are recomputed when
             needed instead of kept from the forward pass and updated in place.
@@ -130,7 +132,9 @@ class _CachedLipschitz:
     :meth:`refresh`, or until the shapes they depend on change: a variable block's constant on
     the sample shape of its variable (a zero-padded convolution's norm grows with the image), a
     parameter block's on the shapes of all the variables (a sum over the samples and pixels of
-    the layers' inputs)."""
+    the layers' inputs), or until the network changes other than by the solver's updates
+    (:meth:`LiftedProblem.network_changes <liftinv.problem.LiftedProblem.network_changes>`: a
+    penalty weight or a parameter set by the user between batches)."""
 
     def __init__(self, problem: LiftedProblem):
         self.problem = problem
@@ -149,7 +153,7 @@ class _CachedLipschitz:
         return xs[block.index].shape[1:] if isinstance(block, Var) else tuple(x.shape for x in xs)
 
     def lipschitz(self, block: Block) -> float:
-        shapes = self._shapes(block)
+        shapes = (self._shapes(block), self.problem.network_changes())
         if block not in self.cache or self.cache[block][0] != shapes:
             self.cache[block] = (shapes, self.problem.lipschitz(block))
         return self.cache[block][1]

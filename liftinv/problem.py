@@ -387,6 +387,7 @@ class LiftedProblem:
         self._needed: set[int] | None = None  # layers a solver still reads in its step (None: unknown)
         self._state = _NetworkState(network)
         self._stamp, self._weights = Stamp(self._state.objects()), self._state.weights()
+        self._changes = 0  # changes of the network other than by set, noticed by _sync
 
     def _sync(self) -> None:
         """Drop the caches that depend on the network if it changed other than by :meth:`set`
@@ -399,6 +400,15 @@ class LiftedProblem:
         self._param_graph.clear()
         self._lip.clear()
         self._stamp, self._weights = Stamp(state), weights
+        self._changes += 1
+
+    def network_changes(self) -> int:
+        """How many changes of the network other than by :meth:`set` (a parameter or buffer
+        replaced or changed in place, a layer's penalty weight, a physics; see the class
+        docstring) the problem has noticed, this call included: a Lipschitz constant kept outside
+        the problem is stale once the count moves."""
+        self._sync()
+        return self._changes
 
     # ----------------------------------------------------------------- structure
     def _group_parameters(self) -> list[list[Tensor]]:

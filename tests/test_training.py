@@ -331,6 +331,41 @@ def test_kept_lipschitz_constants_follow_the_image_size():
         assert cached.lipschitz(b) == pytest.approx(fresh.lipschitz(b), rel=0.05), b
 
 
+@pytest.mark.parametrize("change", ["weight", "parameter"])
+def test_kept_lipschitz_constants_follow_a_changed_network(monkeypatch, change):
+    """The trainer's Lipschitz cache (``lipschitz_every`` > 1) drops its constants when the
+    network changes other than by the solver's updates between batches (a layer's penalty weight
+    set to 100, or its weight matrix scaled by 4 in place), as the problem drops its own: the
+    constants kept from the first batch give steps far too long for that layer's blocks. Oracle:
+    plain BCD (PALM steps from constants of 50 power iterations) decreases the energy at every
+    group update of the second batch, as with ``lipschitz_every`` = 1."""
+    from liftinv.tasks import Batch
+
+    g = _gen(5)
+    images = torch.rand(8, 6, dtype=DT, generator=g)
+    batches = [Batch(x + 0.1 * torch.randn(x.shape, dtype=DT, generator=g), x) for x in (images[:4], images[4:])]
+    net = MLP([6, 8, 8, 6], [ReLU(), ReLU()], generator=_gen(3)).to(DT)
+    runner = _LiftedRunner(net, Lifted(solver=BCD(), lipschitz_every=100, power_iters=50))
+    runner.start_epoch()
+    runner.step(batches[0], 1)
+    if change == "weight":
+        net.layers[1].weight = 100.0
+    else:
+        with torch.no_grad():
+            net.layers[1].maps[0].weight.mul_(4.0)
+    energies, update = [], BCD._update
+
+    def recorded(self, problem, group, *args):
+        energies.append(float(runner.problem.energy()))
+        update(self, problem, group, *args)
+        energies.append(float(runner.problem.energy()))
+
+    monkeypatch.setattr(BCD, "_update", recorded)
+    runner.step(batches[1], 2)
+    assert len(energies) == 2 * 3  # Var(2), Var(1), then the three parameter groups (disjoint layers)
+    assert all(after <= before * (1 + 1e-12) for before, after in zip(energies, energies[1:])), energies
+
+
 def test_logged_energy_weights_each_layer_penalty(patches, spy):
     r"""The energy logged after an epoch is that of the last batch after its sweeps,
     :math:`\sum_k \lambda_k \tfrac1B\sum_i P_k^i` with the MAC penalty
