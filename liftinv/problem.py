@@ -216,9 +216,9 @@ class _NetworkState:
         self.steps = [m for m in modules if isinstance(m, GradientStep)]
         self.layers = list(network.layers)
         self.built = [self._entries(d, layer) for _, d, layer in self.parts]
-        # watched at every entry point: the dicts that hold something (a submodule or parameter
-        # added to a module that had none, e.g. to a Linear's empty submodules, goes unnoticed)
-        self.dicts = [d for _, d, _ in self.parts if d]
+        # watched at every entry point: every dict, empty ones included (a submodule or parameter
+        # added to a module that had none, e.g. a map appended to an empty nn.Sequential)
+        self.dicts = [d for _, d, _ in self.parts]
         self.listed = self._listed()
 
     def _listed(self) -> list[object]:

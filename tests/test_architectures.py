@@ -2165,6 +2165,43 @@ def test_a_problem_refuses_a_network_whose_modules_were_replaced_after_it_was_bu
             torch.testing.assert_close(a, b, rtol=1e-15, atol=0)
 
 
+@pytest.mark.parametrize("change", ["submodule", "parameter"])
+def test_a_problem_refuses_a_module_added_where_its_module_had_none(change):
+    """The structure check watched only the modules' non-empty submodule and parameter dicts, so
+    a map appended to an empty nn.Sequential map (the identity until then) or a parameter
+    registered on a layer (which holds none) went unnoticed: the problem kept the blocks of the
+    network as it was (the appended Linear's parameters no block of it: trained by nobody) and its
+    cached pre-activation of the identity map. Oracle: a problem built fresh after the change (one
+    more parameter block, another energy), and the RuntimeError for an addition to a non-empty
+    dict (layers.1.maps.1 above), now naming 'layers.1.maps.0.0' / 'layers.1.extra'."""
+    from liftinv.activations import Identity
+    from liftinv.architectures._common import init_parameters_
+    from liftinv.network import LiftedNetwork
+
+    lins = [nn.Linear(3, 3).double() for _ in range(2)]
+    for j, m in enumerate(lins):
+        init_parameters_(m, gen(120 + j))
+    seq = nn.Sequential()
+    net = LiftedNetwork([Layer([0], [lins[0]], ReLU()), Layer([1], [seq], Identity())])
+    u = torch.randn(2, 3, dtype=DT, generator=gen(122))
+    xs = [x.detach() + 0.1 for x in net.feasible(u)]
+    problem = LiftedProblem(net, xs, free_vars=[1], train_params=True)
+    problem.grads(problem.blocks())  # caches filled
+    before = problem.energy()
+    if change == "submodule":
+        seq.append(lins[1])
+        name = "layers.1.maps.0.0"
+        fresh = LiftedProblem(net, xs, free_vars=[1], train_params=True)
+        assert len(fresh.blocks()) == len(problem.blocks()) + 1
+        assert not torch.allclose(fresh.energy(), before)
+    else:
+        net.layer(2).register_parameter("extra", nn.Parameter(torch.ones(1, dtype=DT)))
+        name = "layers.1.extra"
+    for call in (problem.energy, lambda: problem.grads(problem.blocks()), lambda: problem.lipschitz(Var(1))):
+        with pytest.raises(RuntimeError, match=rf"the network's '{re.escape(name)}' was replaced, added or removed after "):
+            call()
+
+
 def _bcd_run(name: str, rule, sweeps: int, spy) -> tuple[list, list[int]]:
     """``sweeps`` BCD sweeps with ``rule`` on every variable and parameter block of the example
     ``name`` (its output moved off the forward pass, Lipschitz constants computed first): the
