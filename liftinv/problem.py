@@ -262,13 +262,29 @@ class _NetworkState:
         return [layer.weight for layer in self.layers]
 
 
+def _unit_scale(v: list[Tensor]) -> list[Tensor]:
+    r"""``v`` times :math:`2^{-e}`, with :math:`2^{e-1} \le \max_i |v_i| < 2^e` (``v`` itself when
+    every entry is 0 or none is finite): its sum of squares neither overflows nor underflows (in
+    float32 :math:`|v|^2` overflows from :math:`|v| \approx 1.8 \cdot 10^{19}`), and since the
+    scaling is exact, :math:`v/|v|` is bit for bit that of the unscaled ``v``."""
+    peaks = [t.abs().amax() for t in v if t.numel()]
+    if not peaks:
+        return v
+    exponent = torch.frexp(torch.stack(peaks).amax())[1]  # 0 for 0, Inf and NaN
+    return [torch.ldexp(t, -exponent) for t in v]
+
+
 def power_iteration(apply, v: list[Tensor], iters: int) -> tuple[float, list[Tensor]]:
     """Largest eigenvalue of the PSD map ``apply`` on lists of tensors, from ``v`` (0 once an
-    iterate vanishes: a zero iterate is divided by 1, and the linear map keeps it zero). The
-    estimate is read on the host once, after the last iteration, so the iterations do not wait
-    for the device."""
+    iterate vanishes: a zero iterate is divided by 1, and the linear map keeps it zero). Each
+    iterate is normalised after an exact scaling by a power of two (:func:`_unit_scale`), so
+    eigenvalues up to the dtype's largest number are estimated (the squared norm of an iterate of
+    a float32 map with eigenvalue 1e21 overflowed, and the estimate came out 0). The estimate is
+    read on the host once, after the last iteration, so the iterations do not wait for the
+    device."""
     lam = None
     for _ in range(iters):
+        v = _unit_scale(v)
         norm = _dot(v, v).sqrt()
         v = [t / torch.where(norm == 0, 1, norm) for t in v]
         w = apply(v)

@@ -725,6 +725,43 @@ def test_power_iteration_reads_the_device_once(host_reads):
     assert lam == 0.0 and w is v
 
 
+@pytest.mark.parametrize("scale", [1e21, 1e35, 1e-25])
+def test_power_iteration_estimates_eigenvalues_whose_square_leaves_the_dtype(scale):
+    """power_iteration normalised each iterate by sqrt(<v, v>), which overflows in float32 once
+    |v| passes 1.8e19 (underflows below 1e-19): the iterate became 0 and the estimate of a map
+    with eigenvalue 1e21 (or 1e-25) came out 0, which BCD takes for an affine block (step
+    step_scale, 1e21 times too long; a float32 MLP whose second layer has penalty weight 1e21 got
+    constant 0 for Var(1)). Oracle: the float64 estimate of the same map from the same start, and
+    the float64 problem's constant (rel 1e-5); in the normal range the estimate is bit for bit
+    that of the unscaled iteration (the scaling by a power of two is exact)."""
+    from liftinv.problem import power_iteration
+
+    d = torch.linspace(0.1, 1.0, 20, dtype=DT)
+    start = torch.randn(20, generator=_gen(9), dtype=DT)
+    want = power_iteration(lambda u: [scale * d * u[0]], [start], 8)[0]
+    lam = power_iteration(lambda u: [scale * d.float() * u[0]], [start.float()], 8)[0]
+    assert lam == pytest.approx(want, rel=1e-5)
+    lam, w = power_iteration(lambda u: [d * u[0]], [start], 3)
+    v = start
+    for _ in range(3):  # the unscaled iteration, written out
+        v = v / (v * v).sum().sqrt()
+        ref, v = float((v * (d * v)).sum()), d * v
+    assert lam == ref and torch.equal(w[0], v)
+    if scale == 1e21:
+        from liftinv.activations import ReLU
+        from liftinv.architectures import MLP
+        from liftinv.problem import LiftedProblem
+
+        constants = []
+        for dtype in (torch.float32, DT):
+            net = MLP([6, 8, 8, 6], [ReLU(), ReLU()], generator=_gen(3)).to(dtype)
+            net.layers[1].weight = scale
+            u = torch.rand(4, 6, dtype=dtype, generator=_gen(0))
+            problem = LiftedProblem(net, net.feasible(u), free_vars=[1, 2], train_params=True, power_iters=20)
+            constants.append(problem.lipschitz(Var(1)))
+        assert constants[0] == pytest.approx(constants[1], rel=1e-5)
+
+
 def test_disjoint_layers_is_a_first_fit_on_the_layers_of_each_group():
     """Parameters go, in order, to the first group none of whose blocks shares a layer with
     them: layers {1}, {2}, {2}, {3} give groups [P1, P2, P4], [P3]."""
