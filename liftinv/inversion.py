@@ -416,6 +416,7 @@ def prepare(network, output, *, input_shape=None, noise_level=None, physics=None
     ref = reference_tensor(net)
     if ref is not None and output.dtype != ref.dtype:
         raise TypeError(f"output has dtype {output.dtype}, the network uses {ref.dtype}")
+    net.check_weights(output.dtype)
     batch = output.shape[0]
     _check_y(y, net, batch)
     x0 = _start(x0, net, output, shape)

@@ -164,6 +164,18 @@ class LiftedNetwork(nn.Module):
         round them, e.g. :math:`\lambda = 0.1` to 7 digits in float32 energies of float64 networks)."""
         return torch.tensor([layer.weight for layer in self.layers], dtype=torch.float64)
 
+    def check_weights(self, dtype: torch.dtype) -> None:
+        r"""A ``ValueError`` naming ``layers[k].weight`` unless every penalty weight lies in
+        :math:`[\text{tiny}, \max]` of ``torch.finfo(dtype)``, the dtype the energy is computed in
+        (the weights multiply its tensors): a larger weight becomes Inf there (a NaN energy at the
+        forward pass, :math:`\infty \cdot 0`), a smaller one a subnormal number or 0."""
+        info = torch.finfo(dtype)
+        for k, layer in enumerate(self.layers):
+            if not info.tiny <= layer.weight <= info.max:
+                raise ValueError(f"layers[{k}].weight = {layer.weight!r} overflows or vanishes in {dtype} (the penalty "
+                                 f"weights multiply the network's tensors: they must lie in [{info.tiny:.3g}, "
+                                 f"{info.max:.3g}])")
+
     def scale_weights_by_depth(self, ratio: float) -> None:
         r"""Multiply the penalty weights by powers of ``ratio`` (a finite real number > 0) that grow
         from the output down: :math:`\lambda_k \leftarrow \text{ratio}^{K-k}\,\lambda_k` for
@@ -215,8 +227,10 @@ class LiftedNetwork(nn.Module):
             layer.weight = w
 
     def energy(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty: Penalty = BREGMAN) -> Tensor:
-        r"""Per-sample lifted energy :math:`\sum_k \lambda_k P_k(x_k, a_k)`, shape ``(B,)``."""
+        r"""Per-sample lifted energy :math:`\sum_k \lambda_k P_k(x_k, a_k)`, shape ``(B,)`` (the weights
+        checked against the penalties' dtype by :meth:`check_weights`)."""
         p = self.penalties(xs, y, penalty)
+        self.check_weights(p.dtype)
         return (self.weights().to(p) [:, None] * p).sum(0)
 
     def gaps(self, xs: Sequence[Tensor], y: Tensor | None = None, penalty: Penalty = BREGMAN) -> Tensor:

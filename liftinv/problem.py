@@ -322,7 +322,9 @@ class LiftedProblem:
         xs: initial variables ``[x_0, ..., x_K]`` (e.g. ``network.feasible(u)``, with ``x_K``
             replaced by a clamped target): real floating tensors of the network's dtype and
             device with one batch size (checked here and by :meth:`rebind`, naming ``xs[k]``);
-            detached, never modified in place (updates replace them).
+            detached, never modified in place (updates replace them). The layers' penalty weights
+            must lie in the range of their dtype (:meth:`~liftinv.network.LiftedNetwork.check_weights`,
+            here and when a weight or the network changes).
         y: measurements for layers with a data term.
         free_vars: indices (integers in ``[0, K]``) of the variables that are optimised; the
             others stay fixed. With ``BREGMAN`` or ``FENCHEL``, the output of a softmax layer
@@ -371,6 +373,7 @@ class LiftedProblem:
                 if not 0 <= i <= K:
                     raise ValueError(f"variable index {i} out of range [0, {K}]")
         _check_variables(network, xs)
+        network.check_weights(xs[0].dtype)
         terms = {int(i): term for i, term in terms.items()}
         check_penalty(penalty)
         self.free_vars = tuple(sorted({int(i) for i in free_vars}))
@@ -412,6 +415,7 @@ class LiftedProblem:
         if weights == self._weights and self._state.same_structure() and self._stamp.matches(state):
             return
         self._state.check_structure()
+        self.network.check_weights(self.xs[0].dtype)  # a weight set since, or the network converted
         self._pre.clear()
         self._param_graph.clear()
         self._lip.clear()

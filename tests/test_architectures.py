@@ -964,6 +964,34 @@ def test_scale_weights_by_depth_refuses_weights_beyond_the_range_of_the_networks
         assert [layer.weight for layer in net.layers] == expected
 
 
+def test_a_penalty_weight_beyond_the_range_of_the_dtype_is_refused_where_it_meets_the_tensors():
+    """A Layer's weight is a Python float checked only for being finite and > 0; the energy casts
+    it to the penalties' dtype, so 1e39 on a float32 network became Inf and the energy at the
+    forward pass NaN (Inf * 0; oracle: torch.tensor(1e39, dtype=float32) is Inf, the float64
+    energy is 0), the Lipschitz constant of the layer's parameters NaN and lifted training crashed
+    in the prox. net.energy, LiftedProblem (at construction and when a weight changes) and invert
+    now refuse it naming layers[k].weight, as scale_weights_by_depth refuses a ratio."""
+    from liftinv import invert
+
+    assert torch.isinf(torch.tensor(1e39, dtype=torch.float32))
+    for w in (1e39, 1e-39):
+        net = MLP([3, 4, 2], Tanh(), weights=[w, 1.0], generator=gen(33))
+        xs = net.feasible(torch.randn(5, 3, generator=gen(34)))
+        with pytest.raises(ValueError, match=r"layers\[0\]\.weight = .*torch.float32"):
+            net.energy(xs)
+        with pytest.raises(ValueError, match=r"layers\[0\]\.weight"):
+            LiftedProblem(net, xs, free_vars=[1], train_params=True)
+        with pytest.raises(ValueError, match=r"layers\[0\]\.weight"):
+            invert(net, xs[2], input_shape=(3,))
+        net.layer(1).weight = 1.0
+        problem = LiftedProblem(net, xs, free_vars=[1], train_params=True)
+        net.layer(1).weight = w
+        with pytest.raises(ValueError, match=r"layers\[0\]\.weight"):
+            problem.energy()
+        net = net.double()  # in range there: the energy at the forward pass is 0
+        assert net.energy(net.feasible(xs[0].double())).abs().max() == 0
+
+
 @pytest.mark.parametrize("interleave", [False, True])
 def test_weights_growing_with_depth_bring_a_sweep_to_backprops_gradient(interleave):
     """From the forward pass, one BCD sweep hands each parameter group the residuals of the layers
