@@ -610,6 +610,27 @@ def test_bad_hyper_parameters(make, err, match):
         make()
 
 
+def test_leaky_relu_refuses_a_slope_below_the_smallest_normal_number_of_the_dtype():
+    """A slope c below float32's smallest normal number is subnormal there: F.leaky_relu scaled
+    by a rounded slope (1e-44: 2x off the float64 result, the oracle) and k = (1 - c)/c became Inf,
+    so psi and the divergence were NaN where min(z, 0) = 0 (float64: finite). The computations
+    now refuse it naming slope and the dtype; float64 computes it, and c = tiny of float32 is
+    computed in float32 as in float64 (to rounding)."""
+    z, a = torch.tensor([-1.0, 0.3, 0.5]), torch.tensor([-2.0, -1e-3, 0.5])
+    for c in (1e-39, 1e-44):
+        act = LeakyReLU(c)
+        assert torch.isfinite(act.divergence(z.double(), a.double())).all()
+        for compute in (act, act.psi, lambda v: act.prox(v, 0.5), lambda v: act.divergence(z, v),
+                        lambda v: act.envelope(v)):
+            with pytest.raises(ValueError, match=r"slope = .* torch.float32"):
+                compute(a)
+    tiny = torch.finfo(torch.float32).tiny
+    act = LeakyReLU(tiny)
+    a, z = torch.tensor([-2.0, 0.5]), torch.tensor([0.3, 0.5])  # outputs c a normal in float32 too
+    for compute in (act, lambda v: act.prox(v, 0.5), lambda v: act.divergence(z.to(v), v)):
+        torch.testing.assert_close(compute(a).double(), compute(a.double()), rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize(
     "make, name, value, err, match",
     [

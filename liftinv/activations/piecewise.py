@@ -82,7 +82,11 @@ class LeakyReLU(Activation):
     :math:`v / (1 + \gamma\tfrac{1-c}{c})`.
 
     Args:
-        slope: the negative slope :math:`c \in (0, 1)` (also checked when assigned later).
+        slope: the negative slope :math:`c \in (0, 1)` (also checked when assigned later). In a
+            tensor's dtype it must be at least ``torch.finfo(dtype).tiny`` (a ``ValueError`` naming
+            ``slope`` and the dtype at every computation otherwise): a smaller :math:`c` is a
+            subnormal number there, rounded (``F.leaky_relu`` then scales by a slope up to twice
+            off), and :math:`k = (1-c)/c` overflows to Inf (NaN where :math:`\min(z, 0) = 0`).
     """
 
     slope = checked_hparam("slope", lambda c: 0 < c < 1, "in (0, 1)", r"The negative slope :math:`c`.")
@@ -91,6 +95,14 @@ class LeakyReLU(Activation):
         super().__init__()
         self.slope = slope
 
+    def _check_dtype(self, x: Tensor) -> None:
+        """A ``ValueError`` naming ``slope`` if it is below the smallest normal number of ``x``'s dtype."""
+        tiny = torch.finfo(x.dtype).tiny
+        if self.slope < tiny:
+            raise ValueError(f"slope = {self.slope!r} is below the smallest normal number of {x.dtype} ({tiny:.3g}): "
+                             f"the slope c and k = (1 - c)/c cannot be computed in it (use a larger slope or a wider "
+                             f"dtype)")
+
     @property
     def _k(self) -> float:
         """k = (1 - c)/c of the current ``slope`` (Psi and the divergence follow a slope set after
@@ -98,14 +110,17 @@ class LeakyReLU(Activation):
         return (1 - self.slope) / self.slope
 
     def psi(self, z: Tensor) -> Tensor:
+        self._check_dtype(z)
         return 0.5 * self._k * z.clamp_max(0) ** 2
 
     def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
         check_step("gamma", gamma)
+        self._check_dtype(v)
         # v / (1 + gamma k) written so that gamma = 1 gives exactly slope * v
         return torch.where(v >= 0, v, v * (self.slope / (self.slope + gamma * (1 - self.slope))))
 
     def forward(self, a: Tensor) -> Tensor:
+        self._check_dtype(a)
         return F.leaky_relu(a, self.slope)
 
     def divergence(self, z: Tensor, a: Tensor) -> Tensor:
