@@ -47,10 +47,16 @@ def psnr(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
     r"""Peak signal-to-noise ratio per sample,
     :math:`10\log_{10}(R^2 / \mathrm{mean}_{c,h,w}(x - \mathrm{ref})^2)` in dB, shape (B,)
     (``inf`` where ``x == ref``), of real images (complex ones are refused); computed and returned
-    in float32 for half-precision inputs."""
+    in float32 for half-precision inputs. With :math:`d = x - \mathrm{ref}` and its largest
+    magnitude :math:`p` in the sample it is computed as
+    :math:`20\log_{10} R - 20\log_{10} p - 10\log_{10}\mathrm{mean}(d/p)^2`, so neither
+    :math:`R^2` nor the squares of :math:`d` overflow or underflow (images at scales of
+    :math:`10^{20}` or :math:`10^{-25}` in float32)."""
     x, ref = _check_pair(x, ref, data_range)
-    mse = (x - ref).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(data_range**2 / mse)
+    d = (x - ref).flatten(1)
+    peak = d.abs().amax(1) if d.shape[1] else d.new_zeros(d.shape[0])  # empty images: NaN below, as mean((x - ref)^2)
+    scaled = d / torch.where(peak == 0, 1, peak)[:, None]  # entries in [-1, 1]
+    return 20.0 * math.log10(data_range) - 20.0 * torch.log10(peak) - 10.0 * torch.log10(scaled.pow(2).mean(1))
 
 
 def _gaussian_window(dtype: torch.dtype, device: torch.device) -> Tensor:

@@ -171,3 +171,18 @@ def test_a_tensor_data_range_is_refused_saying_why(metric):
         metric(x, ref, data_range=span)
     expected = peak_signal_noise_ratio(ref[0, 0].numpy(), x[0, 0].numpy(), data_range=float(span))
     assert float(psnr(x, ref, data_range=float(span))) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_float32_psnr_of_images_at_extreme_scales_matches_float64(scale):
+    """PSNR is 10 log10(R^2/mse): in float32 the squares of differences of 1e20-scaled images
+    overflowed (and R^2 = 1e40 too: NaN) and those of 1e-25-scaled ones underflowed to 0 (NaN), and
+    R = 1e200 raised OverflowError in R**2 for any dtype. Oracle: skimage's PSNR of the same float32
+    images in float64, and psnr(x, ref, 1) + 4000 dB for R = 1e200."""
+    x, ref = pair((2, 1, 12, 12), seed=7, dtype=torch.float32)
+    x, ref = x * scale, ref * scale
+    expected = torch.tensor([peak_signal_noise_ratio(r.double().numpy(), y.double().numpy(), data_range=scale)
+                             for r, y in zip(ref, x)], dtype=torch.float64)  # skimage, in float64
+    torch.testing.assert_close(psnr(x, ref, data_range=scale).double(), expected, rtol=1e-5, atol=0)
+    x, ref = pair((2, 1, 12, 12), seed=7)
+    torch.testing.assert_close(psnr(x, ref, data_range=1e200), psnr(x, ref) + 4000, rtol=1e-15, atol=0)
