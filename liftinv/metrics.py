@@ -83,9 +83,20 @@ def ssim(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
     do not change, :math:`\mu` gets :math:`m` back): :math:`v = \mu(x^2) - \mu(x)^2` of the raw
     images cancels catastrophically in float32 when the values lie far from 0, and so does that
     of :math:`x` less the reference's mean when :math:`x` is offset from the reference.
-    Half-precision inputs are computed, and the result returned, in float32.
+    Half-precision inputs are computed, and the result returned, in float32. :math:`S` does not
+    change when :math:`x`, ref and :math:`R` are scaled alike: they are multiplied by the power
+    of two :math:`2^{-e}` that brings :math:`R` into :math:`[1, 2)` (exact), so the squares neither
+    overflow nor underflow for images of the scale of :math:`R` (e.g. :math:`10^{20}` or
+    :math:`10^{-25}` in float32); ``data_range`` must lie in the range of the images' dtype
+    (``[tiny, max]`` of its ``torch.finfo``, a ``ValueError`` naming it otherwise).
     """
     x, ref = _check_pair(x, ref, data_range)
+    data_range, info = float(data_range), torch.finfo(x.dtype)  # a NumPy scalar compared in its own dtype would overflow
+    if not info.tiny <= data_range <= info.max:
+        raise ValueError(f"data_range = {data_range!r} lies outside the range of the images' dtype {x.dtype} "
+                         f"([{info.tiny:.3g}, {info.max:.3g}])")
+    scale = math.ldexp(1.0, 1 - math.frexp(data_range)[1])  # 2^-e with 2^-e R in [1, 2)
+    x, ref, data_range = x * scale, ref * scale, data_range * scale
     if min(x.shape[-2:]) < SSIM_SIDE:
         raise ValueError(f"ssim needs images of at least {SSIM_SIDE}x{SSIM_SIDE}, got shape {tuple(x.shape)}")
     b, c, h, w = x.shape

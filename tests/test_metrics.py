@@ -186,3 +186,18 @@ def test_float32_psnr_of_images_at_extreme_scales_matches_float64(scale):
     torch.testing.assert_close(psnr(x, ref, data_range=scale).double(), expected, rtol=1e-5, atol=0)
     x, ref = pair((2, 1, 12, 12), seed=7)
     torch.testing.assert_close(psnr(x, ref, data_range=1e200), psnr(x, ref) + 4000, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_float32_ssim_of_images_at_extreme_scales_matches_skimage(scale):
+    """SSIM is invariant under scaling x, ref and R alike, but float32 squares of 1e20-scaled images
+    overflowed and those of 1e-25-scaled ones underflowed (NaN for both). Oracle: skimage's SSIM of
+    the same float32 images in float64; a data range beyond float32's range is refused naming it."""
+    x, ref = pair((2, 1, 12, 12), seed=8, dtype=torch.float32)
+    x, ref = x * scale, ref * scale
+    expected = [structural_similarity(r[0].double().numpy(), y[0].double().numpy(), gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False, data_range=scale) for r, y in zip(ref, x)]
+    torch.testing.assert_close(ssim(x, ref, data_range=scale).double(), torch.tensor(expected, dtype=torch.float64),
+                               rtol=1e-5, atol=0)
+    with pytest.raises(ValueError, match="data_range = 1e[+]39 .* torch.float32"):
+        ssim(x, ref, data_range=1e39)
