@@ -57,17 +57,29 @@ class Potential:
 
 class SquaredError(Potential):
     r""":math:`T(x) = \tfrac{w}{2}\|x - t\|^2` for a fixed target :math:`t` (the modulus for complex
-    entries: the value is real)."""
+    entries: the value is real). The target has the shape of ``x`` (one per sample), or that of
+    one sample with a batch size of 1 (the same target for every sample); any other shape is
+    refused (a ``ValueError`` naming both shapes) where broadcasting would give another sum."""
 
     def __init__(self, target: Tensor, weight: float = 1.0):
+        if not isinstance(target, Tensor):
+            raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
         self.target = target
         self.weight = _check_weight(weight)
 
+    def _residual(self, x: Tensor) -> Tensor:
+        """:math:`x - t` after checking the target's shape against ``x``'s."""
+        t = self.target
+        if t.ndim != x.ndim or t.ndim == 0 or t.shape[1:] != x.shape[1:] or t.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"the target has shape {tuple(t.shape)}, x {tuple(x.shape)}: the target must have the "
+                             f"shape of x or of one sample with batch size 1 (nothing else is broadcast)")
+        return x - t
+
     def value(self, x: Tensor) -> Tensor:
-        return 0.5 * self.weight * per_sample(_abs2(x - self.target))
+        return 0.5 * self.weight * per_sample(_abs2(self._residual(x)))
 
     def grad(self, x: Tensor) -> Tensor:
-        return self.weight * (x - self.target)
+        return self.weight * self._residual(x)
 
     def lipschitz(self) -> float:
         return self.weight

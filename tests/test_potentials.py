@@ -521,3 +521,24 @@ def test_prox_refuses_a_step_that_is_not_a_finite_positive_number(potential, ste
         SoftThreshold(0.5).prox(x, step)
     with pytest.raises(expected.type, match=str(expected.value).replace("gamma", "step").replace("(", r"\(")):
         potential.prox(x, step)
+
+
+def test_squared_error_refuses_a_target_that_would_broadcast_to_another_sum():
+    """value and grad of w/2 |x - t|^2 broadcast x - t: a target of shape (4, 1), (3,) or
+    (4, 3) for x of shape (4, 3), (4, 3) or (4, 1) gave 1.5 per sample (oracle: the sum of the
+    squared differences of equal-shaped tensors, 0.5 * 3 * 1 for the matching target of ones;
+    for (4, 3) vs x (4, 1) grad had the target's shape, not x's). They now refuse it naming both
+    shapes; a target of x's shape or of one sample with batch size 1 is taken, and a non-tensor
+    target is refused at construction."""
+    x = torch.zeros(4, 3, dtype=torch.float64)
+    for target in (torch.ones(4, 3, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64)):
+        loss = SquaredError(target)
+        torch.testing.assert_close(loss.value(x), torch.full((4,), 1.5, dtype=torch.float64), rtol=0, atol=0)
+        assert loss.grad(x).shape == x.shape
+    for target, y in ((torch.ones(4, 1), x), (torch.ones(3), x), (torch.ones(4, 3), x[:, :1]), (torch.ones(2, 3), x)):
+        loss = SquaredError(target.double())
+        for compute in (loss.value, loss.grad):
+            with pytest.raises(ValueError, match=r"target has shape \(.*\), x \("):
+                compute(y)
+    with pytest.raises(TypeError, match="target must be a torch.Tensor"):
+        SquaredError([1.0, 2.0])
