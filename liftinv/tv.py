@@ -158,6 +158,10 @@ def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> T
     passed the test keeps its iterate while the others go on, so that its result does not depend
     on the rest of the batch. The gap bounds
     :math:`\tfrac12\|u - u^\star\|^2`. It is evaluated by :func:`prox_gap`, free of cancellation.
+    A sample that is 0, or whose largest entry is so large that :math:`4w \le \epsilon^2\max|v|`
+    (:math:`\epsilon` the dtype's machine epsilon), is returned as it is: :math:`u^\star` differs
+    from it by at most :math:`4w` per entry (:math:`|\operatorname{div} p| \le 4`), below rounding,
+    and the step :math:`\tfrac1{8w}\nabla v` would overflow there.
 
     Args:
         v: images (B, C, H, W).
@@ -167,12 +171,19 @@ def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> T
     """
     check_real_images(v, "v")
     n_iter = _check_params(weight, n_iter, tol)
-    if weight == 0:
+    if weight == 0 or v.numel() == 0:
+        return v.clone()
+    # u = v + w div p moves no entry by more than 4w (|div p| <= 4): where 4w <= eps^2 max|v| that is below
+    # rounding, and there 1/(8w) grad v may overflow the dtype (NaN): such samples, and zero ones, keep p = 0
+    amax = v.detach().abs().flatten(1).amax(1).double()
+    fixed = (amax == 0) | (amax * torch.finfo(v.dtype).eps ** 2 >= 4 * weight)
+    if bool(fixed.all()):
         return v.clone()
     step = 1.0 / (GRAD_NORM_SQ * weight)
     p_prev = torch.zeros(*v.shape[:2], 2, *v.shape[2:], dtype=v.dtype, device=v.device)
     r, t = p_prev, 1.0
-    done = None  # samples whose gap test passed: they keep their p (docstring)
+    fixed = fixed.to(v.device)
+    done = fixed.view(-1, 1, 1, 1, 1) if bool(fixed.any()) else None  # samples that keep their p (docstring)
     for k in range(1, n_iter + 1):
         p = _project_ball(r + step * grad2d(v + weight * div2d(r)), 1.0)
         if done is not None:
@@ -183,7 +194,7 @@ def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> T
         if k % _CHECK_EVERY == 0 or k == n_iter:
             u = v + weight * div2d(p)
             primal, gap = prox_gap(u, v, p, weight)
-            small = gap <= tol * primal
+            small = (gap <= tol * primal) | fixed
             if bool(small.all()):
                 break
             done = small.view(-1, 1, 1, 1, 1) if done is None else done | small.view(-1, 1, 1, 1, 1)

@@ -378,3 +378,19 @@ def test_bad_inputs():
         pdhg_tv(Denoising(), torch.rand(2, 25), 0.1)
     with pytest.raises(ValueError, match="zero operator norm"):
         pdhg_tv(LinearPhysics(A=lambda x: 0 * x, A_adjoint=lambda y: 0 * y), torch.rand(2, 1, 5, 5), 0.1)
+
+
+def test_prox_tv_of_a_weight_negligible_against_the_image_is_the_image_in_float32():
+    """u* = v + w div p* with |p*| <= 1 moves no entry by more than 4w (closed-form bound, the
+    oracle). In float32 the dual step 1/(8w) grad v overflowed where w is tiny against v (w = 1e-30
+    for an image at 1e10, w = 1e-45 for one in [0, 1], and a zero image with w = 1e-45): NaN
+    everywhere. Such samples now come back as they are (within the bound), and a batch-mate of
+    ordinary scale is solved as alone."""
+    g = torch.Generator().manual_seed(3)
+    v = torch.rand(2, 1, 8, 8, generator=g)
+    for scale, w in ((1e10, 1e-30), (1.0, 1e-45), (0.0, 1e-45)):
+        u = prox_tv(scale * v, w)
+        assert torch.isfinite(u).all()
+        assert (u - scale * v).abs().max() <= 4 * w + torch.finfo(torch.float32).eps * scale
+    batch = torch.cat([1e10 * v[:1], v[1:]])
+    torch.testing.assert_close(prox_tv(batch, 0.05)[1:], prox_tv(v[1:], 0.05), rtol=0, atol=0)
