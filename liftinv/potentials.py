@@ -228,7 +228,10 @@ class TV(_Weighted):
     with FISTA extrapolation :math:`r`. The dual is warm-started from the last call on a batch of
     the same shape (it is scale free, so it carries over across weights); a sample's dual stops
     moving once its duality gap :math:`P(u) - D(p) \le \text{tol}\cdot P(u)` (checked every 5
-    iterations), so that each sample's prox is the one of that sample alone, and the iteration
+    iterations), or from the start where :math:`v = 0` or :math:`4\lambda \le \epsilon^2\max|v|`
+    (:math:`\epsilon` the dtype's machine epsilon: :math:`u(p)` is then within :math:`4\lambda` of
+    :math:`\Pi_{[lo,hi]}(v)` per entry for every :math:`p`, below rounding, and the step would
+    overflow), so that each sample's prox is the one of that sample alone, and the iteration
     stops when every sample's has, with :math:`P(u) = \tfrac12\|u-v\|^2 + \lambda\mathrm{TV}(u)` and
     :math:`D(p) = \tfrac12\|v\|^2 - \tfrac12\|y\|^2 + \tfrac12\|y - \Pi(y)\|^2`,
     :math:`y = v + \lambda\operatorname{div}p`; the gap bounds :math:`\tfrac12\|u - u^\star\|^2`. It is
@@ -326,9 +329,13 @@ class TV(_Weighted):
         p_prev = self._dual.get(key)
         if p_prev is None:
             p_prev = x.new_zeros(*x.shape[:2], 2, *x.shape[2:])
+        # as in prox_tv: u moves no entry of P(x) by more than 4 lam, below rounding where 4 lam <= eps^2 max|x|,
+        # and there the step 1/(8 lam) grad would overflow: such samples, and zero ones, keep their dual (step 0)
+        amax = x.detach().abs().flatten(1).amax(1) if x[0].numel() else x.new_zeros(x.shape[0])
+        fixed = (amax == 0) | (amax.double() * torch.finfo(x.dtype).eps ** 2 >= 4 * lam.flatten().double())
         safe = torch.where(lam > 0, lam, torch.ones_like(lam))
-        lam4, step_dual = lam[..., 0], 1.0 / (GRAD_NORM_SQ * safe)
-        r, t, done = p_prev, 1.0, None
+        step_dual = torch.where(fixed.view(-1, 1, 1, 1, 1), 0.0, 1.0 / (GRAD_NORM_SQ * safe))
+        lam4, r, t, done = lam[..., 0], p_prev, 1.0, None
         for k in range(1, self.max_inner + 1):
             p = _project_ball(r + step_dual * grad2d(self._project(x + lam4 * div2d(r))), 1.0)
             if done is not None:  # the samples that passed the gap test keep their dual, as alone
@@ -342,7 +349,7 @@ class TV(_Weighted):
                 if k == self.max_inner:  # the last iteration: no gap test (a reduction and a host sync)
                     break
                 primal, gap = prox_gap(u, x, p, lam.flatten())
-                passed = (gap <= self.tol * primal).reshape(-1, 1, 1, 1, 1)
+                passed = ((gap <= self.tol * primal) | fixed).reshape(-1, 1, 1, 1, 1)
                 done = passed if done is None else done | passed
                 if bool(done.all()):
                     break

@@ -542,3 +542,21 @@ def test_squared_error_refuses_a_target_that_would_broadcast_to_another_sum():
                 compute(y)
     with pytest.raises(TypeError, match="target must be a torch.Tensor"):
         SquaredError([1.0, 2.0])
+
+
+def test_tv_prox_of_a_step_negligible_against_the_image_stays_within_the_bound_in_float32():
+    """u = P(v + lam div p) with |p| <= 1 lies within 4 lam of P(v) per entry for any p (closed-form
+    bound, the oracle; P the box's projection). In float32 the dual step 1/(8 lam) grad overflowed
+    where lam is tiny against v (TV(1e-30) of an image at 1e10, step 1e-45 on one in [0, 1], a
+    zero image with a box): NaN everywhere. Such samples now keep their dual; a batch-mate of
+    ordinary scale is solved as alone."""
+    v = images(b=2, c=1, h=8, w=8, seed=9).float()
+    eps = torch.finfo(torch.float32).eps
+    for scale, weight, step, box in ((1e10, 1e-30, 1.0, None), (1.0, 1.0, 1e-45, (0.2, 0.8)), (0.0, 1.0, 1e-45, (0.2, 0.8))):
+        u = TV(weight, box=box, max_inner=20).prox(scale * v, step)
+        projected = scale * v if box is None else (scale * v).clamp(*box)
+        assert torch.isfinite(u).all()
+        assert (u - projected).abs().max() <= 4 * weight * step + eps * scale
+    batch = torch.cat([1e10 * v[:1], v[1:]])
+    alone = TV(torch.tensor([0.05]), max_inner=20).prox(v[1:], 1.0)
+    torch.testing.assert_close(TV(torch.tensor([1e-30, 0.05]), max_inner=20).prox(batch, 1.0)[1:], alone, rtol=0, atol=0)
