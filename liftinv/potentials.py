@@ -76,10 +76,10 @@ class SquaredError(Potential):
         return x - t
 
     def value(self, x: Tensor) -> Tensor:
-        return 0.5 * self.weight * per_sample(_abs2(self._residual(x)))
+        return 0.5 * _per_sample_scale(self.weight, x) * per_sample(_abs2(self._residual(x)))
 
     def grad(self, x: Tensor) -> Tensor:
-        return self.weight * self._residual(x)
+        return _per_sample_scale(self.weight, x) * self._residual(x)
 
     def lipschitz(self) -> float:
         return self.weight
@@ -131,11 +131,16 @@ def _check_weights(weight, name: str = "weight") -> float | Tensor | None:
 
 def _per_sample_scale(weight: float | Tensor, x: Tensor) -> float | Tensor:
     """``weight`` as a float, or a per-sample tensor shaped to broadcast against ``x``, in the real
-    dtype of ``x`` (float64 for complex128: a weight stays real)."""
+    dtype of ``x`` (float64 for complex128: a weight stays real). A float weight larger than that
+    dtype's largest number is refused (a ``ValueError`` naming ``weight``): it would multiply
+    ``x``'s tensors as Inf, and Inf * 0 is NaN (tensors are not inspected: a host read)."""
     if isinstance(weight, Tensor):
         if weight.shape[0] != x.shape[0]:
             raise ValueError(f"the weight holds {weight.shape[0]} values but the batch has {x.shape[0]} samples")
         return weight.to(device=x.device, dtype=x.real.dtype).reshape(-1, *(1,) * (x.ndim - 1))
+    largest = torch.finfo(x.real.dtype).max
+    if weight > largest:
+        raise ValueError(f"weight = {weight!r} overflows {x.real.dtype} (largest {largest:.3g}), the dtype of x")
     return weight
 
 

@@ -560,3 +560,24 @@ def test_tv_prox_of_a_step_negligible_against_the_image_stays_within_the_bound_i
     batch = torch.cat([1e10 * v[:1], v[1:]])
     alone = TV(torch.tensor([0.05]), max_inner=20).prox(v[1:], 1.0)
     torch.testing.assert_close(TV(torch.tensor([1e-30, 0.05]), max_inner=20).prox(batch, 1.0)[1:], alone, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("make", [lambda w: SquaredError(torch.zeros(2, 1, 4, 4), w), Tikhonov, L1, TV],
+                         ids=["squared-error", "tikhonov", "l1", "tv"])
+def test_a_weight_beyond_the_range_of_x_is_refused_naming_it(make):
+    """A float weight above float32's largest number multiplies a float32 x as Inf, so the value
+    of x = 0 (0 for any finite weight: the oracle, as in float64) was NaN (Inf * 0), and so were
+    Tikhonov's gradient and TV's prox. They now refuse it naming weight and the dtype; the same
+    weight on float64 x gives the value 0."""
+    x = torch.zeros(2, 1, 4, 4)
+    assert torch.isinf(torch.tensor(1e39, dtype=torch.float32))
+    potential = make(1e39)
+    with pytest.raises(ValueError, match=r"weight = 1e\+39 overflows torch.float32"):
+        potential.value(x)
+    if not potential.smooth:
+        with pytest.raises(ValueError, match="weight = 1e"):
+            potential.prox(x, 1.0)
+    if isinstance(potential, SquaredError):
+        potential = make(1e39)
+        potential.target = potential.target.double()
+    assert potential.value(x.double()).tolist() == [0.0, 0.0]
