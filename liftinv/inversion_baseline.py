@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from liftinv.inversion import InversionConfig, InversionResult, Task, prepare, solve_task
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Box, Potential, TV
-from liftinv.validation import check_flag, refuse_inference_mode
+from liftinv.validation import box_bounds, check_flag, refuse_inference_mode
 from operators.checks import is_real
 
 
@@ -211,6 +211,7 @@ class GradientInversion:
         moves (:class:`ProjectedLBFGS`: every sample at a KKT point of the box)."""
         config, opt = self.config, self.optimizer
         box = _box(regularizer)
+        box = box if box is None else box_bounds(self.u, *box)
         u = (self.u if box is None else self.u.clamp(*box)).clone().requires_grad_(True)
 
         def evaluate(x: Tensor) -> tuple[Tensor, Tensor]:

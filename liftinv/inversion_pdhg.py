@@ -63,6 +63,7 @@ from liftinv.network import LiftedNetwork
 from liftinv.penalty import BREGMAN
 from liftinv.potentials import TV
 from liftinv.tv import GRAD_NORM_SQ, div2d, grad2d, tv
+from liftinv.validation import box_bounds
 from operators.checks import lanczos_max
 
 #: Safety factor on the Lanczos estimate of :math:`\|M\|^2` (it converges from below).
@@ -152,7 +153,7 @@ class PrimalDual:
         u, mu, u_bar, mu_bar, s, q = self.u, self.mu, self.u_bar, self.mu_bar, self.s, self.q
         weight = 1.0 if regularizer.weight is None else regularizer.weight
         radius = torch.as_tensor(weight, dtype=u.dtype, device=u.device).expand(u.shape[0]).reshape(-1, 1, 1, 1, 1)
-        box = regularizer.box
+        box = regularizer.box if regularizer.box is None else box_bounds(self.u, *regularizer.box)
         q = _project_ball(q, radius)
         ball = joint_norm(radius) * (GRAD_NORM_SQ * u[0].numel()) ** 0.5  # bound on |div q| over |q_{c,i,j}| <= alpha
         start, it = perf_counter(), 0

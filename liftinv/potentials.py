@@ -14,6 +14,7 @@ from torch import Tensor
 from liftinv.activations import check_step
 from liftinv.penalty import per_sample
 from liftinv.tv import GRAD_NORM_SQ, _project_ball, check_real_images, div2d, grad2d, prox_gap, tv
+from liftinv.validation import box_bounds
 from operators.checks import check_tensor, is_integer, is_real
 
 
@@ -111,7 +112,7 @@ class Box(Potential):
     def prox(self, x: Tensor, step: float) -> Tensor:
         check_step("step", step)
         self._check_real(x)
-        return x.clamp(self.lo, self.hi)
+        return x.clamp(*box_bounds(x, self.lo, self.hi))
 
 
 def _check_weights(weight, name: str = "weight") -> float | Tensor | None:
@@ -285,7 +286,7 @@ class TV(_Weighted):
         return TV(self.weight, box=self.box, max_inner=self.max_inner, tol=self.tol)
 
     def _project(self, x: Tensor) -> Tensor:
-        return x if self.box is None else x.clamp(*self.box)
+        return x if self.box is None else x.clamp(*box_bounds(x, *self.box))
 
     @staticmethod
     def _check_images(x: Tensor) -> None:

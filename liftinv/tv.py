@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from liftinv.validation import box_bounds
 from operators.checks import check_tensor, is_integer, is_real, opnorm, values_trusted
 
 GRAD_NORM_SQ = 8.0  # bound on ||grad||_2^2
@@ -286,6 +287,7 @@ def pdhg_tv(
             raise ValueError(f"x0 must have the shape {tuple(x.shape)} of A^*y, got {tuple(x0.shape)}")
         x = x0.clone()
     if box is not None:
+        box = box_bounds(x, *box)
         x = x.clamp(*box)
     norm_a = opnorm(physics, (1, *x.shape[1:]), dtype=x.dtype, like=x)
     if norm_a == 0:

@@ -22,6 +22,15 @@ def check_float_dtype(name: str, tensor: Tensor, error: type[Exception] = TypeEr
                     f"{', '.join(str(d) for d in FLOAT_DTYPES)})")
 
 
+def box_bounds(t: Tensor, lo: float, hi: float) -> tuple[float, float]:
+    r"""``(lo, hi)`` moved into the finite range of ``t``'s dtype, :math:`[-\max, \max]` of its
+    ``torch.finfo``: clamping ``t`` to them gives what clamping to ``(lo, hi)`` means for its finite
+    entries, where torch refuses a bound its dtype cannot hold ('value cannot be converted to type
+    float without overflow', e.g. ``hi = 1e300`` standing for no upper bound on float32 data)."""
+    largest = torch.finfo(t.dtype).max
+    return max(lo, -largest), min(hi, largest)
+
+
 def checked_field(obj: object, name: str, check: Callable[[str, object], object]) -> None:
     """Check field ``name`` of the dataclass ``obj`` (frozen or not) by ``check(name, value)`` and
     store the result, a Python number: a NumPy number would stay otherwise and print as another

@@ -764,3 +764,16 @@ def test_as_activation_refuses(module, match):
     with pytest.raises(TypeError, match=match) as info:
         as_activation(module)
     assert "Supported: nn.Identity, nn.ReLU" in str(info.value)
+
+
+def test_clip_with_a_bound_beyond_the_dtype_clamps_as_without_it():
+    """Clip(0, 1e300) (1e300 standing for no upper bound) on float32 failed inside torch with
+    'value cannot be converted to type float without overflow' in forward, prox, prox_phi_ and
+    the divergence. The bounds are now moved into the dtype's finite range (box_bounds). Oracle:
+    clamp(min=0), and the same computations in float64, which hold 1e300."""
+    x = torch.linspace(-2, 3, 11)
+    act = Clip(0.0, 1e300)
+    for compute in (act, lambda v: act.prox(v, 0.5), act.project_domain, lambda v: act.prox_phi_(v.clone(), 1.0)):
+        torch.testing.assert_close(compute(x).double(), compute(x.double()), rtol=0, atol=0)
+    torch.testing.assert_close(act(x), x.clamp(min=0), rtol=0, atol=0)
+    torch.testing.assert_close(act.divergence(x.clamp(min=0), x).double(), act.divergence(x.double().clamp(min=0), x.double()))

@@ -581,3 +581,14 @@ def test_a_weight_beyond_the_range_of_x_is_refused_naming_it(make):
         potential = make(1e39)
         potential.target = potential.target.double()
     assert potential.value(x.double()).tolist() == [0.0, 0.0]
+
+
+def test_a_box_bound_beyond_the_dtype_clamps_as_without_it():
+    """Box(0, 1e300) and TV(box=(0, 1e300)) on float32 failed inside torch with 'value cannot be
+    converted to type float without overflow' in the prox (clamp refuses a bound its dtype cannot
+    hold). Oracle: clamp(min=0) for the Box, and the TV prox of the same images in float64."""
+    x = images(b=2, c=1, h=8, w=8, seed=10) - 0.5
+    torch.testing.assert_close(Box(0.0, 1e300).prox(x.float(), 1.0), x.float().clamp(min=0), rtol=0, atol=0)
+    tv32 = TV(0.1, box=(0.0, 1e300), max_inner=50, tol=0).prox(x.float(), 1.0)
+    tv64 = TV(0.1, box=(0.0, 1e300), max_inner=50, tol=0).prox(x, 1.0)
+    torch.testing.assert_close(tv32.double(), tv64, rtol=0, atol=1e-5)

@@ -394,3 +394,12 @@ def test_prox_tv_of_a_weight_negligible_against_the_image_is_the_image_in_float3
         assert (u - scale * v).abs().max() <= 4 * w + torch.finfo(torch.float32).eps * scale
     batch = torch.cat([1e10 * v[:1], v[1:]])
     torch.testing.assert_close(prox_tv(batch, 0.05)[1:], prox_tv(v[1:], 0.05), rtol=0, atol=0)
+
+
+def test_pdhg_tv_with_a_box_bound_beyond_the_dtype_solves_as_in_float64():
+    """pdhg_tv(..., box=(0, 1e300)) on float32 failed inside torch with 'value cannot be converted
+    to type float without overflow' (clamp). Oracle: the same solve in float64, which holds 1e300."""
+    y = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64) - 0.3
+    x32, _ = pdhg_tv(Denoising(), y.float(), 0.05, box=(0.0, 1e300), n_iter=30, tol=0)
+    x64, _ = pdhg_tv(Denoising(), y, 0.05, box=(0.0, 1e300), n_iter=30, tol=0)
+    torch.testing.assert_close(x32.double(), x64, rtol=0, atol=1e-5)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from liftinv.validation import box_bounds
+
 from .base import Activation, Gamma, check_step, checked_hparam, real_hparam
 
 
@@ -214,20 +216,20 @@ class Clip(Activation):
 
     def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
         check_step("gamma", gamma)
-        return v.clamp(self.lo, self.hi)
+        return v.clamp(*box_bounds(v, self.lo, self.hi))
 
     def prox_phi_(self, v: Tensor, mu: Gamma) -> Tensor:
         check_step("mu", mu)
-        return v.div_(1 + mu).clamp_(self.lo, self.hi)
+        return v.div_(1 + mu).clamp_(*box_bounds(v, self.lo, self.hi))
 
     def forward_(self, a: Tensor) -> Tensor:
-        return a.clamp_(self.lo, self.hi)
+        return a.clamp_(*box_bounds(a, self.lo, self.hi))
 
     def in_domain(self, z: Tensor) -> Tensor:
         return (z >= self.lo) & (z <= self.hi)
 
     def project_domain(self, z: Tensor) -> Tensor:
-        return z.clamp(self.lo, self.hi)
+        return z.clamp(*box_bounds(z, self.lo, self.hi))
 
     def saturation(self) -> tuple[float, ...]:
         return (self.lo, self.hi)
