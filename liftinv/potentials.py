@@ -248,7 +248,8 @@ class TV(_Weighted):
     (the default 3: on the encoder benchmark at 1 % noise, 1200 sweeps of lifted inversion with the
     weight 1e-4 gave the same input, 27.25 dB, with at most 3 or 10 inner iterations, in 14.7 s or
     20.6 s). Pass a large
-    ``max_inner`` and a small ``tol`` for an accurate stand-alone prox.
+    ``max_inner`` and a small ``tol`` for an accurate stand-alone prox. A step times a weight beyond
+    the largest number of ``x``'s dtype is refused (a ``ValueError`` naming both).
 
     Args:
         weight: :math:`w \ge 0`, one for all samples or a tensor ``(B,)``; ``None`` leaves it to
@@ -328,6 +329,8 @@ class TV(_Weighted):
         self._check_images(x)
         check_tensor(x, "x")
         lam = step * _per_sample_scale(self._weight(), x)
+        if not isinstance(lam, Tensor) and lam > torch.finfo(x.dtype).max:  # Inf in x's dtype: NaN below
+            raise ValueError(f"step * weight = {lam!r} overflows {x.dtype}, the dtype of x (take a smaller step)")
         if not (bool((lam > 0).any()) if isinstance(lam, Tensor) else lam > 0):  # a host read for per-sample weights only
             return self._project(x)
         lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device).expand(x.shape[0], 1, 1, 1).reshape(-1, 1, 1, 1, 1)

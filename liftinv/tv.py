@@ -166,12 +166,15 @@ def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> T
 
     Args:
         v: images (B, C, H, W).
-        weight: :math:`w \ge 0`; ``0`` returns a copy of ``v``.
+        weight: :math:`w \ge 0`; ``0`` returns a copy of ``v``; at most the largest number of
+            ``v``'s dtype (a ``ValueError`` naming ``weight`` otherwise).
         n_iter: maximum number of iterations.
         tol: relative duality-gap tolerance.
     """
     check_real_images(v, "v")
     n_iter = _check_params(weight, n_iter, tol)
+    if weight > torch.finfo(v.dtype).max:  # Inf in v's dtype: Inf * 0 = NaN in the iteration
+        raise ValueError(f"weight = {weight!r} overflows {v.dtype}, the dtype of v")
     if weight == 0 or v.numel() == 0:
         return v.clone()
     # u = v + w div p moves no entry by more than 4w (|div p| <= 4): where 4w <= eps^2 max|v| that is below

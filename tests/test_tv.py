@@ -403,3 +403,20 @@ def test_pdhg_tv_with_a_box_bound_beyond_the_dtype_solves_as_in_float64():
     x32, _ = pdhg_tv(Denoising(), y.float(), 0.05, box=(0.0, 1e300), n_iter=30, tol=0)
     x64, _ = pdhg_tv(Denoising(), y, 0.05, box=(0.0, 1e300), n_iter=30, tol=0)
     torch.testing.assert_close(x32.double(), x64, rtol=0, atol=1e-5)
+
+
+def test_prox_tv_refuses_a_weight_beyond_the_dtype_naming_it():
+    """prox_tv(v, 1e39) on float32 computed with w = Inf (Inf * 0 = NaN): every entry NaN, where
+    the float64 prox of the same image is finite (the oracle: for so large a weight the
+    per-channel mean). Now a ValueError naming weight and the dtype; TV.prox likewise for
+    step * weight."""
+    from liftinv.potentials import TV as TVPotential
+
+    v = torch.rand(1, 1, 6, 6, generator=torch.Generator().manual_seed(5))
+    u64 = prox_tv(v.double(), 1e39)
+    torch.testing.assert_close(u64, v.double().mean().expand_as(u64), rtol=1e-3, atol=0)
+    with pytest.raises(ValueError, match=r"weight = 1e\+39 overflows torch.float32"):
+        prox_tv(v, 1e39)
+    with pytest.raises(ValueError, match=r"step \* weight = 1e\+39 overflows torch.float32"):
+        TVPotential(1.0).prox(v, 1e39)
+    assert torch.isfinite(TVPotential(1.0).prox(v.double(), 1e39)).all()
