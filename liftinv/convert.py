@@ -22,7 +22,7 @@ from liftinv.activations import Identity, Softmax, as_activation
 from liftinv.affine import BATCH_NORMS, INSTANCE_NORMS, EvalBatchNorm, EvalSpectralNorm, spectral_norms
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
-from liftinv.validation import keeps_forward, reference_tensor, sample_shape
+from liftinv.validation import forward_replaced, keeps_forward, reference_tensor, sample_shape
 
 #: Affine modules that may appear between activations (``nn.Identity`` is dropped); subclasses
 #: that keep the ``forward`` of one of them count too (``nn.ZeroPad2d``, ``nn.UpsamplingNearest2d``).
@@ -117,7 +117,10 @@ def _check_hooks(module: nn.Module, path: str) -> None:
     or input, and the lifted network applies containers, activations, batch norms and dropouts
     by their maps without calling them (their hooks would be dropped), and takes adjoints and
     linear parts of the affine maps from their weights. Likewise for backward hooks, which may
-    change the gradients that liftinv takes as the adjoints of the maps. A lazy module
+    change the gradients that liftinv takes as the adjoints of the maps. So is a module whose
+    ``forward`` was replaced on the instance (``module.forward = ...``, as monkey-patching or
+    accelerate's hooks do: :func:`~liftinv.validation.forward_replaced`), whose map the lifted
+    network would read off its class. A lazy module
     (``nn.LazyLinear``, ``nn.LazyConv2d``, ...) whose parameters are not initialised yet is refused
     as such (its pre-hook infers them at the first forward pass, after which it is the plain
     module)."""
@@ -125,6 +128,10 @@ def _check_hooks(module: nn.Module, path: str) -> None:
     if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
         raise TypeError(f"{where}: it is a lazy module whose parameters are not initialised yet (its pre-hook infers "
                         "their shapes at the first forward pass); run the model once on an input first")
+    if forward_replaced(module):
+        raise TypeError(f"{where}: its forward was replaced on the instance (module.forward = ...), so it may compute "
+                        f"another map than its class's, which the lifted network would use; restore it first "
+                        f"(del module.forward)")
     kept = (WeightNorm, SpectralNorm, BasePruningMethod) if _is_affine(module) else ()
     if module._forward_hooks or any(not isinstance(h, kept) for h in module._forward_pre_hooks.values()):
         raise TypeError(f"{where}: it has forward hooks or forward pre-hooks, which may change its map and which the "
@@ -201,7 +208,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             in training mode (its weight changes at every call); so is a softmax over a negative dim without
             ``input_shape``, or one whose dim is not dim 1 of its input for ``input_shape``, and a
             module (container or not) with forward hooks or pre-hooks other than weight or spectral
-            normalisation's or pruning's on an affine module, or with backward hooks.
+            normalisation's or pruning's on an affine module, or with backward hooks, or whose
+            ``forward`` was replaced on the instance.
         ValueError: ``input_shape`` does not fit the network (a layer fails or does not keep the
             batch axis), or differs from the ``input_shape`` of a given lifted network.
     """

@@ -89,14 +89,24 @@ def check_flag(name: str, value: object) -> bool:
 FORWARD_PARTS = ("forward", "_conv_forward", "_apply_instance_norm")
 
 
+def forward_replaced(module: object) -> bool:
+    """Whether the instance ``module`` holds one of the methods of :data:`FORWARD_PARTS` as an
+    attribute of its own (``module.forward = ...``, as monkey-patching or accelerate's
+    ``add_hook_to_module`` do): calling it then runs that function, not its class's."""
+    own = getattr(module, "__dict__", {})
+    return any(name in own for name in FORWARD_PARTS)
+
+
 def keeps_forward(module: object, *classes: type) -> bool:
     """Whether ``module`` is an instance of one of ``classes`` whose class keeps that class's
-    ``forward`` and the methods of :data:`FORWARD_PARTS` that ``forward`` calls: a subclass that
+    ``forward`` and the methods of :data:`FORWARD_PARTS` that ``forward`` calls, and which does
+    not replace them on the instance (:func:`forward_replaced`): a subclass or an instance that
     overrides them (e.g. a weight-standardised convolution, by ``forward`` or ``_conv_forward``,
     or one adding a constant) may compute another map than its parameters say."""
-    return any(isinstance(module, cls) and all(getattr(type(module), name) is getattr(cls, name)
-                                               for name in FORWARD_PARTS if hasattr(cls, name))
-               for cls in classes)
+    return not forward_replaced(module) and any(
+        isinstance(module, cls) and all(getattr(type(module), name) is getattr(cls, name)
+                                        for name in FORWARD_PARTS if hasattr(cls, name))
+        for cls in classes)
 
 
 def check_device(value: object) -> torch.device:

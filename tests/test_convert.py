@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from liftinv.affine import adjoint_graph, is_linear, linear_part
-from liftinv.activations import Clip, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, SoftThreshold, Tanh
+from liftinv.activations import Clip, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, SoftThreshold, Tanh, as_activation
 from liftinv.architectures import MLP
 from liftinv.architectures._common import init_parameters_
 from liftinv.convert import lift
@@ -801,3 +801,35 @@ def test_a_trailing_rearrangement_stays_after_a_custom_non_elementwise_activatio
     u = torch.randn(2, 1, 4, 4, dtype=DT, generator=gen(122))
     assert net.depth == 2 and isinstance(net.layer(1).activation, GroupShrink)
     assert torch.equal(net(u), model(u))
+
+
+def _patched(where: str) -> tuple[nn.Module, str]:
+    """A model one of whose modules had its forward replaced on the instance, and that module's
+    path and class."""
+    inner = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    model = _pretrained(nn.Sequential(inner, nn.BatchNorm1d(4), nn.Linear(4, 2), nn.Tanh()), 110).eval()
+    module, name = {"container": (inner, r"0 \(Sequential\)"), "activation": (inner[1], r"0\.1 \(ReLU\)"),
+                    "batch norm": (model[1], r"1 \(BatchNorm1d\)"), "affine": (model[2], r"2 \(Linear\)")}[where]
+    own = type(module).forward
+    module.forward = lambda x: own(module, x) + 1  # as monkey-patching or accelerate's hooks do
+    return model, name
+
+
+@pytest.mark.parametrize("where", ["container", "activation", "batch norm", "affine"])
+def test_modules_whose_forward_was_replaced_on_the_instance_are_refused_naming_them(where):
+    """A forward replaced on the instance (``module.forward = ...``) was ignored: lift reads an
+    activation's, a container's or a batch norm's map off its class, so the lifted network
+    differed from the model (by 1 here), without a word. Such a module is refused by path and
+    class, and as_activation refuses such an activation; once restored the lifted network is the
+    model bit for bit (the oracle: the model's own forward)."""
+    model, name = _patched(where)
+    u = torch.randn(3, 3, dtype=DT, generator=gen(111))
+    with pytest.raises(TypeError, match=rf"cannot lift layer {name}: its forward was replaced on the instance"):
+        lift(model, input_shape=(3,))
+    relu = nn.ReLU()
+    relu.forward = lambda x: torch.relu(x) + 1
+    with pytest.raises(TypeError, match=r"has its forward replaced on the instance"):
+        as_activation(relu)
+    for m in model.modules():
+        m.__dict__.pop("forward", None)
+    assert torch.equal(lift(model, input_shape=(3,))(u), model(u))

@@ -10,7 +10,7 @@ import math
 
 from torch import nn
 
-from liftinv.validation import keeps_forward
+from liftinv.validation import forward_replaced, keeps_forward
 
 from .base import Activation
 from .piecewise import Clip, Identity, LeakyReLU, ReLU, SoftThreshold
@@ -77,7 +77,8 @@ def as_activation(module: nn.Module) -> Activation:
 
     Raises:
         TypeError: the module is not a proximal map (non-monotone, slope above 1, discontinuous)
-            or is one whose :math:`\\Psi` liftinv does not implement; the message says which.
+            or is one whose :math:`\\Psi` liftinv does not implement, or its ``forward`` was
+            replaced on the instance (``module.forward = ...``); the message says which.
     """
     if isinstance(module, Activation):
         return module
@@ -89,7 +90,10 @@ def as_activation(module: nn.Module) -> Activation:
 
 
 def _convert(module: nn.Module) -> Activation | None:
-    # Exact type checks where torch subclasses change the map (nn.ReLU6 is a Hardtanh: allowed).
+    # Exact type checks where torch subclasses change the map (nn.ReLU6 is a Hardtanh: allowed);
+    # an instance whose forward was replaced computes another map than its class's.
+    if forward_replaced(module):
+        return None
     if type(module) is nn.Identity:
         return Identity()
     if type(module) is nn.ReLU:
@@ -116,6 +120,9 @@ def _convert(module: nn.Module) -> Activation | None:
 
 def _reason(module: nn.Module) -> str:
     name = type(module).__name__
+    if forward_replaced(module):
+        return (f"this {name} has its forward replaced on the instance (module.forward = ...), so it may compute "
+                f"another map than nn.{name}'s")
     if isinstance(module, nn.LeakyReLU):
         slope = module.negative_slope
         if math.isnan(slope):
