@@ -516,14 +516,15 @@ class EvalSpectralNorm(_OwnTrainingFlag):
 
 
 #: Modules that are linear (no constant part) whatever their parameters.
-LINEAR_MODULES = (ScaledConv, ConvAdjoint, NormalStep, GradientStep, _SharedWeight, nn.Identity, nn.Flatten, nn.Unflatten)
+LINEAR_MODULES = (ScaledConv, ConvAdjoint, NormalStep, GradientStep, _SharedWeight)
 
 #: torch modules that are linear whatever their settings, if their class keeps the ``forward``
 #: of one of these (e.g. ``nn.ZeroPad2d`` is a ``nn.ConstantPad2d`` with value 0, see
-#: :func:`is_linear`; ``nn.Upsample`` interpolates linearly in every mode).
-LINEAR_TORCH = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.ReflectionPad1d,
-                nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d, nn.Upsample, nn.PixelShuffle,
-                nn.PixelUnshuffle)
+#: :func:`is_linear`; ``nn.Upsample`` interpolates linearly in every mode; a subclass of
+#: ``nn.Identity`` whose ``forward`` adds a constant is not linear).
+LINEAR_TORCH = (nn.Identity, nn.Flatten, nn.Unflatten, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
+                nn.AdaptiveAvgPool2d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+                nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle)
 
 
 def is_linear(module: nn.Module) -> bool:

@@ -412,3 +412,30 @@ def test_gradient_step_refuses_a_tau_its_dtype_cannot_hold(tau):
         assert float(GradientStep(physics, tau).tau) == tau
     finally:
         torch.set_default_dtype(previous)
+
+
+class _ShiftedIdentity(nn.Identity):
+    """The identity plus a constant: affine, not linear."""
+
+    def forward(self, x):
+        return x + 1.0
+
+
+class _ShiftedFlatten(nn.Flatten):
+    """Flatten plus a constant: affine, not linear."""
+
+    def forward(self, x):
+        return super().forward(x) + 1.0
+
+
+@pytest.mark.parametrize("make", [_ShiftedIdentity, _ShiftedFlatten, lambda: nn.Unflatten(1, (3, 1))])
+def test_identity_flatten_and_unflatten_are_linear_only_if_they_keep_their_forward(make):
+    """``is_linear`` took every instance of ``nn.Identity``, ``nn.Flatten`` and ``nn.Unflatten`` as
+    linear, by isinstance, though its docstring takes torch classes only if they keep their
+    forward: the linear part of an identity plus a constant kept the constant (1 off), as would
+    a lifted problem's incremental pre-activation update through such a map. Oracle: f(x) - f(0)
+    and f(0) = 0 exactly where is_linear holds."""
+    m = make()
+    u = torch.randn(4, 3, dtype=DT, generator=gen(7))
+    assert is_linear(m) == (not bool(m(torch.zeros_like(u)).any()))
+    torch.testing.assert_close(linear_part(m, u), m(u) - m(torch.zeros_like(u)), rtol=0, atol=0)
