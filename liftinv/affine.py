@@ -459,7 +459,9 @@ class EvalBatchNorm(_OwnTrainingFlag):
     whatever its ``training`` flag: a network holding this map keeps it in training mode, where
     ``bn`` itself would normalise by the batch (by each sample, an instance norm), and leaves the
     running statistics as they are. ``bn`` must keep running statistics
-    (``track_running_stats=True``). An instance norm takes an input without a batch axis as one
+    (``track_running_stats=True``; an instance norm whose flag was set to False after
+    construction normalises by the sample in eval mode although it holds them, and is refused
+    too). An instance norm takes an input without a batch axis as one
     sample whose channels are the first axis: such inputs are refused."""
 
     def __init__(self, bn: nn.modules.batchnorm._NormBase):
@@ -467,7 +469,10 @@ class EvalBatchNorm(_OwnTrainingFlag):
         if not keeps_forward(bn, *BATCH_NORMS, *INSTANCE_NORMS):
             raise TypeError("bn must be an nn.BatchNorm1d/2d/3d, nn.SyncBatchNorm or nn.InstanceNorm1d/2d/3d that keeps "
                             f"its forward, got {type(bn).__name__}")
-        if bn.running_mean is None or bn.running_var is None:
+        # an instance norm normalises by each sample's statistics in eval mode too once its
+        # track_running_stats is False, even if it still holds running statistics
+        untracked = isinstance(bn, INSTANCE_NORMS) and not bn.track_running_stats
+        if bn.running_mean is None or bn.running_var is None or untracked:
             each = "sample" if isinstance(bn, INSTANCE_NORMS) else "batch"
             raise ValueError(f"bn must keep running statistics (track_running_stats=True): without them it normalises "
                              f"each {each} by its own statistics, in eval mode too, which is no affine map of a sample")

@@ -498,6 +498,27 @@ def test_instance_norm_that_normalises_by_the_sample_is_refused_naming_the_layer
         lift(nn.Sequential(nn.Conv2d(1, 2, 1), norm, nn.ReLU()))
 
 
+def test_instance_norm_whose_statistics_are_no_longer_tracked_is_refused_naming_the_layer():
+    """An instance norm whose ``track_running_stats`` was set to False after construction keeps
+    its running statistics, but its eval-mode forward then normalises each sample by its own
+    (``F.instance_norm`` with ``use_input_stats``): lift took it as the running statistics' affine
+    map and the lifted network differed from the model (by 0.7 here) without a word. It is refused
+    by path, class and reason, as one without running statistics; a batch norm in eval mode still
+    uses its running statistics then, and still lifts to the model bit for bit (the oracle: the
+    models' own forward)."""
+    for cls, shape in ((nn.InstanceNorm2d, (2, 4, 5)), (nn.BatchNorm2d, (2, 4, 5))):
+        model = _pretrained(nn.Sequential(nn.Conv2d(2, 2, 1), cls(2, affine=True, track_running_stats=True),
+                                          nn.ReLU()), 120)
+        model[1].track_running_stats = False
+        if cls is nn.BatchNorm2d:
+            u = torch.randn(3, *shape, dtype=DT, generator=gen(121))
+            assert torch.equal(lift(model, input_shape=shape)(u), model(u))
+            continue
+        with pytest.raises(TypeError, match=r"cannot lift layer 1 \(InstanceNorm2d\): bn must keep running statistics "
+                                            r"\(track_running_stats=True\): without them it normalises each sample"):
+            lift(model, input_shape=shape)
+
+
 def test_batch_norm_input_shape_without_channels_is_refused_naming_it():
     """BatchNorm2d refuses 3-d inputs with a ValueError of its own: the dry run names input_shape
     and the layer, as for the other maps."""
