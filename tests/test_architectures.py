@@ -865,6 +865,8 @@ def test_mlp_validates_its_arguments():
         MLP([4], ReLU())
     with pytest.raises(ValueError, match="sizes\\[1\\]"):
         MLP([4, 0, 3], ReLU())
+    with pytest.raises(TypeError, match=r"sizes must be a sequence of widths \(n_0, \.\.\., n_L\), got 5"):
+        MLP(5, ReLU())  # failed in enumerate with "'int' object is not iterable", naming nothing
     with pytest.raises(ValueError, match="activations"):
         MLP([4, 5, 6, 3], [ReLU()])
     with pytest.raises(ValueError, match="weights"):

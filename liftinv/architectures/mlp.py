@@ -3,7 +3,7 @@ per layer."""
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,8 @@ class MLP(LiftedNetwork):
         *,
         generator: torch.Generator | None = None,
     ):
+        if not isinstance(sizes, Iterable):
+            raise TypeError(f"sizes must be a sequence of widths (n_0, ..., n_L), got {sizes!r}")
         sizes = [positive_int(f"sizes[{i}]", s) for i, s in enumerate(sizes)]
         n = len(sizes) - 1
         if n < 1:
