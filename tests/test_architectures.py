@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from liftinv.activations import ReLU, Tanh
+from liftinv.activations import Identity, ReLU, Tanh
 from liftinv.affine import Chain, GradientStep
 from liftinv.architectures import (
     ARCHITECTURES,
@@ -869,6 +869,12 @@ def test_mlp_validates_its_arguments():
         MLP(5, ReLU())  # failed in enumerate with "'int' object is not iterable", naming nothing
     with pytest.raises(ValueError, match="activations"):
         MLP([4, 5, 6, 3], [ReLU()])
+    with pytest.raises(ValueError, match="activations must hold 2 hidden activations, got 1"):
+        MLP([4, 5, 6, 3], nn.ModuleList([ReLU()]))
+    # an nn.ModuleList is a sequence of activations, one per hidden layer (it was refused as one
+    # activation, 'ModuleList is not a recognised proximal activation'); oracle: the list given
+    listed = MLP([4, 5, 6, 3], nn.ModuleList([nn.ReLU(), nn.Tanh()]))
+    assert [type(listed.layer(k).activation) for k in (1, 2, 3)] == [ReLU, Tanh, Identity]
     with pytest.raises(ValueError, match="weights"):
         MLP([4, 5, 3], ReLU(), weights=[1.0])
     with pytest.raises(ValueError, match="weight"):

@@ -11,7 +11,7 @@ from torch import nn
 
 from liftinv.activations import Identity
 from liftinv.architectures._common import init_parameters_, positive_int
-from liftinv.layer import Layer
+from liftinv.layer import Layer, is_module_sequence
 from liftinv.network import LiftedNetwork
 
 
@@ -23,7 +23,8 @@ class MLP(LiftedNetwork):
     Args:
         sizes: widths :math:`(n_0, \dots, n_L)`, at least two.
         activations: the hidden activations :math:`\sigma_1..\sigma_{L-1}`, one for all or one
-            per hidden layer (proximal activations, or torch ones accepted by ``as_activation``).
+            per hidden layer in a sequence (also an ``nn.ModuleList``; proximal activations, or
+            torch ones accepted by ``as_activation``).
         weights: penalty weights :math:`\lambda_k`, one for all or one per layer (numbers, or a
             tensor or array of them).
         output_activation: :math:`\sigma_L`; ``None`` means the identity.
@@ -47,7 +48,8 @@ class MLP(LiftedNetwork):
             raise ValueError(f"sizes must hold at least two widths, got {sizes}")
         if not isinstance(activations, (nn.Module, Sequence)) or isinstance(activations, str):
             raise TypeError(f"activations must be an activation module or a sequence of {n - 1}, got {activations!r}")
-        hidden = [activations] * (n - 1) if isinstance(activations, nn.Module) else list(activations)
+        one = isinstance(activations, nn.Module) and not is_module_sequence(activations)  # not an nn.ModuleList
+        hidden = [activations] * (n - 1) if one else list(activations)
         if len(hidden) != n - 1:
             raise ValueError(f"activations must hold {n - 1} hidden activations, got {len(hidden)}")
         if isinstance(weights, (torch.Tensor, np.ndarray)):  # the weights as an array: their values
