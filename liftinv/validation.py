@@ -85,8 +85,9 @@ def check_flag(name: str, value: object) -> bool:
 
 #: Methods through which torch modules' ``forward`` computes their map: a subclass that overrides
 #: one of them changes the map as much as one overriding ``forward`` (``nn.Conv1d/2d/3d`` apply
-#: their weight by ``_conv_forward``, the instance norms normalise by ``_apply_instance_norm``).
-FORWARD_PARTS = ("forward", "_conv_forward", "_apply_instance_norm")
+#: their weight by ``_conv_forward``, the instance norms normalise by ``_apply_instance_norm``;
+#: ``module(x)`` runs ``forward`` through ``__call__``, ``_wrapped_call_impl`` and ``_call_impl``).
+FORWARD_PARTS = ("forward", "_conv_forward", "_apply_instance_norm", "__call__", "_wrapped_call_impl", "_call_impl")
 
 
 def forward_replaced(module: object) -> bool:

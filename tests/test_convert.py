@@ -177,6 +177,36 @@ def test_sequential_subclasses_are_not_flattened():
         lift(model)
 
 
+class _CalledTwice(nn.Sequential):
+    """``nn.Sequential`` whose call doubles its forward's output (``__call__`` overridden)."""
+
+    def __call__(self, x):
+        return 2 * super().__call__(x)
+
+
+class _LinearCalledTwice(nn.Linear):
+    """``nn.Linear`` whose call doubles its map (``_call_impl`` overridden)."""
+
+    def _call_impl(self, x):
+        return 2 * super()._call_impl(x)
+
+
+def test_subclasses_that_override_the_call_are_not_taken_by_their_class():
+    """``module(x)`` runs ``forward`` through ``__call__`` and ``_call_impl``: a subclass of
+    ``nn.Sequential`` overriding ``__call__`` was flattened (its doubling dropped, the lifted
+    network 0.6 off the model, without a word), and an ``nn.Linear`` overriding ``_call_impl``
+    was taken as affine by its weight (for is_linear and its adjoint) though it maps by twice
+    it. Both are refused by path and class; the oracle is the model's own forward."""
+    u = torch.randn(2, 3, dtype=DT, generator=gen(130))
+    for model, where in ((nn.Sequential(_CalledTwice(nn.Linear(3, 3), nn.ReLU()), nn.Linear(3, 2)), r"0 \(_CalledTwice\)"),
+                         (nn.Sequential(_LinearCalledTwice(3, 3), nn.ReLU()), r"0 \(_LinearCalledTwice\)")):
+        model = _pretrained(model, 131)
+        with pytest.raises(TypeError, match=rf"cannot lift layer {where}: it is neither affine"):
+            lift(model, input_shape=(3,))
+    plain = _pretrained(nn.Sequential(nn.Sequential(nn.Linear(3, 3), nn.ReLU()), nn.Linear(3, 2)), 131)
+    assert torch.equal(lift(plain, input_shape=(3,))(u), plain(u))
+
+
 def test_affine_subclasses_count_only_if_they_keep_their_forward():
     """A subclass of ``nn.Linear`` that overrides ``forward`` (here with a ReLU, not affine) is
     refused by index and class, as an ``nn.Sequential`` subclass is; one that keeps it lifts."""
