@@ -1057,8 +1057,10 @@ def test_tied_resnet_block_is_strongly_monotone(kernel_size):
                                                      (False, 3, False)])
 def test_exact_resnet_eliminates_the_stream_of_the_penalised_one(tied, kernel_size, ends):
     """Both forms compute the same function and share the parameters; the exact form's variables
-    are the input, the z_j and the output; with the same generator a tied network gets the same
-    parameters in both forms; the forms convert back and forth."""
+    are the input, the z_j and the output; with the same generator a network gets the same
+    parameters in both forms (an untied one did not: the exact form's layers hold the maps in
+    another order, so its V_1 took W_2's draws, and the two networks differed by 1); the forms
+    convert back and forth."""
     n_in, n_out = (2, 3) if ends else (None, None)
     kwargs = dict(in_features=n_in, out_features=n_out, kernel_size=kernel_size, tied=tied)
     penalised = ResNet(4, 3, Tanh(), **kwargs, generator=gen(40)).double()
@@ -1071,9 +1073,8 @@ def test_exact_resnet_eliminates_the_stream_of_the_penalised_one(tied, kernel_si
     back = copy.deepcopy(exact).with_residual("penalty")
     assert back.depth == penalised.depth and not {id(p) for p in back.parameters()} & {id(p) for p in exact.parameters()}
     torch.testing.assert_close(back(u), penalised(u), rtol=1e-12, atol=1e-12)
-    if tied:
-        built = ResNet(4, 3, Tanh(), **kwargs, residual="exact", generator=gen(40)).double()
-        torch.testing.assert_close(built(u), penalised(u), rtol=1e-12, atol=1e-12)
+    built = ResNet(4, 3, Tanh(), **kwargs, residual="exact", generator=gen(40)).double()
+    torch.testing.assert_close(built(u), penalised(u), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("module", [nn.Linear(5, 3), nn.Conv2d(2, 3, 5, padding=2)])

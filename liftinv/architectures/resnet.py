@@ -60,7 +60,8 @@ class ResNet(LiftedNetwork):
         residual: ``"penalty"``: the residual relations (and :math:`P`) are layers with the
             quadratic penalty; ``"exact"``: they are eliminated (see the module docstring), only
             the output layer has the identity activation.
-        generator: seeds the initialisation; ``None`` keeps PyTorch's.
+        generator: seeds the initialisation (the same network for either ``residual``);
+            ``None`` keeps PyTorch's.
     """
 
     def __init__(
@@ -96,7 +97,10 @@ class ResNet(LiftedNetwork):
         parts = (p, tuple(ws), tuple(vs), q, activation, weight, rho)
         n_in = width if in_features is None else in_features
         super().__init__(_layers(residual, *parts), input_shape=(n_in,) if kernel_size is None else None)
-        init_parameters_(self, generator)
+        # drawn in the order P, W_1, V_1, ..., W_J, V_J, Q whatever the form, so one generator
+        # gives one network in both forms (the exact form's layers hold the maps in another order)
+        blocks = [m for w, v in zip(ws, vs) for m in (w, v)]
+        init_parameters_(nn.ModuleList([m for m in (p, *blocks, q) if m is not None]), generator)
         self._parts = parts  # not registered: the layers hold the modules
         self.tied = tied
         self.residual = residual
