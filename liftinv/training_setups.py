@@ -22,7 +22,7 @@ steps, tiny. For lifted BCD, :meth:`Setup.model` then multiplies them by powers 
 and on the autoencoder: :meth:`~liftinv.network.LiftedNetwork.scale_weights_by_depth`). That
 brings one sweep's parameter gradients close to backpropagation's (``python -m liftinv.bench
 alignment``), and per epoch the denoiser then learned as much as backpropagation, deblurring and
-the autoencoder more than with equal weights (deblurring: validation PSNR 0.15-0.19 dB higher
+the autoencoder more than with equal weights (deblurring: validation PSNR 0.17-0.19 dB higher
 on average over 12 epochs with two seeds, at a few epochs lower: its validation curve goes up
 and down by a few tenths of a dB); on CT ratios of 1.3-10 made no difference beyond the
 epoch-to-epoch spread or learned less, and on the denoiser (:math:`K = 5`) ratios of 100 and more lose the bottom layers'
