@@ -216,7 +216,7 @@ class _LiftedRunner:
             try:
                 self.state = solver.step(self.view, self.state)
             except NonFiniteError as err:  # the solver counts its sweeps, sweeps_per_batch per batch
-                raise NonFiniteError(err.block, iteration) from err
+                raise NonFiniteError(err.block, iteration, err.what) from err
         return loss
 
     def summary(self) -> dict:

@@ -1260,3 +1260,39 @@ def test_numpy_numbers_in_methods_are_stored_as_python_numbers(make):
     python = types.SimpleNamespace(**{name: (float if "float" in name else int) for name in
                                       ("float16", "float32", "float64", "int16", "int32", "int64")})
     assert repr(make(np)) == repr(make(python))
+
+
+@pytest.mark.parametrize("constant", [math.inf, math.nan])
+def test_bcd_refuses_a_lipschitz_constant_that_is_not_finite(constant):
+    """BCD took the step step_scale / L for L > 0, else step_scale: an Inf constant (a curvature
+    beyond the dtype's largest number) gave the step 0, so the block never moved, and a NaN one
+    the step step_scale, without a word. A float32 MLP whose second layer has penalty weight 1e38
+    has such a parameter block: its curvature is 7.9e38 in float64 (the oracle), its float32
+    constant NaN. Now NonFiniteError names the block and constant, and the problem keeps its
+    values."""
+    c, x0 = torch.ones(3, dtype=DT), torch.zeros(3, dtype=DT)
+    problem = Linear(c, x0, 0.3)
+    problem.lipschitz = lambda block: constant
+    with pytest.raises(NonFiniteError, match=rf"non-finite Lipschitz constant {constant} in Var\(1\) at iteration 1"):
+        BCD().step(problem, SolverState())
+    with pytest.raises(NonFiniteError, match=rf"non-finite Lipschitz constant {constant} in Var\(1\) at iteration 1"):
+        run(ISGM(1.0), problem, max_iter=1)  # the outer iteration, the constant kept
+    assert torch.equal(problem.x, x0)
+    if constant == math.inf:
+        return
+    from liftinv.activations import ReLU
+    from liftinv.architectures import MLP
+    from liftinv.problem import LiftedProblem
+
+    lips = []
+    for dtype in (DT, torch.float32):
+        net = MLP([6, 8, 8, 6], [ReLU(), ReLU()], generator=_gen(3)).to(dtype)
+        net.layers[1].weight = 1e38
+        u = torch.rand(4, 6, dtype=dtype, generator=_gen(0))
+        problem = LiftedProblem(net, net.feasible(u), free_vars=[1, 2], train_params=True, power_iters=20)
+        lips.append(problem.lipschitz(Params(1)))
+    assert torch.finfo(torch.float32).max < lips[0] < math.inf and math.isnan(lips[1])
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(NonFiniteError, match=r"non-finite Lipschitz constant nan in Params\(1\) at iteration 1"):
+        run(BCD(), problem, max_iter=1)
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before))

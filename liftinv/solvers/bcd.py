@@ -52,6 +52,7 @@ default order levels off lower (see :mod:`liftinv.training_setups`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -67,12 +68,14 @@ from operators.checks import all_finite
 
 
 class NonFiniteError(FloatingPointError):
-    """A block update produced NaN or Inf; the problem keeps its last finite values."""
+    """A block update produced NaN or Inf, or the block's Lipschitz constant is not finite
+    (``what``: ``"values"`` or ``"Lipschitz constant inf"``, ``"... nan"``); the problem keeps its
+    last finite values."""
 
-    def __init__(self, block: Block, iteration: int):
-        self.block, self.iteration = block, iteration
+    def __init__(self, block: Block, iteration: int, what: str = "values"):
+        self.block, self.iteration, self.what = block, iteration, what
         super().__init__(
-            f"non-finite values in {type(block).__name__}({block.index}) at iteration {iteration}; "
+            f"non-finite {what} in {type(block).__name__}({block.index}) at iteration {iteration}; "
             "the last finite state was kept"
         )
 
@@ -190,10 +193,11 @@ class BCD:
         ``expect(blocks)`` (e.g. :meth:`LiftedProblem.expect <liftinv.problem.LiftedProblem.expect>`)
         the blocks that the sweep moves after that group, so that only caches they read are kept.
         Raises :class:`NonFiniteError` (a ``FloatingPointError``) when a block update is not
-        finite; that update is not applied, but a rule's buffers may have advanced in place
-        (:class:`~liftinv.solvers.rules.Adam`'s moments): a caller that retries after the error
-        keeps a copy of the state (the trainer does not retry: it stops, its checkpoint holding
-        the last complete epoch)."""
+        finite, or a block's Lipschitz constant is not (Inf where its curvature overflows the
+        dtype, whose step 0 would never move the block; NaN); that update is not applied, but a
+        rule's buffers may have advanced in place (:class:`~liftinv.solvers.rules.Adam`'s
+        moments): a caller that retries after the error keeps a copy of the state (the trainer
+        does not retry: it stops, its checkpoint holding the last complete epoch)."""
         state = self._complete(problem, state)
         iteration = state.iteration + 1
         blocks = problem.blocks()
@@ -246,10 +250,16 @@ class BCD:
             for m, v, _ in moved:
                 problem.set(m, v)
             raise NonFiniteError(bad, iteration)
-        results = []
-        for b, v, y, g, rule, st in zip(group, values, looks, grads, rules, stores):
-            step = _step(self.step_scale, problem.lipschitz(b)) if rule.needs_step else None
-            results.append(rule.advance(v, y, g, step, partial(problem.prox, b), st[b.index]))
+        steps = []
+        for b, rule in zip(group, rules):
+            lipschitz = problem.lipschitz(b) if rule.needs_step else None
+            if lipschitz is not None and not math.isfinite(lipschitz):  # before any rule moves
+                for m, v, _ in moved:
+                    problem.set(m, v)
+                raise NonFiniteError(b, iteration, f"Lipschitz constant {lipschitz}")
+            steps.append(None if lipschitz is None else _step(self.step_scale, lipschitz))
+        results = [rule.advance(v, y, g, step, partial(problem.prox, b), st[b.index])
+                   for b, v, y, g, step, rule, st in zip(group, values, looks, grads, steps, rules, stores)]
         bad = _first_non_finite(group, [new for new, _ in results])
         if bad is not None:
             for m, v, _ in moved:

@@ -123,5 +123,5 @@ class ISGM:
             try:
                 inner_state = self.inner.step(wrapped, inner_state)
             except NonFiniteError as err:
-                raise NonFiniteError(err.block, state.iteration + 1) from err
+                raise NonFiniteError(err.block, state.iteration + 1, err.what) from err
         return SolverState(state.iteration + 1)
