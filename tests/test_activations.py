@@ -631,6 +631,25 @@ def test_leaky_relu_refuses_a_slope_below_the_smallest_normal_number_of_the_dtyp
         torch.testing.assert_close(compute(a).double(), compute(a.double()), rtol=1e-6, atol=0)
 
 
+def test_soft_threshold_refuses_a_threshold_beyond_the_largest_number_of_the_dtype():
+    """SoftThreshold(1e39) on float32 tensors: t is Inf there, so psi(0) = Inf * 0 was NaN (float64,
+    the oracle: 0), in_domain called 0 outside dom psi = R, and the divergence failed inside
+    torch's clamp ('value cannot be converted to type float without overflow', naming nothing).
+    The computations now refuse it naming threshold and the dtype; float64 computes it, and
+    t = float32's largest number is computed in float32 as in float64."""
+    z, a = torch.tensor([0.0, 0.3, -0.5]), torch.tensor([0.0, 2.0, -3.0])
+    act = SoftThreshold(1e39)
+    assert act.psi(z.double())[0] == 0 and act.in_domain(z.double()).all()
+    assert torch.isfinite(act.divergence(z.double(), a.double()) / 1e39).all()
+    for compute in (act, act.psi, act.in_domain, lambda v: act.prox(v, 0.5), lambda v: act.divergence(z, v),
+                    act.envelope, lambda v: act.prox_phi(v, 0.5)):
+        with pytest.raises(ValueError, match=r"threshold = 1e\+39 overflows torch.float32"):
+            compute(a)
+    act = SoftThreshold(torch.finfo(torch.float32).max)
+    for compute in (act, act.psi, lambda v: act.divergence(v, a.to(v))):  # |z| < 1: psi(z) < max
+        torch.testing.assert_close(compute(z).double(), compute(z.double()), rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize(
     "make, name, value, err, match",
     [

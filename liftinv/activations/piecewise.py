@@ -144,7 +144,10 @@ class SoftThreshold(Activation):
     :math:`\operatorname{env}_\Psi = \mathrm{huber}_t`.
 
     Args:
-        threshold: :math:`t > 0` (also checked when assigned later).
+        threshold: :math:`t > 0` (also checked when assigned later); the computations refuse a
+            :math:`t` above the largest number of the tensor's dtype (``ValueError``: in float32
+            :math:`t = 10^{39}` is Inf, :math:`\Psi(0) = \infty \cdot 0` NaN and the divergence's
+            :math:`\mathrm{clip}(a, -t, t)` fails).
     """
 
     threshold = checked_hparam("threshold", lambda t: t > 0, "positive", r"The threshold :math:`t`.")
@@ -153,7 +156,15 @@ class SoftThreshold(Activation):
         super().__init__()
         self.threshold = threshold
 
+    def _check_dtype(self, x: Tensor) -> None:
+        """A ``ValueError`` naming ``threshold`` if it is above the largest number of ``x``'s dtype."""
+        largest = torch.finfo(x.dtype).max
+        if self.threshold > largest:
+            raise ValueError(f"threshold = {self.threshold!r} overflows {x.dtype} (largest {largest:.3g}), the dtype of "
+                             f"the tensor (use a smaller threshold or a wider dtype)")
+
     def psi(self, z: Tensor) -> Tensor:
+        self._check_dtype(z)
         return self.threshold * z.abs()
 
     def divergence(self, z: Tensor, a: Tensor) -> Tensor:
@@ -166,6 +177,7 @@ class SoftThreshold(Activation):
 
     def prox(self, v: Tensor, gamma: Gamma = 1.0) -> Tensor:
         check_step("gamma", gamma)
+        self._check_dtype(v)
         return v.sign() * torch.relu(v.abs() - gamma * self.threshold)
 
     def saturation(self) -> tuple[float, ...]:
