@@ -87,6 +87,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from time import perf_counter
 
 import torch
@@ -283,21 +284,34 @@ class Task:
 
 
 def _noise(noise_level, batch: int, like: Tensor) -> Tensor | None:
+    """``noise_level`` as a tensor ``(batch,)`` of ``like``'s dtype and device, checked as given
+    (``float(10**400)`` overflows, and ``1e39`` is Inf in float32): finite, >= 0 and at most the
+    dtype's largest number, else a ``ValueError`` naming it."""
     if noise_level is None:
         return None
+    largest = torch.finfo(like.dtype).max
     if isinstance(noise_level, Tensor):
         if noise_level.dtype == torch.bool or noise_level.is_complex():
             raise TypeError(f"noise_level must be None, a number or a real tensor, got a tensor of dtype {noise_level.dtype}")
-        delta = noise_level.detach().to(like)
-        if delta.ndim > 1 or (delta.ndim == 1 and delta.shape[0] != batch):
-            raise ValueError(f"noise_level must be a number or a tensor of shape ({batch},), got shape {tuple(delta.shape)}")
+        given = noise_level.detach()
+        if given.ndim > 1 or (given.ndim == 1 and given.shape[0] != batch):
+            raise ValueError(f"noise_level must be a number or a tensor of shape ({batch},), got shape {tuple(given.shape)}")
+        valid, fits = torch.stack([(torch.isfinite(given) & (given >= 0)).all(), (given <= largest).all()]).tolist()
+        shown = repr(given.tolist())
     elif not is_real(noise_level):
         raise TypeError(f"noise_level must be None, a number or a tensor, got {type(noise_level).__name__}")
     else:
-        delta = torch.tensor(float(noise_level), dtype=like.dtype, device=like.device)
-    if not bool((torch.isfinite(delta) & (delta >= 0)).all()):
-        raise ValueError(f"noise_level must be finite and >= 0, got {delta.tolist()}")
-    return delta.expand(batch).clone()
+        valid = noise_level >= 0 and (is_integer(noise_level) or math.isfinite(noise_level))
+        fits = noise_level <= largest
+        big = is_integer(noise_level) and abs(noise_level) > largest  # float() may overflow
+        shown = f"{Decimal(int(noise_level)):.3e}" if big else repr(float(noise_level))
+    if not valid:
+        raise ValueError(f"noise_level must be finite and >= 0, got {shown}")
+    if not fits:
+        raise ValueError(f"noise_level = {shown} overflows {like.dtype} (largest {largest:.3g}), the dtype of output")
+    if isinstance(noise_level, Tensor):
+        return given.to(like).expand(batch).clone()
+    return torch.tensor(float(noise_level), dtype=like.dtype, device=like.device).expand(batch).clone()
 
 
 def snap_saturated(activation, f: Tensor, radius: Tensor) -> Tensor:
@@ -571,7 +585,7 @@ def invert(
             ``TV``, ``Tikhonov``, ``L1`` and ``DeepinvPrior`` with ``weight=None`` get their
             weight chosen (see the module docstring).
         noise_level: :math:`\delta \ge 0`, the expected norm of the noise in one sample's output
-            (a number or a tensor ``(B,)``).
+            (a number or a tensor ``(B,)``), at most the largest number of ``output``'s dtype.
         physics: a linear physics :math:`A` (``A``/``A_adjoint``) observing the network's output.
         x0: initial input, shape ``(B, *input_shape)``; zeros by default.
         y: measurements of networks with data maps (:meth:`LiftedNetwork.feasible`), one per
@@ -600,7 +614,7 @@ def invert(
     Raises:
         TypeError: unsupported layers (from :func:`liftinv.lift`), wrong argument types or dtypes.
         ValueError: shapes not matching the network, NaN/Inf in ``output``, a negative or
-            non-finite ``noise_level``.
+            non-finite ``noise_level``, or one above the largest number of ``output``'s dtype.
         RuntimeError: called under ``torch.inference_mode`` for a problem solved by block-coordinate
             descent (one layer with TV is solved by PDHG, which needs no autograd).
     """

@@ -1301,6 +1301,24 @@ def test_gradient_baseline_discrepancy_principle_and_box():
 
 
 # ---------------------------------------------------------------- bad input
+def test_noise_level_beyond_the_dtype_is_refused_as_given():
+    """A noise level float32 outputs cannot hold was refused with the value it overflowed to
+    ('got inf' for 1e39, which is finite and >= 0 as given), and an integer 10**400 raised
+    OverflowError from float(), naming nothing. Now ValueError names noise_level with the value
+    given; float64 outputs take 1e39 (the oracle: the same number, unchanged)."""
+    model = perceptron(6, (1, 2, 3), nn.ReLU())
+    f = model(torch.rand(2, 1, 2, 3, dtype=F64, generator=gen(3))).detach()
+    for level, shown in ((1e39, r"1e\+39"), (10**400, r"1.000e\+400"), (torch.tensor([1e39, 1.0], dtype=F64), r"\[1e\+39, 1.0\]")):
+        with pytest.raises(ValueError, match=rf"^noise_level = {shown} overflows torch.float32 \(largest 3.4e\+38\), the dtype of output$"):
+            invert(model.float(), f.float(), input_shape=(1, 2, 3), noise_level=level)
+    with pytest.raises(ValueError, match=r"^noise_level must be finite and >= 0, got -1.000e\+400$"):
+        invert(model.float(), f.float(), input_shape=(1, 2, 3), noise_level=-(10**400))
+    from liftinv.inversion import prepare
+
+    task = prepare(model.double(), f, input_shape=(1, 2, 3), noise_level=1e39)
+    assert task.delta.tolist() == [1e39, 1e39]
+
+
 def test_bad_input_raises_clear_errors():
     model = perceptron(20, (1, 5, 5), nn.ReLU())
     f = model(torch.rand(2, 1, 5, 5, dtype=F64, generator=gen(12))).detach()
