@@ -51,12 +51,18 @@ def psnr(x: Tensor, ref: Tensor, data_range: float = 1.0) -> Tensor:
     magnitude :math:`p` in the sample it is computed as
     :math:`20\log_{10} R - 20\log_{10} p - 10\log_{10}\mathrm{mean}(d/p)^2`, so neither
     :math:`R^2` nor the squares of :math:`d` overflow or underflow (images at scales of
-    :math:`10^{20}` or :math:`10^{-25}` in float32)."""
+    :math:`10^{20}` or :math:`10^{-25}` in float32). In a sample where :math:`x - \mathrm{ref}`
+    overflows the dtype though both are finite (entries near :math:`\pm\max` of opposite signs),
+    :math:`d = x/2 - \mathrm{ref}/2` and :math:`p` is twice its largest magnitude."""
     x, ref = _check_pair(x, ref, data_range)
-    d = (x - ref).flatten(1)
+    x, ref = x.flatten(1), ref.flatten(1)
+    d = x - ref
+    over = (torch.isinf(d) & torch.isfinite(x) & torch.isfinite(ref)).any(1)
+    d = torch.where(over[:, None], x * 0.5 - ref * 0.5, d)
     peak = d.abs().amax(1) if d.shape[1] else d.new_zeros(d.shape[0])  # empty images: NaN below, as mean((x - ref)^2)
     scaled = d / torch.where(peak == 0, 1, peak)[:, None]  # entries in [-1, 1]
-    return 20.0 * math.log10(data_range) - 20.0 * torch.log10(peak) - 10.0 * torch.log10(scaled.pow(2).mean(1))
+    peak_db = 20.0 * torch.log10(peak) + over.to(d.dtype) * (20.0 * math.log10(2.0))
+    return 20.0 * math.log10(data_range) - peak_db - 10.0 * torch.log10(scaled.pow(2).mean(1))
 
 
 def _gaussian_window(dtype: torch.dtype, device: torch.device) -> Tensor:

@@ -201,3 +201,19 @@ def test_float32_ssim_of_images_at_extreme_scales_matches_skimage(scale):
                                rtol=1e-5, atol=0)
     with pytest.raises(ValueError, match="data_range = 1e[+]39 .* torch.float32"):
         ssim(x, ref, data_range=1e39)
+
+
+def test_float32_psnr_where_the_difference_overflows_matches_skimage():
+    """x and ref near float32's largest number with opposite signs: x - ref overflows to Inf
+    though both are finite, so the peak p was Inf and (x - ref)/p NaN (PSNR NaN). Such a sample
+    now takes d = x/2 - ref/2 with twice its peak; the other samples are bit for bit as before.
+    Oracle: skimage's peak_signal_noise_ratio of the same float32 images in float64 (to 1e-5)."""
+    big = torch.finfo(torch.float32).max
+    ref, x = pair((2, 1, 5, 4), seed=4, dtype=torch.float32)
+    ref[0], x[0] = -big * ref[0], big * x[0]
+    out = psnr(x, ref, data_range=1.0)
+    for b in range(2):
+        expected = peak_signal_noise_ratio(ref[b].double().numpy(), x[b].double().numpy(), data_range=1.0)
+        assert abs(out[b].item() - expected) < 1e-5 * abs(expected)
+    assert torch.equal(out[1:], psnr(x[1:], ref[1:], data_range=1.0))
+    assert torch.equal(psnr(x[:1], x[:1]), torch.tensor([torch.inf]))
