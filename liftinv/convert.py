@@ -22,7 +22,7 @@ from liftinv.activations import Identity, Softmax, as_activation
 from liftinv.affine import BATCH_NORMS, INSTANCE_NORMS, EvalBatchNorm, EvalSpectralNorm, spectral_norms
 from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
-from liftinv.validation import forward_replaced, keeps_forward, reference_tensor, sample_shape
+from liftinv.validation import forward_replaced, is_compiled, keeps_forward, reference_tensor, sample_shape
 
 #: Affine modules that may appear between activations (``nn.Identity`` is dropped); subclasses
 #: that keep the ``forward`` of one of them count too (``nn.ZeroPad2d``, ``nn.UpsamplingNearest2d``).
@@ -120,7 +120,8 @@ def _check_hooks(module: nn.Module, path: str) -> None:
     change the gradients that liftinv takes as the adjoints of the maps. So is a module whose
     ``forward`` was replaced on the instance (``module.forward = ...``, as monkey-patching or
     accelerate's hooks do: :func:`~liftinv.validation.forward_replaced`), whose map the lifted
-    network would read off its class. A lazy module
+    network would read off its class; a ``torch.compile``'d module is refused as such, pointing to
+    the module it compiles (``._orig_mod``). A lazy module
     (``nn.LazyLinear``, ``nn.LazyConv2d``, ...) whose parameters are not initialised yet is refused
     as such (its pre-hook infers them at the first forward pass, after which it is the plain
     module)."""
@@ -128,6 +129,9 @@ def _check_hooks(module: nn.Module, path: str) -> None:
     if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
         raise TypeError(f"{where}: it is a lazy module whose parameters are not initialised yet (its pre-hook infers "
                         "their shapes at the first forward pass); run the model once on an input first")
+    if is_compiled(module):
+        raise TypeError(f"{where}: it is a torch.compile'd module, whose map liftinv cannot read; lift the module it "
+                        f"compiles instead, which shares its parameters (module._orig_mod)")
     if forward_replaced(module):
         raise TypeError(f"{where}: its forward was replaced on the instance (module.forward = ...), so it may compute "
                         f"another map than its class's, which the lifted network would use; restore it first "
@@ -209,7 +213,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             ``input_shape``, or one whose dim is not dim 1 of its input for ``input_shape``, and a
             module (container or not) with forward hooks or pre-hooks other than weight or spectral
             normalisation's or pruning's on an affine module, or with backward hooks, or whose
-            ``forward`` was replaced on the instance.
+            ``forward`` was replaced on the instance (a ``torch.compile``'d module: lift the
+            module it compiles, ``module._orig_mod``).
         ValueError: ``input_shape`` does not fit the network (a layer fails or does not keep the
             batch axis), or differs from the ``input_shape`` of a given lifted network.
     """

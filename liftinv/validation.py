@@ -1,6 +1,7 @@
 """Argument checks shared by configuration objects and builders."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
 import torch
@@ -96,6 +97,16 @@ def forward_replaced(module: object) -> bool:
     ``add_hook_to_module`` do): calling it then runs that function, not its class's."""
     own = getattr(module, "__dict__", {})
     return any(name in own for name in FORWARD_PARTS)
+
+
+def is_compiled(module: object) -> bool:
+    """Whether ``module`` is what ``torch.compile`` returns for a module, a
+    ``torch._dynamo.eval_frame.OptimizedModule`` wrapping it as ``module._orig_mod`` (its forward is
+    replaced on the instance: :func:`forward_replaced` holds); none exists before dynamo is
+    imported, so it is not imported here."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    wrapper = getattr(eval_frame, "OptimizedModule", None)
+    return wrapper is not None and isinstance(module, wrapper)
 
 
 def keeps_forward(module: object, *classes: type) -> bool:

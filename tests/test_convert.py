@@ -866,6 +866,26 @@ def _patched(where: str) -> tuple[nn.Module, str]:
     return model, name
 
 
+def test_a_torch_compiled_module_is_refused_pointing_to_the_module_it_compiles():
+    """torch.compile returns an OptimizedModule whose forward is set on the instance: lift refused
+    it, at the root or nested, with 'restore it first (del module.forward)', which breaks the
+    compiled module, and as_activation the same way. They now say it is a torch.compile'd module
+    and to pass module._orig_mod, whose lifted network is the model bit for bit (the oracle:
+    the compiled model's own module, run eagerly)."""
+    from functools import partial
+
+    compile_ = partial(torch.compile, backend="eager")  # the same wrapper, without loading inductor
+    model = _pretrained(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), 112).eval()
+    u = torch.randn(3, 3, dtype=DT, generator=gen(113))
+    for wrapped, name in ((compile_(model), r"\(root\)"), (nn.Sequential(compile_(model[0]), model[1]), "0")):
+        with pytest.raises(TypeError, match=rf"cannot lift layer {name} \(OptimizedModule\): it is a torch.compile'd "
+                                            r"module.* \(module._orig_mod\)$"):
+            lift(wrapped)
+    with pytest.raises(TypeError, match=r"it is a torch.compile'd module; pass the module it compiles \(module._orig_mod\)"):
+        as_activation(compile_(nn.ReLU()))
+    assert torch.equal(lift(compile_(model)._orig_mod, input_shape=(3,))(u), model(u))
+
+
 @pytest.mark.parametrize("where", ["container", "activation", "batch norm", "affine"])
 def test_modules_whose_forward_was_replaced_on_the_instance_are_refused_naming_them(where):
     """A forward replaced on the instance (``module.forward = ...``) was ignored: lift reads an

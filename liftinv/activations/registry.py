@@ -10,7 +10,7 @@ import math
 
 from torch import nn
 
-from liftinv.validation import forward_replaced, keeps_forward
+from liftinv.validation import forward_replaced, is_compiled, keeps_forward
 
 from .base import Activation
 from .piecewise import Clip, Identity, LeakyReLU, ReLU, SoftThreshold
@@ -120,6 +120,8 @@ def _convert(module: nn.Module) -> Activation | None:
 
 def _reason(module: nn.Module) -> str:
     name = type(module).__name__
+    if is_compiled(module):
+        return "it is a torch.compile'd module; pass the module it compiles (module._orig_mod)"
     if forward_replaced(module):
         return (f"this {name} has its forward replaced on the instance (module.forward = ...), so it may compute "
                 f"another map than nn.{name}'s")
