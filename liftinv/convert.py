@@ -145,6 +145,24 @@ def _check_hooks(module: nn.Module, path: str) -> None:
                         "liftinv takes as the adjoints of its maps; remove them first (the handle's .remove())")
 
 
+def _check_batch_axis(module: nn.Module, path: str) -> None:
+    """A ``TypeError`` naming the layer if ``module`` is an ``nn.Flatten`` or ``nn.Unflatten`` that
+    merges or splits the batch axis by its own arguments (``start_dim=0`` with ``end_dim != 0``;
+    ``dim=0`` with sizes other than ``(-1, 1, ..., 1)``), whatever the input: the lifted network's
+    layers must keep it (dim 0), which the dry run of ``input_shape`` checks for negative dims."""
+    if keeps_forward(module, nn.Flatten) and module.start_dim == 0 and module.end_dim != 0:
+        what = f"flattens the batch axis (start_dim=0, end_dim={module.end_dim})"
+    elif keeps_forward(module, nn.Unflatten) and module.dim == 0:
+        sizes = [s[1] if isinstance(s, tuple) else s for s in module.unflattened_size]  # named sizes: (name, size)
+        if sizes[0] == -1 and all(s == 1 for s in sizes[1:]):
+            return
+        what = f"splits the batch axis (dim=0, unflattened_size={tuple(module.unflattened_size)})"
+    else:
+        return
+    raise TypeError(f"cannot lift layer {_layer(module, path)}: it {what}; every layer must keep the batch axis "
+                    f"(dim 0) of its input")
+
+
 def _leaves(module: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
     """``(path, module)`` of the modules of a possibly nested ``nn.Sequential``, in the order its
     forward pass applies them: a module held twice appears twice (``named_children`` would list
@@ -214,7 +232,9 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             module (container or not) with forward hooks or pre-hooks other than weight or spectral
             normalisation's or pruning's on an affine module, or with backward hooks, or whose
             ``forward`` was replaced on the instance (a ``torch.compile``'d module: lift the
-            module it compiles, ``module._orig_mod``).
+            module it compiles, ``module._orig_mod``); an ``nn.Flatten(0)`` or ``nn.Unflatten(0,
+            ...)`` that merges or splits the batch axis (the dry run of ``input_shape`` finds one
+            that does so through a negative dim).
         ValueError: ``input_shape`` does not fit the network (a layer fails or does not keep the
             batch axis), or differs from the ``input_shape`` of a given lifted network.
     """
@@ -228,6 +248,7 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     layers, chain, softmax_dims = [], [], {}
     for path, m in _leaves(module, ""):
+        _check_batch_axis(m, path)
         mapped = m if _is_affine(m) else _eval_mode_map(m, path)
         if mapped is m and spectral_norms(m):
             _check_power_iteration(m, path)

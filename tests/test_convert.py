@@ -866,6 +866,28 @@ def _patched(where: str) -> tuple[nn.Module, str]:
     return model, name
 
 
+@pytest.mark.parametrize("rearrange, name, message", [
+    (nn.Flatten(0), r"2 \(Flatten\)", r"flattens the batch axis \(start_dim=0, end_dim=-1\)"),
+    (nn.Unflatten(0, (1, -1)), r"2 \(Unflatten\)", r"splits the batch axis \(dim=0, unflattened_size=\(1, -1\)\)"),
+])
+def test_a_flatten_or_unflatten_of_the_batch_axis_is_refused_without_input_shape(rearrange, name, message):
+    """nn.Flatten(0) and nn.Unflatten(0, ...) merge or split the batch axis: only the dry run of
+    input_shape caught them, so without it lift took them silently, and the lifted network mixed
+    the samples (a batch of 2 came out with shape (8,)). Now TypeError naming the layer; one that
+    keeps the batch axis (Flatten(0, 0), Unflatten(0, (-1, 1))) is lifted as before. Oracle: the
+    model's own output shape for a batch of 2, and the dry run's refusal of the same model."""
+    u = torch.randn(2, 3, dtype=DT, generator=gen(114))
+    model = _pretrained(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), rearrange), 115)
+    assert model(u).shape[0] != 2  # the oracle: the batch axis is gone
+    with pytest.raises(TypeError, match=rf"^cannot lift layer {name}: it {message}; every layer must keep the batch axis"):
+        lift(model)
+    with pytest.raises((TypeError, ValueError), match="batch axis"):
+        lift(model, input_shape=(3,))
+    for keep in (nn.Flatten(0, 0), nn.Unflatten(0, (-1, 1))):
+        model = _pretrained(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), keep), 115)
+        assert torch.equal(lift(model)(u), model(u)) and model(u).shape[0] == 2
+
+
 def test_a_torch_compiled_module_is_refused_pointing_to_the_module_it_compiles():
     """torch.compile returns an OptimizedModule whose forward is set on the instance: lift refused
     it, at the root or nested, with 'restore it first (del module.forward)', which breaks the
