@@ -121,7 +121,8 @@ class InversionConfig:
         discrepancy_rtol: accepted relative deviation from the target.
         max_search: maximal number of solves of the discrepancy search.
         default_alpha: :math:`\alpha` for ``weight=None`` without a noise level, and the first
-            guess of the search for regularisers other than TV (see :func:`first_alpha`).
+            guess of the search for regularisers other than TV (see :func:`first_alpha`); at most
+            the largest number of the data's dtype (checked by :func:`invert`, where it is used).
         rule: update rule of the variable blocks in BCD.
         snap: finite :math:`\kappa \ge 0`: with a noise level, clamped data within
             :math:`\kappa\delta/\sqrt m` of a saturation value of the last activation are set to it
@@ -490,6 +491,10 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
     if isinstance(weight, Tensor) and weight.shape != (batch,):
         raise ValueError(f"the regularizer's weight must be a number or one per sample, shape ({batch},), got shape {tuple(weight.shape)}")
     free = regularizer is not None and getattr(regularizer, "weight", 0.0) is None
+    largest = torch.finfo(task.data.dtype).max
+    if free and config.default_alpha > largest:  # the regulariser applies it in the data's dtype
+        raise ValueError(f"config.default_alpha = {config.default_alpha!r} overflows {task.data.dtype} (largest "
+                         f"{largest:.3g}), the dtype of output")
     target = None if task.delta is None else config.tau * task.delta
     best: list = []  # [input, variables, alpha, discrepancy] of the selected solve per sample
     unsettled = [False]  # whether the last solve stopped at its iteration or time limit

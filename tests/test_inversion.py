@@ -1313,10 +1313,23 @@ def test_noise_level_beyond_the_dtype_is_refused_as_given():
             invert(model.float(), f.float(), input_shape=(1, 2, 3), noise_level=level)
     with pytest.raises(ValueError, match=r"^noise_level must be finite and >= 0, got -1.000e\+400$"):
         invert(model.float(), f.float(), input_shape=(1, 2, 3), noise_level=-(10**400))
-    from liftinv.inversion import prepare
-
     task = prepare(model.double(), f, input_shape=(1, 2, 3), noise_level=1e39)
     assert task.delta.tolist() == [1e39, 1e39]
+
+
+def test_default_alpha_beyond_the_dtype_is_refused_naming_it():
+    """config.default_alpha is applied as the regulariser's weight in the data's dtype: 1e39 on
+    float32 data failed inside torch ('value cannot be converted to type float without overflow',
+    naming nothing), for invert and the gradient baseline alike. Now ValueError names
+    config.default_alpha and the dtype; float64 data take it (the oracle: alpha = 1e39 as given)."""
+    model = perceptron(6, (1, 2, 3), nn.ReLU())
+    f = model(torch.rand(2, 1, 2, 3, dtype=F64, generator=gen(5))).detach()
+    config = InversionConfig(max_iter=2, default_alpha=1e39)
+    for run in (invert, invert_gradient):
+        with pytest.raises(ValueError, match=r"^config.default_alpha = 1e\+39 overflows torch.float32 \(largest 3.4e\+38\), the dtype of output$"):
+            run(model.float(), f.float(), input_shape=(1, 2, 3), regularizer=Tikhonov(), config=config)
+    result = invert(model.double(), f, input_shape=(1, 2, 3), regularizer=Tikhonov(), config=config)
+    assert result.alpha.tolist() == [1e39, 1e39]
 
 
 def test_bad_input_raises_clear_errors():
