@@ -464,14 +464,16 @@ def first_alpha(task: Task, regularizer: Potential, config: InversionConfig) -> 
     sample's guess does not depend on the others'); otherwise, or where that estimate is
     not a positive finite number (a network flat at the random input, e.g. every ReLU inactive:
     the search multiplies and divides :math:`\alpha_0` by 10 and could not leave 0),
-    ``config.default_alpha``."""
+    ``config.default_alpha``. The guess is capped at the largest number of the data's dtype, in
+    which the regulariser applies it (the search's ``max_alpha``)."""
     default = torch.full_like(task.delta, config.default_alpha)
     if not isinstance(regularizer, TV):
         return default
     ys = [None] if task.y is None else [task.y[b:b + 1] for b in range(task.y.shape[0])]
     lip = task.delta.new_tensor([lipschitz_estimate(lambda x: task.network(x, y), task.x0[:1]) for y in ys])
     usable = (lip > 0) & torch.isfinite(lip)
-    return torch.where(usable, lip * config.tau * task.delta / math.sqrt(8 * task.x0[0].numel()), default)
+    guess = (lip * config.tau * task.delta / math.sqrt(8 * task.x0[0].numel())).clamp_max(torch.finfo(lip.dtype).max)
+    return torch.where(usable, guess, default)
 
 
 # --------------------------------------------------------------------------------- entry point

@@ -10,7 +10,8 @@ from torch import nn
 from liftinv.architectures import MLP, ProximalNeuralNetwork, ResNet, UnrolledPrimalDual
 from liftinv.convert import lift
 from liftinv.activations import ACTIVATIONS, Clip, Identity, LeakyReLU, ReLU
-from liftinv.inversion import InversionConfig, InversionHistory, Task, invert, prepare, snap_saturated, solve_task
+from liftinv.inversion import (InversionConfig, InversionHistory, Task, first_alpha, invert, prepare, snap_saturated,
+                               solve_task)
 from liftinv.blocks import Var
 from liftinv.inversion_bcd import JointProblem, LiftedBCD
 from liftinv.inversion_pdhg import joint_norm
@@ -1330,6 +1331,24 @@ def test_default_alpha_beyond_the_dtype_is_refused_naming_it():
             run(model.float(), f.float(), input_shape=(1, 2, 3), regularizer=Tikhonov(), config=config)
     result = invert(model.double(), f, input_shape=(1, 2, 3), regularizer=Tikhonov(), config=config)
     assert result.alpha.tolist() == [1e39, 1e39]
+
+
+def test_first_guess_beyond_the_dtype_is_capped_at_its_largest_number():
+    """TV's first guess Lip(N) tau delta / sqrt(8n) overflowed float32 (a linear map of norm ~150,
+    noise level 1e38: 4.9e39 in float64, the oracle), so the first solve was given the weight Inf
+    and failed with 'weight must hold finite non-negative numbers, got [inf, inf]', naming a
+    weight never given. It is now capped at float32's largest number, the search's own cap (it
+    then warns that the target is out of reach upward, as for float64 data above 1.8e308)."""
+    model = perceptron(4, (1, 2, 3), nn.Identity())
+    with torch.no_grad():
+        model[1].weight.mul_(100)
+    f = model(torch.rand(2, 1, 2, 3, dtype=F64, generator=gen(6))).detach()
+    config = InversionConfig(max_iter=2, max_search=2)
+    wanted = first_alpha(prepare(model, f, input_shape=(1, 2, 3), noise_level=1e38), TV(), config)
+    assert (wanted > torch.finfo(torch.float32).max).all() and torch.isfinite(wanted).all()
+    with pytest.warns(RuntimeWarning, match="out of reach"):
+        result = invert(model.float(), f.float(), input_shape=(1, 2, 3), noise_level=1e38, regularizer=TV(), config=config)
+    assert result.history.steps[0].alpha.tolist() == [torch.finfo(torch.float32).max] * 2
 
 
 def test_bad_input_raises_clear_errors():
