@@ -27,7 +27,7 @@ from scipy.fft import next_fast_len
 from torch import Tensor
 
 from operators.checks import (ValueCaches, check_operator_dtype, check_tensor, empty_batch, fixed_at_construction,
-                              is_integer, one_for_the_batch)
+                              is_integer, one_for_the_batch, with_zero_sample)
 
 BOUNDARIES = ("circular", "reflect", "replicate", "zero")
 #: Kernels with more entries than this use FFT convolution for non-circular boundaries by default.
@@ -231,7 +231,7 @@ class Blur(ValueCaches, LinearPhysics):
         self.update_parameters(**params)
         self._check(x, "x")
         if empty_batch(x):
-            return self.A(x.new_zeros(1, *x.shape[1:]))[:0]
+            return self.A(with_zero_sample(x))[:0]
         height, width = x.shape[-2:]
         mode = "constant" if self.boundary == "zero" else self.boundary
         if not self.use_fft:
@@ -249,7 +249,7 @@ class Blur(ValueCaches, LinearPhysics):
         self.update_parameters(**params)
         self._check(y, "y")
         if empty_batch(y):
-            return self.A_adjoint(y.new_zeros(1, *y.shape[1:]))[:0]
+            return self.A_adjoint(with_zero_sample(y))[:0]
         height, width = y.shape[-2:]
         if not self.use_fft:
             z = self._direct(y, transpose=True)

@@ -198,8 +198,17 @@ def opnorm(
 def empty_batch(t: object) -> bool:
     """Whether ``t`` is a tensor with an empty batch (first axis of size 0). FFTs and grouped
     convolutions refuse those, so an operator validates ``t`` (errors then quote its own shape),
-    applies itself to one zero sample instead and returns none of it."""
+    applies itself to :func:`with_zero_sample` of it instead and returns none of the result."""
     return isinstance(t, Tensor) and t.ndim > 0 and t.shape[0] == 0
+
+
+def with_zero_sample(t: Tensor) -> Tensor:
+    """``t`` followed by one zero sample along the batch axis: the batch an operator applies itself
+    to in place of an empty ``t``. The first ``len(t)`` rows of the result (none) still depend on
+    ``t`` in autograd's graph, so ``torch.autograd.grad`` of them with respect to ``t`` is an empty
+    gradient, as for any other batch (a fresh zero sample would cut the graph: the result would
+    not require grad and the gradient call would fail)."""
+    return torch.cat((t, t.new_zeros(1, *t.shape[1:])))
 
 
 def one_for_the_batch(t: Tensor, name: str, ndim: int, axes: tuple[str, ...]) -> Tensor:

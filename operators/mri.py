@@ -25,7 +25,8 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import NoiseModel, ZeroNoise
 from torch import Tensor
 
-from operators.checks import ValueCaches, check_operator_dtype, check_tensor, empty_batch, one_for_the_batch
+from operators.checks import (ValueCaches, check_operator_dtype, check_tensor, empty_batch, one_for_the_batch,
+                              with_zero_sample)
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -205,7 +206,7 @@ class MRI(ValueCaches, LinearPhysics):
         self.update_parameters(**params)
         z, rep = self._to_complex(x, "x", coil_axis=False)
         if empty_batch(x):
-            return self.A(x.new_zeros(1, *x.shape[1:]))[:0]
+            return self.A(with_zero_sample(x))[:0]
         d_in, m_out = self._phases()
         if self.coil_maps is not None:
             z = z[:, None]
@@ -217,7 +218,7 @@ class MRI(ValueCaches, LinearPhysics):
         self.update_parameters(**params)
         z, rep = self._to_complex(y, "y", coil_axis=self.coil_maps is not None)
         if empty_batch(y):
-            return self.A_adjoint(y.new_zeros(1, *y.shape[1:]))[:0]
+            return self.A_adjoint(with_zero_sample(y))[:0]
         d_in, m_out = self._phases()
         x = torch.fft.ifft2(z * m_out.conj(), norm="ortho").mul_(d_in.conj())
         return self._from_complex(x if self.coil_maps is None else x.sum(1), rep)

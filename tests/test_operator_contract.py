@@ -397,3 +397,16 @@ def test_opnorm_refuses_an_rtol_outside_zero_one(rtol):
         opnorm(physics, rtol=rtol)
     assert opnorm(physics, rtol=0.0) == pytest.approx(1.0, rel=1e-5)
     assert opnorm(physics, rtol=np.float32(0.5)) == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_empty_batch_keeps_the_autograd_graph(name):
+    """Gradients through an empty batch are empty gradients, as through any other batch (Blur and MRI
+    applied themselves to a fresh zero sample, which cut the graph: autograd.grad failed)."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    x = torch.zeros(0, *shape[1:], dtype=torch.float64, requires_grad=True)
+    y = physics.A(x)
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    y0 = torch.zeros(y.shape, dtype=y.dtype, requires_grad=True)
+    (gy,) = torch.autograd.grad(physics.A_adjoint(y0).sum(), y0)
+    assert gx.shape == x.shape and gy.shape == y0.shape
