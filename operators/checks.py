@@ -60,12 +60,15 @@ def check_tensor(
     """Validate a tensor argument and return it unchanged.
 
     Raises:
-        TypeError: ``x`` is not a floating tensor, or its dtype/device differ from ``like``.
+        TypeError: ``x`` is not a dense (strided) floating tensor, or its dtype/device differ from
+            ``like``.
         ValueError: wrong number of dimensions, channel count or spatial size, or NaN/Inf entries
             (with ``finite``, outside :func:`values_trusted`).
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.layout != torch.strided:  # sparse tensors failed later inside torch, naming nothing
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}: convert it with .to_dense()")
     if not (x.is_floating_point() or x.is_complex()):
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if like is not None:

@@ -410,3 +410,30 @@ def test_empty_batch_keeps_the_autograd_graph(name):
     y0 = torch.zeros(y.shape, dtype=y.dtype, requires_grad=True)
     (gy,) = torch.autograd.grad(physics.A_adjoint(y0).sum(), y0)
     assert gx.shape == x.shape and gy.shape == y0.shape
+
+
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_sparse_images_and_measurements_are_refused_by_name(name):
+    """A sparse x or y is refused naming it (it failed inside torch: 'reflection_pad2d' /
+    'reshape is not implemented for sparse tensors' / 'aten::complex.out', naming nothing)."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    for apply, arg, t in ((physics.A, "x", x), (physics.A_adjoint, "y", physics.A(x))):
+        with pytest.raises(TypeError, match=f"^{arg} must be a dense \\(strided\\) tensor, got layout torch.sparse_coo"):
+            apply(t.to_sparse())
+
+
+def test_sparse_operator_parameters_are_refused_by_name():
+    """Sparse kernel, mask, coil maps and angles are refused naming the argument (they failed
+    inside torch: 'unsupported memory format option', 'Cannot access storage of SparseTensorImpl')."""
+    mask = operators.random_mask((9, 9), 2, generator=torch.Generator().manual_seed(0)).double()
+    maps = torch.ones(2, 9, 9, dtype=torch.complex128)
+    builds = {
+        "kernel": lambda: operators.Blur(operators.gaussian_kernel(1.0).to_sparse()),
+        "mask": lambda: operators.MRI(mask.to_sparse_csr()),
+        "coil_maps": lambda: operators.MRI(mask, coil_maps=maps.to_sparse()),
+        "angles": lambda: operators.Radon(9, torch.tensor([0.0, 30.0]).to_sparse()),
+    }
+    for arg, build in builds.items():
+        with pytest.raises(TypeError, match=f"^{arg} must be a dense \\(strided\\) tensor"):
+            build()
