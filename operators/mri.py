@@ -89,7 +89,8 @@ class MRI(ValueCaches, LinearPhysics):
 
     def update_parameters(self, mask: Tensor | None = None, coil_maps: Tensor | None = None, **noise_params) -> None:
         """Replace the mask and/or coil maps (validated, copied to the operator's dtype/device and
-        detached: no gradient reaches them; the same mask again keeps the cached factors).
+        detached: no gradient reaches them; the same mask, or the same mask and coil maps, again
+        keep the cached factors and operator norms).
 
         The mask is ``(H, W)``, or ``(C, H, W)`` or ``(B, C, H, W)`` as deepinv's MRI takes it
         (``C``: the real and imaginary channels, 2 or 1; deepinv's mask generators draw
@@ -126,8 +127,10 @@ class MRI(ValueCaches, LinearPhysics):
             if len(coil_maps) == 0:
                 raise ValueError(f"coil_maps must hold at least one coil, got shape {tuple(coil_maps.shape)}")
             with torch.inference_mode(False):
-                maps = coil_maps.detach().to(dtype=_COMPLEX[self.dtype], device=self.mask.device, copy=True)
-                self._buffers["coil_maps"] = torch.view_as_real(maps)  # not self.coil_maps = (__setattr__)
+                maps = torch.view_as_real(coil_maps.detach().to(dtype=_COMPLEX[self.dtype], device=self.mask.device, copy=True))
+            if self.coil_maps is not None and torch.equal(maps, self.coil_maps) and torch.equal(mask, self.mask):
+                return  # deepinv may pass its parameters at every call
+            self._buffers["coil_maps"] = maps  # not self.coil_maps = (__setattr__)
         elif self.coil_maps is not None and mask.shape != self.coil_maps.shape[1:3]:
             raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the coil maps {tuple(self.coil_maps.shape[:3])}")
         self._buffers["mask"] = mask  # not self.mask =, which comes back here (__setattr__)

@@ -10,6 +10,7 @@ import torch
 from operators.checks import adjoint_error, opnorm
 from operators.masks import equispaced_mask, gaussian_mask, random_mask
 from operators.mri import MRI
+from operators.registry import OPERATORS
 
 COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 SIZES = [(9, 11), (8, 12)]  # odd and even sizes (the centring shifts differ)
@@ -616,3 +617,19 @@ def test_mri_load_state_dict_takes_the_coil_maps(assign):
     op.load_state_dict(source.state_dict(), assign=assign)
     assert op.coil_maps.shape == (2, *shape, 2) and op.coil_maps.dtype == torch.float64
     torch.testing.assert_close(op.A(x), source.A(x), rtol=0, atol=0)
+
+
+def test_mri_passing_the_current_mask_and_coil_maps_keeps_the_caches():
+    """deepinv's MultiCoilMRI and its data sets pass mask and coil maps at every call: the operator's
+    own again keep the phase factors and the cached norm, as the mask alone does (every call
+    dropped them, so each opnorm after physics(x, **params) ran Lanczos again); other maps replace them."""
+    physics, shape = OPERATORS["mri-gaussian-multicoil"](torch.float64, "cpu")
+    x = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    y = physics.A(x)
+    norm, factors = opnorm(physics), physics._factors
+    maps = torch.view_as_complex(physics.coil_maps).clone()
+    assert torch.equal(physics(x, mask=physics.mask.clone(), coil_maps=maps[None].expand(2, -1, -1, -1)), y)
+    assert physics._factors is factors and physics.__dict__["_opnorm_cache"]
+    physics.update(coil_maps=2 * maps)
+    assert physics._factors is not factors
+    assert opnorm(physics) == pytest.approx(2 * norm, rel=1e-9)
