@@ -41,9 +41,21 @@ def values_trusted() -> Iterator[None]:
         _VALUES_TRUSTED.reset(token)
 
 
+def _unwrapped(x: Tensor) -> Tensor:
+    """The plain tensor under ``torch.func``'s wrappers of ``x`` (``vmap``'s batched tensors, with
+    every mapped sample, and ``grad``'s tracking tensors); ``x`` itself where there are none. A
+    Python ``bool`` of a value computed from a ``vmap``-batched tensor is refused by torch
+    ('data-dependent control flow'); one of the plain tensor is not."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(x):
+        x = torch._C._functorch.get_unwrapped(x)
+    return x
+
+
 def all_finite(x: Tensor) -> bool:
     """Whether every entry of ``x`` is finite: one reduction (a sum is NaN/Inf whenever an entry
-    is), and the exact test only when the sum is not finite (NaN/Inf entries or an overflow)."""
+    is), and the exact test only when the sum is not finite (NaN/Inf entries or an overflow).
+    Under ``torch.func.vmap`` the test covers every mapped sample (see :func:`_unwrapped`)."""
+    x = _unwrapped(x)
     return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 

@@ -437,3 +437,19 @@ def test_sparse_operator_parameters_are_refused_by_name():
     for arg, build in builds.items():
         with pytest.raises(TypeError, match=f"^{arg} must be a dense \\(strided\\) tensor"):
             build()
+
+
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_vmap_over_a_and_its_adjoint_is_the_loop_and_still_refuses_nan(name):
+    """``torch.func.vmap`` of A and A^T gives the stacked results of a loop over the inputs (the
+    NaN scan made a Python bool of a batched value: 'vmap: ... data-dependent control flow' for
+    every operator, though Radon's product has a vmap rule); a NaN in one mapped sample is refused."""
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    xs = torch.rand(3, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    ys = torch.func.vmap(physics.A)(xs)
+    torch.testing.assert_close(ys, torch.stack([physics.A(x) for x in xs]), rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.func.vmap(physics.A_adjoint)(ys), torch.stack([physics.A_adjoint(y) for y in ys]),
+                               rtol=0, atol=1e-12)
+    xs[2, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="^x contains NaN or Inf entries"):
+        torch.func.vmap(physics.A)(xs)
