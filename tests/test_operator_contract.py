@@ -453,3 +453,14 @@ def test_vmap_over_a_and_its_adjoint_is_the_loop_and_still_refuses_nan(name):
     xs[2, 0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="^x contains NaN or Inf entries"):
         torch.func.vmap(physics.A)(xs)
+
+
+@pytest.mark.parametrize("scale", [1e12, 1e-12])
+def test_float32_opnorm_of_an_operator_far_from_unit_norm(scale):
+    """Lanczos in float32 estimates norms whose vectors' squared norms leave float32's range: a
+    blur scaled by 1e12 came out NaN (|A^*A v|^2 overflowed) and one scaled by 1e-12 came out
+    0.41 times its norm (|A^*A v|^2 underflowed to 0, taken for an exhausted Krylov space)."""
+    kernel = torch.rand(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(13)) * scale
+    norms = [opnorm(operators.Blur(kernel, img_size=(1, 9, 9), boundary="zero", dtype=dtype)) for dtype in
+             (torch.float32, torch.float64)]
+    assert norms[0] == pytest.approx(norms[1], rel=1e-5)
