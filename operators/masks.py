@@ -32,6 +32,13 @@ def _check_acceleration(acceleration: float) -> float:
     return float(acceleration)
 
 
+def _check_generator(generator: object) -> None:
+    """``generator`` must be ``None`` or a CPU ``torch.Generator`` (the masks are drawn on the CPU)."""
+    if generator is not None and not (isinstance(generator, torch.Generator) and generator.device.type == "cpu"):
+        where = f" on {generator.device}" if isinstance(generator, torch.Generator) else ""
+        raise TypeError(f"generator must be a CPU torch.Generator or None, got {type(generator).__name__}{where}")
+
+
 def _centre_columns(width: int, acceleration: float, center_fraction: float) -> tuple[int, int, Tensor]:
     """Number of sampled columns, number of centre columns, and the mask of the centre columns."""
     if not is_real(center_fraction) or not 0 <= center_fraction <= 1:
@@ -62,6 +69,7 @@ def random_mask(
         generator: CPU ``torch.Generator`` for the draw.
     """
     height, width = _check_shape(shape)
+    _check_generator(generator)
     n_total, n_low, columns = _centre_columns(width, acceleration, center_fraction)
     outer = torch.nonzero(~columns).flatten()
     columns[outer[torch.randperm(outer.numel(), generator=generator)[: n_total - n_low]]] = True
@@ -109,6 +117,7 @@ def gaussian_mask(
     n_total = max(1, round(height * width / _check_acceleration(acceleration)))
     if not is_real(std) or not (math.isfinite(std) and std > 0):
         raise ValueError(f"std must be a finite number > 0, got {std!r}")
+    _check_generator(generator)
     u = (torch.arange(height, dtype=torch.float64) - height // 2) / height
     v = (torch.arange(width, dtype=torch.float64) - width // 2) / width
     log_density = (-(u[:, None] ** 2 + v[None, :] ** 2) / (2 * std**2)).flatten()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import deepinv as dinv
+import numpy as np
 import pytest
 import torch
 
@@ -633,3 +634,14 @@ def test_mri_passing_the_current_mask_and_coil_maps_keeps_the_caches():
     physics.update(coil_maps=2 * maps)
     assert physics._factors is not factors
     assert opnorm(physics) == pytest.approx(2 * norm, rel=1e-9)
+
+
+@pytest.mark.parametrize("draw", [lambda g: random_mask((8, 8), 2, generator=g), lambda g: gaussian_mask((8, 8), 2, generator=g)])
+@pytest.mark.parametrize("generator", [0, np.random.default_rng(0)])
+def test_random_masks_refuse_a_generator_that_is_not_a_cpu_generator_by_name(draw, generator):
+    """A seed or a NumPy generator is refused naming generator (it failed inside torch:
+    'randperm() received an invalid combination of arguments - got (int, generator=int)'); a CPU
+    torch.Generator draws as before (the same mask for the same seed)."""
+    with pytest.raises(TypeError, match="^generator must be a CPU torch.Generator or None, got "):
+        draw(generator)
+    assert torch.equal(draw(torch.Generator().manual_seed(1)), draw(torch.Generator().manual_seed(1)))
