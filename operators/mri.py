@@ -127,7 +127,8 @@ class MRI(ValueCaches, LinearPhysics):
             if len(coil_maps) == 0:
                 raise ValueError(f"coil_maps must hold at least one coil, got shape {tuple(coil_maps.shape)}")
             with torch.inference_mode(False):
-                maps = torch.view_as_real(coil_maps.detach().to(dtype=_COMPLEX[self.dtype], device=self.mask.device, copy=True))
+                maps = coil_maps.detach().to(dtype=_COMPLEX[self.dtype], device=self.mask.device, copy=True)
+                maps = torch.view_as_real(maps)
             if self.coil_maps is not None and torch.equal(maps, self.coil_maps) and torch.equal(mask, self.mask):
                 return  # deepinv may pass its parameters at every call
             self._buffers["coil_maps"] = maps  # not self.coil_maps = (__setattr__)

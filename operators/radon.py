@@ -234,7 +234,8 @@ def _parse_angles(angles) -> Tensor:
             raise ValueError(f"angles must be >= 1, got {angles}")
         return uniform_angles(angles)
     if angles.layout != torch.strided:
-        raise TypeError(f"angles must be a dense (strided) tensor, got layout {angles.layout}: convert it with .to_dense()")
+        raise TypeError(f"angles must be a dense (strided) tensor, got layout {angles.layout}: convert it with "
+                        ".to_dense()")
     if angles.ndim != 1 or angles.numel() == 0:
         raise ValueError(f"angles must be a non-empty 1-D tensor, got shape {tuple(angles.shape)}")
     if angles.is_complex() or angles.dtype == torch.bool:
