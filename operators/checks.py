@@ -45,9 +45,12 @@ def _unwrapped(x: Tensor) -> Tensor:
     """The plain tensor under ``torch.func``'s wrappers of ``x`` (``vmap``'s batched tensors, with
     every mapped sample, and ``grad``'s tracking tensors); ``x`` itself where there are none. A
     Python ``bool`` of a value computed from a ``vmap``-batched tensor is refused by torch
-    ('data-dependent control flow'); one of the plain tensor is not."""
-    while torch._C._functorch.is_functorch_wrapped_tensor(x):
-        x = torch._C._functorch.get_unwrapped(x)
+    ('data-dependent control flow'); one of the plain tensor is not. These are private torch
+    functions: a torch without them leaves ``x`` as it is (vmap then refuses the scan, as before)."""
+    functorch = getattr(torch._C, "_functorch", None)
+    wrapped, unwrap = (getattr(functorch, name, None) for name in ("is_functorch_wrapped_tensor", "get_unwrapped"))
+    while wrapped is not None and unwrap is not None and wrapped(x):
+        x = unwrap(x)
     return x
 
 

@@ -455,6 +455,18 @@ def test_vmap_over_a_and_its_adjoint_is_the_loop_and_still_refuses_nan(name):
         torch.func.vmap(physics.A)(xs)
 
 
+def test_finiteness_scan_without_torchs_private_functorch_functions(monkeypatch):
+    """all_finite unwraps vmap's tensors by private torch functions; a torch without them must
+    still scan plain tensors (the package must not fail on import or on every operator call)."""
+    from operators.checks import all_finite
+
+    monkeypatch.delattr(torch._C._functorch, "is_functorch_wrapped_tensor")
+    x = torch.ones(2, 3)
+    assert all_finite(x)
+    x[1, 2] = float("nan")
+    assert not all_finite(x)
+
+
 @pytest.mark.parametrize("scale", [1e12, 1e-12])
 def test_float32_opnorm_of_an_operator_far_from_unit_norm(scale):
     """Lanczos in float32 estimates norms whose vectors' squared norms leave float32's range: a
