@@ -51,8 +51,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     file's (writers that pick a format from it need the target's).
 
     Raises:
-        IsADirectoryError, NotADirectoryError: :func:`check_output_file`'s, before anything is
-            written.
+        IsADirectoryError, NotADirectoryError, OSError: :func:`check_output_file`'s, before
+            anything is written.
     """
     path = _target(path)
     check_output_file(path)
@@ -82,12 +82,27 @@ def check_parent(path: str | os.PathLike, name: str) -> None:
 def check_output_file(path: str | os.PathLike, name: str = "output") -> None:
     """Raise what :func:`atomic_path` would fail on before writing anything at ``path``, naming it
     as the ``name`` file: ``IsADirectoryError`` (``NAME file PATH is a folder, not a file``) if
-    it is a folder, where the final rename would fail naming the temporary file, and
+    it is a folder, where the final rename would fail naming the temporary file;
     :func:`check_parent`'s ``NotADirectoryError`` if its folder cannot be created, where ``mkdir``
-    would fail naming only the file in the way. Writers call it before their work as well."""
+    would fail naming only the file in the way; and ``OSError`` (``NAME file PATH: no file can be
+    created in FOLDER (reason)``) if the folder of the file written (a link's target's) takes no
+    new file, or, where that folder is still to be made, the nearest existing folder above it
+    takes no new folder (a read-only or virtual file system such as ``/proc``), where
+    :func:`atomic_path` would fail naming its temporary file. The test creates a temporary file
+    (or folder) there as :func:`atomic_path` does and removes it again. Writers call it before
+    their work as well."""
     if Path(path).is_dir():
         raise IsADirectoryError(f"{name} file {path} is a folder, not a file")
-    check_parent(_target(path), name)  # a link's target is written (atomic_path)
+    target = _target(path)  # a link's target is written (atomic_path)
+    check_parent(target, name)
+    above = next(p for p in target.absolute().parents if p.exists() or p.is_symlink())
+    try:
+        if above == target.absolute().parent:
+            os.unlink(_temporary_file(target))
+        else:  # atomic_path would make the folders below ``above`` first
+            os.rmdir(tempfile.mkdtemp(prefix=f".{target.name[:100]}.", dir=above))
+    except OSError as err:
+        raise OSError(f"{name} file {path}: no file can be created in {above} ({err.strerror or err})") from err
 
 
 def _umask() -> int:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from liftinv.checkpoint import check_parent, load_checkpoint, save_checkpoint
+from liftinv.checkpoint import check_output_file, load_checkpoint, save_checkpoint
 from liftinv.evaluation import HeldOut, bind_to_task, derived_seed, eval_mode
 from liftinv.history import TrainHistory
 from liftinv.methods import Backprop, Lifted, lifted_view, runner
@@ -200,6 +200,9 @@ def train(
             file that cannot be written (``liftinv train``: exit status 1).
         NotADirectoryError: ``checkpoint``'s folder cannot be created (a file is in the way),
             found before training (exit status 1).
+        OSError: no file can be created in ``checkpoint``'s folder (a read-only or virtual file
+            system; :func:`~liftinv.checkpoint.check_output_file`), found before training (exit
+            status 1).
         RuntimeError: called under ``torch.inference_mode``.
         FloatingPointError: a non-finite block update, penalty, loss or gradient; the message names
             the block (or parameter) and the iteration; the last checkpoint stays as it was.
@@ -335,7 +338,7 @@ def _check_arguments(model, task, method, epochs, batch_size, time_budget, resum
             raise TypeError(f"checkpoint must be a file path (str or os.PathLike), got {type(checkpoint).__name__}")
         if Path(checkpoint).is_dir():  # '' is the current folder
             raise IsADirectoryError(f"checkpoint must be a file path, got the directory {str(checkpoint)!r}")
-        check_parent(checkpoint, "checkpoint")
+        check_output_file(checkpoint, "checkpoint")  # a folder that takes no file included
         if not (resume or overwrite) and Path(checkpoint).exists():
             raise CheckpointExistsError(checkpoint)
 

@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import re
 
 import matplotlib
@@ -482,6 +483,33 @@ def test_reconstruct_and_invert_refuse_a_folder_as_output_before_the_work(tmp_pa
         assert main([*argv, "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert err == f"liftinv {argv[0]}: error: output file {out} is a folder, not a file\n"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no file can be created")
+@pytest.mark.parametrize("out", ["/proc/liftinv-x.npy", "/proc/liftinv-sub/x.npy"])
+def test_reconstruct_and_invert_refuse_an_output_whose_folder_takes_no_file_before_the_work(tmp_path, capsys,
+                                                                                            monkeypatch, out):
+    """--out in a folder where no file (or no folder) can be created, /proc: check_output tested
+    the folder only for existing or being creatable under no file, so the whole reconstruction or
+    inversion ran and save_array failed after it, naming its temporary file ('[Errno 2] No such
+    file or directory: '/proc/.liftinv-x.npy.le024ciw.npy''). Now refused before the work, exit
+    status 1, naming --out's file and the folder. Oracle: open() of a new file there fails."""
+    import liftinv.inversion_cli as inversion_cli
+    import liftinv.reconstruct_cli as reconstruct_cli
+
+    with pytest.raises(OSError):
+        open("/proc/liftinv-probe", "x")
+    monkeypatch.setattr(reconstruct_cli, "reconstruct", lambda *a: pytest.fail("reconstructed"))
+    monkeypatch.setattr(inversion_cli, "invert", lambda *a, **k: pytest.fail("inverted"))
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()), tmp_path / "net.pt")
+    save_array(torch.rand(2, 2), tmp_path / "f.npy")
+    for argv in (["reconstruct", "--simulate", *CT], ["invert", str(tmp_path / "net.pt"), str(tmp_path / "f.npy"),
+                                                      "--input-shape", "3", "--regularizer", "none", "--no-progress"]):
+        assert main([*argv, "--out", out]) == 1
+        out_, err = capsys.readouterr()
+        assert err.startswith(f"liftinv {argv[0]}: error: output file {out}: no file can be created in /proc (")
+        assert "Traceback" not in err and out_ == ""
+    assert not os.path.exists(out)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1767,6 +1767,27 @@ def test_cli_checkpoint_that_cannot_be_written_exits_1_with_a_message(tmp_path, 
     assert (tmp_path / "file").read_text() == "not a folder"
 
 
+@pytest.mark.skipif(not pathlib.Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be created")
+def test_checkpoint_in_a_folder_that_takes_no_file_is_refused_before_training(capsys, monkeypatch):
+    """A checkpoint in a folder where no file can be created (/proc): train checked only that its
+    folder can be made under no file, so liftinv train --out /proc/x.pt trained its first epoch
+    (17 s on the quick denoiser) and then failed naming the temporary file ('[Errno 2] No such
+    file or directory: '/proc/.x.pt.o2mj9i7e.tmp''). Now an OSError naming the checkpoint and the
+    folder before the first batch (exit status 1). Oracle: open() of a new file there fails."""
+    import liftinv.training as training
+
+    with pytest.raises(OSError):
+        open("/proc/liftinv-probe", "x")
+    out = "/proc/liftinv-ae.pt"
+    monkeypatch.setattr(training, "runner", lambda *a: pytest.fail("trained with a checkpoint that cannot be written"))
+    assert train_main(["--task", "autoencoder", "--quick", "--epochs", "1", "--no-progress", "--out", out]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"liftinv train: error: checkpoint file {out}: no file can be created in /proc (")
+    with pytest.raises(OSError, match=re.escape(f"checkpoint file {out}: no file can be created in /proc")):
+        train(_pnn(), torch.rand(4, 1, 8, 8, dtype=DT), task=Denoising(0.1), epochs=1, batch_size=2, checkpoint=out,
+              progress=False)
+
+
 def test_cli_out_ending_with_a_separator_is_refused_as_a_folder(tmp_path, capsys, monkeypatch):
     """``--out runs/`` (a folder that does not exist yet) was read as the file ``runs`` (argparse's
     Path drops the separator): the checkpoint and plot were written as ``runs`` and ``runs.png``
