@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from liftinv.architectures import UnrolledPrimalDual
-from liftinv.checkpoint import write_figure, write_text
+from liftinv.checkpoint import check_output_file, write_figure, write_text
 from liftinv.classical import fbp, tikhonov, tv_reconstruction, wiener, zero_filled
 from liftinv.data import load_dataset
 from liftinv.inversion import InversionConfig, invert
@@ -366,6 +366,12 @@ def _save_models(out: Path, rows: list[tuple[Problem, dict[str, Tensor], list[Me
     return paths
 
 
+#: What :func:`run_demo` writes in its output folder, file -> what it holds (``models/PROBLEM.pt``
+#: stands for the trained networks ``models/<problem>.pt``, named once the problems are built).
+OUTPUTS = {"demo_classical.png": "figure", "demo_inversion.png": "figure", "demo_table.md": "table",
+           "demo_results.json": "scores", "models/PROBLEM.pt": "trained model"}
+
+
 def run_demo(out_dir: str | Path = "out", quick: bool = False, train_seconds: float | None = None) -> list[MethodResult]:
     """Run every problem of :data:`PROBLEMS` (training their unrolled networks) and of
     :data:`INVERSIONS`; write ``demo_classical.png`` (reconstructions), ``demo_inversion.png``,
@@ -378,6 +384,9 @@ def run_demo(out_dir: str | Path = "out", quick: bool = False, train_seconds: fl
         TypeError: ``quick`` is not a bool.
         ValueError: ``train_seconds`` is not a finite positive number (checked as
             :attr:`DemoConfig.train_time`).
+        OSError: ``out_dir`` or one of :data:`OUTPUTS` in it cannot be created or written (a folder
+            where a file goes, a file where a folder goes, a folder that takes no new file), found
+            before any problem is built (:func:`~liftinv.checkpoint.check_output_file`).
     """
     config = QUICK if check_flag("quick", quick) else FULL
     if train_seconds is not None:
@@ -387,6 +396,8 @@ def run_demo(out_dir: str | Path = "out", quick: bool = False, train_seconds: fl
             raise ValueError(f"train_seconds must be a finite positive number, got {train_seconds!r}") from err
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for name, what in OUTPUTS.items():  # before the work (minutes of it), which they are written after
+        check_output_file(out / name, what)
     generator = torch.Generator().manual_seed(config.seed)
     previous_threads = torch.get_num_threads()
     if config.threads is not None:

@@ -2,6 +2,7 @@ import json
 import math
 import os
 import re
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -223,6 +224,43 @@ def test_demo_output_folder_that_cannot_be_created_is_a_clear_error(tmp_path, ca
     assert main(["demo", "--quick", "--out", str(tmp_path / "file")]) == 1  # was a FileExistsError traceback
     err = capsys.readouterr().err
     assert err.startswith("liftinv demo: error: ") and str(tmp_path / "file") in err
+
+
+@pytest.mark.parametrize("case", ["proc", "table folder", "models file"])
+def test_demo_refuses_outputs_it_cannot_write_before_the_work(tmp_path, monkeypatch, capsys, case):
+    """run_demo made its output folder, then ran every problem (about 5 minutes, 30 s with --quick)
+    and only then wrote the figures, table, scores and models: --out /proc (a folder that takes no
+    new file), a folder demo_table.md or a file models in the output folder failed after all the
+    work ('[Errno 2] No such file or directory: '/proc/.demo_classical.png.x0d1.png'' / 'Is a
+    directory' / 'File exists'). Now each is refused before the first problem is built, exit
+    status 1, naming the file; what was there is left as it was. Oracle: open() of the same path
+    for writing fails."""
+    def builder(config, generator):
+        pytest.fail("a problem was built although its outputs cannot be written")
+
+    monkeypatch.setattr(demo, "PROBLEMS", (builder,))
+    out = tmp_path / "out"
+    out.mkdir()
+    if case == "proc":
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("needs Linux's /proc, where no file can be created")
+        out, expected = Path("/proc"), "figure file /proc/demo_classical.png: no file can be created in /proc ("
+    elif case == "table folder":
+        (out / "demo_table.md").mkdir()
+        expected = f"table file {out / 'demo_table.md'} is a folder, not a file"
+    else:
+        (out / "models").write_text("a file")
+        expected = f"trained model file {out / 'models' / 'PROBLEM.pt'}: {out / 'models'} is a file, not a folder"
+    target = out / ("demo_classical.png" if case == "proc" else "demo_table.md" if case == "table folder" else "models/ct.pt")
+    with pytest.raises(OSError):
+        open(target, "w")
+    assert main(["demo", "--quick", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"liftinv demo: error: {expected}") and "Traceback" not in err
+    if case == "table folder":
+        assert sorted(p.name for p in out.iterdir()) == ["demo_table.md"] and not any((out / "demo_table.md").iterdir())
+    elif case == "models file":
+        assert sorted(p.name for p in out.iterdir()) == ["models"] and (out / "models").read_text() == "a file"
 
 
 @pytest.mark.parametrize("field, value", [("tv_iter", 0), ("cg_iter", 1.5), ("inversion_iter", 0), ("seed", "0"), ("train_time", 0), ("train_time", True), ("threads", 0), ("threads", True)])
