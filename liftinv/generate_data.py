@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 import skimage.data
 from skimage.transform import rescale
 
-from liftinv.checkpoint import atomic_path
+from liftinv.checkpoint import atomic_path, check_output_file
 from liftinv.data import data_dir, grey_float
 
 ELLIPSE_SEED = 20240601
@@ -143,7 +144,10 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Write every bundled data set to ``--out`` (default: :func:`liftinv.data.data_dir`,
-    ``$LIFTINV_DATA`` if set, else the repository's ``data/``)."""
+    ``$LIFTINV_DATA`` if set, else the repository's ``data/``); return the exit status: 2 for a
+    folder that cannot be created, 1 for a file that cannot be written (a folder in its place, a
+    folder that takes no new file: found before any data set is built and nothing is written),
+    with one line ``PROG: error: MSG`` on stderr."""
     parser = argparse.ArgumentParser(prog="python -m liftinv.generate_data",
                                      description="Write the bundled data sets (the .npz files of data/), deterministically.")
     parser.add_argument("--out", type=Path, default=None,
@@ -154,12 +158,18 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file where the folder should be
         parser.error(f"argument --out: cannot create the folder {out}: {err}")
-    for name, build in BUILDERS.items():
-        path = out / f"{name}.npz"
-        splits = build()
-        save_npz(path, splits)
-        shapes = ", ".join(f"{k} {v.shape}" for k, v in splits.items())
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {shapes}")
+    try:
+        for name in BUILDERS:  # before the first is built: none is written where one of them cannot be
+            check_output_file(out / f"{name}.npz", "data")
+        for name, build in BUILDERS.items():
+            path = out / f"{name}.npz"
+            splits = build()
+            save_npz(path, splits)
+            shapes = ", ".join(f"{k} {v.shape}" for k, v in splits.items())
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {shapes}")
+    except OSError as err:  # a file that cannot be written: exit status 1, as the liftinv commands
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,4 +1,5 @@
 import gzip
+import os
 import re
 
 import numpy as np
@@ -319,6 +320,38 @@ def test_save_npz_that_fails_keeps_the_previous_file(tmp_path):
     with pytest.raises(ValueError, match="pickle"):
         generate_data.save_npz(path, {"train": np.zeros((1, 2, 2), np.uint8), "test": np.array([object()])})
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["a.npz"]
+
+
+@pytest.mark.parametrize("case", ["folder", "proc"])
+def test_generate_data_refuses_a_file_it_cannot_write_before_building(tmp_path, monkeypatch, capsys, case):
+    """python -m liftinv.generate_data --out DIR with DIR/patches.npz a folder built and wrote
+    ellipses.npz, built the patches, then ended in an IsADirectoryError traceback (exit status 1
+    from the traceback, the data half written); --out /proc (a folder that takes no new file)
+    built the ellipses first and failed with an OSError traceback. Now every file is checked
+    before the first build: exit status 1, one line 'python -m liftinv.generate_data: error:
+    ...' naming the file, nothing written. Oracle: open() of the same path for writing fails."""
+    built = []
+    monkeypatch.setattr(generate_data, "BUILDERS", {name: (lambda name=name: built.append(name) or
+                                                           {"train": np.zeros((1, 2, 2), np.uint8)})
+                                                    for name in generate_data.BUILDERS})
+    if case == "proc":
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("needs Linux's /proc, where no file can be created")
+        out, expected = "/proc", "data file /proc/ellipses.npz: no file can be created in /proc ("
+    else:
+        out = tmp_path
+        (tmp_path / "patches.npz").mkdir()
+        expected = f"data file {tmp_path / 'patches.npz'} is a folder, not a file"
+    with pytest.raises(OSError):
+        open(f"{out}/{'ellipses' if case == 'proc' else 'patches'}.npz", "wb")
+    assert generate_data.main(["--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m liftinv.generate_data: error: {expected}") and "Traceback" not in err
+    assert built == []
+    if case == "folder":
+        assert [p.name for p in tmp_path.iterdir()] == ["patches.npz"]
+    generate_data.main(["--out", str(tmp_path / "new")])  # and writes them where it can
+    assert built == list(generate_data.BUILDERS) and len(list((tmp_path / "new").iterdir())) == 3
 
 
 def test_random_patches_redraw_near_constant_crops():
