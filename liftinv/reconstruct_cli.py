@@ -31,7 +31,8 @@ settings to their operator (:data:`OPERATOR_OPTIONS`); ``--noise``, ``--index`` 
 ``--simulate``, and ``--index`` only without ``--truth``; wiener refuses ``--weight 0``.
 ``--out`` and ``--save-measurements`` must differ from each other and from every input file;
 ``--save-measurements`` is a ``.npy`` or ``.pt`` file (an image file would clip the measurements
-to [0, 1] and round them to 8 bits).
+to [0, 1] and round them to 8 bits), written once every check has passed, before reconstructing: a
+refused command writes no file.
 """
 from __future__ import annotations
 
@@ -380,8 +381,6 @@ def run(args: argparse.Namespace) -> int:
     if args.simulate:
         truth = (_test_image(args, operator, physics) if truth is None else truth).to(physics.dtype)
         y = physics(torch.cat([truth, torch.zeros_like(truth)], 1) if operator == "mri" else truth)
-        if args.save_measurements:
-            print(f"wrote measurements {save_array(y, args.save_measurements)}")
     else:
         y = data.to(physics.dtype)
     if y.shape[0] == 0:
@@ -392,6 +391,8 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out, _picture_shape(y, physics) if args.out.lower().endswith(IMAGE_SUFFIXES) else y.shape)
     if truth is not None and tuple(truth.shape) != _picture_shape(y, physics):  # before the work, as liftinv invert
         raise ValueError(f"--truth has shape {tuple(truth.shape)}, the reconstruction {_picture_shape(y, physics)}")
+    if args.save_measurements:  # once every check has passed: a refused command writes nothing
+        print(f"wrote measurements {save_array(y, args.save_measurements)}")
     start = time.perf_counter()
     parts = []
     for i in tqdm(range(y.shape[0]), disable=args.no_progress, desc=args.method or "reconstruct", unit="image"):

@@ -551,6 +551,30 @@ def test_reconstruct_and_invert_refuse_an_output_whose_folder_takes_no_file_befo
 
 
 @pytest.mark.parametrize("argv, message", [
+    (["--operator", "ct", "--size", "17", "--angles", "9", "--truth", "{tmp}/t2.npy", "--out", "{tmp}/x.png"],
+     "an image file holds one grey image, but the array has shape (2, 1, 17, 17)"),
+    (["--operator", "blur", "--size", "16", "--truth", "{tmp}/t12.npy", "--out", "{tmp}/x.npy"],
+     "--size 16, but the images are 12x12"),
+])
+def test_reconstruct_refused_after_simulating_writes_no_measurements(tmp_path, capsys, argv, message):
+    """--save-measurements was written right after the simulation, before --out, --size and
+    --truth's shape were checked, so a command refused by those checks (exit status 2) still wrote
+    the measurements file ('wrote measurements y.npy', then the error), replacing one already
+    there. They are now written once every check has passed, before reconstructing. Oracle: the
+    folder's listing, and a file already there unchanged byte for byte."""
+    save_array(torch.rand(2, 1, 17, 17), tmp_path / "t2.npy")
+    save_array(torch.rand(12, 12), tmp_path / "t12.npy")
+    (tmp_path / "kept.npy").write_bytes(b"previous")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    for saved in ("y.npy", "kept.npy"):
+        assert main(["reconstruct", "--simulate", *argv, "--no-progress", "--save-measurements", str(tmp_path / saved)]) == 2
+        out, err = capsys.readouterr()
+        assert message in err and "wrote" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.npy", "t12.npy", "t2.npy"]
+    assert (tmp_path / "kept.npy").read_bytes() == b"previous"
+
+
+@pytest.mark.parametrize("argv, message", [
     (["--measurements", "{tmp}/y.npy", "--operator", "blur"], "--size 16, but the images are 12x12"),
     (["--simulate", "--truth", "{tmp}/y.npy", "--operator", "blur"], "--size 16, but the images are 12x12"),
     (["--simulate", "--mask", "{tmp}/m.npy", "--operator", "mri"], "--size 16, but the images are 12x12"),
