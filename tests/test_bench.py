@@ -523,3 +523,23 @@ def test_json_through_a_link_checks_the_folder_of_the_links_target(tmp_path, cap
                          ["--json", str(link)])
     assert err.value.code == 1 and ran == [] and "no file can be created in /proc" in capsys.readouterr().err
     assert link.is_symlink() and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+@pytest.mark.parametrize("section", ["training", "inversion"])
+def test_missing_bundled_data_is_a_message_not_a_traceback(tmp_path, monkeypatch, capsys, section):
+    """liftinv bench training/inversion without the bundled data ended in a FileNotFoundError
+    traceback (exit status 1 from the traceback), where liftinv train and reconstruct print one
+    line 'liftinv train: error: bundled data file ... not found; create it with `python -m
+    liftinv.generate_data` ...' and exit 1. Now the same for the benchmarks. Oracle: load_dataset's
+    own FileNotFoundError for the same folder, whose message is printed as it is."""
+    from liftinv.data import load_dataset
+
+    monkeypatch.setenv("LIFTINV_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as missing:
+        load_dataset("patches" if section == "training" else "ellipses", "test")
+    with pytest.raises(SystemExit) as err:
+        bench.main([section, "--quick", "--device", "cpu", *(["--task", "autoencoder"] if section == "training" else [])])
+    stderr = capsys.readouterr().err
+    assert err.value.code == 1
+    assert stderr.endswith(f"liftinv bench: error: {missing.value}\n") and "Traceback" not in stderr

@@ -9,7 +9,8 @@ take ``tasks``); the records are printed as one table per module. A module that 
 own (plots, a weight cache) names them by ``outputs(**options) -> list[Path]`` (the options of its
 ``run`` that it takes). Those files and ``--json FILE`` are checked before any run (not a folder;
 the folder is created and takes a new file; else exit status 1), so that no run's records are lost
-to a file that cannot be written after it. The JSON is strict: a non-finite number (the NaN of a
+to a file that cannot be written after it. A run that fails on a file (``OSError``: the bundled
+data missing, say) ends the command with one line ``PROG: error: MSG`` and exit status 1. The JSON is strict: a non-finite number (the NaN of a
 diverged training run, the cosine of a zero gradient) is written as ``null``.
 """
 from __future__ import annotations
@@ -133,7 +134,10 @@ def _records(runs: dict[str, Callable[..., list[dict]]], args: argparse.Namespac
                 _check_writable(Path(path), f"{module.rsplit('.', 1)[-1]} benchmark output", parser)
     records: list[dict] = []
     for module, run in runs.items():
-        rows = run(**options[module])
+        try:
+            rows = run(**options[module])
+        except OSError as err:  # missing bundled data, say: a message, not a traceback (as every liftinv command)
+            parser.exit(1, f"{parser.prog}: error: {err}\n")
         print(f"\n## {module.rsplit('.', 1)[-1]} ({args.device}{', quick' if args.quick else ''})\n")
         print(format_table(rows), flush=True)
         records += rows
