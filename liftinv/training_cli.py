@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from liftinv import cli_types
+from liftinv.checkpoint import check_output_file
 from liftinv.evaluation import evaluate
 from liftinv.history import plot_history
 from liftinv.penalty import FENCHEL, MAC
@@ -130,7 +131,8 @@ def train_main(argv: list[str] | None = None) -> int:
     ``--overwrite``, is an argparse error (exit status 2); bad input, a checkpoint whose content
     cannot be read or that another run wrote included, prints ``liftinv train: error: ...`` and
     returns 2; training that diverged, or a file or folder that is missing or cannot be opened,
-    created or written, returns 1."""
+    created or written, returns 1 (the checkpoint and the history plot are checked before
+    training)."""
     parser = _parser()
     args = parser.parse_args(argv)
     return cli_types.run_command(parser, lambda: _run(args))
@@ -143,6 +145,9 @@ def _run(args: argparse.Namespace) -> int:
         raise cli_types.OptionError(f"--out {out}: the history plot goes to --out with the suffix .png and would "
                                     "overwrite the checkpoint; use another suffix (e.g. .pt)")
     _check_options(args)
+    if not out.is_dir():  # a folder is refused by train, in its words; the plot is written after training
+        for path, name in ((out, "checkpoint"), (out.with_suffix(".png"), "history plot")):
+            check_output_file(path, name)
     dtype = cli_types.DTYPES[args.dtype]
     setup = build_setup(args.task, quick=args.quick, device=args.device, dtype=dtype, seed=args.seed or 0)
     if args.depth_ratio is not None:

@@ -1820,23 +1820,35 @@ def test_cli_folder_as_checkpoint_exits_1_before_training(tmp_path, capsys, monk
 
 def test_cli_plot_that_cannot_be_written_exits_1_with_a_message(tmp_path, capsys, monkeypatch):
     """A folder where the history plot goes (``--out c.pt`` next to a folder ``c.png``): the
-    write failed after training with a traceback (IsADirectoryError from the rename); now exit
-    status 1 with a message naming the plot, as for a checkpoint that cannot be written.
-    (Training, which writes the checkpoint before, is replaced by a one-record history.)"""
+    write failed after training with a traceback (IsADirectoryError from the rename), then with
+    exit status 1 and a message naming the plot, still after the whole training run (the
+    checkpoint written, the plot lost). Now refused before training, as the checkpoint is:
+    exit status 1, naming the plot; nothing written. A plot that fails after training all the
+    same (its file made a folder meanwhile) still exits 1 naming it. Oracle: open() of the plot
+    path for writing fails."""
     import liftinv.training_cli as cli
     from liftinv.training import TrainResult
 
+    (tmp_path / "c.png").mkdir()
+    with pytest.raises(OSError):
+        open(tmp_path / "c.png", "wb")
+    monkeypatch.setattr(cli, "train", lambda *a, **k: pytest.fail("trained although the plot cannot be written"))
+    assert train_main(["--task", "autoencoder", "--quick", "--no-progress", "--out", str(tmp_path / "c.pt")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"liftinv train: error: history plot file {tmp_path / 'c.png'} is a folder, not a file\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["c.png"] and not any((tmp_path / "c.png").iterdir())
+
     def fake_train(model, *args, checkpoint, **kwargs):
+        (tmp_path / "d.png").mkdir()  # in the plot's place after the check
         history = TrainHistory()
         history.append(epoch=0, seconds=0.0, val_psnr=20.0)
         return TrainResult(model, history)
 
     monkeypatch.setattr(cli, "train", fake_train)
     monkeypatch.setattr(cli, "evaluate", lambda *a, **k: type("M", (), {"psnr": 20.0, "ssim": 0.5})())
-    (tmp_path / "c.png").mkdir()
-    assert train_main(["--task", "autoencoder", "--quick", "--no-progress", "--out", str(tmp_path / "c.pt")]) == 1
+    assert train_main(["--task", "autoencoder", "--quick", "--no-progress", "--out", str(tmp_path / "d.pt")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"liftinv train: error: cannot write the history plot {tmp_path / 'c.png'}: ") and "Traceback" not in err
+    assert err.startswith(f"liftinv train: error: cannot write the history plot {tmp_path / 'd.png'}: ") and "Traceback" not in err
 
 
 def test_held_out_scores_the_model_in_eval_mode_and_restores_its_modes(patches):
