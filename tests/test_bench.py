@@ -396,12 +396,12 @@ def test_json_option_is_refused_before_the_run(tmp_path, capsys):
     that cannot be written, as in liftinv train, invert and reconstruct (it was 2, bad arguments)."""
     ran = []
     (tmp_path / "file").write_text("")
-    for target, message in ((tmp_path, "is a folder"), (tmp_path / "file" / "r.json", "cannot create the folder")):
+    for target, message in ((tmp_path, "is a folder"), (tmp_path / "file" / "r.json", "folder cannot be created")):
         with pytest.raises(SystemExit) as err:
             bench.run_module("liftinv.bench.fake", lambda quick, device: ran.append(1) or [], "Fake.",
                              ["--json", str(target)])
         stderr = capsys.readouterr().err
-        assert err.value.code == 1 and "argument --json:" in stderr and message in stderr and str(target) in stderr
+        assert err.value.code == 1 and "argument --json file" in stderr and message in stderr and str(target) in stderr
     assert ran == []
 
 
@@ -420,7 +420,7 @@ def test_json_in_a_folder_that_takes_no_new_file_is_refused_before_the_run(capsy
                          ["--json", str(target)])
     stderr = capsys.readouterr().err
     assert err.value.code == 1 and ran == []
-    assert f"argument --json: cannot write {target}: no file can be created in /proc" in stderr
+    assert f"argument --json file {target}: no file can be created in /proc" in stderr
 
 
 def test_json_check_leaves_no_file_behind(tmp_path):
@@ -468,8 +468,8 @@ def test_section_outputs_are_checked_before_any_run(tmp_path, monkeypatch, capsy
              ("inversion", cache, "is a folder, not a file"),
              ("inversion-oracle", "inversion_oracle.png", "is a folder, not a file"),
              ("inversion-oracle", cache, "is a folder, not a file"),
-             ("inversion", None, "cannot create the folder of"),
-             ("training", None, "cannot create the folder of")]
+             ("inversion", None, "folder cannot be created"),
+             ("training", None, "folder cannot be created")]
     for section, name, message in cases:
         out = folder if name else file  # out/bench a folder holding a folder `name`, or a file
         if name:

@@ -20,14 +20,13 @@ import importlib
 import inspect
 import json
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from liftinv import cli_types
-from liftinv.checkpoint import _target, _temporary_file, write_text
+from liftinv.checkpoint import check_output_file, write_text
 from liftinv.training_setups import SETUP_NAMES
 
 #: section name -> modules whose ``run`` it calls
@@ -93,24 +92,14 @@ def _json_value(value):
 
 def _check_writable(path: Path, what: str, parser: argparse.ArgumentParser) -> None:
     """Refuse the file ``path`` (``what`` names it in the error: ``argument --json``) before the
-    run if it is a folder, its folder cannot be created or no file can be created in that folder
-    (the temporary file that :func:`~liftinv.checkpoint.atomic_path` renames over ``path``, made
-    as it makes it, in the folder of a symbolic link's target; it is removed again): a file that
-    cannot be written, exit status 1 (as ``liftinv train``, ``invert`` and ``reconstruct``; 2 is
-    for bad arguments)."""
-    if path.is_dir():
-        parser.exit(1, f"{parser.prog}: error: {what}: {path} is a folder, not a file\n")
-    target = _target(path)  # what atomic_path writes
+    run where :func:`~liftinv.checkpoint.check_output_file` says it cannot be written (a folder, a
+    folder that cannot be created, a folder that takes no new file): exit status 1, a file that
+    cannot be written, with that function's message (as ``liftinv train``, ``invert`` and
+    ``reconstruct``; 2 is for bad arguments)."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        check_output_file(path, what)
     except OSError as err:
-        parser.exit(1, f"{parser.prog}: error: {what}: cannot create the folder of {path}: {err}\n")
-    try:
-        tmp = _temporary_file(target)
-    except OSError as err:
-        parser.exit(1, f"{parser.prog}: error: {what}: cannot write {path}: no file can be created "
-                       f"in {target.parent} ({err.strerror or err})\n")
-    os.unlink(tmp)
+        parser.exit(1, f"{parser.prog}: error: {err}\n")
 
 
 def _records(runs: dict[str, Callable[..., list[dict]]], args: argparse.Namespace,
