@@ -44,7 +44,7 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
     parser.add_argument("network", help="network saved with torch.save(model, path) (.pt)")
     parser.add_argument("output", help="observed outputs (B, ...) (.npy or .pt)")
     parser.add_argument("--out", required=True, metavar="FILE", help=f"recovered input ({', '.join(SUFFIXES)})")
-    parser.add_argument("--input-shape", type=int, nargs="+", metavar="N",
+    parser.add_argument("--input-shape", type=cli_types.positive_int, nargs="+", metavar="N",
                         help="shape of one input sample, e.g. 1 64 64 (default: that of --x0, else the input_shape of a saved "
                              "LiftedNetwork; needed for an nn.Sequential without --x0)")
     parser.add_argument("--single", action="store_true", help="the output file holds one sample without batch axis")

@@ -1566,6 +1566,10 @@ def test_invert_cli_round_trip(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_:
         invert_main([*argv[:-2], "--out", str(tmp_path / "x.npy"), "--noise-level", "-1"])
     assert exit_.value.code == 2 and "argument --noise-level" in capsys.readouterr().err
+    for bad in ("-1", "0"):  # a dimension < 1 is refused naming the option (it was 'input_shape[0] must be ...')
+        with pytest.raises(SystemExit) as exit_:
+            invert_main([*argv[:-2], "--out", str(tmp_path / "x.npy"), "--input-shape", "1", bad, "9"])
+        assert exit_.value.code == 2 and f"argument --input-shape: must be an integer >= 1, got '{bad}'" in capsys.readouterr().err
     assert invert_main([str(tmp_path / "missing.pt"), str(tmp_path / "f.npy"), "--out", str(tmp_path / "x.npy")]) == 1
     capsys.readouterr()
     (tmp_path / "folder.npy").mkdir()  # a file that cannot be read: 1, with its name, not a traceback
