@@ -150,6 +150,10 @@ def _run(args) -> None:
         x0 = x0[None]
     if x0 is not None and args.input_shape is not None and _same_up_to_ones(x0.shape, (output.shape[0], *args.input_shape)):
         x0 = x0.reshape(output.shape[0], *args.input_shape)  # e.g. the (H, W) of an image file
+    if x0 is not None and args.input_shape is None and x0.shape[0] != output.shape[0]:  # before the lift reads x0's shape
+        raise ValueError(f"--x0 has shape {tuple(x0.shape)}: without --input-shape its first axis is the batch, which "
+                         f"must be the output's ({output.shape[0]} samples); pass --input-shape (an image file's "
+                         "(H, W) for one grey input: --input-shape 1 H W)")
     shape = args.input_shape or (None if x0 is None else list(x0.shape[1:]))
     if args.method == "lifted":  # refuses unsupported layers before solving
         network = lift(network, input_shape=shape)

@@ -1588,6 +1588,11 @@ def test_invert_cli_round_trip(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("liftinv.inversion_cli.invert", lambda *a, **k: pytest.fail("solved before checking"))
     assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--out", str(tmp_path / "x.npy")]) == 2
     assert "the network's input shape is unknown: pass --input-shape or --x0" in capsys.readouterr().err
+    np.save(tmp_path / "x0.npy", np.full((7, 9), 0.5))  # one grey input as an image file holds it, (H, W)
+    assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--x0", str(tmp_path / "x0.npy"),
+                        "--out", str(tmp_path / "x.npy")]) == 2  # read as 7 inputs of shape (9,): it failed in the lift
+    assert (f"--x0 has shape (7, 9): without --input-shape its first axis is the batch, which must be the output's "
+            f"({len(f)} samples); pass --input-shape" in capsys.readouterr().err)
     assert invert_main([str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "1", "7", "9",
                         "--out", str(tmp_path / "x.png")]) == 2
     assert f"the array has shape ({len(f)}, 1, 7, 9)" in capsys.readouterr().err
