@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from operators.checks import scaled_norm
+
 _TINY, _HUGE = 1e-300, 1e300
 #: Relative change of the discrepancy below which a factor-10 step of the weight counts as stalled.
 STALL = 0.02
@@ -111,17 +113,20 @@ def search_alpha(solve: Callable[[Tensor], Tensor], delta: Tensor, alpha0: Tenso
 def lipschitz_estimate(forward: Callable[[Tensor], Tensor], like: Tensor, iters: int = 15) -> float:
     r""":math:`\|J_N(v)\|_2` of ``forward`` at a random input :math:`v` uniform in :math:`[0, 1]` (a
     typical image) of the shape of ``like``, by power iteration on :math:`J^\top J` (autograd JVP
-    and VJP, fixed seed): an estimate of the Lipschitz constant of the network."""
+    and VJP, fixed seed): an estimate of the Lipschitz constant of the network. Norms are taken
+    after an exact scaling by a power of two (:func:`~operators.checks.scaled_norm`): in float32
+    the squares of :math:`J^\top J w` overflowed for networks with Lipschitz constants of about
+    4e9 and more, and underflowed for about 3e-10 and less (the estimate came out NaN)."""
     g = torch.Generator(device=like.device).manual_seed(0)
     v = torch.rand(like.shape, dtype=like.dtype, device=like.device, generator=g)
     w = torch.randn(v.shape, dtype=v.dtype, device=v.device, generator=g)
     _, pullback = torch.func.vjp(forward, v)
     lam = 0.0
     for _ in range(iters):
-        w = w / w.norm().clamp_min(_TINY)
+        w = w / scaled_norm(w).clamp_min(_TINY)
         with warnings.catch_warnings():  # torch's forward-mode AD scripts a helper on first use
             warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
             _, jw = torch.func.jvp(forward, (v,), (w,))
         w = pullback(jw)[0].detach()
-        lam = float(w.norm())
+        lam = float(scaled_norm(w))
     return lam**0.5

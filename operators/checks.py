@@ -121,7 +121,7 @@ def adjoint_error(physics, x: Tensor, generator: torch.Generator | None = None) 
     return float(err / scale)
 
 
-def _norm(t: Tensor) -> Tensor:
+def scaled_norm(t: Tensor) -> Tensor:
     r"""Euclidean norm of ``t`` as :math:`2^e \|2^{-e} t\|` with :math:`2^{e-1} \le \max_i |t_i| < 2^e`
     (``t.norm()`` when ``t`` is empty, 0 or not finite): the exact scaling keeps the squares from
     overflowing or underflowing, which in float32 made the norm Inf from entries of about
@@ -143,7 +143,7 @@ def lanczos_max(apply_normal, x0: Tensor, *, max_iter: int = 60, rtol: float = 1
     :math:`[0, 1)` (a bound as large as the Ritz value says nothing about it). A bound at rounding
     level also means the Krylov space is exhausted: going on would build the basis from rounding
     noise, which loses orthogonality and can lift the Ritz value above :math:`\lambda_{\max}`.
-    Norms are taken after an exact scaling by a power of two (:func:`_norm`), so eigenvalues
+    Norms are taken after an exact scaling by a power of two (:func:`scaled_norm`), so eigenvalues
     whose vectors' squared norms leave the dtype's range are estimated too.
     """
     if not is_integer(max_iter) or max_iter < 1:  # no iteration would return 0 as the eigenvalue
@@ -151,7 +151,7 @@ def lanczos_max(apply_normal, x0: Tensor, *, max_iter: int = 60, rtol: float = 1
     if not is_real(rtol) or not 0 <= rtol < 1:  # NaN never stops, >= 1 stops at the first Rayleigh quotient
         raise ValueError(f"rtol must be a number in [0, 1), got {rtol!r}")
     tol = max(rtol, 100 * torch.finfo(x0.dtype).eps)
-    basis = [x0 / _norm(x0)]
+    basis = [x0 / scaled_norm(x0)]
     alphas: list[float] = []
     betas: list[float] = []
     theta = 0.0
@@ -162,7 +162,7 @@ def lanczos_max(apply_normal, x0: Tensor, *, max_iter: int = 60, rtol: float = 1
             w = w - _dot(v, w) * v
         for v in basis:
             w = w - _dot(v, w) * v
-        beta = float(_norm(w))
+        beta = float(scaled_norm(w))
         t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
         if betas:
             off = torch.tensor(betas, dtype=torch.float64)

@@ -907,6 +907,20 @@ def test_first_alpha_of_a_network_with_measurements_is_per_sample():
         torch.testing.assert_close(batch[b:b + 1], alone, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("scale", [1e12, 1e-12])
+def test_float32_lipschitz_estimate_of_a_network_far_from_unit_norm(scale):
+    r""":func:`lipschitz_estimate` normalised by ``w.norm()``, whose sum of squares overflows in
+    float32 once :math:`|J^\top J w|` passes about 1.8e19 and underflows below about 1e-19: a
+    network with Lipschitz constant 1e12 or 1e-12 got the estimate NaN. Oracle: the float64 estimate of the same
+    network (same draws), and the matrix's spectral norm."""
+    lin = nn.Linear(6, 4, bias=False).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(4, 6, generator=gen(3), dtype=F64) * scale)
+    est64 = lipschitz_estimate(lin, torch.zeros(1, 6, dtype=F64))
+    assert est64 == pytest.approx(float(torch.linalg.matrix_norm(lin.weight.detach(), 2)), rel=1e-5)
+    assert lipschitz_estimate(lin.float(), torch.zeros(1, 6)) == pytest.approx(est64, rel=1e-4)
+
+
 def test_first_alpha_keeps_the_lipschitz_estimate_in_float64():
     r"""The per-sample Lipschitz estimates (Python floats) were gathered by ``torch.tensor(list)``,
     torch's default float32, so a float64 inversion's :math:`\alpha_0` was rounded to float32
