@@ -111,14 +111,18 @@ def adjoint_error(physics, x: Tensor, generator: torch.Generator | None = None) 
     r"""Relative dot-product test
     :math:`|\langle Ax, y\rangle - \langle x, A^*y\rangle| / (\|Ax\|\|y\| + \|x\|\|A^*y\|)`
     for a random ``y`` of the shape of :math:`Ax` (0 for an exact adjoint, up to rounding), drawn
-    on ``generator``'s device (a CPU generator gives the same ``y`` on every device)."""
+    on ``generator``'s device (a ``torch.Generator``, else a ``TypeError`` naming it; a CPU
+    generator gives the same ``y`` on every device). A zero scale (:math:`x = 0`, so both
+    products are 0) gives 0."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     ax = physics.A(x)
     device = ax.device if generator is None else generator.device
     y = torch.randn(ax.shape, dtype=ax.dtype, device=device, generator=generator).to(ax.device)
     aty = physics.A_adjoint(y)
     err = (_dot(ax, y) - _dot(x, aty)).abs()
     scale = ax.norm() * y.norm() + x.norm() * aty.norm()
-    return float(err / scale)
+    return float(err / scale) if bool(scale > 0) else float(err)
 
 
 def scaled_norm(t: Tensor) -> Tensor:

@@ -455,6 +455,16 @@ def test_vmap_over_a_and_its_adjoint_is_the_loop_and_still_refuses_nan(name):
         torch.func.vmap(physics.A)(xs)
 
 
+def test_adjoint_error_of_a_zero_input_and_a_bad_generator():
+    """x = 0 passes the dot-product test trivially (both products are 0, so is the scale): 0, not
+    the NaN of 0/0; a generator that is not a torch.Generator is refused naming it (it failed
+    with "'int' object has no attribute 'device'")."""
+    physics, shape = operators.OPERATORS["blur-zero-gaussian"](torch.float64, "cpu")
+    assert operators.adjoint_error(physics, torch.zeros(shape, dtype=torch.float64)) == 0.0
+    with pytest.raises(TypeError, match="^generator must be a torch.Generator or None, got int"):
+        operators.adjoint_error(physics, torch.ones(shape, dtype=torch.float64), generator=0)
+
+
 def test_finiteness_scan_without_torchs_private_functorch_functions(monkeypatch):
     """all_finite unwraps vmap's tensors by private torch functions; a torch without them must
     still scan plain tensors (the package must not fail on import or on every operator call)."""
