@@ -103,7 +103,8 @@ from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, TV
 from liftinv.solvers import Nesterov, Rule
-from liftinv.validation import check_flag, check_float_dtype, reference_tensor, refuse_inference_mode, sample_shape
+from liftinv.validation import (check_fits_dtype, check_flag, check_float_dtype, reference_tensor, refuse_inference_mode,
+                                sample_shape)
 from operators.checks import is_integer, is_real, values_trusted
 
 
@@ -493,10 +494,8 @@ def solve_task(task: Task, solver, regularizer: Potential | None, config: Invers
     if isinstance(weight, Tensor) and weight.shape != (batch,):
         raise ValueError(f"the regularizer's weight must be a number or one per sample, shape ({batch},), got shape {tuple(weight.shape)}")
     free = regularizer is not None and getattr(regularizer, "weight", 0.0) is None
-    largest = torch.finfo(task.data.dtype).max
-    if free and config.default_alpha > largest:  # the regulariser applies it in the data's dtype
-        raise ValueError(f"config.default_alpha = {config.default_alpha!r} overflows {task.data.dtype} (largest "
-                         f"{largest:.3g}), the dtype of output")
+    if free:  # the regulariser applies it in the data's dtype
+        check_fits_dtype("config.default_alpha", config.default_alpha, task.data.dtype, "output")
     target = None if task.delta is None else config.tau * task.delta
     best: list = []  # [input, variables, alpha, discrepancy] of the selected solve per sample
     unsettled = [False]  # whether the last solve stopped at its iteration or time limit

@@ -14,7 +14,7 @@ from torch import Tensor
 from liftinv.activations import check_step
 from liftinv.penalty import per_sample
 from liftinv.tv import GRAD_NORM_SQ, _project_ball, check_real_images, div2d, grad2d, prox_gap, tv
-from liftinv.validation import box_bounds
+from liftinv.validation import box_bounds, check_fits_dtype
 from operators.checks import check_tensor, is_integer, is_real
 
 
@@ -139,9 +139,7 @@ def _per_sample_scale(weight: float | Tensor, x: Tensor) -> float | Tensor:
         if weight.shape[0] != x.shape[0]:
             raise ValueError(f"the weight holds {weight.shape[0]} values but the batch has {x.shape[0]} samples")
         return weight.to(device=x.device, dtype=x.real.dtype).reshape(-1, *(1,) * (x.ndim - 1))
-    largest = torch.finfo(x.real.dtype).max
-    if weight > largest:
-        raise ValueError(f"weight = {weight!r} overflows {x.real.dtype} (largest {largest:.3g}), the dtype of x")
+    check_fits_dtype("weight", weight, x.real.dtype, "x")
     return weight
 
 
@@ -329,8 +327,8 @@ class TV(_Weighted):
         self._check_images(x)
         check_tensor(x, "x")
         lam = step * _per_sample_scale(self._weight(), x)
-        if not isinstance(lam, Tensor) and lam > torch.finfo(x.dtype).max:  # Inf in x's dtype: NaN below
-            raise ValueError(f"step * weight = {lam!r} overflows {x.dtype}, the dtype of x (take a smaller step)")
+        if not isinstance(lam, Tensor):  # Inf in x's dtype: NaN below
+            check_fits_dtype("step * weight", lam, x.dtype, "x", "take a smaller step")
         if not (bool((lam > 0).any()) if isinstance(lam, Tensor) else lam > 0):  # a host read for per-sample weights only
             return self._project(x)
         lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device).expand(x.shape[0], 1, 1, 1).reshape(-1, 1, 1, 1, 1)

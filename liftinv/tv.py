@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from liftinv.validation import box_bounds
+from liftinv.validation import box_bounds, check_fits_dtype
 from operators.checks import check_tensor, is_integer, is_real, opnorm, values_trusted
 
 GRAD_NORM_SQ = 8.0  # bound on ||grad||_2^2
@@ -173,8 +173,7 @@ def prox_tv(v: Tensor, weight: float, n_iter: int = 200, tol: float = 1e-4) -> T
     """
     check_real_images(v, "v")
     n_iter = _check_params(weight, n_iter, tol)
-    if weight > torch.finfo(v.dtype).max:  # Inf in v's dtype: Inf * 0 = NaN in the iteration
-        raise ValueError(f"weight = {weight!r} overflows {v.dtype}, the dtype of v")
+    check_fits_dtype("weight", weight, v.dtype, "v")  # Inf in v's dtype: Inf * 0 = NaN in the iteration
     if weight == 0 or v.numel() == 0:
         return v.clone()
     # u = v + w div p moves no entry by more than 4w (|div p| <= 4): where 4w <= eps^2 max|v| that is below

@@ -32,6 +32,16 @@ def box_bounds(t: Tensor, lo: float, hi: float) -> tuple[float, float]:
     return max(lo, -largest), min(hi, largest)
 
 
+def check_fits_dtype(name: str, value: float, dtype: torch.dtype, of: str, advice: str = "") -> None:
+    """A ``ValueError`` naming ``name`` if the number ``value`` (a weight, threshold or step that
+    multiplies or bounds tensors of ``dtype``, the dtype of ``of``) is above the largest number of
+    ``dtype``: it would be Inf there, and Inf * 0 is NaN; ``advice`` ends the message."""
+    largest = torch.finfo(dtype).max
+    if value > largest:
+        raise ValueError(f"{name} = {value!r} overflows {dtype} (largest {largest:.3g}), the dtype of {of}"
+                         + (f" ({advice})" if advice else ""))
+
+
 def checked_field(obj: object, name: str, check: Callable[[str, object], object]) -> None:
     """Check field ``name`` of the dataclass ``obj`` (frozen or not) by ``check(name, value)`` and
     store the result, a Python number: a NumPy number would stay otherwise and print as another

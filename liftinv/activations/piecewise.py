@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from liftinv.validation import box_bounds
+from liftinv.validation import box_bounds, check_fits_dtype
 
 from .base import Activation, Gamma, check_step, checked_hparam, real_hparam
 
@@ -158,10 +158,7 @@ class SoftThreshold(Activation):
 
     def _check_dtype(self, x: Tensor) -> None:
         """A ``ValueError`` naming ``threshold`` if it is above the largest number of ``x``'s dtype."""
-        largest = torch.finfo(x.dtype).max
-        if self.threshold > largest:
-            raise ValueError(f"threshold = {self.threshold!r} overflows {x.dtype} (largest {largest:.3g}), the dtype of "
-                             f"the tensor (use a smaller threshold or a wider dtype)")
+        check_fits_dtype("threshold", self.threshold, x.dtype, "the tensor", "use a smaller threshold or a wider dtype")
 
     def psi(self, z: Tensor) -> Tensor:
         self._check_dtype(z)
