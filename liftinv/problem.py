@@ -85,7 +85,7 @@ from liftinv.blocks import Block, Params, Var
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential
 from liftinv.validation import check_flag, check_float_dtype, positive_int, reference_tensor
-from operators.checks import Stamp, is_integer, state_of, values_trusted
+from operators.checks import Stamp, binary_exponent, is_integer, state_of, values_trusted
 
 
 
@@ -263,15 +263,12 @@ class _NetworkState:
 
 
 def _unit_scale(v: list[Tensor]) -> list[Tensor]:
-    r"""``v`` times :math:`2^{-e}`, with :math:`2^{e-1} \le \max_i |v_i| < 2^e` (``v`` itself when
-    every entry is 0 or none is finite): its sum of squares neither overflows nor underflows (in
-    float32 :math:`|v|^2` overflows from :math:`|v| \approx 1.8 \cdot 10^{19}`), and since the
-    scaling is exact, :math:`v/|v|` is bit for bit that of the unscaled ``v``."""
-    peaks = [t.abs().amax() for t in v if t.numel()]
-    if not peaks:
-        return v
-    exponent = torch.frexp(torch.stack(peaks).amax())[1]  # 0 for 0, Inf and NaN
-    return [torch.ldexp(t, -exponent) for t in v]
+    r"""``v`` times :math:`2^{-e}` (:func:`~operators.checks.binary_exponent`; ``v`` itself without
+    entries): its sum of squares neither overflows nor underflows (in float32 :math:`|v|^2`
+    overflows from :math:`|v| \approx 1.8 \cdot 10^{19}`), and since the scaling is exact,
+    :math:`v/|v|` is bit for bit that of the unscaled ``v``."""
+    exponent = binary_exponent(v)
+    return v if exponent is None else [torch.ldexp(t, -exponent) for t in v]
 
 
 def power_iteration(apply, v: list[Tensor], iters: int) -> tuple[float, list[Tensor]]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numbers
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -125,14 +125,23 @@ def adjoint_error(physics, x: Tensor, generator: torch.Generator | None = None) 
     return float(err / scale) if bool(scale > 0) else float(err)
 
 
+def binary_exponent(tensors: Sequence[Tensor]) -> Tensor | None:
+    r"""The integer :math:`e` (a tensor) with :math:`2^{e-1} \le \max |t_i| < 2^e` over the entries
+    of ``tensors`` (0 when they are all 0, or the largest is not finite; ``None`` when there are no
+    entries): scaling by :math:`2^{-e}`, which is exact, keeps their squares from overflowing or
+    underflowing (in float32 from entries of about :math:`1.8 \cdot 10^{19}`, and below about
+    :math:`10^{-19}`)."""
+    peaks = [t.abs().amax() for t in tensors if t.numel()]
+    return torch.frexp(torch.stack(peaks).amax())[1] if peaks else None
+
+
 def scaled_norm(t: Tensor) -> Tensor:
-    r"""Euclidean norm of ``t`` as :math:`2^e \|2^{-e} t\|` with :math:`2^{e-1} \le \max_i |t_i| < 2^e`
-    (``t.norm()`` when ``t`` is empty, 0 or not finite): the exact scaling keeps the squares from
-    overflowing or underflowing, which in float32 made the norm Inf from entries of about
+    r"""Euclidean norm of ``t`` as :math:`2^e \|2^{-e} t\|` (:func:`binary_exponent`; ``t.norm()``
+    when ``t`` is empty): in float32 the plain norm was Inf from entries of about
     :math:`1.8 \cdot 10^{19}` and 0 below about :math:`10^{-19}`."""
-    if t.numel() == 0:
+    exponent = binary_exponent([t])
+    if exponent is None:
         return t.norm()
-    exponent = torch.frexp(t.abs().amax())[1]  # 0 for 0, Inf and NaN
     return torch.ldexp(torch.ldexp(t, -exponent).norm(), exponent)
 
 
