@@ -29,13 +29,18 @@ def _target(path: str | os.PathLike) -> Path:
     return Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
 
 
+def _temporary_prefix(path: Path) -> str:
+    """``.NAME.``, the start of the temporary names made for writing ``path``, with at most 100
+    characters of ``path``'s name: in full, with ``mkstemp``'s 8 and a suffix, a name near the
+    file system's limit (255 bytes) would make a temporary name over it ('File name too long')."""
+    return f".{path.name[:100]}."
+
+
 def _temporary_file(path: Path, suffix: str = ".tmp") -> str:
-    """Create an empty temporary file ``.NAME.XXXXXXXX`` + ``suffix`` in the folder of ``path``
-    (a path :func:`_target` returned, whose folder exists) and return its name; ``OSError`` if
-    none can be created there. The name holds at most 100 characters of ``path``'s: in full, with
-    ``mkstemp``'s 8 and the suffix, a name near the file system's limit (255 bytes) would make a
-    temporary name over it ('File name too long')."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=suffix, dir=path.parent)
+    """Create an empty temporary file (:func:`_temporary_prefix`, ``XXXXXXXX`` and ``suffix``) in
+    the folder of ``path`` (a path :func:`_target` returned, whose folder exists) and return its
+    name; ``OSError`` if none can be created there."""
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=suffix, dir=path.parent)
     os.close(fd)
     return tmp
 
@@ -100,7 +105,7 @@ def check_output_file(path: str | os.PathLike, name: str = "output") -> None:
         if above == target.absolute().parent:
             os.unlink(_temporary_file(target))
         else:  # atomic_path would make the folders below ``above`` first
-            os.rmdir(tempfile.mkdtemp(prefix=f".{target.name[:100]}.", dir=above))
+            os.rmdir(tempfile.mkdtemp(prefix=_temporary_prefix(target), dir=above))
     except OSError as err:
         raise OSError(f"{name} file {path}: no file can be created in {above} ({err.strerror or err})") from err
 
