@@ -232,6 +232,8 @@ class Blur(ValueCaches, LinearPhysics):
         self._check(x, "x")
         if empty_batch(x):
             return self.A(with_zero_sample(x))[:0]
+        if x.shape[1] == 0:  # no channel (a 1-channel kernel fits): grouped convolutions and FFTs refuse it
+            return self.A(with_zero_sample(x, 1))[:, :0]
         height, width = x.shape[-2:]
         mode = "constant" if self.boundary == "zero" else self.boundary
         if not self.use_fft:
@@ -250,6 +252,8 @@ class Blur(ValueCaches, LinearPhysics):
         self._check(y, "y")
         if empty_batch(y):
             return self.A_adjoint(with_zero_sample(y))[:0]
+        if y.shape[1] == 0:  # no channel, as in A
+            return self.A_adjoint(with_zero_sample(y, 1))[:, :0]
         height, width = y.shape[-2:]
         if not self.use_fft:
             z = self._direct(y, transpose=True)

@@ -246,13 +246,14 @@ def empty_batch(t: object) -> bool:
     return isinstance(t, Tensor) and t.ndim > 0 and t.shape[0] == 0
 
 
-def with_zero_sample(t: Tensor) -> Tensor:
-    """``t`` followed by one zero sample along the batch axis: the batch an operator applies itself
-    to in place of an empty ``t``. The first ``len(t)`` rows of the result (none) still depend on
-    ``t`` in autograd's graph, so ``torch.autograd.grad`` of them with respect to ``t`` is an empty
-    gradient, as for any other batch (a fresh zero sample would cut the graph: the result would
-    not require grad and the gradient call would fail)."""
-    return torch.cat((t, t.new_zeros(1, *t.shape[1:])))
+def with_zero_sample(t: Tensor, dim: int = 0) -> Tensor:
+    """``t`` followed by one zero sample along the batch axis (along axis ``dim``: one zero channel
+    for ``dim=1``): the batch an operator applies itself to in place of an empty ``t``. The first
+    ``t.shape[dim]`` entries of the result along ``dim`` (none) still depend on ``t`` in autograd's
+    graph, so ``torch.autograd.grad`` of them with respect to ``t`` is an empty gradient, as for
+    any other batch (a fresh zero sample would cut the graph: the result would not require grad
+    and the gradient call would fail)."""
+    return torch.cat((t, t.new_zeros(*t.shape[:dim], 1, *t.shape[dim + 1:])), dim)
 
 
 def one_for_the_batch(t: Tensor, name: str, ndim: int, axes: tuple[str, ...]) -> Tensor:

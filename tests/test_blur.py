@@ -306,6 +306,25 @@ def test_fft_blur_on_images_of_several_sizes(boundary):
         torch.testing.assert_close(_dense(op, (1, *shape[2:]), adjoint=True), mat.T, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("use_fft", [False, True])
+@pytest.mark.parametrize("batch", [0, 2])
+def test_blur_of_images_without_channels_is_empty(boundary, use_fft, batch):
+    """Images with no channel (a one-channel kernel fits any count) map to no channel, as the
+    matrix of A, with C = 0 rows and columns, says, and the gradient through them is empty (grouped
+    convolutions and FFTs refuse empty axes: 'non-positive groups is not supported', an MKL
+    'Inconsistent configuration parameters' or 'Expected 3D or 4D ... tensor', naming nothing)."""
+    op = Blur(torch.rand(3, 4, generator=_gen(32)), boundary=boundary, use_fft=use_fft, dtype=torch.float64)
+    x = torch.zeros(batch, 0, 9, 10, dtype=torch.float64, requires_grad=True)
+    for apply in (op.A, op.A_adjoint):
+        out = apply(x)
+        assert out.shape == x.shape and out.dtype == x.dtype
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        assert grad.shape == x.shape
+    with pytest.raises(ValueError, match=r"^kernel has 2 channels but the image has 0$"):
+        Blur(torch.rand(2, 3, 4, generator=_gen(32)), boundary=boundary, use_fft=use_fft).A(torch.zeros(1, 0, 9, 10))
+
+
 def test_use_fft_default_threshold():
     """Automatic choice: FFT for circular, else only when h w > FFT_MIN_KERNEL_AREA = 256."""
     assert not Blur(torch.ones(16, 16), boundary="zero").use_fft  # 256 entries: direct
