@@ -105,7 +105,11 @@ def gaussian_mask(
     log-densities: the ``max(1, round(H W / acceleration))`` largest keys
     :math:`-(u^2 + v^2)/(2\,\text{std}^2) - \log E_{ij}`, :math:`E_{ij}` i.i.d. standard
     exponential (Efraimidis and Spirakis' sampling without replacement), so that densities below
-    float64's range (a small ``std``) keep their order instead of all being 0.
+    float64's range (a small ``std``) keep their order instead of all being 0. Keys that are
+    equal in float64 (log-densities beyond its range, :math:`-\infty`, or so large that
+    :math:`\log E_{ij}` is lost in their rounding) are ordered by :math:`u^2 + v^2`, then by
+    :math:`-\log E_{ij}`: the limit of a vanishing ``std``, the points nearest the zero frequency,
+    drawn uniformly among those at the same distance.
 
     Args:
         shape: ``(H, W)``.
@@ -120,8 +124,13 @@ def gaussian_mask(
     _check_generator(generator)
     u = (torch.arange(height, dtype=torch.float64) - height // 2) / height
     v = (torch.arange(width, dtype=torch.float64) - width // 2) / width
-    log_density = (-(u[:, None] ** 2 + v[None, :] ** 2) / (2 * std**2)).flatten()
-    keys = log_density - torch.empty_like(log_density).exponential_(generator=generator).log()
+    r2 = (u[:, None] ** 2 + v[None, :] ** 2).flatten()
+    log_density = torch.where(r2 == 0, 0.0, -r2 / (2 * std**2))  # std**2 may underflow to 0: 0/0 at the centre
+    gumbel = -torch.empty_like(log_density).exponential_(generator=generator).log()
+    keys = log_density + gumbel
+    order = torch.argsort(gumbel, descending=True, stable=True)  # equal keys: by r2, then by gumbel (docstring)
+    order = order[torch.argsort(r2[order], stable=True)]
+    order = order[torch.argsort(keys[order], descending=True, stable=True)]
     mask = torch.zeros(height * width, dtype=torch.bool)
-    mask[torch.topk(keys, n_total).indices] = True
+    mask[order[:n_total]] = True
     return mask.reshape(height, width)

@@ -316,6 +316,26 @@ def test_gaussian_mask_with_a_narrow_density_takes_the_most_probable_points(seed
     mask = gaussian_mask((16, 16), 256 / 81, generator=_gen(seed), std=0.005)
     assert torch.equal(mask, disc)
 
+@pytest.mark.parametrize("std", [1e-10, 1e-160, 1e-200])
+def test_gaussian_mask_with_a_vanishing_std_takes_the_nearest_points_drawing_among_ties(std):
+    r"""As std -> 0 the density :math:`\exp(-r^2/(2\,\text{std}^2))` makes each level of
+    :math:`d_i^2 + d_j^2` infinitely more probable than the next, while the points of one level
+    stay equally probable: 8 points of an 8 x 8 grid are the centre, its 4 neighbours and 3 of the
+    4 diagonal points, each diagonal point left out in a quarter of the draws. The log-densities
+    were -inf beyond the centre (std 1e-160; NaN at the centre once std**2 underflows to 0) and
+    the draw filled the mask by topk's order of ties, row 5 (the same for every seed); at std
+    1e-10 the exponential draws were lost in the rounding of the log-densities, and the same
+    diagonal point was always left out."""
+    di, dj = torch.meshgrid(torch.arange(8) - 4, torch.arange(8) - 4, indexing="ij")
+    level = di**2 + dj**2
+    left_out = set()
+    for seed in range(40):
+        mask = gaussian_mask((8, 8), 8, generator=_gen(seed), std=std)
+        assert int(mask.sum()) == 8 and bool(mask[level <= 1].all()) and not bool(mask[level > 2].any())
+        left_out |= {tuple(p) for p in torch.nonzero(~mask & (level == 2)).tolist()}
+    assert left_out == {(3, 3), (3, 5), (5, 3), (5, 5)}
+
+
 @pytest.mark.parametrize(
     "call, name",
     [
