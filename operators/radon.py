@@ -335,6 +335,27 @@ class Radon(LinearPhysics):
             if not torch.equal(angles.to(self._angles), self._angles):
                 self._set_angles(angles, self.dtype, self._matrix.device)
 
+    def get_extra_state(self) -> dict:
+        """The geometry, which ``state_dict`` holds (the system matrices built from it are not
+        saved): ``n``, ``n_detectors``, ``circle`` and ``angles`` (float64 degrees)."""
+        return {"n": self.n, "n_detectors": self.n_detectors, "circle": self.circle, "angles": self.angles}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Take the angles of a loaded geometry (:meth:`update_parameters`); one of another ``n``,
+        ``n_detectors`` or ``circle``, fixed at construction, is refused naming them."""
+        keys = ("n", "n_detectors", "circle", "angles")
+        if not isinstance(state, dict) or any(k not in state for k in keys):
+            raise ValueError(f"a Radon's extra state must be its geometry, a dict with {keys}, got {state!r}")
+        differ = [f"{k}={state[k]!r} (this Radon's {getattr(self, k)!r})" for k in keys[:3] if state[k] != getattr(self, k)]
+        if differ:
+            raise ValueError(f"the state is of a Radon with {', '.join(differ)}, which are fixed at construction: "
+                             "build a Radon of that geometry")
+        self.update_parameters(angles=state["angles"])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())  # a state without the geometry keeps it
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def __deepcopy__(self, memo: dict) -> Radon:
         """A deep copy (as deepinv's ``clone``): sparse CSR matrices cannot be deep-copied by
         ``copy.deepcopy``, so they are cloned."""

@@ -424,3 +424,26 @@ def test_geometry_is_fixed_at_construction(name, value):
     fresh = Radon(op.n, op.angles, n_detectors=op.n_detectors, circle=op.circle, dtype=torch.float64)
     assert torch.equal(op.A(x), fresh.A(x))
     assert torch.equal(physics_from_spec(physics_spec(op)).A(x), op.A(x))
+
+
+def test_state_dict_round_trips_the_geometry(tmp_path):
+    """``state_dict`` was empty (the angles and matrices are not saved as buffers), so
+    ``load_state_dict`` from a Radon with other angles kept the old ones without a word, where a
+    Blur or MRI takes the loaded kernel or mask. The geometry is now the module's extra state: a
+    loaded state (through torch.save and weights_only) gives the operator built for its angles
+    (the oracle: a fresh Radon), a state of another n, n_detectors or circle is refused naming
+    them, and a state without it (as saved before) keeps the operator."""
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64, generator=_gen(5))
+    source = Radon(16, SPARSE, dtype=torch.float64)
+    torch.save(source.state_dict(), tmp_path / "radon.pt")
+    op = Radon(16, 7, dtype=torch.float64)
+    op.load_state_dict(torch.load(tmp_path / "radon.pt", weights_only=True))
+    assert torch.equal(op.angles, SPARSE.double()) and op.sinogram_shape == source.sinogram_shape
+    torch.testing.assert_close(op.A(x), source.A(x), rtol=0, atol=0)
+    assert opnorm(op, (1, 1, 16, 16)) == pytest.approx(opnorm(source, (1, 1, 16, 16)), rel=1e-12)
+    for other, name in ((Radon(12, 7), "n=12"), (Radon(16, 7, n_detectors=19), "n_detectors=19"),
+                        (Radon(16, 7, n_detectors=23, circle=True), "circle=True")):
+        with pytest.raises(ValueError, match=f"^the state is of a Radon with {name} \\(this Radon's"):
+            op.load_state_dict(other.state_dict())
+    op.load_state_dict({})
+    assert torch.equal(op.angles, SPARSE.double())
