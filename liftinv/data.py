@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from liftinv.validation import FLOAT_DTYPES
 from operators.checks import is_integer
 
 DATASETS: dict[str, str] = {
@@ -43,8 +44,11 @@ def _check_size(size: int | None) -> int | None:
 
 
 def _check_dtype(dtype: torch.dtype) -> None:
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    """A ``TypeError`` naming ``dtype`` unless it is one of :data:`~liftinv.validation.FLOAT_DTYPES`
+    (a float8 dtype is floating, but torch has not even a sum for it)."""
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be a floating torch.dtype that torch computes in "
+                        f"({', '.join(str(d) for d in FLOAT_DTYPES)}), got {dtype!r}")
 
 
 def resize(images: Tensor, size: int) -> Tensor:

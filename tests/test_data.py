@@ -19,6 +19,7 @@ from liftinv.data import (
     load_mnist_idx,
     shepp_logan,
 )
+from liftinv.validation import FLOAT_DTYPES
 
 COUNTS = {
     "ellipses": generate_data.ELLIPSE_COUNTS,
@@ -118,6 +119,23 @@ def test_dataset_errors(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="generate_data") as err:
         load_dataset("ellipses", "val")
     assert str(tmp_path / "ellipses.npz") in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2, torch.complex64, torch.int64])
+def test_loaders_refuse_a_dtype_torch_does_not_compute_in(tmp_path, dtype):
+    """A float8 dtype is floating, and the loaders returned images in it (``load_dataset(...,
+    dtype=torch.float8_e4m3fn)``), which then failed in the first sum ('"sum_cpu" not implemented
+    for Float8_e4m3fn'), naming no argument. Now a TypeError naming ``dtype``, as for int64;
+    every dtype of FLOAT_DTYPES is taken (oracle: the uint8 data / 255 in that dtype)."""
+    imsave(tmp_path / "a.png", np.zeros((4, 4), dtype=np.uint8), check_contrast=False)
+    for load in (lambda: load_dataset("ellipses", "val", dtype=dtype), lambda: load_image_folder(tmp_path, dtype=dtype),
+                 lambda: shepp_logan(8, dtype=dtype)):
+        with pytest.raises(TypeError, match=rf"^dtype must be a floating torch.dtype that torch computes in .*, got {dtype}$"):
+            load()
+    for good in FLOAT_DTYPES:
+        (x,) = load_dataset("ellipses", "val", dtype=good).tensors
+        raw = np.load(data_dir() / "ellipses.npz")["val"]
+        assert x.dtype == good and torch.equal(x, torch.from_numpy(raw / 255.0).unsqueeze(1).to(good))
 
 
 def test_image_folder(tmp_path):
