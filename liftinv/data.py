@@ -131,7 +131,9 @@ def load_image_folder(
 
     Raises:
         FileNotFoundError: ``path`` is not a folder.
-        ValueError: no image in the folder, or differing shapes without ``size``.
+        ValueError: no image in the folder, an image holding NaN (naming it; a floating image's
+            infinities are clipped to [0, 1] as its other values), or differing shapes without
+            ``size``.
     """
     from skimage.io import imread
 
@@ -144,6 +146,10 @@ def load_image_folder(
     if not files:
         raise ValueError(f"no image with suffix in {IMAGE_SUFFIXES} in {folder}")
     images = [torch.from_numpy(grey_float(imread(p), p))[None, None] for p in files]
+    for p, img in zip(files, images):
+        if bool(img.isnan().any()):
+            raise ValueError(f"image {p} holds {int(img.isnan().sum())} NaN entries (of {img.numel()}); the images "
+                             "must be finite")
     if size is not None:
         images = [resize(img, size) for img in images]
     shapes = {tuple(img.shape) for img in images}

@@ -220,6 +220,22 @@ def test_grey_tiff_with_a_singleton_axis_is_read_as_grey(tmp_path, shape):
     np.testing.assert_allclose(load_array(tmp_path / "row.tif").numpy(), rgb2gray(row), atol=1e-12)
 
 
+def test_image_folder_refuses_an_image_with_nan_naming_it(tmp_path):
+    """A floating TIFF holding NaN was loaded as it is (grey_float's clip keeps NaN), and the NaN
+    went into the data set without a word (load_array refuses it). Now a ValueError naming the
+    file and the count; infinities are clipped to [0, 1] as documented (oracle: np.clip)."""
+    import tifffile
+
+    values = np.array([[0.25, np.inf, 0.5], [-np.inf, 0.75, 1.0]], dtype=np.float32)
+    tifffile.imwrite(tmp_path / "a.tif", values)
+    (x,) = load_image_folder(tmp_path, dtype=torch.float32).tensors
+    assert torch.equal(x[0, 0], torch.from_numpy(np.clip(values, 0, 1)))
+    values[0, 0] = values[1, 2] = np.nan
+    tifffile.imwrite(tmp_path / "b.tif", values)
+    with pytest.raises(ValueError, match=rf"^image {re.escape(str(tmp_path / 'b.tif'))} holds 2 NaN entries \(of 6\)"):
+        load_image_folder(tmp_path)
+
+
 def test_image_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         load_image_folder(tmp_path / "missing")
