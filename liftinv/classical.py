@@ -142,7 +142,10 @@ def wiener(y: Tensor, blur, lam: float) -> Tensor:
         raise TypeError(f"y must be real, got dtype {y.dtype}")
     delta = torch.zeros((1, *y.shape[1:]), dtype=y.dtype, device=y.device)
     delta[..., 0, 0] = 1.0
-    transfer = torch.fft.fft2(blur.A(delta))
+    impulse = blur.A(delta)  # the blur checks y's channels and size on it
+    if y.numel() == 0:  # no sample or no channel: nothing to deconvolve (FFTs refuse empty axes)
+        return y.clone()
+    transfer = torch.fft.fft2(impulse)
     x = torch.fft.ifft2(transfer.conj() * torch.fft.fft2(y) / (transfer.abs() ** 2 + lam))
     return x.real
 

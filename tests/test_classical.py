@@ -149,6 +149,19 @@ def test_numpy_scalar_lambda_is_accepted():
     torch.testing.assert_close(wiener(y, blur, np.float32(0.25)).flatten(1), expected)
 
 
+@pytest.mark.parametrize("shape", [(0, 2, 9, 12), (3, 0, 9, 12), (0, 0, 9, 12)])
+def test_wiener_of_no_sample_or_no_channel_is_empty(shape):
+    """An empty batch (or images with no channel) crashed in the FFT ('MKL FFT error: ...
+    Inconsistent configuration parameters'), where adjoint and tikhonov return empty images;
+    now wiener returns them too, of y's shape and dtype (oracle: tikhonov's result)."""
+    kernel = torch.rand(3, 5, dtype=torch.float64, generator=gen(10))
+    blur = Blur(kernel, boundary="circular", dtype=torch.float64)
+    y = torch.zeros(shape, dtype=torch.float64)
+    x = wiener(y, blur, 0.1)
+    expected = tikhonov(y, blur, 0.1)
+    assert x.shape == expected.shape == shape and x.dtype == expected.dtype
+
+
 def test_wiener_refuses_non_circular_blur_and_bad_lambda():
     y = torch.rand(2, 1, 8, 8, dtype=torch.float64)
     with pytest.raises(ValueError, match="circular"):
