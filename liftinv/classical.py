@@ -128,8 +128,9 @@ def wiener(y: Tensor, blur, lam: float) -> Tensor:
     impulse response, so no kernel-centring convention is assumed.
 
     Raises:
-        ValueError: ``blur`` is not circular (``blur.boundary != "circular"``) or ``lam <= 0``.
-        TypeError: ``y`` is complex (a blur takes real images).
+        ValueError: ``blur`` is not circular (``blur.boundary != "circular"``) or ``lam <= 0``;
+            ``y`` is not of the blur's channels and size (:meth:`~operators.blur.Blur.check_input`).
+        TypeError: ``y`` is complex (a blur takes real images), or of another dtype or device than the blur.
     """
     if getattr(blur, "boundary", None) != "circular":
         raise ValueError(
@@ -137,12 +138,10 @@ def wiener(y: Tensor, blur, lam: float) -> Tensor:
             "use tikhonov for other boundaries"
         )
     _check_nonneg(lam, "lam", strict=True)
-    check_tensor(y, "y", ndim=4)
-    if y.is_complex():  # the impulse response below takes y's dtype: the blur would refuse it as 'x'
-        raise TypeError(f"y must be real, got dtype {y.dtype}")
+    blur.check_input(y, "y")  # else the blur would refuse the impulse below, built like y, as 'x' of its shape
     delta = torch.zeros((1, *y.shape[1:]), dtype=y.dtype, device=y.device)
     delta[..., 0, 0] = 1.0
-    impulse = blur.A(delta)  # the blur checks y's channels and size on it
+    impulse = blur.A(delta)
     if y.numel() == 0:  # no sample or no channel: nothing to deconvolve (FFTs refuse empty axes)
         return y.clone()
     transfer = torch.fft.fft2(impulse)

@@ -173,7 +173,10 @@ class Blur(ValueCaches, LinearPhysics):
         else:
             super().__setattr__(name, value)
 
-    def _check(self, x: Tensor, name: str) -> Tensor:
+    def check_input(self, x: Tensor, name: str) -> Tensor:
+        """Return ``x`` if it is an input :meth:`A` and :meth:`A_adjoint` take (a finite real
+        ``(B, C, H, W)`` tensor of the operator's dtype and device, of ``img_size`` when set, that
+        the kernel fits), else raise naming it ``name``."""
         if self.img_size is None:
             check_tensor(x, name, ndim=4, like=self.kernel)
         else:
@@ -229,7 +232,7 @@ class Blur(ValueCaches, LinearPhysics):
         r"""Blurred image :math:`k * x` of shape ``(B, C, H, W)`` (see the module formula;
         ``params``: see :meth:`update_parameters`)."""
         self.update_parameters(**params)
-        self._check(x, "x")
+        self.check_input(x, "x")
         if empty_batch(x):
             return self.A(with_zero_sample(x))[:0]
         if x.shape[1] == 0:  # no channel (a 1-channel kernel fits): grouped convolutions and FFTs refuse it
@@ -249,7 +252,7 @@ class Blur(ValueCaches, LinearPhysics):
         convolution), then the adjoint of the boundary padding (border folded back; ``params``:
         see :meth:`update_parameters`)."""
         self.update_parameters(**params)
-        self._check(y, "y")
+        self.check_input(y, "y")
         if empty_batch(y):
             return self.A_adjoint(with_zero_sample(y))[:0]
         if y.shape[1] == 0:  # no channel, as in A

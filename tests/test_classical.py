@@ -149,6 +149,23 @@ def test_numpy_scalar_lambda_is_accepted():
     torch.testing.assert_close(wiener(y, blur, np.float32(0.25)).flatten(1), expected)
 
 
+@pytest.mark.parametrize("y, error, message", [
+    (torch.rand(2, 2, 8, 8, dtype=torch.float64), ValueError, r"y must have 1 channels \(dim 1\), got shape \(2, 2, 8, 8\)"),
+    (torch.rand(2, 1, 8, 9, dtype=torch.float64), ValueError, r"y must have spatial size \(8, 8\), got shape \(2, 1, 8, 9\)"),
+    (torch.rand(2, 1, 8, 8), TypeError, r"y has dtype torch.float32 but the operator uses torch.float64"),
+])
+def test_wiener_refuses_measurements_the_blur_does_not_take_as_tikhonov_does(y, error, message):
+    """y of another channel count, size or dtype than the blur's was refused through the impulse
+    response built like it, as 'x must have 1 channels (dim 1), got shape (1, 2, 8, 8)': an
+    argument wiener does not have, and not y's shape. Oracle: tikhonov's refusal (the blur's
+    A^* applied to y), the same message."""
+    blur = Blur(gaussian_kernel(1.0, 3), img_size=(1, 8, 8), boundary="circular", dtype=torch.float64)
+    with pytest.raises(error, match=f"^{message}$"):
+        tikhonov(y, blur, 0.1)
+    with pytest.raises(error, match=f"^{message}$"):
+        wiener(y, blur, 0.1)
+
+
 @pytest.mark.parametrize("shape", [(0, 2, 9, 12), (3, 0, 9, 12), (0, 0, 9, 12)])
 def test_wiener_of_no_sample_or_no_channel_is_empty(shape):
     """An empty batch (or images with no channel) crashed in the FFT ('MKL FFT error: ...
