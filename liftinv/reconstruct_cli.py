@@ -344,7 +344,7 @@ def _describe(physics) -> str:
     if isinstance(physics, Radon):
         return f"Radon(N={physics.n}, {physics.angles.numel()} views, {physics.n_detectors} detectors)"
     if isinstance(physics, MRI):
-        return f"MRI(mask {tuple(physics.mask.shape)}, {int(physics.mask.sum())} samples)"
+        return f"MRI(mask {tuple(physics.mask.shape)}, {int((physics.mask != 0).sum())} samples)"  # a weighted mask's too
     return f"Blur(kernel {tuple(physics.kernel.shape)}, {physics.boundary})"
 
 

@@ -382,6 +382,18 @@ def test_reconstruct_mri_from_complex_measurements(tmp_path, capsys):
     assert torch.equal(load_array(tmp_path / "zf.pt"), physics.A_adjoint(k))
 
 
+def test_reconstruct_names_the_sampled_entries_of_a_weighted_mask(tmp_path, capsys):
+    """The operator summary in errors counted a mask's samples as its sum, so a mask of weights
+    0.5 on 60 entries was 'MRI(mask (12, 10), 30 samples)'. Oracle: the count of non-zero entries
+    of the mask file."""
+    mask = 0.5 * random_mask((12, 10), 2, generator=torch.Generator().manual_seed(0)).double()
+    save_array(mask, tmp_path / "mask.npy")
+    save_array(torch.ones(1, 3, 12, 10, dtype=torch.float64), tmp_path / "k.npy")
+    assert main(["reconstruct", "--measurements", str(tmp_path / "k.npy"), "--operator", "mri", "--mask",
+                 str(tmp_path / "mask.npy"), "--dtype", "float64", "--no-progress", "--out", str(tmp_path / "zf.pt")]) == 2
+    assert f"for MRI(mask (12, 10), {int((mask != 0).sum())} samples): y must have 2 channels" in capsys.readouterr().err
+
+
 def test_reconstruct_blur_with_wiener(tmp_path, capsys):
     assert main(["reconstruct", "--simulate", "--operator", "blur", "--size", "24", "--method", "wiener",
                  "--noise", "0", "--kernel-sigma", "1.0", "--weight", "1e-4", "--no-progress",
