@@ -231,6 +231,86 @@ def test_sweeps_without_cached_preactivations_move_every_block_as_with_them(exam
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+class _KeepParams(Plain):
+    """Leaves a parameter block where it is and keeps the gradient it was given."""
+
+    needs_step = False
+
+    def advance(self, values, look, grads, step, prox, state):
+        return values, {"grad": [g.clone() for g in grads]}
+
+
+def _adam_first_step(p, grad, lr):
+    return p - lr * grad / (grad.abs() + 1e-8)  # m and v bias-corrected to g and g^2
+
+
+def _sweep_from_forward(example, solver):
+    """One sweep of ``solver`` from the forward pass of ``example`` (top variable moved off it):
+    ``(problem, state)`` after it."""
+    net, y = example.network, example.y
+    problem = LiftedProblem(net, net.feasible(example.u, y), y, free_vars=range(1, net.depth), train_params=True)
+    out = problem.forward(example.u, y, param_graphs=solver.interleave)
+    problem.set(Var(net.depth), [out + 0.1 * randn_like(out, gen(8))])
+    return problem, solver.step(problem, solver.init(problem))
+
+
+@pytest.mark.parametrize("interleave", [False, True])
+def test_deferred_parameter_blocks_step_from_gradients_at_the_parameters_of_the_sweeps_start(interleave):
+    """``BCD(defer_params=True)``: the variables move as in a sweep whose parameter blocks stay
+    where they are, and every parameter block then takes Adam's first step from the gradient
+    that such a sweep hands it (oracle: a rule that keeps the block and records its gradient).
+    On the chains the sweep that moves each parameter block at once ends there too; on the
+    unrolled network, whose layers read variables of several depths, it ends elsewhere (so the
+    test can fail)."""
+    lr = 0.01
+    for name in sorted(ARCHITECTURES):
+        example = ARCHITECTURES[name](gen(1))
+        net = example.network
+        start = [p.detach().clone() for p in net.parameters()]
+        kept, kept_state = _sweep_from_forward(example, BCD(param_rule=_KeepParams(), interleave=interleave))
+        expected = [x.clone() for x in kept.xs] + [
+            _adam_first_step(p, g, lr) for i in range(len(kept.param_groups))
+            for p, g in zip(kept.get(Params(i)), kept_state.param_states[i]["grad"])]
+        ends = {}
+        for defer in (True, False):
+            with torch.no_grad():
+                for p, v in zip(net.parameters(), start):
+                    p.copy_(v)
+            problem, _ = _sweep_from_forward(example, BCD(param_rule=Adam(lr), interleave=interleave, defer_params=defer))
+            ends[defer] = [x.clone() for x in problem.xs] + [
+                p.clone() for i in range(len(problem.param_groups)) for p in problem.get(Params(i))]
+        for a, b in zip(ends[True], expected):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+        if name == "unrolled_primal_dual" and interleave:
+            assert max(float((a - b).abs().max()) for a, b in zip(ends[False], expected)) > 1e-4
+        if name in ("mlp", "lifted_convnet"):  # chains: a variable's gradient reads the layer above only
+            for a, b in zip(ends[False], expected):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_a_deferred_sweep_that_raises_moves_no_parameter_block():
+    """A non-finite update of the second parameter block of an interleaved sweep of the MLP (a
+    later group than the first block's): the first block, whose update was set aside, stays at
+    its start."""
+    from liftinv.solvers.bcd import NonFiniteError
+
+    class SecondBlockNaN(Plain):
+        needs_step = False
+        calls = []
+
+        def advance(self, values, look, grads, step, prox, state):
+            self.calls.append(1)
+            return [v + (math.nan if len(self.calls) == 2 else 1.0) for v in values], state
+
+    example = ARCHITECTURES["mlp"](gen(1))
+    start = [p.detach().clone() for p in example.network.parameters()]
+    with pytest.raises(NonFiniteError, match="Params"):
+        _sweep_from_forward(example, BCD(param_rule=SecondBlockNaN(), interleave=True, defer_params=True))
+    assert len(SecondBlockNaN.calls) == 2
+    for p, v in zip(example.network.parameters(), start):
+        assert torch.equal(p.detach(), v)
+
+
 def _unrolled_example():
     """An unrolled primal-dual network (6 iterations, dual variables with 8 channels) on 8 blurred
     16x16 images: ``(net, truth, u, y)``."""

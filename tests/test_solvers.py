@@ -1044,6 +1044,8 @@ def test_interleave_needs_param_inputs():
         run(BCD(interleave=True), two_blocks(), max_iter=1)
     with pytest.raises(TypeError, match="interleave must be a bool, got 1"):
         BCD(interleave=1)
+    with pytest.raises(TypeError, match="defer_params must be a bool, got 1"):
+        BCD(defer_params=1)
 
 
 def _exact_resnet_descent(monkeypatch=None) -> float:

@@ -49,6 +49,20 @@ After :meth:`LiftedProblem.forward(..., param_graphs=True) <liftinv.problem.Lift
 training runs (Adam) this order learns about as much per epoch as the default one on the PNN
 denoiser, at a lower cost per epoch, and more on the unrolled deblurring network, where the
 default order levels off lower (see :mod:`liftinv.training_setups`).
+
+With ``defer_params=True`` every parameter block still takes its gradient where the sweep places
+it, but all of them move at the end of the sweep: until then the problem keeps each parameter
+block at its value from the sweep's start (a rule's look-ahead point only while the block's own
+gradient is taken). Every gradient of the sweep then sees the sweep's variables and the initial
+parameters. That changes the sweep only where a gradient taken after a parameter block's step
+reads a layer of that block. With ``interleave=True`` these are the gradients of variables read
+by layers of several depths (the unrolled networks, not a chain): the layer above steps its
+parameters first, and without deferral the variables below get its residual at the new
+parameters, with deferral at the parameters of the forward pass, as backpropagation would. In
+the default order they are the gradients of a later Jacobi group of parameter blocks that shares
+a layer with an earlier one (the exact-form ResNet). The parameter blocks move as one Jacobi
+group whose gradients were taken at different variables, so, as with ``interleave``, there is no
+monotone-descent guarantee.
 """
 from __future__ import annotations
 
@@ -153,6 +167,11 @@ class BCD:
         var_sweeps: passes over the variable blocks per iteration.
         interleave: move the parameters with the variables of the last pass (see the module
             docstring) instead of after it; needs ``problem.param_inputs``.
+        defer_params: take each parameter block's gradient where the sweep places it, but with
+            every other parameter block at its value from the start of the sweep (Jacobi over the
+            parameter blocks, see the module docstring): the blocks keep their new values aside
+            (and put their look-ahead points back once their gradients are taken) and all move
+            at the end of the sweep, or none when the sweep raises.
     """
 
     var_rule: Rule = Plain()
@@ -161,6 +180,7 @@ class BCD:
     step_scale: float = 1.0
     var_sweeps: int = 1
     interleave: bool = False
+    defer_params: bool = False
 
     def __post_init__(self):
         for name, kind in (("var_rule", Rule), ("param_rule", Rule), ("schedule", Schedule)):
@@ -171,6 +191,7 @@ class BCD:
             raise ValueError(f"step_scale must be in (0, 2), got {self.step_scale}")
         checked_field(self, "var_sweeps", positive_int)
         check_flag("interleave", self.interleave)
+        check_flag("defer_params", self.defer_params)
 
     def init(self, problem: BlockProblem) -> SolverState:
         """Fresh rule states for every block of ``problem``."""
@@ -205,13 +226,16 @@ class BCD:
         params = [b for b in blocks if isinstance(b, Params)]
         sequence = [g for _ in range(self.var_sweeps - 1) for g in groups] + self._last_pass(problem, groups, params)
         expect = getattr(problem, "expect", None)  # optional: what the step still moves
+        deferred = [] if self.defer_params else None
         try:
             for n, group in enumerate(sequence):
                 hint = None if expect is None else partial(expect, [b for g in sequence[n + 1:] for b in g])
-                self._update(problem, group, state, iteration, hint)
+                self._update(problem, group, state, iteration, hint, deferred)
         finally:
             if expect is not None:
                 expect(None)
+        for b, new in deferred or ():
+            problem.set(b, new)
         return SolverState(iteration, state.var_states, state.param_states)
 
     def _last_pass(self, problem: BlockProblem, groups: list[list[Block]], params: list[Params]) -> list[list[Block]]:
@@ -231,10 +255,11 @@ class BCD:
         return groups + ([rest] if rest else [])
 
     def _update(self, problem: BlockProblem, group: list[Block], state: SolverState, iteration: int,
-                hint=None) -> None:
+                hint=None, deferred: list | None = None) -> None:
         """Move every block of ``group`` by its rule from gradients taken at one state (Jacobi).
         ``hint()`` is called once the look-ahead points are set (their gradients still read
-        the caches that those moves update), before the gradients."""
+        the caches that those moves update), before the gradients. With a list ``deferred``, the
+        parameter blocks are put back at their values and their new values appended to it."""
         rules = [self.var_rule if isinstance(b, Var) else self.param_rule for b in group]
         stores = [state.var_states if isinstance(b, Var) else state.param_states for b in group]
         values = [problem.get(b) for b in group]
@@ -266,5 +291,12 @@ class BCD:
                 problem.set(m, v)
             raise NonFiniteError(bad, iteration)
         for b, (new, st), store in zip(group, results, stores):
-            problem.set(b, new)
+            if deferred is not None and isinstance(b, Params):
+                deferred.append((b, new))
+            else:
+                problem.set(b, new)
             store[b.index] = st
+        if deferred is not None:
+            for b, v, _ in moved:
+                if isinstance(b, Params):
+                    problem.set(b, v)
