@@ -232,7 +232,8 @@ class TV(_Weighted):
     with FISTA extrapolation :math:`r`. The dual is warm-started from the last call on a batch of
     the same shape (it is scale free, so it carries over across weights); a sample's dual stops
     moving once its duality gap :math:`P(u) - D(p) \le \text{tol}\cdot P(u)` (checked every 5
-    iterations), or from the start where :math:`v = 0` or :math:`4\lambda \le \epsilon^2\max|v|`
+    iterations), or from the start where :math:`v = 0` (from :math:`p = 0`, not the warm start:
+    :math:`u = \Pi_{[lo,hi]}(0)`, the prox) or :math:`4\lambda \le \epsilon^2\max|v|`
     (:math:`\epsilon` the dtype's machine epsilon: :math:`u(p)` is then within :math:`4\lambda` of
     :math:`\Pi_{[lo,hi]}(v)` per entry for every :math:`p`, below rounding, and the step would
     overflow), so that each sample's prox is the one of that sample alone, and the iteration
@@ -339,7 +340,9 @@ class TV(_Weighted):
         # as in prox_tv: u moves no entry of P(x) by more than 4 lam, below rounding where 4 lam <= eps^2 max|x|,
         # and there the step 1/(8 lam) grad would overflow: such samples, and zero ones, keep their dual (step 0)
         amax = x.detach().abs().flatten(1).amax(1) if x[0].numel() else x.new_zeros(x.shape[0])
-        fixed = (amax == 0) | (amax.double() * torch.finfo(x.dtype).eps ** 2 >= 4 * lam.flatten().double())
+        zero = amax == 0  # the prox of 0 is Pi(0): from the zero dual, not lam div of a warm start
+        p_prev = torch.where(zero.view(-1, 1, 1, 1, 1), 0.0, p_prev)
+        fixed = zero | (amax.double() * torch.finfo(x.dtype).eps ** 2 >= 4 * lam.flatten().double())
         safe = torch.where(lam > 0, lam, torch.ones_like(lam))
         step_dual = torch.where(fixed.view(-1, 1, 1, 1, 1), 0.0, 1.0 / (GRAD_NORM_SQ * safe))
         lam4, r, t, done = lam[..., 0], p_prev, 1.0, None

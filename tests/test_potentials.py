@@ -156,6 +156,21 @@ def test_tv_prox_warm_start_reaches_the_same_point():
     assert pot.with_weight(0.5)._dual is pot._dual
 
 
+@pytest.mark.parametrize("box", [None, (0.2, 0.7)])
+def test_tv_prox_of_a_zero_image_after_a_warm_start_is_the_projection_of_zero(box):
+    """A zero sample keeps its dual fixed (its prox is immediate), but it kept the warm start of
+    the last call, so its prox was lam div p of that dual (0.49 off with lam = 0.5), not 0.
+    Oracle, closed form: TV >= 0 vanishes on constants and Pi_box(0) minimises 1/2 |u|^2 over the
+    box entry by entry, so prox(0) is the constant image Pi_box(0)."""
+    pot = TV(0.5, box=box, max_inner=50)
+    pot.prox(images(seed=7), 1.0)  # a warm start from other images
+    x = images(seed=8)
+    x[1] = 0.0
+    u = pot.prox(x, 1.0)
+    expected = torch.full_like(x[1], 0.0 if box is None else box[0])
+    assert torch.equal(u[1], expected)
+
+
 def test_tv_smooth_value_tends_to_tv():
     x = images(seed=6)
     pot = TV(0.7)
