@@ -739,6 +739,7 @@ _ACCEPTED = [
     (nn.Softshrink(0.0), Identity),
     (nn.Hardshrink(0.0), Identity),
     (nn.Threshold(0.0, 0.0), ReLU),
+    (nn.ELU(alpha=0.0), ReLU),  # alpha (e^x - 1) for x <= 0 is 0: max(x, 0) (was refused: "no closed form of its Psi")
     (nn.Tanh(), Tanh),
     (nn.Sigmoid(), Sigmoid),
     (nn.Softmax(dim=1), Softmax),

@@ -73,7 +73,7 @@ def as_activation(module: nn.Module) -> Activation:
             ``nn.Softshrink`` (``lambd >= 0``) -> :class:`SoftThreshold` (``lambd = 0`` gives
             the identity), ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)``, and the
             continuous cases of discontinuous maps: ``nn.Hardshrink(lambd <= 0)`` (the
-            identity) and ``nn.Threshold(0, 0)`` (ReLU).
+            identity) and ``nn.Threshold(0, 0)`` (ReLU); and ``nn.ELU(alpha=0)``, which is ReLU.
 
     Raises:
         TypeError: the module is not a proximal map (non-monotone, slope above 1, discontinuous)
@@ -109,6 +109,8 @@ def _convert(module: nn.Module) -> Activation | None:
         return Identity()
     if type(module) is nn.Threshold and module.threshold == module.value == 0:  # max(x, 0)
         return ReLU()
+    if type(module) is nn.ELU and module.alpha == 0:  # alpha (e^x - 1) = 0 for x <= 0: max(x, 0)
+        return ReLU()
     if type(module) is nn.Tanh:
         return Tanh()
     if type(module) is nn.Sigmoid:
@@ -137,7 +139,7 @@ def _reason(module: nn.Module) -> str:
             return f"ELU with alpha={module.alpha} < 0 is non-monotone" + _NOT_PROX
         if module.alpha > 1:
             return f"ELU with alpha={module.alpha} > 1 " + _STEEP
-        return f"ELU with alpha={module.alpha} in [0, 1] " + _MONOTONE_LIPSCHITZ
+        return f"ELU with alpha={module.alpha} in (0, 1] " + _MONOTONE_LIPSCHITZ
     if isinstance(module, nn.Hardtanh) and not keeps_forward(module, nn.Hardtanh):
         return f"{name} subclasses nn.Hardtanh but overrides its forward, so it may not be the clip"
     if isinstance(module, nn.Hardtanh):
