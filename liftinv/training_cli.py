@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
                         "denoising and deblurring, top-down elsewhere)")
     parser.add_argument("--depth-ratio", type=cli_types.positive_float, default=None, metavar="R",
                         help="lifted BCD methods: multiply the penalty weights by R^(K-k) from the output (layer K) "
-                        "down (LiftedNetwork.scale_weights_by_depth); default: the setup's (10 on denoising, 3 on deblurring and "
+                        "down (LiftedNetwork.scale_weights_by_depth); default: the setup's (10 on denoising and deblurring, 3 on "
                         "autoencoder, 1 on ct), tuned with the setup's sweep order (deblurring with --sweep-order "
                         "top-down learns more with --depth-ratio 1)")
     parser.add_argument("--low-memory", action="store_true",
