@@ -245,6 +245,44 @@ def test_sweep_alignment_measures_one_sweep_from_the_forward_pass_whatever_sweep
     assert results[0] == results[1]
 
 
+def test_sweep_alignment_moving_sees_the_moved_parameters_of_the_layers_above_only_off_a_chain():
+    """``moving=True`` records the sweep whose parameter blocks move as it reaches them (on a copy:
+    the model keeps its parameters). On a chain a variable's gradient reads only the layer above,
+    whose parameters have not moved yet: the records equal those of the held sweep exactly. On
+    an unrolled network, whose layers read variables of several depths, the layers below see the
+    moved parameters above and the records differ (float64)."""
+    import torch
+
+    from liftinv.activations import ReLU
+    from liftinv.architectures import MLP, UnrolledPrimalDual
+    from liftinv.bench.alignment import sweep_alignment
+    from liftinv.methods import Lifted
+    from liftinv.solvers import BCD, Adam
+    from liftinv.tasks import Autoencoder, Reconstruction
+    from operators.blur import Blur
+
+    g = torch.Generator().manual_seed(0)
+    method = Lifted(solver=BCD(param_rule=Adam(1e-2), interleave=True))
+    physics = Blur(torch.ones(3, 3, dtype=torch.float64) / 9, img_size=(1, 8, 8), dtype=torch.float64)
+    cases = [
+        (MLP([9, 6, 5, 9], [ReLU(), ReLU()], generator=torch.Generator().manual_seed(1)).double(),
+         Autoencoder(0.1).observe(torch.rand(8, 1, 3, 3, generator=g, dtype=torch.float64), g), True),
+        (UnrolledPrimalDual(physics, 3, 4, (1, 8, 8), generator=torch.Generator().manual_seed(2)).double(),
+         Reconstruction(physics, 0.01).observe(torch.rand(8, 1, 8, 8, generator=g, dtype=torch.float64), g), False),
+    ]
+    for model, batch, chain in cases:
+        model.lifted.scale_weights_by_depth(10) if hasattr(model, "lifted") else model.scale_weights_by_depth(10)
+        start = [p.detach().clone() for p in model.parameters()]
+        held = sweep_alignment(model, method, batch)
+        moving = sweep_alignment(model, method, batch, moving=True)
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), start))
+        if chain:
+            assert moving == held
+        else:
+            assert max(abs(a["cosine"] - b["cosine"]) for a, b in zip(held, moving)) > 1e-3
+            assert held[-1]["cosine"] == pytest.approx(1, abs=1e-12) and moving[-1]["cosine"] == pytest.approx(1, abs=1e-12)
+
+
 def test_sweep_alignment_refuses_a_method_without_a_bcd_sweep_naming_method():
     """ISGM (no parameter rule to record) and backpropagation (no sweep) are refused as a
     TypeError naming method, before any step; they failed inside dataclasses.replace ('ISGM.__init__()

@@ -7,7 +7,10 @@ blocks, in both orders of the sweep, against backpropagation's gradient of the o
 sweep starts from: at the forward pass every hidden penalty is zero and the energy is the top
 penalty :math:`\lambda_K P_K(y, a_K(u; \Theta))` of the clamped output (autograd through the
 nested network). Columns per parameter group (``layers`` that use it): ``cosine`` of the two
-gradients and ``norm_ratio`` = lifted / backprop.
+gradients and ``norm_ratio`` = lifted / backprop, with the parameters held where they are during
+the sweep, as ``BCD(defer_params=True)`` does (the deblurring setup's); ``cosine_moving`` and
+``norm_ratio_moving`` with each parameter block moved by the setup's rule as the sweep reaches
+it, as the other setups' sweeps do.
 
 Adam, the setups' parameter rule, is invariant to a constant rescaling of a group's gradient, so
 the ratio does not matter to it, the cosine does. What one sweep computes: a variable moves by a
@@ -28,6 +31,7 @@ its top group. The command measures the models the setups train with lifted BCD
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -41,12 +45,24 @@ from liftinv.training_setups import SETUP_NAMES, build_setup
 
 
 class _Record(Rule):
-    """Keep the gradient, leave the block where it is."""
+    """Keep the gradient; leave the block where it is, or move it by the rule ``then``."""
 
-    needs_step = False
+    def __init__(self, then: Rule | None = None):
+        self.then = then
+        self.needs_step = then is not None and then.needs_step
+
+    def init(self, values):
+        return {"then": {} if self.then is None else self.then.init(values)}
+
+    def lookahead(self, values, state):
+        return values if self.then is None else self.then.lookahead(values, state["then"])
 
     def advance(self, values, look, grads, step, prox, state):
-        return values, {"grad": [g.clone() for g in grads]}
+        recorded = [g.clone() for g in grads]  # before a rule that reuses their storage (Adam)
+        if self.then is None:
+            return values, {"grad": recorded, "then": {}}
+        new, then = self.then.advance(values, look, grads, step, prox, state["then"])
+        return new, {"grad": recorded, "then": then}
 
 
 def _backprop_grads(model, batch, groups: list[list[Tensor]], penalty) -> list[list[Tensor]]:
@@ -72,20 +88,28 @@ def _compare(a: list[Tensor], b: list[Tensor]) -> tuple[float, float]:
     return cosine, (na / nb if nb > 0 else math.nan)
 
 
-def sweep_alignment(model, method, batch) -> list[dict]:
+def sweep_alignment(model, method, batch, moving: bool = False) -> list[dict]:
     """``{"layers", "cosine", "norm_ratio"}`` per parameter group (``layers`` that use it,
     comma-separated): the gradients one sweep of ``method`` (a :class:`~liftinv.methods.Lifted`
-    with a BCD solver, whose parameter rule is replaced by a recorder; its first sweep whatever
+    with a BCD solver, whose parameter rule is wrapped by a recorder; its first sweep whatever
     its ``sweeps_per_batch``) hands to the parameter blocks of ``model`` on ``batch``, from the
-    forward pass, against backpropagation's gradient of the energy it starts from."""
+    forward pass, against backpropagation's gradient of the energy it starts from. The recorder
+    leaves every parameter block where it is, as a sweep with ``BCD(defer_params=True)`` does;
+    with ``moving`` it moves each by the method's rule as the sweep reaches it, as a sweep without
+    deferral does (on a copy of ``model``, which keeps its parameters), so that a gradient taken
+    after another block moved sees its new parameters."""
     if not (isinstance(method, Lifted) and isinstance(method.solver, BCD)):
         raise TypeError(f"method must be a Lifted method with a BCD solver (one sweep to record), got {method!r}")
-    solver = dataclasses.replace(method.solver, param_rule=_Record())
-    lifted = runner(model, dataclasses.replace(method, solver=solver, sweeps_per_batch=1))
+    work = copy.deepcopy(model) if moving else model
+    solver = dataclasses.replace(method.solver, param_rule=_Record(method.solver.param_rule if moving else None),
+                                 defer_params=False)
+    lifted = runner(work, dataclasses.replace(method, solver=solver, sweeps_per_batch=1))
     lifted.start_epoch()
     lifted.step(batch, 1)
     problem = lifted.problem
-    reference = _backprop_grads(model, batch, problem.param_groups, problem.penalty)
+    own = dict(zip(map(id, work.parameters()), model.parameters()))
+    groups = [[own[id(p)] for p in group] for group in problem.param_groups]
+    reference = _backprop_grads(model, batch, groups, problem.penalty)
     return [
         dict(zip(("cosine", "norm_ratio"), _compare(lifted.state.param_states[i]["grad"], reference[i])),
              layers=",".join(map(str, problem.param_layers(i))))
@@ -101,10 +125,12 @@ def run_task(name: str, device: str = "cpu") -> list[dict]:
     for interleave in (False, True):
         method = dataclasses.replace(setup.bcd, solver=dataclasses.replace(setup.bcd.solver, interleave=interleave))
         model = setup.model(method)
+        moving = sweep_alignment(model, method, batch, moving=True)
         for index, group in enumerate(sweep_alignment(model, method, batch)):
             rows.append({
                 "task": name, "order": "interleaved" if interleave else "top-down",
                 "setup_order": interleave == setup.bcd.solver.interleave, "group": index, **group,
+                "cosine_moving": moving[index]["cosine"], "norm_ratio_moving": moving[index]["norm_ratio"],
             })
     return rows
 
