@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="small iteration budgets (about 30 s in all)")
     demo.add_argument("--train-seconds", type=cli_types.positive_float, metavar="SECONDS",
                       help="training time of each unrolled network (default: 60, with --quick 3)")
+    cli_types.negative_numbers_as_values(demo)
     for name, (_, _, text) in SUBCOMMANDS.items():
         commands.add_parser(name, help=f"{text} (options: `liftinv {name} --help`)", add_help=False)
     return parser

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import Callable
 
@@ -91,6 +92,21 @@ def float_at_least(low: float) -> Callable[[str], float]:
 
 #: A finite number >= 0 (a regularisation weight, a noise level, a tolerance).
 nonnegative_float = float_at_least(0.0)
+
+
+#: Tokens that start as a negative number does, ``-`` then a digit or ``.`` and a digit (``-1``,
+#: ``-.5``, ``-1.``, ``-1e-3``), or that are ``-inf``, ``-infinity`` or ``-nan`` (any case).
+NEGATIVE_NUMBER = re.compile(r"^-(\d|\.\d|(inf|infinity|nan)$)", re.IGNORECASE)
+
+
+def negative_numbers_as_values(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``parser``, made to take a token of :data:`NEGATIVE_NUMBER` as a value, not as an option:
+    argparse takes a token that starts with ``-`` for an option unless it matches its own pattern
+    of negative numbers (``-1``, ``-.5``; not ``-1e-3``, ``-1.`` or ``-inf``), so ``--box -inf 0``
+    failed with 'expected 2 arguments'. Its options must not look like such numbers (argparse's
+    rule for its own pattern; ``-h`` and ``--name`` do not)."""
+    parser._negative_number_matcher = NEGATIVE_NUMBER
+    return parser
 
 
 class OptionError(ValueError):

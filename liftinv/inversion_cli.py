@@ -68,7 +68,7 @@ def build_parser(prog: str = "liftinv invert") -> argparse.ArgumentParser:
                         help="true input: print the relative error, and PSNR and SSIM for images in [0, 1]")
     parser.add_argument("--device", type=cli_types.device, default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
+    return cli_types.negative_numbers_as_values(parser)
 
 
 def _check_method_options(args) -> None:

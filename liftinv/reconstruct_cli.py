@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from liftinv import demo
 from liftinv.cli_types import (DTYPES, OptionError, float_at_least, int_at_least, nonnegative_float, positive_int,
-                               run_command, seed)
+                               negative_numbers_as_values, run_command, seed)
 from liftinv.data import load_dataset
 from liftinv.io import ARRAY_SUFFIXES, IMAGE_SUFFIXES, SUFFIXES, check_not_an_input, check_output, load_array, save_array
 from liftinv.metrics import SSIM_SIDE, in_unit_range, psnr, ssim
@@ -136,7 +136,7 @@ def build_parser(prog: str = "liftinv reconstruct") -> argparse.ArgumentParser:
     simulation.add_argument("--seed", type=seed, default=0, help="seed of the noise and of the MRI mask (default: %(default)s)")
     simulation.add_argument("--save-measurements", metavar="FILE",
                             help=f"also write the simulated measurements ({', '.join(ARRAY_SUFFIXES)}: an image file would clip them to [0, 1])")
-    return parser
+    return negative_numbers_as_values(parser)
 
 
 def _image_batch(t: Tensor, name: str) -> Tensor:

@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=sorted(cli_types.DTYPES), default="float32",
                         help="dtype of the model and data (default: %(default)s); --resume needs the checkpoint's")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar and epoch log")
-    return parser
+    return cli_types.negative_numbers_as_values(parser)
 
 
 def train_main(argv: list[str] | None = None) -> int:

@@ -112,6 +112,32 @@ def test_invert_refuses_an_empty_box_by_its_option(tmp_path, capsys, box):
     assert "--box LO HI needs LO < HI" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("box", [["-inf", "inf"], ["-1e-3", "1."], ["-1.", "-.5"], ["-INF", "0"]])
+def test_invert_box_takes_negative_numbers_in_every_notation(box):
+    """``--box -inf inf`` (or ``-1e-3``, ``-1.``) was taken for an option by argparse, whose pattern
+    of negative numbers is ``-1`` and ``-.5`` only: 'argument --box: expected 2 arguments'. The
+    bounds are what ``float`` reads."""
+    from liftinv.inversion_cli import build_parser
+
+    args = build_parser().parse_args(["net.pt", "f.npy", "--out", "u.npy", "--box", *box])
+    assert args.box == [float(b) for b in box]
+    with pytest.raises(SystemExit):  # a word that starts as -inf does is no number: still an option
+        build_parser().parse_args(["net.pt", "f.npy", "--out", "u.npy", "--box", "-information", "1"])
+
+
+def test_reconstruct_takes_a_negative_number_in_exponent_notation_as_the_value_it_refuses(capsys):
+    """``--noise -1e-3`` reaches the option's own check (it was 'expected one argument'), and so
+    do ``liftinv train --time-budget -1e-3`` and ``liftinv demo --train-seconds -inf``."""
+    assert main(["reconstruct", "--operator", "blur", "--simulate", "--noise", "-1e-3"]) == 2
+    assert "--noise must be a finite number >= 0, got -0.001" in capsys.readouterr().err
+    for argv, option in ((["train", "--time-budget", "-1e-3"], "--time-budget"),
+                         (["demo", "--train-seconds", "-inf"], "--train-seconds")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert f"argument {option}: must be a finite number > 0, got '{argv[-1]}'" in capsys.readouterr().err
+
+
 def test_demo_forwards_its_options(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(demo, "run_demo", lambda out, **kwargs: calls.append((out, kwargs)))
