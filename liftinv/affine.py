@@ -520,8 +520,9 @@ class EvalSpectralNorm(_OwnTrainingFlag):
         return self.module(x)
 
 
-#: Modules that are linear (no constant part) whatever their parameters.
-LINEAR_MODULES = (ScaledConv, ConvAdjoint, NormalStep, GradientStep, _SharedWeight)
+#: Modules that are linear (no constant part) whatever their parameters, if their class keeps the
+#: ``forward`` of one of these (see :func:`is_linear`).
+LINEAR_MODULES = (ScaledConv, ConvAdjoint, NormalStep, GradientStep, Unbiased, Transposed)
 
 #: torch modules that are linear whatever their settings, if their class keeps the ``forward``
 #: of one of these (e.g. ``nn.ZeroPad2d`` is a ``nn.ConstantPad2d`` with value 0, see
@@ -536,8 +537,9 @@ def is_linear(module: nn.Module) -> bool:
     """Whether the affine ``module`` is known to be linear, :math:`f(0) = 0`: the maps of this
     module, bias-free ``nn.Linear``/``nn.Conv1d/2d/3d``/``nn.ConvTranspose1d/2d``, the modules
     of :data:`LINEAR_TORCH`, constant padding by 0 (``nn.ConstantPad1d/2d``, ``nn.ZeroPad1d/2d``), and ``nn.Sequential`` chains of
-    them (torch classes only if they keep their ``forward``)."""
-    if isinstance(module, LINEAR_MODULES) or keeps_forward(module, *LINEAR_TORCH):
+    them (only if their class keeps its ``forward``: a subclass whose ``forward`` adds a constant is
+    not linear)."""
+    if keeps_forward(module, *LINEAR_MODULES, *LINEAR_TORCH):
         return True
     if keeps_forward(module, nn.ConstantPad1d, nn.ConstantPad2d):
         return module.value == 0

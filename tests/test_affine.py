@@ -170,6 +170,28 @@ def test_linear_part_and_is_linear():
         torch.testing.assert_close(linear_part(free, x), free(x), rtol=0, atol=0)
 
 
+def test_is_linear_distrusts_a_subclass_of_liftinvs_maps_that_overrides_forward():
+    """A subclass of :class:`ScaledConv` (or an instance) whose ``forward`` adds a constant is
+    affine, not linear: is_linear said True (isinstance), so linear_part kept the constant. Oracle:
+    the linear part ``f(x) - f(0)``, and the scaled convolution written out."""
+
+    class Shifted(ScaledConv):
+        def forward(self, x):
+            return super().forward(x) + 1.0
+
+    conv = _conv()
+    shifted, patched = Shifted(conv, 0.5), ScaledConv(conv, 0.5)
+    patched.forward = lambda x: ScaledConv.forward(patched, x) + 1.0
+    x = torch.randn(2, 2, 5, 5, dtype=DT, generator=gen(8))
+    written_out = F.conv2d(x, 0.5 * conv.weight, None, 1, 1)
+    with torch.no_grad():
+        for m in (shifted, patched):
+            assert not is_linear(m)
+            torch.testing.assert_close(linear_part(m, x), m(x) - m(torch.zeros_like(x)), rtol=0, atol=0)
+            torch.testing.assert_close(linear_part(m, x), written_out, rtol=1e-12, atol=1e-12)
+    assert is_linear(ScaledConv(conv, 0.5)) and is_linear(Unbiased(conv)) and is_linear(Transposed(conv))
+
+
 @pytest.mark.parametrize(
     "c_in, kernel, padding, written_out",
     [(1, (3, 3), (1, 1), True), (1, (5, 5), 2, True), (1, (3, 5), (1, 2), True), (3, (3, 3), (1, 1), True),
