@@ -786,6 +786,21 @@ def test_as_activation_refuses(module, match):
     assert "Supported: nn.Identity, nn.ReLU" in str(info.value)
 
 
+@pytest.mark.parametrize("bounds", [(2.0, 1.0), (1.0, 1.0), (math.nan, 1.0)])
+def test_as_activation_refuses_a_hardtanh_whose_bounds_were_set_out_of_order(bounds):
+    """torch's constructor asks min_val < max_val, but the attributes can be set afterwards:
+    ``Clip``'s ``ValueError`` ('lo must be smaller than hi', naming no module) came out of
+    as_activation, and out of lift instead of its TypeError naming the layer."""
+    from liftinv import lift
+
+    module = nn.Hardtanh(-1.0, 1.0)
+    module.min_val, module.max_val = bounds
+    with pytest.raises(TypeError, match=r"Hardtanh with min_val=.*: liftinv's Clip needs finite bounds, min_val < max_val"):
+        as_activation(module)
+    with pytest.raises(TypeError, match=r"cannot lift layer 1 \(Hardtanh\).*min_val < max_val"):
+        lift(nn.Sequential(nn.Linear(2, 2), module))
+
+
 def test_clip_with_a_bound_beyond_the_dtype_clamps_as_without_it():
     """Clip(0, 1e300) (1e300 standing for no upper bound) on float32 failed inside torch with
     'value cannot be converted to type float without overflow' in forward, prox, prox_phi_ and

@@ -69,7 +69,7 @@ def as_activation(module: nn.Module) -> Activation:
         module: a liftinv :class:`Activation` (returned as it is) or one of ``nn.Identity``,
             ``nn.ReLU``, ``nn.LeakyReLU`` (``0 <= negative_slope <= 1``; 0 gives ReLU, 1 the
             identity), ``nn.Hardtanh`` (incl. ``nn.ReLU6``, not a subclass overriding
-            ``forward``; finite bounds) -> :class:`Clip`,
+            ``forward``; finite bounds, ``min_val < max_val``) -> :class:`Clip`,
             ``nn.Softshrink`` (``lambd >= 0``) -> :class:`SoftThreshold` (``lambd = 0`` gives
             the identity), ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softmax(dim=1)``, and the
             continuous cases of discontinuous maps: ``nn.Hardshrink(lambd <= 0)`` (the
@@ -101,7 +101,7 @@ def _convert(module: nn.Module) -> Activation | None:
     if type(module) is nn.LeakyReLU and 0 <= module.negative_slope <= 1:
         slope = module.negative_slope
         return ReLU() if slope == 0 else Identity() if slope == 1 else LeakyReLU(slope)
-    if keeps_forward(module, nn.Hardtanh) and math.isfinite(module.min_val) and math.isfinite(module.max_val):
+    if keeps_forward(module, nn.Hardtanh) and -math.inf < module.min_val < module.max_val < math.inf:
         return Clip(module.min_val, module.max_val)
     if type(module) is nn.Softshrink and module.lambd >= 0:
         return Identity() if module.lambd == 0 else SoftThreshold(module.lambd)
@@ -144,7 +144,7 @@ def _reason(module: nn.Module) -> str:
         return f"{name} subclasses nn.Hardtanh but overrides its forward, so it may not be the clip"
     if isinstance(module, nn.Hardtanh):
         return (f"{name} with min_val={module.min_val}, max_val={module.max_val}: liftinv's Clip needs finite "
-                "bounds")
+                "bounds, min_val < max_val (as torch's constructor asks)")
     if isinstance(module, nn.Softshrink) and not module.lambd >= 0:
         return f"Softshrink with lambd={module.lambd} (not >= 0) is not a soft-threshold (torch refuses it too)"
     if isinstance(module, nn.Threshold) and module.threshold == module.value:
