@@ -786,6 +786,15 @@ def test_as_activation_refuses(module, match):
     assert "Supported: nn.Identity, nn.ReLU" in str(info.value)
 
 
+def test_as_activation_names_a_nan_elu_alpha():
+    """An ELU alpha of NaN was said to lie in [0, 1] (``nn.ELU(alpha=0)``, max(x, 0), is taken as
+    ReLU: a row of the accepted modules above)."""
+    with pytest.raises(TypeError, match=r"ELU with alpha=nan is not a number"):
+        as_activation(nn.ELU(alpha=math.nan))
+    with pytest.raises(TypeError, match=r"ELU with alpha=0.5 in \(0, 1\] is monotone and 1-Lipschitz"):
+        as_activation(nn.ELU(alpha=0.5))
+
+
 @pytest.mark.parametrize("bounds", [(2.0, 1.0), (1.0, 1.0), (math.nan, 1.0)])
 def test_as_activation_refuses_a_hardtanh_whose_bounds_were_set_out_of_order(bounds):
     """torch's constructor asks min_val < max_val, but the attributes can be set afterwards:

@@ -135,6 +135,8 @@ def _reason(module: nn.Module) -> str:
             return f"LeakyReLU with negative_slope={slope} < 0 is non-monotone" + _NOT_PROX
         return f"LeakyReLU with negative_slope={slope} > 1 " + _STEEP
     if isinstance(module, nn.ELU):
+        if math.isnan(module.alpha):
+            return f"ELU with alpha={module.alpha} is not a number"
         if module.alpha < 0:
             return f"ELU with alpha={module.alpha} < 0 is non-monotone" + _NOT_PROX
         if module.alpha > 1:
