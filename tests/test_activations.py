@@ -3,6 +3,7 @@ float64, high-precision root finding (mpmath), scipy on the simplex and torch's 
 from __future__ import annotations
 
 import math
+import re
 
 import mpmath
 import numpy as np
@@ -784,6 +785,19 @@ def test_as_activation_refuses(module, match):
     with pytest.raises(TypeError, match=match) as info:
         as_activation(module)
     assert "Supported: nn.Identity, nn.ReLU" in str(info.value)
+
+
+@pytest.mark.parametrize("base, kwargs", [(nn.LeakyReLU, {"negative_slope": 0.2}), (nn.Softmax, {"dim": 1}),
+                                          (nn.Threshold, {"threshold": 0.0, "value": 0.0}), (nn.ELU, {"alpha": 0.5})])
+def test_as_activation_refuses_a_subclass_of_a_supported_module_as_a_subclass(base, kwargs):
+    """A subclass (here doubling the map) is refused, but the reason was read off the parameters
+    as if it were the base: a LeakyReLU of slope 0.2 'has slope above 1', a Softmax over dim=1 'is
+    supported over dim=1 only', a Threshold(0, 0) is had 'only for 0'."""
+    sub = type(f"Doubled{base.__name__}", (base,), {"forward": lambda self, x: 2 * base.forward(self, x)})
+    with pytest.raises(TypeError, match=rf"Doubled{base.__name__} subclasses nn.{base.__name__}, which is taken as "
+                                        rf"nn.{base.__name__} itself only") as info:
+        as_activation(sub(**kwargs))
+    assert not re.search(r"> 1|dim=1 only|only for 0|monotone", str(info.value))
 
 
 def test_as_activation_names_a_nan_elu_alpha():

@@ -62,6 +62,12 @@ _REASONS: dict[type, str] = {
     nn.Hardsigmoid: _MONOTONE_LIPSCHITZ,
 }
 
+#: torch activations that :func:`as_activation` takes as their exact class only (a subclass may
+#: compute another map; ``nn.Hardtanh``'s subclasses that keep its ``forward`` are taken).
+_EXACT_CLASSES = (nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Softshrink, nn.Hardshrink, nn.Threshold, nn.ELU, nn.Tanh,
+                  nn.Sigmoid, nn.Softmax)
+
+
 def as_activation(module: nn.Module) -> Activation:
     """Convert a torch activation module to the liftinv activation with the same forward map.
 
@@ -127,6 +133,10 @@ def _reason(module: nn.Module) -> str:
     if forward_replaced(module):
         return (f"this {name} has its forward replaced on the instance (module.forward = ...), so it may compute "
                 f"another map than nn.{name}'s")
+    for cls in _EXACT_CLASSES:
+        if isinstance(module, cls) and type(module) is not cls:
+            return (f"{name} subclasses nn.{cls.__name__}, which is taken as nn.{cls.__name__} itself only (a "
+                    "subclass may compute another map)")
     if isinstance(module, nn.LeakyReLU):
         slope = module.negative_slope
         if math.isnan(slope):
