@@ -145,6 +145,22 @@ def _check_hooks(module: nn.Module, path: str) -> None:
                         "liftinv takes as the adjoints of its maps; remove them first (the handle's .remove())")
 
 
+def _check_global_hooks() -> None:
+    """A ``TypeError`` if torch holds global module hooks (``register_module_forward_hook``,
+    ``register_module_forward_pre_hook``, ``register_module_full_backward_hook``,
+    ``register_module_full_backward_pre_hook`` of ``torch.nn.modules.module``): they run at every
+    module call, so they may change the model's map, or the gradients taken as adjoints, as a
+    module's own hooks may (:func:`_check_hooks`)."""
+    hooks = torch.nn.modules.module
+    if (hooks._global_forward_hooks or hooks._global_forward_pre_hooks or hooks._global_backward_hooks
+            or hooks._global_backward_pre_hooks):
+        raise TypeError("cannot lift the model while torch holds global module hooks (torch.nn.modules.module."
+                        "register_module_forward_hook, _forward_pre_hook, _full_backward_hook or "
+                        "_full_backward_pre_hook), which run at every module call and may change the model's map "
+                        "or gradients, and which the lifted network would not run as the model does; remove them "
+                        "first (the handle's .remove())")
+
+
 def _check_batch_axis(module: nn.Module, path: str) -> None:
     """A ``TypeError`` naming the layer if ``module`` is an ``nn.Flatten`` or ``nn.Unflatten`` that
     merges or splits the batch axis by its own arguments (``start_dim=0`` with ``end_dim != 0``;
@@ -230,7 +246,8 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
             in training mode (its weight changes at every call); so is a softmax over a negative dim without
             ``input_shape``, or one whose dim is not dim 1 of its input for ``input_shape``, and a
             module (container or not) with forward hooks or pre-hooks other than weight or spectral
-            normalisation's or pruning's on an affine module, or with backward hooks, or whose
+            normalisation's or pruning's on an affine module, or with backward hooks (or any
+            module while torch holds global module hooks), or whose
             ``forward`` was replaced on the instance (a ``torch.compile``'d module: lift the
             module it compiles, ``module._orig_mod``); an ``nn.Flatten(0)`` or ``nn.Unflatten(0,
             ...)`` that merges or splits the batch axis (the dry run of ``input_shape`` finds one
@@ -246,6 +263,7 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
         return given
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    _check_global_hooks()
     layers, chain, softmax_dims = [], [], {}
     for path, m in _leaves(module, ""):
         _check_batch_axis(m, path)

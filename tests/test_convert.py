@@ -667,6 +667,30 @@ def test_modules_with_forward_hooks_are_refused_naming_them(where):
     assert torch.equal(lift(normed, input_shape=(3,))(u), normed(u))
 
 
+@pytest.mark.parametrize("register", ["register_module_forward_hook", "register_module_forward_pre_hook",
+                                      "register_module_full_backward_hook"])
+def test_global_module_hooks_are_refused(register):
+    """torch's global module hooks run at every module call: a global forward hook doubling
+    every ReLU's output changed the model's map (the lifted network, which applies liftinv's
+    ReLU, differed from it without a word). lift refuses while any is held; once removed, the
+    lifted network equals the model."""
+    hooks = {"register_module_forward_hook": lambda m, i, o: 2 * o if isinstance(m, nn.ReLU) else None,
+             "register_module_forward_pre_hook": lambda m, i: (2 * i[0],) if isinstance(m, nn.ReLU) else None,
+             "register_module_full_backward_hook": lambda m, grad_in, grad_out: None}
+    model = _pretrained(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), 75)
+    u = torch.randn(5, 3, dtype=DT, generator=gen(76))
+    plain = model(u)
+    handle = getattr(torch.nn.modules.module, register)(hooks[register])
+    try:
+        if register != "register_module_full_backward_hook":
+            assert not torch.allclose(model(u), plain)
+        with pytest.raises(TypeError, match=r"cannot lift the model while torch holds global module hooks"):
+            lift(model, input_shape=(3,))
+    finally:
+        handle.remove()
+    assert torch.equal(lift(model, input_shape=(3,))(u), plain)
+
+
 def test_a_network_whose_only_tensors_are_buffers_computes_in_their_dtype():
     """A batch norm without affine parameters holds buffers only: the dry run of ``input_shape``
     used the default dtype (float32) against the float64 statistics and refused a fitting shape
