@@ -306,6 +306,16 @@ def lift(module: nn.Module, input_shape: Sequence[int] | None = None) -> LiftedN
     return net
 
 
+class InputShapeError(ValueError):
+    """``input_shape`` does not fit lifted layer ``layer`` (a ``ValueError`` of :func:`lift`):
+    the layer's map ``map`` fails on it, or does not keep the batch axis, as ``reason`` says."""
+
+    def __init__(self, input_shape: tuple[int, ...], layer: int, map: nn.Module, reason: str):
+        self.input_shape, self.layer, self.map, self.reason = input_shape, layer, map, reason
+        super().__init__(f"input_shape={input_shape} (one sample, without the batch axis) does not fit lifted layer "
+                         f"{layer} (map {map}): {reason}")
+
+
 def _dry_run(net: LiftedNetwork, softmax_dims: dict[int, tuple[str, int]] | None = None) -> None:
     """Run zero batches of one and of two samples of ``net.input_shape`` through every layer,
     naming the one that fails or whose output does not keep the batch axis (dim 0): e.g. an
@@ -320,16 +330,15 @@ def _dry_run(net: LiftedNetwork, softmax_dims: dict[int, tuple[str, int]] | None
         xs = [torch.zeros((batch, *net.input_shape), dtype=dtype, device=device)]
         with torch.no_grad():
             for k in range(1, net.depth + 1):
-                context = (f"input_shape={net.input_shape} (one sample, without the batch axis) does not fit "
-                           f"lifted layer {k} (map {net.layer(k).maps[0]})")
                 try:
                     xs.append(net.layer(k)(xs))
                 except (RuntimeError, IndexError, ValueError) as err:  # IndexError: a dimension out of range;
                     # ValueError: a batch norm's check of the input's dimensions
-                    raise ValueError(f"{context}: {err}") from err
+                    raise InputShapeError(net.input_shape, k, net.layer(k).maps[0], str(err)) from err
                 if xs[-1].dim() == 0 or xs[-1].shape[0] != batch:
-                    raise ValueError(f"{context}: it maps a batch of {batch} to shape {tuple(xs[-1].shape)}, "
-                                     "which does not keep the batch axis (dim 0)")
+                    raise InputShapeError(net.input_shape, k, net.layer(k).maps[0],
+                                          f"it maps a batch of {batch} to shape {tuple(xs[-1].shape)}, which does "
+                                          "not keep the batch axis (dim 0)")
                 where, dim = softmax_dims.get(k, (None, None))
                 if dim is not None and not (-xs[-1].dim() <= dim and dim % xs[-1].dim() == 1):
                     raise TypeError(f"cannot lift layer {where}: with input_shape={net.input_shape} it takes the softmax "

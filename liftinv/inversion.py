@@ -95,7 +95,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from liftinv.activations import Identity, Softmax
-from liftinv.convert import lift
+from liftinv.convert import InputShapeError, lift
 from liftinv.inversion_bcd import LiftedBCD
 from liftinv.inversion_pdhg import PrimalDual
 from liftinv.inversion_search import STALL, lipschitz_estimate, search_alpha
@@ -357,7 +357,11 @@ def _network(network, input_shape, x0: Tensor | None, any_module: bool) -> tuple
             raise
         net = LiftedNetwork([Layer([0], [network], Identity())], input_shape=input_shape)
     except ValueError as err:
-        raise ValueError(f"x0 of shape {tuple(x0.shape)} does not fit the network: {err}" if shape_of_x0 else str(err)) from err
+        message = str(err)
+        if any_module and isinstance(err, InputShapeError):  # the gradient baseline lifts nothing: name the module
+            message = (f"input_shape={err.input_shape} (one sample, without the batch axis) does not fit the network "
+                       f"at its module {err.map}: {err.reason}")
+        raise ValueError(f"x0 of shape {tuple(x0.shape)} does not fit the network: {message}" if shape_of_x0 else message) from err
     shape = input_shape if input_shape is not None else net.input_shape
     if shape is None:
         raise ValueError("the input shape is unknown: pass input_shape (or x0) for this network")

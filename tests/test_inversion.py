@@ -1139,6 +1139,24 @@ def test_gradient_baseline_inverts_modules_that_lift_refuses(model):
         invert_gradient(model, f, input_shape=(4,))
 
 
+def test_gradient_baseline_names_the_module_an_input_shape_does_not_fit_not_a_lifted_layer():
+    """The baseline lifts nothing, but an ``nn.Sequential`` that lift takes was checked by lift's
+    dry run, whose error spoke of 'lifted layer 1' (also in ``liftinv invert --method gradient``);
+    it names the module and torch's reason. The lifted inversion keeps its layer; with the shape
+    taken from x0, x0 is named first."""
+    model = seeded(nn.Sequential(nn.Linear(4, 3), nn.ReLU()).double(), 5)
+    f = torch.zeros(2, 3, dtype=F64)
+    pattern = (r"input_shape=\(5,\) \(one sample, without the batch axis\) does not fit the network at its module "
+               r"Linear\(in_features=4, out_features=3, bias=True\): mat1 and mat2 shapes cannot be multiplied")
+    with pytest.raises(ValueError, match="^" + pattern) as info:
+        invert_gradient(model, f, input_shape=(5,))
+    assert "lifted" not in str(info.value)
+    with pytest.raises(ValueError, match=r"^x0 of shape \(2, 5\) does not fit the network: " + pattern):
+        invert_gradient(model, f, x0=torch.zeros(2, 5, dtype=F64))
+    with pytest.raises(ValueError, match=r"does not fit lifted layer 1 \(map Linear"):
+        invert(model, f, input_shape=(5,))
+
+
 @pytest.mark.parametrize("regularizer, box, penalty", [
     (TV(0.3, box=(0.0, 1.0)), (0.0, 1.0), lambda u: 0.3 * ((grad2d(u).pow(2).sum(2) + 0.01**2).sqrt() - 0.01).sum()),
     (Box(0.2, 0.6), (0.2, 0.6), lambda u: 0.0),
