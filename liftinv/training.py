@@ -362,6 +362,45 @@ def _physics_record(task: Task) -> dict | None:
         return None
 
 
+def _config_difference(saved: dict, now: dict) -> str:
+    """The entries where a checkpoint's config ``saved`` and this run's ``now`` differ, ``KEY
+    SAVED (checkpoint) vs NOW (this run)``; two strings (the method's repr) cut to the fields
+    where they differ (:func:`_differing_fields`)."""
+    parts = []
+    for key in dict.fromkeys([*saved, *now]):
+        a, b = saved.get(key), now.get(key)
+        if a != b:
+            if isinstance(a, str) and isinstance(b, str):
+                a, b = _differing_fields(a, b)
+            parts.append(f"{key} {a} (checkpoint) vs {b} (this run)")
+    return "; ".join(parts)
+
+
+def _differing_fields(a: str, b: str) -> tuple[str, str]:
+    """``a`` and ``b``, two different reprs ``Name(field=value, ...)``, each cut to the fields
+    from the one of their first differing character to the one of their last (a nested repr
+    kept whole): ``cache_preactivations=False`` and ``cache_preactivations=True``."""
+    n = min(len(a), len(b))
+    first = next((i for i in range(n) if a[i] != b[i]), n)
+    common_end = next((i for i in range(n - first) if a[-1 - i] != b[-1 - i]), n - first)
+
+    def cut(text: str) -> str:
+        start, depth = first, 0
+        while start > 0 and not (depth == 0 and text[start - 1] == " ") and depth >= 0:
+            depth += {")": 1, "(": -1}.get(text[start - 1], 0)
+            start -= 1
+        start += depth < 0  # stopped after an opening parenthesis: the field starts behind it
+        if start == 0:  # the reprs differ in their name: whole
+            return text
+        stop, depth = len(text) - common_end, 0
+        while stop < len(text) and not (depth == 0 and text[stop] in ",)"):
+            depth += {"(": 1, ")": -1}.get(text[stop], 0)
+            stop += 1
+        return text[start:stop]
+
+    return cut(a), cut(b)
+
+
 def _resume(checkpoint, config: dict, physics: dict | None, epochs: int, model: nn.Module, trainer,
             generator: torch.Generator, seeded: bool, device: torch.device) -> tuple[TrainHistory, int]:
     """Load ``checkpoint`` (written with the same ``config`` and ``physics`` spec, at most
@@ -369,8 +408,11 @@ def _resume(checkpoint, config: dict, physics: dict | None, epochs: int, model: 
     into the model, the trainer and the generator; returns its history and epoch. A refused
     checkpoint leaves the model and the generator as they were."""
     ckpt = load_checkpoint(checkpoint, map_location=device)
-    if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("config") != config:
+    if ckpt.get("format") != CHECKPOINT_FORMAT or not isinstance(ckpt.get("config"), dict):
         raise ValueError(f"checkpoint {checkpoint} was written with {ckpt.get('config')}, this run uses {config}")
+    if ckpt["config"] != config:
+        raise ValueError(f"checkpoint {checkpoint} was written by another run than this one: "
+                         f"{_config_difference(ckpt['config'], config)}")
     saved = ckpt.get("physics")
     if (saved is None) != (physics is None):
         raise ValueError(f"checkpoint {checkpoint} was written for physics {saved and saved.get('operator')}, "
