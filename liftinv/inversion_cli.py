@@ -143,6 +143,10 @@ def _run(args) -> None:
     ref = reference_tensor(network)
     dtype = torch.get_default_dtype() if ref is None else ref.dtype
     output = _load_real(args.output, "output", args.device, dtype)
+    if output.ndim < (1 if args.single else 2):  # in the file's terms: invert's error shows the axis --single adds
+        held = ("one sample, an array of at least one axis" if args.single else
+                "a batch of samples (B, ...), each of at least one axis (one sample without the batch axis: --single)")
+        raise ValueError(f"the output file {args.output} must hold {held}, got shape {tuple(output.shape)}")
     if args.single:
         output = output[None]
     x0 = None if args.x0 is None else _load_real(args.x0, "x0", args.device, dtype)

@@ -1725,6 +1725,28 @@ def test_invert_cli_output_shape_error_says_what_to_do_with_single(tmp_path, cap
     assert not (tmp_path / "u.npy").exists()
 
 
+def test_invert_cli_output_file_of_too_few_axes_is_named_in_its_own_shape(tmp_path, capsys):
+    """A 0-d output file with --single was refused as 'output must have a batch axis, shape (B,
+    ...), got shape (1,)': the axis that --single adds, which the file does not hold; a 1-d file
+    without --single (one sample) got the same words. Oracle: the arrays saved; nothing written."""
+    import numpy as np
+
+    from liftinv.inversion_cli import invert_main
+
+    torch.save(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), tmp_path / "net.pt")
+    base = [str(tmp_path / "net.pt"), str(tmp_path / "f.npy"), "--input-shape", "4", "--regularizer", "none",
+            "--max-iter", "2", "--no-progress", "--out", str(tmp_path / "u.npy")]
+    for array, single, expected in (
+            (np.float32(1.0), True, "one sample, an array of at least one axis, got shape ()"),
+            (np.zeros(3, np.float32), False, "a batch of samples (B, ...), each of at least one axis (one sample "
+                                             "without the batch axis: --single), got shape (3,)")):
+        np.save(tmp_path / "f.npy", array)
+        assert invert_main([*base, *(["--single"] if single else [])]) == 2
+        assert capsys.readouterr().err == f"liftinv invert: error: the output file {tmp_path / 'f.npy'} must hold {expected}\n"
+    assert not (tmp_path / "u.npy").exists()
+    assert invert_main([*base, "--single"]) == 0  # the 1-d file is one sample
+
+
 @pytest.mark.parametrize("method", ["lifted", "gradient"])
 def test_invert_cli_x0_shape_error_with_single_names_the_file_shape(tmp_path, capsys, monkeypatch, method):
     """liftinv invert --single --x0 with an x0 file of another shape said 'x0 must have shape
