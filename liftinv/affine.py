@@ -562,11 +562,13 @@ class _ByAdjoint(torch.autograd.Function):
 
 
 def adjoint_method(module: nn.Module):
-    """``adjoint(r, input_shape)`` of the linear part of ``module``: its ``apply_adjoint`` method,
-    or for an ``nn.Conv2d`` (whose class keeps its ``forward``) with stride 1, no dilation, one
-    group, numeric zero padding (bias or not) :func:`conv_adjoint` of its weight; ``None`` for
-    other modules."""
-    if callable(getattr(module, "apply_adjoint", None)):
+    """``adjoint(r, input_shape)`` of the linear part of ``module``: its ``apply_adjoint`` method
+    (if ``module`` keeps the ``forward`` of the class that defines it: a subclass that overrides
+    ``forward`` keeps an adjoint of another map), or for an ``nn.Conv2d`` (whose class keeps its
+    ``forward``) with stride 1, no dilation, one group, numeric zero padding (bias or not)
+    :func:`conv_adjoint` of its weight; ``None`` for other modules."""
+    owner = next((cls for cls in type(module).__mro__ if "apply_adjoint" in vars(cls)), None)
+    if owner is not None and callable(module.apply_adjoint) and keeps_forward(module, owner):
         return module.apply_adjoint
     if (keeps_forward(module, nn.Conv2d) and module.stride == (1, 1) and module.dilation == (1, 1) and module.groups == 1
             and module.padding_mode == "zeros" and not isinstance(module.padding, str)):

@@ -118,6 +118,31 @@ def test_adjoint_graph_gives_the_autograd_vector_jacobian_product(name):
     torch.testing.assert_close(torch.autograd.grad(out, x, r)[0], torch.autograd.grad(expected, x, r)[0], rtol=1e-12, atol=1e-12)
 
 
+def test_adjoint_graph_distrusts_the_adjoint_of_a_subclass_that_overrides_forward():
+    """A subclass of :class:`ScaledConv` (or an instance) whose ``forward`` doubles the map kept
+    ``ScaledConv.apply_adjoint``, which adjoint_graph used: the input's vector-Jacobian product
+    was half autograd's. Now such a module gets autograd's graph. Oracle: autograd through the
+    module (float64)."""
+
+    class Doubled(ScaledConv):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    conv = _conv()
+    patched = ScaledConv(conv, 0.5)
+    patched.forward = lambda x: 2 * ScaledConv.forward(patched, x)
+    x = torch.randn(2, 2, 5, 5, dtype=DT, generator=gen(8), requires_grad=True)
+    r = torch.randn(2, 4, 5, 5, dtype=DT, generator=gen(9))
+    for module in (Doubled(conv, 0.5), patched):
+        out, expected = adjoint_graph(module, x), module(x)
+        assert type(out.grad_fn).__name__ != "_ByAdjointBackward"
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        torch.testing.assert_close(torch.autograd.grad(out, x, r)[0], torch.autograd.grad(expected, x, r)[0],
+                                   rtol=1e-12, atol=1e-12)
+    assert type(adjoint_graph(ScaledConv(conv, 0.5), x).grad_fn).__name__ == "_ByAdjointBackward"
+    assert type(adjoint_graph(Chain(conv, Unbiased(_conv(c_in=4))), x).grad_fn).__name__ == "_ByAdjointBackward"
+
+
 @pytest.mark.parametrize(
     "conv, uses_adjoint",
     [(nn.Conv2d(2, 3, 3, padding=1), True), (nn.Conv2d(1, 4, 5, padding=2, bias=False), True),
