@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from liftinv.activations import Activation, as_activation
 from liftinv.affine import ScaledConv
-from liftinv.validation import integer_index
+from liftinv.validation import integer_index, keeps_forward
 from operators.checks import fixed_at_construction, is_real
 
 
@@ -25,12 +25,14 @@ def shares_storage(t: Tensor, others: Sequence[Tensor]) -> bool:
 
 def _shared_convolutions(maps: Sequence[nn.Module]) -> list[tuple[int, list[tuple[int, float]]]]:
     r"""``[(first, [(position, coefficient), ...])]`` in order of first position: maps that are
-    ``ScaledConv`` of the same convolution (non-zero scales) form one group, with the coefficients
+    ``ScaledConv`` of the same convolution (non-zero scales; instances that keep its ``forward``,
+    whose map is :math:`s_j L`) form one group, with the coefficients
     :math:`s_j / s_{\text{first}}`; every other map is a group of its own, coefficient 1 (also
     a module that the layer applies to several inputs)."""
     groups: dict[tuple[str, int], tuple[int, list[tuple[int, float]]]] = {}
     for pos, m in enumerate(maps):
-        key = ("conv", id(m.conv)) if isinstance(m, ScaledConv) and m.scale != 0 else ("alone", pos)
+        scaled = isinstance(m, ScaledConv) and m.scale != 0 and keeps_forward(m, ScaledConv)
+        key = ("conv", id(m.conv)) if scaled else ("alone", pos)
         if key in groups:
             first, parts = groups[key]
             parts.append((pos, m.scale / maps[first].scale))

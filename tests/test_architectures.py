@@ -1581,6 +1581,31 @@ def test_scaled_copies_of_one_convolution_are_evaluated_once_on_the_combined_inp
     assert len(calls) == 2  # conv once, the two copies of `other` once
 
 
+def test_a_scaled_convolution_that_overrides_forward_is_not_combined_with_its_copies():
+    """A subclass of ``ScaledConv`` (or an instance) whose ``forward`` doubles the map, on the
+    convolution of a plain ``ScaledConv`` of the layer, was combined with it: the layer applied
+    the first map to :math:`x_1 + (s_2/s_1) x_0`, so one term came out doubled (or not). Each is
+    now applied to its own input. Oracle: the map-by-map sum."""
+    from liftinv.activations import Identity
+    from liftinv.affine import ScaledConv
+
+    class Doubled(ScaledConv):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    g = gen(42)
+    conv = normalised_conv(1, 3, 3, g).double()
+    patched = ScaledConv(conv, 1.7)
+    patched.forward = lambda x: 2 * ScaledConv.forward(patched, x)
+    xs = [torch.randn(2, 1, 6, 5, generator=g, dtype=DT) for _ in range(2)]
+    for maps in ([ScaledConv(conv, 1.7), Doubled(conv, -0.85)], [Doubled(conv, 1.7), ScaledConv(conv, -0.85)],
+                 [patched, ScaledConv(conv, -0.85)]):
+        layer = Layer([1, 0], maps, Identity())
+        expected = maps[0](xs[1]) + maps[1](xs[0])
+        torch.testing.assert_close(layer.preactivation(xs), expected, rtol=1e-12, atol=1e-12)
+        assert layer.reads_alone(0) and layer.reads_alone(1)
+
+
 def test_a_module_read_by_several_inputs_is_applied_to_each():
     r"""A layer may apply one module to several inputs: :math:`a = (Wx_0 + b) + (Wx_1 + b)` for
     one ``nn.Linear`` at both positions, and :math:`a = 0\cdot Lx_0 + 0\cdot Lx_1 + x_2` for one
