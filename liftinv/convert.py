@@ -330,13 +330,17 @@ def _dry_run(net: LiftedNetwork, softmax_dims: dict[int, tuple[str, int]] | None
         xs = [torch.zeros((batch, *net.input_shape), dtype=dtype, device=device)]
         with torch.no_grad():
             for k in range(1, net.depth + 1):
+                layer, a = net.layer(k), None
                 try:
-                    xs.append(net.layer(k)(xs))
+                    a = layer.preactivation(xs)
+                    xs.append(layer.activation(a))
                 except (RuntimeError, IndexError, ValueError) as err:  # IndexError: a dimension out of range;
+                    if a is not None and isinstance(err, ValueError):  # the activation's own check, not the
+                        raise  # shape's (a slope or a threshold that the dtype cannot hold)
                     # ValueError: a batch norm's check of the input's dimensions
-                    raise InputShapeError(net.input_shape, k, net.layer(k).maps[0], str(err)) from err
+                    raise InputShapeError(net.input_shape, k, layer.maps[0], str(err)) from err
                 if xs[-1].dim() == 0 or xs[-1].shape[0] != batch:
-                    raise InputShapeError(net.input_shape, k, net.layer(k).maps[0],
+                    raise InputShapeError(net.input_shape, k, layer.maps[0],
                                           f"it maps a batch of {batch} to shape {tuple(xs[-1].shape)}, which does "
                                           "not keep the batch axis (dim 0)")
                 where, dim = softmax_dims.get(k, (None, None))

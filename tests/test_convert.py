@@ -667,6 +667,24 @@ def test_modules_with_forward_hooks_are_refused_naming_them(where):
     assert torch.equal(lift(normed, input_shape=(3,))(u), normed(u))
 
 
+@pytest.mark.parametrize("activation", [nn.LeakyReLU(1e-40), nn.Softshrink(1e39)], ids=["slope", "threshold"])
+def test_an_activation_that_refuses_the_dtype_is_not_blamed_on_input_shape(activation):
+    """A LeakyReLU whose slope is subnormal in float32 (or a Softshrink whose threshold overflows
+    it) refuses float32 tensors; lift's dry run of ``input_shape`` said 'input_shape=(3,) ... does
+    not fit lifted layer 1', a shape that fits. The activation's own error comes out. Oracle: the
+    error of the liftinv activation called on a float32 tensor, as the lifted network's forward
+    pass without input_shape raises it."""
+    model = nn.Sequential(nn.Linear(3, 3), activation)
+    with pytest.raises(ValueError) as own:
+        as_activation(activation)(torch.zeros(2, 3))
+    with pytest.raises(ValueError) as info:
+        lift(model, input_shape=(3,))
+    assert str(info.value) == str(own.value) and "input_shape" not in str(info.value)
+    with pytest.raises(ValueError) as forward:
+        lift(model)(torch.zeros(2, 3))
+    assert str(forward.value) == str(own.value)
+
+
 @pytest.mark.parametrize("register", ["register_module_forward_hook", "register_module_forward_pre_hook",
                                       "register_module_full_backward_hook"])
 def test_global_module_hooks_are_refused(register):
