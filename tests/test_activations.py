@@ -774,6 +774,8 @@ def test_as_activation_same_forward(module, cls):
         (nn.Threshold(0.5, 0.5), r"threshold = value = 0.5 is max\(x, 0.5\), a proximal map"),
         (nn.PReLU(), "learnable slope"),
         (nn.Softmax(dim=-1), "dim=1 only"),
+        (nn.Softmax(), r"dim=1 only \(the class dimension\), got dim=None \(torch's deprecated implicit dim, 0 or 1 by "
+                       r"the input's number of dimensions; pass dim=1\)"),
         (nn.LogSoftmax(dim=1), "non-symmetric Jacobian"),
         (nn.Linear(2, 2), "Linear is not a recognised proximal activation"),
         (nn.Hardtanh(-math.inf, 1.0), r"Hardtanh with min_val=-inf, max_val=1.0: liftinv's Clip needs finite bounds"),

@@ -163,7 +163,9 @@ def _reason(module: nn.Module) -> str:
         return (f"Threshold with threshold = value = {module.threshold} is max(x, {module.threshold}), a proximal "
                 "map (the projection onto a half-line), but liftinv has it only for 0 (ReLU)")
     if isinstance(module, nn.Softmax):
-        return f"Softmax is supported over dim=1 only (the class dimension), got dim={module.dim}"
+        implicit = (" (torch's deprecated implicit dim, 0 or 1 by the input's number of dimensions; pass dim=1)"
+                    if module.dim is None else "")
+        return f"Softmax is supported over dim=1 only (the class dimension), got dim={module.dim}{implicit}"
     for cls, why in _REASONS.items():
         if isinstance(module, cls):
             return f"{name} {why}"
