@@ -211,7 +211,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
         ValueError: ``path`` is not a regular file (a pipe, socket or device), or the file's
             content cannot be read (empty, corrupt, not a torch file, or holding
             pickled code, which ``weights_only`` refuses: :func:`unreadable`'s ``cannot read NAME
-            file PATH: reason``), or is not a checkpoint dict.
+            file PATH: reason``), or is not a dict (``NAME file PATH does not hold a dict``).
     """
     path = existing_file(path, name)
     with open(path, "rb") as fh:
@@ -220,5 +220,5 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
         except Exception as err:  # an empty or foreign file: EOFError, UnpicklingError, RuntimeError
             raise unreadable(name, path, err) from err
     if not isinstance(payload, dict):
-        raise ValueError(f"{path} does not hold a checkpoint dict, got {type(payload).__name__}")
+        raise ValueError(f"{name} file {path} does not hold a dict, as a {name} file does: got a {type(payload).__name__}")
     return payload

@@ -84,8 +84,19 @@ def test_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
     torch.save([1, 2], tmp_path / "list.pt")
-    with pytest.raises(ValueError, match="checkpoint dict"):
+    with pytest.raises(ValueError, match=f"^checkpoint file {tmp_path / 'list.pt'} does not hold a dict, as a "
+                                         "checkpoint file does: got a list$"):
         load_checkpoint(tmp_path / "list.pt")
+
+
+def test_a_file_of_no_dict_is_named_as_what_it_should_hold(tmp_path):
+    """A model file holding a list (liftinv reconstruct --model list.pt) was refused as 'PATH does
+    not hold a checkpoint dict': the file is no checkpoint; ``name`` says what it should hold, as
+    in the other errors of load_checkpoint."""
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match=f"^model file {tmp_path / 'list.pt'} does not hold a dict, as a model file "
+                                         "does: got a list$"):
+        load_checkpoint(tmp_path / "list.pt", name="model")
 
 
 def test_load_refuses_pickled_code_and_maps_tensors(tmp_path):
