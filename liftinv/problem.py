@@ -209,7 +209,9 @@ class _NetworkState:
     def __init__(self, network: LiftedNetwork):
         named = list(network.named_modules())
         modules = [m for _, m in named]
-        self.tensors = [d for m in modules for d in (m._parameters, m._buffers) if d]
+        # every dict, empty ones included: a buffer registered on a module that had none (which
+        # its forward may read) is a change of the network, as one added where there were some
+        self.tensors = [d for m in modules for d in (m._parameters, m._buffers)]
         # a layer's activation is read as it is (by the penalties), so it may be replaced
         self.parts = [(prefix, d, m if isinstance(m, Layer) else None) for prefix, m in named
                       for d in (m._modules, m._parameters)]

@@ -2344,6 +2344,38 @@ def test_a_problem_refuses_a_module_added_where_its_module_had_none(change):
             call()
 
 
+def test_a_problem_sees_a_buffer_registered_on_a_module_that_had_none():
+    """The problem's stamp held the tensors of the modules' non-empty parameter and buffer dicts
+    only, so a buffer registered on a map that had none (which its forward reads) went unnoticed:
+    the cached pre-activation of the forward pass stayed, energy 0.03 where the network now gives
+    0.48, and network_changes() stayed 0. Now it is a change of the network (caches dropped, one
+    change counted), as a buffer added next to others was. Oracle: a problem built fresh after
+    the change, and the closed form of the last layer's penalty, 1/2 |x_2 - (x_1 + offset)|^2."""
+    from liftinv.activations import Identity
+    from liftinv.architectures._common import init_parameters_
+    from liftinv.network import LiftedNetwork
+
+    class Offset(nn.Module):
+        def forward(self, x):
+            return x + self._buffers["offset"] if "offset" in self._buffers else x
+
+    lin, off = nn.Linear(3, 3).double(), Offset()
+    init_parameters_(lin, gen(130))
+    net = LiftedNetwork([Layer([0], [lin], ReLU()), Layer([1], [off], Identity())])
+    u = torch.randn(2, 3, dtype=DT, generator=gen(131))
+    problem = LiftedProblem(net, net.feasible(u), free_vars=[1], train_params=True)
+    problem.forward(u)  # every pre-activation cached
+    target = problem.xs[2] + 0.1
+    problem.set(Var(2), [target])
+    assert problem.network_changes() == 0
+    off.register_buffer("offset", torch.full((3,), 0.5, dtype=DT))
+    fresh = LiftedProblem(net, problem.xs, free_vars=[1], train_params=True)
+    want = 0.5 * ((target - problem.xs[1] - 0.5) ** 2).sum()
+    torch.testing.assert_close(fresh.energy(), want, rtol=1e-14, atol=0)
+    torch.testing.assert_close(problem.energy(), want, rtol=1e-14, atol=0)
+    assert problem.network_changes() == 1
+
+
 def _bcd_run(name: str, rule, sweeps: int, spy) -> tuple[list, list[int]]:
     """``sweeps`` BCD sweeps with ``rule`` on every variable and parameter block of the example
     ``name`` (its output moved off the forward pass, Lipschitz constants computed first): the
