@@ -466,8 +466,36 @@ class LiftedProblem:
             return [self.xs[block.index]]
         return [p.detach() for p in self.param_groups[block.index]]
 
+    def _check_values(self, block: object, values: object) -> list[Tensor]:
+        """The tensors that replace ``block``'s current ones (:meth:`get`); a ``TypeError`` or
+        ``ValueError`` naming ``block`` or ``values[j]`` unless ``block`` is a variable of the
+        network (a fixed one included, e.g. the clamped output) or one of :meth:`blocks`'
+        parameter groups, and ``values`` a sequence of as many tensors, each of the shape, dtype
+        and device of the one it replaces (no pass over the values)."""
+        if isinstance(block, Var) and not 0 <= block.index < len(self.xs):
+            raise ValueError(f"{block} is not a variable of this problem, whose variables are 0..{len(self.xs) - 1}")
+        if not isinstance(block, Var):
+            self._check_block(block)
+        current = [self.xs[block.index]] if isinstance(block, Var) else self.param_groups[block.index]
+        if not isinstance(values, Sequence) or isinstance(values, str):
+            raise TypeError(f"values must be a sequence of tensors (one for a variable: [x]), got {type(values).__name__}")
+        if len(values) != len(current):
+            raise ValueError(f"values must hold {len(current)} tensor(s), those of {block}, got {len(values)}")
+        for j, (v, old) in enumerate(zip(values, current)):
+            if not isinstance(v, Tensor):
+                raise TypeError(f"values[{j}] must be a torch.Tensor, got {type(v).__name__}")
+            if v.dtype != old.dtype or v.device != old.device:
+                raise TypeError(f"values[{j}] has dtype {v.dtype} on {v.device}, {block} has {old.dtype} on {old.device}")
+            if v.shape != old.shape:
+                raise ValueError(f"values[{j}] must have the shape of {block}, {tuple(old.shape)}, got {tuple(v.shape)}")
+        return list(values)
+
     def set(self, block: Block, values: Sequence[Tensor]) -> None:
-        """Replace the values of a block and invalidate what depends on them."""
+        """Replace the values of a block and invalidate what depends on them. ``block`` is a
+        variable (a fixed one included) or a parameter block, ``values`` a sequence of tensors
+        with the shapes, dtypes and devices of its current ones (a ``TypeError`` or ``ValueError``
+        naming ``block`` or ``values[j]``, the problem left as it was)."""
+        values = self._check_values(block, values)
         self._sync()
         if isinstance(block, Var):
             i = block.index

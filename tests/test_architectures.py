@@ -2376,6 +2376,54 @@ def test_a_problem_sees_a_buffer_registered_on_a_module_that_had_none():
     assert problem.network_changes() == 1
 
 
+def test_set_refuses_values_that_do_not_fit_the_block():
+    """LiftedProblem.set took any values: a variable of another batch size or dtype (the energy
+    then failed in the penalty, naming its own z and a, with the problem left holding it), extra
+    tensors (ignored), Var(-1) (xs[-1] replaced, then an IndexError), a parameter of another
+    shape (given to the parameter by set_: a shape error in the next matmul), one tensor for a
+    group of two (the bias kept) and Params(-1) (the last group set). Now a TypeError or
+    ValueError naming values[j] or the block before anything changes; fitting values (a fixed
+    variable's included) are set as before. Oracle: the problem's state before the refused call,
+    and the energy of a problem built fresh at the values set."""
+    from liftinv.activations import Identity
+    from liftinv.architectures._common import init_parameters_
+    from liftinv.network import LiftedNetwork
+
+    lins = [nn.Linear(3, 3).double() for _ in range(2)]
+    for j, m in enumerate(lins):
+        init_parameters_(m, gen(140 + j))
+    net = LiftedNetwork([Layer([0], [lins[0]], ReLU()), Layer([1], [lins[1]], Identity())])
+    u = torch.randn(4, 3, dtype=DT, generator=gen(142))
+    problem = LiftedProblem(net, net.feasible(u), free_vars=[1], train_params=True)
+    x = torch.randn(4, 3, dtype=DT, generator=gen(143))
+    weight, bias = (p.detach().clone() for p in lins[0].parameters())
+    bad = [
+        (Var(1), [x[:1]], ValueError, r"^values\[0\] must have the shape of Var\(index=1\), \(4, 3\), got \(1, 3\)"),
+        (Var(1), [x.float()], TypeError, r"^values\[0\] has dtype torch.float32 on cpu, Var\(index=1\) has torch.float64"),
+        (Var(1), [x, x], ValueError, r"^values must hold 1 tensor\(s\), those of Var\(index=1\), got 2"),
+        (Var(1), x, TypeError, r"^values must be a sequence of tensors \(one for a variable: \[x\]\), got Tensor"),
+        (Var(1), [x.tolist()], TypeError, r"^values\[0\] must be a torch.Tensor, got list"),
+        (Var(-1), [x], ValueError, r"^Var\(index=-1\) is not a variable of this problem, whose variables are 0..2"),
+        (Var(3), [x], ValueError, r"^Var\(index=3\) is not a variable"),
+        (Params(0), [weight[:2], bias], ValueError, r"^values\[0\] must have the shape of Params\(index=0\), \(3, 3\)"),
+        (Params(0), [weight], ValueError, r"^values must hold 2 tensor\(s\), those of Params\(index=0\), got 1"),
+        (Params(-1), [weight, bias], ValueError, r"^Params\(index=-1\) is not a block of this problem"),
+    ]
+    before = [t.clone() for t in problem.xs + list(net.parameters())]
+    energy = problem.energy()
+    for block, values, error, message in bad:
+        with pytest.raises(error, match=message):
+            problem.set(block, values)
+        for a, b in zip(problem.xs + list(net.parameters()), before):
+            assert a.shape == b.shape and torch.equal(a, b)
+    assert torch.equal(problem.energy(), energy)
+    problem.set(Var(1), [x])
+    problem.set(Var(2), [x + 1])  # a fixed variable (the trainer clamps its output so)
+    problem.set(Params(1), [3 * p.detach() for p in lins[1].parameters()])
+    fresh = LiftedProblem(net, [u, x, x + 1], free_vars=[1], train_params=True)
+    torch.testing.assert_close(problem.energy(), fresh.energy(), rtol=1e-14, atol=0)
+
+
 def _bcd_run(name: str, rule, sweeps: int, spy) -> tuple[list, list[int]]:
     """``sweeps`` BCD sweeps with ``rule`` on every variable and parameter block of the example
     ``name`` (its output moved off the forward pass, Lipschitz constants computed first): the
