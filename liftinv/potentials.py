@@ -159,6 +159,20 @@ class _Weighted(Potential):
             )
         return self.weight
 
+    def _scale(self, x: Tensor) -> float | Tensor:
+        """:func:`_per_sample_scale` of the weight for ``x``, a per-sample weight of a dtype with a
+        larger range than ``x``'s real dtype refused as a float one is (a ``ValueError`` naming
+        ``weight``) where an entry would be Inf in it: once per weight and dtype (one host read)."""
+        weight = self._weight()
+        scaled = _per_sample_scale(weight, x)
+        dtype = x.real.dtype
+        if isinstance(weight, Tensor) and weight.numel() and torch.finfo(weight.dtype).max > torch.finfo(dtype).max:
+            held, dtypes = self.__dict__.get("_fits", (None, set()))
+            if held is not weight or dtype not in dtypes:
+                check_fits_dtype("weight", _largest(weight), dtype, "x")
+                self._fits = (weight, (dtypes if held is weight else set()) | {dtype})
+        return scaled
+
 
 class Tikhonov(_Weighted):
     r""":math:`T(x) = \tfrac{w}{2}\|x\|^2 = \tfrac{w}{2}\sum_i |x_i|^2` (the modulus for complex
@@ -176,10 +190,10 @@ class Tikhonov(_Weighted):
         return Tikhonov(weight)
 
     def value(self, x: Tensor) -> Tensor:
-        return 0.5 * per_sample(_per_sample_scale(self._weight(), x) * _abs2(x))
+        return 0.5 * per_sample(self._scale(x) * _abs2(x))
 
     def grad(self, x: Tensor) -> Tensor:
-        return _per_sample_scale(self._weight(), x) * x
+        return self._scale(x) * x
 
     def lipschitz(self) -> float:
         return _largest(self._weight())
@@ -204,11 +218,11 @@ class L1(_Weighted):
         return L1(weight)
 
     def value(self, x: Tensor) -> Tensor:
-        return per_sample(_per_sample_scale(self._weight(), x) * x.abs())
+        return per_sample(self._scale(x) * x.abs())
 
     def prox(self, x: Tensor, step: float) -> Tensor:
         check_step("step", step)
-        t = step * _per_sample_scale(self._weight(), x)
+        t = step * self._scale(x)
         return torch.sgn(x) * torch.clamp(x.abs() - t, min=0)  # sgn(x) = x/|x| (0 at 0), also on C
 
 
@@ -299,7 +313,7 @@ class TV(_Weighted):
         r""":math:`w\,\mathrm{TV}(x)` per sample (``inf`` outside the box)."""
         self._check_images(x)
         val = tv(x)
-        val = val * _per_sample_scale(self._weight(), val)
+        val = val * self._scale(val)
         if self.box is not None:
             val = val + Box(*self.box).value(x)
         return val
@@ -321,13 +335,13 @@ class TV(_Weighted):
         self._check_images(x)
         g = grad2d(x).pow(2).sum(2)
         val = ((g + eps**2).sqrt() - eps).flatten(1).sum(1)
-        return val * _per_sample_scale(self._weight(), val)
+        return val * self._scale(val)
 
     def prox(self, x: Tensor, step: float) -> Tensor:
         check_step("step", step)
         self._check_images(x)
         check_tensor(x, "x")
-        lam = step * _per_sample_scale(self._weight(), x)
+        lam = step * self._scale(x)
         if not isinstance(lam, Tensor):  # Inf in x's dtype: NaN below
             check_fits_dtype("step * weight", lam, x.dtype, "x", "take a smaller step")
         if not (bool((lam > 0).any()) if isinstance(lam, Tensor) else lam > 0):  # a host read for per-sample weights only
@@ -402,12 +416,12 @@ class DeepinvPrior(_Weighted):
 
     def value(self, x: Tensor) -> Tensor:
         val = per_sample(self.prior.fn(x))
-        return val * _per_sample_scale(self._weight(), val)
+        return val * self._scale(val)
 
     def grad(self, x: Tensor) -> Tensor:
         if not self.smooth:
             return super().grad(x)
-        return _per_sample_scale(self._weight(), x) * self.prior.grad(x)
+        return self._scale(x) * self.prior.grad(x)
 
     def lipschitz(self) -> float:
         if not self.smooth:
@@ -417,5 +431,5 @@ class DeepinvPrior(_Weighted):
     def prox(self, x: Tensor, step: float) -> Tensor:
         check_step("step", step)
         weight = self._weight()
-        gamma = step * (_per_sample_scale(weight, x) if isinstance(weight, Tensor) else weight)
+        gamma = step * (self._scale(x) if isinstance(weight, Tensor) else weight)
         return self.prior.prox(x, gamma=gamma, **self._unit)

@@ -248,6 +248,42 @@ def test_per_sample_weights_of_another_batch_size_are_refused_by_every_value(val
     torch.testing.assert_close(value(torch.full((3,), 0.5, dtype=torch.float64), x), value(0.5, x))
 
 
+@pytest.mark.parametrize("method", ["value", "grad", "prox", "smooth_value"])
+@pytest.mark.parametrize("kind", [Tikhonov, L1, TV, lambda w: DeepinvPrior(dinv.optim.prior.TVPrior(), w, lipschitz=1.0)],
+                         ids=["tikhonov", "l1", "tv", "deepinv"])
+def test_per_sample_weights_beyond_the_dtype_of_x_are_refused_as_a_number_is(kind, method):
+    """A number weight above the largest float32 is refused on float32 images (it would be Inf
+    there, and Inf * 0 NaN), but a float64 weight tensor holding it was converted to x's dtype
+    unchecked: Tikhonov's and L1's values came out NaN at the zero entries, TV's prox NaN. Now the
+    same ValueError naming weight (one host read per weight and dtype); entries in range give what
+    the number gives. Oracle: the number weight's error, and its results per sample."""
+    pot = kind(torch.tensor([1.0]))
+    if {"grad": not pot.smooth, "prox": pot.smooth, "smooth_value": not isinstance(pot, TV)}.get(method, False):
+        pytest.skip(f"{method} is not a method of this potential")
+    args = {"prox": (1.0,), "smooth_value": (0.1,)}.get(method, ())
+
+    def use(weight, x):
+        return getattr(kind(weight), method)(x, *args)
+
+    x = images().float()
+    x[:, :, :2] = 0
+    message = r"^weight = 1e\+300 overflows torch.float32 \(largest 3.4e\+38\), the dtype of x"
+    with pytest.raises(ValueError, match=message):
+        use(1e300, x)
+    big = torch.tensor([0.5, 1e300, 2.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=message):
+        use(big, x)
+    weights = (0.5, 3e38, 2.0)
+    got = use(torch.tensor(weights, dtype=torch.float64), x)
+    for b, w in enumerate(weights):
+        torch.testing.assert_close(got[b], use(w, x[b:b + 1])[0], rtol=1e-6, atol=0)
+    assert use(big, x.double()).isfinite().all()
+    fits = kind(torch.tensor(weights, dtype=torch.float64))
+    for _ in range(2):  # the second call reads nothing
+        getattr(fits, method)(x, *args)
+    assert fits._fits[0] is fits.weight and fits._fits[1] == {torch.float32}
+
+
 @pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
 def test_tv_bad_weight(weight):
     with pytest.raises(ValueError, match="weight"):
