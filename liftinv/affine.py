@@ -21,7 +21,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.nn.utils.spectral_norm import SpectralNorm
 
-from liftinv.validation import keeps_forward
+from liftinv.validation import keeps_forward, positive_finite
 from operators.checks import fixed_at_construction, is_real, values_trusted
 
 
@@ -133,11 +133,14 @@ def _check_numeric_padding(conv: nn.Conv2d) -> None:
 
 
 def _fixed_number(name: str, value: object, positive: bool = False) -> float:
-    """``value`` as a float if it is a finite real number (> 0 if ``positive``; a Python or NumPy
-    number, not a bool, string or tensor: :func:`~operators.checks.is_real`), else a
-    ``ValueError`` naming ``name``: the fixed scales and steps of the maps below."""
-    if not is_real(value) or not math.isfinite(value) or (positive and not value > 0):
-        raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {value!r}")
+    """``value`` as a float if it is a finite real number (> 0 if ``positive``,
+    :func:`~liftinv.validation.positive_finite`; a Python or NumPy number, not a bool, string or
+    tensor: :func:`~operators.checks.is_real`), else a ``ValueError`` naming ``name``: the fixed
+    scales and steps of the maps below."""
+    if positive:
+        return positive_finite(name, value)
+    if not is_real(value) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 
 

@@ -47,9 +47,9 @@ from liftinv.solvers import BCD
 from liftinv.solvers.rules import Adam
 from liftinv.tasks import Reconstruction
 from liftinv.training import Lifted, train
-from liftinv.validation import check_flag
+from liftinv.validation import check_flag, positive_finite
 from operators.blur import Blur
-from operators.checks import is_integer, is_real
+from operators.checks import is_integer
 from operators.kernels import gaussian_kernel
 from operators.masks import random_mask
 from operators.mri import MRI
@@ -97,9 +97,7 @@ class DemoConfig:
         if not is_integer(self.seed):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
         object.__setattr__(self, "seed", int(self.seed))
-        if not is_real(self.train_time) or not 0 < self.train_time < math.inf:
-            raise ValueError(f"train_time must be a finite positive number, got {self.train_time!r}")
-        object.__setattr__(self, "train_time", float(self.train_time))  # written to demo_results.json
+        object.__setattr__(self, "train_time", positive_finite("train_time", self.train_time))  # written to demo_results.json
         if self.threads is not None and (not is_integer(self.threads) or self.threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
         if self.threads is not None:

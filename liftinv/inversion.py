@@ -103,8 +103,8 @@ from liftinv.layer import Layer
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Potential, TV
 from liftinv.solvers import Nesterov, Rule
-from liftinv.validation import (check_fits_dtype, check_flag, check_float_dtype, reference_tensor, refuse_inference_mode,
-                                sample_shape)
+from liftinv.validation import (check_fits_dtype, check_flag, check_float_dtype, positive_finite, reference_tensor,
+                                refuse_inference_mode, sample_shape)
 from operators.checks import is_integer, is_real, values_trusted
 
 
@@ -164,9 +164,7 @@ class InversionConfig:
         if self.snap == math.inf:  # would set every entry to a saturation value
             raise ValueError(f"snap must be a finite number >= 0, got {self.snap!r}")
         for name in ("tau", "default_alpha"):
-            value = getattr(self, name)
-            if not is_real(value) or not 0 < value < math.inf:
-                raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+            positive_finite(name, getattr(self, name))
         check_flag("progress", self.progress)
         if not isinstance(self.rule, Rule):
             raise TypeError(f"rule must be a liftinv.solvers.Rule, got {type(self.rule).__name__}")

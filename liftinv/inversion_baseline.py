@@ -27,8 +27,7 @@ from torch import Tensor, nn
 from liftinv.inversion import InversionConfig, InversionResult, Task, prepare, solve_task
 from liftinv.network import LiftedNetwork
 from liftinv.potentials import Box, Potential, TV
-from liftinv.validation import box_bounds, check_flag, refuse_inference_mode
-from operators.checks import is_real
+from liftinv.validation import box_bounds, check_flag, positive_finite, refuse_inference_mode
 
 
 #: L-BFGS iterations per call of ``torch.optim.LBFGS.step`` (and per stopping test): called with
@@ -55,9 +54,7 @@ class GradientOptimizer:
 
     def __post_init__(self):
         for name in ("lr", "eps"):
-            value = getattr(self, name)
-            if not is_real(value) or not 0 < value < math.inf:
-                raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+            positive_finite(name, getattr(self, name))
         check_flag("lbfgs", self.lbfgs)
 
 

@@ -2,7 +2,6 @@ r"""A lifted layer: :math:`x_k = \sigma_k\big(\sum_j M_{kj} x_{i_j} + c_k(y)\big
 :math:`\lambda_k` on its penalty."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -10,8 +9,8 @@ from torch import Tensor, nn
 
 from liftinv.activations import Activation, as_activation
 from liftinv.affine import ScaledConv
-from liftinv.validation import integer_index, keeps_forward
-from operators.checks import fixed_at_construction, is_real
+from liftinv.validation import integer_index, keeps_forward, positive_finite
+from operators.checks import fixed_at_construction
 
 
 def shares_storage(t: Tensor, others: Sequence[Tensor]) -> bool:
@@ -48,14 +47,6 @@ def is_module_sequence(value: object) -> bool:
     if isinstance(value, (nn.ModuleList, nn.Sequential)):
         return True
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
-
-
-def _penalty_weight(value: object) -> float:
-    """``value`` as a float if it is a finite real number > 0 (not a bool), else a ``ValueError``
-    naming ``weight``."""
-    if not is_real(value) or not 0 < value < math.inf:
-        raise ValueError(f"weight must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 class TermShapeError(ValueError):
@@ -128,7 +119,7 @@ class Layer(nn.Module):
 
     @weight.setter
     def weight(self, value: float) -> None:
-        self._weight = _penalty_weight(value)
+        self._weight = positive_finite("weight", value)
 
     def get_extra_state(self) -> Tensor:
         return torch.tensor(self.weight, dtype=torch.float64)

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from operators.checks import check_tensor, is_real
+from liftinv.validation import positive_finite
+from operators.checks import check_tensor
 
 SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5): scikit-image's truncation of the Gaussian window
@@ -30,9 +31,7 @@ def _check_pair(x: Tensor, ref: Tensor, data_range: float) -> tuple[Tensor, Tens
         raise ValueError(f"x and ref must have the same shape, got {tuple(x.shape)} and {tuple(ref.shape)}")
     if isinstance(data_range, Tensor):  # is_real refuses tensors: the message below would read as a contradiction
         raise ValueError(f"data_range must be a Python or NumPy number, not a tensor (pass float(...)), got {data_range!r}")
-    real = is_real(data_range)  # NumPy scalars too
-    if not (real and math.isfinite(data_range) and data_range > 0):
-        raise ValueError(f"data_range must be a positive finite number, got {data_range!r}")
+    positive_finite("data_range", data_range)  # NumPy scalars too
     dtype = torch.promote_types(x.dtype, torch.float32)
     return x.to(dtype), ref.to(dtype)
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from liftinv.activations import check_step
 from liftinv.penalty import per_sample
 from liftinv.tv import GRAD_NORM_SQ, _project_ball, check_real_images, div2d, grad2d, prox_gap, tv
-from liftinv.validation import box_bounds, check_fits_dtype
+from liftinv.validation import box_bounds, check_fits_dtype, positive_finite
 from operators.checks import check_tensor, is_integer, is_real
 
 
@@ -329,9 +329,8 @@ class TV(_Weighted):
                 :math:`\varepsilon < 0`, and its gradient NaN where :math:`\nabla x = 0` for 0).
         """
         if not is_real(eps):
-            raise TypeError(f"eps must be a finite positive number, got {eps!r}")
-        if not 0 < eps < math.inf:
-            raise ValueError(f"eps must be a finite positive number, got {eps!r}")
+            raise TypeError(f"eps must be a positive finite number, got {eps!r}")
+        positive_finite("eps", eps)
         self._check_images(x)
         g = grad2d(x).pow(2).sum(2)
         val = ((g + eps**2).sqrt() - eps).flatten(1).sum(1)

@@ -1,13 +1,14 @@
 """Argument checks shared by configuration objects and builders."""
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from operators.checks import is_integer
+from operators.checks import is_integer, is_real
 
 
 #: The real floating dtypes torch computes with (its float8 types lack even ``isfinite`` or a sum
@@ -55,6 +56,21 @@ def positive_int(name: str, value: object) -> int:
     if not is_integer(value) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
+
+
+def positive_finite(name: str, value: object) -> float:
+    """Return ``value`` as a Python float if it is a real number (Python or NumPy, not a bool,
+    string or tensor: :func:`~operators.checks.is_real`) that is > 0 and finite as a float, else a
+    ``ValueError`` naming ``name``: NaN, Inf, 0 and negative numbers, and an integer beyond the
+    float range (whose ``float()`` raises an ``OverflowError`` naming nothing). The one check of
+    the weights, steps and scales that must be finite positive numbers."""
+    try:
+        number = float(value) if is_real(value) else math.nan
+    except OverflowError:  # an integer (or fraction) beyond the float range
+        number = math.inf
+    if not 0 < number < math.inf:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return number
 
 
 def seed_int(name: str, value: object) -> int:

@@ -414,7 +414,7 @@ def test_fixed_scales_and_steps_are_finite_real_numbers(make, name):
     bad = [float("nan"), float("inf"), -float("inf"), "2", True, torch.tensor(2.0), None]
     bad += [0.0, -0.5] if positive else []
     for value in bad:
-        with pytest.raises(ValueError, match=rf"{name} must be a finite number{' > 0' if positive else ''}, got"):
+        with pytest.raises(ValueError, match=rf"{name} must be a {'positive ' if positive else ''}finite number, got"):
             make(_conv(), value)
     if make is ScaledConv:
         conv, x = _conv(), torch.randn(2, 2, 5, 6, dtype=DT, generator=gen(301))

@@ -1713,7 +1713,7 @@ def test_constructor_flags_and_weights_are_checked():
     with pytest.raises(TypeError, match="weights must be a number or a sequence of 2 numbers, got 'x'"):
         MLP([3, 4, 2], ReLU(), weights="x")
     for tau in (0.0, -1.0, math.nan, math.inf, True):
-        with pytest.raises(ValueError, match="tau must be a finite number > 0"):
+        with pytest.raises(ValueError, match="tau must be a positive finite number"):
             GradientStep(blur, tau)
     net = MLP([3, 4, 2], ReLU())
     assert net.consumers(0) == [(1, 0)] and net.consumers(2) == []

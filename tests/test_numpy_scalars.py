@@ -4,6 +4,8 @@ argument that takes an integer count or size takes a NumPy integer (``np.int64``
 off NumPy arrays are), with the result of ``int(n)``, and stores it as an ``int``."""
 import dataclasses
 import json
+import math
+import re
 
 import numpy as np
 import pytest
@@ -12,11 +14,15 @@ from skimage.io import imsave
 from test_solvers import two_blocks
 
 from liftinv import TV, reconstruction
+from liftinv.activations import Identity
+from liftinv.affine import GradientStep
 from liftinv.classical import tikhonov, tv_reconstruction
 from liftinv.data import load_dataset, load_image_folder, shepp_logan
 from liftinv.demo import DemoConfig
 from liftinv.inversion import InversionConfig
 from liftinv.inversion_baseline import GradientOptimizer
+from liftinv.layer import Layer
+from liftinv.metrics import psnr
 from liftinv.potentials import L1, Box
 from liftinv.solvers import BCD, Adam, HeavyBall
 from liftinv.solvers.loop import run
@@ -53,8 +59,34 @@ def test_configs_take_numpy_scalars():
     assert InversionConfig(tol=f32(1e-4), tau=f32(1.05)).tau == pytest.approx(1.05)
     assert GradientOptimizer(lr=f32(0.01)).lr == pytest.approx(0.01)
     assert DemoConfig(train_time=f32(2.0)).train_time == 2.0
-    with pytest.raises(ValueError, match="train_time must be a finite positive number"):
+    with pytest.raises(ValueError, match="train_time must be a positive finite number"):
         DemoConfig(train_time=float("inf"))
+
+
+@pytest.mark.parametrize("name, make", [
+    ("weight", lambda v: Layer([0], [torch.nn.Identity()], Identity(), weight=v).weight),
+    ("tau", lambda v: float(GradientStep(Blur(torch.ones(1, 3, 3) / 9), v).tau)),
+    ("train_time", lambda v: DemoConfig(train_time=v).train_time),
+    ("tau", lambda v: float(InversionConfig(tau=v).tau)),
+    ("default_alpha", lambda v: float(InversionConfig(default_alpha=v).default_alpha)),
+    ("lr", lambda v: float(GradientOptimizer(lr=v).lr)),
+    ("eps", lambda v: float(GradientOptimizer(eps=v).eps)),
+    ("data_range", lambda v: float(psnr(torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.5), data_range=v)) - 20 * math.log10(2 * v)),
+])
+def test_finite_positive_numbers_are_checked_alike(name, make):
+    """Eight arguments that must be finite positive numbers were checked by five hand-written
+    tests (validation.positive_finite now): they agreed on NaN, Inf, 0, negatives, bools, strings
+    and None, but an integer beyond the float range passed their comparisons and then failed
+    with an OverflowError naming nothing ('int too large to convert to float': a penalty weight,
+    a gradient step's tau, DemoConfig.train_time) or was kept (InversionConfig.tau and
+    GradientOptimizer.lr, which overflowed where they were used). Now the same ValueError naming
+    the argument for all of them; NumPy scalars and integers in range are taken as their float.
+    Oracle: the values themselves, and the closed form of the PSNR, 10 log10(range^2 / 0.25)."""
+    for bad in (0, -1.0, math.nan, math.inf, 10**400, True, "1", None):
+        with pytest.raises(ValueError, match=rf"^{name} must be a positive finite number, got {re.escape(repr(bad))}"):
+            make(bad)
+    for good in (f32(0.5), 2, 1e-300 if name not in ("tau", "data_range") else 1e-3):
+        assert make(good) == pytest.approx(float(good) if name != "data_range" else 0.0, abs=1e-5)
 
 
 # --------------------------------------------------------------------------- integer counts

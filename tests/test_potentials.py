@@ -189,10 +189,10 @@ def test_tv_smooth_value_refuses_an_eps_that_is_not_a_smoothing(eps):
         value = TV(1.0).smooth_value(x, good)
         (grad,) = torch.autograd.grad(value.sum(), x)
         assert float(value.detach()) == 0.0 and bool((grad == 0).all())
-    with pytest.raises((TypeError, ValueError), match="eps must be a finite positive number"):
+    with pytest.raises((TypeError, ValueError), match="eps must be a positive finite number"):
         GradientOptimizer(eps=eps)
     error = TypeError if isinstance(eps, (bool, str)) else ValueError
-    with pytest.raises(error, match="eps must be a finite positive number"):
+    with pytest.raises(error, match="eps must be a positive finite number"):
         TV(1.0).smooth_value(x, eps)
 
 
