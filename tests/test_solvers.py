@@ -412,6 +412,34 @@ def test_nesterov_default_is_textbook_fista():
 
 
 # ----------------------------------------------------------------------------- solver state
+def test_bcd_refuses_rule_states_made_for_other_blocks():
+    """BCD.step completed the state with fresh rule states for the blocks it lacked and took the
+    others as they were: a HeavyBall state made for a variable of one entry, stepped on a problem
+    whose variable has five, broadcast its x^- over them (x - x^- with shapes (5,) and (1,)),
+    silently another iterate; Adam's moments of another parameter shape failed inside torch
+    naming nothing. Now a ValueError naming the state and the shapes (TypeError for a state that
+    is no dict), before anything moves; after reset_vars the step is the fresh one. Oracle: the
+    first HeavyBall step from init, which is the Plain step x - g / L."""
+    solver = BCD(var_rule=HeavyBall(0.5), param_rule=Adam(1e-2))
+    small, problem = two_blocks(seed=30, n=1, p=2), two_blocks(seed=31)
+    state = solver.step(small, solver.init(small))
+    before = {b: problem.get(b)[0].clone() for b in problem.blocks()}
+    with pytest.raises(ValueError, match=r"^state.var_states\[1\]\['prev'\] holds tensors \['\(1,\) torch.float64 on cpu'\], "
+                                         r"but Var\(index=1\) holds \['\(5,\) torch.float64 on cpu'\]: a state made for another"):
+        solver.step(problem, state)
+    with pytest.raises(ValueError, match=r"^state.param_states\[0\]\['m'\] holds tensors \['\(2,\) "):
+        solver.step(problem, solver.reset_vars(state))
+    with pytest.raises(TypeError, match=r"^state.var_states\[1\] must be a rule state \(a dict\), got list"):
+        solver.step(problem, SolverState(0, {1: [before[Var(1)]]}, {}))
+    for b, v in before.items():
+        assert torch.equal(problem.get(b)[0], v)
+    (g,), = problem.grads([Var(1)])
+    want = before[Var(1)] - g / problem.lipschitz(Var(1))
+    solver.step(problem, solver.init(problem))
+    torch.testing.assert_close(problem.get(Var(1))[0], want, rtol=1e-14, atol=1e-14)
+    solver.step(problem, SolverState(1, {1: {"prev": [before[Var(1)]]}}, {}))  # a state of the block's shape passes
+
+
 def test_parameter_state_survives_a_new_batch():
     solver = BCD(var_rule=Nesterov(), param_rule=HeavyBall(0.5))
     first = two_blocks(seed=0)

@@ -148,6 +148,26 @@ def _first_non_finite(group: list[Block], values: list[list[Tensor]]) -> Block |
     return next((b for b, v in zip(group, values) if not all(all_finite(t) for t in v)), None)
 
 
+def _check_rule_state(name: str, state: object, block: Block, values: list[Tensor]) -> None:
+    """A ``TypeError`` naming ``name`` unless the rule state ``state`` is a dict, and a
+    ``ValueError`` naming ``name[key]`` unless each of its lists of tensors (the rules' per-value
+    buffers: ``prev``, ``m``, ``v``) holds one tensor per tensor of ``values``, the block's, of its
+    shape, dtype and device: a state made for another problem or batch (HeavyBall's
+    :math:`x - x^-` broadcast the :math:`x^-` of one sample over a batch of four)."""
+    if not isinstance(state, dict):
+        raise TypeError(f"{name} must be a rule state (a dict), got {type(state).__name__}")
+    for key, entry in state.items():
+        if not (isinstance(entry, list) and entry and all(isinstance(t, Tensor) for t in entry)):
+            continue
+        if len(entry) != len(values) or any(
+                (t.shape, t.dtype, t.device) != (v.shape, v.dtype, v.device) for t, v in zip(entry, values)):
+            have = [f"{tuple(t.shape)} {t.dtype} on {t.device}" for t in entry]
+            want = [f"{tuple(v.shape)} {v.dtype} on {v.device}" for v in values]
+            raise ValueError(f"{name}[{key!r}] holds tensors {have}, but {block} holds {want}: a state made for another "
+                             "problem or batch (reset_vars drops the variable states for a new batch; init makes the "
+                             "states of a new problem)")
+
+
 def _step(scale: float, lipschitz: float) -> float:
     return scale / lipschitz if lipschitz > 0 else scale
 
@@ -202,11 +222,17 @@ class BCD:
         return SolverState(state.iteration, {}, dict(state.param_states))
 
     def _complete(self, problem: BlockProblem, state: SolverState) -> SolverState:
+        """``state`` with fresh rule states for the blocks of ``problem`` it has none for; a
+        ``ValueError`` naming the first state kept that does not fit its block's values
+        (:func:`_check_rule_state`)."""
         var_states, param_states = dict(state.var_states), dict(state.param_states)
         for b in problem.blocks():
             rule, states = (self.var_rule, var_states) if isinstance(b, Var) else (self.param_rule, param_states)
             if b.index not in states:
                 states[b.index] = rule.init(problem.get(b))
+            else:
+                kind = "var_states" if isinstance(b, Var) else "param_states"
+                _check_rule_state(f"state.{kind}[{b.index}]", states[b.index], b, problem.get(b))
         return SolverState(state.iteration, var_states, param_states)
 
     def step(self, problem: BlockProblem, state: SolverState) -> SolverState:
