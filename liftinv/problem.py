@@ -459,9 +459,21 @@ class LiftedProblem:
             raise ValueError(f"{block} is not a block of this problem, whose blocks are {self.blocks()}")
 
     # ----------------------------------------------------------------- state
+    def _check_held(self, block: object) -> None:
+        """A ``TypeError`` or ``ValueError`` naming ``block`` unless it is a variable of the
+        network (a fixed one included, e.g. the clamped output) or one of :meth:`blocks`'
+        parameter groups (``Var(-1)`` or ``Params(-1)`` would index from the end)."""
+        if isinstance(block, Var):
+            if not 0 <= block.index < len(self.xs):
+                raise ValueError(f"{block} is not a variable of this problem, whose variables are 0..{len(self.xs) - 1}")
+        else:
+            self._check_block(block)
+
     def get(self, block: Block) -> list[Tensor]:
-        """Current values of a block; the problem never modifies them in place (:meth:`set`
-        replaces variables, and parameters' storages)."""
+        """Current values of a block, a variable (a fixed one included) or a parameter block (a
+        ``TypeError`` or ``ValueError`` naming any other); the problem never modifies them in
+        place (:meth:`set` replaces variables, and parameters' storages)."""
+        self._check_held(block)
         if isinstance(block, Var):
             return [self.xs[block.index]]
         return [p.detach() for p in self.param_groups[block.index]]
@@ -472,10 +484,7 @@ class LiftedProblem:
         network (a fixed one included, e.g. the clamped output) or one of :meth:`blocks`'
         parameter groups, and ``values`` a sequence of as many tensors, each of the shape, dtype
         and device of the one it replaces (no pass over the values)."""
-        if isinstance(block, Var) and not 0 <= block.index < len(self.xs):
-            raise ValueError(f"{block} is not a variable of this problem, whose variables are 0..{len(self.xs) - 1}")
-        if not isinstance(block, Var):
-            self._check_block(block)
+        self._check_held(block)
         current = [self.xs[block.index]] if isinstance(block, Var) else self.param_groups[block.index]
         if not isinstance(values, Sequence) or isinstance(values, str):
             raise TypeError(f"values must be a sequence of tensors (one for a variable: [x]), got {type(values).__name__}")

@@ -2424,6 +2424,35 @@ def test_set_refuses_values_that_do_not_fit_the_block():
     torch.testing.assert_close(problem.energy(), fresh.energy(), rtol=1e-14, atol=0)
 
 
+def test_get_refuses_blocks_the_problem_does_not_hold():
+    """LiftedProblem.get indexed its variables and parameter groups with the block's index:
+    Var(-1) gave the output x_2 and Params(-1) the last group (a solver or caller reading the
+    wrong block), Var(3) and Params(2) a bare 'list index out of range', an int an
+    AttributeError. Now the ValueError or TypeError naming the block that set gives; the blocks it
+    holds (a fixed variable's included) are returned as before. Oracle: the problem's variables
+    and the network's parameters themselves."""
+    from liftinv.activations import Identity
+    from liftinv.network import LiftedNetwork
+
+    lins = [nn.Linear(3, 3).double() for _ in range(2)]
+    net = LiftedNetwork([Layer([0], [lins[0]], ReLU()), Layer([1], [lins[1]], Identity())])
+    problem = LiftedProblem(net, net.feasible(torch.randn(4, 3, dtype=DT, generator=gen(150))), free_vars=[1],
+                            train_params=True)
+    for block, error, message in [
+        (Var(-1), ValueError, r"^Var\(index=-1\) is not a variable of this problem, whose variables are 0..2"),
+        (Var(3), ValueError, r"^Var\(index=3\) is not a variable of this problem"),
+        (Params(-1), ValueError, r"^Params\(index=-1\) is not a block of this problem"),
+        (Params(2), ValueError, r"^Params\(index=2\) is not a block of this problem"),
+        (1, TypeError, r"^block must be a Var or a Params, got int"),
+    ]:
+        with pytest.raises(error, match=message):
+            problem.get(block)
+    for k in range(3):
+        assert problem.get(Var(k))[0] is problem.xs[k]
+    for g, lin in enumerate(lins):
+        assert all(torch.equal(a, b) for a, b in zip(problem.get(Params(g)), lin.parameters()))
+
+
 def _bcd_run(name: str, rule, sweeps: int, spy) -> tuple[list, list[int]]:
     """``sweeps`` BCD sweeps with ``rule`` on every variable and parameter block of the example
     ``name`` (its output moved off the forward pass, Lipschitz constants computed first): the
