@@ -440,6 +440,29 @@ def test_bcd_refuses_rule_states_made_for_other_blocks():
     solver.step(problem, SolverState(1, {1: {"prev": [before[Var(1)]]}}, {}))  # a state of the block's shape passes
 
 
+@pytest.mark.parametrize("solver", [BCD(var_rule=HeavyBall(0.5)), ISGM(1.0, BCD(var_rule=HeavyBall(0.5)))], ids=["bcd", "isgm"])
+def test_solvers_refuse_a_state_that_is_no_solver_state(solver):
+    """BCD.step, ISGM.step and their reset_vars read state.var_states / state.iteration: a saved
+    state (as_dict's dict) or None failed with "'dict' object has no attribute 'var_states'".
+    Now a TypeError naming state (and SolverState.from_dict for a dict), before anything moves.
+    Oracle: the step from SolverState.from_dict of that dict, the step from the state itself."""
+    problem, twin = two_blocks(seed=40), two_blocks(seed=40)
+    state = solver.step(problem, solver.init(problem))
+    twin_state = solver.step(twin, solver.init(twin))
+    before = [problem.get(b)[0].clone() for b in problem.blocks()]
+    for call in (solver.step, lambda _, s: solver.reset_vars(s)):
+        with pytest.raises(TypeError, match=r"^state must be a SolverState \(SolverState.from_dict makes one from as_dict's "
+                                            r"dict\), got dict$"):
+            call(problem, state.as_dict())
+        with pytest.raises(TypeError, match=r"^state must be a SolverState, got NoneType$"):
+            call(problem, None)
+    assert all(torch.equal(problem.get(b)[0], v) for b, v in zip(problem.blocks(), before))
+    solver.step(problem, SolverState.from_dict(state.as_dict()))
+    solver.step(twin, twin_state)
+    for b in problem.blocks():
+        assert torch.equal(problem.get(b)[0], twin.get(b)[0])
+
+
 def test_parameter_state_survives_a_new_batch():
     solver = BCD(var_rule=Nesterov(), param_rule=HeavyBall(0.5))
     first = two_blocks(seed=0)

@@ -113,6 +113,15 @@ class SolverState:
         return cls(int(d["iteration"]), dict(d["var_states"]), dict(d["param_states"]))
 
 
+def check_solver_state(state: object) -> SolverState:
+    """``state`` if it is a :class:`SolverState`, else a ``TypeError`` naming ``state`` (a saved
+    state, :meth:`SolverState.as_dict`, failed with "'dict' object has no attribute ...")."""
+    if not isinstance(state, SolverState):
+        hint = " (SolverState.from_dict makes one from as_dict's dict)" if isinstance(state, dict) else ""
+        raise TypeError(f"state must be a SolverState{hint}, got {type(state).__name__}")
+    return state
+
+
 def _disjoint_layers(problem: BlockProblem, blocks: list[Block]) -> list[list[Block]]:
     """``blocks`` (variables or parameters) split, in order, into Jacobi groups whose blocks
     share no layer (first fit: each block joins the first group none of whose blocks shares a
@@ -219,12 +228,14 @@ class BCD:
 
     def reset_vars(self, state: SolverState) -> SolverState:
         """Drop the variable-block states (a new mini-batch); keep iteration and parameter states."""
+        check_solver_state(state)
         return SolverState(state.iteration, {}, dict(state.param_states))
 
     def _complete(self, problem: BlockProblem, state: SolverState) -> SolverState:
         """``state`` with fresh rule states for the blocks of ``problem`` it has none for; a
         ``ValueError`` naming the first state kept that does not fit its block's values
-        (:func:`_check_rule_state`)."""
+        (:func:`_check_rule_state`); a ``TypeError`` unless ``state`` is a :class:`SolverState`."""
+        check_solver_state(state)
         var_states, param_states = dict(state.var_states), dict(state.param_states)
         for b in problem.blocks():
             rule, states = (self.var_rule, var_states) if isinstance(b, Var) else (self.param_rule, param_states)

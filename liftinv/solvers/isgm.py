@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from liftinv.blocks import Block, Params
-from liftinv.solvers.bcd import BCD, NonFiniteError, SolverState
+from liftinv.solvers.bcd import BCD, NonFiniteError, SolverState, check_solver_state
 from liftinv.solvers.protocol import BlockProblem
 from liftinv.solvers.rules import check_real
 from liftinv.validation import checked_field, positive_int
@@ -112,10 +112,13 @@ class ISGM:
 
     def reset_vars(self, state: SolverState) -> SolverState:
         """Nothing to drop: inner states restart at every outer step."""
+        check_solver_state(state)
         return state
 
     def step(self, problem: BlockProblem, state: SolverState) -> SolverState:
-        """One outer step: anchor at the current parameters, ``inner_steps`` inner sweeps."""
+        """One outer step: anchor at the current parameters, ``inner_steps`` inner sweeps
+        (``state`` a :class:`~liftinv.solvers.SolverState`, a ``TypeError`` otherwise)."""
+        check_solver_state(state)
         wrapped = ProximalPoint(problem, self.eta)
         inner_state = self.inner.init(wrapped)
         for j in range(self.inner_steps):
