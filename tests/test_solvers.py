@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import io
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -533,6 +535,24 @@ def test_proximal_point_gradients_lipschitz_and_energy():
         problem.set(b, [v.detach()])
     for (ours,), theirs in zip(wrapped.grads(problem.blocks()), autograd):
         torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=0)
+
+
+def test_proximal_point_checks_eta_as_isgm_does():
+    """ProximalPoint (public, ISGM's wrapped problem) took any eta: 0 failed at the first gradient
+    with a ZeroDivisionError, -1 gave the concave term -|w - w^k|^2/2 (an ascent direction and a
+    Lipschitz constant below the problem's, silently), NaN every gradient NaN, a string a bare
+    TypeError of '/'. Now ISGM's errors naming eta; a number > 0 (inf included) is taken as its
+    float. Oracle: ISGM(eta)'s errors, and 1/eta added to the Lipschitz constant."""
+    problem = two_blocks(seed=41)
+    for eta, error in [(0, ValueError), (-1.0, ValueError), (math.nan, ValueError), ("x", TypeError), (True, TypeError)]:
+        with pytest.raises(error) as want:
+            ISGM(eta)
+        with pytest.raises(error, match=f"^{re.escape(str(want.value))}$"):
+            ProximalPoint(problem, eta)
+    for eta in (np.float32(0.5), 2, math.inf):
+        wrapped = ProximalPoint(problem, eta)
+        assert type(wrapped.eta) is float
+        assert wrapped.lipschitz(Params(0)) == problem.lipschitz(Params(0)) + 1 / float(eta)
 
 
 def test_isgm_step_is_the_proximal_point():

@@ -24,17 +24,27 @@ from liftinv.solvers.rules import check_real
 from liftinv.validation import checked_field, positive_int
 
 
+def _eta(name: str, value: object) -> float:
+    """``value`` as a Python float if it is a real number > 0 (``math.inf`` included: no proximal
+    term), else a ``TypeError`` (not a real number) or ``ValueError`` naming ``name``."""
+    value = check_real(name, value)
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
 class ProximalPoint:
     r"""``problem`` plus :math:`\sum_l \frac{1}{2\eta}\|\Theta_l - \Theta_l^k\|^2`, anchored at the
     parameters :math:`\Theta^k` it holds when wrapped.
 
     Parameter gradients gain :math:`(\Theta_l - \Theta_l^k)/\eta` and their Lipschitz constants
-    :math:`1/\eta`; everything else is the wrapped problem's.
+    :math:`1/\eta`; everything else is the wrapped problem's. ``eta`` is a real number > 0
+    (``math.inf``: no proximal term; a ``TypeError`` or ``ValueError`` naming it otherwise).
     """
 
     def __init__(self, problem: BlockProblem, eta: float):
         self.problem = problem
-        self.eta = eta
+        self.eta = _eta("eta", eta)
         self.anchor = {b.index: [v.clone() for v in problem.get(b)] for b in problem.blocks() if isinstance(b, Params)}
         #: whether the inner sweep running now is the last of the outer step (see :meth:`expect`)
         self.last_sweep = False
@@ -99,9 +109,7 @@ class ISGM:
     inner_steps: int = 1
 
     def __post_init__(self):
-        checked_field(self, "eta", check_real)
-        if not self.eta > 0:
-            raise ValueError(f"eta must be positive, got {self.eta}")
+        checked_field(self, "eta", _eta)
         if not isinstance(self.inner, BCD):
             raise TypeError(f"inner must be a BCD, got {type(self.inner).__name__}")
         checked_field(self, "inner_steps", positive_int)
