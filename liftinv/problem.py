@@ -329,7 +329,7 @@ class LiftedProblem:
             others stay fixed. With ``BREGMAN`` or ``FENCHEL``, the output of a softmax layer
             cannot be free (a ``ValueError`` naming it: its prox exists only at
             :math:`\gamma = 1`); it must be clamped.
-        train_params: whether the parameters are blocks.
+        train_params: whether the parameters are blocks (a bool: a ``TypeError`` otherwise).
         penalty: ``BREGMAN`` (default), ``MAC`` or ``FENCHEL`` (a ``Penalty``; a ``TypeError``
             otherwise).
         terms: potentials on variables, ``{index: Potential}`` (a loss on a free output, a
@@ -388,6 +388,7 @@ class LiftedProblem:
         self.penalty = penalty
         self.terms = terms
         self.power_iters = positive_int("power_iters", power_iters)
+        check_flag("train_params", train_params)
         check_flag("cache_preactivations", cache_preactivations)
         self.cache_preactivations = cache_preactivations
         self.param_groups = self._group_parameters() if train_params else []

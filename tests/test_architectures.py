@@ -2453,6 +2453,23 @@ def test_get_refuses_blocks_the_problem_does_not_hold():
         assert all(torch.equal(a, b) for a, b in zip(problem.get(Params(g)), lin.parameters()))
 
 
+def test_train_params_must_be_a_bool():
+    """LiftedProblem took train_params by its truth value, as cache_preactivations is not: the
+    string "no" (or "False", 1, a tensor) made every parameter a block, so a solver meant to leave
+    the network as it is (inversion) trained it. Now a TypeError naming train_params, as for
+    cache_preactivations. Oracle: the blocks of train_params=True and False."""
+    from liftinv.activations import Identity
+    from liftinv.network import LiftedNetwork
+
+    net = LiftedNetwork([Layer([0], [nn.Linear(3, 3).double()], ReLU()), Layer([1], [nn.Linear(3, 3).double()], Identity())])
+    xs = net.feasible(torch.randn(2, 3, dtype=DT, generator=gen(160)))
+    for bad in ("no", "False", 1, None, torch.tensor(False)):
+        with pytest.raises(TypeError, match=rf"^train_params must be a bool, got {re.escape(repr(bad))}$"):
+            LiftedProblem(net, xs, free_vars=[1], train_params=bad)
+    assert LiftedProblem(net, xs, free_vars=[1], train_params=False).blocks() == [Var(1)]
+    assert LiftedProblem(net, xs, free_vars=[1], train_params=True).blocks() == [Var(1), Params(0), Params(1)]
+
+
 def _bcd_run(name: str, rule, sweeps: int, spy) -> tuple[list, list[int]]:
     """``sweeps`` BCD sweeps with ``rule`` on every variable and parameter block of the example
     ``name`` (its output moved off the forward pass, Lipschitz constants computed first): the
