@@ -70,7 +70,7 @@ defaults, warm-started across batches) an estimate can fall well below it, which
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import chain
 
@@ -325,10 +325,10 @@ class LiftedProblem:
             must lie in the range of their dtype (:meth:`~liftinv.network.LiftedNetwork.check_weights`,
             here and when a weight or the network changes).
         y: measurements for layers with a data term.
-        free_vars: indices (integers in ``[0, K]``) of the variables that are optimised; the
-            others stay fixed. With ``BREGMAN`` or ``FENCHEL``, the output of a softmax layer
-            cannot be free (a ``ValueError`` naming it: its prox exists only at
-            :math:`\gamma = 1`); it must be clamped.
+        free_vars: indices (integers in ``[0, K]``, in a sequence or other iterable) of the
+            variables that are optimised; the others stay fixed. With ``BREGMAN`` or
+            ``FENCHEL``, the output of a softmax layer cannot be free (a ``ValueError`` naming it:
+            its prox exists only at :math:`\gamma = 1`); it must be clamped.
         train_params: whether the parameters are blocks (a bool: a ``TypeError`` otherwise).
         penalty: ``BREGMAN`` (default), ``MAC`` or ``FENCHEL`` (a ``Penalty``; a ``TypeError``
             otherwise).
@@ -363,6 +363,10 @@ class LiftedProblem:
     ):
         K = network.depth
         network.check_variable_count(xs)
+        if terms is not None and not isinstance(terms, Mapping):
+            raise TypeError(f"terms must be a mapping {{index: Potential}} or None, got {type(terms).__name__}")
+        if isinstance(free_vars, (str, bytes)) or not isinstance(free_vars, Iterable):
+            raise TypeError(f"free_vars must be a sequence of variable indices (one variable: [k]), got {free_vars!r}")
         terms = dict(terms or {})
         free_vars = list(free_vars)
         for name, indices in (("free_vars", free_vars), ("terms", list(terms))):

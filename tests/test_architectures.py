@@ -2470,6 +2470,32 @@ def test_train_params_must_be_a_bool():
     assert LiftedProblem(net, xs, free_vars=[1], train_params=True).blocks() == [Var(1), Params(0), Params(1)]
 
 
+def test_free_vars_and_terms_must_be_collections():
+    """LiftedProblem called list(free_vars) and dict(terms): free_vars=1 failed with "'int'
+    object is not iterable", None alike, and terms=[Tikhonov(1.0)] with "cannot convert
+    dictionary update sequence element #0 to a sequence", naming no argument (a string of digits
+    was read character by character). Now a TypeError naming free_vars or terms; sequences and
+    ranges of indices and a mapping of terms are taken as before. Oracle: the blocks and the
+    energy of the problem built with [1] and {0: Tikhonov(1.0)}, which adds |u|^2/2."""
+    from liftinv.activations import Identity
+    from liftinv.network import LiftedNetwork
+    from liftinv.potentials import Tikhonov
+
+    net = LiftedNetwork([Layer([0], [nn.Linear(3, 3).double()], ReLU()), Layer([1], [nn.Linear(3, 3).double()], Identity())])
+    xs = net.feasible(torch.randn(2, 3, dtype=DT, generator=gen(170)))
+    xs[2] = xs[2] + 0.1
+    for bad in (1, None, "1"):
+        with pytest.raises(TypeError, match=rf"^free_vars must be a sequence of variable indices \(one variable: \[k\]\), "
+                                            rf"got {re.escape(repr(bad))}$"):
+            LiftedProblem(net, xs, free_vars=bad, train_params=False)
+    with pytest.raises(TypeError, match=r"^terms must be a mapping \{index: Potential\} or None, got list$"):
+        LiftedProblem(net, xs, free_vars=[1], train_params=False, terms=[Tikhonov(1.0)])
+    plain = LiftedProblem(net, xs, free_vars=range(1, 2), train_params=False)
+    with_term = LiftedProblem(net, xs, free_vars=(1,), train_params=False, terms={0: Tikhonov(1.0)})
+    assert plain.blocks() == with_term.blocks() == [Var(1)]
+    torch.testing.assert_close(with_term.energy(), plain.energy() + 0.5 * (xs[0] ** 2).sum(), rtol=1e-14, atol=0)
+
+
 def _bcd_run(name: str, rule, sweeps: int, spy) -> tuple[list, list[int]]:
     """``sweeps`` BCD sweeps with ``rule`` on every variable and parameter block of the example
     ``name`` (its output moved off the forward pass, Lipschitz constants computed first): the
