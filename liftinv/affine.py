@@ -21,8 +21,8 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.nn.utils.spectral_norm import SpectralNorm
 
-from liftinv.validation import keeps_forward, positive_finite
-from operators.checks import fixed_at_construction, is_real, values_trusted
+from liftinv.validation import keeps_forward, positive_finite, real_float
+from operators.checks import fixed_at_construction, values_trusted
 
 
 #: Most elements of the per-channel temporary of :func:`conv_adjoint`'s one-channel path (the
@@ -139,9 +139,10 @@ def _fixed_number(name: str, value: object, positive: bool = False) -> float:
     scales and steps of the maps below."""
     if positive:
         return positive_finite(name, value)
-    if not is_real(value) or not math.isfinite(value):
+    number = real_float(value)  # NaN for what is not a real number, +-inf beyond the float range
+    if not math.isfinite(number):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+    return number
 
 
 class ScaledConv(nn.Module):

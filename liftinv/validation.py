@@ -58,16 +58,26 @@ def positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def real_float(value: object) -> float:
+    """``value`` as a Python float if it is a real number (:func:`~operators.checks.is_real`),
+    ``math.inf`` or ``-math.inf`` for one beyond the float range (an integer or fraction, whose
+    ``float()`` raises an ``OverflowError`` naming nothing), NaN for anything else: what range
+    checks compare."""
+    if not is_real(value):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def positive_finite(name: str, value: object) -> float:
     """Return ``value`` as a Python float if it is a real number (Python or NumPy, not a bool,
     string or tensor: :func:`~operators.checks.is_real`) that is > 0 and finite as a float, else a
     ``ValueError`` naming ``name``: NaN, Inf, 0 and negative numbers, and an integer beyond the
     float range (whose ``float()`` raises an ``OverflowError`` naming nothing). The one check of
     the weights, steps and scales that must be finite positive numbers."""
-    try:
-        number = float(value) if is_real(value) else math.nan
-    except OverflowError:  # an integer (or fraction) beyond the float range
-        number = math.inf
+    number = real_float(value)
     if not 0 < number < math.inf:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return number

@@ -3,6 +3,7 @@ the linear-part helpers."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -422,6 +423,22 @@ def test_fixed_scales_and_steps_are_finite_real_numbers(make, name):
             m = make(conv, value)
             assert type(m.scale) is float and m.scale == float(value)
             assert torch.equal(m(x), F.conv2d(x, float(value) * conv.weight, padding=conv.padding))
+
+
+@pytest.mark.parametrize("make, name", [(ScaledConv, "scale"), (ConvAdjoint, "scale"), (NormalStep, "tau")],
+                         ids=["scaled_conv", "conv_adjoint", "normal_step"])
+def test_fixed_scales_beyond_the_float_range_are_refused_by_name(make, name):
+    """An integer beyond the float range passed the finiteness test of the fixed scales and steps
+    through math.isfinite, which raised "OverflowError: int too large to convert to float" (naming
+    nothing). Now the ValueError naming the argument that NaN and inf get; integers in range are
+    still taken as their float. Oracle: the error for inf, and float(3)."""
+    for big in (10**400, -10**400):
+        with pytest.raises(ValueError) as want:
+            make(_conv(), math.inf if big > 0 else -math.inf)
+        message = str(want.value).replace(repr(math.inf if big > 0 else -math.inf), repr(big))
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            make(_conv(), big)
+    assert float(getattr(make(_conv(), 3), name)) == 3.0
 
 
 @pytest.mark.parametrize("padding", [np.int64(1), [1], (1,), (np.int64(1), 1), [0]], ids=repr)
