@@ -14,7 +14,7 @@ from torch import Tensor
 from liftinv.activations import check_step
 from liftinv.penalty import per_sample
 from liftinv.tv import GRAD_NORM_SQ, _project_ball, check_real_images, div2d, grad2d, prox_gap, tv
-from liftinv.validation import box_bounds, check_fits_dtype, positive_finite
+from liftinv.validation import box_bounds, check_fits_dtype, positive_finite, real_float
 from operators.checks import check_tensor, is_integer, is_real
 
 
@@ -24,13 +24,14 @@ def _abs2(t: Tensor) -> Tensor:
 
 
 def _check_weight(weight: float, name: str = "weight") -> float:
-    """``weight`` as a float: a finite real number >= 0 (bools and strings are refused)."""
+    """``weight`` as a float: a finite real number >= 0 (bools and strings are refused; an integer
+    beyond the float range is refused by name, where ``float()`` raised an ``OverflowError``)."""
     if not is_real(weight):
         raise TypeError(f"{name} must be a finite non-negative number, got {weight!r}")
-    weight = float(weight)
-    if not weight >= 0 or weight == float("inf"):
-        raise ValueError(f"{name} must be a finite non-negative number, got {weight}")
-    return weight
+    number = real_float(weight)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"{name} must be a finite non-negative number, got {number if math.isfinite(number) else weight}")
+    return number
 
 
 class Potential:

@@ -1,3 +1,6 @@
+import math
+import re
+
 import deepinv as dinv
 import numpy as np
 import pytest
@@ -318,6 +321,26 @@ def test_box_bounds_are_two_real_numbers(make, error, message):
         make()
     assert Box(np.float32(-1), 2).prox(torch.tensor([-3.0, 3.0]), 1.0).tolist() == [-1.0, 2.0]
     assert TV(0.1, box=[0, 1]).box == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("make, name", [
+    (Tikhonov, "weight"), (L1, "weight"), (TV, "weight"), (lambda w: SquaredError(torch.zeros(1, 3), w), "weight"),
+    (lambda w: DeepinvPrior(dinv.optim.Tikhonov(), 0.7, lipschitz=w), "lipschitz"),
+], ids=["tikhonov", "l1", "tv", "squared_error", "prior_lipschitz"])
+def test_number_weights_beyond_the_float_range_are_refused_by_name(make, name):
+    """An integer weight beyond the float range (10**400) passed is_real and then float() raised
+    "OverflowError: int too large to convert to float", naming nothing. Now the ValueError naming
+    the weight that inf gets, showing the integer; integers in range are taken as their float.
+    Oracle: the error for inf (and -1), float(3)."""
+    for big, like in ((10**400, math.inf), (-10**400, -1)):
+        with pytest.raises(ValueError) as want:
+            make(like)
+        message = str(want.value).rsplit("got ", 1)[0] + f"got {big}"
+        assert message.startswith(f"{name} must be a finite non-negative number")
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            make(big)
+    made = make(3)
+    assert (made.lip if name == "lipschitz" else made.weight) == 3.0
 
 
 def test_weights_box_and_tolerance_are_checked():
