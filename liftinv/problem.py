@@ -258,7 +258,7 @@ class _NetworkState:
 
     def objects(self) -> list:
         physics = {id(m.physics): m.physics for m in self.steps}
-        return [t for d in self.tensors for t in d.values()] + [t for p in physics.values() for t in state_of(p)]
+        return [*chain.from_iterable(map(dict.values, self.tensors)), *(t for p in physics.values() for t in state_of(p))]
 
     def weights(self) -> list[float]:
         return [layer.weight for layer in self.layers]
