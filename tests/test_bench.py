@@ -127,6 +127,22 @@ def test_training_benchmark_rows_name_the_depth_ratio_of_the_models_they_train()
         assert len(scaled) == count and all("bcd" in m for m in scaled), scaled
 
 
+def test_training_benchmark_rows_name_the_order_and_deferral_of_their_sweeps():
+    """A lifted BCD row's hyper-parameters say 'interleaved' and 'deferred' exactly when its
+    solver has interleave and defer_params (deblurring: both; CT: neither)."""
+    from liftinv.bench.training import _methods
+    from liftinv.training_setups import build_setup
+
+    for name in ("deblurring", "ct"):
+        setup = build_setup(name, quick=True)
+        for _, hyper, method in _methods(setup, quick=True):
+            solver = getattr(method, "solver", None)
+            bcd = solver if hasattr(solver, "defer_params") else None
+            assert (", interleaved" in hyper) == bool(bcd and bcd.interleave), hyper
+            assert (", deferred" in hyper) == bool(bcd and bcd.defer_params), hyper
+        assert any(", interleaved, deferred" in hyper for _, hyper, _ in _methods(setup, quick=True)) == (name == "deblurring")
+
+
 def test_training_benchmark_warms_each_method_up_before_timing_it(monkeypatch, tmp_path):
     """Each method's timed run comes after an untimed run of the same method on another fresh
     model (the 3-batch memory run), so no method pays the process's first-call costs in its

@@ -144,8 +144,10 @@ def _methods(setup: Setup, quick: bool) -> list[tuple[str, str, Lifted | Backpro
 def _rule_name(method: Lifted | BCD) -> str:
     rule = (method.solver if isinstance(method, Lifted) else method).param_rule
     fields = ", ".join(f"{f.name}={getattr(rule, f.name):g}" for f in dataclasses.fields(rule) if f.name in ("lr", "beta"))
-    interleaved = ", interleaved" if getattr(method.solver if isinstance(method, Lifted) else method, "interleave", False) else ""
-    return f"{type(rule).__name__}({fields}){interleaved}"
+    solver = method.solver if isinstance(method, Lifted) else method
+    order = ", interleaved" if getattr(solver, "interleave", False) else ""
+    deferred = ", deferred" if getattr(solver, "defer_params", False) else ""
+    return f"{type(rule).__name__}({fields}){order}{deferred}"
 
 
 def run_task(name: str, quick: bool = False, device: str = "cpu") -> list[dict]:
