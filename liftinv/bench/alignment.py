@@ -31,7 +31,6 @@ its top group. The command measures the models the setups train with lifted BCD
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 
@@ -96,20 +95,21 @@ def sweep_alignment(model, method, batch, moving: bool = False) -> list[dict]:
     forward pass, against backpropagation's gradient of the energy it starts from. The recorder
     leaves every parameter block where it is, as a sweep with ``BCD(defer_params=True)`` does;
     with ``moving`` it moves each by the method's rule as the sweep reaches it, as a sweep without
-    deferral does (on a copy of ``model``, which keeps its parameters), so that a gradient taken
-    after another block moved sees its new parameters."""
+    deferral does, so that a gradient taken after another block moved sees its new parameters
+    (the parameters are put back afterwards)."""
     if not (isinstance(method, Lifted) and isinstance(method.solver, BCD)):
         raise TypeError(f"method must be a Lifted method with a BCD solver (one sweep to record), got {method!r}")
-    work = copy.deepcopy(model) if moving else model
+    start = [p.detach() for p in model.parameters()]  # the sweep replaces their storages (LiftedProblem.set)
     solver = dataclasses.replace(method.solver, param_rule=_Record(method.solver.param_rule if moving else None),
                                  defer_params=False)
-    lifted = runner(work, dataclasses.replace(method, solver=solver, sweeps_per_batch=1))
+    lifted = runner(model, dataclasses.replace(method, solver=solver, sweeps_per_batch=1))
     lifted.start_epoch()
     lifted.step(batch, 1)
     problem = lifted.problem
-    own = dict(zip(map(id, work.parameters()), model.parameters()))
-    groups = [[own[id(p)] for p in group] for group in problem.param_groups]
-    reference = _backprop_grads(model, batch, groups, problem.penalty)
+    with torch.no_grad():
+        for p, v in zip(model.parameters(), start):
+            p.set_(v)
+    reference = _backprop_grads(model, batch, problem.param_groups, problem.penalty)
     return [
         dict(zip(("cosine", "norm_ratio"), _compare(lifted.state.param_states[i]["grad"], reference[i])),
              layers=",".join(map(str, problem.param_layers(i))))
