@@ -358,13 +358,17 @@ class Radon(LinearPhysics):
 
     def __deepcopy__(self, memo: dict) -> Radon:
         """A deep copy (as deepinv's ``clone``): sparse CSR matrices cannot be deep-copied by
-        ``copy.deepcopy``, so they are cloned."""
+        ``copy.deepcopy``, so they are cloned, and recorded in ``memo`` as the copies of the
+        originals for whatever else the copy reaches holds them (a ``Stamp`` of the operator's
+        buffers, as a network that checks its physics keeps)."""
         sparse = {name: self._buffers[name] for name in ("_matrix", "_matrix_t")}
         new = type(self).__new__(type(self))
         memo[id(self)] = new
+        clones = {name: m.clone() for name, m in sparse.items()}
+        memo.update({id(m): clones[name] for name, m in sparse.items()})
         state = dict(self.__dict__, _buffers={k: v for k, v in self._buffers.items() if k not in sparse})
         new.__dict__.update(copy.deepcopy(state, memo))
-        new._buffers.update({name: m.clone() for name, m in sparse.items()})
+        new._buffers.update(clones)
         return new
 
     def _apply(self, fn, recurse: bool = True) -> Radon:

@@ -109,6 +109,25 @@ def test_clone_is_an_equal_independent_operator(name):
 
 
 @pytest.mark.parametrize("name", sorted(operators.OPERATORS))
+def test_a_network_holding_the_operator_deep_copies_with_it(name):
+    """``copy.deepcopy`` of an unrolled network built for the operator (its construction takes
+    the operator norm, so the operator caches it under a stamp of its buffers, and the network
+    stamps the operator too): the copy reconstructs as the original and holds an operator of its
+    own. With a Radon it failed ('Cannot access storage of SparseCsrTensorImpl'): the stamps
+    deep-copied its sparse matrices, which only its own ``__deepcopy__`` can copy."""
+    import copy
+
+    from liftinv.architectures import UnrolledPrimalDual
+
+    physics, shape = operators.OPERATORS[name](torch.float64, "cpu")
+    net = UnrolledPrimalDual(physics, 2, 2, shape[1:], generator=torch.Generator().manual_seed(6)).double()
+    twin = copy.deepcopy(net)
+    y = physics.A(torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(twin(y, twin.physics), net(y, net.physics))
+    assert twin.physics is not net.physics
+
+
+@pytest.mark.parametrize("name", sorted(operators.OPERATORS))
 def test_call_passes_noise_parameters_through(name):
     """deepinv calls ``physics(x, **params)`` and forwards the parameters to A, A^T and the noise:
     the noise model's are accepted (and used by it), the operator's unchanged."""
