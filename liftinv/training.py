@@ -93,7 +93,10 @@ def _images(data: TensorDataset | Tensor, name: str, like: Tensor) -> Tensor:
         raise TypeError(f"{name} must hold floating-point images, got dtype {images.dtype}")
     if not bool(torch.isfinite(images).all()):
         raise ValueError(f"{name} contains NaN or Inf entries")
-    return images.detach().to(dtype=like.dtype, device=like.device)
+    cast = images.detach().to(dtype=like.dtype, device=like.device)
+    if not bool(torch.isfinite(cast).all()):
+        raise ValueError(f"{name} has entries beyond the range of the model's {like.dtype} (Inf once cast)")
+    return cast
 
 
 def _check_fit(model: nn.Module, task: Task, images: Tensor) -> None:

@@ -1152,6 +1152,18 @@ def test_bad_data(patches):
         train(torch.nn.Conv2d(1, 1, 3, padding=1).to(DT), train_set, **kwargs)
 
 
+def test_images_that_overflow_the_model_dtype_are_refused(patches):
+    """float64 images finite in float64 but beyond float32's range were cast to Inf for a float32
+    model and trained on silently; they are refused by name."""
+    train_set, _ = patches
+    big = train_set[:6].to(torch.float64, copy=True)  # the fixture is float64: a view otherwise
+    big[2, 0, 1, 1] = 1e300
+    assert bool(torch.isfinite(big).all()) and not bool(torch.isfinite(big.float()).all())  # the oracle
+    net = ProximalNeuralNetwork(1, 4, 3, kernel_size=3, threshold=0.05, generator=_gen(1)).float()
+    with pytest.raises(ValueError, match=r"^train_set has entries beyond the range of the model's torch.float32"):
+        train(net, big, task=Denoising(0.1), method=Backprop(lr=1e-2), epochs=1, batch_size=2, progress=False)
+
+
 @pytest.mark.parametrize(
     "make, error, match",
     [
