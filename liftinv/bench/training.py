@@ -142,9 +142,9 @@ def _methods(setup: Setup, quick: bool) -> list[tuple[str, str, Lifted | Backpro
 
 
 def _rule_name(method: Lifted | BCD) -> str:
-    rule = (method.solver if isinstance(method, Lifted) else method).param_rule
-    fields = ", ".join(f"{f.name}={getattr(rule, f.name):g}" for f in dataclasses.fields(rule) if f.name in ("lr", "beta"))
     solver = method.solver if isinstance(method, Lifted) else method
+    rule = solver.param_rule
+    fields = ", ".join(f"{f.name}={getattr(rule, f.name):g}" for f in dataclasses.fields(rule) if f.name in ("lr", "beta"))
     order = ", interleaved" if getattr(solver, "interleave", False) else ""
     deferred = ", deferred" if getattr(solver, "defer_params", False) else ""
     return f"{type(rule).__name__}({fields}){order}{deferred}"
